@@ -1,0 +1,6 @@
+"""Entry point of the dispatch worker: `celery -A services.dispatch.worker worker -Q dispatch`."""
+
+from services.dispatch.app import create_app
+
+flask_app = create_app()
+celery = flask_app.extensions["aidlink"].celery

@@ -1,0 +1,6 @@
+"""Entry point of the donations worker: `celery -A services.donations.worker worker -Q donations`."""
+
+from services.donations.app import create_app
+
+flask_app = create_app()
+celery = flask_app.extensions["aidlink"].celery

@@ -1,0 +1,133 @@
+"""The gateway's reverse proxy to the services that own each part of the API.
+
+``/api/v1/<segment>/...`` goes to the service that owns ``<segment>``. Connections
+are pooled per service, every call has a connect and a read timeout, and the
+request and correlation ids travel with it. A service that is down or too slow
+answers as a 502 or 504 problem naming it, never as a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from flask import Blueprint, Flask, Response, request
+from requests.adapters import HTTPAdapter
+
+from shared.config import Settings
+from shared.observability import (
+    CORRELATION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    correlation_id_var,
+    request_id_var,
+)
+from shared.problems import Problem
+
+log = logging.getLogger(__name__)
+
+# The first path segment under /api/v1 and the service that owns it.
+ROUTES: Mapping[str, str] = {
+    "donations": "donations",
+    "dispatch": "dispatch",
+}
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-encoding",
+    }
+)
+
+
+class ServiceClient:
+    """Pooled HTTP connections from the gateway to each service."""
+
+    def __init__(self, settings: Settings, pool_size: int = 20) -> None:
+        self.settings = settings
+        self.session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=len(ROUTES) + 1, pool_maxsize=pool_size, max_retries=0
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.timeout = (settings.proxy_connect_timeout, settings.proxy_read_timeout)
+
+    def url(self, service: str, path: str) -> str:
+        return f"{self.settings.service_urls[service]}{path}"
+
+    def forward_headers(self, headers: Any) -> dict[str, str]:
+        forwarded = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+        forwarded[REQUEST_ID_HEADER] = request_id_var.get() or ""
+        forwarded[CORRELATION_ID_HEADER] = correlation_id_var.get() or ""
+        return forwarded
+
+    def call(self, service: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Call ``service``; connection failures and timeouts become problems."""
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            return self.session.request(method, self.url(service, path), **kwargs)
+        except requests.Timeout:
+            log.warning("%s did not answer %s %s in time", service, method, path)
+            raise Problem(
+                504,
+                f"The {service} service did not answer in time; try again shortly.",
+                slug="upstream-timeout",
+                service=service,
+            ) from None
+        except requests.ConnectionError:
+            log.warning("%s is unreachable for %s %s", service, method, path)
+            raise Problem(
+                502,
+                f"The {service} service is unreachable; try again shortly.",
+                slug="upstream-unavailable",
+                service=service,
+            ) from None
+
+
+def proxy_blueprint(client: ServiceClient) -> Blueprint:
+    blp = Blueprint("proxy", __name__)
+
+    @blp.route(
+        "/api/v1/<segment>/<path:rest>",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    )
+    @blp.route(
+        "/api/v1/<segment>",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        defaults={"rest": ""},
+    )
+    def forward(segment: str, rest: str) -> Response:
+        service = ROUTES.get(segment)
+        if service is None:
+            raise Problem(404, f"No API at /api/v1/{segment}.", slug="no-such-endpoint")
+        upstream = client.call(
+            service,
+            request.method,
+            request.full_path.rstrip("?") if request.query_string else request.path,
+            headers=client.forward_headers(request.headers),
+            data=request.get_data(),
+            allow_redirects=False,
+            stream=True,
+        )
+        headers = [(k, v) for k, v in upstream.raw.headers.items() if k.lower() not in HOP_BY_HOP]
+        body = upstream.raw.read(decode_content=True)
+        upstream.close()
+        return Response(body, status=upstream.status_code, headers=headers)
+
+    return blp
+
+
+def install_proxy(app: Flask, client: ServiceClient) -> None:
+    app.extensions["aidlink.services"] = client
+    app.register_blueprint(proxy_blueprint(client))

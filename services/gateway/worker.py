@@ -1,0 +1,6 @@
+"""Entry point of the gateway worker: `celery -A services.gateway.worker worker -Q gateway`."""
+
+from services.gateway.app import create_app
+
+flask_app = create_app()
+celery = flask_app.extensions["aidlink"].celery

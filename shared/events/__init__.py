@@ -1,0 +1,6 @@
+"""Events: the envelope every service speaks, the payload schemas and who listens."""
+
+from shared.events.envelope import Event, EventError, new_event
+from shared.events.registry import REGISTRY, subscribers_of
+
+__all__ = ["REGISTRY", "Event", "EventError", "new_event", "subscribers_of"]

@@ -1,0 +1,99 @@
+"""Versioned payload schemas per event type, and which services consume each type.
+
+Adding an event type means: a payload schema here, registered under its type and
+version, and its consumers in ``SUBSCRIBERS``. A new incompatible payload is a new
+version registered beside the old one, so events already in flight still load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from shared.events.envelope import EventError
+
+ORGANISATION_KINDS = (
+    "foundation",
+    "company",
+    "fund",
+    "hospital",
+    "field_hospital",
+    "community_committee",
+    "civil_affairs_bureau",
+    "care_home",
+    "logistics_company",
+    "coordinator_office",
+)
+
+
+class OrgRegisteredV1(Schema):
+    id = fields.UUID(required=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    kind = fields.String(required=True, validate=validate.OneOf(ORGANISATION_KINDS))
+    region = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    address = fields.String(load_default=None, allow_none=True)
+
+
+class EventRegistry:
+    """Maps ``(type, version)`` to the marshmallow schema of its payload."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[tuple[str, int], Schema] = {}
+
+    def register(self, type: str, version: int, schema: Schema) -> None:
+        key = (type, version)
+        if key in self._schemas:
+            raise ValueError(f"event {type} v{version} is registered twice")
+        self._schemas[key] = schema
+
+    def types(self) -> list[str]:
+        return sorted({t for t, _ in self._schemas})
+
+    def latest_version(self, type: str) -> int:
+        versions = [v for t, v in self._schemas if t == type]
+        if not versions:
+            raise EventError("unknown event type", {"type": [f"no schema for {type!r}"]})
+        return max(versions)
+
+    def _schema(self, type: str, version: int) -> Schema:
+        try:
+            return self._schemas[(type, version)]
+        except KeyError:
+            raise EventError(
+                "unknown event type", {"type": [f"no schema for {type!r} version {version}"]}
+            ) from None
+
+    def load_payload(self, type: str, version: int, payload: Any) -> dict[str, Any]:
+        try:
+            return dict(self._schema(type, version).load(payload))
+        except ValidationError as exc:
+            raise EventError(f"invalid {type} payload", _prefixed(exc.messages)) from None
+
+    def dump_payload(self, type: str, version: int, payload: dict[str, Any]) -> dict[str, Any]:
+        schema = self._schema(type, version)
+        dumped = dict(schema.dump(payload))
+        # Dumping does not validate; loading the dumped form does, exactly as a
+        # consumer will.
+        self.load_payload(type, version, dumped)
+        return dumped
+
+
+def _prefixed(messages: Any) -> dict[str, Any]:
+    if isinstance(messages, dict):
+        return {f"payload.{key}": value for key, value in messages.items()}
+    return {"payload": messages}
+
+
+REGISTRY = EventRegistry()
+REGISTRY.register("org.registered", 1, OrgRegisteredV1())
+
+# Which services' queues receive each event type. The producer's relay sends one
+# message per subscriber, to that subscriber's queue.
+SUBSCRIBERS: dict[str, tuple[str, ...]] = {
+    "org.registered": ("donations", "dispatch"),
+}
+
+
+def subscribers_of(type: str) -> tuple[str, ...]:
+    return SUBSCRIBERS.get(type, ())

@@ -1,0 +1,253 @@
+"""The inbox: every consumer applies each event at most once, and in order.
+
+A consumer records the event id in its ``inbox`` table in the same transaction as
+the event's effect, so a redelivered event finds its id and changes nothing. It also
+remembers the last version it applied of each aggregate, so an event older than the
+state it would change is recorded and ignored. An event that cannot be read, or keeps
+failing, goes to ``dead_letters`` with the reason, instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import JSON, Integer, String, Text, Uuid, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from shared.db import UTCDateTime, utcnow
+from shared.events import Event, EventError
+from shared.observability import causation_id_var, correlation_id_var
+
+log = logging.getLogger(__name__)
+
+
+class InboxRow:
+    """One event this service has taken in, and what it did with it."""
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **columns: Any) -> None: ...
+
+    __tablename__ = "inbox"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    aggregate_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    aggregate_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class AggregateVersionRow:
+    """The newest version of each aggregate whose events this service has applied."""
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **columns: Any) -> None: ...
+
+    __tablename__ = "aggregate_versions"
+
+    aggregate_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class DeliveryRow:
+    """How many times each event has been handed to this service's worker."""
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **columns: Any) -> None: ...
+
+    __tablename__ = "deliveries"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class DeadLetterRow:
+    """An event this service could not apply, kept with the reason for an operator."""
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **columns: Any) -> None: ...
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    event_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[Any] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    detail: Mapped[str] = mapped_column(Text, nullable=False)
+    errors: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Outcome(enum.StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    IGNORED = "ignored"  # a type this service receives but has no handler for
+    DEAD_LETTERED = "dead_lettered"
+
+
+Handler = Callable[[Session, Event], None]
+
+
+class Inbox:
+    """Applies events to a service's database exactly once in effect."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        session_factory: sessionmaker[Session],
+        inbox: type[InboxRow],
+        versions: type[AggregateVersionRow],
+        deliveries: type[DeliveryRow],
+        dead_letters: type[DeadLetterRow],
+        handlers: Mapping[str, Handler],
+        max_deliveries: int = 5,
+    ) -> None:
+        self.service = service
+        self.session_factory = session_factory
+        self.inbox = inbox
+        self.versions = versions
+        self.deliveries = deliveries
+        self.dead_letters = dead_letters
+        self.handlers = dict(handlers)
+        self.max_deliveries = max_deliveries
+
+    def handle(self, message: Any) -> Outcome:
+        """Take one message off the queue. Transient database errors propagate so the
+        task can retry; every other failure ends in a dead letter."""
+        try:
+            evt = Event.from_message(message)
+        except EventError as exc:
+            event_id = message.get("id") if isinstance(message, dict) else None
+            log.error("dead-lettering invalid event %s: %s", event_id, exc.errors)
+            self._dead_letter(message, reason="invalid", detail=str(exc), errors=exc.errors)
+            return Outcome.DEAD_LETTERED
+
+        corr = correlation_id_var.set(evt.correlation_id)
+        cause = causation_id_var.set(str(evt.id))
+        try:
+            if self._already_taken(evt.id):
+                return Outcome.DUPLICATE
+            attempts = self._count_delivery(evt.id)
+            if attempts > self.max_deliveries:
+                log.error("dead-lettering %s %s after %d deliveries", evt.type, evt.id, attempts)
+                self._dead_letter(
+                    message,
+                    reason="redelivery_cap",
+                    detail=f"delivered {attempts} times (cap {self.max_deliveries})",
+                )
+                return Outcome.DEAD_LETTERED
+            return self._apply(evt, message)
+        finally:
+            causation_id_var.reset(cause)
+            correlation_id_var.reset(corr)
+
+    def _already_taken(self, event_id: uuid.UUID) -> bool:
+        with self.session_factory() as session:
+            return session.get(self.inbox, event_id) is not None
+
+    def _apply(self, evt: Event, message: Any) -> Outcome:
+        from sqlalchemy.exc import OperationalError
+
+        handler = self.handlers.get(evt.type)
+        try:
+            with self.session_factory() as session, session.begin():
+                last = session.get(self.versions, evt.aggregate_id, with_for_update=True)
+                if last is not None and last.last_version >= evt.aggregate_version:
+                    outcome = Outcome.STALE
+                elif handler is None:
+                    outcome = Outcome.IGNORED
+                else:
+                    handler(session, evt)
+                    outcome = Outcome.APPLIED
+                if outcome is not Outcome.STALE:
+                    if last is None:
+                        session.add(
+                            self.versions(
+                                aggregate_id=evt.aggregate_id,
+                                last_version=evt.aggregate_version,
+                            )
+                        )
+                    else:
+                        last.last_version = evt.aggregate_version
+                session.add(
+                    self.inbox(
+                        event_id=evt.id,
+                        type=evt.type,
+                        aggregate_id=evt.aggregate_id,
+                        aggregate_version=evt.aggregate_version,
+                        outcome=outcome.value,
+                    )
+                )
+        except IntegrityError:
+            # Another delivery of the same event (or of the same aggregate's first
+            # event) committed first; this one rolled back whole.
+            if self._already_taken(evt.id):
+                return Outcome.DUPLICATE
+            raise
+        except OperationalError:
+            raise
+        except Exception as exc:
+            log.exception("handler for %s failed on event %s", evt.type, evt.id)
+            self._dead_letter(
+                message,
+                reason="handler_failed",
+                detail="".join(traceback.format_exception_only(exc)).strip(),
+            )
+            return Outcome.DEAD_LETTERED
+        if outcome is Outcome.STALE:
+            log.info(
+                "ignored stale %s v%d of %s", evt.type, evt.aggregate_version, evt.aggregate_id
+            )
+        return outcome
+
+    def _count_delivery(self, event_id: uuid.UUID) -> int:
+        """Count this delivery in a transaction of its own, so it survives a crash."""
+        with self.session_factory() as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            values = {"event_id": str(event_id), "attempts": 1, "last_attempt_at": utcnow()}
+            table = self.deliveries.__table__  # type: ignore[attr-defined]
+            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            stmt = insert(table).values(**values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.event_id],
+                set_={
+                    "attempts": table.c.attempts + 1,
+                    "last_attempt_at": values["last_attempt_at"],
+                },
+            )
+            session.execute(stmt)
+            return int(
+                session.scalar(select(table.c.attempts).where(table.c.event_id == str(event_id)))
+                or 0
+            )
+
+    def _dead_letter(self, message: Any, *, reason: str, detail: str, errors: Any = None) -> None:
+        event_id = message.get("id") if isinstance(message, dict) else None
+        event_type = message.get("type") if isinstance(message, dict) else None
+        with self.session_factory() as session, session.begin():
+            session.add(
+                self.dead_letters(
+                    event_id=str(event_id)[:64] if event_id is not None else None,
+                    type=str(event_type)[:64] if event_type is not None else None,
+                    message=message if isinstance(message, (dict, list, str)) else repr(message),
+                    reason=reason,
+                    detail=detail[:4000],
+                    errors=errors,
+                )
+            )

@@ -1,0 +1,103 @@
+"""A service's read model of organisations, fed by the gateway's org events.
+
+donations and dispatch each keep their own copy in their own database (no service
+reads another's tables); this module is the one definition of that copy, its event
+handlers and the endpoint that shows it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+from sqlalchemy import String, Uuid
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from shared.db import UTCDateTime, utcnow
+from shared.events import Event
+from shared.inbox import Handler
+from shared.problems import Problem
+
+
+class OrganisationView:
+    """Columns of the ``organisations`` read model."""
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **columns: Any) -> None: ...
+
+    __tablename__ = "organisations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    region: Mapped[str] = mapped_column(String(32), nullable=False)
+    address: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="registered")
+    # The organisation's version at the gateway, from the event that last changed it.
+    source_version: Mapped[int] = mapped_column(nullable=False)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class OrganisationViewSchema(Schema):
+    id = fields.UUID()
+    name = fields.String()
+    kind = fields.String()
+    region = fields.String()
+    address = fields.String(allow_none=True)
+    status = fields.String()
+    source_version = fields.Integer()
+    synced_at = fields.AwareDateTime()
+
+
+def org_event_handlers(model: type[OrganisationView]) -> dict[str, Handler]:
+    """Handlers that keep ``model`` in step with the gateway's organisations."""
+
+    def on_registered(session: Session, event: Event) -> None:
+        data = event.data()
+        org = session.get(model, data["id"])
+        if org is None:
+            org = model(id=data["id"])
+            session.add(org)
+        org.name = data["name"]
+        org.kind = data["kind"]
+        org.region = data["region"]
+        org.address = data.get("address")
+        org.status = "registered"
+        org.source_version = event.aggregate_version
+        org.synced_at = utcnow()
+
+    return {"org.registered": on_registered}
+
+
+def org_directory_blueprint(service: str, model: type[OrganisationView]) -> Blueprint:
+    """``GET /api/v1/<service>/orgs/<id>``: what this service knows of an organisation."""
+    from shared.web import db_session
+
+    blp = Blueprint(
+        f"{service}_orgs",
+        __name__,
+        url_prefix=f"/api/v1/{service}/orgs",
+        description=f"Organisations as the {service} service knows them",
+    )
+    schema = type(f"{service.title()}OrganisationSchema", (OrganisationViewSchema,), {})
+
+    @blp.route("/<uuid:org_id>")
+    class OrganisationById(MethodView):
+        @blp.response(200, schema)
+        def get(self, org_id: uuid.UUID) -> Any:
+            org = db_session().get(model, org_id)
+            if org is None:
+                raise Problem(
+                    404,
+                    f"The {service} service has no organisation {org_id}; "
+                    "if it was just registered, its event may still be on its way.",
+                    slug="organisation-not-found",
+                )
+            return org
+
+    return blp

@@ -1,0 +1,211 @@
+"""The transactional outbox, its relay and its sweep.
+
+A state change and the event that announces it are written in one transaction, so
+an event exists if and only if its change committed. Right after the commit the
+relay sends the event to each subscribed service's queue and stamps the row as
+published. If the process dies in between, or the broker is down, the row stays
+unpublished and the periodic sweep sends it later. Consumers de-duplicate by event
+id, so a row sent twice takes effect once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import JSON, Index, Integer, String, Uuid, event, select, update
+from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, sessionmaker
+
+from shared.db import UTCDateTime, utcnow
+from shared.events import Event, subscribers_of
+
+log = logging.getLogger(__name__)
+
+_PENDING_KEY = "aidlink.outbox.pending"
+
+
+class OutboxRow:
+    """Columns of a service's ``outbox`` table; each service maps it on its own Base."""
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **columns: Any) -> None: ...
+
+    __tablename__ = "outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    aggregate_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    message: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    publish_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (Index("ix_outbox_unpublished", "published_at", "created_at"),)
+
+
+class Publisher(Protocol):
+    """Sends one event message to one consuming service's queue."""
+
+    def __call__(self, service: str, message: dict[str, Any]) -> None: ...
+
+
+class Outbox:
+    """A service's outbox: add events inside a transaction, publish them after it."""
+
+    def __init__(
+        self,
+        row_class: type[OutboxRow],
+        session_factory: sessionmaker[Session],
+        publisher: Publisher,
+        *,
+        sweep_grace: float = 10.0,
+        batch_size: int = 500,
+    ) -> None:
+        self.row_class = row_class
+        self.session_factory = session_factory
+        self.publisher = publisher
+        self.sweep_grace = sweep_grace
+        self.batch_size = batch_size
+        event.listen(session_factory, "after_commit", self._after_commit)
+        event.listen(session_factory, "after_soft_rollback", self._after_rollback)
+
+    def add(self, session: Session, evt: Event) -> None:
+        """Write ``evt`` in the session's transaction; it is relayed once that commits."""
+        session.add(
+            self.row_class(
+                id=evt.id,
+                type=evt.type,
+                aggregate_id=evt.aggregate_id,
+                message=evt.to_message(),
+                created_at=evt.occurred_at,
+            )
+        )
+        session.info.setdefault(_PENDING_KEY, []).append(evt.id)
+
+    # The relay ---------------------------------------------------------------------
+
+    def _after_commit(self, session: Session) -> None:
+        pending = session.info.pop(_PENDING_KEY, None)
+        if pending:
+            # The committed session cannot run SQL here; the relay uses its own.
+            self.relay(pending)
+
+    def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
+        if previous_transaction.parent is None:
+            session.info.pop(_PENDING_KEY, None)
+
+    def relay(self, event_ids: Iterable[uuid.UUID]) -> int:
+        """Publish the given rows now. Failures are logged and left to the sweep."""
+        ids = list(event_ids)
+        try:
+            with self.session_factory() as session:
+                rows = session.scalars(
+                    select(self.row_class).where(
+                        self.row_class.id.in_(ids), self.row_class.published_at.is_(None)
+                    )
+                ).all()
+                messages = [(row.id, row.message) for row in rows]
+            return self._publish(messages)
+        except Exception:
+            log.exception("outbox relay failed; the sweep will publish %d event(s)", len(ids))
+            return 0
+
+    def sweep(self, now: datetime | None = None) -> int:
+        """Publish rows a crash or an outage left behind; returns how many were sent."""
+        cutoff = (now or utcnow()) - timedelta(seconds=self.sweep_grace)
+        published = 0
+        while True:
+            with self.session_factory() as session:
+                stmt = (
+                    select(self.row_class.id, self.row_class.message)
+                    .where(
+                        self.row_class.published_at.is_(None),
+                        self.row_class.created_at <= cutoff,
+                    )
+                    .order_by(self.row_class.created_at)
+                    .limit(self.batch_size)
+                )
+                if session.bind is not None and session.bind.dialect.name == "postgresql":
+                    # Two sweepers never take the same rows.
+                    stmt = stmt.with_for_update(skip_locked=True)
+                batch = [(row.id, row.message) for row in session.execute(stmt)]
+                session.rollback()
+            if not batch:
+                return published
+            sent = self._publish(batch)
+            published += sent
+            if sent < len(batch):
+                # The broker is refusing; stop and let the next sweep try again.
+                return published
+
+    def _publish(self, messages: list[tuple[uuid.UUID, dict[str, Any]]]) -> int:
+        sent: list[uuid.UUID] = []
+        failed: list[uuid.UUID] = []
+        for event_id, message in messages:
+            try:
+                for service in subscribers_of(message["type"]):
+                    self.publisher(service, message)
+            except Exception:
+                log.exception("could not publish event %s (%s)", event_id, message.get("type"))
+                failed.append(event_id)
+                break
+            sent.append(event_id)
+        self._stamp(sent, failed)
+        return len(sent)
+
+    def _stamp(self, sent: list[uuid.UUID], failed: list[uuid.UUID]) -> None:
+        if not sent and not failed:
+            return
+        with self.session_factory() as session, session.begin():
+            if sent:
+                session.execute(
+                    update(self.row_class)
+                    .where(self.row_class.id.in_(sent), self.row_class.published_at.is_(None))
+                    .values(
+                        published_at=utcnow(),
+                        publish_attempts=self.row_class.publish_attempts + 1,
+                    )
+                )
+            if failed:
+                session.execute(
+                    update(self.row_class)
+                    .where(self.row_class.id.in_(failed))
+                    .values(publish_attempts=self.row_class.publish_attempts + 1)
+                )
+
+    def backlog(self) -> int:
+        """How many events are waiting to be published."""
+        from sqlalchemy import func
+
+        with self.session_factory() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(self.row_class)
+                    .where(self.row_class.published_at.is_(None))
+                )
+                or 0
+            )
+
+
+def celery_publisher(send_task: Callable[..., Any]) -> Publisher:
+    """A publisher that sends ``<service>.handle_event`` tasks to each service's queue."""
+
+    def publish(service: str, message: dict[str, Any]) -> None:
+        send_task(
+            f"{service}.handle_event",
+            args=[message],
+            queue=service,
+            # Fail fast when the broker is down: the sweep retries, and a web request
+            # that already committed should not hang on the broker.
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        )
+
+    return publish

@@ -1,0 +1,165 @@
+"""RFC 9457 problem details: the one error format of every aidlink API."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, json, request
+from marshmallow import Schema, fields
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://aidlink.org/problems/"
+
+
+class ProblemSchema(Schema):
+    """The body of every error response."""
+
+    type = fields.String(metadata={"description": "A URI naming the kind of problem"})
+    title = fields.String(metadata={"description": "A short summary of the kind of problem"})
+    status = fields.Integer()
+    detail = fields.String(metadata={"description": "What went wrong this time"})
+    instance = fields.String(metadata={"description": "The request path"})
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Messages per offending field, e.g. lines.0.quantity"},
+    )
+    request_id = fields.String()
+
+
+class Problem(Exception):
+    """Raise from any view or service function to answer with a problem."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        slug: str | None = None,
+        errors: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title or HTTPStatus(status).phrase)
+        self.status = status
+        self.detail = detail
+        self.title = title or HTTPStatus(status).phrase
+        self.slug = slug
+        self.errors = errors
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn marshmallow's nested messages into ``{"lines.0.quantity": [...]}``."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flatten_errors(value, name))
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        flat[prefix or "_schema"] = list(messages)
+    elif isinstance(messages, list):
+        for index, value in enumerate(messages):
+            flat.update(flatten_errors(value, f"{prefix}.{index}" if prefix else str(index)))
+    else:
+        flat[prefix or "_schema"] = [str(messages)]
+    return flat
+
+
+def problem_response(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    slug: str | None = None,
+    errors: dict[str, list[str]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    from shared.observability import request_id_var
+
+    phrase = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + (slug or phrase.lower().replace(" ", "-")),
+        "title": title or phrase,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    with contextlib.suppress(RuntimeError):
+        body["instance"] = request.path
+    if errors:
+        body["errors"] = errors
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extensions)
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_CONTENT_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    errors = None
+    detail = exc.description if status != 422 else "The request has invalid fields."
+    messages = data.get("messages")
+    if messages:
+        # webargs nests messages under the request location (json, query, ...); the
+        # client cares about the field, so drop the location.
+        merged: dict[str, Any] = {}
+        for location_messages in messages.values():
+            if isinstance(location_messages, dict):
+                merged.update(location_messages)
+            else:
+                merged.setdefault("_schema", []).extend(location_messages)
+        errors = flatten_errors(merged)
+    elif data.get("message"):
+        detail = data["message"]
+    headers = dict(data.get("headers") or {})
+    if exc.response is None:
+        headers.update({k: v for k, v in exc.get_headers() if k.lower() != "content-type"})
+    return problem_response(
+        status,
+        detail,
+        errors=errors,
+        headers=headers,
+        slug="validation-error" if status == 422 else None,
+    )
+
+
+def install_problem_handlers(app: Flask) -> None:
+    """Every error this app answers with, handled or not, is a problem document."""
+
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem) -> Response:
+        return problem_response(
+            exc.status,
+            exc.detail,
+            title=exc.title,
+            slug=exc.slug,
+            errors=exc.errors,
+            headers=exc.headers,
+            **exc.extensions,
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        return _from_http_exception(exc)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(
+            500, "An unexpected error occurred; it has been logged with the request id."
+        )

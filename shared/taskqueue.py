@@ -1,0 +1,94 @@
+"""The Celery app factory with the reliability settings of DESIGN.md (Events).
+
+One Celery app per service, consuming one queue named after the service. Every task
+has an explicit dotted name (``dispatch.handle_event``), is acknowledged only after
+it ran (so a worker that dies mid-task leaves the message to be delivered again),
+and runs inside its service's Flask app context.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, Task
+from kombu import Exchange, Queue
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from shared.config import Settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+# Errors worth retrying: the database or broker went away for a moment.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, ConnectionError)
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_is_redis:
+        return {
+            "visibility_timeout": settings.broker_visibility_timeout,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "retry_on_timeout": True,
+            "health_check_interval": 30,
+        }
+    if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
+        # Kombu hands these to SQLAlchemy's create_engine. The timeout lets several
+        # processes queue for SQLite's write lock instead of failing at once.
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if settings.broker_is_sqlite:
+            options["connect_args"] = {"timeout": 30}
+        return options
+    return {}
+
+
+def make_celery(service: str, settings: Settings, flask_app: Flask | None = None) -> Celery:
+    """A Celery app for ``service``; tasks run in ``flask_app``'s context when given."""
+
+    class FlaskTask(Task):
+        """Runs every task inside the service's Flask app context."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            if flask_app is None:
+                return self.run(*args, **kwargs)
+            with flask_app.app_context():
+                return self.run(*args, **kwargs)
+
+    app = Celery(service, task_cls=FlaskTask, set_as_current=False)
+    transport_options = broker_transport_options(settings)
+    exchange = Exchange(service, type="direct")
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        # Results are not used; events and state live in the services' databases.
+        task_ignore_result=True,
+        result_backend=None,
+        result_backend_transport_options=transport_options,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(1, settings.task_time_limit - 30),
+        task_default_queue=service,
+        task_default_exchange=service,
+        task_default_routing_key=service,
+        task_queues=(Queue(service, exchange, routing_key=service),),
+        task_create_missing_queues=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    if settings.broker_is_redis:
+        # Redis re-delivers unacknowledged messages after the visibility timeout. Celery
+        # reads it from three places (the app setting, the broker and the result
+        # backend transport options); any one left at its default wins somewhere.
+        app.conf.visibility_timeout = settings.broker_visibility_timeout
+    return app

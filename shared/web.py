@@ -1,0 +1,246 @@
+"""What every service's Flask app is made of.
+
+``create_service_app`` gives a service its database, its outbox and inbox, its
+Celery app, flask-smorest with problem+json errors, request and correlation ids,
+structured logs, and ``/healthz`` and ``/readyz``. The service adds its blueprints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from flask import Flask, Response, current_app, g, request
+from flask_smorest import Api
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from shared.config import Settings
+from shared.db import make_engine, make_session_factory
+from shared.inbox import AggregateVersionRow, DeadLetterRow, DeliveryRow, Handler, Inbox, InboxRow
+from shared.observability import (
+    CORRELATION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    configure_logging,
+    correlation_id_var,
+    new_id,
+    request_id_var,
+)
+from shared.outbox import Outbox, OutboxRow, celery_publisher
+from shared.problems import ProblemSchema, install_problem_handlers, problem_response
+from shared.taskqueue import make_celery
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass(frozen=True)
+class MessagingModels:
+    """The outbox and inbox tables of one service, mapped on that service's Base."""
+
+    outbox: type[OutboxRow]
+    inbox: type[InboxRow]
+    versions: type[AggregateVersionRow]
+    deliveries: type[DeliveryRow]
+    dead_letters: type[DeadLetterRow]
+
+
+def define_messaging_models(base: type[DeclarativeBase]) -> MessagingModels:
+    """Map the outbox and inbox tables onto a service's own metadata."""
+
+    def mapped(mixin: type, name: str) -> Any:
+        return type(name, (mixin, base), {})
+
+    return MessagingModels(
+        outbox=mapped(OutboxRow, "OutboxMessage"),
+        inbox=mapped(InboxRow, "InboxEvent"),
+        versions=mapped(AggregateVersionRow, "AggregateVersion"),
+        deliveries=mapped(DeliveryRow, "Delivery"),
+        dead_letters=mapped(DeadLetterRow, "DeadLetter"),
+    )
+
+
+@dataclass
+class ServiceRuntime:
+    """A running service's handles on the outside world."""
+
+    name: str
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    celery: Celery
+    outbox: Outbox
+    inbox: Inbox
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """A transaction that commits when the block ends cleanly, else rolls back.
+
+        Events added to the outbox inside it are relayed right after the commit.
+        """
+        with self.session_factory() as session, session.begin():
+            yield session
+
+
+def runtime() -> ServiceRuntime:
+    """The runtime of the service whose app is current."""
+    rt: ServiceRuntime = current_app.extensions["aidlink"]
+    return rt
+
+
+def db_session() -> Session:
+    """The request's session; it is closed, uncommitted work discarded, at teardown."""
+    if "db_session" not in g:
+        g.db_session = runtime().session_factory()
+    session: Session = g.db_session
+    return session
+
+
+class ServiceApi(Api):
+    ERROR_SCHEMA = ProblemSchema
+
+
+def create_service_app(
+    name: str,
+    settings: Settings,
+    *,
+    title: str,
+    models: MessagingModels,
+    handlers: Mapping[str, Handler] | None = None,
+    testing: bool = False,
+    openapi_json: bool = True,
+) -> tuple[Flask, ServiceApi]:
+    configure_logging(name, settings.log_format, settings.log_level)
+    app = Flask(f"aidlink.{name}")
+    app.config.update(
+        TESTING=testing,
+        API_TITLE=title,
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        # Without a prefix flask-smorest serves no document of its own (the gateway
+        # serves a merged one).
+        OPENAPI_URL_PREFIX=API_PREFIX if openapi_json else None,
+        OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=25 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    api = ServiceApi(app)
+    install_problem_handlers(app)
+
+    engine = make_engine(settings.database_url(name))
+    session_factory = make_session_factory(engine)
+    celery = make_celery(name, settings, app)
+    outbox = Outbox(
+        models.outbox,
+        session_factory,
+        celery_publisher(celery.send_task),
+        sweep_grace=settings.outbox_sweep_grace,
+    )
+    inbox = Inbox(
+        service=name,
+        session_factory=session_factory,
+        inbox=models.inbox,
+        versions=models.versions,
+        deliveries=models.deliveries,
+        dead_letters=models.dead_letters,
+        handlers=handlers or {},
+        max_deliveries=settings.max_deliveries,
+    )
+    rt = ServiceRuntime(name, settings, engine, session_factory, celery, outbox, inbox)
+    app.extensions["aidlink"] = rt
+    celery.conf.aidlink_runtime = rt
+    _register_messaging_tasks(rt)
+    _install_request_ids(app)
+    _install_health(app, rt)
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    return app, api
+
+
+def _install_request_ids(app: Flask) -> None:
+    @app.before_request
+    def _bind_ids() -> None:
+        request_id = (request.headers.get(REQUEST_ID_HEADER) or new_id())[:64]
+        correlation_id = (request.headers.get(CORRELATION_ID_HEADER) or request_id)[:64]
+        g.request_id_token = request_id_var.set(request_id)
+        g.correlation_id_token = correlation_id_var.set(correlation_id)
+
+    @app.after_request
+    def _echo_ids(response: Response) -> Response:
+        request_id = request_id_var.get()
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    @app.teardown_request
+    def _unbind_ids(_exc: BaseException | None) -> None:
+        for name, var in (
+            ("request_id_token", request_id_var),
+            ("correlation_id_token", correlation_id_var),
+        ):
+            token = g.pop(name, None)
+            if token is not None:
+                var.reset(token)
+
+
+def _install_health(app: Flask, rt: ServiceRuntime) -> None:
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return {"status": "ok", "service": rt.name}
+
+    @app.get("/readyz")
+    def readyz() -> Any:
+        checks: dict[str, str] = {}
+        try:
+            with rt.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            with rt.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=3)
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+        if all(v == "ok" for v in checks.values()):
+            return {"status": "ready", "service": rt.name, "checks": checks}
+        failing = ", ".join(k for k, v in checks.items() if v != "ok")
+        return problem_response(
+            503,
+            f"{rt.name} is not ready: {failing} unreachable.",
+            slug="not-ready",
+            checks=checks,
+        )
+
+
+def _register_messaging_tasks(rt: ServiceRuntime) -> None:
+    from shared.taskqueue import TRANSIENT_ERRORS
+
+    @rt.celery.task(
+        name=f"{rt.name}.handle_event",
+        autoretry_for=TRANSIENT_ERRORS,
+        retry_backoff=True,
+        retry_backoff_max=300,
+        retry_jitter=True,
+        max_retries=rt.settings.max_deliveries,
+    )
+    def handle_event(message: Any) -> str:
+        return rt.inbox.handle(message).value
+
+    @rt.celery.task(name=f"{rt.name}.sweep_outbox", time_limit=120, soft_time_limit=100)
+    def sweep_outbox() -> int:
+        sent = rt.outbox.sweep()
+        if sent:
+            log.warning("outbox sweep published %d event(s) the relay had not", sent)
+        return sent
