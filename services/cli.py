@@ -27,25 +27,14 @@ def main() -> None:
 def migrate(service: tuple[str, ...], revision: str) -> None:
     """Bring each service's database to the latest schema."""
     from shared.migrations import upgrade
+    from shared.taskqueue import prepare_broker
 
     settings = Settings.from_env()
-    if settings.broker_is_sqlite:
-        _prepare_sqlite_broker(settings)
+    prepare_broker(settings)
     for name in service or SERVICES:
         click.echo(f"migrating {name} ({_redact(settings.database_url(name))})")
         upgrade(name, settings, revision)
     click.echo("databases are up to date")
-
-
-def _prepare_sqlite_broker(settings: Settings) -> None:
-    """Put the embedded broker's SQLite file in WAL mode (a setting the file keeps),
-    so the web processes, workers and beat can use it at once."""
-    import sqlite3
-
-    path = settings.broker_url.split("sqlite:///", 1)[1]
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def _redact(url: str) -> str:

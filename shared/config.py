@@ -100,6 +100,27 @@ class Settings:
             proxy_read_timeout=_float(env, "AIDLINK_PROXY_READ_TIMEOUT", 30.0),
         )
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes :meth:`from_env` give these settings back, for
+        starting another process of the same installation."""
+        env = {
+            "AIDLINK_VAR_DIR": str(self.var_dir),
+            "BROKER_URL": self.broker_url,
+            "AIDLINK_LOG_FORMAT": self.log_format,
+            "AIDLINK_LOG_LEVEL": self.log_level,
+            "AIDLINK_OUTBOX_SWEEP_GRACE": str(self.outbox_sweep_grace),
+            "AIDLINK_OUTBOX_SWEEP_INTERVAL": str(self.outbox_sweep_interval),
+            "AIDLINK_MAX_DELIVERIES": str(self.max_deliveries),
+            "AIDLINK_BROKER_VISIBILITY_TIMEOUT": str(self.broker_visibility_timeout),
+            "AIDLINK_TASK_TIME_LIMIT": str(self.task_time_limit),
+            "AIDLINK_PROXY_CONNECT_TIMEOUT": str(self.proxy_connect_timeout),
+            "AIDLINK_PROXY_READ_TIMEOUT": str(self.proxy_read_timeout),
+        }
+        for svc in SERVICES:
+            env[f"{svc.upper()}_DATABASE_URL"] = self.database_urls[svc]
+            env[f"{svc.upper()}_URL"] = self.service_urls[svc]
+        return env
+
     def database_url(self, service: str) -> str:
         return self.database_urls[service]
 

@@ -141,9 +141,9 @@ class Inbox:
         corr = correlation_id_var.set(evt.correlation_id)
         cause = causation_id_var.set(str(evt.id))
         try:
+            attempts = self._count_delivery(evt.id)
             if self._already_taken(evt.id):
                 return Outcome.DUPLICATE
-            attempts = self._count_delivery(evt.id)
             if attempts > self.max_deliveries:
                 log.error("dead-lettering %s %s after %d deliveries", evt.type, evt.id, attempts)
                 self._dead_letter(

@@ -27,10 +27,8 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_is_redis:
         return {
             "visibility_timeout": settings.broker_visibility_timeout,
-            "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "retry_on_timeout": True,
-            "health_check_interval": 30,
         }
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
         # Kombu hands these to SQLAlchemy's create_engine. The timeout lets several
@@ -92,3 +90,17 @@ def make_celery(service: str, settings: Settings, flask_app: Flask | None = None
         # backend transport options); any one left at its default wins somewhere.
         app.conf.visibility_timeout = settings.broker_visibility_timeout
     return app
+
+
+def prepare_broker(settings: Settings) -> None:
+    """Put the embedded broker's SQLite file in WAL mode (a setting the file keeps),
+    so the web processes, workers and beat can all use it at once."""
+    if not settings.broker_is_sqlite:
+        return
+    import sqlite3
+    from contextlib import closing
+
+    path = settings.broker_url.split("sqlite:///", 1)[1]
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")

@@ -229,6 +229,7 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
 
     @rt.celery.task(
         name=f"{rt.name}.handle_event",
+        shared=False,
         autoretry_for=TRANSIENT_ERRORS,
         retry_backoff=True,
         retry_backoff_max=300,
@@ -238,9 +239,15 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
     def handle_event(message: Any) -> str:
         return rt.inbox.handle(message).value
 
-    @rt.celery.task(name=f"{rt.name}.sweep_outbox", time_limit=120, soft_time_limit=100)
+    @rt.celery.task(
+        name=f"{rt.name}.sweep_outbox", shared=False, time_limit=120, soft_time_limit=100
+    )
     def sweep_outbox() -> int:
         sent = rt.outbox.sweep()
         if sent:
             log.warning("outbox sweep published %d event(s) the relay had not", sent)
         return sent
+
+    # Register the tasks now: a worker started in-process (tests) consumes at once
+    # and must not meet a task it has not finalized yet.
+    rt.celery.finalize(auto=True)

@@ -1,4 +1,4 @@
-"""Entry point of the dispatch worker: `celery -A services.dispatch.worker worker -Q dispatch`."""
+"""Entry point of the dispatch worker (`celery -A services.dispatch.worker worker`)."""
 
 from services.dispatch.app import create_app
 

@@ -1,4 +1,4 @@
-"""Entry point of the donations worker: `celery -A services.donations.worker worker -Q donations`."""
+"""Entry point of the donations worker (`celery -A services.donations.worker worker`)."""
 
 from services.donations.app import create_app
 

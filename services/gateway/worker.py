@@ -1,4 +1,4 @@
-"""Entry point of the gateway worker: `celery -A services.gateway.worker worker -Q gateway`."""
+"""Entry point of the gateway worker (`celery -A services.gateway.worker worker`)."""
 
 from services.gateway.app import create_app
 

@@ -1,0 +1,258 @@
+"""The backbone's promises: no event without its change, none lost, none applied twice."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from services.donations.models import messaging as donations_messaging
+from services.gateway.models import Organisation
+from services.gateway.models import messaging as gateway_messaging
+from services.gateway.orgs import register_organisation
+from shared.events import new_event
+from shared.inbox import Outcome
+from shared.web import ServiceRuntime
+from tests.support.orgs import HOSPITAL, count, read_model_org
+from tests.support.stack import Stack, eventually
+
+
+class Refusing:
+    """A publisher whose broker connection is gone."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, service: str, message: dict[str, Any]) -> None:
+        self.calls += 1
+        raise ConnectionError("broker unreachable")
+
+
+class Recording:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sent: list[tuple[str, str]] = []
+
+    def __call__(self, service: str, message: dict[str, Any]) -> None:
+        self.sent.append((service, message["id"]))
+        self.inner(service, message)
+
+
+def test_registration_that_rolls_back_publishes_no_event(stack: Stack) -> None:
+    gateway = stack.runtime("gateway")
+    recording = Recording(gateway.outbox.publisher)
+    gateway.outbox.publisher = recording
+
+    with pytest.raises(RuntimeError), gateway.unit_of_work() as session:
+        register_organisation(session=session, outbox=gateway.outbox, data=HOSPITAL)
+        raise RuntimeError("the request failed after the write")
+
+    assert count(gateway, Organisation) == 0
+    assert count(gateway, gateway_messaging.outbox) == 0
+    assert recording.sent == []
+
+    # The next, successful registration is relayed at once, to both subscribers.
+    with gateway.unit_of_work() as session:
+        org = register_organisation(session=session, outbox=gateway.outbox, data=HOSPITAL)
+    assert sorted(service for service, _ in recording.sent) == ["dispatch", "donations"]
+    assert (
+        count(gateway, gateway_messaging.outbox, gateway_messaging.outbox.published_at.is_not(None))
+        == 1
+    )
+    assert {event_id for _, event_id in recording.sent} == {str(r) for r in _outbox_ids(gateway)}
+    assert org.id is not None
+
+
+def _outbox_ids(rt: ServiceRuntime) -> list[uuid.UUID]:
+    with rt.session_factory() as session:
+        return list(session.scalars(select(gateway_messaging.outbox.id)))
+
+
+def test_relay_dies_before_publishing_and_the_sweep_delivers_once(stack: Stack) -> None:
+    gateway = stack.runtime("gateway")
+    donations = stack.runtime("donations")
+    real_publisher = gateway.outbox.publisher
+    refusing = Refusing()
+    gateway.outbox.publisher = refusing
+
+    response = stack.client().post("/api/v1/orgs", json=HOSPITAL)
+    assert response.status_code == 201, response.json
+    org_id = response.json["id"]
+    assert refusing.calls == 1
+    assert (
+        count(gateway, gateway_messaging.outbox, gateway_messaging.outbox.published_at.is_(None))
+        == 1
+    )
+
+    # The broker is back; beat's periodic sweep runs on the gateway's real worker.
+    gateway.outbox.publisher = real_publisher
+    stack.start_worker("gateway")
+    stack.start_worker("donations")
+    gateway.celery.send_task("gateway.sweep_outbox", queue="gateway")
+    eventually(lambda: read_model_org(donations, org_id))
+    assert (
+        count(gateway, gateway_messaging.outbox, gateway_messaging.outbox.published_at.is_(None))
+        == 0
+    )
+
+    # A second sweep finds nothing left to send.
+    assert gateway.outbox.sweep() == 0
+    assert count(donations, donations_messaging.inbox) == 1
+
+
+def test_event_published_but_not_stamped_is_sent_again_and_applied_once(stack: Stack) -> None:
+    gateway = stack.runtime("gateway")
+    donations = stack.runtime("donations")
+    # The relay sends, then dies before it can stamp the row as published.
+    stamp = gateway.outbox._stamp
+    gateway.outbox._stamp = lambda sent, failed: None  # type: ignore[method-assign]
+    org_id = stack.client().post("/api/v1/orgs", json=HOSPITAL).json["id"]
+    gateway.outbox._stamp = stamp  # type: ignore[method-assign]
+
+    assert gateway.outbox.sweep() == 1  # the same event goes out a second time
+    stack.start_worker("donations")
+    event_id = _outbox_ids(gateway)[0]
+    eventually(
+        lambda: (
+            count(
+                donations,
+                donations_messaging.deliveries,
+                donations_messaging.deliveries.event_id == str(event_id),
+            )
+            == 1
+            and _attempts(donations, event_id) == 2
+        )
+    )
+    assert read_model_org(donations, org_id).name == HOSPITAL["name"]
+    assert count(donations, donations_messaging.inbox) == 1
+
+
+def _attempts(rt: ServiceRuntime, event_id: uuid.UUID) -> int:
+    with rt.session_factory() as session:
+        row = session.get(donations_messaging.deliveries, str(event_id))
+        return row.attempts if row else 0
+
+
+def _org_event(org_id: uuid.UUID, name: str, version: int) -> dict[str, Any]:
+    return new_event(
+        "org.registered",
+        {"id": org_id, "name": name, "kind": "hospital", "region": "420103"},
+        producer="gateway",
+        aggregate_id=org_id,
+        aggregate_version=version,
+    ).to_message()
+
+
+def test_same_event_twice_changes_the_read_model_once(stack: Stack) -> None:
+    donations = stack.runtime("donations")
+    org_id = uuid.uuid4()
+    message = _org_event(org_id, "Jinyintan Hospital", 1)
+
+    assert donations.inbox.handle(message) is Outcome.APPLIED
+    assert donations.inbox.handle(message) is Outcome.DUPLICATE
+    assert count(donations, donations_messaging.inbox) == 1
+    assert read_model_org(donations, org_id).name == "Jinyintan Hospital"
+
+    # The same again through the broker and a real worker.
+    stack.start_worker("donations")
+    for _ in range(2):
+        donations.celery.send_task("donations.handle_event", args=[message], queue="donations")
+    eventually(lambda: _attempts(donations, uuid.UUID(message["id"])) >= 1)
+    later = _org_event(uuid.uuid4(), "Marker", 1)
+    donations.celery.send_task("donations.handle_event", args=[later], queue="donations")
+    eventually(lambda: read_model_org(donations, later["payload"]["id"]))
+    assert count(donations, donations_messaging.inbox) == 2
+    assert count(donations, donations_messaging.dead_letters) == 0
+
+
+def test_older_version_after_newer_is_recorded_and_ignored(stack: Stack) -> None:
+    donations = stack.runtime("donations")
+    org_id = uuid.uuid4()
+    newer = _org_event(org_id, "Wuhan Red Cross Hospital (renamed)", 2)
+    older = _org_event(org_id, "Wuhan Red Cross Hospital", 1)
+
+    assert donations.inbox.handle(newer) is Outcome.APPLIED
+    assert donations.inbox.handle(older) is Outcome.STALE
+
+    org = read_model_org(donations, org_id)
+    assert org.name == "Wuhan Red Cross Hospital (renamed)"
+    assert org.source_version == 2
+    with donations.session_factory() as session:
+        outcomes = dict(
+            session.execute(
+                select(
+                    donations_messaging.inbox.aggregate_version, donations_messaging.inbox.outcome
+                )
+            ).all()
+        )
+    assert outcomes == {2: "applied", 1: "stale"}
+
+
+def test_invalid_event_is_dead_lettered_and_the_queue_moves_on(stack: Stack) -> None:
+    donations = stack.runtime("donations")
+    bad = _org_event(uuid.uuid4(), "Bad Payload Hospital", 1)
+    bad["payload"]["kind"] = "spaceport"
+    del bad["payload"]["region"]
+    good = _org_event(uuid.uuid4(), "Good Hospital", 1)
+
+    stack.start_worker("donations")
+    donations.celery.send_task("donations.handle_event", args=[bad], queue="donations")
+    donations.celery.send_task("donations.handle_event", args=["not an event"], queue="donations")
+    donations.celery.send_task("donations.handle_event", args=[good], queue="donations")
+
+    eventually(lambda: read_model_org(donations, good["payload"]["id"]))
+    eventually(lambda: count(donations, donations_messaging.dead_letters) == 2)
+    with donations.session_factory() as session:
+        letter = session.scalars(
+            select(donations_messaging.dead_letters).where(
+                donations_messaging.dead_letters.event_id == bad["id"]
+            )
+        ).one()
+    assert letter.reason == "invalid"
+    assert set(letter.errors) == {"payload.kind", "payload.region"}
+    assert read_model_org(donations, bad["payload"]["id"]) is None
+    assert count(donations, donations_messaging.inbox) == 1
+
+
+def test_event_redelivered_past_the_cap_is_dead_lettered(stack: Stack) -> None:
+    donations = stack.runtime("donations")
+    message = _org_event(uuid.uuid4(), "Crashing Hospital", 1)
+    # Each earlier delivery died before it could record its effect.
+    for _ in range(stack.settings.max_deliveries):
+        donations.inbox._count_delivery(uuid.UUID(message["id"]))
+
+    assert donations.inbox.handle(message) is Outcome.DEAD_LETTERED
+    assert read_model_org(donations, message["payload"]["id"]) is None
+    assert (
+        count(
+            donations,
+            donations_messaging.dead_letters,
+            donations_messaging.dead_letters.reason == "redelivery_cap",
+        )
+        == 1
+    )
+
+
+def test_org_registered_through_the_gateway_reaches_both_read_models(stack: Stack) -> None:
+    stack.start_worker("donations")
+    stack.start_worker("dispatch")
+    client = stack.client()
+
+    response = client.post("/api/v1/orgs", json=HOSPITAL)
+    assert response.status_code == 201
+    org = response.json
+    assert org["name"] == HOSPITAL["name"]
+
+    def arrived(service: str) -> Any:
+        answer = client.get(f"/api/v1/{service}/orgs/{org['id']}")
+        return answer.json if answer.status_code == 200 else None
+
+    for service in ("donations", "dispatch"):
+        seen = eventually(partial(arrived, service))
+        assert seen["name"] == HOSPITAL["name"]
+        assert seen["kind"] == "hospital"
+        assert seen["region"] == "420103"
+        assert seen["source_version"] == 1

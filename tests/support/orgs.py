@@ -1,0 +1,31 @@
+"""Small stories the backbone tests tell: a hospital registers, read models follow."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+
+from shared.web import ServiceRuntime
+
+HOSPITAL = {
+    "name": "Wuhan Union Hospital",
+    "kind": "hospital",
+    "region": "420103",
+    "address": "1277 Jiefang Avenue",
+}
+
+
+def count(rt: ServiceRuntime, model: Any, *where: Any) -> int:
+    with rt.session_factory() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def read_model_org(rt: ServiceRuntime, org_id: uuid.UUID | str) -> Any:
+    from services.dispatch.models import Organisation as DispatchOrg
+    from services.donations.models import Organisation as DonationsOrg
+
+    model = DonationsOrg if rt.name == "donations" else DispatchOrg
+    with rt.session_factory() as session:
+        return session.get(model, uuid.UUID(str(org_id)))

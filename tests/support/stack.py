@@ -1,0 +1,224 @@
+"""Real databases, a real broker and real worker processes for the integration tests.
+
+The suite runs on the embedded backends (SQLite files and the SQLAlchemy broker
+transport over SQLite) by default, and on PostgreSQL and Redis when
+``AIDLINK_TEST_BACKEND=servers`` with ``AIDLINK_TEST_POSTGRES_URL`` and
+``AIDLINK_TEST_REDIS_URL`` set. An unreachable server is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import Flask
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from shared.config import SERVICES, Settings
+from shared.migrations import upgrade
+from shared.taskqueue import prepare_broker
+from shared.web import ServiceRuntime
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BACKEND = os.environ.get("AIDLINK_TEST_BACKEND", "embedded")
+T = TypeVar("T")
+
+
+def server_urls() -> tuple[str, str]:
+    try:
+        return os.environ["AIDLINK_TEST_POSTGRES_URL"], os.environ["AIDLINK_TEST_REDIS_URL"]
+    except KeyError as exc:
+        raise RuntimeError(
+            f"AIDLINK_TEST_BACKEND=servers needs {exc.args[0]} "
+            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres, redis://127.0.0.1:6379/15)"
+        ) from None
+
+
+@contextmanager
+def backend_settings(tmp_path: Path) -> Iterator[Settings]:
+    """Settings pointing at fresh, migrated databases and an empty broker."""
+    base = Settings.from_env({"AIDLINK_VAR_DIR": str(tmp_path / "var")})
+    if BACKEND == "embedded":
+        settings = base.with_overrides(outbox_sweep_grace=0.0)
+        prepare_broker(settings)
+        for service in SERVICES:
+            upgrade(service, settings)
+        yield settings
+        return
+    if BACKEND != "servers":
+        raise RuntimeError(f"AIDLINK_TEST_BACKEND must be 'embedded' or 'servers', not {BACKEND!r}")
+    pg_url, redis_url = server_urls()
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    suffix = uuid.uuid4().hex[:10]
+    names = {service: f"aidlink_t_{suffix}_{service}" for service in SERVICES}
+    with admin.connect() as conn:
+        for name in names.values():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        settings = base.with_overrides(
+            database_urls={
+                service: make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+                for service, name in names.items()
+            },
+            broker_url=redis_url,
+            outbox_sweep_grace=0.0,
+        )
+        for service in SERVICES:
+            upgrade(service, settings)
+        yield settings
+    finally:
+        with admin.connect() as conn:
+            for name in names.values():
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass
+class Stack:
+    """The three services, each with its own database, on one broker."""
+
+    settings: Settings
+    apps: dict[str, Flask]
+    _exit: ExitStack = field(default_factory=ExitStack)
+
+    def runtime(self, service: str) -> ServiceRuntime:
+        rt: ServiceRuntime = self.apps[service].extensions["aidlink"]
+        return rt
+
+    def client(self, service: str = "gateway") -> Any:
+        return self.apps[service].test_client()
+
+    def start_worker(self, service: str, module: str | None = None) -> WorkerProcess:
+        """A real Celery worker process (prefork pool) for ``service``'s queue."""
+        worker = WorkerProcess(self.settings, service, module or f"services.{service}.worker")
+        worker.start()
+        self._exit.callback(worker.stop)
+        return worker
+
+    def close(self) -> None:
+        self._exit.close()
+        for app in self.apps.values():
+            app.extensions["aidlink"].engine.dispose()
+
+
+class WorkerProcess:
+    """``celery worker`` for one service's queue, as the Procfile starts it."""
+
+    def __init__(self, settings: Settings, service: str, module: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.module = module
+        self.log_path = settings.var_dir / f"worker-{service}-{uuid.uuid4().hex[:6]}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **self.settings.to_env(), "PYTHONPATH": str(REPO_ROOT)}
+        self.settings.var_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                self.module,
+                "worker",
+                "-Q",
+                self.service,
+                "-n",
+                f"{self.service}-{uuid.uuid4().hex[:6]}@%h",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "INFO",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+        log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # warm shutdown: finish, then ack
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def serve(app: Flask) -> tuple[str, Callable[[], None]]:
+    """Serve ``app`` over real HTTP on a free port; returns its URL and a stopper."""
+    server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        thread.join(5)
+
+    return f"http://127.0.0.1:{server.server_port}", stop
+
+
+@contextmanager
+def build_stack(settings: Settings) -> Iterator[Stack]:
+    from services.dispatch.app import create_app as create_dispatch
+    from services.donations.app import create_app as create_donations
+    from services.gateway.app import create_app as create_gateway
+
+    exit_stack = ExitStack()
+    apps: dict[str, Flask] = {
+        "donations": create_donations(settings, testing=True),
+        "dispatch": create_dispatch(settings, testing=True),
+    }
+    urls = dict(settings.service_urls)
+    for service in ("donations", "dispatch"):
+        url, stop = serve(apps[service])
+        exit_stack.callback(stop)
+        urls[service] = url
+    settings = settings.with_overrides(service_urls=urls)
+    apps["gateway"] = create_gateway(settings, testing=True)
+    stack = Stack(settings=settings, apps=apps)
+    try:
+        yield stack
+    finally:
+        stack.close()
+        exit_stack.close()
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy; fail with the last state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        time.sleep(interval)
