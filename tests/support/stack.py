@@ -103,9 +103,13 @@ class Stack:
     def client(self, service: str = "gateway") -> Any:
         return self.apps[service].test_client()
 
-    def start_worker(self, service: str, module: str | None = None) -> WorkerProcess:
+    def start_worker(
+        self, service: str, module: str | None = None, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         """A real Celery worker process (prefork pool) for ``service``'s queue."""
-        worker = WorkerProcess(self.settings, service, module or f"services.{service}.worker")
+        worker = WorkerProcess(
+            self.settings, service, module or f"services.{service}.worker", env or {}
+        )
         worker.start()
         self._exit.callback(worker.stop)
         return worker
@@ -119,15 +123,16 @@ class Stack:
 class WorkerProcess:
     """``celery worker`` for one service's queue, as the Procfile starts it."""
 
-    def __init__(self, settings: Settings, service: str, module: str) -> None:
+    def __init__(self, settings: Settings, service: str, module: str, env: dict[str, str]) -> None:
         self.settings = settings
+        self.env = env
         self.service = service
         self.module = module
         self.log_path = settings.var_dir / f"worker-{service}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, **self.settings.to_env(), "PYTHONPATH": str(REPO_ROOT)}
+        env = {**os.environ, **self.settings.to_env(), "PYTHONPATH": str(REPO_ROOT), **self.env}
         self.settings.var_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
