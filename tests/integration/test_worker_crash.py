@@ -38,6 +38,7 @@ def test_worker_killed_mid_task_runs_it_again_on_a_new_process_and_applies_it_on
     assert count(donations, messaging.inbox) == 1
     assert count(donations, messaging.deliveries) == 1
     with donations.session_factory() as session:
-        assert session.get(messaging.deliveries, event_id).attempts == 2
+        delivery = session.get(messaging.deliveries, event_id)
+        assert delivery is not None and delivery.attempts == 2
     assert "WorkerLostError" in worker.log() or "signal 9" in worker.log()
     assert not list(markers.glob(f"{event_id}.3"))

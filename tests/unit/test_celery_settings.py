@@ -1,0 +1,35 @@
+"""The reliability settings of DESIGN.md, on both brokers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.config import Settings
+from shared.taskqueue import make_celery
+
+
+def test_every_service_app_has_the_reliability_settings(tmp_path: Path) -> None:
+    app = make_celery("dispatch", Settings.from_env({"AIDLINK_VAR_DIR": str(tmp_path)}))
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.task_time_limit == 300 and conf.task_soft_time_limit == 270
+    assert conf.task_default_queue == "dispatch"
+    assert [q.name for q in conf.task_queues] == ["dispatch"]
+    # SQLite's write lock is shared by every process; they wait for it, not fail.
+    assert conf.broker_transport_options["connect_args"] == {"timeout": 30}
+
+
+def test_redis_visibility_timeout_is_set_in_all_three_places(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "AIDLINK_VAR_DIR": str(tmp_path),
+            "BROKER_URL": "redis://127.0.0.1:6379/0",
+            "AIDLINK_BROKER_VISIBILITY_TIMEOUT": "7200",
+        }
+    )
+    conf = make_celery("donations", settings).conf
+    assert conf.visibility_timeout == 7200
+    assert conf.broker_transport_options["visibility_timeout"] == 7200
+    assert conf.result_backend_transport_options["visibility_timeout"] == 7200

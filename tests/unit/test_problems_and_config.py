@@ -1,0 +1,99 @@
+"""Error documents, the merged API document and configuration, without any I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.gateway.openapi import merge_specs
+from shared.config import ConfigError, Settings
+from shared.problems import flatten_errors
+
+
+def test_nested_validation_messages_flatten_to_field_paths() -> None:
+    messages = {
+        "name": ["Missing data for required field."],
+        "lines": {0: {"quantity": ["Must be positive."]}, 2: {"unit": ["Unknown unit."]}},
+        "origin": {"region": ["Not a region code."]},
+    }
+    assert flatten_errors(messages) == {
+        "name": ["Missing data for required field."],
+        "lines.0.quantity": ["Must be positive."],
+        "lines.2.unit": ["Unknown unit."],
+        "origin.region": ["Not a region code."],
+    }
+    assert flatten_errors(["Invalid JSON body."]) == {"_schema": ["Invalid JSON body."]}
+
+
+def test_merging_specs_keeps_each_services_paths_and_renames_clashing_schemas() -> None:
+    gateway: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {"title": "g"},
+        "paths": {"/api/v1/orgs": {}},
+        "components": {"schemas": {"Problem": {"type": "object"}}},
+    }
+    org = {"type": "object", "properties": {"name": {"type": "string"}}}
+    donations: dict[str, Any] = {
+        "paths": {
+            "/api/v1/donations/orgs/{id}": {
+                "get": {"responses": {"200": {"$ref": "#/components/schemas/Org"}}}
+            }
+        },
+        "components": {"schemas": {"Org": org, "Problem": {"type": "object"}}},
+        "tags": [{"name": "donations"}],
+    }
+    dispatch: dict[str, Any] = {
+        "paths": {
+            "/api/v1/dispatch/orgs/{id}": {
+                "get": {"responses": {"200": {"$ref": "#/components/schemas/Org"}}}
+            }
+        },
+        "components": {"schemas": {"Org": {**org, "required": ["name"]}}},
+    }
+
+    merged = merge_specs(gateway, {"donations": donations, "dispatch": dispatch})
+
+    assert set(merged["paths"]) == {
+        "/api/v1/orgs",
+        "/api/v1/donations/orgs/{id}",
+        "/api/v1/dispatch/orgs/{id}",
+    }
+    schemas = merged["components"]["schemas"]
+    # dispatch merges first (sorted), so donations' differing Org is the renamed one.
+    assert schemas["Org"]["required"] == ["name"]
+    assert schemas["DonationsOrg"] == org
+    ref = merged["paths"]["/api/v1/donations/orgs/{id}"]["get"]["responses"]["200"]["$ref"]
+    assert ref == "#/components/schemas/DonationsOrg"
+    assert merged["tags"] == [{"name": "donations"}]
+    assert gateway["components"]["schemas"] == {"Problem": {"type": "object"}}  # untouched
+
+
+def test_defaults_run_embedded_mode_under_var(tmp_path: Path) -> None:
+    settings = Settings.from_env({"AIDLINK_VAR_DIR": str(tmp_path)})
+    assert settings.database_url("donations") == f"sqlite:///{tmp_path}/donations.db"
+    assert settings.broker_url == f"sqla+sqlite:///{tmp_path}/broker.db"
+    assert settings.broker_is_sqlite and not settings.broker_is_redis
+    assert settings.service_urls["dispatch"] == "http://127.0.0.1:8002"
+
+
+def test_production_urls_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "DISPATCH_DATABASE_URL": "postgresql+psycopg://aidlink@db/dispatch",
+            "BROKER_URL": "redis://redis:6379/0",
+            "DONATIONS_URL": "http://donations:8001/",
+        }
+    )
+    assert settings.database_url("dispatch") == "postgresql+psycopg://aidlink@db/dispatch"
+    assert settings.broker_is_redis
+    assert settings.service_urls["donations"] == "http://donations:8001"
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_malformed_setting_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="AIDLINK_MAX_DELIVERIES"):
+        Settings.from_env({"AIDLINK_MAX_DELIVERIES": "many"})
+    with pytest.raises(ConfigError, match="AIDLINK_LOG_FORMAT"):
+        Settings.from_env({"AIDLINK_LOG_FORMAT": "xml"})
