@@ -26,7 +26,7 @@ test: $(STAMP) lint test-embedded test-servers
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared services tests bench
+	$(BIN)/mypy shared services tests $(wildcard bench)
 
 test-embedded: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
