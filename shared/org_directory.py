@@ -21,6 +21,7 @@ from shared.db import UTCDateTime, utcnow
 from shared.events import Event
 from shared.inbox import Handler
 from shared.problems import Problem
+from shared.web import db_session
 
 
 class OrganisationView:
@@ -76,8 +77,6 @@ def org_event_handlers(model: type[OrganisationView]) -> dict[str, Handler]:
 
 def org_directory_blueprint(service: str, model: type[OrganisationView]) -> Blueprint:
     """``GET /api/v1/<service>/orgs/<id>``: what this service knows of an organisation."""
-    from shared.web import db_session
-
     blp = Blueprint(
         f"{service}_orgs",
         __name__,

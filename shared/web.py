@@ -153,7 +153,6 @@ def create_service_app(
     )
     rt = ServiceRuntime(name, settings, engine, session_factory, celery, outbox, inbox)
     app.extensions["aidlink"] = rt
-    celery.conf.aidlink_runtime = rt
     _register_messaging_tasks(rt)
     _install_request_ids(app)
     _install_health(app, rt)
