@@ -56,6 +56,30 @@ class Problem(Exception):
         self.headers = headers or {}
         self.extensions = extensions
 
+    def response(self) -> Response:
+        """The ``application/problem+json`` answer, with the request's path and id."""
+        from shared.observability import request_id_var
+
+        body: dict[str, Any] = {
+            "type": PROBLEM_TYPE_BASE + (self.slug or self.title.lower().replace(" ", "-")),
+            "title": self.title,
+            "status": self.status,
+        }
+        if self.detail:
+            body["detail"] = self.detail
+        with contextlib.suppress(RuntimeError):
+            body["instance"] = request.path
+        if self.errors:
+            body["errors"] = self.errors
+        request_id = request_id_var.get()
+        if request_id:
+            body["request_id"] = request_id
+        body.update(self.extensions)
+        response = Response(json.dumps(body), status=self.status, mimetype=PROBLEM_CONTENT_TYPE)
+        for name, value in self.headers.items():
+            response.headers[name] = value
+        return response
+
 
 def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     """Turn marshmallow's nested messages into ``{"lines.0.quantity": [...]}``."""
@@ -72,40 +96,6 @@ def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     else:
         flat[prefix or "_schema"] = [str(messages)]
     return flat
-
-
-def problem_response(
-    status: int,
-    detail: str | None = None,
-    *,
-    title: str | None = None,
-    slug: str | None = None,
-    errors: dict[str, list[str]] | None = None,
-    headers: dict[str, str] | None = None,
-    **extensions: Any,
-) -> Response:
-    from shared.observability import request_id_var
-
-    phrase = HTTPStatus(status).phrase
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + (slug or phrase.lower().replace(" ", "-")),
-        "title": title or phrase,
-        "status": status,
-    }
-    if detail:
-        body["detail"] = detail
-    with contextlib.suppress(RuntimeError):
-        body["instance"] = request.path
-    if errors:
-        body["errors"] = errors
-    request_id = request_id_var.get()
-    if request_id:
-        body["request_id"] = request_id
-    body.update(extensions)
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_CONTENT_TYPE)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
 
 
 def _from_http_exception(exc: HTTPException) -> Response:
@@ -129,13 +119,13 @@ def _from_http_exception(exc: HTTPException) -> Response:
     headers = dict(data.get("headers") or {})
     if exc.response is None:
         headers.update({k: v for k, v in exc.get_headers() if k.lower() != "content-type"})
-    return problem_response(
+    return Problem(
         status,
         detail,
         errors=errors,
         headers=headers,
         slug="validation-error" if status == 422 else None,
-    )
+    ).response()
 
 
 def install_problem_handlers(app: Flask) -> None:
@@ -143,15 +133,7 @@ def install_problem_handlers(app: Flask) -> None:
 
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
-        return problem_response(
-            exc.status,
-            exc.detail,
-            title=exc.title,
-            slug=exc.slug,
-            errors=exc.errors,
-            headers=exc.headers,
-            **exc.extensions,
-        )
+        return exc.response()
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -160,6 +142,6 @@ def install_problem_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem_response(
+        return Problem(
             500, "An unexpected error occurred; it has been logged with the request id."
-        )
+        ).response()

@@ -31,7 +31,7 @@ from shared.observability import (
     request_id_var,
 )
 from shared.outbox import Outbox, OutboxRow, celery_publisher
-from shared.problems import ProblemSchema, install_problem_handlers, problem_response
+from shared.problems import Problem, ProblemSchema, install_problem_handlers
 from shared.taskqueue import make_celery
 
 log = logging.getLogger(__name__)
@@ -215,12 +215,12 @@ def _install_health(app: Flask, rt: ServiceRuntime) -> None:
         if all(v == "ok" for v in checks.values()):
             return {"status": "ready", "service": rt.name, "checks": checks}
         failing = ", ".join(k for k, v in checks.items() if v != "ok")
-        return problem_response(
+        return Problem(
             503,
             f"{rt.name} is not ready: {failing} unreachable.",
             slug="not-ready",
             checks=checks,
-        )
+        ).response()
 
 
 def _register_messaging_tasks(rt: ServiceRuntime) -> None:
