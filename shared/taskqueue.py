@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from kombu import Exchange, Queue
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared.config import Settings
@@ -21,6 +23,24 @@ if TYPE_CHECKING:
 
 # Errors worth retrying: the database or broker went away for a moment.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, ConnectionError)
+
+
+class SQLAlchemyTransport(kombu_sqlalchemy.Transport):
+    """Kombu's SQLAlchemy transport, polling every 0.05 s instead of every second.
+
+    With acks_late and a prefetch of one, the virtual transport sleeps a whole
+    polling interval between messages, so the stock 1 s capped each embedded worker
+    at about one task a second. The interval cannot be passed as a transport option:
+    this transport hands every option to SQLAlchemy's create_engine.
+    """
+
+    polling_interval = 0.05
+
+
+# Every aidlink process builds its Celery app here, so sqla+ URLs resolve to it.
+TRANSPORT_ALIASES["sqla"] = TRANSPORT_ALIASES["sqlalchemy"] = (
+    f"{__name__}:{SQLAlchemyTransport.__name__}"
+)
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
