@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Integer, String, Text, Uuid, select
+from sqlalchemy import JSON, Integer, String, Text, Uuid
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
@@ -141,8 +141,8 @@ class Inbox:
         corr = correlation_id_var.set(evt.correlation_id)
         cause = causation_id_var.set(str(evt.id))
         try:
-            attempts = self._count_delivery(evt.id)
-            if self._already_taken(evt.id):
+            attempts, taken = self._count_delivery(evt.id)
+            if taken:
                 return Outcome.DUPLICATE
             if attempts > self.max_deliveries:
                 log.error("dead-lettering %s %s after %d deliveries", evt.type, evt.id, attempts)
@@ -216,8 +216,9 @@ class Inbox:
             )
         return outcome
 
-    def _count_delivery(self, event_id: uuid.UUID) -> int:
-        """Count this delivery in a transaction of its own, so it survives a crash."""
+    def _count_delivery(self, event_id: uuid.UUID) -> tuple[int, bool]:
+        """Count this delivery in a transaction of its own, so it survives a crash;
+        returns the count and whether the event was already applied."""
         with self.session_factory() as session, session.begin():
             dialect = session.get_bind().dialect.name
             values = {"event_id": str(event_id), "attempts": 1, "last_attempt_at": utcnow()}
@@ -231,11 +232,9 @@ class Inbox:
                     "last_attempt_at": values["last_attempt_at"],
                 },
             )
-            session.execute(stmt)
-            return int(
-                session.scalar(select(table.c.attempts).where(table.c.event_id == str(event_id)))
-                or 0
-            )
+            attempts = session.scalar(stmt.returning(table.c.attempts))
+            taken = session.get(self.inbox, event_id) is not None
+            return int(attempts or 0), taken
 
     def _dead_letter(self, message: Any, *, reason: str, detail: str, errors: Any = None) -> None:
         event_id = message.get("id") if isinstance(message, dict) else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -86,7 +86,7 @@ class Outbox:
                 created_at=evt.occurred_at,
             )
         )
-        session.info.setdefault(_PENDING_KEY, []).append(evt.id)
+        session.info.setdefault(_PENDING_KEY, []).append((evt.id, evt.to_message()))
 
     # The relay ---------------------------------------------------------------------
 
@@ -100,20 +100,12 @@ class Outbox:
         if previous_transaction.parent is None:
             session.info.pop(_PENDING_KEY, None)
 
-    def relay(self, event_ids: Iterable[uuid.UUID]) -> int:
-        """Publish the given rows now. Failures are logged and left to the sweep."""
-        ids = list(event_ids)
+    def relay(self, messages: list[tuple[uuid.UUID, dict[str, Any]]]) -> int:
+        """Publish just-committed events now. Failures are logged and left to the sweep."""
         try:
-            with self.session_factory() as session:
-                rows = session.scalars(
-                    select(self.row_class).where(
-                        self.row_class.id.in_(ids), self.row_class.published_at.is_(None)
-                    )
-                ).all()
-                messages = [(row.id, row.message) for row in rows]
             return self._publish(messages)
         except Exception:
-            log.exception("outbox relay failed; the sweep will publish %d event(s)", len(ids))
+            log.exception("outbox relay failed; the sweep will publish %d event(s)", len(messages))
             return 0
 
     def sweep(self, now: datetime | None = None) -> int:
