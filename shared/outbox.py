@@ -77,16 +77,17 @@ class Outbox:
 
     def add(self, session: Session, evt: Event) -> None:
         """Write ``evt`` in the session's transaction; it is relayed once that commits."""
+        message = evt.to_message()
         session.add(
             self.row_class(
                 id=evt.id,
                 type=evt.type,
                 aggregate_id=evt.aggregate_id,
-                message=evt.to_message(),
+                message=message,
                 created_at=evt.occurred_at,
             )
         )
-        session.info.setdefault(_PENDING_KEY, []).append((evt.id, evt.to_message()))
+        session.info.setdefault(_PENDING_KEY, []).append((evt.id, message))
 
     # The relay ---------------------------------------------------------------------
 

@@ -246,7 +246,3 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
         if sent:
             log.warning("outbox sweep published %d event(s) the relay had not", sent)
         return sent
-
-    # Register the tasks now: a worker started in-process (tests) consumes at once
-    # and must not meet a task it has not finalized yet.
-    rt.celery.finalize(auto=True)
