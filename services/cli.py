@@ -48,71 +48,62 @@ def demo() -> None:
     """Demo data for a new installation."""
 
 
-DEMO_ORGANISATIONS: list[dict[str, Any]] = [
-    {
-        "name": "Hubei Charity Federation",
-        "kind": "coordinator_office",
-        "region": "4201",
-        "address": "Wuhan, Hubei",
-    },
-    {
-        "name": "Shenzhen One Foundation",
-        "kind": "foundation",
-        "region": "4403",
-        "address": "Futian District, Shenzhen",
-    },
-    {
-        "name": "Wuhan Union Hospital",
-        "kind": "hospital",
-        "region": "420103",
-        "address": "1277 Jiefang Avenue, Jianghan District, Wuhan",
-    },
-    {
-        "name": "Jinyintan Hospital",
-        "kind": "hospital",
-        "region": "420107",
-        "address": "1 Yintan Road, Dongxihu District, Wuhan",
-    },
-    {
-        "name": "Baibuting Community Committee",
-        "kind": "community_committee",
-        "region": "420102",
-        "address": "Jiang'an District, Wuhan",
-    },
-    {
-        "name": "Jiuzhou Logistics",
-        "kind": "logistics_company",
-        "region": "4201",
-        "address": "Wuhan, Hubei",
-    },
-]
-
-
 @demo.command("load")
 def demo_load() -> None:
-    """Register the demo organisations (skips those already there)."""
-    from sqlalchemy import select
+    """Register demo organisations, each with a user (password: demo-password);
+    skips those already there."""
+    from services.gateway.admin import DEMO_ACCOUNTS, DEMO_PASSWORD, load_demo
 
-    from services.gateway.app import create_app
-    from services.gateway.models import Organisation
-    from services.gateway.orgs import register_organisation
-
-    app = create_app()
-    rt = app.extensions["aidlink"]
-    created = 0
+    app = _service_app("gateway")
     with app.app_context():
-        for org in DEMO_ORGANISATIONS:
-            with rt.unit_of_work() as session:
-                exists = session.scalar(
-                    select(Organisation.id).where(Organisation.name == org["name"])
-                )
-                if exists is None:
-                    register_organisation(session=session, outbox=rt.outbox, data=org)
-                    created += 1
+        created = load_demo(app.extensions["aidlink"])
     click.echo(
         f"demo data: {created} organisation(s) registered, "
-        f"{len(DEMO_ORGANISATIONS) - created} already there"
+        f"{len(DEMO_ACCOUNTS) - created} already there"
     )
+    if created:
+        click.echo(f"demo sign-ins (password {DEMO_PASSWORD!r}):")
+        for account in DEMO_ACCOUNTS:
+            click.echo(f"  {account['email']:<34} {account['organisation']['kind']}")
+
+
+@main.group()
+def admin() -> None:
+    """Administer users."""
+
+
+@admin.command("create")
+@click.option("--email", required=True, help="The admin's email, used to sign in.")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="AIDLINK_ADMIN_PASSWORD",
+    help="At least 10 characters; prompted for when not given (or AIDLINK_ADMIN_PASSWORD).",
+)
+@click.option("--name", default="Administrator", show_default=True)
+def admin_create(email: str, password: str, name: str) -> None:
+    """Make an admin (who is also a coordinator) on a new install. Running it again for
+    the same email changes nothing."""
+    from marshmallow import ValidationError
+
+    from services.gateway.admin import create_admin
+
+    app = _service_app("gateway")
+    with app.app_context():
+        try:
+            user, created = create_admin(
+                app.extensions["aidlink"], email=email, password=password, name=name
+            )
+        except ValidationError as exc:
+            messages = exc.normalized_messages()
+            detail = "; ".join(f"--{field}: {' '.join(msgs)}" for field, msgs in messages.items())
+            raise click.UsageError(detail) from None
+    if created:
+        click.echo(f"admin {user.email} created ({user.id}); sign in at /api/v1/auth/login")
+    else:
+        click.echo(f"{user.email} already exists; nothing changed")
 
 
 @main.group()

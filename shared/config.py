@@ -8,6 +8,7 @@ PostgreSQL and Redis; nothing else changes.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +43,42 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _key_file(var_dir: Path, name: str) -> str:
+    """A signing key kept in ``var/keys/<name>``, made on first use.
+
+    Embedded mode runs every process on one machine and one var/ folder, so they all
+    read the same key. Production sets AIDLINK_SECRET_KEY and AIDLINK_INTERNAL_KEY.
+    """
+    path = var_dir / "keys" / name
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate = path.with_name(f".{name}.{secrets.token_hex(4)}")
+    candidate.write_text(secrets.token_urlsafe(48))
+    candidate.chmod(0o600)
+    try:
+        # Whoever links first wins; everyone else reads the winner's key.
+        os.link(candidate, path)
+    except FileExistsError:
+        pass
+    finally:
+        candidate.unlink()
+    return path.read_text().strip()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a service process needs to know about its surroundings."""
@@ -64,6 +101,26 @@ class Settings:
     task_time_limit: int = 300
     proxy_connect_timeout: float = 3.05
     proxy_read_timeout: float = 30.0
+    # Signs users' access tokens (the gateway alone needs it).
+    secret_key: str = ""
+    # Signs the identity the gateway forwards to the services; every service needs it.
+    internal_key: str = ""
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 14 * 86400
+    internal_token_ttl: int = 60
+    # Flask-Limiter storage: memory:// in embedded mode, the Redis broker otherwise.
+    ratelimit_storage_url: str = "memory://"
+    ratelimit_enabled: bool = True
+    ratelimit_login: str = "10/minute"
+    ratelimit_writes: str = "300/minute"
+    # Failed sign-ins in a row that lock an account, and for how long.
+    lockout_threshold: int = 5
+    lockout_seconds: int = 900
+    webhook_max_attempts: int = 6
+    webhook_backoff: float = 10.0
+    webhook_timeout: float = 10.0
+    # Deliveries in a row that fail all their attempts before a subscription is disabled.
+    webhook_disable_after: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -82,6 +139,9 @@ class Settings:
             for svc in SERVICES
         }
         log_format = env.get("AIDLINK_LOG_FORMAT", "text")
+        ratelimit_default = (
+            broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://"
+        )
         if log_format not in ("text", "json"):
             raise ConfigError(f"AIDLINK_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
         return cls(
@@ -98,6 +158,21 @@ class Settings:
             task_time_limit=_int(env, "AIDLINK_TASK_TIME_LIMIT", 300),
             proxy_connect_timeout=_float(env, "AIDLINK_PROXY_CONNECT_TIMEOUT", 3.05),
             proxy_read_timeout=_float(env, "AIDLINK_PROXY_READ_TIMEOUT", 30.0),
+            secret_key=env.get("AIDLINK_SECRET_KEY") or _key_file(var_dir, "secret_key"),
+            internal_key=env.get("AIDLINK_INTERNAL_KEY") or _key_file(var_dir, "internal_key"),
+            access_token_ttl=_int(env, "AIDLINK_ACCESS_TOKEN_TTL", 900),
+            refresh_token_ttl=_int(env, "AIDLINK_REFRESH_TOKEN_TTL", 14 * 86400),
+            internal_token_ttl=_int(env, "AIDLINK_INTERNAL_TOKEN_TTL", 60),
+            ratelimit_storage_url=env.get("AIDLINK_RATELIMIT_STORAGE_URL") or ratelimit_default,
+            ratelimit_enabled=_bool(env, "AIDLINK_RATELIMIT_ENABLED", True),
+            ratelimit_login=env.get("AIDLINK_RATELIMIT_LOGIN") or "10/minute",
+            ratelimit_writes=env.get("AIDLINK_RATELIMIT_WRITES") or "300/minute",
+            lockout_threshold=_int(env, "AIDLINK_LOCKOUT_THRESHOLD", 5),
+            lockout_seconds=_int(env, "AIDLINK_LOCKOUT_SECONDS", 900),
+            webhook_max_attempts=_int(env, "AIDLINK_WEBHOOK_MAX_ATTEMPTS", 6),
+            webhook_backoff=_float(env, "AIDLINK_WEBHOOK_BACKOFF", 10.0),
+            webhook_timeout=_float(env, "AIDLINK_WEBHOOK_TIMEOUT", 10.0),
+            webhook_disable_after=_int(env, "AIDLINK_WEBHOOK_DISABLE_AFTER", 5),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -115,6 +190,21 @@ class Settings:
             "AIDLINK_TASK_TIME_LIMIT": str(self.task_time_limit),
             "AIDLINK_PROXY_CONNECT_TIMEOUT": str(self.proxy_connect_timeout),
             "AIDLINK_PROXY_READ_TIMEOUT": str(self.proxy_read_timeout),
+            "AIDLINK_SECRET_KEY": self.secret_key,
+            "AIDLINK_INTERNAL_KEY": self.internal_key,
+            "AIDLINK_ACCESS_TOKEN_TTL": str(self.access_token_ttl),
+            "AIDLINK_REFRESH_TOKEN_TTL": str(self.refresh_token_ttl),
+            "AIDLINK_INTERNAL_TOKEN_TTL": str(self.internal_token_ttl),
+            "AIDLINK_RATELIMIT_STORAGE_URL": self.ratelimit_storage_url,
+            "AIDLINK_RATELIMIT_ENABLED": "1" if self.ratelimit_enabled else "0",
+            "AIDLINK_RATELIMIT_LOGIN": self.ratelimit_login,
+            "AIDLINK_RATELIMIT_WRITES": self.ratelimit_writes,
+            "AIDLINK_LOCKOUT_THRESHOLD": str(self.lockout_threshold),
+            "AIDLINK_LOCKOUT_SECONDS": str(self.lockout_seconds),
+            "AIDLINK_WEBHOOK_MAX_ATTEMPTS": str(self.webhook_max_attempts),
+            "AIDLINK_WEBHOOK_BACKOFF": str(self.webhook_backoff),
+            "AIDLINK_WEBHOOK_TIMEOUT": str(self.webhook_timeout),
+            "AIDLINK_WEBHOOK_DISABLE_AFTER": str(self.webhook_disable_after),
         }
         for svc in SERVICES:
             env[f"{svc.upper()}_DATABASE_URL"] = self.database_urls[svc]

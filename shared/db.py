@@ -64,7 +64,7 @@ class Entity:
         return {"version_id_col": cls.version}
 
 
-def _prepare_sqlite(engine: Engine) -> None:
+def _prepare_sqlite(engine: Engine, *, immediate: bool = True) -> None:
     """WAL, a busy timeout and BEGIN IMMEDIATE, so several processes can share a file.
 
     pysqlite starts transactions lazily and upgrades read locks to write locks, which
@@ -84,10 +84,11 @@ def _prepare_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only engines take no write lock: in WAL mode readers never wait.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite files get their folder created and are tuned for sharing."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -95,7 +96,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
         engine = create_engine(url, **kwargs)
-        _prepare_sqlite(engine)
+        _prepare_sqlite(engine, immediate=not read_only)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)

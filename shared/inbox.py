@@ -92,6 +92,12 @@ class DeadLetterRow:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class OutOfOrder(Exception):
+    """A handler found an event ahead of one it depends on (``org.verified`` before the
+    ``org.registered`` it follows). Nothing is recorded; the task retries later, by
+    when the earlier event has normally arrived."""
+
+
 class Outcome(enum.StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
@@ -200,7 +206,7 @@ class Inbox:
             if self._already_taken(evt.id):
                 return Outcome.DUPLICATE
             raise
-        except OperationalError:
+        except (OperationalError, OutOfOrder):
             raise
         except Exception as exc:
             log.exception("handler for %s failed on event %s", evt.type, evt.id)

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from shared.db import UTCDateTime, utcnow
 from shared.events import Event
-from shared.inbox import Handler
+from shared.identity import require_login, require_org_scope
+from shared.inbox import Handler, OutOfOrder
 from shared.problems import Problem
 from shared.web import db_session
 
@@ -38,7 +39,9 @@ class OrganisationView:
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
     region: Mapped[str] = mapped_column(String(32), nullable=False)
     address: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="registered")
+    # pending, verified, suspended or merged, as the gateway last announced.
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     # The organisation's version at the gateway, from the event that last changed it.
     source_version: Mapped[int] = mapped_column(nullable=False)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
@@ -51,6 +54,7 @@ class OrganisationViewSchema(Schema):
     region = fields.String()
     address = fields.String(allow_none=True)
     status = fields.String()
+    merged_into_id = fields.UUID(allow_none=True)
     source_version = fields.Integer()
     synced_at = fields.AwareDateTime()
 
@@ -68,11 +72,27 @@ def org_event_handlers(model: type[OrganisationView]) -> dict[str, Handler]:
         org.kind = data["kind"]
         org.region = data["region"]
         org.address = data.get("address")
-        org.status = "registered"
+        org.status = data.get("status") or "pending"
         org.source_version = event.aggregate_version
         org.synced_at = utcnow()
 
-    return {"org.registered": on_registered}
+    def on_status(status: str) -> Handler:
+        def handle(session: Session, event: Event) -> None:
+            data = event.data()
+            org = session.get(model, data["id"])
+            if org is None:
+                raise OutOfOrder(f"{event.type} for {data['id']} before its org.registered")
+            org.status = status
+            org.source_version = event.aggregate_version
+            org.synced_at = utcnow()
+
+        return handle
+
+    return {
+        "org.registered": on_registered,
+        "org.verified": on_status("verified"),
+        "org.suspended": on_status("suspended"),
+    }
 
 
 def org_directory_blueprint(service: str, model: type[OrganisationView]) -> Blueprint:
@@ -88,7 +108,11 @@ def org_directory_blueprint(service: str, model: type[OrganisationView]) -> Blue
     @blp.route("/<uuid:org_id>")
     class OrganisationById(MethodView):
         @blp.response(200, schema)
+        @require_login
         def get(self, org_id: uuid.UUID) -> Any:
+            """The organisation as this service knows it: its own members and
+            coordinators only."""
+            require_org_scope(org_id, "this organisation's record")
             org = db_session().get(model, org_id)
             if org is None:
                 raise Problem(

@@ -55,20 +55,27 @@ def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 def paginate(
-    session: Session, stmt: Select[Any], model: Any, *, cursor: str | None, limit: int
+    session: Session,
+    stmt: Select[Any],
+    model: Any,
+    *,
+    cursor: str | None,
+    limit: int,
+    time_column: str = "created_at",
 ) -> dict[str, Any]:
-    """Serve one page of ``stmt`` ordered by (created_at, id)."""
+    """Serve one page of ``stmt`` ordered by (``time_column``, id)."""
+    column = getattr(model, time_column)
     if cursor:
         created_at, id_ = _decode(cursor)
         stmt = stmt.where(
             or_(
-                model.created_at > created_at,
-                and_(model.created_at == created_at, model.id > id_),
+                column > created_at,
+                and_(column == created_at, model.id > id_),
             )
         )
-    rows = list(session.scalars(stmt.order_by(model.created_at, model.id).limit(limit + 1)))
+    rows = list(session.scalars(stmt.order_by(column, model.id).limit(limit + 1)))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = _encode(rows[-1].created_at, rows[-1].id)
+        next_cursor = _encode(getattr(rows[-1], time_column), rows[-1].id)
     return {"items": rows, "next_cursor": next_cursor}

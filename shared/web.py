@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from shared.config import Settings
 from shared.db import make_engine, make_session_factory
+from shared.identity import install_internal_auth
 from shared.inbox import AggregateVersionRow, DeadLetterRow, DeliveryRow, Handler, Inbox, InboxRow
 from shared.observability import (
     CORRELATION_ID_HEADER,
@@ -76,6 +77,19 @@ class ServiceRuntime:
     celery: Celery
     outbox: Outbox
     inbox: Inbox
+    # Sessions for reading only. On SQLite they begin without taking the write lock,
+    # so a request may read here while it writes in a unit of work.
+    read_session_factory: sessionmaker[Session] | None = None
+
+    def dispose(self) -> None:
+        """Close every pooled database connection."""
+        self.engine.dispose()
+        if self.read_session_factory is not None and self.read_session_factory is not (
+            self.session_factory
+        ):
+            bind = self.read_session_factory.kw.get("bind")
+            if bind is not None:
+                bind.dispose()
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
@@ -94,9 +108,11 @@ def runtime() -> ServiceRuntime:
 
 
 def db_session() -> Session:
-    """The request's session; it is closed, uncommitted work discarded, at teardown."""
+    """The request's session for reading; closed at teardown. Write in
+    :meth:`ServiceRuntime.unit_of_work`, never here."""
     if "db_session" not in g:
-        g.db_session = runtime().session_factory()
+        rt = runtime()
+        g.db_session = (rt.read_session_factory or rt.session_factory)()
     session: Session = g.db_session
     return session
 
@@ -114,7 +130,10 @@ def create_service_app(
     handlers: Mapping[str, Handler] | None = None,
     testing: bool = False,
     openapi_json: bool = True,
+    internal_auth: bool = True,
 ) -> tuple[Flask, ServiceApi]:
+    """A service's app. With ``internal_auth`` (every service but the gateway) each API
+    call must carry the gateway's signed internal token."""
     configure_logging(name, settings.log_format, settings.log_level)
     app = Flask(f"aidlink.{name}")
     app.config.update(
@@ -151,10 +170,18 @@ def create_service_app(
         handlers=handlers or {},
         max_deliveries=settings.max_deliveries,
     )
-    rt = ServiceRuntime(name, settings, engine, session_factory, celery, outbox, inbox)
+    read_session_factory = session_factory
+    if engine.dialect.name == "sqlite":
+        read_engine = make_engine(settings.database_url(name), read_only=True)
+        read_session_factory = make_session_factory(read_engine)
+    rt = ServiceRuntime(
+        name, settings, engine, session_factory, celery, outbox, inbox, read_session_factory
+    )
     app.extensions["aidlink"] = rt
     _register_messaging_tasks(rt)
     _install_request_ids(app)
+    if internal_auth:
+        install_internal_auth(app, name, settings.internal_key)
     _install_health(app, rt)
 
     @app.teardown_appcontext
@@ -224,12 +251,13 @@ def _install_health(app: Flask, rt: ServiceRuntime) -> None:
 
 
 def _register_messaging_tasks(rt: ServiceRuntime) -> None:
+    from shared.inbox import OutOfOrder
     from shared.taskqueue import TRANSIENT_ERRORS
 
     @rt.celery.task(
         name=f"{rt.name}.handle_event",
         shared=False,
-        autoretry_for=TRANSIENT_ERRORS,
+        autoretry_for=(*TRANSIENT_ERRORS, OutOfOrder),
         retry_backoff=True,
         retry_backoff_max=300,
         retry_jitter=True,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.gateway import orgs
+from services.gateway import audit, auth, orgs, tokens, verification
 from services.gateway.models import messaging
 from services.gateway.openapi import install_openapi
 from services.gateway.proxy import ServiceClient, install_proxy
+from services.gateway.ratelimit import install_rate_limits
+from services.gateway.security import install_authentication
 from shared.config import Settings
 from shared.web import create_service_app
 
@@ -23,8 +25,16 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         models=messaging,
         testing=testing,
         openapi_json=False,
+        internal_auth=False,
     )
-    api.register_blueprint(orgs.blp)
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API token"}
+    )
+    # Authentication first: the rate limits key on the caller it finds.
+    install_authentication(app)
+    install_rate_limits(app, settings)
+    for blueprint in (auth.blp, orgs.blp, verification.blp, tokens.blp, audit.blp):
+        api.register_blueprint(blueprint)
     client = ServiceClient(settings)
     install_openapi(app, api, client)
     install_proxy(app, client)

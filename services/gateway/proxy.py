@@ -8,7 +8,9 @@ answers as a 502 or 504 problem naming it, never as a hang.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +19,7 @@ from flask import Blueprint, Flask, Response, request
 from requests.adapters import HTTPAdapter
 
 from shared.config import Settings
+from shared.identity import INTERNAL_HEADER, current_identity, sign_internal
 from shared.observability import (
     CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
@@ -46,8 +49,15 @@ HOP_BY_HOP = frozenset(
         "host",
         "content-length",
         "content-encoding",
+        # Credentials stop at the gateway; the services get the internal token instead.
+        "authorization",
+        "cookie",
+        INTERNAL_HEADER.lower(),
     }
 )
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_AUDIT_BODY_LIMIT = 64 * 1024
 
 
 class ServiceClient:
@@ -66,10 +76,18 @@ class ServiceClient:
     def url(self, service: str, path: str) -> str:
         return f"{self.settings.service_urls[service]}{path}"
 
-    def forward_headers(self, headers: Any) -> dict[str, str]:
+    def forward_headers(self, headers: Any, service: str) -> dict[str, str]:
+        """The request's headers, less credentials, plus the ids and the caller's
+        identity signed for ``service``."""
         forwarded = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
         forwarded[REQUEST_ID_HEADER] = request_id_var.get() or ""
         forwarded[CORRELATION_ID_HEADER] = correlation_id_var.get() or ""
+        forwarded[INTERNAL_HEADER] = sign_internal(
+            current_identity(),
+            self.settings.internal_key,
+            service,
+            self.settings.internal_token_ttl,
+        )
         return forwarded
 
     def call(self, service: str, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -115,7 +133,7 @@ def proxy_blueprint(client: ServiceClient) -> Blueprint:
             service,
             request.method,
             request.full_path.rstrip("?") if request.query_string else request.path,
-            headers=client.forward_headers(request.headers),
+            headers=client.forward_headers(request.headers, service),
             data=request.get_data(),
             allow_redirects=False,
             stream=True,
@@ -123,9 +141,42 @@ def proxy_blueprint(client: ServiceClient) -> Blueprint:
         headers = [(k, v) for k, v in upstream.raw.headers.items() if k.lower() not in HOP_BY_HOP]
         body = upstream.raw.read(decode_content=True)
         upstream.close()
+        if request.method not in SAFE_METHODS and upstream.status_code < 400:
+            _audit_forwarded_write(segment, upstream.status_code, upstream.headers, body)
         return Response(body, status=upstream.status_code, headers=headers)
 
     return blp
+
+
+def _audit_forwarded_write(segment: str, status: int, headers: Any, body: bytes) -> None:
+    """An audit row for a write a service accepted: what was asked and what it answered."""
+    from services.gateway import audit
+    from shared.web import runtime
+
+    after: dict[str, Any] | None = None
+    if "json" in headers.get("Content-Type", "") and len(body) <= _AUDIT_BODY_LIMIT:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            after = parsed
+    target_id = None
+    if after is not None and isinstance(after.get("id"), str):
+        target_id = after["id"]
+    else:
+        found = _UUID.search(request.path)
+        target_id = found.group(0) if found else None
+    action = f"{request.method} {_UUID.sub('{id}', request.path)}"
+    try:
+        with runtime().unit_of_work() as session:
+            audit.record(
+                session, action, segment, target_id, after={"status": status, **(after or {})}
+            )
+    except Exception:
+        # The service has already made the change; losing its audit row must not turn
+        # the answer into an error the client would retry.
+        log.exception("could not write the audit row for %s", action)
 
 
 def install_proxy(app: Flask, client: ServiceClient) -> None:

@@ -27,12 +27,31 @@ ORGANISATION_KINDS = (
 )
 
 
+ORGANISATION_STATUSES = ("pending", "verified", "suspended", "merged")
+
+
 class OrgRegisteredV1(Schema):
     id = fields.UUID(required=True)
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name_zh = fields.String(load_default=None, allow_none=True)
+    name_en = fields.String(load_default=None, allow_none=True)
     kind = fields.String(required=True, validate=validate.OneOf(ORGANISATION_KINDS))
     region = fields.String(required=True, validate=validate.Length(min=1, max=32))
     address = fields.String(load_default=None, allow_none=True)
+    status = fields.String(load_default="pending", validate=validate.OneOf(ORGANISATION_STATUSES))
+
+
+class OrgVerifiedV1(Schema):
+    id = fields.UUID(required=True)
+    verified_at = fields.AwareDateTime(required=True)
+    verified_by = fields.UUID(load_default=None, allow_none=True)
+    evidence = fields.String(load_default=None, allow_none=True)
+
+
+class OrgSuspendedV1(Schema):
+    id = fields.UUID(required=True)
+    suspended_at = fields.AwareDateTime(required=True)
+    reason = fields.String(load_default=None, allow_none=True)
 
 
 class EventRegistry:
@@ -87,11 +106,15 @@ def _prefixed(messages: Any) -> dict[str, Any]:
 
 REGISTRY = EventRegistry()
 REGISTRY.register("org.registered", 1, OrgRegisteredV1())
+REGISTRY.register("org.verified", 1, OrgVerifiedV1())
+REGISTRY.register("org.suspended", 1, OrgSuspendedV1())
 
 # Which services' queues receive each event type. The producer's relay sends one
 # message per subscriber, to that subscriber's queue.
 SUBSCRIBERS: dict[str, tuple[str, ...]] = {
     "org.registered": ("donations", "dispatch"),
+    "org.verified": ("donations", "dispatch"),
+    "org.suspended": ("donations", "dispatch"),
 }
 
 

@@ -92,7 +92,7 @@ def test_service_down_is_a_502_problem_naming_it(settings: Settings) -> None:
     assert response.mimetype == "application/problem+json"
     assert response.json["service"] == "donations"
     assert "unreachable" in response.json["detail"]
-    gateway.extensions["aidlink"].engine.dispose()
+    gateway.extensions["aidlink"].dispose()
 
 
 def test_unknown_api_segment_is_a_404_problem(stack: Stack) -> None:

@@ -49,7 +49,11 @@ def server_urls() -> tuple[str, str]:
 @contextmanager
 def backend_settings(tmp_path: Path) -> Iterator[Settings]:
     """Settings pointing at fresh, migrated databases and an empty broker."""
-    base = Settings.from_env({"AIDLINK_VAR_DIR": str(tmp_path / "var")})
+    base = Settings.from_env({"AIDLINK_VAR_DIR": str(tmp_path / "var")}).with_overrides(
+        # Tests sign in far more often than people do; the limits have tests of their own.
+        ratelimit_login="10000/minute",
+        ratelimit_writes="100000/minute",
+    )
     if BACKEND == "embedded":
         settings = base.with_overrides(outbox_sweep_grace=0.0)
         prepare_broker(settings)
@@ -117,7 +121,7 @@ class Stack:
     def close(self) -> None:
         self._exit.close()
         for app in self.apps.values():
-            app.extensions["aidlink"].engine.dispose()
+            app.extensions["aidlink"].dispose()
 
 
 class WorkerProcess:

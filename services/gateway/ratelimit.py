@@ -1,0 +1,58 @@
+"""Rate limits at the gateway (Flask-Limiter).
+
+- Sign-in and token refresh: ``ratelimit_login`` per client address.
+- Every write (POST, PUT, PATCH, DELETE): ``ratelimit_writes`` per signed-in user, or
+  per client address for anonymous callers, across the whole API.
+
+Counters live in Redis in production, so all gateway processes share them, and in
+memory in embedded mode (per process). A breach is a 429 problem with Retry-After.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from shared.config import Settings
+from shared.identity import current_identity
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def caller_key() -> str:
+    identity = current_identity()
+    if identity.user_id is not None:
+        return f"user:{identity.user_id}"
+    return f"ip:{get_remote_address()}"
+
+
+def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
+    """Install the limiter; call after authentication so limits can key on the user."""
+    limiter = Limiter(
+        caller_key,
+        app=app,
+        storage_uri=settings.ratelimit_storage_url,
+        application_limits=[settings.ratelimit_writes],
+        application_limits_exempt_when=lambda: (
+            request.method in SAFE_METHODS or not request.path.startswith("/api/")
+        ),
+        headers_enabled=True,
+        enabled=settings.ratelimit_enabled,
+        key_prefix="aidlink-gateway",
+        strategy="moving-window",
+    )
+    app.extensions["aidlink.limiter"] = limiter
+    return limiter
+
+
+@contextmanager
+def login_limit() -> Iterator[None]:
+    """Count this request against the sign-in limit of its client address."""
+    limiter: Limiter = current_app.extensions["aidlink.limiter"]
+    settings: Settings = current_app.extensions["aidlink"].settings
+    with limiter.limit(settings.ratelimit_login, key_func=get_remote_address, scope="login"):
+        yield

@@ -1,0 +1,268 @@
+"""Authentication at the gateway: passwords, access and refresh tokens, API tokens,
+and the hook that turns a request's ``Authorization`` header into an :class:`Identity`.
+
+- Passwords are hashed with argon2id (argon2-cffi), a memory-hard function.
+- An access token is a short-lived JWT (HS256, the installation's secret key) naming
+  the user, the sign-in session and the organisation acted for. The session is checked
+  on every request, so signing out revokes its access tokens at once.
+- A refresh token and an API token are random strings; only their SHA-256 is stored
+  (they carry 256 bits of entropy, so a fast hash is the right one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import Flask, request
+from sqlalchemy import select, update
+
+from services.gateway.models import ApiToken, AuthSession, Membership, Organisation, User
+from shared.config import Settings
+from shared.db import utcnow
+from shared.identity import ANONYMOUS, Identity, forbidden, set_identity, unauthenticated
+from shared.problems import Problem
+from shared.web import db_session, runtime
+
+ACCESS_ISSUER = "aidlink"
+API_TOKEN_PREFIX = "alk_"  # noqa: S105 - a prefix, not a secret
+_ALGORITHM = "HS256"
+
+_hasher = PasswordHasher()
+# Verified against when an email is unknown, so the answer takes as long either way.
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+# Scopes an API token may carry, and the part of the API each opens.
+SCOPES: dict[str, str] = {
+    "orgs:read": "read organisations and duplicate flags",
+    "orgs:write": "register, verify and merge organisations",
+    "pledges:read": "read pledges, imports and the catalogue",
+    "pledges:write": "create, amend and cancel pledges, import spreadsheets",
+    "needs:read": "read needs and allocations",
+    "needs:write": "post, amend, reconfirm and cancel needs; run matching",
+    "shipments:read": "read shipments and receipts",
+    "shipments:write": "update shipments, send scanner batches, confirm receipts",
+    "webhooks:read": "read webhook subscriptions and deliveries",
+    "webhooks:write": "create, change and delete webhook subscriptions",
+    "audit:read": "read the audit log",
+}
+
+# The first path segment under /api/v1 and the scope area it belongs to.
+SCOPE_AREA: dict[str, str] = {
+    "orgs": "orgs",
+    "duplicates": "orgs",
+    "donations": "pledges",
+    "pledges": "pledges",
+    "imports": "pledges",
+    "catalog": "pledges",
+    "dispatch": "needs",
+    "needs": "needs",
+    "allocations": "needs",
+    "matching": "needs",
+    "shipments": "shipments",
+    "receipts": "shipments",
+    "webhooks": "webhooks",
+    "audit": "audit",
+    "transparency": "public",
+}
+
+# Paths an API token may never use: tokens do not sign in, mint tokens or sign out.
+SESSION_ONLY_SEGMENTS = frozenset({"auth", "tokens"})
+
+
+# Passwords ---------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def check_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def password_needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+# Opaque tokens -----------------------------------------------------------------------
+
+
+def new_secret(prefix: str = "") -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# Access tokens -----------------------------------------------------------------------
+
+
+def issue_access_token(settings: Settings, session: AuthSession, roles: list[str]) -> str:
+    now = datetime.now(UTC)
+    claims = {
+        "iss": ACCESS_ISSUER,
+        "typ": "access",
+        "sub": str(session.user_id),
+        "sid": str(session.id),
+        "org": str(session.org_id),
+        "roles": roles,
+        "iat": now,
+        "exp": now + timedelta(seconds=settings.access_token_ttl),
+    }
+    return jwt.encode(claims, settings.secret_key, algorithm=_ALGORITHM)
+
+
+def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            settings.secret_key,
+            algorithms=[_ALGORITHM],
+            issuer=ACCESS_ISSUER,
+            options={"require": ["exp", "iat", "sub", "sid", "org"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise unauthenticated(
+            "The access token has expired; refresh it or sign in again."
+        ) from None
+    except jwt.PyJWTError:
+        raise unauthenticated("The access token is not valid.") from None
+    if claims.get("typ") != "access":
+        raise unauthenticated("The access token is not valid.")
+    return claims
+
+
+# Identity of a request ------------------------------------------------------------------
+
+
+def identity_of(
+    user: User,
+    org: Organisation,
+    *,
+    via: str,
+    scopes: Any = None,
+    credential_id: uuid.UUID | None = None,
+) -> Identity:
+    roles = frozenset(m.role for m in user.memberships if m.org_id == org.id)
+    return Identity(
+        user_id=user.id,
+        org_id=org.id,
+        roles=roles,
+        org_kind=org.kind,
+        org_status=org.status,
+        via=via,
+        scopes=frozenset(scopes) if scopes is not None else None,
+        credential_id=credential_id,
+    )
+
+
+def _session_identity(token: str) -> Identity:
+    settings = runtime().settings
+    claims = decode_access_token(settings, token)
+    db = db_session()
+    try:
+        sid = uuid.UUID(claims["sid"])
+    except ValueError:
+        raise unauthenticated("The access token is not valid.") from None
+    auth = db.get(AuthSession, sid)
+    now = utcnow()
+    if auth is None or auth.revoked_at is not None or auth.expires_at <= now:
+        raise unauthenticated("This sign-in has ended; sign in again.")
+    user = db.get(User, auth.user_id)
+    org = db.get(Organisation, auth.org_id)
+    if user is None or org is None or not user.active:
+        raise unauthenticated("This account is disabled.")
+    return identity_of(user, org, via="session", credential_id=auth.id)
+
+
+def _api_token_identity(token: str) -> Identity:
+    db = db_session()
+    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == digest(token)))
+    now = utcnow()
+    if row is None or row.revoked_at is not None:
+        raise unauthenticated("The API token is not valid or has been revoked.")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise unauthenticated("The API token has expired.")
+    user = db.get(User, row.user_id)
+    org = db.get(Organisation, row.org_id)
+    if user is None or org is None or not user.active:
+        raise unauthenticated("This account is disabled.")
+    # At most one write a minute per token for its last-use time.
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+        with runtime().session_factory() as s, s.begin():
+            s.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+    return identity_of(user, org, via="token", scopes=row.scopes, credential_id=row.id)
+
+
+def authenticate() -> Identity:
+    """The caller of the current request, from its ``Authorization`` header."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return ANONYMOUS
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthenticated("Use 'Authorization: Bearer <token>'.")
+    if token.startswith(API_TOKEN_PREFIX):
+        return _api_token_identity(token)
+    return _session_identity(token)
+
+
+def check_scope(identity: Identity, path: str, method: str) -> None:
+    """An API token opens only the parts of the API its scopes name."""
+    if identity.via != "token":
+        return
+    parts = path.split("/")
+    segment = parts[3] if len(parts) > 3 and parts[1:3] == ["api", "v1"] else ""
+    if segment in SESSION_ONLY_SEGMENTS:
+        raise forbidden("API tokens cannot be used here; sign in instead.")
+    area = SCOPE_AREA.get(segment, segment)
+    if area == "public":
+        return
+    needed = f"{area}:{'read' if method in ('GET', 'HEAD', 'OPTIONS') else 'write'}"
+    if needed not in (identity.scopes or ()):
+        raise Problem(
+            403,
+            f"This API token lacks the scope '{needed}'.",
+            slug="insufficient-scope",
+            required_scope=needed,
+        )
+
+
+def check_org_active(identity: Identity, method: str, path: str) -> None:
+    """Members of a suspended or merged organisation may read, and sign out, but not write."""
+    if not identity.authenticated or identity.via == "system" or identity.is_admin:
+        return
+    if method in ("GET", "HEAD", "OPTIONS") or path.startswith("/api/v1/auth/"):
+        return
+    if not identity.org_active:
+        raise forbidden(
+            f"Your organisation is {identity.org_status}; it cannot make changes. "
+            "Contact your coordinator."
+        )
+
+
+def install_authentication(app: Flask) -> None:
+    @app.before_request
+    def _authenticate() -> None:
+        if not request.path.startswith("/api/"):
+            return
+        identity = authenticate()
+        set_identity(identity)
+        check_scope(identity, request.path, request.method)
+        check_org_active(identity, request.method, request.path)
+
+
+def memberships_of(user: User) -> list[Membership]:
+    return sorted(user.memberships, key=lambda m: (m.created_at, m.role))
