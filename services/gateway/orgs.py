@@ -135,11 +135,12 @@ ORG_AUDIT_FIELDS = (
 
 
 def dump_organisation(org: Organisation) -> dict[str, Any]:
-    """``org`` as the current caller may see it."""
+    """The attributes of ``org`` the current caller may see (the response schema
+    serialises them)."""
     identity = current_identity()
     private = identity.is_coordinator or identity.org_id == org.id
     schema = OrganisationDetailSchema() if private else OrganisationSchema()
-    return dict(schema.dump(org))
+    return {name: getattr(org, name) for name in schema.fields}
 
 
 def org_event_payload(org: Organisation) -> dict[str, Any]:

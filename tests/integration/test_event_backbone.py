@@ -16,6 +16,7 @@ from services.gateway.orgs import register_organisation
 from shared.events import new_event
 from shared.inbox import Outcome
 from shared.web import ServiceRuntime
+from tests.support.auth import register
 from tests.support.orgs import HOSPITAL, count, read_model_org
 from tests.support.stack import Stack, eventually
 
@@ -78,9 +79,7 @@ def test_relay_dies_before_publishing_and_the_sweep_delivers_once(stack: Stack) 
     refusing = Refusing()
     gateway.outbox.publisher = refusing
 
-    response = stack.client().post("/api/v1/orgs", json=HOSPITAL)
-    assert response.status_code == 201, response.json
-    org_id = response.json["id"]
+    org_id = register(stack.client(), **HOSPITAL).org_id
     assert refusing.calls == 1
     assert (
         count(gateway, gateway_messaging.outbox, gateway_messaging.outbox.published_at.is_(None))
@@ -109,7 +108,7 @@ def test_event_published_but_not_stamped_is_sent_again_and_applied_once(stack: S
     # The relay sends, then dies before it can stamp the row as published.
     stamp = gateway.outbox._stamp
     gateway.outbox._stamp = lambda sent, failed: None  # type: ignore[method-assign]
-    org_id = stack.client().post("/api/v1/orgs", json=HOSPITAL).json["id"]
+    org_id = register(stack.client(), **HOSPITAL).org_id
     gateway.outbox._stamp = stamp  # type: ignore[method-assign]
 
     assert gateway.outbox.sweep() == 1  # the same event goes out a second time
@@ -241,13 +240,13 @@ def test_org_registered_through_the_gateway_reaches_both_read_models(stack: Stac
     stack.start_worker("dispatch")
     client = stack.client()
 
-    response = client.post("/api/v1/orgs", json=HOSPITAL)
-    assert response.status_code == 201
-    org = response.json
+    hospital = register(client, **HOSPITAL)
+    org = hospital.org
     assert org["name"] == HOSPITAL["name"]
+    assert org["status"] == "pending"
 
     def arrived(service: str) -> Any:
-        answer = client.get(f"/api/v1/{service}/orgs/{org['id']}")
+        answer = client.get(f"/api/v1/{service}/orgs/{org['id']}", headers=hospital.headers)
         return answer.json if answer.status_code == 200 else None
 
     for service in ("donations", "dispatch"):

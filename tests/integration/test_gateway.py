@@ -7,6 +7,7 @@ from typing import Any
 
 from services.gateway.app import create_app as create_gateway
 from shared.config import Settings
+from tests.support.auth import admin, register
 from tests.support.orgs import HOSPITAL
 from tests.support.stack import Stack
 
@@ -20,21 +21,33 @@ def _closed_port() -> int:
 def test_registration_with_bad_fields_names_each_field_and_writes_nothing(stack: Stack) -> None:
     client = stack.client()
     response = client.post(
-        "/api/v1/orgs", json={"name": "", "kind": "spaceport", "region": "Wuhan"}
+        "/api/v1/auth/register",
+        json={
+            "organisation": {"name": "", "kind": "spaceport", "region": "Wuhan"},
+            "user": {"email": "not-an-email", "password": "short", "name": "A"},
+        },
     )
 
     assert response.status_code == 422
     assert response.mimetype == "application/problem+json"
     problem = response.json
     assert problem["status"] == 422
-    assert problem["instance"] == "/api/v1/orgs"
-    assert set(problem["errors"]) == {"name", "kind", "region"}
-    assert client.get("/api/v1/orgs").json == {"items": [], "next_cursor": None}
+    assert problem["instance"] == "/api/v1/auth/register"
+    assert set(problem["errors"]) == {
+        "organisation.name",
+        "organisation.kind",
+        "organisation.region",
+        "user.email",
+        "user.password",
+    }
+    boss = admin(stack.apps["gateway"], client)
+    listed = client.get("/api/v1/orgs", headers=boss.headers).json["items"]
+    assert [org["name"] for org in listed] == ["aidlink administration"]
 
 
 def test_body_that_is_not_json_is_a_problem_not_a_crash(stack: Stack) -> None:
     response = stack.client().post(
-        "/api/v1/orgs", data="name=x", headers={"Content-Type": "application/json"}
+        "/api/v1/auth/register", data="name=x", headers={"Content-Type": "application/json"}
     )
     assert 400 <= response.status_code < 500
     assert response.mimetype == "application/problem+json"
@@ -42,17 +55,23 @@ def test_body_that_is_not_json_is_a_problem_not_a_crash(stack: Stack) -> None:
 
 def test_organisations_list_pages_with_a_cursor(stack: Stack) -> None:
     client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
     names = [f"Community Committee {n}" for n in range(5)]
     for name in names:
         body = {**HOSPITAL, "name": name, "kind": "community_committee"}
-        assert client.post("/api/v1/orgs", json=body).status_code == 201
+        created = client.post("/api/v1/orgs", json=body, headers=boss.headers)
+        assert created.status_code == 201, created.json
 
     seen: list[str] = []
     cursor = None
     pages = 0
     while True:
-        query = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = client.get("/api/v1/orgs", query_string=query).json
+        query = {
+            "limit": 2,
+            "kind": "community_committee",
+            **({"cursor": cursor} if cursor else {}),
+        }
+        page = client.get("/api/v1/orgs", query_string=query, headers=boss.headers).json
         seen += [item["name"] for item in page["items"]]
         pages += 1
         cursor = page["next_cursor"]
@@ -60,22 +79,28 @@ def test_organisations_list_pages_with_a_cursor(stack: Stack) -> None:
             break
     assert seen == names
     assert pages == 3
-    bad = client.get("/api/v1/orgs", query_string={"cursor": "not-a-cursor"})
+    bad = client.get("/api/v1/orgs", query_string={"cursor": "not-a-cursor"}, headers=boss.headers)
     assert bad.status_code == 400
     assert "cursor" in bad.json["errors"]
 
 
 def test_unknown_organisation_is_a_404_problem(stack: Stack) -> None:
-    response = stack.client().get("/api/v1/donations/orgs/5f0c6a4e-6f1a-4a39-9d55-1f3b0b0c2a10")
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    response = client.get(
+        "/api/v1/donations/orgs/5f0c6a4e-6f1a-4a39-9d55-1f3b0b0c2a10", headers=boss.headers
+    )
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     assert "donations" in response.json["detail"]
 
 
 def test_request_id_travels_to_the_service_and_back(stack: Stack) -> None:
-    response = stack.client().get(
-        "/api/v1/dispatch/orgs/5f0c6a4e-6f1a-4a39-9d55-1f3b0b0c2a10",
-        headers={"X-Request-ID": "scan-batch-42"},
+    client = stack.client()
+    hospital = register(client)
+    response = client.get(
+        f"/api/v1/dispatch/orgs/{hospital.org_id}",
+        headers={"X-Request-ID": "scan-batch-42", **hospital.headers},
     )
     assert response.headers["X-Request-ID"] == "scan-batch-42"
     assert response.json["request_id"] == "scan-batch-42"  # set by the dispatch service

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 from services.donations.models import messaging
+from tests.support.auth import register
 from tests.support.orgs import HOSPITAL, count, read_model_org
 from tests.support.stack import Stack, eventually
 
@@ -23,7 +24,7 @@ def test_worker_killed_mid_task_runs_it_again_on_a_new_process_and_applies_it_on
         env={"AIDLINK_TEST_MARKER_DIR": str(markers)},
     )
 
-    org_id = stack.client().post("/api/v1/orgs", json=HOSPITAL).json["id"]
+    org_id = register(stack.client(), **HOSPITAL).org_id
     first = eventually(lambda: sorted(markers.glob("*.1")), timeout=60)
     event_id = first[0].name.split(".")[0]
     doomed_pid = int(first[0].read_text())
