@@ -6,7 +6,7 @@ evidence. ``org.verified`` and ``org.suspended`` carry the decision to the servi
 which keep it in their read models and enforce it on their own data.
 
 Only an admin verifies a coordinator office (that makes its members coordinators),
-and no one verifies their own organisation.
+and no one, not even an admin, verifies or suspends their own organisation.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def suspend_organisation(
 
 def _check_may_decide(org: Organisation) -> None:
     identity = current_identity()
-    if identity.org_id == org.id and not identity.is_admin:
+    if identity.org_id == org.id:
         raise forbidden("No one verifies or suspends their own organisation.")
     if org.kind == "coordinator_office" and not identity.is_admin:
         raise forbidden("Only an admin verifies or suspends a coordinator office.")

@@ -1,0 +1,304 @@
+"""Who may call what: every endpoint, for every role, on its own organisation's data and
+on another's, with the status each must get.
+
+Each row names an endpoint, how to build its path and body, and the expected status per
+actor; a pair ``(own, other)`` when the answer depends on whose data it is. Later
+features add their rows to ``ROWS``. All mismatches are reported together.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.gateway.orgs import register_organisation
+from tests.support.auth import PASSWORD, Account, admin, coordinator, login, register, verified
+from tests.support.orgs import read_model_org
+from tests.support.stack import Stack, eventually
+
+ACTORS = (
+    "anonymous",
+    "donor",
+    "recipient",
+    "pending_recipient",
+    "logistics",
+    "coordinator",
+    "admin",
+)
+SIGNED_IN = ACTORS[1:]
+COORDINATORS = ("coordinator", "admin")
+
+Expected = int | tuple[int, int]
+
+
+def everyone(status: int, anonymous: int = 401) -> dict[str, Expected]:
+    return {actor: (anonymous if actor == "anonymous" else status) for actor in ACTORS}
+
+
+def only(allowed: dict[str, Expected], others: int = 403) -> dict[str, Expected]:
+    """``allowed`` for the named actors, ``others`` for the rest, 401 when anonymous."""
+    return {actor: allowed.get(actor, 401 if actor == "anonymous" else others) for actor in ACTORS}
+
+
+@dataclass
+class World:
+    stack: Stack
+    client: Any
+    accounts: dict[str, Account]
+    # A pending hospital no actor belongs to, known to every service.
+    other_org: str
+    tokens: dict[str, str] = field(default_factory=dict)
+    other_token: str = ""
+
+    def fresh_org(self) -> str:
+        """A new pending organisation, for rows that change the one they act on."""
+        gateway = self.stack.runtime("gateway")
+        with self.stack.apps["gateway"].app_context(), gateway.unit_of_work() as session:
+            org = register_organisation(
+                session=session,
+                outbox=gateway.outbox,
+                data={
+                    "name": f"Clinic {uuid.uuid4().hex[:8]}",
+                    "kind": "hospital",
+                    "region": "4201",
+                },
+            )
+            return str(org.id)
+
+
+@dataclass
+class Row:
+    method: str
+    path: str
+    expected: dict[str, Expected]
+    body: Callable[[World, str], Any] | None = None
+    # Which organisation "other" means: the shared one, or a new one for each call.
+    fresh_other: bool = False
+    # Sign in again for this call (for rows that end the sign-in).
+    fresh_session: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def _new_user(world: World, actor: str) -> dict[str, Any]:
+    return {
+        "organisation": {
+            "name": f"Org {uuid.uuid4().hex[:8]}",
+            "kind": "hospital",
+            "region": "4201",
+        },
+        "user": {
+            "email": f"{uuid.uuid4().hex[:10]}@example.org",
+            "password": "test-password-2020",
+            "name": "New",
+        },
+    }
+
+
+def _credentials(world: World, actor: str) -> dict[str, str]:
+    account = world.accounts.get(actor)
+    if account is None:
+        return {"email": "nobody@example.org", "password": "not-a-password"}
+    return {"email": account.email, "password": PASSWORD}
+
+
+def _refresh_token(world: World, actor: str) -> dict[str, str]:
+    account = world.accounts.get(actor)
+    if account is None:
+        return {"refresh_token": "not-a-refresh-token"}
+    return {"refresh_token": login(world.client, account.email)["refresh_token"]}
+
+
+ROWS: list[Row] = [
+    # Public
+    Row("GET", "/api/v1/openapi.json", everyone(200, anonymous=200)),
+    Row("GET", "/api/v1/docs", everyone(200, anonymous=200)),
+    # Registration and sign-in
+    Row("POST", "/api/v1/auth/register", everyone(201, anonymous=201), body=_new_user),
+    Row("POST", "/api/v1/auth/login", everyone(200), body=_credentials),
+    Row("POST", "/api/v1/auth/refresh", everyone(200), body=_refresh_token),
+    Row("GET", "/api/v1/auth/me", everyone(200)),
+    Row("POST", "/api/v1/auth/logout", everyone(204), fresh_session=True),
+    # The directory
+    Row("GET", "/api/v1/orgs", everyone(200)),
+    Row(
+        "POST",
+        "/api/v1/orgs",
+        only({"coordinator": 201, "admin": 201}),
+        body=lambda w, a: {
+            "name": f"Ward {uuid.uuid4().hex[:6]}",
+            "kind": "hospital",
+            "region": "4201",
+        },
+    ),
+    # Own organisation: visible to its members; another, pending one: coordinators only.
+    Row(
+        "GET",
+        "/api/v1/orgs/{org}",
+        {
+            **{actor: (200, 404) for actor in SIGNED_IN},
+            **{actor: (200, 200) for actor in COORDINATORS},
+            "anonymous": 401,
+        },
+    ),
+    # Verification: coordinators, never on their own organisation.
+    Row(
+        "POST",
+        "/api/v1/orgs/{org}/verify",
+        only({"coordinator": (403, 200), "admin": (403, 200)}),
+        body=lambda w, a: {"evidence": "licence checked"},
+        fresh_other=True,
+    ),
+    Row(
+        "POST",
+        "/api/v1/orgs/{org}/suspend",
+        only({"coordinator": (403, 200), "admin": (403, 200)}),
+        body=lambda w, a: {"reason": "licence revoked"},
+        fresh_other=True,
+    ),
+    # The audit log: coordinators.
+    Row("GET", "/api/v1/audit", only({"coordinator": 200, "admin": 200})),
+    # API tokens: each user's own.
+    Row("GET", "/api/v1/tokens", everyone(200)),
+    Row(
+        "POST",
+        "/api/v1/tokens",
+        everyone(201),
+        body=lambda w, a: {"name": "integration", "scopes": ["orgs:read"]},
+    ),
+    Row(
+        "GET",
+        "/api/v1/tokens/{token}",
+        {**{actor: (200, 404) for actor in SIGNED_IN}, "admin": (200, 200), "anonymous": 401},
+    ),
+    # The services' own records of an organisation: its members and coordinators.
+    *(
+        Row(
+            "GET",
+            f"/api/v1/{service}/orgs/{{org}}",
+            {
+                **{actor: (200, 403) for actor in SIGNED_IN},
+                **{actor: (200, 200) for actor in COORDINATORS},
+                "anonymous": 401,
+            },
+        )
+        for service in ("donations", "dispatch")
+    ),
+]
+
+# Revoking runs last: it ends the tokens the GET row reads.
+ROWS.append(
+    Row(
+        "DELETE",
+        "/api/v1/tokens/{token}",
+        {**{actor: (204, 404) for actor in SIGNED_IN}, "admin": (204, 204), "anonymous": 401},
+    )
+)
+
+
+def _build_world(stack: Stack) -> World:
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    accounts = {
+        "admin": boss,
+        "coordinator": coordinator(client, boss),
+        "donor": verified(client, boss, kind="foundation"),
+        "recipient": verified(client, boss, kind="hospital"),
+        "pending_recipient": register(client, kind="hospital"),
+        "logistics": verified(client, boss, kind="logistics_company"),
+    }
+    world = World(stack=stack, client=client, accounts=accounts, other_org="")
+    world.other_org = world.fresh_org()
+    for actor, account in accounts.items():
+        made = client.post(
+            "/api/v1/tokens",
+            json={"name": "mine", "scopes": ["orgs:read"]},
+            headers=account.headers,
+        )
+        assert made.status_code == 201, made.json
+        world.tokens[actor] = made.json["id"]
+    stranger = register(client, kind="foundation")
+    world.other_token = client.post(
+        "/api/v1/tokens", json={"name": "theirs", "scopes": ["orgs:read"]}, headers=stranger.headers
+    ).json["id"]
+
+    # Every organisation has reached the services' read models.
+    orgs = [a.org_id for a in accounts.values()] + [world.other_org]
+    for service in ("donations", "dispatch"):
+        rt = stack.runtime(service)
+        eventually(lambda rt=rt: all(read_model_org(rt, org) for org in orgs), timeout=60)
+    return world
+
+
+def _call(world: World, row: Row, actor: str, whose: str) -> int:
+    account = world.accounts.get(actor)
+    headers: dict[str, str] = {}
+    if account is not None:
+        token = account.access_token
+        if row.fresh_session:
+            token = login(world.client, account.email)["access_token"]
+        headers["Authorization"] = f"Bearer {token}"
+    own_org = account.org_id if account else world.other_org
+    if whose == "own":
+        org = own_org
+        token_id = world.tokens.get(actor, world.other_token)
+    else:
+        org = world.fresh_org() if row.fresh_other else world.other_org
+        token_id = world.other_token
+    path = row.path.format(org=org, token=token_id)
+    body = row.body(world, actor) if row.body else None
+    response = world.client.open(path, method=row.method, json=body, headers=headers)
+    status = int(response.status_code)
+    response.close()
+    return status
+
+
+def test_access_matrix(stack: Stack) -> None:
+    stack.start_worker("donations")
+    stack.start_worker("dispatch")
+    world = _build_world(stack)
+
+    mismatches = []
+    calls = 0
+    for row in ROWS:
+        for actor in ACTORS:
+            expected = row.expected[actor]
+            cases = (
+                [("own", expected[0]), ("other", expected[1])]
+                if isinstance(expected, tuple)
+                else [("own", expected)]
+            )
+            for whose, want in cases:
+                got = _call(world, row, actor, whose)
+                calls += 1
+                if got != want:
+                    mismatches.append(f"{row} as {actor} on {whose}: expected {want}, got {got}")
+    assert not mismatches, "\n".join(mismatches)
+    assert calls >= len(ROWS) * len(ACTORS)
+
+
+def _normalised(path: str) -> str:
+    return re.sub(r"<[^>]+>|\{[^}]+\}", "{}", path)
+
+
+def test_every_endpoint_has_a_row_in_the_matrix(stack: Stack) -> None:
+    """A new endpoint without a row in the matrix fails here."""
+    covered = {(row.method, _normalised(row.path)) for row in ROWS}
+    missing = []
+    for service, app in stack.apps.items():
+        for rule in app.url_map.iter_rules():
+            path = rule.rule
+            if not path.startswith("/api/v1/") or path.startswith("/api/v1/docs/"):
+                continue
+            if service == "gateway" and path.startswith("/api/v1/<segment>"):
+                continue  # the proxy; the services' own rows cover what it forwards
+            if service != "gateway" and path == "/api/v1/openapi.json":
+                continue  # merged into the gateway's document
+            for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+                if (method, _normalised(path)) not in covered:
+                    missing.append(f"{service}: {method} {path}")
+    assert not missing, "endpoints with no row in the access matrix:\n" + "\n".join(missing)
