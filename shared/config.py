@@ -121,6 +121,8 @@ class Settings:
     webhook_timeout: float = 10.0
     # Deliveries in a row that fail all their attempts before a subscription is disabled.
     webhook_disable_after: int = 5
+    # Allow webhook URLs that resolve to loopback or private addresses.
+    webhook_allow_private: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -173,6 +175,7 @@ class Settings:
             webhook_backoff=_float(env, "AIDLINK_WEBHOOK_BACKOFF", 10.0),
             webhook_timeout=_float(env, "AIDLINK_WEBHOOK_TIMEOUT", 10.0),
             webhook_disable_after=_int(env, "AIDLINK_WEBHOOK_DISABLE_AFTER", 5),
+            webhook_allow_private=_bool(env, "AIDLINK_WEBHOOK_ALLOW_PRIVATE", False),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -205,6 +208,7 @@ class Settings:
             "AIDLINK_WEBHOOK_BACKOFF": str(self.webhook_backoff),
             "AIDLINK_WEBHOOK_TIMEOUT": str(self.webhook_timeout),
             "AIDLINK_WEBHOOK_DISABLE_AFTER": str(self.webhook_disable_after),
+            "AIDLINK_WEBHOOK_ALLOW_PRIVATE": "1" if self.webhook_allow_private else "0",
         }
         for svc in SERVICES:
             env[f"{svc.upper()}_DATABASE_URL"] = self.database_urls[svc]

@@ -106,15 +106,19 @@ class Identity:
     # Wire form --------------------------------------------------------------------
 
     def claims(self) -> dict[str, Any]:
-        return {
-            "sub": str(self.user_id) if self.user_id else None,
-            "org": str(self.org_id) if self.org_id else None,
+        claims: dict[str, Any] = {
             "roles": sorted(self.roles),
             "kind": self.org_kind,
             "org_status": self.org_status,
             "via": self.via,
             "scopes": sorted(self.scopes) if self.scopes is not None else None,
         }
+        # JWT wants a string subject or none at all (anonymous callers have none).
+        if self.user_id:
+            claims["sub"] = str(self.user_id)
+        if self.org_id:
+            claims["org"] = str(self.org_id)
+        return claims
 
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> Identity:

@@ -123,7 +123,11 @@ class Inbox:
         dead_letters: type[DeadLetterRow],
         handlers: Mapping[str, Handler],
         max_deliveries: int = 5,
+        ordered: bool = True,
     ) -> None:
+        """With ``ordered`` (the default) an event older than the last one applied for
+        its aggregate is recorded and ignored. A consumer that keeps no state of the
+        aggregate (the gateway's webhook fan-out) passes False: it wants every event."""
         self.service = service
         self.session_factory = session_factory
         self.inbox = inbox
@@ -132,6 +136,7 @@ class Inbox:
         self.dead_letters = dead_letters
         self.handlers = dict(handlers)
         self.max_deliveries = max_deliveries
+        self.ordered = ordered
 
     def handle(self, message: Any) -> Outcome:
         """Take one message off the queue. Transient database errors propagate so the
@@ -173,7 +178,11 @@ class Inbox:
         handler = self.handlers.get(evt.type)
         try:
             with self.session_factory() as session, session.begin():
-                last = session.get(self.versions, evt.aggregate_id, with_for_update=True)
+                last = (
+                    session.get(self.versions, evt.aggregate_id, with_for_update=True)
+                    if self.ordered
+                    else None
+                )
                 if last is not None and last.last_version >= evt.aggregate_version:
                     outcome = Outcome.STALE
                 elif handler is None:
@@ -181,7 +190,7 @@ class Inbox:
                 else:
                     handler(session, evt)
                     outcome = Outcome.APPLIED
-                if outcome is not Outcome.STALE:
+                if outcome is not Outcome.STALE and self.ordered:
                     if last is None:
                         session.add(
                             self.versions(

@@ -78,6 +78,7 @@ def org_event_handlers(model: type[OrganisationView]) -> dict[str, Handler]:
 
     def on_status(status: str) -> Handler:
         def handle(session: Session, event: Event) -> None:
+            """Only the status changes; the rest, ``merged_into_id`` included, stays."""
             data = event.data()
             org = session.get(model, data["id"])
             if org is None:
@@ -88,10 +89,21 @@ def org_event_handlers(model: type[OrganisationView]) -> dict[str, Handler]:
 
         return handle
 
+    def on_merged(session: Session, event: Event) -> None:
+        data = event.data()
+        org = session.get(model, data["id"])
+        if org is None:
+            raise OutOfOrder(f"{event.type} for {data['id']} before its org.registered")
+        org.status = "merged"
+        org.merged_into_id = data["merged_into"]
+        org.source_version = event.aggregate_version
+        org.synced_at = utcnow()
+
     return {
         "org.registered": on_registered,
         "org.verified": on_status("verified"),
         "org.suspended": on_status("suspended"),
+        "org.merged": on_merged,
     }
 
 

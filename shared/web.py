@@ -131,6 +131,7 @@ def create_service_app(
     testing: bool = False,
     openapi_json: bool = True,
     internal_auth: bool = True,
+    ordered_events: bool = True,
 ) -> tuple[Flask, ServiceApi]:
     """A service's app. With ``internal_auth`` (every service but the gateway) each API
     call must carry the gateway's signed internal token."""
@@ -169,6 +170,7 @@ def create_service_app(
         dead_letters=models.dead_letters,
         handlers=handlers or {},
         max_deliveries=settings.max_deliveries,
+        ordered=ordered_events,
     )
     read_session_factory = session_factory
     if engine.dialect.name == "sqlite":

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.gateway import audit, auth, orgs, tokens, verification
+from services.gateway import (
+    audit,
+    auth,
+    duplicate_review,
+    orgs,
+    tokens,
+    verification,
+    webhooks,
+)
 from services.gateway.models import messaging
 from services.gateway.openapi import install_openapi
 from services.gateway.proxy import ServiceClient, install_proxy
@@ -23,6 +31,10 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         settings,
         title="aidlink gateway",
         models=messaging,
+        handlers=webhooks.HANDLERS,
+        # The gateway consumes events only to fan them out to webhooks: every one
+        # counts, whatever order they arrive in.
+        ordered_events=False,
         testing=testing,
         openapi_json=False,
         internal_auth=False,
@@ -33,8 +45,17 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     # Authentication first: the rate limits key on the caller it finds.
     install_authentication(app)
     install_rate_limits(app, settings)
-    for blueprint in (auth.blp, orgs.blp, verification.blp, tokens.blp, audit.blp):
+    for blueprint in (
+        auth.blp,
+        orgs.blp,
+        verification.blp,
+        duplicate_review.blp,
+        tokens.blp,
+        audit.blp,
+        webhooks.blp,
+    ):
         api.register_blueprint(blueprint)
+    webhooks.install_webhooks(app)
     client = ServiceClient(settings)
     install_openapi(app, api, client)
     install_proxy(app, client)

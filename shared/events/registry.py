@@ -54,6 +54,12 @@ class OrgSuspendedV1(Schema):
     reason = fields.String(load_default=None, allow_none=True)
 
 
+class OrgMergedV1(Schema):
+    id = fields.UUID(required=True, metadata={"description": "The organisation merged away"})
+    merged_into = fields.UUID(required=True, metadata={"description": "The one kept"})
+    merged_at = fields.AwareDateTime(required=True)
+
+
 class EventRegistry:
     """Maps ``(type, version)`` to the marshmallow schema of its payload."""
 
@@ -108,13 +114,15 @@ REGISTRY = EventRegistry()
 REGISTRY.register("org.registered", 1, OrgRegisteredV1())
 REGISTRY.register("org.verified", 1, OrgVerifiedV1())
 REGISTRY.register("org.suspended", 1, OrgSuspendedV1())
+REGISTRY.register("org.merged", 1, OrgMergedV1())
 
 # Which services' queues receive each event type. The producer's relay sends one
 # message per subscriber, to that subscriber's queue.
 SUBSCRIBERS: dict[str, tuple[str, ...]] = {
-    "org.registered": ("donations", "dispatch"),
-    "org.verified": ("donations", "dispatch"),
-    "org.suspended": ("donations", "dispatch"),
+    "org.registered": ("donations", "dispatch", "gateway"),
+    "org.verified": ("donations", "dispatch", "gateway"),
+    "org.suspended": ("donations", "dispatch", "gateway"),
+    "org.merged": ("donations", "dispatch", "gateway"),
 }
 
 

@@ -55,10 +55,11 @@ def test_registration_that_rolls_back_publishes_no_event(stack: Stack) -> None:
     assert count(gateway, gateway_messaging.outbox) == 0
     assert recording.sent == []
 
-    # The next, successful registration is relayed at once, to both subscribers.
+    # The next, successful registration is relayed at once, to every subscriber (the
+    # gateway itself hears it for webhooks).
     with gateway.unit_of_work() as session:
         org = register_organisation(session=session, outbox=gateway.outbox, data=HOSPITAL)
-    assert sorted(service for service, _ in recording.sent) == ["dispatch", "donations"]
+    assert sorted(service for service, _ in recording.sent) == ["dispatch", "donations", "gateway"]
     assert (
         count(gateway, gateway_messaging.outbox, gateway_messaging.outbox.published_at.is_not(None))
         == 1

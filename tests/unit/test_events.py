@@ -69,5 +69,5 @@ def test_a_schema_registered_twice_is_a_programming_error() -> None:
 
 
 def test_org_registered_goes_to_both_read_models() -> None:
-    assert subscribers_of("org.registered") == ("donations", "dispatch")
+    assert subscribers_of("org.registered") == ("donations", "dispatch", "gateway")
     assert subscribers_of("nothing.happened") == ()
