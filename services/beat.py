@@ -12,6 +12,9 @@ from celery import Celery
 from shared.config import SERVICES, Settings
 from shared.taskqueue import make_celery
 
+# Seconds between sweeps for webhook deliveries left behind.
+WEBHOOK_SWEEP_INTERVAL = 30.0
+
 
 def create_beat(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
@@ -25,6 +28,23 @@ def create_beat(settings: Settings | None = None) -> Celery:
         }
         for service in SERVICES
     }
+    # Webhook deliveries whose task was lost (broker or worker gone) are queued again.
+    app.conf.beat_schedule["gateway-sweep-webhooks"] = {
+        "task": "gateway.sweep_webhooks",
+        "schedule": WEBHOOK_SWEEP_INTERVAL,
+        "options": {"queue": "gateway", "expires": WEBHOOK_SWEEP_INTERVAL},
+    }
+    # Perishables past their best-before date, hourly; reservations past their
+    # deadline, every minute.
+    for name, task, every in (
+        ("donations-expire-perishables", "donations.expire_perishables", 3600.0),
+        ("donations-release-overdue", "donations.release_overdue_reservations", 60.0),
+    ):
+        app.conf.beat_schedule[name] = {
+            "task": task,
+            "schedule": every,
+            "options": {"queue": "donations", "expires": every},
+        }
     app.conf.beat_schedule_filename = str(settings.var_dir / "celerybeat-schedule")
     return app
 

@@ -139,6 +139,17 @@ def install_problem_handlers(app: Flask) -> None:
     def _http(exc: HTTPException) -> Response:
         return _from_http_exception(exc)
 
+    from sqlalchemy.orm.exc import StaleDataError
+
+    @app.errorhandler(StaleDataError)
+    def _stale(exc: StaleDataError) -> Response:
+        # Optimistic concurrency: another writer changed the row since it was read.
+        return Problem(
+            409,
+            "The resource was changed by someone else meanwhile; read it again and retry.",
+            slug="concurrent-change",
+        ).response()
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from flask import Flask
 
+from services.donations import api
 from services.donations.models import Organisation, messaging
+from services.donations.saga import saga_handlers
+from services.donations.tasks import register_tasks
 from shared.config import Settings
 from shared.org_directory import org_directory_blueprint, org_event_handlers
-from shared.web import create_service_app
+from shared.web import ServiceRuntime, create_service_app
 
 
 def create_app(settings: Settings | None = None, *, testing: bool = False) -> Flask:
     settings = settings or Settings.from_env()
-    app, api = create_service_app(
+    app, flask_api = create_service_app(
         "donations",
         settings,
         title="aidlink donations",
@@ -20,5 +23,10 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         handlers={**org_event_handlers(Organisation)},
         testing=testing,
     )
-    api.register_blueprint(org_directory_blueprint("donations", Organisation))
+    rt: ServiceRuntime = app.extensions["aidlink"]
+    rt.inbox.handlers.update(saga_handlers(rt.outbox))
+    register_tasks(rt)
+    flask_api.register_blueprint(org_directory_blueprint("donations", Organisation))
+    flask_api.register_blueprint(api.catalog_blp)
+    flask_api.register_blueprint(api.blp)
     return app

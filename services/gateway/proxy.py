@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 ROUTES: Mapping[str, str] = {
     "donations": "donations",
     "dispatch": "dispatch",
+    "catalog": "donations",
+    "pledges": "donations",
 }
 
 HOP_BY_HOP = frozenset(

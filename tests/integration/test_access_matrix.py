@@ -18,6 +18,7 @@ from services.gateway.orgs import register_organisation
 from tests.support.auth import PASSWORD, Account, admin, coordinator, login, register, verified
 from tests.support.orgs import read_model_org
 from tests.support.stack import Stack, eventually
+from tests.support.supply import one_line
 
 ACTORS = (
     "anonymous",
@@ -52,6 +53,26 @@ class World:
     other_org: str
     tokens: dict[str, str] = field(default_factory=dict)
     other_token: str = ""
+    webhooks: dict[str, str] = field(default_factory=dict)
+    other_webhook: str = ""
+    stranger: Account | None = None
+    # The donor's pledge and another donor's.
+    donor_pledge: str = ""
+    other_pledge: str = ""
+
+    def new_pledge(self, account: Account) -> str:
+        made = self.client.post("/api/v1/pledges", json=one_line(100), headers=account.headers)
+        assert made.status_code == 201, made.json
+        return str(made.json["id"])
+
+    def new_webhook(self, account: Account) -> str:
+        made = self.client.post(
+            "/api/v1/webhooks",
+            json={"url": "https://example.org/hook", "event_types": ["org.verified"]},
+            headers=account.headers,
+        )
+        assert made.status_code == 201, made.json
+        return str(made.json["id"])
 
     def fresh_org(self) -> str:
         """A new pending organisation, for rows that change the one they act on."""
@@ -79,6 +100,7 @@ class Row:
     fresh_other: bool = False
     # Sign in again for this call (for rows that end the sign-in).
     fresh_session: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -111,6 +133,20 @@ def _refresh_token(world: World, actor: str) -> dict[str, str]:
     if account is None:
         return {"refresh_token": "not-a-refresh-token"}
     return {"refresh_token": login(world.client, account.email)["refresh_token"]}
+
+
+def _pledge_body(world: World, actor: str) -> dict[str, Any]:
+    if actor in COORDINATORS:
+        return {**one_line(10), "org_id": world.accounts["donor"].org_id}
+    return one_line(10)
+
+
+PLEDGE_ACCESS: dict[str, Expected] = {
+    **{actor: (404, 404) for actor in SIGNED_IN},
+    "donor": (200, 404),
+    **{actor: (200, 200) for actor in COORDINATORS},
+    "anonymous": 401,
+}
 
 
 ROWS: list[Row] = [
@@ -160,6 +196,105 @@ ROWS: list[Row] = [
         body=lambda w, a: {"reason": "licence revoked"},
         fresh_other=True,
     ),
+    # Duplicate review: coordinators.
+    Row("GET", "/api/v1/duplicates", only({"coordinator": 200, "admin": 200})),
+    Row("POST", "/api/v1/duplicates/scan", only({"coordinator": 200, "admin": 200})),
+    Row(
+        "GET",
+        "/api/v1/orgs/{org}/duplicates",
+        only({"coordinator": (200, 200), "admin": (200, 200)}),
+    ),
+    Row(
+        "POST",
+        "/api/v1/orgs/{org}/duplicates/scan",
+        only({"coordinator": (200, 200), "admin": (200, 200)}),
+    ),
+    # A flag that does not exist: coordinators learn so, others may not ask.
+    Row(
+        "POST",
+        "/api/v1/duplicates/{flag}/dismiss",
+        only({"coordinator": 404, "admin": 404}),
+        body=lambda w, a: {"note": "not the same"},
+    ),
+    Row(
+        "POST",
+        "/api/v1/duplicates/{flag}/merge",
+        only({"coordinator": 404, "admin": 404}),
+        body=lambda w, a: {"keep": w.other_org},
+    ),
+    # Webhooks: each organisation's own; coordinators may manage anyone's.
+    Row("GET", "/api/v1/webhooks", everyone(200)),
+    Row(
+        "POST",
+        "/api/v1/webhooks",
+        everyone(201),
+        body=lambda w, a: {"url": "https://example.org/hook", "event_types": ["org.verified"]},
+    ),
+    Row(
+        "GET",
+        "/api/v1/webhooks/{webhook}",
+        {
+            **{actor: (200, 404) for actor in SIGNED_IN},
+            **{actor: (200, 200) for actor in COORDINATORS},
+            "anonymous": 401,
+        },
+    ),
+    Row(
+        "PATCH",
+        "/api/v1/webhooks/{webhook}",
+        {
+            **{actor: (200, 404) for actor in SIGNED_IN},
+            **{actor: (200, 200) for actor in COORDINATORS},
+            "anonymous": 401,
+        },
+        body=lambda w, a: {"description": "changed"},
+    ),
+    Row(
+        "GET",
+        "/api/v1/webhooks/{webhook}/deliveries",
+        {
+            **{actor: (200, 404) for actor in SIGNED_IN},
+            **{actor: (200, 200) for actor in COORDINATORS},
+            "anonymous": 401,
+        },
+    ),
+    # A delivery that does not exist.
+    Row(
+        "POST",
+        "/api/v1/webhooks/{webhook}/deliveries/{flag}/retry",
+        {**{actor: (404, 404) for actor in SIGNED_IN}, "anonymous": 401},
+    ),
+    # The catalogue: public.
+    Row("GET", "/api/v1/catalog/items", everyone(200, anonymous=200)),
+    # Pledges: "own" is the donor's pledge, "other" another donor's. Donors see their
+    # own, coordinators all; others are answered as if the pledge did not exist.
+    Row("GET", "/api/v1/pledges", only({"donor": 200, "coordinator": 200, "admin": 200})),
+    Row(
+        "GET",
+        "/api/v1/pledges/export.csv",
+        only({"donor": 200, "coordinator": 200, "admin": 200}),
+    ),
+    Row(
+        "POST",
+        "/api/v1/pledges",
+        only({"donor": 201, "coordinator": 201, "admin": 201}),
+        body=_pledge_body,
+    ),
+    Row("GET", "/api/v1/pledges/{pledge}", PLEDGE_ACCESS),
+    Row(
+        "PATCH",
+        "/api/v1/pledges/{pledge}",
+        PLEDGE_ACCESS,
+        body=lambda w, a: {"notes": "updated"},
+        headers={"If-Match": "*"},
+    ),
+    Row(
+        "POST",
+        "/api/v1/pledges/{pledge}/cancel",
+        PLEDGE_ACCESS,
+        body=lambda w, a: {"reason": "matrix"},
+        fresh_other=True,
+    ),
     # The audit log: coordinators.
     Row("GET", "/api/v1/audit", only({"coordinator": 200, "admin": 200})),
     # API tokens: each user's own.
@@ -190,14 +325,24 @@ ROWS: list[Row] = [
     ),
 ]
 
-# Revoking runs last: it ends the tokens the GET row reads.
-ROWS.append(
+# Deleting runs last: it ends what the rows above read.
+ROWS += [
     Row(
         "DELETE",
         "/api/v1/tokens/{token}",
         {**{actor: (204, 404) for actor in SIGNED_IN}, "admin": (204, 204), "anonymous": 401},
-    )
-)
+    ),
+    Row(
+        "DELETE",
+        "/api/v1/webhooks/{webhook}",
+        {
+            **{actor: (204, 404) for actor in SIGNED_IN},
+            **{actor: (204, 204) for actor in COORDINATORS},
+            "anonymous": 401,
+        },
+        fresh_other=True,
+    ),
+]
 
 
 def _build_world(stack: Stack) -> World:
@@ -222,15 +367,25 @@ def _build_world(stack: Stack) -> World:
         assert made.status_code == 201, made.json
         world.tokens[actor] = made.json["id"]
     stranger = register(client, kind="foundation")
+    world.stranger = stranger
+    for actor, account in accounts.items():
+        world.webhooks[actor] = world.new_webhook(account)
+    world.other_webhook = world.new_webhook(stranger)
     world.other_token = client.post(
         "/api/v1/tokens", json={"name": "theirs", "scopes": ["orgs:read"]}, headers=stranger.headers
     ).json["id"]
 
     # Every organisation has reached the services' read models.
     orgs = [a.org_id for a in accounts.values()] + [world.other_org]
-    for service in ("donations", "dispatch"):
+
+    def synced(service: str) -> bool:
         rt = stack.runtime(service)
-        eventually(lambda rt=rt: all(read_model_org(rt, org) for org in orgs), timeout=60)
+        return all(read_model_org(rt, org) for org in orgs)
+
+    eventually(lambda: synced("donations"), timeout=60)
+    eventually(lambda: synced("dispatch"), timeout=60)
+    world.donor_pledge = world.new_pledge(accounts["donor"])
+    world.other_pledge = world.new_pledge(stranger)
     return world
 
 
@@ -246,10 +401,23 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
     if whose == "own":
         org = own_org
         token_id = world.tokens.get(actor, world.other_token)
+        webhook_id = world.webhooks.get(actor, world.other_webhook)
     else:
         org = world.fresh_org() if row.fresh_other else world.other_org
         token_id = world.other_token
-    path = row.path.format(org=org, token=token_id)
+        webhook_id = world.other_webhook
+        if row.fresh_other and "{webhook}" in row.path:
+            assert world.stranger is not None
+            webhook_id = world.new_webhook(world.stranger)
+    pledge_id = world.donor_pledge if whose == "own" else world.other_pledge
+    if row.fresh_other and "{pledge}" in row.path:
+        assert world.stranger is not None
+        owner = world.accounts["donor"] if whose == "own" else world.stranger
+        pledge_id = world.new_pledge(owner)
+    path = row.path.format(
+        org=org, token=token_id, flag=uuid.uuid4(), webhook=webhook_id, pledge=pledge_id
+    )
+    headers.update(row.headers)
     body = row.body(world, actor) if row.body else None
     response = world.client.open(path, method=row.method, json=body, headers=headers)
     status = int(response.status_code)

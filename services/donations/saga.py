@@ -1,0 +1,31 @@
+"""The donations service's event handlers: its half of the allocation saga, and
+shipments moving reserved quantity to shipped and delivered."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from services.donations import pledges
+from shared.db import utcnow
+from shared.events import Event
+from shared.inbox import Handler
+from shared.outbox import Outbox
+
+
+def saga_handlers(outbox: Outbox) -> dict[str, Handler]:
+    def on_allocation_proposed(session: Session, event: Event) -> None:
+        pledges.reserve(session, outbox, event.data(), utcnow())
+
+    def on_allocation_cancelled(session: Session, event: Event) -> None:
+        data = event.data()
+        pledges.release_allocation(session, outbox, data["allocation_id"], data["reason"])
+
+    def on_shipment(session: Session, event: Event) -> None:
+        pledges.apply_shipment(session, outbox, event.data())
+
+    return {
+        "allocation.proposed": on_allocation_proposed,
+        "allocation.cancelled": on_allocation_cancelled,
+        "shipment.created": on_shipment,
+        "shipment.status_changed": on_shipment,
+    }

@@ -1,0 +1,43 @@
+"""Periodic work of the donations service, scheduled by beat and run on its worker."""
+
+from __future__ import annotations
+
+import logging
+
+from services.donations import pledges
+from shared.db import utcnow
+from shared.web import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+def register_tasks(rt: ServiceRuntime) -> None:
+    @rt.celery.task(name="donations.expire_perishables", shared=False, time_limit=300)
+    def expire_perishables() -> int:
+        """Close perishable lines past their best-before date and release what they
+        had not shipped."""
+        with rt.unit_of_work() as session:
+            expired = pledges.expire_perishables(session, rt.outbox, utcnow().date())
+        if expired:
+            log.info("%d perishable line(s) expired", expired)
+        return expired
+
+    @rt.celery.task(name="donations.release_overdue_reservations", shared=False, time_limit=300)
+    def release_overdue_reservations() -> int:
+        """Release reservations not shipped by their deadline, each in its own
+        transaction, so one failure does not hold back the rest."""
+        released = 0
+        with rt.session_factory() as session:
+            overdue = [r.id for r in pledges.overdue_reservations(session, utcnow())]
+        for reservation_id in overdue:
+            with rt.unit_of_work() as session:
+                from services.donations.models import Reservation
+
+                reservation = session.get(Reservation, reservation_id)
+                if reservation is not None and pledges.release_reservation(
+                    session, rt.outbox, reservation, "not shipped by its deadline"
+                ):
+                    released += 1
+        if released:
+            log.info("released %d overdue reservation(s)", released)
+        return released

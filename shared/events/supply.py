@@ -1,0 +1,139 @@
+"""Payloads of the supply events: pledges, the allocation saga and shipments.
+
+The gateway hears pledge and reservation events too, to deliver them to webhooks.
+
+Pledge events carry the whole pledge, so a consumer that missed one is made whole by
+the next, and one that receives an older one after a newer (by ``aggregate_version``)
+rightly ignores it. Reservation events are about one allocation (their aggregate);
+they also carry the pledge line's totals at ``pledge_version``, so the dispatch
+service's view of available supply can follow them in order of that version.
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from shared.events.registry import ORGANISATION_KINDS, REGISTRY, SUBSCRIBERS
+
+LINE_STATUSES = (
+    "available",
+    "partially_reserved",
+    "reserved",
+    "shipped",
+    "delivered",
+    "cancelled",
+    "expired",
+)
+PLEDGE_STATUSES = ("open", "cancelled", "closed")
+
+
+class LocationV1(Schema):
+    address = fields.String(load_default=None, allow_none=True)
+    region = fields.String(required=True, validate=validate.Regexp(r"^\d{2}(\d{2}){0,2}$"))
+    lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
+    lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
+
+
+class RestrictionsV1(Schema):
+    regions = fields.List(fields.String(), load_default=list)
+    recipient_kinds = fields.List(
+        fields.String(validate=validate.OneOf(ORGANISATION_KINDS)), load_default=list
+    )
+    note = fields.String(load_default=None, allow_none=True)
+
+
+class LineTotalsV1(Schema):
+    id = fields.UUID(required=True)
+    quantity = fields.Integer(required=True, validate=validate.Range(min=1))
+    reserved = fields.Integer(required=True, validate=validate.Range(min=0))
+    shipped = fields.Integer(required=True, validate=validate.Range(min=0))
+    delivered = fields.Integer(required=True, validate=validate.Range(min=0))
+    status = fields.String(required=True, validate=validate.OneOf(LINE_STATUSES))
+
+
+class PledgeLineV1(LineTotalsV1):
+    line_no = fields.Integer(required=True)
+    item = fields.String(required=True)
+    standard = fields.String(load_default=None, allow_none=True)
+    best_before = fields.Date(load_default=None, allow_none=True)
+    restrictions = fields.Nested(RestrictionsV1, required=True)
+
+
+class PledgeV1(Schema):
+    """pledge.created, pledge.amended and pledge.cancelled: the pledge as it now is."""
+
+    id = fields.UUID(required=True)
+    org_id = fields.UUID(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(PLEDGE_STATUSES))
+    origin = fields.Nested(LocationV1, required=True)
+    available_from = fields.Date(load_default=None, allow_none=True)
+    catalog_version = fields.String(required=True)
+    lines = fields.List(fields.Nested(PledgeLineV1), required=True)
+    reason = fields.String(load_default=None, allow_none=True)
+
+
+class AllocationProposedV1(Schema):
+    allocation_id = fields.UUID(required=True)
+    pledge_id = fields.UUID(required=True)
+    pledge_line_id = fields.UUID(required=True)
+    need_id = fields.UUID(required=True)
+    need_line_id = fields.UUID(required=True)
+    recipient_org_id = fields.UUID(required=True)
+    quantity = fields.Integer(required=True, validate=validate.Range(min=1))
+    # When the reservation lapses if nothing has shipped; the donations service's
+    # default applies when absent.
+    deadline = fields.AwareDateTime(load_default=None, allow_none=True)
+
+
+class AllocationCancelledV1(Schema):
+    allocation_id = fields.UUID(required=True)
+    pledge_line_id = fields.UUID(required=True)
+    reason = fields.String(required=True)
+
+
+class ReservationV1(Schema):
+    """reservation.accepted, reservation.rejected and reservation.released."""
+
+    allocation_id = fields.UUID(required=True)
+    reservation_id = fields.UUID(load_default=None, allow_none=True)
+    pledge_id = fields.UUID(load_default=None, allow_none=True)
+    pledge_line_id = fields.UUID(required=True)
+    donor_org_id = fields.UUID(load_default=None, allow_none=True)
+    recipient_org_id = fields.UUID(load_default=None, allow_none=True)
+    quantity = fields.Integer(required=True, validate=validate.Range(min=0))
+    # What the line could still give when the reservation was decided.
+    available = fields.Integer(required=True, validate=validate.Range(min=0))
+    reason = fields.String(load_default=None, allow_none=True)
+    line = fields.Nested(LineTotalsV1, load_default=None, allow_none=True)
+    pledge_version = fields.Integer(load_default=None, allow_none=True)
+
+
+class ShipmentLineV1(Schema):
+    allocation_id = fields.UUID(required=True)
+    pledge_line_id = fields.UUID(required=True)
+    quantity = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class ShipmentV1(Schema):
+    """shipment.created and shipment.status_changed."""
+
+    shipment_id = fields.UUID(required=True)
+    status = fields.String(required=True)
+    previous_status = fields.String(load_default=None, allow_none=True)
+    occurred_at = fields.AwareDateTime(required=True)
+    lines = fields.List(fields.Nested(ShipmentLineV1), required=True)
+
+
+for _type in ("pledge.created", "pledge.amended", "pledge.cancelled"):
+    REGISTRY.register(_type, 1, PledgeV1())
+    SUBSCRIBERS[_type] = ("dispatch", "gateway")
+REGISTRY.register("allocation.proposed", 1, AllocationProposedV1())
+REGISTRY.register("allocation.cancelled", 1, AllocationCancelledV1())
+SUBSCRIBERS["allocation.proposed"] = ("donations",)
+SUBSCRIBERS["allocation.cancelled"] = ("donations",)
+for _type in ("reservation.accepted", "reservation.rejected", "reservation.released"):
+    REGISTRY.register(_type, 1, ReservationV1())
+    SUBSCRIBERS[_type] = ("dispatch", "gateway")
+for _type in ("shipment.created", "shipment.status_changed"):
+    REGISTRY.register(_type, 1, ShipmentV1())
+    SUBSCRIBERS[_type] = ("donations",)

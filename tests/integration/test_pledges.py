@@ -1,0 +1,411 @@
+"""Pledges through the gateway, and the donations half of the allocation saga on a real
+worker: reservations, releases, shipments, expiry."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from services.donations import pledges as service
+from services.donations.models import PledgeLine, Reservation
+from services.donations.models import messaging as donations_messaging
+from shared.db import make_engine, make_session_factory, utcnow
+from shared.outbox import Outbox
+from tests.support.auth import Account, admin, register, verified
+from tests.support.orgs import read_model_org
+from tests.support.stack import Stack, eventually
+from tests.support.supply import MASKS_AND_ORANGES, one_line, proposal, send_as_dispatch
+
+
+def _pledge(client: Any, donor: Account, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post("/api/v1/pledges", json=body, headers=donor.headers)
+    assert response.status_code == 201, response.json
+    assert response.headers["ETag"] == f'"{response.json["version"]}"'
+    created: dict[str, Any] = response.json
+    return created
+
+
+def _verified_donor(stack: Stack, *, worker: bool = True) -> Account:
+    """A verified donor, once the donations service knows it is verified (its worker
+    applies the gateway's events)."""
+    if worker:
+        stack.start_worker("donations")
+    client = stack.client()
+    donor = verified(client, admin(stack.apps["gateway"], client), kind="foundation")
+    donations = stack.runtime("donations")
+    eventually(
+        lambda: (
+            (org := read_model_org(donations, donor.org_id)) is not None
+            and org.status == "verified"
+        )
+    )
+    return donor
+
+
+def _events(stack: Stack, type: str) -> list[dict[str, Any]]:
+    rt = stack.runtime("donations")
+    outbox = donations_messaging.outbox
+    with rt.session_factory() as session:
+        rows = session.scalars(
+            select(outbox.message).where(outbox.type == type).order_by(outbox.created_at)
+        )
+        return [dict(m) for m in rows]
+
+
+def _line(stack: Stack, line_id: str) -> PledgeLine:
+    with stack.runtime("donations").session_factory() as session:
+        line = session.get(PledgeLine, uuid.UUID(line_id))
+        assert line is not None
+        return line
+
+
+def test_a_donor_pledges_in_boxes_and_tonnes_and_gets_base_units(stack: Stack) -> None:
+    client = stack.client()
+    donor = register(client, kind="foundation")
+    pledge = _pledge(client, donor, MASKS_AND_ORANGES)
+
+    masks, oranges = pledge["lines"]
+    assert (masks["quantity"], masks["base_unit"]) == (1000, "piece")
+    assert masks["standard"] == "GB19083-2010"
+    assert masks["restrictions"]["note"] == "frontline medical staff only"
+    assert oranges["quantity"] == 1_500_000 and oranges["base_unit"] == "g"
+    assert oranges["best_before"] is not None  # produce keeps for its shelf life
+    assert {line["status"] for line in pledge["lines"]} == {"available"}
+    assert pledge["status"] == "open"
+    assert [e["payload"]["id"] for e in _events(stack, "pledge.created")] == [pledge["id"]]
+
+    got = client.get(f"/api/v1/pledges/{pledge['id']}", headers=donor.headers)
+    assert got.status_code == 200
+    assert got.headers["ETag"] == '"1"'
+    listed = client.get("/api/v1/pledges", headers=donor.headers).json["items"]
+    assert [p["id"] for p in listed] == [pledge["id"]]
+    export = client.get("/api/v1/pledges/export.csv", headers=donor.headers)
+    assert export.mimetype == "text/csv"
+    rows = export.get_data(as_text=True).splitlines()
+    assert rows[0].startswith("pledge_id,org_id,pledge_status")
+    assert len(rows) == 3
+
+
+def test_bad_lines_name_the_field_and_nothing_is_written(stack: Stack) -> None:
+    client = stack.client()
+    donor = register(client, kind="foundation")
+    body = {
+        "lines": [
+            {"item": "mask", "quantity": "1.5", "unit": "piece"},
+            {"item": "mask", "quantity": "10", "unit": "kg"},
+            {"item": "unobtainium", "quantity": "1", "unit": "piece"},
+            {"item": "mask", "quantity": "-3", "unit": "piece"},
+            {"item": "mask", "quantity": "2", "unit": "box"},
+            {"item": "mask", "standard": "ISO 9999", "quantity": "2", "unit": "piece"},
+        ],
+        "origin": {"region": "4403"},
+    }
+    response = client.post("/api/v1/pledges", json=body, headers=donor.headers)
+    assert response.status_code == 422
+    errors = response.json["errors"]
+    assert {
+        "lines.0.quantity",
+        "lines.1.unit",
+        "lines.2.item",
+        "lines.3.quantity",
+        "lines.4.pack_size",
+        "lines.5.standard",
+    } <= set(errors)
+    assert client.get("/api/v1/pledges", headers=donor.headers).json["items"] == []
+    assert _events(stack, "pledge.created") == []
+
+
+def test_pledges_are_scoped_to_their_donor(stack: Stack) -> None:
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    donor = register(client, kind="foundation")
+    other_donor = register(client, kind="company")
+    hospital = register(client, kind="hospital")
+    pledge = _pledge(client, donor, one_line(100))
+
+    assert (
+        client.get(f"/api/v1/pledges/{pledge['id']}", headers=other_donor.headers).status_code
+        == 404
+    )
+    assert client.get("/api/v1/pledges", headers=other_donor.headers).json["items"] == []
+    assert client.get("/api/v1/pledges", headers=hospital.headers).status_code == 403
+    assert (
+        client.post("/api/v1/pledges", json=one_line(5), headers=hospital.headers).status_code
+        == 403
+    )
+    assert client.get(f"/api/v1/pledges/{pledge['id']}", headers=boss.headers).status_code == 200
+    # A coordinator pledges on a donor's behalf, naming it.
+    on_behalf = client.post(
+        "/api/v1/pledges", json={**one_line(5), "org_id": donor.org_id}, headers=boss.headers
+    )
+    assert on_behalf.status_code == 201
+    assert on_behalf.json["org_id"] == donor.org_id
+    cancel = client.post(
+        f"/api/v1/pledges/{pledge['id']}/cancel", json={}, headers=other_donor.headers
+    )
+    assert cancel.status_code == 404
+
+
+def test_amendments_follow_the_lifecycle_rules(stack: Stack) -> None:
+    donor = _verified_donor(stack)
+    client = stack.client()
+    pledge = _pledge(client, donor, one_line(1000))
+    line_id = pledge["lines"][0]["id"]
+    url = f"/api/v1/pledges/{pledge['id']}"
+
+    no_etag = client.patch(url, json={"notes": "x"}, headers=donor.headers)
+    assert no_etag.status_code == 428
+    donations = stack.runtime("donations")
+    with donations.unit_of_work() as session:
+        decision = service.reserve(session, donations.outbox, proposal(pledge, 300), utcnow())
+    assert decision.accepted
+
+    stale = client.patch(url, json={"notes": "x"}, headers={**donor.headers, "If-Match": '"1"'})
+    assert stale.status_code == 412
+    current = client.get(url, headers=donor.headers)
+    tag = current.headers["ETag"]
+    assert current.json["lines"][0]["reserved"] == 300
+    assert current.json["lines"][0]["status"] == "partially_reserved"
+
+    too_low = client.patch(
+        url,
+        json={"lines": [{"id": line_id, "quantity": "299"}]},
+        headers={**donor.headers, "If-Match": tag},
+    )
+    assert too_low.status_code == 422
+    assert "lines.0.quantity" in too_low.json["errors"]
+    new_item = client.patch(
+        url,
+        json={"lines": [{"id": line_id, "item": "goggles", "unit": "piece"}]},
+        headers={**donor.headers, "If-Match": tag},
+    )
+    assert new_item.status_code == 422
+    assert "lines.0.item" in new_item.json["errors"]
+
+    lowered = client.patch(
+        url,
+        json={
+            "lines": [
+                {"id": line_id, "quantity": "300"},
+                {"item": "goggles", "quantity": "40", "unit": "piece"},
+            ]
+        },
+        headers={**donor.headers, "If-Match": tag},
+    )
+    assert lowered.status_code == 200, lowered.json
+    assert lowered.json["lines"][0]["quantity"] == 300
+    assert lowered.json["lines"][0]["status"] == "reserved"
+    assert lowered.json["lines"][1]["quantity"] == 40
+    assert lowered.headers["ETag"] != tag
+    assert _events(stack, "pledge.amended")[-1]["payload"]["lines"][0]["quantity"] == 300
+
+    cancelled = client.post(
+        f"{url}/cancel", json={"reason": "warehouse flooded"}, headers=donor.headers
+    )
+    assert cancelled.status_code == 200
+    assert cancelled.json["status"] == "cancelled"
+    assert {line["status"] for line in cancelled.json["lines"]} == {"cancelled"}
+    assert cancelled.json["lines"][0]["reserved"] == 0
+    released = _events(stack, "reservation.released")
+    assert [e["payload"]["quantity"] for e in released] == [300]
+    assert released[0]["payload"]["reason"] == "pledge cancelled"
+    again = client.patch(
+        url, json={"notes": "x"}, headers={**donor.headers, "If-Match": cancelled.headers["ETag"]}
+    )
+    assert again.status_code == 409
+
+
+def test_fifty_concurrent_proposals_never_overcommit_a_line(stack: Stack) -> None:
+    donor = _verified_donor(stack)
+    pledge = _pledge(stack.client(), donor, one_line(1000))
+    donations = stack.runtime("donations")
+    # Fifty connections, as fifty worker processes would have between them.
+    engine = make_engine(stack.settings.database_url("donations"), pool_size=55, max_overflow=0)
+    factory = make_session_factory(engine)
+    outbox = Outbox(donations_messaging.outbox, factory, donations.outbox.publisher)
+    decisions: list[service.Decision] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(50)
+
+    def propose() -> None:
+        try:
+            start.wait()
+            with factory() as session, session.begin():
+                decisions.append(service.reserve(session, outbox, proposal(pledge, 30), utcnow()))
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=propose) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    engine.dispose()
+    assert not failures, failures
+    accepted = [d for d in decisions if d.accepted]
+    assert len(decisions) == 50
+    assert len(accepted) == 33  # 33 x 30 = 990; a 34th would need 1,020
+    line = _line(stack, pledge["lines"][0]["id"])
+    assert line.reserved == 990 and line.reserved + line.shipped <= line.quantity
+    with donations.session_factory() as session:
+        total = session.scalar(
+            select(func.sum(Reservation.quantity)).where(Reservation.status == "active")
+        )
+    assert total == 990
+    assert len(_events(stack, "reservation.accepted")) == 33
+    rejected = _events(stack, "reservation.rejected")
+    assert len(rejected) == 17
+    assert all(e["payload"]["available"] == 10 for e in rejected)
+
+
+def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack) -> None:
+    donor = _verified_donor(stack)
+    client = stack.client()
+    pledge = _pledge(client, donor, one_line(500))
+    dispatch = stack.runtime("dispatch")
+    line_id = pledge["lines"][0]["id"]
+
+    first = proposal(pledge, 200)
+    message = send_as_dispatch(
+        dispatch,
+        "allocation.proposed",
+        first,
+        aggregate_id=first["allocation_id"],
+        aggregate_version=1,
+    )
+    eventually(lambda: _line(stack, line_id).reserved == 200)
+    # The same event delivered again, and a new event for the same allocation: one reservation.
+    dispatch.celery.send_task("donations.handle_event", args=[message], queue="donations")
+    send_as_dispatch(
+        dispatch,
+        "allocation.proposed",
+        first,
+        aggregate_id=first["allocation_id"],
+        aggregate_version=1,
+    )
+    second = proposal(pledge, 400)  # only 300 left
+    send_as_dispatch(
+        dispatch,
+        "allocation.proposed",
+        second,
+        aggregate_id=second["allocation_id"],
+        aggregate_version=1,
+    )
+    eventually(lambda: len(_events(stack, "reservation.rejected")) == 1)
+    eventually(lambda: _count_inbox(stack) >= 4)
+    assert _line(stack, line_id).reserved == 200
+    assert len(_events(stack, "reservation.accepted")) == 1
+    assert _events(stack, "reservation.rejected")[0]["payload"]["available"] == 300
+
+    # A cancellation that overtakes its proposal: the late proposal is ignored.
+    third = proposal(pledge, 100)
+    send_as_dispatch(
+        dispatch,
+        "allocation.cancelled",
+        {
+            "allocation_id": third["allocation_id"],
+            "pledge_line_id": line_id,
+            "reason": "need cancelled",
+        },
+        aggregate_id=third["allocation_id"],
+        aggregate_version=2,
+    )
+    send_as_dispatch(
+        dispatch,
+        "allocation.proposed",
+        third,
+        aggregate_id=third["allocation_id"],
+        aggregate_version=1,
+    )
+    eventually(lambda: _count_inbox(stack) >= 6)
+    assert _line(stack, line_id).reserved == 200
+
+    # The shipment leaves, then arrives.
+    shipment_id = uuid.uuid4()
+    shipped = {
+        "shipment_id": shipment_id,
+        "status": "picked_up",
+        "occurred_at": utcnow(),
+        "lines": [
+            {"allocation_id": first["allocation_id"], "pledge_line_id": line_id, "quantity": 200}
+        ],
+    }
+    send_as_dispatch(
+        dispatch, "shipment.status_changed", shipped, aggregate_id=shipment_id, aggregate_version=2
+    )
+    eventually(lambda: _line(stack, line_id).shipped == 200)
+    assert _line(stack, line_id).reserved == 0
+    delivered = {**shipped, "status": "delivered", "previous_status": "picked_up"}
+    send_as_dispatch(
+        dispatch,
+        "shipment.status_changed",
+        delivered,
+        aggregate_id=shipment_id,
+        aggregate_version=3,
+    )
+    eventually(lambda: _line(stack, line_id).delivered == 200)
+    line = _line(stack, line_id)
+    assert (line.quantity, line.reserved, line.shipped, line.delivered) == (500, 0, 200, 200)
+    assert line.status == "partially_reserved"
+
+
+def _count_inbox(stack: Stack) -> int:
+    rt = stack.runtime("donations")
+    with rt.session_factory() as session:
+        return int(session.scalar(select(func.count()).select_from(donations_messaging.inbox)) or 0)
+
+
+def test_unverified_donors_pledges_are_not_reserved(stack: Stack) -> None:
+    client = stack.client()
+    donor = register(client, kind="foundation")
+    pledge = _pledge(client, donor, one_line(100))
+    donations = stack.runtime("donations")
+    with donations.unit_of_work() as session:
+        decision = service.reserve(session, donations.outbox, proposal(pledge, 10), utcnow())
+    assert not decision.accepted
+    assert decision.reason == "the donor organisation is not verified"
+    assert _line(stack, pledge["lines"][0]["id"]).reserved == 0
+
+
+def test_perishables_expire_and_overdue_reservations_are_released(stack: Stack) -> None:
+    donor = _verified_donor(stack)
+    client = stack.client()
+    oranges = {
+        "lines": [
+            {
+                "item": "fruit",
+                "quantity": "500",
+                "unit": "kg",
+                "best_before": str(date.today() + timedelta(days=1)),
+            },
+            {"item": "mask", "quantity": "100", "unit": "piece"},
+        ],
+        "origin": {"region": "4403"},
+    }
+    pledge = _pledge(client, donor, oranges)
+    donations = stack.runtime("donations")
+    with donations.unit_of_work() as session:
+        service.reserve(session, donations.outbox, proposal(pledge, 100_000, line=0), utcnow())
+        service.reserve(
+            session,
+            donations.outbox,
+            proposal(pledge, 60, line=1, deadline=utcnow() - timedelta(minutes=1)),
+            utcnow(),
+        )
+
+    with donations.unit_of_work() as session:
+        expired = service.expire_perishables(
+            session, donations.outbox, date.today() + timedelta(days=2)
+        )
+    assert expired == 1
+    fruit = _line(stack, pledge["lines"][0]["id"])
+    assert (fruit.status, fruit.reserved) == ("expired", 0)
+
+    donations.celery.send_task("donations.release_overdue_reservations", queue="donations")
+    eventually(lambda: _line(stack, pledge["lines"][1]["id"]).reserved == 0)
+    reasons = sorted(e["payload"]["reason"] for e in _events(stack, "reservation.released"))
+    assert reasons == ["not shipped by its deadline", "past best-before"]
