@@ -45,6 +45,23 @@ def create_beat(settings: Settings | None = None) -> Celery:
             "schedule": every,
             "options": {"queue": "donations", "expires": every},
         }
+    # Every item matched on a schedule, besides the runs that supply and need events ask for.
+    app.conf.beat_schedule["dispatch-match-all"] = {
+        "task": "dispatch.match_all",
+        "schedule": settings.matching_interval,
+        "options": {"queue": "dispatch", "expires": settings.matching_interval},
+    }
+    # Needs past their expiry leave matching, every minute; reminders to reconfirm
+    # before that, every five.
+    for name, task, every in (
+        ("dispatch-expire-needs", "dispatch.expire_needs", 60.0),
+        ("dispatch-remind-needs", "dispatch.remind_needs", 300.0),
+    ):
+        app.conf.beat_schedule[name] = {
+            "task": task,
+            "schedule": every,
+            "options": {"queue": "dispatch", "expires": every},
+        }
     app.conf.beat_schedule_filename = str(settings.var_dir / "celerybeat-schedule")
     return app
 

@@ -123,6 +123,12 @@ class Settings:
     webhook_disable_after: int = 5
     # Allow webhook URLs that resolve to loopback or private addresses.
     webhook_allow_private: bool = False
+    # Matching: apply event-triggered and scheduled plans without a coordinator's
+    # approval; wait this long after a change before matching its item; run everything
+    # this often.
+    matching_auto_approve: bool = False
+    matching_debounce: float = 2.0
+    matching_interval: float = 600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -176,6 +182,9 @@ class Settings:
             webhook_timeout=_float(env, "AIDLINK_WEBHOOK_TIMEOUT", 10.0),
             webhook_disable_after=_int(env, "AIDLINK_WEBHOOK_DISABLE_AFTER", 5),
             webhook_allow_private=_bool(env, "AIDLINK_WEBHOOK_ALLOW_PRIVATE", False),
+            matching_auto_approve=_bool(env, "AIDLINK_MATCHING_AUTO_APPROVE", False),
+            matching_debounce=_float(env, "AIDLINK_MATCHING_DEBOUNCE", 2.0),
+            matching_interval=_float(env, "AIDLINK_MATCHING_INTERVAL", 600.0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -209,6 +218,9 @@ class Settings:
             "AIDLINK_WEBHOOK_TIMEOUT": str(self.webhook_timeout),
             "AIDLINK_WEBHOOK_DISABLE_AFTER": str(self.webhook_disable_after),
             "AIDLINK_WEBHOOK_ALLOW_PRIVATE": "1" if self.webhook_allow_private else "0",
+            "AIDLINK_MATCHING_AUTO_APPROVE": "1" if self.matching_auto_approve else "0",
+            "AIDLINK_MATCHING_DEBOUNCE": str(self.matching_debounce),
+            "AIDLINK_MATCHING_INTERVAL": str(self.matching_interval),
         }
         for svc in SERVICES:
             env[f"{svc.upper()}_DATABASE_URL"] = self.database_urls[svc]

@@ -3,22 +3,52 @@
 from __future__ import annotations
 
 from flask import Flask
+from sqlalchemy.orm import Session
 
+from services.dispatch import allocations, matching_api, matching_service, needs_api
 from services.dispatch.models import Organisation, messaging
+from services.dispatch.needs_tasks import register_need_tasks
 from shared.config import Settings
+from shared.events import Event
+from shared.inbox import Handler
 from shared.org_directory import org_directory_blueprint, org_event_handlers
-from shared.web import create_service_app
+from shared.web import ServiceRuntime, create_service_app
+
+
+def _org_handlers(rt: ServiceRuntime) -> dict[str, Handler]:
+    """The read model of organisations, plus what verification changes here: a verified
+    recipient's draft needs open, and its needs and the donor's supply enter matching."""
+    handlers = org_event_handlers(Organisation)
+    keep_in_step = handlers["org.verified"]
+
+    def on_verified(session: Session, event: Event) -> None:
+        keep_in_step(session, event)
+        from services.dispatch import needs
+
+        needs.open_drafts_of(session, rt.outbox, event.data()["id"])
+        for item in allocations.items_of_org(session, event.data()["id"]):
+            matching_service.request_matching(session, item)
+
+    return {**handlers, "org.verified": on_verified}
 
 
 def create_app(settings: Settings | None = None, *, testing: bool = False) -> Flask:
     settings = settings or Settings.from_env()
-    app, api = create_service_app(
+    app, flask_api = create_service_app(
         "dispatch",
         settings,
         title="aidlink dispatch",
         models=messaging,
-        handlers={**org_event_handlers(Organisation)},
         testing=testing,
     )
-    api.register_blueprint(org_directory_blueprint("dispatch", Organisation))
+    rt: ServiceRuntime = app.extensions["aidlink"]
+    rt.inbox.handlers.update(_org_handlers(rt))
+    rt.inbox.handlers.update(allocations.saga_handlers(matching_service.request_matching))
+    matching_service.install_debounce(rt)
+    matching_service.register_matching_tasks(rt)
+    register_need_tasks(rt)
+    flask_api.register_blueprint(org_directory_blueprint("dispatch", Organisation))
+    flask_api.register_blueprint(needs_api.blp)
+    flask_api.register_blueprint(matching_api.matching_blp)
+    flask_api.register_blueprint(matching_api.allocations_blp)
     return app

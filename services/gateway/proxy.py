@@ -36,6 +36,9 @@ ROUTES: Mapping[str, str] = {
     "dispatch": "dispatch",
     "catalog": "donations",
     "pledges": "donations",
+    "needs": "dispatch",
+    "allocations": "dispatch",
+    "matching": "dispatch",
 }
 
 HOP_BY_HOP = frozenset(

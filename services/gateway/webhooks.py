@@ -83,6 +83,12 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "reservation.accepted",
     "reservation.rejected",
     "reservation.released",
+    "need.posted",
+    "need.updated",
+    "need.expired",
+    "need.fulfilled",
+    "need.cancelled",
+    "need.reconfirm_due",
 )
 
 # Payload keys naming an organisation an event concerns, in every event type...

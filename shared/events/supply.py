@@ -124,6 +124,59 @@ class ShipmentV1(Schema):
     lines = fields.List(fields.Nested(ShipmentLineV1), required=True)
 
 
+NEED_STATUSES = (
+    "draft",
+    "open",
+    "partially_allocated",
+    "allocated",
+    "fulfilled",
+    "expired",
+    "cancelled",
+)
+URGENCIES = ("critical", "high", "normal")
+
+
+class NeedLineV1(Schema):
+    id = fields.UUID(required=True)
+    line_no = fields.Integer(required=True)
+    item = fields.String(required=True)
+    standards = fields.List(fields.String(), required=True)
+    quantity = fields.Integer(required=True, validate=validate.Range(min=1))
+    urgency = fields.String(required=True, validate=validate.OneOf(URGENCIES))
+    needed_by = fields.Date(load_default=None, allow_none=True)
+    proposed = fields.Integer(required=True)
+    reserved = fields.Integer(required=True)
+    shipped = fields.Integer(required=True)
+    received = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(NEED_STATUSES))
+
+
+class NeedV1(Schema):
+    """need.posted, need.updated, need.expired, need.fulfilled, need.cancelled and
+    need.reconfirm_due: the need as it now is."""
+
+    id = fields.UUID(required=True)
+    org_id = fields.UUID(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(NEED_STATUSES))
+    location = fields.Nested(LocationV1, required=True)
+    expires_at = fields.AwareDateTime(required=True)
+    lines = fields.List(fields.Nested(NeedLineV1), required=True)
+    reason = fields.String(load_default=None, allow_none=True)
+
+
+NEED_EVENT_TYPES = (
+    "need.posted",
+    "need.updated",
+    "need.expired",
+    "need.fulfilled",
+    "need.cancelled",
+    "need.reconfirm_due",
+)
+for _type in NEED_EVENT_TYPES:
+    REGISTRY.register(_type, 1, NeedV1())
+    # Only the gateway listens (webhooks, the recipient's reminders).
+    SUBSCRIBERS[_type] = ("gateway",)
+
 for _type in ("pledge.created", "pledge.amended", "pledge.cancelled"):
     REGISTRY.register(_type, 1, PledgeV1())
     SUBSCRIBERS[_type] = ("dispatch", "gateway")

@@ -60,6 +60,22 @@ class World:
     donor_pledge: str = ""
     other_pledge: str = ""
 
+    recipient_need: str = ""
+    other_need: str = ""
+    stranger_hospital: Account | None = None
+
+    def new_need(self, account: Account) -> str:
+        made = self.client.post(
+            "/api/v1/needs",
+            json={
+                "lines": [{"item": "mask", "quantity": "10", "unit": "piece"}],
+                "location": {"region": "4201"},
+            },
+            headers=account.headers,
+        )
+        assert made.status_code == 201, made.json
+        return str(made.json["id"])
+
     def new_pledge(self, account: Account) -> str:
         made = self.client.post("/api/v1/pledges", json=one_line(100), headers=account.headers)
         assert made.status_code == 201, made.json
@@ -147,6 +163,24 @@ PLEDGE_ACCESS: dict[str, Expected] = {
     **{actor: (200, 200) for actor in COORDINATORS},
     "anonymous": 401,
 }
+
+
+NEED_ACCESS: dict[str, Expected] = {
+    **{actor: (404, 404) for actor in SIGNED_IN},
+    "recipient": (200, 404),
+    **{actor: (200, 200) for actor in COORDINATORS},
+    "anonymous": 401,
+}
+
+
+def _need_body(world: World, actor: str) -> dict[str, Any]:
+    body = {
+        "lines": [{"item": "mask", "quantity": "10", "unit": "piece"}],
+        "location": {"region": "4201"},
+    }
+    if actor in COORDINATORS:
+        return {**body, "org_id": world.accounts["recipient"].org_id}
+    return body
 
 
 ROWS: list[Row] = [
@@ -295,6 +329,68 @@ ROWS: list[Row] = [
         body=lambda w, a: {"reason": "matrix"},
         fresh_other=True,
     ),
+    # Needs: "own" is the recipient's need, "other" another recipient's.
+    Row(
+        "GET",
+        "/api/v1/needs",
+        only({"recipient": 200, "pending_recipient": 200, **dict.fromkeys(COORDINATORS, 200)}),
+    ),
+    Row(
+        "POST",
+        "/api/v1/needs",
+        only({"recipient": 201, "pending_recipient": 201, **dict.fromkeys(COORDINATORS, 201)}),
+        body=_need_body,
+    ),
+    Row("GET", "/api/v1/needs/{need}", NEED_ACCESS),
+    Row(
+        "PATCH",
+        "/api/v1/needs/{need}",
+        NEED_ACCESS,
+        body=lambda w, a: {"notes": "updated"},
+        headers={"If-Match": "*"},
+    ),
+    Row("POST", "/api/v1/needs/{need}/reconfirm", NEED_ACCESS),
+    Row(
+        "POST",
+        "/api/v1/needs/{need}/cancel",
+        NEED_ACCESS,
+        body=lambda w, a: {"reason": "matrix"},
+        fresh_other=True,
+    ),
+    # Matching: coordinators only.
+    Row("GET", "/api/v1/matching/runs", only({"coordinator": 200, "admin": 200})),
+    Row(
+        "POST",
+        "/api/v1/matching/runs",
+        only({"coordinator": 201, "admin": 201}),
+        body=lambda w, a: {"dry_run": True, "items": ["mask"]},
+    ),
+    Row("GET", "/api/v1/matching/runs/{flag}", only({"coordinator": 404, "admin": 404})),
+    Row(
+        "POST",
+        "/api/v1/matching/runs/{flag}/approve",
+        only({"coordinator": 404, "admin": 404}),
+    ),
+    # Allocations: their donors and recipients, and coordinators; logistics sees none.
+    Row(
+        "GET",
+        "/api/v1/allocations",
+        only(
+            {
+                "donor": 200,
+                "recipient": 200,
+                "pending_recipient": 200,
+                **dict.fromkeys(COORDINATORS, 200),
+            }
+        ),
+    ),
+    Row("GET", "/api/v1/allocations/{flag}", everyone(404)),
+    Row(
+        "POST",
+        "/api/v1/allocations/{flag}/cancel",
+        only({"coordinator": 404, "admin": 404}),
+        body=lambda w, a: {"reason": "road closed"},
+    ),
     # The audit log: coordinators.
     Row("GET", "/api/v1/audit", only({"coordinator": 200, "admin": 200})),
     # API tokens: each user's own.
@@ -386,6 +482,9 @@ def _build_world(stack: Stack) -> World:
     eventually(lambda: synced("dispatch"), timeout=60)
     world.donor_pledge = world.new_pledge(accounts["donor"])
     world.other_pledge = world.new_pledge(stranger)
+    world.stranger_hospital = register(client, kind="hospital")
+    world.recipient_need = world.new_need(accounts["recipient"])
+    world.other_need = world.new_need(world.stranger_hospital)
     return world
 
 
@@ -414,8 +513,18 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
         assert world.stranger is not None
         owner = world.accounts["donor"] if whose == "own" else world.stranger
         pledge_id = world.new_pledge(owner)
+    need_id = world.recipient_need if whose == "own" else world.other_need
+    if row.fresh_other and "{need}" in row.path:
+        assert world.stranger_hospital is not None
+        owner = world.accounts["recipient"] if whose == "own" else world.stranger_hospital
+        need_id = world.new_need(owner)
     path = row.path.format(
-        org=org, token=token_id, flag=uuid.uuid4(), webhook=webhook_id, pledge=pledge_id
+        org=org,
+        token=token_id,
+        flag=uuid.uuid4(),
+        webhook=webhook_id,
+        pledge=pledge_id,
+        need=need_id,
     )
     headers.update(row.headers)
     body = row.body(world, actor) if row.body else None

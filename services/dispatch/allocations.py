@@ -1,0 +1,407 @@
+"""Dispatch's half of the allocation saga, and its read model of available supply.
+
+- pledge.* events (whole pledges) keep ``supply_lines`` in step with donations, newest
+  pledge version wins.
+- An approved plan becomes allocations in ``proposed``: the need line's ``proposed``
+  and the supply line's ``proposed`` grow by conditional UPDATEs that refuse to
+  over-commit, and ``allocation.proposed`` goes to donations.
+- ``reservation.accepted`` moves the quantity to ``reserved``; ``reservation.rejected``
+  and ``reservation.released`` give it back to matching.
+- A coordinator may cancel an allocation before it ships (``allocation.cancelled``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.dispatch.models import Allocation, Need, NeedLine, SupplyLine
+from shared.db import utcnow
+from shared.events import Event, new_event
+from shared.inbox import Handler
+from shared.outbox import Outbox
+
+PRODUCER = "dispatch"
+OPEN_ALLOCATION_STATUSES = ("proposed", "reserved")
+
+
+# The supply read model -------------------------------------------------------------------
+
+
+def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None:
+    """Take a whole pledge from a pledge.* event into the supply read model."""
+    origin = pledge["origin"]
+    for line in pledge["lines"]:
+        row = session.get(SupplyLine, line["id"], with_for_update=True)
+        if row is not None and row.pledge_version >= version:
+            continue
+        if row is None:
+            row = SupplyLine(id=line["id"], proposed=0)
+            session.add(row)
+        row.pledge_id = pledge["id"]
+        row.donor_org_id = pledge["org_id"]
+        row.item = line["item"]
+        row.standard = line.get("standard")
+        row.quantity = line["quantity"]
+        row.reserved = line["reserved"]
+        row.shipped = line["shipped"]
+        row.delivered = line["delivered"]
+        row.status = line["status"]
+        row.pledge_status = pledge["status"]
+        row.best_before = line.get("best_before")
+        row.restrictions = _jsonable(line.get("restrictions") or {})
+        row.region = origin["region"]
+        row.lat = origin.get("lat")
+        row.lon = origin.get("lon")
+        row.pledge_version = version
+        row.synced_at = utcnow()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def apply_line_totals(session: Session, totals: dict[str, Any] | None, version: int | None) -> None:
+    """Totals of one pledge line carried by a reservation event, if newer than ours."""
+    if not totals or version is None:
+        return
+    session.execute(
+        update(SupplyLine)
+        .where(SupplyLine.id == totals["id"], SupplyLine.pledge_version < version)
+        .values(
+            quantity=totals["quantity"],
+            reserved=totals["reserved"],
+            shipped=totals["shipped"],
+            delivered=totals["delivered"],
+            status=totals["status"],
+            pledge_version=version,
+            synced_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def available_supply(line: SupplyLine) -> int:
+    """What dispatch may still propose from a pledge line."""
+    if line.pledge_status != "open" or line.status in ("cancelled", "expired", "delivered"):
+        return 0
+    return max(0, line.quantity - line.reserved - line.shipped - line.proposed)
+
+
+# Allocations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proposed:
+    allocation: Allocation | None
+    refused: str | None = None
+
+
+def propose(
+    session: Session,
+    outbox: Outbox,
+    *,
+    supply_line_id: uuid.UUID,
+    need_line_id: uuid.UUID,
+    quantity: int,
+    reason: dict[str, Any],
+    run_id: uuid.UUID | None,
+    deadline: datetime | None = None,
+) -> Proposed:
+    """Turn one allocation of a plan into a proposal, if supply and need still allow it."""
+    need_line = session.get(NeedLine, need_line_id)
+    supply = session.get(SupplyLine, supply_line_id)
+    if need_line is None or supply is None:
+        return Proposed(None, "the line no longer exists")
+    need = session.get(Need, need_line.need_id)
+    assert need is not None
+    if need.status not in ("open", "partially_allocated") or need_line.status in (
+        "expired",
+        "cancelled",
+        "fulfilled",
+    ):
+        return Proposed(None, f"the need is {need.status}")
+    took_need = session.execute(
+        update(NeedLine)
+        .where(
+            NeedLine.id == need_line_id,
+            # An expiry or cancellation committed meanwhile closes the line.
+            NeedLine.status.in_(("open", "partially_allocated")),
+            NeedLine.quantity - NeedLine.proposed - NeedLine.reserved - NeedLine.shipped
+            >= quantity,
+        )
+        .values(proposed=NeedLine.proposed + quantity)
+        .returning(NeedLine.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if took_need is None:
+        return Proposed(None, "the need line is already covered")
+    took_supply = session.execute(
+        update(SupplyLine)
+        .where(
+            SupplyLine.id == supply_line_id,
+            SupplyLine.pledge_status == "open",
+            SupplyLine.status.not_in(("cancelled", "expired", "delivered")),
+            SupplyLine.quantity - SupplyLine.reserved - SupplyLine.shipped - SupplyLine.proposed
+            >= quantity,
+        )
+        .values(proposed=SupplyLine.proposed + quantity)
+        .returning(SupplyLine.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if took_supply is None:
+        # Give the need line back what was just taken; the transaction stays consistent.
+        session.execute(
+            update(NeedLine)
+            .where(NeedLine.id == need_line_id)
+            .values(proposed=NeedLine.proposed - quantity)
+            .execution_options(synchronize_session=False)
+        )
+        return Proposed(None, "the pledge line no longer has enough")
+    allocation = Allocation(
+        id=uuid.uuid4(),
+        run_id=run_id,
+        pledge_id=supply.pledge_id,
+        pledge_line_id=supply.id,
+        donor_org_id=supply.donor_org_id,
+        need_id=need.id,
+        need_line_id=need_line.id,
+        recipient_org_id=need.org_id,
+        item=need_line.item,
+        quantity=quantity,
+        status="proposed",
+        reason=reason,
+        version=1,
+    )
+    session.add(allocation)
+    session.flush()
+    outbox.add(
+        session,
+        new_event(
+            "allocation.proposed",
+            {
+                "allocation_id": allocation.id,
+                "pledge_id": allocation.pledge_id,
+                "pledge_line_id": allocation.pledge_line_id,
+                "need_id": allocation.need_id,
+                "need_line_id": allocation.need_line_id,
+                "recipient_org_id": allocation.recipient_org_id,
+                "quantity": quantity,
+                "deadline": deadline,
+            },
+            producer=PRODUCER,
+            aggregate_id=allocation.id,
+            aggregate_version=1,
+        ),
+    )
+    _refresh_need(session, need.id)
+    return Proposed(allocation)
+
+
+def _move(
+    session: Session,
+    allocation_id: uuid.UUID,
+    before: tuple[str, ...],
+    after: str,
+    status_reason: str | None = None,
+) -> Allocation | None:
+    """Move an allocation from one of ``before`` to ``after``; None if it was not there."""
+    moved = session.execute(
+        update(Allocation)
+        .where(Allocation.id == allocation_id, Allocation.status.in_(before))
+        .values(status=after, status_reason=status_reason, updated_at=utcnow())
+        .returning(Allocation.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if moved is None:
+        return None
+    return session.get(Allocation, allocation_id, populate_existing=True)
+
+
+def _counters(session: Session, allocation: Allocation, **deltas: int) -> None:
+    need_deltas = {k: v for k, v in deltas.items() if k in ("proposed", "reserved", "shipped")}
+    if need_deltas:
+        session.execute(
+            update(NeedLine)
+            .where(NeedLine.id == allocation.need_line_id)
+            .values(**{k: getattr(NeedLine, k) + v for k, v in need_deltas.items()})
+            .execution_options(synchronize_session=False)
+        )
+    if "supply_proposed" in deltas:
+        session.execute(
+            update(SupplyLine)
+            .where(SupplyLine.id == allocation.pledge_line_id)
+            .values(proposed=SupplyLine.proposed + deltas["supply_proposed"])
+            .execution_options(synchronize_session=False)
+        )
+    _refresh_need(session, allocation.need_id)
+
+
+def on_accepted(session: Session, data: dict[str, Any]) -> Allocation | None:
+    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
+    allocation = _move(session, data["allocation_id"], ("proposed",), "reserved")
+    if allocation is not None:
+        _counters(
+            session,
+            allocation,
+            proposed=-allocation.quantity,
+            reserved=allocation.quantity,
+            supply_proposed=-allocation.quantity,
+        )
+    return allocation
+
+
+def on_rejected(session: Session, data: dict[str, Any]) -> Allocation | None:
+    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
+    allocation = _move(
+        session, data["allocation_id"], ("proposed",), "rejected", data.get("reason")
+    )
+    if allocation is not None:
+        _counters(
+            session, allocation, proposed=-allocation.quantity, supply_proposed=-allocation.quantity
+        )
+    return allocation
+
+
+def on_released(session: Session, data: dict[str, Any]) -> Allocation | None:
+    """Donations let a reservation go (pledge cancelled, deadline passed, allocation
+    cancelled): the quantity goes back to matching."""
+    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
+    allocation = _move(
+        session, data["allocation_id"], ("reserved",), "cancelled", data.get("reason")
+    )
+    if allocation is not None:
+        _counters(session, allocation, reserved=-allocation.quantity)
+        return allocation
+    # A proposal released before its acceptance arrived (the events crossed).
+    allocation = _move(
+        session, data["allocation_id"], ("proposed",), "cancelled", data.get("reason")
+    )
+    if allocation is not None:
+        _counters(
+            session, allocation, proposed=-allocation.quantity, supply_proposed=-allocation.quantity
+        )
+    return allocation
+
+
+def cancel_allocation(
+    session: Session, outbox: Outbox, allocation: Allocation, reason: str
+) -> bool:
+    """Cancel an allocation that has not shipped; donations releases its reservation."""
+    previous = allocation.status
+    moved = _move(session, allocation.id, OPEN_ALLOCATION_STATUSES, "cancelled", reason)
+    if moved is None:
+        return False
+    if previous == "proposed":
+        _counters(session, moved, proposed=-moved.quantity, supply_proposed=-moved.quantity)
+    else:
+        _counters(session, moved, reserved=-moved.quantity)
+    version = session.scalar(
+        update(Allocation)
+        .where(Allocation.id == moved.id)
+        .values(version=Allocation.version + 1)
+        .returning(Allocation.version)
+        .execution_options(synchronize_session=False)
+    )
+    outbox.add(
+        session,
+        new_event(
+            "allocation.cancelled",
+            {"allocation_id": moved.id, "pledge_line_id": moved.pledge_line_id, "reason": reason},
+            producer=PRODUCER,
+            aggregate_id=moved.id,
+            aggregate_version=int(version or 2),
+        ),
+    )
+    return True
+
+
+def cancel_allocations_of_need(
+    session: Session, outbox: Outbox, need_id: uuid.UUID, reason: str
+) -> int:
+    allocations = session.scalars(
+        select(Allocation).where(
+            Allocation.need_id == need_id, Allocation.status.in_(OPEN_ALLOCATION_STATUSES)
+        )
+    ).all()
+    return sum(cancel_allocation(session, outbox, a, reason) for a in allocations)
+
+
+def _refresh_need(session: Session, need_id: uuid.UUID) -> None:
+    """Recompute the need's and its lines' statuses from their counters."""
+    # Locked: two saga events of one need may be handled at once by two workers.
+    need = session.get(Need, need_id, populate_existing=True, with_for_update=True)
+    if need is None:
+        return
+    for line in need.lines:
+        session.refresh(line)
+    refresh_need_status(need)
+    session.flush()
+
+
+def refresh_need_status(need: Need) -> None:
+    """Line statuses from their counters, the need's from its lines' (the rules of
+    :mod:`services.dispatch.needs_domain`)."""
+    from services.dispatch import needs_domain
+
+    statuses = []
+    for line in need.lines:
+        held = line.status if line.status in needs_domain.HELD_STATUSES else None
+        totals = needs_domain.LineTotals(
+            line.quantity, line.proposed, line.reserved, line.shipped, line.received
+        )
+        line.status = needs_domain.line_status(totals, held)
+        statuses.append(line.status)
+    need.status = needs_domain.need_status(statuses, need.status)
+
+
+def items_of_org(session: Session, org_id: uuid.UUID) -> set[str]:
+    """Items an organisation pledges or needs."""
+    supplied = session.scalars(
+        select(SupplyLine.item).where(SupplyLine.donor_org_id == org_id).distinct()
+    )
+    needed = session.scalars(
+        select(NeedLine.item).join(Need, Need.id == NeedLine.need_id).where(Need.org_id == org_id)
+    )
+    return set(supplied) | set(needed)
+
+
+# Event handlers -------------------------------------------------------------------------------
+
+
+def saga_handlers(on_change: Callable[[Session, str], None]) -> dict[str, Handler]:
+    """Handlers of the donations events; ``on_change(session, item)`` asks for matching
+    of an item whose supply or demand just changed."""
+
+    def on_pledge(session: Session, event: Event) -> None:
+        data = event.data()
+        apply_pledge(session, data, event.aggregate_version)
+        for item in {line["item"] for line in data["lines"]}:
+            on_change(session, item)
+
+    def reservation(step: Callable[[Session, dict[str, Any]], Allocation | None]) -> Handler:
+        def handle(session: Session, event: Event) -> None:
+            allocation = step(session, event.data())
+            if allocation is not None and allocation.status in ("rejected", "cancelled"):
+                on_change(session, allocation.item)
+
+        return handle
+
+    return {
+        "pledge.created": on_pledge,
+        "pledge.amended": on_pledge,
+        "pledge.cancelled": on_pledge,
+        "reservation.accepted": reservation(on_accepted),
+        "reservation.rejected": reservation(on_rejected),
+        "reservation.released": reservation(on_released),
+    }

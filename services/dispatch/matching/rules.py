@@ -1,0 +1,228 @@
+"""The hard rules: which supply line may serve which demand line.
+
+A supply line may serve a demand line only if
+
+* both are for the same item;
+* the demand line accepts the supply's standard: its list of acceptable standards
+  is empty (anything goes, even supply that states no standard) or names it;
+* the donor's restrictions allow it: the demand's region code starts with one of
+  the supply's ``restrict_regions`` prefixes (if any), and the recipient's kind is
+  one of its ``restrict_recipient_kinds`` (if any);
+* a perishable arrives in time: ``handling_days + distance / speed_km_per_day``
+  days after ``today`` is no later than its ``best_before`` day;
+* the demand line is verified and open (other lines are ignored altogether).
+
+``needed_by`` is soft and never forbids a pair. The solver and the greedy baseline
+both go through ``compatibility`` so they apply exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import numpy.typing as npt
+
+from services.dispatch.matching.geo import distance_matrix
+from services.dispatch.matching.model import (
+    URGENCIES,
+    DemandLine,
+    Location,
+    MatchOptions,
+    SupplyLine,
+)
+
+# What of a supply line the rules look at, besides its location:
+# (standard, best_before, restrict_regions, restrict_recipient_kinds), the tuples
+# sorted and without duplicates.
+SupplyTerms = tuple[str | None, date | None, tuple[str, ...], tuple[str, ...]]
+# What of a demand line they look at, besides its location: (accepted standards,
+# None for any; recipient kind).
+DemandTerms = tuple[tuple[str, ...] | None, str]
+
+
+def reach_km(best_before: date | None, today: date, options: MatchOptions) -> float:
+    """How far a line may travel and still arrive by its best-before day."""
+    if best_before is None:
+        return math.inf
+    days_left = (best_before - today).days
+    return (days_left - options.handling_days) * options.speed_km_per_day
+
+
+def standard_accepted(standard: str | None, accepted: Iterable[str] | None) -> bool:
+    if accepted is None:
+        return True
+    return standard is not None and standard in accepted
+
+
+def region_allowed(prefixes: Sequence[str], region: str) -> bool:
+    return not prefixes or any(region.startswith(p) for p in prefixes)
+
+
+def kind_allowed(kinds: Sequence[str], kind: str) -> bool:
+    return not kinds or kind in kinds
+
+
+def supply_terms(line: SupplyLine) -> SupplyTerms:
+    return (
+        line.standard,
+        line.best_before,
+        tuple(sorted(set(line.restrict_regions))),
+        tuple(sorted(set(line.restrict_recipient_kinds))),
+    )
+
+
+def demand_terms(line: DemandLine) -> DemandTerms:
+    accepted = tuple(sorted(set(line.standards))) if line.standards else None
+    return (accepted, line.recipient_kind)
+
+
+def compatibility(
+    supply: Sequence[SupplyTerms],
+    demand: Sequence[DemandTerms],
+    demand_regions: Sequence[str],
+    dist_km: npt.NDArray[np.float64],
+    today: date,
+    options: MatchOptions,
+) -> npt.NDArray[np.bool_]:
+    """Which supply (rows) may serve which demand (columns) of one item.
+
+    ``dist_km[i, j]`` is the distance between supply ``i`` and demand ``j``;
+    ``demand_regions[j]`` is demand ``j``'s region code. Each rule is evaluated
+    once per distinct combination of terms, then spread over the matrix.
+    """
+    n_s, n_d = len(supply), len(demand)
+    ok = np.ones((n_s, n_d), dtype=bool)
+    if n_s == 0 or n_d == 0:
+        return ok
+
+    def index(values: Iterable[object]) -> tuple[list[object], npt.NDArray[np.intp]]:
+        seen: dict[object, int] = {}
+        idx = [seen.setdefault(v, len(seen)) for v in values]
+        return list(seen), np.array(idx, dtype=np.intp)
+
+    standards, s_std = index(t[0] for t in supply)
+    accepts, d_acc = index(t[0] for t in demand)
+    if any(a is not None for a in accepts):
+        table = np.array(
+            [[standard_accepted(s, a) for s in standards] for a in accepts],  # type: ignore[arg-type]
+            dtype=bool,
+        )
+        ok &= table[d_acc[None, :], s_std[:, None]]
+
+    region_sets, s_reg = index(t[2] for t in supply)
+    if any(region_sets):
+        regions, d_reg = index(demand_regions)
+        table = np.array(
+            [[region_allowed(p, r) for r in regions] for p in region_sets],  # type: ignore[arg-type]
+            dtype=bool,
+        )
+        ok &= table[s_reg[:, None], d_reg[None, :]]
+
+    kind_sets, s_kind = index(t[3] for t in supply)
+    if any(kind_sets):
+        kinds, d_kind = index(t[1] for t in demand)
+        table = np.array(
+            [[kind_allowed(ks, k) for k in kinds] for ks in kind_sets],  # type: ignore[arg-type]
+            dtype=bool,
+        )
+        ok &= table[s_kind[:, None], d_kind[None, :]]
+
+    if any(t[1] is not None for t in supply):
+        reach = np.array([reach_km(t[1], today, options) for t in supply], dtype=np.float64)
+        ok &= dist_km <= reach[:, None]
+    return ok
+
+
+@dataclass(slots=True)
+class Instance:
+    """Validated input: lines sorted by id, locations indexed, distances computed.
+
+    ``supply`` holds the lines with a positive quantity, ``demand`` the verified,
+    open lines (``demand_in_input_order`` the same, as given). ``s_loc[i]`` and
+    ``d_loc[j]`` index rows and columns of ``dist_km``, the distances between the
+    distinct supply and demand locations.
+    """
+
+    supply: list[SupplyLine]
+    demand: list[DemandLine]
+    demand_in_input_order: list[DemandLine]
+    ignored_demand: int
+    s_loc: list[int]
+    d_loc: list[int]
+    d_loc_regions: list[str]
+    dist_km: npt.NDArray[np.float64]
+
+    def items(self) -> list[tuple[str, list[int], list[int]]]:
+        """(item, indexes into ``supply``, indexes into ``demand``) for every item
+        with lines on both sides, in item order."""
+        s_by: dict[str, list[int]] = {}
+        d_by: dict[str, list[int]] = {}
+        for i, s in enumerate(self.supply):
+            s_by.setdefault(s.item, []).append(i)
+        for j, d in enumerate(self.demand):
+            d_by.setdefault(d.item, []).append(j)
+        return [(item, s_by[item], d_by[item]) for item in sorted(s_by.keys() & d_by.keys())]
+
+
+def _check_quantity(kind: str, line_id: str, quantity: object) -> None:
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
+        raise ValueError(f"{kind} line {line_id!r}: quantity must be a non-negative integer")
+
+
+def _check_location(kind: str, line_id: str, location: Location) -> None:
+    if not isinstance(location, Location) or not isinstance(location.region, str):
+        raise ValueError(f"{kind} line {line_id!r}: location must be a Location with a region")
+    if (location.lat is None) != (location.lon is None):
+        raise ValueError(f"{kind} line {line_id!r}: give both lat and lon, or neither")
+    if location.lat is not None and location.lon is not None:
+        lat, lon = float(location.lat), float(location.lon)
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+            raise ValueError(f"{kind} line {line_id!r}: lat/lon out of range")
+
+
+def prepare(
+    supply: Iterable[SupplyLine], demand: Iterable[DemandLine], options: MatchOptions
+) -> Instance:
+    """Check the lines and index them; raises ``ValueError`` on bad input."""
+    supply = list(supply)
+    demand = list(demand)
+    seen: set[str] = set()
+    for s in supply:
+        if s.id in seen:
+            raise ValueError(f"supply line id {s.id!r} appears twice")
+        seen.add(s.id)
+        _check_quantity("supply", s.id, s.quantity)
+        _check_location("supply", s.id, s.location)
+    seen = set()
+    for d in demand:
+        if d.id in seen:
+            raise ValueError(f"demand line id {d.id!r} appears twice")
+        seen.add(d.id)
+        _check_quantity("demand", d.id, d.quantity)
+        _check_location("demand", d.id, d.location)
+        if d.urgency not in URGENCIES:
+            raise ValueError(f"demand line {d.id!r}: urgency must be one of {URGENCIES}")
+
+    active = [d for d in demand if d.verified and d.open]
+    kept_supply = sorted((s for s in supply if s.quantity > 0), key=lambda s: s.id)
+    kept_demand = sorted(active, key=lambda d: d.id)
+
+    s_locs: dict[Location, int] = {}
+    d_locs: dict[Location, int] = {}
+    s_loc = [s_locs.setdefault(s.location, len(s_locs)) for s in kept_supply]
+    d_loc = [d_locs.setdefault(d.location, len(d_locs)) for d in kept_demand]
+    dist = distance_matrix(list(s_locs), list(d_locs), options.unknown_distance_km)
+    return Instance(
+        supply=kept_supply,
+        demand=kept_demand,
+        demand_in_input_order=active,
+        ignored_demand=len(demand) - len(active),
+        s_loc=s_loc,
+        d_loc=d_loc,
+        d_loc_regions=[loc.region for loc in d_locs],
+        dist_km=dist,
+    )

@@ -1,0 +1,412 @@
+"""Matching in the dispatch service: build the library's input from the read models,
+run it under a per-item lock, keep the plan, and apply it as proposed allocations.
+
+A run is a preview (``dry_run``) that a coordinator approves, or is applied at once.
+Supply and need events ask for a run of their item (debounced: changes that arrive
+while a run is waiting are covered by it); beat runs every item on a schedule. With
+``matching_auto_approve`` those runs are applied; otherwise each leaves a preview,
+replacing the previous unapproved preview of its items.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.dispatch import allocations as saga
+from services.dispatch import matching
+from services.dispatch.models import (
+    MatchingLock,
+    MatchingRun,
+    Need,
+    NeedLine,
+    Organisation,
+    SupplyLine,
+)
+from shared.db import utcnow
+from shared.problems import Problem
+from shared.web import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL = timedelta(minutes=5)
+_PENDING_KEY = "aidlink.matching.requested"
+
+
+# Locks --------------------------------------------------------------------------------------
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _ensure_lock_rows(rt: ServiceRuntime, items: Iterable[str]) -> None:
+    with rt.session_factory() as session:
+        existing = set(
+            session.scalars(select(MatchingLock.item).where(MatchingLock.item.in_(list(items))))
+        )
+    for item in items:
+        if item in existing:
+            continue
+        try:
+            with rt.unit_of_work() as session:
+                session.add(MatchingLock(item=item))
+        except IntegrityError:
+            pass  # another process made it first
+
+
+def acquire(rt: ServiceRuntime, items: list[str], holder: str) -> list[str]:
+    """Take the locks of ``items`` (in a fixed order); returns the items another run
+    holds, having taken none of them in that case."""
+    _ensure_lock_rows(rt, items)
+    taken: list[str] = []
+    now = utcnow()
+    for item in sorted(items):
+        with rt.unit_of_work() as session:
+            got = session.execute(
+                update(MatchingLock)
+                .where(
+                    MatchingLock.item == item,
+                    (MatchingLock.holder.is_(None)) | (MatchingLock.expires_at < now),
+                )
+                .values(holder=holder, expires_at=now + LOCK_TTL, last_started_at=now)
+                .returning(MatchingLock.item)
+            ).first()
+        if got is None:
+            release(rt, taken, holder)
+            return [item]
+        taken.append(item)
+    return []
+
+
+def release(rt: ServiceRuntime, items: list[str], holder: str) -> None:
+    if not items:
+        return
+    with rt.unit_of_work() as session:
+        session.execute(
+            update(MatchingLock)
+            .where(MatchingLock.item.in_(items), MatchingLock.holder == holder)
+            .values(holder=None, expires_at=None)
+        )
+
+
+# Inputs ---------------------------------------------------------------------------------------
+
+
+def _verified(session: Session) -> dict[uuid.UUID, str]:
+    """Verified organisations and their kinds."""
+    return {
+        org.id: org.kind
+        for org in session.scalars(select(Organisation).where(Organisation.status == "verified"))
+    }
+
+
+def build_inputs(
+    session: Session, items: list[str] | None
+) -> tuple[list[matching.SupplyLine], list[matching.DemandLine]]:
+    orgs = _verified(session)
+    supply_stmt = select(SupplyLine).where(SupplyLine.pledge_status == "open")
+    demand_stmt = (
+        select(NeedLine, Need)
+        .join(Need, Need.id == NeedLine.need_id)
+        .where(
+            Need.status.in_(("open", "partially_allocated")),
+            NeedLine.status.in_(("open", "partially_allocated")),
+        )
+    )
+    if items:
+        supply_stmt = supply_stmt.where(SupplyLine.item.in_(items))
+        demand_stmt = demand_stmt.where(NeedLine.item.in_(items))
+    supply = []
+    for row in session.scalars(supply_stmt.order_by(SupplyLine.id)):
+        left = saga.available_supply(row)
+        if left <= 0 or row.donor_org_id not in orgs:
+            continue
+        restrictions = row.restrictions or {}
+        supply.append(
+            matching.SupplyLine(
+                id=str(row.id),
+                item=row.item,
+                standard=row.standard,
+                quantity=left,
+                location=matching.Location(row.region, row.lat, row.lon),
+                donor_id=str(row.donor_org_id),
+                best_before=row.best_before,
+                restrict_regions=tuple(restrictions.get("regions") or ()),
+                restrict_recipient_kinds=tuple(restrictions.get("recipient_kinds") or ()),
+            )
+        )
+    demand = []
+    for line, need in session.execute(demand_stmt.order_by(NeedLine.id)):
+        left = line.quantity - line.proposed - line.reserved - line.shipped
+        if left <= 0 or need.org_id not in orgs:
+            continue
+        demand.append(
+            matching.DemandLine(
+                id=str(line.id),
+                item=line.item,
+                standards=tuple(line.standards or ()),
+                quantity=left,
+                location=matching.Location(need.region, need.lat, need.lon),
+                recipient_id=str(need.org_id),
+                recipient_kind=orgs[need.org_id],
+                urgency=cast(matching.Urgency, line.urgency),
+                needed_by=line.needed_by,
+            )
+        )
+    return supply, demand
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def plan_document(plan: Any) -> dict[str, Any]:
+    return {
+        "allocations": [
+            {
+                "pledge_line_id": a.supply_id,
+                "need_line_id": a.demand_id,
+                "item": a.item,
+                "quantity": a.quantity,
+                "reason": _jsonable(a.reason),
+            }
+            for a in plan.allocations
+        ],
+        "unmet": [
+            {"need_line_id": demand_id, "quantity": quantity}
+            for demand_id, quantity in sorted(plan.unmet.items())
+            if quantity > 0
+        ],
+    }
+
+
+# Runs -----------------------------------------------------------------------------------------
+
+
+def run(
+    rt: ServiceRuntime,
+    *,
+    items: list[str] | None,
+    dry_run: bool,
+    trigger: str,
+    created_by: uuid.UUID | None = None,
+    wait: bool = False,
+) -> MatchingRun | None:
+    """One matching run. A manual run finding an item locked answers 409; an event or
+    scheduled run (``wait``) gives up quietly, since the run in progress covers it."""
+    with rt.session_factory() as session:
+        wanted = sorted(
+            set(items)
+            if items
+            else set(session.scalars(select(SupplyLine.item).distinct()))
+            | set(session.scalars(select(NeedLine.item).distinct()))
+        )
+    holder = _holder()
+    busy = acquire(rt, wanted, holder) if wanted else []
+    if busy:
+        if wait:
+            log.info("matching of %s is already running; this run is covered by it", busy)
+            return None
+        raise Problem(
+            409,
+            f"A matching run for {busy[0]!r} is in progress; try again in a moment.",
+            slug="matching-in-progress",
+            item=busy[0],
+        )
+    try:
+        started = time.perf_counter()
+        with rt.session_factory() as session:
+            supply, demand = build_inputs(session, wanted)
+        plan = matching.match(supply, demand, today=utcnow().date())
+        elapsed = time.perf_counter() - started
+        document = plan_document(plan)
+        stats = {
+            "supply_lines": len(supply),
+            "demand_lines": len(demand),
+            "allocated": sum(a["quantity"] for a in document["allocations"]),
+            "unmet": sum(u["quantity"] for u in document["unmet"]),
+            "seconds": round(elapsed, 3),
+        }
+        with rt.unit_of_work() as session:
+            matching_run = MatchingRun(
+                id=uuid.uuid4(),
+                status="preview",
+                dry_run=dry_run,
+                trigger=trigger,
+                items=wanted,
+                plan=document,
+                stats=stats,
+                created_by=created_by,
+            )
+            session.add(matching_run)
+            # A newer preview replaces older unapproved previews of the same items.
+            for old in session.scalars(
+                select(MatchingRun).where(
+                    MatchingRun.status == "preview", MatchingRun.id != matching_run.id
+                )
+            ):
+                if set(old.items) <= set(wanted):
+                    old.status = "superseded"
+            if not dry_run:
+                _apply(session, rt, matching_run, approved_by=created_by)
+        return matching_run
+    finally:
+        release(rt, wanted, holder)
+
+
+def _apply(
+    session: Session, rt: ServiceRuntime, matching_run: MatchingRun, approved_by: uuid.UUID | None
+) -> None:
+    refused = []
+    made = []
+    for proposal in matching_run.plan.get("allocations", []):
+        result = saga.propose(
+            session,
+            rt.outbox,
+            supply_line_id=uuid.UUID(proposal["pledge_line_id"]),
+            need_line_id=uuid.UUID(proposal["need_line_id"]),
+            quantity=int(proposal["quantity"]),
+            reason=proposal.get("reason") or {},
+            run_id=matching_run.id,
+        )
+        if result.allocation is None:
+            refused.append({**proposal, "refused": result.refused})
+        else:
+            made.append(str(result.allocation.id))
+    matching_run.status = "applied"
+    matching_run.approved_by = approved_by
+    matching_run.approved_at = utcnow()
+    matching_run.stats = {**matching_run.stats, "proposed": len(made), "refused": refused}
+
+
+def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None) -> MatchingRun:
+    """Apply a preview. Allocations that no longer fit (supply or need changed since) are
+    listed as refused; the rest become proposals."""
+    with rt.session_factory() as session:
+        found = session.get(MatchingRun, run_id)
+        if found is None:
+            raise Problem(404, f"No matching run {run_id}.", slug="matching-run-not-found")
+        items = list(found.items)
+    holder = _holder()
+    busy = acquire(rt, items, holder)
+    if busy:
+        raise Problem(
+            409,
+            f"A matching run for {busy[0]!r} is in progress; approve again in a moment.",
+            slug="matching-in-progress",
+        )
+    try:
+        with rt.unit_of_work() as session:
+            matching_run = session.get(MatchingRun, run_id, with_for_update=True)
+            assert matching_run is not None
+            if matching_run.status != "preview":
+                raise Problem(
+                    409,
+                    f"The run is {matching_run.status}; only a preview can be approved.",
+                    slug="matching-run-not-preview",
+                    status_now=matching_run.status,
+                )
+            _apply(session, rt, matching_run, approved_by)
+            return matching_run
+    finally:
+        release(rt, items, holder)
+
+
+# Debounced runs on events ----------------------------------------------------------------------
+
+
+def request_matching(session: Session, item: str) -> None:
+    """Note that ``item``'s supply or demand changed; a run is queued after the commit."""
+    session.info.setdefault(_PENDING_KEY, set()).add(item)
+
+
+def install_debounce(rt: ServiceRuntime) -> None:
+    from sqlalchemy import event
+
+    def after_commit(session: Session) -> None:
+        items = session.info.pop(_PENDING_KEY, None)
+        if not items:
+            return
+        now = utcnow()
+        try:
+            _ensure_lock_rows(rt, items)
+            with rt.unit_of_work() as s:
+                s.execute(
+                    update(MatchingLock)
+                    .where(MatchingLock.item.in_(sorted(items)))
+                    .values(requested_at=now)
+                )
+            for item in sorted(items):
+                rt.celery.send_task(
+                    "dispatch.match_item",
+                    args=[item],
+                    queue="dispatch",
+                    countdown=rt.settings.matching_debounce,
+                )
+        except Exception:
+            # The scheduled run will pick the item up.
+            log.exception("could not queue matching of %s", sorted(items))
+
+    def after_rollback(session: Session, previous: Any) -> None:
+        if previous.parent is None:
+            session.info.pop(_PENDING_KEY, None)
+
+    event.listen(rt.session_factory, "after_commit", after_commit)
+    event.listen(rt.session_factory, "after_soft_rollback", after_rollback)
+
+
+def register_matching_tasks(rt: ServiceRuntime) -> None:
+    @rt.celery.task(name="dispatch.match_item", shared=False, time_limit=600)
+    def match_item(item: str) -> str:
+        """A run for one item, unless a run that started after the last change of the
+        item's supply or demand has already covered it."""
+        with rt.session_factory() as session:
+            lock = session.get(MatchingLock, item)
+            if (
+                lock is not None
+                and lock.requested_at is not None
+                and lock.last_started_at is not None
+                and lock.last_started_at > lock.requested_at
+            ):
+                return "covered"
+        done = run(
+            rt,
+            items=[item],
+            dry_run=not rt.settings.matching_auto_approve,
+            trigger="event",
+            wait=True,
+        )
+        return done.status if done is not None else "busy"
+
+    @rt.celery.task(name="dispatch.match_all", shared=False, time_limit=1800)
+    def match_all() -> str:
+        done = run(
+            rt,
+            items=None,
+            dry_run=not rt.settings.matching_auto_approve,
+            trigger="schedule",
+            wait=True,
+        )
+        return done.status if done is not None else "busy"
