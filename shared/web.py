@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from shared.config import Settings
 from shared.db import make_engine, make_session_factory
+from shared.idempotency import IdempotencyRow, install_idempotency
 from shared.identity import install_internal_auth
 from shared.inbox import AggregateVersionRow, DeadLetterRow, DeliveryRow, Handler, Inbox, InboxRow
 from shared.observability import (
@@ -49,6 +50,7 @@ class MessagingModels:
     versions: type[AggregateVersionRow]
     deliveries: type[DeliveryRow]
     dead_letters: type[DeadLetterRow]
+    idempotency: type[IdempotencyRow]
 
 
 def define_messaging_models(base: type[DeclarativeBase]) -> MessagingModels:
@@ -63,6 +65,7 @@ def define_messaging_models(base: type[DeclarativeBase]) -> MessagingModels:
         versions=mapped(AggregateVersionRow, "AggregateVersion"),
         deliveries=mapped(DeliveryRow, "Delivery"),
         dead_letters=mapped(DeadLetterRow, "DeadLetter"),
+        idempotency=mapped(IdempotencyRow, "IdempotencyKey"),
     )
 
 
@@ -80,6 +83,7 @@ class ServiceRuntime:
     # Sessions for reading only. On SQLite they begin without taking the write lock,
     # so a request may read here while it writes in a unit of work.
     read_session_factory: sessionmaker[Session] | None = None
+    models: MessagingModels | None = None
 
     def dispose(self) -> None:
         """Close every pooled database connection."""
@@ -177,13 +181,22 @@ def create_service_app(
         read_engine = make_engine(settings.database_url(name), read_only=True)
         read_session_factory = make_session_factory(read_engine)
     rt = ServiceRuntime(
-        name, settings, engine, session_factory, celery, outbox, inbox, read_session_factory
+        name,
+        settings,
+        engine,
+        session_factory,
+        celery,
+        outbox,
+        inbox,
+        read_session_factory,
+        models,
     )
     app.extensions["aidlink"] = rt
     _register_messaging_tasks(rt)
     _install_request_ids(app)
     if internal_auth:
         install_internal_auth(app, name, settings.internal_key)
+        install_idempotency(app, models.idempotency, session_factory)
     _install_health(app, rt)
 
     @app.teardown_appcontext
@@ -272,6 +285,10 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
         name=f"{rt.name}.sweep_outbox", shared=False, time_limit=120, soft_time_limit=100
     )
     def sweep_outbox() -> int:
+        from shared import idempotency
+
+        if rt.models is not None:
+            idempotency.sweep(rt.models.idempotency, rt.session_factory)
         sent = rt.outbox.sweep()
         if sent:
             log.warning("outbox sweep published %d event(s) the relay had not", sent)

@@ -16,11 +16,18 @@ from services.gateway import (
 )
 from services.gateway.models import messaging
 from services.gateway.openapi import install_openapi
-from services.gateway.proxy import ServiceClient, install_proxy
+from services.gateway.proxy import ROUTES, ServiceClient, install_proxy
 from services.gateway.ratelimit import install_rate_limits
 from services.gateway.security import install_authentication
 from shared.config import Settings
+from shared.idempotency import install_idempotency
 from shared.web import create_service_app
+
+
+def _forwarded(path: str) -> bool:
+    """Is ``path`` forwarded to a service (which then honours the key itself)?"""
+    parts = path.split("/")
+    return len(parts) > 3 and parts[3] in ROUTES
 
 
 def create_app(settings: Settings | None = None, *, testing: bool = False) -> Flask:
@@ -45,6 +52,13 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     # Authentication first: the rate limits key on the caller it finds.
     install_authentication(app)
     install_rate_limits(app, settings)
+    # The gateway's own POSTs; forwarded ones carry the key to the service that owns them.
+    install_idempotency(
+        app,
+        messaging.idempotency,
+        app.extensions["aidlink"].session_factory,
+        skip=_forwarded,
+    )
     for blueprint in (
         auth.blp,
         orgs.blp,

@@ -1,0 +1,188 @@
+"""``Idempotency-Key`` on POST: a repeat of a request returns the first response.
+
+A client that did not hear the answer to a POST (a dropped connection, a restarted
+gateway) sends it again with the same key and gets the answer the first one got,
+without the work being done twice. Keys are scoped to the caller (user, else
+organisation, else address). The first request with a key records it before running;
+a repeat while it runs gets 409; a repeat with a different body gets 422. A 5xx answer
+is not kept, so a retry after a server error runs again. Records are kept for
+``RETENTION`` and then swept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response, g, request
+from sqlalchemy import JSON, Integer, LargeBinary, String, delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+
+from shared.db import UTCDateTime, utcnow
+from shared.identity import current_identity
+from shared.problems import Problem
+
+log = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+RETENTION = timedelta(hours=24)
+# A request recorded this long ago and never finished died with its process.
+ABANDONED_AFTER = timedelta(seconds=120)
+REPLAYED_HEADERS = ("Content-Type", "ETag", "Location")
+
+
+class IdempotencyRow:
+    """Columns of a service's ``idempotency_keys`` table."""
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **columns: Any) -> None: ...
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    method: Mapped[str] = mapped_column(String(8), nullable=False)
+    path: Mapped[str] = mapped_column(String(500), nullable=False)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+def _scope() -> str:
+    identity = current_identity()
+    if identity.user_id is not None:
+        return f"user:{identity.user_id}"
+    if identity.org_id is not None:
+        return f"org:{identity.org_id}"
+    return f"ip:{request.remote_addr}"
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(b"\0")
+    digest.update(request.full_path.encode())
+    digest.update(b"\0")
+    digest.update(request.get_data(cache=True))
+    return digest.hexdigest()
+
+
+def install_idempotency(
+    app: Flask,
+    model: type[IdempotencyRow],
+    session_factory: sessionmaker[Any],
+    *,
+    skip: Callable[[str], bool] | None = None,
+) -> None:
+    """Honour Idempotency-Key on this app's POSTs; install after authentication."""
+
+    @app.before_request
+    def _replay_or_record() -> Response | None:
+        if request.method != "POST" or not request.path.startswith("/api/"):
+            return None
+        key = request.headers.get(HEADER)
+        if key is None or (skip is not None and skip(request.path)):
+            return None
+        key = key.strip()
+        if not key or len(key) > 255 or not key.isprintable():
+            raise Problem(
+                400,
+                "Idempotency-Key must be 1 to 255 printable characters.",
+                errors={HEADER: ["1 to 255 printable characters."]},
+            )
+        scope = _scope()
+        fingerprint = _fingerprint()
+        now = utcnow()
+        with session_factory() as session:
+            row = session.get(model, (scope, key))
+        if row is not None and row.completed_at is None and now - row.created_at > ABANDONED_AFTER:
+            with session_factory() as session, session.begin():
+                session.execute(
+                    delete(model).where(
+                        model.scope == scope, model.key == key, model.completed_at.is_(None)
+                    )
+                )
+            row = None
+        if row is not None:
+            if row.request_hash != fingerprint:
+                raise Problem(
+                    422,
+                    "This Idempotency-Key was used for a different request.",
+                    slug="idempotency-key-reused",
+                    errors={HEADER: ["Used before with a different request."]},
+                )
+            if row.completed_at is None or row.status is None:
+                raise Problem(
+                    409,
+                    "A request with this Idempotency-Key is still being processed.",
+                    slug="idempotency-key-in-progress",
+                    headers={"Retry-After": "1"},
+                )
+            response = Response(row.body or b"", status=row.status)
+            for name, value in (row.headers or {}).items():
+                response.headers[name] = value
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        try:
+            with session_factory() as session, session.begin():
+                session.add(
+                    model(
+                        scope=scope,
+                        key=key,
+                        method=request.method,
+                        path=request.path[:500],
+                        request_hash=fingerprint,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError:
+            raise Problem(
+                409,
+                "A request with this Idempotency-Key is still being processed.",
+                slug="idempotency-key-in-progress",
+                headers={"Retry-After": "1"},
+            ) from None
+        g.idempotency_key = (scope, key)
+        return None
+
+    @app.after_request
+    def _keep_answer(response: Response) -> Response:
+        taken = g.pop("idempotency_key", None)
+        if taken is None:
+            return response
+        try:
+            with session_factory() as session, session.begin():
+                row = session.get(model, taken)
+                if row is None:
+                    return response
+                if response.status_code >= 500 or response.is_streamed:
+                    # Not an answer worth repeating: the client may try again.
+                    session.delete(row)
+                    return response
+                row.status = response.status_code
+                row.body = response.get_data()
+                row.headers = {
+                    name: response.headers[name]
+                    for name in REPLAYED_HEADERS
+                    if name in response.headers
+                }
+                row.completed_at = utcnow()
+        except Exception:
+            log.exception("could not keep the answer for Idempotency-Key %s", taken[1])
+        return response
+
+
+def sweep(model: type[IdempotencyRow], session_factory: sessionmaker[Any]) -> int:
+    """Forget keys older than :data:`RETENTION`."""
+    cutoff = utcnow() - RETENTION
+    with session_factory() as session, session.begin():
+        result: Any = session.execute(delete(model).where(model.created_at < cutoff))
+        return int(result.rowcount or 0)
