@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.donations import api
+from services.donations import api, imports
 from services.donations.models import Organisation, messaging
 from services.donations.saga import saga_handlers
 from services.donations.tasks import register_tasks
@@ -26,7 +26,9 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     rt: ServiceRuntime = app.extensions["aidlink"]
     rt.inbox.handlers.update(saga_handlers(rt.outbox))
     register_tasks(rt)
+    imports.register_import_tasks(rt)
     flask_api.register_blueprint(org_directory_blueprint("donations", Organisation))
     flask_api.register_blueprint(api.catalog_blp)
     flask_api.register_blueprint(api.blp)
+    flask_api.register_blueprint(imports.blp)
     return app

@@ -8,6 +8,7 @@ features add their rows to ``ROWS``. All mismatches are reported together.
 
 from __future__ import annotations
 
+import io
 import re
 import uuid
 from collections.abc import Callable
@@ -74,6 +75,20 @@ class World:
             headers=account.headers,
         )
         assert made.status_code == 201, made.json
+        return str(made.json["id"])
+
+    donor_import: str = ""
+    other_import: str = ""
+
+    def new_import(self, account: Account) -> str:
+        sheet = f"item,quantity,unit,origin_region\nmask,{len(self.tokens) + 5},piece,4201\n"
+        made = self.client.post(
+            "/api/v1/pledges/imports",
+            content_type="multipart/form-data",
+            data={"file": (io.BytesIO(sheet.encode()), "p.csv")},
+            headers=account.headers,
+        )
+        assert made.status_code == 202, made.json
         return str(made.json["id"])
 
     def new_pledge(self, account: Account) -> str:
@@ -315,6 +330,21 @@ ROWS: list[Row] = [
         body=_pledge_body,
     ),
     Row("GET", "/api/v1/pledges/{pledge}", PLEDGE_ACCESS),
+    # Spreadsheet imports: donors and coordinators. A JSON body carries no file, so
+    # whoever may import is told so (422) and the others are refused (403).
+    Row(
+        "GET",
+        "/api/v1/pledges/imports",
+        only({"donor": 200, "coordinator": 200, "admin": 200}),
+    ),
+    Row(
+        "POST",
+        "/api/v1/pledges/imports",
+        only({"donor": 422, "coordinator": 422, "admin": 422}),
+        body=lambda w, a: {"mode": "valid_rows"},
+    ),
+    Row("GET", "/api/v1/pledges/imports/template.xlsx", everyone(200)),
+    Row("GET", "/api/v1/pledges/imports/{job}", PLEDGE_ACCESS),
     Row(
         "PATCH",
         "/api/v1/pledges/{pledge}",
@@ -482,6 +512,8 @@ def _build_world(stack: Stack) -> World:
     eventually(lambda: synced("dispatch"), timeout=60)
     world.donor_pledge = world.new_pledge(accounts["donor"])
     world.other_pledge = world.new_pledge(stranger)
+    world.donor_import = world.new_import(accounts["donor"])
+    world.other_import = world.new_import(stranger)
     world.stranger_hospital = register(client, kind="hospital")
     world.recipient_need = world.new_need(accounts["recipient"])
     world.other_need = world.new_need(world.stranger_hospital)
@@ -525,6 +557,7 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
         webhook=webhook_id,
         pledge=pledge_id,
         need=need_id,
+        job=world.donor_import if whose == "own" else world.other_import,
     )
     headers.update(row.headers)
     body = row.body(world, actor) if row.body else None
