@@ -39,6 +39,7 @@ def create_beat(settings: Settings | None = None) -> Celery:
     for name, task, every in (
         ("donations-expire-perishables", "donations.expire_perishables", 3600.0),
         ("donations-release-overdue", "donations.release_overdue_reservations", 60.0),
+        ("donations-resume-imports", "donations.resume_imports", 300.0),
     ):
         app.conf.beat_schedule[name] = {
             "task": task,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from services.donations import pledges
 from shared.db import utcnow
 from shared.web import ServiceRuntime
 
 log = logging.getLogger(__name__)
+
+# An import queued this long and never started lost its task message.
+IMPORT_QUEUED_GRACE = timedelta(minutes=5)
 
 
 def register_tasks(rt: ServiceRuntime) -> None:
@@ -41,3 +45,37 @@ def register_tasks(rt: ServiceRuntime) -> None:
         if released:
             log.info("released %d overdue reservation(s)", released)
         return released
+
+    @rt.celery.task(name="donations.resume_imports", shared=False, time_limit=120)
+    def resume_imports() -> int:
+        """Queue again the imports whose task was lost: queued for a while and never
+        started (a broker that dropped the message), or running longer than the task's
+        hard time limit (a worker that died without giving the message back). A run
+        that is in fact alive is not harmed: each write re-checks the job's progress."""
+        from sqlalchemy import or_, select
+
+        from services.donations import imports
+        from services.donations.models import ImportJob
+
+        now = utcnow()
+        with rt.session_factory() as session:
+            stuck = list(
+                session.scalars(
+                    select(ImportJob.id).where(
+                        or_(
+                            (ImportJob.status == "queued")
+                            & (ImportJob.created_at < now - IMPORT_QUEUED_GRACE),
+                            (ImportJob.status == "running")
+                            & (
+                                ImportJob.started_at
+                                < now - timedelta(seconds=imports.TASK_TIME_LIMIT + 60)
+                            ),
+                        )
+                    )
+                )
+            )
+        for job_id in stuck:
+            imports.enqueue(rt, job_id)
+        if stuck:
+            log.warning("queued %d stalled import(s) again", len(stuck))
+        return len(stuck)

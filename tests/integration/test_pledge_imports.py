@@ -570,3 +570,31 @@ def test_a_workbook_declaring_entities_is_refused() -> None:
     with pytest.raises(spreadsheet.SheetError) as refused:
         spreadsheet.read_sheet(out.getvalue())
     assert refused.value.code == "xlsx_unreadable"
+
+
+def test_an_import_whose_task_was_lost_is_queued_again_by_the_sweep(stack: Stack) -> None:
+    client = stack.client()
+    donor = register(client, kind="foundation")
+    donations = stack.runtime("donations")
+    # The broker loses the task: nothing is listening yet, and the queue is emptied.
+    job = started(client, donor, good_csv(5, tag="lost"))
+    donations.celery.control.purge()
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from shared.db import utcnow
+
+    with donations.unit_of_work() as session:
+        session.execute(
+            update(ImportJob)
+            .where(ImportJob.id == uuid.UUID(job["id"]))
+            .values(created_at=utcnow() - timedelta(minutes=10))
+        )
+    worker = stack.start_worker("donations")
+    donations.celery.send_task("donations.resume_imports", queue="donations")
+    done = finished(client, donor, job["id"])
+    assert done["status"] == "succeeded"
+    assert done["rows_imported"] == 5
+    assert "queued 1 stalled import(s) again" in worker.log()
+    assert len(lines_of_job(stack, job["id"])) == 5
