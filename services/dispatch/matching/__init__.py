@@ -28,11 +28,11 @@ Objective, in lexicographic order:
 5. fewer shipments: not optimised; lines at one place are matched as a group, and
    the split back to lines keeps each donor's lines together (see ``solver``).
 
-``match`` finds the exact optimum of 1-4 with one min-cost flow per item over
-lines aggregated by place (``solver`` describes the model). It is deterministic
-and does not depend on the order of its input: the same lines in any order give
-the same plan. ``greedy`` is a first-come-first-served baseline under the same
-hard rules.
+``match`` finds the exact optimum of 1-4 with OR-Tools min-cost flows, item by
+item, over lines aggregated by place (``solver`` describes the model). It is
+deterministic and does not depend on the order of its input: the same lines in
+any order give the same plan. ``greedy`` is a first-come-first-served baseline
+under the same hard rules.
 """
 
 from services.dispatch.matching.geo import REGION_POINTS, UNKNOWN_DISTANCE_KM, distance_km

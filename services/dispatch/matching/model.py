@@ -101,10 +101,10 @@ class MatchOptions:
 
     ``speed_km_per_day`` and ``handling_days`` give a perishable's transport time:
     a line at ``d`` km arrives ``handling_days + d / speed_km_per_day`` days after
-    ``today``. ``fairness_tiers`` splits each demand line into that many equal
-    tiers, earlier tiers worth more (see ``match``). ``unknown_distance_km`` is the
-    distance assumed when a location can be placed neither by coordinates nor by its
-    region code.
+    ``today``. ``fairness_tiers`` splits each demand line into that many tiers of
+    (nearly) equal size, earlier tiers worth more (see the package docs).
+    ``unknown_distance_km`` is the distance assumed when a location can be placed
+    neither by coordinates nor by its region code.
     """
 
     speed_km_per_day: float = 500.0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -59,19 +59,23 @@ def standard_accepted(standard: str | None, accepted: Iterable[str] | None) -> b
 
 
 def region_allowed(prefixes: Sequence[str], region: str) -> bool:
-    return not prefixes or any(region.startswith(p) for p in prefixes)
+    return not prefixes or region.startswith(tuple(prefixes))
 
 
 def kind_allowed(kinds: Sequence[str], kind: str) -> bool:
     return not kinds or kind in kinds
 
 
+def _canonical(values: tuple[str, ...]) -> tuple[str, ...]:
+    return values if len(values) < 2 else tuple(sorted(set(values)))
+
+
 def supply_terms(line: SupplyLine) -> SupplyTerms:
     return (
         line.standard,
         line.best_before,
-        tuple(sorted(set(line.restrict_regions))),
-        tuple(sorted(set(line.restrict_recipient_kinds))),
+        _canonical(tuple(line.restrict_regions)),
+        _canonical(tuple(line.restrict_recipient_kinds)),
     )
 
 
@@ -109,7 +113,7 @@ def compatibility(
     if any(a is not None for a in accepts):
         table = np.array(
             [[standard_accepted(s, a) for s in standards] for a in accepts],  # type: ignore[arg-type]
-            dtype=bool,
+            dtype=np.bool_,
         )
         ok &= table[d_acc[None, :], s_std[:, None]]
 
@@ -118,7 +122,7 @@ def compatibility(
         regions, d_reg = index(demand_regions)
         table = np.array(
             [[region_allowed(p, r) for r in regions] for p in region_sets],  # type: ignore[arg-type]
-            dtype=bool,
+            dtype=np.bool_,
         )
         ok &= table[s_reg[:, None], d_reg[None, :]]
 
@@ -127,7 +131,7 @@ def compatibility(
         kinds, d_kind = index(t[1] for t in demand)
         table = np.array(
             [[kind_allowed(ks, k) for k in kinds] for ks in kind_sets],  # type: ignore[arg-type]
-            dtype=bool,
+            dtype=np.bool_,
         )
         ok &= table[s_kind[:, None], d_kind[None, :]]
 
@@ -155,6 +159,18 @@ class Instance:
     d_loc: list[int]
     d_loc_regions: list[str]
     dist_km: npt.NDArray[np.float64]
+    _region_tables: dict[tuple[str, ...], npt.NDArray[np.bool_]] = field(default_factory=dict)
+
+    def regions_allowed(self, prefixes: tuple[str, ...]) -> npt.NDArray[np.bool_]:
+        """Per demand location (column of ``dist_km``): may a supply line restricted
+        to ``prefixes`` go there."""
+        table = self._region_tables.get(prefixes)
+        if table is None:
+            table = np.array(
+                [region_allowed(prefixes, r) for r in self.d_loc_regions], dtype=np.bool_
+            )
+            self._region_tables[prefixes] = table
+        return table
 
     def items(self) -> list[tuple[str, list[int], list[int]]]:
         """(item, indexes into ``supply``, indexes into ``demand``) for every item
