@@ -55,20 +55,12 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
         row.status = line["status"]
         row.pledge_status = pledge["status"]
         row.best_before = line.get("best_before")
-        row.restrictions = _jsonable(line.get("restrictions") or {})
+        row.restrictions = dict(line.get("restrictions") or {})
         row.region = origin["region"]
         row.lat = origin.get("lat")
         row.lon = origin.get("lon")
         row.pledge_version = version
         row.synced_at = utcnow()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def apply_line_totals(session: Session, totals: dict[str, Any] | None, version: int | None) -> None:
@@ -343,26 +335,13 @@ def _refresh_need(session: Session, need_id: uuid.UUID) -> None:
     need = session.get(Need, need_id, populate_existing=True, with_for_update=True)
     if need is None:
         return
+    from services.dispatch import needs
+
     for line in need.lines:
         session.refresh(line)
-    refresh_need_status(need)
+        needs.refresh_line_status(line)
+    needs.refresh_need_status(need)
     session.flush()
-
-
-def refresh_need_status(need: Need) -> None:
-    """Line statuses from their counters, the need's from its lines' (the rules of
-    :mod:`services.dispatch.needs_domain`)."""
-    from services.dispatch import needs_domain
-
-    statuses = []
-    for line in need.lines:
-        held = line.status if line.status in needs_domain.HELD_STATUSES else None
-        totals = needs_domain.LineTotals(
-            line.quantity, line.proposed, line.reserved, line.shipped, line.received
-        )
-        line.status = needs_domain.line_status(totals, held)
-        statuses.append(line.status)
-    need.status = needs_domain.need_status(statuses, need.status)
 
 
 def items_of_org(session: Session, org_id: uuid.UUID) -> set[str]:
