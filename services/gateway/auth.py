@@ -18,7 +18,7 @@ from typing import Any
 from flask import Response, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.gateway import audit
@@ -397,7 +397,3 @@ def me() -> Any:
         "via": identity.via,
         "scopes": sorted(identity.scopes) if identity.scopes is not None else None,
     }
-
-
-def count_users(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(User)) or 0)
