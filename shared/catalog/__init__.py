@@ -19,16 +19,16 @@ gloves_exam        医用检查手套      pair         pair, box, case; nitrile
 protective_suit    防护服           set          set, box, case; GB19082-2009
 goggles            护目镜           piece        piece, box, case; GB14866-2006
 face_shield        防护面屏         piece        piece, box, case
-disinfectant_84    84消毒液         ml           ml, l, bottle, box, case
-alcohol_75         75%酒精          ml           ml, l, bottle, box, case
-hand_sanitiser     免洗洗手液       ml           ml, l, bottle, box, case
+disinfectant_84    84消毒液         ml           ml, l, bottle, box, case, g, kg, t, jin
+alcohol_75         75%酒精          ml           ml, l, bottle, box, case, g, kg, t, jin
+hand_sanitiser     免洗洗手液       ml           ml, l, bottle, box, case, g, kg, t, jin
 air_purifier       空气净化器       unit         unit
 thermometer        体温计           unit         unit, box, case
 test_kit           检测试剂盒       kit          kit, case
 fruit              水果             g            g, kg, t, jin; perishable, 14 days
 vegetables         蔬菜             g            g, kg, t, jin; perishable, 7 days
 rice               大米             g            g, kg, t, jin
-cooking_oil        食用油           ml           ml, l, bottle, box, case
+cooking_oil        食用油           ml           ml, l, bottle, box, case, g, kg, t, jin
 =================  ==============  ===========  =====================================
 
 Conversion rules
@@ -40,15 +40,17 @@ Conversion rules
 * A box or case of a counted item needs ``pack_size``, the number of base units
   in it: a box of 50 masks is 50 pieces; a glove box marked "100只" is 50 pairs.
 * Liquids are entered as ml, l, a bottle (needs ``bottle_volume_ml``) or a box or
-  case of bottles (needs ``pack_size`` bottles and ``bottle_volume_ml`` each).
-  Mass is not accepted for liquids: converting kilograms to millilitres needs a
-  density that differs between products and would seldom give whole millilitres.
+  case of bottles (needs ``pack_size`` bottles and ``bottle_volume_ml`` each), or
+  by mass (g, kg, t, jin) with ``density_g_per_l``, the grams in a litre as the label
+  states (it differs between products, so the catalogue assumes none): 1 kg of a
+  liquid of 800 g/l is 1 250 ml; 1 kg at 1 100 g/l would be 909.09... ml and is refused.
 * Quantities are exact: an int, a Decimal or a decimal string ("1.5", "1,000",
   also in full-width digits); floats are refused. A conversion that does not come to a whole number
   of base units (1.5 pieces, 0.0005 g) is an error, never rounded. Quantities must
   be positive and convert to at most ``MAX_BASE_QUANTITY`` (10**12) base units.
 * Refusals raise ``CatalogError``, a ValueError whose ``field`` names the input at
-  fault: "item", "unit", "quantity", "pack_size", "bottle_volume_ml", "standard".
+  fault: "item", "unit", "quantity", "pack_size", "bottle_volume_ml",
+  "density_g_per_l", "standard".
 
 Names people write
 ------------------

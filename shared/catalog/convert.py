@@ -130,20 +130,27 @@ def unit_factor(
     *,
     pack_size: int | Decimal | str | None = None,
     bottle_volume_ml: int | Decimal | str | None = None,
-) -> int:
-    """How many base units of ``item_code`` one ``unit`` is.
+    density_g_per_l: int | Decimal | str | None = None,
+) -> Fraction:
+    """How many base units of ``item_code`` one ``unit`` is, exactly.
 
     ``unit`` may be a code or any spelling ``normalise_unit`` knows. A box or case
     needs ``pack_size``: for counted items the number of base units in it (a box
     of 50 masks, a box of 50 pairs of gloves: glove boxes marked "100只" hold 50
     pairs); for liquids the number of bottles in it, with ``bottle_volume_ml``. A
-    bottle needs ``bottle_volume_ml``. Giving either where it does not apply is an
+    bottle needs ``bottle_volume_ml``. A liquid entered by mass (g, kg, t, jin) needs
+    ``density_g_per_l``, the grams in a litre as the label states: a kilogram of a
+    liquid of 800 g/l is 1250 ml. Giving any of these where it does not apply is an
     error rather than silently ignored.
+
+    The factor is a whole number except for a liquid by mass, where a kilogram at
+    1 100 g/l is 10000/11 ml; ``to_base`` decides whether a quantity comes out whole.
     """
     item = get_item(item_code)
     u = _unit_of(item, unit)
     base = get_unit(item.base_unit)
     takes_volume = u.code == "bottle" or (u.code in PACKS and base.kind == "volume")
+    takes_density = u.kind == "mass" and base.kind == "volume"
     if pack_size is not None and u.code not in PACKS:
         raise CatalogError(
             "pack_size", f"a pack size applies only to a box or case, not to {u.code}"
@@ -154,11 +161,26 @@ def unit_factor(
             "a bottle volume applies only to liquids entered as bottle, box or case, "
             f"not to {u.code} of {describe(item)}",
         )
+    if density_g_per_l is not None and not takes_density:
+        raise CatalogError(
+            "density_g_per_l",
+            "a density applies only to a liquid entered by mass (g, kg, t, jin), "
+            f"not to {u.code} of {describe(item)}",
+        )
     if u.kind == "count":
-        return 1
+        return Fraction(1)
+    if takes_density:
+        assert u.factor is not None
+        density = _positive_whole(
+            density_g_per_l,
+            "density_g_per_l",
+            f"{describe(item)} is held in millilitres; entered by mass it needs the density "
+            "in grams per litre, as on the label",
+        )
+        return Fraction(u.factor * 1000, density)
     if u.kind in ("mass", "volume"):
         assert u.factor is not None and base.factor is not None
-        return u.factor // base.factor
+        return Fraction(u.factor, base.factor)
     factor = 1
     if u.code in PACKS:
         inner = "bottles" if base.kind == "volume" else _plural(base)
@@ -173,12 +195,15 @@ def unit_factor(
             "bottle_volume_ml",
             f"a {u.code} of {describe(item)} needs the volume of each bottle in millilitres",
         )
-    return factor
+    return Fraction(factor)
 
 
 def _decimal_text(value: Fraction) -> str:
     exact = exact_decimal(value)
-    return str(exact) if exact is not None else f"{value.numerator}/{value.denominator}"
+    if exact is not None:
+        return str(exact)
+    about = Decimal(value.numerator) / Decimal(value.denominator)
+    return f"about {about:.2f} ({value.numerator}/{value.denominator})"
 
 
 def exact_decimal(value: Fraction) -> Decimal | None:
@@ -209,6 +234,7 @@ def to_base(
     *,
     pack_size: int | Decimal | str | None = None,
     bottle_volume_ml: int | Decimal | str | None = None,
+    density_g_per_l: int | Decimal | str | None = None,
 ) -> int:
     """``quantity`` ``unit`` of ``item_code`` as a whole number of its base unit.
 
@@ -216,22 +242,32 @@ def to_base(
     and is refused, never rounded. Raises CatalogError naming the offending input
     for an unknown item, a unit the item is not entered in, a quantity that is not
     a positive exact number (floats are refused, see ``parse_quantity``), a missing
-    or bad pack size or bottle volume, or a result above ``MAX_BASE_QUANTITY``.
+    or bad pack size, bottle volume or density, or a result above ``MAX_BASE_QUANTITY``.
     """
     item = get_item(item_code)
-    factor = unit_factor(item.code, unit, pack_size=pack_size, bottle_volume_ml=bottle_volume_ml)
+    factor = unit_factor(
+        item.code,
+        unit,
+        pack_size=pack_size,
+        bottle_volume_ml=bottle_volume_ml,
+        density_g_per_l=density_g_per_l,
+    )
     code = normalise_unit(unit, item.code)
     base = get_unit(item.base_unit)
     number = parse_quantity(quantity)
     if number <= 0:
         raise CatalogError("quantity", f"the quantity must be positive, not {number}")
     numerator, denominator = number.as_integer_ratio()
-    total = Fraction(numerator * factor, denominator)
+    total = Fraction(numerator, denominator) * factor
     if total.denominator != 1:
+        hint = ""
+        if factor.denominator != 1:
+            hint = "; enter it in litres or bottles, or check the density"
         raise CatalogError(
             "quantity",
             f"{number} {code} of {describe(item)} would lose units: that is "
-            f"{_decimal_text(total)} {_plural(base)}, not a whole number of {_plural(base)}",
+            f"{_decimal_text(total)} {_plural(base)}, not a whole number of {_plural(base)}"
+            + hint,
         )
     if total > MAX_BASE_QUANTITY:
         raise CatalogError(
@@ -249,6 +285,7 @@ def from_base(
     *,
     pack_size: int | Decimal | str | None = None,
     bottle_volume_ml: int | Decimal | str | None = None,
+    density_g_per_l: int | Decimal | str | None = None,
 ) -> Decimal:
     """``base_quantity`` base units of ``item_code`` expressed in ``unit``, exactly.
 
@@ -261,8 +298,14 @@ def from_base(
         raise CatalogError("quantity", "a base quantity must be an int")
     if base_quantity < 0:
         raise CatalogError("quantity", f"a base quantity cannot be negative: {base_quantity}")
-    factor = unit_factor(item.code, unit, pack_size=pack_size, bottle_volume_ml=bottle_volume_ml)
-    value = Fraction(base_quantity, factor)
+    factor = unit_factor(
+        item.code,
+        unit,
+        pack_size=pack_size,
+        bottle_volume_ml=bottle_volume_ml,
+        density_g_per_l=density_g_per_l,
+    )
+    value = base_quantity / factor
     exact = exact_decimal(value)
     if exact is None:
         raise CatalogError(

@@ -19,7 +19,7 @@ def unit_as_dict(item: Item, code: str) -> dict[str, Any]:
 
     ``base_units`` is how many base units one of it is, or None when that is stated
     per line; ``requires`` lists the per-line inputs it needs ("pack_size",
-    "bottle_volume_ml").
+    "bottle_volume_ml", "density_g_per_l").
     """
     unit = get_unit(code)
     base_kind = get_unit(item.base_unit).kind
@@ -28,11 +28,13 @@ def unit_as_dict(item: Item, code: str) -> dict[str, Any]:
         requires.append("pack_size")
     if code == "bottle" or (code in PACKS and base_kind == "volume"):
         requires.append("bottle_volume_ml")
+    if unit.kind == "mass" and base_kind == "volume":
+        requires.append("density_g_per_l")
     return {
         "code": unit.code,
         "names": names_as_dict(unit.names),
         "kind": unit.kind,
-        "base_units": None if requires else unit_factor(item.code, code),
+        "base_units": None if requires else int(unit_factor(item.code, code)),
         "requires": requires,
     }
 

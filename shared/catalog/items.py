@@ -11,7 +11,8 @@ import re
 
 from shared.catalog.model import Item, Names, Standard, Unit
 
-CATALOG_VERSION = "2020.1"
+# 2020.2: liquids may be entered by mass with the density on the label.
+CATALOG_VERSION = "2020.2"
 
 # A quantity converted to more base units than this is refused: 10**12 grams is a
 # million tonnes, 10**12 millilitres a billion litres.
@@ -82,8 +83,9 @@ CATEGORIES: dict[str, Names] = {
 }
 
 _COUNTED = ("box", "case")
-_BOTTLED = ("ml", "l", "bottle", "box", "case")
 _WEIGHED = ("g", "kg", "t", "jin")
+# Liquids are held in millilitres; by mass only with the density on the label.
+_BOTTLED = ("ml", "l", "bottle", "box", "case", *_WEIGHED)
 
 ITEMS: tuple[Item, ...] = (
     Item(
@@ -327,7 +329,11 @@ def validate(units: tuple[Unit, ...], items: tuple[Item, ...]) -> None:
             if unit.kind == "count":
                 _check(code == item.base_unit, f"{where}: {code} is a count but not the base")
             elif unit.kind in ("mass", "volume"):
-                _check(unit.kind == base.kind, f"{where}: {code} is not a {base.kind}")
+                # A liquid may be entered by mass, through the density each line states.
+                _check(
+                    unit.kind == base.kind or (unit.kind, base.kind) == ("mass", "volume"),
+                    f"{where}: {code} is not a {base.kind}",
+                )
             elif code == "bottle":
                 _check(base.kind == "volume", f"{where}: bottles hold volumes")
             else:

@@ -8,15 +8,18 @@ from typing import Literal
 UnitKind = Literal["count", "mass", "volume", "pack"]
 
 # Catalogue inputs a CatalogError may name.
-CatalogField = Literal["item", "unit", "quantity", "pack_size", "bottle_volume_ml", "standard"]
+CatalogField = Literal[
+    "item", "unit", "quantity", "pack_size", "bottle_volume_ml", "density_g_per_l", "standard"
+]
 
 
 class CatalogError(ValueError):
     """An input the catalogue refuses; ``field`` names the offending input.
 
     ``field`` is one of ``"item"``, ``"unit"``, ``"quantity"``, ``"pack_size"``,
-    ``"bottle_volume_ml"`` or ``"standard"``, so an API or import can point at the
-    right column; ``message`` says what is wrong in terms of the item and unit.
+    ``"bottle_volume_ml"``, ``"density_g_per_l"`` or ``"standard"``, so an API or
+    import can point at the right column; ``message`` says what is wrong in terms of
+    the item and unit.
     """
 
     def __init__(self, field: CatalogField, message: str) -> None:

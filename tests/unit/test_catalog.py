@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -83,6 +84,13 @@ def _full_width(text: str) -> str:
         ("fruit", "2.5e3", "g", {}, 2500),
         ("fruit", " +7 ", "kg", {}, 7000),
         ("mask", 2, "BOX", {"pack_size": 50}, 100),
+        # Liquids by mass, through the density on the label.
+        ("disinfectant_84", 1, "kg", {"density_g_per_l": 1000}, 1000),
+        ("alcohol_75", 1, "kg", {"density_g_per_l": 800}, 1250),
+        ("alcohol_75", "2", "t", {"density_g_per_l": "800"}, 2_500_000),
+        ("disinfectant_84", 11, "公斤", {"density_g_per_l": 1100}, 10_000),
+        ("hand_sanitiser", 4, "斤", {"density_g_per_l": 1000}, 2000),
+        ("cooking_oil", "0.92", "t", {"density_g_per_l": 920}, 1_000_000),
     ],
 )
 def test_converts_to_whole_base_units(
@@ -137,7 +145,20 @@ def test_from_base_gives_the_exact_decimal() -> None:
         ("mask", 1, "kg", {}, "unit", "'kg' is not a unit for Mask (mask)"),
         ("mask", 1, "kg", {}, "unit", "counted by the piece; use piece, box or case"),
         ("fruit", 10, "pcs", {}, "unit", "measured by mass"),
-        ("disinfectant_84", 1, "kg", {}, "unit", "measured by volume"),
+        ("disinfectant_84", 1, "kg", {}, "density_g_per_l", "density in grams per litre"),
+        ("disinfectant_84", 1, "kg", {"density_g_per_l": 0}, "density_g_per_l", "positive"),
+        ("disinfectant_84", 1, "kg", {"density_g_per_l": "1.1"}, "density_g_per_l", "whole"),
+        ("alcohol_75", 1, "l", {"density_g_per_l": 877}, "density_g_per_l", "not to l"),
+        ("rice", 1, "kg", {"density_g_per_l": 800}, "density_g_per_l", "not to kg"),
+        (
+            "disinfectant_84",
+            1,
+            "kg",
+            {"density_g_per_l": 1100},
+            "quantity",
+            "909.09",
+        ),
+        ("alcohol_75", 1, "kg", {"density_g_per_l": 877}, "quantity", "check the density"),
         ("gloves_exam", 10, "只", {}, "unit", "counted by the pair"),
         ("air_purifier", 1, "box", {"pack_size": 1}, "unit", "use unit"),
         ("mask", 1, "furlong", {}, "unit", "unknown unit 'furlong' for Mask (mask)"),
@@ -384,7 +405,7 @@ def test_unknown_unit_spellings_are_refused(text: str) -> None:
 
 
 def test_every_item_is_named_in_both_languages_and_has_units() -> None:
-    assert CATALOG_VERSION == "2020.1"
+    assert CATALOG_VERSION == "2020.2"
     codes = [i.code for i in items()]
     assert len(set(codes)) == len(codes)
     assert codes == [i.code for i in items()]  # a stable order
@@ -525,7 +546,16 @@ def test_the_catalogue_needs_no_web_queue_or_database() -> None:
 
 # Properties ---------------------------------------------------------------------------
 
-ITEM_UNITS = [(item.code, unit) for item in ITEMS for unit in item.units]
+def _by_density(item: Item, unit: str) -> bool:
+    return get_unit(unit).kind == "mass" and get_unit(item.base_unit).kind == "volume"
+
+
+ITEM_UNITS = [
+    (item.code, unit) for item in ITEMS for unit in item.units if not _by_density(item, unit)
+]
+LIQUIDS_BY_MASS = [
+    (item.code, unit) for item in ITEMS for unit in item.units if _by_density(item, unit)
+]
 
 
 def _expected_factor(
@@ -585,6 +615,38 @@ def test_decimal_quantities_convert_exactly_or_are_refused(
     else:
         assert Decimal(base) == exact
         assert from_base(item_code, base, unit, **kwargs) == quantity
+
+
+@given(
+    pair=st.sampled_from(LIQUIDS_BY_MASS),
+    digits=st.integers(min_value=1, max_value=10**6),
+    places=st.integers(min_value=0, max_value=4),
+    density=st.integers(min_value=500, max_value=2000),
+)
+def test_liquids_by_mass_convert_exactly_through_the_density_or_are_refused(
+    pair: tuple[str, str], digits: int, places: int, density: int
+) -> None:
+    item_code, unit = pair
+    grams = Fraction(FIXED[unit]) * Fraction(Decimal(digits).scaleb(-places))
+    exact = grams * 1000 / density  # millilitres
+    quantity = str(Decimal(digits).scaleb(-places))
+    try:
+        base = to_base(item_code, quantity, unit, density_g_per_l=density)
+    except CatalogError as exc:
+        assert exc.field == "quantity"
+        assert exact.denominator != 1 or exact > MAX_BASE_QUANTITY
+    else:
+        assert base == exact
+        assert from_base(item_code, base, unit, density_g_per_l=density) == Decimal(quantity)
+
+
+def test_the_catalogue_says_a_liquid_by_mass_needs_its_density() -> None:
+    alcohol = item_as_dict(get_item("alcohol_75"))
+    kg = next(u for u in alcohol["units"] if u["code"] == "kg")
+    assert kg["requires"] == ["density_g_per_l"]
+    assert kg["base_units"] is None
+    litre = next(u for u in alcohol["units"] if u["code"] == "l")
+    assert litre == {**litre, "requires": [], "base_units": 1000}
 
 
 def test_units_are_listed_once() -> None:
