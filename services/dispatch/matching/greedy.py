@@ -74,4 +74,5 @@ def greedy(
             need -= take
             if need == 0:
                 break
-    return build_plan(inst, pairs, options, None, started)
+    s_arr, d_arr, q_arr = np.array(pairs, dtype=np.int64).reshape(len(pairs), 3).T
+    return build_plan(inst, s_arr, d_arr, q_arr, options, None, started)

@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -71,12 +72,18 @@ def _canonical(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def supply_terms(line: SupplyLine) -> SupplyTerms:
-    return (
-        line.standard,
-        line.best_before,
-        _canonical(tuple(line.restrict_regions)),
-        _canonical(tuple(line.restrict_recipient_kinds)),
+    return supply_terms_of(
+        line.standard, line.best_before, line.restrict_regions, line.restrict_recipient_kinds
     )
+
+
+def supply_terms_of(
+    standard: str | None,
+    best_before: date | None,
+    regions: Iterable[str],
+    kinds: Iterable[str],
+) -> SupplyTerms:
+    return (standard, best_before, _canonical(tuple(regions)), _canonical(tuple(kinds)))
 
 
 def demand_terms(line: DemandLine) -> DemandTerms:
@@ -206,26 +213,12 @@ def prepare(
     """Check the lines and index them; raises ``ValueError`` on bad input."""
     supply = list(supply)
     demand = list(demand)
-    seen: set[str] = set()
-    for s in supply:
-        if s.id in seen:
-            raise ValueError(f"supply line id {s.id!r} appears twice")
-        seen.add(s.id)
-        _check_quantity("supply", s.id, s.quantity)
-        _check_location("supply", s.id, s.location)
-    seen = set()
-    for d in demand:
-        if d.id in seen:
-            raise ValueError(f"demand line id {d.id!r} appears twice")
-        seen.add(d.id)
-        _check_quantity("demand", d.id, d.quantity)
-        _check_location("demand", d.id, d.location)
-        if d.urgency not in URGENCIES:
-            raise ValueError(f"demand line {d.id!r}: urgency must be one of {URGENCIES}")
+    if not _plainly_valid(supply, demand):
+        _check_lines(supply, demand)
 
     active = [d for d in demand if d.verified and d.open]
-    kept_supply = sorted((s for s in supply if s.quantity > 0), key=lambda s: s.id)
-    kept_demand = sorted(active, key=lambda d: d.id)
+    kept_supply = sorted((s for s in supply if s.quantity > 0), key=attrgetter("id"))
+    kept_demand = sorted(active, key=attrgetter("id"))
 
     s_locs: dict[Location, int] = {}
     d_locs: dict[Location, int] = {}
@@ -242,3 +235,49 @@ def prepare(
         d_loc_regions=[loc.region for loc in d_locs],
         dist_km=dist,
     )
+
+
+def _plainly_valid(supply: list[SupplyLine], demand: list[DemandLine]) -> bool:
+    """Whether the lines pass every check of ``_check_lines``, tested in bulk (the
+    usual case, where checking line by line costs more than the rest of the
+    preparation). False only means that ``_check_lines`` must look closer."""
+    if len({s.id for s in supply}) != len(supply) or len({d.id for d in demand}) != len(demand):
+        return False
+    quantities = [s.quantity for s in supply] + [d.quantity for d in demand]
+    if not all(type(q) is int and q >= 0 for q in quantities):
+        return False
+    if not all(d.urgency in URGENCIES for d in demand):
+        return False
+    locations = [s.location for s in supply] + [d.location for d in demand]
+    if not all(type(loc) is Location for loc in locations):
+        return False
+    try:
+        distinct = set(locations)
+    except TypeError:
+        return False
+    for loc in distinct:
+        try:
+            _check_location("", "", loc)
+        except (ValueError, TypeError):
+            return False
+    return True
+
+
+def _check_lines(supply: list[SupplyLine], demand: list[DemandLine]) -> None:
+    """Check the lines one by one; raises ``ValueError`` naming the first bad one."""
+    seen: set[str] = set()
+    for s in supply:
+        if s.id in seen:
+            raise ValueError(f"supply line id {s.id!r} appears twice")
+        seen.add(s.id)
+        _check_quantity("supply", s.id, s.quantity)
+        _check_location("supply", s.id, s.location)
+    seen = set()
+    for d in demand:
+        if d.id in seen:
+            raise ValueError(f"demand line id {d.id!r} appears twice")
+        seen.add(d.id)
+        _check_quantity("demand", d.id, d.quantity)
+        _check_location("demand", d.id, d.location)
+        if d.urgency not in URGENCIES:
+            raise ValueError(f"demand line {d.id!r}: urgency must be one of {URGENCIES}")

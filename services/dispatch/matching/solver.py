@@ -88,16 +88,19 @@ Back to lines
     line of a group serves which does not change the objective. The number of
     shipments, the last objective, is served only by this aggregation, not
     optimised.
+    Each hand-over pairs the running totals of two ordered lists (``_merge``),
+    for all nodes of a kind at once, so no step loops over lines in Python; the
+    lines' attributes are read once per call into arrays (``_Lines``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -118,8 +121,7 @@ from services.dispatch.matching.rules import (
     Instance,
     prepare,
     reach_km,
-    region_allowed,
-    supply_terms,
+    supply_terms_of,
 )
 
 I64 = npt.NDArray[np.int64]
@@ -132,6 +134,10 @@ _COST_LIMIT = 2**59
 
 _URGENCY_RANK = {u: n for n, u in enumerate(URGENCIES)}
 
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+H = TypeVar("H", bound=Hashable)
+
 
 def match(
     supply: Iterable[SupplyLine],
@@ -143,17 +149,113 @@ def match(
     """The optimal plan for the given supply and demand (see the package docs)."""
     started = time.perf_counter()
     inst = prepare(supply, demand, options)
-    pairs: list[tuple[int, int, int]] = []
+    pairs: list[tuple[I64, I64, I64]] = [(_EMPTY, _EMPTY, _EMPTY)]
     counts = _Counts()
-    for _item, s_idx, d_idx in inst.items():
-        net = _build(inst, s_idx, d_idx, today, options)
+    lines = _Lines.of(inst)
+    for s_idx, d_idx in lines.items():
+        net = _build(inst, lines, s_idx, d_idx, today, options)
         counts.supply_groups += net.S
         counts.demand_groups += net.D
         if not net.n_transport:
             continue
         flows = _solve_one_phase(net, counts) if net.perishable else _solve_two_phase(net, counts)
-        pairs.extend(_decompose(inst, net, flows))
-    return build_plan(inst, pairs, options, counts, started)
+        pairs.append(_decompose(net, flows, lines.donor_rank))
+    s_arr, d_arr, q_arr = (np.concatenate(p) for p in zip(*pairs, strict=True))
+    return build_plan(inst, s_arr, d_arr, q_arr, options, counts, started)
+
+
+def _codes(values: Iterable[H]) -> tuple[I64, list[H]]:
+    """Each value's code (its distinct values numbered in order of appearance)
+    and the distinct values."""
+    seen: dict[H, int] = {}
+    codes = np.fromiter((seen.setdefault(v, len(seen)) for v in values), dtype=np.int64)
+    return codes, list(seen)
+
+
+def _first_seen(keys: I64) -> tuple[I64, I64]:
+    """Number equal keys by first appearance: (number per key, position of each
+    number's first key)."""
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq), dtype=np.int64)
+    return rank[inverse.ravel()], first[order]
+
+
+@dataclass(slots=True)
+class _Lines:
+    """What the model needs of each line, read once into arrays and codes; the
+    ``s_`` arrays follow ``Instance.supply``, the ``d_`` ones ``Instance.demand``.
+
+    ``s_key`` numbers the distinct (location, terms) of supply lines, whose
+    values are ``s_terms``; ``d_std`` the accepted-standard lists (``d_stds``),
+    ``d_kind`` the recipient kinds (``d_kinds``); ``d_day`` is the needed-by day's
+    ordinal, or a day after all of them for lines without one.
+    """
+
+    s_key: I64
+    s_terms: list[SupplyGroup]
+    s_qty: I64
+    donor_rank: I64
+    s_item: I64
+    d_loc: I64
+    d_std: I64
+    d_stds: list[tuple[str, ...]]
+    d_kind: I64
+    d_kinds: list[str]
+    d_u: I64
+    d_day: I64
+    d_qty: I64
+    d_item: I64
+
+    @classmethod
+    def of(cls, inst: Instance) -> _Lines:
+        supply, demand = inst.supply, inst.demand
+        raw, raw_values = _codes(
+            (loc, s.standard, s.best_before, s.restrict_regions, s.restrict_recipient_kinds)
+            for s, loc in zip(supply, inst.s_loc, strict=True)
+        )
+        # Restrictions given in another order or with repeats are the same terms.
+        canon, terms = _codes((v[0], *supply_terms_of(v[1], v[2], v[3], v[4])) for v in raw_values)
+        donor, donors = _codes(s.donor_id for s in supply)
+        by_name = np.argsort(np.array(donors, dtype=object), kind="stable")
+        donor_rank = np.empty(len(donors), dtype=np.int64)
+        donor_rank[by_name] = np.arange(len(donors), dtype=np.int64)
+        items = sorted({s.item for s in supply} | {d.item for d in demand})
+        item_of = {item: n for n, item in enumerate(items)}
+        d_std, d_stds = _codes(tuple(d.standards) for d in demand)
+        d_kind, d_kinds = _codes(d.recipient_kind for d in demand)
+        none = date.max.toordinal() + 1
+        return cls(
+            s_key=canon[raw] if len(raw) else raw,
+            s_terms=terms,
+            s_qty=np.fromiter((s.quantity for s in supply), dtype=np.int64, count=len(supply)),
+            donor_rank=donor_rank[donor] if len(donor) else donor,
+            s_item=_ints(item_of[s.item] for s in supply),
+            d_loc=np.array(inst.d_loc, dtype=np.int64),
+            d_std=d_std,
+            d_stds=d_stds,
+            d_kind=d_kind,
+            d_kinds=d_kinds,
+            d_u=_ints(_URGENCY_RANK[d.urgency] for d in demand),
+            d_day=np.fromiter(
+                (none if d.needed_by is None else d.needed_by.toordinal() for d in demand),
+                dtype=np.int64,
+                count=len(demand),
+            ),
+            d_qty=np.fromiter((d.quantity for d in demand), dtype=np.int64, count=len(demand)),
+            d_item=_ints(item_of[d.item] for d in demand),
+        )
+
+    def items(self) -> list[tuple[I64, I64]]:
+        """(supply indexes, demand indexes), in item order, of every item with
+        lines on both sides."""
+        s_order = np.argsort(self.s_item, kind="stable")
+        d_order = np.argsort(self.d_item, kind="stable")
+        n = int(max(self.s_item.max(initial=-1), self.d_item.max(initial=-1))) + 1
+        s_split = np.split(s_order, np.cumsum(np.bincount(self.s_item, minlength=n))[:-1])
+        d_split = np.split(d_order, np.cumsum(np.bincount(self.d_item, minlength=n))[:-1])
+        return [(a, b) for a, b in zip(s_split, d_split, strict=True) if len(a) and len(b)]
 
 
 @dataclass(slots=True)
@@ -196,15 +298,15 @@ class _Network:
     ``S+D``, then arrival slots from ``a0`` and outlets from ``o0``.
     """
 
-    s_idx: list[int]
-    d_idx: list[int]
+    s_idx: I64
+    d_idx: I64
     T: int
     groups: list[SupplyGroup]
-    s_group: list[int]  # supply line (position in s_idx) -> group
+    s_group: I64  # supply line (position in s_idx) -> group
     s_qty_line: I64
     g_qty: I64
     dgroups: list[DemandGroup]
-    dg_regions: list[str]
+    regions_allowed: Callable[[tuple[str, ...]], Bools]
     d_group: I64  # demand line (position in d_idx) -> demand group
     d_u: I64
     d_r: I64
@@ -275,20 +377,22 @@ def _stack(blocks: list[tuple[I64, I64, I64, F64]]) -> tuple[I64, I64, I64, F64]
 
 
 def _build(
-    inst: Instance, s_idx: list[int], d_idx: list[int], today: date, options: MatchOptions
+    inst: Instance,
+    lines: _Lines,
+    s_idx: I64,
+    d_idx: I64,
+    today: date,
+    options: MatchOptions,
 ) -> _Network:
     T = options.fairness_tiers
 
     # Supply groups: (location, standard, best_before, regions, kinds).
-    g_of: dict[tuple[object, ...], int] = {}
-    s_group = [
-        g_of.setdefault((inst.s_loc[i], *supply_terms(inst.supply[i])), len(g_of)) for i in s_idx
-    ]
-    groups: list[SupplyGroup] = list(g_of)  # type: ignore[arg-type]
+    s_group, first = _first_seen(lines.s_key[s_idx])
+    groups: list[SupplyGroup] = [lines.s_terms[k] for k in lines.s_key[s_idx[first]].tolist()]
     S = len(groups)
-    s_qty_line = _ints(inst.supply[i].quantity for i in s_idx)
+    s_qty_line = lines.s_qty[s_idx]
     g_qty = np.zeros(S, dtype=np.int64)
-    np.add.at(g_qty, np.array(s_group, dtype=np.int64), s_qty_line)
+    np.add.at(g_qty, s_group, s_qty_line)
     g_reach = [reach_km(g[2], today, options) for g in groups]
 
     standards = sorted({g[1] for g in groups if g[1] is not None})
@@ -298,17 +402,25 @@ def _build(
     K = len(kind_sets) + 1  # kind class 0: no kind restriction
 
     # Demand groups: (location, accepted standards or None for any, kind signature).
-    dg_of: dict[tuple[object, ...], int] = {}
-    d_group_l = []
-    for j in d_idx:
-        d = inst.demand[j]
-        accepted = (
-            tuple(sorted({x for x in d.standards if x in family_of})) if d.standards else None
+    accepted_of, accepted_values = _codes(
+        tuple(sorted({x for x in stds if x in family_of})) if stds else None
+        for stds in lines.d_stds
+    )
+    signature_of, signature_values = _codes(
+        tuple(kind in ks for ks in kind_sets) for kind in lines.d_kinds
+    )
+    d_loc = lines.d_loc[d_idx]
+    d_acc = accepted_of[lines.d_std[d_idx]]
+    d_sig = signature_of[lines.d_kind[d_idx]]
+    d_group, first = _first_seen(
+        (d_loc * len(accepted_values) + d_acc) * len(signature_values) + d_sig
+    )
+    dgroups: list[DemandGroup] = [
+        (loc, accepted_values[a], signature_values[k])
+        for loc, a, k in zip(
+            d_loc[first].tolist(), d_acc[first].tolist(), d_sig[first].tolist(), strict=True
         )
-        signature = tuple(d.recipient_kind in ks for ks in kind_sets)
-        d_group_l.append(dg_of.setdefault((inst.d_loc[j], accepted, signature), len(dg_of)))
-    d_group = np.array(d_group_l, dtype=np.int64)
-    dgroups: list[DemandGroup] = list(dg_of)  # type: ignore[arg-type]
+    ]
     D = len(dgroups)
 
     # Arrival slots (demand place, family, kind class) and the groups they feed.
@@ -403,28 +515,30 @@ def _build(
         chain_alone[t_chain] >= 0, chain_alone[t_chain], o0 + chain_base[t_chain] + t_level
     )
 
-    # Transport arcs of groups with donor restrictions.
+    # Transport arcs of groups with donor restrictions: to the arrival slots of
+    # their kind class and families ("any", then their standard's), in order of
+    # group, family and place.
     places_arr = np.array(places, dtype=np.intp)
-    r_blocks: list[tuple[I64, I64, I64, F64]] = []
-    for g, (loc, std, _bb, regs, kinds) in enumerate(groups):
-        if not (regs or kinds):
-            continue
-        p = p_of[loc]
-        ok = dist[p] <= g_reach[g]
+    r_group = _ints(g for g, grp in enumerate(groups) if grp[3] or grp[4])
+    r_terms = [groups[g] for g in r_group.tolist()]
+    r_p = _ints(p_of[t[0]] for t in r_terms)
+    r_k = _ints(kind_sets.index(t[4]) + 1 if t[4] else 0 for t in r_terms)
+    r_fam = _ints(family_of[t[1]] if t[1] is not None else -1 for t in r_terms)
+    reg_code, reg_sets = _codes(t[3] for t in r_terms)
+    reg_table = np.ones((len(reg_sets), Q), dtype=bool)
+    for n, regs in enumerate(reg_sets):
         if regs:
-            ok &= inst.regions_allowed(regs)[places_arr]
-        k = kind_sets.index(kinds) + 1 if kinds else 0
-        for f in families(std):
-            qs = np.flatnonzero(ok & wanted3[:, f, k])
-            r_blocks.append(
-                (
-                    np.full(len(qs), g, dtype=np.int64),
-                    np.zeros(len(qs), dtype=np.int64),
-                    ((qs * F + f) * K + k).astype(np.int64),
-                    dist[p, qs],
-                )
-            )
-    r_group, _unused, r_slot, r_km = _stack(r_blocks)
+            reg_table[n] = inst.regions_allowed(regs)[places_arr]
+    r_reach = np.array([g_reach[g] for g in r_group.tolist()], dtype=np.float64)
+    ok: Bools = (dist[r_p] <= r_reach[:, None]) & reg_table[reg_code]
+    to = np.zeros((len(r_group), 2, Q), dtype=bool)
+    to[:, 0, :] = ok & wanted3[:, 0, :].T[r_k]
+    has_std = r_fam >= 0
+    to[has_std, 1, :] = ok[has_std] & wanted3[:, r_fam[has_std], r_k[has_std]].T
+    rr, ff, qq = np.nonzero(to)
+    r_slot = (qq * F + np.where(ff == 0, 0, r_fam[rr])) * K + r_k[rr]
+    r_km = dist[r_p[rr], qq]
+    r_group = r_group[rr]
 
     # An arrival slot feeding one demand group is that group.
     slot_head = a0 + np.arange(Q * F * K, dtype=np.int64)
@@ -443,14 +557,13 @@ def _build(
     f_group = _ints(n for s in shared for n in feeds[s])
     sl_feed = arcs.add(a0 + f_slot, S + f_group, np.full(len(f_slot), total))
 
-    # Demand lines: urgency, needed-by rank, quantity; tier arcs.
-    d_lines = [inst.demand[j] for j in d_idx]
-    days = sorted({d.needed_by for d in d_lines if d.needed_by is not None})
-    day_rank = {day: n for n, day in enumerate(days)}
-    R = len(days) + (1 if any(d.needed_by is None for d in d_lines) else 0)
-    d_u = _ints(_URGENCY_RANK[d.urgency] for d in d_lines)
-    d_r = _ints(day_rank[d.needed_by] if d.needed_by is not None else len(days) for d in d_lines)
-    d_qty_line = _ints(d.quantity for d in d_lines)
+    # Demand lines: urgency, needed-by rank (lines without a day last), quantity;
+    # tier arcs.
+    days, d_r = np.unique(lines.d_day[d_idx], return_inverse=True)
+    d_r = d_r.ravel().astype(np.int64)
+    R = len(days)
+    d_u = lines.d_u[d_idx]
+    d_qty_line = lines.d_qty[d_idx]
     tiers = np.arange(T, dtype=np.int64)
     caps_lt = (d_qty_line[:, None] * (tiers + 1)) // T - (d_qty_line[:, None] * tiers) // T
     key_lt = ((d_group[:, None] * 3 + d_u[:, None]) * R + d_r[:, None]) * T + tiers[None, :]
@@ -478,7 +591,7 @@ def _build(
         s_qty_line=s_qty_line,
         g_qty=g_qty,
         dgroups=dgroups,
-        dg_regions=[inst.d_loc_regions[g[0]] for g in dgroups],
+        regions_allowed=inst.regions_allowed,
         d_group=d_group,
         d_u=d_u,
         d_r=d_r,
@@ -583,23 +696,32 @@ def _solve_one_phase(net: _Network, counts: _Counts) -> I64:
 
 def _solve_two_phase(net: _Network, counts: _Counts) -> I64:
     """Priority on the class network, then distance on the optimal face."""
+    return _closest_optimal(net, _class_potentials(net, counts), counts)
+
+
+def _class_potentials(net: _Network, counts: _Counts) -> I64:
+    """An optimal dual of the priority problem, from solving it on the network
+    aggregated to classes, where distance plays no part."""
     # Classes: supply by (standard, regions, kinds), demand by (accepted, kind
     # signature, region signature).
     region_sets = sorted({g[3] for g in net.groups if g[3]})
-    cs_of: dict[tuple[str | None, tuple[str, ...], tuple[str, ...]], int] = {}
-    g_class = _ints(cs_of.setdefault((g[1], g[3], g[4]), len(cs_of)) for g in net.groups)
-    cd_of: dict[tuple[tuple[str, ...] | None, tuple[bool, ...], tuple[bool, ...]], int] = {}
-    region_sig: dict[int, tuple[bool, ...]] = {}
-    dg_class_l = []
-    for (loc, accepted, signature), region in zip(net.dgroups, net.dg_regions, strict=True):
-        if loc not in region_sig:
-            region_sig[loc] = tuple(region_allowed(p, region) for p in region_sets)
-        dg_class_l.append(cd_of.setdefault((accepted, signature, region_sig[loc]), len(cd_of)))
-    dg_class = np.array(dg_class_l, dtype=np.int64)
-    Cs, Cd = len(cs_of), len(cd_of)
+    g_class, cs_values = _codes((g[1], g[3], g[4]) for g in net.groups)
+    cs_keys: list[tuple[str | None, tuple[str, ...], tuple[str, ...]]] = cs_values
+    terms, terms_values = _codes((g[1], g[2]) for g in net.dgroups)
+    dg_locs = _ints(g[0] for g in net.dgroups)
+    allowed = np.ones((len(region_sets), net.D), dtype=bool)
+    for n, prefixes in enumerate(region_sets):
+        allowed[n] = net.regions_allowed(prefixes)[dg_locs]
+    region_code = np.zeros(net.D, dtype=np.int64)
+    if region_sets:
+        region_code = np.unique(allowed.T, axis=0, return_inverse=True)[1].ravel()
+    dg_class, firsts = _first_seen(terms * net.D + region_code)
+    cd_keys: list[tuple[tuple[str, ...] | None, tuple[bool, ...], tuple[bool, ...]]] = [
+        (*terms_values[t], tuple(allowed[:, i].tolist()))
+        for t, i in zip(terms[firsts].tolist(), firsts.tolist(), strict=True)
+    ]
+    Cs, Cd = len(cs_keys), len(cd_keys)
     sink1 = Cs + Cd
-    cs_keys = list(cs_of)
-    cd_keys = list(cd_of)
     c_tails: list[int] = []
     c_heads: list[int] = []
     for a, (std, regs, kinds) in enumerate(cs_keys):
@@ -656,14 +778,20 @@ def _solve_two_phase(net: _Network, counts: _Counts) -> I64:
         arrivals = np.unique(net.tails[feed])
         pot[arrivals] = np.iinfo(np.int64).min
         np.maximum.at(pot, net.tails[feed], pot[net.heads[feed]])
+    return pot
+
+
+def _closest_optimal(net: _Network, pot: I64, counts: _Counts) -> I64:
+    """The least distance among the flows that are optimal for priority, given
+    an optimal dual ``pot`` of the priority problem."""
     cost1 = np.zeros(len(net.tails), dtype=np.int64)
-    cost1[net.sl_tier] = -rewards
+    cost1[net.sl_tier] = -net.rewards(1)
     reduced = cost1 + pot[net.tails] - pot[net.heads]
     bounded = np.zeros(len(net.tails), dtype=bool)
     bounded[net.sl_tier] = True
     bounded[net.sl_bypass] = True
     if (reduced[~bounded] < 0).any():
-        raise AssertionError("class potentials are not a feasible dual")
+        raise AssertionError("potentials are not a feasible dual")
 
     # Phase 2: arcs of negative reduced cost full, of positive reduced cost empty,
     # distance over the rest.
@@ -708,172 +836,142 @@ def _potentials(n: int, tails: I64, heads: I64, caps: I64, costs: I64, flows: I6
     raise RuntimeError("residual graph has a negative cycle; the flow is not optimal")
 
 
-def _decompose(inst: Instance, net: _Network, flows: I64) -> list[tuple[int, int, int]]:
-    """(supply index, demand index, quantity) triples carrying an item's flow."""
+def _decompose(net: _Network, flows: I64, donor_rank: I64) -> tuple[I64, I64, I64]:
+    """(supply indexes, demand indexes, quantities) carrying an item's flow.
+
+    Every step hands a node's inflows on to its outflows in a fixed order, first
+    come first served, which is ``_merge`` of the two lists' running totals; all
+    nodes of a kind are merged at once by concatenating their lists in node order.
+    """
     S, sink = net.S, net.sink
     line_qty = _line_quantities(net, flows[net.sl_tier])
 
-    # Who sent what over each transport arc. Outlet chains pass their inflows on in
-    # order of group, from the largest reach down.
-    sources: dict[int, list[tuple[int, int]]] = {}
+    # Who sent what over each transport arc: outlet chains pass their entries on
+    # in order of (level, group) to their arcs in order of (level, arrival slot).
+    u0 = net.sl_trans_u.start
     u_flow = flows[net.sl_trans_u]
     u_pos = np.flatnonzero(u_flow > 0)
     alone = net.chain_alone[net.t_chain[u_pos]]
-    for n, g in zip(u_pos[alone >= 0].tolist(), alone[alone >= 0].tolist(), strict=True):
-        sources[net.sl_trans_u.start + n] = [(g, int(u_flow[n]))]
-    u_pos = u_pos[alone < 0]
-    u_pos = u_pos[np.lexsort((net.t_slot_u[u_pos], net.t_level[u_pos], net.t_chain[u_pos]))]
+    direct = u_pos[alone >= 0]
+    chained = u_pos[alone < 0]
+    chained = chained[
+        np.lexsort((net.t_slot_u[chained], net.t_level[chained], net.t_chain[chained]))
+    ]
     e_flow = flows[net.sl_entry]
     e_pos = np.flatnonzero(e_flow > 0)
     e_pos = e_pos[np.lexsort((net.e_group[e_pos], net.e_level[e_pos], net.e_chain[e_pos]))]
-    e_list = list(
-        zip(
-            net.e_chain[e_pos].tolist(),
-            net.e_level[e_pos].tolist(),
-            net.e_group[e_pos].tolist(),
-            e_flow[e_pos].tolist(),
-            strict=True,
-        )
-    )
-    ei = 0
-    queue: deque[list[int]] = deque()
-    current = -1
-    for chain, level, n, qty in zip(
-        net.t_chain[u_pos].tolist(),
-        net.t_level[u_pos].tolist(),
-        u_pos.tolist(),
-        u_flow[u_pos].tolist(),
-        strict=True,
-    ):
-        if chain != current:
-            current = chain
-            queue.clear()
-            while ei < len(e_list) and e_list[ei][0] < chain:
-                ei += 1
-        while ei < len(e_list) and e_list[ei][0] == chain and e_list[ei][1] <= level:
-            queue.append([e_list[ei][2], e_list[ei][3]])
-            ei += 1
-        got: list[tuple[int, int]] = []
-        while qty > 0:
-            first = queue[0]
-            take = min(qty, first[1])
-            got.append((first[0], take))
-            first[1] -= take
-            qty -= take
-            if first[1] == 0:
-                queue.popleft()
-        sources[net.sl_trans_u.start + n] = got
+    ei, ui, q_chain = _merge(e_flow[e_pos], u_flow[chained])
     r_flow = flows[net.sl_trans_r]
-    for n in np.flatnonzero(r_flow > 0).tolist():
-        sources[net.sl_trans_r.start + n] = [(int(net.r_group[n]), int(r_flow[n]))]
+    r_pos = np.flatnonzero(r_flow > 0)
+    src_arc = np.concatenate([u0 + direct, u0 + chained[ui], net.sl_trans_r.start + r_pos])
+    src_g = np.concatenate(
+        [net.chain_alone[net.t_chain[direct]], net.e_group[e_pos[ei]], net.r_group[r_pos]]
+    )
+    src_q = np.concatenate([u_flow[direct], q_chain, r_flow[r_pos]])
+    src_head = net.heads[src_arc]
+    src_km = net.km[src_arc]
 
-    # What each demand group receives, as (km, supply group, quantity). Arrival
-    # nodes of their own pass their inflows on nearest first, to groups by index.
-    inflows: dict[int, list[tuple[float, int, int]]] = {}
-    at_node: dict[int, list[tuple[float, int, int]]] = {}
-    for a in sorted(sources):
-        head = int(net.heads[a])
-        d_km = float(net.km[a])
-        if head < sink:
-            inflows.setdefault(head - S, []).extend((d_km, g, q) for g, q in sources[a])
-        else:
-            at_node.setdefault(head, []).extend((d_km, g, q) for g, q in sources[a])
+    # Arrival nodes of their own pass their inflows on nearest first (then by
+    # group) to the demand groups they feed, in group order.
+    at = src_head > sink
+    a_rows = np.flatnonzero(at)
+    a_rows = a_rows[np.lexsort((src_q[a_rows], src_g[a_rows], src_km[a_rows], src_head[a_rows]))]
     f_flow = flows[net.sl_feed]
-    outs: dict[int, list[tuple[int, int]]] = {}
-    for n in np.flatnonzero(f_flow > 0).tolist():
-        outs.setdefault(int(net.a0 + net.f_slot[n]), []).append(
-            (int(net.f_group[n]), int(f_flow[n]))
-        )
-    for node, takers in outs.items():
-        _pass_on(sorted(at_node[node]), sorted(takers), inflows)
+    f_pos = np.flatnonzero(f_flow > 0)
+    f_pos = f_pos[np.lexsort((f_flow[f_pos], net.f_group[f_pos], net.f_slot[f_pos]))]
+    ai, fi, q_feed = _merge(src_q[a_rows], f_flow[f_pos])
+    d_rows = np.flatnonzero(~at)
+    in_dg = np.concatenate([src_head[d_rows] - S, net.f_group[f_pos[fi]]])
+    in_g = np.concatenate([src_g[d_rows], src_g[a_rows[ai]]])
+    in_km = np.concatenate([src_km[d_rows], src_km[a_rows[ai]]])
+    in_q = np.concatenate([src_q[d_rows], q_feed])
 
-    # Demand groups' lines (most urgent, earliest needed, by id) take their inflows
+    # A demand group's lines (most urgent, earliest needed, by id) take its inflows
     # nearest first.
+    order = np.lexsort((in_q, in_g, in_km, in_dg))
     served = np.flatnonzero(line_qty > 0)
-    d_group, d_u, d_r = net.d_group, net.d_u, net.d_r
-    line_order = served[np.lexsort((served, d_r[served], d_u[served], d_group[served]))]
-    lines_of: dict[int, list[tuple[int, int]]] = {}
-    qty_of = line_qty.tolist()
-    for line in line_order.tolist():
-        lines_of.setdefault(int(d_group[line]), []).append((line, qty_of[line]))
-    pieces: dict[int, list[tuple[float, int, int]]] = {}  # supply group -> [(km, line, qty)]
-    for dg in sorted(inflows):
-        _pass_on(sorted(inflows[dg]), lines_of[dg], pieces, by_source=True)
+    served = served[np.lexsort((served, net.d_r[served], net.d_u[served], net.d_group[served]))]
+    ii, li, q_line = _merge(in_q[order], line_qty[served])
+    p_g = in_g[order][ii]
+    p_line = served[li]
 
-    # Supply groups give from their lines in (donor, id) order.
-    s_lines: list[list[int]] = [[] for _ in range(S)]
-    for n, g in enumerate(net.s_group):
-        s_lines[g].append(n)
-    s_idx, d_idx, s_qty_line = net.s_idx, net.d_idx, net.s_qty_line
-    result: list[tuple[int, int, int]] = []
-    for g in sorted(pieces):
-        members = sorted(
-            s_lines[g], key=lambda n: (inst.supply[s_idx[n]].donor_id, inst.supply[s_idx[n]].id)
-        )
-        k = 0
-        avail = int(s_qty_line[members[0]])
-        for _km, line, qty in pieces[g]:
-            while qty > 0:
-                while avail == 0:
-                    k += 1
-                    avail = int(s_qty_line[members[k]])
-                take = min(qty, avail)
-                result.append((s_idx[members[k]], d_idx[line], take))
-                qty -= take
-                avail -= take
-    return result
+    # Each supply group gives from its lines in (donor, id) order; what it keeps
+    # (its flow to the sink) comes last.
+    kept = net.g_qty.copy()
+    np.subtract.at(kept, p_g, q_line)
+    o_g = np.concatenate([p_g, np.arange(S, dtype=np.int64)])
+    o_q = np.concatenate([q_line, kept])
+    o_line = np.concatenate([p_line, np.full(S, -1, dtype=np.int64)])
+    o_order = np.argsort(o_g, kind="stable")
+    members = np.arange(len(net.s_group), dtype=np.int64)
+    m_order = np.lexsort((members, donor_rank[net.s_idx], net.s_group))
+    mi, oi, q_out = _merge(net.s_qty_line[m_order], o_q[o_order])
+    line = o_line[o_order][oi]
+    given = line >= 0
+    return (
+        net.s_idx[m_order[mi[given]]],
+        net.d_idx[line[given]],
+        q_out[given],
+    )
 
 
-def _pass_on(
-    supplies: list[tuple[float, int, int]],
-    takers: list[tuple[int, int]],
-    out: dict[int, list[tuple[float, int, int]]],
-    by_source: bool = False,
-) -> None:
-    """Hand ``supplies`` (km, source, quantity) to ``takers`` (taker, quantity) in
-    order, each taker filled before the next. Appends (km, source, quantity) to
-    ``out[taker]``, or with ``by_source`` (km, taker, quantity) to ``out[source]``."""
-    i = 0
-    left = supplies[0][2] if supplies else 0
-    for taker, need in takers:
-        while need > 0:
-            if left == 0:
-                raise AssertionError("flow decomposition ran out of supply")
-            d_km, source, _q = supplies[i]
-            take = min(need, left)
-            if by_source:
-                out.setdefault(source, []).append((d_km, taker, take))
-            else:
-                out.setdefault(taker, []).append((d_km, source, take))
-            need -= take
-            left -= take
-            if left == 0 and i + 1 < len(supplies):
-                i += 1
-                left = supplies[i][2]
+def _merge(in_qty: I64, out_qty: I64) -> tuple[I64, I64, I64]:
+    """Pair two lists of quantities with equal totals in order, first come first
+    served: (index into ``in_qty``, index into ``out_qty``, quantity) for every
+    overlap of their running totals."""
+    a = np.cumsum(in_qty)
+    b = np.cumsum(out_qty)
+    if len(a) == 0 or len(b) == 0:
+        if a[-1:].any() or b[-1:].any():
+            raise AssertionError("flow decomposition is unbalanced")
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    if a[-1] != b[-1]:
+        raise AssertionError("flow decomposition is unbalanced")
+    ends = np.union1d(a, b)
+    starts = np.r_[0, ends[:-1]]
+    ends, starts = ends[ends > starts], starts[ends > starts]
+    return (
+        np.asarray(np.searchsorted(a, starts, side="right"), dtype=np.int64),
+        np.asarray(np.searchsorted(b, starts, side="right"), dtype=np.int64),
+        np.asarray(ends - starts, dtype=np.int64),
+    )
 
 
 def _line_quantities(net: _Network, tier_flow: I64) -> I64:
-    """Each demand line's quantity from the flows on the aggregated tier arcs: full
-    arcs give every line its tier; a partly used arc is split by ``_split``."""
-    T, caps_flat, nonzero, tier_inv = net.T, net.caps_flat, net.nonzero, net.tier_inv
-    n_lines = len(net.d_idx)
-    line_qty = np.zeros(n_lines, dtype=np.int64)
-    line_of_entry = np.repeat(np.arange(n_lines, dtype=np.int64), T)
-    full = np.zeros(len(caps_flat), dtype=bool)
-    full[nonzero] = tier_flow[tier_inv] == net.tier_cap[tier_inv]
-    np.add.at(line_qty, line_of_entry[full], caps_flat[full])
-    partial = np.flatnonzero((tier_flow > 0) & (tier_flow < net.tier_cap))
-    if len(partial):
-        entry_arc = np.full(len(caps_flat), -1, dtype=np.int64)
-        entry_arc[nonzero] = tier_inv
-        members_of: dict[int, list[int]] = {int(a): [] for a in partial}
-        for e in np.flatnonzero(np.isin(entry_arc, partial)).tolist():
-            members_of[int(entry_arc[e])].append(e)
-        for a, es in members_of.items():
-            lines = [e // T for e in es]
-            shares = _split(int(tier_flow[a]), [int(caps_flat[e]) for e in es], lines)
-            for line, share in zip(lines, shares, strict=True):
-                line_qty[line] += share
+    """Each demand line's quantity from the flows on the aggregated tier arcs: a
+    full arc gives every line its tier; a partly used one is split over its lines
+    in proportion to their tier sizes, largest remainder first, ties by line."""
+    T = net.T
+    entries = np.flatnonzero(net.nonzero)
+    arc = net.tier_inv
+    cap = net.caps_flat[entries]
+    flow = tier_flow[arc]
+    whole = net.tier_cap[arc]
+    line = entries // T
+    share = np.where(flow == whole, cap, 0)
+    part = np.flatnonzero((flow > 0) & (flow < whole))
+    if len(part):
+        if int(whole[part].max()) < 2**31:
+            prod = flow[part] * cap[part]
+            base = prod // whole[part]
+            remainder = prod % whole[part]
+            share[part] = base
+            given = np.zeros(len(tier_flow), dtype=np.int64)
+            np.add.at(given, arc[part], base)
+            order = part[np.lexsort((line[part], -remainder, arc[part]))]
+            a_o = arc[order]
+            first = np.r_[True, a_o[1:] != a_o[:-1]]
+            starts = np.flatnonzero(first)
+            rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+            share[order] += rank < (tier_flow - given)[a_o]
+        else:  # products beyond int64: Python integers
+            for a in np.unique(arc[part]).tolist():
+                es = np.flatnonzero(arc == a)
+                shares = _split(int(tier_flow[a]), cap[es].tolist(), line[es].tolist())
+                share[es] = shares
+    line_qty = np.zeros(len(net.d_idx), dtype=np.int64)
+    np.add.at(line_qty, line, share)
     return line_qty
 
 
@@ -893,20 +991,27 @@ def _split(total: int, weights: list[int], order_keys: list[int]) -> list[int]:
 
 def build_plan(
     inst: Instance,
-    pairs: list[tuple[int, int, int]],
+    s_arr: I64,
+    d_arr: I64,
+    q_arr: I64,
     options: MatchOptions,
     counts: _Counts | None,
     started: float,
 ) -> Plan:
-    """A ``Plan`` from (supply index, demand index, quantity) triples."""
-    merged: dict[tuple[int, int], int] = {}
-    for s, d, q in pairs:
-        if q > 0:
-            merged[(s, d)] = merged.get((s, d), 0) + q
-    n = len(merged)
-    s_arr = np.fromiter((k[0] for k in merged), dtype=np.int64, count=n)
-    d_arr = np.fromiter((k[1] for k in merged), dtype=np.int64, count=n)
-    q_arr = np.fromiter(merged.values(), dtype=np.int64, count=n)
+    """A ``Plan`` from (supply index, demand index, quantity) arrays; quantities of
+    a repeated pair add up."""
+    s_arr, d_arr, q_arr = (np.asarray(a, dtype=np.int64) for a in (s_arr, d_arr, q_arr))
+    pos = q_arr > 0
+    s_arr, d_arr, q_arr = s_arr[pos], d_arr[pos], q_arr[pos]
+    key = s_arr * max(1, len(inst.demand)) + d_arr
+    uniq, inv = np.unique(key, return_inverse=True)
+    if len(uniq) < len(key):
+        summed = np.zeros(len(uniq), dtype=np.int64)
+        np.add.at(summed, inv.ravel(), q_arr)
+        q_arr = summed
+        s_arr = uniq // max(1, len(inst.demand))
+        d_arr = uniq % max(1, len(inst.demand))
+    n = len(s_arr)
     s_loc = np.array(inst.s_loc, dtype=np.intp)
     d_loc = np.array(inst.d_loc, dtype=np.intp)
     km = np.round(inst.dist_km[s_loc[s_arr], d_loc[d_arr]], 1) if n else np.zeros(0)
@@ -927,22 +1032,32 @@ def build_plan(
     rank_of = {item: r for r, item in enumerate(sorted({d.item for d in inst.demand}))}
     item_rank = _ints(rank_of[d.item] for d in inst.demand)
     final = np.lexsort((s_arr, d_arr, item_rank[d_arr])) if n else np.zeros(0, dtype=np.int64)
-    supply, demand = inst.supply, inst.demand
-    allocations = [
-        Allocation(
-            supply[s].id,
-            demand[d].id,
-            demand[d].item,
-            q,
-            Reason(demand[d].urgency, k, dist),
+    demand = inst.demand
+    s_ids = [line.id for line in inst.supply]
+    d_ids = [line.id for line in demand]
+    d_items = [line.item for line in demand]
+    d_u = _ints(_URGENCY_RANK[line.urgency] for line in demand)
+    # Reasons repeat (few urgencies, tiers and place pairs) and are immutable:
+    # one object per distinct reason.
+    s_f, d_f, q_f, k_f, km_f = s_arr[final], d_arr[final], q_arr[final], tier[final], km[final]
+    u_f = d_u[d_f]
+    by_reason = np.lexsort((km_f, k_f, u_f))
+    u_s, k_s, km_s = u_f[by_reason], k_f[by_reason], km_f[by_reason]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (u_s[1:] != u_s[:-1]) | (k_s[1:] != k_s[:-1]) | (km_s[1:] != km_s[:-1])
+    reason_no = np.empty(n, dtype=np.int64)
+    reason_no[by_reason] = np.cumsum(new) - 1
+    firsts = by_reason[new]
+    reasons = [
+        Reason(URGENCIES[u], k, dist)
+        for u, k, dist in zip(
+            u_f[firsts].tolist(), k_f[firsts].tolist(), km_f[firsts].tolist(), strict=True
         )
-        for s, d, q, k, dist in zip(
-            s_arr[final].tolist(),
-            d_arr[final].tolist(),
-            q_arr[final].tolist(),
-            tier[final].tolist(),
-            km[final].tolist(),
-            strict=True,
+    ]
+    allocations = [
+        Allocation(s_ids[s], d_ids[d], d_items[d], q, reasons[r])
+        for s, d, q, r in zip(
+            s_f.tolist(), d_f.tolist(), q_f.tolist(), reason_no.tolist(), strict=True
         )
     ]
     got_arr = np.zeros(len(demand), dtype=np.int64)
