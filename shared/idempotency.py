@@ -4,9 +4,15 @@ A client that did not hear the answer to a POST (a dropped connection, a restart
 gateway) sends it again with the same key and gets the answer the first one got,
 without the work being done twice. Keys are scoped to the caller (user, else
 organisation, else address). The first request with a key records it before running;
-a repeat while it runs gets 409; a repeat with a different body gets 422. A 5xx answer
-is not kept, so a retry after a server error runs again. Records are kept for
-``RETENTION`` and then swept.
+a repeat while it runs gets 409; a repeat with a different body gets 422.
+
+The answer is kept after the request, in a transaction of its own; what makes the
+guarantee hold when that fails (or the process dies first) is ``applied_at``, stamped
+inside the request's own transaction as it commits its work. A key whose work was
+applied is never run again: a repeat gets the kept answer or, if none could be kept,
+a 409 saying the request was applied. A request that committed nothing and answered
+5xx is forgotten, so a retry runs it again. Records are kept for ``RETENTION`` and
+then swept.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, request
-from sqlalchemy import JSON, Integer, LargeBinary, String, delete
+from flask import Flask, Response, g, has_request_context, request
+from sqlalchemy import JSON, Integer, LargeBinary, String, delete, event, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, sessionmaker
 
 from shared.db import UTCDateTime, utcnow
 from shared.identity import current_identity
@@ -33,6 +39,28 @@ RETENTION = timedelta(hours=24)
 # A request recorded this long ago and never finished died with its process.
 ABANDONED_AFTER = timedelta(seconds=120)
 REPLAYED_HEADERS = ("Content-Type", "ETag", "Location")
+# A session ran an UPDATE, INSERT or DELETE statement (Core writes leave the ORM's
+# new/dirty/deleted collections empty).
+_WROTE = "aidlink.idempotency.wrote"
+
+
+def _note_write(state: ORMExecuteState) -> None:
+    if state.is_update or state.is_delete or state.is_insert:
+        state.session.info[_WROTE] = True
+
+
+def _note_flush(session: Session, _context: Any) -> None:
+    session.info[_WROTE] = True
+
+
+_BOOKKEEPING = "aidlink.idempotency.bookkeeping"
+
+
+def bookkeeping(session: Session) -> Session:
+    """Mark a transaction as housekeeping around a request's work (taking or
+    releasing a lock), so its commit does not count as the work being applied."""
+    session.info[_BOOKKEEPING] = True
+    return session
 
 
 class IdempotencyRow:
@@ -53,6 +81,8 @@ class IdempotencyRow:
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     headers: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Stamped in the same transaction as the request's work: it happened.
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
@@ -81,8 +111,14 @@ def install_idempotency(
     session_factory: sessionmaker[Any],
     *,
     skip: Callable[[str], bool] | None = None,
+    work_sessions: sessionmaker[Any] | None = None,
 ) -> None:
-    """Honour Idempotency-Key on this app's POSTs; install after authentication."""
+    """Honour Idempotency-Key on this app's POSTs; install after authentication.
+    ``work_sessions`` makes the sessions the app's views write in; their commits mark
+    the key applied (default: ``session_factory``)."""
+    event.listen(work_sessions or session_factory, "before_commit", _mark_applied(model))
+    event.listen(work_sessions or session_factory, "do_orm_execute", _note_write)
+    event.listen(work_sessions or session_factory, "after_flush", _note_flush)
 
     @app.before_request
     def _replay_or_record() -> Response | None:
@@ -103,11 +139,20 @@ def install_idempotency(
         now = utcnow()
         with session_factory() as session:
             row = session.get(model, (scope, key))
-        if row is not None and row.completed_at is None and now - row.created_at > ABANDONED_AFTER:
+        if (
+            row is not None
+            and row.completed_at is None
+            and row.applied_at is None
+            and now - row.created_at > ABANDONED_AFTER
+        ):
+            # Its process died before committing anything: run it again.
             with session_factory() as session, session.begin():
                 session.execute(
                     delete(model).where(
-                        model.scope == scope, model.key == key, model.completed_at.is_(None)
+                        model.scope == scope,
+                        model.key == key,
+                        model.completed_at.is_(None),
+                        model.applied_at.is_(None),
                     )
                 )
             row = None
@@ -118,6 +163,15 @@ def install_idempotency(
                     "This Idempotency-Key was used for a different request.",
                     slug="idempotency-key-reused",
                     errors={HEADER: ["Used before with a different request."]},
+                )
+            if row.status is None and row.applied_at is not None and (
+                row.completed_at is not None or now - row.applied_at > ABANDONED_AFTER
+            ):
+                raise Problem(
+                    409,
+                    "A request with this Idempotency-Key was applied, but its answer was "
+                    "lost; look the result up instead of sending it again.",
+                    slug="idempotency-key-applied",
                 )
             if row.completed_at is None or row.status is None:
                 raise Problem(
@@ -164,8 +218,13 @@ def install_idempotency(
                 if row is None:
                     return response
                 if response.status_code >= 500 or response.is_streamed:
-                    # Not an answer worth repeating: the client may try again.
-                    session.delete(row)
+                    if row.applied_at is None:
+                        # Nothing was done and the answer is not worth repeating: the
+                        # client may try again.
+                        session.delete(row)
+                    else:
+                        # The work happened; a repeat must not do it twice.
+                        row.completed_at = utcnow()
                     return response
                 row.status = response.status_code
                 row.body = response.get_data()
@@ -178,6 +237,33 @@ def install_idempotency(
         except Exception:
             log.exception("could not keep the answer for Idempotency-Key %s", taken[1])
         return response
+
+
+def _mark_applied(model: type[IdempotencyRow]) -> Callable[[Session], None]:
+    """Before a request's transaction commits, stamp its key ``applied`` in that same
+    transaction: the work and the mark commit together or not at all."""
+
+    def before_commit(session: Session) -> None:
+        if (
+            not has_request_context()
+            or session.in_nested_transaction()
+            or session.info.get(_BOOKKEEPING)
+        ):
+            return
+        taken = g.get("idempotency_key")
+        if taken is None or g.get("idempotency_applied"):
+            return
+        if not (session.new or session.dirty or session.deleted or session.info.get(_WROTE)):
+            return
+        session.execute(
+            update(model)
+            .where(model.scope == taken[0], model.key == taken[1], model.applied_at.is_(None))
+            .values(applied_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        g.idempotency_applied = True
+
+    return before_commit
 
 
 def sweep(model: type[IdempotencyRow], session_factory: sessionmaker[Any]) -> int:

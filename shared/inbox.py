@@ -163,7 +163,13 @@ class Inbox:
                     detail=f"delivered {attempts} times (cap {self.max_deliveries})",
                 )
                 return Outcome.DEAD_LETTERED
-            return self._apply(evt, message)
+            try:
+                return self._apply(evt, message)
+            except OutOfOrder:
+                # Waiting for a predecessor is not a failed delivery: it must not
+                # bring the event nearer the cap that sets poison messages aside.
+                self._uncount_delivery(evt.id)
+                raise
         finally:
             causation_id_var.reset(cause)
             correlation_id_var.reset(corr)
@@ -250,6 +256,15 @@ class Inbox:
             attempts = session.scalar(stmt.returning(table.c.attempts))
             taken = session.get(self.inbox, event_id) is not None
             return int(attempts or 0), taken
+
+    def _uncount_delivery(self, event_id: uuid.UUID) -> None:
+        table = self.deliveries.__table__  # type: ignore[attr-defined]
+        with self.session_factory() as session, session.begin():
+            session.execute(
+                table.update()
+                .where(table.c.event_id == str(event_id), table.c.attempts > 0)
+                .values(attempts=table.c.attempts - 1)
+            )
 
     def _dead_letter(self, message: Any, *, reason: str, detail: str, errors: Any = None) -> None:
         event_id = message.get("id") if isinstance(message, dict) else None

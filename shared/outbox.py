@@ -25,6 +25,7 @@ from shared.events import Event, subscribers_of
 log = logging.getLogger(__name__)
 
 _PENDING_KEY = "aidlink.outbox.pending"
+_MARKS_KEY = "aidlink.outbox.savepoints"
 
 
 class OutboxRow:
@@ -74,6 +75,7 @@ class Outbox:
         self.batch_size = batch_size
         event.listen(session_factory, "after_commit", self._after_commit)
         event.listen(session_factory, "after_soft_rollback", self._after_rollback)
+        event.listen(session_factory, "after_transaction_create", self._after_begin)
 
     def add(self, session: Session, evt: Event) -> None:
         """Write ``evt`` in the session's transaction; it is relayed once that commits."""
@@ -91,7 +93,21 @@ class Outbox:
 
     # The relay ---------------------------------------------------------------------
 
+    def _after_begin(self, session: Session, transaction: Any) -> None:
+        # Where a savepoint starts in the pending list, so that rolling it back drops
+        # the events written inside it and nothing else.
+        if transaction.nested:
+            marks = session.info.setdefault(_MARKS_KEY, {})
+            marks[transaction] = len(session.info.get(_PENDING_KEY) or ())
+
     def _after_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            # A savepoint was released, not the transaction committed: its events wait
+            # for the real commit (publishing them now would announce what may still
+            # roll back, and on SQLite the relay would wait on this very transaction).
+            session.info.get(_MARKS_KEY, {}).pop(session.get_nested_transaction(), None)
+            return
+        session.info.pop(_MARKS_KEY, None)
         pending = session.info.pop(_PENDING_KEY, None)
         if pending:
             # The committed session cannot run SQL here; the relay uses its own.
@@ -100,6 +116,12 @@ class Outbox:
     def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
         if previous_transaction.parent is None:
             session.info.pop(_PENDING_KEY, None)
+            session.info.pop(_MARKS_KEY, None)
+        elif previous_transaction.nested:
+            mark = session.info.get(_MARKS_KEY, {}).pop(previous_transaction, None)
+            pending = session.info.get(_PENDING_KEY)
+            if mark is not None and pending is not None:
+                del pending[mark:]
 
     def relay(self, messages: list[tuple[uuid.UUID, dict[str, Any]]]) -> int:
         """Publish just-committed events now. Failures are logged and left to the sweep."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -256,3 +257,85 @@ def test_org_registered_through_the_gateway_reaches_both_read_models(stack: Stac
         assert seen["kind"] == "hospital"
         assert seen["region"] == "420103"
         assert seen["source_version"] == 1
+
+
+def test_events_in_savepoints_wait_for_the_commit_and_die_with_their_savepoint(
+    stack: Stack,
+) -> None:
+    rt = stack.runtime("dispatch")
+    seen: list[tuple[str, bool]] = []
+    outbox_rows = rt.models.outbox if rt.models is not None else None
+    assert outbox_rows is not None
+
+    def publisher(service: str, message: dict[str, Any]) -> None:
+        # Is the event's row committed (visible to another connection) when it is sent?
+        with rt.session_factory() as other:
+            seen.append(
+                (message["id"], other.get(outbox_rows, uuid.UUID(message["id"])) is not None)
+            )
+
+    rt.outbox.publisher = publisher
+
+    def event() -> Any:
+        return new_event(
+            "need.updated",
+            {
+                "id": uuid.uuid4(),
+                "org_id": uuid.uuid4(),
+                "status": "open",
+                "location": {"region": "420103"},
+                "expires_at": datetime(2020, 3, 1, tzinfo=UTC),
+                "lines": [],
+            },
+            producer="dispatch",
+            aggregate_id=uuid.uuid4(),
+            aggregate_version=1,
+        )
+
+    kept, undone, released = event(), event(), event()
+    with rt.unit_of_work() as session:
+        rt.outbox.add(session, kept)
+        with pytest.raises(RuntimeError), session.begin_nested():
+            rt.outbox.add(session, undone)
+            raise RuntimeError("this row fails")
+        with session.begin_nested():
+            rt.outbox.add(session, released)
+        # Released savepoints publish nothing yet.
+        assert seen == []
+    sent = [event_id for event_id, _committed in seen]
+    assert sent == [str(kept.id), str(released.id)]
+    assert all(committed for _id, committed in seen)
+    with rt.session_factory() as session:
+        stored = set(session.scalars(select(outbox_rows.id)))
+        unpublished = set(
+            session.scalars(select(outbox_rows.id).where(outbox_rows.published_at.is_(None)))
+        )
+    assert uuid.UUID(str(undone.id)) not in stored
+    assert unpublished == set()
+
+
+def test_waiting_for_a_predecessor_does_not_count_toward_the_redelivery_cap(
+    stack: Stack,
+) -> None:
+    """org.verified before its org.registered waits (and is retried by the worker);
+    however often it waits, it is not set aside as a poison message."""
+    from shared.inbox import OutOfOrder
+
+    donations = stack.runtime("donations")
+    org_id = uuid.uuid4()
+    verified_msg = new_event(
+        "org.verified",
+        {"id": org_id, "verified_at": datetime(2020, 1, 30, tzinfo=UTC)},
+        producer="gateway",
+        aggregate_id=org_id,
+        aggregate_version=2,
+    ).to_message()
+    for _ in range(donations.settings.max_deliveries + 2):
+        with pytest.raises(OutOfOrder):
+            donations.inbox.handle(verified_msg)
+    assert _attempts(donations, uuid.UUID(verified_msg["id"])) == 0
+    assert count(donations, donations_messaging.dead_letters) == 0
+
+    assert donations.inbox.handle(_org_event(org_id, "Leishenshan Hospital", 1)) is Outcome.APPLIED
+    assert donations.inbox.handle(verified_msg) is Outcome.APPLIED
+    assert read_model_org(donations, org_id).status == "verified"

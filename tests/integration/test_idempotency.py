@@ -82,3 +82,56 @@ def test_a_refused_request_is_answered_the_same_again(stack: Stack) -> None:
     )
     assert again.status_code == 422
     assert again.headers.get("Idempotent-Replayed") == "true"
+
+
+def test_a_request_whose_answer_was_lost_is_never_run_again(stack: Stack) -> None:
+    """The work and the key's ``applied`` mark commit together; an answer that could not
+    be kept (a failed write, a process that died) does not let a retry run it twice."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from services.donations.models import messaging
+    from shared.db import utcnow
+
+    client = stack.client()
+    donor = register(client, kind="foundation")
+    keys = messaging.idempotency
+    applied = {**donor.headers, "Idempotency-Key": "answer-lost"}
+    first = client.post("/api/v1/pledges", json=one_line(300), headers=applied)
+    assert first.status_code == 201
+    rt = stack.runtime("donations")
+    with rt.session_factory() as session:
+        row = session.scalars(select(keys).where(keys.key == "answer-lost")).one()
+        assert row.applied_at is not None and row.completed_at is not None
+    # As if the answer had never been written and the first process had died long ago.
+    long_ago = utcnow() - timedelta(minutes=10)
+    with rt.unit_of_work() as session:
+        session.execute(
+            update(keys)
+            .where(keys.key == "answer-lost")
+            .values(
+                status=None, body=None, completed_at=None, created_at=long_ago, applied_at=long_ago
+            )
+        )
+    again = client.post("/api/v1/pledges", json=one_line(300), headers=applied)
+    assert again.status_code == 409
+    assert again.json["type"].endswith("idempotency-key-applied")
+    assert _count(stack, "donations", Pledge) == 1
+
+    # A request that died before committing anything is run again once abandoned.
+    refused = {**donor.headers, "Idempotency-Key": "never-applied"}
+    bad = client.post("/api/v1/pledges", json=one_line(0), headers=refused)
+    assert bad.status_code == 422
+    with rt.session_factory() as session:
+        row = session.scalars(select(keys).where(keys.key == "never-applied")).one()
+        assert row.applied_at is None
+    with rt.unit_of_work() as session:
+        session.execute(
+            update(keys)
+            .where(keys.key == "never-applied")
+            .values(status=None, body=None, completed_at=None, created_at=long_ago)
+        )
+    retried = client.post("/api/v1/pledges", json=one_line(0), headers=refused)
+    assert retried.status_code == 422
+    assert "Idempotent-Replayed" not in retried.headers
