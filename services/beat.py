@@ -53,10 +53,11 @@ def create_beat(settings: Settings | None = None) -> Celery:
         "options": {"queue": "dispatch", "expires": settings.matching_interval},
     }
     # Needs past their expiry leave matching, every minute; reminders to reconfirm
-    # before that, every five.
+    # before that, every five; shipments overdue are flagged every five.
     for name, task, every in (
         ("dispatch-expire-needs", "dispatch.expire_needs", 60.0),
         ("dispatch-remind-needs", "dispatch.remind_needs", 300.0),
+        ("dispatch-flag-overdue-shipments", "dispatch.flag_overdue_shipments", 300.0),
     ):
         app.conf.beat_schedule[name] = {
             "task": task,

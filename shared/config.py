@@ -116,6 +116,10 @@ class Settings:
     # Failed sign-ins in a row that lock an account, and for how long.
     lockout_threshold: int = 5
     lockout_seconds: int = 900
+    # /metrics answers only with this bearer token, when set.
+    metrics_token: str = ""
+    # A Celery worker serves its metrics on this port, when set (0: not at all).
+    worker_metrics_port: int = 0
     webhook_max_attempts: int = 6
     webhook_backoff: float = 10.0
     webhook_timeout: float = 10.0
@@ -129,6 +133,13 @@ class Settings:
     matching_auto_approve: bool = False
     matching_debounce: float = 2.0
     matching_interval: float = 600.0
+    # Shipments: reserved allocations are consolidated into planned shipments on their
+    # own; a shipment with no update for this many seconds is overdue; a scanner's batch
+    # holds at most this many rows; an update may be this many seconds ahead of our clock.
+    shipment_auto_plan: bool = True
+    shipment_stale_after: float = 86400.0
+    shipment_batch_max_rows: int = 5000
+    shipment_clock_skew: float = 300.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -177,6 +188,8 @@ class Settings:
             ratelimit_writes=env.get("AIDLINK_RATELIMIT_WRITES") or "300/minute",
             lockout_threshold=_int(env, "AIDLINK_LOCKOUT_THRESHOLD", 5),
             lockout_seconds=_int(env, "AIDLINK_LOCKOUT_SECONDS", 900),
+            metrics_token=env.get("AIDLINK_METRICS_TOKEN") or "",
+            worker_metrics_port=_int(env, "AIDLINK_WORKER_METRICS_PORT", 0),
             webhook_max_attempts=_int(env, "AIDLINK_WEBHOOK_MAX_ATTEMPTS", 6),
             webhook_backoff=_float(env, "AIDLINK_WEBHOOK_BACKOFF", 10.0),
             webhook_timeout=_float(env, "AIDLINK_WEBHOOK_TIMEOUT", 10.0),
@@ -185,6 +198,10 @@ class Settings:
             matching_auto_approve=_bool(env, "AIDLINK_MATCHING_AUTO_APPROVE", False),
             matching_debounce=_float(env, "AIDLINK_MATCHING_DEBOUNCE", 2.0),
             matching_interval=_float(env, "AIDLINK_MATCHING_INTERVAL", 600.0),
+            shipment_auto_plan=_bool(env, "AIDLINK_SHIPMENT_AUTO_PLAN", True),
+            shipment_stale_after=_float(env, "AIDLINK_SHIPMENT_STALE_AFTER", 86400.0),
+            shipment_batch_max_rows=_int(env, "AIDLINK_SHIPMENT_BATCH_MAX_ROWS", 5000),
+            shipment_clock_skew=_float(env, "AIDLINK_SHIPMENT_CLOCK_SKEW", 300.0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -213,6 +230,8 @@ class Settings:
             "AIDLINK_RATELIMIT_WRITES": self.ratelimit_writes,
             "AIDLINK_LOCKOUT_THRESHOLD": str(self.lockout_threshold),
             "AIDLINK_LOCKOUT_SECONDS": str(self.lockout_seconds),
+            "AIDLINK_METRICS_TOKEN": self.metrics_token,
+            "AIDLINK_WORKER_METRICS_PORT": str(self.worker_metrics_port),
             "AIDLINK_WEBHOOK_MAX_ATTEMPTS": str(self.webhook_max_attempts),
             "AIDLINK_WEBHOOK_BACKOFF": str(self.webhook_backoff),
             "AIDLINK_WEBHOOK_TIMEOUT": str(self.webhook_timeout),
@@ -221,6 +240,10 @@ class Settings:
             "AIDLINK_MATCHING_AUTO_APPROVE": "1" if self.matching_auto_approve else "0",
             "AIDLINK_MATCHING_DEBOUNCE": str(self.matching_debounce),
             "AIDLINK_MATCHING_INTERVAL": str(self.matching_interval),
+            "AIDLINK_SHIPMENT_AUTO_PLAN": "1" if self.shipment_auto_plan else "0",
+            "AIDLINK_SHIPMENT_STALE_AFTER": str(self.shipment_stale_after),
+            "AIDLINK_SHIPMENT_BATCH_MAX_ROWS": str(self.shipment_batch_max_rows),
+            "AIDLINK_SHIPMENT_CLOCK_SKEW": str(self.shipment_clock_skew),
         }
         for svc in SERVICES:
             env[f"{svc.upper()}_DATABASE_URL"] = self.database_urls[svc]

@@ -25,7 +25,7 @@ from shared.problems import Problem
 
 ROLES = ("donor", "recipient", "logistics", "coordinator", "admin")
 
-DONOR_KINDS = ("foundation", "company", "fund")
+DONOR_KINDS = ("foundation", "company", "fund", "individual")
 RECIPIENT_KINDS = (
     "hospital",
     "field_hospital",

@@ -8,6 +8,9 @@
 - ``reservation.accepted`` moves the quantity to ``reserved``; ``reservation.rejected``
   and ``reservation.released`` give it back to matching.
 - A coordinator may cancel an allocation before it ships (``allocation.cancelled``).
+- Once reserved, an allocation travels in a shipment (services/dispatch/shipments.py):
+  shipped, delivered, received; or lost or returned on the way, which gives its need
+  line back to matching.
 """
 
 from __future__ import annotations
@@ -18,10 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from services.dispatch.models import Allocation, Need, NeedLine, SupplyLine
+from services.dispatch.models import (
+    Allocation,
+    Need,
+    NeedLine,
+    Shipment,
+    ShipmentLine,
+    SupplyLine,
+)
 from shared.db import utcnow
 from shared.events import Event, new_event
 from shared.inbox import Handler
@@ -29,6 +39,17 @@ from shared.outbox import Outbox
 
 PRODUCER = "dispatch"
 OPEN_ALLOCATION_STATUSES = ("proposed", "reserved")
+ALLOCATION_STATUSES = (
+    "proposed",
+    "reserved",
+    "rejected",
+    "cancelled",
+    "shipped",
+    "delivered",
+    "received",
+    "lost",
+    "returned",
+)
 
 
 # The supply read model -------------------------------------------------------------------
@@ -56,6 +77,7 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
         row.pledge_status = pledge["status"]
         row.best_before = line.get("best_before")
         row.restrictions = dict(line.get("restrictions") or {})
+        row.anonymous = bool(pledge.get("anonymous", False))
         row.region = origin["region"]
         row.lat = origin.get("lat")
         row.lon = origin.get("lon")
@@ -220,6 +242,38 @@ def _move(
     return session.get(Allocation, allocation_id, populate_existing=True)
 
 
+def move_allocation(
+    session: Session,
+    allocation_id: uuid.UUID,
+    before: tuple[str, ...],
+    after: str,
+    status_reason: str | None = None,
+) -> Allocation | None:
+    """Move an allocation along its lifecycle by one conditional UPDATE; None if it
+    was not in one of ``before`` (another change got there first)."""
+    return _move(session, allocation_id, before, after, status_reason)
+
+
+def adjust_counters(session: Session, allocation: Allocation, **deltas: int) -> None:
+    """Move the allocation's quantity between its need line's counters (``proposed``,
+    ``reserved``, ``shipped``) and refresh the need's statuses."""
+    _counters(session, allocation, **deltas)
+
+
+def _unplan(session: Session, allocation_id: uuid.UUID) -> None:
+    """A cancelled allocation leaves the shipment planned for it, if that has not left."""
+    session.execute(
+        delete(ShipmentLine)
+        .where(
+            ShipmentLine.allocation_id == allocation_id,
+            ShipmentLine.shipment_id.in_(
+                select(Shipment.id).where(Shipment.status.in_(("planned", "ready_for_pickup")))
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _counters(session: Session, allocation: Allocation, **deltas: int) -> None:
     need_deltas = {k: v for k, v in deltas.items() if k in ("proposed", "reserved", "shipped")}
     if need_deltas:
@@ -274,6 +328,7 @@ def on_released(session: Session, data: dict[str, Any]) -> Allocation | None:
     )
     if allocation is not None:
         _counters(session, allocation, reserved=-allocation.quantity)
+        _unplan(session, allocation.id)
         return allocation
     # A proposal released before its acceptance arrived (the events crossed).
     allocation = _move(
@@ -298,6 +353,7 @@ def cancel_allocation(
         _counters(session, moved, proposed=-moved.quantity, supply_proposed=-moved.quantity)
     else:
         _counters(session, moved, reserved=-moved.quantity)
+        _unplan(session, moved.id)
     version = session.scalar(
         update(Allocation)
         .where(Allocation.id == moved.id)
@@ -358,9 +414,13 @@ def items_of_org(session: Session, org_id: uuid.UUID) -> set[str]:
 # Event handlers -------------------------------------------------------------------------------
 
 
-def saga_handlers(on_change: Callable[[Session, str], None]) -> dict[str, Handler]:
+def saga_handlers(
+    on_change: Callable[[Session, str], None],
+    on_reserved: Callable[[Session, Allocation], None] | None = None,
+) -> dict[str, Handler]:
     """Handlers of the donations events; ``on_change(session, item)`` asks for matching
-    of an item whose supply or demand just changed."""
+    of an item whose supply or demand just changed, ``on_reserved(session, allocation)``
+    is told of an allocation that has just become reserved (to plan its shipment)."""
 
     def on_pledge(session: Session, event: Event) -> None:
         data = event.data()
@@ -373,6 +433,8 @@ def saga_handlers(on_change: Callable[[Session, str], None]) -> dict[str, Handle
             allocation = step(session, event.data())
             if allocation is not None and allocation.status in ("rejected", "cancelled"):
                 on_change(session, allocation.item)
+            if allocation is not None and allocation.status == "reserved" and on_reserved:
+                on_reserved(session, allocation)
 
         return handle
 

@@ -5,9 +5,19 @@ from __future__ import annotations
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from services.dispatch import allocations, matching_api, matching_service, needs_api
-from services.dispatch.models import Organisation, messaging
+from services.dispatch import (
+    allocations,
+    matching_api,
+    matching_service,
+    needs_api,
+    receipts_api,
+    shipments,
+    shipments_api,
+    transparency_api,
+)
+from services.dispatch.models import Allocation, Organisation, messaging
 from services.dispatch.needs_tasks import register_need_tasks
+from services.dispatch.shipments_tasks import register_shipment_tasks
 from shared.config import Settings
 from shared.events import Event
 from shared.inbox import Handler
@@ -43,12 +53,26 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     )
     rt: ServiceRuntime = app.extensions["aidlink"]
     rt.inbox.handlers.update(_org_handlers(rt))
-    rt.inbox.handlers.update(allocations.saga_handlers(matching_service.request_matching))
+
+    def plan_shipment(session: Session, allocation: Allocation) -> None:
+        # Reserved allocations are consolidated into shipments unless a coordinator
+        # does it by hand (AIDLINK_SHIPMENT_AUTO_PLAN=false).
+        if rt.settings.shipment_auto_plan:
+            shipments.plan_allocation(session, rt.outbox, allocation)
+
+    rt.inbox.handlers.update(
+        allocations.saga_handlers(matching_service.request_matching, on_reserved=plan_shipment)
+    )
     matching_service.install_debounce(rt)
     matching_service.register_matching_tasks(rt)
     register_need_tasks(rt)
+    register_shipment_tasks(rt)
     flask_api.register_blueprint(org_directory_blueprint("dispatch", Organisation))
     flask_api.register_blueprint(needs_api.blp)
     flask_api.register_blueprint(matching_api.matching_blp)
     flask_api.register_blueprint(matching_api.allocations_blp)
+    flask_api.register_blueprint(shipments_api.blp)
+    flask_api.register_blueprint(receipts_api.blp)
+    flask_api.register_blueprint(transparency_api.trace_blp)
+    flask_api.register_blueprint(transparency_api.transparency_blp)
     return app

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from services.dispatch import allocations as saga
 from services.dispatch import matching_service
+from services.dispatch.allocations import ALLOCATION_STATUSES
 from services.dispatch.models import Allocation, MatchingRun
 from shared.identity import current_identity, forbidden, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
@@ -25,7 +26,6 @@ allocations_blp = Blueprint(
     "allocations", __name__, url_prefix="/api/v1/allocations", description="Allocations"
 )
 
-ALLOCATION_STATUSES = ("proposed", "reserved", "rejected", "cancelled", "shipped", "delivered")
 RUN_STATUSES = ("preview", "applied", "superseded", "failed")
 
 

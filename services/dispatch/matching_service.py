@@ -35,6 +35,8 @@ from services.dispatch.models import (
     SupplyLine,
 )
 from shared.db import utcnow
+from shared.idempotency import bookkeeping
+from shared.metrics import MATCHING_SECONDS
 from shared.problems import Problem
 from shared.web import ServiceRuntime
 
@@ -61,7 +63,7 @@ def _ensure_lock_rows(rt: ServiceRuntime, items: Iterable[str]) -> None:
             continue
         try:
             with rt.unit_of_work() as session:
-                session.add(MatchingLock(item=item))
+                bookkeeping(session).add(MatchingLock(item=item))
         except IntegrityError:
             pass  # another process made it first
 
@@ -74,7 +76,7 @@ def acquire(rt: ServiceRuntime, items: list[str], holder: str) -> list[str]:
     now = utcnow()
     for item in sorted(items):
         with rt.unit_of_work() as session:
-            got = session.execute(
+            got = bookkeeping(session).execute(
                 update(MatchingLock)
                 .where(
                     MatchingLock.item == item,
@@ -94,7 +96,7 @@ def release(rt: ServiceRuntime, items: list[str], holder: str) -> None:
     if not items:
         return
     with rt.unit_of_work() as session:
-        session.execute(
+        bookkeeping(session).execute(
             update(MatchingLock)
             .where(MatchingLock.item.in_(items), MatchingLock.holder == holder)
             .values(holder=None, expires_at=None)
@@ -241,6 +243,7 @@ def run(
             supply, demand = build_inputs(session, wanted)
         plan = matching.match(supply, demand, today=utcnow().date())
         elapsed = time.perf_counter() - started
+        MATCHING_SECONDS.labels(trigger).observe(elapsed)
         document = plan_document(plan)
         stats = {
             "supply_lines": len(supply),
@@ -346,6 +349,10 @@ def install_debounce(rt: ServiceRuntime) -> None:
     from sqlalchemy import event
 
     def after_commit(session: Session) -> None:
+        if session.in_nested_transaction():
+            # A savepoint released: wait for the real commit (a spurious run after a
+            # rolled-back savepoint costs one matching run, nothing more).
+            return
         items = session.info.pop(_PENDING_KEY, None)
         if not items:
             return

@@ -1,5 +1,6 @@
 """Tables of the dispatch service: needs and their lines, the read model of available
-supply, allocations, matching runs and the locks that keep runs of an item apart."""
+supply, allocations, matching runs and the locks that keep runs of an item apart,
+shipments with their history, and receipts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Date,
     Float,
@@ -147,6 +149,8 @@ class SupplyLine(Base):
     pledge_status: Mapped[str] = mapped_column(String(16), nullable=False)
     best_before: Mapped[date | None] = mapped_column(Date, nullable=True)
     restrictions: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # The donor asked not to be named in the public ledger.
+    anonymous: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     region: Mapped[str] = mapped_column(String(6), nullable=False)
     lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     lon: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -180,7 +184,7 @@ class Allocation(Base):
     recipient_org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     item: Mapped[str] = mapped_column(String(64), nullable=False)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
-    # proposed, reserved, rejected, cancelled, shipped, delivered
+    # proposed, reserved, rejected, cancelled, shipped, delivered, received, lost, returned
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="proposed")
     reason: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     status_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -228,6 +232,169 @@ class MatchingLock(Base):
     # started after that covers it.
     requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Shipment(Entity, Base):
+    """Reserved allocations moving together from one origin to one destination with one
+    logistics organisation. ``version`` is its ETag and the aggregate version of its
+    events.
+
+    ``status`` is the status of the latest update by when it *happened*
+    (``status_at``); ``updated_at`` moves with every recorded update, late ones too.
+    """
+
+    __tablename__ = "shipments"
+    __table_args__ = (
+        Index("ix_shipments_plan", "status", "origin_key", "destination_key"),
+        Index("ix_shipments_logistics", "logistics_org_id", "status"),
+        Index("ix_shipments_created", "created_at", "id"),
+        Index("ix_shipments_watch", "status", "last_event_at"),
+    )
+
+    # planned, ready_for_pickup, picked_up, in_transit, out_for_delivery, delivered,
+    # received; held, delayed, damaged, lost, returned, cancelled
+    status: Mapped[str] = mapped_column(String(24), nullable=False, default="planned")
+    status_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # When the last update (of any time) was recorded; what "no update for" is measured by.
+    last_event_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    donor_org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
+    recipient_org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
+    logistics_org_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # Where it leaves from and goes to: region, lat, lon, address.
+    origin: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    destination: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # What consolidation groups by: one planned shipment per origin and destination.
+    origin_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    destination_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    tracking_ref: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    eta: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set when the overdue sweep flagged it; cleared by the next update.
+    overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    overdue_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+    lines: Mapped[list[ShipmentLine]] = relationship(
+        back_populates="shipment", order_by="ShipmentLine.line_no", lazy="selectin"
+    )
+    history: Mapped[list[ShipmentEvent]] = relationship(
+        order_by="(ShipmentEvent.occurred_at, ShipmentEvent.recorded_at)",
+        lazy="selectin",
+        viewonly=True,
+    )
+
+
+class ShipmentLine(Base):
+    """One allocation carried by a shipment. An allocation travels in one shipment at a
+    time; ``accepted``, ``damaged`` and ``short`` are what the latest receipt said."""
+
+    __tablename__ = "shipment_lines"
+    __table_args__ = (
+        UniqueConstraint("allocation_id", name="uq_shipment_line_allocation"),
+        CheckConstraint("quantity > 0", name="ck_shipment_line_quantity_positive"),
+        CheckConstraint(
+            "accepted >= 0 AND damaged >= 0 AND short >= 0", name="ck_shipment_line_receipt"
+        ),
+        CheckConstraint(
+            "accepted + damaged + short <= quantity", name="ck_shipment_line_receipt_total"
+        ),
+        Index("ix_shipment_lines_pledge", "pledge_id"),
+        Index("ix_shipment_lines_need", "need_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    shipment_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("shipments.id"), nullable=False, index=True
+    )
+    line_no: Mapped[int] = mapped_column(Integer, nullable=False)
+    allocation_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("allocations.id"), nullable=False
+    )
+    pledge_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    pledge_line_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    need_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    need_line_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    item: Mapped[str] = mapped_column(String(64), nullable=False)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+    accepted: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    damaged: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    short: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    shipment: Mapped[Shipment] = relationship(back_populates="lines")
+
+
+class ShipmentEvent(Base):
+    """One row of a shipment's history. The same status at the same moment is one
+    update however often it is scanned; ``applied`` says whether it moved the current
+    status (a late update is kept in its place but does not move it back)."""
+
+    __tablename__ = "shipment_events"
+    __table_args__ = (
+        UniqueConstraint("shipment_id", "status", "occurred_at", name="uq_shipment_event_scan"),
+        Index("ix_shipment_events_shipment", "shipment_id", "occurred_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    shipment_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("shipments.id"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(24), nullable=False)
+    previous_status: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    location: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    actor_org_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # api, batch, receipt or system
+    source: Mapped[str] = mapped_column(String(16), nullable=False, default="api")
+    applied: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+
+class Receipt(Base):
+    """What a recipient confirmed of one shipment. The first is ``sequence`` 1; each
+    correction references the receipt it corrects and takes the next number, so two
+    confirmations at once cannot both be the first."""
+
+    __tablename__ = "receipts"
+    __table_args__ = (
+        UniqueConstraint("shipment_id", "sequence", name="uq_receipt_sequence"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    shipment_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("shipments.id"), nullable=False, index=True
+    )
+    sequence: Mapped[int] = mapped_column(Integer, nullable=False)
+    corrects_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("receipts.id"), nullable=True
+    )
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    lines: Mapped[list[ReceiptLine]] = relationship(lazy="selectin", cascade="all, delete-orphan")
+
+
+class ReceiptLine(Base):
+    __tablename__ = "receipt_lines"
+    __table_args__ = (
+        UniqueConstraint("receipt_id", "shipment_line_id", name="uq_receipt_line"),
+        CheckConstraint(
+            "accepted >= 0 AND damaged >= 0 AND short >= 0", name="ck_receipt_line_nonnegative"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    receipt_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("receipts.id", ondelete="CASCADE"), nullable=False
+    )
+    shipment_line_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("shipment_lines.id"), nullable=False
+    )
+    accepted: Mapped[int] = mapped_column(Integer, nullable=False)
+    damaged: Mapped[int] = mapped_column(Integer, nullable=False)
+    short: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 messaging = define_messaging_models(Base)

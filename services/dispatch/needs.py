@@ -99,6 +99,7 @@ def _to_base(item: catalog.Item, data: dict[str, Any], value: Any) -> int:
         data["unit"],
         pack_size=data.get("pack_size"),
         bottle_volume_ml=data.get("bottle_volume_ml"),
+        density_g_per_l=data.get("density_g_per_l"),
     )
 
 
@@ -258,6 +259,26 @@ def announce(
     )
 
 
+def settle_received(session: Session, outbox: Outbox, need_id: uuid.UUID) -> Need | None:
+    """A receipt moved the counters of the need's lines: refresh their statuses and
+    announce the need, as ``need.fulfilled`` when every line has now been received in
+    full (and ``need.updated`` otherwise, e.g. when damage reopened a line)."""
+    # Locked: receipts of two shipments of one need may be confirmed at once.
+    need = session.get(Need, need_id, populate_existing=True, with_for_update=True)
+    if need is None:
+        return None
+    before = need.status
+    for line in need.lines:
+        session.refresh(line)
+        refresh_line_status(line)
+    refresh_need_status(need)
+    if need.status == "fulfilled" and before != "fulfilled":
+        announce(session, outbox, need, "need.fulfilled", "every line received in full")
+    else:
+        announce(session, outbox, need, "need.updated", "receipt confirmed")
+    return need
+
+
 def ask_matching(session: Session, need: Need) -> None:
     """The need's demand changed: ask for matching of its items after the commit
     (a need not yet, or no longer, in matching asks nothing)."""
@@ -343,7 +364,9 @@ def _require(need: Need, allowed: frozenset[str], doing: str) -> None:
         )
 
 
-QUANTITY_INPUTS = ("item", "quantity", "unit", "pack_size", "bottle_volume_ml")
+QUANTITY_INPUTS = (
+    "item", "quantity", "unit", "pack_size", "bottle_volume_ml", "density_g_per_l"
+)
 FACT_INPUTS = ("urgency", "stock_on_hand", "daily_consumption")
 
 
@@ -370,6 +393,7 @@ def _amend_line(
         # A new unit comes with its own pack size, if it has one.
         "pack_size": change.get("pack_size", None if "unit" in change else line.pack_size),
         "bottle_volume_ml": change.get("bottle_volume_ml"),
+        "density_g_per_l": change.get("density_g_per_l"),
         "urgency": change.get("urgency"),
     }
     for name in ("stock_on_hand", "daily_consumption"):

@@ -66,6 +66,12 @@ class NeedLineInSchema(Schema):
     bottle_volume_ml = fields.Integer(
         load_default=None, allow_none=True, validate=validate.Range(min=1, max=1_000_000)
     )
+    density_g_per_l = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1, max=100_000),
+        metadata={"description": "Grams per litre, for a liquid entered by mass"},
+    )
     urgency = fields.String(
         load_default=None,
         allow_none=True,
@@ -108,6 +114,11 @@ class NeedLineChangeSchema(Schema):
     pack_size = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=1_000_000))
     bottle_volume_ml = fields.Integer(
         allow_none=True, validate=validate.Range(min=1, max=1_000_000)
+    )
+    density_g_per_l = fields.Integer(
+        allow_none=True,
+        validate=validate.Range(min=1, max=100_000),
+        metadata={"description": "Grams per litre, for a liquid entered by mass"},
     )
     urgency = fields.String(allow_none=True, validate=validate.OneOf(URGENCIES))
     stock_on_hand = _amount("In `unit`", allow_none=True)

@@ -15,7 +15,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from services.donations import pledges as service
-from services.donations.models import Pledge, PledgeLine
+from services.donations.models import Organisation, Pledge, PledgeLine
 from shared import catalog
 from shared.events.registry import ORGANISATION_KINDS
 from shared.events.supply import LINE_STATUSES, PLEDGE_STATUSES
@@ -108,6 +108,12 @@ class LineInSchema(Schema):
     bottle_volume_ml = fields.Integer(
         load_default=None, allow_none=True, validate=validate.Range(min=1, max=1_000_000)
     )
+    density_g_per_l = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1, max=100_000),
+        metadata={"description": "Grams per litre, for a liquid entered by mass"},
+    )
     best_before = fields.Date(load_default=None, allow_none=True)
     restrictions = fields.Nested(RestrictionsSchema, load_default=dict)
 
@@ -119,6 +125,13 @@ class PledgeInSchema(Schema):
     origin = fields.Nested(LocationSchema, required=True)
     available_from = fields.Date(load_default=None, allow_none=True)
     notes = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+    anonymous = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Individual donors only: appear as 'anonymous' in the public "
+            "ledger and to recipients"
+        },
+    )
     org_id = fields.UUID(
         load_default=None,
         metadata={"description": "Coordinators only: the donor organisation pledging"},
@@ -135,6 +148,11 @@ class LineChangeSchema(Schema):
     bottle_volume_ml = fields.Integer(
         allow_none=True, validate=validate.Range(min=1, max=1_000_000)
     )
+    density_g_per_l = fields.Integer(
+        allow_none=True,
+        validate=validate.Range(min=1, max=100_000),
+        metadata={"description": "Grams per litre, for a liquid entered by mass"},
+    )
     best_before = fields.Date(allow_none=True)
     restrictions = fields.Nested(RestrictionsSchema)
 
@@ -144,6 +162,9 @@ class PledgePatchSchema(Schema):
     origin = fields.Nested(LocationSchema)
     available_from = fields.Date(allow_none=True)
     notes = fields.String(allow_none=True, validate=validate.Length(max=2000))
+    anonymous = fields.Boolean(
+        metadata={"description": "Individual donors only: stay unnamed in public"}
+    )
 
 
 class CancelSchema(Schema):
@@ -190,6 +211,7 @@ class PledgeSchema(Schema):
     updated_at = fields.AwareDateTime()
     cancelled_at = fields.AwareDateTime(allow_none=True)
     cancel_reason = fields.String(allow_none=True)
+    anonymous = fields.Boolean()
     version = fields.Integer()
     lines = fields.List(fields.Nested(LineSchema))
 
@@ -233,6 +255,21 @@ def _may_pledge(identity: Identity, org_id: uuid.UUID | None) -> uuid.UUID:
         raise forbidden(f"Your organisation is {identity.org_status}; it cannot pledge.")
     assert identity.org_id is not None
     return identity.org_id
+
+
+def _may_stay_anonymous(session: Any, identity: Identity, org_id: uuid.UUID) -> None:
+    """Only a person giving in their own name may stay unnamed: organisations that
+    collect public donations are accountable by name."""
+    kind = identity.org_kind if identity.org_id == org_id else None
+    if kind is None:
+        org = session.get(Organisation, org_id)
+        kind = org.kind if org is not None else None
+    if kind != "individual":
+        raise Problem(
+            422,
+            "Only individual donors may stay anonymous.",
+            errors={"anonymous": [f"A {kind or 'organisation'} is named in the public ledger."]},
+        )
 
 
 def load_pledge(session: Any, pledge_id: uuid.UUID, *, for_update: bool = False) -> Pledge:
@@ -295,6 +332,8 @@ class Pledges(MethodView):
         org_id = _may_pledge(identity, data.pop("org_id", None))
         rt = runtime()
         with rt.unit_of_work() as session:
+            if data.get("anonymous"):
+                _may_stay_anonymous(session, identity, org_id)
             pledge = service.create_pledge(
                 session, rt.outbox, org_id=org_id, data=data, created_by=identity.user_id
             )
@@ -319,6 +358,8 @@ class PledgeById(MethodView):
         with rt.unit_of_work() as session:
             pledge = load_pledge(session, pledge_id, for_update=True)
             require_if_match(pledge.version)
+            if data.get("anonymous"):
+                _may_stay_anonymous(session, current_identity(), pledge.org_id)
             service.amend_pledge(session, rt.outbox, pledge, data)
         return _with_etag(pledge)
 

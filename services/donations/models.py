@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Date,
     Float,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -56,6 +58,10 @@ class Pledge(Entity, Base):
     import_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True, index=True)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The donor (an individual) asked not to be named in the public ledger.
+    anonymous: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
     lines: Mapped[list[PledgeLine]] = relationship(
         back_populates="pledge",
@@ -127,7 +133,8 @@ class Reservation(Base):
     need_line_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     recipient_org_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
-    # active (reserved), shipped, delivered, released, rejected
+    # active (reserved), shipped, delivered, lost (shipped, never arrived), released,
+    # rejected
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -10,6 +10,7 @@ reservations never over-commit a line, on SQLite or PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -26,6 +27,8 @@ from shared.db import utcnow
 from shared.events import new_event
 from shared.outbox import Outbox
 from shared.problems import Problem
+
+log = logging.getLogger(__name__)
 
 PRODUCER = "donations"
 # How long a reservation may wait for its shipment when the allocation names no deadline.
@@ -70,6 +73,7 @@ def convert_line(data: dict[str, Any]) -> dict[str, Any]:
             data["unit"],
             pack_size=data.get("pack_size"),
             bottle_volume_ml=data.get("bottle_volume_ml"),
+            density_g_per_l=data.get("density_g_per_l"),
         )
     except catalog.CatalogError as exc:
         raise LineError(exc.field, str(exc)) from None
@@ -120,6 +124,7 @@ def snapshot(pledge: Pledge, reason: str | None = None) -> dict[str, Any]:
         },
         "available_from": pledge.available_from,
         "catalog_version": pledge.catalog_version,
+        "anonymous": bool(pledge.anonymous),
         "reason": reason,
         "lines": [
             {
@@ -188,6 +193,7 @@ def create_pledge(
         origin_lon=origin.get("lon"),
         available_from=data.get("available_from"),
         notes=data.get("notes"),
+        anonymous=bool(data.get("anonymous", False)),
         catalog_version=catalog.CATALOG_VERSION,
         created_by=created_by,
         import_job_id=import_job_id,
@@ -208,7 +214,7 @@ def amend_pledge(session: Session, outbox: Outbox, pledge: Pledge, data: dict[st
         raise Problem(
             409, f"The pledge is {pledge.status}; it cannot be changed.", slug="pledge-not-open"
         )
-    for name in ("notes", "available_from"):
+    for name in ("notes", "available_from", "anonymous"):
         if name in data:
             setattr(pledge, name, data[name])
     if "origin" in data:
@@ -244,6 +250,8 @@ def amend_pledge(session: Session, outbox: Outbox, pledge: Pledge, data: dict[st
             "quantity": change.get("quantity", line.entered_quantity),
             "unit": change.get("unit", line.entered_unit),
             "pack_size": change.get("pack_size", line.pack_size),
+            "bottle_volume_ml": change.get("bottle_volume_ml"),
+            "density_g_per_l": change.get("density_g_per_l"),
             "best_before": change.get("best_before", line.best_before),
             "restrictions": change.get("restrictions", line.restrictions),
         }
@@ -558,14 +566,82 @@ def release_allocation(
     return release_reservation(session, outbox, reservation, reason)
 
 
-SHIPPED_STATUSES = frozenset({"picked_up", "in_transit", "out_for_delivery", "held", "delayed"})
+# A shipment in these has left its origin: an active reservation has shipped.
+SHIPPED_STATUSES = frozenset(
+    {"picked_up", "in_transit", "out_for_delivery", "held", "delayed", "damaged"}
+)
 DELIVERED_STATUSES = frozenset({"delivered", "received"})
+
+
+def _shipment_changes(status: str, q: int) -> list[tuple[str, str, dict[str, int]]]:
+    """How a shipment status moves a reservation of ``q``: (from, to, deltas of the
+    pledge line), the first that matches the reservation's status applies. A status
+    that found the reservation already past it (redelivered, or arriving after a newer
+    one) matches nothing and changes nothing."""
+    if status in SHIPPED_STATUSES:
+        return [("active", "shipped", {"reserved": -q, "shipped": q})]
+    if status in DELIVERED_STATUSES:
+        return [
+            ("active", "delivered", {"reserved": -q, "shipped": q, "delivered": q}),
+            ("shipped", "delivered", {"delivered": q}),
+        ]
+    if status == "lost":
+        # The units are gone: they count as shipped and never come back to the line.
+        return [
+            ("active", "lost", {"reserved": -q, "shipped": q}),
+            ("shipped", "lost", {}),
+        ]
+    if status == "returned":
+        # Back with the donor: the line may give them again. (``active``: the pickup
+        # was never heard of, or arrived after the return.)
+        return [
+            ("shipped", "released", {"shipped": -q}),
+            ("active", "released", {"reserved": -q}),
+        ]
+    return []
+
+
+LEFT_STATUSES = SHIPPED_STATUSES | DELIVERED_STATUSES | {"lost"}
+
+
+def _retake(session: Session, reservation: Reservation) -> bool:
+    """Reserve again, with one conditional UPDATE, the quantity of a reservation this
+    service released; False (and an error in the log, and a disagreement that
+    ``aidlink check-invariants`` reports) if the line has given it to someone else."""
+    q = reservation.quantity
+    taken = session.execute(
+        update(PledgeLine)
+        .where(
+            PledgeLine.id == reservation.pledge_line_id,
+            PledgeLine.quantity - PledgeLine.reserved - PledgeLine.shipped >= q,
+        )
+        .values(reserved=PledgeLine.reserved + q)
+        .returning(PledgeLine.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if taken is None:
+        log.error(
+            "reservation %s was released (%s) but its goods left; line %s no longer has %d",
+            reservation.id,
+            reservation.reason,
+            reservation.pledge_line_id,
+            q,
+        )
+        return False
+    session.execute(
+        update(Reservation)
+        .where(Reservation.id == reservation.id, Reservation.status == "released")
+        .values(status="active", version=Reservation.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return True
 
 
 def apply_shipment(session: Session, outbox: Outbox, shipment: dict[str, Any]) -> int:
     """Move the reservations of a shipment's lines along: reserved -> shipped when it
-    leaves, shipped -> delivered when it arrives, back to the line when it is returned
-    or cancelled before leaving. Returns how many reservations moved."""
+    leaves (or is held, delayed or damaged on the way), -> delivered when it arrives,
+    -> lost (still shipped, never back) when it is lost, back to the line when it is
+    returned or cancelled before leaving. Returns how many reservations moved."""
     status = shipment["status"]
     moved = 0
     for item in shipment["lines"]:
@@ -574,22 +650,15 @@ def apply_shipment(session: Session, outbox: Outbox, shipment: dict[str, Any]) -
         )
         if reservation is None:
             continue
-        changes: list[tuple[str, str, dict[str, Any]]] = []
-        q = reservation.quantity
-        if status in SHIPPED_STATUSES:
-            changes = [("active", "shipped", {"reserved": -q, "shipped": q})]
-        elif status in DELIVERED_STATUSES:
-            changes = [
-                ("active", "delivered", {"reserved": -q, "shipped": q, "delivered": q}),
-                ("shipped", "delivered", {"delivered": q}),
-            ]
-        elif status == "returned":
-            changes = [("shipped", "released", {"shipped": -q})]
-        elif status == "cancelled":
+        if status == "cancelled":
             if release_reservation(session, outbox, reservation, "shipment cancelled"):
                 moved += 1
             continue
-        for before, after, deltas in changes:
+        if status in LEFT_STATUSES and reservation.status == "released" and reservation.reason:
+            # Released here (deadline, cancelled pledge) while the goods were already on
+            # their way: what happened on the road wins, if the line still has them.
+            _retake(session, reservation)
+        for before, after, deltas in _shipment_changes(status, reservation.quantity):
             taken = session.execute(
                 update(Reservation)
                 .where(Reservation.id == reservation.id, Reservation.status == before)
@@ -599,17 +668,18 @@ def apply_shipment(session: Session, outbox: Outbox, shipment: dict[str, Any]) -
             ).first()
             if taken is None:
                 continue
-            session.execute(
-                update(PledgeLine)
-                .where(PledgeLine.id == reservation.pledge_line_id)
-                .values(
-                    **{name: getattr(PledgeLine, name) + delta for name, delta in deltas.items()}
+            if deltas:
+                session.execute(
+                    update(PledgeLine)
+                    .where(PledgeLine.id == reservation.pledge_line_id)
+                    .values(
+                        **{name: getattr(PledgeLine, name) + d for name, d in deltas.items()}
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
-            )
-            line = _line_after(session, reservation.pledge_line_id)
-            _bump_pledge(session, line.pledge_id)
-            moved += 1
+                line = _line_after(session, reservation.pledge_line_id)
+                _bump_pledge(session, line.pledge_id)
+                moved += 1
             break
     if moved:
         _announce_pledges_of(session, outbox, shipment)

@@ -25,6 +25,9 @@ pack_size          每箱数量             for box,  base units in a box or cas
                                        case      liquids), a whole number
 bottle_volume_ml   每瓶容量(毫升)       for       millilitres in each bottle of a liquid
                                        bottles
+density_g_per_l    密度(克/升)          for a     grams per litre of a liquid entered by mass
+                                       liquid    (kg, t, 斤), as on its label
+                                       by mass
 best_before        保质期至             no        a date; produce without one keeps for its
                                                   catalogue shelf life
 origin_region      发货地区代码         yes*      the 2, 4 or 6 digit region code it ships from
@@ -163,6 +166,15 @@ COLUMNS: tuple[Column, ...] = (
         "For liquids in bottles: millilitres in each bottle",
         "液体按瓶、盒或箱计时必填：每瓶毫升数",
         ("bottle volume", "bottle volume (ml)", "每瓶容量", "每瓶毫升"),
+    ),
+    Column(
+        "density_g_per_l",
+        "density_g_per_l",
+        "密度(克/升)",
+        False,
+        "For a liquid entered by mass (kg, t): grams per litre, as on its label",
+        "液体按重量（公斤、吨、斤）计时必填：每升克数，以标签为准",
+        ("density", "density (g/l)", "密度", "密度(g/l)", "每升克数"),
     ),
     Column(
         "best_before",
@@ -355,6 +367,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "pack_size_needed": {
         "en": "A {unit} of {item} needs {column}: the number of {base}s in it.",
         "zh": "{item}按{unit}计时须填写“{column}”：每{unit}内的{base}数。",
+    },
+    "density_needed": {
+        "en": "{item} entered in {unit} needs {column}: the grams in a litre, as on its label.",
+        "zh": "{item}按{unit}计时须填写“{column}”：每升克数，以标签为准。",
     },
     "bottle_volume_needed": {
         "en": "A {unit} of {item} needs {column}: the millilitres in each bottle.",
@@ -1113,6 +1129,7 @@ class RowChecker:
 
         pack_size = take("pack_size", _whole)
         bottle_volume = take("bottle_volume_ml", _whole)
+        density = take("density_g_per_l", lambda v: _whole(v, high=100_000))
         if item is not None and unit_code is not None:
             base_kind = catalog.get_unit(item.base_unit).kind
             if unit_code in ("box", "case") and values.get("pack_size") is None:
@@ -1134,6 +1151,14 @@ class RowChecker:
                 error(
                     "bottle_volume_ml",
                     "bottle_volume_needed",
+                    unit=_unit_name(unit_code, self.language),
+                    item=_describe_item(item, self.language),
+                )
+            by_mass = catalog.get_unit(unit_code).kind == "mass" and base_kind == "volume"
+            if by_mass and values.get("density_g_per_l") is None:
+                error(
+                    "density_g_per_l",
+                    "density_needed",
                     unit=_unit_name(unit_code, self.language),
                     item=_describe_item(item, self.language),
                 )
@@ -1166,6 +1191,7 @@ class RowChecker:
             "unit": unit_text if len(unit_text) <= 16 else unit_code,
             "pack_size": pack_size,
             "bottle_volume_ml": bottle_volume,
+            "density_g_per_l": density,
             "best_before": best_before,
             "restrictions": {
                 "regions": regions or [],
@@ -1216,6 +1242,7 @@ EXAMPLE_ROW: dict[str, Any] = {
     "unit": "箱",
     "pack_size": 50,
     "bottle_volume_ml": None,
+    "density_g_per_l": None,
     "best_before": date(2022, 12, 31),
     "origin_region": "440304",
     "origin_address": "深圳市福田区",

@@ -39,7 +39,14 @@ ROUTES: Mapping[str, str] = {
     "needs": "dispatch",
     "allocations": "dispatch",
     "matching": "dispatch",
+    "shipments": "dispatch",
+    "transparency": "dispatch",
 }
+# Paths owned by another service than their first segment's: the trace of a pledge is
+# dispatch's (it follows the pledge's allocations, shipments and receipts).
+ROUTE_OVERRIDES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^/api/v1/pledges/[^/]+/trace$"), "dispatch"),
+)
 
 HOP_BY_HOP = frozenset(
     {
@@ -131,7 +138,10 @@ def proxy_blueprint(client: ServiceClient) -> Blueprint:
         defaults={"rest": ""},
     )
     def forward(segment: str, rest: str) -> Response:
-        service = ROUTES.get(segment)
+        service = next(
+            (owner for pattern, owner in ROUTE_OVERRIDES if pattern.match(request.path)),
+            ROUTES.get(segment),
+        )
         if service is None:
             raise Problem(404, f"No API at /api/v1/{segment}.", slug="no-such-endpoint")
         upstream = client.call(

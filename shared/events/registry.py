@@ -17,6 +17,8 @@ ORGANISATION_KINDS = (
     "foundation",
     "company",
     "fund",
+    # A person giving in their own name, who may ask not to be named publicly.
+    "individual",
     "hospital",
     "field_hospital",
     "community_committee",

@@ -70,6 +70,8 @@ class PledgeV1(Schema):
     catalog_version = fields.String(required=True)
     lines = fields.List(fields.Nested(PledgeLineV1), required=True)
     reason = fields.String(load_default=None, allow_none=True)
+    # The donor asked not to be named publicly; absent in events from before it existed.
+    anonymous = fields.Boolean(load_default=False)
 
 
 class AllocationProposedV1(Schema):
@@ -115,13 +117,60 @@ class ShipmentLineV1(Schema):
 
 
 class ShipmentV1(Schema):
-    """shipment.created and shipment.status_changed."""
+    """shipment.created and shipment.status_changed. The organisations are there for
+    webhooks: the donor, the recipient and the logistics company each hear of it."""
 
     shipment_id = fields.UUID(required=True)
     status = fields.String(required=True)
     previous_status = fields.String(load_default=None, allow_none=True)
     occurred_at = fields.AwareDateTime(required=True)
     lines = fields.List(fields.Nested(ShipmentLineV1), required=True)
+    location = fields.String(load_default=None, allow_none=True)
+    donor_org_id = fields.UUID(load_default=None, allow_none=True)
+    recipient_org_id = fields.UUID(load_default=None, allow_none=True)
+    logistics_org_id = fields.UUID(load_default=None, allow_none=True)
+
+
+class ShipmentOverdueV1(Schema):
+    """shipment.overdue: no update for too long, or past its ETA and not delivered."""
+
+    shipment_id = fields.UUID(required=True)
+    status = fields.String(required=True)
+    reason = fields.String(required=True)
+    overdue_at = fields.AwareDateTime(required=True)
+    last_event_at = fields.AwareDateTime(required=True)
+    eta = fields.AwareDateTime(load_default=None, allow_none=True)
+    tracking_ref = fields.String(load_default=None, allow_none=True)
+    donor_org_id = fields.UUID(load_default=None, allow_none=True)
+    recipient_org_id = fields.UUID(load_default=None, allow_none=True)
+    logistics_org_id = fields.UUID(load_default=None, allow_none=True)
+
+
+class ReceiptLineV1(Schema):
+    shipment_line_id = fields.UUID(required=True)
+    allocation_id = fields.UUID(required=True)
+    pledge_line_id = fields.UUID(required=True)
+    need_line_id = fields.UUID(required=True)
+    item = fields.String(required=True)
+    quantity = fields.Integer(required=True, validate=validate.Range(min=1))
+    accepted = fields.Integer(required=True, validate=validate.Range(min=0))
+    damaged = fields.Integer(required=True, validate=validate.Range(min=0))
+    short = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class ReceiptConfirmedV1(Schema):
+    """receipt.confirmed: what the recipient found in a shipment, line by line. A
+    correction (``sequence`` > 1, ``corrects`` the receipt it replaces) carries the
+    full new figures, not the difference."""
+
+    receipt_id = fields.UUID(required=True)
+    shipment_id = fields.UUID(required=True)
+    sequence = fields.Integer(required=True, validate=validate.Range(min=1))
+    corrects = fields.UUID(load_default=None, allow_none=True)
+    recipient_org_id = fields.UUID(required=True)
+    donor_org_id = fields.UUID(load_default=None, allow_none=True)
+    confirmed_at = fields.AwareDateTime(required=True)
+    lines = fields.List(fields.Nested(ReceiptLineV1), required=True)
 
 
 NEED_STATUSES = (
@@ -187,6 +236,12 @@ SUBSCRIBERS["allocation.cancelled"] = ("donations",)
 for _type in ("reservation.accepted", "reservation.rejected", "reservation.released"):
     REGISTRY.register(_type, 1, ReservationV1())
     SUBSCRIBERS[_type] = ("dispatch", "gateway")
+# Donations moves pledge lines along; the gateway delivers webhooks.
 for _type in ("shipment.created", "shipment.status_changed"):
     REGISTRY.register(_type, 1, ShipmentV1())
-    SUBSCRIBERS[_type] = ("donations",)
+    SUBSCRIBERS[_type] = ("donations", "gateway")
+REGISTRY.register("shipment.overdue", 1, ShipmentOverdueV1())
+SUBSCRIBERS["shipment.overdue"] = ("gateway",)
+REGISTRY.register("receipt.confirmed", 1, ReceiptConfirmedV1())
+# Donations closes its reservations; the gateway tells the donor's and recipient's webhooks.
+SUBSCRIBERS["receipt.confirmed"] = ("donations", "gateway")

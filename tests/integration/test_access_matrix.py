@@ -13,7 +13,10 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
+
+from sqlalchemy import select
 
 from services.gateway.orgs import register_organisation
 from tests.support.auth import PASSWORD, Account, admin, coordinator, login, register, verified
@@ -64,6 +67,13 @@ class World:
     recipient_need: str = ""
     other_need: str = ""
     stranger_hospital: Account | None = None
+    # A shipment from the donor to the recipient, and one to another verified hospital.
+    recipient_shipment: str = ""
+    other_shipment: str = ""
+    # From the donor to the recipient, on their way: one carried by the logistics
+    # actor's company ("own"), one by another company ("other").
+    carried_shipment: str = ""
+    rival_shipment: str = ""
 
     def new_need(self, account: Account) -> str:
         made = self.client.post(
@@ -186,6 +196,24 @@ NEED_ACCESS: dict[str, Expected] = {
     **{actor: (200, 200) for actor in COORDINATORS},
     "anonymous": 401,
 }
+
+
+SHIPMENT_ACCESS: dict[str, Expected] = {
+    **{actor: (404, 404) for actor in SIGNED_IN},
+    "donor": (200, 200),
+    "recipient": (200, 200),
+    "logistics": (200, 404),
+    **{actor: (200, 200) for actor in COORDINATORS},
+    "anonymous": 401,
+}
+
+
+def _late_scan() -> dict[str, Any]:
+    """A scan from before the shipments' current status, at a moment of its own."""
+    from shared.db import utcnow
+
+    at = utcnow() - timedelta(hours=2, microseconds=uuid.uuid4().int % 10**9)
+    return {"status": "picked_up", "occurred_at": at.isoformat()}
 
 
 def _need_body(world: World, actor: str) -> dict[str, Any]:
@@ -421,6 +449,82 @@ ROWS: list[Row] = [
         only({"coordinator": 404, "admin": 404}),
         body=lambda w, a: {"reason": "road closed"},
     ),
+    # Receipts: "own" is a shipment to the recipient (not delivered yet, so a receipt is
+    # a 409 for whoever may confirm it), "other" one to another hospital; both come from
+    # the donor, who sees but does not confirm them.
+    Row(
+        "POST",
+        "/api/v1/shipments/{shipment}/receipt",
+        {
+            **{actor: (404, 404) for actor in SIGNED_IN},
+            "recipient": (409, 404),
+            "donor": (403, 403),
+            **{actor: (409, 409) for actor in COORDINATORS},
+            "anonymous": 401,
+        },
+        body=lambda w, a: {
+            "lines": [
+                {"shipment_line_id": str(uuid.uuid4()), "accepted": 10, "damaged": 0, "short": 0}
+            ]
+        },
+    ),
+    Row(
+        "GET",
+        "/api/v1/shipments/{shipment}/receipts",
+        {
+            **{actor: (404, 404) for actor in SIGNED_IN},
+            "recipient": (200, 404),
+            "donor": (200, 200),
+            **{actor: (200, 200) for actor in COORDINATORS},
+            "anonymous": 401,
+        },
+    ),
+    # Traces: a pledge's for its donor, a need's for its recipient; coordinators all.
+    Row("GET", "/api/v1/pledges/{pledge}/trace", PLEDGE_ACCESS),
+    Row("GET", "/api/v1/needs/{need}/trace", NEED_ACCESS),
+    # The transparency ledger and its exports: public, no login.
+    Row("GET", "/api/v1/transparency/ledger", everyone(200, anonymous=200)),
+    Row("GET", "/api/v1/transparency/export.csv", everyone(200, anonymous=200)),
+    Row("GET", "/api/v1/transparency/export.json", everyone(200, anonymous=200)),
+    # Shipments: the donor and the recipient see both, the logistics company only the one
+    # it carries; updates are for that company and coordinators. A late scan (before
+    # the shipment's status) is recorded whoever sends it, so each call answers alike.
+    Row("GET", "/api/v1/shipments", everyone(200)),
+    Row("GET", "/api/v1/shipments/{carried}", SHIPMENT_ACCESS),
+    Row(
+        "PATCH",
+        "/api/v1/shipments/{carried}",
+        {
+            **SHIPMENT_ACCESS,
+            **{a: (403, 403) for a in ("donor", "recipient")},
+            "logistics": (403, 404),
+        },
+        body=lambda w, a: {"tracking_ref": f"SF{uuid.uuid4().hex[:10]}"},
+        headers={"If-Match": "*"},
+    ),
+    Row(
+        "POST",
+        "/api/v1/shipments/{carried}/events",
+        {
+            **SHIPMENT_ACCESS,
+            **{a: (403, 403) for a in ("donor", "recipient")},
+            "logistics": (201, 404),
+            **{a: (201, 201) for a in COORDINATORS},
+        },
+        body=lambda w, a: _late_scan(),
+    ),
+    Row(
+        "POST",
+        "/api/v1/shipments/events:batch",
+        only({"logistics": 200, **dict.fromkeys(COORDINATORS, 200)}),
+        body=lambda w, a: {"events": [{"shipment_id": w.carried_shipment, **_late_scan()}]},
+    ),
+    Row(
+        "POST",
+        "/api/v1/shipments",
+        only(dict.fromkeys(COORDINATORS, 422)),
+        body=lambda w, a: {"allocation_ids": [str(uuid.uuid4())]},
+    ),
     # The audit log: coordinators.
     Row("GET", "/api/v1/audit", only({"coordinator": 200, "admin": 200})),
     # API tokens: each user's own.
@@ -517,7 +621,76 @@ def _build_world(stack: Stack) -> World:
     world.stranger_hospital = register(client, kind="hospital")
     world.recipient_need = world.new_need(accounts["recipient"])
     world.other_need = world.new_need(world.stranger_hospital)
+    _ship(world, boss)
+    _carry(world, boss)
     return world
+
+
+def _carry(world: World, boss: Account) -> None:
+    """Two shipments on their way from the donor to the recipient: one carried by the
+    logistics actor's company, one by a rival company."""
+    from services.dispatch.models import Shipment
+    from shared.db import utcnow
+
+    rival = verified(world.client, boss, kind="logistics_company")
+    ids = []
+    with world.stack.runtime("dispatch").unit_of_work() as session:
+        for carrier in (world.accounts["logistics"], rival):
+            shipment = Shipment(
+                id=uuid.uuid4(),
+                status="in_transit",
+                status_at=utcnow(),
+                last_event_at=utcnow(),
+                donor_org_id=uuid.UUID(world.accounts["donor"].org_id),
+                recipient_org_id=uuid.UUID(world.accounts["recipient"].org_id),
+                logistics_org_id=uuid.UUID(carrier.org_id),
+                origin={"region": "4201"},
+                destination={"region": "4201"},
+                origin_key="matrix-origin",
+                destination_key="matrix-destination",
+            )
+            session.add(shipment)
+            ids.append(str(shipment.id))
+    world.carried_shipment, world.rival_shipment = ids
+
+
+def _ship(world: World, boss: Account) -> None:
+    """Shipments planned from the donor's pledge to the recipient's need and to another
+    verified hospital's, once dispatch knows every pledge (traces are read there)."""
+    from services.dispatch.models import ShipmentLine, SupplyLine
+
+    client, dispatch = world.client, world.stack.runtime("dispatch")
+    other_hospital = verified(client, boss, kind="hospital")
+    other_need = world.new_need(other_hospital)
+
+    def known(pledge_id: str) -> bool:
+        with dispatch.session_factory() as session:
+            return (
+                session.scalar(
+                    select(SupplyLine.id)
+                    .where(SupplyLine.pledge_id == uuid.UUID(pledge_id))
+                    .limit(1)
+                )
+                is not None
+            )
+
+    eventually(lambda: known(world.donor_pledge) and known(world.other_pledge), timeout=60)
+    run = client.post(
+        "/api/v1/matching/runs",
+        json={"dry_run": False, "items": ["mask"]},
+        headers=world.accounts["coordinator"].headers,
+    )
+    assert run.status_code == 201, run.json
+
+    def shipment_of(need_id: str) -> str | None:
+        with dispatch.session_factory() as session:
+            found = session.scalar(
+                select(ShipmentLine.shipment_id).where(ShipmentLine.need_id == uuid.UUID(need_id))
+            )
+            return str(found) if found else None
+
+    world.recipient_shipment = eventually(lambda: shipment_of(world.recipient_need), timeout=60)
+    world.other_shipment = eventually(lambda: shipment_of(other_need), timeout=60)
 
 
 def _call(world: World, row: Row, actor: str, whose: str) -> int:
@@ -557,6 +730,8 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
         webhook=webhook_id,
         pledge=pledge_id,
         need=need_id,
+        shipment=world.recipient_shipment if whose == "own" else world.other_shipment,
+        carried=world.carried_shipment if whose == "own" else world.rival_shipment,
         job=world.donor_import if whose == "own" else world.other_import,
     )
     headers.update(row.headers)

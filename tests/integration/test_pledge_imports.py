@@ -517,6 +517,30 @@ def test_excel_dates_and_headers() -> None:
     for header in ("每瓶容量（毫升）", "Bottle Volume ML", "每瓶容量(毫升) / bottle_volume_ml"):
         assert spreadsheet.field_of_header(header) == "bottle_volume_ml"
     assert spreadsheet.field_of_header("序号") is None
+    for header in ("密度(克/升)", "Density (g/l)", "density_g_per_l"):
+        assert spreadsheet.field_of_header(header) == "density_g_per_l"
+
+
+def test_a_liquid_by_mass_needs_its_density_and_converts_exactly() -> None:
+    sheet = spreadsheet.read_sheet(
+        (
+            "物资,数量,单位,密度(克/升),发货地区代码\n"
+            "84消毒液,2,吨,1000,420102\n"
+            "75%酒精,1,公斤,,420102\n"
+            "75%酒精,1,公斤,877,420102\n"
+            "口罩,1,个,800,420102\n"
+        ).encode()
+    )
+    checker = spreadsheet.RowChecker(sheet, "en")
+    rows = [checker.check(number, cells) for number, cells in sheet.rows]
+    assert rows[0].errors == [] and rows[0].line is not None
+    assert rows[0].line["density_g_per_l"] == 1000
+    assert [e["field"] for e in rows[1].errors] == ["density_g_per_l"]
+    assert "grams in a litre" in rows[1].errors[0]["message"]
+    # 1 kg at 877 g/l is 1140.25... ml: refused, never rounded.
+    assert [e["field"] for e in rows[2].errors] == ["quantity"]
+    assert "1140.25" in rows[2].errors[0]["message"]
+    assert [e["field"] for e in rows[3].errors] == ["density_g_per_l"]
 
 
 def test_rows_of_one_origin_make_pledges_of_at_most_500_lines() -> None:

@@ -90,6 +90,45 @@ def test_a_donor_pledges_in_boxes_and_tonnes_and_gets_base_units(stack: Stack) -
     assert len(rows) == 3
 
 
+def test_liquids_are_pledged_by_mass_through_the_density_on_the_label(stack: Stack) -> None:
+    client = stack.client()
+    donor = register(client, kind="foundation")
+    body = {
+        "lines": [
+            {"item": "disinfectant_84", "quantity": "2", "unit": "t", "density_g_per_l": 1000},
+            {"item": "alcohol_75", "quantity": "10", "unit": "kg", "density_g_per_l": 800},
+        ],
+        "origin": {"region": "4403"},
+    }
+    pledge = _pledge(client, donor, body)
+    assert [(line["quantity"], line["base_unit"]) for line in pledge["lines"]] == [
+        (2_000_000, "ml"),
+        (12_500, "ml"),
+    ]
+    refused = client.post(
+        "/api/v1/pledges",
+        json={
+            "lines": [
+                {"item": "alcohol_75", "quantity": "10", "unit": "kg"},
+                {"item": "alcohol_75", "quantity": "1", "unit": "kg", "density_g_per_l": 877},
+                {"item": "mask", "quantity": "1", "unit": "piece", "density_g_per_l": 877},
+            ],
+            "origin": {"region": "4403"},
+        },
+        headers=donor.headers,
+    )
+    assert refused.status_code == 422
+    errors = refused.json["errors"]
+    assert set(errors) == {
+        "lines.0.density_g_per_l",
+        "lines.1.quantity",
+        "lines.2.density_g_per_l",
+    }
+    assert "1140.25" in errors["lines.1.quantity"][0]
+    listed = client.get("/api/v1/pledges", headers=donor.headers).json["items"]
+    assert [p["id"] for p in listed] == [pledge["id"]]
+
+
 def test_bad_lines_name_the_field_and_nothing_is_written(stack: Stack) -> None:
     client = stack.client()
     donor = register(client, kind="foundation")
@@ -409,3 +448,57 @@ def test_perishables_expire_and_overdue_reservations_are_released(stack: Stack) 
     eventually(lambda: _line(stack, pledge["lines"][1]["id"]).reserved == 0)
     reasons = sorted(e["payload"]["reason"] for e in _events(stack, "reservation.released"))
     assert reasons == ["not shipped by its deadline", "past best-before"]
+
+
+def test_goods_picked_up_after_their_reservation_lapsed_are_taken_back_if_still_there(
+    stack: Stack,
+) -> None:
+    """The deadline release and the pickup race; the road wins when the line can."""
+    donor = _verified_donor(stack)
+    pledge = _pledge(stack.client(), donor, one_line(100))
+    line_id = pledge["lines"][0]["id"]
+    donations = stack.runtime("donations")
+    late, lost_race = proposal(pledge, 60), proposal(pledge, 40)
+    with donations.unit_of_work() as session:
+        for offer in (late, lost_race):
+            service.reserve(session, donations.outbox, offer, utcnow())
+        for offer in (late, lost_race):
+            assert service.release_allocation(
+                session, donations.outbox, offer["allocation_id"], "not shipped by its deadline"
+            )
+    # Meanwhile the freed 40 went to another need.
+    with donations.unit_of_work() as session:
+        service.reserve(session, donations.outbox, proposal(pledge, 40), utcnow())
+
+    def picked_up(offer: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "shipment_id": uuid.uuid4(),
+            "status": "picked_up",
+            "occurred_at": utcnow(),
+            "lines": [
+                {
+                    "allocation_id": offer["allocation_id"],
+                    "pledge_line_id": uuid.UUID(line_id),
+                    "quantity": offer["quantity"],
+                }
+            ],
+        }
+
+    with donations.unit_of_work() as session:
+        assert service.apply_shipment(session, donations.outbox, picked_up(late)) == 1
+    line = _line(stack, line_id)
+    assert (line.reserved, line.shipped) == (40, 60)
+    # The other 40 are taken: nothing can be taken back, and nothing over-commits.
+    with donations.unit_of_work() as session:
+        assert service.apply_shipment(session, donations.outbox, picked_up(lost_race)) == 0
+    line = _line(stack, line_id)
+    assert (line.reserved, line.shipped) == (40, 60)
+    with donations.session_factory() as session:
+        statuses = {
+            r.allocation_id: r.status
+            for r in session.scalars(
+                select(Reservation).where(Reservation.pledge_line_id == line.id)
+            )
+        }
+    assert statuses[late["allocation_id"]] == "shipped"
+    assert statuses[lost_race["allocation_id"]] == "released"

@@ -1,0 +1,718 @@
+"""Shipments through the gateway on real donations and dispatch workers: consolidation
+of reserved allocations (on its own and by a coordinator), every status with its history,
+late and duplicate scans, a scanner's batch, lost and returned shipments giving their
+quantity back to matching, and the overdue watch."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from services.dispatch.models import Allocation, NeedLine, Shipment
+from services.dispatch.models import messaging as dispatch_messaging
+from services.dispatch.shipments_tasks import flag_overdue_shipments
+from services.donations.models import PledgeLine, Reservation
+from shared.db import utcnow
+from tests.support.auth import Account, admin, coordinator, verified
+from tests.support.stack import Stack, eventually
+
+HOSPITAL_AT = {"region": "420103", "address": "1277 Jiefang Avenue", "lat": 30.58, "lon": 114.27}
+COMMUNITY_AT = {"region": "420102", "address": "Baibuting community", "lat": 30.62, "lon": 114.3}
+
+
+def _world(stack: Stack) -> dict[str, Account]:
+    stack.start_worker("donations")
+    stack.start_worker("dispatch")
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    return {
+        "coordinator": coordinator(client, boss),
+        "donor": verified(client, boss, kind="foundation", region="4403"),
+        "hospital": verified(client, boss, kind="hospital", region="420103"),
+        "community": verified(client, boss, kind="community_committee", region="420102"),
+        "carrier": verified(client, boss, kind="logistics_company", region="4201"),
+        "rival": verified(client, boss, kind="logistics_company", region="4201"),
+    }
+
+
+def _call(client: Any, method: str, url: str, who: Account, status: int, **kwargs: Any) -> Any:
+    headers = {**who.headers, **kwargs.pop("headers", {})}
+    response = client.open(url, method=method, headers=headers, **kwargs)
+    assert response.status_code == status, response.get_data(as_text=True)
+    return response
+
+
+def _post(client: Any, url: str, body: Any, who: Account, status: int = 201) -> Any:
+    return _call(client, "POST", url, who, status, json=body).json
+
+
+def _need(client: Any, who: Account, lines: dict[str, int], at: dict[str, Any]) -> Any:
+    return _post(
+        client,
+        "/api/v1/needs",
+        {
+            "lines": [
+                {
+                    "item": item,
+                    "quantity": str(q),
+                    "unit": "piece" if item == "mask" else "pair",
+                    "urgency": "critical",
+                }
+                for item, q in lines.items()
+            ],
+            "location": at,
+        },
+        who,
+    )
+
+
+def _reserved(
+    stack: Stack,
+    people: dict[str, Account],
+    supply: dict[str, int],
+    needs: list[tuple[str, dict[str, int], dict[str, Any]]],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A pledge, needs, an applied matching run, and every allocation reserved."""
+    client = stack.client()
+    pledge = _post(
+        client,
+        "/api/v1/pledges",
+        {
+            "lines": [
+                {"item": item, "quantity": str(q), "unit": "piece" if item == "mask" else "pair"}
+                for item, q in supply.items()
+            ],
+            "origin": {"region": "440304", "address": "Futian, Shenzhen"},
+        },
+        people["donor"],
+    )
+    made = [_need(client, people[who], lines, at) for who, lines, at in needs]
+    wanted = sum(len(lines) for _, lines, _ in needs)
+
+    def supply_known() -> bool:
+        return _supply_synced(stack, pledge)
+
+    eventually(supply_known)
+    _post(
+        client,
+        "/api/v1/matching/runs",
+        {"dry_run": False, "items": sorted(supply)},
+        people["coordinator"],
+    )
+    eventually(lambda: len(_allocations(stack, "reserved")) == wanted, timeout=60)
+    return pledge, made
+
+
+def _supply_synced(stack: Stack, pledge: dict[str, Any]) -> bool:
+    from services.dispatch.models import SupplyLine
+
+    with stack.runtime("dispatch").session_factory() as session:
+        return all(
+            session.get(SupplyLine, uuid.UUID(line["id"])) is not None for line in pledge["lines"]
+        )
+
+
+def _allocations(stack: Stack, status: str | None = None) -> list[Allocation]:
+    with stack.runtime("dispatch").session_factory() as session:
+        stmt = select(Allocation)
+        if status:
+            stmt = stmt.where(Allocation.status == status)
+        return list(session.scalars(stmt))
+
+
+def _shipments(client: Any, who: Account, **query: Any) -> list[dict[str, Any]]:
+    response = _call(client, "GET", "/api/v1/shipments", who, 200, query_string=query)
+    items: list[dict[str, Any]] = response.json["items"]
+    return items
+
+
+def _need_line(stack: Stack, line_id: str) -> NeedLine:
+    with stack.runtime("dispatch").session_factory() as session:
+        line = session.get(NeedLine, uuid.UUID(line_id))
+        assert line is not None
+        return line
+
+
+def _pledge_line(stack: Stack, line_id: str) -> PledgeLine:
+    with stack.runtime("donations").session_factory() as session:
+        line = session.get(PledgeLine, uuid.UUID(line_id))
+        assert line is not None
+        return line
+
+
+def _reservations(stack: Stack) -> dict[str, str]:
+    with stack.runtime("donations").session_factory() as session:
+        return {str(r.allocation_id): r.status for r in session.scalars(select(Reservation))}
+
+
+def _assign(client: Any, shipment: dict[str, Any], people: dict[str, Account]) -> Any:
+    current = _call(
+        client, "GET", f"/api/v1/shipments/{shipment['id']}", people["coordinator"], 200
+    )
+    return _call(
+        client,
+        "PATCH",
+        f"/api/v1/shipments/{shipment['id']}",
+        people["coordinator"],
+        200,
+        json={"logistics_org_id": people["carrier"].org_id, "tracking_ref": "SF1234567890"},
+        headers={"If-Match": current.headers["ETag"]},
+    ).json
+
+
+def _update(
+    client: Any,
+    shipment_id: str,
+    who: Account,
+    status: str,
+    at: datetime,
+    code: int = 201,
+    **extra: Any,
+) -> Any:
+    return _post(
+        client,
+        f"/api/v1/shipments/{shipment_id}/events",
+        {"status": status, "occurred_at": at.isoformat(), **extra},
+        who,
+        code,
+    )
+
+
+def test_reserved_allocations_are_consolidated_and_go_through_every_status(
+    stack: Stack,
+) -> None:
+    people = _world(stack)
+    client = stack.client()
+    pledge, (need,) = _reserved(
+        stack,
+        people,
+        {"mask": 1000, "gloves_exam": 500},
+        [("hospital", {"mask": 300, "gloves_exam": 200}, HOSPITAL_AT)],
+    )
+    # Both allocations leave one place for one place: one planned shipment, two lines.
+    shipment = eventually(
+        lambda: next(
+            (s for s in _shipments(client, people["coordinator"]) if len(s["lines"]) == 2), None
+        ),
+        timeout=60,
+    )
+    assert shipment["status"] == "planned"
+    assert {(line["item"], line["quantity"]) for line in shipment["lines"]} == {
+        ("mask", 300),
+        ("gloves_exam", 200),
+    }
+    assert shipment["destination"]["address"] == HOSPITAL_AT["address"]
+    assert [h["status"] for h in shipment["history"]] == ["planned"]
+    assert len(_shipments(client, people["coordinator"])) == 1
+    # The donor and the recipient see it; no logistics company is assigned yet.
+    assert [s["id"] for s in _shipments(client, people["donor"])] == [shipment["id"]]
+    assert [s["id"] for s in _shipments(client, people["hospital"], need_id=need["id"])] == [
+        shipment["id"]
+    ]
+    assert _shipments(client, people["community"]) == []
+    assert _shipments(client, people["carrier"]) == []
+
+    # Assigning takes the ETag: 428 without, 412 when stale.
+    url = f"/api/v1/shipments/{shipment['id']}"
+    body = {"logistics_org_id": people["carrier"].org_id}
+    _call(client, "PATCH", url, people["coordinator"], 428, json=body)
+    _call(client, "PATCH", url, people["coordinator"], 412, json=body, headers={"If-Match": '"0"'})
+    _call(client, "PATCH", url, people["donor"], 403, json=body, headers={"If-Match": "*"})
+    bad = _call(
+        client,
+        "PATCH",
+        url,
+        people["coordinator"],
+        422,
+        json={"logistics_org_id": people["donor"].org_id},
+        headers={"If-Match": "*"},
+    )
+    assert "logistics_org_id" in bad.json["errors"]
+    assigned = _assign(client, shipment, people)
+    assert assigned["logistics_org_id"] == people["carrier"].org_id
+    assert assigned["version"] > shipment["version"]
+    assert [s["id"] for s in _shipments(client, people["carrier"])] == [shipment["id"]]
+    assert _shipments(client, people["rival"]) == []
+
+    # Another company's staff cannot touch it; the donor sees it but does not update it.
+    # Scans follow the plan, a few seconds apart (never beyond the clock skew ahead).
+    start = utcnow()
+    _update(client, shipment["id"], people["rival"], "picked_up", start, 404)
+    _update(client, shipment["id"], people["donor"], "picked_up", start, 403)
+    # Nothing from the future, and only a receipt makes it received.
+    future = _update(
+        client, shipment["id"], people["carrier"], "picked_up", utcnow() + timedelta(hours=1), 422
+    )
+    assert "occurred_at" in future["errors"]
+
+    steps = [
+        ("ready_for_pickup", "Futian warehouse"),
+        ("picked_up", "Futian warehouse"),
+        ("in_transit", "Shenzhen-Wuhan expressway"),
+        ("held", "Wuhan checkpoint"),
+        ("in_transit", "Wuhan ring road"),
+        ("out_for_delivery", "Jiefang Avenue"),
+        ("delivered", "Jiefang Avenue"),
+    ]
+    for n, (status, where) in enumerate(steps):
+        done = _update(
+            client,
+            shipment["id"],
+            people["carrier"],
+            status,
+            start + timedelta(seconds=10 * n),
+            location=where,
+        )
+        assert done["outcome"] == "applied", done
+        assert done["shipment"]["status"] == status
+        if status == "picked_up":
+            # It has left: the allocations shipped and the need line counts them so.
+            assert {a.status for a in _allocations(stack)} == {"shipped"}
+            mask_line = next(line for line in need["lines"] if line["item"] == "mask")
+            counted = _need_line(stack, mask_line["id"])
+            assert (counted.reserved, counted.shipped) == (0, 300)
+            # Donations hears of it: the pledge line moves to shipped.
+            eventually(lambda: _pledge_line(stack, pledge["lines"][0]["id"]).shipped == 300)
+
+    # An impossible transition names both statuses.
+    refused = _call(
+        client,
+        "POST",
+        f"/api/v1/shipments/{shipment['id']}/events",
+        people["carrier"],
+        409,
+        json={"status": "in_transit", "occurred_at": (start + timedelta(seconds=100)).isoformat()},
+    ).json
+    assert refused["current_status"] == "delivered"
+    assert refused["requested_status"] == "in_transit"
+    assert "delivered" in refused["detail"] and "in_transit" in refused["detail"]
+    received = _call(
+        client,
+        "POST",
+        f"/api/v1/shipments/{shipment['id']}/events",
+        people["coordinator"],
+        409,
+        json={"status": "received", "occurred_at": (start + timedelta(seconds=100)).isoformat()},
+    ).json
+    assert received["requested_status"] == "received"
+
+    # A late scan is kept in its place without moving the status back.
+    late = _update(
+        client,
+        shipment["id"],
+        people["carrier"],
+        "delayed",
+        start + timedelta(seconds=25),
+        location="Xianning",
+    )
+    assert late["outcome"] == "late"
+    assert late["shipment"]["status"] == "delivered"
+    # The same scan again is a duplicate, recorded once.
+    again = _update(
+        client, shipment["id"], people["carrier"], "delayed", start + timedelta(seconds=25), 200
+    )
+    assert again["outcome"] == "duplicate"
+    assert again["event"]["id"] == late["event"]["id"]
+
+    final = _call(client, "GET", url, people["hospital"], 200)
+    assert final.headers["ETag"] == f'"{final.json["version"]}"'
+    history = final.json["history"]
+    assert [(h["status"], h["applied"]) for h in history] == [
+        ("planned", True),
+        *[(status, True) for status, _ in steps[:3]],
+        ("delayed", False),
+        *[(status, True) for status, _ in steps[3:]],
+    ]
+    held = next(h for h in history if h["status"] == "held")
+    assert held["location"] == "Wuhan checkpoint"
+    assert held["actor_org_id"] == people["carrier"].org_id
+    assert held["previous_status"] == "in_transit"
+    assert held["source"] == "api"
+    assert {a.status for a in _allocations(stack)} == {"delivered"}
+    # Donations: delivered, and the shipment's events applied once however often sent.
+    eventually(lambda: _pledge_line(stack, pledge["lines"][0]["id"]).delivered == 300, timeout=60)
+    assert set(_reservations(stack).values()) == {"delivered"}
+    line = _pledge_line(stack, pledge["lines"][0]["id"])
+    assert (line.reserved, line.shipped, line.delivered) == (0, 300, 300)
+
+
+def test_a_coordinator_consolidates_by_hand_and_an_emptied_plan_is_cancelled(
+    stack: Stack,
+) -> None:
+    people = _world(stack)
+    client = stack.client()
+    _pledge, (need,) = _reserved(
+        stack,
+        people,
+        {"mask": 1000, "gloves_exam": 500},
+        [("hospital", {"mask": 300, "gloves_exam": 200}, HOSPITAL_AT)],
+    )
+    planned = eventually(
+        lambda: next(
+            (s for s in _shipments(client, people["coordinator"]) if len(s["lines"]) == 2), None
+        ),
+        timeout=60,
+    )
+    by_item = {line["item"]: line["allocation_id"] for line in planned["lines"]}
+    eta = (utcnow() + timedelta(days=1)).replace(microsecond=0)
+
+    # Refused: someone else, an unknown allocation, a wrong logistics company.
+    body = {"allocation_ids": [by_item["mask"]]}
+    _call(client, "POST", "/api/v1/shipments", people["hospital"], 403, json=body)
+    unknown = _post(
+        client,
+        "/api/v1/shipments",
+        {"allocation_ids": [by_item["mask"], str(uuid.uuid4())]},
+        people["coordinator"],
+        422,
+    )
+    assert list(unknown["errors"]) == ["allocation_ids.1"]
+    wrong = _post(
+        client,
+        "/api/v1/shipments",
+        {**body, "logistics_org_id": people["hospital"].org_id},
+        people["coordinator"],
+        422,
+    )
+    assert "logistics_org_id" in wrong["errors"]
+    assert len(_shipments(client, people["coordinator"])) == 1
+
+    masks = _post(
+        client,
+        "/api/v1/shipments",
+        {
+            **body,
+            "logistics_org_id": people["carrier"].org_id,
+            "tracking_ref": "EMS-0001",
+            "eta": eta.isoformat(),
+        },
+        people["coordinator"],
+    )
+    assert [line["allocation_id"] for line in masks["lines"]] == [by_item["mask"]]
+    assert masks["status"] == "planned"
+    assert masks["tracking_ref"] == "EMS-0001"
+    assert datetime.fromisoformat(masks["eta"]) == eta
+    assert masks["logistics_org_id"] == people["carrier"].org_id
+    left = _call(client, "GET", f"/api/v1/shipments/{planned['id']}", people["coordinator"], 200)
+    assert [line["item"] for line in left.json["lines"]] == ["gloves_exam"]
+    assert left.json["status"] == "planned"
+
+    # Taking the last allocation off the old plan cancels it (it carries nothing).
+    gloves = _post(
+        client,
+        "/api/v1/shipments",
+        {"allocation_ids": [by_item["gloves_exam"]]},
+        people["coordinator"],
+    )
+    emptied = _call(
+        client, "GET", f"/api/v1/shipments/{planned['id']}", people["coordinator"], 200
+    ).json
+    assert emptied["status"] == "cancelled"
+    assert emptied["lines"] == []
+    # The allocations themselves are untouched, still reserved.
+    assert {a.status for a in _allocations(stack)} == {"reserved"}
+    # Both allocations are of one origin and destination: they may go together again.
+    together = _post(
+        client,
+        "/api/v1/shipments",
+        {"allocation_ids": [by_item["mask"], by_item["gloves_exam"]]},
+        people["coordinator"],
+    )
+    assert len(together["lines"]) == 2
+    for old in (masks, gloves):
+        gone = _call(client, "GET", f"/api/v1/shipments/{old['id']}", people["coordinator"], 200)
+        assert gone.json["status"] == "cancelled"
+
+    # Cancelling a planned shipment with lines gives its need back to matching, and
+    # donations releases the reservations.
+    cancelled = _update(
+        client, together["id"], people["coordinator"], "cancelled", utcnow() - timedelta(minutes=1)
+    )
+    assert cancelled["outcome"] == "applied"
+    assert {a.status for a in _allocations(stack)} == {"cancelled"}
+    mask_line = next(line for line in need["lines"] if line["item"] == "mask")
+    assert _need_line(stack, mask_line["id"]).reserved == 0
+    assert _need_line(stack, mask_line["id"]).status == "open"
+    eventually(lambda: set(_reservations(stack).values()) == {"released"}, timeout=60)
+
+
+def _batch_world(stack: Stack) -> tuple[dict[str, Account], list[dict[str, Any]]]:
+    """Two shipments (to the hospital and to the community), both for the carrier."""
+    people = _world(stack)
+    client = stack.client()
+    _reserved(
+        stack,
+        people,
+        {"mask": 1000},
+        [("hospital", {"mask": 300}, HOSPITAL_AT), ("community", {"mask": 200}, COMMUNITY_AT)],
+    )
+    shipments = eventually(
+        lambda: (lambda found: found if len(found) == 2 else None)(
+            _shipments(client, people["coordinator"])
+        ),
+        timeout=60,
+    )
+    return people, [_assign(client, s, people) for s in shipments]
+
+
+def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> None:
+    people, (first, second) = _batch_world(stack)
+    client = stack.client()
+    # A third shipment, assigned to another company.
+    start = utcnow()
+    stranger_id = str(uuid.uuid4())
+    with stack.runtime("dispatch").unit_of_work() as session:
+        theirs = session.get(Shipment, uuid.UUID(second["id"]))
+        assert theirs is not None
+        theirs.logistics_org_id = uuid.UUID(people["rival"].org_id)
+
+    def at(seconds: int) -> str:
+        return (start + timedelta(seconds=seconds)).isoformat()
+
+    rows = [
+        # Out of order on purpose: the batch is applied in the order things happened.
+        {
+            "shipment_id": first["id"],
+            "status": "in_transit",
+            "occurred_at": at(20),
+            "location": "Xinyang",
+        },
+        {"shipment_id": first["id"], "status": "picked_up", "occurred_at": at(10)},
+        {"shipment_id": stranger_id, "status": "picked_up", "occurred_at": at(10)},
+        {"shipment_id": first["id"], "status": "teleported", "occurred_at": at(30)},
+        {"shipment_id": first["id"], "status": "delayed", "occurred_at": "yesterday-ish"},
+        {"shipment_id": second["id"], "status": "picked_up", "occurred_at": at(10)},
+        {
+            "shipment_id": first["id"],
+            "status": "delayed",
+            "occurred_at": at(40),
+            "note": "snow on the G4",
+        },
+    ]
+    url = "/api/v1/shipments/events:batch"
+    answer = _post(client, url, {"events": rows}, people["carrier"], 200)
+    assert (answer["rows"], answer["applied"], answer["refused"]) == (7, 3, 4)
+    outcomes = [r["outcome"] for r in answer["results"]]
+    assert outcomes == ["applied", "applied", "refused", "refused", "refused", "refused", "applied"]
+    assert [r["index"] for r in answer["results"]] == list(range(7))
+    assert "shipment_id" in answer["results"][2]["errors"]
+    assert "status" in answer["results"][3]["errors"]
+    assert "occurred_at" in answer["results"][4]["errors"]
+    assert "shipment_id" in answer["results"][5]["errors"]
+    mine = _call(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json
+    assert mine["status"] == "delayed"
+    assert [h["status"] for h in mine["history"]] == [
+        "planned",
+        "picked_up",
+        "in_transit",
+        "delayed",
+    ]
+    assert all(h["source"] == "batch" for h in mine["history"][1:])
+    theirs_now = _call(
+        client, "GET", f"/api/v1/shipments/{second['id']}", people["coordinator"], 200
+    ).json
+    assert theirs_now["status"] == "planned"
+
+    # The same batch again changes nothing: the good rows are duplicates.
+    again = _post(client, url, {"events": rows}, people["carrier"], 200)
+    assert (again["applied"], again["duplicate"], again["refused"]) == (0, 3, 4)
+    assert (
+        len(
+            _call(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json[
+                "history"
+            ]
+        )
+        == 4
+    )
+
+    # As CSV, from the rival company's scanner: its own row lands, the carrier's does not.
+    csv_rows = "\n".join(
+        [
+            "shipment_id,status,occurred_at,location,note",
+            f"{second['id']},picked_up,{at(15)},Futian,",
+            f"{second['id']},in_transit,{at(25)},Xiaogan,convoy 3",
+            f"{first['id']},lost,{at(50)},,",
+            f"{second['id']},in_transit,not a time,,",
+            f"{second['id']},out_for_delivery,{at(35)},,",
+        ]
+    )
+    csv_answer = _call(
+        client,
+        "POST",
+        url,
+        people["rival"],
+        200,
+        data=csv_rows.encode(),
+        content_type="text/csv",
+    ).json
+    assert [r["outcome"] for r in csv_answer["results"]] == [
+        "applied",
+        "applied",
+        "refused",
+        "refused",
+        "applied",
+    ]
+    assert "occurred_at" in csv_answer["results"][3]["errors"]
+    resent = _call(
+        client,
+        "POST",
+        url,
+        people["rival"],
+        200,
+        data=csv_rows.encode(),
+        content_type="text/csv",
+    ).json
+    assert (resent["applied"], resent["duplicate"], resent["refused"]) == (0, 3, 2)
+    theirs_now = _call(
+        client, "GET", f"/api/v1/shipments/{second['id']}", people["rival"], 200
+    ).json
+    assert theirs_now["status"] == "out_for_delivery"
+    assert [h["location"] for h in theirs_now["history"]][1:3] == ["Futian", "Xiaogan"]
+    # The carrier's shipment did not get lost by the rival's scanner.
+    assert (
+        _call(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json[
+            "status"
+        ]
+        == "delayed"
+    )
+
+    # Malformed batches are refused whole, naming what is wrong.
+    bad_header = _call(
+        client,
+        "POST",
+        url,
+        people["carrier"],
+        422,
+        data=b"id,when\n1,2\n",
+        content_type="text/csv",
+    ).json
+    assert "header" in bad_header["errors"]
+    _call(client, "POST", url, people["donor"], 403, json={"events": []})
+
+
+def test_lost_returns_the_quantity_to_matching_and_returned_to_the_donor(stack: Stack) -> None:
+    people, shipments = _batch_world(stack)
+    client = stack.client()
+    by_recipient = {s["recipient_org_id"]: s for s in shipments}
+    to_hospital = by_recipient[people["hospital"].org_id]
+    to_community = by_recipient[people["community"].org_id]
+    pledge_line = to_hospital["lines"][0]["pledge_line_id"]
+    start = utcnow() - timedelta(hours=2)
+    for shipment in (to_hospital, to_community):
+        _update(client, shipment["id"], people["carrier"], "picked_up", start)
+        _update(
+            client, shipment["id"], people["carrier"], "in_transit", start + timedelta(minutes=30)
+        )
+    eventually(lambda: _pledge_line(stack, pledge_line).shipped == 500, timeout=60)
+
+    lost = _update(
+        client,
+        to_hospital["id"],
+        people["carrier"],
+        "lost",
+        start + timedelta(hours=1),
+        note="truck overturned",
+    )
+    assert lost["outcome"] == "applied"
+    hospital_line = _need_line(stack, to_hospital["lines"][0]["need_line_id"])
+    # The need line is open again for exactly what was lost.
+    assert (hospital_line.reserved, hospital_line.shipped, hospital_line.status) == (0, 0, "open")
+    with stack.runtime("dispatch").session_factory() as session:
+        allocation = session.get(Allocation, uuid.UUID(to_hospital["lines"][0]["allocation_id"]))
+        assert allocation is not None and allocation.status == "lost"
+    # Lost is final.
+    _update(
+        client, to_hospital["id"], people["carrier"], "in_transit", start + timedelta(hours=2), 409
+    )
+
+    returned = _update(
+        client, to_community["id"], people["carrier"], "returned", start + timedelta(hours=1)
+    )
+    assert returned["outcome"] == "applied"
+    community_line = _need_line(stack, to_community["lines"][0]["need_line_id"])
+    assert (community_line.shipped, community_line.status) == (0, "open")
+
+    # Donations: the lost units stay shipped (they are gone); the returned ones are the
+    # donor's to give again.
+    def settled() -> bool:
+        reservations = _reservations(stack)
+        return (
+            reservations.get(to_hospital["lines"][0]["allocation_id"]) == "lost"
+            and reservations.get(to_community["lines"][0]["allocation_id"]) == "released"
+        )
+
+    eventually(settled, timeout=60)
+    line = _pledge_line(stack, pledge_line)
+    assert (line.reserved, line.shipped, line.delivered) == (0, 300, 0)
+    assert line.quantity - line.reserved - line.shipped == 700
+
+
+def test_overdue_shipments_are_flagged_once_and_cleared_by_the_next_update(
+    stack: Stack,
+) -> None:
+    people, (first, second) = _batch_world(stack)
+    client = stack.client()
+    rt = stack.runtime("dispatch")
+    # The first is past its ETA; the second only goes stale a day later.
+    eta = utcnow() + timedelta(hours=2)
+    _call(
+        client,
+        "PATCH",
+        f"/api/v1/shipments/{first['id']}",
+        people["coordinator"],
+        200,
+        json={"eta": eta.isoformat()},
+        headers={"If-Match": "*"},
+    )
+    _update(client, second["id"], people["carrier"], "picked_up", utcnow() - timedelta(hours=1))
+
+    assert flag_overdue_shipments(rt, now=utcnow()) == 0
+    assert flag_overdue_shipments(rt, now=utcnow() + timedelta(hours=3)) == 1
+    # Once flagged, a later run does not flag it again.
+    assert flag_overdue_shipments(rt, now=utcnow() + timedelta(hours=4)) == 0
+    flagged = _shipments(client, people["coordinator"], overdue="true")
+    assert [s["id"] for s in flagged] == [first["id"]]
+    assert flagged[0]["overdue_reason"].startswith("past_eta")
+    assert [s["id"] for s in _shipments(client, people["coordinator"], overdue="false")] == [
+        second["id"]
+    ]
+    # No update for a day.
+    assert flag_overdue_shipments(rt, now=utcnow() + timedelta(hours=25)) == 1
+    with rt.session_factory() as session:
+        outbox = dispatch_messaging.outbox
+        events = [
+            row.message
+            for row in session.scalars(
+                select(outbox).where(outbox.type == "shipment.overdue").order_by(outbox.created_at)
+            )
+        ]
+    assert [e["payload"]["shipment_id"] for e in events] == [first["id"], second["id"]]
+    assert events[1]["payload"]["reason"].startswith("stale")
+    assert events[0]["payload"]["logistics_org_id"] == people["carrier"].org_id
+
+    # The next applied update clears the flag.
+    _update(client, first["id"], people["carrier"], "picked_up", utcnow() - timedelta(minutes=5))
+    assert [s["id"] for s in _shipments(client, people["coordinator"], overdue="true")] == [
+        second["id"]
+    ]
+    # Beat's task, on the real worker: a shipment whose ETA has just passed is flagged.
+    _call(
+        client,
+        "PATCH",
+        f"/api/v1/shipments/{first['id']}",
+        people["coordinator"],
+        200,
+        json={"eta": (utcnow() - timedelta(minutes=1)).isoformat()},
+        headers={"If-Match": "*"},
+    )
+    rt.celery.send_task("dispatch.flag_overdue_shipments", queue="dispatch")
+    eventually(
+        lambda: (
+            first["id"]
+            in {s["id"] for s in _shipments(client, people["coordinator"], overdue="true")}
+        ),
+        timeout=60,
+    )
