@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-embedded test-servers lint install clean
+.PHONY: run test test-embedded test-servers lint install clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,24 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/aidlink migrate
 	$(BIN)/aidlink demo load
+	rm -rf $${AIDLINK_VAR_DIR:-var}/metrics  # counters of an earlier run
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 ## Run the test suite on the embedded backends, then again on PostgreSQL and Redis
 ## when AIDLINK_TEST_POSTGRES_URL and AIDLINK_TEST_REDIS_URL are set.
-test: $(STAMP) lint test-embedded test-servers
+test: $(STAMP) browser lint test-embedded test-servers
+
+## Debian's Chromium (and a CJK font for readable screenshots) for the browser tests,
+## when it is missing and this user may install packages.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			echo "== installing Debian's chromium for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei; \
+		else \
+			echo "== /usr/bin/chromium is missing: install Debian's chromium to run the browser tests"; \
+		fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ from services.gateway.openapi import install_openapi
 from services.gateway.proxy import ROUTES, ServiceClient, install_proxy
 from services.gateway.ratelimit import install_rate_limits
 from services.gateway.security import install_authentication
+from services.gateway.web import install_web
 from shared.config import Settings
 from shared.idempotency import install_idempotency
 from shared.web import create_service_app
@@ -73,4 +74,6 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     client = ServiceClient(settings)
     install_openapi(app, api, client)
     install_proxy(app, client)
+    # The web UI at /, over the same API.
+    install_web(app, settings)
     return app

@@ -1,0 +1,160 @@
+"""Coordinators' pages: the verification queue (with each registration's duplicate
+candidates side by side) and the matching preview with its approval."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_babel import gettext
+
+from services.gateway.web import api
+from services.gateway.web.api import ApiResponse
+from services.gateway.web.base import bp, is_coordinator, problem_page, require_me
+from services.gateway.web.forms import FormState
+from services.gateway.web.i18n import CATALOG
+
+QUEUE_SIZE = 50
+
+
+@bp.before_request
+def _coordinators_only() -> Any:
+    """Coordinator pages say so plainly to others; the API refuses them anyway."""
+    if (
+        request.endpoint
+        and request.endpoint.startswith("web.")
+        and request.path.startswith("/coordinator/")
+    ):
+        require_me()
+        if not is_coordinator():
+            return problem_page(ApiResponse(403, {"detail": "Only coordinators may do this."}))
+    return None
+
+
+def _queue(forms: dict[str, FormState] | None = None, status: int = 200) -> Any:
+    answer = api.get("/orgs", query={"status": "pending", "limit": QUEUE_SIZE})
+    if not answer.ok:
+        return problem_page(answer)
+    entries = []
+    for org in answer.body["items"]:
+        flags = api.get(f"/orgs/{org['id']}/duplicates", query={"status": "open"})
+        entries.append(
+            {
+                "org": org,
+                "flags": flags.body["items"] if flags.ok else [],
+                "form": (forms or {}).get(org["id"]) or FormState(),
+            }
+        )
+    return render_template("coordinator/verification.html", entries=entries), status
+
+
+@bp.get("/coordinator/verification")
+def verification_queue() -> Any:
+    require_me()
+    return _queue()
+
+
+def _decide(org_id: uuid.UUID, action: str, field: str, done: str) -> Any:
+    require_me()
+    value = request.form.get(field, "").strip()
+    answer = api.post(
+        f"/orgs/{org_id}/{action}",
+        json={field: value},
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if answer.status in (403, 404) or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        form = FormState.from_problem({field: value}, answer)
+        return _queue({str(org_id): form}, answer.status)
+    flash(done % {"name": answer.body.get("name", "")}, "success")
+    return redirect(url_for("web.verification_queue"))
+
+
+@bp.post("/coordinator/orgs/<uuid:org_id>/verify")
+def verify_org(org_id: uuid.UUID) -> Any:
+    return _decide(org_id, "verify", "evidence", gettext("%(name)s is verified."))
+
+
+@bp.post("/coordinator/orgs/<uuid:org_id>/suspend")
+def suspend_org(org_id: uuid.UUID) -> Any:
+    return _decide(org_id, "suspend", "reason", gettext("%(name)s is suspended."))
+
+
+@bp.get("/coordinator/matching")
+def matching() -> Any:
+    require_me()
+    answer = api.get("/matching/runs", query={"status": "preview", "limit": 20})
+    if not answer.ok:
+        return problem_page(answer)
+    return render_template(
+        "coordinator/matching.html",
+        runs=answer.body["items"],
+        items=list(CATALOG),
+        form=FormState(),
+    )
+
+
+@bp.post("/coordinator/matching")
+def run_matching() -> Any:
+    require_me()
+    chosen = [code for code in request.form.getlist("items") if code]
+    answer = api.post(
+        "/matching/runs",
+        json={"dry_run": True, "items": chosen or None},
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if answer.status in (403, 404) or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        runs = api.get("/matching/runs", query={"status": "preview", "limit": 20})
+        return render_template(
+            "coordinator/matching.html",
+            runs=runs.body["items"] if runs.ok else [],
+            items=list(CATALOG),
+            form=FormState.from_problem({}, answer),
+        ), answer.status
+    return redirect(url_for("web.matching_run", run_id=answer.body["id"]))
+
+
+def _need_lines() -> dict[str, dict[str, Any]]:
+    """Open needs' lines by id, so the plan can say where each allocation goes."""
+    found: dict[str, dict[str, Any]] = {}
+    answer = api.get("/needs", query={"limit": 200})
+    if answer.ok:
+        for need in answer.body["items"]:
+            for line in need["lines"]:
+                found[str(line["id"])] = {"need": need, "line": line}
+    return found
+
+
+@bp.get("/coordinator/matching/<uuid:run_id>")
+def matching_run(run_id: uuid.UUID) -> Any:
+    require_me()
+    answer = api.get(f"/matching/runs/{run_id}")
+    if not answer.ok:
+        return problem_page(answer)
+    return render_template(
+        "coordinator/matching_run.html",
+        run=answer.body,
+        need_lines=_need_lines(),
+        base_units={code: item["base_unit"] for code, item in CATALOG.items()},
+        form=FormState(),
+    )
+
+
+@bp.post("/coordinator/matching/<uuid:run_id>/approve")
+def approve_matching(run_id: uuid.UUID) -> Any:
+    require_me()
+    answer = api.post(
+        f"/matching/runs/{run_id}/approve",
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if answer.status in (403, 404) or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        flash(FormState.from_problem({}, answer).detail or gettext("Not approved."), "error")
+        return redirect(url_for("web.matching_run", run_id=run_id))
+    flash(gettext("The plan is approved: its allocations go to the donors' pledges."), "success")
+    return redirect(url_for("web.matching_run", run_id=run_id))

@@ -1,0 +1,109 @@
+"""The public transparency ledger (no sign-in): totals by item, by city and by month
+as charts with their tables, the flows from donors to recipients, and the open-data
+downloads with the same filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import render_template, request
+from flask_babel import gettext
+
+from services.gateway.web import api
+from services.gateway.web.base import bp
+from services.gateway.web.charts import PALETTE, bar
+from services.gateway.web.forms import FormState
+from services.gateway.web.i18n import CATALOG, item_name, line_options, unit_name
+
+FILTERS = ("item", "region", "from", "to")
+FIGURES = ("pledged", "reserved", "shipped", "received")
+COLORS = dict(zip(FIGURES, PALETTE, strict=False))
+
+
+def figure_names() -> dict[str, str]:
+    return {
+        "pledged": gettext("Pledged"),
+        "reserved": gettext("Reserved"),
+        "shipped": gettext("Shipped"),
+        "received": gettext("Received"),
+    }
+
+
+def item_label(code: str, unit: str | None) -> str:
+    return f"{item_name(code)} ({unit_name(unit)})" if unit else item_name(code)
+
+
+def _ordered_items(codes: Any) -> list[str]:
+    """Items in catalogue order, unknown codes last."""
+    order = {code: i for i, code in enumerate(CATALOG)}
+    return sorted(codes, key=lambda code: (order.get(code, len(order)), code))
+
+
+def ledger_view(ledger: dict[str, Any], chart_item: str | None) -> dict[str, Any]:
+    """The ledger's numbers as the page's tables and charts. Quantities of different
+    items are never added: the city and month charts show one item."""
+    names = figure_names()
+    totals = ledger["totals"]
+    items = _ordered_items(totals)
+    if chart_item not in totals:
+        chart_item = items[0] if items else None
+    by_item = bar(
+        [item_label(code, totals[code]["base_unit"]) for code in items],
+        [(names[f], [totals[code][f] for code in items]) for f in FIGURES],
+        colors=[COLORS[f] for f in FIGURES],
+    )
+    regions = sorted(ledger["by_region"])
+    months = sorted(ledger["by_month"])
+    shown = ("pledged", "shipped", "received")
+
+    def of(table: dict[str, Any], key: str, figure: str) -> int:
+        cell = table[key].get(chart_item or "")
+        return int(cell[figure]) if cell else 0
+
+    by_region = bar(
+        regions,
+        [(names[f], [of(ledger["by_region"], r, f) for r in regions]) for f in shown],
+        colors=[COLORS[f] for f in shown],
+    )
+    by_month = bar(
+        months,
+        [(names[f], [of(ledger["by_month"], m, f) for m in months]) for f in shown],
+        colors=[COLORS[f] for f in shown],
+    )
+    return {
+        "items": items,
+        "chart_item": chart_item,
+        "regions": regions,
+        "months": months,
+        "charts": {"by_item": by_item, "by_region": by_region, "by_month": by_month},
+        "figures": FIGURES,
+        "figure_names": names,
+    }
+
+
+@bp.get("/transparency")
+def transparency() -> Any:
+    """Public: no sign-in. The API's filters, and its problems shown at their field."""
+    values = {k: request.args.get(k, "").strip() for k in FILTERS}
+    query = {k: v for k, v in values.items() if v}
+    answer = api.raw_call("GET", "/transparency/ledger", query=query)
+    form = FormState(values)
+    status = 200
+    ledger: dict[str, Any] = {"totals": {}, "by_region": {}, "by_month": {}, "flows": []}
+    if answer.ok:
+        ledger = answer.body
+    elif 400 <= answer.status < 500:
+        form = FormState.from_problem(values, answer)
+        status = answer.status
+    else:
+        status = 502
+        form = FormState(values, detail=gettext("The ledger is not available right now."))
+    view = ledger_view(ledger, request.args.get("chart_item") or values["item"] or None)
+    return render_template(
+        "transparency/ledger.html",
+        form=form,
+        ledger=ledger,
+        query=query if answer.ok else {},
+        item_options=line_options()["item_options"],
+        **view,
+    ), status
