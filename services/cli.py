@@ -132,6 +132,44 @@ def events_status() -> None:
     click.echo()
 
 
+@main.command("check-invariants")
+@click.option(
+    "--settle",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for events in flight to be handled before checking.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+def check_invariants(settle: float, as_json: bool) -> None:
+    """Check the saga's invariants across every service's database; exit status 1
+    when any is broken."""
+    from services.invariants import check
+
+    report = check(Settings.from_env(), settle=settle)
+    if as_json:
+        json.dump(report.as_dict(), sys.stdout, indent=2)
+        click.echo()
+    else:
+        counted = ", ".join(f"{n} {label}" for label, n in report.counts.items())
+        click.echo(f"checked {counted}")
+        if not report.settled:
+            waiting = ", ".join(f"{k} {v}" for k, v in report.in_flight.items())
+            click.echo(
+                f"still in flight after {settle:g} s: {waiting}; rules that need "
+                "the system at rest may report what is only in flight"
+            )
+        for violation in report.violations:
+            records = " ".join(f"{k}={v}" for k, v in violation.records.items())
+            click.echo(f"VIOLATED {violation.invariant}: {violation.detail} [{records}]")
+        if report.clean:
+            click.echo("all invariants hold")
+        else:
+            click.echo(f"{len(report.violations)} violation(s)")
+    if not report.clean:
+        sys.exit(1)
+
+
 @main.group("import")
 def import_group() -> None:
     """Import data from spreadsheets."""

@@ -7,7 +7,9 @@ structured logs, and ``/healthz`` and ``/readyz``. The service adds its blueprin
 
 from __future__ import annotations
 
+import http
 import logging
+import random
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from shared.db import make_engine, make_session_factory
 from shared.idempotency import IdempotencyRow, install_idempotency
 from shared.identity import install_internal_auth
 from shared.inbox import AggregateVersionRow, DeadLetterRow, DeliveryRow, Handler, Inbox, InboxRow
+from shared.input_guard import install_input_guard
+from shared.metrics import install_metrics, observe_event, serve_worker_metrics
 from shared.observability import (
     CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
@@ -33,7 +37,12 @@ from shared.observability import (
     request_id_var,
 )
 from shared.outbox import Outbox, OutboxRow, celery_publisher
-from shared.problems import Problem, ProblemSchema, install_problem_handlers
+from shared.problems import (
+    PROBLEM_CONTENT_TYPE,
+    Problem,
+    ProblemSchema,
+    install_problem_handlers,
+)
 from shared.taskqueue import make_celery
 
 log = logging.getLogger(__name__)
@@ -124,6 +133,26 @@ def db_session() -> Session:
 class ServiceApi(Api):
     ERROR_SCHEMA = ProblemSchema
 
+    def _register_responses(self) -> None:
+        """flask-smorest's reusable responses, with errors documented as what they are:
+        ``application/problem+json`` (RFC 9457), not ``application/json``."""
+        from flask_smorest.utils import prepare_response
+
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            content_type = self.DEFAULT_RESPONSE_CONTENT_TYPE
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+                content_type = PROBLEM_CONTENT_TYPE
+            prepare_response(response, self.spec, content_type)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {
+            "description": "Default error response",
+            "schema": self.ERROR_SCHEMA,
+        }
+        prepare_response(response, self.spec, PROBLEM_CONTENT_TYPE)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
+
 
 def create_service_app(
     name: str,
@@ -155,6 +184,7 @@ def create_service_app(
     )
     api = ServiceApi(app)
     install_problem_handlers(app)
+    install_input_guard(app)
 
     engine = make_engine(settings.database_url(name))
     session_factory = make_session_factory(engine)
@@ -198,6 +228,7 @@ def create_service_app(
         install_internal_auth(app, name, settings.internal_key)
         install_idempotency(app, models.idempotency, session_factory)
     _install_health(app, rt)
+    install_metrics(app, rt)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
@@ -265,21 +296,49 @@ def _install_health(app: Flask, rt: ServiceRuntime) -> None:
         ).response()
 
 
+# An event waiting for its predecessor is retried this often, at most this far apart
+# (about three hours in all): far longer than the outbox sweep needs to catch up.
+OUT_OF_ORDER_RETRIES = 60
+OUT_OF_ORDER_MAX_DELAY = 180.0
+
+
 def _register_messaging_tasks(rt: ServiceRuntime) -> None:
+    from celery.signals import worker_ready
+
     from shared.inbox import OutOfOrder
     from shared.taskqueue import TRANSIENT_ERRORS
 
+    @worker_ready.connect(weak=False)
+    def _serve_metrics(sender: Any = None, **_kwargs: Any) -> None:
+        port = rt.settings.worker_metrics_port
+        if port and getattr(sender, "app", None) is rt.celery:
+            serve_worker_metrics(rt, port)
+
     @rt.celery.task(
         name=f"{rt.name}.handle_event",
+        bind=True,
         shared=False,
-        autoretry_for=(*TRANSIENT_ERRORS, OutOfOrder),
+        autoretry_for=TRANSIENT_ERRORS,
         retry_backoff=True,
         retry_backoff_max=300,
         retry_jitter=True,
         max_retries=rt.settings.max_deliveries,
     )
-    def handle_event(message: Any) -> str:
-        return rt.inbox.handle(message).value
+    def handle_event(self: Any, message: Any) -> str:
+        try:
+            outcome = rt.inbox.handle(message).value
+        except OutOfOrder as exc:
+            # Its predecessor has not arrived yet: an expected wait, not a failure.
+            # The inbox did not count this delivery; wait longer each time, for as
+            # long as a broker outage or a slow sweep may take.
+            delay = min(OUT_OF_ORDER_MAX_DELAY, 2 ** min(self.request.retries, 8))
+            raise self.retry(
+                exc=exc,
+                countdown=delay * (0.5 + random.random()),  # noqa: S311 (jitter, not secrets)
+                max_retries=OUT_OF_ORDER_RETRIES,
+            ) from None
+        observe_event(rt.name, message, outcome)
+        return outcome
 
     @rt.celery.task(
         name=f"{rt.name}.sweep_outbox", shared=False, time_limit=120, soft_time_limit=100

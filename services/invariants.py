@@ -1,0 +1,412 @@
+"""The saga's invariants, checked across every service's database.
+
+An operator's tool (``aidlink check-invariants``) and the fault tests' judge: it
+reads the donations, dispatch and gateway databases (the one place that does; the
+services never read each other's tables) and reports every record that breaks one
+of the rules of DESIGN.md (The allocation saga):
+
+- for each pledge line, reserved + shipped <= pledged, and its counters equal the
+  sums of its reservations;
+- for each need line, proposed + reserved + shipped <= needed, and its counters
+  equal the sums of its allocations;
+- every allocation and its reservation agree (quantity, pledge line, status);
+- every shipped unit traces to one pledge line and one need line;
+- no event is lost: none left unpublished past the sweep's grace, none dead-lettered.
+
+Some rules hold only once the system is at rest: an allocation proposed a moment
+ago has no reservation yet. ``check`` first waits (up to ``settle`` seconds) until
+no event is unpublished or queued; what is still in flight after that is reported
+as such, so a check in production never mistakes traffic for corruption.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from shared.config import SERVICES, Settings
+from shared.db import make_engine
+
+# A reservation's status by the allocation's (dispatch) status, once both are at rest.
+RESERVATION_OF_ALLOCATION: dict[str, frozenset[str | None]] = {
+    "proposed": frozenset({None}),
+    "reserved": frozenset({"active"}),
+    "shipped": frozenset({"shipped"}),
+    "delivered": frozenset({"delivered"}),
+    "received": frozenset({"delivered"}),
+    "lost": frozenset({"lost"}),
+    "returned": frozenset({"released"}),
+    "cancelled": frozenset({"released", "rejected", None}),
+    "rejected": frozenset({"rejected", None}),
+}
+# Reservation statuses whose quantity counts in the pledge line's ``shipped``.
+SHIPPED_RESERVATIONS = ("shipped", "delivered", "lost")
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    detail: str
+    records: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"invariant": self.invariant, "detail": self.detail, "records": self.records}
+
+
+@dataclass
+class Report:
+    violations: list[Violation] = field(default_factory=list)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    settled: bool = True
+
+    @property
+    def clean(self) -> bool:
+        return not self.violations
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clean": self.clean,
+            "settled": self.settled,
+            "in_flight": self.in_flight,
+            "counts": self.counts,
+            "violations": [v.as_dict() for v in self.violations],
+        }
+
+
+class Databases:
+    """Read-only sessions on each service's database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engines: dict[str, Engine] = {
+            name: make_engine(settings.database_url(name), read_only=True) for name in SERVICES
+        }
+
+    @contextmanager
+    def session(self, service: str) -> Iterator[Session]:
+        with Session(self.engines[service]) as session:
+            yield session
+
+    def dispose(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
+
+
+def _ids(**records: Any) -> dict[str, str]:
+    return {k: str(v) for k, v in records.items() if v is not None}
+
+
+# At rest? -----------------------------------------------------------------------------
+
+
+def in_flight(dbs: Databases) -> dict[str, int]:
+    """Events written but not yet published, and messages waiting on each queue."""
+    import importlib
+
+    from shared.taskqueue import make_celery
+
+    waiting: dict[str, int] = {}
+    for name in SERVICES:
+        models = importlib.import_module(f"services.{name}.models")
+        outbox = models.messaging.outbox
+        with dbs.session(name) as session:
+            waiting[f"{name}.outbox"] = int(
+                session.scalar(
+                    select(func.count()).select_from(outbox).where(outbox.published_at.is_(None))
+                )
+                or 0
+            )
+    celery = make_celery("invariants", dbs.settings)
+    try:
+        with celery.connection_for_write() as conn:
+            channel = conn.default_channel
+            for name in SERVICES:
+                try:
+                    declared = channel.queue_declare(name, passive=True)
+                    waiting[f"{name}.queue"] = int(declared.message_count or 0)
+                except Exception:
+                    waiting[f"{name}.queue"] = 0
+    finally:
+        celery.close()
+    return waiting
+
+
+# The checks -------------------------------------------------------------------------------
+
+
+def check_pledge_lines(dbs: Databases) -> Iterator[Violation]:
+    from services.donations.models import PledgeLine, Reservation
+
+    with dbs.session("donations") as session:
+        sums: dict[uuid.UUID, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for line_id, status, quantity in session.execute(
+            select(
+                Reservation.pledge_line_id, Reservation.status, func.sum(Reservation.quantity)
+            ).group_by(Reservation.pledge_line_id, Reservation.status)
+        ):
+            sums[line_id][status] = int(quantity)
+        for line in session.scalars(select(PledgeLine)):
+            ids = _ids(pledge_id=line.pledge_id, pledge_line_id=line.id)
+            if min(line.reserved, line.shipped, line.delivered) < 0:
+                yield Violation("pledge-line-nonnegative", "a counter is negative", ids)
+            if line.reserved + line.shipped > line.quantity:
+                yield Violation(
+                    "pledge-line-not-overcommitted",
+                    f"reserved {line.reserved} + shipped {line.shipped} > pledged {line.quantity}",
+                    ids,
+                )
+            by_status = sums.get(line.id, {})
+            active = by_status.get("active", 0)
+            shipped = sum(by_status.get(s, 0) for s in SHIPPED_RESERVATIONS)
+            delivered = by_status.get("delivered", 0)
+            for name, counter, total in (
+                ("reserved", line.reserved, active),
+                ("shipped", line.shipped, shipped),
+                ("delivered", line.delivered, delivered),
+            ):
+                if counter != total:
+                    yield Violation(
+                        "pledge-line-counts-its-reservations",
+                        f"{name} is {counter} but its reservations add up to {total}",
+                        ids,
+                    )
+
+
+def _shipment_losses(session: Session) -> dict[uuid.UUID, int]:
+    """Per allocation, what its receipts said was damaged or short."""
+    from services.dispatch.models import ShipmentLine
+
+    return {
+        allocation_id: int(damaged + short)
+        for allocation_id, damaged, short in session.execute(
+            select(ShipmentLine.allocation_id, ShipmentLine.damaged, ShipmentLine.short)
+        )
+    }
+
+
+def _accepted(session: Session) -> dict[uuid.UUID, int]:
+    from services.dispatch.models import ShipmentLine
+
+    return {
+        allocation_id: int(accepted)
+        for allocation_id, accepted in session.execute(
+            select(ShipmentLine.allocation_id, ShipmentLine.accepted)
+        )
+    }
+
+
+def check_need_lines(dbs: Databases) -> Iterator[Violation]:
+    from services.dispatch.models import Allocation, NeedLine
+
+    with dbs.session("dispatch") as session:
+        losses = _shipment_losses(session)
+        accepted = _accepted(session)
+        sums: dict[uuid.UUID, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for allocation in session.scalars(select(Allocation)):
+            q = allocation.quantity
+            totals = sums[allocation.need_line_id]
+            if allocation.status in ("proposed", "reserved"):
+                totals[allocation.status] += q
+            elif allocation.status in ("shipped", "delivered", "received"):
+                # What a receipt found damaged or short went back to matching.
+                totals["shipped"] += q - losses.get(allocation.id, 0)
+                totals["received"] += accepted.get(allocation.id, 0)
+        for line in session.scalars(select(NeedLine)):
+            ids = _ids(need_id=line.need_id, need_line_id=line.id)
+            counters = (line.proposed, line.reserved, line.shipped, line.received)
+            if min(counters) < 0:
+                yield Violation("need-line-nonnegative", "a counter is negative", ids)
+            if line.proposed + line.reserved + line.shipped > line.quantity:
+                yield Violation(
+                    "need-line-not-overcommitted",
+                    f"proposed {line.proposed} + reserved {line.reserved} + shipped "
+                    f"{line.shipped} > needed {line.quantity}",
+                    ids,
+                )
+            expected = sums.get(line.id, {})
+            for name in ("proposed", "reserved", "shipped", "received"):
+                counter, total = getattr(line, name), expected.get(name, 0)
+                if counter != total:
+                    yield Violation(
+                        "need-line-counts-its-allocations",
+                        f"{name} is {counter} but its allocations add up to {total}",
+                        ids,
+                    )
+
+
+def check_saga_agreement(dbs: Databases) -> Iterator[Violation]:
+    """Each allocation against its reservation: same line, same quantity, matching
+    status."""
+    from services.dispatch.models import Allocation
+    from services.donations.models import PledgeLine, Reservation
+
+    with dbs.session("donations") as session:
+        reservations = {r.allocation_id: r for r in session.scalars(select(Reservation))}
+        pledge_lines = set(session.scalars(select(PledgeLine.id)))
+    with dbs.session("dispatch") as session:
+        allocations = list(session.scalars(select(Allocation)))
+    seen: set[uuid.UUID] = set()
+    for allocation in allocations:
+        seen.add(allocation.id)
+        ids = _ids(allocation_id=allocation.id, pledge_line_id=allocation.pledge_line_id)
+        if allocation.pledge_line_id not in pledge_lines:
+            yield Violation(
+                "allocation-traces-to-a-pledge-line", "the pledge line does not exist", ids
+            )
+            continue
+        reservation = reservations.get(allocation.id)
+        allowed = RESERVATION_OF_ALLOCATION.get(allocation.status, frozenset())
+        status = reservation.status if reservation is not None else None
+        if status not in allowed:
+            wanted = " or ".join(sorted(s or "none" for s in allowed)) or "nothing"
+            yield Violation(
+                "allocation-and-reservation-agree",
+                f"the allocation is {allocation.status} but its reservation is "
+                f"{status or 'missing'} (expected {wanted})",
+                {**ids, **_ids(reservation_id=reservation.id if reservation else None)},
+            )
+        elif reservation is not None and (
+            reservation.quantity != allocation.quantity
+            or reservation.pledge_line_id != allocation.pledge_line_id
+        ):
+            yield Violation(
+                "allocation-and-reservation-agree",
+                f"the allocation holds {allocation.quantity} of line "
+                f"{allocation.pledge_line_id}, its reservation {reservation.quantity} of "
+                f"line {reservation.pledge_line_id}",
+                {**ids, "reservation_id": str(reservation.id)},
+            )
+    for allocation_id, reservation in reservations.items():
+        if allocation_id not in seen:
+            yield Violation(
+                "reservation-has-an-allocation",
+                f"a {reservation.status} reservation of {reservation.quantity} has no "
+                "allocation in dispatch",
+                _ids(reservation_id=reservation.id, allocation_id=allocation_id),
+            )
+
+
+def check_shipments(dbs: Databases) -> Iterator[Violation]:
+    """Every unit in a shipment traces to one allocation, hence one pledge line and
+    one need line, in the same quantity."""
+    from services.dispatch.models import Allocation, NeedLine, ShipmentLine
+
+    with dbs.session("dispatch") as session:
+        allocations = {a.id: a for a in session.scalars(select(Allocation))}
+        need_lines = set(session.scalars(select(NeedLine.id)))
+        for line in session.scalars(select(ShipmentLine)):
+            ids = _ids(shipment_id=line.shipment_id, shipment_line_id=line.id)
+            allocation = allocations.get(line.allocation_id)
+            if allocation is None:
+                yield Violation(
+                    "shipped-units-trace", "the shipment line's allocation does not exist", ids
+                )
+                continue
+            if (
+                allocation.pledge_line_id != line.pledge_line_id
+                or allocation.need_line_id != line.need_line_id
+                or allocation.quantity != line.quantity
+            ):
+                yield Violation(
+                    "shipped-units-trace",
+                    "the shipment line and its allocation differ in pledge line, need line "
+                    "or quantity",
+                    {**ids, "allocation_id": str(allocation.id)},
+                )
+            if line.need_line_id not in need_lines:
+                yield Violation("shipped-units-trace", "the need line does not exist", ids)
+            if line.accepted + line.damaged + line.short > line.quantity:
+                yield Violation(
+                    "receipt-within-shipment",
+                    f"the receipt accounts for {line.accepted + line.damaged + line.short} of "
+                    f"{line.quantity}",
+                    ids,
+                )
+
+
+def check_events(dbs: Databases) -> Iterator[Violation]:
+    """Nothing unpublished past the sweep's grace (and a minute more), nothing
+    dead-lettered."""
+    import importlib
+
+    grace = timedelta(seconds=dbs.settings.outbox_sweep_grace + 60)
+    cutoff = datetime.now(UTC) - grace
+    for name in SERVICES:
+        models = importlib.import_module(f"services.{name}.models").messaging
+        with dbs.session(name) as session:
+            stuck = session.execute(
+                select(models.outbox.id, models.outbox.type).where(
+                    models.outbox.published_at.is_(None), models.outbox.created_at < cutoff
+                )
+            ).all()
+            for event_id, kind in stuck:
+                yield Violation(
+                    "no-event-lost",
+                    f"{name} wrote {kind} but has not published it",
+                    _ids(service=name, event_id=event_id),
+                )
+            for letter in session.scalars(select(models.dead_letters)):
+                yield Violation(
+                    "no-event-lost",
+                    f"{name} set {letter.type or 'an event'} aside: {letter.reason}: "
+                    f"{letter.detail[:200]}",
+                    _ids(service=name, event_id=letter.event_id, dead_letter_id=letter.id),
+                )
+
+
+CHECKS: tuple[Callable[[Databases], Iterable[Violation]], ...] = (
+    check_pledge_lines,
+    check_need_lines,
+    check_saga_agreement,
+    check_shipments,
+    check_events,
+)
+
+
+def _counts(dbs: Databases) -> dict[str, int]:
+    from services.dispatch.models import Allocation, Need, ShipmentLine
+    from services.donations.models import Pledge, Reservation
+
+    counted: dict[str, int] = {}
+    for service, label, model in (
+        ("donations", "pledges", Pledge),
+        ("donations", "reservations", Reservation),
+        ("dispatch", "needs", Need),
+        ("dispatch", "allocations", Allocation),
+        ("dispatch", "shipment_lines", ShipmentLine),
+    ):
+        with dbs.session(service) as session:
+            counted[label] = int(session.scalar(select(func.count()).select_from(model)) or 0)
+    return counted
+
+
+def check(settings: Settings, *, settle: float = 30.0, poll: float = 0.5) -> Report:
+    """Wait up to ``settle`` seconds for the system to come to rest, then run every
+    check."""
+    dbs = Databases(settings)
+    try:
+        deadline = time.monotonic() + settle
+        waiting = in_flight(dbs)
+        while any(waiting.values()) and time.monotonic() < deadline:
+            time.sleep(poll)
+            waiting = in_flight(dbs)
+        report = Report(
+            in_flight={k: v for k, v in waiting.items() if v},
+            settled=not any(waiting.values()),
+            counts=_counts(dbs),
+        )
+        for run in CHECKS:
+            report.violations.extend(run(dbs))
+        return report
+    finally:
+        dbs.dispose()

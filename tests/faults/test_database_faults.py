@@ -1,0 +1,99 @@
+"""The database connection dropped in the middle of transactions, in the workers and
+in the services: nothing half-written, every step retried to completion.
+
+On PostgreSQL the connections are really killed (``pg_terminate_backend``) while the
+saga runs; on SQLite, which has no connection to kill, a commit fails as a dropped
+connection's would (an OperationalError, the transaction rolled back whole).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from services.dispatch.models import Allocation, MatchingRun
+from tests.support.faults import (
+    CommitFault,
+    Saga,
+    assert_accounted,
+    deliveries_of,
+    start_faulty_worker,
+    terminating_connections,
+)
+from tests.support.orgs import count
+from tests.support.stack import BACKEND, Stack, eventually
+
+
+def _tolerant(check: Any) -> Any:
+    """A check that treats a killed connection as 'not yet'."""
+
+    def attempt() -> Any:
+        try:
+            return check()
+        except OperationalError:
+            return None
+
+    return attempt
+
+
+def test_commits_failing_in_workers_and_services_are_retried_to_completion(
+    stack: Stack,
+) -> None:
+    stack.start_worker("gateway")
+    # Donations' reservations and dispatch's answers to them each fail at COMMIT a
+    # few times: the task sees a transient error and runs again.
+    start_faulty_worker(
+        stack, "donations", {"commit_fault": {"tables": ["reservations"], "times": 3}}
+    )
+    start_faulty_worker(
+        stack, "dispatch", {"commit_fault": {"tables": ["allocations"], "times": 3}}
+    )
+    saga = Saga.begin(stack)
+    saga.submit()
+    eventually(saga.supply_known, timeout=60)
+
+    # The coordinator's run fails at the commit that writes its allocations: none of
+    # it is kept (no run, no allocation, no event), and the retry with the same key
+    # applies it once.
+    dispatch = stack.runtime("dispatch")
+    fault = CommitFault(dispatch.engine, ["allocations"], times=1)
+    key = uuid.uuid4().hex
+    body = {"dry_run": False, "items": ["mask", "gloves_exam"]}
+    headers = {**saga.chief.headers, "Idempotency-Key": key}
+    failed = stack.client().post("/api/v1/matching/runs", json=body, headers=headers)
+    assert failed.status_code >= 500
+    assert fault.failed == 1
+    assert count(dispatch, Allocation) == 0
+    assert count(dispatch, MatchingRun) == 0
+    assert dispatch.outbox.backlog() == 0
+    retried = stack.client().post("/api/v1/matching/runs", json=body, headers=headers)
+    assert retried.status_code == 201, retried.json
+    assert retried.json["status"] == "applied"
+    assert count(dispatch, Allocation) == len(retried.json["allocations"]) > 0
+
+    assert_accounted(saga)
+    assert count(dispatch, MatchingRun) == 1
+    # The workers' failed commits were deliveries that ran again.
+    for service in ("donations", "dispatch"):
+        assert sum(n - 1 for n in deliveries_of(stack, service).values()) >= 3, service
+
+
+@pytest.mark.skipif(
+    BACKEND != "servers",
+    reason="SQLite has no server connection to kill; the test above drops its commits",
+)
+def test_connections_killed_while_the_saga_runs(stack: Stack) -> None:
+    stack.start_worker("gateway")
+    stack.start_worker("donations")
+    stack.start_worker("dispatch")
+    saga = Saga.begin(stack)
+    with terminating_connections(stack.settings) as killed:
+        saga.submit()
+        eventually(_tolerant(saga.supply_known), timeout=90)
+        saga.match()
+        eventually(_tolerant(saga.decided), timeout=90)
+    assert killed[0] > 0
+    assert_accounted(saga)

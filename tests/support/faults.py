@@ -1,0 +1,733 @@
+"""Faults for the fault tests (tests/faults): a private Redis to restart, publishers
+that deliver every event twice and out of order or that die between commit and
+publish, commits that fail as if the connection dropped, a saga to interrupt, and the
+accounting that proves nothing was lost or applied twice.
+
+Worker processes get the same faults through ``tests.faults.worker``, configured by
+the ``AIDLINK_TEST_FAULTS`` environment variable (JSON, see :func:`install`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.exc import OperationalError
+
+from shared.config import SERVICES, Settings
+from shared.events import subscribers_of
+from shared.web import ServiceRuntime
+from tests.support.auth import Account, admin, coordinator, verified
+from tests.support.stack import Stack, WorkerProcess, eventually
+
+FAULTS_ENV = "AIDLINK_TEST_FAULTS"
+
+
+# Processes ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, persisting to an append-only
+    file so a restart keeps every message (never the shared server on 6379)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--maxmemory-policy",
+                "noeviction",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ]
+        )
+        import redis
+
+        def answers() -> bool:
+            try:
+                return bool(redis.Redis(port=self.port, socket_connect_timeout=1).ping())
+            except redis.RedisError:
+                return False
+
+        eventually(answers, timeout=20)
+
+    def stop(self) -> None:
+        """SIGTERM: Redis finishes writing its append-only file and exits."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def restart(self, down_for: float = 1.0) -> None:
+        self.stop()
+        time.sleep(down_for)  # clients notice it is gone, and retry
+        self.start()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, ()))
+    return found
+
+
+def kill_worker(worker: WorkerProcess) -> list[int]:
+    """SIGKILL a worker's main process and its pool at once: nothing gets to shut
+    down, acknowledge or re-queue anything."""
+    assert worker.process is not None
+    pids = process_tree(worker.process.pid)
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    worker.process.wait(10)
+    return pids
+
+
+# Publishers ---------------------------------------------------------------------------------
+
+
+class TwiceOutOfOrder:
+    """Sends every event twice, each copy held back a little (``countdown``) so that
+    events published close together arrive reversed and interleaved with the
+    duplicates of others."""
+
+    def __init__(self, send_task: Callable[..., Any], spread: float = 1.0, seed: int = 8) -> None:
+        self.send_task = send_task
+        self.spread = spread
+        self.rng = random.Random(seed)
+        self.sent = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, service: str, message: dict[str, Any]) -> None:
+        with self.lock:
+            self.sent += 1
+            sequence = self.sent
+        step = self.spread / 4
+        # Within each run of four events the later ones go first...
+        first = (3 - sequence % 4) * step
+        # ...and the second copy lands anywhere in the window.
+        second = self.rng.uniform(0, self.spread)
+        for countdown in (first, second):
+            self.send_task(
+                f"{service}.handle_event",
+                args=[message],
+                queue=service,
+                countdown=countdown,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+            )
+
+
+class Switchable:
+    """A publisher whose broker connection can be cut (``down``) and restored."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.down = False
+        self.refused = 0
+
+    def __call__(self, service: str, message: dict[str, Any]) -> None:
+        if self.down:
+            self.refused += 1
+            raise ConnectionError("broker unreachable (injected)")
+        self.inner(service, message)
+
+
+class DiesBeforePublishing:
+    """The process dies (as under SIGKILL) after the commit and before the relay sends
+    the event: its first ``times`` events of ``types``. Markers in ``markers`` count
+    deaths across the processes that replace each other."""
+
+    def __init__(self, inner: Any, markers: Path, types: list[str], times: int) -> None:
+        self.inner = inner
+        self.markers = markers
+        self.types = set(types)
+        self.times = times
+
+    def __call__(self, service: str, message: dict[str, Any]) -> None:
+        if message.get("type") in self.types:
+            died = len(list(self.markers.glob("died.*")))
+            if died < self.times:
+                (self.markers / f"died.{message['id']}").write_text(str(os.getpid()))
+                os._exit(1)
+        self.inner(service, message)
+
+
+class CommitFault:
+    """Fails the commit of the first ``times`` transactions that wrote to one of
+    ``tables`` with an OperationalError, as a connection dropped at COMMIT does: the
+    transaction rolls back whole and the caller sees a transient database error."""
+
+    def __init__(self, engine: Engine, tables: list[str], times: int) -> None:
+        self.tables = tuple(t.lower() for t in tables)
+        self.left = times
+        self.failed = 0
+        self.lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._saw)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._forget)
+
+    def _saw(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        lowered = statement.lower()
+        if lowered.startswith(("insert", "update", "delete")) and any(
+            f" {table}" in lowered or f'"{table}"' in lowered for table in self.tables
+        ):
+            conn.info["aidlink.faults.wrote"] = True
+
+    def _forget(self, conn: Any) -> None:
+        conn.info.pop("aidlink.faults.wrote", None)
+
+    def _commit(self, conn: Any) -> None:
+        if not conn.info.pop("aidlink.faults.wrote", False):
+            return
+        with self.lock:
+            if self.left <= 0:
+                return
+            self.left -= 1
+            self.failed += 1
+        raise OperationalError("COMMIT", {}, ConnectionError("connection dropped (injected)"))
+
+
+def install(rt: ServiceRuntime, spec: dict[str, Any]) -> None:
+    """Apply a fault spec to a service runtime (in a worker process or in the test's):
+
+    - ``{"publish": "twice_out_of_order"}``
+    - ``{"dies_before_publishing": {"markers": DIR, "types": [...], "times": N}}``
+    - ``{"commit_fault": {"tables": [...], "times": N}}``
+    - ``{"stall": {"type": T, "markers": DIR, "seconds": S}}``: the first attempt at
+      the first event of type T writes a marker and sleeps, for a test to kill it.
+    """
+    if spec.get("publish") == "twice_out_of_order":
+        rt.outbox.publisher = TwiceOutOfOrder(rt.celery.send_task)
+    if "dies_before_publishing" in spec:
+        dies = spec["dies_before_publishing"]
+        rt.outbox.publisher = DiesBeforePublishing(
+            rt.outbox.publisher, Path(dies["markers"]), list(dies["types"]), int(dies["times"])
+        )
+    if "commit_fault" in spec:
+        fault = spec["commit_fault"]
+        CommitFault(rt.engine, list(fault["tables"]), int(fault["times"]))
+    if "stall" in spec:
+        _install_stall(rt, spec["stall"])
+    if "redis_restore_every" in spec and rt.settings.broker_is_redis:
+        # How often a Redis consumer looks for messages whose visibility timeout has run
+        # out (Kombu: every 10 s, scanning one call in 10): every ``n`` seconds, so a
+        # test need not wait minutes for what production waits an hour for anyway.
+        every = float(spec["redis_restore_every"])
+        rt.celery.conf.broker_transport_options = {
+            **(rt.celery.conf.broker_transport_options or {}),
+            "unacked_restore_interval": every,
+            "unacked_restore_throttle": 1,
+        }
+
+
+def _install_stall(rt: ServiceRuntime, stall: dict[str, Any]) -> None:
+    markers = Path(stall["markers"])
+    kind = stall["type"]
+    apply = rt.inbox.handlers[kind]
+
+    def stalling(session: Any, evt: Any) -> None:
+        mine = sorted(markers.glob(f"{evt.id}.*"))
+        if not mine and not list(markers.glob("*.1")):
+            (markers / f"{evt.id}.1").write_text(str(os.getpid()))
+            time.sleep(float(stall.get("seconds", 120)))
+        elif mine:
+            (markers / f"{evt.id}.{len(mine) + 1}").write_text(str(os.getpid()))
+        apply(session, evt)
+
+    rt.inbox.handlers[kind] = stalling
+
+
+def worker_env(service: str, spec: dict[str, Any]) -> dict[str, str]:
+    """The environment that starts ``tests.faults.worker`` for ``service`` with ``spec``."""
+    return {"AIDLINK_TEST_SERVICE": service, FAULTS_ENV: json.dumps(spec)}
+
+
+def start_faulty_worker(stack: Stack, service: str, spec: dict[str, Any]) -> WorkerProcess:
+    return stack.start_worker(service, module="tests.faults.worker", env=worker_env(service, spec))
+
+
+@contextmanager
+def terminating_connections(settings: Settings, every: float = 0.3) -> Iterator[list[int]]:
+    """On PostgreSQL, keep killing every other connection to the test's databases
+    (``pg_terminate_backend``) while the block runs; yields the running count."""
+    from tests.support.stack import server_urls
+
+    pg_url, _ = server_urls()
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    names = [make_url(settings.database_url(s)).database for s in SERVICES]
+    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    killed = [0]
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                with engine.connect() as conn:
+                    killed[0] += len(
+                        conn.execute(
+                            text(
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = ANY(:names) AND pid <> pg_backend_pid() "
+                                "AND state <> 'idle'"
+                            ),
+                            {"names": names},
+                        ).all()
+                    )
+            except Exception:
+                pass
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        thread.join(10)
+        engine.dispose()
+
+
+# The saga -------------------------------------------------------------------------------------
+
+
+TRANSIENT = (500, 502, 503, 504)
+
+
+def post(
+    client: Any,
+    url: str,
+    body: dict[str, Any],
+    who: Account,
+    *,
+    status: int | tuple[int, ...] = 201,
+    attempts: int = 40,
+) -> Any:
+    """POST as a careful client: one Idempotency-Key, retried on a server error or
+    while the first try is still being processed, until it gets an answer."""
+    key = uuid.uuid4().hex
+    wanted = (status,) if isinstance(status, int) else status
+    response = None
+    for _ in range(attempts):
+        try:
+            response = client.post(url, json=body, headers={**who.headers, "Idempotency-Key": key})
+        except OperationalError:
+            # The test client lets a server error through as the exception itself.
+            time.sleep(0.3)
+            continue
+        slug = (response.json or {}).get("type", "") if response.is_json else ""
+        if response.status_code in TRANSIENT or (
+            response.status_code == 409 and "idempotency-key-in-progress" in slug
+        ):
+            time.sleep(0.3)
+            continue
+        break
+    assert response is not None
+    assert response.status_code in wanted, (response.status_code, response.json)
+    return response.json
+
+
+@dataclass
+class Saga:
+    """Donors, recipients and a coordinator; pledges and needs submitted through the
+    gateway and matched. Remembers what was submitted, for the accounting."""
+
+    stack: Stack
+    chief: Account
+    donors: list[Account]
+    hospitals: list[Account]
+    pledges: list[dict[str, Any]] = field(default_factory=list)
+    needs: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def begin(cls, stack: Stack, donors: int = 2, hospitals: int = 2) -> Saga:
+        client = stack.client()
+        boss = admin(stack.apps["gateway"], client)
+        return cls(
+            stack=stack,
+            chief=coordinator(client, boss),
+            donors=[
+                verified(client, boss, kind="foundation", region="4403") for _ in range(donors)
+            ],
+            hospitals=[
+                verified(client, boss, kind="hospital", region=("420103", "420102")[i % 2])
+                for i in range(hospitals)
+            ],
+        )
+
+    def pledge(self, donor: Account, **items: int) -> dict[str, Any]:
+        body = {
+            "lines": [
+                {"item": item, "quantity": str(quantity), "unit": _unit(item)}
+                for item, quantity in items.items()
+            ],
+            "origin": {"region": "4403", "address": "Futian, Shenzhen"},
+        }
+        made = post(self.stack.client(), "/api/v1/pledges", body, donor)
+        self.pledges.append(made)
+        return made
+
+    def need(self, hospital: Account, urgency: str = "high", **items: int) -> dict[str, Any]:
+        body = {
+            "lines": [
+                {"item": item, "quantity": str(quantity), "unit": _unit(item), "urgency": urgency}
+                for item, quantity in items.items()
+            ],
+            "location": {"region": hospital.org["region"], "address": "ward 3"},
+        }
+        made = post(self.stack.client(), "/api/v1/needs", body, hospital)
+        self.needs.append(made)
+        return made
+
+    def submit(self, rounds: int = 1) -> None:
+        """Each donor pledges masks and gloves, each hospital needs both: more is
+        needed than pledged, so matching leaves some demand open."""
+        for _ in range(rounds):
+            for donor in self.donors:
+                self.pledge(donor, mask=300, gloves_exam=120)
+            for index, hospital in enumerate(self.hospitals):
+                self.need(hospital, "critical" if index == 0 else "high", mask=400, gloves_exam=100)
+
+    def supply_known(self, sweep: bool = False) -> bool:
+        """Dispatch knows every pledge line submitted (sweeping leftover events as beat
+        would, when ``sweep``)."""
+        from services.dispatch.models import SupplyLine
+
+        if sweep:
+            sweep_all(self.stack)
+
+        wanted = {uuid.UUID(line["id"]) for p in self.pledges for line in p["lines"]}
+        with self.stack.runtime("dispatch").session_factory() as session:
+            known = set(session.scalars(select(SupplyLine.id).where(SupplyLine.id.in_(wanted))))
+        return known == wanted
+
+    def match(
+        self, items: tuple[str, ...] = ("mask", "gloves_exam"), *, first: bool = True
+    ) -> dict[str, Any]:
+        """A coordinator's run, applied at once; a 409 (another run holds the item)
+        is tried again, as a person would. The ``first`` run waits until it proposes
+        something: dispatch may not yet have heard that the organisations are
+        verified."""
+        for _ in range(100):
+            run = post(
+                self.stack.client(),
+                "/api/v1/matching/runs",
+                {"dry_run": False, "items": list(items)},
+                self.chief,
+                status=(201, 409),
+            )
+            if run.get("status") == "applied" and (run["allocations"] or not first):
+                return dict(run)
+            time.sleep(0.2)
+        raise AssertionError("matching stayed busy")
+
+    def allocations(self) -> list[Any]:
+        from services.dispatch.models import Allocation
+
+        with self.stack.runtime("dispatch").session_factory() as session:
+            return list(session.scalars(select(Allocation)))
+
+    def decided(self, sweep: bool = True) -> bool:
+        """Every allocation has had its answer from donations (sweeping leftover
+        events as beat would, when ``sweep``)."""
+        if sweep:
+            sweep_all(self.stack)
+        found = self.allocations()
+        return bool(found) and all(a.status != "proposed" for a in found)
+
+
+def _unit(item: str) -> str:
+    return {"mask": "piece", "gloves_exam": "pair"}[item]
+
+
+def sweep_all(stack: Stack) -> int:
+    """Beat's outbox sweep of every service, run here."""
+    sent = 0
+    for service in SERVICES:
+        # The database or broker may be down for the moment: the next sweep retries.
+        with suppress(Exception):
+            sent += stack.runtime(service).outbox.sweep()
+    return sent
+
+
+def start_workers(
+    stack: Stack, spec: dict[str, Any] | None = None, only: str | None = None
+) -> dict[str, WorkerProcess]:
+    """A worker for every service (or ``only`` one), with the faults of ``spec``."""
+    return {
+        service: (
+            start_faulty_worker(stack, service, spec) if spec else stack.start_worker(service)
+        )
+        for service in SERVICES
+        if only is None or service == only
+    }
+
+
+# The accounting -------------------------------------------------------------------------------
+
+
+def unaccounted_events(stack: Stack) -> list[str]:
+    """Every event any service wrote, against every subscriber's inbox: what was not
+    published, or not taken in by a subscriber. Empty when nothing was lost."""
+    missing: list[str] = []
+    taken: dict[str, set[uuid.UUID]] = {}
+    for service in SERVICES:
+        rt = stack.runtime(service)
+        assert rt.models is not None
+        with rt.session_factory() as session:
+            taken[service] = set(session.scalars(select(rt.models.inbox.event_id)))
+    for service in SERVICES:
+        rt = stack.runtime(service)
+        assert rt.models is not None
+        outbox = rt.models.outbox
+        with rt.session_factory() as session:
+            rows = session.execute(select(outbox.id, outbox.type, outbox.published_at)).all()
+        for event_id, kind, published_at in rows:
+            if published_at is None:
+                missing.append(f"{service} never published {kind} {event_id}")
+            for subscriber in subscribers_of(kind):
+                if event_id not in taken[subscriber]:
+                    missing.append(f"{subscriber} never took in {kind} {event_id} from {service}")
+    return missing
+
+
+def deliveries_of(stack: Stack, service: str) -> dict[str, int]:
+    """How many times each event was handed to ``service``'s worker."""
+    rt = stack.runtime(service)
+    assert rt.models is not None
+    deliveries = rt.models.deliveries
+    with rt.session_factory() as session:
+        return dict(session.execute(select(deliveries.event_id, deliveries.attempts)).all())
+
+
+def inbox_outcomes(stack: Stack, service: str) -> dict[str, int]:
+    rt = stack.runtime(service)
+    assert rt.models is not None
+    inbox = rt.models.inbox
+    with rt.session_factory() as session:
+        return dict(
+            session.execute(select(inbox.outcome, func.count()).group_by(inbox.outcome)).all()
+        )
+
+
+def assert_accounted(saga: Saga, *, settle: float = 90.0) -> Any:
+    """The end of every fault test: the system comes to rest, every invariant holds,
+    every pledge and need submitted is there once, every allocation had exactly one
+    answer, every reserved allocation is on exactly one shipment, and every event
+    reached every subscriber."""
+    from services.dispatch.models import Need, ShipmentLine, SupplyLine
+    from services.donations.models import Pledge, Reservation
+    from services.invariants import check
+
+    stack = saga.stack
+    try:
+        eventually(saga.decided, timeout=settle, interval=0.5)
+    except AssertionError:
+        pending = [str(a.id) for a in saga.allocations() if a.status == "proposed"]
+        raise AssertionError(f"allocations never answered: {pending}") from None
+
+    def all_taken_in() -> bool:
+        if unaccounted_events(stack):
+            sweep_all(stack)
+            return False
+        return True
+
+    try:
+        eventually(all_taken_in, timeout=settle, interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"events lost: {unaccounted_events(stack)}") from None
+    report = check(stack.settings, settle=settle)
+    assert report.settled, report.in_flight
+    assert report.violations == [], [v.as_dict() for v in report.violations]
+
+    assert report.counts["pledges"] == len(saga.pledges)
+    assert report.counts["needs"] == len(saga.needs)
+    with stack.runtime("donations").session_factory() as session:
+        pledge_ids = set(session.scalars(select(Pledge.id)))
+        reservations = {r.allocation_id: r for r in session.scalars(select(Reservation))}
+    assert pledge_ids == {uuid.UUID(p["id"]) for p in saga.pledges}
+    with stack.runtime("dispatch").session_factory() as session:
+        need_ids = set(session.scalars(select(Need.id)))
+        supply = set(session.scalars(select(SupplyLine.id)))
+        shipped = list(session.scalars(select(ShipmentLine.allocation_id)))
+    assert need_ids == {uuid.UUID(n["id"]) for n in saga.needs}
+    assert supply == {uuid.UUID(line["id"]) for p in saga.pledges for line in p["lines"]}
+
+    allocations = saga.allocations()
+    assert allocations, "the saga made no allocation"
+    for allocation in allocations:
+        reservation = reservations.get(allocation.id)
+        if allocation.status == "reserved":
+            assert reservation is not None and reservation.status == "active", allocation.id
+        if allocation.status == "rejected":
+            assert reservation is None or reservation.status == "rejected", allocation.id
+    reserved = sorted(a.id for a in allocations if a.status == "reserved")
+    # Shipments are planned from reserved allocations: each exactly once.
+    assert sorted(shipped) == reserved
+    assert unaccounted_events(stack) == []
+    return report
+
+
+def arrived_out_of_order(stack: Stack, consumer: str) -> int:
+    """How many events ``consumer`` took in before an event written earlier (by the
+    producers' clocks): proof that delivery was reordered."""
+    written: dict[uuid.UUID, Any] = {}
+    for service in SERVICES:
+        rt = stack.runtime(service)
+        assert rt.models is not None
+        with rt.session_factory() as session:
+            written.update(
+                session.execute(select(rt.models.outbox.id, rt.models.outbox.created_at)).all()
+            )
+    rt = stack.runtime(consumer)
+    assert rt.models is not None
+    inbox = rt.models.inbox
+    with rt.session_factory() as session:
+        taken = [
+            event_id
+            for (event_id,) in session.execute(select(inbox.event_id).order_by(inbox.received_at))
+            if event_id in written
+        ]
+    latest = None
+    reordered = 0
+    for event_id in taken:
+        at = written[event_id]
+        if latest is not None and at < latest:
+            reordered += 1
+        latest = at if latest is None or at > latest else latest
+    return reordered
+
+
+def held_by_redis(redis_url: str, queue: str) -> int:
+    """Messages Redis still has for ``queue``: waiting, or taken by a worker that has
+    not acknowledged them (and restored once their visibility timeout runs out)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.llen(queue)) + int(client.hlen("unacked"))  # type: ignore[arg-type]
+    finally:
+        client.close()
+
+
+class GatewayProcess:
+    """The gateway under gunicorn in a process of its own, as the Procfile runs it, on a
+    fixed port so it can be killed and started again at the same address."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import sys
+
+        import requests
+
+        from tests.support.stack import REPO_ROOT
+
+        env = {**os.environ, **self.settings.to_env(), "PYTHONPATH": str(REPO_ROOT)}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    "1",
+                    "--threads",
+                    "8",
+                    "services.gateway.app:create_app()",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+
+        def healthy() -> bool:
+            try:
+                return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        eventually(healthy, timeout=60, interval=0.2)
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers: requests in flight get no answer."""
+        assert self.process is not None
+        for pid in process_tree(self.process.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
