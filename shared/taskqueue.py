@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task
 from kombu import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import redis as kombu_redis
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -37,9 +38,36 @@ class SQLAlchemyTransport(kombu_sqlalchemy.Transport):
     polling_interval = 0.05
 
 
-# Every aidlink process builds its Celery app here, so sqla+ URLs resolve to it.
+class RedisChannel(kombu_redis.Channel):
+    """Kombu's Redis channel, closing cleanly after its transport let go of it.
+
+    When the broker goes away, Celery's consumer first collects the connection (the
+    transport drops its ``client``) and then closes it; closing the channel then tries
+    to hand unacknowledged messages back to Redis through that missing client, and the
+    ``AttributeError`` stops the whole worker instead of letting it reconnect. Redis is
+    unreachable at that moment anyway: those messages stay in its unacked set and come
+    back after the visibility timeout, as with any connection lost mid-task.
+    """
+
+    def close(self) -> None:
+        if self.connection is not None and self.connection.client is None:
+            self.do_restore = False  # here and in the QoS's finaliser at exit
+        super().close()
+
+
+class RedisTransport(kombu_redis.Transport):
+    """Kombu's Redis transport with :class:`RedisChannel`."""
+
+    Channel = RedisChannel
+
+
+# Every aidlink process builds its Celery app here, so sqla+ and redis URLs resolve
+# to these.
 TRANSPORT_ALIASES["sqla"] = TRANSPORT_ALIASES["sqlalchemy"] = (
     f"{__name__}:{SQLAlchemyTransport.__name__}"
+)
+TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = (
+    f"{__name__}:{RedisTransport.__name__}"
 )
 
 
