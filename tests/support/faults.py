@@ -522,6 +522,31 @@ def start_workers(
     }
 
 
+@contextmanager
+def supervised(
+    stack: Stack, workers: dict[str, WorkerProcess], spec: dict[str, Any] | None = None
+) -> Iterator[list[str]]:
+    """While the block runs, start again any of ``workers`` that exits, as compose's
+    restart policy does in production; yields the services restarted so far."""
+    restarted: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            for service, worker in list(workers.items()):
+                if worker.process is not None and worker.process.poll() is not None:
+                    workers[service] = start_workers(stack, spec, only=service)[service]
+                    restarted.append(service)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield restarted
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 # The accounting -------------------------------------------------------------------------------
 
 
