@@ -25,20 +25,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-MOVEMENT_STATUSES = (
-    "planned",
-    "ready_for_pickup",
-    "picked_up",
-    "in_transit",
-    "out_for_delivery",
-    "delivered",
-    "received",
+from shared.events.supply import (
+    SHIPMENT_EXCEPTION_STATUSES,
+    SHIPMENT_FINAL_STATUSES,
+    SHIPMENT_MOVEMENT_STATUSES,
+    SHIPMENT_STATUSES,
 )
-EXCEPTION_STATUSES = ("held", "delayed", "damaged", "lost", "returned", "cancelled")
-STATUSES = MOVEMENT_STATUSES + EXCEPTION_STATUSES
 
-# Nothing follows these.
-FINAL_STATUSES = frozenset({"received", "lost", "returned", "cancelled"})
+MOVEMENT_STATUSES = SHIPMENT_MOVEMENT_STATUSES
+EXCEPTION_STATUSES = SHIPMENT_EXCEPTION_STATUSES
+STATUSES = SHIPMENT_STATUSES
+FINAL_STATUSES = SHIPMENT_FINAL_STATUSES
 # Not yet left its origin: the allocations are still reserved.
 BEFORE_PICKUP = frozenset({"planned", "ready_for_pickup"})
 # On its way: may be held, delayed, damaged, lost or returned.

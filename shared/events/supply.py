@@ -110,6 +110,22 @@ class ReservationV1(Schema):
     pledge_version = fields.Integer(load_default=None, allow_none=True)
 
 
+# The shipment lifecycle (DESIGN.md, Lifecycles): movement in order, then exceptions.
+SHIPMENT_MOVEMENT_STATUSES = (
+    "planned",
+    "ready_for_pickup",
+    "picked_up",
+    "in_transit",
+    "out_for_delivery",
+    "delivered",
+    "received",
+)
+SHIPMENT_EXCEPTION_STATUSES = ("held", "delayed", "damaged", "lost", "returned", "cancelled")
+SHIPMENT_STATUSES = SHIPMENT_MOVEMENT_STATUSES + SHIPMENT_EXCEPTION_STATUSES
+# Nothing follows these.
+SHIPMENT_FINAL_STATUSES = frozenset({"received", "lost", "returned", "cancelled"})
+
+
 class ShipmentLineV1(Schema):
     allocation_id = fields.UUID(required=True)
     pledge_line_id = fields.UUID(required=True)
@@ -121,8 +137,10 @@ class ShipmentV1(Schema):
     webhooks: the donor, the recipient and the logistics company each hear of it."""
 
     shipment_id = fields.UUID(required=True)
-    status = fields.String(required=True)
-    previous_status = fields.String(load_default=None, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(SHIPMENT_STATUSES))
+    previous_status = fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(SHIPMENT_STATUSES)
+    )
     occurred_at = fields.AwareDateTime(required=True)
     lines = fields.List(fields.Nested(ShipmentLineV1), required=True)
     location = fields.String(load_default=None, allow_none=True)

@@ -19,23 +19,14 @@ from services.gateway.web.api import ApiResponse
 from services.gateway.web.base import bp, is_coordinator, problem_page, require_me
 from services.gateway.web.forms import FormState
 from services.gateway.web.i18n import api_message, field_errors, word
+from shared.events.supply import SHIPMENT_FINAL_STATUSES, SHIPMENT_STATUSES
 
 # The shipment statuses in lifecycle order, exceptions last: the board's columns.
-MOVEMENT = (
-    "planned",
-    "ready_for_pickup",
-    "picked_up",
-    "in_transit",
-    "out_for_delivery",
-    "delivered",
-    "received",
-)
-EXCEPTIONS = ("held", "delayed", "damaged", "lost", "returned", "cancelled")
-STATUSES = MOVEMENT + EXCEPTIONS
+STATUSES = SHIPMENT_STATUSES
 # What logistics staff may set; ``planned`` comes from consolidation and ``received``
 # from the recipient's receipt alone.
 SETTABLE = tuple(s for s in STATUSES if s not in ("planned", "received"))
-FINAL = frozenset({"received", "lost", "returned", "cancelled"})
+FINAL = SHIPMENT_FINAL_STATUSES
 BOARD_SIZE = 200
 
 # Times are entered and shown in Beijing time unless the form says otherwise: the
