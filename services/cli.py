@@ -52,16 +52,20 @@ def demo() -> None:
 
 @demo.command("load")
 def demo_load() -> None:
-    """Register demo organisations, each with a user (password: demo-password);
-    skips those already there."""
-    from services.gateway.admin import DEMO_ACCOUNTS, DEMO_PASSWORD, load_demo
+    """Register demo organisations, each with a user (password: demo-password), and
+    their pledges and needs; skips what is already there."""
+    from services.demo import load_demo_ledger
+    from services.gateway.admin import DEMO_ACCOUNTS, DEMO_PASSWORD, demo_orgs, load_demo
 
     app = _service_app("gateway")
     with app.app_context():
         created = load_demo(app.extensions["aidlink"])
+        orgs = demo_orgs(app.extensions["aidlink"])
+    ledger = load_demo_ledger(Settings.from_env(), orgs)
     click.echo(
         f"demo data: {created} organisation(s) registered, "
-        f"{len(DEMO_ACCOUNTS) - created} already there"
+        f"{len(DEMO_ACCOUNTS) - created} already there; "
+        f"{ledger.pledges} pledge(s) and {ledger.needs} need(s) added"
     )
     if created:
         click.echo(f"demo sign-ins (password {DEMO_PASSWORD!r}):")

@@ -178,3 +178,19 @@ def load_demo(rt: ServiceRuntime) -> int:
                     verified_by=uuid.UUID(int=0),
                 )
     return created
+
+
+def demo_orgs(rt: ServiceRuntime) -> dict[str, tuple[uuid.UUID, bool]]:
+    """Each demo user's email with its organisation's id and whether it is verified."""
+    from services.gateway.models import Membership
+
+    emails = [account["email"] for account in DEMO_ACCOUNTS]
+    with rt.session_factory() as session:
+        rows = session.execute(
+            select(User.email, Organisation.id, Organisation.status)
+            .join(Membership, Membership.user_id == User.id)
+            .join(Organisation, Organisation.id == Membership.org_id)
+            .where(User.email.in_(emails))
+        ).all()
+    return {email: (org_id, status == "verified") for email, org_id, status in rows}
+
