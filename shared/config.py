@@ -95,6 +95,9 @@ class Settings:
     outbox_sweep_interval: float = 15.0
     # How many times one event may be delivered to a consumer before it is dead-lettered.
     max_deliveries: int = 5
+    # The most events of one commit the relay sends a consumer in one task message
+    # (applied in one transaction there); 1 sends each event on its own.
+    event_batch_max: int = 100
     # Redis re-delivers an unacknowledged message after this many seconds; it must be
     # longer than the longest task (task_time_limit).
     broker_visibility_timeout: int = 3600
@@ -163,6 +166,11 @@ class Settings:
         )
         if log_format not in ("text", "json"):
             raise ConfigError(f"AIDLINK_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
+        event_batch_max = _int(env, "AIDLINK_EVENT_BATCH_MAX", 100)
+        if not 1 <= event_batch_max <= 1000:
+            raise ConfigError(
+                f"AIDLINK_EVENT_BATCH_MAX must be between 1 and 1000, got {event_batch_max}"
+            )
         return cls(
             var_dir=var_dir,
             database_urls=database_urls,
@@ -173,6 +181,7 @@ class Settings:
             outbox_sweep_grace=_float(env, "AIDLINK_OUTBOX_SWEEP_GRACE", 10.0),
             outbox_sweep_interval=_float(env, "AIDLINK_OUTBOX_SWEEP_INTERVAL", 15.0),
             max_deliveries=_int(env, "AIDLINK_MAX_DELIVERIES", 5),
+            event_batch_max=event_batch_max,
             broker_visibility_timeout=_int(env, "AIDLINK_BROKER_VISIBILITY_TIMEOUT", 3600),
             task_time_limit=_int(env, "AIDLINK_TASK_TIME_LIMIT", 300),
             proxy_connect_timeout=_float(env, "AIDLINK_PROXY_CONNECT_TIMEOUT", 3.05),
@@ -215,6 +224,7 @@ class Settings:
             "AIDLINK_OUTBOX_SWEEP_GRACE": str(self.outbox_sweep_grace),
             "AIDLINK_OUTBOX_SWEEP_INTERVAL": str(self.outbox_sweep_interval),
             "AIDLINK_MAX_DELIVERIES": str(self.max_deliveries),
+            "AIDLINK_EVENT_BATCH_MAX": str(self.event_batch_max),
             "AIDLINK_BROKER_VISIBILITY_TIMEOUT": str(self.broker_visibility_timeout),
             "AIDLINK_TASK_TIME_LIMIT": str(self.task_time_limit),
             "AIDLINK_PROXY_CONNECT_TIMEOUT": str(self.proxy_connect_timeout),

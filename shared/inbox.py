@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Integer, String, Text, Uuid
+from sqlalchemy import JSON, Integer, String, Text, Uuid, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
@@ -181,40 +181,9 @@ class Inbox:
     def _apply(self, evt: Event, message: Any) -> Outcome:
         from sqlalchemy.exc import OperationalError
 
-        handler = self.handlers.get(evt.type)
         try:
             with self.session_factory() as session, session.begin():
-                last = (
-                    session.get(self.versions, evt.aggregate_id, with_for_update=True)
-                    if self.ordered
-                    else None
-                )
-                if last is not None and last.last_version >= evt.aggregate_version:
-                    outcome = Outcome.STALE
-                elif handler is None:
-                    outcome = Outcome.IGNORED
-                else:
-                    handler(session, evt)
-                    outcome = Outcome.APPLIED
-                if outcome is not Outcome.STALE and self.ordered:
-                    if last is None:
-                        session.add(
-                            self.versions(
-                                aggregate_id=evt.aggregate_id,
-                                last_version=evt.aggregate_version,
-                            )
-                        )
-                    else:
-                        last.last_version = evt.aggregate_version
-                session.add(
-                    self.inbox(
-                        event_id=evt.id,
-                        type=evt.type,
-                        aggregate_id=evt.aggregate_id,
-                        aggregate_version=evt.aggregate_version,
-                        outcome=outcome.value,
-                    )
-                )
+                outcome = self._apply_in(session, evt)
         except IntegrityError:
             # Another delivery of the same event (or of the same aggregate's first
             # event) committed first; this one rolled back whole.
@@ -231,31 +200,159 @@ class Inbox:
                 detail="".join(traceback.format_exception_only(exc)).strip(),
             )
             return Outcome.DEAD_LETTERED
+        return outcome
+
+    def _apply_in(self, session: Session, evt: Event) -> Outcome:
+        """The event's effect, its aggregate's version and its inbox row, written in
+        ``session``'s transaction."""
+        handler = self.handlers.get(evt.type)
+        last = (
+            session.get(self.versions, evt.aggregate_id, with_for_update=True)
+            if self.ordered
+            else None
+        )
+        if last is not None and last.last_version >= evt.aggregate_version:
+            outcome = Outcome.STALE
+        elif handler is None:
+            outcome = Outcome.IGNORED
+        else:
+            handler(session, evt)
+            outcome = Outcome.APPLIED
+        if outcome is not Outcome.STALE and self.ordered:
+            if last is None:
+                session.add(
+                    self.versions(aggregate_id=evt.aggregate_id, last_version=evt.aggregate_version)
+                )
+            else:
+                last.last_version = evt.aggregate_version
+        session.add(
+            self.inbox(
+                event_id=evt.id,
+                type=evt.type,
+                aggregate_id=evt.aggregate_id,
+                aggregate_version=evt.aggregate_version,
+                outcome=outcome.value,
+            )
+        )
+        session.flush()
         if outcome is Outcome.STALE:
             log.info(
                 "ignored stale %s v%d of %s", evt.type, evt.aggregate_version, evt.aggregate_id
             )
         return outcome
 
+    def handle_many(self, messages: list[Any]) -> tuple[list[tuple[Any, Outcome]], list[Any]]:
+        """Take several events of one commit off the queue at once, in the order they
+        were written: each delivery counted, then all applied in one transaction, each
+        in a savepoint of its own, so one that fails is set aside without undoing the
+        others. Transient database errors propagate (the whole batch is tried again;
+        what took effect is then recognised as a duplicate).
+
+        Returns each handled message with its outcome, and the messages to deliver
+        again on their own: those waiting for a predecessor (``OutOfOrder``) and those
+        another delivery of the same event was writing at the same moment."""
+        from sqlalchemy.exc import OperationalError
+
+        handled: list[tuple[Any, Outcome]] = []
+        again: list[Any] = []
+        readable: list[tuple[Event, Any]] = []
+        for message in messages:
+            try:
+                readable.append((Event.from_message(message), message))
+            except EventError as exc:
+                event_id = message.get("id") if isinstance(message, dict) else None
+                log.error("dead-lettering invalid event %s: %s", event_id, exc.errors)
+                self._dead_letter(message, reason="invalid", detail=str(exc), errors=exc.errors)
+                handled.append((message, Outcome.DEAD_LETTERED))
+        if not readable:
+            return handled, again
+
+        counts = self._count_deliveries([evt.id for evt, _ in readable])
+        todo: list[tuple[Event, Any]] = []
+        for evt, message in readable:
+            attempts, taken = counts[evt.id]
+            if taken:
+                handled.append((message, Outcome.DUPLICATE))
+            elif attempts > self.max_deliveries:
+                log.error("dead-lettering %s %s after %d deliveries", evt.type, evt.id, attempts)
+                self._dead_letter(
+                    message,
+                    reason="redelivery_cap",
+                    detail=f"delivered {attempts} times (cap {self.max_deliveries})",
+                )
+                handled.append((message, Outcome.DEAD_LETTERED))
+            else:
+                todo.append((evt, message))
+
+        waiting: list[uuid.UUID] = []
+        with self.session_factory() as session, session.begin():
+            for evt, message in todo:
+                corr = correlation_id_var.set(evt.correlation_id)
+                cause = causation_id_var.set(str(evt.id))
+                try:
+                    with session.begin_nested():
+                        outcome = self._apply_in(session, evt)
+                except OperationalError:
+                    raise
+                except OutOfOrder:
+                    waiting.append(evt.id)
+                    again.append(message)
+                    continue
+                except IntegrityError:
+                    # Another delivery of this event is committing it: delivered again
+                    # on its own, it will find it taken.
+                    again.append(message)
+                    continue
+                except Exception as exc:
+                    log.exception("handler for %s failed on event %s", evt.type, evt.id)
+                    session.add(
+                        self._dead_letter_row(
+                            message,
+                            reason="handler_failed",
+                            detail="".join(traceback.format_exception_only(exc)).strip(),
+                        )
+                    )
+                    handled.append((message, Outcome.DEAD_LETTERED))
+                    continue
+                finally:
+                    causation_id_var.reset(cause)
+                    correlation_id_var.reset(corr)
+                handled.append((message, outcome))
+        for event_id in waiting:
+            # As for a single event: waiting for a predecessor is not a failed delivery.
+            self._uncount_delivery(event_id)
+        return handled, again
+
     def _count_delivery(self, event_id: uuid.UUID) -> tuple[int, bool]:
         """Count this delivery in a transaction of its own, so it survives a crash;
         returns the count and whether the event was already applied."""
+        return self._count_deliveries([event_id])[event_id]
+
+    def _count_deliveries(self, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, bool]]:
+        """Count one delivery of each event in one transaction of its own; returns each
+        event's count and whether it was already applied."""
+        counted: dict[uuid.UUID, tuple[int, bool]] = {}
         with self.session_factory() as session, session.begin():
             dialect = session.get_bind().dialect.name
-            values = {"event_id": str(event_id), "attempts": 1, "last_attempt_at": utcnow()}
             table = self.deliveries.__table__  # type: ignore[attr-defined]
             insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            stmt = insert(table).values(**values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[table.c.event_id],
-                set_={
-                    "attempts": table.c.attempts + 1,
-                    "last_attempt_at": values["last_attempt_at"],
-                },
+            now = utcnow()
+            attempts: dict[uuid.UUID, int] = {}
+            for event_id in event_ids:
+                stmt = insert(table).values(event_id=str(event_id), attempts=1, last_attempt_at=now)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[table.c.event_id],
+                    set_={"attempts": table.c.attempts + 1, "last_attempt_at": now},
+                )
+                attempts[event_id] = int(session.scalar(stmt.returning(table.c.attempts)) or 0)
+            taken = set(
+                session.scalars(
+                    select(self.inbox.event_id).where(self.inbox.event_id.in_(event_ids))
+                )
             )
-            attempts = session.scalar(stmt.returning(table.c.attempts))
-            taken = session.get(self.inbox, event_id) is not None
-            return int(attempts or 0), taken
+            for event_id in event_ids:
+                counted[event_id] = (attempts[event_id], event_id in taken)
+        return counted
 
     def _uncount_delivery(self, event_id: uuid.UUID) -> None:
         table = self.deliveries.__table__  # type: ignore[attr-defined]
@@ -267,16 +364,19 @@ class Inbox:
             )
 
     def _dead_letter(self, message: Any, *, reason: str, detail: str, errors: Any = None) -> None:
+        with self.session_factory() as session, session.begin():
+            session.add(self._dead_letter_row(message, reason=reason, detail=detail, errors=errors))
+
+    def _dead_letter_row(
+        self, message: Any, *, reason: str, detail: str, errors: Any = None
+    ) -> DeadLetterRow:
         event_id = message.get("id") if isinstance(message, dict) else None
         event_type = message.get("type") if isinstance(message, dict) else None
-        with self.session_factory() as session, session.begin():
-            session.add(
-                self.dead_letters(
-                    event_id=str(event_id)[:64] if event_id is not None else None,
-                    type=str(event_type)[:64] if event_type is not None else None,
-                    message=message if isinstance(message, (dict, list, str)) else repr(message),
-                    reason=reason,
-                    detail=detail[:4000],
-                    errors=errors,
-                )
-            )
+        return self.dead_letters(
+            event_id=str(event_id)[:64] if event_id is not None else None,
+            type=str(event_type)[:64] if event_type is not None else None,
+            message=message if isinstance(message, (dict, list, str)) else repr(message),
+            reason=reason,
+            detail=detail[:4000],
+            errors=errors,
+        )

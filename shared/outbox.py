@@ -51,7 +51,11 @@ class OutboxRow:
 
 
 class Publisher(Protocol):
-    """Sends one event message to one consuming service's queue."""
+    """Sends one event message to one consuming service's queue.
+
+    A publisher may also have ``many(service, messages)``, which sends several events
+    of one commit to one service as one task message; the relay then batches them.
+    """
 
     def __call__(self, service: str, message: dict[str, Any]) -> None: ...
 
@@ -67,12 +71,16 @@ class Outbox:
         *,
         sweep_grace: float = 10.0,
         batch_size: int = 500,
+        message_max: int = 100,
     ) -> None:
+        """``batch_size``: rows a sweep reads at once; ``message_max``: events sent to
+        one consumer in one task message at most (1: each on its own)."""
         self.row_class = row_class
         self.session_factory = session_factory
         self.publisher = publisher
         self.sweep_grace = sweep_grace
         self.batch_size = batch_size
+        self.message_max = message_max
         event.listen(session_factory, "after_commit", self._after_commit)
         event.listen(session_factory, "after_soft_rollback", self._after_rollback)
         event.listen(session_factory, "after_transaction_create", self._after_begin)
@@ -160,18 +168,45 @@ class Outbox:
                 return published
 
     def _publish(self, messages: list[tuple[uuid.UUID, dict[str, Any]]]) -> int:
-        sent: list[uuid.UUID] = []
-        failed: list[uuid.UUID] = []
+        """Send each event to each subscriber; returns how many reached all of theirs.
+
+        Events for one subscriber go in task messages of up to ``message_max`` events,
+        in the order they were written, when the publisher can send several at once.
+        An event counts as sent once every subscriber has it; on the first refusal the
+        relay stops, and what is not sent stays for the sweep (a subscriber that got it
+        already recognises the copy)."""
+        many = getattr(self.publisher, "many", None)
+        by_service: dict[str, list[tuple[uuid.UUID, dict[str, Any]]]] = {}
         for event_id, message in messages:
-            try:
-                for service in subscribers_of(message["type"]):
-                    self.publisher(service, message)
-            except Exception:
-                log.exception("could not publish event %s (%s)", event_id, message.get("type"))
-                failed.append(event_id)
-                break
-            sent.append(event_id)
-        self._stamp(sent, failed)
+            for service in subscribers_of(message["type"]):
+                by_service.setdefault(service, []).append((event_id, message))
+        size = self.message_max if many is not None else 1
+        refused: set[uuid.UUID] = set()
+        down = False
+        for service, queued in by_service.items():
+            for start in range(0, len(queued), size):
+                chunk = queued[start : start + size]
+                if down:
+                    refused.update(event_id for event_id, _ in chunk)
+                    continue
+                try:
+                    if len(chunk) == 1:
+                        self.publisher(service, chunk[0][1])
+                    else:
+                        assert many is not None
+                        many(service, [message for _, message in chunk])
+                except Exception:
+                    log.exception(
+                        "could not publish %d event(s) to %s (first %s, %s)",
+                        len(chunk),
+                        service,
+                        chunk[0][0],
+                        chunk[0][1].get("type"),
+                    )
+                    refused.update(event_id for event_id, _ in chunk)
+                    down = True
+        sent = [event_id for event_id, _ in messages if event_id not in refused]
+        self._stamp(sent, [event_id for event_id, _ in messages if event_id in refused])
         return len(sent)
 
     def _stamp(self, sent: list[uuid.UUID], failed: list[uuid.UUID]) -> None:
@@ -209,18 +244,37 @@ class Outbox:
             )
 
 
-def celery_publisher(send_task: Callable[..., Any]) -> Publisher:
-    """A publisher that sends ``<service>.handle_event`` tasks to each service's queue."""
+class CeleryPublisher:
+    """Sends ``<service>.handle_event`` tasks (one event) and ``<service>.handle_events``
+    tasks (several events of one commit) to each service's queue."""
 
-    def publish(service: str, message: dict[str, Any]) -> None:
-        send_task(
+    # Fail fast when the broker is down: the sweep retries, and a web request that
+    # already committed should not hang on the broker.
+    RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2}
+
+    def __init__(self, send_task: Callable[..., Any]) -> None:
+        self.send_task = send_task
+
+    def __call__(self, service: str, message: dict[str, Any]) -> None:
+        self.send_task(
             f"{service}.handle_event",
             args=[message],
             queue=service,
-            # Fail fast when the broker is down: the sweep retries, and a web request
-            # that already committed should not hang on the broker.
             retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+            retry_policy=self.RETRY_POLICY,
         )
 
-    return publish
+    def many(self, service: str, messages: list[dict[str, Any]]) -> None:
+        self.send_task(
+            f"{service}.handle_events",
+            args=[messages],
+            queue=service,
+            retry=True,
+            retry_policy=self.RETRY_POLICY,
+        )
+
+
+def celery_publisher(send_task: Callable[..., Any]) -> CeleryPublisher:
+    """The publisher of a service's Celery app (``celery.send_task``)."""
+    return CeleryPublisher(send_task)
+

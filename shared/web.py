@@ -194,6 +194,7 @@ def create_service_app(
         session_factory,
         celery_publisher(celery.send_task),
         sweep_grace=settings.outbox_sweep_grace,
+        message_max=settings.event_batch_max,
     )
     inbox = Inbox(
         service=name,
@@ -339,6 +340,37 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
             ) from None
         observe_event(rt.name, message, outcome)
         return outcome
+
+    @rt.celery.task(
+        name=f"{rt.name}.handle_events",
+        shared=False,
+        autoretry_for=TRANSIENT_ERRORS,
+        retry_backoff=True,
+        retry_backoff_max=300,
+        retry_jitter=True,
+        max_retries=rt.settings.max_deliveries,
+    )
+    def handle_events(messages: Any) -> dict[str, int]:
+        """Several events of one commit, applied in one transaction (Inbox.handle_many);
+        one that must wait for a predecessor goes on as a ``handle_event`` task of its
+        own, with that task's patient retries."""
+        if not isinstance(messages, list):
+            messages = [messages]
+        handled, again = rt.inbox.handle_many(messages)
+        try:
+            for message in again:
+                handle_event.apply_async(args=[message], queue=rt.name, countdown=1.0)
+        except Exception as exc:
+            # Not acknowledged yet: the whole batch is tried again, and what took
+            # effect is recognised as a duplicate.
+            raise ConnectionError(f"could not queue {len(again)} event(s) again: {exc}") from exc
+        outcomes: dict[str, int] = {}
+        for message, outcome in handled:
+            observe_event(rt.name, message, outcome.value)
+            outcomes[outcome.value] = outcomes.get(outcome.value, 0) + 1
+        if again:
+            outcomes["again"] = len(again)
+        return outcomes
 
     @rt.celery.task(
         name=f"{rt.name}.sweep_outbox", shared=False, time_limit=120, soft_time_limit=100

@@ -33,8 +33,9 @@ def test_relay_failing_for_a_whole_saga_then_the_sweep_catches_up(
     markers.mkdir()
     stack.start_worker("gateway")
     stack.start_worker("dispatch")
-    # The donations worker's process dies after committing each of its first two
-    # reservation answers and before relaying them.
+    # The donations worker's process dies after committing its first two commits of
+    # reservation answers and before relaying them (the proposals of one run arrive
+    # as one batch, answered in one commit: a death loses all its answers at once).
     start_faulty_worker(
         stack,
         "donations",
@@ -79,9 +80,10 @@ def test_relay_failing_for_a_whole_saga_then_the_sweep_catches_up(
     # them, and the sweep (run as beat would) sends those too.
     assert_accounted(saga)
     died = sorted(p.name.split(".", 1)[1] for p in markers.glob("died.*"))
-    assert len(died) == 2
+    assert 1 <= len(died) <= 2
     # Each lost answer was committed once, redelivered to a new process that found it
-    # done, and reached dispatch once, by the sweep.
+    # done, and reached dispatch once, by the sweep (assert_accounted checked every
+    # answer did; these are the first of each commit lost).
     taken = deliveries_of(stack, "dispatch")
     assert all(taken[event_id] == 1 for event_id in died)
     assert relays["donations"].refused > 0 and relays["dispatch"].refused > 0

@@ -339,3 +339,183 @@ def test_waiting_for_a_predecessor_does_not_count_toward_the_redelivery_cap(
     assert donations.inbox.handle(_org_event(org_id, "Leishenshan Hospital", 1)) is Outcome.APPLIED
     assert donations.inbox.handle(verified_msg) is Outcome.APPLIED
     assert read_model_org(donations, org_id).status == "verified"
+
+
+# Several events of one commit travel and take effect together --------------------------------
+
+
+def _verified_event(org_id: uuid.UUID) -> dict[str, Any]:
+    return new_event(
+        "org.verified",
+        {"id": org_id, "verified_at": datetime(2020, 1, 30, tzinfo=UTC)},
+        producer="gateway",
+        aggregate_id=org_id,
+        aggregate_version=2,
+    ).to_message()
+
+
+class Batching:
+    """A publisher that records what it sends, one event or several at once."""
+
+    def __init__(self) -> None:
+        self.single: list[tuple[str, str]] = []
+        self.batches: list[tuple[str, list[str]]] = []
+
+    def __call__(self, service: str, message: dict[str, Any]) -> None:
+        self.single.append((service, message["id"]))
+
+    def many(self, service: str, messages: list[dict[str, Any]]) -> None:
+        self.batches.append((service, [m["id"] for m in messages]))
+
+
+def test_events_of_one_commit_reach_each_subscriber_in_batches_in_their_order(
+    stack: Stack,
+) -> None:
+    gateway = stack.runtime("gateway")
+    batching = Batching()
+    gateway.outbox.publisher = batching
+    gateway.outbox.message_max = 2
+    events = [
+        new_event(
+            "org.registered",
+            {"id": org_id, "name": f"Hospital {n}", "kind": "hospital", "region": "420103"},
+            producer="gateway",
+            aggregate_id=org_id,
+            aggregate_version=1,
+        )
+        for n, org_id in enumerate(uuid.uuid4() for _ in range(3))
+    ]
+    with gateway.unit_of_work() as session:
+        for evt in events:
+            gateway.outbox.add(session, evt)
+
+    ids = [str(evt.id) for evt in events]
+    # Three subscribers, each sent the three events as a batch of two and one event.
+    assert sorted(batching.batches) == sorted(
+        (service, ids[:2]) for service in ("dispatch", "donations", "gateway")
+    )
+    assert sorted(batching.single) == sorted(
+        (service, ids[2]) for service in ("dispatch", "donations", "gateway")
+    )
+    assert (
+        count(gateway, gateway_messaging.outbox, gateway_messaging.outbox.published_at.is_(None))
+        == 0
+    )
+
+
+def test_a_refused_batch_leaves_its_events_and_those_after_it_to_the_sweep(stack: Stack) -> None:
+    gateway = stack.runtime("gateway")
+
+    class RefusesDonations(Batching):
+        def many(self, service: str, messages: list[dict[str, Any]]) -> None:
+            if service == "donations":
+                raise ConnectionError("broker unreachable")
+            super().many(service, messages)
+
+    gateway.outbox.publisher = RefusesDonations()
+    with gateway.unit_of_work() as session:
+        for _ in range(2):
+            org_id = uuid.uuid4()
+            gateway.outbox.add(
+                session,
+                new_event(
+                    "org.registered",
+                    {"id": org_id, "name": "Hospital", "kind": "hospital", "region": "420103"},
+                    producer="gateway",
+                    aggregate_id=org_id,
+                    aggregate_version=1,
+                ),
+            )
+    # Not every subscriber has them: both stay for the sweep, which sends them all
+    # again (a subscriber that got them recognises the copies).
+    assert (
+        count(gateway, gateway_messaging.outbox, gateway_messaging.outbox.published_at.is_(None))
+        == 2
+    )
+    sweeping = Batching()
+    gateway.outbox.publisher = sweeping
+    assert gateway.outbox.sweep(now=datetime(2100, 1, 1, tzinfo=UTC)) == 2
+    services = sorted(service for service, _ in sweeping.batches)
+    assert services == ["dispatch", "donations", "gateway"]
+
+
+def test_a_batch_takes_effect_once_and_sets_aside_only_the_event_that_fails(
+    stack: Stack,
+) -> None:
+    donations = stack.runtime("donations")
+    first, crashing, second, unknown = (uuid.uuid4() for _ in range(4))
+    register = donations.inbox.handlers["org.registered"]
+
+    def crashes_on_one(session: Any, evt: Any) -> None:
+        if evt.data()["id"] == crashing:
+            session.add(donations_messaging.dead_letters(reason="x", detail="half-written"))
+            raise ValueError("handler bug")
+        register(session, evt)
+
+    donations.inbox.handlers["org.registered"] = crashes_on_one
+    batch = [
+        _org_event(first, "Huoshenshan Hospital", 1),
+        _org_event(crashing, "Crashing Hospital", 1),
+        _verified_event(unknown),  # its org.registered has not arrived
+        _org_event(second, "Leishenshan Hospital", 1),
+    ]
+
+    handled, again = donations.inbox.handle_many(batch)
+
+    outcomes = {message["id"]: outcome for message, outcome in handled}
+    assert outcomes == {
+        batch[0]["id"]: Outcome.APPLIED,
+        batch[1]["id"]: Outcome.DEAD_LETTERED,
+        batch[3]["id"]: Outcome.APPLIED,
+    }
+    assert again == [batch[2]]
+    assert read_model_org(donations, first).name == "Huoshenshan Hospital"
+    assert read_model_org(donations, second).name == "Leishenshan Hospital"
+    assert read_model_org(donations, crashing) is None
+    # The failing event's own writes were undone with its savepoint; its dead letter
+    # says why. Waiting for a predecessor did not count as a delivery.
+    with donations.session_factory() as session:
+        letters = session.scalars(select(donations_messaging.dead_letters)).all()
+    assert [(letter.event_id, letter.reason) for letter in letters] == [
+        (batch[1]["id"], "handler_failed")
+    ]
+    assert "handler bug" in letters[0].detail
+    assert _attempts(donations, uuid.UUID(batch[2]["id"])) == 0
+    assert count(donations, donations_messaging.inbox) == 2
+
+    # The same batch delivered again changes nothing that took effect.
+    donations.inbox.handlers["org.registered"] = register
+    handled, again = donations.inbox.handle_many(batch)
+    outcomes = {message["id"]: outcome for message, outcome in handled}
+    assert outcomes[batch[0]["id"]] is Outcome.DUPLICATE
+    assert outcomes[batch[3]["id"]] is Outcome.DUPLICATE
+    assert outcomes[batch[1]["id"]] is Outcome.APPLIED  # the bug is fixed
+    assert again == [batch[2]]
+    assert count(donations, donations_messaging.inbox) == 3
+
+
+def test_a_batch_through_a_real_worker_applies_an_event_that_came_before_its_predecessor(
+    stack: Stack,
+) -> None:
+    donations = stack.runtime("donations")
+    stack.start_worker("donations")
+    org_id, other = uuid.uuid4(), uuid.uuid4()
+    batch = [
+        _verified_event(org_id),  # ahead of its org.registered, in the same batch
+        _org_event(org_id, "Wuhan Union Hospital", 1),
+        _org_event(other, "Wuhan Tongji Hospital", 1),
+    ]
+    donations.celery.send_task("donations.handle_events", args=[batch], queue="donations")
+
+    eventually(lambda: read_model_org(donations, other))
+    org = eventually(
+        lambda: (
+            found
+            if (found := read_model_org(donations, org_id)) and found.status == "verified"
+            else None
+        )
+    )
+    assert org.name == "Wuhan Union Hospital"
+    assert count(donations, donations_messaging.inbox) == 3
+    assert count(donations, donations_messaging.dead_letters) == 0
+

@@ -175,6 +175,27 @@ class TwiceOutOfOrder:
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
             )
 
+    def many(self, service: str, messages: list[dict[str, Any]]) -> None:
+        """A batch goes twice too: once in reverse order, once shuffled, each held
+        back a little, and split in two so its halves arrive apart."""
+        with self.lock:
+            self.sent += 1
+            backwards = list(reversed(messages))
+            shuffled = self.rng.sample(messages, len(messages))
+            delays = [self.rng.uniform(0, self.spread) for _ in range(4)]
+        half = len(messages) // 2
+        parts = (backwards[:half], backwards[half:], shuffled[:half], shuffled[half:])
+        for part, countdown in zip(parts, delays, strict=True):
+            if part:
+                self.send_task(
+                    f"{service}.handle_events",
+                    args=[part],
+                    queue=service,
+                    countdown=countdown,
+                    retry=True,
+                    retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+                )
+
 
 class Switchable:
     """A publisher whose broker connection can be cut (``down``) and restored."""
@@ -190,6 +211,12 @@ class Switchable:
             raise ConnectionError("broker unreachable (injected)")
         self.inner(service, message)
 
+    def many(self, service: str, messages: list[dict[str, Any]]) -> None:
+        if self.down:
+            self.refused += 1
+            raise ConnectionError("broker unreachable (injected)")
+        self.inner.many(service, messages)
+
 
 class DiesBeforePublishing:
     """The process dies (as under SIGKILL) after the commit and before the relay sends
@@ -203,12 +230,20 @@ class DiesBeforePublishing:
         self.times = times
 
     def __call__(self, service: str, message: dict[str, Any]) -> None:
-        if message.get("type") in self.types:
-            died = len(list(self.markers.glob("died.*")))
-            if died < self.times:
-                (self.markers / f"died.{message['id']}").write_text(str(os.getpid()))
-                os._exit(1)
+        self._maybe_die([message])
         self.inner(service, message)
+
+    def many(self, service: str, messages: list[dict[str, Any]]) -> None:
+        self._maybe_die(messages)
+        self.inner.many(service, messages)
+
+    def _maybe_die(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            if message.get("type") in self.types:
+                died = len(list(self.markers.glob("died.*")))
+                if died < self.times:
+                    (self.markers / f"died.{message['id']}").write_text(str(os.getpid()))
+                    os._exit(1)
 
 
 class CommitFault:

@@ -97,3 +97,7 @@ def test_malformed_setting_names_the_variable() -> None:
         Settings.from_env({"AIDLINK_MAX_DELIVERIES": "many"})
     with pytest.raises(ConfigError, match="AIDLINK_LOG_FORMAT"):
         Settings.from_env({"AIDLINK_LOG_FORMAT": "xml"})
+    for size in ("0", "1001"):
+        with pytest.raises(ConfigError, match="AIDLINK_EVENT_BATCH_MAX must be between 1 and"):
+            Settings.from_env({"AIDLINK_EVENT_BATCH_MAX": size})
+    assert Settings.from_env({"AIDLINK_EVENT_BATCH_MAX": "1"}).event_batch_max == 1
