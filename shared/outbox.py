@@ -63,6 +63,12 @@ class Publisher(Protocol):
 class Outbox:
     """A service's outbox: add events inside a transaction, publish them after it."""
 
+    # How far back before a broker restart events are sent again: longer than a
+    # restart takes.
+    REWIND = timedelta(minutes=5)
+    # Only a restart this recent is acted on: by then every running process has.
+    REWIND_RECENT = timedelta(hours=1)
+
     def __init__(
         self,
         row_class: type[OutboxRow],
@@ -81,6 +87,10 @@ class Outbox:
         self.sweep_grace = sweep_grace
         self.batch_size = batch_size
         self.message_max = message_max
+        # When the broker last started (None: it keeps no messages of its own to lose);
+        # see ``_rewind_after_broker_restart``.
+        self.broker_started: Callable[[], datetime | None] | None = None
+        self._rewound_for: datetime | None = None
         event.listen(session_factory, "after_commit", self._after_commit)
         event.listen(session_factory, "after_soft_rollback", self._after_rollback)
         event.listen(session_factory, "after_transaction_create", self._after_begin)
@@ -141,6 +151,7 @@ class Outbox:
 
     def sweep(self, now: datetime | None = None) -> int:
         """Publish rows a crash or an outage left behind; returns how many were sent."""
+        self._rewind_after_broker_restart()
         cutoff = (now or utcnow()) - timedelta(seconds=self.sweep_grace)
         published = 0
         while True:
@@ -166,6 +177,47 @@ class Outbox:
             if sent < len(batch):
                 # The broker is refusing; stop and let the next sweep try again.
                 return published
+
+    def _rewind_after_broker_restart(self) -> int:
+        """Send again what was published shortly before the broker last started.
+
+        Kombu's Redis transport takes a message off its queue (BRPOP) and only then
+        records it as unacknowledged: a message taken in the instant Redis shuts down is
+        in neither place when it comes back, and is lost although it was published.
+        After a restart, the events published in the ``REWIND`` before it are marked
+        unpublished so that this sweep sends them again; their consumers recognise
+        those they had. Sent again, their ``published_at`` is after the restart, so a
+        later sweep does not rewind them twice."""
+        if self.broker_started is None:
+            return 0
+        try:
+            started = self.broker_started()
+        except Exception:
+            log.warning("could not ask the broker when it started", exc_info=True)
+            return 0
+        if started is None or started < utcnow() - self.REWIND_RECENT:
+            return 0
+        if self._rewound_for is not None and started <= self._rewound_for + timedelta(seconds=3):
+            return 0  # this restart (its start time read again, give or take a second)
+        with self.session_factory() as session, session.begin():
+            result = session.execute(
+                update(self.row_class)
+                .where(
+                    self.row_class.published_at.is_not(None),
+                    self.row_class.published_at >= started - self.REWIND,
+                    self.row_class.published_at <= started,
+                )
+                .values(published_at=None)
+            )
+            rewound = getattr(result, "rowcount", 0)
+        self._rewound_for = started
+        if rewound:
+            log.warning(
+                "the broker started at %s: sending again %d event(s) published just before",
+                started.isoformat(),
+                rewound,
+            )
+        return int(rewound or 0)
 
     def _publish(self, messages: list[tuple[uuid.UUID, dict[str, Any]]]) -> int:
         """Send each event to each subscriber; returns how many reached all of theirs.
@@ -277,4 +329,22 @@ class CeleryPublisher:
 def celery_publisher(send_task: Callable[..., Any]) -> CeleryPublisher:
     """The publisher of a service's Celery app (``celery.send_task``)."""
     return CeleryPublisher(send_task)
+
+
+def redis_started_at(url: str) -> Callable[[], datetime | None]:
+    """When the Redis server at ``url`` started, from its uptime."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+
+    def started() -> datetime | None:
+        info: dict[str, Any] = client.info("server")  # type: ignore[assignment]
+        uptime = info.get("uptime_in_seconds")
+        if uptime is None:
+            return None
+        # Uptime is in whole seconds, rounded down: this is at or just after the start,
+        # so nothing published before it falls outside the rewind.
+        return utcnow().replace(microsecond=0) - timedelta(seconds=int(uptime) - 1)
+
+    return started
 

@@ -36,7 +36,7 @@ from shared.observability import (
     new_id,
     request_id_var,
 )
-from shared.outbox import Outbox, OutboxRow, celery_publisher
+from shared.outbox import Outbox, OutboxRow, celery_publisher, redis_started_at
 from shared.problems import (
     PROBLEM_CONTENT_TYPE,
     Problem,
@@ -196,6 +196,8 @@ def create_service_app(
         sweep_grace=settings.outbox_sweep_grace,
         message_max=settings.event_batch_max,
     )
+    if settings.broker_is_redis:
+        outbox.broker_started = redis_started_at(settings.broker_url)
     inbox = Inbox(
         service=name,
         session_factory=session_factory,

@@ -519,3 +519,55 @@ def test_a_batch_through_a_real_worker_applies_an_event_that_came_before_its_pre
     assert count(donations, donations_messaging.inbox) == 3
     assert count(donations, donations_messaging.dead_letters) == 0
 
+
+def test_events_published_just_before_the_broker_restarted_are_sent_again_once(
+    stack: Stack,
+) -> None:
+    """Kombu's Redis transport can lose a message taken off its queue in the instant
+    Redis shuts down; the sweep after a restart sends recent events again."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from shared.db import utcnow
+
+    gateway = stack.runtime("gateway")
+    sending = Batching()
+    gateway.outbox.publisher = sending
+    rows = gateway_messaging.outbox
+    ids = []
+    for _ in range(3):
+        with gateway.unit_of_work() as session:
+            org_id = uuid.uuid4()
+            evt = new_event(
+                "org.registered",
+                {"id": org_id, "name": "Hospital", "kind": "hospital", "region": "420103"},
+                producer="gateway",
+                aggregate_id=org_id,
+                aggregate_version=1,
+            )
+            gateway.outbox.add(session, evt)
+            ids.append(evt.id)
+    now = utcnow()
+    # The first was published long before the restart, the others moments before it.
+    with gateway.session_factory() as session, session.begin():
+        session.execute(
+            update(rows).where(rows.id == ids[0]).values(published_at=now - timedelta(hours=1))
+        )
+
+    resent = Batching()
+    gateway.outbox.publisher = resent
+    gateway.outbox.broker_started = lambda: now + timedelta(seconds=1)
+    assert gateway.outbox.sweep() == 2
+    assert sorted(resent.batches) == sorted(
+        (service, [str(ids[1]), str(ids[2])]) for service in ("dispatch", "donations", "gateway")
+    )
+    # The same restart read again (a second later) sends nothing more.
+    gateway.outbox.broker_started = lambda: now + timedelta(seconds=2)
+    assert gateway.outbox.sweep() == 0
+    # A restart long ago, seen by a process that started since, is left alone.
+    fresh = stack.runtime("gateway").outbox
+    fresh._rewound_for = None
+    fresh.broker_started = lambda: now - timedelta(hours=2)
+    assert fresh.sweep() == 0
+    assert count(gateway, rows, rows.published_at.is_(None)) == 0
