@@ -357,15 +357,33 @@ def install_debounce(rt: ServiceRuntime) -> None:
         if not items:
             return
         now = utcnow()
+        # A run is already on its way when one was requested a moment ago and none has
+        # started since: this change joins it (the run reads what is committed when it
+        # starts). A request older than a minute past the debounce counts as lost (a
+        # worker that died holding the task), and is made again.
+        stale = now - timedelta(seconds=60 + rt.settings.matching_debounce)
+        waiting = (
+            MatchingLock.requested_at.is_not(None)
+            & (MatchingLock.requested_at > stale)
+            & (
+                MatchingLock.last_started_at.is_(None)
+                | (MatchingLock.requested_at > MatchingLock.last_started_at)
+            )
+        )
+        due: list[str] = []
         try:
             _ensure_lock_rows(rt, items)
             with rt.unit_of_work() as s:
-                s.execute(
-                    update(MatchingLock)
-                    .where(MatchingLock.item.in_(sorted(items)))
-                    .values(requested_at=now)
-                )
-            for item in sorted(items):
+                bookkeeping(s)
+                for item in sorted(items):
+                    requested = s.execute(
+                        update(MatchingLock)
+                        .where(MatchingLock.item == item, ~waiting)
+                        .values(requested_at=now)
+                    )
+                    if getattr(requested, "rowcount", 0):
+                        due.append(item)
+            for item in due:
                 rt.celery.send_task(
                     "dispatch.match_item",
                     args=[item],

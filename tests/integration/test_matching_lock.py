@@ -63,3 +63,43 @@ def test_a_manual_run_while_the_item_is_locked_is_a_409(stack: Stack) -> None:
     )
     assert free.status_code == 201
     assert free.json["status"] == "preview"
+
+
+def test_changes_while_a_run_is_on_its_way_join_it_instead_of_queueing_more(
+    stack: Stack,
+) -> None:
+    rt = stack.runtime("dispatch")
+    queued: list[str] = []
+    rt.celery.send_task = lambda name, args, **_: queued.append(args[0])
+
+    def change(*items: str) -> None:
+        with rt.unit_of_work() as session:
+            for item in items:
+                matching_service.request_matching(session, item)
+
+    change("mask")
+    change("mask", "gloves_exam")
+    change("mask")
+    # One run of each item is on its way; the later changes wait for it.
+    assert queued == ["mask", "gloves_exam"]
+
+    # The mask run starts (it reads everything committed so far): a change after
+    # that needs a run of its own.
+    assert matching_service.acquire(rt, ["mask"], "run") == []
+    matching_service.release(rt, ["mask"], "run")
+    change("mask")
+    change("gloves_exam")
+    assert queued == ["mask", "gloves_exam", "mask"]
+
+    # A request whose run never started (its task was lost with a worker) is made
+    # again once it is a minute past the debounce.
+    with rt.unit_of_work() as session:
+        session.execute(
+            update(MatchingLock)
+            .where(MatchingLock.item == "gloves_exam")
+            .values(
+                requested_at=utcnow() - timedelta(seconds=62 + stack.settings.matching_debounce)
+            )
+        )
+    change("gloves_exam")
+    assert queued == ["mask", "gloves_exam", "mask", "gloves_exam"]
