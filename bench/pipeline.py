@@ -2,8 +2,9 @@
 
 Measurement A (pipeline): a verified donor's pledges are in the supply read model;
 then N needs of one line each are posted through the dispatch service layer, as the
-API would. Each need.posted asks for matching of its item (debounced); the matcher
-runs in the dispatch worker and, with ``AIDLINK_MATCHING_AUTO_APPROVE``, proposes its
+API would, by ``--clients`` clients at once (default one, one need after another).
+Each need.posted asks for matching of its item (debounced); the matcher runs in the
+dispatch worker and, with ``AIDLINK_MATCHING_AUTO_APPROVE``, proposes its
 allocations; ``allocation.proposed`` goes to the donations worker, which reserves the
 quantity with one conditional UPDATE and answers ``reservation.accepted``; the
 dispatch worker marks the allocation reserved. The clock runs from the first need
@@ -17,6 +18,8 @@ It prints allocations per second next to no-op tasks per second and their ratio
 (target at least 0.5). It prints figures only and never fails on them.
 
     .venv/bin/python -m bench.pipeline --needs 500
+    .venv/bin/python -m bench.pipeline --needs 300 --clients 8 --broker redis://127.0.0.1:6379/14 \\
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     .venv/bin/python -m bench.pipeline --needs 2000 --broker redis://127.0.0.1:6379/14 \\
         --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 """
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
@@ -80,7 +84,7 @@ def _verified_orgs(settings: Settings, donor: uuid.UUID, recipients: list[uuid.U
 
 
 def measure_pipeline(
-    settings: Settings, env: dict[str, str], tmp: Path, n: int, timeout: float
+    settings: Settings, env: dict[str, str], tmp: Path, n: int, timeout: float, clients: int = 1
 ) -> tuple[Result, dict[str, int]]:
     from services.dispatch import needs
     from services.dispatch.app import create_app as create_dispatch
@@ -130,27 +134,31 @@ def measure_pipeline(
             worker=workers[1],
             what="the pledges in dispatch's supply read model",
         )
+
+        def post(i: int) -> None:
+            with dispatch.app_context(), dispatch_rt.unit_of_work() as session:
+                needs.create_need(
+                    session,
+                    dispatch_rt.outbox,
+                    org_id=recipients[i % len(recipients)],
+                    org_verified=True,
+                    data={
+                        "lines": [
+                            {
+                                "item": "mask",
+                                "quantity": str(NEED_QUANTITY),
+                                "unit": "piece",
+                                "urgency": "high",
+                            }
+                        ],
+                        "location": {"region": "420103", "address": f"ward {i}"},
+                    },
+                )
+
         start = time.perf_counter()
-        with dispatch.app_context():
-            for i in range(n):
-                with dispatch_rt.unit_of_work() as session:
-                    needs.create_need(
-                        session,
-                        dispatch_rt.outbox,
-                        org_id=recipients[i % len(recipients)],
-                        org_verified=True,
-                        data={
-                            "lines": [
-                                {
-                                    "item": "mask",
-                                    "quantity": str(NEED_QUANTITY),
-                                    "unit": "piece",
-                                    "urgency": "high",
-                                }
-                            ],
-                            "location": {"region": "420103", "address": f"ward {i}"},
-                        },
-                    )
+        # Recipients post at once, each need in its own transaction, as through the API.
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            list(pool.map(post, range(n)))
         posted = time.perf_counter()
 
         def done() -> int:
@@ -189,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a PostgreSQL server URL; scratch databases are created and dropped on it",
     )
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--clients", type=int, default=1, help="needs posted by this many clients at once"
+    )
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="aidlink-pipeline-"))
@@ -217,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         interval = polling_interval(settings)
         try:
             print(f"pipeline: {args.needs} needs ...", flush=True)
-            pipe, statuses = measure_pipeline(settings, env, tmp, args.needs, args.timeout)
+            pipe, statuses = measure_pipeline(
+                settings, env, tmp, args.needs, args.timeout, args.clients
+            )
             print(f"no-op reference: {args.needs} tasks ...", flush=True)
             noop = measure_noop(settings, env, tmp, counter_url, args.needs, args.timeout)
         except BenchError as exc:
@@ -232,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("A. needs posted -> matching (auto-approved) -> allocation.proposed -> reservation")
     print("   -> reservation.accepted -> allocation reserved")
-    print(f"   posted in    {pipe.sent_seconds:8.3f} s")
+    print(f"   posted in    {pipe.sent_seconds:8.3f} s  by {args.clients} client(s)")
     print(f"   reserved in  {pipe.done_seconds:8.3f} s  allocations by status: {statuses}")
     print(f"   throughput   {pipe.throughput:8.1f} allocations/s")
     print()
