@@ -308,21 +308,14 @@ class CeleryPublisher:
         self.send_task = send_task
 
     def __call__(self, service: str, message: dict[str, Any]) -> None:
-        self.send_task(
-            f"{service}.handle_event",
-            args=[message],
-            queue=service,
-            retry=True,
-            retry_policy=self.RETRY_POLICY,
-        )
+        self._send(f"{service}.handle_event", service, message)
 
     def many(self, service: str, messages: list[dict[str, Any]]) -> None:
+        self._send(f"{service}.handle_events", service, messages)
+
+    def _send(self, task: str, service: str, argument: Any) -> None:
         self.send_task(
-            f"{service}.handle_events",
-            args=[messages],
-            queue=service,
-            retry=True,
-            retry_policy=self.RETRY_POLICY,
+            task, args=[argument], queue=service, retry=True, retry_policy=self.RETRY_POLICY
         )
 
 

@@ -317,16 +317,18 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
         if port and getattr(sender, "app", None) is rt.celery:
             serve_worker_metrics(rt, port)
 
-    @rt.celery.task(
-        name=f"{rt.name}.handle_event",
-        bind=True,
-        shared=False,
-        autoretry_for=TRANSIENT_ERRORS,
-        retry_backoff=True,
-        retry_backoff_max=300,
-        retry_jitter=True,
-        max_retries=rt.settings.max_deliveries,
-    )
+    # Transient database and broker errors are retried with backoff and jitter, as
+    # often as an event may be delivered.
+    retrying: dict[str, Any] = {
+        "shared": False,
+        "autoretry_for": TRANSIENT_ERRORS,
+        "retry_backoff": True,
+        "retry_backoff_max": 300,
+        "retry_jitter": True,
+        "max_retries": rt.settings.max_deliveries,
+    }
+
+    @rt.celery.task(name=f"{rt.name}.handle_event", bind=True, **retrying)
     def handle_event(self: Any, message: Any) -> str:
         try:
             outcome = rt.inbox.handle(message).value
@@ -343,15 +345,7 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
         observe_event(rt.name, message, outcome)
         return outcome
 
-    @rt.celery.task(
-        name=f"{rt.name}.handle_events",
-        shared=False,
-        autoretry_for=TRANSIENT_ERRORS,
-        retry_backoff=True,
-        retry_backoff_max=300,
-        retry_jitter=True,
-        max_retries=rt.settings.max_deliveries,
-    )
+    @rt.celery.task(name=f"{rt.name}.handle_events", **retrying)
     def handle_events(messages: Any) -> dict[str, int]:
         """Several events of one commit, applied in one transaction (Inbox.handle_many);
         one that must wait for a predecessor goes on as a ``handle_event`` task of its

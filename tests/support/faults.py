@@ -166,14 +166,7 @@ class TwiceOutOfOrder:
         # ...and the second copy lands anywhere in the window.
         second = self.rng.uniform(0, self.spread)
         for countdown in (first, second):
-            self.send_task(
-                f"{service}.handle_event",
-                args=[message],
-                queue=service,
-                countdown=countdown,
-                retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-            )
+            self._send(f"{service}.handle_event", service, message, countdown)
 
     def many(self, service: str, messages: list[dict[str, Any]]) -> None:
         """A batch goes twice too: once in reverse order, once shuffled, each held
@@ -187,14 +180,17 @@ class TwiceOutOfOrder:
         parts = (backwards[:half], backwards[half:], shuffled[:half], shuffled[half:])
         for part, countdown in zip(parts, delays, strict=True):
             if part:
-                self.send_task(
-                    f"{service}.handle_events",
-                    args=[part],
-                    queue=service,
-                    countdown=countdown,
-                    retry=True,
-                    retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-                )
+                self._send(f"{service}.handle_events", service, part, countdown)
+
+    def _send(self, task: str, service: str, argument: Any, countdown: float) -> None:
+        self.send_task(
+            task,
+            args=[argument],
+            queue=service,
+            countdown=countdown,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        )
 
 
 class Switchable:
