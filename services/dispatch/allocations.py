@@ -16,13 +16,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from services.dispatch.models import (
     Allocation,
@@ -121,6 +121,143 @@ class Proposed:
     refused: str | None = None
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """One allocation of a plan: how much of a pledge line goes to a need line."""
+
+    supply_line_id: uuid.UUID
+    need_line_id: uuid.UUID
+    quantity: int
+    reason: dict[str, Any]
+
+
+# Rows locked per statement: well under every backend's limit of bound parameters.
+_CHUNK = 500
+
+
+def _locked(
+    session: Session, model: Any, ids: set[uuid.UUID], *options: Any
+) -> dict[uuid.UUID, Any]:
+    """Rows of ``model`` by id, read afresh and locked (FOR UPDATE; SQLite's writer
+    holds the database), in id order so that two writers wait instead of deadlocking."""
+    found: dict[uuid.UUID, Any] = {}
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), _CHUNK):
+        chunk = ordered[i : i + _CHUNK]
+        for row in session.scalars(
+            select(model)
+            .where(model.id.in_(chunk))
+            .order_by(model.id)
+            .options(*options)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ):
+            found[row.id] = row
+    return found
+
+
+def propose_many(
+    session: Session,
+    outbox: Outbox,
+    proposals: Sequence[Proposal],
+    *,
+    run_id: uuid.UUID | None,
+    deadline: datetime | None = None,
+) -> list[Proposed]:
+    """Turn the allocations of a plan into proposals, each only if its supply and need
+    still allow it, in order; one result per proposal.
+
+    The need lines, supply lines and needs involved are locked once, in that order
+    (the order every saga step takes them in), and checked and counted in memory:
+    the same refusals as a conditional UPDATE per allocation, in a handful of
+    statements for the whole plan.
+    """
+    from services.dispatch import needs as needs_domain
+
+    lines: dict[uuid.UUID, NeedLine] = _locked(
+        session, NeedLine, {p.need_line_id for p in proposals}
+    )
+    supplies: dict[uuid.UUID, SupplyLine] = _locked(
+        session, SupplyLine, {p.supply_line_id for p in proposals}
+    )
+    # With every line of those needs, for their statuses.
+    need_rows: dict[uuid.UUID, Need] = _locked(
+        session, Need, {line.need_id for line in lines.values()}, selectinload(Need.lines)
+    )
+    results: list[Proposed] = []
+    for proposal in proposals:
+        quantity = proposal.quantity
+        line = lines.get(proposal.need_line_id)
+        supply = supplies.get(proposal.supply_line_id)
+        if line is None or supply is None:
+            results.append(Proposed(None, "the line no longer exists"))
+            continue
+        need = need_rows[line.need_id]
+        if need.status not in ("open", "partially_allocated") or line.status in (
+            "expired",
+            "cancelled",
+            "fulfilled",
+        ):
+            results.append(Proposed(None, f"the need is {need.status}"))
+            continue
+        if (
+            line.status not in ("open", "partially_allocated")
+            or line.quantity - line.proposed - line.reserved - line.shipped < quantity
+        ):
+            results.append(Proposed(None, "the need line is already covered"))
+            continue
+        if (
+            supply.pledge_status != "open"
+            or supply.status in ("cancelled", "expired", "delivered")
+            or supply.quantity - supply.reserved - supply.shipped - supply.proposed < quantity
+        ):
+            results.append(Proposed(None, "the pledge line no longer has enough"))
+            continue
+        line.proposed += quantity
+        supply.proposed += quantity
+        allocation = Allocation(
+            id=uuid.uuid4(),
+            run_id=run_id,
+            pledge_id=supply.pledge_id,
+            pledge_line_id=supply.id,
+            donor_org_id=supply.donor_org_id,
+            need_id=need.id,
+            need_line_id=line.id,
+            recipient_org_id=need.org_id,
+            item=line.item,
+            quantity=quantity,
+            status="proposed",
+            reason=proposal.reason,
+            version=1,
+        )
+        session.add(allocation)
+        outbox.add(
+            session,
+            new_event(
+                "allocation.proposed",
+                {
+                    "allocation_id": allocation.id,
+                    "pledge_id": allocation.pledge_id,
+                    "pledge_line_id": allocation.pledge_line_id,
+                    "need_id": allocation.need_id,
+                    "need_line_id": allocation.need_line_id,
+                    "recipient_org_id": allocation.recipient_org_id,
+                    "quantity": quantity,
+                    "deadline": deadline,
+                },
+                producer=PRODUCER,
+                aggregate_id=allocation.id,
+                aggregate_version=1,
+            ),
+        )
+        for each in need.lines:
+            needs_domain.refresh_line_status(each)
+        needs_domain.refresh_need_status(need)
+        results.append(Proposed(allocation))
+    session.flush()
+    return results
+
+
 def propose(
     session: Session,
     outbox: Outbox,
@@ -133,93 +270,14 @@ def propose(
     deadline: datetime | None = None,
 ) -> Proposed:
     """Turn one allocation of a plan into a proposal, if supply and need still allow it."""
-    need_line = session.get(NeedLine, need_line_id)
-    supply = session.get(SupplyLine, supply_line_id)
-    if need_line is None or supply is None:
-        return Proposed(None, "the line no longer exists")
-    need = session.get(Need, need_line.need_id)
-    assert need is not None
-    if need.status not in ("open", "partially_allocated") or need_line.status in (
-        "expired",
-        "cancelled",
-        "fulfilled",
-    ):
-        return Proposed(None, f"the need is {need.status}")
-    took_need = session.execute(
-        update(NeedLine)
-        .where(
-            NeedLine.id == need_line_id,
-            # An expiry or cancellation committed meanwhile closes the line.
-            NeedLine.status.in_(("open", "partially_allocated")),
-            NeedLine.quantity - NeedLine.proposed - NeedLine.reserved - NeedLine.shipped
-            >= quantity,
-        )
-        .values(proposed=NeedLine.proposed + quantity)
-        .returning(NeedLine.id)
-        .execution_options(synchronize_session=False)
-    ).first()
-    if took_need is None:
-        return Proposed(None, "the need line is already covered")
-    took_supply = session.execute(
-        update(SupplyLine)
-        .where(
-            SupplyLine.id == supply_line_id,
-            SupplyLine.pledge_status == "open",
-            SupplyLine.status.not_in(("cancelled", "expired", "delivered")),
-            SupplyLine.quantity - SupplyLine.reserved - SupplyLine.shipped - SupplyLine.proposed
-            >= quantity,
-        )
-        .values(proposed=SupplyLine.proposed + quantity)
-        .returning(SupplyLine.id)
-        .execution_options(synchronize_session=False)
-    ).first()
-    if took_supply is None:
-        # Give the need line back what was just taken; the transaction stays consistent.
-        session.execute(
-            update(NeedLine)
-            .where(NeedLine.id == need_line_id)
-            .values(proposed=NeedLine.proposed - quantity)
-            .execution_options(synchronize_session=False)
-        )
-        return Proposed(None, "the pledge line no longer has enough")
-    allocation = Allocation(
-        id=uuid.uuid4(),
-        run_id=run_id,
-        pledge_id=supply.pledge_id,
-        pledge_line_id=supply.id,
-        donor_org_id=supply.donor_org_id,
-        need_id=need.id,
-        need_line_id=need_line.id,
-        recipient_org_id=need.org_id,
-        item=need_line.item,
-        quantity=quantity,
-        status="proposed",
-        reason=reason,
-        version=1,
-    )
-    session.add(allocation)
-    session.flush()
-    outbox.add(
+    [result] = propose_many(
         session,
-        new_event(
-            "allocation.proposed",
-            {
-                "allocation_id": allocation.id,
-                "pledge_id": allocation.pledge_id,
-                "pledge_line_id": allocation.pledge_line_id,
-                "need_id": allocation.need_id,
-                "need_line_id": allocation.need_line_id,
-                "recipient_org_id": allocation.recipient_org_id,
-                "quantity": quantity,
-                "deadline": deadline,
-            },
-            producer=PRODUCER,
-            aggregate_id=allocation.id,
-            aggregate_version=1,
-        ),
+        outbox,
+        [Proposal(supply_line_id, need_line_id, quantity, reason)],
+        run_id=run_id,
+        deadline=deadline,
     )
-    _refresh_need(session, need.id)
-    return Proposed(allocation)
+    return result
 
 
 def _move(

@@ -76,15 +76,19 @@ def acquire(rt: ServiceRuntime, items: list[str], holder: str) -> list[str]:
     now = utcnow()
     for item in sorted(items):
         with rt.unit_of_work() as session:
-            got = bookkeeping(session).execute(
-                update(MatchingLock)
-                .where(
-                    MatchingLock.item == item,
-                    (MatchingLock.holder.is_(None)) | (MatchingLock.expires_at < now),
+            got = (
+                bookkeeping(session)
+                .execute(
+                    update(MatchingLock)
+                    .where(
+                        MatchingLock.item == item,
+                        (MatchingLock.holder.is_(None)) | (MatchingLock.expires_at < now),
+                    )
+                    .values(holder=holder, expires_at=now + LOCK_TTL, last_started_at=now)
+                    .returning(MatchingLock.item)
                 )
-                .values(holder=holder, expires_at=now + LOCK_TTL, last_started_at=now)
-                .returning(MatchingLock.item)
-            ).first()
+                .first()
+            )
         if got is None:
             release(rt, taken, holder)
             return [item]
@@ -282,22 +286,27 @@ def run(
 def _apply(
     session: Session, rt: ServiceRuntime, matching_run: MatchingRun, approved_by: uuid.UUID | None
 ) -> None:
-    refused = []
-    made = []
-    for proposal in matching_run.plan.get("allocations", []):
-        result = saga.propose(
-            session,
-            rt.outbox,
-            supply_line_id=uuid.UUID(proposal["pledge_line_id"]),
-            need_line_id=uuid.UUID(proposal["need_line_id"]),
-            quantity=int(proposal["quantity"]),
-            reason=proposal.get("reason") or {},
-            run_id=matching_run.id,
-        )
-        if result.allocation is None:
-            refused.append({**proposal, "refused": result.refused})
-        else:
-            made.append(str(result.allocation.id))
+    plan = matching_run.plan.get("allocations", [])
+    results = saga.propose_many(
+        session,
+        rt.outbox,
+        [
+            saga.Proposal(
+                supply_line_id=uuid.UUID(proposal["pledge_line_id"]),
+                need_line_id=uuid.UUID(proposal["need_line_id"]),
+                quantity=int(proposal["quantity"]),
+                reason=proposal.get("reason") or {},
+            )
+            for proposal in plan
+        ],
+        run_id=matching_run.id,
+    )
+    refused = [
+        {**proposal, "refused": result.refused}
+        for proposal, result in zip(plan, results, strict=True)
+        if result.allocation is None
+    ]
+    made = [str(result.allocation.id) for result in results if result.allocation is not None]
     matching_run.status = "applied"
     matching_run.approved_by = approved_by
     matching_run.approved_at = utcnow()

@@ -1,0 +1,155 @@
+"""A matching plan becomes proposals in one pass: each allocation is checked against
+what the ones before it took, and refused with the reason a conditional UPDATE per
+allocation would have given."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from services.dispatch import allocations as saga
+from services.dispatch import needs
+from services.dispatch.models import Allocation, Need, NeedLine, SupplyLine
+from tests.support.stack import Stack
+
+
+def _need(session: Any, outbox: Any, *quantities: int) -> Need:
+    return needs.create_need(
+        session,
+        outbox,
+        org_id=uuid.uuid4(),
+        org_verified=True,
+        data={
+            "lines": [
+                {"item": "mask", "quantity": str(q), "unit": "piece", "urgency": "high"}
+                for q in quantities
+            ],
+            "location": {"region": "420103", "address": "ward 3"},
+        },
+    )
+
+
+def _supply(session: Any, quantity: int) -> uuid.UUID:
+    line_id = uuid.uuid4()
+    saga.apply_pledge(
+        session,
+        {
+            "id": uuid.uuid4(),
+            "org_id": uuid.uuid4(),
+            "status": "open",
+            "origin": {"region": "4403"},
+            "lines": [
+                {
+                    "id": line_id,
+                    "item": "mask",
+                    "quantity": quantity,
+                    "reserved": 0,
+                    "shipped": 0,
+                    "delivered": 0,
+                    "status": "available",
+                }
+            ],
+        },
+        1,
+    )
+    return line_id
+
+
+def test_a_plan_is_proposed_in_order_and_what_no_longer_fits_is_refused(stack: Stack) -> None:
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        small = _supply(session, 15)
+        large = _supply(session, 100)
+        first = _need(session, rt.outbox, 10)
+        second = _need(session, rt.outbox, 10)
+        two_lines = _need(session, rt.outbox, 10, 3)
+        cancelled = _need(session, rt.outbox, 5)
+        ids = {
+            "first": first.lines[0].id,
+            "second": second.lines[0].id,
+            "two_lines": two_lines.lines[0].id,
+            "other_line": two_lines.lines[1].id,
+            "cancelled": cancelled.lines[0].id,
+            "two_lines_need": two_lines.id,
+        }
+        cancelled_id = cancelled.id
+    with rt.unit_of_work() as session:
+        session.execute(update(Need).where(Need.id == cancelled_id).values(status="cancelled"))
+        session.execute(
+            update(NeedLine).where(NeedLine.need_id == cancelled_id).values(status="cancelled")
+        )
+
+    def p(supply: uuid.UUID, need_line: uuid.UUID, quantity: int) -> saga.Proposal:
+        return saga.Proposal(supply, need_line, quantity, {"tier": 1})
+
+    plan = [
+        p(small, ids["first"], 10),
+        p(small, ids["second"], 10),  # 5 left on the small line
+        p(small, ids["second"], 5),
+        p(large, ids["first"], 1),  # the first need is allocated by now
+        p(large, ids["cancelled"], 5),
+        p(large, uuid.uuid4(), 5),
+        p(large, ids["two_lines"], 4),
+        p(large, ids["two_lines"], 7),  # 6 left on that line
+        p(large, ids["other_line"], 3),
+    ]
+    run_id = uuid.uuid4()
+    with rt.unit_of_work() as session:
+        results = saga.propose_many(session, rt.outbox, plan, run_id=run_id)
+        made = [r.allocation.id if r.allocation else None for r in results]
+
+    assert [r.refused for r in results] == [
+        None,
+        "the pledge line no longer has enough",
+        None,
+        "the need is allocated",
+        "the need is cancelled",
+        "the line no longer exists",
+        None,
+        "the need line is already covered",
+        None,
+    ]
+    with rt.session_factory() as session:
+        allocations = {
+            a.id: a for a in session.scalars(select(Allocation).where(Allocation.run_id == run_id))
+        }
+        assert set(allocations) == {m for m in made if m is not None}
+        assert sorted((a.need_line_id, a.quantity) for a in allocations.values()) == sorted(
+            [(ids["first"], 10), (ids["second"], 5), (ids["two_lines"], 4), (ids["other_line"], 3)]
+        )
+        assert all(a.status == "proposed" and a.reason == {"tier": 1} for a in allocations.values())
+        lines = {line.id: line for line in session.scalars(select(NeedLine))}
+        assert (lines[ids["first"]].proposed, lines[ids["first"]].status) == (10, "allocated")
+        assert (lines[ids["second"]].proposed, lines[ids["second"]].status) == (
+            5,
+            "partially_allocated",
+        )
+        assert lines[ids["other_line"]].status == "allocated"
+        assert session.get(Need, ids["two_lines_need"]).status == "partially_allocated"  # type: ignore[union-attr]
+        assert lines[ids["cancelled"]].proposed == 0
+        supply = {s.id: s.proposed for s in session.scalars(select(SupplyLine))}
+        assert supply == {small: 15, large: 7}
+        announced = session.scalar(
+            select(func.count())
+            .select_from(rt.outbox.row_class)
+            .where(rt.outbox.row_class.type == "allocation.proposed")
+        )
+        assert announced == 4
+
+
+def test_a_plan_refused_whole_changes_nothing(stack: Stack) -> None:
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        supply = _supply(session, 5)
+        need_line = _need(session, rt.outbox, 10).lines[0].id
+    with rt.unit_of_work() as session:
+        [result] = saga.propose_many(
+            session, rt.outbox, [saga.Proposal(supply, need_line, 6, {})], run_id=None
+        )
+    assert result.refused == "the pledge line no longer has enough"
+    with rt.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Allocation)) == 0
+        line = session.get(NeedLine, need_line)
+        assert line is not None and (line.proposed, line.status) == (0, "open")
