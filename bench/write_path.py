@@ -11,6 +11,11 @@ endpoint that parses the JSON and answers 201, under the same gunicorn settings 
 services (the Procfile's: ``--workers 2 --threads 4``) on the same machine, in the same
 run.
 
+Measurement C (the ceiling of the design): a Flask endpoint that only forwards the body
+over HTTP to the bare endpoint, as the gateway forwards to a service, under the same
+settings. No gateway in front of a service can do better than this; its ratio to B
+bounds what A can reach on this machine.
+
 It prints requests per second and latency percentiles of both, and their ratio next
 to the target (at least 0.30). It prints figures only and never fails on them. wrk
 must be installed (Debian: ``apt-get install wrk``).
@@ -31,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -69,6 +75,30 @@ PLEDGE = {
     "origin": {"region": "4403", "address": "Warehouse 3, Futian District, Shenzhen"},
 }
 PASSWORD = "bench-password-2020"
+
+
+def hop_app() -> Flask:
+    """The ceiling of a gateway in front: forward the body to the bare endpoint over
+    HTTP (one pooled connection per thread, as the gateway's client keeps) and answer
+    with its response; no authentication, no database."""
+    app = Flask("bench.hop")
+    target = os.environ.get("BENCH_HOP_TARGET", "http://127.0.0.1:18103") + "/api/v1/pledges"
+    local = threading.local()
+
+    @app.post("/api/v1/pledges")
+    def forward() -> Any:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = requests.Session()
+        answer = client.post(
+            target,
+            data=request.get_data(),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+        return answer.json(), answer.status_code
+
+    return app
 
 
 def bare_app() -> Flask:
@@ -189,7 +219,7 @@ def run_wrk(
 
 
 @contextlib.contextmanager
-def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Server, Server, Server]]:
+def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Server, Server, Server, Server]]:
     environ = {
         "AIDLINK_VAR_DIR": str(tmp),
         "AIDLINK_LOG_LEVEL": "WARNING",
@@ -220,10 +250,15 @@ def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Server, Server,
         servers.append(donations)
         bare = start_gunicorn("bare", "bench.write_path:bare_app()", 18103, env, tmp)
         servers.append(bare)
+        hop = start_gunicorn(
+            "hop", "bench.write_path:hop_app()", 18104, {**env, "BENCH_HOP_TARGET": bare.url}, tmp
+        )
+        servers.append(hop)
         gateway.wait_ready("/healthz")
         donations.wait_ready("/healthz")
         bare.wait_ready("/")
-        yield gateway, donations, bare
+        hop.wait_ready("/")
+        yield gateway, donations, bare, hop
     finally:
         with no_interrupts():
             for server in servers:
@@ -269,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="aidlink-write-path-"))
     try:
-        with stack(args, tmp) as (gateway, _donations, bare):
+        with stack(args, tmp) as (gateway, _donations, bare, hop):
             headers = donor_headers(gateway)
             # A first pledge end to end, so connections and caches are warm.
             first = requests.post(
@@ -280,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             results = []
             for label, url, hdrs in (
                 ("bare", bare.url + "/api/v1/pledges", {}),
+                ("hop", hop.url + "/api/v1/pledges", {}),
                 ("gateway", gateway.url + "/api/v1/pledges", headers),
             ):
                 run_wrk(label, url, hdrs, 3, args.connections, tmp)  # warm-up
@@ -289,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    bare_result, gateway_result = results
+    bare_result, hop_result, gateway_result = results
     settings = Settings.from_env()
     print(f"broker: {redacted(settings.broker_url)}")
     print(f"database: {redacted(settings.database_url('donations'))}")
@@ -297,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':34} {'req/s':>9} {'requests':>9} {'non-2xx':>8}  p50 / p90 / p99")
     for label, result in (
         ("bare Flask endpoint (reference)", bare_result),
+        ("one HTTP hop to it (the ceiling)", hop_result),
         ("pledge creation via the gateway", gateway_result),
     ):
         lat = " / ".join(result.latency.get(p, "?") for p in ("50", "90", "99"))
@@ -305,7 +342,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.non_2xx:8d}  {lat} {result.errors}"
         )
     ratio = gateway_result.requests_per_second / bare_result.requests_per_second
+    ceiling = hop_result.requests_per_second / bare_result.requests_per_second
     print(f"ratio: {ratio:.2f} (target at least {TARGET_RATIO:.2f})")
+    print(
+        f"ceiling: {ceiling:.2f} (a gateway that only forwards); pledge creation reaches "
+        f"{gateway_result.requests_per_second / hop_result.requests_per_second:.2f} of it"
+    )
     return 0
 
 
