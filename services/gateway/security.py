@@ -175,13 +175,18 @@ def _session_identity(token: str) -> Identity:
         sid = uuid.UUID(claims["sid"])
     except ValueError:
         raise unauthenticated("The access token is not valid.") from None
-    auth = db.get(AuthSession, sid)
+    # The sign-in, its user and organisation in one round trip: this runs on every request.
+    found = db.execute(
+        select(AuthSession, User, Organisation)
+        .join(User, User.id == AuthSession.user_id)
+        .join(Organisation, Organisation.id == AuthSession.org_id)
+        .where(AuthSession.id == sid)
+    ).first()
     now = utcnow()
-    if auth is None or auth.revoked_at is not None or auth.expires_at <= now:
+    if found is None or found[0].revoked_at is not None or found[0].expires_at <= now:
         raise unauthenticated("This sign-in has ended; sign in again.")
-    user = db.get(User, auth.user_id)
-    org = db.get(Organisation, auth.org_id)
-    if user is None or org is None or not user.active:
+    auth, user, org = found
+    if not user.active:
         raise unauthenticated("This account is disabled.")
     return identity_of(user, org, via="session", credential_id=auth.id)
 
