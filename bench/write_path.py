@@ -225,6 +225,8 @@ def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Server, Server,
         "AIDLINK_LOG_LEVEL": "WARNING",
         # The rate limits guard a real deployment; here they would cap the figure.
         "AIDLINK_RATELIMIT_ENABLED": "0",
+        # As the Procfile runs its web servers.
+        "AIDLINK_OUTBOX_RELAY": "background",
         "GATEWAY_BIND": "127.0.0.1:18100",
         "DONATIONS_URL": "http://127.0.0.1:18101",
         "DISPATCH_URL": "http://127.0.0.1:18102",

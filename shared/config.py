@@ -98,6 +98,10 @@ class Settings:
     # The most events of one commit the relay sends a consumer in one task message
     # (applied in one transaction there); 1 sends each event on its own.
     event_batch_max: int = 100
+    # "inline": each commit's events are published by the committing thread, before
+    # it goes on; "background": by a relay thread of the process (the web servers of
+    # the Procfile and compose: a request does not wait on the broker).
+    outbox_relay: str = "inline"
     # Redis re-delivers an unacknowledged message after this many seconds; it must be
     # longer than the longest task (task_time_limit).
     broker_visibility_timeout: int = 3600
@@ -171,6 +175,11 @@ class Settings:
             raise ConfigError(
                 f"AIDLINK_EVENT_BATCH_MAX must be between 1 and 1000, got {event_batch_max}"
             )
+        outbox_relay = env.get("AIDLINK_OUTBOX_RELAY", "inline")
+        if outbox_relay not in ("inline", "background"):
+            raise ConfigError(
+                f"AIDLINK_OUTBOX_RELAY must be 'inline' or 'background', got {outbox_relay!r}"
+            )
         return cls(
             var_dir=var_dir,
             database_urls=database_urls,
@@ -182,6 +191,7 @@ class Settings:
             outbox_sweep_interval=_float(env, "AIDLINK_OUTBOX_SWEEP_INTERVAL", 15.0),
             max_deliveries=_int(env, "AIDLINK_MAX_DELIVERIES", 5),
             event_batch_max=event_batch_max,
+            outbox_relay=outbox_relay,
             broker_visibility_timeout=_int(env, "AIDLINK_BROKER_VISIBILITY_TIMEOUT", 3600),
             task_time_limit=_int(env, "AIDLINK_TASK_TIME_LIMIT", 300),
             proxy_connect_timeout=_float(env, "AIDLINK_PROXY_CONNECT_TIMEOUT", 3.05),
@@ -225,6 +235,7 @@ class Settings:
             "AIDLINK_OUTBOX_SWEEP_INTERVAL": str(self.outbox_sweep_interval),
             "AIDLINK_MAX_DELIVERIES": str(self.max_deliveries),
             "AIDLINK_EVENT_BATCH_MAX": str(self.event_batch_max),
+            "AIDLINK_OUTBOX_RELAY": self.outbox_relay,
             "AIDLINK_BROKER_VISIBILITY_TIMEOUT": str(self.broker_visibility_timeout),
             "AIDLINK_TASK_TIME_LIMIT": str(self.task_time_limit),
             "AIDLINK_PROXY_CONNECT_TIMEOUT": str(self.proxy_connect_timeout),

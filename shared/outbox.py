@@ -10,7 +10,11 @@ id, so a row sent twice takes effect once.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import queue
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -91,6 +95,7 @@ class Outbox:
         # see ``_rewind_after_broker_restart``.
         self.broker_started: Callable[[], datetime | None] | None = None
         self._rewound_for: datetime | None = None
+        self._background: _RelayThread | None = None
         event.listen(session_factory, "after_commit", self._after_commit)
         event.listen(session_factory, "after_soft_rollback", self._after_rollback)
         event.listen(session_factory, "after_transaction_create", self._after_begin)
@@ -128,8 +133,26 @@ class Outbox:
         session.info.pop(_MARKS_KEY, None)
         pending = session.info.pop(_PENDING_KEY, None)
         if pending:
-            # The committed session cannot run SQL here; the relay uses its own.
-            self.relay(pending)
+            if self._background is not None:
+                self._background.submit(pending)
+            else:
+                # The committed session cannot run SQL here; the relay uses its own.
+                self.relay(pending)
+
+    def relay_in_background(self) -> None:
+        """From now on, publish each commit's events from a thread of this process
+        rather than the committing one: a web request answers without waiting on the
+        broker, and the events of commits close together go out, and are stamped,
+        together. Events still queued when the process dies are left to the sweep, as
+        after a crash between a commit and its relay."""
+        if self._background is None:
+            self._background = _RelayThread(self)
+            atexit.register(self._background.flush)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the background relay has handled every commit so far (True), or
+        ``timeout`` seconds; without a background relay there is nothing to wait for."""
+        return self._background.flush(timeout) if self._background is not None else True
 
     def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
         if previous_transaction.parent is None:
@@ -294,6 +317,58 @@ class Outbox:
                 )
                 or 0
             )
+
+
+class _RelayThread:
+    """The background relay of one process: commits queue their events, one thread
+    publishes whatever has gathered in one pass (in commit order)."""
+
+    MAX_GATHER = 500
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[list[tuple[uuid.UUID, dict[str, Any]]]] = queue.Queue()
+        self._pid: int | None = None
+
+    def submit(self, messages: list[tuple[uuid.UUID, dict[str, Any]]]) -> None:
+        if self._pid != os.getpid():
+            self._start()
+        self._queue.put(messages)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            # A forked child inherits the queue but not the thread: it starts afresh.
+            self._queue = queue.Queue()
+            threading.Thread(
+                target=self._run, args=(self._queue,), name="outbox-relay", daemon=True
+            ).start()
+            self._pid = os.getpid()
+
+    def _run(self, jobs: queue.Queue[list[tuple[uuid.UUID, dict[str, Any]]]]) -> None:
+        while True:
+            gathered = list(jobs.get())
+            taken = 1
+            while len(gathered) < self.MAX_GATHER:
+                try:
+                    gathered.extend(jobs.get_nowait())
+                except queue.Empty:
+                    break
+                taken += 1
+            try:
+                self.outbox.relay(gathered)
+            finally:
+                for _ in range(taken):
+                    jobs.task_done()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        if self._pid != os.getpid():
+            return True
+        jobs = self._queue
+        with jobs.all_tasks_done:
+            return jobs.all_tasks_done.wait_for(lambda: jobs.unfinished_tasks == 0, timeout)
 
 
 class CeleryPublisher:

@@ -95,7 +95,9 @@ class ServiceRuntime:
     models: MessagingModels | None = None
 
     def dispose(self) -> None:
-        """Close every pooled database connection."""
+        """Publish what the background relay holds, then close every pooled database
+        connection."""
+        self.outbox.flush()
         self.engine.dispose()
         if self.read_session_factory is not None and self.read_session_factory is not (
             self.session_factory
@@ -198,6 +200,8 @@ def create_service_app(
     )
     if settings.broker_is_redis:
         outbox.broker_started = redis_started_at(settings.broker_url)
+    if settings.outbox_relay == "background":
+        outbox.relay_in_background()
     inbox = Inbox(
         service=name,
         session_factory=session_factory,

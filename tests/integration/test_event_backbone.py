@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime
 from functools import partial
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from services.donations.models import Organisation as DonationsOrganisation
 from services.donations.models import messaging as donations_messaging
 from services.gateway.models import Organisation
 from services.gateway.models import messaging as gateway_messaging
@@ -571,3 +573,76 @@ def test_events_published_just_before_the_broker_restarted_are_sent_again_once(
     fresh.broker_started = lambda: now - timedelta(hours=2)
     assert fresh.sweep() == 0
     assert count(gateway, rows, rows.published_at.is_(None)) == 0
+
+
+class Held:
+    """A publisher whose broker answers only once ``release`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.release = threading.Event()
+        self.sent: list[tuple[str, str]] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, service: str, message: dict[str, Any]) -> None:
+        self.many(service, [message])
+
+    def many(self, service: str, messages: list[dict[str, Any]]) -> None:
+        assert self.release.wait(30)
+        self.threads.add(threading.current_thread().name)
+        self.sent.extend((service, m["id"]) for m in messages)
+        self.inner.many(service, messages)
+
+
+def test_the_background_relay_answers_before_the_broker_and_publishes_every_commit(
+    stack: Stack,
+) -> None:
+    gateway = stack.runtime("gateway")
+    outbox = gateway.outbox
+    held = Held(outbox.publisher)
+    outbox.publisher = held
+    outbox.relay_in_background()
+
+    # The broker hangs, yet each commit returns at once: nothing waits on it.
+    for i in range(3):
+        with gateway.unit_of_work() as session:
+            register_organisation(
+                session=session, outbox=outbox, data={**HOSPITAL, "name": f"Ward {i} Hospital"}
+            )
+    unpublished = gateway_messaging.outbox.published_at.is_(None)
+    assert held.sent == []
+    assert count(gateway, gateway_messaging.outbox, unpublished) == 3
+    assert not outbox.flush(timeout=0.2)
+
+    held.release.set()
+    assert outbox.flush(timeout=30)
+    assert held.threads == {"outbox-relay"}
+    with gateway.session_factory() as session:
+        written = [
+            str(event_id)
+            for event_id in session.scalars(
+                select(gateway_messaging.outbox.id).order_by(gateway_messaging.outbox.created_at)
+            )
+        ]
+    assert len(written) == 3
+    for service in ("dispatch", "donations", "gateway"):
+        # Every event to each subscriber, in the order of the commits.
+        assert [e for s, e in held.sent if s == service] == written
+    assert count(gateway, gateway_messaging.outbox, unpublished) == 0
+    # And the events reach the consumers.
+    stack.start_worker("donations")
+    eventually(lambda: count(stack.runtime("donations"), DonationsOrganisation) == 3)
+
+
+def test_the_background_relay_leaves_what_the_broker_refused_to_the_sweep(stack: Stack) -> None:
+    gateway = stack.runtime("gateway")
+    refusing = Refusing()
+    gateway.outbox.publisher = refusing
+    gateway.outbox.relay_in_background()
+    with gateway.unit_of_work() as session:
+        register_organisation(session=session, outbox=gateway.outbox, data=HOSPITAL)
+    assert gateway.outbox.flush(timeout=30)
+    assert refusing.calls >= 1
+    rows = gateway_messaging.outbox
+    assert count(gateway, rows, rows.published_at.is_(None)) == 1
+    assert gateway.outbox.backlog() == 1

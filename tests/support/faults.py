@@ -746,7 +746,14 @@ class GatewayProcess:
 
         from tests.support.stack import REPO_ROOT
 
-        env = {**os.environ, **self.settings.to_env(), "PYTHONPATH": str(REPO_ROOT)}
+        env = {
+            **os.environ,
+            **self.settings.to_env(),
+            "PYTHONPATH": str(REPO_ROOT),
+            # As the Procfile sets it for its web servers: a SIGKILL may catch events
+            # in the relay thread's hands, which the sweep must then deliver.
+            "AIDLINK_OUTBOX_RELAY": "background",
+        }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

@@ -101,3 +101,7 @@ def test_malformed_setting_names_the_variable() -> None:
         with pytest.raises(ConfigError, match="AIDLINK_EVENT_BATCH_MAX must be between 1 and"):
             Settings.from_env({"AIDLINK_EVENT_BATCH_MAX": size})
     assert Settings.from_env({"AIDLINK_EVENT_BATCH_MAX": "1"}).event_batch_max == 1
+    with pytest.raises(ConfigError, match="AIDLINK_OUTBOX_RELAY must be 'inline' or"):
+        Settings.from_env({"AIDLINK_OUTBOX_RELAY": "later"})
+    assert Settings.from_env({}).outbox_relay == "inline"
+    assert Settings.from_env({"AIDLINK_OUTBOX_RELAY": "background"}).outbox_relay == "background"
