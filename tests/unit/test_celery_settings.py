@@ -33,3 +33,28 @@ def test_redis_visibility_timeout_is_set_in_all_three_places(tmp_path: Path) -> 
     assert conf.visibility_timeout == 7200
     assert conf.broker_transport_options["visibility_timeout"] == 7200
     assert conf.result_backend_transport_options["visibility_timeout"] == 7200
+
+
+def test_event_tasks_show_their_events_not_their_payloads() -> None:
+    from shared.outbox import CeleryPublisher
+
+    sent: list[tuple[str, dict[str, object]]] = []
+    publisher = CeleryPublisher(lambda task, **options: sent.append((task, options)))
+    one = {"id": "e1", "type": "pledge.created", "data": {"lines": ["x" * 1000]}}
+    publisher("dispatch", one)
+    publisher.many(
+        "donations",
+        [
+            {"id": "e2", "type": "allocation.proposed"},
+            {"id": "e3", "type": "allocation.proposed"},
+            {"id": "e4", "type": "allocation.cancelled"},
+        ],
+    )
+    (task, options), (batch_task, batch_options) = sent
+    assert (task, options["queue"], options["args"]) == ("dispatch.handle_event", "dispatch", [one])
+    assert options["argsrepr"] == "[pledge.created e1]"
+    assert batch_task == "donations.handle_events"
+    assert batch_options["argsrepr"] == (
+        "[3 events: allocation.proposed x2, allocation.cancelled x1]"
+    )
+    assert options["kwargsrepr"] == batch_options["kwargsrepr"] == "{}"
