@@ -28,6 +28,9 @@ from shared.observability import causation_id_var, correlation_id_var
 
 log = logging.getLogger(__name__)
 
+# Deliveries counted in one statement at most (well under any bound-parameter limit).
+_COUNT_CHUNK = 300
+
 
 class InboxRow:
     """One event this service has taken in, and what it did with it."""
@@ -338,13 +341,25 @@ class Inbox:
             insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
             now = utcnow()
             attempts: dict[uuid.UUID, int] = {}
-            for event_id in event_ids:
-                stmt = insert(table).values(event_id=str(event_id), attempts=1, last_attempt_at=now)
+            # One statement for the whole batch (ids in order, so that two batches
+            # sharing events lock their rows in the same order).
+            ordered = sorted(set(event_ids), key=str)
+            for start in range(0, len(ordered), _COUNT_CHUNK):
+                chunk = ordered[start : start + _COUNT_CHUNK]
+                stmt = insert(table).values(
+                    [
+                        {"event_id": str(event_id), "attempts": 1, "last_attempt_at": now}
+                        for event_id in chunk
+                    ]
+                )
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[table.c.event_id],
                     set_={"attempts": table.c.attempts + 1, "last_attempt_at": now},
                 )
-                attempts[event_id] = int(session.scalar(stmt.returning(table.c.attempts)) or 0)
+                for event_id, count in session.execute(
+                    stmt.returning(table.c.event_id, table.c.attempts)
+                ):
+                    attempts[uuid.UUID(str(event_id))] = int(count)
             taken = set(
                 session.scalars(
                     select(self.inbox.event_id).where(self.inbox.event_id.in_(event_ids))
