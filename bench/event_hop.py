@@ -173,7 +173,12 @@ class WorkerProcess:
 
 
 def start_worker(
-    label: str, app_path: str, queue: str, env: Mapping[str, str], log_dir: Path
+    label: str,
+    app_path: str,
+    queue: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    loglevel: str = "WARNING",
 ) -> WorkerProcess:
     log_path = log_dir / f"worker-{label}.log"
     cmd = [
@@ -195,7 +200,7 @@ def start_worker(
         "--without-mingle",
         "--without-heartbeat",
         "--loglevel",
-        "WARNING",
+        loglevel,
     ]
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(

@@ -84,7 +84,13 @@ def _verified_orgs(settings: Settings, donor: uuid.UUID, recipients: list[uuid.U
 
 
 def measure_pipeline(
-    settings: Settings, env: dict[str, str], tmp: Path, n: int, timeout: float, clients: int = 1
+    settings: Settings,
+    env: dict[str, str],
+    tmp: Path,
+    n: int,
+    timeout: float,
+    clients: int = 1,
+    loglevel: str = "WARNING",
 ) -> tuple[Result, dict[str, int]]:
     from services.dispatch import needs
     from services.dispatch.app import create_app as create_dispatch
@@ -108,8 +114,8 @@ def measure_pipeline(
     reserved = select(func.count()).select_from(Allocation).where(Allocation.status == "reserved")
     supplied = select(func.count()).select_from(SupplyLine)
     workers = [
-        start_worker("donations", "services.donations.worker", "donations", env, tmp),
-        start_worker("dispatch", "services.dispatch.worker", "dispatch", env, tmp),
+        start_worker("donations", "services.donations.worker", "donations", env, tmp, loglevel),
+        start_worker("dispatch", "services.dispatch.worker", "dispatch", env, tmp, loglevel),
     ]
     try:
         per_pledge = -(-n * NEED_QUANTITY // PLEDGES)
@@ -200,10 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clients", type=int, default=1, help="needs posted by this many clients at once"
     )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the workers' logs (at INFO: every task with its duration) and say where",
+    )
     args = parser.parse_args(argv)
+    loglevel = "INFO" if args.keep_logs else "WARNING"
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="aidlink-pipeline-"))
-        stack.callback(remove_tree, tmp)
+        if not args.keep_logs:
+            stack.callback(remove_tree, tmp)
         environ = {
             "AIDLINK_VAR_DIR": str(tmp),
             "AIDLINK_LOG_LEVEL": "WARNING",
@@ -229,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"pipeline: {args.needs} needs ...", flush=True)
             pipe, statuses = measure_pipeline(
-                settings, env, tmp, args.needs, args.timeout, args.clients
+                settings, env, tmp, args.needs, args.timeout, args.clients, loglevel
             )
             print(f"no-op reference: {args.needs} tasks ...", flush=True)
             noop = measure_noop(settings, env, tmp, counter_url, args.needs, args.timeout)
@@ -253,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   throughput   {noop.throughput:8.1f} tasks/s")
     print()
     print(f"ratio pipeline/noop  {ratio:.2f}   (target >= {TARGET_RATIO:.2f})")
+    if args.keep_logs:
+        print(f"worker logs: {tmp}/worker-*.log")
     if interval is not None:
         print(
             f"note: the embedded transport polls every {interval:g} s; figures on it measure "
