@@ -221,7 +221,8 @@ def run(
     wait: bool = False,
 ) -> MatchingRun | None:
     """One matching run. A manual run finding an item locked answers 409; an event or
-    scheduled run (``wait``) gives up quietly, since the run in progress covers it."""
+    scheduled run (``wait``) returns None (an event's run comes back later, see
+    ``match_item``; the scheduled one waits for its next turn)."""
     with rt.session_factory() as session:
         wanted = sorted(
             set(items)
@@ -380,6 +381,7 @@ def install_debounce(rt: ServiceRuntime) -> None:
             )
         )
         due: list[str] = []
+        sent: list[str] = []
         try:
             _ensure_lock_rows(rt, items)
             with rt.unit_of_work() as s:
@@ -399,9 +401,11 @@ def install_debounce(rt: ServiceRuntime) -> None:
                     queue="dispatch",
                     countdown=rt.settings.matching_debounce,
                 )
+                sent.append(item)
         except Exception:
             # The scheduled run will pick the item up.
             log.exception("could not queue matching of %s", sorted(items))
+            _withdraw_requests(rt, [item for item in due if item not in sent], now)
 
     def after_rollback(session: Session, previous: Any) -> None:
         if previous.parent is None:
@@ -411,11 +415,31 @@ def install_debounce(rt: ServiceRuntime) -> None:
     event.listen(rt.session_factory, "after_soft_rollback", after_rollback)
 
 
+def _withdraw_requests(rt: ServiceRuntime, items: list[str], requested_at: datetime) -> None:
+    """Take back the requests whose run could not be queued, so that the next change
+    queues one instead of waiting for it."""
+    if not items:
+        return
+    try:
+        with rt.unit_of_work() as s:
+            bookkeeping(s).execute(
+                update(MatchingLock)
+                .where(MatchingLock.item.in_(items), MatchingLock.requested_at == requested_at)
+                .values(requested_at=None)
+            )
+    except Exception:
+        log.exception("could not withdraw the matching requests of %s", items)
+
+
 def register_matching_tasks(rt: ServiceRuntime) -> None:
-    @rt.celery.task(name="dispatch.match_item", shared=False, time_limit=600)
-    def match_item(item: str) -> str:
+    @rt.celery.task(
+        name="dispatch.match_item", shared=False, time_limit=600, bind=True, max_retries=None
+    )
+    def match_item(self: Any, item: str) -> str:
         """A run for one item, unless a run that started after the last change of the
-        item's supply or demand has already covered it."""
+        item's supply or demand has already covered it. While another run holds the
+        item, the task comes back later: that run may have read the item before the
+        change this one was queued for, and later changes wait for this one."""
         with rt.session_factory() as session:
             lock = session.get(MatchingLock, item)
             if (
@@ -432,7 +456,9 @@ def register_matching_tasks(rt: ServiceRuntime) -> None:
             trigger="event",
             wait=True,
         )
-        return done.status if done is not None else "busy"
+        if done is None:
+            raise self.retry(countdown=max(1.0, rt.settings.matching_debounce))
+        return done.status
 
     @rt.celery.task(name="dispatch.match_all", shared=False, time_limit=1800)
     def match_all() -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from services.dispatch import matching_service
 from services.dispatch.app import create_app
-from services.dispatch.models import MatchingLock
+from services.dispatch.models import MatchingLock, MatchingRun
 from shared.db import utcnow
-from tests.support.stack import Stack
+from tests.support.stack import Stack, eventually
 
 
 def test_a_second_holder_is_refused_until_the_first_releases_or_expires(stack: Stack) -> None:
@@ -103,3 +103,50 @@ def test_changes_while_a_run_is_on_its_way_join_it_instead_of_queueing_more(
         )
     change("gloves_exam")
     assert queued == ["mask", "gloves_exam", "mask", "gloves_exam"]
+
+
+def test_a_request_whose_run_could_not_be_queued_does_not_hold_up_the_next(
+    stack: Stack,
+) -> None:
+    rt = stack.runtime("dispatch")
+    queued: list[str] = []
+    broker_down = True
+
+    def send_task(name: str, args: list[str], **_: object) -> None:
+        if broker_down:
+            raise ConnectionError("broker unreachable")
+        queued.append(args[0])
+
+    rt.celery.send_task = send_task
+    with rt.unit_of_work() as session:
+        matching_service.request_matching(session, "mask")
+    assert queued == []
+    with rt.session_factory() as session:
+        lock = session.get(MatchingLock, "mask")
+        assert lock is not None and lock.requested_at is None  # withdrawn
+
+    broker_down = False
+    with rt.unit_of_work() as session:
+        matching_service.request_matching(session, "mask")
+    assert queued == ["mask"]
+
+
+def test_a_run_queued_while_another_holds_the_item_runs_once_it_is_free(stack: Stack) -> None:
+    rt = stack.runtime("dispatch")
+    worker = stack.start_worker("dispatch")
+    # Another run holds the item; it may have read before the change below.
+    assert matching_service.acquire(rt, ["mask"], "another run") == []
+    with rt.unit_of_work() as session:
+        matching_service.request_matching(session, "mask")
+
+    def runs() -> list[MatchingRun]:
+        with rt.session_factory() as session:
+            return list(session.scalars(select(MatchingRun).where(MatchingRun.trigger == "event")))
+
+    # The queued run finds the item taken, and comes back rather than giving up.
+    eventually(lambda: worker.log().count("is already running") >= 2, timeout=60)
+    assert "dispatch.match_item" in worker.log() and "retry" in worker.log().lower()
+    assert runs() == []
+    matching_service.release(rt, ["mask"], "another run")
+    eventually(lambda: len(runs()) == 1, timeout=60)
+    assert runs()[0].items == ["mask"]
