@@ -110,6 +110,9 @@ class Outcome(enum.StrEnum):
 
 
 Handler = Callable[[Session, Event], None]
+# Applies several events of one type at once, in their order; raising anything but a
+# database outage sends them back to their one-event handler, one by one.
+BatchHandler = Callable[[Session, list[Event]], None]
 
 
 class Inbox:
@@ -138,6 +141,9 @@ class Inbox:
         self.deliveries = deliveries
         self.dead_letters = dead_letters
         self.handlers = dict(handlers)
+        # Optional, for types whose events come in numbers (a matching run's
+        # reservations): a batch's consecutive events of such a type go to it at once.
+        self.batch_handlers: dict[str, BatchHandler] = {}
         self.max_deliveries = max_deliveries
         self.ordered = ordered
 
@@ -244,6 +250,59 @@ class Inbox:
             )
         return outcome
 
+    def _apply_batch_in(self, session: Session, events: list[Event]) -> list[Outcome]:
+        """Events of one type with a batch handler, as :meth:`_apply_in` applies one:
+        the stale ones recorded and skipped, the others applied at once, their
+        aggregates' versions and their inbox rows written; one outcome each."""
+        handler = self.batch_handlers[events[0].type]
+        newest: dict[str, int] = {}
+        known: dict[str, Any] = {}
+        if self.ordered:
+            ids = sorted({evt.aggregate_id for evt in events})
+            for row in session.scalars(
+                select(self.versions)
+                .where(self.versions.aggregate_id.in_(ids))
+                .order_by(self.versions.aggregate_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ):
+                known[row.aggregate_id] = row
+                newest[row.aggregate_id] = row.last_version
+        outcomes: list[Outcome] = []
+        fresh: list[Event] = []
+        for evt in events:
+            last = newest.get(evt.aggregate_id)
+            if self.ordered and last is not None and last >= evt.aggregate_version:
+                outcomes.append(Outcome.STALE)
+                log.info(
+                    "ignored stale %s v%d of %s", evt.type, evt.aggregate_version, evt.aggregate_id
+                )
+                continue
+            newest[evt.aggregate_id] = evt.aggregate_version
+            fresh.append(evt)
+            outcomes.append(Outcome.APPLIED)
+        if fresh:
+            handler(session, fresh)
+        if self.ordered:
+            for aggregate_id, version in newest.items():
+                seen = known.get(aggregate_id)
+                if seen is None:
+                    session.add(self.versions(aggregate_id=aggregate_id, last_version=version))
+                else:
+                    seen.last_version = version
+        session.add_all(
+            self.inbox(
+                event_id=evt.id,
+                type=evt.type,
+                aggregate_id=evt.aggregate_id,
+                aggregate_version=evt.aggregate_version,
+                outcome=outcome.value,
+            )
+            for evt, outcome in zip(events, outcomes, strict=True)
+        )
+        session.flush()
+        return outcomes
+
     def handle_many(self, messages: list[Any]) -> tuple[list[tuple[Any, Outcome]], list[Any]]:
         """Take several events of one commit off the queue at once, in the order they
         were written: each delivery counted, then all applied in one transaction, each
@@ -288,39 +347,80 @@ class Inbox:
                 todo.append((evt, message))
 
         waiting: list[uuid.UUID] = []
-        with self.session_factory() as session, session.begin():
-            for evt, message in todo:
-                corr = correlation_id_var.set(evt.correlation_id)
-                cause = causation_id_var.set(str(evt.id))
-                try:
-                    with session.begin_nested():
-                        outcome = self._apply_in(session, evt)
-                except OperationalError:
-                    raise
-                except OutOfOrder:
-                    waiting.append(evt.id)
-                    again.append(message)
-                    continue
-                except IntegrityError:
-                    # Another delivery of this event is committing it: delivered again
-                    # on its own, it will find it taken.
-                    again.append(message)
-                    continue
-                except Exception as exc:
-                    log.exception("handler for %s failed on event %s", evt.type, evt.id)
-                    session.add(
-                        self._dead_letter_row(
-                            message,
-                            reason="handler_failed",
-                            detail="".join(traceback.format_exception_only(exc)).strip(),
-                        )
+
+        def apply_one(session: Session, evt: Event, message: Any) -> None:
+            corr = correlation_id_var.set(evt.correlation_id)
+            cause = causation_id_var.set(str(evt.id))
+            try:
+                with session.begin_nested():
+                    outcome = self._apply_in(session, evt)
+            except OperationalError:
+                raise
+            except OutOfOrder:
+                waiting.append(evt.id)
+                again.append(message)
+                return
+            except IntegrityError:
+                # Another delivery of this event is committing it: delivered again
+                # on its own, it will find it taken.
+                again.append(message)
+                return
+            except Exception as exc:
+                log.exception("handler for %s failed on event %s", evt.type, evt.id)
+                session.add(
+                    self._dead_letter_row(
+                        message,
+                        reason="handler_failed",
+                        detail="".join(traceback.format_exception_only(exc)).strip(),
                     )
-                    handled.append((message, Outcome.DEAD_LETTERED))
-                    continue
-                finally:
-                    causation_id_var.reset(cause)
-                    correlation_id_var.reset(corr)
-                handled.append((message, outcome))
+                )
+                handled.append((message, Outcome.DEAD_LETTERED))
+                return
+            finally:
+                causation_id_var.reset(cause)
+                correlation_id_var.reset(corr)
+            handled.append((message, outcome))
+
+        def apply_together(session: Session, group: list[tuple[Event, Any]]) -> bool:
+            """The group through its type's batch handler, in a savepoint of its own;
+            False (nothing kept) if that handler refused it."""
+            first = group[0][0]
+            corr = correlation_id_var.set(first.correlation_id)
+            cause = causation_id_var.set(str(first.id))
+            try:
+                with session.begin_nested():
+                    outcomes = self._apply_batch_in(session, [evt for evt, _ in group])
+            except OperationalError:
+                raise
+            except Exception:
+                log.warning(
+                    "the batch handler of %s refused %d events; applying them one by one",
+                    first.type,
+                    len(group),
+                    exc_info=True,
+                )
+                return False
+            finally:
+                causation_id_var.reset(cause)
+                correlation_id_var.reset(corr)
+            handled.extend(
+                (message, outcome) for (_, message), outcome in zip(group, outcomes, strict=True)
+            )
+            return True
+
+        with self.session_factory() as session, session.begin():
+            start = 0
+            while start < len(todo):
+                kind = todo[start][0].type
+                end = start + 1
+                if kind in self.batch_handlers:
+                    while end < len(todo) and todo[end][0].type == kind:
+                        end += 1
+                group = todo[start:end]
+                if len(group) == 1 or not apply_together(session, group):
+                    for evt, message in group:
+                        apply_one(session, evt, message)
+                start = end
         for event_id in waiting:
             # As for a single event: waiting for a predecessor is not a failed delivery.
             self._uncount_delivery(event_id)

@@ -646,3 +646,69 @@ def test_the_background_relay_leaves_what_the_broker_refused_to_the_sweep(stack:
     rows = gateway_messaging.outbox
     assert count(gateway, rows, rows.published_at.is_(None)) == 1
     assert gateway.outbox.backlog() == 1
+
+
+def test_a_batch_handler_takes_a_types_run_of_events_at_once_and_skips_the_stale(
+    stack: Stack,
+) -> None:
+    donations = stack.runtime("donations")
+    register = donations.inbox.handlers["org.registered"]
+    calls: list[list[str]] = []
+
+    def together(session: Any, events: list[Any]) -> None:
+        calls.append([str(e.id) for e in events])
+        for evt in events:
+            register(session, evt)
+
+    donations.inbox.batch_handlers["org.registered"] = together
+    one, two = uuid.uuid4(), uuid.uuid4()
+    older = _org_event(one, "Wuhan Union Hospital", 1)
+    batch = [
+        _org_event(one, "Wuhan Union Hospital (west)", 2),
+        older,  # older than the event before it: stale
+        _org_event(two, "Tongji Hospital", 1),
+        _verified_event(two),  # another type: on its own
+    ]
+
+    handled, again = donations.inbox.handle_many(batch)
+
+    assert again == []
+    assert calls == [[batch[0]["id"], batch[2]["id"]]]
+    assert {message["id"]: outcome for message, outcome in handled} == {
+        batch[0]["id"]: Outcome.APPLIED,
+        batch[1]["id"]: Outcome.STALE,
+        batch[2]["id"]: Outcome.APPLIED,
+        batch[3]["id"]: Outcome.APPLIED,
+    }
+    assert read_model_org(donations, one).name == "Wuhan Union Hospital (west)"
+    assert read_model_org(donations, two).status == "verified"
+    assert count(donations, donations_messaging.inbox) == 4
+    # Delivered again: each a duplicate, the handler not called.
+    handled, _ = donations.inbox.handle_many(batch)
+    assert {outcome for _, outcome in handled} == {Outcome.DUPLICATE}
+    assert len(calls) == 1
+
+
+def test_a_batch_handler_that_fails_leaves_its_events_to_the_one_event_handler(
+    stack: Stack,
+) -> None:
+    donations = stack.runtime("donations")
+
+    def half_written_then_fails(session: Any, events: list[Any]) -> None:
+        session.add(donations_messaging.dead_letters(reason="x", detail="half-written"))
+        raise ValueError("batch handler bug")
+
+    donations.inbox.batch_handlers["org.registered"] = half_written_then_fails
+    orgs = [uuid.uuid4() for _ in range(3)]
+    batch = [_org_event(org, f"Fangcang Shelter {i}", 1) for i, org in enumerate(orgs)]
+
+    handled, again = donations.inbox.handle_many(batch)
+
+    assert again == []
+    assert [outcome for _, outcome in handled] == [Outcome.APPLIED] * 3
+    assert [read_model_org(donations, org).name for org in orgs] == [
+        f"Fangcang Shelter {i}" for i in range(3)
+    ]
+    # Nothing of the failed attempt was kept.
+    assert count(donations, donations_messaging.dead_letters) == 0
+    assert count(donations, donations_messaging.inbox) == 3
