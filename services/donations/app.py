@@ -6,7 +6,7 @@ from flask import Flask
 
 from services.donations import api, imports
 from services.donations.models import Organisation, messaging
-from services.donations.saga import saga_handlers
+from services.donations.saga import saga_batch_handlers, saga_handlers
 from services.donations.tasks import register_tasks
 from shared.config import Settings
 from shared.org_directory import org_directory_blueprint, org_event_handlers
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     )
     rt: ServiceRuntime = app.extensions["aidlink"]
     rt.inbox.handlers.update(saga_handlers(rt.outbox))
+    rt.inbox.batch_handlers.update(saga_batch_handlers(rt.outbox))
     register_tasks(rt)
     imports.register_import_tasks(rt)
     flask_api.register_blueprint(org_directory_blueprint("donations", Organisation))

@@ -513,6 +513,155 @@ def reserve(session: Session, outbox: Outbox, proposal: dict[str, Any], now: dat
     return Decision(True, available)
 
 
+def reserve_many(
+    session: Session, outbox: Outbox, proposals: list[dict[str, Any]], now: datetime
+) -> list[Decision]:
+    """:func:`reserve` for several proposals at once (a matching run's), in order,
+    with the same decisions and the same events: the pledge lines and pledges
+    involved are locked once (in id order) and counted in memory, and each pledge's
+    version moves by one statement for all its new reservations."""
+    wanted = [proposal["allocation_id"] for proposal in proposals]
+    decided = set(
+        session.scalars(
+            select(Reservation.allocation_id).where(Reservation.allocation_id.in_(wanted))
+        )
+    )
+    lines: dict[uuid.UUID, PledgeLine] = {
+        row.id: row
+        for row in session.scalars(
+            select(PledgeLine)
+            .where(PledgeLine.id.in_(sorted({p["pledge_line_id"] for p in proposals})))
+            .order_by(PledgeLine.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
+    pledges: dict[uuid.UUID, Pledge] = {
+        row.id: row
+        for row in session.scalars(
+            select(Pledge)
+            .where(Pledge.id.in_(sorted({line.pledge_id for line in lines.values()})))
+            .order_by(Pledge.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
+    donors = {
+        row.id: row
+        for row in session.scalars(
+            select(Organisation).where(
+                Organisation.id.in_({pledge.org_id for pledge in pledges.values()})
+            )
+        )
+    }
+    bumps: dict[uuid.UUID, int] = {}
+    decisions: list[Decision] = []
+    for proposal in proposals:
+        allocation_id = proposal["allocation_id"]
+        if allocation_id in decided:
+            decisions.append(Decision(True, 0, "already decided"))
+            continue
+        decided.add(allocation_id)
+        quantity = int(proposal["quantity"])
+        line_id = proposal["pledge_line_id"]
+        line = lines.get(line_id)
+        pledge = pledges[line.pledge_id] if line is not None else None
+        reason = None
+        if line is None or pledge is None:
+            reason = "no such pledge line"
+        else:
+            donor = donors.get(pledge.org_id)
+            if donor is None or donor.status != "verified":
+                reason = "the donor organisation is not verified"
+            elif line.best_before is not None and line.best_before < now.date():
+                reason = "the line is past its best-before date"
+            elif (
+                line.status in domain.TERMINAL_LINE_STATUSES
+                or line.quantity - line.reserved - line.shipped < quantity
+            ):
+                reason = "not enough left on the line"
+        if reason is not None:
+            available = 0
+            pledge_version = None
+            if line is not None and pledge is not None:
+                available = domain.available(totals_of(line), line.status)
+                pledge_version = pledge.version + bumps.get(pledge.id, 0)
+                # Remembered, so a redelivered proposal is answered the same way.
+                session.add(
+                    Reservation(
+                        id=uuid.uuid4(),
+                        allocation_id=allocation_id,
+                        pledge_id=line.pledge_id,
+                        pledge_line_id=line_id,
+                        need_line_id=proposal.get("need_line_id"),
+                        recipient_org_id=proposal.get("recipient_org_id"),
+                        quantity=quantity,
+                        status="rejected",
+                        reason=reason,
+                        version=2,
+                    )
+                )
+            _reservation_event(
+                session,
+                outbox,
+                "reservation.rejected",
+                allocation_id=allocation_id,
+                aggregate_version=2,
+                line=line,
+                quantity=quantity,
+                available=available,
+                reason=reason,
+                pledge_version=pledge_version,
+                pledge_line_id=line_id,
+            )
+            decisions.append(Decision(False, available, reason))
+            continue
+        assert line is not None and pledge is not None
+        line.reserved += quantity
+        refresh_status(line)
+        bumps[pledge.id] = bumps.get(pledge.id, 0) + 1
+        reservation = Reservation(
+            id=uuid.uuid4(),
+            allocation_id=allocation_id,
+            pledge_id=line.pledge_id,
+            pledge_line_id=line.id,
+            need_line_id=proposal.get("need_line_id"),
+            recipient_org_id=proposal.get("recipient_org_id"),
+            quantity=quantity,
+            status="active",
+            deadline=proposal.get("deadline") or now + DEFAULT_RESERVATION_TTL,
+            version=2,
+        )
+        session.add(reservation)
+        available = domain.available(totals_of(line), line.status)
+        _reservation_event(
+            session,
+            outbox,
+            "reservation.accepted",
+            allocation_id=allocation_id,
+            aggregate_version=2,
+            line=line,
+            quantity=quantity,
+            available=available,
+            reason=None,
+            reservation=reservation,
+            donor_org_id=pledge.org_id,
+            pledge_version=pledge.version + bumps[pledge.id],
+        )
+        decisions.append(Decision(True, available))
+    session.flush()
+    for pledge_id in sorted(bumps):
+        session.execute(
+            update(Pledge)
+            .where(Pledge.id == pledge_id)
+            .values(version=Pledge.version + bumps[pledge_id], updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        # Read again when next needed: its version moved outside the session's view.
+        session.expire(pledges[pledge_id])
+    return decisions
+
+
 def release_reservation(
     session: Session,
     outbox: Outbox,
@@ -672,9 +821,7 @@ def apply_shipment(session: Session, outbox: Outbox, shipment: dict[str, Any]) -
                 session.execute(
                     update(PledgeLine)
                     .where(PledgeLine.id == reservation.pledge_line_id)
-                    .values(
-                        **{name: getattr(PledgeLine, name) + d for name, d in deltas.items()}
-                    )
+                    .values(**{name: getattr(PledgeLine, name) + d for name, d in deltas.items()})
                     .execution_options(synchronize_session=False)
                 )
                 line = _line_after(session, reservation.pledge_line_id)

@@ -8,8 +8,18 @@ from sqlalchemy.orm import Session
 from services.donations import pledges
 from shared.db import utcnow
 from shared.events import Event
-from shared.inbox import Handler
+from shared.inbox import BatchHandler, Handler
 from shared.outbox import Outbox
+
+
+def saga_batch_handlers(outbox: Outbox) -> dict[str, BatchHandler]:
+    """The saga's handlers of several events at once: a matching run's proposals
+    arrive together."""
+
+    def on_allocations_proposed(session: Session, events: list[Event]) -> None:
+        pledges.reserve_many(session, outbox, [event.data() for event in events], utcnow())
+
+    return {"allocation.proposed": on_allocations_proposed}
 
 
 def saga_handlers(outbox: Outbox) -> dict[str, Handler]:

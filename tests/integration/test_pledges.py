@@ -502,3 +502,61 @@ def test_goods_picked_up_after_their_reservation_lapsed_are_taken_back_if_still_
         }
     assert statuses[late["allocation_id"]] == "shipped"
     assert statuses[lost_race["allocation_id"]] == "released"
+
+
+def test_a_runs_proposals_reserved_together_decide_and_announce_as_one_by_one(
+    stack: Stack,
+) -> None:
+    donor = _verified_donor(stack)
+    client = stack.client()
+    donations = stack.runtime("donations")
+    one_by_one = _pledge(client, donor, one_line(100))
+    together = _pledge(client, donor, one_line(100))
+
+    def plan(pledge: dict[str, Any]) -> list[dict[str, Any]]:
+        proposals = [proposal(pledge, q) for q in (30, 50, 40, 20)]  # the third: 20 left
+        missing = proposal(pledge, 5)
+        missing["pledge_line_id"] = uuid.uuid4()
+        return [*proposals, proposals[0], missing]  # a redelivered one, an unknown line
+
+    decisions = []
+    for each in plan(one_by_one):
+        with donations.unit_of_work() as session:
+            decisions.append(service.reserve(session, donations.outbox, each, utcnow()))
+    with donations.unit_of_work() as session:
+        batch = service.reserve_many(session, donations.outbox, plan(together), utcnow())
+
+    assert batch == decisions
+    assert [d.accepted for d in batch] == [True, True, False, True, True, False]
+    assert batch[2].reason == "not enough left on the line"
+
+    answers = [
+        (message["type"], message["payload"])
+        for kind in ("reservation.accepted", "reservation.rejected")
+        for message in _events(stack, kind)
+    ]
+
+    def announced(pledge: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return sorted(
+            (
+                kind,
+                data["quantity"],
+                data["available"],
+                data["reason"],
+                {k: v for k, v in data["line"].items() if k != "id"},
+                data["pledge_version"],
+            )
+            for kind, data in answers
+            if data["pledge_id"] == pledge["id"]
+        )
+
+    assert announced(together) == announced(one_by_one)
+    assert len(announced(together)) == 4  # the redelivered proposal is not answered again
+    # A line that does not exist is refused once in each run, with no line to show.
+    unknown = [data for kind, data in answers if data["pledge_id"] is None]
+    assert [(d["reason"], d["line"]) for d in unknown] == [("no such pledge line", None)] * 2
+    for pledge in (one_by_one, together):
+        line = _line(stack, pledge["lines"][0]["id"])
+        assert (line.reserved, line.status) == (100, "reserved")
+        current = client.get(f"/api/v1/pledges/{pledge['id']}", headers=donor.headers)
+        assert current.json["version"] == 4  # created, then three reservations
