@@ -34,7 +34,7 @@ from services.dispatch.models import (
 )
 from shared.db import utcnow
 from shared.events import Event, new_event
-from shared.inbox import Handler
+from shared.inbox import BatchHandler, Handler
 from shared.outbox import Outbox
 
 PRODUCER = "dispatch"
@@ -365,6 +365,69 @@ def on_accepted(session: Session, data: dict[str, Any]) -> Allocation | None:
     return allocation
 
 
+def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[Allocation]:
+    """:func:`on_accepted` for several reservations at once: the allocations still
+    proposed become reserved, their quantities move from ``proposed`` to ``reserved``
+    on their need lines (and leave ``proposed`` on their supply lines), in a handful of
+    statements. Returns the allocations that moved, in the order given."""
+    # The pledge lines' totals carried by the events: of each line, the newest.
+    newest: dict[Any, tuple[dict[str, Any], int]] = {}
+    for data in accepted:
+        totals, version = data.get("line"), data.get("pledge_version")
+        if totals and version is not None:
+            held = newest.get(totals["id"])
+            if held is None or version > held[1]:
+                newest[totals["id"]] = (totals, version)
+    for line_id in sorted(newest, key=str):
+        apply_line_totals(session, *newest[line_id])
+    wanted = [data["allocation_id"] for data in accepted]
+    moved = set(
+        session.scalars(
+            update(Allocation)
+            .where(Allocation.id.in_(wanted), Allocation.status == "proposed")
+            .values(status="reserved", status_reason=None, updated_at=utcnow())
+            .returning(Allocation.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if not moved:
+        return []
+    by_id = {
+        a.id: a
+        for a in session.scalars(
+            select(Allocation)
+            .where(Allocation.id.in_(moved))
+            .execution_options(populate_existing=True)
+        )
+    }
+    reserved = [by_id[i] for i in dict.fromkeys(wanted) if i in by_id]
+    # Locked in the order of propose_many: need lines, supply lines, needs.
+    lines: dict[uuid.UUID, NeedLine] = _locked(
+        session, NeedLine, {a.need_line_id for a in reserved}
+    )
+    supplies: dict[uuid.UUID, SupplyLine] = _locked(
+        session, SupplyLine, {a.pledge_line_id for a in reserved}
+    )
+    need_rows: dict[uuid.UUID, Need] = _locked(
+        session, Need, {a.need_id for a in reserved}, selectinload(Need.lines)
+    )
+    for allocation in reserved:
+        line = lines[allocation.need_line_id]
+        line.proposed -= allocation.quantity
+        line.reserved += allocation.quantity
+        supply = supplies.get(allocation.pledge_line_id)
+        if supply is not None:
+            supply.proposed -= allocation.quantity
+    from services.dispatch import needs as needs_domain
+
+    for need in need_rows.values():
+        for each in need.lines:
+            needs_domain.refresh_line_status(each)
+        needs_domain.refresh_need_status(need)
+    session.flush()
+    return reserved
+
+
 def on_rejected(session: Session, data: dict[str, Any]) -> Allocation | None:
     apply_line_totals(session, data.get("line"), data.get("pledge_version"))
     allocation = _move(
@@ -470,6 +533,20 @@ def items_of_org(session: Session, org_id: uuid.UUID) -> set[str]:
 
 
 # Event handlers -------------------------------------------------------------------------------
+
+
+def saga_batch_handlers(
+    on_reserved_many: Callable[[Session, list[Allocation]], None] | None = None,
+) -> dict[str, BatchHandler]:
+    """The saga's handlers of several events at once (see ``Inbox.batch_handlers``):
+    a matching run's reservations come back together."""
+
+    def accepted(session: Session, events: list[Event]) -> None:
+        reserved = on_accepted_many(session, [event.data() for event in events])
+        if reserved and on_reserved_many is not None:
+            on_reserved_many(session, reserved)
+
+    return {"reservation.accepted": accepted}
 
 
 def saga_handlers(

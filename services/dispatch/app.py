@@ -60,9 +60,14 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         if rt.settings.shipment_auto_plan:
             shipments.plan_allocation(session, rt.outbox, allocation)
 
+    def plan_shipments(session: Session, reserved: list[Allocation]) -> None:
+        if rt.settings.shipment_auto_plan:
+            shipments.plan_allocations(session, rt.outbox, reserved)
+
     rt.inbox.handlers.update(
         allocations.saga_handlers(matching_service.request_matching, on_reserved=plan_shipment)
     )
+    rt.inbox.batch_handlers.update(allocations.saga_batch_handlers(plan_shipments))
     matching_service.install_debounce(rt)
     matching_service.register_matching_tasks(rt)
     register_need_tasks(rt)

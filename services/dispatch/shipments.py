@@ -393,6 +393,77 @@ def plan_allocation(
     return shipment
 
 
+def plan_allocations(
+    session: Session,
+    outbox: Outbox,
+    allocations: Sequence[Allocation],
+    *,
+    now: datetime | None = None,
+) -> None:
+    """:func:`plan_allocation` for several just-reserved allocations at once, in a
+    handful of statements: each joins the planned shipment of its route, and those
+    of a route without one open one shipment together."""
+    todo = [a for a in allocations if a.status == "reserved"]
+    if not todo:
+        return
+    now = now or utcnow()
+    on_a_shipment = set(
+        session.scalars(
+            select(ShipmentLine.allocation_id).where(
+                ShipmentLine.allocation_id.in_([a.id for a in todo])
+            )
+        )
+    )
+    todo = [a for a in todo if a.id not in on_a_shipment]
+    if not todo:
+        return
+    routes = {a.id: route_of(session, a) for a in todo}
+    # Planning for a recipient takes turns, as in plan_allocation; in id order.
+    session.execute(
+        select(Organisation.id)
+        .where(Organisation.id.in_(sorted({r.recipient_org_id for r in routes.values()})))
+        .order_by(Organisation.id)
+        .with_for_update()
+    )
+    keys = {(r.origin_key, r.destination_key) for r in routes.values()}
+    planned: dict[tuple[str, str], Shipment] = {}
+    for shipment in session.scalars(
+        select(Shipment)
+        .where(
+            Shipment.status == "planned",
+            Shipment.origin_key.in_(sorted({k[0] for k in keys})),
+            Shipment.destination_key.in_(sorted({k[1] for k in keys})),
+        )
+        .order_by(Shipment.created_at, Shipment.id)
+        .with_for_update()
+    ):
+        key = (shipment.origin_key, shipment.destination_key)
+        if key in keys:
+            planned.setdefault(key, shipment)
+    last_no: dict[uuid.UUID, int] = {
+        shipment_id: int(top or 0)
+        for shipment_id, top in session.execute(
+            select(ShipmentLine.shipment_id, func.max(ShipmentLine.line_no))
+            .where(ShipmentLine.shipment_id.in_([s.id for s in planned.values()]))
+            .group_by(ShipmentLine.shipment_id)
+        )
+    }
+    opening: dict[tuple[str, str], list[Allocation]] = {}
+    for allocation in todo:
+        route = routes[allocation.id]
+        key = (route.origin_key, route.destination_key)
+        joined = planned.get(key)
+        if joined is None:
+            opening.setdefault(key, []).append(allocation)
+            continue
+        last_no[joined.id] = last_no.get(joined.id, 0) + 1
+        joined.lines.append(_line(allocation, last_no[joined.id]))
+        joined.updated_at = now
+    for group in opening.values():
+        _new_shipment(session, outbox, routes[group[0].id], group, now=now)
+    session.flush()
+
+
 def consolidate(
     session: Session,
     outbox: Outbox,

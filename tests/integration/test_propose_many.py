@@ -1,25 +1,30 @@
 """A matching plan becomes proposals in one pass: each allocation is checked against
 what the ones before it took, and refused with the reason a conditional UPDATE per
-allocation would have given."""
+allocation would have given. The reservations that come back are taken in one pass
+too, and planned on shipments together."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, update
 
 from services.dispatch import allocations as saga
 from services.dispatch import needs
-from services.dispatch.models import Allocation, Need, NeedLine, SupplyLine
+from services.dispatch.models import Allocation, Need, NeedLine, Shipment, SupplyLine
+from shared.events import new_event
+from shared.inbox import Outcome
 from tests.support.stack import Stack
 
 
-def _need(session: Any, outbox: Any, *quantities: int) -> Need:
+def _need(session: Any, outbox: Any, *quantities: int, org_id: uuid.UUID | None = None) -> Need:
     return needs.create_need(
         session,
         outbox,
-        org_id=uuid.uuid4(),
+        org_id=org_id or uuid.uuid4(),
         org_verified=True,
         data={
             "lines": [
@@ -31,13 +36,13 @@ def _need(session: Any, outbox: Any, *quantities: int) -> Need:
     )
 
 
-def _supply(session: Any, quantity: int) -> uuid.UUID:
+def _supply(session: Any, quantity: int, donor: uuid.UUID | None = None) -> uuid.UUID:
     line_id = uuid.uuid4()
     saga.apply_pledge(
         session,
         {
             "id": uuid.uuid4(),
-            "org_id": uuid.uuid4(),
+            "org_id": donor or uuid.uuid4(),
             "status": "open",
             "origin": {"region": "4403"},
             "lines": [
@@ -153,3 +158,91 @@ def test_a_plan_refused_whole_changes_nothing(stack: Stack) -> None:
         assert session.scalar(select(func.count()).select_from(Allocation)) == 0
         line = session.get(NeedLine, need_line)
         assert line is not None and (line.proposed, line.status) == (0, "open")
+
+
+def _accepted(allocation: Allocation) -> dict[str, Any]:
+    return new_event(
+        "reservation.accepted",
+        {
+            "allocation_id": allocation.id,
+            "pledge_line_id": allocation.pledge_line_id,
+            "quantity": allocation.quantity,
+            "available": 0,
+        },
+        producer="donations",
+        aggregate_id=allocation.id,
+        aggregate_version=2,
+    ).to_message()
+
+
+def test_reservations_accepted_together_are_reserved_and_planned_together(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = stack.runtime("dispatch")
+    donor, other_donor, hospital, community = (uuid.uuid4() for _ in range(4))
+    with rt.unit_of_work() as session:
+        masks = _supply(session, 100, donor)
+        more_masks = _supply(session, 50, other_donor)
+        first = _need(session, rt.outbox, 10, org_id=hospital).lines[0].id
+        second = _need(session, rt.outbox, 10, org_id=hospital).lines[0].id
+        third = _need(session, rt.outbox, 5, org_id=community).lines[0].id
+    with rt.unit_of_work() as session:
+        made = saga.propose_many(
+            session,
+            rt.outbox,
+            [
+                saga.Proposal(masks, first, 10, {}),
+                saga.Proposal(masks, second, 5, {}),
+                saga.Proposal(masks, third, 5, {}),
+                saga.Proposal(more_masks, second, 5, {}),
+            ],
+            run_id=None,
+        )
+        a1, a2, a3, a4 = (result.allocation for result in made)
+        assert a1 and a2 and a3 and a4
+        session.expunge_all()
+
+    # The first comes back alone: it opens the planned shipment of its route.
+    [(_, outcome)], _ = rt.inbox.handle_many([_accepted(a1)])
+    assert outcome is Outcome.APPLIED
+    # The rest together, with a second acceptance of the first.
+    batch = [_accepted(a2), _accepted(a3), _accepted(a4), _accepted(a1)]
+    with caplog.at_level(logging.WARNING, logger="shared.inbox"):
+        handled, again = rt.inbox.handle_many(batch)
+    # Taken by the batch handler, not event by event after it failed.
+    assert "refused" not in caplog.text
+    assert again == []
+    assert [outcome for _, outcome in handled] == [Outcome.APPLIED] * 3 + [Outcome.STALE]
+
+    with rt.session_factory() as session:
+        statuses = {a.id: a.status for a in session.scalars(select(Allocation))}
+        assert statuses == dict.fromkeys([a1.id, a2.id, a3.id, a4.id], "reserved")
+        lines = {line.id: line for line in session.scalars(select(NeedLine))}
+        assert [
+            (lines[i].proposed, lines[i].reserved, lines[i].status) for i in (first, second)
+        ] == [
+            (0, 10, "allocated"),
+            (0, 10, "allocated"),
+        ]
+        assert {s.id: s.proposed for s in session.scalars(select(SupplyLine))} == {
+            masks: 0,
+            more_masks: 0,
+        }
+        planned = {
+            (shipment.donor_org_id, shipment.recipient_org_id): [
+                (line.line_no, line.allocation_id) for line in shipment.lines
+            ]
+            for shipment in session.scalars(select(Shipment))
+        }
+        assert planned == {
+            # The second joined the shipment the first opened, as its line 2.
+            (donor, hospital): [(1, a1.id), (2, a2.id)],
+            (donor, community): [(1, a3.id)],
+            (other_donor, hospital): [(1, a4.id)],
+        }
+        created = session.scalar(
+            select(func.count())
+            .select_from(rt.outbox.row_class)
+            .where(rt.outbox.row_class.type == "shipment.created")
+        )
+        assert created == 3
