@@ -203,8 +203,32 @@ class Route:
 def route_of(session: Session, allocation: Allocation) -> Route:
     """Where an allocation leaves from (the donor and its pledge's origin) and goes to
     (the recipient and its need's location)."""
-    supply = session.get(SupplyLine, allocation.pledge_line_id)
-    need = session.get(Need, allocation.need_id)
+    return _route(
+        allocation,
+        session.get(SupplyLine, allocation.pledge_line_id),
+        session.get(Need, allocation.need_id),
+    )
+
+
+def _routes(session: Session, allocations: Sequence[Allocation]) -> dict[uuid.UUID, Route]:
+    """:func:`route_of` of each allocation, by its id, reading their supply lines and
+    needs in two statements."""
+    supplies = {
+        row.id: row
+        for row in session.scalars(
+            select(SupplyLine).where(SupplyLine.id.in_({a.pledge_line_id for a in allocations}))
+        )
+    }
+    needs = {
+        row.id: row
+        for row in session.scalars(select(Need).where(Need.id.in_({a.need_id for a in allocations})))
+    }
+    return {
+        a.id: _route(a, supplies.get(a.pledge_line_id), needs.get(a.need_id)) for a in allocations
+    }
+
+
+def _route(allocation: Allocation, supply: SupplyLine | None, need: Need | None) -> Route:
     origin = {
         "region": supply.region if supply else None,
         "lat": supply.lat if supply else None,
@@ -255,8 +279,10 @@ def _announce(
     previous_status: str | None,
     occurred_at: datetime,
     location: str | None = None,
+    flush: bool = True,
 ) -> None:
-    session.flush()
+    if flush:
+        session.flush()
     outbox.add(
         session,
         new_event(
@@ -293,10 +319,15 @@ def _new_shipment(
     eta: datetime | None = None,
     created_by: uuid.UUID | None = None,
     now: datetime | None = None,
+    flush: bool = True,
 ) -> Shipment:
+    """A planned shipment of ``allocations`` on ``route``, its first history row and its
+    ``shipment.created``; ``flush=False`` leaves writing it to the caller's next flush
+    (several shipments created together)."""
     now = now or utcnow()
     shipment = Shipment(
         id=uuid.uuid4(),
+        version=1,
         status="planned",
         status_at=now,
         last_event_at=now,
@@ -326,7 +357,15 @@ def _new_shipment(
             note="consolidated by a coordinator" if created_by else "consolidated on reservation",
         )
     )
-    _announce(session, outbox, shipment, "shipment.created", previous_status=None, occurred_at=now)
+    _announce(
+        session,
+        outbox,
+        shipment,
+        "shipment.created",
+        previous_status=None,
+        occurred_at=now,
+        flush=flush,
+    )
     return shipment
 
 
@@ -417,7 +456,7 @@ def plan_allocations(
     todo = [a for a in todo if a.id not in on_a_shipment]
     if not todo:
         return
-    routes = {a.id: route_of(session, a) for a in todo}
+    routes = _routes(session, todo)
     # Planning for a recipient takes turns, as in plan_allocation; in id order.
     session.execute(
         select(Organisation.id)
@@ -460,7 +499,7 @@ def plan_allocations(
         joined.lines.append(_line(allocation, last_no[joined.id]))
         joined.updated_at = now
     for group in opening.values():
-        _new_shipment(session, outbox, routes[group[0].id], group, now=now)
+        _new_shipment(session, outbox, routes[group[0].id], group, now=now, flush=False)
     session.flush()
 
 
