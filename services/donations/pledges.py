@@ -792,6 +792,8 @@ def apply_shipment(session: Session, outbox: Outbox, shipment: dict[str, Any]) -
     -> lost (still shipped, never back) when it is lost, back to the line when it is
     returned or cancelled before leaving. Returns how many reservations moved."""
     status = shipment["status"]
+    if status != "cancelled" and not _shipment_changes(status, 0):
+        return 0  # planned, ready for pickup: the goods have not moved
     moved = 0
     for item in shipment["lines"]:
         reservation = session.scalar(

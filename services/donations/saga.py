@@ -14,12 +14,22 @@ from shared.outbox import Outbox
 
 def saga_batch_handlers(outbox: Outbox) -> dict[str, BatchHandler]:
     """The saga's handlers of several events at once: a matching run's proposals
-    arrive together."""
+    arrive together, and so do the shipments its reservations were planned on (and a
+    scanner's batch of status changes)."""
 
     def on_allocations_proposed(session: Session, events: list[Event]) -> None:
         pledges.reserve_many(session, outbox, [event.data() for event in events], utcnow())
 
-    return {"allocation.proposed": on_allocations_proposed}
+    def on_shipments(session: Session, events: list[Event]) -> None:
+        # In their order, in one savepoint: the inbox's bookkeeping is done once.
+        for event in events:
+            pledges.apply_shipment(session, outbox, event.data())
+
+    return {
+        "allocation.proposed": on_allocations_proposed,
+        "shipment.created": on_shipments,
+        "shipment.status_changed": on_shipments,
+    }
 
 
 def saga_handlers(outbox: Outbox) -> dict[str, Handler]:
