@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 LOCK_TTL = timedelta(minutes=5)
 _PENDING_KEY = "aidlink.matching.requested"
+_DUE_KEY = "aidlink.matching.due"
 
 
 # Locks --------------------------------------------------------------------------------------
@@ -356,44 +358,49 @@ def request_matching(session: Session, item: str) -> None:
 
 
 def install_debounce(rt: ServiceRuntime) -> None:
+    """Debounce the matching requests of each transaction (:func:`request_matching`).
+
+    The request is written in the changing transaction itself, just before it commits:
+    the item's lock row is locked (so no run of the item can start until this commit),
+    and marked as requested unless a run is already on its way. A run is on its way
+    when one was requested a moment ago and none has started since: this change joins
+    it, since the run reads what is committed when it starts. A request older than a
+    minute past the debounce counts as lost (a worker that died holding the task) and
+    is made again. After the commit, the runs that are due are queued."""
     from sqlalchemy import event
+
+    def before_commit(session: Session) -> None:
+        if session.in_nested_transaction():
+            return
+        items = session.info.get(_PENDING_KEY)
+        if not items:
+            return
+        now = utcnow()
+        wanted = sorted(items)
+        locks = _lock_rows(session, wanted)
+        stale = now - timedelta(seconds=60 + rt.settings.matching_debounce)
+        due: list[str] = []
+        for item in wanted:
+            lock = locks[item]
+            waiting = (
+                lock.requested_at is not None
+                and lock.requested_at > stale
+                and (lock.last_started_at is None or lock.requested_at > lock.last_started_at)
+            )
+            if not waiting:
+                lock.requested_at = now
+                due.append(item)
+        session.info[_DUE_KEY] = (due, now)
 
     def after_commit(session: Session) -> None:
         if session.in_nested_transaction():
             # A savepoint released: wait for the real commit (a spurious run after a
             # rolled-back savepoint costs one matching run, nothing more).
             return
-        items = session.info.pop(_PENDING_KEY, None)
-        if not items:
-            return
-        now = utcnow()
-        # A run is already on its way when one was requested a moment ago and none has
-        # started since: this change joins it (the run reads what is committed when it
-        # starts). A request older than a minute past the debounce counts as lost (a
-        # worker that died holding the task), and is made again.
-        stale = now - timedelta(seconds=60 + rt.settings.matching_debounce)
-        waiting = (
-            MatchingLock.requested_at.is_not(None)
-            & (MatchingLock.requested_at > stale)
-            & (
-                MatchingLock.last_started_at.is_(None)
-                | (MatchingLock.requested_at > MatchingLock.last_started_at)
-            )
-        )
-        due: list[str] = []
+        session.info.pop(_PENDING_KEY, None)
+        due, now = session.info.pop(_DUE_KEY, ((), None))
         sent: list[str] = []
         try:
-            _ensure_lock_rows(rt, items)
-            with rt.unit_of_work() as s:
-                bookkeeping(s)
-                for item in sorted(items):
-                    requested = s.execute(
-                        update(MatchingLock)
-                        .where(MatchingLock.item == item, ~waiting)
-                        .values(requested_at=now)
-                    )
-                    if getattr(requested, "rowcount", 0):
-                        due.append(item)
             for item in due:
                 rt.celery.send_task(
                     "dispatch.match_item",
@@ -404,15 +411,46 @@ def install_debounce(rt: ServiceRuntime) -> None:
                 sent.append(item)
         except Exception:
             # The scheduled run will pick the item up.
-            log.exception("could not queue matching of %s", sorted(items))
+            log.exception("could not queue matching of %s", due)
             _withdraw_requests(rt, [item for item in due if item not in sent], now)
 
     def after_rollback(session: Session, previous: Any) -> None:
         if previous.parent is None:
             session.info.pop(_PENDING_KEY, None)
+            session.info.pop(_DUE_KEY, None)
 
+    event.listen(rt.session_factory, "before_commit", before_commit)
     event.listen(rt.session_factory, "after_commit", after_commit)
     event.listen(rt.session_factory, "after_soft_rollback", after_rollback)
+
+
+def _lock_rows(session: Session, items: list[str]) -> dict[str, MatchingLock]:
+    """The lock rows of ``items``, made if missing (without conflicting with another
+    transaction making them too) and locked, in item order."""
+
+    def locked() -> dict[str, MatchingLock]:
+        return {
+            row.item: row
+            for row in session.scalars(
+                select(MatchingLock)
+                .where(MatchingLock.item.in_(items))
+                .order_by(MatchingLock.item)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        }
+
+    rows = locked()
+    if len(rows) < len(items):
+        dialect = session.get_bind().dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.execute(
+            insert(MatchingLock.__table__)
+            .values([{"item": item} for item in items if item not in rows])
+            .on_conflict_do_nothing(index_elements=["item"])
+        )
+        rows = locked()
+    return rows
 
 
 def _withdraw_requests(rt: ServiceRuntime, items: list[str], requested_at: datetime) -> None:
