@@ -221,7 +221,9 @@ def _routes(session: Session, allocations: Sequence[Allocation]) -> dict[uuid.UU
     }
     needs = {
         row.id: row
-        for row in session.scalars(select(Need).where(Need.id.in_({a.need_id for a in allocations})))
+        for row in session.scalars(
+            select(Need).where(Need.id.in_({a.need_id for a in allocations}))
+        )
     }
     return {
         a.id: _route(a, supplies.get(a.pledge_line_id), needs.get(a.need_id)) for a in allocations
