@@ -150,3 +150,53 @@ def test_a_run_queued_while_another_holds_the_item_runs_once_it_is_free(stack: S
     matching_service.release(rt, ["mask"], "another run")
     eventually(lambda: len(runs()) == 1, timeout=60)
     assert runs()[0].items == ["mask"]
+
+
+def test_a_change_that_rolls_back_asks_for_no_run(stack: Stack) -> None:
+    rt = stack.runtime("dispatch")
+    queued: list[str] = []
+    rt.celery.send_task = lambda name, args, **_: queued.append(args[0])
+
+    class Refused(Exception):
+        pass
+
+    try:
+        with rt.unit_of_work() as session:
+            matching_service.request_matching(session, "fruit")
+            raise Refused
+    except Refused:
+        pass
+    assert queued == []
+    with rt.session_factory() as session:
+        assert session.get(MatchingLock, "fruit") is None  # nothing written for it
+
+    # The next change that commits asks for the run, making the item's lock row.
+    with rt.unit_of_work() as session:
+        matching_service.request_matching(session, "fruit")
+    assert queued == ["fruit"]
+    with rt.session_factory() as session:
+        lock = session.get(MatchingLock, "fruit")
+        assert lock is not None and lock.requested_at is not None and lock.holder is None
+
+
+def test_many_first_requests_of_an_item_at_once_make_one_lock_row_and_one_run(
+    stack: Stack,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rt = stack.runtime("dispatch")
+    queued: list[str] = []
+    rt.celery.send_task = lambda name, args, **_: queued.append(args[0])
+
+    def change(_: int) -> None:
+        with rt.unit_of_work() as session:
+            matching_service.request_matching(session, "vegetables")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(change, range(16)))
+
+    # Each change committed (none failed on the row another made first), one run asked.
+    assert queued == ["vegetables"]
+    with rt.session_factory() as session:
+        rows = session.scalars(select(MatchingLock).where(MatchingLock.item == "vegetables"))
+        assert len(list(rows)) == 1
