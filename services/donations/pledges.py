@@ -440,6 +440,7 @@ def reserve(session: Session, outbox: Outbox, proposal: dict[str, Any], now: dat
         if reserved_row is None:
             reason = "not enough left on the line"
     if reserved_row is None:
+        assert reason is not None  # set on every way here
         available = 0
         pledge_version = None
         if line is not None:
@@ -449,47 +450,75 @@ def reserve(session: Session, outbox: Outbox, proposal: dict[str, Any], now: dat
             pledge_version = session.scalar(
                 select(Pledge.version).where(Pledge.id == line.pledge_id)
             )
-        if line is not None:
-            # Remembered, so a redelivered proposal is answered the same way.
-            session.add(
-                Reservation(
-                    id=uuid.uuid4(),
-                    allocation_id=allocation_id,
-                    pledge_id=line.pledge_id,
-                    pledge_line_id=line_id,
-                    need_line_id=proposal.get("need_line_id"),
-                    recipient_org_id=proposal.get("recipient_org_id"),
-                    quantity=quantity,
-                    status="rejected",
-                    reason=reason,
-                    version=2,
-                )
-            )
-        _reservation_event(
-            session,
-            outbox,
-            "reservation.rejected",
-            allocation_id=allocation_id,
-            aggregate_version=2,
-            line=line,
-            quantity=quantity,
-            available=available,
-            reason=reason,
-            pledge_version=pledge_version,
-            pledge_line_id=line_id,
-        )
+        _refuse(session, outbox, proposal, line, reason, available, pledge_version)
         return Decision(False, available, reason)
     line = _line_after(session, line_id)
     pledge_version = _bump_pledge(session, line.pledge_id)
     donor_org_id = session.scalar(select(Pledge.org_id).where(Pledge.id == line.pledge_id))
+    assert donor_org_id is not None
+    return _accept(session, outbox, proposal, line, donor_org_id, pledge_version, now)
+
+
+def _refuse(
+    session: Session,
+    outbox: Outbox,
+    proposal: dict[str, Any],
+    line: PledgeLine | None,
+    reason: str,
+    available: int,
+    pledge_version: int | None,
+) -> None:
+    """Remember a refused proposal (so a redelivered one is answered the same way) and
+    announce ``reservation.rejected``."""
+    if line is not None:
+        session.add(
+            Reservation(
+                id=uuid.uuid4(),
+                allocation_id=proposal["allocation_id"],
+                pledge_id=line.pledge_id,
+                pledge_line_id=proposal["pledge_line_id"],
+                need_line_id=proposal.get("need_line_id"),
+                recipient_org_id=proposal.get("recipient_org_id"),
+                quantity=int(proposal["quantity"]),
+                status="rejected",
+                reason=reason,
+                version=2,
+            )
+        )
+    _reservation_event(
+        session,
+        outbox,
+        "reservation.rejected",
+        allocation_id=proposal["allocation_id"],
+        aggregate_version=2,
+        line=line,
+        quantity=int(proposal["quantity"]),
+        available=available,
+        reason=reason,
+        pledge_version=pledge_version,
+        pledge_line_id=proposal["pledge_line_id"],
+    )
+
+
+def _accept(
+    session: Session,
+    outbox: Outbox,
+    proposal: dict[str, Any],
+    line: PledgeLine,
+    donor_org_id: uuid.UUID,
+    pledge_version: int,
+    now: datetime,
+) -> Decision:
+    """Record the reservation of a proposal whose quantity ``line`` now counts as
+    reserved, and announce ``reservation.accepted``."""
     reservation = Reservation(
         id=uuid.uuid4(),
-        allocation_id=allocation_id,
+        allocation_id=proposal["allocation_id"],
         pledge_id=line.pledge_id,
         pledge_line_id=line.id,
         need_line_id=proposal.get("need_line_id"),
         recipient_org_id=proposal.get("recipient_org_id"),
-        quantity=quantity,
+        quantity=int(proposal["quantity"]),
         status="active",
         deadline=proposal.get("deadline") or now + DEFAULT_RESERVATION_TTL,
         version=2,
@@ -500,10 +529,10 @@ def reserve(session: Session, outbox: Outbox, proposal: dict[str, Any], now: dat
         session,
         outbox,
         "reservation.accepted",
-        allocation_id=allocation_id,
+        allocation_id=proposal["allocation_id"],
         aggregate_version=2,
         line=line,
-        quantity=quantity,
+        quantity=reservation.quantity,
         available=available,
         reason=None,
         reservation=reservation,
@@ -586,69 +615,24 @@ def reserve_many(
             if line is not None and pledge is not None:
                 available = domain.available(totals_of(line), line.status)
                 pledge_version = pledge.version + bumps.get(pledge.id, 0)
-                # Remembered, so a redelivered proposal is answered the same way.
-                session.add(
-                    Reservation(
-                        id=uuid.uuid4(),
-                        allocation_id=allocation_id,
-                        pledge_id=line.pledge_id,
-                        pledge_line_id=line_id,
-                        need_line_id=proposal.get("need_line_id"),
-                        recipient_org_id=proposal.get("recipient_org_id"),
-                        quantity=quantity,
-                        status="rejected",
-                        reason=reason,
-                        version=2,
-                    )
-                )
-            _reservation_event(
-                session,
-                outbox,
-                "reservation.rejected",
-                allocation_id=allocation_id,
-                aggregate_version=2,
-                line=line,
-                quantity=quantity,
-                available=available,
-                reason=reason,
-                pledge_version=pledge_version,
-                pledge_line_id=line_id,
-            )
+            _refuse(session, outbox, proposal, line, reason, available, pledge_version)
             decisions.append(Decision(False, available, reason))
             continue
         assert line is not None and pledge is not None
         line.reserved += quantity
         refresh_status(line)
         bumps[pledge.id] = bumps.get(pledge.id, 0) + 1
-        reservation = Reservation(
-            id=uuid.uuid4(),
-            allocation_id=allocation_id,
-            pledge_id=line.pledge_id,
-            pledge_line_id=line.id,
-            need_line_id=proposal.get("need_line_id"),
-            recipient_org_id=proposal.get("recipient_org_id"),
-            quantity=quantity,
-            status="active",
-            deadline=proposal.get("deadline") or now + DEFAULT_RESERVATION_TTL,
-            version=2,
+        decisions.append(
+            _accept(
+                session,
+                outbox,
+                proposal,
+                line,
+                pledge.org_id,
+                pledge.version + bumps[pledge.id],
+                now,
+            )
         )
-        session.add(reservation)
-        available = domain.available(totals_of(line), line.status)
-        _reservation_event(
-            session,
-            outbox,
-            "reservation.accepted",
-            allocation_id=allocation_id,
-            aggregate_version=2,
-            line=line,
-            quantity=quantity,
-            available=available,
-            reason=None,
-            reservation=reservation,
-            donor_org_id=pledge.org_id,
-            pledge_version=pledge.version + bumps[pledge.id],
-        )
-        decisions.append(Decision(True, available))
     session.flush()
     for pledge_id in sorted(bumps):
         session.execute(
