@@ -234,21 +234,23 @@ class Inbox:
                 )
             else:
                 last.last_version = evt.aggregate_version
-        session.add(
-            self.inbox(
-                event_id=evt.id,
-                type=evt.type,
-                aggregate_id=evt.aggregate_id,
-                aggregate_version=evt.aggregate_version,
-                outcome=outcome.value,
-            )
-        )
+        session.add(self._inbox_row(evt, outcome))
         session.flush()
         if outcome is Outcome.STALE:
             log.info(
                 "ignored stale %s v%d of %s", evt.type, evt.aggregate_version, evt.aggregate_id
             )
         return outcome
+
+    def _inbox_row(self, evt: Event, outcome: Outcome) -> Any:
+        """The inbox's record that ``evt`` was taken, and with what outcome."""
+        return self.inbox(
+            event_id=evt.id,
+            type=evt.type,
+            aggregate_id=evt.aggregate_id,
+            aggregate_version=evt.aggregate_version,
+            outcome=outcome.value,
+        )
 
     def _apply_batch_in(self, session: Session, events: list[Event]) -> list[Outcome]:
         """Events of one type with a batch handler, as :meth:`_apply_in` applies one:
@@ -291,14 +293,7 @@ class Inbox:
                 else:
                     seen.last_version = version
         session.add_all(
-            self.inbox(
-                event_id=evt.id,
-                type=evt.type,
-                aggregate_id=evt.aggregate_id,
-                aggregate_version=evt.aggregate_version,
-                outcome=outcome.value,
-            )
-            for evt, outcome in zip(events, outcomes, strict=True)
+            self._inbox_row(evt, outcome) for evt, outcome in zip(events, outcomes, strict=True)
         )
         session.flush()
         return outcomes
