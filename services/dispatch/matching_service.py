@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 LOCK_TTL = timedelta(minutes=5)
 _PENDING_KEY = "aidlink.matching.requested"
-_DUE_KEY = "aidlink.matching.due"
 
 
 # Locks --------------------------------------------------------------------------------------
@@ -357,17 +356,37 @@ def request_matching(session: Session, item: str) -> None:
     session.info.setdefault(_PENDING_KEY, set()).add(item)
 
 
+def run_on_its_way(now: datetime, debounce: float) -> Any:
+    """The condition, on a lock row, that a run of its item was requested a moment ago
+    (less than a minute past the debounce) and none has started since."""
+    stale = now - timedelta(seconds=60 + debounce)
+    return (
+        MatchingLock.requested_at.is_not(None)
+        & (MatchingLock.requested_at > stale)
+        & (
+            MatchingLock.last_started_at.is_(None)
+            | (MatchingLock.requested_at > MatchingLock.last_started_at)
+        )
+    )
+
+
 def install_debounce(rt: ServiceRuntime) -> None:
     """Debounce the matching requests of each transaction (:func:`request_matching`).
 
-    The request is written in the changing transaction itself, just before it commits:
-    the item's lock row is locked (so no run of the item can start until this commit),
-    and marked as requested unless a run is already on its way. A run is on its way
-    when one was requested a moment ago and none has started since: this change joins
-    it, since the run reads what is committed when it starts. A request older than a
-    minute past the debounce counts as lost (a worker that died holding the task) and
-    is made again. After the commit, the runs that are due are queued."""
+    A run is on its way when one was requested a moment ago and none has started
+    since; a change joins it, since the run reads what is committed when it starts. A
+    request older than a minute past the debounce counts as lost (a worker that died
+    holding the task) and is made again.
+
+    Most changes find a run on their way. They learn it in their own transaction, just
+    before it commits, holding the item's lock row in share mode: no run can start
+    (take the row) until they have committed, and they do not wait for each other.
+    A change that finds no run on its way asks for one after its commit, by a
+    conditional update in a transaction of its own, then queues it."""
     from sqlalchemy import event
+
+    def waiting(now: datetime) -> Any:
+        return run_on_its_way(now, rt.settings.matching_debounce)
 
     def before_commit(session: Session) -> None:
         if session.in_nested_transaction():
@@ -375,32 +394,32 @@ def install_debounce(rt: ServiceRuntime) -> None:
         items = session.info.get(_PENDING_KEY)
         if not items:
             return
-        now = utcnow()
         wanted = sorted(items)
-        locks = _lock_rows(session, wanted)
-        stale = now - timedelta(seconds=60 + rt.settings.matching_debounce)
-        due: list[str] = []
-        for item in wanted:
-            lock = locks[item]
-            waiting = (
-                lock.requested_at is not None
-                and lock.requested_at > stale
-                and (lock.last_started_at is None or lock.requested_at > lock.last_started_at)
-            )
-            if not waiting:
-                lock.requested_at = now
-                due.append(item)
-        session.info[_DUE_KEY] = (due, now)
+        joined = shared_lock_rows(session, wanted, waiting(utcnow()))
+        session.info[_PENDING_KEY] = {item for item in wanted if item not in joined}
 
     def after_commit(session: Session) -> None:
         if session.in_nested_transaction():
             # A savepoint released: wait for the real commit (a spurious run after a
             # rolled-back savepoint costs one matching run, nothing more).
             return
-        session.info.pop(_PENDING_KEY, None)
-        due, now = session.info.pop(_DUE_KEY, ((), None))
+        items = session.info.pop(_PENDING_KEY, None)
+        if not items:
+            return
+        now = utcnow()
+        due: list[str] = []
         sent: list[str] = []
         try:
+            with rt.unit_of_work() as s:
+                bookkeeping(s)
+                for item in sorted(items):
+                    requested = s.execute(
+                        update(MatchingLock)
+                        .where(MatchingLock.item == item, ~waiting(now))
+                        .values(requested_at=now)
+                    )
+                    if getattr(requested, "rowcount", 0):
+                        due.append(item)
             for item in due:
                 rt.celery.send_task(
                     "dispatch.match_item",
@@ -411,36 +430,35 @@ def install_debounce(rt: ServiceRuntime) -> None:
                 sent.append(item)
         except Exception:
             # The scheduled run will pick the item up.
-            log.exception("could not queue matching of %s", due)
+            log.exception("could not queue matching of %s", sorted(items))
             _withdraw_requests(rt, [item for item in due if item not in sent], now)
 
     def after_rollback(session: Session, previous: Any) -> None:
         if previous.parent is None:
             session.info.pop(_PENDING_KEY, None)
-            session.info.pop(_DUE_KEY, None)
 
     event.listen(rt.session_factory, "before_commit", before_commit)
     event.listen(rt.session_factory, "after_commit", after_commit)
     event.listen(rt.session_factory, "after_soft_rollback", after_rollback)
 
 
-def _lock_rows(session: Session, items: list[str]) -> dict[str, MatchingLock]:
-    """The lock rows of ``items``, made if missing (without conflicting with another
-    transaction making them too) and locked, in item order."""
+def shared_lock_rows(session: Session, items: list[str], waiting: Any) -> set[str]:
+    """Make the lock rows of ``items`` that are missing (without conflicting with
+    another transaction making them too), hold them all in share mode (in item order)
+    until ``session`` commits, and return the items with a run on its way."""
 
-    def locked() -> dict[str, MatchingLock]:
+    def held() -> dict[str, bool]:
         return {
-            row.item: row
-            for row in session.scalars(
-                select(MatchingLock)
+            item: bool(on_its_way)
+            for item, on_its_way in session.execute(
+                select(MatchingLock.item, waiting)
                 .where(MatchingLock.item.in_(items))
                 .order_by(MatchingLock.item)
-                .with_for_update()
-                .execution_options(populate_existing=True)
+                .with_for_update(read=True)
             )
         }
 
-    rows = locked()
+    rows = held()
     if len(rows) < len(items):
         dialect = session.get_bind().dialect.name
         insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -449,8 +467,8 @@ def _lock_rows(session: Session, items: list[str]) -> dict[str, MatchingLock]:
             .values([{"item": item} for item in items if item not in rows])
             .on_conflict_do_nothing(index_elements=["item"])
         )
-        rows = locked()
-    return rows
+        rows = held()
+    return {item for item, on_its_way in rows.items() if on_its_way}
 
 
 def _withdraw_requests(rt: ServiceRuntime, items: list[str], requested_at: datetime) -> None:

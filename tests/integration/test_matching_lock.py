@@ -3,15 +3,17 @@ and a holder that died loses it when it expires."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from services.dispatch import matching_service
 from services.dispatch.app import create_app
 from services.dispatch.models import MatchingLock, MatchingRun
 from shared.db import utcnow
-from tests.support.stack import Stack, eventually
+from tests.support.stack import BACKEND, Stack, eventually
 
 
 def test_a_second_holder_is_refused_until_the_first_releases_or_expires(stack: Stack) -> None:
@@ -200,3 +202,35 @@ def test_many_first_requests_of_an_item_at_once_make_one_lock_row_and_one_run(
     with rt.session_factory() as session:
         rows = session.scalars(select(MatchingLock).where(MatchingLock.item == "vegetables"))
         assert len(list(rows)) == 1
+
+
+@pytest.mark.skipif(
+    BACKEND != "servers", reason="SQLite's one writer at a time already keeps the run out"
+)
+def test_no_run_starts_while_a_change_that_joined_it_is_committing(stack: Stack) -> None:
+    rt = stack.runtime("dispatch")
+    rt.celery.send_task = lambda name, args, **_: None
+    with rt.unit_of_work() as session:
+        matching_service.request_matching(session, "mask")  # a run is on its way
+    other_app = create_app(stack.settings, testing=True)
+    other = other_app.extensions["aidlink"]
+    started: list[list[str]] = []
+    try:
+        with rt.session_factory() as change, change.begin():
+            # A change about to commit learns that it joins the run on its way...
+            on_its_way = matching_service.run_on_its_way(utcnow(), stack.settings.matching_debounce)
+            assert matching_service.shared_lock_rows(change, ["mask"], on_its_way) == {"mask"}
+            # ... and a second change joins it too, without waiting for the first.
+            with rt.session_factory() as second, second.begin():
+                assert matching_service.shared_lock_rows(second, ["mask"], on_its_way) == {"mask"}
+            # The run cannot start (take the item) until the change has committed.
+            runner = threading.Thread(
+                target=lambda: started.append(matching_service.acquire(other, ["mask"], "run"))
+            )
+            runner.start()
+            runner.join(timeout=1.0)
+            assert runner.is_alive() and started == []
+        runner.join(timeout=30)
+        assert started == [[]]  # taken, once the change was in
+    finally:
+        other.dispose()
