@@ -313,18 +313,37 @@ def install(rt: ServiceRuntime, spec: dict[str, Any]) -> None:
 def _install_stall(rt: ServiceRuntime, stall: dict[str, Any]) -> None:
     markers = Path(stall["markers"])
     kind = stall["type"]
-    apply = rt.inbox.handlers[kind]
+    seconds = float(stall.get("seconds", 120))
 
-    def stalling(session: Any, evt: Any) -> None:
+    def attempt(evt: Any) -> bool:
+        """Mark an attempt at ``evt``; True for the one attempt that stalls."""
         mine = sorted(markers.glob(f"{evt.id}.*"))
         if not mine and not list(markers.glob("*.1")):
             (markers / f"{evt.id}.1").write_text(str(os.getpid()))
-            time.sleep(float(stall.get("seconds", 120)))
-        elif mine:
+            return True
+        if mine:
             (markers / f"{evt.id}.{len(mine) + 1}").write_text(str(os.getpid()))
+        return False
+
+    apply = rt.inbox.handlers[kind]
+
+    def stalling(session: Any, evt: Any) -> None:
+        if attempt(evt):
+            time.sleep(seconds)
         apply(session, evt)
 
     rt.inbox.handlers[kind] = stalling
+    # Events of the type that arrive together go to its batch handler: stall there too.
+    apply_many = rt.inbox.batch_handlers.get(kind)
+    if apply_many is not None:
+        batch_handler = apply_many
+
+        def stalling_many(session: Any, events: list[Any]) -> None:
+            if any([attempt(evt) for evt in events]):
+                time.sleep(seconds)
+            batch_handler(session, events)
+
+        rt.inbox.batch_handlers[kind] = stalling_many
 
 
 def worker_env(service: str, spec: dict[str, Any]) -> dict[str, str]:
