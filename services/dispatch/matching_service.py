@@ -44,6 +44,7 @@ from shared.web import ServiceRuntime
 log = logging.getLogger(__name__)
 
 LOCK_TTL = timedelta(minutes=5)
+MANUAL_RUN_PATIENCE = 5.0  # seconds
 _PENDING_KEY = "aidlink.matching.requested"
 
 
@@ -221,7 +222,8 @@ def run(
     created_by: uuid.UUID | None = None,
     wait: bool = False,
 ) -> MatchingRun | None:
-    """One matching run. A manual run finding an item locked answers 409; an event or
+    """One matching run. A manual run finding an item locked waits for it a few seconds
+    (``MANUAL_RUN_PATIENCE``), then answers 409; an event or
     scheduled run (``wait``) returns None (an event's run comes back later, see
     ``match_item``; the scheduled one waits for its next turn)."""
     with rt.session_factory() as session:
@@ -233,6 +235,13 @@ def run(
         )
     holder = _holder()
     busy = acquire(rt, wanted, holder) if wanted else []
+    if busy and not wait:
+        # A coordinator asking while a run on events holds the item (a second or so,
+        # usually) gets the next turn rather than an error.
+        deadline = time.monotonic() + MANUAL_RUN_PATIENCE
+        while busy and time.monotonic() < deadline:
+            time.sleep(0.2)
+            busy = acquire(rt, wanted, holder)
     if busy:
         if wait:
             log.info("matching of %s is already running; this run is covered by it", busy)

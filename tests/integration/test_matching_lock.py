@@ -67,6 +67,30 @@ def test_a_manual_run_while_the_item_is_locked_is_a_409(stack: Stack) -> None:
     assert free.json["status"] == "preview"
 
 
+def test_a_manual_run_waits_its_turn_behind_a_run_about_to_finish(stack: Stack) -> None:
+    from tests.support.auth import admin
+
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    dispatch = stack.runtime("dispatch")
+    # A run on events holds the item, and finishes a moment later.
+    assert matching_service.acquire(dispatch, ["mask"], "run on events") == []
+    finishing = threading.Timer(
+        1.0, matching_service.release, args=(dispatch, ["mask"], "run on events")
+    )
+    finishing.start()
+    try:
+        turn = client.post(
+            "/api/v1/matching/runs",
+            json={"dry_run": True, "items": ["mask"]},
+            headers=boss.headers,
+        )
+    finally:
+        finishing.join()
+    assert turn.status_code == 201, turn.json
+    assert turn.json["status"] == "preview"
+
+
 def test_changes_while_a_run_is_on_its_way_join_it_instead_of_queueing_more(
     stack: Stack,
 ) -> None:
