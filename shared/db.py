@@ -88,6 +88,15 @@ def _prepare_sqlite(engine: Engine, *, immediate: bool = True) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def upsert_insert(session: Any) -> Any:
+    """The ``insert`` construct of the session's dialect that knows ``ON CONFLICT``
+    (PostgreSQL's or SQLite's), for inserts that must not fail on a row another
+    transaction made first."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
 def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite files get their folder created and are tuned for sharing."""
     parsed = make_url(url)

@@ -18,11 +18,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Integer, String, Text, Uuid, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from shared.db import UTCDateTime, utcnow
+from shared.db import UTCDateTime, upsert_insert, utcnow
 from shared.events import Event, EventError
 from shared.observability import causation_id_var, correlation_id_var
 
@@ -431,9 +430,8 @@ class Inbox:
         event's count and whether it was already applied."""
         counted: dict[uuid.UUID, tuple[int, bool]] = {}
         with self.session_factory() as session, session.begin():
-            dialect = session.get_bind().dialect.name
             table = self.deliveries.__table__  # type: ignore[attr-defined]
-            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            insert = upsert_insert(session)
             now = utcnow()
             attempts: dict[uuid.UUID, int] = {}
             # One statement for the whole batch (ids in order, so that two batches

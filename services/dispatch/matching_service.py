@@ -21,8 +21,6 @@ from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.dispatch import allocations as saga
@@ -35,7 +33,7 @@ from services.dispatch.models import (
     Organisation,
     SupplyLine,
 )
-from shared.db import utcnow
+from shared.db import upsert_insert, utcnow
 from shared.idempotency import bookkeeping
 from shared.metrics import MATCHING_SECONDS
 from shared.problems import Problem
@@ -55,19 +53,25 @@ def _holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _add_lock_rows(session: Session, items: list[str]) -> None:
+    """Insert the lock rows of ``items``, leaving those another transaction made."""
+    session.execute(
+        upsert_insert(session)(MatchingLock.__table__)
+        .values([{"item": item} for item in items])
+        .on_conflict_do_nothing(index_elements=["item"])
+    )
+
+
 def _ensure_lock_rows(rt: ServiceRuntime, items: Iterable[str]) -> None:
+    wanted = list(items)
     with rt.session_factory() as session:
         existing = set(
-            session.scalars(select(MatchingLock.item).where(MatchingLock.item.in_(list(items))))
+            session.scalars(select(MatchingLock.item).where(MatchingLock.item.in_(wanted)))
         )
-    for item in items:
-        if item in existing:
-            continue
-        try:
-            with rt.unit_of_work() as session:
-                bookkeeping(session).add(MatchingLock(item=item))
-        except IntegrityError:
-            pass  # another process made it first
+    missing = [item for item in wanted if item not in existing]
+    if missing:
+        with rt.unit_of_work() as session:
+            _add_lock_rows(bookkeeping(session), missing)
 
 
 def acquire(rt: ServiceRuntime, items: list[str], holder: str) -> list[str]:
@@ -469,13 +473,7 @@ def shared_lock_rows(session: Session, items: list[str], waiting: Any) -> set[st
 
     rows = held()
     if len(rows) < len(items):
-        dialect = session.get_bind().dialect.name
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        session.execute(
-            insert(MatchingLock.__table__)
-            .values([{"item": item} for item in items if item not in rows])
-            .on_conflict_do_nothing(index_elements=["item"])
-        )
+        _add_lock_rows(session, [item for item in items if item not in rows])
         rows = held()
     return {item for item, on_its_way in rows.items() if on_its_way}
 

@@ -388,12 +388,15 @@ def _line(allocation: Allocation, line_no: int) -> ShipmentLine:
     )
 
 
-def _lock_destination(session: Session, recipient_org_id: uuid.UUID) -> None:
-    """Planning for one recipient takes turns (on PostgreSQL, by the recipient's row;
-    SQLite writers take turns anyway), so two reservations handled at once by two
-    workers join one planned shipment instead of opening one each."""
+def _lock_destination(session: Session, *recipient_org_ids: uuid.UUID) -> None:
+    """Planning for one recipient takes turns (on PostgreSQL, by the recipient's row,
+    several in id order; SQLite writers take turns anyway), so two reservations handled
+    at once by two workers join one planned shipment instead of opening one each."""
     session.execute(
-        select(Organisation.id).where(Organisation.id == recipient_org_id).with_for_update()
+        select(Organisation.id)
+        .where(Organisation.id.in_(sorted(set(recipient_org_ids))))
+        .order_by(Organisation.id)
+        .with_for_update()
     )
 
 
@@ -403,35 +406,7 @@ def plan_allocation(
     """Put a just-reserved allocation on the planned shipment of its origin and
     destination, opening one (``shipment.created``) if there is none. An allocation
     already on a shipment stays where it is."""
-    if allocation.status != "reserved":
-        return None
-    if session.scalar(select(ShipmentLine.id).where(ShipmentLine.allocation_id == allocation.id)):
-        return None
-    route = route_of(session, allocation)
-    _lock_destination(session, route.recipient_org_id)
-    shipment = session.scalars(
-        select(Shipment)
-        .where(
-            Shipment.status == "planned",
-            Shipment.origin_key == route.origin_key,
-            Shipment.destination_key == route.destination_key,
-        )
-        .order_by(Shipment.created_at, Shipment.id)
-        .limit(1)
-        .with_for_update()
-    ).first()
-    if shipment is None:
-        return _new_shipment(session, outbox, route, [allocation], now=now)
-    next_no = (
-        session.scalar(
-            select(func.max(ShipmentLine.line_no)).where(ShipmentLine.shipment_id == shipment.id)
-        )
-        or 0
-    ) + 1
-    shipment.lines.append(_line(allocation, next_no))
-    shipment.updated_at = now or utcnow()
-    session.flush()
-    return shipment
+    return plan_allocations(session, outbox, [allocation], now=now).get(allocation.id)
 
 
 def plan_allocations(
@@ -440,13 +415,14 @@ def plan_allocations(
     allocations: Sequence[Allocation],
     *,
     now: datetime | None = None,
-) -> None:
+) -> dict[uuid.UUID, Shipment]:
     """:func:`plan_allocation` for several just-reserved allocations at once, in a
     handful of statements: each joins the planned shipment of its route, and those
-    of a route without one open one shipment together."""
+    of a route without one open one shipment together. Returns the shipment each
+    allocation was put on, by allocation id."""
     todo = [a for a in allocations if a.status == "reserved"]
     if not todo:
-        return
+        return {}
     now = now or utcnow()
     on_a_shipment = set(
         session.scalars(
@@ -457,15 +433,9 @@ def plan_allocations(
     )
     todo = [a for a in todo if a.id not in on_a_shipment]
     if not todo:
-        return
+        return {}
     routes = _routes(session, todo)
-    # Planning for a recipient takes turns, as in plan_allocation; in id order.
-    session.execute(
-        select(Organisation.id)
-        .where(Organisation.id.in_(sorted({r.recipient_org_id for r in routes.values()})))
-        .order_by(Organisation.id)
-        .with_for_update()
-    )
+    _lock_destination(session, *(r.recipient_org_id for r in routes.values()))
     keys = {(r.origin_key, r.destination_key) for r in routes.values()}
     planned: dict[tuple[str, str], Shipment] = {}
     for shipment in session.scalars(
@@ -489,6 +459,7 @@ def plan_allocations(
             .group_by(ShipmentLine.shipment_id)
         )
     }
+    placed: dict[uuid.UUID, Shipment] = {}
     opening: dict[tuple[str, str], list[Allocation]] = {}
     for allocation in todo:
         route = routes[allocation.id]
@@ -500,9 +471,12 @@ def plan_allocations(
         last_no[joined.id] = last_no.get(joined.id, 0) + 1
         joined.lines.append(_line(allocation, last_no[joined.id]))
         joined.updated_at = now
+        placed[allocation.id] = joined
     for group in opening.values():
-        _new_shipment(session, outbox, routes[group[0].id], group, now=now, flush=False)
+        opened = _new_shipment(session, outbox, routes[group[0].id], group, now=now, flush=False)
+        placed.update((allocation.id, opened) for allocation in group)
     session.flush()
+    return placed
 
 
 def consolidate(
@@ -543,7 +517,7 @@ def consolidate(
             continue
         found.append(allocation)
     if not errors:
-        routes = [route_of(session, allocation) for allocation in found]
+        routes = list(_routes(session, found).values())
         if len({(r.origin_key, r.destination_key) for r in routes}) > 1:
             errors["allocation_ids"] = [
                 "The allocations do not share one origin and one destination."
