@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, has_request_context, request
 from sqlalchemy import JSON, Integer, LargeBinary, String, delete, event, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, sessionmaker
 
 from shared.db import UTCDateTime, utcnow
@@ -38,6 +38,9 @@ HEADER = "Idempotency-Key"
 RETENTION = timedelta(hours=24)
 # A request recorded this long ago and never finished died with its process.
 ABANDONED_AFTER = timedelta(seconds=120)
+# Keeping the answer (or forgetting a failed request) is tried this many times when
+# the connection it ran on turned out to be dead.
+KEEP_ATTEMPTS = 3
 REPLAYED_HEADERS = ("Content-Type", "ETag", "Location")
 # A session ran an UPDATE, INSERT or DELETE statement (Core writes leave the ORM's
 # new/dirty/deleted collections empty).
@@ -207,35 +210,47 @@ def install_idempotency(
         g.idempotency_key = (scope, key)
         return None
 
+    def _store(taken: tuple[str, str], response: Response) -> None:
+        with session_factory() as session, session.begin():
+            row = session.get(model, taken)
+            if row is None:
+                return
+            if response.status_code >= 500 or response.is_streamed:
+                if row.applied_at is None:
+                    # Nothing was done and the answer is not worth repeating: the
+                    # client may try again.
+                    session.delete(row)
+                else:
+                    # The work happened; a repeat must not do it twice.
+                    row.completed_at = utcnow()
+                return
+            row.status = response.status_code
+            row.body = response.get_data()
+            row.headers = {
+                name: response.headers[name]
+                for name in REPLAYED_HEADERS
+                if name in response.headers
+            }
+            row.completed_at = utcnow()
+
     @app.after_request
     def _keep_answer(response: Response) -> Response:
         taken = g.pop("idempotency_key", None)
         if taken is None:
             return response
-        try:
-            with session_factory() as session, session.begin():
-                row = session.get(model, taken)
-                if row is None:
-                    return response
-                if response.status_code >= 500 or response.is_streamed:
-                    if row.applied_at is None:
-                        # Nothing was done and the answer is not worth repeating: the
-                        # client may try again.
-                        session.delete(row)
-                    else:
-                        # The work happened; a repeat must not do it twice.
-                        row.completed_at = utcnow()
-                    return response
-                row.status = response.status_code
-                row.body = response.get_data()
-                row.headers = {
-                    name: response.headers[name]
-                    for name in REPLAYED_HEADERS
-                    if name in response.headers
-                }
-                row.completed_at = utcnow()
-        except Exception:
-            log.exception("could not keep the answer for Idempotency-Key %s", taken[1])
+        for attempt in range(1, KEEP_ATTEMPTS + 1):
+            try:
+                _store(taken, response)
+            except DBAPIError as exc:
+                # The request's own failure was often this very connection dropping:
+                # the pool hands out a fresh one, so try again rather than leave the
+                # key looking in progress until it is taken for abandoned.
+                if exc.connection_invalidated and attempt < KEEP_ATTEMPTS:
+                    continue
+                log.exception("could not keep the answer for Idempotency-Key %s", taken[1])
+            except Exception:
+                log.exception("could not keep the answer for Idempotency-Key %s", taken[1])
+            break
         return response
 
 

@@ -3,7 +3,9 @@ work is done once, at the gateway and in the services behind it."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from typing import Any
+
+from sqlalchemy import event, func, select
 
 from services.donations.models import Pledge
 from services.gateway.models import ApiToken
@@ -135,3 +137,50 @@ def test_a_request_whose_answer_was_lost_is_never_run_again(stack: Stack) -> Non
     retried = client.post("/api/v1/pledges", json=one_line(0), headers=refused)
     assert retried.status_code == 422
     assert "Idempotent-Replayed" not in retried.headers
+
+
+class _DropsConnection:
+    """The first statement starting with each of ``prefixes`` finds its connection
+    dead, as after a server restart or ``pg_terminate_backend``: the DBAPI raises, and
+    SQLAlchemy takes it for a disconnect and throws the connection away."""
+
+    def __init__(self, engine: Any, *prefixes: str) -> None:
+        self.left = [p.lower() for p in prefixes]
+        self.dropped: list[str] = []
+        self.error = engine.dialect.loaded_dbapi.OperationalError
+        event.listen(engine, "before_cursor_execute", self._execute)
+        event.listen(engine, "handle_error", self._disconnect)
+
+    def _execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        lowered = " ".join(statement.lower().split())
+        for prefix in self.left:
+            if lowered.startswith(prefix):
+                self.left.remove(prefix)
+                self.dropped.append(prefix)
+                raise self.error("server closed the connection unexpectedly (injected)")
+
+    def _disconnect(self, context: Any) -> None:
+        if "(injected)" in str(context.original_exception):
+            context.is_disconnect = True
+
+
+def test_a_request_failing_on_a_dead_connection_can_be_retried_at_once(stack: Stack) -> None:
+    """The connection a request's work died on is often dead for forgetting its key
+    too: forgetting is tried again on a fresh connection, so the client's retry runs
+    at once instead of being told the request is in progress until it is abandoned."""
+    client = stack.client()
+    donor = register(client, kind="foundation")
+    headers = {**donor.headers, "Idempotency-Key": "dead-connection"}
+    fault = _DropsConnection(
+        stack.runtime("donations").engine, "insert into pledges", "delete from idempotency_keys"
+    )
+
+    failed = client.post("/api/v1/pledges", json=one_line(300), headers=headers)
+    assert failed.status_code >= 500
+    assert fault.dropped == ["insert into pledges", "delete from idempotency_keys"]
+    assert _count(stack, "donations", Pledge) == 0
+
+    retried = client.post("/api/v1/pledges", json=one_line(300), headers=headers)
+    assert retried.status_code == 201, retried.json
+    assert "Idempotent-Replayed" not in retried.headers
+    assert _count(stack, "donations", Pledge) == 1
