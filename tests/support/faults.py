@@ -356,9 +356,15 @@ def start_faulty_worker(stack: Stack, service: str, spec: dict[str, Any]) -> Wor
 
 
 @contextmanager
-def terminating_connections(settings: Settings, every: float = 0.3) -> Iterator[list[int]]:
-    """On PostgreSQL, keep killing every other connection to the test's databases
-    (``pg_terminate_backend``) while the block runs; yields the running count."""
+def terminating_connections(
+    settings: Settings, every: float = 0.1, idle_every: int = 3
+) -> Iterator[list[int]]:
+    """On PostgreSQL, keep killing the connections to the test's databases
+    (``pg_terminate_backend``) while the block runs: every ``every`` seconds those in
+    the middle of a statement or a transaction, and every ``idle_every``-th round the
+    idle ones sitting in the services' pools too, so that even a saga too quick to be
+    caught mid-transaction finds its pooled connections dead. Yields the running count
+    of kills."""
     from tests.support.stack import server_urls
 
     pg_url, _ = server_urls()
@@ -371,7 +377,10 @@ def terminating_connections(settings: Settings, every: float = 0.3) -> Iterator[
     stop = threading.Event()
 
     def loop() -> None:
+        rounds = 0
         while not stop.wait(every):
+            rounds += 1
+            states = ["idle"] if rounds % idle_every == 0 else []
             try:
                 with engine.connect() as conn:
                     killed[0] += len(
@@ -379,9 +388,9 @@ def terminating_connections(settings: Settings, every: float = 0.3) -> Iterator[
                             text(
                                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                 "WHERE datname = ANY(:names) AND pid <> pg_backend_pid() "
-                                "AND state <> 'idle'"
+                                "AND (state <> 'idle' OR state = ANY(:states))"
                             ),
-                            {"names": names},
+                            {"names": names, "states": states},
                         ).all()
                     )
             except Exception:
