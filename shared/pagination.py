@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from marshmallow import Schema, fields, validate
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from shared.identity import current_identity, forbidden
 from shared.problems import Problem
 
 
@@ -79,3 +82,52 @@ def paginate(
         rows = rows[:limit]
         next_cursor = _encode(getattr(rows[-1], time_column), rows[-1].id)
     return {"items": rows, "next_cursor": next_cursor}
+
+
+class OrgListArgsSchema(ListArgsSchema):
+    """The filters of a list of organisations' documents (pledges, needs)."""
+
+    region = fields.String(validate=validate.Regexp(r"^\d{1,6}$", error="Digits only."))
+    org_id = fields.UUID(metadata={"description": "Coordinators: one organisation's"})
+    created_after = fields.AwareDateTime()
+    created_before = fields.AwareDateTime()
+
+
+@dataclass(frozen=True)
+class OrgListing:
+    """How a list of documents owned by organisations, each with lines, is narrowed:
+    to the caller's own organisation (coordinators see everyone's, or one
+    ``org_id``'s), then by status, region prefix, creation time and, through
+    ``line_filters`` (argument name to line column), by what their lines hold."""
+
+    model: Any
+    region: Any
+    line_parent: Any
+    line_filters: Mapping[str, Any]
+    owner_role: str
+    refusal: str
+
+    def scoped(self, stmt: Any, args: Mapping[str, Any]) -> Any:
+        identity = current_identity()
+        model = self.model
+        if identity.is_coordinator:
+            if args.get("org_id"):
+                stmt = stmt.where(model.org_id == args["org_id"])
+        elif identity.has_role(self.owner_role):
+            stmt = stmt.where(model.org_id == identity.org_id)
+        else:
+            raise forbidden(self.refusal)
+        if args.get("status"):
+            stmt = stmt.where(model.status == args["status"])
+        if args.get("region"):
+            stmt = stmt.where(self.region.startswith(args["region"]))
+        if args.get("created_after"):
+            stmt = stmt.where(model.created_at >= args["created_after"])
+        if args.get("created_before"):
+            stmt = stmt.where(model.created_at < args["created_before"])
+        on_lines = [
+            column == args[name] for name, column in self.line_filters.items() if args.get(name)
+        ]
+        if on_lines:
+            stmt = stmt.where(model.id.in_(select(self.line_parent).where(*on_lines)))
+        return stmt

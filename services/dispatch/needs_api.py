@@ -19,7 +19,7 @@ from shared import catalog
 from shared.events.supply import NEED_STATUSES, URGENCIES
 from shared.http import etag, require_if_match
 from shared.identity import RECIPIENT_KINDS, Identity, current_identity, forbidden, require_roles
-from shared.pagination import ListArgsSchema, page_schema, paginate
+from shared.pagination import OrgListArgsSchema, OrgListing, page_schema, paginate
 from shared.problems import Problem
 from shared.web import db_session, runtime
 
@@ -204,14 +204,11 @@ class NeedSchema(Schema):
         return {"address": need.address, "region": need.region, "lat": need.lat, "lon": need.lon}
 
 
-class NeedListArgsSchema(ListArgsSchema):
+class NeedListArgsSchema(OrgListArgsSchema):
     status = fields.String(validate=validate.OneOf(NEED_STATUSES))
     item = fields.String(validate=validate.Length(max=64))
     urgency = fields.String(validate=validate.OneOf(URGENCIES))
-    region = fields.String(validate=validate.Regexp(r"^\d{1,6}$", error="Digits only."))
     org_id = fields.UUID(metadata={"description": "Coordinators: one organisation's needs"})
-    created_after = fields.AwareDateTime()
-    created_before = fields.AwareDateTime()
 
 
 NeedPageSchema = page_schema(NeedSchema, "NeedPageSchema")
@@ -295,31 +292,14 @@ def _with_etag(need: Need, status: int = 200) -> tuple[Need, int, dict[str, str]
     return need, status, {"ETag": etag(need.version)}
 
 
-def _scoped(stmt: Any, args: dict[str, Any]) -> Any:
-    identity = current_identity()
-    if identity.is_coordinator:
-        if args.get("org_id"):
-            stmt = stmt.where(Need.org_id == args["org_id"])
-    elif identity.has_role("recipient"):
-        stmt = stmt.where(Need.org_id == identity.org_id)
-    else:
-        raise forbidden("Needs are seen by their organisations and by coordinators.")
-    if args.get("status"):
-        stmt = stmt.where(Need.status == args["status"])
-    if args.get("region"):
-        stmt = stmt.where(Need.region.startswith(args["region"]))
-    if args.get("created_after"):
-        stmt = stmt.where(Need.created_at >= args["created_after"])
-    if args.get("created_before"):
-        stmt = stmt.where(Need.created_at < args["created_before"])
-    line_filters = []
-    if args.get("item"):
-        line_filters.append(NeedLine.item == args["item"])
-    if args.get("urgency"):
-        line_filters.append(NeedLine.urgency == args["urgency"])
-    if line_filters:
-        stmt = stmt.where(Need.id.in_(select(NeedLine.need_id).where(*line_filters)))
-    return stmt
+_LISTING = OrgListing(
+    model=Need,
+    region=Need.region,
+    line_parent=NeedLine.need_id,
+    line_filters={"item": NeedLine.item, "urgency": NeedLine.urgency},
+    owner_role="recipient",
+    refusal="Needs are seen by their organisations and by coordinators.",
+)
 
 
 # Endpoints ----------------------------------------------------------------------------------
@@ -333,7 +313,7 @@ class Needs(MethodView):
     def get(self, args: dict[str, Any]) -> Any:
         """Your organisation's needs (coordinators: everyone's), oldest first. ``item``
         and ``urgency`` match needs with such a line."""
-        stmt = _scoped(select(Need), args)
+        stmt = _LISTING.scoped(select(Need), args)
         return paginate(db_session(), stmt, Need, cursor=args["cursor"], limit=args["limit"])
 
     @blp.arguments(NeedInSchema)

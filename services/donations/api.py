@@ -21,7 +21,7 @@ from shared.events.registry import ORGANISATION_KINDS
 from shared.events.supply import LINE_STATUSES, PLEDGE_STATUSES
 from shared.http import etag, require_if_match
 from shared.identity import Identity, current_identity, forbidden, require_roles
-from shared.pagination import ListArgsSchema, page_schema, paginate
+from shared.pagination import OrgListArgsSchema, OrgListing, page_schema, paginate
 from shared.problems import Problem
 from shared.web import db_session, runtime
 
@@ -224,14 +224,11 @@ class PledgeSchema(Schema):
         }
 
 
-class PledgeListArgsSchema(ListArgsSchema):
+class PledgeListArgsSchema(OrgListArgsSchema):
     status = fields.String(validate=validate.OneOf(PLEDGE_STATUSES))
     item = fields.String(validate=validate.Length(max=64))
     line_status = fields.String(validate=validate.OneOf(LINE_STATUSES))
-    region = fields.String(validate=validate.Regexp(r"^\d{1,6}$", error="Digits only."))
     org_id = fields.UUID(metadata={"description": "Coordinators: one donor's pledges"})
-    created_after = fields.AwareDateTime()
-    created_before = fields.AwareDateTime()
 
 
 PledgePageSchema = page_schema(PledgeSchema, "PledgePageSchema")
@@ -285,31 +282,14 @@ def _with_etag(pledge: Pledge) -> tuple[Pledge, int, dict[str, str]]:
     return pledge, 200, {"ETag": etag(pledge.version)}
 
 
-def _scoped(stmt: Any, args: dict[str, Any]) -> Any:
-    identity = current_identity()
-    if identity.is_coordinator:
-        if args.get("org_id"):
-            stmt = stmt.where(Pledge.org_id == args["org_id"])
-    elif identity.has_role("donor"):
-        stmt = stmt.where(Pledge.org_id == identity.org_id)
-    else:
-        raise forbidden("Pledges are seen by their donors and by coordinators.")
-    if args.get("status"):
-        stmt = stmt.where(Pledge.status == args["status"])
-    if args.get("region"):
-        stmt = stmt.where(Pledge.origin_region.startswith(args["region"]))
-    if args.get("created_after"):
-        stmt = stmt.where(Pledge.created_at >= args["created_after"])
-    if args.get("created_before"):
-        stmt = stmt.where(Pledge.created_at < args["created_before"])
-    line_filters = []
-    if args.get("item"):
-        line_filters.append(PledgeLine.item == args["item"])
-    if args.get("line_status"):
-        line_filters.append(PledgeLine.status == args["line_status"])
-    if line_filters:
-        stmt = stmt.where(Pledge.id.in_(select(PledgeLine.pledge_id).where(*line_filters)))
-    return stmt
+_LISTING = OrgListing(
+    model=Pledge,
+    region=Pledge.origin_region,
+    line_parent=PledgeLine.pledge_id,
+    line_filters={"item": PledgeLine.item, "line_status": PledgeLine.status},
+    owner_role="donor",
+    refusal="Pledges are seen by their donors and by coordinators.",
+)
 
 
 @blp.route("")
@@ -319,7 +299,7 @@ class Pledges(MethodView):
     @require_roles()
     def get(self, args: dict[str, Any]) -> Any:
         """Your organisation's pledges (coordinators: everyone's), newest last."""
-        stmt = _scoped(select(Pledge), args)
+        stmt = _LISTING.scoped(select(Pledge), args)
         return paginate(db_session(), stmt, Pledge, cursor=args["cursor"], limit=args["limit"])
 
     @blp.arguments(PledgeInSchema)
@@ -404,7 +384,7 @@ EXPORT_COLUMNS = (
 @require_roles()
 def export_csv(args: dict[str, Any]) -> Any:
     """Your pledges (coordinators: all) as CSV, one row per line, filters as the list."""
-    stmt = _scoped(select(Pledge), args).order_by(Pledge.created_at, Pledge.id)
+    stmt = _LISTING.scoped(select(Pledge), args).order_by(Pledge.created_at, Pledge.id)
     session = db_session()
 
     def rows() -> Iterator[str]:

@@ -83,6 +83,20 @@ def test_a_donor_pledges_in_boxes_and_tonnes_and_gets_base_units(stack: Stack) -
     assert got.headers["ETag"] == '"1"'
     listed = client.get("/api/v1/pledges", headers=donor.headers).json["items"]
     assert [p["id"] for p in listed] == [pledge["id"]]
+    later = (utcnow() + timedelta(minutes=1)).isoformat()
+    for query, found in (
+        ({"item": "fruit"}, [pledge["id"]]),
+        ({"item": "rice"}, []),
+        ({"line_status": "available", "region": "4403"}, [pledge["id"]]),
+        ({"line_status": "reserved"}, []),
+        ({"status": "open", "created_before": later}, [pledge["id"]]),
+        ({"created_after": later}, []),
+        ({"region": "42"}, []),
+    ):
+        items = client.get("/api/v1/pledges", query_string=query, headers=donor.headers)
+        assert [p["id"] for p in items.json["items"]] == found, query
+    bad = client.get("/api/v1/pledges", query_string={"region": "Hubei"}, headers=donor.headers)
+    assert bad.status_code == 422 and "region" in bad.json["errors"], bad.json
     export = client.get("/api/v1/pledges/export.csv", headers=donor.headers)
     assert export.mimetype == "text/csv"
     rows = export.get_data(as_text=True).splitlines()
@@ -177,6 +191,14 @@ def test_pledges_are_scoped_to_their_donor(stack: Stack) -> None:
         == 403
     )
     assert client.get(f"/api/v1/pledges/{pledge['id']}", headers=boss.headers).status_code == 200
+    # A coordinator sees every donor's pledges, or one donor's.
+    theirs = _pledge(client, other_donor, one_line(7))
+    for query, found in (
+        ({}, [pledge["id"], theirs["id"]]),
+        ({"org_id": other_donor.org_id}, [theirs["id"]]),
+    ):
+        items = client.get("/api/v1/pledges", query_string=query, headers=boss.headers)
+        assert [p["id"] for p in items.json["items"]] == found, query
     # A coordinator pledges on a donor's behalf, naming it.
     on_behalf = client.post(
         "/api/v1/pledges", json={**one_line(5), "org_id": donor.org_id}, headers=boss.headers
