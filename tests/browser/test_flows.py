@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from services.dispatch.models import Allocation, SupplyLine
+from services.dispatch.models import Allocation
 from tests.browser.conftest import Shots, new_page
 from tests.support.auth import PASSWORD, admin, coordinator, register, verified
 from tests.support.stack import Stack, eventually
+from tests.support.world import supply_known
 
 # What the pages say, per language, where a test checks the words themselves.
 TEXT = {
@@ -198,11 +199,6 @@ def test_donor_registers_is_verified_pledges_and_imports(
     desk.context.close()
 
 
-def _supply_known(stack: Stack, pledge: dict[str, Any]) -> bool:
-    with stack.runtime("dispatch").session_factory() as session:
-        return session.get(SupplyLine, uuid.UUID(pledge["lines"][0]["id"])) is not None
-
-
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_hospital_posts_a_need_and_coordinator_approves_a_plan(
     stack: Stack, live: str, browser: Any, shots: Shots, language: str
@@ -225,7 +221,7 @@ def test_hospital_posts_a_need_and_coordinator_approves_a_plan(
     )
     assert response.status_code == 201, response.json
     pledge = response.json
-    eventually(lambda: _supply_known(stack, pledge))
+    eventually(lambda: supply_known(stack, pledge))
 
     # The hospital, on a phone, posts a need; a wrong quantity is shown at its field.
     ward = new_page(browser, live, language, mobile=True)

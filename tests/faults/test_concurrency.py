@@ -122,20 +122,20 @@ def test_the_same_scans_and_the_same_receipt_sent_at_once_apply_once(stack: Stac
     eight clients confirm the same receipt at once: each change happens once."""
     from services.dispatch.models import NeedLine, ShipmentEvent
     from services.invariants import check
-    from tests.integration.test_shipments import _assign, _reserved, _shipments
-    from tests.integration.test_shipments import _world as shipment_world
+    from tests.support.shipping import assign_carrier, list_shipments, reserved
+    from tests.support.world import saga_world
 
-    people = shipment_world(stack)
+    people = saga_world(stack, carriers=True)
     # The gateway's queue drains too, so the check finds the system at rest.
     stack.start_worker("gateway")
-    _reserved(
+    reserved(
         stack,
         people,
         {"mask": 300},
         [("hospital", {"mask": 300}, {"region": "420103", "address": "ward 3"})],
     )
-    [shipment] = _shipments(stack.client(), people["coordinator"])
-    _assign(stack.client(), shipment, people)
+    [shipment] = list_shipments(stack.client(), people["coordinator"])
+    assign_carrier(stack.client(), shipment, people)
     at = datetime.now(UTC) - timedelta(hours=2)
     rows = [
         {"shipment_id": shipment["id"], "status": status, "occurred_at": when.isoformat()}

@@ -9,29 +9,29 @@ from typing import Any
 
 from sqlalchemy import update
 
-from services.dispatch.models import NeedLine, SupplyLine
-from services.donations.models import PledgeLine
-from tests.support.auth import Account, admin, coordinator, verified
+from services.dispatch.models import SupplyLine
+from tests.support.auth import Account
 from tests.support.stack import Stack, eventually
-
-
-def _world(stack: Stack) -> dict[str, Account]:
-    stack.start_worker("donations")
-    stack.start_worker("dispatch")
-    client = stack.client()
-    boss = admin(stack.apps["gateway"], client)
-    return {
-        "coordinator": coordinator(client, boss),
-        "donor": verified(client, boss, kind="foundation", region="4403"),
-        "hospital": verified(client, boss, kind="hospital", region="420103"),
-        "community": verified(client, boss, kind="community_committee", region="420102"),
-    }
+from tests.support.world import need_line, pledge_line, saga_world, supply_known
 
 
 def _post(client: Any, url: str, body: dict[str, Any], who: Account, status: int = 201) -> Any:
     response = client.post(url, json=body, headers=who.headers)
     assert response.status_code == status, response.json
     return response.json
+
+
+def _masks(client: Any, donor: Account, quantity: int) -> dict[str, Any]:
+    pledge: dict[str, Any] = _post(
+        client,
+        "/api/v1/pledges",
+        {
+            "lines": [{"item": "mask", "quantity": str(quantity), "unit": "piece"}],
+            "origin": {"region": "4403"},
+        },
+        donor,
+    )
+    return pledge
 
 
 def _need(client: Any, who: Account, quantity: int, urgency: str, region: str) -> dict[str, Any]:
@@ -56,12 +56,6 @@ def _need(client: Any, who: Account, quantity: int, urgency: str, region: str) -
     return need
 
 
-def _supply_known(stack: Stack, pledge: dict[str, Any]) -> bool:
-    rt = stack.runtime("dispatch")
-    with rt.session_factory() as session:
-        return session.get(SupplyLine, uuid.UUID(pledge["lines"][0]["id"])) is not None
-
-
 def _allocations(client: Any, who: Account, **query: str) -> list[dict[str, Any]]:
     response = client.get("/api/v1/allocations", query_string=query, headers=who.headers)
     assert response.status_code == 200, response.json
@@ -69,37 +63,15 @@ def _allocations(client: Any, who: Account, **query: str) -> list[dict[str, Any]
     return items
 
 
-def _need_line(stack: Stack, line_id: str) -> NeedLine:
-    with stack.runtime("dispatch").session_factory() as session:
-        line = session.get(NeedLine, uuid.UUID(line_id))
-        assert line is not None
-        return line
-
-
-def _pledge_line(stack: Stack, line_id: str) -> PledgeLine:
-    with stack.runtime("donations").session_factory() as session:
-        line = session.get(PledgeLine, uuid.UUID(line_id))
-        assert line is not None
-        return line
-
-
 def test_a_previewed_plan_is_approved_reserved_and_a_cancelled_pledge_returns_the_need(
     stack: Stack,
 ) -> None:
-    people = _world(stack)
+    people = saga_world(stack)
     client = stack.client()
-    pledge = _post(
-        client,
-        "/api/v1/pledges",
-        {
-            "lines": [{"item": "mask", "quantity": "1000", "unit": "piece"}],
-            "origin": {"region": "4403"},
-        },
-        people["donor"],
-    )
+    pledge = _masks(client, people["donor"], 1000)
     critical = _need(client, people["hospital"], 800, "critical", "420103")
     normal = _need(client, people["community"], 500, "normal", "420102")
-    eventually(lambda: _supply_known(stack, pledge))
+    eventually(lambda: supply_known(stack, pledge))
 
     # Nobody but a coordinator runs matching.
     refused = client.post(
@@ -143,8 +115,8 @@ def test_a_previewed_plan_is_approved_reserved_and_a_cancelled_pledge_returns_th
         lambda: len(_allocations(client, people["coordinator"], status="reserved")) == 2,
         timeout=60,
     )
-    assert _pledge_line(stack, pledge["lines"][0]["id"]).reserved == 1000
-    assert _need_line(stack, critical_line).reserved == 800
+    assert pledge_line(stack, pledge["lines"][0]["id"]).reserved == 1000
+    assert need_line(stack, critical_line).reserved == 800
     # Each party sees its own allocations only.
     mine = _allocations(client, people["hospital"])
     assert [a["need_line_id"] for a in mine] == [critical_line]
@@ -162,26 +134,18 @@ def test_a_previewed_plan_is_approved_reserved_and_a_cancelled_pledge_returns_th
         lambda: len(_allocations(client, people["coordinator"], status="cancelled")) == 2,
         timeout=60,
     )
-    line = _need_line(stack, critical_line)
+    line = need_line(stack, critical_line)
     assert (line.proposed, line.reserved, line.status) == (0, 0, "open")
     need = client.get(f"/api/v1/needs/{critical['id']}", headers=people["hospital"].headers).json
     assert need["status"] == "open"
 
 
 def test_a_rejected_proposal_returns_its_quantity_to_matching(stack: Stack) -> None:
-    people = _world(stack)
+    people = saga_world(stack)
     client = stack.client()
-    pledge = _post(
-        client,
-        "/api/v1/pledges",
-        {
-            "lines": [{"item": "mask", "quantity": "100", "unit": "piece"}],
-            "origin": {"region": "4403"},
-        },
-        people["donor"],
-    )
+    pledge = _masks(client, people["donor"], 100)
     need = _need(client, people["hospital"], 500, "high", "420103")
-    eventually(lambda: _supply_known(stack, pledge))
+    eventually(lambda: supply_known(stack, pledge))
     # Dispatch's view of the pledge is stale (from an older version of the pledge): it
     # believes in 400 masks.
     dispatch = stack.runtime("dispatch")
@@ -205,30 +169,22 @@ def test_a_rejected_proposal_returns_its_quantity_to_matching(stack: Stack) -> N
         lambda: _allocations(client, people["coordinator"], status="rejected"), timeout=60
     )
     assert rejected[0]["status_reason"] == "not enough left on the line"
-    line = _need_line(stack, need["lines"][0]["id"])
+    line = need_line(stack, need["lines"][0]["id"])
     assert (line.proposed, line.reserved) == (0, 0)
     assert line.status == "open"
     # The donations side never over-committed, and dispatch learnt the true figure.
-    assert _pledge_line(stack, pledge["lines"][0]["id"]).reserved == 0
+    assert pledge_line(stack, pledge["lines"][0]["id"]).reserved == 0
     with dispatch.session_factory() as session:
         supply = session.get(SupplyLine, uuid.UUID(pledge["lines"][0]["id"]))
         assert supply is not None and supply.quantity == 100 and supply.proposed == 0
 
 
 def test_a_coordinator_cancels_an_allocation_before_it_ships(stack: Stack) -> None:
-    people = _world(stack)
+    people = saga_world(stack)
     client = stack.client()
-    pledge = _post(
-        client,
-        "/api/v1/pledges",
-        {
-            "lines": [{"item": "mask", "quantity": "50", "unit": "piece"}],
-            "origin": {"region": "4403"},
-        },
-        people["donor"],
-    )
+    pledge = _masks(client, people["donor"], 50)
     need = _need(client, people["hospital"], 50, "critical", "420103")
-    eventually(lambda: _supply_known(stack, pledge))
+    eventually(lambda: supply_known(stack, pledge))
     _post(client, "/api/v1/matching/runs", {"dry_run": False}, people["coordinator"])
     reserved = eventually(
         lambda: _allocations(client, people["coordinator"], status="reserved"), timeout=60
@@ -250,8 +206,8 @@ def test_a_coordinator_cancels_an_allocation_before_it_ships(stack: Stack) -> No
         status=200,
     )
     assert cancelled["status"] == "cancelled"
-    eventually(lambda: _pledge_line(stack, pledge["lines"][0]["id"]).reserved == 0, timeout=60)
-    assert _need_line(stack, need["lines"][0]["id"]).reserved == 0
+    eventually(lambda: pledge_line(stack, pledge["lines"][0]["id"]).reserved == 0, timeout=60)
+    assert need_line(stack, need["lines"][0]["id"]).reserved == 0
     twice = client.post(
         f"/api/v1/allocations/{allocation_id}/cancel",
         json={"reason": "road closed"},

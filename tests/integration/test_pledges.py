@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from services.donations import pledges as service
-from services.donations.models import PledgeLine, Reservation
+from services.donations.models import Reservation
 from services.donations.models import messaging as donations_messaging
 from shared.db import make_engine, make_session_factory, utcnow
 from shared.outbox import Outbox
@@ -19,6 +19,7 @@ from tests.support.auth import Account, admin, register, verified
 from tests.support.orgs import read_model_org
 from tests.support.stack import Stack, eventually
 from tests.support.supply import MASKS_AND_ORANGES, one_line, proposal, send_as_dispatch
+from tests.support.world import pledge_line
 
 
 def _pledge(client: Any, donor: Account, body: dict[str, Any]) -> dict[str, Any]:
@@ -54,13 +55,6 @@ def _events(stack: Stack, type: str) -> list[dict[str, Any]]:
             select(outbox.message).where(outbox.type == type).order_by(outbox.created_at)
         )
         return [dict(m) for m in rows]
-
-
-def _line(stack: Stack, line_id: str) -> PledgeLine:
-    with stack.runtime("donations").session_factory() as session:
-        line = session.get(PledgeLine, uuid.UUID(line_id))
-        assert line is not None
-        return line
 
 
 def test_a_donor_pledges_in_boxes_and_tonnes_and_gets_base_units(stack: Stack) -> None:
@@ -310,7 +304,7 @@ def test_fifty_concurrent_proposals_never_overcommit_a_line(stack: Stack) -> Non
     accepted = [d for d in decisions if d.accepted]
     assert len(decisions) == 50
     assert len(accepted) == 33  # 33 x 30 = 990; a 34th would need 1,020
-    line = _line(stack, pledge["lines"][0]["id"])
+    line = pledge_line(stack, pledge["lines"][0]["id"])
     assert line.reserved == 990 and line.reserved + line.shipped <= line.quantity
     with donations.session_factory() as session:
         total = session.scalar(
@@ -338,7 +332,7 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
         aggregate_id=first["allocation_id"],
         aggregate_version=1,
     )
-    eventually(lambda: _line(stack, line_id).reserved == 200)
+    eventually(lambda: pledge_line(stack, line_id).reserved == 200)
     # The same event delivered again, and a new event for the same allocation: one reservation.
     dispatch.celery.send_task("donations.handle_event", args=[message], queue="donations")
     send_as_dispatch(
@@ -358,7 +352,7 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
     )
     eventually(lambda: len(_events(stack, "reservation.rejected")) == 1)
     eventually(lambda: _count_inbox(stack) >= 4)
-    assert _line(stack, line_id).reserved == 200
+    assert pledge_line(stack, line_id).reserved == 200
     assert len(_events(stack, "reservation.accepted")) == 1
     assert _events(stack, "reservation.rejected")[0]["payload"]["available"] == 300
 
@@ -383,7 +377,7 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
         aggregate_version=1,
     )
     eventually(lambda: _count_inbox(stack) >= 6)
-    assert _line(stack, line_id).reserved == 200
+    assert pledge_line(stack, line_id).reserved == 200
 
     # The shipment leaves, then arrives.
     shipment_id = uuid.uuid4()
@@ -398,8 +392,8 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
     send_as_dispatch(
         dispatch, "shipment.status_changed", shipped, aggregate_id=shipment_id, aggregate_version=2
     )
-    eventually(lambda: _line(stack, line_id).shipped == 200)
-    assert _line(stack, line_id).reserved == 0
+    eventually(lambda: pledge_line(stack, line_id).shipped == 200)
+    assert pledge_line(stack, line_id).reserved == 0
     delivered = {**shipped, "status": "delivered", "previous_status": "picked_up"}
     send_as_dispatch(
         dispatch,
@@ -408,8 +402,8 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
         aggregate_id=shipment_id,
         aggregate_version=3,
     )
-    eventually(lambda: _line(stack, line_id).delivered == 200)
-    line = _line(stack, line_id)
+    eventually(lambda: pledge_line(stack, line_id).delivered == 200)
+    line = pledge_line(stack, line_id)
     assert (line.quantity, line.reserved, line.shipped, line.delivered) == (500, 0, 200, 200)
     assert line.status == "partially_reserved"
 
@@ -429,7 +423,7 @@ def test_unverified_donors_pledges_are_not_reserved(stack: Stack) -> None:
         decision = service.reserve(session, donations.outbox, proposal(pledge, 10), utcnow())
     assert not decision.accepted
     assert decision.reason == "the donor organisation is not verified"
-    assert _line(stack, pledge["lines"][0]["id"]).reserved == 0
+    assert pledge_line(stack, pledge["lines"][0]["id"]).reserved == 0
 
 
 def test_perishables_expire_and_overdue_reservations_are_released(stack: Stack) -> None:
@@ -463,11 +457,11 @@ def test_perishables_expire_and_overdue_reservations_are_released(stack: Stack) 
             session, donations.outbox, date.today() + timedelta(days=2)
         )
     assert expired == 1
-    fruit = _line(stack, pledge["lines"][0]["id"])
+    fruit = pledge_line(stack, pledge["lines"][0]["id"])
     assert (fruit.status, fruit.reserved) == ("expired", 0)
 
     donations.celery.send_task("donations.release_overdue_reservations", queue="donations")
-    eventually(lambda: _line(stack, pledge["lines"][1]["id"]).reserved == 0)
+    eventually(lambda: pledge_line(stack, pledge["lines"][1]["id"]).reserved == 0)
     reasons = sorted(e["payload"]["reason"] for e in _events(stack, "reservation.released"))
     assert reasons == ["not shipped by its deadline", "past best-before"]
 
@@ -508,12 +502,12 @@ def test_goods_picked_up_after_their_reservation_lapsed_are_taken_back_if_still_
 
     with donations.unit_of_work() as session:
         assert service.apply_shipment(session, donations.outbox, picked_up(late)) == 1
-    line = _line(stack, line_id)
+    line = pledge_line(stack, line_id)
     assert (line.reserved, line.shipped) == (40, 60)
     # The other 40 are taken: nothing can be taken back, and nothing over-commits.
     with donations.unit_of_work() as session:
         assert service.apply_shipment(session, donations.outbox, picked_up(lost_race)) == 0
-    line = _line(stack, line_id)
+    line = pledge_line(stack, line_id)
     assert (line.reserved, line.shipped) == (40, 60)
     with donations.session_factory() as session:
         statuses = {
@@ -578,7 +572,7 @@ def test_a_runs_proposals_reserved_together_decide_and_announce_as_one_by_one(
     unknown = [data for kind, data in answers if data["pledge_id"] is None]
     assert [(d["reason"], d["line"]) for d in unknown] == [("no such pledge line", None)] * 2
     for pledge in (one_by_one, together):
-        line = _line(stack, pledge["lines"][0]["id"])
+        line = pledge_line(stack, pledge["lines"][0]["id"])
         assert (line.reserved, line.status) == (100, "reserved")
         current = client.get(f"/api/v1/pledges/{pledge['id']}", headers=donor.headers)
         assert current.json["version"] == 4  # created, then three reservations

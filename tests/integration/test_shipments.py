@@ -11,136 +11,25 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.dispatch.models import Allocation, NeedLine, Shipment
+from services.dispatch.models import Allocation, Shipment
 from services.dispatch.models import messaging as dispatch_messaging
 from services.dispatch.shipments_tasks import flag_overdue_shipments
-from services.donations.models import PledgeLine, Reservation
+from services.donations.models import Reservation
 from shared.db import utcnow
-from tests.support.auth import Account, admin, coordinator, verified
+from tests.support.auth import Account
+from tests.support.shipping import (
+    COMMUNITY_AT,
+    HOSPITAL_AT,
+    allocations_in,
+    assign_carrier,
+    call_as,
+    list_shipments,
+    post_as,
+    reserved,
+    shipment_event,
+)
 from tests.support.stack import Stack, eventually
-
-HOSPITAL_AT = {"region": "420103", "address": "1277 Jiefang Avenue", "lat": 30.58, "lon": 114.27}
-COMMUNITY_AT = {"region": "420102", "address": "Baibuting community", "lat": 30.62, "lon": 114.3}
-
-
-def _world(stack: Stack) -> dict[str, Account]:
-    stack.start_worker("donations")
-    stack.start_worker("dispatch")
-    client = stack.client()
-    boss = admin(stack.apps["gateway"], client)
-    return {
-        "coordinator": coordinator(client, boss),
-        "donor": verified(client, boss, kind="foundation", region="4403"),
-        "hospital": verified(client, boss, kind="hospital", region="420103"),
-        "community": verified(client, boss, kind="community_committee", region="420102"),
-        "carrier": verified(client, boss, kind="logistics_company", region="4201"),
-        "rival": verified(client, boss, kind="logistics_company", region="4201"),
-    }
-
-
-def _call(client: Any, method: str, url: str, who: Account, status: int, **kwargs: Any) -> Any:
-    headers = {**who.headers, **kwargs.pop("headers", {})}
-    response = client.open(url, method=method, headers=headers, **kwargs)
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response
-
-
-def _post(client: Any, url: str, body: Any, who: Account, status: int = 201) -> Any:
-    return _call(client, "POST", url, who, status, json=body).json
-
-
-def _need(client: Any, who: Account, lines: dict[str, int], at: dict[str, Any]) -> Any:
-    return _post(
-        client,
-        "/api/v1/needs",
-        {
-            "lines": [
-                {
-                    "item": item,
-                    "quantity": str(q),
-                    "unit": "piece" if item == "mask" else "pair",
-                    "urgency": "critical",
-                }
-                for item, q in lines.items()
-            ],
-            "location": at,
-        },
-        who,
-    )
-
-
-def _reserved(
-    stack: Stack,
-    people: dict[str, Account],
-    supply: dict[str, int],
-    needs: list[tuple[str, dict[str, int], dict[str, Any]]],
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A pledge, needs, an applied matching run, and every allocation reserved."""
-    client = stack.client()
-    pledge = _post(
-        client,
-        "/api/v1/pledges",
-        {
-            "lines": [
-                {"item": item, "quantity": str(q), "unit": "piece" if item == "mask" else "pair"}
-                for item, q in supply.items()
-            ],
-            "origin": {"region": "440304", "address": "Futian, Shenzhen"},
-        },
-        people["donor"],
-    )
-    made = [_need(client, people[who], lines, at) for who, lines, at in needs]
-    wanted = sum(len(lines) for _, lines, _ in needs)
-
-    def supply_known() -> bool:
-        return _supply_synced(stack, pledge)
-
-    eventually(supply_known)
-    _post(
-        client,
-        "/api/v1/matching/runs",
-        {"dry_run": False, "items": sorted(supply)},
-        people["coordinator"],
-    )
-    eventually(lambda: len(_allocations(stack, "reserved")) == wanted, timeout=60)
-    return pledge, made
-
-
-def _supply_synced(stack: Stack, pledge: dict[str, Any]) -> bool:
-    from services.dispatch.models import SupplyLine
-
-    with stack.runtime("dispatch").session_factory() as session:
-        return all(
-            session.get(SupplyLine, uuid.UUID(line["id"])) is not None for line in pledge["lines"]
-        )
-
-
-def _allocations(stack: Stack, status: str | None = None) -> list[Allocation]:
-    with stack.runtime("dispatch").session_factory() as session:
-        stmt = select(Allocation)
-        if status:
-            stmt = stmt.where(Allocation.status == status)
-        return list(session.scalars(stmt))
-
-
-def _shipments(client: Any, who: Account, **query: Any) -> list[dict[str, Any]]:
-    response = _call(client, "GET", "/api/v1/shipments", who, 200, query_string=query)
-    items: list[dict[str, Any]] = response.json["items"]
-    return items
-
-
-def _need_line(stack: Stack, line_id: str) -> NeedLine:
-    with stack.runtime("dispatch").session_factory() as session:
-        line = session.get(NeedLine, uuid.UUID(line_id))
-        assert line is not None
-        return line
-
-
-def _pledge_line(stack: Stack, line_id: str) -> PledgeLine:
-    with stack.runtime("donations").session_factory() as session:
-        line = session.get(PledgeLine, uuid.UUID(line_id))
-        assert line is not None
-        return line
+from tests.support.world import need_line, pledge_line, saga_world
 
 
 def _reservations(stack: Stack) -> dict[str, str]:
@@ -148,45 +37,12 @@ def _reservations(stack: Stack) -> dict[str, str]:
         return {str(r.allocation_id): r.status for r in session.scalars(select(Reservation))}
 
 
-def _assign(client: Any, shipment: dict[str, Any], people: dict[str, Account]) -> Any:
-    current = _call(
-        client, "GET", f"/api/v1/shipments/{shipment['id']}", people["coordinator"], 200
-    )
-    return _call(
-        client,
-        "PATCH",
-        f"/api/v1/shipments/{shipment['id']}",
-        people["coordinator"],
-        200,
-        json={"logistics_org_id": people["carrier"].org_id, "tracking_ref": "SF1234567890"},
-        headers={"If-Match": current.headers["ETag"]},
-    ).json
-
-
-def _update(
-    client: Any,
-    shipment_id: str,
-    who: Account,
-    status: str,
-    at: datetime,
-    code: int = 201,
-    **extra: Any,
-) -> Any:
-    return _post(
-        client,
-        f"/api/v1/shipments/{shipment_id}/events",
-        {"status": status, "occurred_at": at.isoformat(), **extra},
-        who,
-        code,
-    )
-
-
 def test_reserved_allocations_are_consolidated_and_go_through_every_status(
     stack: Stack,
 ) -> None:
-    people = _world(stack)
+    people = saga_world(stack, carriers=True)
     client = stack.client()
-    pledge, (need,) = _reserved(
+    pledge, (need,) = reserved(
         stack,
         people,
         {"mask": 1000, "gloves_exam": 500},
@@ -195,7 +51,7 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
     # Both allocations leave one place for one place: one planned shipment, two lines.
     shipment = eventually(
         lambda: next(
-            (s for s in _shipments(client, people["coordinator"]) if len(s["lines"]) == 2), None
+            (s for s in list_shipments(client, people["coordinator"]) if len(s["lines"]) == 2), None
         ),
         timeout=60,
     )
@@ -206,22 +62,24 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
     }
     assert shipment["destination"]["address"] == HOSPITAL_AT["address"]
     assert [h["status"] for h in shipment["history"]] == ["planned"]
-    assert len(_shipments(client, people["coordinator"])) == 1
+    assert len(list_shipments(client, people["coordinator"])) == 1
     # The donor and the recipient see it; no logistics company is assigned yet.
-    assert [s["id"] for s in _shipments(client, people["donor"])] == [shipment["id"]]
-    assert [s["id"] for s in _shipments(client, people["hospital"], need_id=need["id"])] == [
+    assert [s["id"] for s in list_shipments(client, people["donor"])] == [shipment["id"]]
+    assert [s["id"] for s in list_shipments(client, people["hospital"], need_id=need["id"])] == [
         shipment["id"]
     ]
-    assert _shipments(client, people["community"]) == []
-    assert _shipments(client, people["carrier"]) == []
+    assert list_shipments(client, people["community"]) == []
+    assert list_shipments(client, people["carrier"]) == []
 
     # Assigning takes the ETag: 428 without, 412 when stale.
     url = f"/api/v1/shipments/{shipment['id']}"
     body = {"logistics_org_id": people["carrier"].org_id}
-    _call(client, "PATCH", url, people["coordinator"], 428, json=body)
-    _call(client, "PATCH", url, people["coordinator"], 412, json=body, headers={"If-Match": '"0"'})
-    _call(client, "PATCH", url, people["donor"], 403, json=body, headers={"If-Match": "*"})
-    bad = _call(
+    call_as(client, "PATCH", url, people["coordinator"], 428, json=body)
+    call_as(
+        client, "PATCH", url, people["coordinator"], 412, json=body, headers={"If-Match": '"0"'}
+    )
+    call_as(client, "PATCH", url, people["donor"], 403, json=body, headers={"If-Match": "*"})
+    bad = call_as(
         client,
         "PATCH",
         url,
@@ -231,19 +89,19 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
         headers={"If-Match": "*"},
     )
     assert "logistics_org_id" in bad.json["errors"]
-    assigned = _assign(client, shipment, people)
+    assigned = assign_carrier(client, shipment, people)
     assert assigned["logistics_org_id"] == people["carrier"].org_id
     assert assigned["version"] > shipment["version"]
-    assert [s["id"] for s in _shipments(client, people["carrier"])] == [shipment["id"]]
-    assert _shipments(client, people["rival"]) == []
+    assert [s["id"] for s in list_shipments(client, people["carrier"])] == [shipment["id"]]
+    assert list_shipments(client, people["rival"]) == []
 
     # Another company's staff cannot touch it; the donor sees it but does not update it.
     # Scans follow the plan, a few seconds apart (never beyond the clock skew ahead).
     start = utcnow()
-    _update(client, shipment["id"], people["rival"], "picked_up", start, 404)
-    _update(client, shipment["id"], people["donor"], "picked_up", start, 403)
+    shipment_event(client, shipment["id"], people["rival"], "picked_up", start, 404)
+    shipment_event(client, shipment["id"], people["donor"], "picked_up", start, 403)
     # Nothing from the future, and only a receipt makes it received.
-    future = _update(
+    future = shipment_event(
         client, shipment["id"], people["carrier"], "picked_up", utcnow() + timedelta(hours=1), 422
     )
     assert "occurred_at" in future["errors"]
@@ -258,7 +116,7 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
         ("delivered", "Jiefang Avenue"),
     ]
     for n, (status, where) in enumerate(steps):
-        done = _update(
+        done = shipment_event(
             client,
             shipment["id"],
             people["carrier"],
@@ -270,15 +128,15 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
         assert done["shipment"]["status"] == status
         if status == "picked_up":
             # It has left: the allocations shipped and the need line counts them so.
-            assert {a.status for a in _allocations(stack)} == {"shipped"}
+            assert {a.status for a in allocations_in(stack)} == {"shipped"}
             mask_line = next(line for line in need["lines"] if line["item"] == "mask")
-            counted = _need_line(stack, mask_line["id"])
+            counted = need_line(stack, mask_line["id"])
             assert (counted.reserved, counted.shipped) == (0, 300)
             # Donations hears of it: the pledge line moves to shipped.
-            eventually(lambda: _pledge_line(stack, pledge["lines"][0]["id"]).shipped == 300)
+            eventually(lambda: pledge_line(stack, pledge["lines"][0]["id"]).shipped == 300)
 
     # An impossible transition names both statuses.
-    refused = _call(
+    refused = call_as(
         client,
         "POST",
         f"/api/v1/shipments/{shipment['id']}/events",
@@ -289,7 +147,7 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
     assert refused["current_status"] == "delivered"
     assert refused["requested_status"] == "in_transit"
     assert "delivered" in refused["detail"] and "in_transit" in refused["detail"]
-    received = _call(
+    received = call_as(
         client,
         "POST",
         f"/api/v1/shipments/{shipment['id']}/events",
@@ -300,7 +158,7 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
     assert received["requested_status"] == "received"
 
     # A late scan is kept in its place without moving the status back.
-    late = _update(
+    late = shipment_event(
         client,
         shipment["id"],
         people["carrier"],
@@ -311,13 +169,13 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
     assert late["outcome"] == "late"
     assert late["shipment"]["status"] == "delivered"
     # The same scan again is a duplicate, recorded once.
-    again = _update(
+    again = shipment_event(
         client, shipment["id"], people["carrier"], "delayed", start + timedelta(seconds=25), 200
     )
     assert again["outcome"] == "duplicate"
     assert again["event"]["id"] == late["event"]["id"]
 
-    final = _call(client, "GET", url, people["hospital"], 200)
+    final = call_as(client, "GET", url, people["hospital"], 200)
     assert final.headers["ETag"] == f'"{final.json["version"]}"'
     history = final.json["history"]
     assert [(h["status"], h["applied"]) for h in history] == [
@@ -331,20 +189,20 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
     assert held["actor_org_id"] == people["carrier"].org_id
     assert held["previous_status"] == "in_transit"
     assert held["source"] == "api"
-    assert {a.status for a in _allocations(stack)} == {"delivered"}
+    assert {a.status for a in allocations_in(stack)} == {"delivered"}
     # Donations: delivered, and the shipment's events applied once however often sent.
-    eventually(lambda: _pledge_line(stack, pledge["lines"][0]["id"]).delivered == 300, timeout=60)
+    eventually(lambda: pledge_line(stack, pledge["lines"][0]["id"]).delivered == 300, timeout=60)
     assert set(_reservations(stack).values()) == {"delivered"}
-    line = _pledge_line(stack, pledge["lines"][0]["id"])
+    line = pledge_line(stack, pledge["lines"][0]["id"])
     assert (line.reserved, line.shipped, line.delivered) == (0, 300, 300)
 
 
 def test_a_coordinator_consolidates_by_hand_and_an_emptied_plan_is_cancelled(
     stack: Stack,
 ) -> None:
-    people = _world(stack)
+    people = saga_world(stack, carriers=True)
     client = stack.client()
-    _pledge, (need,) = _reserved(
+    _pledge, (need,) = reserved(
         stack,
         people,
         {"mask": 1000, "gloves_exam": 500},
@@ -352,7 +210,7 @@ def test_a_coordinator_consolidates_by_hand_and_an_emptied_plan_is_cancelled(
     )
     planned = eventually(
         lambda: next(
-            (s for s in _shipments(client, people["coordinator"]) if len(s["lines"]) == 2), None
+            (s for s in list_shipments(client, people["coordinator"]) if len(s["lines"]) == 2), None
         ),
         timeout=60,
     )
@@ -361,8 +219,8 @@ def test_a_coordinator_consolidates_by_hand_and_an_emptied_plan_is_cancelled(
 
     # Refused: someone else, an unknown allocation, a wrong logistics company.
     body = {"allocation_ids": [by_item["mask"]]}
-    _call(client, "POST", "/api/v1/shipments", people["hospital"], 403, json=body)
-    unknown = _post(
+    call_as(client, "POST", "/api/v1/shipments", people["hospital"], 403, json=body)
+    unknown = post_as(
         client,
         "/api/v1/shipments",
         {"allocation_ids": [by_item["mask"], str(uuid.uuid4())]},
@@ -370,7 +228,7 @@ def test_a_coordinator_consolidates_by_hand_and_an_emptied_plan_is_cancelled(
         422,
     )
     assert list(unknown["errors"]) == ["allocation_ids.1"]
-    wrong = _post(
+    wrong = post_as(
         client,
         "/api/v1/shipments",
         {**body, "logistics_org_id": people["hospital"].org_id},
@@ -378,9 +236,9 @@ def test_a_coordinator_consolidates_by_hand_and_an_emptied_plan_is_cancelled(
         422,
     )
     assert "logistics_org_id" in wrong["errors"]
-    assert len(_shipments(client, people["coordinator"])) == 1
+    assert len(list_shipments(client, people["coordinator"])) == 1
 
-    masks = _post(
+    masks = post_as(
         client,
         "/api/v1/shipments",
         {
@@ -396,26 +254,26 @@ def test_a_coordinator_consolidates_by_hand_and_an_emptied_plan_is_cancelled(
     assert masks["tracking_ref"] == "EMS-0001"
     assert datetime.fromisoformat(masks["eta"]) == eta
     assert masks["logistics_org_id"] == people["carrier"].org_id
-    left = _call(client, "GET", f"/api/v1/shipments/{planned['id']}", people["coordinator"], 200)
+    left = call_as(client, "GET", f"/api/v1/shipments/{planned['id']}", people["coordinator"], 200)
     assert [line["item"] for line in left.json["lines"]] == ["gloves_exam"]
     assert left.json["status"] == "planned"
 
     # Taking the last allocation off the old plan cancels it (it carries nothing).
-    gloves = _post(
+    gloves = post_as(
         client,
         "/api/v1/shipments",
         {"allocation_ids": [by_item["gloves_exam"]]},
         people["coordinator"],
     )
-    emptied = _call(
+    emptied = call_as(
         client, "GET", f"/api/v1/shipments/{planned['id']}", people["coordinator"], 200
     ).json
     assert emptied["status"] == "cancelled"
     assert emptied["lines"] == []
     # The allocations themselves are untouched, still reserved.
-    assert {a.status for a in _allocations(stack)} == {"reserved"}
+    assert {a.status for a in allocations_in(stack)} == {"reserved"}
     # Both allocations are of one origin and destination: they may go together again.
-    together = _post(
+    together = post_as(
         client,
         "/api/v1/shipments",
         {"allocation_ids": [by_item["mask"], by_item["gloves_exam"]]},
@@ -423,27 +281,27 @@ def test_a_coordinator_consolidates_by_hand_and_an_emptied_plan_is_cancelled(
     )
     assert len(together["lines"]) == 2
     for old in (masks, gloves):
-        gone = _call(client, "GET", f"/api/v1/shipments/{old['id']}", people["coordinator"], 200)
+        gone = call_as(client, "GET", f"/api/v1/shipments/{old['id']}", people["coordinator"], 200)
         assert gone.json["status"] == "cancelled"
 
     # Cancelling a planned shipment with lines gives its need back to matching, and
     # donations releases the reservations.
-    cancelled = _update(
+    cancelled = shipment_event(
         client, together["id"], people["coordinator"], "cancelled", utcnow() - timedelta(minutes=1)
     )
     assert cancelled["outcome"] == "applied"
-    assert {a.status for a in _allocations(stack)} == {"cancelled"}
+    assert {a.status for a in allocations_in(stack)} == {"cancelled"}
     mask_line = next(line for line in need["lines"] if line["item"] == "mask")
-    assert _need_line(stack, mask_line["id"]).reserved == 0
-    assert _need_line(stack, mask_line["id"]).status == "open"
+    assert need_line(stack, mask_line["id"]).reserved == 0
+    assert need_line(stack, mask_line["id"]).status == "open"
     eventually(lambda: set(_reservations(stack).values()) == {"released"}, timeout=60)
 
 
 def _batch_world(stack: Stack) -> tuple[dict[str, Account], list[dict[str, Any]]]:
     """Two shipments (to the hospital and to the community), both for the carrier."""
-    people = _world(stack)
+    people = saga_world(stack, carriers=True)
     client = stack.client()
-    _reserved(
+    reserved(
         stack,
         people,
         {"mask": 1000},
@@ -451,11 +309,11 @@ def _batch_world(stack: Stack) -> tuple[dict[str, Account], list[dict[str, Any]]
     )
     shipments = eventually(
         lambda: (lambda found: found if len(found) == 2 else None)(
-            _shipments(client, people["coordinator"])
+            list_shipments(client, people["coordinator"])
         ),
         timeout=60,
     )
-    return people, [_assign(client, s, people) for s in shipments]
+    return people, [assign_carrier(client, s, people) for s in shipments]
 
 
 def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> None:
@@ -493,7 +351,7 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
         },
     ]
     url = "/api/v1/shipments/events:batch"
-    answer = _post(client, url, {"events": rows}, people["carrier"], 200)
+    answer = post_as(client, url, {"events": rows}, people["carrier"], 200)
     assert (answer["rows"], answer["applied"], answer["refused"]) == (7, 3, 4)
     outcomes = [r["outcome"] for r in answer["results"]]
     assert outcomes == ["applied", "applied", "refused", "refused", "refused", "refused", "applied"]
@@ -502,7 +360,7 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
     assert "status" in answer["results"][3]["errors"]
     assert "occurred_at" in answer["results"][4]["errors"]
     assert "shipment_id" in answer["results"][5]["errors"]
-    mine = _call(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json
+    mine = call_as(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json
     assert mine["status"] == "delayed"
     assert [h["status"] for h in mine["history"]] == [
         "planned",
@@ -511,17 +369,17 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
         "delayed",
     ]
     assert all(h["source"] == "batch" for h in mine["history"][1:])
-    theirs_now = _call(
+    theirs_now = call_as(
         client, "GET", f"/api/v1/shipments/{second['id']}", people["coordinator"], 200
     ).json
     assert theirs_now["status"] == "planned"
 
     # The same batch again changes nothing: the good rows are duplicates.
-    again = _post(client, url, {"events": rows}, people["carrier"], 200)
+    again = post_as(client, url, {"events": rows}, people["carrier"], 200)
     assert (again["applied"], again["duplicate"], again["refused"]) == (0, 3, 4)
     assert (
         len(
-            _call(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json[
+            call_as(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json[
                 "history"
             ]
         )
@@ -539,7 +397,7 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
             f"{second['id']},out_for_delivery,{at(35)},,",
         ]
     )
-    csv_answer = _call(
+    csv_answer = call_as(
         client,
         "POST",
         url,
@@ -556,7 +414,7 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
         "applied",
     ]
     assert "occurred_at" in csv_answer["results"][3]["errors"]
-    resent = _call(
+    resent = call_as(
         client,
         "POST",
         url,
@@ -566,21 +424,21 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
         content_type="text/csv",
     ).json
     assert (resent["applied"], resent["duplicate"], resent["refused"]) == (0, 3, 2)
-    theirs_now = _call(
+    theirs_now = call_as(
         client, "GET", f"/api/v1/shipments/{second['id']}", people["rival"], 200
     ).json
     assert theirs_now["status"] == "out_for_delivery"
     assert [h["location"] for h in theirs_now["history"]][1:3] == ["Futian", "Xiaogan"]
     # The carrier's shipment did not get lost by the rival's scanner.
     assert (
-        _call(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json[
+        call_as(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json[
             "status"
         ]
         == "delayed"
     )
 
     # Malformed batches are refused whole, naming what is wrong.
-    bad_header = _call(
+    bad_header = call_as(
         client,
         "POST",
         url,
@@ -590,7 +448,7 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
         content_type="text/csv",
     ).json
     assert "header" in bad_header["errors"]
-    _call(client, "POST", url, people["donor"], 403, json={"events": []})
+    call_as(client, "POST", url, people["donor"], 403, json={"events": []})
 
 
 def test_lost_returns_the_quantity_to_matching_and_returned_to_the_donor(stack: Stack) -> None:
@@ -599,16 +457,16 @@ def test_lost_returns_the_quantity_to_matching_and_returned_to_the_donor(stack: 
     by_recipient = {s["recipient_org_id"]: s for s in shipments}
     to_hospital = by_recipient[people["hospital"].org_id]
     to_community = by_recipient[people["community"].org_id]
-    pledge_line = to_hospital["lines"][0]["pledge_line_id"]
+    donated = to_hospital["lines"][0]["pledge_line_id"]
     start = utcnow() - timedelta(hours=2)
     for shipment in (to_hospital, to_community):
-        _update(client, shipment["id"], people["carrier"], "picked_up", start)
-        _update(
+        shipment_event(client, shipment["id"], people["carrier"], "picked_up", start)
+        shipment_event(
             client, shipment["id"], people["carrier"], "in_transit", start + timedelta(minutes=30)
         )
-    eventually(lambda: _pledge_line(stack, pledge_line).shipped == 500, timeout=60)
+    eventually(lambda: pledge_line(stack, donated).shipped == 500, timeout=60)
 
-    lost = _update(
+    lost = shipment_event(
         client,
         to_hospital["id"],
         people["carrier"],
@@ -617,22 +475,22 @@ def test_lost_returns_the_quantity_to_matching_and_returned_to_the_donor(stack: 
         note="truck overturned",
     )
     assert lost["outcome"] == "applied"
-    hospital_line = _need_line(stack, to_hospital["lines"][0]["need_line_id"])
+    hospital_line = need_line(stack, to_hospital["lines"][0]["need_line_id"])
     # The need line is open again for exactly what was lost.
     assert (hospital_line.reserved, hospital_line.shipped, hospital_line.status) == (0, 0, "open")
     with stack.runtime("dispatch").session_factory() as session:
         allocation = session.get(Allocation, uuid.UUID(to_hospital["lines"][0]["allocation_id"]))
         assert allocation is not None and allocation.status == "lost"
     # Lost is final.
-    _update(
+    shipment_event(
         client, to_hospital["id"], people["carrier"], "in_transit", start + timedelta(hours=2), 409
     )
 
-    returned = _update(
+    returned = shipment_event(
         client, to_community["id"], people["carrier"], "returned", start + timedelta(hours=1)
     )
     assert returned["outcome"] == "applied"
-    community_line = _need_line(stack, to_community["lines"][0]["need_line_id"])
+    community_line = need_line(stack, to_community["lines"][0]["need_line_id"])
     assert (community_line.shipped, community_line.status) == (0, "open")
 
     # Donations: the lost units stay shipped (they are gone); the returned ones are the
@@ -645,7 +503,7 @@ def test_lost_returns_the_quantity_to_matching_and_returned_to_the_donor(stack: 
         )
 
     eventually(settled, timeout=60)
-    line = _pledge_line(stack, pledge_line)
+    line = pledge_line(stack, donated)
     assert (line.reserved, line.shipped, line.delivered) == (0, 300, 0)
     assert line.quantity - line.reserved - line.shipped == 700
 
@@ -658,7 +516,7 @@ def test_overdue_shipments_are_flagged_once_and_cleared_by_the_next_update(
     rt = stack.runtime("dispatch")
     # The first is past its ETA; the second only goes stale a day later.
     eta = utcnow() + timedelta(hours=2)
-    _call(
+    call_as(
         client,
         "PATCH",
         f"/api/v1/shipments/{first['id']}",
@@ -667,16 +525,18 @@ def test_overdue_shipments_are_flagged_once_and_cleared_by_the_next_update(
         json={"eta": eta.isoformat()},
         headers={"If-Match": "*"},
     )
-    _update(client, second["id"], people["carrier"], "picked_up", utcnow() - timedelta(hours=1))
+    shipment_event(
+        client, second["id"], people["carrier"], "picked_up", utcnow() - timedelta(hours=1)
+    )
 
     assert flag_overdue_shipments(rt, now=utcnow()) == 0
     assert flag_overdue_shipments(rt, now=utcnow() + timedelta(hours=3)) == 1
     # Once flagged, a later run does not flag it again.
     assert flag_overdue_shipments(rt, now=utcnow() + timedelta(hours=4)) == 0
-    flagged = _shipments(client, people["coordinator"], overdue="true")
+    flagged = list_shipments(client, people["coordinator"], overdue="true")
     assert [s["id"] for s in flagged] == [first["id"]]
     assert flagged[0]["overdue_reason"].startswith("past_eta")
-    assert [s["id"] for s in _shipments(client, people["coordinator"], overdue="false")] == [
+    assert [s["id"] for s in list_shipments(client, people["coordinator"], overdue="false")] == [
         second["id"]
     ]
     # No update for a day.
@@ -694,12 +554,14 @@ def test_overdue_shipments_are_flagged_once_and_cleared_by_the_next_update(
     assert events[0]["payload"]["logistics_org_id"] == people["carrier"].org_id
 
     # The next applied update clears the flag.
-    _update(client, first["id"], people["carrier"], "picked_up", utcnow() - timedelta(minutes=5))
-    assert [s["id"] for s in _shipments(client, people["coordinator"], overdue="true")] == [
+    shipment_event(
+        client, first["id"], people["carrier"], "picked_up", utcnow() - timedelta(minutes=5)
+    )
+    assert [s["id"] for s in list_shipments(client, people["coordinator"], overdue="true")] == [
         second["id"]
     ]
     # Beat's task, on the real worker: a shipment whose ETA has just passed is flagged.
-    _call(
+    call_as(
         client,
         "PATCH",
         f"/api/v1/shipments/{first['id']}",
@@ -712,7 +574,7 @@ def test_overdue_shipments_are_flagged_once_and_cleared_by_the_next_update(
     eventually(
         lambda: (
             first["id"]
-            in {s["id"] for s in _shipments(client, people["coordinator"], overdue="true")}
+            in {s["id"] for s in list_shipments(client, people["coordinator"], overdue="true")}
         ),
         timeout=60,
     )

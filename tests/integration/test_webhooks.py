@@ -457,10 +457,10 @@ def test_delivery_whose_task_was_lost_is_sent_by_the_sweep(
 def test_a_recipient_hears_of_its_shipments_and_receipts_by_webhook(
     stack: Stack, receiver: Receiver
 ) -> None:
-    from tests.integration.test_shipments import _assign, _reserved, _shipments, _update
-    from tests.integration.test_shipments import _world as shipment_world
+    from tests.support.shipping import assign_carrier, list_shipments, reserved, shipment_event
+    from tests.support.world import saga_world
 
-    people = shipment_world(stack)
+    people = saga_world(stack, carriers=True)
     stack.start_worker("gateway")
     client = stack.client()
     hospital = people["hospital"]
@@ -470,17 +470,19 @@ def test_a_recipient_hears_of_its_shipments_and_receipts_by_webhook(
         receiver.url,
         ("shipment.created", "shipment.status_changed", "receipt.confirmed"),
     )
-    _reserved(
+    reserved(
         stack,
         people,
         {"mask": 100},
         [("hospital", {"mask": 100}, {"region": "420103", "address": "ward 3"})],
     )
-    [shipment] = _shipments(client, people["coordinator"])
-    _assign(client, shipment, people)
+    [shipment] = list_shipments(client, people["coordinator"])
+    assign_carrier(client, shipment, people)
     start = datetime.now(UTC) - timedelta(hours=2)
     for hours, status in enumerate(("picked_up", "delivered")):
-        _update(client, shipment["id"], people["carrier"], status, start + timedelta(hours=hours))
+        shipment_event(
+            client, shipment["id"], people["carrier"], status, start + timedelta(hours=hours)
+        )
     line = shipment["lines"][0]
     confirmed = client.post(
         f"/api/v1/shipments/{shipment['id']}/receipt",
