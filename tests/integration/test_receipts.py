@@ -7,167 +7,32 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-
-from services.dispatch.models import NeedLine, SupplyLine
-from tests.support.auth import Account, admin, coordinator, verified
+from tests.support.shipping import (
+    await_supply,
+    deliver,
+    get_as,
+    match,
+    outbox_events,
+    post_as,
+    post_one_need,
+    post_pledge,
+    receipt_lines,
+    shipments_of,
+)
 from tests.support.stack import Stack, eventually
-
-
-def world(stack: Stack, **extra: str) -> dict[str, Account]:
-    """Workers, a coordinator, a verified donor and hospital, and ``extra`` verified
-    organisations by name -> kind."""
-    stack.start_worker("donations")
-    stack.start_worker("dispatch")
-    client = stack.client()
-    boss = admin(stack.apps["gateway"], client)
-    people = {
-        "coordinator": coordinator(client, boss),
-        "donor": verified(client, boss, kind="foundation", region="4403"),
-        "hospital": verified(client, boss, kind="hospital", region="420103"),
-    }
-    for name, kind in extra.items():
-        people[name] = verified(client, boss, kind=kind, region="420102")
-    return people
-
-
-def post(client: Any, url: str, body: dict[str, Any], who: Account, status: int = 201) -> Any:
-    response = client.post(url, json=body, headers=who.headers)
-    assert response.status_code == status, response.json
-    return response.json
-
-
-def get(client: Any, url: str, who: Account | None = None, **query: Any) -> Any:
-    response = client.get(url, query_string=query or None, headers=who.headers if who else {})
-    assert response.status_code == 200, response.json
-    return response.json
-
-
-def pledge(
-    client: Any, who: Account, quantity: int, item: str = "mask", **fields: Any
-) -> dict[str, Any]:
-    unit = "pair" if item == "gloves_exam" else "piece"
-    body = {
-        "lines": [{"item": item, "quantity": str(quantity), "unit": unit}],
-        "origin": {"region": "4403", "address": "Futian warehouse"},
-        **fields,
-    }
-    made: dict[str, Any] = post(client, "/api/v1/pledges", body, who)
-    return made
-
-
-def need(
-    client: Any, who: Account, quantity: int, region: str = "420103", item: str = "mask"
-) -> dict[str, Any]:
-    unit = "pair" if item == "gloves_exam" else "piece"
-    made: dict[str, Any] = post(
-        client,
-        "/api/v1/needs",
-        {
-            "lines": [
-                {"item": item, "quantity": str(quantity), "unit": unit, "urgency": "critical"}
-            ],
-            "location": {"region": region, "address": "ward 3"},
-        },
-        who,
-    )
-    assert made["status"] == "open", made
-    return made
-
-
-def supply_known(stack: Stack, made: dict[str, Any]) -> None:
-    def known() -> bool:
-        with stack.runtime("dispatch").session_factory() as session:
-            line = session.get(SupplyLine, uuid.UUID(made["lines"][0]["id"]))
-            return line is not None and line.pledge_version >= made["version"]
-
-    eventually(known, timeout=60)
-
-
-def match(client: Any, people: dict[str, Account], item: str = "mask") -> dict[str, Any]:
-    run: dict[str, Any] = post(
-        client, "/api/v1/matching/runs", {"dry_run": False, "items": [item]}, people["coordinator"]
-    )
-    assert run["status"] == "applied", run
-    return run
-
-
-def shipments_of(client: Any, who: Account, **query: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = get(client, "/api/v1/shipments", who, **query)["items"]
-    return items
-
-
-def stamp(hours_ago: float) -> str:
-    return (datetime.now(UTC) - timedelta(hours=hours_ago)).isoformat().replace("+00:00", "Z")
-
-
-def deliver(client: Any, people: dict[str, Account], need_id: str, expected: int = 1) -> list[Any]:
-    """The planned shipments of a need, once every allocation of it is on one, picked up
-    and delivered (as a coordinator). Returns them as they now are."""
-
-    def planned() -> list[dict[str, Any]] | None:
-        found = shipments_of(client, people["coordinator"], need_id=need_id)
-        carried = sum(len(s["lines"]) for s in found)
-        reserved = get(
-            client, "/api/v1/allocations", people["coordinator"], need_id=need_id, status="reserved"
-        )["items"]
-        return found if len(found) == expected and carried == len(reserved) > 0 else None
-
-    found = eventually(planned, timeout=60)
-    delivered = []
-    for shipment in found:
-        for status, hours in (("picked_up", 3), ("delivered", 2)):
-            post(
-                client,
-                f"/api/v1/shipments/{shipment['id']}/events",
-                {"status": status, "occurred_at": stamp(hours)},
-                people["coordinator"],
-            )
-        delivered.append(get(client, f"/api/v1/shipments/{shipment['id']}", people["coordinator"]))
-    assert all(s["status"] == "delivered" for s in delivered)
-    return delivered
-
-
-def receipt_lines(shipment: dict[str, Any], **figures: int) -> list[dict[str, Any]]:
-    """Every line of the shipment with the same figures (for one-line shipments)."""
-    return [
-        {
-            "shipment_line_id": line["id"],
-            "accepted": figures.get("accepted", line["quantity"]),
-            "damaged": figures.get("damaged", 0),
-            "short": figures.get("short", 0),
-        }
-        for line in shipment["lines"]
-    ]
-
-
-def need_line(stack: Stack, line_id: str) -> NeedLine:
-    with stack.runtime("dispatch").session_factory() as session:
-        line = session.get(NeedLine, uuid.UUID(line_id))
-        assert line is not None
-        return line
-
-
-def outbox_events(stack: Stack, type: str) -> list[dict[str, Any]]:
-    rt = stack.runtime("dispatch")
-    assert rt.models is not None
-    outbox = rt.models.outbox
-    with rt.session_factory() as session:
-        rows = session.scalars(select(outbox).where(outbox.type == type)).all()
-        return [dict(row.message) for row in rows]
+from tests.support.world import need_line, saga_world
 
 
 def test_damage_reopens_exactly_that_quantity_and_matching_allocates_it_again(
     stack: Stack,
 ) -> None:
-    people = world(stack, stranger="hospital")
+    people = saga_world(stack, stranger="hospital")
     client = stack.client()
-    first = pledge(client, people["donor"], 100)
-    wanted = need(client, people["hospital"], 100)
-    supply_known(stack, first)
+    first = post_pledge(client, people["donor"], 100)
+    wanted = post_one_need(client, people["hospital"], 100)
+    await_supply(stack, first)
     match(client, people)
     (shipment,) = deliver(client, people, wanted["id"])
     line_id = wanted["lines"][0]["id"]
@@ -180,20 +45,20 @@ def test_damage_reopens_exactly_that_quantity_and_matching_allocates_it_again(
     assert client.post(url, json=body, headers=people["stranger"].headers).status_code == 404
     assert client.post(url, json=body, headers=people["donor"].headers).status_code == 403
 
-    receipt = post(client, url, body, people["hospital"])
+    receipt = post_as(client, url, body, people["hospital"])
     assert receipt["sequence"] == 1 and receipt["corrects"] is None
     assert [(x["accepted"], x["damaged"], x["short"]) for x in receipt["lines"]] == [(90, 6, 4)]
 
     line = need_line(stack, line_id)
     assert (line.received, line.shipped, line.reserved, line.proposed) == (90, 90, 0, 0)
-    shown = get(client, f"/api/v1/needs/{wanted['id']}", people["hospital"])
+    shown = get_as(client, f"/api/v1/needs/{wanted['id']}", people["hospital"])
     assert shown["lines"][0]["open"] == 10
     assert shown["lines"][0]["received"] == 90
     assert shown["status"] == "partially_allocated"
-    moved = get(client, f"/api/v1/shipments/{shipment['id']}", people["hospital"])
+    moved = get_as(client, f"/api/v1/shipments/{shipment['id']}", people["hospital"])
     assert moved["status"] == "received"
     assert moved["history"][-1]["status"] == "received"
-    allocation = get(client, "/api/v1/allocations", people["hospital"], need_id=wanted["id"])
+    allocation = get_as(client, "/api/v1/allocations", people["hospital"], need_id=wanted["id"])
     assert [a["status"] for a in allocation["items"]] == ["received"]
 
     # Once: a second first receipt is refused and changes nothing.
@@ -213,8 +78,8 @@ def test_damage_reopens_exactly_that_quantity_and_matching_allocates_it_again(
     assert (payload["lines"][0]["damaged"], payload["lines"][0]["short"]) == (6, 4)
 
     # The ten go back to matching, and only the ten: a new pledge of 50 covers them.
-    second = pledge(client, people["donor"], 50)
-    supply_known(stack, second)
+    second = post_pledge(client, people["donor"], 50)
+    await_supply(stack, second)
     run = match(client, people)
     assert [(a["need_line_id"], a["quantity"]) for a in run["allocations"]] == [(line_id, 10)]
     eventually(lambda: need_line(stack, line_id).reserved == 10, timeout=60)
@@ -235,11 +100,11 @@ def test_damage_reopens_exactly_that_quantity_and_matching_allocates_it_again(
 
 
 def test_a_short_delivery_corrected_later_fulfils_the_need(stack: Stack) -> None:
-    people = world(stack)
+    people = saga_world(stack)
     client = stack.client()
-    made = pledge(client, people["donor"], 100)
-    wanted = need(client, people["hospital"], 100)
-    supply_known(stack, made)
+    made = post_pledge(client, people["donor"], 100)
+    wanted = post_one_need(client, people["hospital"], 100)
+    await_supply(stack, made)
     match(client, people)
     (shipment,) = deliver(client, people, wanted["id"])
     line_id = wanted["lines"][0]["id"]
@@ -259,7 +124,7 @@ def test_a_short_delivery_corrected_later_fulfils_the_need(stack: Stack) -> None
     for thread in threads:
         thread.join()
     assert sorted(answers) == [201, 409]
-    listed = get(client, f"/api/v1/shipments/{shipment['id']}/receipts", people["hospital"])
+    listed = get_as(client, f"/api/v1/shipments/{shipment['id']}/receipts", people["hospital"])
     assert listed["receipt_status"] == "confirmed"
     (first,) = listed["items"]
     line = need_line(stack, line_id)
@@ -274,7 +139,7 @@ def test_a_short_delivery_corrected_later_fulfils_the_need(stack: Stack) -> None
     assert stale.status_code == 409 and "corrects" in stale.json["errors"]
 
     # The cartons turn up: the correction replaces the figures, exactly.
-    corrected = post(
+    corrected = post_as(
         client,
         url,
         {"corrects": first["id"], "lines": receipt_lines(shipment, accepted=100, short=0)},
@@ -283,10 +148,10 @@ def test_a_short_delivery_corrected_later_fulfils_the_need(stack: Stack) -> None
     assert corrected["sequence"] == 2 and corrected["corrects"] == first["id"]
     line = need_line(stack, line_id)
     assert (line.received, line.shipped, line.status) == (100, 100, "fulfilled")
-    shown = get(client, f"/api/v1/needs/{wanted['id']}", people["hospital"])
+    shown = get_as(client, f"/api/v1/needs/{wanted['id']}", people["hospital"])
     assert shown["status"] == "fulfilled"
     assert [e["payload"]["id"] for e in outbox_events(stack, "need.fulfilled")] == [wanted["id"]]
-    listed = get(client, f"/api/v1/shipments/{shipment['id']}/receipts", people["hospital"])
+    listed = get_as(client, f"/api/v1/shipments/{shipment['id']}/receipts", people["hospital"])
     assert listed["receipt_status"] == "corrected"
     assert [r["sequence"] for r in listed["items"]] == [1, 2]
     events = outbox_events(stack, "receipt.confirmed")
@@ -302,11 +167,11 @@ def test_a_short_delivery_corrected_later_fulfils_the_need(stack: Stack) -> None
 
 
 def test_bad_receipts_name_the_field_and_change_nothing(stack: Stack) -> None:
-    people = world(stack)
+    people = saga_world(stack)
     client = stack.client()
-    made = pledge(client, people["donor"], 40)
-    wanted = need(client, people["hospital"], 40)
-    supply_known(stack, made)
+    made = post_pledge(client, people["donor"], 40)
+    wanted = post_one_need(client, people["hospital"], 40)
+    await_supply(stack, made)
     match(client, people)
 
     # Not delivered yet: nothing to confirm.
@@ -345,8 +210,8 @@ def test_bad_receipts_name_the_field_and_change_nothing(stack: Stack) -> None:
 
     line = need_line(stack, wanted["lines"][0]["id"])
     assert (line.received, line.shipped) == (0, 40)
-    assert get(client, f"/api/v1/shipments/{shipment['id']}", people["hospital"])["status"] == (
+    assert get_as(client, f"/api/v1/shipments/{shipment['id']}", people["hospital"])["status"] == (
         "delivered"
     )
     assert outbox_events(stack, "receipt.confirmed") == []
-    post(client, url, {"lines": [one]}, people["hospital"])
+    post_as(client, url, {"lines": [one]}, people["hospital"])

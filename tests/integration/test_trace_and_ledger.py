@@ -13,17 +13,17 @@ from collections import defaultdict
 from sqlalchemy import select
 
 from services.dispatch.models import Allocation, ShipmentLine, SupplyLine
-from tests.integration.test_receipts import (
-    deliver,
-    get,
-    match,
-    need,
-    pledge,
-    post,
-    receipt_lines,
-    supply_known,
-)
 from tests.support.auth import Account, admin, coordinator, verified
+from tests.support.shipping import (
+    await_supply,
+    deliver,
+    get_as,
+    match,
+    post_as,
+    post_one_need,
+    post_pledge,
+    receipt_lines,
+)
 from tests.support.stack import Stack, eventually
 
 SECRET_ADDRESS = "No. 7 Hidden Courtyard"
@@ -91,23 +91,24 @@ def _sums(stack: Stack) -> dict[str, dict[str, int]]:
 def test_a_pledge_split_across_three_recipients_is_traced_and_published(stack: Stack) -> None:
     people = _world(stack)
     client = stack.client()
-    masks = pledge(client, people["donor"], 300)
+    masks = post_pledge(client, people["donor"], 300)
     needs = [
-        need(client, people[h], 100, region=people[h].org["region"]) for h in ("h1", "h2", "h3")
+        post_one_need(client, people[h], 100, region=people[h].org["region"])
+        for h in ("h1", "h2", "h3")
     ]
-    supply_known(stack, masks)
+    await_supply(stack, masks)
     match(client, people)
     shipments = {
         h: deliver(client, people, n["id"])[0]
         for h, n in zip(("h1", "h2", "h3"), needs, strict=True)
     }
-    post(
+    post_as(
         client,
         f"/api/v1/shipments/{shipments['h1']['id']}/receipt",
         {"lines": receipt_lines(shipments["h1"], accepted=95, damaged=5)},
         people["h1"],
     )
-    post(
+    post_as(
         client,
         f"/api/v1/shipments/{shipments['h2']['id']}/receipt",
         {"lines": receipt_lines(shipments["h2"])},
@@ -125,13 +126,13 @@ def test_a_pledge_split_across_three_recipients_is_traced_and_published(stack: S
         headers=people["donor"].headers,
     )
     assert refused.status_code == 422 and "anonymous" in refused.json["errors"]
-    gloves = pledge(client, people["person"], 50, item="gloves_exam", anonymous=True)
+    gloves = post_pledge(client, people["person"], 50, item="gloves_exam", anonymous=True)
     assert gloves["anonymous"] is True
-    gloves_need = need(client, people["h1"], 50, region="420103", item="gloves_exam")
-    supply_known(stack, gloves)
+    gloves_need = post_one_need(client, people["h1"], 50, region="420103", item="gloves_exam")
+    await_supply(stack, gloves)
     match(client, people, item="gloves_exam")
     eventually(
-        lambda: get(
+        lambda: get_as(
             client,
             "/api/v1/allocations",
             people["coordinator"],
@@ -143,7 +144,7 @@ def test_a_pledge_split_across_three_recipients_is_traced_and_published(stack: S
 
     # The donor's trace: one line, three recipients, each through its own shipment.
     url = f"/api/v1/pledges/{masks['id']}/trace"
-    trace = get(client, url, people["donor"])
+    trace = get_as(client, url, people["donor"])
     assert trace["donor"] == {"org_id": people["donor"].org_id, "name": people["donor"].org["name"]}
     (line,) = trace["lines"]
     assert line["pledge_line_id"] == masks["lines"][0]["id"]
@@ -175,7 +176,7 @@ def test_a_pledge_split_across_three_recipients_is_traced_and_published(stack: S
 
     # The recipient's trace: where its masks and gloves came from.
     need_url = f"/api/v1/needs/{needs[0]['id']}/trace"
-    mine = get(client, need_url, people["h1"])
+    mine = get_as(client, need_url, people["h1"])
     (mask_line,) = mine["lines"]
     (donor,) = mask_line["donors"]
     assert (donor["org_id"], donor["name"]) == (people["donor"].org_id, people["donor"].org["name"])
@@ -185,10 +186,10 @@ def test_a_pledge_split_across_three_recipients_is_traced_and_published(stack: S
     assert client.get(need_url, headers=people["h2"].headers).status_code == 404
     assert client.get(need_url, headers=people["donor"].headers).status_code == 404
     gloves_url = f"/api/v1/needs/{gloves_need['id']}/trace"
-    (giver,) = get(client, gloves_url, people["h1"])["lines"][0]["donors"]
+    (giver,) = get_as(client, gloves_url, people["h1"])["lines"][0]["donors"]
     assert (giver["org_id"], giver["name"]) == (None, "anonymous")
     assert all(a["pledge_id"] is None for a in giver["allocations"])
-    (seen,) = get(client, gloves_url, people["coordinator"])["lines"][0]["donors"]
+    (seen,) = get_as(client, gloves_url, people["coordinator"])["lines"][0]["donors"]
     assert (seen["org_id"], seen["name"]) == (people["person"].org_id, PERSON)
 
     # The public ledger: no login, totals that are the sums of the rows they count.
@@ -235,13 +236,13 @@ def test_a_pledge_split_across_three_recipients_is_traced_and_published(stack: S
         assert secret not in text, secret
 
     # Filters.
-    only_gloves = get(client, "/api/v1/transparency/ledger", item="gloves_exam")
+    only_gloves = get_as(client, "/api/v1/transparency/ledger", item="gloves_exam")
     assert set(only_gloves["totals"]) == {"gloves_exam"}
     assert {f["item"] for f in only_gloves["flows"]} == {"gloves_exam"}
-    origin = get(client, "/api/v1/transparency/ledger", region="4403")
+    origin = get_as(client, "/api/v1/transparency/ledger", region="4403")
     assert origin["totals"]["mask"]["pledged"] == 300 and origin["totals"]["mask"]["shipped"] == 0
     assert origin["flows"] == []
-    future = get(client, "/api/v1/transparency/ledger?from=2999-01-01")
+    future = get_as(client, "/api/v1/transparency/ledger?from=2999-01-01")
     assert future["totals"] == {} and future["flows"] == []
     backwards = client.get(
         "/api/v1/transparency/ledger", query_string={"from": "2020-02-01", "to": "2020-01-01"}

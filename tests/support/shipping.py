@@ -4,12 +4,13 @@ leads to."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 
-from services.dispatch.models import Allocation
+from services.dispatch.models import Allocation, SupplyLine
 from tests.support.auth import Account
 from tests.support.stack import Stack, eventually
 from tests.support.world import supply_known
@@ -128,3 +129,118 @@ def shipment_event(
         who,
         code,
     )
+
+
+def get_as(client: Any, url: str, who: Account | None = None, **query: Any) -> Any:
+    response = client.get(url, query_string=query or None, headers=who.headers if who else {})
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def post_pledge(
+    client: Any, who: Account, quantity: int, item: str = "mask", **fields: Any
+) -> dict[str, Any]:
+    unit = "pair" if item == "gloves_exam" else "piece"
+    body = {
+        "lines": [{"item": item, "quantity": str(quantity), "unit": unit}],
+        "origin": {"region": "4403", "address": "Futian warehouse"},
+        **fields,
+    }
+    made: dict[str, Any] = post_as(client, "/api/v1/pledges", body, who)
+    return made
+
+
+def post_one_need(
+    client: Any, who: Account, quantity: int, region: str = "420103", item: str = "mask"
+) -> dict[str, Any]:
+    unit = "pair" if item == "gloves_exam" else "piece"
+    made: dict[str, Any] = post_as(
+        client,
+        "/api/v1/needs",
+        {
+            "lines": [
+                {"item": item, "quantity": str(quantity), "unit": unit, "urgency": "critical"}
+            ],
+            "location": {"region": region, "address": "ward 3"},
+        },
+        who,
+    )
+    assert made["status"] == "open", made
+    return made
+
+
+def await_supply(stack: Stack, made: dict[str, Any]) -> None:
+    def known() -> bool:
+        with stack.runtime("dispatch").session_factory() as session:
+            line = session.get(SupplyLine, uuid.UUID(made["lines"][0]["id"]))
+            return line is not None and line.pledge_version >= made["version"]
+
+    eventually(known, timeout=60)
+
+
+def match(client: Any, people: dict[str, Account], item: str = "mask") -> dict[str, Any]:
+    run: dict[str, Any] = post_as(
+        client, "/api/v1/matching/runs", {"dry_run": False, "items": [item]}, people["coordinator"]
+    )
+    assert run["status"] == "applied", run
+    return run
+
+
+def shipments_of(client: Any, who: Account, **query: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_as(client, "/api/v1/shipments", who, **query)["items"]
+    return items
+
+
+def stamp(hours_ago: float) -> str:
+    return (datetime.now(UTC) - timedelta(hours=hours_ago)).isoformat().replace("+00:00", "Z")
+
+
+def deliver(client: Any, people: dict[str, Account], need_id: str, expected: int = 1) -> list[Any]:
+    """The planned shipments of a need, once every allocation of it is on one, picked up
+    and delivered (as a coordinator). Returns them as they now are."""
+
+    def planned() -> list[dict[str, Any]] | None:
+        found = shipments_of(client, people["coordinator"], need_id=need_id)
+        carried = sum(len(s["lines"]) for s in found)
+        reserved = get_as(
+            client, "/api/v1/allocations", people["coordinator"], need_id=need_id, status="reserved"
+        )["items"]
+        return found if len(found) == expected and carried == len(reserved) > 0 else None
+
+    found = eventually(planned, timeout=60)
+    delivered = []
+    for shipment in found:
+        for status, hours in (("picked_up", 3), ("delivered", 2)):
+            post_as(
+                client,
+                f"/api/v1/shipments/{shipment['id']}/events",
+                {"status": status, "occurred_at": stamp(hours)},
+                people["coordinator"],
+            )
+        delivered.append(
+            get_as(client, f"/api/v1/shipments/{shipment['id']}", people["coordinator"])
+        )
+    assert all(s["status"] == "delivered" for s in delivered)
+    return delivered
+
+
+def receipt_lines(shipment: dict[str, Any], **figures: int) -> list[dict[str, Any]]:
+    """Every line of the shipment with the same figures (for one-line shipments)."""
+    return [
+        {
+            "shipment_line_id": line["id"],
+            "accepted": figures.get("accepted", line["quantity"]),
+            "damaged": figures.get("damaged", 0),
+            "short": figures.get("short", 0),
+        }
+        for line in shipment["lines"]
+    ]
+
+
+def outbox_events(stack: Stack, type: str) -> list[dict[str, Any]]:
+    rt = stack.runtime("dispatch")
+    assert rt.models is not None
+    outbox = rt.models.outbox
+    with rt.session_factory() as session:
+        rows = session.scalars(select(outbox).where(outbox.type == type)).all()
+        return [dict(row.message) for row in rows]

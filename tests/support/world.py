@@ -12,10 +12,11 @@ from tests.support.auth import Account, admin, coordinator, verified
 from tests.support.stack import Stack
 
 
-def saga_world(stack: Stack, *, carriers: bool = False) -> dict[str, Account]:
+def saga_world(stack: Stack, *, carriers: bool = False, **extra: str) -> dict[str, Account]:
     """Donations and dispatch workers running, and verified organisations: a
     coordinator, a donor in Shenzhen, a hospital and a community committee in Wuhan,
-    and with ``carriers`` two logistics companies (``carrier`` and ``rival``)."""
+    with ``carriers`` two logistics companies (``carrier`` and ``rival``), and the
+    ``extra`` organisations by name -> kind, in Wuhan."""
     stack.start_worker("donations")
     stack.start_worker("dispatch")
     client = stack.client()
@@ -29,6 +30,8 @@ def saga_world(stack: Stack, *, carriers: bool = False) -> dict[str, Account]:
     if carriers:
         for name in ("carrier", "rival"):
             people[name] = verified(client, boss, kind="logistics_company", region="4201")
+    for name, kind in extra.items():
+        people[name] = verified(client, boss, kind=kind, region="420102")
     return people
 
 
