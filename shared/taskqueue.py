@@ -8,6 +8,10 @@ and runs inside its service's Flask app context.
 
 from __future__ import annotations
 
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
@@ -15,19 +19,184 @@ from kombu import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
-from sqlalchemy.exc import DBAPIError, OperationalError
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+from sqlalchemy import create_engine, delete, select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from shared.config import Settings
 
 if TYPE_CHECKING:
     from flask import Flask
 
+log = logging.getLogger(__name__)
+
 # Errors worth retrying: the database or broker went away for a moment.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, ConnectionError)
 
 
+# Transport options that are this channel's own, not create_engine's.
+_CHANNEL_OPTIONS = (
+    "queue_tablename",
+    "message_tablename",
+    "callback",
+    "errback",
+    "max_retries",
+    "interval_start",
+    "interval_step",
+    "interval_max",
+    "retry_errors",
+    "visibility_timeout",
+)
+# ``version`` of a message row a worker holds: taken, not yet acknowledged. Kombu's own
+# channel leaves positive versions on the rows it hid for good.
+HELD = -1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class SQLAlchemyChannel(kombu_sqlalchemy.Channel):
+    """Kombu's SQLAlchemy channel, keeping a taken message until it is acknowledged.
+
+    Kombu's own channel hides a message from the queue when a worker takes it and
+    never looks at it again: if the worker's main process dies before finishing it,
+    the message is lost, and every message ever delivered stays in the table. Here a
+    taken row is marked held (``version = HELD``) with the time it was taken, deleted
+    when the task is acknowledged or handed back, and put back on its queue if it is
+    still held after the visibility timeout (the worker that took it is taken for
+    dead, as Redis does). Rows Kombu's own channel hid are delivered and deleted.
+    """
+
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        timeout = connection.client.transport_options.get("visibility_timeout")
+        self.visibility_timeout = float(timeout) if timeout else None
+        self._next_sweep = 0.0
+
+    def _engine_from_config(self) -> Any:
+        conninfo = self.connection.client
+        options = {
+            name: value
+            for name, value in conninfo.transport_options.items()
+            if name not in _CHANNEL_OPTIONS
+        }
+        return create_engine(conninfo.hostname, **options)
+
+    @property
+    def _held(self) -> dict[str, int]:
+        """Delivery tag -> row of the messages this process holds (the connection's,
+        since a message may be handed back through another of its channels)."""
+        held: dict[str, int] = self.connection.__dict__.setdefault("aidlink_held", {})
+        return held
+
+    def _get(self, queue: str, timeout: Any = None) -> Any:
+        self._restore_expired()
+        obj = self._get_or_create(queue)
+        session = self.session
+        table = self.message_cls.__table__
+        sqlite = session.bind.name == "sqlite"
+        if sqlite:
+            session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
+        try:
+            taking = (
+                select(table.c.id, table.c.payload)
+                .where(table.c.queue_id == obj.id, table.c.visible == True)  # noqa: E712
+                .order_by(table.c.timestamp, table.c.id)
+                .limit(1)
+            )
+            if not sqlite:
+                taking = taking.with_for_update(skip_locked=True)
+            row = session.execute(taking).first()
+            if row is None:
+                raise Empty()
+            session.execute(
+                update(table)
+                .where(table.c.id == row.id)
+                .values(visible=False, version=HELD, timestamp=_now())
+            )
+            payload = loads(bytes_to_str(row.payload))
+            self._held[payload["properties"]["delivery_tag"]] = row.id
+            return payload
+        finally:
+            session.commit()
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple)
+        self._forget(delivery_tag)
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue=requeue)
+        self._forget(delivery_tag)
+
+    def _restore(self, message: Any) -> None:
+        # Put back as a new row first: a crash in between delivers it twice (events
+        # are applied once), never not at all.
+        super()._restore(message)
+        self._forget(message.delivery_tag)
+
+    def _forget(self, delivery_tag: str) -> None:
+        row_id = self._held.pop(delivery_tag, None)
+        if row_id is None:
+            return
+        table = self.message_cls.__table__
+        # Acknowledgements come from the pool's result thread too: a connection of
+        # its own, not the channel's session, which the consuming thread is using.
+        engine, _ = self._open()
+        try:
+            with engine.begin() as conn:
+                conn.execute(delete(table).where(table.c.id == row_id))
+        except SQLAlchemyError:
+            log.warning(
+                "could not delete acknowledged message %s; it is delivered again after "
+                "the visibility timeout",
+                row_id,
+                exc_info=True,
+            )
+
+    def _restore_expired(self) -> None:
+        """Now and then, put back the messages held longer than the visibility
+        timeout, and delete the rows Kombu's own channel left hidden."""
+        if not self.visibility_timeout:
+            return
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(30.0, self.visibility_timeout / 2)
+        table = self.message_cls.__table__
+        cutoff = _now() - timedelta(seconds=self.visibility_timeout)
+        session = self.session
+        try:
+            restored: Any = session.execute(
+                update(table)
+                .where(
+                    table.c.visible == False,  # noqa: E712
+                    table.c.version == HELD,
+                    table.c.timestamp < cutoff,
+                )
+                .values(visible=True, version=1)
+            )
+            session.execute(
+                delete(table).where(table.c.visible == False, table.c.version != HELD)  # noqa: E712
+            )
+            session.commit()
+        except SQLAlchemyError:
+            session.rollback()
+            log.warning("could not put back expired messages", exc_info=True)
+            return
+        if restored.rowcount:
+            log.warning(
+                "put back %d message(s) a worker took more than %.0f s ago without "
+                "acknowledging them",
+                restored.rowcount,
+                self.visibility_timeout,
+            )
+
+
 class SQLAlchemyTransport(kombu_sqlalchemy.Transport):
-    """Kombu's SQLAlchemy transport, polling every 0.05 s instead of every second.
+    """Kombu's SQLAlchemy transport with :class:`SQLAlchemyChannel`, polling every
+    0.05 s instead of every second.
 
     With acks_late and a prefetch of one, the virtual transport sleeps a whole
     polling interval between messages, so the stock 1 s capped each embedded worker
@@ -35,6 +204,7 @@ class SQLAlchemyTransport(kombu_sqlalchemy.Transport):
     this transport hands every option to SQLAlchemy's create_engine.
     """
 
+    Channel = SQLAlchemyChannel
     polling_interval = 0.05
 
 
@@ -81,7 +251,10 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
         # Kombu hands these to SQLAlchemy's create_engine. The timeout lets several
         # processes queue for SQLite's write lock instead of failing at once.
-        options: dict[str, Any] = {"pool_pre_ping": True}
+        options: dict[str, Any] = {
+            "pool_pre_ping": True,
+            "visibility_timeout": settings.broker_visibility_timeout,
+        }
         if settings.broker_is_sqlite:
             options["connect_args"] = {"timeout": 30}
         return options

@@ -29,6 +29,18 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
+def embedded_broker_stack(settings: Settings) -> Iterator[Stack]:
+    """The backend's stack with the same short visibility timeout, when its broker is
+    the embedded one (Kombu's SQLAlchemy transport)."""
+    if settings.broker_is_redis:
+        pytest.skip("this backend's broker is Redis, which redis_stack's tests cover")
+    with build_stack(
+        settings.with_overrides(broker_visibility_timeout=VISIBILITY_TIMEOUT)
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture
 def redis_stack(settings: Settings, private_redis: PrivateRedis) -> Iterator[Stack]:
     with build_stack(
         settings.with_overrides(

@@ -4,10 +4,11 @@ reserved or rejected, exactly once.
 What each transport promises when a worker dies holding a message:
 - a pool process killed (its main process lives on): the main process re-queues the
   task (``task_reject_on_worker_lost``), on Redis and on the embedded transport alike;
-- the main process killed with its pool: Redis keeps the message as unacknowledged
-  and gives it to the next worker once the visibility timeout has passed. Kombu's
-  SQLAlchemy transport hides a taken message for good (README, known limits), so this
-  case runs on a private Redis on both backends and is not claimed for embedded mode.
+- the main process killed with its pool: the broker keeps the message as
+  unacknowledged and gives it to the next worker once the visibility timeout has
+  passed: Redis (on a private server, on both backends) and the embedded broker
+  (``shared.taskqueue.SQLAlchemyChannel``, which marks a taken row held until it is
+  acknowledged).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 from tests.support.faults import (
     Saga,
     assert_accounted,
-    held_by_redis,
+    broker_rows,
+    held_by_broker,
     kill_worker,
     start_faulty_worker,
 )
@@ -43,12 +45,7 @@ def _mid_saga(stack: Stack, markers: Path) -> tuple[Saga, str, int]:
     return saga, first[0].name.split(".")[0], int(first[0].read_text())
 
 
-def test_main_worker_process_killed_with_its_pool_mid_saga_then_restarted(
-    redis_stack: Stack, tmp_path: Path
-) -> None:
-    stack = redis_stack
-    markers = tmp_path / "markers"
-    markers.mkdir()
+def _main_process_killed_then_replaced(stack: Stack, markers: Path) -> None:
     start_faulty_worker(stack, "gateway", ON_REDIS)
     start_faulty_worker(stack, "dispatch", ON_REDIS)
     doomed = start_faulty_worker(stack, "donations", _stalling(markers))
@@ -56,9 +53,9 @@ def test_main_worker_process_killed_with_its_pool_mid_saga_then_restarted(
 
     killed = kill_worker(doomed)
     assert len(killed) >= 2  # the main process and its pool
-    # The message the dead worker held is still Redis's; after its visibility timeout
-    # (VISIBILITY_TIMEOUT) a worker puts it back on the queue for the new worker.
-    assert held_by_redis(stack.settings.broker_url, "donations") >= 1
+    # The message the dead worker held is still the broker's; after its visibility
+    # timeout (VISIBILITY_TIMEOUT) a worker puts it back on the queue for the new one.
+    assert held_by_broker(stack.settings.broker_url, "donations") >= 1
     start_faulty_worker(stack, "donations", _stalling(markers))
 
     # The held message came back and ran on the new worker, once.
@@ -67,6 +64,28 @@ def test_main_worker_process_killed_with_its_pool_mid_saga_then_restarted(
     assert not list(markers.glob(f"{event_id}.3"))
     assert len(list(markers.glob("*.1"))) == 1
     assert {a.status for a in saga.allocations()} <= {"reserved", "rejected"}
+
+
+def test_main_worker_process_killed_with_its_pool_mid_saga_then_restarted(
+    redis_stack: Stack, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    _main_process_killed_then_replaced(redis_stack, markers)
+
+
+def test_main_worker_process_killed_on_the_embedded_broker_then_restarted(
+    embedded_broker_stack: Stack, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    _main_process_killed_then_replaced(embedded_broker_stack, markers)
+    # Every message delivered and acknowledged is gone from the broker's table, the
+    # dead worker's with them.
+    eventually(
+        lambda: broker_rows(embedded_broker_stack.settings.broker_url, "donations") == [],
+        timeout=30,
+    )
 
 
 def test_pool_process_killed_mid_saga_is_replaced_and_the_task_runs_again(

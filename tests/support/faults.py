@@ -741,16 +741,37 @@ def arrived_out_of_order(stack: Stack, consumer: str) -> int:
     return reordered
 
 
-def held_by_redis(redis_url: str, queue: str) -> int:
-    """Messages Redis still has for ``queue``: waiting, or taken by a worker that has
-    not acknowledged them (and restored once their visibility timeout runs out)."""
-    import redis
+def held_by_broker(broker_url: str, queue: str) -> int:
+    """Messages the broker still has for ``queue``: waiting, or taken by a worker that
+    has not acknowledged them (and put back once their visibility timeout runs out)."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        import redis
 
-    client = redis.Redis.from_url(redis_url)
+        client = redis.Redis.from_url(broker_url)
+        try:
+            return int(client.llen(queue)) + int(client.hlen("unacked"))  # type: ignore[arg-type]
+        finally:
+            client.close()
+    return len(broker_rows(broker_url, queue))
+
+
+def broker_rows(broker_url: str, queue: str) -> list[tuple[bool, int]]:
+    """(visible, version) of each row of the embedded broker's table for ``queue``."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(broker_url.split("+", 1)[1])
     try:
-        return int(client.llen(queue)) + int(client.hlen("unacked"))  # type: ignore[arg-type]
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT m.visible, m.version FROM kombu_message m "
+                    "JOIN kombu_queue q ON q.id = m.queue_id WHERE q.name = :queue"
+                ),
+                {"queue": queue},
+            )
+            return [(bool(visible), int(version)) for visible, version in rows]
     finally:
-        client.close()
+        engine.dispose()
 
 
 class GatewayProcess:
