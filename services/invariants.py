@@ -110,10 +110,11 @@ def _ids(**records: Any) -> dict[str, str]:
 
 
 def in_flight(dbs: Databases) -> dict[str, int]:
-    """Events written but not yet published, and messages waiting on each queue."""
+    """Events written but not yet published, and messages waiting on each queue (on
+    the embedded broker, or being processed)."""
     import importlib
 
-    from shared.taskqueue import make_celery
+    from shared.taskqueue import SQLAlchemyChannel, make_celery
 
     waiting: dict[str, int] = {}
     for name in SERVICES:
@@ -132,6 +133,11 @@ def in_flight(dbs: Databases) -> dict[str, int]:
             channel = conn.default_channel
             for name in SERVICES:
                 try:
+                    if isinstance(channel, SQLAlchemyChannel):
+                        # The embedded broker keeps a message a worker is still
+                        # processing (held until acknowledged): that is in flight too.
+                        waiting[f"{name}.queue"] = int(channel._query_all(name).count())
+                        continue
                     declared = channel.queue_declare(name, passive=True)
                     waiting[f"{name}.queue"] = int(declared.message_count or 0)
                 except Exception:
