@@ -136,7 +136,7 @@ def in_flight(dbs: Databases) -> dict[str, int]:
                     if isinstance(channel, SQLAlchemyChannel):
                         # The embedded broker keeps a message a worker is still
                         # processing (held until acknowledged): that is in flight too.
-                        waiting[f"{name}.queue"] = int(channel._query_all(name).count())
+                        waiting[f"{name}.queue"] = channel.unfinished(name)
                         continue
                     declared = channel.queue_declare(name, passive=True)
                     waiting[f"{name}.queue"] = int(declared.message_count or 0)

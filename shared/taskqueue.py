@@ -122,6 +122,11 @@ class SQLAlchemyChannel(kombu_sqlalchemy.Channel):
         finally:
             session.commit()
 
+    def unfinished(self, queue: str) -> int:
+        """Messages of ``queue`` waiting or held by a worker that has not finished
+        them (acknowledged ones are deleted)."""
+        return int(self._query_all(queue).count())
+
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         super().basic_ack(delivery_tag, multiple)
         self._forget(delivery_tag)
@@ -200,8 +205,9 @@ class SQLAlchemyTransport(kombu_sqlalchemy.Transport):
 
     With acks_late and a prefetch of one, the virtual transport sleeps a whole
     polling interval between messages, so the stock 1 s capped each embedded worker
-    at about one task a second. The interval cannot be passed as a transport option:
-    this transport hands every option to SQLAlchemy's create_engine.
+    at about one task a second. The interval is a class attribute because the
+    channel hands every transport option but its own (``_CHANNEL_OPTIONS``) to
+    SQLAlchemy's create_engine.
     """
 
     Channel = SQLAlchemyChannel
@@ -249,8 +255,9 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
             "retry_on_timeout": True,
         }
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
-        # Kombu hands these to SQLAlchemy's create_engine. The timeout lets several
-        # processes queue for SQLite's write lock instead of failing at once.
+        # All but the visibility timeout go to SQLAlchemy's create_engine. The connect
+        # timeout lets several processes queue for SQLite's write lock instead of
+        # failing at once.
         options: dict[str, Any] = {
             "pool_pre_ping": True,
             "visibility_timeout": settings.broker_visibility_timeout,

@@ -13,13 +13,13 @@ from tests.support.shipping import (
     await_supply,
     deliver,
     get_as,
+    list_shipments,
     match,
     outbox_events,
     post_as,
     post_one_need,
     post_pledge,
     receipt_lines,
-    shipments_of,
 )
 from tests.support.stack import Stack, eventually
 from tests.support.world import need_line, saga_world
@@ -176,7 +176,7 @@ def test_bad_receipts_name_the_field_and_change_nothing(stack: Stack) -> None:
 
     # Not delivered yet: nothing to confirm.
     planned = eventually(
-        lambda: shipments_of(client, people["coordinator"], need_id=wanted["id"]), timeout=60
+        lambda: list_shipments(client, people["coordinator"], need_id=wanted["id"]), timeout=60
     )
     early = client.post(
         f"/api/v1/shipments/{planned[0]['id']}/receipt",

@@ -19,6 +19,11 @@ HOSPITAL_AT = {"region": "420103", "address": "1277 Jiefang Avenue", "lat": 30.5
 COMMUNITY_AT = {"region": "420102", "address": "Baibuting community", "lat": 30.62, "lon": 114.3}
 
 
+def unit_of(item: str) -> str:
+    """The unit these tests count an item in: gloves by the pair, the rest by piece."""
+    return "pair" if item == "gloves_exam" else "piece"
+
+
 def call_as(client: Any, method: str, url: str, who: Account, status: int, **kwargs: Any) -> Any:
     headers = {**who.headers, **kwargs.pop("headers", {})}
     response = client.open(url, method=method, headers=headers, **kwargs)
@@ -39,7 +44,7 @@ def post_need(client: Any, who: Account, lines: dict[str, int], at: dict[str, An
                 {
                     "item": item,
                     "quantity": str(q),
-                    "unit": "piece" if item == "mask" else "pair",
+                    "unit": unit_of(item),
                     "urgency": "critical",
                 }
                 for item, q in lines.items()
@@ -63,7 +68,7 @@ def reserved(
         "/api/v1/pledges",
         {
             "lines": [
-                {"item": item, "quantity": str(q), "unit": "piece" if item == "mask" else "pair"}
+                {"item": item, "quantity": str(q), "unit": unit_of(item)}
                 for item, q in supply.items()
             ],
             "origin": {"region": "440304", "address": "Futian, Shenzhen"},
@@ -140,9 +145,8 @@ def get_as(client: Any, url: str, who: Account | None = None, **query: Any) -> A
 def post_pledge(
     client: Any, who: Account, quantity: int, item: str = "mask", **fields: Any
 ) -> dict[str, Any]:
-    unit = "pair" if item == "gloves_exam" else "piece"
     body = {
-        "lines": [{"item": item, "quantity": str(quantity), "unit": unit}],
+        "lines": [{"item": item, "quantity": str(quantity), "unit": unit_of(item)}],
         "origin": {"region": "4403", "address": "Futian warehouse"},
         **fields,
     }
@@ -153,17 +157,8 @@ def post_pledge(
 def post_one_need(
     client: Any, who: Account, quantity: int, region: str = "420103", item: str = "mask"
 ) -> dict[str, Any]:
-    unit = "pair" if item == "gloves_exam" else "piece"
-    made: dict[str, Any] = post_as(
-        client,
-        "/api/v1/needs",
-        {
-            "lines": [
-                {"item": item, "quantity": str(quantity), "unit": unit, "urgency": "critical"}
-            ],
-            "location": {"region": region, "address": "ward 3"},
-        },
-        who,
+    made: dict[str, Any] = post_need(
+        client, who, {item: quantity}, {"region": region, "address": "ward 3"}
     )
     assert made["status"] == "open", made
     return made
@@ -186,11 +181,6 @@ def match(client: Any, people: dict[str, Account], item: str = "mask") -> dict[s
     return run
 
 
-def shipments_of(client: Any, who: Account, **query: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = get_as(client, "/api/v1/shipments", who, **query)["items"]
-    return items
-
-
 def stamp(hours_ago: float) -> str:
     return (datetime.now(UTC) - timedelta(hours=hours_ago)).isoformat().replace("+00:00", "Z")
 
@@ -200,7 +190,7 @@ def deliver(client: Any, people: dict[str, Account], need_id: str, expected: int
     and delivered (as a coordinator). Returns them as they now are."""
 
     def planned() -> list[dict[str, Any]] | None:
-        found = shipments_of(client, people["coordinator"], need_id=need_id)
+        found = list_shipments(client, people["coordinator"], need_id=need_id)
         carried = sum(len(s["lines"]) for s in found)
         reserved = get_as(
             client, "/api/v1/allocations", people["coordinator"], need_id=need_id, status="reserved"
