@@ -4,7 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-embedded test-servers lint install clean browser
+.PHONY: run test test-fast test-embedded test-servers lint install clean browser
+
+# Test processes side by side (pytest-xdist): most tests wait on worker processes and
+# databases rather than compute. 4 was the quickest on a 2-core machine (README, Tests).
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +28,12 @@ run: $(STAMP)
 
 ## Run the test suite on the embedded backends, then again on PostgreSQL and Redis
 ## when AIDLINK_TEST_POSTGRES_URL and AIDLINK_TEST_REDIS_URL are set.
-test: $(STAMP) browser lint test-embedded test-servers
+test: $(STAMP) browser
+	MAKE="$(MAKE)" scripts/test-phases
+
+## The edit-test loop: unit and property tests only, no services (well under a minute)
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit -m "not backend and not embedded" -n 2 --durations=10 $(PYTEST_ARGS)
 
 ## Debian's Chromium (and a CJK font for readable screenshots) for the browser tests,
 ## when it is missing and this user may install packages.
@@ -42,12 +52,12 @@ lint: $(STAMP)
 	$(BIN)/mypy shared services tests $(wildcard bench)
 
 test-embedded: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-servers: $(STAMP)
 	@if [ -n "$$AIDLINK_TEST_POSTGRES_URL" ] && [ -n "$$AIDLINK_TEST_REDIS_URL" ]; then \
 		echo "== again on PostgreSQL ($$AIDLINK_TEST_POSTGRES_URL) and Redis ($$AIDLINK_TEST_REDIS_URL)"; \
-		AIDLINK_TEST_BACKEND=servers $(BIN)/pytest $(PYTEST_ARGS); \
+		AIDLINK_TEST_BACKEND=servers $(BIN)/pytest -m backend $(PYTEST_PARALLEL) $(PYTEST_ARGS); \
 	else \
 		echo "== AIDLINK_TEST_POSTGRES_URL / AIDLINK_TEST_REDIS_URL not set: embedded backends only"; \
 	fi

@@ -31,7 +31,7 @@ from shared.config import SERVICES, Settings
 from shared.events import subscribers_of
 from shared.web import ServiceRuntime
 from tests.support.auth import Account, admin, coordinator, verified
-from tests.support.stack import Stack, WorkerProcess, eventually
+from tests.support.stack import Stack, WorkerProcess, eventually, process_tree
 
 FAULTS_ENV = "AIDLINK_TEST_FAULTS"
 
@@ -107,26 +107,6 @@ class PrivateRedis:
         self.stop()
         time.sleep(down_for)  # clients notice it is gone, and retry
         self.start()
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, ()))
-    return found
 
 
 def kill_worker(worker: WorkerProcess) -> list[int]:

@@ -16,10 +16,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask
 from sqlalchemy import create_engine, text
@@ -35,20 +36,60 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKEND = os.environ.get("AIDLINK_TEST_BACKEND", "embedded")
 T = TypeVar("T")
 
+# Which tests may touch a database or broker, and which pass runs them: a test marked
+# ``backend`` runs on the embedded backends and again on PostgreSQL and Redis; one
+# marked ``embedded`` runs on the embedded backends only. tests/conftest.py marks by
+# folder and, under pytest, sets ``marks_of_running_test`` so that ``backend_settings``
+# refuses a test that carries neither mark.
+DATABASE_MARKS = ("backend", "embedded")
+marks_of_running_test: Callable[[], set[str]] | None = None
+
+
+def _check_marked() -> None:
+    if marks_of_running_test is None:  # a benchmark or a script, not the test suite
+        return
+    if not marks_of_running_test() & set(DATABASE_MARKS):
+        raise RuntimeError(
+            "this test uses a database and a broker but is marked neither "
+            "@pytest.mark.backend (its outcome depends on them: run it on both backends) "
+            "nor @pytest.mark.embedded (run it on the embedded backends only)"
+        )
+
 
 def server_urls() -> tuple[str, str]:
+    """The PostgreSQL maintenance database and this test process's Redis database.
+
+    Each pytest-xdist worker flushes a Redis database of its own: worker ``gwN`` takes
+    the number in ``AIDLINK_TEST_REDIS_URL`` less N (15, 14, 13, ... for ``/15``).
+    """
     try:
-        return os.environ["AIDLINK_TEST_POSTGRES_URL"], os.environ["AIDLINK_TEST_REDIS_URL"]
+        pg_url, redis_url = (
+            os.environ["AIDLINK_TEST_POSTGRES_URL"],
+            os.environ["AIDLINK_TEST_REDIS_URL"],
+        )
     except KeyError as exc:
         raise RuntimeError(
             f"AIDLINK_TEST_BACKEND=servers needs {exc.args[0]} "
             "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres, redis://127.0.0.1:6379/15)"
         ) from None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    if n:
+        parts = urlsplit(redis_url)
+        base = int(parts.path.strip("/") or 0)
+        if base - n < 0:
+            raise RuntimeError(
+                f"pytest-xdist worker {worker} needs Redis database {base} - {n}: "
+                "give AIDLINK_TEST_REDIS_URL a higher database number or run fewer workers"
+            )
+        redis_url = urlunsplit(parts._replace(path=f"/{base - n}"))
+    return pg_url, redis_url
 
 
 @contextmanager
 def backend_settings(tmp_path: Path) -> Iterator[Settings]:
     """Settings pointing at fresh, migrated databases and an empty broker."""
+    _check_marked()
     base = Settings.from_env({"AIDLINK_VAR_DIR": str(tmp_path / "var")}).with_overrides(
         # Tests sign in far more often than people do; the limits have tests of their own.
         ratelimit_login="10000/minute",
@@ -117,7 +158,11 @@ class Stack:
             self.settings, service, module or f"services.{service}.worker", env or {}
         )
         worker.start()
-        self._exit.callback(worker.stop)
+        # The test's databases and queues are thrown away with it: nothing a worker
+        # still holds at the end matters, so it is killed rather than shut down warm
+        # (which takes the prefork pool 3-6 s). Tests that need a warm shutdown call
+        # ``stop()`` themselves.
+        self._exit.callback(worker.discard)
         return worker
 
     def close(self) -> None:
@@ -173,6 +218,15 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def discard(self) -> None:
+        """SIGKILL the worker's main process and its pool at once."""
+        if self.process is None:
+            return
+        for pid in process_tree(self.process.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(10)
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -184,10 +238,31 @@ class WorkerProcess:
             self.process.wait(10)
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, ()))
+    return found
+
+
 def serve(app: Flask) -> tuple[str, Callable[[], None]]:
     """Serve ``app`` over real HTTP on a free port; returns its URL and a stopper."""
     server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits up to one interval (0.5 s by default) per server.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
 
     def stop() -> None:
@@ -223,7 +298,7 @@ def build_stack(settings: Settings) -> Iterator[Stack]:
         exit_stack.close()
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
+def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.02) -> T:
     """Poll ``check`` until it returns something truthy; fail with the last state."""
     deadline = time.monotonic() + timeout
     while True:
