@@ -337,14 +337,17 @@ def start_faulty_worker(stack: Stack, service: str, spec: dict[str, Any]) -> Wor
 
 @contextmanager
 def terminating_connections(
-    settings: Settings, every: float = 0.1, idle_every: int = 3
+    settings: Settings, every: float = 0.1, idle_every: int = 3, longest: float = 2.0
 ) -> Iterator[list[int]]:
     """On PostgreSQL, keep killing the connections to the test's databases
-    (``pg_terminate_backend``) while the block runs: every ``every`` seconds those in
-    the middle of a statement or a transaction, and every ``idle_every``-th round the
-    idle ones sitting in the services' pools too, so that even a saga too quick to be
-    caught mid-transaction finds its pooled connections dead. Yields the running count
-    of kills."""
+    (``pg_terminate_backend``) while the block runs: those in the middle of a
+    statement or a transaction, and every ``idle_every``-th round the idle ones
+    sitting in the services' pools too, so that even a saga too quick to be caught
+    mid-transaction finds its pooled connections dead. Rounds start ``every`` seconds
+    apart; each round that killed something makes the next pause half as long again,
+    up to ``longest``, so that a saga slowed by a busy machine still gets transactions
+    through between the kills instead of losing every one of them. Yields the running
+    count of kills."""
     from tests.support.stack import server_urls
 
     pg_url, _ = server_urls()
@@ -358,12 +361,13 @@ def terminating_connections(
 
     def loop() -> None:
         rounds = 0
-        while not stop.wait(every):
+        pause = every
+        while not stop.wait(pause):
             rounds += 1
             states = ["idle"] if rounds % idle_every == 0 else []
             try:
                 with engine.connect() as conn:
-                    killed[0] += len(
+                    now = len(
                         conn.execute(
                             text(
                                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -374,7 +378,10 @@ def terminating_connections(
                         ).all()
                     )
             except Exception:
-                pass
+                continue
+            killed[0] += now
+            if now:
+                pause = min(longest, pause * 1.5)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
