@@ -175,9 +175,42 @@ def build_inputs(
                 recipient_kind=orgs[need.org_id],
                 urgency=cast(matching.Urgency, line.urgency),
                 needed_by=line.needed_by,
+                # Fairness is per need, on the share of what it asked for (what it
+                # already has counts) or, where stated, on its days of supply with
+                # what is on its way.
+                need_id=str(need.id),
+                requested=line.quantity,
+                stock=(
+                    None
+                    if line.stock_on_hand is None or not line.daily_consumption
+                    else line.stock_on_hand + line.quantity - left
+                ),
+                daily_use=line.daily_consumption or None,
             )
         )
     return supply, demand
+
+
+def per_item_totals(
+    supply: list[matching.SupplyLine], demand: list[matching.DemandLine], plan: matching.Plan
+) -> dict[str, dict[str, int]]:
+    """Per item, in its base unit: supply and demand in the run, what the plan
+    allocates and what stays unmet."""
+    totals: dict[str, dict[str, int]] = {}
+
+    def of(item: str) -> dict[str, int]:
+        return totals.setdefault(item, {"supply": 0, "demand": 0, "allocated": 0, "unmet": 0})
+
+    item_of = {d.id: d.item for d in demand}
+    for s in supply:
+        of(s.item)["supply"] += s.quantity
+    for d in demand:
+        of(d.item)["demand"] += d.quantity
+    for a in plan.allocations:
+        of(a.item)["allocated"] += a.quantity
+    for line_id, missing in plan.unmet.items():
+        of(item_of[line_id])["unmet"] += missing
+    return dict(sorted(totals.items()))
 
 
 def _jsonable(value: Any) -> Any:
@@ -267,9 +300,9 @@ def run(
         stats = {
             "supply_lines": len(supply),
             "demand_lines": len(demand),
-            "allocated": sum(a["quantity"] for a in document["allocations"]),
-            "unmet": sum(u["quantity"] for u in document["unmet"]),
             "seconds": round(elapsed, 3),
+            # Quantities of different items never add up: per item, in its base unit.
+            "items": per_item_totals(supply, demand, plan),
         }
         with rt.unit_of_work() as session:
             matching_run = MatchingRun(

@@ -16,7 +16,7 @@ and to keep perishables away from it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -126,8 +126,14 @@ REGION_POINTS: dict[str, tuple[float, float]] = {
 }
 
 
-def region_point(region: str) -> tuple[float, float] | None:
+# Distances between two lists of locations, as a matrix (rows: the first list).
+DistanceProvider = Callable[[Sequence[Location], Sequence[Location]], npt.NDArray[np.float64]]
+
+
+def region_point(region: str | None) -> tuple[float, float] | None:
     """The reference point of a region code, falling back 6 -> 4 -> 2 digits."""
+    if not region:
+        return None
     for length in (6, 4, 2):
         if len(region) >= length:
             point = REGION_POINTS.get(region[:length])
@@ -180,3 +186,50 @@ def distance_matrix(
     dist: npt.NDArray[np.float64] = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
     dist[~(r_known[:, None] & c_known[None, :])] = unknown_km
     return dist
+
+
+def pairwise(
+    distance: Callable[[Location, Location], float | None],
+    fallback: DistanceProvider | None = None,
+) -> DistanceProvider:
+    """A provider from a function of two locations (a routing service's road
+    distance or travel time, say); where it answers ``None`` the ``fallback``
+    (great-circle by default) stands in. Called once per pair of distinct places."""
+
+    def provide(rows: Sequence[Location], cols: Sequence[Location]) -> npt.NDArray[np.float64]:
+        out = np.array(
+            [[_or_nan(distance(a, b)) for b in cols] for a in rows], dtype=np.float64
+        ).reshape(len(rows), len(cols))
+        missing = np.isnan(out)
+        if missing.any():
+            out[missing] = (fallback or distance_matrix)(rows, cols)[missing]
+        return out
+
+    return provide
+
+
+def table(
+    km: Mapping[tuple[str, str], float], fallback: DistanceProvider | None = None
+) -> DistanceProvider:
+    """A provider from a table a coordinator keeps: kilometres (or hours) between
+    two places named by region code, looked up from the most specific code down
+    (``("420102", "4403")`` answers for any pair of places within those regions, the
+    longest prefixes first) and in both directions; pairs it lacks fall back to
+    ``fallback`` (great-circle by default)."""
+
+    def lookup(a: Location, b: Location) -> float | None:
+        if not a.region or not b.region:
+            return None
+        for i in range(len(a.region), 0, -1):
+            for j in range(len(b.region), 0, -1):
+                x, y = a.region[:i], b.region[:j]
+                value = km.get((x, y), km.get((y, x)))
+                if value is not None:
+                    return float(value)
+        return None
+
+    return pairwise(lookup, fallback)
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)

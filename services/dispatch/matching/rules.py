@@ -22,12 +22,13 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
 
-from services.dispatch.matching.geo import distance_matrix
+from services.dispatch.matching.geo import DistanceProvider, distance_matrix
 from services.dispatch.matching.model import (
     URGENCIES,
     DemandLine,
@@ -59,8 +60,8 @@ def standard_accepted(standard: str | None, accepted: Iterable[str] | None) -> b
     return standard is not None and standard in accepted
 
 
-def region_allowed(prefixes: Sequence[str], region: str) -> bool:
-    return not prefixes or region.startswith(tuple(prefixes))
+def region_allowed(prefixes: Sequence[str], region: str | None) -> bool:
+    return not prefixes or (region is not None and region.startswith(tuple(prefixes)))
 
 
 def kind_allowed(kinds: Sequence[str], kind: str) -> bool:
@@ -94,7 +95,7 @@ def demand_terms(line: DemandLine) -> DemandTerms:
 def compatibility(
     supply: Sequence[SupplyTerms],
     demand: Sequence[DemandTerms],
-    demand_regions: Sequence[str],
+    demand_regions: Sequence[str | None],
     dist_km: npt.NDArray[np.float64],
     today: date,
     options: MatchOptions,
@@ -164,7 +165,7 @@ class Instance:
     ignored_demand: int
     s_loc: list[int]
     d_loc: list[int]
-    d_loc_regions: list[str]
+    d_loc_regions: list[str | None]
     dist_km: npt.NDArray[np.float64]
     _region_tables: dict[tuple[str, ...], npt.NDArray[np.bool_]] = field(default_factory=dict)
 
@@ -191,14 +192,16 @@ class Instance:
         return [(item, s_by[item], d_by[item]) for item in sorted(s_by.keys() & d_by.keys())]
 
 
-def _check_quantity(kind: str, line_id: str, quantity: object) -> None:
+def _check_quantity(kind: str, line_id: str, quantity: object, name: str = "quantity") -> None:
     if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
-        raise ValueError(f"{kind} line {line_id!r}: quantity must be a non-negative integer")
+        raise ValueError(f"{kind} line {line_id!r}: {name} must be a non-negative integer")
 
 
 def _check_location(kind: str, line_id: str, location: Location) -> None:
-    if not isinstance(location, Location) or not isinstance(location.region, str):
-        raise ValueError(f"{kind} line {line_id!r}: location must be a Location with a region")
+    if not isinstance(location, Location):
+        raise ValueError(f"{kind} line {line_id!r}: location must be a Location")
+    if location.region is not None and not isinstance(location.region, str):
+        raise ValueError(f"{kind} line {line_id!r}: region must be a string or None")
     if (location.lat is None) != (location.lon is None):
         raise ValueError(f"{kind} line {line_id!r}: give both lat and lon, or neither")
     if location.lat is not None and location.lon is not None:
@@ -208,9 +211,14 @@ def _check_location(kind: str, line_id: str, location: Location) -> None:
 
 
 def prepare(
-    supply: Iterable[SupplyLine], demand: Iterable[DemandLine], options: MatchOptions
+    supply: Iterable[SupplyLine],
+    demand: Iterable[DemandLine],
+    options: MatchOptions,
+    distances: DistanceProvider | None = None,
 ) -> Instance:
-    """Check the lines and index them; raises ``ValueError`` on bad input."""
+    """Check the lines and index them; raises ``ValueError`` on bad input, also
+    when the distance provider answers a distance that is negative or not a
+    number."""
     supply = list(supply)
     demand = list(demand)
     if not _plainly_valid(supply, demand):
@@ -224,7 +232,15 @@ def prepare(
     d_locs: dict[Location, int] = {}
     s_loc = [s_locs.setdefault(s.location, len(s_locs)) for s in kept_supply]
     d_loc = [d_locs.setdefault(d.location, len(d_locs)) for d in kept_demand]
-    dist = distance_matrix(list(s_locs), list(d_locs), options.unknown_distance_km)
+    provider = distances or partial(distance_matrix, unknown_km=options.unknown_distance_km)
+    dist = np.asarray(provider(list(s_locs), list(d_locs)), dtype=np.float64)
+    if dist.shape != (len(s_locs), len(d_locs)):
+        raise ValueError(
+            f"the distance provider answered a {dist.shape} matrix for "
+            f"{len(s_locs)} supply and {len(d_locs)} demand places"
+        )
+    if dist.size and not (np.isfinite(dist).all() and (dist >= 0).all()):
+        raise ValueError("the distance provider answered a negative or missing distance")
     return Instance(
         supply=kept_supply,
         demand=kept_demand,
@@ -247,6 +263,9 @@ def _plainly_valid(supply: list[SupplyLine], demand: list[DemandLine]) -> bool:
     if not all(type(q) is int and q >= 0 for q in quantities):
         return False
     if not all(d.urgency in URGENCIES for d in demand):
+        return False
+    stated = [v for d in demand for v in (d.stock, d.daily_use) if v is not None]
+    if not all(type(v) is int and v >= 0 for v in stated):
         return False
     locations = [s.location for s in supply] + [d.location for d in demand]
     if not all(type(loc) is Location for loc in locations):
@@ -281,3 +300,7 @@ def _check_lines(supply: list[SupplyLine], demand: list[DemandLine]) -> None:
         _check_location("demand", d.id, d.location)
         if d.urgency not in URGENCIES:
             raise ValueError(f"demand line {d.id!r}: urgency must be one of {URGENCIES}")
+        for name in ("stock", "daily_use"):
+            value = getattr(d, name)
+            if value is not None:
+                _check_quantity("demand", d.id, value, name)

@@ -106,6 +106,8 @@ import numpy as np
 import numpy.typing as npt
 from ortools.graph.python.min_cost_flow import SimpleMinCostFlow
 
+from services.dispatch.matching.fairness import COST_PER_KM, Needs, pieces
+from services.dispatch.matching.geo import DistanceProvider
 from services.dispatch.matching.model import (
     DEFAULT_OPTIONS,
     URGENCIES,
@@ -145,15 +147,21 @@ def match(
     *,
     today: date,
     options: MatchOptions = DEFAULT_OPTIONS,
+    distances: DistanceProvider | None = None,
 ) -> Plan:
-    """The optimal plan for the given supply and demand (see the package docs)."""
+    """The optimal plan for the given supply and demand (see the package docs).
+
+    ``distances`` gives the kilometres (or any cost per unit counted in km: travel
+    time, a coordinator's table) between supply and demand locations; great-circle
+    from coordinates, or region reference points, by default (``geo``)."""
     started = time.perf_counter()
-    inst = prepare(supply, demand, options)
+    inst = prepare(supply, demand, options, distances)
     pairs: list[tuple[I64, I64, I64]] = [(_EMPTY, _EMPTY, _EMPTY)]
     counts = _Counts()
     lines = _Lines.of(inst)
+    needs = Needs.of(inst.demand)
     for s_idx, d_idx in lines.items():
-        net = _build(inst, lines, s_idx, d_idx, today, options)
+        net = _build(inst, lines, needs, s_idx, d_idx, today, options)
         counts.supply_groups += net.S
         counts.demand_groups += net.D
         if not net.n_transport:
@@ -346,6 +354,8 @@ class _Network:
     t_r: I64
     t_k: I64
     t_g: I64
+    p_line: I64
+    values: I64
 
     @property
     def n_transport(self) -> int:
@@ -354,10 +364,10 @@ class _Network:
         )
 
     def rewards(self, q_n: int) -> I64:
-        """The tier arcs' rewards for a needed-by quantum ``q_n``."""
-        q_f = self.R * q_n
-        q_u = self.T * q_f
-        return (3 - self.t_u) * q_u + (self.T - 1 - self.t_k) * q_f + (self.R - 1 - self.t_r) * q_n
+        """The tier arcs' priority rewards for a needed-by quantum ``q_n``:
+        urgency, then needed-by, strictly."""
+        q_u = self.R * q_n
+        return (3 - self.t_u) * q_u + (self.R - 1 - self.t_r) * q_n
 
 
 def _ints(values: Iterable[int]) -> I64:
@@ -379,12 +389,12 @@ def _stack(blocks: list[tuple[I64, I64, I64, F64]]) -> tuple[I64, I64, I64, F64]
 def _build(
     inst: Instance,
     lines: _Lines,
+    needs: Needs,
     s_idx: I64,
     d_idx: I64,
     today: date,
     options: MatchOptions,
 ) -> _Network:
-    T = options.fairness_tiers
 
     # Supply groups: (location, standard, best_before, regions, kinds).
     s_group, first = _first_seen(lines.s_key[s_idx])
@@ -557,22 +567,25 @@ def _build(
     f_group = _ints(n for s in shared for n in feeds[s])
     sl_feed = arcs.add(a0 + f_slot, S + f_group, np.full(len(f_slot), total))
 
-    # Demand lines: urgency, needed-by rank (lines without a day last), quantity;
-    # tier arcs.
+    # Demand lines: urgency, needed-by rank (lines without a day last), and their
+    # pieces of equal value per unit (``fairness``); one tier arc per demand group,
+    # urgency, rank and value, the values numbered from the highest (class 0).
     days, d_r = np.unique(lines.d_day[d_idx], return_inverse=True)
     d_r = d_r.ravel().astype(np.int64)
     R = len(days)
     d_u = lines.d_u[d_idx]
-    d_qty_line = lines.d_qty[d_idx]
-    tiers = np.arange(T, dtype=np.int64)
-    caps_lt = (d_qty_line[:, None] * (tiers + 1)) // T - (d_qty_line[:, None] * tiers) // T
-    key_lt = ((d_group[:, None] * 3 + d_u[:, None]) * R + d_r[:, None]) * T + tiers[None, :]
-    caps_flat = caps_lt.ravel()
-    nonzero = caps_flat > 0
-    tier_keys, tier_inv = np.unique(key_lt.ravel()[nonzero], return_inverse=True)
+    p_line, caps_flat, p_value = pieces(
+        lines.d_qty[d_idx], needs.of_line[d_idx], needs, options
+    )
+    neg_values, p_class = np.unique(-p_value, return_inverse=True)
+    p_class = p_class.ravel().astype(np.int64)
+    T = max(1, len(neg_values))
+    nonzero = np.ones(len(p_line), dtype=bool)
+    key_p = ((d_group[p_line] * 3 + d_u[p_line]) * R + d_r[p_line]) * T + p_class
+    tier_keys, tier_inv = np.unique(key_p, return_inverse=True)
     tier_inv = tier_inv.ravel()
     tier_cap = np.zeros(len(tier_keys), dtype=np.int64)
-    np.add.at(tier_cap, tier_inv, caps_flat[nonzero])
+    np.add.at(tier_cap, tier_inv, caps_flat)
     t_k = tier_keys % T
     rest = tier_keys // T
     t_r = rest % R
@@ -631,6 +644,8 @@ def _build(
         t_r=t_r,
         t_k=t_k,
         t_g=t_g,
+        p_line=p_line,
+        values=-neg_values[t_k] if len(t_k) else _EMPTY,
     )
 
 
@@ -681,16 +696,18 @@ def _solve_one_phase(net: _Network, counts: _Counts) -> I64:
     used[net.heads[transport]] = True
     L = 2 * min(n_tails, int(used.sum())) + 2
     n_nodes = net.n_raw
-    km_per_unit = 1.0
+    scale = 1.0  # costs in units of COST_PER_KM, made coarser should int64 not do
     while True:
-        costs = np.rint(net.km / km_per_unit).astype(np.int64)
-        q_n = L * int(costs.max()) + 1
-        if 4 * net.T * net.R * q_n * (n_nodes + 1) < _COST_LIMIT:
+        costs = np.rint(net.km * COST_PER_KM / scale).astype(np.int64)
+        values = np.rint(net.values / scale).astype(np.int64)
+        # A simple cycle of the residual graph changes at most two tier arcs.
+        q_n = L * int(costs.max(initial=0)) + 2 * int(values.max(initial=0)) + 1
+        if 4 * net.R * q_n * (n_nodes + 1) < _COST_LIMIT:
             break
-        if costs.max() <= 1:
+        if costs.max(initial=0) <= 1 and values.max(initial=0) <= 1:
             raise ValueError("instance too large to cost exactly in int64")
-        km_per_unit *= 2.0
-    costs[net.sl_tier] = -net.rewards(q_n)
+        scale *= 2.0
+    costs[net.sl_tier] = -net.rewards(q_n) - values
     return _min_cost_flow(net.n_raw, net.tails, net.heads, net.caps, costs, _supplies(net), counts)
 
 
@@ -737,9 +754,9 @@ def _class_potentials(net: _Network, counts: _Counts) -> I64:
     total = int(net.g_qty.sum())
     # Class tier arcs: the item's tier arcs summed per (class, urgency, rank, tier).
     rewards = net.rewards(1)
-    ct_key = dg_class[net.t_g] * (4 * net.T * net.R) + (
-        (net.t_u * net.R + net.t_r) * net.T + net.t_k
-    )
+    # (Tier arcs of one urgency and rank differ only in value, which phase 1
+    # leaves to phase 2.)
+    ct_key = dg_class[net.t_g] * (4 * net.R) + (net.t_u * net.R + net.t_r)
     ct_keys, ct_inv = np.unique(ct_key, return_inverse=True)
     ct_inv = ct_inv.ravel()
     ct_cap = np.zeros(len(ct_keys), dtype=np.int64)
@@ -749,7 +766,7 @@ def _class_potentials(net: _Network, counts: _Counts) -> I64:
     cs_qty = np.zeros(Cs, dtype=np.int64)
     np.add.at(cs_qty, g_class, net.g_qty)
     tails1 = np.concatenate(
-        [np.array(c_tails, dtype=np.int64), Cs + ct_keys // (4 * net.T * net.R), np.arange(Cs)]
+        [np.array(c_tails, dtype=np.int64), Cs + ct_keys // (4 * net.R), np.arange(Cs)]
     )
     heads1 = np.concatenate([np.array(c_heads, dtype=np.int64), np.full(len(ct_keys) + Cs, sink1)])
     caps1 = np.concatenate([np.full(len(c_tails), total), ct_cap, cs_qty])
@@ -800,7 +817,9 @@ def _closest_optimal(net: _Network, pot: I64, counts: _Counts) -> I64:
     supply = _supplies(net)
     np.add.at(supply, net.tails[full], -net.caps[full])
     np.add.at(supply, net.heads[full], net.caps[full])
-    costs2 = np.rint(net.km[free]).astype(np.int64)
+    cost2 = np.rint(net.km * COST_PER_KM).astype(np.int64)
+    cost2[net.sl_tier] = -net.values
+    costs2 = cost2[free]
     flows = np.zeros(len(net.tails), dtype=np.int64)
     flows[full] = net.caps[full]
     if free.any():
@@ -942,13 +961,12 @@ def _line_quantities(net: _Network, tier_flow: I64) -> I64:
     """Each demand line's quantity from the flows on the aggregated tier arcs: a
     full arc gives every line its tier; a partly used one is split over its lines
     in proportion to their tier sizes, largest remainder first, ties by line."""
-    T = net.T
     entries = np.flatnonzero(net.nonzero)
     arc = net.tier_inv
     cap = net.caps_flat[entries]
     flow = tier_flow[arc]
     whole = net.tier_cap[arc]
-    line = entries // T
+    line = net.p_line[entries]
     share = np.where(flow == whole, cap, 0)
     part = np.flatnonzero((flow > 0) & (flow < whole))
     if len(part):
@@ -1015,19 +1033,25 @@ def build_plan(
     s_loc = np.array(inst.s_loc, dtype=np.intp)
     d_loc = np.array(inst.d_loc, dtype=np.intp)
     km = np.round(inst.dist_km[s_loc[s_arr], d_loc[d_arr]], 1) if n else np.zeros(0)
-    d_qty = _ints(d.quantity for d in inst.demand)
 
-    # A line's allocations counted nearest first (supply indexes follow ids): the
-    # running total gives each one's tier, the first k with total <= qty*k//T.
-    T = options.fairness_tiers
-    order = np.lexsort((s_arr, km, d_arr))
-    d_o = d_arr[order]
+    # A need's allocations (all its lines of the item) counted nearest first, then
+    # by supply and demand line: the running total is the need's fill after each.
+    needs = Needs.of(inst.demand)
+    need = needs.of_line[d_arr] if n else _EMPTY
+    order = np.lexsort((d_arr, s_arr, km, need))
+    n_o = need[order]
     running = np.cumsum(q_arr[order])
-    first = np.r_[True, d_o[1:] != d_o[:-1]] if n else np.zeros(0, dtype=bool)
+    first = np.r_[True, n_o[1:] != n_o[:-1]] if n else np.zeros(0, dtype=bool)
     before = (running - q_arr[order])[first]
     running -= np.repeat(before, np.diff(np.r_[np.flatnonzero(first), n]))
-    tier = np.empty(n, dtype=np.int64)
-    tier[order] = np.clip(-(-running * T // np.maximum(d_qty[d_o], 1)), 1, T)
+    after = np.empty(n, dtype=np.int64)
+    after[order] = running
+    nearest_km = np.full(len(needs.total), np.inf)
+    np.minimum.at(nearest_km, need, km)
+    fill = (needs.had[need] + after) / np.maximum(needs.total[need], 1) if n else np.zeros(0)
+    use = needs.daily_use[need]
+    days = np.where(use > 0, np.round((needs.stock[need] + after) / np.maximum(use, 1), 1), -1.0)
+    nearest = km <= nearest_km[need] if n else np.zeros(0, dtype=bool)
 
     rank_of = {item: r for r, item in enumerate(sorted({d.item for d in inst.demand}))}
     item_rank = _ints(rank_of[d.item] for d in inst.demand)
@@ -1037,35 +1061,39 @@ def build_plan(
     d_ids = [line.id for line in demand]
     d_items = [line.item for line in demand]
     d_u = _ints(_URGENCY_RANK[line.urgency] for line in demand)
-    # Reasons repeat (few urgencies, tiers and place pairs) and are immutable:
-    # one object per distinct reason.
-    s_f, d_f, q_f, k_f, km_f = s_arr[final], d_arr[final], q_arr[final], tier[final], km[final]
-    u_f = d_u[d_f]
-    by_reason = np.lexsort((km_f, k_f, u_f))
-    u_s, k_s, km_s = u_f[by_reason], k_f[by_reason], km_f[by_reason]
-    new = np.ones(n, dtype=bool)
-    new[1:] = (u_s[1:] != u_s[:-1]) | (k_s[1:] != k_s[:-1]) | (km_s[1:] != km_s[:-1])
-    reason_no = np.empty(n, dtype=np.int64)
-    reason_no[by_reason] = np.cumsum(new) - 1
-    firsts = by_reason[new]
-    reasons = [
-        Reason(URGENCIES[u], k, dist)
-        for u, k, dist in zip(
-            u_f[firsts].tolist(), k_f[firsts].tolist(), km_f[firsts].tolist(), strict=True
+    # Reasons repeat and are immutable: one object per distinct reason.
+    s_f, d_f, q_f = s_arr[final], d_arr[final], q_arr[final]
+    keys = list(
+        zip(
+            d_u[d_f].tolist(),
+            km[final].tolist(),
+            fill[final].tolist(),
+            days[final].tolist(),
+            nearest[final].tolist(),
+            strict=True,
         )
+    )
+    known: dict[tuple[int, float, float, float, bool], Reason] = {}
+    reasons = [
+        known.get(k)
+        or known.setdefault(
+            k, Reason(URGENCIES[k[0]], k[1], k[2], None if k[3] < 0 else k[3], bool(k[4]))
+        )
+        for k in keys
     ]
     allocations = [
-        Allocation(s_ids[s], d_ids[d], d_items[d], q, reasons[r])
-        for s, d, q, r in zip(
-            s_f.tolist(), d_f.tolist(), q_f.tolist(), reason_no.tolist(), strict=True
-        )
+        Allocation(s_ids[s], d_ids[d], d_items[d], q, r)
+        for s, d, q, r in zip(s_f.tolist(), d_f.tolist(), q_f.tolist(), reasons, strict=True)
     ]
     got_arr = np.zeros(len(demand), dtype=np.int64)
     np.add.at(got_arr, d_arr, q_arr)
     got = got_arr.tolist()
-    delivered: dict[str, int] = dict.fromkeys(URGENCIES, 0)
+    delivered: dict[str, dict[str, int]] = {}
     for j, line in enumerate(demand):
-        delivered[line.urgency] += got[j]
+        if got[j]:
+            per_item = delivered.setdefault(line.item, dict.fromkeys(URGENCIES, 0))
+            per_item[line.urgency] += got[j]
+    delivered = dict(sorted(delivered.items()))
     unmet = {d.id: d.quantity - got[j] for j, d in enumerate(demand) if d.quantity > got[j]}
     c = counts or _Counts()
     stats = PlanStats(
@@ -1077,8 +1105,7 @@ def build_plan(
         demand_groups=c.demand_groups,
         arcs=c.arcs,
         solves=c.solves,
-        delivered=sum(delivered.values()),
-        delivered_by_urgency=delivered,
+        delivered=delivered,
         seconds=time.perf_counter() - started,
     )
     return Plan(allocations=tuple(allocations), unmet=unmet, stats=stats)
