@@ -198,7 +198,7 @@ def test_a_need_split_into_lines_gets_what_it_would_get_as_one_line() -> None:
 
 
 def test_a_request_far_away_is_not_worth_any_distance() -> None:
-    # A one-unit request is worth fill_km (200 km by default) of detour, no more.
+    # A one-unit request is worth fill_km (50 km by default) of detour, no more.
     plan = match(
         [supply("s1", 5)],
         [need("beijing", 1, BEIJING), need("wuhan", 1000, WUHAN)],
@@ -505,7 +505,13 @@ def test_options_are_checked() -> None:
 def test_no_fill_weight_means_distance_decides() -> None:
     lines = [supply("s1", 8)]
     needs = [need("near", 100, WUHAN), need("small", 2, HUANGSHI)]
-    assert match(lines, needs, today=TODAY).delivered_by_demand() == {"near": 6, "small": 2}
+    # 80 km farther: worth it at 200 km for a whole need (100 km a unit here), not at 0.
+    fair = MatchOptions(fill_km=200)
+    assert match(lines, needs, today=TODAY, options=fair).delivered_by_demand() == {
+        "near": 6,
+        "small": 2,
+    }
+    assert match(lines, needs, today=TODAY).delivered_by_demand() == {"near": 8}
     plain = MatchOptions(fill_km=0)
     assert match(lines, needs, today=TODAY, options=plain).delivered_by_demand() == {"near": 8}
 

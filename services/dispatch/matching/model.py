@@ -155,9 +155,9 @@ class MatchOptions:
     speed_km_per_day: float = 500.0
     handling_days: float = 1.0
     unknown_distance_km: float = 3000.0
-    fill_km: float = 200.0
+    fill_km: float = 50.0
     fairness_tiers: int = 1
-    days_km: float = 100.0
+    days_km: float = 10.0
     days_horizon: int = 30
 
     def __post_init__(self) -> None:
