@@ -108,6 +108,22 @@ class AllocationArgsSchema(ListArgsSchema):
     item = fields.String(validate=validate.Length(max=64))
 
 
+class ChangeSchema(Schema):
+    pledge_line_id = fields.UUID(required=True)
+    need_line_id = fields.UUID(required=True)
+    quantity = fields.Integer(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "the allocation's new quantity; 0 removes it"},
+    )
+
+
+class EditSchema(Schema):
+    changes = fields.List(
+        fields.Nested(ChangeSchema), required=True, validate=validate.Length(min=1, max=1000)
+    )
+
+
 class CancelSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(min=3, max=200))
 
@@ -162,6 +178,19 @@ class RunById(MethodView):
 def approve(run_id: uuid.UUID) -> Any:
     """Approve a preview: its allocations are proposed to the donors' pledges."""
     return matching_service.approve(runtime(), run_id, current_identity().user_id)
+
+
+@matching_blp.route("/runs/<uuid:run_id>/edits", methods=["POST"])
+@matching_blp.arguments(EditSchema)
+@matching_blp.response(200, RunSchema)
+@require_roles("coordinator")
+def edit(data: dict[str, Any], run_id: uuid.UUID) -> Any:
+    """Edit a preview before approving it: change an allocation's quantity, remove it
+    (quantity 0) or add one by hand. The edited plan keeps every hard rule (same item,
+    an accepted standard, the donor's restrictions, perishables in time, supply and
+    demand quantities), or the request is refused with each broken rule named and
+    nothing changes."""
+    return matching_service.edit(runtime(), run_id, data["changes"], current_identity().user_id)
 
 
 def _scoped_allocations(stmt: Any) -> Any:

@@ -394,6 +394,85 @@ def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None
         release(rt, items, holder)
 
 
+def edit(
+    rt: ServiceRuntime,
+    run_id: uuid.UUID,
+    changes: list[dict[str, Any]],
+    edited_by: uuid.UUID | None,
+) -> MatchingRun:
+    """Change a preview by hand before approving it. Each change sets the quantity of
+    one pair of lines: 0 removes the allocation, a pair not in the plan adds one. The
+    edited plan is checked against the supply and needs as they are now, by every
+    hard rule of matching and their quantities; if it breaks any, nothing changes and
+    the 422 names each broken rule (``changes.N`` for the change that broke it,
+    ``plan`` for one the plan broke as it stood)."""
+    with rt.unit_of_work() as session:
+        matching_run = session.get(MatchingRun, run_id, with_for_update=True)
+        if matching_run is None:
+            raise Problem(404, f"No matching run {run_id}.", slug="matching-run-not-found")
+        if matching_run.status != "preview":
+            raise Problem(
+                409,
+                f"The run is {matching_run.status}; only a preview can be edited.",
+                slug="matching-run-not-preview",
+                status_now=matching_run.status,
+            )
+        planned: dict[tuple[str, str], int] = {
+            (a["pledge_line_id"], a["need_line_id"]): int(a["quantity"])
+            for a in matching_run.plan.get("allocations", [])
+        }
+        changed_by: dict[tuple[str, str], int] = {}
+        for n, change in enumerate(changes):
+            pair = (str(change["pledge_line_id"]), str(change["need_line_id"]))
+            planned[pair] = int(change["quantity"])
+            changed_by[pair] = n
+        pairs = list(planned)
+        supply, demand = build_inputs(session, list(matching_run.items) or None)
+        try:
+            plan = matching.plan_of(
+                [matching.Planned(s, d, q) for (s, d), q in planned.items()],
+                supply,
+                demand,
+                today=utcnow().date(),
+            )
+        except matching.PlanRefused as refused:
+            errors: dict[str, list[str]] = {}
+            for broken in refused.problems:
+                change_no = (
+                    None if broken.index is None else changed_by.get(pairs[broken.index])
+                )
+                field = "plan" if change_no is None else f"changes.{change_no}"
+                errors.setdefault(field, []).append(broken.message)
+            raise Problem(
+                422,
+                "The edited plan breaks a rule of matching; nothing was changed.",
+                slug="plan-breaks-a-rule",
+                errors=errors,
+            ) from None
+        edits = [
+            *matching_run.plan.get("edits", []),
+            {
+                "by": None if edited_by is None else str(edited_by),
+                "at": utcnow().isoformat(),
+                "changes": [
+                    {
+                        "pledge_line_id": str(c["pledge_line_id"]),
+                        "need_line_id": str(c["need_line_id"]),
+                        "quantity": int(c["quantity"]),
+                    }
+                    for c in changes
+                ],
+            },
+        ]
+        matching_run.plan = {**plan_document(plan), "edits": edits}
+        matching_run.stats = {
+            **matching_run.stats,
+            "items": per_item_totals(supply, demand, plan),
+            "edited": len(edits),
+        }
+        return matching_run
+
+
 # Debounced runs on events ----------------------------------------------------------------------
 
 

@@ -429,6 +429,20 @@ ROWS: list[Row] = [
         "/api/v1/matching/runs/{flag}/approve",
         only({"coordinator": 404, "admin": 404}),
     ),
+    Row(
+        "POST",
+        "/api/v1/matching/runs/{flag}/edits",
+        only({"coordinator": 404, "admin": 404}),
+        body=lambda w, a: {
+            "changes": [
+                {
+                    "pledge_line_id": str(uuid.uuid4()),
+                    "need_line_id": str(uuid.uuid4()),
+                    "quantity": 1,
+                }
+            ]
+        },
+    ),
     # Allocations: their donors and recipients, and coordinators; logistics sees none.
     Row(
         "GET",

@@ -214,3 +214,106 @@ def test_a_coordinator_cancels_an_allocation_before_it_ships(stack: Stack) -> No
         headers=people["coordinator"].headers,
     )
     assert twice.status_code == 409
+
+
+def test_a_coordinator_edits_a_preview_and_the_edited_plan_is_what_gets_reserved(
+    stack: Stack,
+) -> None:
+    people = saga_world(stack)
+    client = stack.client()
+    pledge = _masks(client, people["donor"], 1000)
+    critical = _need(client, people["hospital"], 800, "critical", "420103")
+    normal = _need(client, people["community"], 500, "normal", "420102")
+    eventually(lambda: supply_known(stack, pledge))
+    preview = _post(
+        client, "/api/v1/matching/runs", {"dry_run": True, "items": ["mask"]}, people["coordinator"]
+    )
+    pledged = pledge["lines"][0]["id"]
+    critical_line = critical["lines"][0]["id"]
+    normal_line = normal["lines"][0]["id"]
+    url = f"/api/v1/matching/runs/{preview['id']}/edits"
+
+    # Only a coordinator edits; a change that breaks a rule is refused, naming it,
+    # and the preview stays as it was.
+    change = {"pledge_line_id": pledged, "need_line_id": normal_line, "quantity": 400}
+    assert (
+        client.post(url, json={"changes": [change]}, headers=people["hospital"].headers).status_code
+        == 403
+    )
+    too_much = client.post(url, json={"changes": [change]}, headers=people["coordinator"].headers)
+    assert too_much.status_code == 422, too_much.json
+    assert too_much.json["errors"] == {
+        "plan": [f"supply line {pledged} would give 1200 of its 1000"]
+    }
+    unknown = str(uuid.uuid4())
+    bad = client.post(
+        url,
+        json={"changes": [{"pledge_line_id": unknown, "need_line_id": normal_line, "quantity": 1}]},
+        headers=people["coordinator"].headers,
+    )
+    assert bad.status_code == 422
+    assert bad.json["errors"] == {
+        "changes.0": [f"supply line {unknown} is not in the plan's supply"]
+    }
+    negative = client.post(
+        url, json={"changes": [{**change, "quantity": -1}]}, headers=people["coordinator"].headers
+    )
+    assert negative.status_code == 422
+    assert negative.json["errors"] == {
+        "changes.0.quantity": ["Must be greater than or equal to 0."]
+    }
+    same = client.get(
+        f"/api/v1/matching/runs/{preview['id']}", headers=people["coordinator"].headers
+    )
+    assert same.json["allocations"] == preview["allocations"]
+
+    # Less to the critical need, more to the other: within the pledge, so it holds.
+    edited = _post(
+        client,
+        url,
+        {
+            "changes": [
+                {"pledge_line_id": pledged, "need_line_id": critical_line, "quantity": 600},
+                {"pledge_line_id": pledged, "need_line_id": normal_line, "quantity": 400},
+            ]
+        },
+        people["coordinator"],
+        status=200,
+    )
+    planned = {a["need_line_id"]: a for a in edited["allocations"]}
+    assert {line: a["quantity"] for line, a in planned.items()} == {
+        critical_line: 600,
+        normal_line: 400,
+    }
+    assert planned[normal_line]["reason"]["need_fill"] == 0.8
+    assert {u["need_line_id"]: u["quantity"] for u in edited["unmet"]} == {
+        critical_line: 200,
+        normal_line: 100,
+    }
+    assert edited["stats"]["items"]["mask"]["allocated"] == 1000
+    assert edited["stats"]["edited"] == 1
+
+    # Removing one (quantity 0) leaves it out; the approved plan is the edited one.
+    edited = _post(
+        client,
+        url,
+        {"changes": [{"pledge_line_id": pledged, "need_line_id": normal_line, "quantity": 0}]},
+        people["coordinator"],
+        status=200,
+    )
+    assert [a["need_line_id"] for a in edited["allocations"]] == [critical_line]
+    _post(
+        client,
+        f"/api/v1/matching/runs/{preview['id']}/approve",
+        {},
+        people["coordinator"],
+        status=200,
+    )
+    eventually(
+        lambda: len(_allocations(client, people["coordinator"], status="reserved")) == 1,
+        timeout=60,
+    )
+    assert need_line(stack, critical_line).reserved == 600
+    assert pledge_line(stack, pledged).reserved == 600
+    late = client.post(url, json={"changes": [change]}, headers=people["coordinator"].headers)
+    assert late.status_code == 409

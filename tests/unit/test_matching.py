@@ -962,3 +962,86 @@ def test_numpy_distance_matrix_agrees_with_scalar_distance() -> None:
         for j, b in enumerate(places):
             assert matrix[i, j] == pytest.approx(distance_km(a, b), abs=1e-6)
     assert isinstance(matrix, np.ndarray)
+
+
+# Plans edited by hand -----------------------------------------------------------------
+
+
+def test_an_edited_plan_keeps_to_the_rules_and_gets_its_reasons() -> None:
+    from services.dispatch.matching import Planned, plan_of
+
+    lines = [supply("s1", 10), supply("s2", 5, BEIJING)]
+    needs = [need("a", 8), need("b", 6, HUANGSHI)]
+    plan = plan_of(
+        [Planned("s1", "a", 4), Planned("s2", "b", 5), Planned("s1", "b", 0)],
+        lines,
+        needs,
+        today=TODAY,
+    )
+    assert flows(plan) == {("s1", "a"): 4, ("s2", "b"): 5}
+    assert plan.unmet == {"a": 4, "b": 1}
+    reasons = {a.demand_id: a.reason for a in plan.allocations}
+    assert reasons["a"].need_fill == 0.5
+    assert reasons["b"].distance_km == pytest.approx(
+        distance_km(BEIJING, HUANGSHI), abs=0.1
+    )
+
+
+def test_an_edited_plan_that_breaks_a_rule_is_refused_with_every_reason() -> None:
+    from services.dispatch.matching import Planned, PlanRefused, plan_of
+
+    fruit = supply("fruit", 10, item="fruit", standard=None, best_before=TODAY + timedelta(days=2))
+    lines = [
+        supply("kn95", 10, standard="GB2626-2006"),
+        supply("hubei-only", 10, regions=("42",)),
+        supply("hospitals-only", 10, kinds=("hospital",)),
+        fruit,
+    ]
+    needs = [
+        need("medical", 10, standards=("GB19083-2010",)),
+        need("beijing", 10, BEIJING),
+        need("committee", 10, kind="community_committee"),
+        need("fruit-far", 10, BEIJING, item="fruit"),
+        need("gloves", 10, item="gloves"),
+        need("unverified", 10, verified=False),
+    ]
+    edits = [
+        Planned("kn95", "medical", 5),
+        Planned("hubei-only", "beijing", 5),
+        Planned("hospitals-only", "committee", 5),
+        Planned("fruit", "fruit-far", 5),
+        Planned("kn95", "gloves", 1),
+        Planned("kn95", "unverified", 1),
+        Planned("nowhere", "medical", 1),
+        Planned("hubei-only", "medical", -1),
+    ]
+    with pytest.raises(PlanRefused) as refused:
+        plan_of(edits, lines, needs, today=TODAY)
+    said = {p.index: p.message for p in refused.value.problems}
+    assert said == {
+        0: "demand line medical accepts GB19083-2010, not GB2626-2006",
+        1: "the donor of supply line hubei-only gives only to 42",
+        2: "the donor of supply line hospitals-only gives only to hospital, "
+        "not to a community_committee",
+        3: "supply line fruit would spoil before it reaches demand line fruit-far",
+        4: "supply line kn95 is mask, demand line gloves asks for gloves",
+        5: "demand line unverified is not verified and open",
+        6: "supply line nowhere is not in the plan's supply",
+        7: "the quantity must be a whole number, 0 or more",
+    }
+
+
+def test_an_edited_plan_may_not_give_or_take_more_than_there_is() -> None:
+    from services.dispatch.matching import Planned, PlanRefused, plan_of
+
+    with pytest.raises(PlanRefused) as refused:
+        plan_of(
+            [Planned("s1", "a", 6), Planned("s1", "b", 6), Planned("s2", "a", 3)],
+            [supply("s1", 10), supply("s2", 5)],
+            [need("a", 8), need("b", 6)],
+            today=TODAY,
+        )
+    assert [p.message for p in refused.value.problems] == [
+        "supply line s1 would give 12 of its 10",
+        "demand line a would get 9 of the 8 it asks",
+    ]
