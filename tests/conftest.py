@@ -35,6 +35,8 @@ FOLDER_MARKS = {
 }
 
 _running: list[pytest.Item] = []
+_seconds_per_folder: dict[str, float] = {}
+_tests_per_folder: dict[str, int] = {}
 
 
 def pytest_report_header() -> str:
@@ -72,6 +74,25 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
     finally:
         _running.remove(item)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add up each folder's time (set-up, test and teardown), for the summary below;
+    under pytest-xdist the reports reach the controlling process too."""
+    parts = report.nodeid.split("/")
+    folder = parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]
+    _seconds_per_folder[folder] = _seconds_per_folder.get(folder, 0.0) + report.duration
+    if report.when == "call":
+        _tests_per_folder[folder] = _tests_per_folder.get(folder, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _seconds_per_folder or hasattr(terminalreporter.config, "workerinput"):
+        return
+    terminalreporter.section(f"time per folder, backend {BACKEND} (summed over processes)")
+    for folder, seconds in sorted(_seconds_per_folder.items(), key=lambda kv: -kv[1]):
+        count = _tests_per_folder.get(folder, 0)
+        terminalreporter.write_line(f"{folder:<14} {count:>5} tests {seconds:>9.1f} s")
 
 
 @pytest.fixture

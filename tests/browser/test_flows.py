@@ -38,6 +38,8 @@ TEXT = {
         "urgency": "urgency critical",
         "approved": "The plan is approved",
         "applied": "applied",
+        "changed": "The plan is changed.",
+        "fill": "brings this need to 100%",
         "switch": "English",
     },
     "zh": {
@@ -55,6 +57,8 @@ TEXT = {
         "urgency": "紧急程度：紧急",  # noqa: RUF001 - the page's own full-width colon
         "approved": "方案已批准",
         "applied": "已执行",
+        "changed": "方案已修改。",
+        "fill": "使该需求满足至 100%",
         "switch": "中文",
     },
 }
@@ -260,7 +264,14 @@ def test_hospital_posts_a_need_and_coordinator_approves_a_plan(
     assert plan.count() == 1
     row = plan.first.inner_text()
     assert text["mask"] in row and "300" in row and text["urgency"] in row
+    assert text["fill"] in row
     shots.take(desk, "matching-preview")
+    # The coordinator sends 250 instead, then approves the edited plan.
+    plan.first.locator('input[name="quantity"]').fill("250")
+    plan.first.locator('form[action$="/edit"] button').click()
+    assert text["changed"] in desk.locator(".flash").inner_text()
+    assert "250" in desk.locator("table.plan tbody tr").first.inner_text()
+    shots.take(desk, "matching-edited")
     desk.locator('form[action$="/approve"] button').click()
     assert text["approved"] in desk.locator(".flash").inner_text()
     assert text["applied"] in desk.locator("h1 .status").inner_text()
@@ -270,7 +281,7 @@ def test_hospital_posts_a_need_and_coordinator_approves_a_plan(
     def reserved() -> bool:
         with stack.runtime("dispatch").session_factory() as session:
             rows = session.query(Allocation).all()
-            return len(rows) == 1 and rows[0].status == "reserved"
+            return len(rows) == 1 and rows[0].status == "reserved" and rows[0].quantity == 250
 
     eventually(reserved, timeout=60)
     ward.context.close()

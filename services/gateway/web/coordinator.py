@@ -158,3 +158,30 @@ def approve_matching(run_id: uuid.UUID) -> Any:
         return redirect(url_for("web.matching_run", run_id=run_id))
     flash(gettext("The plan is approved: its allocations go to the donors' pledges."), "success")
     return redirect(url_for("web.matching_run", run_id=run_id))
+
+
+@bp.post("/coordinator/matching/<uuid:run_id>/edit")
+def edit_matching(run_id: uuid.UUID) -> Any:
+    """One change to a preview: an allocation's new quantity (0 removes it), or a new
+    allocation by hand."""
+    require_me()
+    quantity = request.form.get("quantity", "").strip()
+    change = {
+        "pledge_line_id": request.form.get("pledge_line_id", "").strip(),
+        "need_line_id": request.form.get("need_line_id", "").strip(),
+        "quantity": int(quantity) if quantity.isdigit() else quantity,
+    }
+    answer = api.post(
+        f"/matching/runs/{run_id}/edits",
+        json={"changes": [change]},
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if answer.status in (403, 404) or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        state = FormState.from_problem({}, answer)
+        said = [m for messages in (answer.errors or {}).values() for m in messages]
+        flash(" ".join([state.detail or gettext("Not changed."), *said]), "error")
+        return redirect(url_for("web.matching_run", run_id=run_id))
+    flash(gettext("The plan is changed."), "success")
+    return redirect(url_for("web.matching_run", run_id=run_id))
