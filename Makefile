@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: run test test-fast test-embedded test-servers lint install clean browser
 
 # Test processes side by side (pytest-xdist): most tests wait on worker processes and
-# databases rather than compute. 4 was the quickest on a 2-core machine (README, Tests).
-TEST_WORKERS ?= 4
+# databases rather than compute. 3 was the quickest on a 2-core machine (README, Tests).
+TEST_WORKERS ?= 3
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 $(STAMP): pyproject.toml

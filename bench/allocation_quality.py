@@ -367,7 +367,11 @@ def main(argv: list[str] | None = None) -> None:
             f"  {o.name:34} fill all {o.fill_all / plain.fill_all:5.2f}  served "
             f"{o.fill_served / plain.fill_served:5.2f}  unit km {o.unit_km / plain.unit_km:5.2f}  "
             f"ship/donor {o.shipments_per_donor / plain.shipments_per_donor:5.2f}  wait "
-            f"{o.wait_days / max(plain.wait_days, 1e-9):5.2f}"
+            + (
+                f"{o.wait_days / plain.wait_days:5.2f}"
+                if plain.wait_days
+                else f"{o.wait_days:.2f} d vs 0 d"
+            )
         )
     if args.days:
         print()
