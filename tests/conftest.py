@@ -18,6 +18,7 @@ that carries neither mark, so the rule cannot be broken by accident.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,18 +61,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    _running.append(item)
-    try:
+    with _running_test(item):
         return (yield)
-    finally:
-        _running.remove(item)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _running_test(item):
+        return (yield)
+
+
+@contextmanager
+def _running_test(item: pytest.Item) -> Iterator[None]:
+    """The test whose fixtures or body run now, for ``marks_of_running_test``."""
     _running.append(item)
     try:
-        return (yield)
+        yield
     finally:
         _running.remove(item)
 

@@ -379,19 +379,27 @@ def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None
         )
     try:
         with rt.unit_of_work() as session:
-            matching_run = session.get(MatchingRun, run_id, with_for_update=True)
-            assert matching_run is not None
-            if matching_run.status != "preview":
-                raise Problem(
-                    409,
-                    f"The run is {matching_run.status}; only a preview can be approved.",
-                    slug="matching-run-not-preview",
-                    status_now=matching_run.status,
-                )
+            matching_run = _preview_for_update(session, run_id, "approved")
             _apply(session, rt, matching_run, approved_by)
             return matching_run
     finally:
         release(rt, items, holder)
+
+
+def _preview_for_update(session: Session, run_id: uuid.UUID, verb: str) -> MatchingRun:
+    """The run, locked for this transaction; 404 if there is none, 409 unless it is a
+    preview (only a preview can be ``verb``)."""
+    matching_run = session.get(MatchingRun, run_id, with_for_update=True)
+    if matching_run is None:
+        raise Problem(404, f"No matching run {run_id}.", slug="matching-run-not-found")
+    if matching_run.status != "preview":
+        raise Problem(
+            409,
+            f"The run is {matching_run.status}; only a preview can be {verb}.",
+            slug="matching-run-not-preview",
+            status_now=matching_run.status,
+        )
+    return matching_run
 
 
 def edit(
@@ -407,16 +415,7 @@ def edit(
     the 422 names each broken rule (``changes.N`` for the change that broke it,
     ``plan`` for one the plan broke as it stood)."""
     with rt.unit_of_work() as session:
-        matching_run = session.get(MatchingRun, run_id, with_for_update=True)
-        if matching_run is None:
-            raise Problem(404, f"No matching run {run_id}.", slug="matching-run-not-found")
-        if matching_run.status != "preview":
-            raise Problem(
-                409,
-                f"The run is {matching_run.status}; only a preview can be edited.",
-                slug="matching-run-not-preview",
-                status_now=matching_run.status,
-            )
+        matching_run = _preview_for_update(session, run_id, "edited")
         planned: dict[tuple[str, str], int] = {
             (a["pledge_line_id"], a["need_line_id"]): int(a["quantity"])
             for a in matching_run.plan.get("allocations", [])
