@@ -185,7 +185,12 @@ def build_inputs(
                     if line.stock_on_hand is None or not line.daily_consumption
                     else line.stock_on_hand + line.quantity - left
                 ),
-                daily_use=line.daily_consumption or None,
+                # Days of supply only where both stock and daily use are known.
+                daily_use=(
+                    line.daily_consumption
+                    if line.stock_on_hand is not None and line.daily_consumption
+                    else None
+                ),
             )
         )
     return supply, demand
@@ -426,7 +431,11 @@ def edit(
             planned[pair] = int(change["quantity"])
             changed_by[pair] = n
         pairs = list(planned)
-        supply, demand = build_inputs(session, list(matching_run.items) or None)
+        if not matching_run.items:
+            raise Problem(
+                409, "The run covers no item; there is nothing to edit.", slug="matching-run-empty"
+            )
+        supply, demand = build_inputs(session, list(matching_run.items))
         try:
             plan = matching.plan_of(
                 [matching.Planned(s, d, q) for (s, d), q in planned.items()],
@@ -437,11 +446,12 @@ def edit(
         except matching.PlanRefused as refused:
             errors: dict[str, list[str]] = {}
             for broken in refused.problems:
-                change_no = (
-                    None if broken.index is None else changed_by.get(pairs[broken.index])
-                )
-                field = "plan" if change_no is None else f"changes.{change_no}"
-                errors.setdefault(field, []).append(broken.message)
+                # A rule is the fault of the changes that touch it; of the plan as it
+                # stood only where none does.
+                about = (broken.index,) if broken.index is not None else broken.involved
+                fields = sorted({changed_by[pairs[n]] for n in about if pairs[n] in changed_by})
+                for field in [f"changes.{n}" for n in fields] or ["plan"]:
+                    errors.setdefault(field, []).append(broken.message)
             raise Problem(
                 422,
                 "The edited plan breaks a rule of matching; nothing was changed.",

@@ -243,7 +243,7 @@ def test_a_coordinator_edits_a_preview_and_the_edited_plan_is_what_gets_reserved
     too_much = client.post(url, json={"changes": [change]}, headers=people["coordinator"].headers)
     assert too_much.status_code == 422, too_much.json
     assert too_much.json["errors"] == {
-        "plan": [f"supply line {pledged} would give 1200 of its 1000"]
+        "changes.0": [f"supply line {pledged} would give 1200 of its 1000"]
     }
     unknown = str(uuid.uuid4())
     bad = client.post(

@@ -219,8 +219,9 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def discard(self) -> None:
-        """SIGKILL the worker's main process and its pool at once."""
-        if self.process is None:
+        """SIGKILL the worker's main process and its pool at once (unless it has
+        already exited: its pid may belong to another process by now)."""
+        if self.process is None or self.process.poll() is not None:
             return
         for pid in process_tree(self.process.pid):
             with suppress(ProcessLookupError):

@@ -119,7 +119,7 @@ def test_urgency_wins_over_distance() -> None:
     assert a.reason.need_fill == 1.0
     assert a.reason.distance_km == pytest.approx(1052, abs=5)
     assert a.reason.describe() == (
-        "critical; brings this need to 100%; the nearest donor for it, 1053 km"
+        "critical; brings this need to 100%; the nearest donor in this plan, 1053 km"
     )
 
 
@@ -195,6 +195,26 @@ def test_a_need_split_into_lines_gets_what_it_would_get_as_one_line() -> None:
     assert whole == {"clinic": 10, "hospital": 20}
     assert split["clinic"] == whole["clinic"]
     assert sum(q for line, q in split.items() if line.startswith("hospital")) == 20
+
+    # Tiers too are cut on the need: forty one-unit lines are one need of forty.
+    tiers = MatchOptions(fairness_tiers=4)
+    one = [need("a", 40, HUANGSHI), need("b", 40, HUANGSHI)]
+    many = [
+        need("a", 40, HUANGSHI),
+        *(need(f"b{n:02d}", 1, HUANGSHI, need_id="b") for n in range(40)),
+    ]
+    assert match([supply("s1", 20)], one, today=TODAY, options=tiers).delivered_by_demand() == {
+        "a": 10,
+        "b": 10,
+    }
+    got = match([supply("s1", 20)], many, today=TODAY, options=tiers).delivered_by_demand()
+    assert got["a"] == 10 and sum(q for line, q in got.items() if line != "a") == 10
+    # And what a need already had counts: 30 of 40 filled, its next units are in its
+    # last tier, behind a new need's first.
+    had = [need("a", 10, HUANGSHI, requested=40), need("b", 40, HUANGSHI)]
+    assert match([supply("s1", 10)], had, today=TODAY, options=tiers).delivered_by_demand() == {
+        "b": 10
+    }
 
 
 def test_a_request_far_away_is_not_worth_any_distance() -> None:
@@ -730,9 +750,9 @@ def test_any_plan_keeps_to_quantities_and_rules(
 # The optimum, checked against a plain line-by-line model ------------------------------
 
 
-def pieces_of(d: DemandLine, needs: Sequence[DemandLine], options: MatchOptions) -> list[
-    tuple[int, int]
-]:
+def pieces_of(
+    d: DemandLine, needs: Sequence[DemandLine], options: MatchOptions
+) -> list[tuple[int, int]]:
     """(units, value per unit in tenths of a km) of a demand line, best first: the
     fairness rule written out again, line by line."""
     mates = [
@@ -758,12 +778,16 @@ def pieces_of(d: DemandLine, needs: Sequence[DemandLine], options: MatchOptions)
         if given < q:
             out.append((q - given, 0))
         return out
+    # The need's units in order: what it had, then its lines by id; tiers of the need.
     T = options.fairness_tiers
+    start = sum(max(m.quantity, m.requested or 0) - m.quantity for m in mates)
+    start += sum(m.quantity for m in mates if m.id < d.id)
     for k in range(T):
-        units = math.ceil(q * (k + 1) / T) - math.ceil(q * k / T)
+        low, high = math.ceil(size * k / T), math.ceil(size * (k + 1) / T)
+        units = max(0, min(start + q, high) - max(start, low))
         if units:
             weight = 2 * (T - k) / (T + 1)
-            out.append((units, round(options.fill_km * 10 * weight / max(size, 1))))
+            out.append((int(units), round(options.fill_km * 10 * weight / max(size, 1))))
     return out
 
 
@@ -864,9 +888,7 @@ def test_plan_is_optimal(
     lines, needs = instance
     options = MatchOptions(fairness_tiers=tiers, fill_km=fill_km)
     plan = match(lines, needs, today=TODAY, options=options)
-    assert plan_objective(plan, lines, needs, options) == reference_objective(
-        lines, needs, options
-    )
+    assert plan_objective(plan, lines, needs, options) == reference_objective(lines, needs, options)
 
 
 def test_larger_plan_is_optimal() -> None:
@@ -874,9 +896,7 @@ def test_larger_plan_is_optimal() -> None:
     options = MatchOptions()
     plan = match(lines, needs, today=TODAY)
     check_plan(plan, lines, needs, options)
-    assert plan_objective(plan, lines, needs, options) == reference_objective(
-        lines, needs, options
-    )
+    assert plan_objective(plan, lines, needs, options) == reference_objective(lines, needs, options)
     assert plan.stats.supply_groups < len(lines)
 
 
@@ -982,9 +1002,7 @@ def test_an_edited_plan_keeps_to_the_rules_and_gets_its_reasons() -> None:
     assert plan.unmet == {"a": 4, "b": 1}
     reasons = {a.demand_id: a.reason for a in plan.allocations}
     assert reasons["a"].need_fill == 0.5
-    assert reasons["b"].distance_km == pytest.approx(
-        distance_km(BEIJING, HUANGSHI), abs=0.1
-    )
+    assert reasons["b"].distance_km == pytest.approx(distance_km(BEIJING, HUANGSHI), abs=0.1)
 
 
 def test_an_edited_plan_that_breaks_a_rule_is_refused_with_every_reason() -> None:
@@ -1041,7 +1059,7 @@ def test_an_edited_plan_may_not_give_or_take_more_than_there_is() -> None:
             [need("a", 8), need("b", 6)],
             today=TODAY,
         )
-    assert [p.message for p in refused.value.problems] == [
-        "supply line s1 would give 12 of its 10",
-        "demand line a would get 9 of the 8 it asks",
+    assert [(p.message, p.involved) for p in refused.value.problems] == [
+        ("supply line s1 would give 12 of its 10", (0, 1)),
+        ("demand line a would get 9 of the 8 it asks", (0, 2)),
     ]

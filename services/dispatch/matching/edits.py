@@ -48,10 +48,12 @@ class Planned:
 @dataclass(frozen=True, slots=True)
 class BrokenRule:
     """A broken rule: ``index`` of the allocation it is about (``None`` for a bound
-    broken by several together) and what is wrong, in words."""
+    broken by several together, whose indexes are ``involved``) and what is wrong,
+    in words."""
 
     index: int | None
     message: str
+    involved: tuple[int, ...] = ()
 
 
 class PlanRefused(ValueError):
@@ -85,6 +87,7 @@ def plan_of(
     known_demand = {d.id: d for d in demand_lines}
     problems: list[BrokenRule] = []
     pairs: list[tuple[int, int, int]] = []
+    kept: list[int] = []
     for n, a in enumerate(planned):
         if not isinstance(a.quantity, int) or isinstance(a.quantity, bool) or a.quantity < 0:
             problems.append(BrokenRule(n, "the quantity must be a whole number, 0 or more"))
@@ -108,22 +111,33 @@ def plan_of(
             problems.append(BrokenRule(n, broken))
             continue
         pairs.append((i, j, a.quantity))
+        kept.append(n)
 
     given = np.zeros(len(inst.supply), dtype=np.int64)
     got = np.zeros(len(inst.demand), dtype=np.int64)
-    for i, j, q in pairs:
+    by_supply: dict[int, list[int]] = {}
+    by_demand: dict[int, list[int]] = {}
+    for n, (i, j, q) in zip(kept, pairs, strict=True):
         given[i] += q
         got[j] += q
+        by_supply.setdefault(i, []).append(n)
+        by_demand.setdefault(j, []).append(n)
     for i in np.flatnonzero(given > [s.quantity for s in inst.supply]).tolist():
         s = inst.supply[i]
         problems.append(
-            BrokenRule(None, f"supply line {s.id} would give {int(given[i])} of its {s.quantity}")
+            BrokenRule(
+                None,
+                f"supply line {s.id} would give {int(given[i])} of its {s.quantity}",
+                tuple(by_supply[i]),
+            )
         )
     for j in np.flatnonzero(got > [d.quantity for d in inst.demand]).tolist():
         d = inst.demand[j]
         problems.append(
             BrokenRule(
-                None, f"demand line {d.id} would get {int(got[j])} of the {d.quantity} it asks"
+                None,
+                f"demand line {d.id} would get {int(got[j])} of the {d.quantity} it asks",
+                tuple(by_demand[j]),
             )
         )
     if problems:

@@ -6,9 +6,10 @@ request into lines gains nothing. Each demand line is cut into pieces, each with
 quantity and a value per unit:
 
 * share of the request filled (the default): with ``T = fairness_tiers`` tiers,
-  tier ``k`` of a line holds its units ``ceil(q*k/T)+1 .. ceil(q*(k+1)/T)``
-  (rounded up, so a line of one unit has a first tier and is never starved by
-  rounding) and each of them is worth ``fill_km / Q * w_k`` with weights
+  tier ``k`` of a need holds its units ``ceil(Q*k/T)+1 .. ceil(Q*(k+1)/T)``
+  (rounded up, so a need of one unit has a first tier and is never starved by
+  rounding), counted after what the need already had and then along its lines in
+  order; each unit is worth ``fill_km / Q * w_k`` with weights
   ``w_k = 2 (T - k) / (T + 1)`` (all 1 with one tier);
 * days of supply, for a need that states its stock ``S`` and daily use ``C``: the
   units that raise the need from ``d`` to ``d + 1`` days (``d`` whole, starting at
@@ -83,9 +84,7 @@ class Needs:
         return (int(self.stock[need]) + delivered) / use
 
 
-def pieces(
-    qty: I64, need: I64, needs: Needs, options: MatchOptions
-) -> tuple[I64, I64, I64]:
+def pieces(qty: I64, need: I64, needs: Needs, options: MatchOptions) -> tuple[I64, I64, I64]:
     """(line, quantity, value per unit) of every non-empty piece of the given lines
     (``qty[n]`` units of need ``need[n]``); ``line`` indexes ``qty``."""
     T = options.fairness_tiers
@@ -94,12 +93,27 @@ def pieces(
 
     share = np.flatnonzero(~days)
     if len(share):
-        q = qty[share][:, None]
+        # Each line's units in its need's count: after what the need had, then its
+        # earlier lines; the tiers are cut on the need, so splitting gains nothing.
+        n_of = need[share]
+        order = np.argsort(n_of, kind="stable")
+        q_o = qty[share][order]
+        ends = np.cumsum(q_o)
+        firsts = np.r_[True, n_of[order][1:] != n_of[order][:-1]]
+        before = np.repeat((ends - q_o)[firsts], np.diff(np.r_[np.flatnonzero(firsts), len(order)]))
+        start = np.empty(len(share), dtype=np.int64)
+        start[order] = ends - q_o - before
+        start += needs.had[n_of]
+        end = start + qty[share]
         k = np.arange(T + 1, dtype=np.int64)[None, :]
-        bounds = -((-q * k) // T)  # ceil(q * k / T)
-        caps = np.diff(bounds, axis=1)
+        total = needs.total[n_of][:, None]
+        bounds = -((-total * k) // T)  # ceil(Q * k / T): a one-unit need has a first tier
+        caps = np.maximum(
+            0,
+            np.minimum(end[:, None], bounds[:, 1:]) - np.maximum(start[:, None], bounds[:, :-1]),
+        )
         weights = 2.0 * (T - np.arange(T)) / (T + 1)
-        size = needs.total[need[share]].astype(np.float64)
+        size = needs.total[n_of].astype(np.float64)
         values = np.rint(
             options.fill_km * COST_PER_KM * weights[None, :] / np.maximum(size, 1)[:, None]
         ).astype(np.int64)

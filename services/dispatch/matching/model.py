@@ -95,7 +95,8 @@ class Reason:
     counted, from 0 to 1; ``days_of_supply`` the need's days of supply then, where
     it states its stock and daily use. ``distance_km`` is the distance between the
     two lines' locations (from the distance provider), and ``nearest`` whether no
-    supply line of the plan that serves this need is nearer.
+    other supply line of the plan that serves this need is nearer (not whether a
+    nearer donor exists: that one's supply may have gone to a need it served better).
     """
 
     urgency: Urgency
@@ -106,13 +107,13 @@ class Reason:
 
     def describe(self) -> str:
         """The reason in words, e.g. "critical, 1.5 days of supply after it; brings
-        this need to 60%; the nearest donor for it, 12 km"."""
+        this need to 60%; the nearest donor in this plan, 12 km"."""
         parts: list[str] = [self.urgency]
         if self.days_of_supply is not None:
             parts[0] += f", {self.days_of_supply:.1f} days of supply after it"
         share = f"{self.need_fill:.0%}" if self.need_fill >= 0.005 else "under 1%"
         parts.append(f"brings this need to {share}")
-        where = "the nearest donor for it" if self.nearest else "a farther donor"
+        where = "the nearest donor in this plan" if self.nearest else "a farther donor"
         parts.append(f"{where}, {self.distance_km:.0f} km")
         return "; ".join(parts)
 

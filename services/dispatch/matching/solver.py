@@ -11,13 +11,10 @@ Network (per item)
     * supply group nodes, with the group's quantity as supply; one sink, with the
       item's total supply as demand; a 0-cost arc from each supply group to the
       sink takes what stays unallocated;
-    * a demand group node per demand group, with arcs to the sink, one per
-      (urgency, needed-by rank, fairness tier) among its lines: capacity = the sum
-      of those lines' tier sizes, cost = minus the reward of a unit delivered
-      there. Tier ``k`` of a line of quantity ``q`` holds its units
-      ``q*k//T + 1 .. q*(k+1)//T`` (``T = MatchOptions.fairness_tiers``); the reward
-      falls from tier to tier, so a line's reward is concave in what it gets and
-      flow reaches the first tier of every line before the second of any;
+    * a demand group node per demand group, with arcs to the sink ("tier arcs"),
+      one per (urgency, needed-by rank, value) among its lines' pieces: each line
+      is cut into pieces of equal value per unit (``fairness``: the share of its
+      need filled, or its days of supply), capacity = the sum of those pieces;
     * transport between places rather than between groups, which keeps the
       network near place-to-place size however the attributes vary:
       - an arrival node per (demand place, standard family, kind class), feeding
@@ -43,46 +40,46 @@ Network (per item)
       full group-to-group model, exactly.
 
 Objective and solving
-    Lexicographic -- urgency-weighted quantity, then fairness, then needed-by,
-    then distance. The priority part is one integer reward per tier arc,
+    Lexicographic -- urgency-weighted quantity, then needed-by, both strict; then
+    one weighed sum, distance times quantity less the fairness value of what is
+    delivered, both in tenths of a kilometre (``fairness.COST_PER_KM``). The
+    priority part is one integer reward per tier arc,
 
-        reward(u, r, k) = (3 - u) * Qu + (T - 1 - k) * Qf + (R - 1 - r) * Qn
+        reward(u, r) = (3 - u) * R * Qn + (R - 1 - r) * Qn
 
     with ``u`` the urgency rank (0 critical .. 2 normal), ``r`` the rank of the
     line's needed-by day among the item's distinct ones (earliest 0, none last,
-    ``R`` of them), ``Qf = R * Qn``, ``Qu = T * Qf``. A simple cycle of the
-    residual graph passes the sink at most once, so it changes at most two sink
-    arcs, and any change of a higher level outweighs all the lower ones can
-    change: urgency is strict, then fairness, then needed-by. Needed-by ranks
-    below fairness: scarce supply still goes to every need's first tier first;
-    among needs in the same tier the earlier one wins.
+    ``R`` of them). A simple cycle of the residual graph passes the sink at most
+    once, so it changes at most two sink arcs, and any change of priority
+    outweighs all that distance and value can change.
 
     An item without perishables is solved in two phases. Phase 1 maximises the
     rewards (``Qn = 1``) on the network aggregated to classes -- supply by
     (standard, restrictions), demand by (accepted standards, kind class, which
-    region restrictions admit it) -- where distance plays no part, so it is
-    tiny. Node potentials from its residual graph (Bellman-Ford) are an optimal
+    region restrictions admit it) -- where distance and value play no part, so it
+    is tiny. Node potentials from its residual graph (Bellman-Ford) are an optimal
     dual for the full network too; by complementary slackness every optimal
     flow leaves arcs of positive reduced cost empty and fills those of negative
-    reduced cost. Phase 2 fixes those and minimises the distance (whole km) over
-    what is left: the exact lexicographic optimum, with small costs.
+    reduced cost. Phase 2 fixes those and minimises distance less value over what
+    is left: the exact lexicographic optimum.
 
     An item with perishables, whose compatibility depends on distance, is solved
-    in one phase with the distance folded in below the rewards: ``Qn = L * Dmax
-    + 1``, where ``Dmax`` is the largest transport cost and ``L`` bounds the
-    number of transport arcs on a simple cycle (twice the number of arrival
-    nodes or of transport tails, whichever is smaller, plus 2), so that no
-    change of distance can outweigh a change of priority. The costs stay far
-    inside int64; should an instance ever be large enough for them not to,
-    distances are costed in coarser units.
+    in one phase with distance and value folded in below the rewards: ``Qn = L *
+    Dmax + 2 * Vmax + 1``, where ``Dmax`` is the largest transport cost, ``Vmax``
+    the largest value and ``L`` bounds the number of transport arcs on a simple
+    cycle (twice the number of arrival nodes or of transport tails, whichever is
+    smaller, plus 2), so that no change of distance or value can outweigh a
+    change of priority. The costs stay far inside int64; should an instance ever
+    be large enough for them not to, costs are counted in coarser units.
 
 Back to lines
     The flow is decomposed deterministically: outlet chains and arrival nodes
     hand on their inflows in order (supply groups by index, transport arcs
     nearest first), giving (supply group, demand group, quantity). The flow on a
-    demand group's tier arc is split over its lines in proportion to their tier
-    sizes (largest remainder, ties by id). A demand group's lines (most urgent,
-    earliest needed, then by id) take its inflows nearest first, and each supply
+    demand group's tier arc is split over its pieces in proportion to their sizes
+    (largest remainder, ties by line); the pieces of one arc are worth the same.
+    A demand group's lines (most urgent, earliest needed, then by id) take its
+    inflows nearest first, and each supply
     group's outflows are taken from its lines in (donor, id) order, so a donor's
     lines are used up one after the other and pairs of lines rarely split. Which
     line of a group serves which does not change the objective. The number of
