@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import update
 
+from services.dispatch.models import MatchingRun, Shipment
 from services.dispatch.models import Organisation as DispatchOrganisation
-from services.dispatch.models import Shipment
 from services.gateway.models import Organisation as GatewayOrganisation
 from tests.browser.supply_chain import Chain, assign, build, shipment
 from tests.support.auth import PASSWORD, Account
@@ -363,3 +363,38 @@ def _bytes(text: str) -> Any:
     import io
 
     return io.BytesIO(text.encode())
+
+
+def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(stack: Stack) -> None:
+    """Previews stored before reasons carried a need's fill and the nearest donor
+    (urgency, fairness tier, distance) still read, in both languages."""
+    chain = build(stack, {"ward": 300})
+    office = chain.people["coordinator"]
+    run_id = uuid.uuid4()
+    with stack.runtime("dispatch").unit_of_work() as session:
+        session.add(
+            MatchingRun(
+                id=run_id,
+                status="preview",
+                dry_run=True,
+                trigger="manual",
+                items=["mask"],
+                plan={
+                    "allocations": [
+                        {
+                            "pledge_line_id": str(uuid.uuid4()),
+                            "need_line_id": str(uuid.uuid4()),
+                            "item": "mask",
+                            "quantity": 40,
+                            "reason": {"urgency": "high", "fairness_tier": 2, "distance_km": 12.3},
+                        }
+                    ],
+                    "unmet": [],
+                },
+                stats={},
+            )
+        )
+    for language, words in (("en", "12.3 km"), ("zh", "12.3 公里")):
+        page = _signed_in(stack, office, language).get(f"/coordinator/matching/{run_id}")
+        assert page.status_code == 200, page.data[:300]
+        assert words in html.unescape(_text(page.data))
