@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -37,8 +37,26 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-if TYPE_CHECKING:
-    from shared.web import ServiceRuntime
+from shared.config import Settings
+
+
+class ServiceRuntime(Protocol):
+    """What the metrics read of a service's runtime (``shared.web.ServiceRuntime``,
+    which installs them: a protocol here, so that neither module imports the other)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def models(self) -> Any: ...
+    @property
+    def session_factory(self) -> Any: ...
+    @property
+    def read_session_factory(self) -> Any: ...
+    @property
+    def celery(self) -> Any: ...
+
 
 log = logging.getLogger(__name__)
 

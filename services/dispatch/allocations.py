@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from services.dispatch import need_status
 from services.dispatch.models import (
     Allocation,
     Need,
@@ -172,8 +173,6 @@ def propose_many(
     the same refusals as a conditional UPDATE per allocation, in a handful of
     statements for the whole plan.
     """
-    from services.dispatch import needs as needs_domain
-
     lines: dict[uuid.UUID, NeedLine] = _locked(
         session, NeedLine, {p.need_line_id for p in proposals}
     )
@@ -251,8 +250,8 @@ def propose_many(
             ),
         )
         for each in need.lines:
-            needs_domain.refresh_line_status(each)
-        needs_domain.refresh_need_status(need)
+            need_status.refresh_line_status(each)
+        need_status.refresh_need_status(need)
         results.append(Proposed(allocation))
     session.flush()
     return results
@@ -418,12 +417,10 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
         supply = supplies.get(allocation.pledge_line_id)
         if supply is not None:
             supply.proposed -= allocation.quantity
-    from services.dispatch import needs as needs_domain
-
     for need in need_rows.values():
         for each in need.lines:
-            needs_domain.refresh_line_status(each)
-        needs_domain.refresh_need_status(need)
+            need_status.refresh_line_status(each)
+        need_status.refresh_need_status(need)
     session.flush()
     return reserved
 
@@ -512,12 +509,10 @@ def _refresh_need(session: Session, need_id: uuid.UUID) -> None:
     need = session.get(Need, need_id, populate_existing=True, with_for_update=True)
     if need is None:
         return
-    from services.dispatch import needs
-
     for line in need.lines:
         session.refresh(line)
-        needs.refresh_line_status(line)
-    needs.refresh_need_status(need)
+        need_status.refresh_line_status(line)
+    need_status.refresh_need_status(need)
     session.flush()
 
 

@@ -42,19 +42,6 @@ class RunInSchema(Schema):
     )
 
 
-class PlannedSchema(Schema):
-    pledge_line_id = fields.String()
-    need_line_id = fields.String()
-    item = fields.String()
-    quantity = fields.Integer()
-    reason = fields.Dict()
-
-
-class UnmetSchema(Schema):
-    need_line_id = fields.String()
-    quantity = fields.Integer()
-
-
 class RunSchema(Schema):
     id = fields.UUID()
     status = fields.String(metadata={"description": "preview, applied or superseded"})

@@ -29,6 +29,7 @@ from services.dispatch import needs_domain as domain
 from services.dispatch.allocations import cancel_allocations_of_need
 from services.dispatch.matching_service import request_matching
 from services.dispatch.models import Need, NeedLine
+from services.dispatch.need_status import refresh_line_status, refresh_need_status, totals_of
 from shared import catalog
 from shared.db import utcnow
 from shared.events import new_event
@@ -182,24 +183,6 @@ def convert_line(
     if errors:
         raise LineError(errors)
     return columns
-
-
-def totals_of(line: NeedLine) -> domain.LineTotals:
-    return domain.LineTotals(
-        line.quantity, line.proposed, line.reserved, line.shipped, line.received
-    )
-
-
-def refresh_line_status(line: NeedLine) -> str:
-    """Set the line's status from its counters, keeping a held one."""
-    held = line.status if line.status in domain.HELD_STATUSES else None
-    line.status = domain.line_status(totals_of(line), held)
-    return line.status
-
-
-def refresh_need_status(need: Need) -> str:
-    need.status = domain.need_status([line.status for line in need.lines], need.status)
-    return need.status
 
 
 # Events ----------------------------------------------------------------------------------

@@ -10,19 +10,9 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from shared.db import utcnow
+from shared.events.errors import EventError
+from shared.events.registry import REGISTRY
 from shared.observability import causation_id_var, current_correlation_id
-
-
-class EventError(ValueError):
-    """An event whose envelope or payload does not match its schema.
-
-    ``errors`` maps each offending field (``payload.name`` for payload fields) to
-    its messages.
-    """
-
-    def __init__(self, message: str, errors: dict[str, Any]) -> None:
-        super().__init__(f"{message}: {errors}")
-        self.errors = errors
 
 
 class EnvelopeSchema(Schema):
@@ -66,8 +56,6 @@ class Event:
 
         Raises :class:`EventError` naming every offending field.
         """
-        from shared.events.registry import REGISTRY
-
         if not isinstance(data, dict):
             raise EventError("event is not an object", {"_schema": ["expected a JSON object"]})
         try:
@@ -81,8 +69,6 @@ class Event:
 
     def data(self) -> dict[str, Any]:
         """The payload loaded through its schema (UUIDs, datetimes, ...)."""
-        from shared.events.registry import REGISTRY
-
         return REGISTRY.load_payload(self.type, self.version, self.payload)
 
 
@@ -103,8 +89,6 @@ def new_event(
 
     A producer never writes an event its consumers would refuse.
     """
-    from shared.events.registry import REGISTRY
-
     version = version or REGISTRY.latest_version(type)
     dumped = REGISTRY.dump_payload(type, version, payload)
     return Event(

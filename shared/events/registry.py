@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from shared.events.envelope import EventError
+from shared.events.errors import EventError
 
 ORGANISATION_KINDS = (
     "foundation",

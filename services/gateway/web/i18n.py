@@ -14,6 +14,7 @@ from typing import Any
 from flask import request
 from flask_babel import gettext, lazy_gettext
 
+from services.gateway.web.times import local_time
 from shared.catalog.export import item_as_dict
 from shared.catalog.items import ITEMS
 
@@ -182,8 +183,6 @@ def receipt_word(value: Any) -> str:
 def overdue_reason(reason: str | None) -> str:
     """The API's overdue reason (``past_eta: expected by ...``, ``stale: no update
     since ...``) in the page's language, with times in Beijing time."""
-    from services.gateway.web.shipments import local_time
-
     if not reason:
         return ""
     kind, _sep, rest = reason.partition(": ")

@@ -7,7 +7,7 @@ overdue list."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from flask import flash, g, redirect, render_template, request, url_for
@@ -19,6 +19,7 @@ from services.gateway.web.api import ApiResponse
 from services.gateway.web.base import bp, is_coordinator, problem_page, require_me
 from services.gateway.web.forms import FormState
 from services.gateway.web.i18n import api_message, field_errors, word
+from services.gateway.web.times import LOCAL, local_time
 from shared.events.supply import SHIPMENT_FINAL_STATUSES, SHIPMENT_STATUSES
 
 # The shipment statuses in lifecycle order, exceptions last: the board's columns.
@@ -31,22 +32,8 @@ BOARD_SIZE = 200
 
 # Times are entered and shown in Beijing time unless the form says otherwise: the
 # people using the UI are in China, and a scanner's clock is set to local time.
-LOCAL = timezone(timedelta(hours=8))
 ZONES = (("+08:00", _l("Beijing time (UTC+8)")), ("Z", _l("UTC")))
 UPDATE_INPUTS = ("status", "occurred_at", "zone", "location", "note")
-
-
-def local_time(value: str | None) -> str:
-    """An ISO time from the API as ``YYYY-MM-DD HH:MM`` in Beijing time."""
-    if not value:
-        return ""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M")
 
 
 def aware_time(value: str, zone: str) -> str:
