@@ -11,6 +11,8 @@ from flask import Flask, Response, json, request
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
+from shared.errors import DomainError
+
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -128,12 +130,23 @@ def _from_http_exception(exc: HTTPException) -> Response:
     ).response()
 
 
+def problem_of(error: DomainError) -> Problem:
+    """The problem document of a domain error."""
+    return Problem(
+        error.status, error.detail, slug=error.slug, errors=error.errors, **error.details
+    )
+
+
 def install_problem_handlers(app: Flask) -> None:
     """Every error this app answers with, handled or not, is a problem document."""
 
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
         return exc.response()
+
+    @app.errorhandler(DomainError)
+    def _domain(exc: DomainError) -> Response:
+        return problem_of(exc).response()
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -34,9 +34,9 @@ from services.dispatch.models import (
     SupplyLine,
 )
 from shared.db import upsert_insert, utcnow
+from shared.errors import Conflict, NotFound, RuleBroken
 from shared.idempotency import bookkeeping
 from shared.metrics import MATCHING_SECONDS
-from shared.problems import Problem
 from shared.web import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -288,8 +288,7 @@ def run(
         if wait:
             log.info("matching of %s is already running; this run is covered by it", busy)
             return None
-        raise Problem(
-            409,
+        raise Conflict(
             f"A matching run for {busy[0]!r} is in progress; try again in a moment.",
             slug="matching-in-progress",
             item=busy[0],
@@ -372,13 +371,12 @@ def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None
     with rt.session_factory() as session:
         found = session.get(MatchingRun, run_id)
         if found is None:
-            raise Problem(404, f"No matching run {run_id}.", slug="matching-run-not-found")
+            raise NotFound(f"No matching run {run_id}.", slug="matching-run-not-found")
         items = list(found.items)
     holder = _holder()
     busy = acquire(rt, items, holder)
     if busy:
-        raise Problem(
-            409,
+        raise Conflict(
             f"A matching run for {busy[0]!r} is in progress; approve again in a moment.",
             slug="matching-in-progress",
         )
@@ -396,10 +394,9 @@ def _preview_for_update(session: Session, run_id: uuid.UUID, verb: str) -> Match
     preview (only a preview can be ``verb``)."""
     matching_run = session.get(MatchingRun, run_id, with_for_update=True)
     if matching_run is None:
-        raise Problem(404, f"No matching run {run_id}.", slug="matching-run-not-found")
+        raise NotFound(f"No matching run {run_id}.", slug="matching-run-not-found")
     if matching_run.status != "preview":
-        raise Problem(
-            409,
+        raise Conflict(
             f"The run is {matching_run.status}; only a preview can be {verb}.",
             slug="matching-run-not-preview",
             status_now=matching_run.status,
@@ -432,8 +429,8 @@ def edit(
             changed_by[pair] = n
         pairs = list(planned)
         if not matching_run.items:
-            raise Problem(
-                409, "The run covers no item; there is nothing to edit.", slug="matching-run-empty"
+            raise Conflict(
+                "The run covers no item; there is nothing to edit.", slug="matching-run-empty"
             )
         supply, demand = build_inputs(session, list(matching_run.items))
         try:
@@ -452,8 +449,7 @@ def edit(
                 fields = sorted({changed_by[pairs[n]] for n in about if pairs[n] in changed_by})
                 for field in [f"changes.{n}" for n in fields] or ["plan"]:
                     errors.setdefault(field, []).append(broken.message)
-            raise Problem(
-                422,
+            raise RuleBroken(
                 "The edited plan breaks a rule of matching; nothing was changed.",
                 slug="plan-breaks-a-rule",
                 errors=errors,

@@ -9,6 +9,7 @@ import pytest
 
 from services.gateway.openapi import merge_specs
 from shared.config import ConfigError, Settings
+from shared.errors import Conflict, DomainError, Forbidden, NotFound, RuleBroken
 from shared.problems import flatten_errors
 
 
@@ -105,3 +106,41 @@ def test_malformed_setting_names_the_variable() -> None:
         Settings.from_env({"AIDLINK_OUTBOX_RELAY": "later"})
     assert Settings.from_env({}).outbox_relay == "inline"
     assert Settings.from_env({"AIDLINK_OUTBOX_RELAY": "background"}).outbox_relay == "background"
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (NotFound("No matching run 7.", slug="matching-run-not-found"), 404),
+        (Forbidden("Only coordinators approve plans."), 403),
+        (
+            Conflict("The run is applied.", slug="matching-run-not-preview", status_now="applied"),
+            409,
+        ),
+        (RuleBroken("The plan breaks a rule.", errors={"changes.0": ["too much"]}), 422),
+    ],
+)
+def test_domain_errors_answer_as_problem_details(error: DomainError, status: int) -> None:
+    """The service layer raises errors that know no HTTP; the app's handler answers
+    with the problem document."""
+    from flask import Flask
+
+    from shared.problems import install_problem_handlers
+
+    app = Flask("t")
+    install_problem_handlers(app)
+
+    @app.get("/x")
+    def fail() -> Any:
+        raise error
+
+    answer = app.test_client().get("/x")
+    assert answer.status_code == status
+    assert answer.mimetype == "application/problem+json"
+    body: dict[str, Any] = answer.json or {}
+    assert body["detail"] == error.detail and body["instance"] == "/x"
+    if error.slug:
+        assert body["type"].endswith("/" + error.slug)
+    assert body.get("errors") == error.errors
+    for name, value in error.details.items():
+        assert body[name] == value
