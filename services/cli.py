@@ -213,7 +213,7 @@ def import_pledges(
     imported for the organisation is not imported again. Exits 1 if the import failed."""
     from services.donations import imports
     from services.donations.models import ImportJob, Organisation
-    from shared.problems import Problem
+    from shared.errors import DomainError
 
     app = _service_app("donations")
     rt = app.extensions["aidlink"]
@@ -235,8 +235,8 @@ def import_pledges(
         )
         try:
             submitted = imports.submit(rt, upload)
-        except Problem as exc:
-            lines = [exc.detail or exc.title]
+        except DomainError as exc:
+            lines = [exc.detail]
             for field, messages in (exc.errors or {}).items():
                 lines += [f"  {field}: {m}" for m in messages if m != exc.detail]
             raise click.ClickException("\n".join(lines)) from None

@@ -54,3 +54,15 @@ class RuleBroken(DomainError):
     """The request breaks a rule of the domain; ``errors`` names each."""
 
     status = 422
+
+
+class Unavailable(DomainError):
+    """A service this one needs (the broker, say) cannot be reached now; try again."""
+
+    status = 503
+
+
+class TooLarge(DomainError):
+    """What was sent is larger than this service takes."""
+
+    status = 413

@@ -32,9 +32,9 @@ from services.dispatch.models import Need, NeedLine
 from services.dispatch.need_status import refresh_line_status, refresh_need_status, totals_of
 from shared import catalog
 from shared.db import utcnow
+from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
-from shared.problems import Problem
 
 PRODUCER = "dispatch"
 
@@ -304,7 +304,7 @@ def create_need(
             for field, messages in exc.errors.items():
                 errors.setdefault(f"lines.{index}.{field}", []).extend(messages)
     if errors:
-        raise Problem(422, "Some lines cannot be accepted as given.", errors=errors)
+        raise RuleBroken("Some lines cannot be accepted as given.", errors=errors)
     status = "open" if org_verified else "draft"
     need = Need(
         id=uuid.uuid4(),
@@ -339,17 +339,14 @@ def create_need(
 
 def _require(need: Need, allowed: frozenset[str], doing: str) -> None:
     if need.status not in allowed:
-        raise Problem(
-            409,
+        raise Conflict(
             f"The need is {need.status}; it cannot be {doing}.",
             slug="need-not-changeable",
             need_status=need.status,
         )
 
 
-QUANTITY_INPUTS = (
-    "item", "quantity", "unit", "pack_size", "bottle_volume_ml", "density_g_per_l"
-)
+QUANTITY_INPUTS = ("item", "quantity", "unit", "pack_size", "bottle_volume_ml", "density_g_per_l")
 FACT_INPUTS = ("urgency", "stock_on_hand", "daily_consumption")
 
 
@@ -485,7 +482,7 @@ def amend_need(
         for field, messages in (problems or {}).items():
             errors.setdefault(f"{prefix}.{field}", []).extend(messages)
     if errors:
-        raise Problem(422, "Some changes cannot be made.", errors=errors)
+        raise RuleBroken("Some changes cannot be made.", errors=errors)
     refresh_need_status(need)
     announce(session, outbox, need, "need.updated")
     ask_matching(session, need)
@@ -499,8 +496,7 @@ def cancel_need(session: Session, outbox: Outbox, need: Need, reason: str | None
     if need.status == "cancelled":
         return need
     if need.status in domain.UNCANCELLABLE_STATUSES:
-        raise Problem(
-            409,
+        raise Conflict(
             f"The need is {need.status}; it cannot be cancelled.",
             slug="need-not-changeable",
             need_status=need.status,

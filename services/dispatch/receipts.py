@@ -41,9 +41,9 @@ from services.dispatch.models import (
     ShipmentLine,
 )
 from shared.db import utcnow
+from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
-from shared.problems import Problem
 
 PRODUCER = "dispatch"
 # Allocation statuses a receipt may close: on the way or arrived (already received,
@@ -137,16 +137,14 @@ def _sequence(shipment: Shipment, latest: Receipt | None, corrects: uuid.UUID | 
     """The sequence the new receipt takes, if it may be made now."""
     if corrects is None:
         if latest is not None:
-            raise Problem(
-                409,
+            raise Conflict(
                 "This shipment's receipt is already confirmed; to change it, send a "
                 f"correction with corrects={latest.id}.",
                 slug="receipt-already-confirmed",
                 receipt_id=str(latest.id),
             )
         if shipment.status != "delivered":
-            raise Problem(
-                409,
+            raise Conflict(
                 f"The shipment is {shipment.status}; its receipt is confirmed once it "
                 "is delivered.",
                 slug="shipment-not-delivered",
@@ -154,22 +152,19 @@ def _sequence(shipment: Shipment, latest: Receipt | None, corrects: uuid.UUID | 
             )
         return 1
     if latest is None:
-        raise Problem(
-            422,
+        raise RuleBroken(
             "There is no receipt of this shipment to correct.",
             errors={"corrects": ["No receipt of this shipment has this id."]},
         )
     if corrects != latest.id:
-        raise Problem(
-            409,
+        raise Conflict(
             f"A correction replaces the latest receipt, {latest.id}.",
             slug="receipt-not-latest",
             errors={"corrects": [f"Correct the latest receipt, {latest.id}."]},
             receipt_id=str(latest.id),
         )
     if shipment.status != "received":
-        raise Problem(
-            409,
+        raise Conflict(
             f"The shipment is {shipment.status}; only a received shipment's receipt is corrected.",
             slug="shipment-not-received",
             shipment_status=shipment.status,
@@ -203,8 +198,7 @@ def _apply_line(session: Session, line: ShipmentLine, new: Counted, index: int) 
             .execution_options(synchronize_session=False)
         ).first()
         if moved is None:
-            raise Problem(
-                409,
+            raise Conflict(
                 "The quantity reported damaged or short has been allocated again since; "
                 "it cannot be taken back now.",
                 slug="receipt-quantity-reallocated",
@@ -266,7 +260,7 @@ def confirm_receipt(
     by_id = {line.id: line for line in shipment.lines}
     counted, errors = check_lines({i: line.quantity for i, line in by_id.items()}, lines)
     if errors:
-        raise Problem(422, "The receipt does not match the shipment.", errors=errors)
+        raise RuleBroken("The receipt does not match the shipment.", errors=errors)
 
     receipt = Receipt(
         id=uuid.uuid4(),
@@ -295,8 +289,7 @@ def confirm_receipt(
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise Problem(
-            409,
+        raise Conflict(
             "Another receipt of this shipment was confirmed at the same moment; reload "
             "it and send a correction if needed.",
             slug="receipt-already-confirmed",

@@ -40,10 +40,10 @@ from services.dispatch.models import (
     SupplyLine,
 )
 from shared.db import utcnow
+from shared.errors import Conflict, DomainError, RuleBroken
 from shared.events import new_event
 from shared.identity import Identity
 from shared.outbox import Outbox
-from shared.problems import Problem
 
 PRODUCER = "dispatch"
 # How far ahead of our clock an update may claim to have happened (scanner clocks drift).
@@ -527,7 +527,7 @@ def consolidate(
         if problem:
             errors["logistics_org_id"] = [problem]
     if errors:
-        raise Problem(422, "These allocations cannot be consolidated so.", errors=errors)
+        raise RuleBroken("These allocations cannot be consolidated so.", errors=errors)
     route = routes[0]
     _lock_destination(session, route.recipient_org_id)
     left = set(
@@ -589,8 +589,7 @@ def amend(session: Session, shipment: Shipment, data: dict[str, Any]) -> Shipmen
     """A coordinator assigns the logistics company, the tracking reference or the ETA.
     A new ETA clears an overdue flag the old one raised."""
     if shipment.status in domain.FINAL_STATUSES:
-        raise Problem(
-            409,
+        raise Conflict(
             f"The shipment is {shipment.status}; it cannot be changed.",
             slug="shipment-final",
             current_status=shipment.status,
@@ -598,8 +597,7 @@ def amend(session: Session, shipment: Shipment, data: dict[str, Any]) -> Shipmen
     if data.get("logistics_org_id") is not None:
         problem = logistics_org_problem(session, data["logistics_org_id"])
         if problem:
-            raise Problem(
-                422,
+            raise RuleBroken(
                 "The logistics company cannot be assigned.",
                 errors={"logistics_org_id": [problem]},
             )
@@ -633,17 +631,15 @@ class UpdateOutcome:
 
 def _utc(value: datetime, name: str) -> datetime:
     if value.tzinfo is None:
-        raise Problem(
-            422,
+        raise RuleBroken(
             "Give times with their zone, e.g. 2020-02-03T08:00:00Z.",
             errors={name: ["The time has no zone."]},
         )
     return value.astimezone(UTC)
 
 
-def _refused(current: str, requested: str, why: str | None) -> Problem:
-    return Problem(
-        409,
+def _refused(current: str, requested: str, why: str | None) -> Conflict:
+    return Conflict(
         f"{why} (current status: {current}; requested: {requested})",
         slug="shipment-transition-refused",
         errors={"status": [why or "not allowed"]},
@@ -678,8 +674,7 @@ def record_update(
     """
     now = now or utcnow()
     if status not in domain.STATUSES:
-        raise Problem(
-            422,
+        raise RuleBroken(
             f"{status!r} is not a shipment status.",
             errors={"status": [f"Use one of: {', '.join(domain.STATUSES)}."]},
         )
@@ -687,8 +682,7 @@ def record_update(
         raise ValueError(f"unknown source {source!r}")
     occurred_at = _utc(occurred_at, "occurred_at")
     if domain.too_far_ahead(occurred_at, now, clock_skew):
-        raise Problem(
-            422,
+        raise RuleBroken(
             "The update cannot have happened in the future.",
             errors={"occurred_at": [f"{occurred_at.isoformat()} is ahead of {now.isoformat()}."]},
         )
@@ -887,7 +881,7 @@ def apply_batch(
                     now=now,
                     clock_skew=clock_skew,
                 )
-        except Problem as problem:
+        except DomainError as problem:
             result.reason = problem.detail
             result.errors = problem.errors or {}
             continue

@@ -50,9 +50,9 @@ from services.donations.api import REGION, _may_pledge
 from services.donations.models import ImportJob, Pledge
 from services.donations.spreadsheet import CheckedRow, RowChecker, Sheet, SheetError, message
 from shared.db import utcnow
+from shared.errors import Conflict, DomainError, NotFound, RuleBroken, TooLarge, Unavailable
 from shared.identity import current_identity, forbidden, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
-from shared.problems import Problem
 from shared.web import ServiceRuntime, db_session, runtime
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,10 @@ class Submitted:
     ignored_columns: list[str]
 
 
-def file_problem(status: int, detail: str, slug: str, **extensions: Any) -> Problem:
-    return Problem(status, detail, slug=slug, errors={"file": [detail]}, **extensions)
+def file_problem(status: int, detail: str, slug: str, **extensions: Any) -> DomainError:
+    """A refused file (413 too large, else 422), its message under ``file``."""
+    kind = TooLarge if status == 413 else RuleBroken
+    return kind(detail, slug=slug, errors={"file": [detail]}, **extensions)
 
 
 def read_upload(upload: Upload) -> Sheet:
@@ -696,8 +698,7 @@ class Imports(MethodView):
                 # Its task may have been lost on the way to the worker; a second one is
                 # harmless, as every run checks the job's state first.
                 enqueue(rt, job.id)
-            raise Problem(
-                409,
+            raise Conflict(
                 message("duplicate_file", upload.language, job=job.id, status=job.status),
                 slug="import-duplicate",
                 headers={"Location": _location(job.id)},
@@ -708,8 +709,7 @@ class Imports(MethodView):
             enqueue(rt, job.id)
         except Exception:
             log.exception("could not queue import %s", job.id)
-            raise Problem(
-                503,
+            raise Unavailable(
                 f"The import {job.id} is saved but could not be queued; upload the same "
                 "file again shortly to start it.",
                 slug="queue-unavailable",
@@ -745,5 +745,5 @@ class ImportById(MethodView):
         session = db_session()
         job = session.get(ImportJob, job_id)
         if job is None or not current_identity().can_act_for(job.org_id):
-            raise Problem(404, f"No import {job_id}.", slug="import-not-found")
+            raise NotFound(f"No import {job_id}.", slug="import-not-found")
         return job_view(job, _pledge_ids(session, [job.id])[job.id])

@@ -24,9 +24,9 @@ from services.donations import domain
 from services.donations.models import Organisation, Pledge, PledgeLine, Reservation
 from shared import catalog
 from shared.db import utcnow
+from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
-from shared.problems import Problem
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def create_pledge(
         except LineError as exc:
             errors.setdefault(f"lines.{index}.{exc.field}", []).append(exc.message)
     if errors:
-        raise Problem(422, "Some lines cannot be pledged as given.", errors=errors)
+        raise RuleBroken("Some lines cannot be pledged as given.", errors=errors)
     origin = data["origin"]
     pledge = Pledge(
         id=uuid.uuid4(),
@@ -211,8 +211,8 @@ def amend_pledge(session: Session, outbox: Outbox, pledge: Pledge, data: dict[st
     """Apply a PATCH. Line quantities move by conditional UPDATEs, so a reservation
     committed meanwhile is never undercut."""
     if pledge.status != "open":
-        raise Problem(
-            409, f"The pledge is {pledge.status}; it cannot be changed.", slug="pledge-not-open"
+        raise Conflict(
+            f"The pledge is {pledge.status}; it cannot be changed.", slug="pledge-not-open"
         )
     for name in ("notes", "available_from", "anonymous"):
         if name in data:
@@ -290,7 +290,7 @@ def amend_pledge(session: Session, outbox: Outbox, pledge: Pledge, data: dict[st
         session.refresh(line)
         refresh_status(line)
     if errors:
-        raise Problem(422, "Some changes cannot be made.", errors=errors)
+        raise RuleBroken("Some changes cannot be made.", errors=errors)
     pledge.status = domain.pledge_status([line.status for line in pledge.lines], False)
     # Bump the version even when only lines changed: it is the pledge's ETag.
     pledge.updated_at = utcnow()

@@ -23,7 +23,7 @@ from tests.support.stack import REPO_ROOT, Stack, eventually
 MATCHER = """
 from services.dispatch import matching_service
 from services.dispatch.app import create_app
-from shared.problems import Problem
+from shared.errors import Conflict
 
 app = create_app()
 rt = app.extensions["aidlink"]
@@ -33,7 +33,7 @@ with app.app_context():
         try:
             matching_service.run(rt, items=["mask", "gloves_exam"], dry_run=False, trigger="manual")
             applied += 1
-        except Problem:
+        except Conflict:
             busy += 1
 print(applied, busy)
 """

@@ -31,6 +31,7 @@ from shared.config import SERVICES, Settings
 from shared.events import subscribers_of
 from shared.web import ServiceRuntime
 from tests.support.auth import Account, admin, coordinator, verified
+from tests.support.markers import write_marker
 from tests.support.stack import Stack, WorkerProcess, eventually, process_tree
 
 FAULTS_ENV = "AIDLINK_TEST_FAULTS"
@@ -218,7 +219,7 @@ class DiesBeforePublishing:
             if message.get("type") in self.types:
                 died = len(list(self.markers.glob("died.*")))
                 if died < self.times:
-                    (self.markers / f"died.{message['id']}").write_text(str(os.getpid()))
+                    write_marker(self.markers / f"died.{message['id']}", str(os.getpid()))
                     os._exit(1)
 
 
@@ -299,10 +300,10 @@ def _install_stall(rt: ServiceRuntime, stall: dict[str, Any]) -> None:
         """Mark an attempt at ``evt``; True for the one attempt that stalls."""
         mine = sorted(markers.glob(f"{evt.id}.*"))
         if not mine and not list(markers.glob("*.1")):
-            (markers / f"{evt.id}.1").write_text(str(os.getpid()))
+            write_marker(markers / f"{evt.id}.1", str(os.getpid()))
             return True
         if mine:
-            (markers / f"{evt.id}.{len(mine) + 1}").write_text(str(os.getpid()))
+            write_marker(markers / f"{evt.id}.{len(mine) + 1}", str(os.getpid()))
         return False
 
     apply = rt.inbox.handlers[kind]

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from services.donations.app import create_app
 from shared.events import Event
+from tests.support.markers import write_marker
 
 flask_app = create_app()
 runtime = flask_app.extensions["aidlink"]
@@ -24,7 +25,7 @@ _apply = runtime.inbox.handlers["org.registered"]
 
 def _stall_on_first_attempt(session: Session, event: Event) -> None:
     attempt = len(list(_markers.glob(f"{event.id}.*"))) + 1
-    (_markers / f"{event.id}.{attempt}").write_text(str(os.getpid()))
+    write_marker(_markers / f"{event.id}.{attempt}", str(os.getpid()))
     if attempt == 1:
         time.sleep(120)
     _apply(session, event)

@@ -19,6 +19,7 @@ from typing import Any
 
 from services.donations import imports
 from services.donations.app import create_app
+from tests.support.markers import write_marker
 
 flask_app = create_app()
 celery = flask_app.extensions["aidlink"].celery
@@ -39,7 +40,7 @@ def _marked_start(self: Any, job_id: uuid.UUID) -> Any:
     work = _start(self, job_id)
     if isinstance(work, imports._Work):
         self.attempt = len(list(_markers.glob(f"{job_id}.*"))) + 1
-        (_markers / f"{job_id}.{self.attempt}").write_text(f"{os.getpid()} {work.rows_done}")
+        write_marker(_markers / f"{job_id}.{self.attempt}", f"{os.getpid()} {work.rows_done}")
     return work
 
 
