@@ -63,15 +63,22 @@ def _allocations(client: Any, who: Account, **query: str) -> list[dict[str, Any]
     return items
 
 
-def test_a_previewed_plan_is_approved_reserved_and_a_cancelled_pledge_returns_the_need(
-    stack: Stack,
-) -> None:
+def _masks_for_two_needs(stack: Stack) -> tuple[dict[str, Account], Any, Any, Any, Any]:
+    """1,000 masks pledged, a critical need of 800 and a normal one of 500, and the
+    pledge known to dispatch."""
     people = saga_world(stack)
     client = stack.client()
     pledge = _masks(client, people["donor"], 1000)
     critical = _need(client, people["hospital"], 800, "critical", "420103")
     normal = _need(client, people["community"], 500, "normal", "420102")
     eventually(lambda: supply_known(stack, pledge))
+    return people, client, pledge, critical, normal
+
+
+def test_a_previewed_plan_is_approved_reserved_and_a_cancelled_pledge_returns_the_need(
+    stack: Stack,
+) -> None:
+    people, client, pledge, critical, normal = _masks_for_two_needs(stack)
 
     # Nobody but a coordinator runs matching.
     refused = client.post(
@@ -219,12 +226,7 @@ def test_a_coordinator_cancels_an_allocation_before_it_ships(stack: Stack) -> No
 def test_a_coordinator_edits_a_preview_and_the_edited_plan_is_what_gets_reserved(
     stack: Stack,
 ) -> None:
-    people = saga_world(stack)
-    client = stack.client()
-    pledge = _masks(client, people["donor"], 1000)
-    critical = _need(client, people["hospital"], 800, "critical", "420103")
-    normal = _need(client, people["community"], 500, "normal", "420102")
-    eventually(lambda: supply_known(stack, pledge))
+    people, client, pledge, critical, normal = _masks_for_two_needs(stack)
     preview = _post(
         client, "/api/v1/matching/runs", {"dry_run": True, "items": ["mask"]}, people["coordinator"]
     )

@@ -113,33 +113,31 @@ def plan_of(
         pairs.append((i, j, a.quantity))
         kept.append(n)
 
-    given = np.zeros(len(inst.supply), dtype=np.int64)
-    got = np.zeros(len(inst.demand), dtype=np.int64)
-    by_supply: dict[int, list[int]] = {}
-    by_demand: dict[int, list[int]] = {}
-    for n, (i, j, q) in zip(kept, pairs, strict=True):
-        given[i] += q
-        got[j] += q
-        by_supply.setdefault(i, []).append(n)
-        by_demand.setdefault(j, []).append(n)
-    for i in np.flatnonzero(given > [s.quantity for s in inst.supply]).tolist():
-        s = inst.supply[i]
-        problems.append(
-            BrokenRule(
-                None,
-                f"supply line {s.id} would give {int(given[i])} of its {s.quantity}",
-                tuple(by_supply[i]),
-            )
-        )
-    for j in np.flatnonzero(got > [d.quantity for d in inst.demand]).tolist():
-        d = inst.demand[j]
-        problems.append(
-            BrokenRule(
-                None,
-                f"demand line {d.id} would get {int(got[j])} of the {d.quantity} it asks",
-                tuple(by_demand[j]),
-            )
-        )
+    # The bounds: no line gives or gets more than it has or asks, whatever the
+    # allocations that add up to it.
+    sides = (
+        (
+            [s.quantity for s in inst.supply],
+            [s.id for s in inst.supply],
+            0,
+            "supply line {id} would give {total} of its {quantity}",
+        ),
+        (
+            [d.quantity for d in inst.demand],
+            [d.id for d in inst.demand],
+            1,
+            "demand line {id} would get {total} of the {quantity} it asks",
+        ),
+    )
+    for quantities, ids, side, message in sides:
+        total = np.zeros(len(quantities), dtype=np.int64)
+        involved: dict[int, list[int]] = {}
+        for n, pair in zip(kept, pairs, strict=True):
+            total[pair[side]] += pair[2]
+            involved.setdefault(pair[side], []).append(n)
+        for k in np.flatnonzero(total > quantities).tolist():
+            text = message.format(id=ids[k], total=int(total[k]), quantity=quantities[k])
+            problems.append(BrokenRule(None, text, tuple(involved[k])))
     if problems:
         raise PlanRefused(problems)
     s_arr, d_arr, q_arr = (np.array([p[k] for p in pairs], dtype=np.int64) for k in range(3))
