@@ -166,7 +166,7 @@ def match(
         flows = _solve_one_phase(net, counts) if net.perishable else _solve_two_phase(net, counts)
         pairs.append(_decompose(net, flows, lines.donor_rank))
     s_arr, d_arr, q_arr = (np.concatenate(p) for p in zip(*pairs, strict=True))
-    return build_plan(inst, s_arr, d_arr, q_arr, options, counts, started)
+    return build_plan(inst, s_arr, d_arr, q_arr, options, counts, started, needs)
 
 
 def _codes(values: Iterable[H]) -> tuple[I64, list[H]]:
@@ -305,7 +305,6 @@ class _Network:
 
     s_idx: I64
     d_idx: I64
-    T: int
     groups: list[SupplyGroup]
     s_group: I64  # supply line (position in s_idx) -> group
     s_qty_line: I64
@@ -345,8 +344,7 @@ class _Network:
     f_group: I64
     tier_cap: I64
     tier_inv: I64
-    caps_flat: I64
-    nonzero: Bools
+    p_cap: I64
     t_u: I64
     t_r: I64
     t_k: I64
@@ -571,18 +569,17 @@ def _build(
     d_r = d_r.ravel().astype(np.int64)
     R = len(days)
     d_u = lines.d_u[d_idx]
-    p_line, caps_flat, p_value = pieces(
+    p_line, p_cap, p_value = pieces(
         lines.d_qty[d_idx], needs.of_line[d_idx], needs, options
     )
     neg_values, p_class = np.unique(-p_value, return_inverse=True)
     p_class = p_class.ravel().astype(np.int64)
     T = max(1, len(neg_values))
-    nonzero = np.ones(len(p_line), dtype=bool)
     key_p = ((d_group[p_line] * 3 + d_u[p_line]) * R + d_r[p_line]) * T + p_class
     tier_keys, tier_inv = np.unique(key_p, return_inverse=True)
     tier_inv = tier_inv.ravel()
     tier_cap = np.zeros(len(tier_keys), dtype=np.int64)
-    np.add.at(tier_cap, tier_inv, caps_flat)
+    np.add.at(tier_cap, tier_inv, p_cap)
     t_k = tier_keys % T
     rest = tier_keys // T
     t_r = rest % R
@@ -595,7 +592,6 @@ def _build(
     return _Network(
         s_idx=s_idx,
         d_idx=d_idx,
-        T=T,
         groups=groups,
         s_group=s_group,
         s_qty_line=s_qty_line,
@@ -635,8 +631,7 @@ def _build(
         f_group=f_group,
         tier_cap=tier_cap,
         tier_inv=tier_inv,
-        caps_flat=caps_flat,
-        nonzero=nonzero,
+        p_cap=p_cap,
         t_u=t_u,
         t_r=t_r,
         t_k=t_k,
@@ -956,14 +951,13 @@ def _merge(in_qty: I64, out_qty: I64) -> tuple[I64, I64, I64]:
 
 def _line_quantities(net: _Network, tier_flow: I64) -> I64:
     """Each demand line's quantity from the flows on the aggregated tier arcs: a
-    full arc gives every line its tier; a partly used one is split over its lines
-    in proportion to their tier sizes, largest remainder first, ties by line."""
-    entries = np.flatnonzero(net.nonzero)
+    full arc gives every piece in it its size; a partly used one is split over its
+    pieces in proportion to their sizes, largest remainder first, ties by line."""
     arc = net.tier_inv
-    cap = net.caps_flat[entries]
+    cap = net.p_cap
     flow = tier_flow[arc]
     whole = net.tier_cap[arc]
-    line = net.p_line[entries]
+    line = net.p_line
     share = np.where(flow == whole, cap, 0)
     part = np.flatnonzero((flow > 0) & (flow < whole))
     if len(part):
@@ -1012,9 +1006,11 @@ def build_plan(
     options: MatchOptions,
     counts: _Counts | None,
     started: float,
+    needs: Needs | None = None,
 ) -> Plan:
     """A ``Plan`` from (supply index, demand index, quantity) arrays; quantities of
-    a repeated pair add up."""
+    a repeated pair add up. ``needs``: ``Needs.of(inst.demand)``, if the caller has
+    it already."""
     s_arr, d_arr, q_arr = (np.asarray(a, dtype=np.int64) for a in (s_arr, d_arr, q_arr))
     pos = q_arr > 0
     s_arr, d_arr, q_arr = s_arr[pos], d_arr[pos], q_arr[pos]
@@ -1033,7 +1029,7 @@ def build_plan(
 
     # A need's allocations (all its lines of the item) counted nearest first, then
     # by supply and demand line: the running total is the need's fill after each.
-    needs = Needs.of(inst.demand)
+    needs = needs or Needs.of(inst.demand)
     need = needs.of_line[d_arr] if n else _EMPTY
     order = np.lexsort((d_arr, s_arr, km, need))
     n_o = need[order]
