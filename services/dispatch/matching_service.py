@@ -164,6 +164,8 @@ def build_inputs(
         left = line.quantity - line.proposed - line.reserved - line.shipped
         if left <= 0 or need.org_id not in orgs:
             continue
+        stock = line.stock_on_hand
+        days = stock is not None and bool(line.daily_consumption)
         demand.append(
             matching.DemandLine(
                 id=str(line.id),
@@ -180,17 +182,9 @@ def build_inputs(
                 # what is on its way.
                 need_id=str(need.id),
                 requested=line.quantity,
-                stock=(
-                    None
-                    if line.stock_on_hand is None or not line.daily_consumption
-                    else line.stock_on_hand + line.quantity - left
-                ),
                 # Days of supply only where both stock and daily use are known.
-                daily_use=(
-                    line.daily_consumption
-                    if line.stock_on_hand is not None and line.daily_consumption
-                    else None
-                ),
+                stock=stock + line.quantity - left if stock is not None and days else None,
+                daily_use=line.daily_consumption if days else None,
             )
         )
     return supply, demand
