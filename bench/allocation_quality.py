@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -101,7 +102,6 @@ def make_weeks(
     out: list[Week] = []
     request_no = 0
     for week in range(weeks):
-        today = START + timedelta(weeks=week)
         n_requests = round(request_lines / weeks * rng.uniform(0.7, 1.3))
         demand: list[DemandLine] = []
         asked = dict.fromkeys(ITEMS, 0)
@@ -158,7 +158,6 @@ def make_weeks(
             )
             for n, (item, w) in enumerate(raw)
         ]
-        del today
         out.append(Week(supply=supply, demand=demand))
     return out
 
@@ -228,7 +227,8 @@ def simulate(name: str, weeks: Sequence[Week], solve: Solver) -> Outcome:
             demand_left[d.id] = replace(
                 left,
                 quantity=left.quantity - a.quantity,
-                stock=_more(left.stock, a.quantity, left, d),
+                # Delivered units join the need's stock: its days of supply rise.
+                stock=None if left.stock is None else left.stock + a.quantity,
             )
         supply_left = {k: v for k, v in supply_left.items() if v.quantity > 0}
         demand_left = {k: v for k, v in demand_left.items() if v.quantity > 0}
@@ -243,11 +243,6 @@ def simulate(name: str, weeks: Sequence[Week], solve: Solver) -> Outcome:
     outcome.wait_days = waited / max(1.0, units)
     outcome.seconds = seconds
     return outcome
-
-
-def _more(stock: int | None, q: int, left: DemandLine, d: DemandLine) -> int | None:
-    """Delivered units join a need's stock (its days of supply rise with them)."""
-    return None if stock is None else stock + q
 
 
 def _days_of_supply(demand: list[DemandLine], plan: Plan, outcome: Outcome) -> None:
@@ -345,7 +340,10 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for text in filter(None, args.settings.split(";")):
         runs.append((f"aidlink {text}", aidlink(_options(text))))
-    outcomes = [simulate(name, weeks, solve) for name, solve in runs]
+    outcomes = []
+    for name, solve in runs:
+        print(f"  running {name} over {len(weeks)} weeks ...", file=sys.stderr, flush=True)
+        outcomes.append(simulate(name, weeks, solve))
     plain = outcomes[1]
     print()
     print(

@@ -76,13 +76,6 @@ class Needs:
         )
         return cls(of_line=of_line, total=total, had=had, stock=stock, daily_use=use)
 
-    def days_of_supply(self, need: int, delivered: int) -> float | None:
-        """The need's days of supply with ``delivered`` more units, if it states them."""
-        use = int(self.daily_use[need])
-        if use <= 0:
-            return None
-        return (int(self.stock[need]) + delivered) / use
-
 
 def pieces(qty: I64, need: I64, needs: Needs, options: MatchOptions) -> tuple[I64, I64, I64]:
     """(line, quantity, value per unit) of every non-empty piece of the given lines
