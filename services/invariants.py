@@ -142,6 +142,14 @@ def in_flight(dbs: Databases) -> dict[str, int]:
                     waiting[f"{name}.queue"] = int(declared.message_count or 0)
                 except Exception:
                     waiting[f"{name}.queue"] = 0
+            unacked_key = getattr(channel, "unacked_key", None)
+            if unacked_key and not isinstance(channel, SQLAlchemyChannel):
+                # On Redis a message a worker has taken (acknowledged late, after its
+                # task) leaves the queue for the unacked hash: still in flight.
+                try:
+                    waiting["broker.unacked"] = int(channel.client.hlen(unacked_key))
+                except Exception:
+                    waiting["broker.unacked"] = 0
     finally:
         celery.close()
     return waiting
