@@ -92,11 +92,11 @@ def measure_pipeline(
     clients: int = 1,
     loglevel: str = "WARNING",
 ) -> tuple[Result, dict[str, int]]:
-    from services.dispatch import needs
     from services.dispatch.app import create_app as create_dispatch
     from services.dispatch.models import Allocation, SupplyLine
+    from services.dispatch.needs import service as needs
     from services.donations.app import create_app as create_donations
-    from services.donations.pledges import create_pledge
+    from services.donations.pledges.service import create_pledge
 
     donor = uuid.uuid4()
     recipients = [uuid.uuid4() for _ in range(max(1, n // 10))]

@@ -55,7 +55,7 @@ def demo_load() -> None:
     """Register demo organisations, each with a user (password: demo-password), and
     their pledges and needs; skips what is already there."""
     from services.demo import load_demo_ledger
-    from services.gateway.admin import DEMO_ACCOUNTS, DEMO_PASSWORD, demo_orgs, load_demo
+    from services.gateway.auth.admin import DEMO_ACCOUNTS, DEMO_PASSWORD, demo_orgs, load_demo
 
     app = _service_app("gateway")
     with app.app_context():
@@ -94,7 +94,7 @@ def admin_create(email: str, password: str, name: str) -> None:
     the same email changes nothing."""
     from marshmallow import ValidationError
 
-    from services.gateway.admin import create_admin
+    from services.gateway.auth.admin import create_admin
 
     app = _service_app("gateway")
     with app.app_context():
@@ -211,7 +211,7 @@ def import_pledges(
     """Import pledges from a CSV or XLSX FILE, as POST /api/v1/pledges/imports does, with a
     progress bar. Columns: see GET /api/v1/pledges/imports/template.xlsx. A file already
     imported for the organisation is not imported again. Exits 1 if the import failed."""
-    from services.donations import imports
+    from services.donations.imports import service as imports
     from services.donations.models import ImportJob, Organisation
     from shared.errors import DomainError
 

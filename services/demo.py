@@ -1,6 +1,6 @@
 """Demo pledges and needs for a new installation (``aidlink demo load``).
 
-The demo organisations (services/gateway/admin.py) give what was given to Wuhan in early
+The demo organisations (services/gateway/auth/admin.py) give what was given to Wuhan in early
 2020 and ask for what its hospitals and a residential community lacked, so that a new
 installation has supply, demand and, once a coordinator approves a matching run,
 allocations and shipments to show. Each service's rows are written through its own
@@ -22,7 +22,7 @@ from shared.db import utcnow
 
 SHENZHEN = {"region": "4403", "address": "Futian District, Shenzhen", "lat": 22.52, "lon": 114.05}
 
-# Keyed by the demo user's email (services/gateway/admin.py DEMO_ACCOUNTS).
+# Keyed by the demo user's email (services/gateway/auth/admin.py DEMO_ACCOUNTS).
 DEMO_PLEDGES: dict[str, list[dict[str, Any]]] = {
     "donor@demo.aidlink.local": [
         {
@@ -168,12 +168,12 @@ def _dated(lines: list[dict[str, Any]], key: str, field: str) -> list[dict[str, 
 def load_demo_ledger(settings: Settings, orgs: dict[str, tuple[uuid.UUID, bool]]) -> DemoLedger:
     """Pledge and post the demo supply and demand. ``orgs``: each demo user's email
     with its organisation's id and whether it is verified. Returns what was created."""
-    from services.dispatch import needs
     from services.dispatch.app import create_app as create_dispatch
     from services.dispatch.models import Need
+    from services.dispatch.needs import service as needs
     from services.donations.app import create_app as create_donations
     from services.donations.models import Pledge
-    from services.donations.pledges import create_pledge
+    from services.donations.pledges.service import create_pledge
 
     pledged = posted = 0
     donations = create_donations(settings)

@@ -5,19 +5,17 @@ from __future__ import annotations
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from services.dispatch import (
-    allocations,
-    matching_api,
-    matching_service,
-    needs_api,
-    receipts_api,
-    shipments,
-    shipments_api,
-    transparency_api,
-)
+from services.dispatch.allocations import service as allocations
+from services.dispatch.matching import api as matching_api
+from services.dispatch.matching import service as matching_service
 from services.dispatch.models import Allocation, Organisation, messaging
-from services.dispatch.needs_tasks import register_need_tasks
-from services.dispatch.shipments_tasks import register_shipment_tasks
+from services.dispatch.needs import api as needs_api
+from services.dispatch.needs.tasks import register_need_tasks
+from services.dispatch.receipts import api as receipts_api
+from services.dispatch.shipments import api as shipments_api
+from services.dispatch.shipments import service as shipments
+from services.dispatch.shipments.tasks import register_shipment_tasks
+from services.dispatch.transparency import api as transparency_api
 from shared.config import Settings
 from shared.events import Event
 from shared.inbox import Handler
@@ -33,7 +31,7 @@ def _org_handlers(rt: ServiceRuntime) -> dict[str, Handler]:
 
     def on_verified(session: Session, event: Event) -> None:
         keep_in_step(session, event)
-        from services.dispatch import needs
+        from services.dispatch.needs import service as needs
 
         needs.open_drafts_of(session, rt.outbox, event.data()["id"])
         for item in allocations.items_of_org(session, event.data()["id"]):

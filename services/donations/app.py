@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.donations import api, imports
+from services.donations.imports import service as imports
 from services.donations.models import Organisation, messaging
-from services.donations.saga import saga_batch_handlers, saga_handlers
-from services.donations.tasks import register_tasks
+from services.donations.pledges import api
+from services.donations.pledges.saga import saga_batch_handlers, saga_handlers
+from services.donations.pledges.tasks import register_tasks
 from shared.config import Settings
 from shared.org_directory import org_directory_blueprint, org_event_handlers
 from shared.web import ServiceRuntime, create_service_app

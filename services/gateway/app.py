@@ -5,21 +5,19 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.gateway import (
-    audit,
-    auth,
-    duplicate_review,
-    orgs,
-    tokens,
-    verification,
-    webhooks,
-)
+from services.gateway.audit import api as audit
+from services.gateway.auth import api as auth
+from services.gateway.duplicates import api as duplicate_review
 from services.gateway.models import messaging
 from services.gateway.openapi import install_openapi
+from services.gateway.orgs import api as orgs
 from services.gateway.proxy import ROUTES, ServiceClient, install_proxy
 from services.gateway.ratelimit import install_rate_limits
 from services.gateway.security import install_authentication
+from services.gateway.tokens import api as tokens
+from services.gateway.verification import api as verification
 from services.gateway.web import install_web
+from services.gateway.webhooks import service as webhooks
 from shared.config import Settings
 from shared.idempotency import install_idempotency
 from shared.web import create_service_app

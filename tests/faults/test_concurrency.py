@@ -21,7 +21,7 @@ from tests.support.stack import REPO_ROOT, Stack, eventually
 
 # Matching from a process of its own, as a second dispatch machine would.
 MATCHER = """
-from services.dispatch import matching_service
+from services.dispatch.matching import service as matching_service
 from services.dispatch.app import create_app
 from shared.errors import Conflict
 

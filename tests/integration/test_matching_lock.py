@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from services.dispatch import matching_service
 from services.dispatch.app import create_app
+from services.dispatch.matching import service as matching_service
 from services.dispatch.models import MatchingLock, MatchingRun
 from shared.db import utcnow
 from tests.support.stack import BACKEND, Stack, eventually

@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from services.dispatch import needs as service
 from services.dispatch.models import Need, NeedLine
 from services.dispatch.models import messaging as dispatch_messaging
+from services.dispatch.needs import service
 from shared.db import utcnow
 from tests.support.auth import Account, admin, register, verified
 from tests.support.orgs import read_model_org

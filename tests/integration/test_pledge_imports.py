@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from services.donations import spreadsheet
+from services.donations.imports import spreadsheet
 from services.donations.models import ImportJob, Pledge, PledgeLine
 from services.donations.models import messaging as donations_messaging
 from tests.support.auth import Account, admin, register

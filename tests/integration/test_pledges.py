@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from services.donations import pledges as service
 from services.donations.models import Reservation
 from services.donations.models import messaging as donations_messaging
+from services.donations.pledges import service
 from shared.db import make_engine, make_session_factory, utcnow
 from shared.outbox import Outbox
 from tests.support.auth import Account, admin, register, verified

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from services.dispatch import allocations as saga
-from services.dispatch import needs
+from services.dispatch.allocations import service as saga
 from services.dispatch.models import Allocation, Need, NeedLine, Shipment, SupplyLine
+from services.dispatch.needs import service as needs
 from shared.events import new_event
 from shared.inbox import Outcome
 from tests.support.stack import Stack

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from services.dispatch.models import Allocation, Shipment
 from services.dispatch.models import messaging as dispatch_messaging
-from services.dispatch.shipments_tasks import flag_overdue_shipments
+from services.dispatch.shipments.tasks import flag_overdue_shipments
 from services.donations.models import Reservation
 from shared.db import utcnow
 from tests.support.auth import Account

@@ -19,7 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from services.gateway.models import WebhookDelivery
 from services.gateway.models import messaging as gateway_messaging
-from services.gateway.webhooks import SWEEP_GRACE, fan_out, sweep
+from services.gateway.webhooks.service import SWEEP_GRACE, fan_out, sweep
 from shared import webhook_signature
 from shared.config import Settings
 from shared.db import utcnow

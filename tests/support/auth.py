@@ -80,7 +80,7 @@ def register(
 
 def admin(gateway: Flask, client: Any, email: str = "admin@example.org") -> Account:
     """The install's first admin, made as ``aidlink admin create`` makes it."""
-    from services.gateway.admin import create_admin
+    from services.gateway.auth.admin import create_admin
 
     rt = gateway.extensions["aidlink"]
     with gateway.app_context():

@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from services.donations import imports
 from services.donations.app import create_app
+from services.donations.imports import service as imports
 from tests.support.markers import write_marker
 
 flask_app = create_app()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from services.dispatch.receipts import Counted, check_lines, receipt_status
-from services.dispatch.transparency import Filters, city, month
+from services.dispatch.receipts.service import Counted, check_lines, receipt_status
+from services.dispatch.transparency.service import Filters, city, month
 
 A, B = uuid.uuid4(), uuid.uuid4()
 QUANTITIES = {A: 100, B: 40}

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.dispatch import shipments_domain as domain
+from services.dispatch.shipments import domain
 
 T0 = datetime(2020, 2, 3, 8, 0, tzinfo=UTC)
 

@@ -1,0 +1,1 @@
+"""Allocations: the dispatch side of the reservation saga."""

@@ -1,0 +1,578 @@
+"""Dispatch's half of the allocation saga, and its read model of available supply.
+
+- pledge.* events (whole pledges) keep ``supply_lines`` in step with donations, newest
+  pledge version wins.
+- An approved plan becomes allocations in ``proposed``: the need line's ``proposed``
+  and the supply line's ``proposed`` grow by conditional UPDATEs that refuse to
+  over-commit, and ``allocation.proposed`` goes to donations.
+- ``reservation.accepted`` moves the quantity to ``reserved``; ``reservation.rejected``
+  and ``reservation.released`` give it back to matching.
+- A coordinator may cancel an allocation before it ships (``allocation.cancelled``).
+- Once reserved, an allocation travels in a shipment (services/dispatch/shipments/service.py):
+  shipped, delivered, received; or lost or returned on the way, which gives its need
+  line back to matching.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from services.dispatch.models import (
+    Allocation,
+    Need,
+    NeedLine,
+    Shipment,
+    ShipmentLine,
+    SupplyLine,
+)
+from services.dispatch.needs import status as need_status
+from shared.db import utcnow
+from shared.events import Event, new_event
+from shared.inbox import BatchHandler, Handler
+from shared.outbox import Outbox
+
+PRODUCER = "dispatch"
+OPEN_ALLOCATION_STATUSES = ("proposed", "reserved")
+ALLOCATION_STATUSES = (
+    "proposed",
+    "reserved",
+    "rejected",
+    "cancelled",
+    "shipped",
+    "delivered",
+    "received",
+    "lost",
+    "returned",
+)
+
+
+# The supply read model -------------------------------------------------------------------
+
+
+def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None:
+    """Take a whole pledge from a pledge.* event into the supply read model."""
+    origin = pledge["origin"]
+    for line in pledge["lines"]:
+        row = session.get(SupplyLine, line["id"], with_for_update=True)
+        if row is not None and row.pledge_version >= version:
+            continue
+        if row is None:
+            row = SupplyLine(id=line["id"], proposed=0)
+            session.add(row)
+        row.pledge_id = pledge["id"]
+        row.donor_org_id = pledge["org_id"]
+        row.item = line["item"]
+        row.standard = line.get("standard")
+        row.quantity = line["quantity"]
+        row.reserved = line["reserved"]
+        row.shipped = line["shipped"]
+        row.delivered = line["delivered"]
+        row.status = line["status"]
+        row.pledge_status = pledge["status"]
+        row.best_before = line.get("best_before")
+        row.restrictions = dict(line.get("restrictions") or {})
+        row.anonymous = bool(pledge.get("anonymous", False))
+        row.region = origin["region"]
+        row.lat = origin.get("lat")
+        row.lon = origin.get("lon")
+        row.pledge_version = version
+        row.synced_at = utcnow()
+
+
+def apply_line_totals(session: Session, totals: dict[str, Any] | None, version: int | None) -> None:
+    """Totals of one pledge line carried by a reservation event, if newer than ours."""
+    if not totals or version is None:
+        return
+    session.execute(
+        update(SupplyLine)
+        .where(SupplyLine.id == totals["id"], SupplyLine.pledge_version < version)
+        .values(
+            quantity=totals["quantity"],
+            reserved=totals["reserved"],
+            shipped=totals["shipped"],
+            delivered=totals["delivered"],
+            status=totals["status"],
+            pledge_version=version,
+            synced_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def available_supply(line: SupplyLine) -> int:
+    """What dispatch may still propose from a pledge line."""
+    if line.pledge_status != "open" or line.status in ("cancelled", "expired", "delivered"):
+        return 0
+    return max(0, line.quantity - line.reserved - line.shipped - line.proposed)
+
+
+# Allocations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proposed:
+    allocation: Allocation | None
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One allocation of a plan: how much of a pledge line goes to a need line."""
+
+    supply_line_id: uuid.UUID
+    need_line_id: uuid.UUID
+    quantity: int
+    reason: dict[str, Any]
+
+
+# Rows locked per statement: well under every backend's limit of bound parameters.
+_CHUNK = 500
+
+
+def _locked(
+    session: Session, model: Any, ids: set[uuid.UUID], *options: Any
+) -> dict[uuid.UUID, Any]:
+    """Rows of ``model`` by id, read afresh and locked (FOR UPDATE; SQLite's writer
+    holds the database), in id order so that two writers wait instead of deadlocking."""
+    found: dict[uuid.UUID, Any] = {}
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), _CHUNK):
+        chunk = ordered[i : i + _CHUNK]
+        for row in session.scalars(
+            select(model)
+            .where(model.id.in_(chunk))
+            .order_by(model.id)
+            .options(*options)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ):
+            found[row.id] = row
+    return found
+
+
+def propose_many(
+    session: Session,
+    outbox: Outbox,
+    proposals: Sequence[Proposal],
+    *,
+    run_id: uuid.UUID | None,
+    deadline: datetime | None = None,
+) -> list[Proposed]:
+    """Turn the allocations of a plan into proposals, each only if its supply and need
+    still allow it, in order; one result per proposal.
+
+    The need lines, supply lines and needs involved are locked once, in that order
+    (the order every saga step takes them in), and checked and counted in memory:
+    the same refusals as a conditional UPDATE per allocation, in a handful of
+    statements for the whole plan.
+    """
+    lines: dict[uuid.UUID, NeedLine] = _locked(
+        session, NeedLine, {p.need_line_id for p in proposals}
+    )
+    supplies: dict[uuid.UUID, SupplyLine] = _locked(
+        session, SupplyLine, {p.supply_line_id for p in proposals}
+    )
+    # With every line of those needs, for their statuses.
+    need_rows: dict[uuid.UUID, Need] = _locked(
+        session, Need, {line.need_id for line in lines.values()}, selectinload(Need.lines)
+    )
+    results: list[Proposed] = []
+    for proposal in proposals:
+        quantity = proposal.quantity
+        line = lines.get(proposal.need_line_id)
+        supply = supplies.get(proposal.supply_line_id)
+        if line is None or supply is None:
+            results.append(Proposed(None, "the line no longer exists"))
+            continue
+        need = need_rows[line.need_id]
+        if need.status not in ("open", "partially_allocated") or line.status in (
+            "expired",
+            "cancelled",
+            "fulfilled",
+        ):
+            results.append(Proposed(None, f"the need is {need.status}"))
+            continue
+        if (
+            line.status not in ("open", "partially_allocated")
+            or line.quantity - line.proposed - line.reserved - line.shipped < quantity
+        ):
+            results.append(Proposed(None, "the need line is already covered"))
+            continue
+        if (
+            supply.pledge_status != "open"
+            or supply.status in ("cancelled", "expired", "delivered")
+            or supply.quantity - supply.reserved - supply.shipped - supply.proposed < quantity
+        ):
+            results.append(Proposed(None, "the pledge line no longer has enough"))
+            continue
+        line.proposed += quantity
+        supply.proposed += quantity
+        allocation = Allocation(
+            id=uuid.uuid4(),
+            run_id=run_id,
+            pledge_id=supply.pledge_id,
+            pledge_line_id=supply.id,
+            donor_org_id=supply.donor_org_id,
+            need_id=need.id,
+            need_line_id=line.id,
+            recipient_org_id=need.org_id,
+            item=line.item,
+            quantity=quantity,
+            status="proposed",
+            reason=proposal.reason,
+            version=1,
+        )
+        session.add(allocation)
+        outbox.add(
+            session,
+            new_event(
+                "allocation.proposed",
+                {
+                    "allocation_id": allocation.id,
+                    "pledge_id": allocation.pledge_id,
+                    "pledge_line_id": allocation.pledge_line_id,
+                    "need_id": allocation.need_id,
+                    "need_line_id": allocation.need_line_id,
+                    "recipient_org_id": allocation.recipient_org_id,
+                    "quantity": quantity,
+                    "deadline": deadline,
+                },
+                producer=PRODUCER,
+                aggregate_id=allocation.id,
+                aggregate_version=1,
+            ),
+        )
+        for each in need.lines:
+            need_status.refresh_line_status(each)
+        need_status.refresh_need_status(need)
+        results.append(Proposed(allocation))
+    session.flush()
+    return results
+
+
+def propose(
+    session: Session,
+    outbox: Outbox,
+    *,
+    supply_line_id: uuid.UUID,
+    need_line_id: uuid.UUID,
+    quantity: int,
+    reason: dict[str, Any],
+    run_id: uuid.UUID | None,
+    deadline: datetime | None = None,
+) -> Proposed:
+    """Turn one allocation of a plan into a proposal, if supply and need still allow it."""
+    [result] = propose_many(
+        session,
+        outbox,
+        [Proposal(supply_line_id, need_line_id, quantity, reason)],
+        run_id=run_id,
+        deadline=deadline,
+    )
+    return result
+
+
+def _move(
+    session: Session,
+    allocation_id: uuid.UUID,
+    before: tuple[str, ...],
+    after: str,
+    status_reason: str | None = None,
+) -> Allocation | None:
+    """Move an allocation from one of ``before`` to ``after``; None if it was not there."""
+    moved = session.execute(
+        update(Allocation)
+        .where(Allocation.id == allocation_id, Allocation.status.in_(before))
+        .values(status=after, status_reason=status_reason, updated_at=utcnow())
+        .returning(Allocation.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if moved is None:
+        return None
+    return session.get(Allocation, allocation_id, populate_existing=True)
+
+
+def move_allocation(
+    session: Session,
+    allocation_id: uuid.UUID,
+    before: tuple[str, ...],
+    after: str,
+    status_reason: str | None = None,
+) -> Allocation | None:
+    """Move an allocation along its lifecycle by one conditional UPDATE; None if it
+    was not in one of ``before`` (another change got there first)."""
+    return _move(session, allocation_id, before, after, status_reason)
+
+
+def adjust_counters(session: Session, allocation: Allocation, **deltas: int) -> None:
+    """Move the allocation's quantity between its need line's counters (``proposed``,
+    ``reserved``, ``shipped``) and refresh the need's statuses."""
+    _counters(session, allocation, **deltas)
+
+
+def _unplan(session: Session, allocation_id: uuid.UUID) -> None:
+    """A cancelled allocation leaves the shipment planned for it, if that has not left."""
+    session.execute(
+        delete(ShipmentLine)
+        .where(
+            ShipmentLine.allocation_id == allocation_id,
+            ShipmentLine.shipment_id.in_(
+                select(Shipment.id).where(Shipment.status.in_(("planned", "ready_for_pickup")))
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _counters(session: Session, allocation: Allocation, **deltas: int) -> None:
+    need_deltas = {k: v for k, v in deltas.items() if k in ("proposed", "reserved", "shipped")}
+    if need_deltas:
+        session.execute(
+            update(NeedLine)
+            .where(NeedLine.id == allocation.need_line_id)
+            .values(**{k: getattr(NeedLine, k) + v for k, v in need_deltas.items()})
+            .execution_options(synchronize_session=False)
+        )
+    if "supply_proposed" in deltas:
+        session.execute(
+            update(SupplyLine)
+            .where(SupplyLine.id == allocation.pledge_line_id)
+            .values(proposed=SupplyLine.proposed + deltas["supply_proposed"])
+            .execution_options(synchronize_session=False)
+        )
+    _refresh_need(session, allocation.need_id)
+
+
+def on_accepted(session: Session, data: dict[str, Any]) -> Allocation | None:
+    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
+    allocation = _move(session, data["allocation_id"], ("proposed",), "reserved")
+    if allocation is not None:
+        _counters(
+            session,
+            allocation,
+            proposed=-allocation.quantity,
+            reserved=allocation.quantity,
+            supply_proposed=-allocation.quantity,
+        )
+    return allocation
+
+
+def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[Allocation]:
+    """:func:`on_accepted` for several reservations at once: the allocations still
+    proposed become reserved, their quantities move from ``proposed`` to ``reserved``
+    on their need lines (and leave ``proposed`` on their supply lines), in a handful of
+    statements. Returns the allocations that moved, in the order given."""
+    # The pledge lines' totals carried by the events: of each line, the newest.
+    newest: dict[Any, tuple[dict[str, Any], int]] = {}
+    for data in accepted:
+        totals, version = data.get("line"), data.get("pledge_version")
+        if totals and version is not None:
+            held = newest.get(totals["id"])
+            if held is None or version > held[1]:
+                newest[totals["id"]] = (totals, version)
+    for line_id in sorted(newest, key=str):
+        apply_line_totals(session, *newest[line_id])
+    wanted = [data["allocation_id"] for data in accepted]
+    moved = set(
+        session.scalars(
+            update(Allocation)
+            .where(Allocation.id.in_(wanted), Allocation.status == "proposed")
+            .values(status="reserved", status_reason=None, updated_at=utcnow())
+            .returning(Allocation.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if not moved:
+        return []
+    by_id = {
+        a.id: a
+        for a in session.scalars(
+            select(Allocation)
+            .where(Allocation.id.in_(moved))
+            .execution_options(populate_existing=True)
+        )
+    }
+    reserved = [by_id[i] for i in dict.fromkeys(wanted) if i in by_id]
+    # Locked in the order of propose_many: need lines, supply lines, needs.
+    lines: dict[uuid.UUID, NeedLine] = _locked(
+        session, NeedLine, {a.need_line_id for a in reserved}
+    )
+    supplies: dict[uuid.UUID, SupplyLine] = _locked(
+        session, SupplyLine, {a.pledge_line_id for a in reserved}
+    )
+    need_rows: dict[uuid.UUID, Need] = _locked(
+        session, Need, {a.need_id for a in reserved}, selectinload(Need.lines)
+    )
+    for allocation in reserved:
+        line = lines[allocation.need_line_id]
+        line.proposed -= allocation.quantity
+        line.reserved += allocation.quantity
+        supply = supplies.get(allocation.pledge_line_id)
+        if supply is not None:
+            supply.proposed -= allocation.quantity
+    for need in need_rows.values():
+        for each in need.lines:
+            need_status.refresh_line_status(each)
+        need_status.refresh_need_status(need)
+    session.flush()
+    return reserved
+
+
+def on_rejected(session: Session, data: dict[str, Any]) -> Allocation | None:
+    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
+    allocation = _move(
+        session, data["allocation_id"], ("proposed",), "rejected", data.get("reason")
+    )
+    if allocation is not None:
+        _counters(
+            session, allocation, proposed=-allocation.quantity, supply_proposed=-allocation.quantity
+        )
+    return allocation
+
+
+def on_released(session: Session, data: dict[str, Any]) -> Allocation | None:
+    """Donations let a reservation go (pledge cancelled, deadline passed, allocation
+    cancelled): the quantity goes back to matching."""
+    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
+    allocation = _move(
+        session, data["allocation_id"], ("reserved",), "cancelled", data.get("reason")
+    )
+    if allocation is not None:
+        _counters(session, allocation, reserved=-allocation.quantity)
+        _unplan(session, allocation.id)
+        return allocation
+    # A proposal released before its acceptance arrived (the events crossed).
+    allocation = _move(
+        session, data["allocation_id"], ("proposed",), "cancelled", data.get("reason")
+    )
+    if allocation is not None:
+        _counters(
+            session, allocation, proposed=-allocation.quantity, supply_proposed=-allocation.quantity
+        )
+    return allocation
+
+
+def cancel_allocation(
+    session: Session, outbox: Outbox, allocation: Allocation, reason: str
+) -> bool:
+    """Cancel an allocation that has not shipped; donations releases its reservation."""
+    previous = allocation.status
+    moved = _move(session, allocation.id, OPEN_ALLOCATION_STATUSES, "cancelled", reason)
+    if moved is None:
+        return False
+    if previous == "proposed":
+        _counters(session, moved, proposed=-moved.quantity, supply_proposed=-moved.quantity)
+    else:
+        _counters(session, moved, reserved=-moved.quantity)
+        _unplan(session, moved.id)
+    version = session.scalar(
+        update(Allocation)
+        .where(Allocation.id == moved.id)
+        .values(version=Allocation.version + 1)
+        .returning(Allocation.version)
+        .execution_options(synchronize_session=False)
+    )
+    outbox.add(
+        session,
+        new_event(
+            "allocation.cancelled",
+            {"allocation_id": moved.id, "pledge_line_id": moved.pledge_line_id, "reason": reason},
+            producer=PRODUCER,
+            aggregate_id=moved.id,
+            aggregate_version=int(version or 2),
+        ),
+    )
+    return True
+
+
+def cancel_allocations_of_need(
+    session: Session, outbox: Outbox, need_id: uuid.UUID, reason: str
+) -> int:
+    allocations = session.scalars(
+        select(Allocation).where(
+            Allocation.need_id == need_id, Allocation.status.in_(OPEN_ALLOCATION_STATUSES)
+        )
+    ).all()
+    return sum(cancel_allocation(session, outbox, a, reason) for a in allocations)
+
+
+def _refresh_need(session: Session, need_id: uuid.UUID) -> None:
+    """Recompute the need's and its lines' statuses from their counters."""
+    # Locked: two saga events of one need may be handled at once by two workers.
+    need = session.get(Need, need_id, populate_existing=True, with_for_update=True)
+    if need is None:
+        return
+    for line in need.lines:
+        session.refresh(line)
+        need_status.refresh_line_status(line)
+    need_status.refresh_need_status(need)
+    session.flush()
+
+
+def items_of_org(session: Session, org_id: uuid.UUID) -> set[str]:
+    """Items an organisation pledges or needs."""
+    supplied = session.scalars(
+        select(SupplyLine.item).where(SupplyLine.donor_org_id == org_id).distinct()
+    )
+    needed = session.scalars(
+        select(NeedLine.item).join(Need, Need.id == NeedLine.need_id).where(Need.org_id == org_id)
+    )
+    return set(supplied) | set(needed)
+
+
+# Event handlers -------------------------------------------------------------------------------
+
+
+def saga_batch_handlers(
+    on_reserved_many: Callable[[Session, list[Allocation]], None] | None = None,
+) -> dict[str, BatchHandler]:
+    """The saga's handlers of several events at once (see ``Inbox.batch_handlers``):
+    a matching run's reservations come back together."""
+
+    def accepted(session: Session, events: list[Event]) -> None:
+        reserved = on_accepted_many(session, [event.data() for event in events])
+        if reserved and on_reserved_many is not None:
+            on_reserved_many(session, reserved)
+
+    return {"reservation.accepted": accepted}
+
+
+def saga_handlers(
+    on_change: Callable[[Session, str], None],
+    on_reserved: Callable[[Session, Allocation], None] | None = None,
+) -> dict[str, Handler]:
+    """Handlers of the donations events; ``on_change(session, item)`` asks for matching
+    of an item whose supply or demand just changed, ``on_reserved(session, allocation)``
+    is told of an allocation that has just become reserved (to plan its shipment)."""
+
+    def on_pledge(session: Session, event: Event) -> None:
+        data = event.data()
+        apply_pledge(session, data, event.aggregate_version)
+        for item in {line["item"] for line in data["lines"]}:
+            on_change(session, item)
+
+    def reservation(step: Callable[[Session, dict[str, Any]], Allocation | None]) -> Handler:
+        def handle(session: Session, event: Event) -> None:
+            allocation = step(session, event.data())
+            if allocation is not None and allocation.status in ("rejected", "cancelled"):
+                on_change(session, allocation.item)
+            if allocation is not None and allocation.status == "reserved" and on_reserved:
+                on_reserved(session, allocation)
+
+        return handle
+
+    return {
+        "pledge.created": on_pledge,
+        "pledge.amended": on_pledge,
+        "pledge.cancelled": on_pledge,
+        "reservation.accepted": reservation(on_accepted),
+        "reservation.rejected": reservation(on_rejected),
+        "reservation.released": reservation(on_released),
+    }

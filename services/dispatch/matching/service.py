@@ -1,0 +1,646 @@
+"""Matching in the dispatch service: build the library's input from the read models,
+run it under a per-item lock, keep the plan, and apply it as proposed allocations.
+
+A run is a preview (``dry_run``) that a coordinator approves, or is applied at once.
+Supply and need events ask for a run of their item (debounced: changes that arrive
+while a run is waiting are covered by it); beat runs every item on a schedule. With
+``matching_auto_approve`` those runs are applied; otherwise each leaves a preview,
+replacing the previous unapproved preview of its items.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.dispatch import matching
+from services.dispatch.allocations import service as saga
+from services.dispatch.models import (
+    MatchingLock,
+    MatchingRun,
+    Need,
+    NeedLine,
+    Organisation,
+    SupplyLine,
+)
+from shared.db import upsert_insert, utcnow
+from shared.errors import Conflict, NotFound, RuleBroken
+from shared.idempotency import bookkeeping
+from shared.metrics import MATCHING_SECONDS
+from shared.web import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL = timedelta(minutes=5)
+MANUAL_RUN_PATIENCE = 5.0  # seconds
+_PENDING_KEY = "aidlink.matching.requested"
+
+
+# Locks --------------------------------------------------------------------------------------
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _add_lock_rows(session: Session, items: list[str]) -> None:
+    """Insert the lock rows of ``items``, leaving those another transaction made."""
+    session.execute(
+        upsert_insert(session)(MatchingLock.__table__)
+        .values([{"item": item} for item in items])
+        .on_conflict_do_nothing(index_elements=["item"])
+    )
+
+
+def _ensure_lock_rows(rt: ServiceRuntime, items: Iterable[str]) -> None:
+    wanted = list(items)
+    with rt.session_factory() as session:
+        existing = set(
+            session.scalars(select(MatchingLock.item).where(MatchingLock.item.in_(wanted)))
+        )
+    missing = [item for item in wanted if item not in existing]
+    if missing:
+        with rt.unit_of_work() as session:
+            _add_lock_rows(bookkeeping(session), missing)
+
+
+def acquire(rt: ServiceRuntime, items: list[str], holder: str) -> list[str]:
+    """Take the locks of ``items`` (in a fixed order); returns the items another run
+    holds, having taken none of them in that case."""
+    _ensure_lock_rows(rt, items)
+    taken: list[str] = []
+    now = utcnow()
+    for item in sorted(items):
+        with rt.unit_of_work() as session:
+            got = (
+                bookkeeping(session)
+                .execute(
+                    update(MatchingLock)
+                    .where(
+                        MatchingLock.item == item,
+                        (MatchingLock.holder.is_(None)) | (MatchingLock.expires_at < now),
+                    )
+                    .values(holder=holder, expires_at=now + LOCK_TTL, last_started_at=now)
+                    .returning(MatchingLock.item)
+                )
+                .first()
+            )
+        if got is None:
+            release(rt, taken, holder)
+            return [item]
+        taken.append(item)
+    return []
+
+
+def release(rt: ServiceRuntime, items: list[str], holder: str) -> None:
+    if not items:
+        return
+    with rt.unit_of_work() as session:
+        bookkeeping(session).execute(
+            update(MatchingLock)
+            .where(MatchingLock.item.in_(items), MatchingLock.holder == holder)
+            .values(holder=None, expires_at=None)
+        )
+
+
+# Inputs ---------------------------------------------------------------------------------------
+
+
+def _verified(session: Session) -> dict[uuid.UUID, str]:
+    """Verified organisations and their kinds."""
+    return {
+        org.id: org.kind
+        for org in session.scalars(select(Organisation).where(Organisation.status == "verified"))
+    }
+
+
+def build_inputs(
+    session: Session, items: list[str] | None
+) -> tuple[list[matching.SupplyLine], list[matching.DemandLine]]:
+    orgs = _verified(session)
+    supply_stmt = select(SupplyLine).where(SupplyLine.pledge_status == "open")
+    demand_stmt = (
+        select(NeedLine, Need)
+        .join(Need, Need.id == NeedLine.need_id)
+        .where(
+            Need.status.in_(("open", "partially_allocated")),
+            NeedLine.status.in_(("open", "partially_allocated")),
+        )
+    )
+    if items:
+        supply_stmt = supply_stmt.where(SupplyLine.item.in_(items))
+        demand_stmt = demand_stmt.where(NeedLine.item.in_(items))
+    supply = []
+    for row in session.scalars(supply_stmt.order_by(SupplyLine.id)):
+        left = saga.available_supply(row)
+        if left <= 0 or row.donor_org_id not in orgs:
+            continue
+        restrictions = row.restrictions or {}
+        supply.append(
+            matching.SupplyLine(
+                id=str(row.id),
+                item=row.item,
+                standard=row.standard,
+                quantity=left,
+                location=matching.Location(row.region, row.lat, row.lon),
+                donor_id=str(row.donor_org_id),
+                best_before=row.best_before,
+                restrict_regions=tuple(restrictions.get("regions") or ()),
+                restrict_recipient_kinds=tuple(restrictions.get("recipient_kinds") or ()),
+            )
+        )
+    demand = []
+    for line, need in session.execute(demand_stmt.order_by(NeedLine.id)):
+        left = line.quantity - line.proposed - line.reserved - line.shipped
+        if left <= 0 or need.org_id not in orgs:
+            continue
+        stock = line.stock_on_hand
+        days = stock is not None and bool(line.daily_consumption)
+        demand.append(
+            matching.DemandLine(
+                id=str(line.id),
+                item=line.item,
+                standards=tuple(line.standards or ()),
+                quantity=left,
+                location=matching.Location(need.region, need.lat, need.lon),
+                recipient_id=str(need.org_id),
+                recipient_kind=orgs[need.org_id],
+                urgency=cast(matching.Urgency, line.urgency),
+                needed_by=line.needed_by,
+                # Fairness is per need, on the share of what it asked for (what it
+                # already has counts) or, where stated, on its days of supply with
+                # what is on its way.
+                need_id=str(need.id),
+                requested=line.quantity,
+                # Days of supply only where both stock and daily use are known.
+                stock=stock + line.quantity - left if stock is not None and days else None,
+                daily_use=line.daily_consumption if days else None,
+            )
+        )
+    return supply, demand
+
+
+def per_item_totals(
+    supply: list[matching.SupplyLine], demand: list[matching.DemandLine], plan: matching.Plan
+) -> dict[str, dict[str, int]]:
+    """Per item, in its base unit: supply and demand in the run, what the plan
+    allocates and what stays unmet."""
+    totals: dict[str, dict[str, int]] = {}
+
+    def of(item: str) -> dict[str, int]:
+        return totals.setdefault(item, {"supply": 0, "demand": 0, "allocated": 0, "unmet": 0})
+
+    item_of = {d.id: d.item for d in demand}
+    for s in supply:
+        of(s.item)["supply"] += s.quantity
+    for d in demand:
+        of(d.item)["demand"] += d.quantity
+    for a in plan.allocations:
+        of(a.item)["allocated"] += a.quantity
+    for line_id, missing in plan.unmet.items():
+        of(item_of[line_id])["unmet"] += missing
+    return dict(sorted(totals.items()))
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def plan_document(plan: Any) -> dict[str, Any]:
+    return {
+        "allocations": [
+            {
+                "pledge_line_id": a.supply_id,
+                "need_line_id": a.demand_id,
+                "item": a.item,
+                "quantity": a.quantity,
+                "reason": _jsonable(a.reason),
+            }
+            for a in plan.allocations
+        ],
+        "unmet": [
+            {"need_line_id": demand_id, "quantity": quantity}
+            for demand_id, quantity in sorted(plan.unmet.items())
+            if quantity > 0
+        ],
+    }
+
+
+# Runs -----------------------------------------------------------------------------------------
+
+
+def run(
+    rt: ServiceRuntime,
+    *,
+    items: list[str] | None,
+    dry_run: bool,
+    trigger: str,
+    created_by: uuid.UUID | None = None,
+    wait: bool = False,
+) -> MatchingRun | None:
+    """One matching run. A manual run finding an item locked waits for it a few seconds
+    (``MANUAL_RUN_PATIENCE``), then answers 409; an event or
+    scheduled run (``wait``) returns None (an event's run comes back later, see
+    ``match_item``; the scheduled one waits for its next turn)."""
+    with rt.session_factory() as session:
+        wanted = sorted(
+            set(items)
+            if items
+            else set(session.scalars(select(SupplyLine.item).distinct()))
+            | set(session.scalars(select(NeedLine.item).distinct()))
+        )
+    holder = _holder()
+    busy = acquire(rt, wanted, holder) if wanted else []
+    if busy and not wait:
+        # A coordinator asking while a run on events holds the item (a second or so,
+        # usually) gets the next turn rather than an error.
+        deadline = time.monotonic() + MANUAL_RUN_PATIENCE
+        while busy and time.monotonic() < deadline:
+            time.sleep(0.2)
+            busy = acquire(rt, wanted, holder)
+    if busy:
+        if wait:
+            log.info("matching of %s is already running; this run is covered by it", busy)
+            return None
+        raise Conflict(
+            f"A matching run for {busy[0]!r} is in progress; try again in a moment.",
+            slug="matching-in-progress",
+            item=busy[0],
+        )
+    try:
+        started = time.perf_counter()
+        with rt.session_factory() as session:
+            supply, demand = build_inputs(session, wanted)
+        plan = matching.match(supply, demand, today=utcnow().date())
+        elapsed = time.perf_counter() - started
+        MATCHING_SECONDS.labels(trigger).observe(elapsed)
+        document = plan_document(plan)
+        stats = {
+            "supply_lines": len(supply),
+            "demand_lines": len(demand),
+            "seconds": round(elapsed, 3),
+            # Quantities of different items never add up: per item, in its base unit.
+            "items": per_item_totals(supply, demand, plan),
+        }
+        with rt.unit_of_work() as session:
+            matching_run = MatchingRun(
+                id=uuid.uuid4(),
+                status="preview",
+                dry_run=dry_run,
+                trigger=trigger,
+                items=wanted,
+                plan=document,
+                stats=stats,
+                created_by=created_by,
+            )
+            session.add(matching_run)
+            # A newer preview replaces older unapproved previews of the same items.
+            for old in session.scalars(
+                select(MatchingRun).where(
+                    MatchingRun.status == "preview", MatchingRun.id != matching_run.id
+                )
+            ):
+                if set(old.items) <= set(wanted):
+                    old.status = "superseded"
+            if not dry_run:
+                _apply(session, rt, matching_run, approved_by=created_by)
+        return matching_run
+    finally:
+        release(rt, wanted, holder)
+
+
+def _apply(
+    session: Session, rt: ServiceRuntime, matching_run: MatchingRun, approved_by: uuid.UUID | None
+) -> None:
+    plan = matching_run.plan.get("allocations", [])
+    results = saga.propose_many(
+        session,
+        rt.outbox,
+        [
+            saga.Proposal(
+                supply_line_id=uuid.UUID(proposal["pledge_line_id"]),
+                need_line_id=uuid.UUID(proposal["need_line_id"]),
+                quantity=int(proposal["quantity"]),
+                reason=proposal.get("reason") or {},
+            )
+            for proposal in plan
+        ],
+        run_id=matching_run.id,
+    )
+    refused = [
+        {**proposal, "refused": result.refused}
+        for proposal, result in zip(plan, results, strict=True)
+        if result.allocation is None
+    ]
+    made = [str(result.allocation.id) for result in results if result.allocation is not None]
+    matching_run.status = "applied"
+    matching_run.approved_by = approved_by
+    matching_run.approved_at = utcnow()
+    matching_run.stats = {**matching_run.stats, "proposed": len(made), "refused": refused}
+
+
+def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None) -> MatchingRun:
+    """Apply a preview. Allocations that no longer fit (supply or need changed since) are
+    listed as refused; the rest become proposals."""
+    with rt.session_factory() as session:
+        found = session.get(MatchingRun, run_id)
+        if found is None:
+            raise NotFound(f"No matching run {run_id}.", slug="matching-run-not-found")
+        items = list(found.items)
+    holder = _holder()
+    busy = acquire(rt, items, holder)
+    if busy:
+        raise Conflict(
+            f"A matching run for {busy[0]!r} is in progress; approve again in a moment.",
+            slug="matching-in-progress",
+        )
+    try:
+        with rt.unit_of_work() as session:
+            matching_run = _preview_for_update(session, run_id, "approved")
+            _apply(session, rt, matching_run, approved_by)
+            return matching_run
+    finally:
+        release(rt, items, holder)
+
+
+def _preview_for_update(session: Session, run_id: uuid.UUID, verb: str) -> MatchingRun:
+    """The run, locked for this transaction; 404 if there is none, 409 unless it is a
+    preview (only a preview can be ``verb``)."""
+    matching_run = session.get(MatchingRun, run_id, with_for_update=True)
+    if matching_run is None:
+        raise NotFound(f"No matching run {run_id}.", slug="matching-run-not-found")
+    if matching_run.status != "preview":
+        raise Conflict(
+            f"The run is {matching_run.status}; only a preview can be {verb}.",
+            slug="matching-run-not-preview",
+            status_now=matching_run.status,
+        )
+    return matching_run
+
+
+def edit(
+    rt: ServiceRuntime,
+    run_id: uuid.UUID,
+    changes: list[dict[str, Any]],
+    edited_by: uuid.UUID | None,
+) -> MatchingRun:
+    """Change a preview by hand before approving it. Each change sets the quantity of
+    one pair of lines: 0 removes the allocation, a pair not in the plan adds one. The
+    edited plan is checked against the supply and needs as they are now, by every
+    hard rule of matching and their quantities; if it breaks any, nothing changes and
+    the 422 names each broken rule (``changes.N`` for the change that broke it,
+    ``plan`` for one the plan broke as it stood)."""
+    with rt.unit_of_work() as session:
+        matching_run = _preview_for_update(session, run_id, "edited")
+        planned: dict[tuple[str, str], int] = {
+            (a["pledge_line_id"], a["need_line_id"]): int(a["quantity"])
+            for a in matching_run.plan.get("allocations", [])
+        }
+        changed_by: dict[tuple[str, str], int] = {}
+        for n, change in enumerate(changes):
+            pair = (str(change["pledge_line_id"]), str(change["need_line_id"]))
+            planned[pair] = int(change["quantity"])
+            changed_by[pair] = n
+        pairs = list(planned)
+        if not matching_run.items:
+            raise Conflict(
+                "The run covers no item; there is nothing to edit.", slug="matching-run-empty"
+            )
+        supply, demand = build_inputs(session, list(matching_run.items))
+        try:
+            plan = matching.plan_of(
+                [matching.Planned(s, d, q) for (s, d), q in planned.items()],
+                supply,
+                demand,
+                today=utcnow().date(),
+            )
+        except matching.PlanRefused as refused:
+            errors: dict[str, list[str]] = {}
+            for broken in refused.problems:
+                # A rule is the fault of the changes that touch it; of the plan as it
+                # stood only where none does.
+                about = (broken.index,) if broken.index is not None else broken.involved
+                fields = sorted({changed_by[pairs[n]] for n in about if pairs[n] in changed_by})
+                for field in [f"changes.{n}" for n in fields] or ["plan"]:
+                    errors.setdefault(field, []).append(broken.message)
+            raise RuleBroken(
+                "The edited plan breaks a rule of matching; nothing was changed.",
+                slug="plan-breaks-a-rule",
+                errors=errors,
+            ) from None
+        edits = [
+            *matching_run.plan.get("edits", []),
+            {
+                "by": None if edited_by is None else str(edited_by),
+                "at": utcnow().isoformat(),
+                "changes": [
+                    {
+                        "pledge_line_id": str(c["pledge_line_id"]),
+                        "need_line_id": str(c["need_line_id"]),
+                        "quantity": int(c["quantity"]),
+                    }
+                    for c in changes
+                ],
+            },
+        ]
+        matching_run.plan = {**plan_document(plan), "edits": edits}
+        matching_run.stats = {
+            **matching_run.stats,
+            "items": per_item_totals(supply, demand, plan),
+            "edited": len(edits),
+        }
+        return matching_run
+
+
+# Debounced runs on events ----------------------------------------------------------------------
+
+
+def request_matching(session: Session, item: str) -> None:
+    """Note that ``item``'s supply or demand changed; a run is queued after the commit."""
+    session.info.setdefault(_PENDING_KEY, set()).add(item)
+
+
+def run_on_its_way(now: datetime, debounce: float) -> Any:
+    """The condition, on a lock row, that a run of its item was requested a moment ago
+    (less than a minute past the debounce) and none has started since."""
+    stale = now - timedelta(seconds=60 + debounce)
+    return (
+        MatchingLock.requested_at.is_not(None)
+        & (MatchingLock.requested_at > stale)
+        & (
+            MatchingLock.last_started_at.is_(None)
+            | (MatchingLock.requested_at > MatchingLock.last_started_at)
+        )
+    )
+
+
+def install_debounce(rt: ServiceRuntime) -> None:
+    """Debounce the matching requests of each transaction (:func:`request_matching`).
+
+    A run is on its way when one was requested a moment ago and none has started
+    since; a change joins it, since the run reads what is committed when it starts. A
+    request older than a minute past the debounce counts as lost (a worker that died
+    holding the task) and is made again.
+
+    Most changes find a run on their way. They learn it in their own transaction, just
+    before it commits, holding the item's lock row in share mode: no run can start
+    (take the row) until they have committed, and they do not wait for each other.
+    A change that finds no run on its way asks for one after its commit, by a
+    conditional update in a transaction of its own, then queues it."""
+    from sqlalchemy import event
+
+    def waiting(now: datetime) -> Any:
+        return run_on_its_way(now, rt.settings.matching_debounce)
+
+    def before_commit(session: Session) -> None:
+        if session.in_nested_transaction():
+            return
+        items = session.info.get(_PENDING_KEY)
+        if not items:
+            return
+        wanted = sorted(items)
+        joined = shared_lock_rows(session, wanted, waiting(utcnow()))
+        session.info[_PENDING_KEY] = {item for item in wanted if item not in joined}
+
+    def after_commit(session: Session) -> None:
+        if session.in_nested_transaction():
+            # A savepoint released: wait for the real commit (a spurious run after a
+            # rolled-back savepoint costs one matching run, nothing more).
+            return
+        items = session.info.pop(_PENDING_KEY, None)
+        if not items:
+            return
+        now = utcnow()
+        due: list[str] = []
+        sent: list[str] = []
+        try:
+            with rt.unit_of_work() as s:
+                bookkeeping(s)
+                for item in sorted(items):
+                    requested = s.execute(
+                        update(MatchingLock)
+                        .where(MatchingLock.item == item, ~waiting(now))
+                        .values(requested_at=now)
+                    )
+                    if getattr(requested, "rowcount", 0):
+                        due.append(item)
+            for item in due:
+                rt.celery.send_task(
+                    "dispatch.match_item",
+                    args=[item],
+                    queue="dispatch",
+                    countdown=rt.settings.matching_debounce,
+                )
+                sent.append(item)
+        except Exception:
+            # The scheduled run will pick the item up.
+            log.exception("could not queue matching of %s", sorted(items))
+            _withdraw_requests(rt, [item for item in due if item not in sent], now)
+
+    def after_rollback(session: Session, previous: Any) -> None:
+        if previous.parent is None:
+            session.info.pop(_PENDING_KEY, None)
+
+    event.listen(rt.session_factory, "before_commit", before_commit)
+    event.listen(rt.session_factory, "after_commit", after_commit)
+    event.listen(rt.session_factory, "after_soft_rollback", after_rollback)
+
+
+def shared_lock_rows(session: Session, items: list[str], waiting: Any) -> set[str]:
+    """Make the lock rows of ``items`` that are missing (without conflicting with
+    another transaction making them too), hold them all in share mode (in item order)
+    until ``session`` commits, and return the items with a run on its way."""
+
+    def held() -> dict[str, bool]:
+        return {
+            item: bool(on_its_way)
+            for item, on_its_way in session.execute(
+                select(MatchingLock.item, waiting)
+                .where(MatchingLock.item.in_(items))
+                .order_by(MatchingLock.item)
+                .with_for_update(read=True)
+            )
+        }
+
+    rows = held()
+    if len(rows) < len(items):
+        _add_lock_rows(session, [item for item in items if item not in rows])
+        rows = held()
+    return {item for item, on_its_way in rows.items() if on_its_way}
+
+
+def _withdraw_requests(rt: ServiceRuntime, items: list[str], requested_at: datetime) -> None:
+    """Take back the requests whose run could not be queued, so that the next change
+    queues one instead of waiting for it."""
+    if not items:
+        return
+    try:
+        with rt.unit_of_work() as s:
+            bookkeeping(s).execute(
+                update(MatchingLock)
+                .where(MatchingLock.item.in_(items), MatchingLock.requested_at == requested_at)
+                .values(requested_at=None)
+            )
+    except Exception:
+        log.exception("could not withdraw the matching requests of %s", items)
+
+
+def register_matching_tasks(rt: ServiceRuntime) -> None:
+    @rt.celery.task(
+        name="dispatch.match_item", shared=False, time_limit=600, bind=True, max_retries=None
+    )
+    def match_item(self: Any, item: str) -> str:
+        """A run for one item, unless a run that started after the last change of the
+        item's supply or demand has already covered it. While another run holds the
+        item, the task comes back later: that run may have read the item before the
+        change this one was queued for, and later changes wait for this one."""
+        with rt.session_factory() as session:
+            lock = session.get(MatchingLock, item)
+            if (
+                lock is not None
+                and lock.requested_at is not None
+                and lock.last_started_at is not None
+                and lock.last_started_at > lock.requested_at
+            ):
+                return "covered"
+        done = run(
+            rt,
+            items=[item],
+            dry_run=not rt.settings.matching_auto_approve,
+            trigger="event",
+            wait=True,
+        )
+        if done is None:
+            raise self.retry(countdown=max(1.0, rt.settings.matching_debounce))
+        return done.status
+
+    @rt.celery.task(name="dispatch.match_all", shared=False, time_limit=1800)
+    def match_all() -> str:
+        done = run(
+            rt,
+            items=None,
+            dry_run=not rt.settings.matching_auto_approve,
+            trigger="schedule",
+            wait=True,
+        )
+        return done.status if done is not None else "busy"

@@ -1,0 +1,1 @@
+"""Needs: what hospitals and communities ask for, from draft to closed."""

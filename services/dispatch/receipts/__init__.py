@@ -1,0 +1,1 @@
+"""Receipts: what a recipient confirms it received."""

@@ -1,0 +1,1 @@
+"""Shipments: reserved allocations on their way, and their status."""

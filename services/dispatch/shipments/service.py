@@ -1,0 +1,971 @@
+"""The service layer of shipments: consolidation of reserved allocations, status updates
+with their history, their effects on the allocation saga, and the overdue watch.
+
+Every function works inside the caller's transaction and writes its events to the
+outbox there. A status update locks its shipment's row first, so concurrent updates of
+one shipment (two scanners, a receipt) take turns and each sees the other's result;
+allocations and need lines move only by conditional UPDATEs (allocations.py), so an
+update delivered twice, or racing a cancellation, moves nothing twice.
+
+``shipment.created`` and ``shipment.status_changed`` carry the shipment's version as
+their ``aggregate_version``: donations applies them in that order and ignores an older
+one arriving after a newer one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from marshmallow import Schema, fields
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from services.dispatch.allocations import service as saga
+from services.dispatch.matching.service import request_matching
+from services.dispatch.models import (
+    Allocation,
+    Need,
+    Organisation,
+    Shipment,
+    ShipmentEvent,
+    ShipmentLine,
+    SupplyLine,
+)
+from services.dispatch.shipments import domain
+from shared.db import utcnow
+from shared.errors import Conflict, DomainError, RuleBroken
+from shared.events import new_event
+from shared.identity import Identity
+from shared.outbox import Outbox
+
+PRODUCER = "dispatch"
+# How far ahead of our clock an update may claim to have happened (scanner clocks drift).
+DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
+DEFAULT_STALE_AFTER = timedelta(hours=24)
+# Shipments flagged by one run of the overdue sweep; the next run takes the rest.
+SWEEP_BATCH = 500
+INACTIVE_ORG_STATUSES = ("suspended", "merged")
+# Columns re-read under the row lock before an update is judged.
+_STATE_COLUMNS = [
+    "status",
+    "status_at",
+    "last_event_at",
+    "logistics_org_id",
+    "overdue_at",
+    "overdue_reason",
+    "updated_at",
+    "version",
+]
+
+
+# The JSON shape ---------------------------------------------------------------------------
+
+
+class ShipmentLineSchema(Schema):
+    id = fields.UUID()
+    line_no = fields.Integer()
+    allocation_id = fields.UUID()
+    pledge_id = fields.UUID()
+    pledge_line_id = fields.UUID()
+    need_id = fields.UUID()
+    need_line_id = fields.UUID()
+    item = fields.String()
+    quantity = fields.Integer(metadata={"description": "In the item's base unit"})
+    accepted = fields.Integer(metadata={"description": "As the latest receipt says"})
+    damaged = fields.Integer()
+    short = fields.Integer()
+
+
+class ShipmentEventSchema(Schema):
+    id = fields.UUID()
+    status = fields.String()
+    previous_status = fields.String(
+        allow_none=True, metadata={"description": "The status it followed, when applied"}
+    )
+    occurred_at = fields.AwareDateTime(metadata={"description": "When it happened"})
+    recorded_at = fields.AwareDateTime(metadata={"description": "When it was recorded"})
+    location = fields.String(allow_none=True)
+    note = fields.String(allow_none=True)
+    actor_id = fields.UUID(allow_none=True)
+    actor_org_id = fields.UUID(allow_none=True)
+    source = fields.String(metadata={"description": "api, batch, receipt or system"})
+    applied = fields.Boolean(
+        metadata={"description": "False for a late update: kept in its place, status unmoved"}
+    )
+
+
+class ShipmentSchema(Schema):
+    id = fields.UUID()
+    status = fields.String()
+    status_at = fields.AwareDateTime(metadata={"description": "When the status happened"})
+    lines = fields.List(fields.Nested(ShipmentLineSchema))
+    origin = fields.Dict(metadata={"description": "region, lat, lon, address"})
+    destination = fields.Dict(metadata={"description": "region, lat, lon, address"})
+    donor_org_id = fields.UUID()
+    recipient_org_id = fields.UUID()
+    logistics_org_id = fields.UUID(allow_none=True)
+    tracking_ref = fields.String(allow_none=True)
+    eta = fields.AwareDateTime(allow_none=True)
+    last_event_at = fields.AwareDateTime(
+        metadata={"description": "When the last update (late ones too) was recorded"}
+    )
+    overdue = fields.Method("_overdue")
+    overdue_at = fields.AwareDateTime(allow_none=True)
+    overdue_reason = fields.String(allow_none=True)
+    history = fields.List(
+        fields.Nested(ShipmentEventSchema),
+        metadata={"description": "Every update, ordered by when it happened"},
+    )
+    created_by = fields.UUID(allow_none=True)
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+    version = fields.Integer()
+
+    def _overdue(self, shipment: Shipment) -> bool:
+        return shipment.overdue_at is not None
+
+
+def shipment_as_dict(shipment: Shipment) -> dict[str, Any]:
+    """The shipment as the API shows it, ready for JSON."""
+    return dict(ShipmentSchema().dump(shipment))
+
+
+# Who may see and change what --------------------------------------------------------------
+
+
+def can_see(identity: Identity, shipment: Shipment) -> bool:
+    """Coordinators see every shipment; the donor, the recipient and the logistics
+    company assigned to it see it too."""
+    if identity.is_coordinator:
+        return True
+    org = identity.org_id
+    if org is None:
+        return False
+    return (
+        (identity.has_role("logistics") and shipment.logistics_org_id == org)
+        or (identity.has_role("donor") and shipment.donor_org_id == org)
+        or (identity.has_role("recipient") and shipment.recipient_org_id == org)
+    )
+
+
+def can_update(identity: Identity, shipment: Shipment) -> bool:
+    """Coordinators, and the active logistics company assigned to the shipment."""
+    if identity.is_coordinator:
+        return True
+    return (
+        identity.has_role("logistics")
+        and identity.org_active
+        and identity.org_id is not None
+        and shipment.logistics_org_id == identity.org_id
+    )
+
+
+def visible_to(identity: Identity) -> Any:
+    """A WHERE clause for the shipments ``identity`` may see (None: all of them)."""
+    if identity.is_coordinator:
+        return None
+    org = identity.org_id
+    clauses = []
+    if org is not None and identity.has_role("logistics"):
+        clauses.append(Shipment.logistics_org_id == org)
+    if org is not None and identity.has_role("donor"):
+        clauses.append(Shipment.donor_org_id == org)
+    if org is not None and identity.has_role("recipient"):
+        clauses.append(Shipment.recipient_org_id == org)
+    return or_(*clauses) if clauses else Shipment.id.is_(None)
+
+
+# Where from and where to ------------------------------------------------------------------
+
+
+def _key(*parts: Any) -> str:
+    raw = json.dumps([str(p) if p is not None else None for p in parts])
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Route:
+    origin: dict[str, Any]
+    destination: dict[str, Any]
+    origin_key: str
+    destination_key: str
+    donor_org_id: uuid.UUID
+    recipient_org_id: uuid.UUID
+
+
+def route_of(session: Session, allocation: Allocation) -> Route:
+    """Where an allocation leaves from (the donor and its pledge's origin) and goes to
+    (the recipient and its need's location)."""
+    return _route(
+        allocation,
+        session.get(SupplyLine, allocation.pledge_line_id),
+        session.get(Need, allocation.need_id),
+    )
+
+
+def _routes(session: Session, allocations: Sequence[Allocation]) -> dict[uuid.UUID, Route]:
+    """:func:`route_of` of each allocation, by its id, reading their supply lines and
+    needs in two statements."""
+    supplies = {
+        row.id: row
+        for row in session.scalars(
+            select(SupplyLine).where(SupplyLine.id.in_({a.pledge_line_id for a in allocations}))
+        )
+    }
+    needs = {
+        row.id: row
+        for row in session.scalars(
+            select(Need).where(Need.id.in_({a.need_id for a in allocations}))
+        )
+    }
+    return {
+        a.id: _route(a, supplies.get(a.pledge_line_id), needs.get(a.need_id)) for a in allocations
+    }
+
+
+def _route(allocation: Allocation, supply: SupplyLine | None, need: Need | None) -> Route:
+    origin = {
+        "region": supply.region if supply else None,
+        "lat": supply.lat if supply else None,
+        "lon": supply.lon if supply else None,
+    }
+    destination = {
+        "region": need.region if need else None,
+        "address": need.address if need else None,
+        "lat": need.lat if need else None,
+        "lon": need.lon if need else None,
+    }
+    return Route(
+        origin=origin,
+        destination=destination,
+        origin_key=_key(allocation.donor_org_id, origin["region"], origin["lat"], origin["lon"]),
+        destination_key=_key(
+            allocation.recipient_org_id,
+            destination["region"],
+            destination["address"],
+            destination["lat"],
+            destination["lon"],
+        ),
+        donor_org_id=allocation.donor_org_id,
+        recipient_org_id=allocation.recipient_org_id,
+    )
+
+
+# Events -----------------------------------------------------------------------------------
+
+
+def _lines_payload(shipment: Shipment) -> list[dict[str, Any]]:
+    return [
+        {
+            "allocation_id": line.allocation_id,
+            "pledge_line_id": line.pledge_line_id,
+            "quantity": line.quantity,
+        }
+        for line in shipment.lines
+    ]
+
+
+def _announce(
+    session: Session,
+    outbox: Outbox,
+    shipment: Shipment,
+    type: str,
+    *,
+    previous_status: str | None,
+    occurred_at: datetime,
+    location: str | None = None,
+    flush: bool = True,
+) -> None:
+    if flush:
+        session.flush()
+    outbox.add(
+        session,
+        new_event(
+            type,
+            {
+                "shipment_id": shipment.id,
+                "status": shipment.status,
+                "previous_status": previous_status,
+                "occurred_at": occurred_at,
+                "location": location,
+                "lines": _lines_payload(shipment),
+                "donor_org_id": shipment.donor_org_id,
+                "recipient_org_id": shipment.recipient_org_id,
+                "logistics_org_id": shipment.logistics_org_id,
+            },
+            producer=PRODUCER,
+            aggregate_id=shipment.id,
+            aggregate_version=shipment.version,
+        ),
+    )
+
+
+# Consolidation ----------------------------------------------------------------------------
+
+
+def _new_shipment(
+    session: Session,
+    outbox: Outbox,
+    route: Route,
+    allocations: Sequence[Allocation],
+    *,
+    logistics_org_id: uuid.UUID | None = None,
+    tracking_ref: str | None = None,
+    eta: datetime | None = None,
+    created_by: uuid.UUID | None = None,
+    now: datetime | None = None,
+    flush: bool = True,
+) -> Shipment:
+    """A planned shipment of ``allocations`` on ``route``, its first history row and its
+    ``shipment.created``; ``flush=False`` leaves writing it to the caller's next flush
+    (several shipments created together)."""
+    now = now or utcnow()
+    shipment = Shipment(
+        id=uuid.uuid4(),
+        version=1,
+        status="planned",
+        status_at=now,
+        last_event_at=now,
+        donor_org_id=route.donor_org_id,
+        recipient_org_id=route.recipient_org_id,
+        logistics_org_id=logistics_org_id,
+        origin=route.origin,
+        destination=route.destination,
+        origin_key=route.origin_key,
+        destination_key=route.destination_key,
+        tracking_ref=tracking_ref,
+        eta=eta,
+        created_by=created_by,
+    )
+    session.add(shipment)
+    shipment.lines = [_line(allocation, n) for n, allocation in enumerate(allocations, start=1)]
+    session.add(
+        ShipmentEvent(
+            id=uuid.uuid4(),
+            shipment_id=shipment.id,
+            status="planned",
+            occurred_at=now,
+            recorded_at=now,
+            actor_id=created_by,
+            source="system",
+            applied=True,
+            note="consolidated by a coordinator" if created_by else "consolidated on reservation",
+        )
+    )
+    _announce(
+        session,
+        outbox,
+        shipment,
+        "shipment.created",
+        previous_status=None,
+        occurred_at=now,
+        flush=flush,
+    )
+    return shipment
+
+
+def _line(allocation: Allocation, line_no: int) -> ShipmentLine:
+    return ShipmentLine(
+        id=uuid.uuid4(),
+        line_no=line_no,
+        allocation_id=allocation.id,
+        pledge_id=allocation.pledge_id,
+        pledge_line_id=allocation.pledge_line_id,
+        need_id=allocation.need_id,
+        need_line_id=allocation.need_line_id,
+        item=allocation.item,
+        quantity=allocation.quantity,
+        accepted=0,
+        damaged=0,
+        short=0,
+    )
+
+
+def _lock_destination(session: Session, *recipient_org_ids: uuid.UUID) -> None:
+    """Planning for one recipient takes turns (on PostgreSQL, by the recipient's row,
+    several in id order; SQLite writers take turns anyway), so two reservations handled
+    at once by two workers join one planned shipment instead of opening one each."""
+    session.execute(
+        select(Organisation.id)
+        .where(Organisation.id.in_(sorted(set(recipient_org_ids))))
+        .order_by(Organisation.id)
+        .with_for_update()
+    )
+
+
+def plan_allocation(
+    session: Session, outbox: Outbox, allocation: Allocation, *, now: datetime | None = None
+) -> Shipment | None:
+    """Put a just-reserved allocation on the planned shipment of its origin and
+    destination, opening one (``shipment.created``) if there is none. An allocation
+    already on a shipment stays where it is."""
+    return plan_allocations(session, outbox, [allocation], now=now).get(allocation.id)
+
+
+def plan_allocations(
+    session: Session,
+    outbox: Outbox,
+    allocations: Sequence[Allocation],
+    *,
+    now: datetime | None = None,
+) -> dict[uuid.UUID, Shipment]:
+    """:func:`plan_allocation` for several just-reserved allocations at once, in a
+    handful of statements: each joins the planned shipment of its route, and those
+    of a route without one open one shipment together. Returns the shipment each
+    allocation was put on, by allocation id."""
+    todo = [a for a in allocations if a.status == "reserved"]
+    if not todo:
+        return {}
+    now = now or utcnow()
+    on_a_shipment = set(
+        session.scalars(
+            select(ShipmentLine.allocation_id).where(
+                ShipmentLine.allocation_id.in_([a.id for a in todo])
+            )
+        )
+    )
+    todo = [a for a in todo if a.id not in on_a_shipment]
+    if not todo:
+        return {}
+    routes = _routes(session, todo)
+    _lock_destination(session, *(r.recipient_org_id for r in routes.values()))
+    keys = {(r.origin_key, r.destination_key) for r in routes.values()}
+    planned: dict[tuple[str, str], Shipment] = {}
+    for shipment in session.scalars(
+        select(Shipment)
+        .where(
+            Shipment.status == "planned",
+            Shipment.origin_key.in_(sorted({k[0] for k in keys})),
+            Shipment.destination_key.in_(sorted({k[1] for k in keys})),
+        )
+        .order_by(Shipment.created_at, Shipment.id)
+        .with_for_update()
+    ):
+        key = (shipment.origin_key, shipment.destination_key)
+        if key in keys:
+            planned.setdefault(key, shipment)
+    last_no: dict[uuid.UUID, int] = {
+        shipment_id: int(top or 0)
+        for shipment_id, top in session.execute(
+            select(ShipmentLine.shipment_id, func.max(ShipmentLine.line_no))
+            .where(ShipmentLine.shipment_id.in_([s.id for s in planned.values()]))
+            .group_by(ShipmentLine.shipment_id)
+        )
+    }
+    placed: dict[uuid.UUID, Shipment] = {}
+    opening: dict[tuple[str, str], list[Allocation]] = {}
+    for allocation in todo:
+        route = routes[allocation.id]
+        key = (route.origin_key, route.destination_key)
+        joined = planned.get(key)
+        if joined is None:
+            opening.setdefault(key, []).append(allocation)
+            continue
+        last_no[joined.id] = last_no.get(joined.id, 0) + 1
+        joined.lines.append(_line(allocation, last_no[joined.id]))
+        joined.updated_at = now
+        placed[allocation.id] = joined
+    for group in opening.values():
+        opened = _new_shipment(session, outbox, routes[group[0].id], group, now=now, flush=False)
+        placed.update((allocation.id, opened) for allocation in group)
+    session.flush()
+    return placed
+
+
+def consolidate(
+    session: Session,
+    outbox: Outbox,
+    *,
+    allocation_ids: Sequence[uuid.UUID],
+    logistics_org_id: uuid.UUID | None = None,
+    tracking_ref: str | None = None,
+    eta: datetime | None = None,
+    created_by: uuid.UUID | None = None,
+) -> Shipment:
+    """A coordinator's consolidation: reserved allocations of one origin and one
+    destination leave the planned shipments they were on for a new one. A planned
+    shipment left empty is cancelled."""
+    errors: dict[str, list[str]] = {}
+    wanted = list(dict.fromkeys(allocation_ids))
+    found: list[Allocation] = []
+    for index, allocation_id in enumerate(wanted):
+        allocation = session.get(Allocation, allocation_id, with_for_update=True)
+        name = f"allocation_ids.{index}"
+        if allocation is None:
+            errors[name] = [f"No allocation {allocation_id}."]
+            continue
+        if allocation.status != "reserved":
+            errors[name] = [
+                f"The allocation is {allocation.status}; only reserved allocations are "
+                "consolidated."
+            ]
+            continue
+        carrier = session.scalar(
+            select(Shipment)
+            .join(ShipmentLine, ShipmentLine.shipment_id == Shipment.id)
+            .where(ShipmentLine.allocation_id == allocation_id)
+        )
+        if carrier is not None and carrier.status != "planned":
+            errors[name] = [f"It is on shipment {carrier.id}, which is {carrier.status}."]
+            continue
+        found.append(allocation)
+    if not errors:
+        routes = list(_routes(session, found).values())
+        if len({(r.origin_key, r.destination_key) for r in routes}) > 1:
+            errors["allocation_ids"] = [
+                "The allocations do not share one origin and one destination."
+            ]
+    if logistics_org_id is not None:
+        problem = logistics_org_problem(session, logistics_org_id)
+        if problem:
+            errors["logistics_org_id"] = [problem]
+    if errors:
+        raise RuleBroken("These allocations cannot be consolidated so.", errors=errors)
+    route = routes[0]
+    _lock_destination(session, route.recipient_org_id)
+    left = set(
+        session.scalars(
+            select(ShipmentLine.shipment_id).where(ShipmentLine.allocation_id.in_(wanted))
+        )
+    )
+    session.execute(
+        delete(ShipmentLine)
+        .where(ShipmentLine.allocation_id.in_(wanted))
+        .execution_options(synchronize_session=False)
+    )
+    now = utcnow()
+    shipment = _new_shipment(
+        session,
+        outbox,
+        route,
+        found,
+        logistics_org_id=logistics_org_id,
+        tracking_ref=tracking_ref,
+        eta=eta,
+        created_by=created_by,
+        now=now,
+    )
+    for old_id in sorted(left):
+        old = session.get(Shipment, old_id, populate_existing=True)
+        if old is None:
+            continue
+        session.refresh(old, ["lines"])
+        if old.lines:
+            old.updated_at = now
+            continue
+        record_update(
+            session,
+            outbox,
+            old,
+            status="cancelled",
+            occurred_at=now,
+            note=f"its allocations were consolidated into shipment {shipment.id}",
+            actor_id=created_by,
+            source="system",
+        )
+    return shipment
+
+
+def logistics_org_problem(session: Session, org_id: uuid.UUID) -> str | None:
+    """What is wrong with assigning a shipment to ``org_id`` (None when nothing)."""
+    org = session.get(Organisation, org_id)
+    if org is None:
+        return "The dispatch service does not know this organisation (yet)."
+    if org.kind != "logistics_company":
+        return f"A {org.kind} is not a logistics company."
+    if org.status in INACTIVE_ORG_STATUSES:
+        return f"The organisation is {org.status}."
+    return None
+
+
+def amend(session: Session, shipment: Shipment, data: dict[str, Any]) -> Shipment:
+    """A coordinator assigns the logistics company, the tracking reference or the ETA.
+    A new ETA clears an overdue flag the old one raised."""
+    if shipment.status in domain.FINAL_STATUSES:
+        raise Conflict(
+            f"The shipment is {shipment.status}; it cannot be changed.",
+            slug="shipment-final",
+            current_status=shipment.status,
+        )
+    if data.get("logistics_org_id") is not None:
+        problem = logistics_org_problem(session, data["logistics_org_id"])
+        if problem:
+            raise RuleBroken(
+                "The logistics company cannot be assigned.",
+                errors={"logistics_org_id": [problem]},
+            )
+    for name in ("logistics_org_id", "tracking_ref", "eta"):
+        if name in data:
+            setattr(shipment, name, data[name])
+    if (
+        "eta" in data
+        and shipment.overdue_reason
+        and shipment.overdue_reason.startswith(domain.PAST_ETA)
+    ):
+        shipment.overdue_at = None
+        shipment.overdue_reason = None
+    shipment.updated_at = utcnow()
+    session.flush()
+    return shipment
+
+
+# Status updates ---------------------------------------------------------------------------
+
+
+@dataclass
+class UpdateOutcome:
+    """``result`` is ``applied`` (the status moved), ``late`` (kept in the history, the
+    status unmoved) or ``duplicate`` (recorded before: ``event`` is that record)."""
+
+    result: str
+    event: ShipmentEvent
+    shipment: Shipment
+
+
+def _utc(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise RuleBroken(
+            "Give times with their zone, e.g. 2020-02-03T08:00:00Z.",
+            errors={name: ["The time has no zone."]},
+        )
+    return value.astimezone(UTC)
+
+
+def _refused(current: str, requested: str, why: str | None) -> Conflict:
+    return Conflict(
+        f"{why} (current status: {current}; requested: {requested})",
+        slug="shipment-transition-refused",
+        errors={"status": [why or "not allowed"]},
+        current_status=current,
+        requested_status=requested,
+    )
+
+
+def record_update(
+    session: Session,
+    outbox: Outbox,
+    shipment: Shipment,
+    *,
+    status: str,
+    occurred_at: datetime,
+    location: str | None = None,
+    note: str | None = None,
+    actor_id: uuid.UUID | None = None,
+    actor_org_id: uuid.UUID | None = None,
+    source: str = "api",
+    now: datetime | None = None,
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+) -> UpdateOutcome:
+    """Record one status update of a shipment.
+
+    The same status at the same moment again is a ``duplicate`` (recorded once). An
+    update that happened before the current status is ``late``: kept in the history, the
+    status unmoved. Otherwise the transition is checked (a 409 naming the current and
+    requested status when impossible) and ``applied``: the status moves, the overdue
+    flag clears, the allocations and need lines follow (see
+    :func:`shipments_domain.effects`) and ``shipment.status_changed`` is emitted.
+    """
+    now = now or utcnow()
+    if status not in domain.STATUSES:
+        raise RuleBroken(
+            f"{status!r} is not a shipment status.",
+            errors={"status": [f"Use one of: {', '.join(domain.STATUSES)}."]},
+        )
+    if source not in domain.SOURCES:
+        raise ValueError(f"unknown source {source!r}")
+    occurred_at = _utc(occurred_at, "occurred_at")
+    if domain.too_far_ahead(occurred_at, now, clock_skew):
+        raise RuleBroken(
+            "The update cannot have happened in the future.",
+            errors={"occurred_at": [f"{occurred_at.isoformat()} is ahead of {now.isoformat()}."]},
+        )
+    # Under the row lock, the state as the last writer left it.
+    session.refresh(shipment, _STATE_COLUMNS, with_for_update=True)
+    earlier = session.scalar(
+        select(ShipmentEvent).where(
+            ShipmentEvent.shipment_id == shipment.id,
+            ShipmentEvent.status == status,
+            ShipmentEvent.occurred_at == occurred_at,
+        )
+    )
+    if earlier is not None:
+        return UpdateOutcome("duplicate", earlier, shipment)
+    current = shipment.status
+    decision = domain.decide(current, shipment.status_at, status, occurred_at, source)
+    if decision.outcome == "refused":
+        raise _refused(current, status, decision.refused)
+    applied = decision.outcome == "apply"
+    actions = domain.effects(current, status) if applied else ()
+    if domain.SHIP in actions and not shipment.lines:
+        raise _refused(current, status, "The shipment carries nothing; it cannot leave.")
+    event = ShipmentEvent(
+        id=uuid.uuid4(),
+        shipment_id=shipment.id,
+        status=status,
+        previous_status=current if applied else None,
+        occurred_at=occurred_at,
+        recorded_at=now,
+        location=location,
+        note=note,
+        actor_id=actor_id,
+        actor_org_id=actor_org_id,
+        source=source,
+        applied=applied,
+    )
+    session.add(event)
+    shipment.last_event_at = now
+    shipment.updated_at = now
+    if applied:
+        shipment.status = status
+        shipment.status_at = occurred_at
+        shipment.overdue_at = None
+        shipment.overdue_reason = None
+    session.flush()
+    # The history is read again when next shown.
+    session.expire(shipment, ["history"])
+    if applied:
+        _apply_effects(session, shipment, actions)
+        _announce(
+            session,
+            outbox,
+            shipment,
+            "shipment.status_changed",
+            previous_status=current,
+            occurred_at=occurred_at,
+            location=location,
+        )
+    return UpdateOutcome("applied" if applied else "late", event, shipment)
+
+
+def _apply_effects(session: Session, shipment: Shipment, actions: tuple[str, ...]) -> None:
+    """Move the shipment's allocations and their need lines' counters along."""
+    rematch: set[str] = set()
+    for line in shipment.lines:
+        q = line.quantity
+        if domain.SHIP in actions:
+            moved = saga.move_allocation(session, line.allocation_id, ("reserved",), "shipped")
+            if moved is not None:
+                saga.adjust_counters(session, moved, reserved=-q, shipped=q)
+        if domain.DELIVER in actions:
+            saga.move_allocation(session, line.allocation_id, ("shipped",), "delivered")
+        if domain.LOSE in actions or domain.RETURN in actions:
+            after = "lost" if domain.LOSE in actions else "returned"
+            moved = saga.move_allocation(
+                session, line.allocation_id, ("shipped",), after, f"shipment {after}"
+            )
+            if moved is not None:
+                saga.adjust_counters(session, moved, shipped=-q)
+                rematch.add(moved.item)
+        if domain.CANCEL in actions:
+            moved = saga.move_allocation(
+                session, line.allocation_id, ("reserved",), "cancelled", "shipment cancelled"
+            )
+            if moved is not None:
+                saga.adjust_counters(session, moved, reserved=-q)
+                rematch.add(moved.item)
+    for item in sorted(rematch):
+        request_matching(session, item)
+
+
+# Batches ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RowResult:
+    index: int
+    outcome: str  # applied, late, duplicate or refused
+    shipment_id: str | None = None
+    status: str | None = None
+    occurred_at: str | None = None
+    reason: str | None = None
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": self.index,
+            "outcome": self.outcome,
+            "shipment_id": self.shipment_id,
+            "status": self.status,
+            "occurred_at": self.occurred_at,
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        if self.errors:
+            out["errors"] = self.errors
+        return out
+
+
+@contextmanager
+def _savepoint(session: Session) -> Iterator[None]:
+    """One row's work in a savepoint, undone alone if it fails. The outbox keeps the
+    events written inside it for the commit of the whole batch, and drops them if the
+    savepoint rolls back."""
+    with session.begin_nested():
+        yield
+
+
+def apply_batch(
+    session: Session,
+    outbox: Outbox,
+    rows: Sequence[dict[str, Any]],
+    identity: Identity,
+    *,
+    now: datetime | None = None,
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+) -> list[RowResult]:
+    """Apply a scanner's batch: each row (``shipment_id``, ``status``, ``occurred_at``,
+    ``location``, ``note``, already checked for form; a row with ``errors`` is refused
+    as it is) is applied, kept as late, found a duplicate or refused with its reason,
+    each in a savepoint of its own, so a bad row undoes nothing but itself. Rows are
+    taken in the order they happened, so a scanner's unordered batch moves each shipment
+    forward; results come back in the batch's order."""
+    now = now or utcnow()
+    results: dict[int, RowResult] = {}
+    order = sorted(
+        (row for row in rows if not row.get("errors")),
+        key=lambda row: (row["occurred_at"], row["index"]),
+    )
+    for row in rows:
+        if row.get("errors"):
+            results[row["index"]] = RowResult(
+                row["index"],
+                "refused",
+                shipment_id=_text(row.get("shipment_id")),
+                status=_text(row.get("status")),
+                occurred_at=_text(row.get("occurred_at")),
+                reason="The row is not valid.",
+                errors=row["errors"],
+            )
+    shipments: dict[uuid.UUID, Shipment | None] = {}
+    for row in order:
+        result = RowResult(
+            row["index"],
+            "refused",
+            shipment_id=str(row["shipment_id"]),
+            status=row["status"],
+            occurred_at=row["occurred_at"].isoformat(),
+        )
+        results[row["index"]] = result
+        shipment_id = row["shipment_id"]
+        if shipment_id not in shipments:
+            shipments[shipment_id] = session.get(Shipment, shipment_id)
+        shipment = shipments[shipment_id]
+        if shipment is None or not can_see(identity, shipment):
+            result.reason = f"No shipment {shipment_id}."
+            result.errors = {"shipment_id": [result.reason]}
+            continue
+        if not can_update(identity, shipment):
+            result.reason = "This shipment is not yours to update."
+            result.errors = {"shipment_id": [result.reason]}
+            continue
+        try:
+            with _savepoint(session):
+                outcome = record_update(
+                    session,
+                    outbox,
+                    shipment,
+                    status=row["status"],
+                    occurred_at=row["occurred_at"],
+                    location=row.get("location"),
+                    note=row.get("note"),
+                    actor_id=identity.user_id,
+                    actor_org_id=identity.org_id,
+                    source="batch",
+                    now=now,
+                    clock_skew=clock_skew,
+                )
+        except DomainError as problem:
+            result.reason = problem.detail
+            result.errors = problem.errors or {}
+            continue
+        result.outcome = outcome.result
+    return [results[index] for index in sorted(results)]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+# Overdue ----------------------------------------------------------------------------------
+
+
+def due_overdue(
+    session: Session,
+    now: datetime,
+    stale_after: timedelta = DEFAULT_STALE_AFTER,
+    limit: int = SWEEP_BATCH,
+) -> list[uuid.UUID]:
+    """Shipments not yet flagged that are overdue now: no update for ``stale_after``,
+    or past their ETA and not delivered."""
+    return list(
+        session.scalars(
+            select(Shipment.id)
+            .where(
+                Shipment.status.not_in(domain.FINAL_STATUSES),
+                Shipment.overdue_at.is_(None),
+                or_(
+                    Shipment.last_event_at <= now - stale_after,
+                    and_(
+                        Shipment.eta.is_not(None),
+                        Shipment.eta < now,
+                        Shipment.status.not_in(("delivered", "received")),
+                    ),
+                ),
+            )
+            .order_by(Shipment.last_event_at, Shipment.id)
+            .limit(limit)
+        )
+    )
+
+
+def flag_overdue(
+    session: Session,
+    outbox: Outbox,
+    shipment_id: uuid.UUID,
+    now: datetime,
+    stale_after: timedelta = DEFAULT_STALE_AFTER,
+) -> bool:
+    """Flag one shipment overdue, once, and emit ``shipment.overdue``; False if it was
+    flagged, updated or finished meanwhile."""
+    shipment = session.get(Shipment, shipment_id, with_for_update=True, populate_existing=True)
+    if shipment is None or shipment.overdue_at is not None:
+        return False
+    reason = domain.overdue_reason(
+        shipment.status, shipment.last_event_at, shipment.eta, now, stale_after
+    )
+    if reason is None:
+        return False
+    shipment.overdue_at = now
+    shipment.overdue_reason = reason[:200]
+    session.flush()
+    outbox.add(
+        session,
+        new_event(
+            "shipment.overdue",
+            {
+                "shipment_id": shipment.id,
+                "status": shipment.status,
+                "reason": shipment.overdue_reason,
+                "overdue_at": now,
+                "last_event_at": shipment.last_event_at,
+                "eta": shipment.eta,
+                "tracking_ref": shipment.tracking_ref,
+                "donor_org_id": shipment.donor_org_id,
+                "recipient_org_id": shipment.recipient_org_id,
+                "logistics_org_id": shipment.logistics_org_id,
+            },
+            producer=PRODUCER,
+            aggregate_id=shipment.id,
+            aggregate_version=shipment.version,
+        ),
+    )
+    return True

@@ -1,0 +1,1 @@
+"""Transparency: traces of a donation and the public ledger."""

@@ -1,0 +1,289 @@
+"""The public transparency ledger and its open-data exports (no sign-in), and the
+traces of a pledge (for its donor) and of a need (for its recipient)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from typing import Any
+
+from flask import Response
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from services.dispatch.models import Need
+from services.dispatch.transparency import service as ledger
+from services.dispatch.transparency import trace
+from shared.identity import current_identity, require_roles
+from shared.problems import Problem
+from shared.web import db_session
+
+transparency_blp = Blueprint(
+    "transparency",
+    __name__,
+    url_prefix="/api/v1/transparency",
+    description="The public ledger: what came in, where it went (no sign-in needed)",
+)
+trace_blp = Blueprint(
+    "traces",
+    __name__,
+    url_prefix="/api/v1",
+    description="Traces: where a pledge went, where a need's supplies came from",
+)
+
+TABLES = ("totals", "flows")
+
+
+class LedgerArgsSchema(Schema):
+    item = fields.String(validate=validate.Length(min=1, max=64))
+    region = fields.String(
+        validate=validate.Regexp(r"^\d{1,6}$", error="Digits only: a region code or its prefix.")
+    )
+    start = fields.Date(data_key="from", metadata={"description": "First day counted"})
+    end = fields.Date(data_key="to", metadata={"description": "Last day counted"})
+
+    @validates_schema
+    def _ordered(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if data.get("start") and data.get("end") and data["end"] < data["start"]:
+            raise ValidationError("Must not be before 'from'.", field_name="to")
+
+
+class ExportArgsSchema(LedgerArgsSchema):
+    table = fields.String(
+        load_default="totals",
+        validate=validate.OneOf(TABLES),
+        metadata={"description": "totals (month, region, item) or flows (donor -> recipient)"},
+    )
+
+
+class FiguresSchema(Schema):
+    base_unit = fields.String(allow_none=True)
+    pledged = fields.Integer()
+    reserved = fields.Integer()
+    shipped = fields.Integer()
+    received = fields.Integer()
+
+
+class FlowSchema(Schema):
+    donor = fields.String(metadata={"description": "The donor's name, or 'anonymous'"})
+    donor_org_id = fields.UUID(allow_none=True)
+    recipient = fields.String()
+    recipient_org_id = fields.UUID()
+    item = fields.String()
+    base_unit = fields.String(allow_none=True)
+    quantity = fields.Integer(metadata={"description": "Reserved or shipped"})
+    shipped = fields.Integer()
+    received = fields.Integer()
+
+
+class LedgerSchema(Schema):
+    filters = fields.Dict()
+    totals = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(FiguresSchema),
+        metadata={"description": "By item"},
+    )
+    by_region = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(keys=fields.String(), values=fields.Nested(FiguresSchema)),
+        metadata={"description": "By city (4-digit region code), then item"},
+    )
+    by_month = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(keys=fields.String(), values=fields.Nested(FiguresSchema)),
+        metadata={"description": "By month (YYYY-MM), then item"},
+    )
+    flows = fields.List(fields.Nested(FlowSchema))
+
+
+def _filters(args: dict[str, Any]) -> ledger.Filters:
+    return ledger.Filters(
+        item=args.get("item"),
+        region=args.get("region"),
+        start=args.get("start"),
+        end=args.get("end"),
+    )
+
+
+@transparency_blp.route("/ledger", methods=["GET"])
+@transparency_blp.arguments(LedgerArgsSchema, location="query")
+@transparency_blp.response(200, LedgerSchema)
+def public_ledger(args: dict[str, Any]) -> Any:
+    """Totals pledged, reserved, shipped and received, by item, by city and by month,
+    and the flows from donor to recipient organisations. Public: no sign-in needed.
+    See the README for what each figure counts."""
+    return ledger.ledger(db_session(), _filters(args))
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+@transparency_blp.route("/export.csv", methods=["GET"])
+@transparency_blp.arguments(ExportArgsSchema, location="query")
+@transparency_blp.response(200, content_type="text/csv")
+def export_csv(args: dict[str, Any]) -> Any:
+    """The ledger as open data: ``table=totals`` (default), one row per month, city and
+    item, or ``table=flows``, one row per donor, recipient and item. Columns are stable
+    and documented in the README."""
+    session = db_session()
+    filters = _filters(args)
+    columns: tuple[str, ...]
+    if args["table"] == "flows":
+        columns, rows = ledger.FLOW_COLUMNS, ledger.flow_rows(session, filters)
+    else:
+        columns, rows = ledger.TOTAL_COLUMNS, ledger.total_rows(session, filters)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row[c]) for c in columns])
+    return Response(
+        buffer.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="aidlink-{args["table"]}.csv"'},
+    )
+
+
+class ExportSchema(Schema):
+    columns = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    totals = fields.List(fields.Dict())
+    flows = fields.List(fields.Dict())
+
+
+@transparency_blp.route("/export.json", methods=["GET"])
+@transparency_blp.arguments(LedgerArgsSchema, location="query")
+@transparency_blp.response(200, ExportSchema)
+def export_json(args: dict[str, Any]) -> Any:
+    """The same rows as the CSV exports, both tables in one document."""
+    session = db_session()
+    filters = _filters(args)
+
+    def shaped(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [
+            {c: (str(row[c]) if isinstance(row[c], uuid.UUID) else row[c]) for c in columns}
+            for row in rows
+        ]
+
+    return {
+        "columns": {"totals": list(ledger.TOTAL_COLUMNS), "flows": list(ledger.FLOW_COLUMNS)},
+        "totals": shaped(ledger.total_rows(session, filters), ledger.TOTAL_COLUMNS),
+        "flows": shaped(ledger.flow_rows(session, filters), ledger.FLOW_COLUMNS),
+    }
+
+
+# Traces --------------------------------------------------------------------------------------
+
+
+class ReceiptFiguresSchema(Schema):
+    receipt_status = fields.String(metadata={"description": "pending, confirmed or corrected"})
+    accepted = fields.Integer()
+    damaged = fields.Integer()
+    short = fields.Integer()
+
+
+class ShipmentRefSchema(Schema):
+    id = fields.UUID()
+    status = fields.String()
+
+
+class TracedAllocationSchema(Schema):
+    allocation_id = fields.UUID()
+    status = fields.String()
+    quantity = fields.Integer()
+    need_id = fields.UUID()
+    pledge_id = fields.UUID(allow_none=True)
+    shipment = fields.Nested(ShipmentRefSchema, allow_none=True)
+    receipt_status = fields.String()
+    accepted = fields.Integer()
+    damaged = fields.Integer()
+    short = fields.Integer()
+
+
+class TracedShipmentSchema(ReceiptFiguresSchema):
+    id = fields.UUID()
+    status = fields.String()
+    quantity = fields.Integer()
+
+
+class PartySchema(Schema):
+    org_id = fields.UUID(allow_none=True)
+    name = fields.String()
+    quantity = fields.Integer(metadata={"description": "Reserved, shipped or received"})
+    unshipped = fields.Integer(metadata={"description": "Reserved, not yet in a shipment"})
+    accepted = fields.Integer()
+    damaged = fields.Integer()
+    short = fields.Integer()
+    shipments = fields.List(fields.Nested(TracedShipmentSchema))
+    allocations = fields.List(fields.Nested(TracedAllocationSchema))
+
+
+class OrgRefSchema(Schema):
+    org_id = fields.UUID()
+    name = fields.String()
+
+
+class PledgeTraceLineSchema(Schema):
+    pledge_line_id = fields.UUID()
+    item = fields.String()
+    standard = fields.String(allow_none=True)
+    quantity = fields.Integer()
+    status = fields.String()
+    allocated = fields.Integer()
+    accepted = fields.Integer()
+    damaged = fields.Integer()
+    short = fields.Integer()
+    recipients = fields.List(fields.Nested(PartySchema))
+
+
+class PledgeTraceSchema(Schema):
+    pledge_id = fields.UUID()
+    donor = fields.Nested(OrgRefSchema)
+    anonymous = fields.Boolean()
+    lines = fields.List(fields.Nested(PledgeTraceLineSchema))
+
+
+class NeedTraceLineSchema(Schema):
+    need_line_id = fields.UUID()
+    line_no = fields.Integer()
+    item = fields.String()
+    quantity = fields.Integer()
+    status = fields.String()
+    shipped = fields.Integer()
+    received = fields.Integer()
+    donors = fields.List(fields.Nested(PartySchema))
+
+
+class NeedTraceSchema(Schema):
+    need_id = fields.UUID()
+    recipient = fields.Nested(OrgRefSchema)
+    lines = fields.List(fields.Nested(NeedTraceLineSchema))
+
+
+@trace_blp.route("/pledges/<uuid:pledge_id>/trace", methods=["GET"])
+@trace_blp.response(200, PledgeTraceSchema)
+@require_roles()
+def pledge_trace(pledge_id: uuid.UUID) -> Any:
+    """For each line of the pledge: which recipient organisations got how much, through
+    which shipments, and what their receipts said. For the donor and coordinators."""
+    session = db_session()
+    owner = trace.pledge_owner(session, pledge_id)
+    if owner is None or not current_identity().can_act_for(owner):
+        raise Problem(404, f"No pledge {pledge_id}.", slug="pledge-not-found")
+    return trace.pledge_trace(session, pledge_id)
+
+
+@trace_blp.route("/needs/<uuid:need_id>/trace", methods=["GET"])
+@trace_blp.response(200, NeedTraceSchema)
+@require_roles()
+def need_trace(need_id: uuid.UUID) -> Any:
+    """For each line of the need: which donor organisations it came from, through which
+    shipments, and what was received. For the recipient and coordinators; a donor who
+    asked to stay anonymous appears as 'anonymous'."""
+    session = db_session()
+    identity = current_identity()
+    need = session.get(Need, need_id)
+    if need is None or not identity.can_act_for(need.org_id):
+        raise Problem(404, f"No need {need_id}.", slug="need-not-found")
+    return trace.need_trace(session, need, reveal_anonymous=identity.is_coordinator)

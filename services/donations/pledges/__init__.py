@@ -1,0 +1,1 @@
+"""Pledges: what donors offer, and the reservations against them."""

@@ -1,0 +1,1 @@
+"""Sign-in, accounts and sessions."""

@@ -1,0 +1,1 @@
+"""Duplicate organisations: detection and review."""

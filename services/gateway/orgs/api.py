@@ -1,0 +1,304 @@
+"""Organisations: registration, the directory, and what each caller may see of them.
+
+Every registration is announced as ``org.registered`` and checked for duplicates
+(names that normalise alike in the same city), which are flagged for a coordinator.
+Contact people, licence numbers and verification evidence are private: shown to
+the organisation's own members and to coordinators only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.gateway.audit import api as audit
+from services.gateway.duplicates.service import OrgRecord, find_duplicates, normalise_name
+from services.gateway.models import DuplicateFlag, Organisation
+from shared.events import new_event
+from shared.events.registry import ORGANISATION_KINDS
+from shared.identity import current_identity, require_login, require_roles
+from shared.outbox import Outbox
+from shared.pagination import ListArgsSchema, page_schema, paginate
+from shared.problems import Problem
+from shared.web import db_session, runtime
+
+blp = Blueprint("orgs", __name__, url_prefix="/api/v1/orgs", description="Organisations")
+
+ORG_STATUSES = ("pending", "verified", "suspended", "merged")
+
+REGION = validate.Regexp(r"^\d{2}(\d{2}){0,2}$", error="Use a 2, 4 or 6 digit region code.")
+
+
+class ContactSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    role = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    phone = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^\+?[0-9 ()\-]{5,32}$", error="Not a phone number."),
+    )
+    email = fields.Email(load_default=None, allow_none=True)
+
+
+class OrganisationInSchema(Schema):
+    name = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Legal name, as on the licence"},
+    )
+    name_zh = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    name_en = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    kind = fields.String(required=True, validate=validate.OneOf(ORGANISATION_KINDS))
+    region = fields.String(
+        required=True,
+        validate=REGION,
+        metadata={"description": "Administrative division code, e.g. 420102 (Wuhan, Jiang'an)"},
+    )
+    address = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+    contacts = fields.List(
+        fields.Nested(ContactSchema), load_default=list, validate=validate.Length(max=20)
+    )
+    licence_number = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(
+            r"^[0-9A-Za-z\-]{6,64}$",
+            error="Use the licence or registration number, e.g. the 18-character "
+            "unified social credit code.",
+        ),
+    )
+    website = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"})
+
+
+class OrganisationSchema(Schema):
+    """What anyone signed in sees of an organisation."""
+
+    id = fields.UUID(dump_only=True)
+    name = fields.String()
+    name_zh = fields.String(allow_none=True)
+    name_en = fields.String(allow_none=True)
+    kind = fields.String()
+    region = fields.String()
+    address = fields.String(allow_none=True)
+    website = fields.String(allow_none=True)
+    status = fields.String(metadata={"description": "pending, verified, suspended or merged"})
+    verified_at = fields.AwareDateTime(allow_none=True)
+    merged_into_id = fields.UUID(allow_none=True)
+    created_at = fields.AwareDateTime(dump_only=True)
+    version = fields.Integer(dump_only=True)
+
+
+class OrganisationDetailSchema(OrganisationSchema):
+    """What its own members and coordinators see as well."""
+
+    contacts = fields.List(fields.Nested(ContactSchema))
+    licence_number = fields.String(allow_none=True)
+    verified_by = fields.UUID(allow_none=True)
+    verification_evidence = fields.String(allow_none=True)
+    suspended_at = fields.AwareDateTime(allow_none=True)
+    suspended_by = fields.UUID(allow_none=True)
+    suspension_reason = fields.String(allow_none=True)
+
+
+class OrganisationListArgsSchema(ListArgsSchema):
+    kind = fields.String(validate=validate.OneOf(ORGANISATION_KINDS))
+    region = fields.String(validate=validate.Regexp(r"^\d{1,6}$", error="Digits only."))
+    status = fields.String(validate=validate.OneOf(ORG_STATUSES))
+
+
+OrganisationPageSchema = page_schema(OrganisationSchema, "OrganisationPageSchema")
+
+ORG_AUDIT_FIELDS = (
+    "name",
+    "name_zh",
+    "name_en",
+    "kind",
+    "region",
+    "address",
+    "licence_number",
+    "website",
+    "status",
+    "verified_at",
+    "verified_by",
+    "verification_evidence",
+    "suspended_at",
+    "suspended_by",
+    "suspension_reason",
+    "merged_into_id",
+)
+
+
+def dump_organisation(org: Organisation) -> dict[str, Any]:
+    """The attributes of ``org`` the current caller may see (the response schema
+    serialises them)."""
+    identity = current_identity()
+    private = identity.is_coordinator or identity.org_id == org.id
+    schema = OrganisationDetailSchema() if private else OrganisationSchema()
+    return {name: getattr(org, name) for name in schema.fields}
+
+
+def org_event_payload(org: Organisation) -> dict[str, Any]:
+    return {
+        "id": org.id,
+        "name": org.name,
+        "name_zh": org.name_zh,
+        "name_en": org.name_en,
+        "kind": org.kind,
+        "region": org.region,
+        "address": org.address,
+        "status": org.status,
+    }
+
+
+def register_organisation(
+    *, session: Session, outbox: Outbox, data: dict[str, Any], status: str = "pending"
+) -> Organisation:
+    """Create an organisation, flag its likely duplicates and announce it, in the
+    caller's transaction."""
+    name = data["name"].strip()
+    if not name:
+        raise Problem(
+            422, "The organisation needs a name.", errors={"name": ["Must not be blank."]}
+        )
+    org = Organisation(
+        id=uuid.uuid4(),
+        name=name,
+        normalised_name=normalise_name(name),
+        name_zh=(data.get("name_zh") or "").strip() or None,
+        name_en=(data.get("name_en") or "").strip() or None,
+        kind=data["kind"],
+        region=data["region"],
+        address=data.get("address"),
+        contacts=list(data.get("contacts") or []),
+        licence_number=data.get("licence_number"),
+        website=data.get("website"),
+        status=status,
+    )
+    session.add(org)
+    session.flush()
+    flag_duplicates(session, org)
+    outbox.add(
+        session,
+        new_event(
+            "org.registered",
+            org_event_payload(org),
+            producer="gateway",
+            aggregate_id=org.id,
+            aggregate_version=org.version,
+        ),
+    )
+    return org
+
+
+def flag_duplicates(session: Session, org: Organisation) -> list[DuplicateFlag]:
+    """Flag the organisations in ``org``'s province that are probably ``org`` again.
+
+    A pair already flagged (either way round) keeps its flag and its decision.
+    """
+    others = session.execute(
+        select(Organisation.id, Organisation.name, Organisation.region, Organisation.kind).where(
+            Organisation.region.startswith(org.region[:2]),
+            Organisation.status != "merged",
+            Organisation.id != org.id,
+        )
+    ).all()
+    candidates = find_duplicates(
+        OrgRecord(id=str(org.id), name=org.name, region=org.region, kind=org.kind),
+        (OrgRecord(id=str(o.id), name=o.name, region=o.region, kind=o.kind) for o in others),
+    )
+    if not candidates:
+        return []
+    ids = [uuid.UUID(c.org_id) for c in candidates]
+    existing = {
+        frozenset((a, b))
+        for a, b in session.execute(
+            select(DuplicateFlag.org_id, DuplicateFlag.candidate_id).where(
+                ((DuplicateFlag.org_id == org.id) & DuplicateFlag.candidate_id.in_(ids))
+                | ((DuplicateFlag.candidate_id == org.id) & DuplicateFlag.org_id.in_(ids))
+            )
+        )
+    }
+    flags = []
+    for candidate in candidates:
+        other = uuid.UUID(candidate.org_id)
+        if frozenset((org.id, other)) in existing:
+            continue
+        flag = DuplicateFlag(
+            id=uuid.uuid4(),
+            org_id=org.id,
+            candidate_id=other,
+            score=candidate.score,
+            reason=candidate.reason,
+        )
+        session.add(flag)
+        flags.append(flag)
+    session.flush()
+    return flags
+
+
+def get_organisation(session: Session, org_id: uuid.UUID) -> Organisation:
+    org = session.get(Organisation, org_id)
+    if org is None:
+        raise Problem(404, f"No organisation {org_id}.", slug="organisation-not-found")
+    return org
+
+
+@blp.route("")
+class Organisations(MethodView):
+    @blp.arguments(OrganisationListArgsSchema, location="query")
+    @blp.response(200, OrganisationPageSchema)
+    @require_login
+    def get(self, args: dict[str, Any]) -> Any:
+        """The directory. Coordinators see every organisation; others see verified ones
+        and their own."""
+        identity = current_identity()
+        stmt = select(Organisation)
+        if not identity.is_coordinator:
+            stmt = stmt.where(
+                (Organisation.status == "verified") | (Organisation.id == identity.org_id)
+            )
+        for name in ("kind", "status"):
+            if args.get(name):
+                stmt = stmt.where(getattr(Organisation, name) == args[name])
+        if args.get("region"):
+            stmt = stmt.where(Organisation.region.startswith(args["region"]))
+        return paginate(
+            db_session(), stmt, Organisation, cursor=args["cursor"], limit=args["limit"]
+        )
+
+    @blp.arguments(OrganisationInSchema)
+    @blp.response(201, OrganisationDetailSchema)
+    @require_roles("coordinator")
+    def post(self, data: dict[str, Any]) -> Any:
+        """Register an organisation on its behalf (e.g. a hospital that phoned in).
+        Organisations registering themselves use ``POST /api/v1/auth/register``."""
+        rt = runtime()
+        with rt.unit_of_work() as session:
+            org = register_organisation(session=session, outbox=rt.outbox, data=data)
+            audit.record(
+                session,
+                "org.register",
+                "organisation",
+                org.id,
+                after=audit.snapshot(org, *ORG_AUDIT_FIELDS),
+            )
+            return org
+
+
+@blp.route("/<uuid:org_id>")
+class OrganisationById(MethodView):
+    @blp.response(200, OrganisationDetailSchema)
+    @require_login
+    def get(self, org_id: uuid.UUID) -> Any:
+        """One organisation; contacts and evidence only for its members and coordinators."""
+        identity = current_identity()
+        org = get_organisation(db_session(), org_id)
+        if org.status != "verified" and not identity.is_coordinator and identity.org_id != org.id:
+            raise Problem(404, f"No organisation {org_id}.", slug="organisation-not-found")
+        return dump_organisation(org)

@@ -1,0 +1,813 @@
+"""Webhooks: ``/api/v1/webhooks``.
+
+An organisation subscribes a URL to the event types it wants. When the gateway's
+inbox takes in an event of such a type that concerns the organisation, it writes a
+*delivery* per matching subscription in the same transaction, and after the commit
+queues ``gateway.deliver_webhook`` for each. The task POSTs the event, signed with
+the subscription's secret (see :mod:`shared.webhook_signature`):
+
+- a 2xx answer ends the delivery (``succeeded``) and clears the subscription's count
+  of failed deliveries;
+- anything else (another status, a redirect, a timeout, a refused connection) is
+  tried again after ``webhook_backoff * 2 ** (attempt - 1)`` seconds, with jitter, up
+  to ``webhook_max_attempts`` attempts; then the delivery is ``failed``;
+- ``webhook_disable_after`` failed deliveries in a row disable the subscription
+  (audited, actor ``system``); a member re-enables it with ``PATCH active=true``.
+
+Each attempt is claimed in the database before the POST (attempt counted, the next
+attempt time pushed past the request's timeout), so a task delivered twice, or
+re-queued by beat's ``gateway.sweep_webhooks`` after a lost message, never sends a
+delivery that has succeeded, nor two attempts at once. Delivery is at least once: a
+worker that dies after the receiver answered but before the outcome was saved sends
+that delivery again, with the same ``X-Aidlink-Delivery`` id, by which receivers
+de-duplicate. Deliveries are not ordered; ``occurred_at`` says when each event
+happened.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import socket
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from flask import Flask, Response
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy import event as sa_event
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from services.gateway.audit import api as audit
+from services.gateway.models import WebhookDelivery, WebhookSubscription
+from shared.config import Settings
+from shared.db import utcnow
+from shared.events import Event, subscribers_of
+from shared.events.registry import REGISTRY
+from shared.identity import SYSTEM, current_identity, forbidden, require_login, set_identity
+from shared.inbox import Handler
+from shared.pagination import ListArgsSchema, page_schema, paginate
+from shared.problems import Problem
+from shared.taskqueue import TRANSIENT_ERRORS
+from shared.web import ServiceRuntime, db_session, runtime
+from shared.webhook_signature import SIGNATURE_HEADER, sign
+
+log = logging.getLogger(__name__)
+
+blp = Blueprint(
+    "webhooks",
+    __name__,
+    url_prefix="/api/v1/webhooks",
+    description="Webhook subscriptions of an organisation, and their deliveries",
+)
+
+# Event types an organisation may subscribe to: those that concern an organisation.
+WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
+    "org.registered",
+    "org.verified",
+    "org.suspended",
+    "org.merged",
+    "pledge.created",
+    "pledge.amended",
+    "pledge.cancelled",
+    "reservation.accepted",
+    "reservation.rejected",
+    "reservation.released",
+    "need.posted",
+    "need.updated",
+    "need.expired",
+    "need.fulfilled",
+    "need.cancelled",
+    "need.reconfirm_due",
+    "shipment.created",
+    "shipment.status_changed",
+    "shipment.overdue",
+    "receipt.confirmed",
+)
+
+# Payload keys naming an organisation an event concerns, in every event type...
+ORG_ID_KEYS: tuple[str, ...] = ("org_id", "donor_org_id", "recipient_org_id", "logistics_org_id")
+# ...and in the organisation's own events (org.*), whose subject is ``id``.
+OWN_EVENT_ORG_KEYS: tuple[str, ...] = ("id", "merged_into")
+
+DELIVER_TASK = "gateway.deliver_webhook"
+SWEEP_TASK = "gateway.sweep_webhooks"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+USER_AGENT = "aidlink-webhooks/1"
+EVENT_HEADER = "X-Aidlink-Event"
+DELIVERY_HEADER = "X-Aidlink-Delivery"
+ATTEMPT_HEADER = "X-Aidlink-Attempt"
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+
+# Longest wait between two attempts, whatever the backoff setting says. Kept well under
+# the broker's visibility timeout: a retry waits on the broker as a countdown.
+BACKOFF_CAP = 900.0
+# A pending delivery due this long ago with no attempt made is presumed lost (its task
+# message gone with a broker or worker) and queued again by the sweep.
+SWEEP_GRACE = 60.0
+# An attempt in progress holds its delivery this long beyond the request timeout.
+ATTEMPT_LEASE = 30.0
+# A task may start this early on its delivery's next attempt time (clock skew).
+EARLY_SLACK = 1.0
+
+_PENDING_KEY = "aidlink.webhooks.pending"
+
+for _type in WEBHOOK_EVENT_TYPES:
+    REGISTRY.latest_version(_type)  # raises for a type the registry does not know
+    if "gateway" not in subscribers_of(_type):
+        raise RuntimeError(f"the gateway must subscribe to {_type} to deliver its webhooks")
+
+
+# Schemas ------------------------------------------------------------------------------
+
+EVENT_TYPES_FIELD_DOC = "Any of: " + ", ".join(WEBHOOK_EVENT_TYPES)
+
+
+def _event_types_field(**kwargs: Any) -> fields.List:
+    # OneOf on each entry (not ContainsOnly on the list, which OpenAPI would read as an
+    # enum of whole lists).
+    return fields.List(
+        fields.String(validate=validate.OneOf(WEBHOOK_EVENT_TYPES)),
+        validate=validate.Length(min=1, max=len(WEBHOOK_EVENT_TYPES) * 2),
+        metadata={"description": EVENT_TYPES_FIELD_DOC},
+        **kwargs,
+    )
+
+
+def _url_field(**kwargs: Any) -> fields.Url:
+    return fields.Url(
+        schemes={"http", "https"},
+        validate=validate.Length(max=2000),
+        metadata={"description": "Where deliveries are POSTed (http or https)"},
+        **kwargs,
+    )
+
+
+class WebhookInSchema(Schema):
+    url = _url_field(required=True)
+    event_types = _event_types_field(required=True)
+    description = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=200)
+    )
+
+
+class WebhookPatchSchema(Schema):
+    url = _url_field()
+    event_types = _event_types_field()
+    description = fields.String(allow_none=True, validate=validate.Length(max=200))
+    active = fields.Boolean(
+        metadata={
+            "description": "false pauses deliveries; true re-enables a disabled subscription "
+            "and clears its count of failed deliveries"
+        }
+    )
+
+
+class WebhookSchema(Schema):
+    id = fields.UUID()
+    org_id = fields.UUID()
+    url = fields.String()
+    event_types = fields.List(fields.String())
+    description = fields.String(allow_none=True)
+    active = fields.Boolean()
+    consecutive_failures = fields.Integer(
+        metadata={"description": "Deliveries in a row that failed all their attempts"}
+    )
+    disabled_at = fields.AwareDateTime(allow_none=True)
+    disabled_reason = fields.String(allow_none=True)
+    created_by = fields.UUID(allow_none=True)
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+    version = fields.Integer()
+
+
+class NewWebhookSchema(WebhookSchema):
+    secret = fields.String(
+        metadata={"description": "The key deliveries are signed with; shown this once only"}
+    )
+
+
+class WebhookListArgsSchema(ListArgsSchema):
+    org_id = fields.UUID(metadata={"description": "Coordinators: another organisation's"})
+
+
+class WebhookDeliverySchema(Schema):
+    id = fields.UUID()
+    subscription_id = fields.UUID()
+    event_id = fields.String()
+    event_type = fields.String()
+    status = fields.String(metadata={"description": "pending, succeeded or failed"})
+    attempts = fields.Integer()
+    last_status_code = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime()
+    next_attempt_at = fields.AwareDateTime(allow_none=True)
+    last_attempt_at = fields.AwareDateTime(allow_none=True)
+    delivered_at = fields.AwareDateTime(allow_none=True)
+    payload = fields.Dict(metadata={"description": "The body sent, less its id"})
+
+
+class DeliveryListArgsSchema(ListArgsSchema):
+    status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
+
+
+WebhookPageSchema = page_schema(WebhookSchema, "WebhookPageSchema")
+WebhookDeliveryPageSchema = page_schema(WebhookDeliverySchema, "WebhookDeliveryPageSchema")
+
+WEBHOOK_AUDIT_FIELDS = (
+    "org_id",
+    "url",
+    "event_types",
+    "description",
+    "active",
+    "consecutive_failures",
+    "disabled_at",
+    "disabled_reason",
+)
+DELIVERY_AUDIT_FIELDS = ("subscription_id", "event_id", "event_type", "status", "attempts")
+
+
+# The API ------------------------------------------------------------------------------
+
+
+def private_target(url: str) -> str | None:
+    """Why ``url`` may not be called from inside the installation (it resolves to a
+    loopback, private, link-local or otherwise internal address), or None."""
+    host = urlsplit(url).hostname
+    if not host:
+        return "The URL names no host."
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return f"The host {host!r} does not resolve."
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            return f"The host {host!r} resolves to an internal address ({address})."
+    return None
+
+
+def check_target(settings: Settings, url: str) -> None:
+    """Refuse a subscription URL that points inside the installation, unless the
+    installation allows it (AIDLINK_WEBHOOK_ALLOW_PRIVATE, e.g. for a field laptop)."""
+    if settings.webhook_allow_private:
+        return
+    reason = private_target(url)
+    if reason:
+        raise Problem(422, reason, errors={"url": [reason]})
+
+
+def new_webhook_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def _event_types(values: list[str]) -> list[str]:
+    """The chosen types once each, in the order of :data:`WEBHOOK_EVENT_TYPES`."""
+    return [t for t in WEBHOOK_EVENT_TYPES if t in values]
+
+
+def _subscription(
+    session: Session, webhook_id: uuid.UUID, *, lock: bool = False
+) -> WebhookSubscription:
+    """The subscription if the caller may see it; another organisation's is a 404."""
+    sub = session.get(WebhookSubscription, webhook_id, with_for_update=lock)
+    if sub is None or not current_identity().can_act_for(sub.org_id):
+        raise Problem(404, f"No webhook subscription {webhook_id}.", slug="webhook-not-found")
+    return sub
+
+
+@blp.route("")
+class Webhooks(MethodView):
+    @blp.arguments(WebhookListArgsSchema, location="query")
+    @blp.response(200, WebhookPageSchema)
+    @require_login
+    def get(self, args: dict[str, Any]) -> Any:
+        """Your organisation's webhook subscriptions (never their secrets)."""
+        identity = current_identity()
+        org_id = args.get("org_id") or identity.org_id
+        if not identity.can_act_for(org_id):
+            raise forbidden("Only coordinators may list another organisation's webhooks.")
+        stmt = select(WebhookSubscription).where(WebhookSubscription.org_id == org_id)
+        return paginate(
+            db_session(), stmt, WebhookSubscription, cursor=args["cursor"], limit=args["limit"]
+        )
+
+    @blp.arguments(WebhookInSchema)
+    @blp.response(201, NewWebhookSchema)
+    @require_login
+    def post(self, data: dict[str, Any]) -> Any:
+        """Subscribe a URL to event types concerning your organisation. The answer holds
+        the signing secret, shown this once only."""
+        identity = current_identity()
+        if identity.org_id is None:
+            raise forbidden("Subscribe while signed in for an organisation.")
+        check_target(runtime().settings, data["url"])
+        secret = new_webhook_secret()
+        with runtime().unit_of_work() as session:
+            sub = WebhookSubscription(
+                id=uuid.uuid4(),
+                org_id=identity.org_id,
+                url=data["url"],
+                event_types=_event_types(data["event_types"]),
+                secret=secret,
+                description=(data.get("description") or "").strip() or None,
+                active=True,
+                consecutive_failures=0,
+                created_by=identity.user_id,
+            )
+            session.add(sub)
+            session.flush()
+            audit.record(
+                session,
+                "webhook.create",
+                "webhook_subscription",
+                sub.id,
+                after=audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS),
+            )
+        return sub
+
+
+@blp.route("/<uuid:webhook_id>")
+class WebhookById(MethodView):
+    @blp.response(200, WebhookSchema)
+    @require_login
+    def get(self, webhook_id: uuid.UUID) -> Any:
+        return _subscription(db_session(), webhook_id)
+
+    @blp.arguments(WebhookPatchSchema)
+    @blp.response(200, WebhookSchema)
+    @require_login
+    def patch(self, data: dict[str, Any], webhook_id: uuid.UUID) -> Any:
+        """Change the URL, event types or description; pause or re-enable."""
+        with runtime().unit_of_work() as session:
+            sub = _subscription(session, webhook_id, lock=True)
+            before = audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS)
+            if "url" in data:
+                check_target(runtime().settings, data["url"])
+                sub.url = data["url"]
+            if "event_types" in data:
+                sub.event_types = _event_types(data["event_types"])
+            if "description" in data:
+                sub.description = (data["description"] or "").strip() or None
+            if data.get("active") is True and not sub.active:
+                sub.active = True
+                sub.consecutive_failures = 0
+                sub.disabled_at = None
+                sub.disabled_reason = None
+            elif data.get("active") is False and sub.active:
+                sub.active = False
+                sub.disabled_at = utcnow()
+                sub.disabled_reason = "Paused by the organisation."
+            after = audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS)
+            if after != before:
+                session.flush()
+                audit.record(
+                    session,
+                    "webhook.update",
+                    "webhook_subscription",
+                    sub.id,
+                    before=before,
+                    after=after,
+                )
+        return sub
+
+    @blp.response(204)
+    @require_login
+    def delete(self, webhook_id: uuid.UUID) -> Any:
+        """Delete the subscription and its delivery log; pending deliveries stop."""
+        with runtime().unit_of_work() as session:
+            sub = _subscription(session, webhook_id, lock=True)
+            before = audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS)
+            session.delete(sub)
+            session.flush()
+            audit.record(
+                session, "webhook.delete", "webhook_subscription", webhook_id, before=before
+            )
+        return Response(status=204)
+
+
+@blp.route("/<uuid:webhook_id>/deliveries")
+class Deliveries(MethodView):
+    @blp.arguments(DeliveryListArgsSchema, location="query")
+    @blp.response(200, WebhookDeliveryPageSchema)
+    @require_login
+    def get(self, args: dict[str, Any], webhook_id: uuid.UUID) -> Any:
+        """The delivery log, oldest first: each delivery's status, attempts so far and the
+        outcome of its latest attempt."""
+        session = db_session()
+        _subscription(session, webhook_id)
+        stmt = select(WebhookDelivery).where(WebhookDelivery.subscription_id == webhook_id)
+        if args.get("status"):
+            stmt = stmt.where(WebhookDelivery.status == args["status"])
+        return paginate(session, stmt, WebhookDelivery, cursor=args["cursor"], limit=args["limit"])
+
+
+@blp.route("/<uuid:webhook_id>/deliveries/<uuid:delivery_id>/retry", methods=["POST"])
+@blp.response(202, WebhookDeliverySchema)
+@require_login
+def retry_delivery(webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> Any:
+    """Send a failed delivery again, with a fresh round of attempts."""
+    with runtime().unit_of_work() as session:
+        sub = _subscription(session, webhook_id)
+        delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+        if delivery is None or delivery.subscription_id != sub.id:
+            raise Problem(404, f"No delivery {delivery_id}.", slug="webhook-delivery-not-found")
+        if not sub.active:
+            raise Problem(
+                409,
+                "The subscription is disabled; re-enable it (PATCH active=true) first.",
+                slug="webhook-disabled",
+            )
+        if delivery.status != "failed":
+            raise Problem(
+                409,
+                f"Only a failed delivery can be retried; this one is {delivery.status}.",
+                slug="webhook-delivery-not-failed",
+            )
+        before = audit.snapshot(delivery, *DELIVERY_AUDIT_FIELDS)
+        delivery.status = "pending"
+        delivery.attempts = 0
+        delivery.next_attempt_at = utcnow()
+        session.flush()
+        audit.record(
+            session,
+            "webhook.delivery.retry",
+            "webhook_delivery",
+            delivery.id,
+            before=before,
+            after=audit.snapshot(delivery, *DELIVERY_AUDIT_FIELDS),
+        )
+        schedule(session, delivery.id)
+    return delivery
+
+
+# Fan-out: from events to deliveries ---------------------------------------------------
+
+
+def orgs_concerned(evt: Event) -> set[uuid.UUID]:
+    """The organisations an event concerns, whose subscriptions may receive it."""
+    data = evt.data()
+    found: set[uuid.UUID] = set()
+    keys = ORG_ID_KEYS + (OWN_EVENT_ORG_KEYS if evt.type.startswith("org.") else ())
+    for key in keys:
+        value = data.get(key)
+        if value is not None:
+            found.add(uuid.UUID(str(value)))
+    return found
+
+
+def delivery_payload(evt: Event) -> dict[str, Any]:
+    """What a delivery of ``evt`` sends, less the delivery's own id."""
+    return {
+        "event_id": str(evt.id),
+        "type": evt.type,
+        "occurred_at": evt.occurred_at.isoformat(),
+        "data": evt.payload,
+    }
+
+
+def fan_out(session: Session, evt: Event) -> list[WebhookDelivery]:
+    """In the inbox's transaction: a delivery of ``evt`` for each active subscription
+    to its type of an organisation it concerns, queued once the transaction commits."""
+    orgs = orgs_concerned(evt)
+    if not orgs:
+        return []
+    candidates = session.scalars(
+        select(WebhookSubscription)
+        .where(WebhookSubscription.org_id.in_(orgs), WebhookSubscription.active.is_(True))
+        .order_by(WebhookSubscription.created_at, WebhookSubscription.id)
+    ).all()
+    subs = [sub for sub in candidates if evt.type in (sub.event_types or ())]
+    if not subs:
+        return []
+    already = set(
+        session.scalars(
+            select(WebhookDelivery.subscription_id).where(
+                WebhookDelivery.event_id == str(evt.id),
+                WebhookDelivery.subscription_id.in_([sub.id for sub in subs]),
+            )
+        )
+    )
+    now = utcnow()
+    payload = delivery_payload(evt)
+    deliveries = []
+    for sub in subs:
+        if sub.id in already:
+            continue
+        delivery = WebhookDelivery(
+            id=uuid.uuid4(),
+            subscription_id=sub.id,
+            event_id=str(evt.id),
+            event_type=evt.type,
+            payload=payload,
+            status="pending",
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+        )
+        session.add(delivery)
+        deliveries.append(delivery)
+    session.flush()
+    for delivery in deliveries:
+        schedule(session, delivery.id)
+    return deliveries
+
+
+def _handle(session: Session, evt: Event) -> None:
+    fan_out(session, evt)
+
+
+# The gateway's inbox handlers.
+HANDLERS: dict[str, Handler] = {event_type: _handle for event_type in WEBHOOK_EVENT_TYPES}
+
+
+def schedule(session: Session, delivery_id: uuid.UUID, countdown: float = 0.0) -> None:
+    """Queue an attempt at ``delivery_id`` once ``session``'s transaction commits."""
+    session.info.setdefault(_PENDING_KEY, []).append((str(delivery_id), countdown))
+
+
+def enqueue(rt: ServiceRuntime, delivery_id: str, countdown: float = 0.0) -> bool:
+    """Send the task for one attempt; a failure is logged and left to the sweep."""
+    try:
+        rt.celery.send_task(
+            DELIVER_TASK,
+            args=[delivery_id],
+            queue=rt.name,
+            countdown=countdown if countdown > 0 else None,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        )
+    except Exception:
+        log.exception("could not queue webhook delivery %s; the sweep will", delivery_id)
+        return False
+    return True
+
+
+# Delivery -----------------------------------------------------------------------------
+
+
+class Attempt(enum.StrEnum):
+    """What one run of the delivery task did."""
+
+    SUCCEEDED = "succeeded"
+    RETRY_SCHEDULED = "retry_scheduled"
+    FAILED = "failed"
+    SUBSCRIPTION_DISABLED = "subscription_disabled"
+    NOT_FOUND = "not_found"
+    FINISHED = "already_finished"
+    NOT_DUE = "not_due"
+    SUPERSEDED = "superseded"
+
+
+def backoff_delay(base: float, attempt: int, cap: float = BACKOFF_CAP) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1 for the first)."""
+    raw = base * 2 ** (max(attempt, 1) - 1)
+    jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreads retries, not a secret
+    return float(min(cap, raw * jitter))
+
+
+def deliver(rt: ServiceRuntime, delivery_id: uuid.UUID) -> Attempt:
+    """Make the next attempt at one delivery, if it is due, and record its outcome."""
+    settings = rt.settings
+    claimed = _claim(rt, delivery_id)
+    if isinstance(claimed, Attempt):
+        return claimed
+    attempt, url, secret, body, event_type = claimed
+    status_code, error = _post(settings, url, secret, body, event_type, delivery_id, attempt)
+    return _record(rt, delivery_id, attempt, status_code, error)
+
+
+def _claim(
+    rt: ServiceRuntime, delivery_id: uuid.UUID
+) -> Attempt | tuple[int, str, str, bytes, str]:
+    """Count the attempt and hold the delivery for its duration, in a transaction of
+    its own, so no other task sends it meanwhile."""
+    now = utcnow()
+    with rt.unit_of_work() as session:
+        delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+        if delivery is None:
+            return Attempt.NOT_FOUND
+        if delivery.status != "pending":
+            return Attempt.FINISHED
+        if delivery.next_attempt_at is not None and delivery.next_attempt_at > now + timedelta(
+            seconds=EARLY_SLACK
+        ):
+            # Another task holds it, or a later attempt is already on the broker.
+            return Attempt.NOT_DUE
+        sub = session.get(WebhookSubscription, delivery.subscription_id)
+        if sub is None or not sub.active:
+            delivery.status = "failed"
+            delivery.last_error = "subscription disabled"
+            delivery.next_attempt_at = None
+            return Attempt.SUBSCRIPTION_DISABLED
+        delivery.attempts += 1
+        delivery.last_attempt_at = now
+        delivery.next_attempt_at = now + timedelta(
+            seconds=rt.settings.webhook_timeout + ATTEMPT_LEASE
+        )
+        body = json.dumps(
+            {"id": str(delivery.id), **delivery.payload}, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        return delivery.attempts, sub.url, sub.secret, body, delivery.event_type
+
+
+def _post(
+    settings: Settings,
+    url: str,
+    secret: str,
+    body: bytes,
+    event_type: str,
+    delivery_id: uuid.UUID,
+    attempt: int,
+) -> tuple[int | None, str | None]:
+    """POST one attempt; returns the status code (None without an answer) and, unless
+    it succeeded, what went wrong."""
+    if not settings.webhook_allow_private:
+        # Checked again at each attempt: a name may resolve elsewhere by now.
+        reason = private_target(url)
+        if reason:
+            return None, f"refused: {reason}"
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        EVENT_HEADER: event_type,
+        DELIVERY_HEADER: str(delivery_id),
+        ATTEMPT_HEADER: str(attempt),
+        SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+    }
+    try:
+        with requests.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=settings.webhook_timeout,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            status = response.status_code
+            if 200 <= status < 300:
+                return status, None
+            snippet = response.raw.read(200, decode_content=True) or b""
+    except requests.RequestException as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:500]
+    detail = f"HTTP {status}"
+    if 300 <= status < 400:
+        detail += " (redirects are not followed)"
+    text = snippet.decode("utf-8", errors="replace").strip()
+    if text:
+        detail += f": {text}"
+    return status, detail[:500]
+
+
+def _record(
+    rt: ServiceRuntime,
+    delivery_id: uuid.UUID,
+    attempt: int,
+    status_code: int | None,
+    error: str | None,
+) -> Attempt:
+    settings = rt.settings
+    with rt.unit_of_work() as session:
+        delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+        if delivery is None or delivery.status != "pending" or delivery.attempts != attempt:
+            return Attempt.SUPERSEDED
+        now = utcnow()
+        delivery.last_status_code = status_code
+        if error is None:
+            delivery.status = "succeeded"
+            delivery.delivered_at = now
+            delivery.last_error = None
+            delivery.next_attempt_at = None
+            session.execute(
+                update(WebhookSubscription)
+                .where(
+                    WebhookSubscription.id == delivery.subscription_id,
+                    WebhookSubscription.consecutive_failures != 0,
+                )
+                .values(consecutive_failures=0, version=WebhookSubscription.version + 1)
+                .execution_options(synchronize_session=False)
+            )
+            return Attempt.SUCCEEDED
+        delivery.last_error = error
+        if attempt < settings.webhook_max_attempts:
+            delay = backoff_delay(settings.webhook_backoff, attempt)
+            delivery.next_attempt_at = now + timedelta(seconds=delay)
+            schedule(session, delivery.id, delay)
+            return Attempt.RETRY_SCHEDULED
+        delivery.status = "failed"
+        delivery.next_attempt_at = None
+        _count_failed_delivery(session, settings, delivery.subscription_id, error)
+        return Attempt.FAILED
+
+
+def _count_failed_delivery(
+    session: Session, settings: Settings, subscription_id: uuid.UUID, error: str
+) -> None:
+    """One more failed delivery in a row; enough of them disable the subscription."""
+    sub = session.get(WebhookSubscription, subscription_id, with_for_update=True)
+    if sub is None or not sub.active:
+        return
+    before = audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS)
+    sub.consecutive_failures += 1
+    if sub.consecutive_failures < settings.webhook_disable_after:
+        return
+    sub.active = False
+    sub.disabled_at = utcnow()
+    sub.disabled_reason = (
+        f"Disabled after {sub.consecutive_failures} deliveries in a row failed all "
+        f"{settings.webhook_max_attempts} attempts; the last: {error}"
+    )[:500]
+    session.flush()
+    log.warning("webhook subscription %s disabled: %s", sub.id, sub.disabled_reason)
+    audit.record(
+        session,
+        "webhook.disable",
+        "webhook_subscription",
+        sub.id,
+        before=before,
+        after=audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS),
+    )
+
+
+def sweep(rt: ServiceRuntime, now: datetime | None = None, grace: float = SWEEP_GRACE) -> int:
+    """Queue again the pending deliveries whose attempt is overdue by more than
+    ``grace`` seconds (their task was lost); returns how many."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=grace)
+    with rt.unit_of_work() as session:
+        stmt = (
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.status == "pending",
+                or_(
+                    WebhookDelivery.next_attempt_at <= cutoff,
+                    WebhookDelivery.next_attempt_at.is_(None),
+                ),
+            )
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(500)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        ids = list(session.scalars(stmt))
+        if ids:
+            # Due now: the next sweep leaves them to these tasks for another grace period.
+            session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(ids))
+                .values(next_attempt_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    for delivery_id in ids:
+        enqueue(rt, str(delivery_id))
+    if ids:
+        log.warning("webhook sweep queued %d overdue delivery attempt(s) again", len(ids))
+    return len(ids)
+
+
+# Wiring -------------------------------------------------------------------------------
+
+
+def install_webhooks(app: Flask) -> None:
+    """Register the delivery and sweep tasks on the gateway's Celery app, and queue the
+    attempts each committed transaction scheduled."""
+    rt: ServiceRuntime = app.extensions["aidlink"]
+
+    def _after_commit(session: Session) -> None:
+        pending = session.info.pop(_PENDING_KEY, None)
+        for delivery_id, countdown in pending or ():
+            enqueue(rt, delivery_id, countdown)
+
+    def _after_rollback(session: Session, previous_transaction: Any) -> None:
+        if previous_transaction.parent is None:
+            session.info.pop(_PENDING_KEY, None)
+
+    sa_event.listen(rt.session_factory, "after_commit", _after_commit)
+    sa_event.listen(rt.session_factory, "after_soft_rollback", _after_rollback)
+
+    @rt.celery.task(
+        name=DELIVER_TASK,
+        shared=False,
+        autoretry_for=TRANSIENT_ERRORS,
+        retry_backoff=True,
+        retry_backoff_max=300,
+        retry_jitter=True,
+        max_retries=5,
+    )
+    def deliver_webhook(delivery_id: str) -> str:
+        set_identity(SYSTEM)
+        return deliver(rt, uuid.UUID(delivery_id)).value
+
+    @rt.celery.task(name=SWEEP_TASK, shared=False, time_limit=120, soft_time_limit=100)
+    def sweep_webhooks() -> int:
+        return sweep(rt)
