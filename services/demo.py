@@ -188,9 +188,7 @@ def load_demo_ledger(settings: Settings, orgs: dict[str, tuple[uuid.UUID, bool]]
                     continue
                 for data in pledges:
                     lines = _dated(data["lines"], "best_before_days", "best_before")
-                    create_pledge(
-                        session, rt.outbox, org_id=org_id, data={**data, "lines": lines}
-                    )
+                    create_pledge(session, rt.outbox, org_id=org_id, data={**data, "lines": lines})
                     pledged += 1
         rt.dispose()
 

@@ -334,9 +334,7 @@ class ShipmentEvent(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    shipment_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("shipments.id"), nullable=False
-    )
+    shipment_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("shipments.id"), nullable=False)
     status: Mapped[str] = mapped_column(String(24), nullable=False)
     previous_status: Mapped[str | None] = mapped_column(String(24), nullable=True)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -356,9 +354,7 @@ class Receipt(Base):
     confirmations at once cannot both be the first."""
 
     __tablename__ = "receipts"
-    __table_args__ = (
-        UniqueConstraint("shipment_id", "sequence", name="uq_receipt_sequence"),
-    )
+    __table_args__ = (UniqueConstraint("shipment_id", "sequence", name="uq_receipt_sequence"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     shipment_id: Mapped[uuid.UUID] = mapped_column(

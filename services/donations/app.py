@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.donations.imports import service as imports
+from services.donations.imports import api as imports_api
+from services.donations.imports.tasks import register_import_tasks
 from services.donations.models import Organisation, messaging
-from services.donations.pledges import api
-from services.donations.pledges.saga import saga_batch_handlers, saga_handlers
-from services.donations.pledges.tasks import register_tasks
+from services.donations.pledges import api as pledges_api
+from services.donations.pledges.tasks import (
+    register_pledge_tasks,
+    saga_batch_handlers,
+    saga_handlers,
+)
 from shared.config import Settings
 from shared.org_directory import org_directory_blueprint, org_event_handlers
 from shared.web import ServiceRuntime, create_service_app
@@ -27,10 +31,10 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     rt: ServiceRuntime = app.extensions["aidlink"]
     rt.inbox.handlers.update(saga_handlers(rt.outbox))
     rt.inbox.batch_handlers.update(saga_batch_handlers(rt.outbox))
-    register_tasks(rt)
-    imports.register_import_tasks(rt)
+    register_pledge_tasks(rt)
+    register_import_tasks(rt)
     flask_api.register_blueprint(org_directory_blueprint("donations", Organisation))
-    flask_api.register_blueprint(api.catalog_blp)
-    flask_api.register_blueprint(api.blp)
-    flask_api.register_blueprint(imports.blp)
+    flask_api.register_blueprint(pledges_api.catalog_blp)
+    flask_api.register_blueprint(pledges_api.blp)
+    flask_api.register_blueprint(imports_api.blp)
     return app

@@ -569,9 +569,7 @@ def _build(
     d_r = d_r.ravel().astype(np.int64)
     R = len(days)
     d_u = lines.d_u[d_idx]
-    p_line, p_cap, p_value = pieces(
-        lines.d_qty[d_idx], needs.of_line[d_idx], needs, options
-    )
+    p_line, p_cap, p_value = pieces(lines.d_qty[d_idx], needs.of_line[d_idx], needs, options)
     neg_values, p_class = np.unique(-p_value, return_inverse=True)
     p_class = p_class.ravel().astype(np.int64)
     T = max(1, len(neg_values))

@@ -1,21 +1,24 @@
-"""Periodic work of the donations service, scheduled by beat and run on its worker."""
+"""The pledges' tasks and event handlers: periodic work scheduled by beat, and the
+donations half of the allocation saga (reservations, and shipments moving reserved
+quantity to shipped and delivered)."""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+
+from sqlalchemy.orm import Session
 
 from services.donations.pledges import service as pledges
 from shared.db import utcnow
+from shared.events import Event
+from shared.inbox import BatchHandler, Handler
+from shared.outbox import Outbox
 from shared.web import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
-# An import queued this long and never started lost its task message.
-IMPORT_QUEUED_GRACE = timedelta(minutes=5)
 
-
-def register_tasks(rt: ServiceRuntime) -> None:
+def register_pledge_tasks(rt: ServiceRuntime) -> None:
     @rt.celery.task(name="donations.expire_perishables", shared=False, time_limit=300)
     def expire_perishables() -> int:
         """Close perishable lines past their best-before date and release what they
@@ -46,36 +49,41 @@ def register_tasks(rt: ServiceRuntime) -> None:
             log.info("released %d overdue reservation(s)", released)
         return released
 
-    @rt.celery.task(name="donations.resume_imports", shared=False, time_limit=120)
-    def resume_imports() -> int:
-        """Queue again the imports whose task was lost: queued for a while and never
-        started (a broker that dropped the message), or running longer than the task's
-        hard time limit (a worker that died without giving the message back). A run
-        that is in fact alive is not harmed: each write re-checks the job's progress."""
-        from sqlalchemy import or_, select
 
-        from services.donations.imports import service as imports
-        from services.donations.models import ImportJob
+def saga_batch_handlers(outbox: Outbox) -> dict[str, BatchHandler]:
+    """The saga's handlers of several events at once: a matching run's proposals
+    arrive together, and so do the shipments its reservations were planned on (and a
+    scanner's batch of status changes)."""
 
-        now = utcnow()
-        with rt.session_factory() as session:
-            stuck = list(
-                session.scalars(
-                    select(ImportJob.id).where(
-                        or_(
-                            (ImportJob.status == "queued")
-                            & (ImportJob.created_at < now - IMPORT_QUEUED_GRACE),
-                            (ImportJob.status == "running")
-                            & (
-                                ImportJob.started_at
-                                < now - timedelta(seconds=imports.TASK_TIME_LIMIT + 60)
-                            ),
-                        )
-                    )
-                )
-            )
-        for job_id in stuck:
-            imports.enqueue(rt, job_id)
-        if stuck:
-            log.warning("queued %d stalled import(s) again", len(stuck))
-        return len(stuck)
+    def on_allocations_proposed(session: Session, events: list[Event]) -> None:
+        pledges.reserve_many(session, outbox, [event.data() for event in events], utcnow())
+
+    def on_shipments(session: Session, events: list[Event]) -> None:
+        # In their order, in one savepoint: the inbox's bookkeeping is done once.
+        for event in events:
+            pledges.apply_shipment(session, outbox, event.data())
+
+    return {
+        "allocation.proposed": on_allocations_proposed,
+        "shipment.created": on_shipments,
+        "shipment.status_changed": on_shipments,
+    }
+
+
+def saga_handlers(outbox: Outbox) -> dict[str, Handler]:
+    def on_allocation_proposed(session: Session, event: Event) -> None:
+        pledges.reserve(session, outbox, event.data(), utcnow())
+
+    def on_allocation_cancelled(session: Session, event: Event) -> None:
+        data = event.data()
+        pledges.release_allocation(session, outbox, data["allocation_id"], data["reason"])
+
+    def on_shipment(session: Session, event: Event) -> None:
+        pledges.apply_shipment(session, outbox, event.data())
+
+    return {
+        "allocation.proposed": on_allocation_proposed,
+        "allocation.cancelled": on_allocation_cancelled,
+        "shipment.created": on_shipment,
+        "shipment.status_changed": on_shipment,
+    }

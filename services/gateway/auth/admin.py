@@ -193,4 +193,3 @@ def demo_orgs(rt: ServiceRuntime) -> dict[str, tuple[uuid.UUID, bool]]:
             .where(User.email.in_(emails))
         ).all()
     return {email: (org_id, status == "verified") for email, org_id, status in rows}
-
