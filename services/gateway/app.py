@@ -17,7 +17,9 @@ from services.gateway.security import install_authentication
 from services.gateway.tokens import api as tokens
 from services.gateway.verification import api as verification
 from services.gateway.web import install_web
-from services.gateway.webhooks import service as webhooks
+from services.gateway.webhooks import api as webhooks_api
+from services.gateway.webhooks.tasks import HANDLERS as WEBHOOK_HANDLERS
+from services.gateway.webhooks.tasks import register_webhook_tasks
 from shared.config import Settings
 from shared.idempotency import install_idempotency
 from shared.web import create_service_app
@@ -37,7 +39,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         settings,
         title="aidlink gateway",
         models=messaging,
-        handlers=webhooks.HANDLERS,
+        handlers=WEBHOOK_HANDLERS,
         # The gateway consumes events only to fan them out to webhooks: every one
         # counts, whatever order they arrive in.
         ordered_events=False,
@@ -65,10 +67,10 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         duplicate_review.blp,
         tokens.blp,
         audit.blp,
-        webhooks.blp,
+        webhooks_api.blp,
     ):
         api.register_blueprint(blueprint)
-    webhooks.install_webhooks(app)
+    register_webhook_tasks(app.extensions["aidlink"])
     client = ServiceClient(settings)
     install_openapi(app, api, client)
     install_proxy(app, client)

@@ -40,11 +40,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from flask import Flask, Response
-from flask.views import MethodView
-from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
-from sqlalchemy import event as sa_event
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -52,24 +47,14 @@ from services.gateway.audit import api as audit
 from services.gateway.models import WebhookDelivery, WebhookSubscription
 from shared.config import Settings
 from shared.db import utcnow
+from shared.errors import RuleBroken
 from shared.events import Event, subscribers_of
 from shared.events.registry import REGISTRY
-from shared.identity import SYSTEM, current_identity, forbidden, require_login, set_identity
-from shared.inbox import Handler
-from shared.pagination import ListArgsSchema, page_schema, paginate
-from shared.problems import Problem
-from shared.taskqueue import TRANSIENT_ERRORS
-from shared.web import ServiceRuntime, db_session, runtime
+from shared.web import ServiceRuntime
 from shared.webhook_signature import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
 
-blp = Blueprint(
-    "webhooks",
-    __name__,
-    url_prefix="/api/v1/webhooks",
-    description="Webhook subscriptions of an organisation, and their deliveries",
-)
 
 # Event types an organisation may subscribe to: those that concern an organisation.
 WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
@@ -128,102 +113,6 @@ for _type in WEBHOOK_EVENT_TYPES:
         raise RuntimeError(f"the gateway must subscribe to {_type} to deliver its webhooks")
 
 
-# Schemas ------------------------------------------------------------------------------
-
-EVENT_TYPES_FIELD_DOC = "Any of: " + ", ".join(WEBHOOK_EVENT_TYPES)
-
-
-def _event_types_field(**kwargs: Any) -> fields.List:
-    # OneOf on each entry (not ContainsOnly on the list, which OpenAPI would read as an
-    # enum of whole lists).
-    return fields.List(
-        fields.String(validate=validate.OneOf(WEBHOOK_EVENT_TYPES)),
-        validate=validate.Length(min=1, max=len(WEBHOOK_EVENT_TYPES) * 2),
-        metadata={"description": EVENT_TYPES_FIELD_DOC},
-        **kwargs,
-    )
-
-
-def _url_field(**kwargs: Any) -> fields.Url:
-    return fields.Url(
-        schemes={"http", "https"},
-        validate=validate.Length(max=2000),
-        metadata={"description": "Where deliveries are POSTed (http or https)"},
-        **kwargs,
-    )
-
-
-class WebhookInSchema(Schema):
-    url = _url_field(required=True)
-    event_types = _event_types_field(required=True)
-    description = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=200)
-    )
-
-
-class WebhookPatchSchema(Schema):
-    url = _url_field()
-    event_types = _event_types_field()
-    description = fields.String(allow_none=True, validate=validate.Length(max=200))
-    active = fields.Boolean(
-        metadata={
-            "description": "false pauses deliveries; true re-enables a disabled subscription "
-            "and clears its count of failed deliveries"
-        }
-    )
-
-
-class WebhookSchema(Schema):
-    id = fields.UUID()
-    org_id = fields.UUID()
-    url = fields.String()
-    event_types = fields.List(fields.String())
-    description = fields.String(allow_none=True)
-    active = fields.Boolean()
-    consecutive_failures = fields.Integer(
-        metadata={"description": "Deliveries in a row that failed all their attempts"}
-    )
-    disabled_at = fields.AwareDateTime(allow_none=True)
-    disabled_reason = fields.String(allow_none=True)
-    created_by = fields.UUID(allow_none=True)
-    created_at = fields.AwareDateTime()
-    updated_at = fields.AwareDateTime()
-    version = fields.Integer()
-
-
-class NewWebhookSchema(WebhookSchema):
-    secret = fields.String(
-        metadata={"description": "The key deliveries are signed with; shown this once only"}
-    )
-
-
-class WebhookListArgsSchema(ListArgsSchema):
-    org_id = fields.UUID(metadata={"description": "Coordinators: another organisation's"})
-
-
-class WebhookDeliverySchema(Schema):
-    id = fields.UUID()
-    subscription_id = fields.UUID()
-    event_id = fields.String()
-    event_type = fields.String()
-    status = fields.String(metadata={"description": "pending, succeeded or failed"})
-    attempts = fields.Integer()
-    last_status_code = fields.Integer(allow_none=True)
-    last_error = fields.String(allow_none=True)
-    created_at = fields.AwareDateTime()
-    next_attempt_at = fields.AwareDateTime(allow_none=True)
-    last_attempt_at = fields.AwareDateTime(allow_none=True)
-    delivered_at = fields.AwareDateTime(allow_none=True)
-    payload = fields.Dict(metadata={"description": "The body sent, less its id"})
-
-
-class DeliveryListArgsSchema(ListArgsSchema):
-    status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
-
-
-WebhookPageSchema = page_schema(WebhookSchema, "WebhookPageSchema")
-WebhookDeliveryPageSchema = page_schema(WebhookDeliverySchema, "WebhookDeliveryPageSchema")
-
 WEBHOOK_AUDIT_FIELDS = (
     "org_id",
     "url",
@@ -237,7 +126,7 @@ WEBHOOK_AUDIT_FIELDS = (
 DELIVERY_AUDIT_FIELDS = ("subscription_id", "event_id", "event_type", "status", "attempts")
 
 
-# The API ------------------------------------------------------------------------------
+# Subscriptions ------------------------------------------------------------------------
 
 
 def private_target(url: str) -> str | None:
@@ -264,7 +153,7 @@ def check_target(settings: Settings, url: str) -> None:
         return
     reason = private_target(url)
     if reason:
-        raise Problem(422, reason, errors={"url": [reason]})
+        raise RuleBroken(reason, errors={"url": [reason]})
 
 
 def new_webhook_secret() -> str:
@@ -274,181 +163,6 @@ def new_webhook_secret() -> str:
 def _event_types(values: list[str]) -> list[str]:
     """The chosen types once each, in the order of :data:`WEBHOOK_EVENT_TYPES`."""
     return [t for t in WEBHOOK_EVENT_TYPES if t in values]
-
-
-def _subscription(
-    session: Session, webhook_id: uuid.UUID, *, lock: bool = False
-) -> WebhookSubscription:
-    """The subscription if the caller may see it; another organisation's is a 404."""
-    sub = session.get(WebhookSubscription, webhook_id, with_for_update=lock)
-    if sub is None or not current_identity().can_act_for(sub.org_id):
-        raise Problem(404, f"No webhook subscription {webhook_id}.", slug="webhook-not-found")
-    return sub
-
-
-@blp.route("")
-class Webhooks(MethodView):
-    @blp.arguments(WebhookListArgsSchema, location="query")
-    @blp.response(200, WebhookPageSchema)
-    @require_login
-    def get(self, args: dict[str, Any]) -> Any:
-        """Your organisation's webhook subscriptions (never their secrets)."""
-        identity = current_identity()
-        org_id = args.get("org_id") or identity.org_id
-        if not identity.can_act_for(org_id):
-            raise forbidden("Only coordinators may list another organisation's webhooks.")
-        stmt = select(WebhookSubscription).where(WebhookSubscription.org_id == org_id)
-        return paginate(
-            db_session(), stmt, WebhookSubscription, cursor=args["cursor"], limit=args["limit"]
-        )
-
-    @blp.arguments(WebhookInSchema)
-    @blp.response(201, NewWebhookSchema)
-    @require_login
-    def post(self, data: dict[str, Any]) -> Any:
-        """Subscribe a URL to event types concerning your organisation. The answer holds
-        the signing secret, shown this once only."""
-        identity = current_identity()
-        if identity.org_id is None:
-            raise forbidden("Subscribe while signed in for an organisation.")
-        check_target(runtime().settings, data["url"])
-        secret = new_webhook_secret()
-        with runtime().unit_of_work() as session:
-            sub = WebhookSubscription(
-                id=uuid.uuid4(),
-                org_id=identity.org_id,
-                url=data["url"],
-                event_types=_event_types(data["event_types"]),
-                secret=secret,
-                description=(data.get("description") or "").strip() or None,
-                active=True,
-                consecutive_failures=0,
-                created_by=identity.user_id,
-            )
-            session.add(sub)
-            session.flush()
-            audit.record(
-                session,
-                "webhook.create",
-                "webhook_subscription",
-                sub.id,
-                after=audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS),
-            )
-        return sub
-
-
-@blp.route("/<uuid:webhook_id>")
-class WebhookById(MethodView):
-    @blp.response(200, WebhookSchema)
-    @require_login
-    def get(self, webhook_id: uuid.UUID) -> Any:
-        return _subscription(db_session(), webhook_id)
-
-    @blp.arguments(WebhookPatchSchema)
-    @blp.response(200, WebhookSchema)
-    @require_login
-    def patch(self, data: dict[str, Any], webhook_id: uuid.UUID) -> Any:
-        """Change the URL, event types or description; pause or re-enable."""
-        with runtime().unit_of_work() as session:
-            sub = _subscription(session, webhook_id, lock=True)
-            before = audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS)
-            if "url" in data:
-                check_target(runtime().settings, data["url"])
-                sub.url = data["url"]
-            if "event_types" in data:
-                sub.event_types = _event_types(data["event_types"])
-            if "description" in data:
-                sub.description = (data["description"] or "").strip() or None
-            if data.get("active") is True and not sub.active:
-                sub.active = True
-                sub.consecutive_failures = 0
-                sub.disabled_at = None
-                sub.disabled_reason = None
-            elif data.get("active") is False and sub.active:
-                sub.active = False
-                sub.disabled_at = utcnow()
-                sub.disabled_reason = "Paused by the organisation."
-            after = audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS)
-            if after != before:
-                session.flush()
-                audit.record(
-                    session,
-                    "webhook.update",
-                    "webhook_subscription",
-                    sub.id,
-                    before=before,
-                    after=after,
-                )
-        return sub
-
-    @blp.response(204)
-    @require_login
-    def delete(self, webhook_id: uuid.UUID) -> Any:
-        """Delete the subscription and its delivery log; pending deliveries stop."""
-        with runtime().unit_of_work() as session:
-            sub = _subscription(session, webhook_id, lock=True)
-            before = audit.snapshot(sub, *WEBHOOK_AUDIT_FIELDS)
-            session.delete(sub)
-            session.flush()
-            audit.record(
-                session, "webhook.delete", "webhook_subscription", webhook_id, before=before
-            )
-        return Response(status=204)
-
-
-@blp.route("/<uuid:webhook_id>/deliveries")
-class Deliveries(MethodView):
-    @blp.arguments(DeliveryListArgsSchema, location="query")
-    @blp.response(200, WebhookDeliveryPageSchema)
-    @require_login
-    def get(self, args: dict[str, Any], webhook_id: uuid.UUID) -> Any:
-        """The delivery log, oldest first: each delivery's status, attempts so far and the
-        outcome of its latest attempt."""
-        session = db_session()
-        _subscription(session, webhook_id)
-        stmt = select(WebhookDelivery).where(WebhookDelivery.subscription_id == webhook_id)
-        if args.get("status"):
-            stmt = stmt.where(WebhookDelivery.status == args["status"])
-        return paginate(session, stmt, WebhookDelivery, cursor=args["cursor"], limit=args["limit"])
-
-
-@blp.route("/<uuid:webhook_id>/deliveries/<uuid:delivery_id>/retry", methods=["POST"])
-@blp.response(202, WebhookDeliverySchema)
-@require_login
-def retry_delivery(webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> Any:
-    """Send a failed delivery again, with a fresh round of attempts."""
-    with runtime().unit_of_work() as session:
-        sub = _subscription(session, webhook_id)
-        delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
-        if delivery is None or delivery.subscription_id != sub.id:
-            raise Problem(404, f"No delivery {delivery_id}.", slug="webhook-delivery-not-found")
-        if not sub.active:
-            raise Problem(
-                409,
-                "The subscription is disabled; re-enable it (PATCH active=true) first.",
-                slug="webhook-disabled",
-            )
-        if delivery.status != "failed":
-            raise Problem(
-                409,
-                f"Only a failed delivery can be retried; this one is {delivery.status}.",
-                slug="webhook-delivery-not-failed",
-            )
-        before = audit.snapshot(delivery, *DELIVERY_AUDIT_FIELDS)
-        delivery.status = "pending"
-        delivery.attempts = 0
-        delivery.next_attempt_at = utcnow()
-        session.flush()
-        audit.record(
-            session,
-            "webhook.delivery.retry",
-            "webhook_delivery",
-            delivery.id,
-            before=before,
-            after=audit.snapshot(delivery, *DELIVERY_AUDIT_FIELDS),
-        )
-        schedule(session, delivery.id)
-    return delivery
 
 
 # Fan-out: from events to deliveries ---------------------------------------------------
@@ -521,14 +235,6 @@ def fan_out(session: Session, evt: Event) -> list[WebhookDelivery]:
     for delivery in deliveries:
         schedule(session, delivery.id)
     return deliveries
-
-
-def _handle(session: Session, evt: Event) -> None:
-    fan_out(session, evt)
-
-
-# The gateway's inbox handlers.
-HANDLERS: dict[str, Handler] = {event_type: _handle for event_type in WEBHOOK_EVENT_TYPES}
 
 
 def schedule(session: Session, delivery_id: uuid.UUID, countdown: float = 0.0) -> None:
@@ -773,41 +479,3 @@ def sweep(rt: ServiceRuntime, now: datetime | None = None, grace: float = SWEEP_
     if ids:
         log.warning("webhook sweep queued %d overdue delivery attempt(s) again", len(ids))
     return len(ids)
-
-
-# Wiring -------------------------------------------------------------------------------
-
-
-def install_webhooks(app: Flask) -> None:
-    """Register the delivery and sweep tasks on the gateway's Celery app, and queue the
-    attempts each committed transaction scheduled."""
-    rt: ServiceRuntime = app.extensions["aidlink"]
-
-    def _after_commit(session: Session) -> None:
-        pending = session.info.pop(_PENDING_KEY, None)
-        for delivery_id, countdown in pending or ():
-            enqueue(rt, delivery_id, countdown)
-
-    def _after_rollback(session: Session, previous_transaction: Any) -> None:
-        if previous_transaction.parent is None:
-            session.info.pop(_PENDING_KEY, None)
-
-    sa_event.listen(rt.session_factory, "after_commit", _after_commit)
-    sa_event.listen(rt.session_factory, "after_soft_rollback", _after_rollback)
-
-    @rt.celery.task(
-        name=DELIVER_TASK,
-        shared=False,
-        autoretry_for=TRANSIENT_ERRORS,
-        retry_backoff=True,
-        retry_backoff_max=300,
-        retry_jitter=True,
-        max_retries=5,
-    )
-    def deliver_webhook(delivery_id: str) -> str:
-        set_identity(SYSTEM)
-        return deliver(rt, uuid.UUID(delivery_id)).value
-
-    @rt.celery.task(name=SWEEP_TASK, shared=False, time_limit=120, soft_time_limit=100)
-    def sweep_webhooks() -> int:
-        return sweep(rt)
