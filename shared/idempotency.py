@@ -167,8 +167,10 @@ def install_idempotency(
                     slug="idempotency-key-reused",
                     errors={HEADER: ["Used before with a different request."]},
                 )
-            if row.status is None and row.applied_at is not None and (
-                row.completed_at is not None or now - row.applied_at > ABANDONED_AFTER
+            if (
+                row.status is None
+                and row.applied_at is not None
+                and (row.completed_at is not None or now - row.applied_at > ABANDONED_AFTER)
             ):
                 raise Problem(
                     409,

@@ -19,6 +19,8 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 # The id of the event being handled, which becomes the causation id of events it causes.
 causation_id_var: ContextVar[str | None] = ContextVar("causation_id", default=None)
+# The address of the client whose request is being served (None outside a request).
+client_ip_var: ContextVar[str | None] = ContextVar("client_ip", default=None)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 CORRELATION_ID_HEADER = "X-Correlation-ID"

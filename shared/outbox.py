@@ -434,4 +434,3 @@ def redis_started_at(url: str) -> Callable[[], datetime | None]:
         return utcnow().replace(microsecond=0) - timedelta(seconds=int(uptime) - 1)
 
     return started
-

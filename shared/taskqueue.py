@@ -242,9 +242,7 @@ class RedisTransport(kombu_redis.Transport):
 TRANSPORT_ALIASES["sqla"] = TRANSPORT_ALIASES["sqlalchemy"] = (
     f"{__name__}:{SQLAlchemyTransport.__name__}"
 )
-TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = (
-    f"{__name__}:{RedisTransport.__name__}"
-)
+TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = f"{__name__}:{RedisTransport.__name__}"
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from shared.metrics import install_metrics, observe_event, serve_worker_metrics
 from shared.observability import (
     CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
+    client_ip_var,
     configure_logging,
     correlation_id_var,
     new_id,
@@ -253,6 +254,7 @@ def _install_request_ids(app: Flask) -> None:
         correlation_id = (request.headers.get(CORRELATION_ID_HEADER) or request_id)[:64]
         g.request_id_token = request_id_var.set(request_id)
         g.correlation_id_token = correlation_id_var.set(correlation_id)
+        g.client_ip_token = client_ip_var.set(request.remote_addr)
 
     @app.after_request
     def _echo_ids(response: Response) -> Response:
@@ -266,6 +268,7 @@ def _install_request_ids(app: Flask) -> None:
         for name, var in (
             ("request_id_token", request_id_var),
             ("correlation_id_token", correlation_id_var),
+            ("client_ip_token", client_ip_var),
         ):
             token = g.pop(name, None)
             if token is not None:

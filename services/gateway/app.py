@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.gateway.audit import api as audit
+from services.gateway.audit import api as audit_api
 from services.gateway.auth import api as auth
 from services.gateway.duplicates import api as duplicate_review
 from services.gateway.models import messaging
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         verification.blp,
         duplicate_review.blp,
         tokens.blp,
-        audit.blp,
+        audit_api.blp,
         webhooks_api.blp,
     ):
         api.register_blueprint(blueprint)

@@ -165,7 +165,7 @@ def proxy_blueprint(client: ServiceClient) -> Blueprint:
 
 def _audit_forwarded_write(segment: str, status: int, headers: Any, body: bytes) -> None:
     """An audit row for a write a service accepted: what was asked and what it answered."""
-    from services.gateway.audit import api as audit
+    from services.gateway.audit import service as audit
     from shared.web import runtime
 
     after: dict[str, Any] | None = None

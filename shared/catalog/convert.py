@@ -266,8 +266,7 @@ def to_base(
         raise CatalogError(
             "quantity",
             f"{number} {code} of {describe(item)} would lose units: that is "
-            f"{_decimal_text(total)} {_plural(base)}, not a whole number of {_plural(base)}"
-            + hint,
+            f"{_decimal_text(total)} {_plural(base)}, not a whole number of {_plural(base)}" + hint,
         )
     if total > MAX_BASE_QUANTITY:
         raise CatalogError(

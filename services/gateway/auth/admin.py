@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import ValidationError
 from sqlalchemy import select
 
-from services.gateway.audit import api as audit
+from services.gateway.audit import service as audit
 from services.gateway.models import Organisation, User
 from services.gateway.orgs.api import ORG_AUDIT_FIELDS, register_organisation
 from shared.db import utcnow

@@ -21,7 +21,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services.gateway.audit import api as audit
+from services.gateway.audit import service as audit
 from services.gateway.models import AuthSession, Membership, Organisation, User
 from services.gateway.orgs.api import (
     ORG_AUDIT_FIELDS,

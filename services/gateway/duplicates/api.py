@@ -26,7 +26,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from services.gateway.audit import api as audit
+from services.gateway.audit import service as audit
 from services.gateway.duplicates.service import OrgRecord, find_duplicates
 from services.gateway.models import ApiToken, AuthSession, DuplicateFlag, Membership, Organisation
 from services.gateway.orgs.api import ORG_AUDIT_FIELDS, flag_duplicates, get_organisation

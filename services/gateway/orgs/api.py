@@ -17,7 +17,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.gateway.audit import api as audit
+from services.gateway.audit import service as audit
 from services.gateway.duplicates.service import OrgRecord, find_duplicates, normalise_name
 from services.gateway.models import DuplicateFlag, Organisation
 from shared.events import new_event

@@ -16,7 +16,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from services.gateway.audit import api as audit
+from services.gateway.audit import service as audit
 from services.gateway.models import ApiToken
 from services.gateway.security import API_TOKEN_PREFIX, SCOPES, digest, new_secret
 from shared.db import utcnow

@@ -18,7 +18,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy.orm import Session
 
-from services.gateway.audit import api as audit
+from services.gateway.audit import service as audit
 from services.gateway.models import Organisation
 from services.gateway.orgs.api import (
     ORG_AUDIT_FIELDS,

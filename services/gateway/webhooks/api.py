@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.gateway.audit import api as audit
+from services.gateway.audit import service as audit
 from services.gateway.models import WebhookDelivery, WebhookSubscription
 from services.gateway.webhooks.service import (
     DELIVERY_AUDIT_FIELDS,

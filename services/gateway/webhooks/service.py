@@ -43,7 +43,7 @@ import requests
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from services.gateway.audit import api as audit
+from services.gateway.audit import service as audit
 from services.gateway.models import WebhookDelivery, WebhookSubscription
 from shared.config import Settings
 from shared.db import utcnow
