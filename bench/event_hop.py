@@ -367,7 +367,7 @@ def measure_event_hop(
     from services.donations.app import create_app as create_donations_app
     from services.donations.models import Base as DonationsBase
     from services.gateway.app import create_app as create_gateway_app
-    from services.gateway.orgs.api import register_organisation
+    from services.gateway.orgs.service import register_organisation
 
     gateway = create_gateway_app(settings)
     donations = create_donations_app(settings)

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.gateway.orgs.api import register_organisation
+from services.gateway.orgs.service import register_organisation
 from tests.support.auth import PASSWORD, Account, admin, coordinator, login, register, verified
 from tests.support.orgs import read_model_org
 from tests.support.stack import Stack, eventually

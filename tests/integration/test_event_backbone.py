@@ -15,7 +15,7 @@ from services.donations.models import Organisation as DonationsOrganisation
 from services.donations.models import messaging as donations_messaging
 from services.gateway.models import Organisation
 from services.gateway.models import messaging as gateway_messaging
-from services.gateway.orgs.api import register_organisation
+from services.gateway.orgs.service import register_organisation
 from shared.events import new_event
 from shared.inbox import Outcome
 from shared.web import ServiceRuntime

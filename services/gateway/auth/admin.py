@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from services.gateway.audit import service as audit
 from services.gateway.models import Organisation, User
-from services.gateway.orgs.api import ORG_AUDIT_FIELDS, register_organisation
+from services.gateway.orgs.service import ORG_AUDIT_FIELDS, register_organisation
 from shared.db import utcnow
 from shared.web import ServiceRuntime
 

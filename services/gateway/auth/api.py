@@ -23,12 +23,8 @@ from sqlalchemy.orm import Session
 
 from services.gateway.audit import service as audit
 from services.gateway.models import AuthSession, Membership, Organisation, User
-from services.gateway.orgs.api import (
-    ORG_AUDIT_FIELDS,
-    OrganisationDetailSchema,
-    OrganisationInSchema,
-    register_organisation,
-)
+from services.gateway.orgs.api import OrganisationDetailSchema, OrganisationInSchema
+from services.gateway.orgs.service import ORG_AUDIT_FIELDS, register_organisation
 from services.gateway.ratelimit import login_limit
 from services.gateway.security import (
     check_password,

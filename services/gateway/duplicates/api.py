@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from services.gateway.audit import service as audit
 from services.gateway.duplicates.service import OrgRecord, find_duplicates
 from services.gateway.models import ApiToken, AuthSession, DuplicateFlag, Membership, Organisation
-from services.gateway.orgs.api import ORG_AUDIT_FIELDS, flag_duplicates, get_organisation
+from services.gateway.orgs.service import ORG_AUDIT_FIELDS, flag_duplicates, get_organisation
 from services.gateway.tokens.api import TOKEN_AUDIT_FIELDS
 from shared.db import utcnow
 from shared.events import new_event

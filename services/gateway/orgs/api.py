@@ -1,10 +1,4 @@
-"""Organisations: registration, the directory, and what each caller may see of them.
-
-Every registration is announced as ``org.registered`` and checked for duplicates
-(names that normalise alike in the same city), which are flagged for a coordinator.
-Contact people, licence numbers and verification evidence are private: shown to
-the organisation's own members and to coordinators only.
-"""
+"""The organisations API: register, list and read organisations."""
 
 from __future__ import annotations
 
@@ -15,17 +9,18 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from services.gateway.audit import service as audit
-from services.gateway.duplicates.service import OrgRecord, find_duplicates, normalise_name
-from services.gateway.models import DuplicateFlag, Organisation
-from shared.events import new_event
+from services.gateway.models import Organisation
+from services.gateway.orgs.service import (
+    ORG_AUDIT_FIELDS,
+    get_organisation,
+    register_organisation,
+)
+from shared.errors import NotFound
 from shared.events.registry import ORGANISATION_KINDS
 from shared.identity import current_identity, require_login, require_roles
-from shared.outbox import Outbox
 from shared.pagination import ListArgsSchema, page_schema, paginate
-from shared.problems import Problem
 from shared.web import db_session, runtime
 
 blp = Blueprint("orgs", __name__, url_prefix="/api/v1/orgs", description="Organisations")
@@ -114,25 +109,6 @@ class OrganisationListArgsSchema(ListArgsSchema):
 
 OrganisationPageSchema = page_schema(OrganisationSchema, "OrganisationPageSchema")
 
-ORG_AUDIT_FIELDS = (
-    "name",
-    "name_zh",
-    "name_en",
-    "kind",
-    "region",
-    "address",
-    "licence_number",
-    "website",
-    "status",
-    "verified_at",
-    "verified_by",
-    "verification_evidence",
-    "suspended_at",
-    "suspended_by",
-    "suspension_reason",
-    "merged_into_id",
-)
-
 
 def dump_organisation(org: Organisation) -> dict[str, Any]:
     """The attributes of ``org`` the current caller may see (the response schema
@@ -141,112 +117,6 @@ def dump_organisation(org: Organisation) -> dict[str, Any]:
     private = identity.is_coordinator or identity.org_id == org.id
     schema = OrganisationDetailSchema() if private else OrganisationSchema()
     return {name: getattr(org, name) for name in schema.fields}
-
-
-def org_event_payload(org: Organisation) -> dict[str, Any]:
-    return {
-        "id": org.id,
-        "name": org.name,
-        "name_zh": org.name_zh,
-        "name_en": org.name_en,
-        "kind": org.kind,
-        "region": org.region,
-        "address": org.address,
-        "status": org.status,
-    }
-
-
-def register_organisation(
-    *, session: Session, outbox: Outbox, data: dict[str, Any], status: str = "pending"
-) -> Organisation:
-    """Create an organisation, flag its likely duplicates and announce it, in the
-    caller's transaction."""
-    name = data["name"].strip()
-    if not name:
-        raise Problem(
-            422, "The organisation needs a name.", errors={"name": ["Must not be blank."]}
-        )
-    org = Organisation(
-        id=uuid.uuid4(),
-        name=name,
-        normalised_name=normalise_name(name),
-        name_zh=(data.get("name_zh") or "").strip() or None,
-        name_en=(data.get("name_en") or "").strip() or None,
-        kind=data["kind"],
-        region=data["region"],
-        address=data.get("address"),
-        contacts=list(data.get("contacts") or []),
-        licence_number=data.get("licence_number"),
-        website=data.get("website"),
-        status=status,
-    )
-    session.add(org)
-    session.flush()
-    flag_duplicates(session, org)
-    outbox.add(
-        session,
-        new_event(
-            "org.registered",
-            org_event_payload(org),
-            producer="gateway",
-            aggregate_id=org.id,
-            aggregate_version=org.version,
-        ),
-    )
-    return org
-
-
-def flag_duplicates(session: Session, org: Organisation) -> list[DuplicateFlag]:
-    """Flag the organisations in ``org``'s province that are probably ``org`` again.
-
-    A pair already flagged (either way round) keeps its flag and its decision.
-    """
-    others = session.execute(
-        select(Organisation.id, Organisation.name, Organisation.region, Organisation.kind).where(
-            Organisation.region.startswith(org.region[:2]),
-            Organisation.status != "merged",
-            Organisation.id != org.id,
-        )
-    ).all()
-    candidates = find_duplicates(
-        OrgRecord(id=str(org.id), name=org.name, region=org.region, kind=org.kind),
-        (OrgRecord(id=str(o.id), name=o.name, region=o.region, kind=o.kind) for o in others),
-    )
-    if not candidates:
-        return []
-    ids = [uuid.UUID(c.org_id) for c in candidates]
-    existing = {
-        frozenset((a, b))
-        for a, b in session.execute(
-            select(DuplicateFlag.org_id, DuplicateFlag.candidate_id).where(
-                ((DuplicateFlag.org_id == org.id) & DuplicateFlag.candidate_id.in_(ids))
-                | ((DuplicateFlag.candidate_id == org.id) & DuplicateFlag.org_id.in_(ids))
-            )
-        )
-    }
-    flags = []
-    for candidate in candidates:
-        other = uuid.UUID(candidate.org_id)
-        if frozenset((org.id, other)) in existing:
-            continue
-        flag = DuplicateFlag(
-            id=uuid.uuid4(),
-            org_id=org.id,
-            candidate_id=other,
-            score=candidate.score,
-            reason=candidate.reason,
-        )
-        session.add(flag)
-        flags.append(flag)
-    session.flush()
-    return flags
-
-
-def get_organisation(session: Session, org_id: uuid.UUID) -> Organisation:
-    org = session.get(Organisation, org_id)
-    if org is None:
-        raise Problem(404, f"No organisation {org_id}.", slug="organisation-not-found")
-    return org
 
 
 @blp.route("")
@@ -300,5 +170,5 @@ class OrganisationById(MethodView):
         identity = current_identity()
         org = get_organisation(db_session(), org_id)
         if org.status != "verified" and not identity.is_coordinator and identity.org_id != org.id:
-            raise Problem(404, f"No organisation {org_id}.", slug="organisation-not-found")
+            raise NotFound(f"No organisation {org_id}.", slug="organisation-not-found")
         return dump_organisation(org)

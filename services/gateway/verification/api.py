@@ -20,12 +20,8 @@ from sqlalchemy.orm import Session
 
 from services.gateway.audit import service as audit
 from services.gateway.models import Organisation
-from services.gateway.orgs.api import (
-    ORG_AUDIT_FIELDS,
-    OrganisationDetailSchema,
-    dump_organisation,
-    get_organisation,
-)
+from services.gateway.orgs.api import OrganisationDetailSchema, dump_organisation
+from services.gateway.orgs.service import ORG_AUDIT_FIELDS, get_organisation
 from shared.db import utcnow
 from shared.events import new_event
 from shared.identity import current_identity, forbidden, require_roles
