@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 import jwt
 from flask import Flask, g, request
 
+from shared.errors import Forbidden
 from shared.problems import Problem
 
 ROLES = ("donor", "recipient", "logistics", "coordinator", "admin")
@@ -200,8 +201,9 @@ def unauthenticated(
     return Problem(401, detail, slug="unauthenticated", headers={"WWW-Authenticate": "Bearer"})
 
 
-def forbidden(detail: str) -> Problem:
-    return Problem(403, detail, slug="forbidden")
+def forbidden(detail: str) -> Forbidden:
+    """The refusal of a caller who may not do this (answered as a 403 problem)."""
+    return Forbidden(detail, slug="forbidden")
 
 
 def require_roles(*roles: str) -> Callable[[F], F]:

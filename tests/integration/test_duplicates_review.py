@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.gateway.duplicates.service import normalise_name
+from services.gateway.duplicates.domain import normalise_name
 from services.gateway.models import AuditEntry, DuplicateFlag, Organisation
 from tests.support.auth import Account, admin, coordinator, login, register, verify
 from tests.support.orgs import count, read_model_org

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.gateway.duplicates.service import (
+from services.gateway.duplicates.domain import (
     DuplicateCandidate,
     OrgRecord,
     find_duplicates,

@@ -167,7 +167,7 @@ def load_demo(rt: ServiceRuntime) -> int:
             )
             created += 1
         if account["verified"]:
-            from services.gateway.verification.api import verify_organisation
+            from services.gateway.verification.service import verify_organisation
 
             with rt.unit_of_work() as session:
                 verify_organisation(

@@ -1,309 +1,430 @@
-"""Spotting organisations that are probably one organisation registered twice.
+"""Coordinators review organisations flagged as probable duplicates: merge or dismiss.
 
-Pure functions only: no Flask, no database, no I/O. The gateway can call
-:func:`find_duplicates` when an organisation registers, and a coordinator can
-run it over the directory on demand; either way the answer is a list of
-candidates for a person to review, never an automatic merge.
+A flag pairs two organisations whose names normalise alike in the same city (see
+:mod:`services.gateway.duplicates.domain`). Flags are raised when an organisation registers,
+and on demand: for one organisation, or over the whole directory. The review queue
+shows both organisations side by side.
 
-Two organisations are candidates when their regions match at city level and
-their names, once normalised by :func:`normalise_name`, are equal or at least
-``threshold`` similar by :func:`similarity`.
+Merging keeps one organisation and retires the other (status ``merged``, with
+``merged_into_id``): its members move to the kept organisation, their sign-ins and
+the API tokens made for it are revoked, its other open flags are re-pointed at the
+kept organisation, and ``org.merged`` tells the services. The kept organisation's
+status does not change: a pending one stays pending even if the retired one was
+verified. Dismissing records that the two are different organisations, so scans do
+not flag the pair again.
 """
 
 from __future__ import annotations
 
-import math
-import re
-import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass
-from difflib import SequenceMatcher
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-__all__ = [
-    "CHINESE_SUFFIXES",
-    "ENGLISH_SUFFIXES",
-    "DuplicateCandidate",
-    "OrgRecord",
-    "find_duplicates",
-    "normalise_name",
-    "similarity",
-]
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
-#: Chinese legal and organisational endings, longest first so that, for
-#: example, 方舱医院 goes as a whole rather than leaving 方舱 behind, and
-#: 社区居民委员会 goes before 委员会 could leave 社区居民 behind. Only 医院 is
-#: listed for hospitals: 人民医院 loses 医院 but keeps 人民, because
-#: 第一人民医院 and 第一医院 are often different hospitals in one city.
-CHINESE_SUFFIXES: tuple[str, ...] = tuple(
-    sorted(
-        (
-            "有限责任公司",
-            "股份有限公司",
-            "有限公司",
-            "公司",
-            "集团",
-            "方舱医院",
-            "医院",
-            "卫生院",
-            "社区居民委员会",
-            "居民委员会",
-            "居委会",
-            "社区",
-            "委员会",
-            "基金会",
-            "慈善总会",
-            "慈善会",
-        ),
-        key=lambda suffix: (-len(suffix), suffix),
+from services.gateway.audit import service as audit
+from services.gateway.duplicates.domain import OrgRecord, find_duplicates
+from services.gateway.models import ApiToken, AuthSession, DuplicateFlag, Membership, Organisation
+from services.gateway.orgs.service import ORG_AUDIT_FIELDS
+from services.gateway.tokens.service import TOKEN_AUDIT_FIELDS
+from shared.db import utcnow
+from shared.errors import Conflict, NotFound, RuleBroken
+from shared.events import new_event
+from shared.identity import ROLE_OF_KIND, current_identity, forbidden
+from shared.outbox import Outbox
+from shared.pagination import paginate
+
+FLAG_STATUSES = ("open", "merged", "dismissed")
+
+FLAG_AUDIT_FIELDS = (
+    "org_id",
+    "candidate_id",
+    "score",
+    "reason",
+    "status",
+    "resolved_at",
+    "resolved_by",
+    "note",
+)
+
+# Reading ---------------------------------------------------------------------------
+
+
+def dump_flags(session: Session, flags: Sequence[DuplicateFlag]) -> list[dict[str, Any]]:
+    """``flags`` with both organisations of each pair, loaded in one query."""
+    ids = {flag.org_id for flag in flags} | {flag.candidate_id for flag in flags}
+    orgs = (
+        {o.id: o for o in session.scalars(select(Organisation).where(Organisation.id.in_(ids)))}
+        if ids
+        else {}
     )
-)
-
-#: English endings, as sequences of whole words, longest first. They are
-#: matched word by word, never inside a word, so "Costco" keeps its "co" and
-#: "Zinc Works" its "inc". "company" on its own is included as the long form
-#: of "co".
-ENGLISH_SUFFIXES: tuple[tuple[str, ...], ...] = tuple(
-    sorted(
-        (
-            ("co", "ltd"),
-            ("company", "limited"),
-            ("company",),
-            ("limited",),
-            ("ltd",),
-            ("inc",),
-            ("llc",),
-            ("corporation",),
-            ("corp",),
-            ("co",),
-            ("foundation",),
-            ("hospital",),
-            ("community", "committee"),
-            ("residents", "committee"),
-            ("committee",),
-        ),
-        key=lambda words: (-len(words), words),
-    )
-)
-
-# Scripts written without spaces between words: a space or a punctuation mark
-# between two of these characters separates nothing, so it is dropped before
-# splitting the name into words.
-_CJK = (
-    "\u3007\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-)
-_GAP_BETWEEN_CJK = re.compile(f"(?<=[{_CJK}])\\s+(?=[{_CJK}])")
-_WORD = re.compile(f"[{_CJK}]+|[^{_CJK}\\s]+")
-_REGION_CODE = re.compile(r"[0-9]{2}(?:[0-9]{2}){0,2}")
-_CITY_DIGITS = 4
-_MAX_PASSES = 8
+    return [
+        {
+            **{name: getattr(flag, name) for name in ("id", *FLAG_AUDIT_FIELDS, "created_at")},
+            "org": orgs.get(flag.org_id),
+            "candidate": orgs.get(flag.candidate_id),
+        }
+        for flag in flags
+    ]
 
 
-@dataclass(frozen=True)
-class OrgRecord:
-    """What duplicate detection needs to know about one registered organisation.
+def _involving(org_id: uuid.UUID) -> Any:
+    return or_(DuplicateFlag.org_id == org_id, DuplicateFlag.candidate_id == org_id)
 
-    ``region`` is a 2, 4 or 6 digit administrative division code (province,
-    city, district); ``kind`` is carried along for the reviewer and does not
-    affect matching, since an organisation registered twice may well have been
-    given a different kind the second time.
+
+def _page(session: Session, stmt: Any, args: dict[str, Any]) -> dict[str, Any]:
+    page = paginate(session, stmt, DuplicateFlag, cursor=args["cursor"], limit=args["limit"])
+    return {**page, "items": dump_flags(session, page["items"])}
+
+
+def _get_flag(session: Session, flag_id: uuid.UUID, *, lock: bool = False) -> DuplicateFlag:
+    flag = session.get(DuplicateFlag, flag_id, with_for_update=lock, populate_existing=lock)
+    if flag is None:
+        raise NotFound(f"No duplicate flag {flag_id}.", slug="duplicate-flag-not-found")
+    return flag
+
+
+def _check_open(flag: DuplicateFlag) -> None:
+    if flag.status != "open":
+        raise Conflict(
+            f"Duplicate flag {flag.id} was already {flag.status}"
+            + (f" on {flag.resolved_at.isoformat()}" if flag.resolved_at else "")
+            + ".",
+            slug="duplicate-flag-resolved",
+            flag_status=flag.status,
+        )
+
+
+def _check_not_merged(org: Organisation) -> None:
+    if org.status == "merged":
+        raise Conflict(
+            f"Organisation {org.id} ({org.name}) was already merged into "
+            f"{org.merged_into_id}; review that one instead.",
+            slug="organisation-merged",
+            org_id=str(org.id),
+            merged_into_id=str(org.merged_into_id),
+        )
+
+
+# Scanning --------------------------------------------------------------------------
+
+
+def _flag_records(flags: Iterable[DuplicateFlag]) -> list[dict[str, Any]]:
+    return [{"id": str(flag.id), **audit.snapshot(flag, *FLAG_AUDIT_FIELDS)} for flag in flags]
+
+
+def scan_directory(session: Session) -> tuple[int, list[DuplicateFlag]]:
+    """Flag every pair of organisations (not merged) that are probably one, unless
+    the pair was flagged before, whatever was decided then.
+
+    Two organisations can match only within one province, and within it only in the
+    same city or when one of them is registered at province level, so each
+    organisation is compared with those alone rather than with the whole directory.
+    Of a new pair, the organisation registered later is the one checked
+    (``org_id``) and the earlier one the candidate, as on registration.
+
+    Answers how many organisations were checked, and the new flags.
     """
-
-    id: str
-    name: str
-    region: str
-    kind: str
-
-
-@dataclass(frozen=True)
-class DuplicateCandidate:
-    """An existing organisation that may be the same as the one being checked.
-
-    ``score`` is 1.0 for equal normalised names, otherwise the
-    :func:`similarity` of the names; ``reason`` says in words why it was
-    flagged, e.g. "similar name (0.91) in the same city".
-    """
-
-    org_id: str
-    name: str
-    region: str
-    score: float
-    reason: str
-
-
-def normalise_name(name: str) -> str:
-    """Reduce an organisation's name to the form used to compare it with others.
-
-    In order:
-
-    1. Unicode NFKC, which folds full-width letters, digits and punctuation to
-       their ordinary forms (full-width "Wuhan", U+FF37 U+FF55 ..., becomes
-       "Wuhan"; the full-width parenthesis U+FF08 becomes "("), then case
-       folding ("Wuhan" becomes "wuhan").
-    2. Everything that is not a letter, digit or combining mark, i.e. all
-       punctuation, symbols and whitespace, ASCII or CJK (、。·【】《》“”-—_,
-       full-width parentheses and spaces, curly single quotes ...), separates
-       words and is then dropped.
-    3. Legal and organisational endings are stripped from the end, repeatedly:
-       the English ones in :data:`ENGLISH_SUFFIXES` as whole words, the
-       Chinese ones in :data:`CHINESE_SUFFIXES` as characters, longest first.
-       So "湖北省慈善总会(有限公司)" and "湖北省慈善总会" both become "湖北省",
-       and "Wuhan Union Hospital Co., Ltd." becomes "wuhanunion".
-    4. If stripping would leave nothing ("医院", "Hospital Ltd"), the name is
-       kept unstripped ("医院", "hospitalltd") rather than returned empty.
-
-    The steps are repeated until the result no longer changes, so normalising
-    a normalised name returns it unchanged.
-
-    The result is never empty, with one exception: a name with no visible
-    character at all (empty or whitespace only) gives "". A name with visible
-    characters but no letter or digit ("???") keeps those characters, so that
-    it is not mistaken for every other such name.
-    """
-    current = name
-    for _ in range(_MAX_PASSES):
-        following = _normalise_once(current)
-        if following == current:
-            break
-        current = following
-    return current
-
-
-def similarity(a: str, b: str) -> float:
-    """How alike two organisation names are, from 0.0 (nothing shared) to 1.0.
-
-    Both names go through :func:`normalise_name` first, so variants that
-    normalise to the same form score 1.0. The score is
-    :class:`difflib.SequenceMatcher`'s ratio, twice the number of matching
-    characters over the total length, computed with the two names in a fixed
-    order so that ``similarity(a, b) == similarity(b, a)``. A blank name is
-    similar to nothing and scores 0.0.
-    """
-    return _ratio(normalise_name(a), normalise_name(b))
-
-
-def find_duplicates(
-    new: OrgRecord, existing: Iterable[OrgRecord], *, threshold: float = 0.85
-) -> list[DuplicateCandidate]:
-    """List the existing organisations that are probably ``new`` registered again.
-
-    An existing organisation is flagged when its region matches ``new``'s at
-    city level and either its normalised name equals ``new``'s (score 1.0) or
-    the names' :func:`similarity` is at least ``threshold``.
-
-    Regions match at city level when, cut to their first four digits (the
-    city), the shorter code is a prefix of the longer: 420102 and 420106 match
-    (two districts of Wuhan), 42 matches 420102 (a province-level registration
-    may be anywhere in the province), 4201 and 4205 do not (Wuhan and
-    Yichang), nor 42 and 43. A code that is not 2, 4 or 6 digits matches
-    nothing.
-
-    An organisation never matches itself (same ``id``), and a blank name
-    matches nothing. The result is sorted by score, highest first, then by
-    id, so the same input always gives the same list.
-
-    Raises ``ValueError`` if ``threshold`` is not between 0 and 1.
-    """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, not {threshold!r}")
-    new_name = normalise_name(new.name)
-    if not new_name:
-        return []
-    candidates: list[DuplicateCandidate] = []
-    for org in existing:
-        if org.id == new.id:
-            continue
-        place = _where(new.region, org.region)
-        if place is None:
-            continue
-        org_name = normalise_name(org.name)
-        if not org_name:
-            continue
-        if org_name == new_name:
-            score = 1.0
-            reason = (
-                "same normalised name and region"
-                if place == "region"
-                else f"same normalised name in the same {place}"
-            )
-        else:
-            score = _ratio(new_name, org_name, threshold=threshold)
-            if score < threshold:
+    rows = session.execute(
+        select(Organisation.id, Organisation.name, Organisation.region, Organisation.kind)
+        .where(Organisation.status != "merged")
+        .order_by(Organisation.created_at, Organisation.id)
+    ).all()
+    flagged = {
+        frozenset(pair)
+        for pair in session.execute(select(DuplicateFlag.org_id, DuplicateFlag.candidate_id))
+    }
+    provinces: dict[str, list[OrgRecord]] = defaultdict(list)
+    for row in rows:
+        provinces[row.region[:2]].append(
+            OrgRecord(id=str(row.id), name=row.name, region=row.region, kind=row.kind)
+        )
+    new: list[DuplicateFlag] = []
+    for members in provinces.values():
+        province_level = [org for org in members if len(org.region) < 4]
+        cities: dict[str, list[OrgRecord]] = defaultdict(list)
+        for org in members:
+            if len(org.region) >= 4:
+                cities[org.region[:4]].append(org)
+        order = {org.id: index for index, org in enumerate(members)}
+        for org in members:
+            peers = cities[org.region[:4]] + province_level if len(org.region) >= 4 else members
+            earlier = [peer for peer in peers if order[peer.id] < order[org.id]]
+            if not earlier:
                 continue
-            reason = f"similar name ({_shown(score)}) in the same {place}"
-        candidates.append(
-            DuplicateCandidate(
-                org_id=org.id, name=org.name, region=org.region, score=score, reason=reason
+            for candidate in find_duplicates(org, earlier):
+                pair = frozenset((uuid.UUID(org.id), uuid.UUID(candidate.org_id)))
+                if pair in flagged:
+                    continue
+                flagged.add(pair)
+                flag = DuplicateFlag(
+                    id=uuid.uuid4(),
+                    org_id=uuid.UUID(org.id),
+                    candidate_id=uuid.UUID(candidate.org_id),
+                    score=candidate.score,
+                    reason=candidate.reason,
+                )
+                session.add(flag)
+                new.append(flag)
+    session.flush()
+    return len(rows), new
+
+
+# Deciding --------------------------------------------------------------------------
+
+
+def dismiss_flag(
+    session: Session, flag: DuplicateFlag, *, note: str | None, by: uuid.UUID | None
+) -> DuplicateFlag:
+    """Record that the pair are two organisations; scans will not flag it again."""
+    _check_open(flag)
+    before = audit.snapshot(flag, *FLAG_AUDIT_FIELDS)
+    flag.status = "dismissed"
+    flag.resolved_at = utcnow()
+    flag.resolved_by = by
+    flag.note = (note or "").strip() or None
+    session.flush()
+    audit.record(
+        session,
+        "duplicate.dismiss",
+        "duplicate_flag",
+        flag.id,
+        before=before,
+        after=audit.snapshot(flag, *FLAG_AUDIT_FIELDS),
+    )
+    return flag
+
+
+def role_in(kind: str, role: str) -> str:
+    """The role a member with ``role`` takes in an organisation of ``kind``: the same
+    role if it fits that kind, else the kind's own."""
+    own = ROLE_OF_KIND[kind]
+    if role == own or (role == "admin" and kind == "coordinator_office"):
+        return role
+    return own
+
+
+def _check_may_merge(*orgs: Organisation) -> None:
+    identity = current_identity()
+    if identity.is_admin:
+        return
+    for org in orgs:
+        if org.id == identity.org_id:
+            raise forbidden("No one merges their own organisation.")
+        if org.kind == "coordinator_office":
+            raise forbidden("Only an admin merges a coordinator office.")
+
+
+def merge_pair(
+    session: Session,
+    outbox: Outbox,
+    flag_id: uuid.UUID,
+    *,
+    keep_id: uuid.UUID,
+    note: str | None,
+    by: uuid.UUID | None,
+) -> DuplicateFlag:
+    """Merge the flagged pair into the organisation ``keep_id``, in the caller's
+    transaction."""
+    flag = _get_flag(session, flag_id)
+    pair = (flag.org_id, flag.candidate_id)
+    if keep_id not in pair:
+        raise RuleBroken(
+            "Keep one of the two flagged organisations.",
+            errors={"keep": [f"Must be {pair[0]} or {pair[1]}."]},
+        )
+    # Both organisations, then the flag, locked in one order, so that merges sharing
+    # an organisation wait for each other instead of deadlocking.
+    orgs = {
+        org.id: org
+        for org in session.scalars(
+            select(Organisation)
+            .where(Organisation.id.in_(pair))
+            .order_by(Organisation.id)
+            .with_for_update()
+        )
+    }
+    flag = _get_flag(session, flag_id, lock=True)
+    _check_open(flag)
+    if (flag.org_id, flag.candidate_id) != pair:
+        raise Conflict(
+            f"Duplicate flag {flag.id} was re-pointed by another merge meanwhile; review it again.",
+            slug="duplicate-flag-changed",
+        )
+    keep = orgs[keep_id]
+    gone = orgs[flag.candidate_id if keep_id == flag.org_id else flag.org_id]
+    for org in (gone, keep):
+        _check_not_merged(org)
+    _check_may_merge(keep, gone)
+
+    now = utcnow()
+    note = (note or "").strip() or None
+    org_before = audit.snapshot(gone, *ORG_AUDIT_FIELDS)
+    flag_before = audit.snapshot(flag, *FLAG_AUDIT_FIELDS)
+    gone.status = "merged"
+    gone.merged_into_id = keep.id
+    flag.status = "merged"
+    flag.resolved_at = now
+    flag.resolved_by = by
+    flag.note = note
+    session.flush()
+    outbox.add(
+        session,
+        new_event(
+            "org.merged",
+            {"id": gone.id, "merged_into": keep.id, "merged_at": now},
+            producer="gateway",
+            aggregate_id=gone.id,
+            aggregate_version=gone.version,
+        ),
+    )
+    audit.record(
+        session,
+        "org.merge",
+        "organisation",
+        gone.id,
+        before=org_before,
+        after={**audit.snapshot(gone, *ORG_AUDIT_FIELDS), "flag_id": str(flag.id)},
+    )
+    audit.record(
+        session,
+        "duplicate.merge",
+        "duplicate_flag",
+        flag.id,
+        before=flag_before,
+        after=audit.snapshot(flag, *FLAG_AUDIT_FIELDS),
+    )
+    _move_members(session, gone, keep)
+    _revoke_credentials(session, gone, keep)
+    _repoint_flags(session, gone, keep, by=by)
+    session.flush()
+    return flag
+
+
+def _membership_record(m: Membership) -> dict[str, Any]:
+    return {"user_id": str(m.user_id), "org_id": str(m.org_id), "role": m.role}
+
+
+def _move_members(session: Session, gone: Organisation, keep: Organisation) -> None:
+    """Each member of ``gone`` becomes a member of ``keep``, in the role that fits
+    ``keep``'s kind; a membership ``keep`` already has is not made twice."""
+    held = {
+        (m.user_id, m.role)
+        for m in session.scalars(select(Membership).where(Membership.org_id == keep.id))
+    }
+    moving = session.scalars(
+        select(Membership)
+        .where(Membership.org_id == gone.id)
+        .order_by(Membership.created_at, Membership.id)
+    ).all()
+    for membership in moving:
+        before = _membership_record(membership)
+        role = role_in(keep.kind, membership.role)
+        after: dict[str, Any] | None
+        if (membership.user_id, role) in held:
+            session.delete(membership)
+            after = None
+        else:
+            membership.org_id = keep.id
+            membership.role = role
+            held.add((membership.user_id, role))
+            after = _membership_record(membership)
+        audit.record(
+            session,
+            "membership.move",
+            "membership",
+            membership.id,
+            before=before,
+            after=after,
+        )
+    session.flush()
+
+
+def _revoke_credentials(session: Session, gone: Organisation, keep: Organisation) -> None:
+    """End the sign-ins and revoke the API tokens that act for ``gone``."""
+    now = utcnow()
+    reason = f"organisation {gone.id} merged into {keep.id}"
+    sessions = session.scalars(
+        select(AuthSession).where(
+            AuthSession.org_id == gone.id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > now,
+        )
+    ).all()
+    for auth in sessions:
+        auth.revoked_at = now
+        audit.record(
+            session,
+            "session.revoke",
+            "session",
+            auth.id,
+            after={"reason": reason},
+        )
+    tokens = session.scalars(
+        select(ApiToken).where(ApiToken.org_id == gone.id, ApiToken.revoked_at.is_(None))
+    ).all()
+    for token in tokens:
+        before = audit.snapshot(token, *TOKEN_AUDIT_FIELDS)
+        token.revoked_at = now
+        audit.record(
+            session,
+            "token.revoke",
+            "api_token",
+            token.id,
+            before=before,
+            after={**audit.snapshot(token, *TOKEN_AUDIT_FIELDS), "reason": reason},
+        )
+
+
+def _repoint_flags(
+    session: Session, gone: Organisation, keep: Organisation, *, by: uuid.UUID | None
+) -> None:
+    """``gone``'s other open flags now pair the other organisation with ``keep``; one
+    whose new pair is already flagged, whatever was decided there, is closed as merged."""
+    others = session.scalars(
+        select(DuplicateFlag)
+        .where(_involving(gone.id), DuplicateFlag.status == "open")
+        .order_by(DuplicateFlag.created_at, DuplicateFlag.id)
+        .with_for_update()
+    ).all()
+    if not others:
+        return
+    third = {flag.candidate_id if flag.org_id == gone.id else flag.org_id for flag in others}
+    flagged = {
+        frozenset(pair)
+        for pair in session.execute(
+            select(DuplicateFlag.org_id, DuplicateFlag.candidate_id).where(
+                _involving(keep.id),
+                or_(DuplicateFlag.org_id.in_(third), DuplicateFlag.candidate_id.in_(third)),
             )
         )
-    candidates.sort(key=lambda candidate: (-candidate.score, candidate.org_id))
-    return candidates
-
-
-def _normalise_once(name: str) -> str:
-    """One pass of :func:`normalise_name`'s steps."""
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
-    spaced = "".join(ch if unicodedata.category(ch)[0] in "LNM" else " " for ch in text)
-    words = _WORD.findall(_GAP_BETWEEN_CJK.sub("", spaced))
-    if not words:
-        return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "ZC")
-    return "".join(_strip_suffixes(words)) or "".join(words)
-
-
-def _strip_suffixes(words: list[str]) -> list[str]:
-    """Drop legal and organisational endings from a name split into words."""
-    words = list(words)
-    while words:
-        for suffix_words in ENGLISH_SUFFIXES:
-            if tuple(words[-len(suffix_words) :]) == suffix_words:
-                del words[-len(suffix_words) :]
-                break
+    }
+    now = utcnow()
+    for flag in others:
+        before = audit.snapshot(flag, *FLAG_AUDIT_FIELDS)
+        other = flag.candidate_id if flag.org_id == gone.id else flag.org_id
+        pair = frozenset((keep.id, other))
+        if other == keep.id or pair in flagged:
+            flag.status = "merged"
+            flag.resolved_at = now
+            flag.resolved_by = by
+            flag.note = f"Closed: {gone.name} ({gone.id}) was merged into {keep.name} ({keep.id})."
+            action = "duplicate.close"
         else:
-            last = words[-1]
-            for suffix in CHINESE_SUFFIXES:
-                if last.endswith(suffix):
-                    rest = last[: -len(suffix)]
-                    if rest:
-                        words[-1] = rest
-                    else:
-                        words.pop()
-                    break
+            if flag.org_id == gone.id:
+                flag.org_id = keep.id
             else:
-                break
-    return words
-
-
-def _ratio(a: str, b: str, *, threshold: float = 0.0) -> float:
-    """SequenceMatcher's ratio of two normalised names, the same either way round.
-
-    Returns 0.0 early when the cheap upper bounds already fall below
-    ``threshold``, since the exact ratio could then only be lower.
-    """
-    if not a or not b:
-        return 0.0
-    first, second = sorted((a, b))
-    matcher = SequenceMatcher(None, first, second, autojunk=False)
-    if matcher.real_quick_ratio() < threshold or matcher.quick_ratio() < threshold:
-        return 0.0
-    return matcher.ratio()
-
-
-def _where(a: str, b: str) -> str | None:
-    """How two region codes match at city level: "region", "city", "province" or None.
-
-    "region" when the codes are equal, "city" when both name the same city,
-    "province" when one of them only names the province the other lies in,
-    and None when they do not match.
-    """
-    if not (_REGION_CODE.fullmatch(a) and _REGION_CODE.fullmatch(b)):
-        return None
-    shorter, longer = sorted((a[:_CITY_DIGITS], b[:_CITY_DIGITS]), key=len)
-    if not longer.startswith(shorter):
-        return None
-    if a == b:
-        return "region"
-    return "city" if len(shorter) == _CITY_DIGITS else "province"
-
-
-def _shown(score: float) -> str:
-    """A score to two decimals, rounded down so that a near miss never shows as 1.00."""
-    return f"{math.floor(score * 100 + 1e-9) / 100:.2f}"
+                flag.candidate_id = keep.id
+            flag.reason = f"{flag.reason}; flagged with {gone.name}, since merged into it"[:500]
+            flagged.add(pair)
+            action = "duplicate.repoint"
+        audit.record(
+            session,
+            action,
+            "duplicate_flag",
+            flag.id,
+            before=before,
+            after=audit.snapshot(flag, *FLAG_AUDIT_FIELDS),
+        )

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.gateway.duplicates.service import OrgRecord, find_duplicates, normalise_name
+from services.gateway.duplicates.domain import OrgRecord, find_duplicates, normalise_name
 from services.gateway.models import DuplicateFlag, Organisation
 from shared.errors import NotFound, RuleBroken
 from shared.events import new_event

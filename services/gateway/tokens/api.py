@@ -19,6 +19,7 @@ from sqlalchemy import select
 from services.gateway.audit import service as audit
 from services.gateway.models import ApiToken
 from services.gateway.security import API_TOKEN_PREFIX, SCOPES, digest, new_secret
+from services.gateway.tokens.service import TOKEN_AUDIT_FIELDS
 from shared.db import utcnow
 from shared.identity import current_identity, require_login
 from shared.pagination import ListArgsSchema, page_schema, paginate
@@ -58,7 +59,6 @@ class NewTokenSchema(TokenSchema):
 
 
 TokenPageSchema = page_schema(TokenSchema, "TokenPageSchema")
-TOKEN_AUDIT_FIELDS = ("name", "prefix", "scopes", "org_id", "expires_at", "revoked_at")
 
 
 def _own_token(token_id: uuid.UUID) -> ApiToken:

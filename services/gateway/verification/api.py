@@ -1,13 +1,4 @@
-"""Verification of organisations by coordinators.
-
-A recipient's needs are matched, and a donor's pledges reserved, only once a
-coordinator has verified the organisation, recording who, when and on what
-evidence. ``org.verified`` and ``org.suspended`` carry the decision to the services,
-which keep it in their read models and enforce it on their own data.
-
-Only an admin verifies a coordinator office (that makes its members coordinators),
-and no one, not even an admin, verifies or suspends their own organisation.
-"""
+"""The verification API: coordinators verify or suspend an organisation."""
 
 from __future__ import annotations
 
@@ -16,17 +7,15 @@ from typing import Any
 
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
-from sqlalchemy.orm import Session
 
-from services.gateway.audit import service as audit
-from services.gateway.models import Organisation
 from services.gateway.orgs.api import OrganisationDetailSchema, dump_organisation
-from services.gateway.orgs.service import ORG_AUDIT_FIELDS, get_organisation
-from shared.db import utcnow
-from shared.events import new_event
-from shared.identity import current_identity, forbidden, require_roles
-from shared.outbox import Outbox
-from shared.problems import Problem
+from services.gateway.orgs.service import get_organisation
+from services.gateway.verification.service import (
+    _check_may_decide,
+    suspend_organisation,
+    verify_organisation,
+)
+from shared.identity import current_identity, require_roles
 from shared.web import runtime
 
 blp = Blueprint(
@@ -50,112 +39,6 @@ class VerifySchema(Schema):
 
 class SuspendSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(min=3, max=2000))
-
-
-def _not_merged(org: Organisation) -> None:
-    if org.status == "merged":
-        raise Problem(
-            409,
-            f"Organisation {org.id} was merged into {org.merged_into_id}; act on that one.",
-            slug="organisation-merged",
-            merged_into_id=str(org.merged_into_id),
-        )
-
-
-def verify_organisation(
-    session: Session,
-    outbox: Outbox,
-    org: Organisation | None,
-    *,
-    evidence: str,
-    verified_by: uuid.UUID | None,
-) -> Organisation:
-    """Mark ``org`` verified and announce it; verifying a verified organisation changes
-    nothing."""
-    assert org is not None
-    _not_merged(org)
-    if org.status == "verified":
-        return org
-    before = audit.snapshot(org, *ORG_AUDIT_FIELDS)
-    org.status = "verified"
-    org.verified_at = utcnow()
-    org.verified_by = verified_by
-    org.verification_evidence = evidence.strip()
-    org.suspended_at = None
-    org.suspended_by = None
-    org.suspension_reason = None
-    session.flush()
-    outbox.add(
-        session,
-        new_event(
-            "org.verified",
-            {
-                "id": org.id,
-                "verified_at": org.verified_at,
-                "verified_by": org.verified_by,
-                "evidence": org.verification_evidence,
-            },
-            producer="gateway",
-            aggregate_id=org.id,
-            aggregate_version=org.version,
-        ),
-    )
-    audit.record(
-        session,
-        "org.verify",
-        "organisation",
-        org.id,
-        before=before,
-        after=audit.snapshot(org, *ORG_AUDIT_FIELDS),
-    )
-    return org
-
-
-def suspend_organisation(
-    session: Session,
-    outbox: Outbox,
-    org: Organisation,
-    *,
-    reason: str,
-    suspended_by: uuid.UUID | None,
-) -> Organisation:
-    """Take ``org`` out of matching and announce it; suspending twice changes nothing."""
-    _not_merged(org)
-    if org.status == "suspended":
-        return org
-    before = audit.snapshot(org, *ORG_AUDIT_FIELDS)
-    org.status = "suspended"
-    org.suspended_at = utcnow()
-    org.suspended_by = suspended_by
-    org.suspension_reason = reason.strip()
-    session.flush()
-    outbox.add(
-        session,
-        new_event(
-            "org.suspended",
-            {"id": org.id, "suspended_at": org.suspended_at, "reason": org.suspension_reason},
-            producer="gateway",
-            aggregate_id=org.id,
-            aggregate_version=org.version,
-        ),
-    )
-    audit.record(
-        session,
-        "org.suspend",
-        "organisation",
-        org.id,
-        before=before,
-        after=audit.snapshot(org, *ORG_AUDIT_FIELDS),
-    )
-    return org
-
-
-def _check_may_decide(org: Organisation) -> None:
-    identity = current_identity()
-    if identity.org_id == org.id:
-        raise forbidden("No one verifies or suspends their own organisation.")
-    if org.kind == "coordinator_office" and not identity.is_admin:
-        raise forbidden("Only an admin verifies or suspends a coordinator office.")
 
 
 @blp.route("/<uuid:org_id>/verify", methods=["POST"])

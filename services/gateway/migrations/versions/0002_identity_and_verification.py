@@ -199,7 +199,7 @@ def upgrade() -> None:
 
     # Organisations registered before identity existed: normalise their names for
     # duplicate detection.
-    from services.gateway.duplicates.service import normalise_name
+    from services.gateway.duplicates.domain import normalise_name
 
     conn = op.get_bind()
     orgs = sa.table("organisations", sa.column("id", sa.Uuid()), sa.column("name", sa.String()),
