@@ -11,116 +11,29 @@ and the hook that turns a request's ``Authorization`` header into an :class:`Ide
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import jwt
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Flask, request
 from sqlalchemy import select, update
 
-from services.gateway.models import ApiToken, AuthSession, Membership, Organisation, User
+from services.gateway.auth.credentials import (
+    ACCESS_ALGORITHM,
+    ACCESS_ISSUER,
+    API_TOKEN_PREFIX,
+    SCOPE_AREA,
+    SESSION_ONLY_SEGMENTS,
+    digest,
+    identity_of,
+)
+from services.gateway.models import ApiToken, AuthSession, Organisation, User
 from shared.config import Settings
 from shared.db import utcnow
 from shared.identity import ANONYMOUS, Identity, forbidden, set_identity, unauthenticated
 from shared.problems import Problem
 from shared.web import db_session, runtime
-
-ACCESS_ISSUER = "aidlink"
-API_TOKEN_PREFIX = "alk_"  # noqa: S105 - a prefix, not a secret
-_ALGORITHM = "HS256"
-
-_hasher = PasswordHasher()
-# Verified against when an email is unknown, so the answer takes as long either way.
-_DUMMY_HASH = _hasher.hash("not a real password")
-
-# Scopes an API token may carry, and the part of the API each opens.
-SCOPES: dict[str, str] = {
-    "orgs:read": "read organisations and duplicate flags",
-    "orgs:write": "register, verify and merge organisations",
-    "pledges:read": "read pledges, imports and the catalogue",
-    "pledges:write": "create, amend and cancel pledges, import spreadsheets",
-    "needs:read": "read needs and allocations",
-    "needs:write": "post, amend, reconfirm and cancel needs; run matching",
-    "shipments:read": "read shipments and receipts",
-    "shipments:write": "update shipments, send scanner batches, confirm receipts",
-    "webhooks:read": "read webhook subscriptions and deliveries",
-    "webhooks:write": "create, change and delete webhook subscriptions",
-    "audit:read": "read the audit log",
-}
-
-# The first path segment under /api/v1 and the scope area it belongs to.
-SCOPE_AREA: dict[str, str] = {
-    "orgs": "orgs",
-    "duplicates": "orgs",
-    "donations": "pledges",
-    "pledges": "pledges",
-    "imports": "pledges",
-    "catalog": "pledges",
-    "dispatch": "needs",
-    "needs": "needs",
-    "allocations": "needs",
-    "matching": "needs",
-    "shipments": "shipments",
-    "receipts": "shipments",
-    "webhooks": "webhooks",
-    "audit": "audit",
-    "transparency": "public",
-}
-
-# Paths an API token may never use: tokens do not sign in, mint tokens or sign out.
-SESSION_ONLY_SEGMENTS = frozenset({"auth", "tokens"})
-
-
-# Passwords ---------------------------------------------------------------------------
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def check_password(password_hash: str | None, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-def password_needs_rehash(password_hash: str) -> bool:
-    return _hasher.check_needs_rehash(password_hash)
-
-
-# Opaque tokens -----------------------------------------------------------------------
-
-
-def new_secret(prefix: str = "") -> str:
-    return prefix + secrets.token_urlsafe(32)
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-# Access tokens -----------------------------------------------------------------------
-
-
-def issue_access_token(settings: Settings, session: AuthSession, roles: list[str]) -> str:
-    now = datetime.now(UTC)
-    claims = {
-        "iss": ACCESS_ISSUER,
-        "typ": "access",
-        "sub": str(session.user_id),
-        "sid": str(session.id),
-        "org": str(session.org_id),
-        "roles": roles,
-        "iat": now,
-        "exp": now + timedelta(seconds=settings.access_token_ttl),
-    }
-    return jwt.encode(claims, settings.secret_key, algorithm=_ALGORITHM)
 
 
 def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
@@ -128,7 +41,7 @@ def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
         claims: dict[str, Any] = jwt.decode(
             token,
             settings.secret_key,
-            algorithms=[_ALGORITHM],
+            algorithms=[ACCESS_ALGORITHM],
             issuer=ACCESS_ISSUER,
             options={"require": ["exp", "iat", "sub", "sid", "org"]},
         )
@@ -141,30 +54,6 @@ def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
     if claims.get("typ") != "access":
         raise unauthenticated("The access token is not valid.")
     return claims
-
-
-# Identity of a request ------------------------------------------------------------------
-
-
-def identity_of(
-    user: User,
-    org: Organisation,
-    *,
-    via: str,
-    scopes: Any = None,
-    credential_id: uuid.UUID | None = None,
-) -> Identity:
-    roles = frozenset(m.role for m in user.memberships if m.org_id == org.id)
-    return Identity(
-        user_id=user.id,
-        org_id=org.id,
-        roles=roles,
-        org_kind=org.kind,
-        org_status=org.status,
-        via=via,
-        scopes=frozenset(scopes) if scopes is not None else None,
-        credential_id=credential_id,
-    )
 
 
 def _session_identity(token: str) -> Identity:
@@ -267,7 +156,3 @@ def install_authentication(app: Flask) -> None:
         set_identity(identity)
         check_scope(identity, request.path, request.method)
         check_org_active(identity, request.method, request.path)
-
-
-def memberships_of(user: User) -> list[Membership]:
-    return sorted(user.memberships, key=lambda m: (m.created_at, m.role))

@@ -546,6 +546,7 @@ def test_the_catalogue_needs_no_web_queue_or_database() -> None:
 
 # Properties ---------------------------------------------------------------------------
 
+
 def _by_density(item: Item, unit: str) -> bool:
     return get_unit(unit).kind == "mass" and get_unit(item.base_unit).kind == "volume"
 

@@ -57,6 +57,7 @@ def test_a_message_whose_consumer_died_goes_back_after_the_visibility_timeout(
 
     with _connect(url, 1) as conn:
         queue = conn.SimpleQueue("relief")
+
         def take() -> Any:
             try:
                 return queue.get(timeout=0.5)

@@ -48,7 +48,8 @@ def _admin_org(session: Any, rt: ServiceRuntime) -> Organisation:
 def create_admin(rt: ServiceRuntime, *, email: str, password: str, name: str) -> tuple[User, bool]:
     """An admin (and coordinator) of the whole installation. Idempotent: if the email
     is already registered nothing changes and ``(user, False)`` is returned."""
-    from services.gateway.auth.api import UserInSchema, add_membership, create_user
+    from services.gateway.auth.api import UserInSchema
+    from services.gateway.auth.service import add_membership, create_user
 
     errors = UserInSchema().validate({"email": email, "password": password, "name": name})
     if errors:
@@ -148,7 +149,7 @@ DEMO_ACCOUNTS: list[dict[str, Any]] = [
 def load_demo(rt: ServiceRuntime) -> int:
     """Register the demo organisations and their users; skips those already there.
     Returns how many were created."""
-    from services.gateway.auth.api import register
+    from services.gateway.auth.service import register
 
     created = 0
     for account in DEMO_ACCOUNTS:

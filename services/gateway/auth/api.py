@@ -22,11 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.gateway.audit import service as audit
-from services.gateway.models import AuthSession, Membership, Organisation, User
-from services.gateway.orgs.api import OrganisationDetailSchema, OrganisationInSchema
-from services.gateway.orgs.service import ORG_AUDIT_FIELDS, register_organisation
-from services.gateway.ratelimit import login_limit
-from services.gateway.security import (
+from services.gateway.auth.credentials import (
     check_password,
     digest,
     hash_password,
@@ -35,9 +31,12 @@ from services.gateway.security import (
     new_secret,
     password_needs_rehash,
 )
+from services.gateway.auth.service import register
+from services.gateway.models import AuthSession, Organisation, User
+from services.gateway.orgs.api import OrganisationDetailSchema, OrganisationInSchema
+from services.gateway.ratelimit import login_limit
 from shared.db import utcnow
-from shared.identity import ROLE_OF_KIND, current_identity, require_login, unauthenticated
-from shared.outbox import Outbox
+from shared.identity import current_identity, require_login, unauthenticated
 from shared.problems import Problem
 from shared.web import db_session, runtime
 
@@ -108,51 +107,6 @@ class MeSchema(Schema):
     memberships = fields.List(fields.Nested(MembershipSchema))
     via = fields.String()
     scopes = fields.List(fields.String(), allow_none=True)
-
-
-def create_user(session: Session, *, email: str, password: str, name: str) -> User:
-    email = email.strip().lower()
-    taken = session.scalar(select(User.id).where(User.email == email))
-    if taken is not None:
-        raise Problem(
-            409,
-            "An account with this email already exists; sign in instead.",
-            slug="email-taken",
-            errors={"user.email": ["Already registered."]},
-        )
-    user = User(
-        id=uuid.uuid4(), email=email, name=name.strip(), password_hash=hash_password(password)
-    )
-    session.add(user)
-    session.flush()
-    return user
-
-
-def add_membership(session: Session, user: User, org: Organisation, role: str) -> Membership:
-    membership = Membership(id=uuid.uuid4(), user_id=user.id, org_id=org.id, role=role)
-    session.add(membership)
-    user.memberships.append(membership)
-    return membership
-
-
-def register(
-    session: Session, outbox: Outbox, organisation: dict[str, Any], user: dict[str, Any]
-) -> tuple[Organisation, User]:
-    """An organisation and its first user, in the caller's transaction."""
-    new_user = create_user(session, **user)
-    org = register_organisation(session=session, outbox=outbox, data=organisation)
-    add_membership(session, new_user, org, ROLE_OF_KIND[org.kind])
-    session.flush()
-    audit.record(
-        session,
-        "org.register",
-        "organisation",
-        org.id,
-        after={**audit.snapshot(org, *ORG_AUDIT_FIELDS), "first_user": str(new_user.id)},
-        actor_user_id=new_user.id,
-        actor_org_id=org.id,
-    )
-    return org, new_user
 
 
 def _too_many_failures(user: User) -> Problem:

@@ -17,8 +17,8 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from services.gateway.audit import service as audit
+from services.gateway.auth.credentials import API_TOKEN_PREFIX, SCOPES, digest, new_secret
 from services.gateway.models import ApiToken
-from services.gateway.security import API_TOKEN_PREFIX, SCOPES, digest, new_secret
 from services.gateway.tokens.service import TOKEN_AUDIT_FIELDS
 from shared.db import utcnow
 from shared.identity import current_identity, require_login
