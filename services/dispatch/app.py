@@ -5,9 +5,12 @@ from __future__ import annotations
 from flask import Flask
 from sqlalchemy.orm import Session
 
+from services.dispatch.allocations import api as allocations_api
 from services.dispatch.allocations import service as allocations
+from services.dispatch.allocations.tasks import saga_batch_handlers, saga_handlers
 from services.dispatch.matching import api as matching_api
 from services.dispatch.matching import service as matching_service
+from services.dispatch.matching.tasks import register_matching_tasks
 from services.dispatch.models import Allocation, Organisation, messaging
 from services.dispatch.needs import api as needs_api
 from services.dispatch.needs.tasks import register_need_tasks
@@ -63,17 +66,17 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
             shipments.plan_allocations(session, rt.outbox, reserved)
 
     rt.inbox.handlers.update(
-        allocations.saga_handlers(matching_service.request_matching, on_reserved=plan_shipment)
+        saga_handlers(matching_service.request_matching, on_reserved=plan_shipment)
     )
-    rt.inbox.batch_handlers.update(allocations.saga_batch_handlers(plan_shipments))
+    rt.inbox.batch_handlers.update(saga_batch_handlers(plan_shipments))
     matching_service.install_debounce(rt)
-    matching_service.register_matching_tasks(rt)
+    register_matching_tasks(rt)
     register_need_tasks(rt)
     register_shipment_tasks(rt)
     flask_api.register_blueprint(org_directory_blueprint("dispatch", Organisation))
     flask_api.register_blueprint(needs_api.blp)
-    flask_api.register_blueprint(matching_api.matching_blp)
-    flask_api.register_blueprint(matching_api.allocations_blp)
+    flask_api.register_blueprint(matching_api.blp)
+    flask_api.register_blueprint(allocations_api.blp)
     flask_api.register_blueprint(shipments_api.blp)
     flask_api.register_blueprint(receipts_api.blp)
     flask_api.register_blueprint(transparency_api.trace_blp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from services.donations.catalog import api as catalog_api
 from services.donations.imports import api as imports_api
 from services.donations.imports.tasks import register_import_tasks
 from services.donations.models import Organisation, messaging
@@ -34,7 +35,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     register_pledge_tasks(rt)
     register_import_tasks(rt)
     flask_api.register_blueprint(org_directory_blueprint("donations", Organisation))
-    flask_api.register_blueprint(pledges_api.catalog_blp)
+    flask_api.register_blueprint(catalog_api.blp)
     flask_api.register_blueprint(pledges_api.blp)
     flask_api.register_blueprint(imports_api.blp)
     return app

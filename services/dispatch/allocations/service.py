@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,8 +34,7 @@ from services.dispatch.models import (
 )
 from services.dispatch.needs import status as need_status
 from shared.db import utcnow
-from shared.events import Event, new_event
-from shared.inbox import BatchHandler, Handler
+from shared.events import new_event
 from shared.outbox import Outbox
 
 PRODUCER = "dispatch"
@@ -528,51 +527,3 @@ def items_of_org(session: Session, org_id: uuid.UUID) -> set[str]:
 
 
 # Event handlers -------------------------------------------------------------------------------
-
-
-def saga_batch_handlers(
-    on_reserved_many: Callable[[Session, list[Allocation]], None] | None = None,
-) -> dict[str, BatchHandler]:
-    """The saga's handlers of several events at once (see ``Inbox.batch_handlers``):
-    a matching run's reservations come back together."""
-
-    def accepted(session: Session, events: list[Event]) -> None:
-        reserved = on_accepted_many(session, [event.data() for event in events])
-        if reserved and on_reserved_many is not None:
-            on_reserved_many(session, reserved)
-
-    return {"reservation.accepted": accepted}
-
-
-def saga_handlers(
-    on_change: Callable[[Session, str], None],
-    on_reserved: Callable[[Session, Allocation], None] | None = None,
-) -> dict[str, Handler]:
-    """Handlers of the donations events; ``on_change(session, item)`` asks for matching
-    of an item whose supply or demand just changed, ``on_reserved(session, allocation)``
-    is told of an allocation that has just become reserved (to plan its shipment)."""
-
-    def on_pledge(session: Session, event: Event) -> None:
-        data = event.data()
-        apply_pledge(session, data, event.aggregate_version)
-        for item in {line["item"] for line in data["lines"]}:
-            on_change(session, item)
-
-    def reservation(step: Callable[[Session, dict[str, Any]], Allocation | None]) -> Handler:
-        def handle(session: Session, event: Event) -> None:
-            allocation = step(session, event.data())
-            if allocation is not None and allocation.status in ("rejected", "cancelled"):
-                on_change(session, allocation.item)
-            if allocation is not None and allocation.status == "reserved" and on_reserved:
-                on_reserved(session, allocation)
-
-        return handle
-
-    return {
-        "pledge.created": on_pledge,
-        "pledge.amended": on_pledge,
-        "pledge.cancelled": on_pledge,
-        "reservation.accepted": reservation(on_accepted),
-        "reservation.rejected": reservation(on_rejected),
-        "reservation.released": reservation(on_released),
-    }

@@ -10,21 +10,14 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from services.dispatch.allocations import service as saga
-from services.dispatch.allocations.service import ALLOCATION_STATUSES
 from services.dispatch.matching import service as matching_service
-from services.dispatch.models import Allocation, MatchingRun
-from shared.identity import current_identity, forbidden, require_roles
+from services.dispatch.models import MatchingRun
+from shared.identity import current_identity, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
 from shared.problems import Problem
 from shared.web import db_session, runtime
 
-matching_blp = Blueprint(
-    "matching", __name__, url_prefix="/api/v1/matching", description="Matching runs"
-)
-allocations_blp = Blueprint(
-    "allocations", __name__, url_prefix="/api/v1/allocations", description="Allocations"
-)
+blp = Blueprint("matching", __name__, url_prefix="/api/v1/matching", description="Matching runs")
 
 RUN_STATUSES = ("preview", "applied", "superseded", "failed")
 
@@ -67,34 +60,6 @@ class RunListArgsSchema(ListArgsSchema):
     status = fields.String(validate=validate.OneOf(RUN_STATUSES))
 
 
-class AllocationSchema(Schema):
-    id = fields.UUID()
-    status = fields.String()
-    quantity = fields.Integer()
-    item = fields.String()
-    pledge_id = fields.UUID()
-    pledge_line_id = fields.UUID()
-    donor_org_id = fields.UUID()
-    need_id = fields.UUID()
-    need_line_id = fields.UUID()
-    recipient_org_id = fields.UUID()
-    run_id = fields.UUID(allow_none=True)
-    reason = fields.Dict()
-    status_reason = fields.String(allow_none=True)
-    created_at = fields.AwareDateTime()
-    updated_at = fields.AwareDateTime()
-
-
-class AllocationArgsSchema(ListArgsSchema):
-    need_id = fields.UUID()
-    pledge_id = fields.UUID()
-    need_line_id = fields.UUID()
-    pledge_line_id = fields.UUID()
-    run_id = fields.UUID()
-    status = fields.String(validate=validate.OneOf(ALLOCATION_STATUSES))
-    item = fields.String(validate=validate.Length(max=64))
-
-
 class ChangeSchema(Schema):
     pledge_line_id = fields.UUID(required=True)
     need_line_id = fields.UUID(required=True)
@@ -111,18 +76,13 @@ class EditSchema(Schema):
     )
 
 
-class CancelSchema(Schema):
-    reason = fields.String(required=True, validate=validate.Length(min=3, max=200))
-
-
 RunPageSchema = page_schema(RunSchema, "MatchingRunPageSchema")
-AllocationPageSchema = page_schema(AllocationSchema, "AllocationPageSchema")
 
 
-@matching_blp.route("/runs")
+@blp.route("/runs")
 class Runs(MethodView):
-    @matching_blp.arguments(RunListArgsSchema, location="query")
-    @matching_blp.response(200, RunPageSchema)
+    @blp.arguments(RunListArgsSchema, location="query")
+    @blp.response(200, RunPageSchema)
     @require_roles("coordinator")
     def get(self, args: dict[str, Any]) -> Any:
         stmt = select(MatchingRun)
@@ -130,8 +90,8 @@ class Runs(MethodView):
             stmt = stmt.where(MatchingRun.status == args["status"])
         return paginate(db_session(), stmt, MatchingRun, cursor=args["cursor"], limit=args["limit"])
 
-    @matching_blp.arguments(RunInSchema)
-    @matching_blp.response(201, RunSchema)
+    @blp.arguments(RunInSchema)
+    @blp.response(201, RunSchema)
     @require_roles("coordinator")
     def post(self, data: dict[str, Any]) -> Any:
         """Match supply to verified, open needs: a preview (``dry_run``, the default) to
@@ -148,9 +108,9 @@ class Runs(MethodView):
         return done
 
 
-@matching_blp.route("/runs/<uuid:run_id>")
+@blp.route("/runs/<uuid:run_id>")
 class RunById(MethodView):
-    @matching_blp.response(200, RunSchema)
+    @blp.response(200, RunSchema)
     @require_roles("coordinator")
     def get(self, run_id: uuid.UUID) -> Any:
         found = db_session().get(MatchingRun, run_id)
@@ -159,17 +119,17 @@ class RunById(MethodView):
         return found
 
 
-@matching_blp.route("/runs/<uuid:run_id>/approve", methods=["POST"])
-@matching_blp.response(200, RunSchema)
+@blp.route("/runs/<uuid:run_id>/approve", methods=["POST"])
+@blp.response(200, RunSchema)
 @require_roles("coordinator")
 def approve(run_id: uuid.UUID) -> Any:
     """Approve a preview: its allocations are proposed to the donors' pledges."""
     return matching_service.approve(runtime(), run_id, current_identity().user_id)
 
 
-@matching_blp.route("/runs/<uuid:run_id>/edits", methods=["POST"])
-@matching_blp.arguments(EditSchema)
-@matching_blp.response(200, RunSchema)
+@blp.route("/runs/<uuid:run_id>/edits", methods=["POST"])
+@blp.arguments(EditSchema)
+@blp.response(200, RunSchema)
 @require_roles("coordinator")
 def edit(data: dict[str, Any], run_id: uuid.UUID) -> Any:
     """Edit a preview before approving it: change an allocation's quantity, remove it
@@ -178,73 +138,3 @@ def edit(data: dict[str, Any], run_id: uuid.UUID) -> Any:
     demand quantities), or the request is refused with each broken rule named and
     nothing changes."""
     return matching_service.edit(runtime(), run_id, data["changes"], current_identity().user_id)
-
-
-def _scoped_allocations(stmt: Any) -> Any:
-    identity = current_identity()
-    if identity.is_coordinator:
-        return stmt
-    if identity.has_role("recipient"):
-        return stmt.where(Allocation.recipient_org_id == identity.org_id)
-    if identity.has_role("donor"):
-        return stmt.where(Allocation.donor_org_id == identity.org_id)
-    raise forbidden("Allocations are seen by their donors, recipients and coordinators.")
-
-
-@allocations_blp.route("")
-class Allocations(MethodView):
-    @allocations_blp.arguments(AllocationArgsSchema, location="query")
-    @allocations_blp.response(200, AllocationPageSchema)
-    @require_roles()
-    def get(self, args: dict[str, Any]) -> Any:
-        """Allocations of your needs or pledges (coordinators: all), with filters."""
-        stmt = _scoped_allocations(select(Allocation))
-        for name in ("need_id", "pledge_id", "need_line_id", "pledge_line_id", "run_id"):
-            if args.get(name):
-                stmt = stmt.where(getattr(Allocation, name) == args[name])
-        if args.get("status"):
-            stmt = stmt.where(Allocation.status == args["status"])
-        if args.get("item"):
-            stmt = stmt.where(Allocation.item == args["item"])
-        return paginate(db_session(), stmt, Allocation, cursor=args["cursor"], limit=args["limit"])
-
-
-def _visible_allocation(session: Any, allocation_id: uuid.UUID) -> Allocation:
-    identity = current_identity()
-    found = session.get(Allocation, allocation_id)
-    if found is None or not (
-        identity.is_coordinator or identity.org_id in (found.recipient_org_id, found.donor_org_id)
-    ):
-        raise Problem(404, f"No allocation {allocation_id}.", slug="allocation-not-found")
-    return found
-
-
-@allocations_blp.route("/<uuid:allocation_id>")
-class AllocationById(MethodView):
-    @allocations_blp.response(200, AllocationSchema)
-    @require_roles()
-    def get(self, allocation_id: uuid.UUID) -> Any:
-        return _visible_allocation(db_session(), allocation_id)
-
-
-@allocations_blp.route("/<uuid:allocation_id>/cancel", methods=["POST"])
-@allocations_blp.arguments(CancelSchema)
-@allocations_blp.response(200, AllocationSchema)
-@require_roles("coordinator")
-def cancel(data: dict[str, Any], allocation_id: uuid.UUID) -> Any:
-    """Cancel an allocation before it ships; the donor's reservation is released and the
-    need goes back to matching."""
-    rt = runtime()
-    with rt.unit_of_work() as session:
-        allocation = _visible_allocation(session, allocation_id)
-        if not saga.cancel_allocation(session, rt.outbox, allocation, data["reason"]):
-            raise Problem(
-                409,
-                f"The allocation is {allocation.status}; only proposed or reserved "
-                "allocations can be cancelled.",
-                slug="allocation-not-cancellable",
-                status_now=allocation.status,
-            )
-        matching_service.request_matching(session, allocation.item)
-        session.refresh(allocation)
-    return allocation

@@ -1,4 +1,4 @@
-"""The donations API: the catalogue, pledges and their export."""
+"""The pledges API: pledges, their amendments and cancellation, and their export."""
 
 from __future__ import annotations
 
@@ -25,51 +25,9 @@ from shared.pagination import OrgListArgsSchema, OrgListing, page_schema, pagina
 from shared.problems import Problem
 from shared.web import db_session, runtime
 
-catalog_blp = Blueprint(
-    "catalog", __name__, url_prefix="/api/v1/catalog", description="The item catalogue"
-)
 blp = Blueprint("pledges", __name__, url_prefix="/api/v1/pledges", description="Pledges")
 
 REGION = validate.Regexp(r"^\d{2}(\d{2}){0,2}$", error="Use a 2, 4 or 6 digit region code.")
-
-
-# The catalogue ------------------------------------------------------------------------------
-
-
-class NamesSchema(Schema):
-    zh = fields.String()
-    en = fields.String()
-
-
-class CatalogItemSchema(Schema):
-    code = fields.String()
-    names = fields.Nested(NamesSchema)
-    category = fields.String()
-    base_unit = fields.String()
-    units = fields.List(fields.Raw())
-    standards = fields.List(fields.Raw())
-    perishable = fields.Boolean()
-    shelf_life_days = fields.Integer(allow_none=True)
-
-
-class CatalogSchema(Schema):
-    version = fields.String()
-    items = fields.List(fields.Nested(CatalogItemSchema))
-
-
-@catalog_blp.route("/items")
-class CatalogItems(MethodView):
-    @catalog_blp.response(200, CatalogSchema)
-    def get(self) -> Any:
-        """Every kind of supply, its units and standards, in Chinese and English.
-        Public: no sign-in needed."""
-        return {
-            "version": catalog.CATALOG_VERSION,
-            "items": [catalog.item_as_dict(item) for item in catalog.items()],
-        }
-
-
-# Pledges --------------------------------------------------------------------------------------
 
 
 class LocationSchema(Schema):

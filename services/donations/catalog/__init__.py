@@ -1,0 +1,1 @@
+"""The item catalogue, as the donations service publishes it."""
