@@ -53,8 +53,8 @@ from bench.event_hop import (
 )
 from shared.config import Settings
 from shared.migrations import upgrade
+from shared.runtime import ServiceRuntime
 from shared.taskqueue import prepare_broker
-from shared.web import ServiceRuntime
 
 # The target for 10,000 lines.
 TARGET_SECONDS = 60.0

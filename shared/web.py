@@ -10,22 +10,19 @@ from __future__ import annotations
 import http
 import logging
 import random
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from celery import Celery
 from flask import Flask, Response, current_app, g, request
 from flask_smorest import Api
-from sqlalchemy import Engine, text
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from shared.config import Settings
 from shared.db import make_engine, make_session_factory
-from shared.idempotency import IdempotencyRow, install_idempotency
+from shared.idempotency import install_idempotency
 from shared.identity import install_internal_auth
-from shared.inbox import AggregateVersionRow, DeadLetterRow, DeliveryRow, Handler, Inbox, InboxRow
+from shared.inbox import Handler, Inbox
 from shared.input_guard import install_input_guard
 from shared.metrics import install_metrics, observe_event, serve_worker_metrics
 from shared.observability import (
@@ -37,84 +34,21 @@ from shared.observability import (
     new_id,
     request_id_var,
 )
-from shared.outbox import Outbox, OutboxRow, celery_publisher, redis_started_at
+from shared.outbox import Outbox, celery_publisher, redis_started_at
 from shared.problems import (
     PROBLEM_CONTENT_TYPE,
     Problem,
     ProblemSchema,
     install_problem_handlers,
 )
+from shared.runtime import MessagingModels, ServiceRuntime, define_messaging_models
 from shared.taskqueue import make_celery
+
+__all__ = ["MessagingModels", "ServiceRuntime", "define_messaging_models"]
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-
-
-@dataclass(frozen=True)
-class MessagingModels:
-    """The outbox and inbox tables of one service, mapped on that service's Base."""
-
-    outbox: type[OutboxRow]
-    inbox: type[InboxRow]
-    versions: type[AggregateVersionRow]
-    deliveries: type[DeliveryRow]
-    dead_letters: type[DeadLetterRow]
-    idempotency: type[IdempotencyRow]
-
-
-def define_messaging_models(base: type[DeclarativeBase]) -> MessagingModels:
-    """Map the outbox and inbox tables onto a service's own metadata."""
-
-    def mapped(mixin: type, name: str) -> Any:
-        return type(name, (mixin, base), {})
-
-    return MessagingModels(
-        outbox=mapped(OutboxRow, "OutboxMessage"),
-        inbox=mapped(InboxRow, "InboxEvent"),
-        versions=mapped(AggregateVersionRow, "AggregateVersion"),
-        deliveries=mapped(DeliveryRow, "Delivery"),
-        dead_letters=mapped(DeadLetterRow, "DeadLetter"),
-        idempotency=mapped(IdempotencyRow, "IdempotencyKey"),
-    )
-
-
-@dataclass
-class ServiceRuntime:
-    """A running service's handles on the outside world."""
-
-    name: str
-    settings: Settings
-    engine: Engine
-    session_factory: sessionmaker[Session]
-    celery: Celery
-    outbox: Outbox
-    inbox: Inbox
-    # Sessions for reading only. On SQLite they begin without taking the write lock,
-    # so a request may read here while it writes in a unit of work.
-    read_session_factory: sessionmaker[Session] | None = None
-    models: MessagingModels | None = None
-
-    def dispose(self) -> None:
-        """Publish what the background relay holds, then close every pooled database
-        connection."""
-        self.outbox.flush()
-        self.engine.dispose()
-        if self.read_session_factory is not None and self.read_session_factory is not (
-            self.session_factory
-        ):
-            bind = self.read_session_factory.kw.get("bind")
-            if bind is not None:
-                bind.dispose()
-
-    @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
-        """A transaction that commits when the block ends cleanly, else rolls back.
-
-        Events added to the outbox inside it are relayed right after the commit.
-        """
-        with self.session_factory() as session, session.begin():
-            yield session
 
 
 def runtime() -> ServiceRuntime:

@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import Entity, UTCDateTime, utcnow
-from shared.web import define_messaging_models
+from shared.runtime import define_messaging_models
 
 
 class Base(DeclarativeBase):

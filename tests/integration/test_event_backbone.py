@@ -18,7 +18,7 @@ from services.gateway.models import messaging as gateway_messaging
 from services.gateway.orgs.service import register_organisation
 from shared.events import new_event
 from shared.inbox import Outcome
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 from tests.support.auth import register
 from tests.support.orgs import HOSPITAL, count, read_model_org
 from tests.support.stack import Stack, eventually

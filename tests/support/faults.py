@@ -29,7 +29,7 @@ from sqlalchemy.exc import OperationalError
 
 from shared.config import SERVICES, Settings
 from shared.events import subscribers_of
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 from tests.support.auth import Account, admin, coordinator, verified
 from tests.support.markers import write_marker
 from tests.support.stack import Stack, WorkerProcess, eventually, process_tree

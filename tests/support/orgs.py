@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 HOSPITAL = {
     "name": "Wuhan Union Hospital",

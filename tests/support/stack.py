@@ -29,8 +29,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from shared.config import SERVICES, Settings
 from shared.migrations import upgrade
+from shared.runtime import ServiceRuntime
 from shared.taskqueue import prepare_broker
-from shared.web import ServiceRuntime
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKEND = os.environ.get("AIDLINK_TEST_BACKEND", "embedded")

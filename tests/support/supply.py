@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.events import new_event
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 MASKS_AND_ORANGES: dict[str, Any] = {
     "lines": [

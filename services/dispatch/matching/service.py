@@ -37,7 +37,7 @@ from shared.db import upsert_insert, utcnow
 from shared.errors import Conflict, NotFound, RuleBroken
 from shared.idempotency import bookkeeping
 from shared.metrics import MATCHING_SECONDS
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 

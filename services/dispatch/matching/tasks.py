@@ -6,7 +6,7 @@ from typing import Any
 
 from services.dispatch.matching.service import run
 from services.dispatch.models import MatchingLock
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 
 def register_matching_tasks(rt: ServiceRuntime) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from services.dispatch.needs import service as needs
 from shared.db import utcnow
 from shared.outbox import Outbox
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from services.dispatch.shipments import service as shipments
 from shared.db import utcnow
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from services.donations.models import ImportJob, Pledge
 from services.donations.pledges import service
 from shared.db import utcnow
 from shared.errors import DomainError, RuleBroken, TooLarge
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 

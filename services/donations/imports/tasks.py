@@ -18,7 +18,7 @@ from services.donations.imports.service import (
 )
 from services.donations.imports.spreadsheet import message
 from shared.db import utcnow
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from shared.db import utcnow
 from shared.events import Event
 from shared.inbox import BatchHandler, Handler
 from shared.outbox import Outbox
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from services.gateway.audit import service as audit
 from services.gateway.models import Organisation, User
 from services.gateway.orgs.service import ORG_AUDIT_FIELDS, register_organisation
 from shared.db import utcnow
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 
 ADMIN_ORG = {
     "name": "aidlink administration",

@@ -50,7 +50,7 @@ from shared.db import utcnow
 from shared.errors import RuleBroken
 from shared.events import Event, subscribers_of
 from shared.events.registry import REGISTRY
-from shared.web import ServiceRuntime
+from shared.runtime import ServiceRuntime
 from shared.webhook_signature import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)

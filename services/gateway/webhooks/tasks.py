@@ -22,8 +22,8 @@ from services.gateway.webhooks.service import (
 from shared.events import Event
 from shared.identity import SYSTEM, set_identity
 from shared.inbox import Handler
+from shared.runtime import ServiceRuntime
 from shared.taskqueue import TRANSIENT_ERRORS
-from shared.web import ServiceRuntime
 
 
 def _handle(session: Session, evt: Event) -> None:
