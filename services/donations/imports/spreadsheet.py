@@ -59,7 +59,6 @@ import itertools
 import math
 import re
 import unicodedata
-import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -583,6 +582,11 @@ def _csv_rows(content: bytes) -> Iterator[tuple[int, tuple[Any, ...]]]:
 
 
 def _xlsx_rows(content: bytes) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """The rows of the first worksheet, read by calamine (python-calamine): shared and
+    inline strings, numbers, booleans, formula results, and dates by their number
+    format, in either of Excel's calendars."""
+    from python_calamine import CalamineWorkbook
+
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
@@ -591,221 +595,43 @@ def _xlsx_rows(content: bytes) -> Iterator[tuple[int, tuple[Any, ...]]]:
         names = set(archive.namelist())
         if "xl/workbook.xml" not in names:
             raise SheetError("not_spreadsheet")
+        # A workbook is a zip: refuse what would unpack to more than the limit before
+        # anything is unpacked.
         if sum(info.file_size for info in archive.infolist()) > MAX_UNPACKED_BYTES:
             raise SheetError("xlsx_too_large", limit=_mb(MAX_UNPACKED_BYTES))
-        try:
-            reader = _WorkbookReader(archive)
-        except SheetError:
-            raise
-        except Exception:
-            # Not laid out as the fast reader expects (strict OOXML, say): openpyxl reads it.
-            reader = None
-        if reader is not None:
-            try:
-                yield from reader.rows()
-                return
-            except SheetError:
-                raise
-            except Exception as exc:
-                raise SheetError("xlsx_unreadable", reason=type(exc).__name__) from exc
-    yield from _openpyxl_rows(content)
-
-
-def _openpyxl_rows(content: bytes) -> Iterator[tuple[int, tuple[Any, ...]]]:
-    import openpyxl
-
-    with warnings.catch_warnings():
-        # openpyxl warns about styles and extensions it does not keep; the values stand.
-        warnings.simplefilter("ignore")
-        try:
-            workbook = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-        except Exception as exc:
-            raise SheetError("xlsx_unreadable", reason=type(exc).__name__) from exc
-        try:
-            if not workbook.worksheets:
-                raise SheetError("xlsx_unreadable", reason="no worksheet")
-            sheet = workbook.worksheets[0]
-            # The stored dimensions are often wrong; read every cell there is.
-            sheet.reset_dimensions()
-            for number, values in enumerate(sheet.iter_rows(min_row=1, values_only=True), 1):
-                yield number, tuple(values)
-        except SheetError:
-            raise
-        except Exception as exc:
-            raise SheetError("xlsx_unreadable", reason=type(exc).__name__) from exc
-        finally:
-            workbook.close()
-
-
-_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-_DOC_RELS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
-_PACKAGE_RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
-_CELL_REF = re.compile(r"([A-Z]+)(\d+)")
-
-
-class _WorkbookReader:
-    """The cell values of a workbook's first worksheet, streamed from its XML.
-
-    openpyxl's read-only mode takes some 40 µs a cell, which at the import's limits
-    is many seconds per file; this reads the values (shared and inline strings,
-    numbers, booleans, formula results, dates by their number format) in a fraction
-    of that. The constructor raises on a layout it does not know, and the caller then
-    uses openpyxl.
-    """
-
-    def __init__(self, archive: zipfile.ZipFile) -> None:
-        from xml.etree.ElementTree import fromstring
-
-        self.archive = archive
-        workbook = fromstring(self._xml("xl/workbook.xml"))  # noqa: S314 (see _xml)
-        if workbook.tag != f"{_MAIN}workbook":
-            raise ValueError("not a transitional SpreadsheetML workbook")
-        properties = workbook.find(f"{_MAIN}workbookPr")
-        self.date1904 = properties is not None and properties.get("date1904") in ("1", "true")
-        first = workbook.find(f"{_MAIN}sheets/{_MAIN}sheet")
-        if first is None:
+        # No spreadsheet program writes a document type declaration; one that declares
+        # entities is refused rather than handed to any XML reader.
+        for name in names:
+            if name.endswith((".xml", ".rels")):
+                with archive.open(name) as part:
+                    if b"<!DOCTYPE" in part.read(4096).upper():
+                        raise SheetError("xlsx_unreadable", reason="document type declaration")
+    try:
+        workbook = CalamineWorkbook.from_filelike(io.BytesIO(content))
+        if not workbook.sheet_names:
             raise SheetError("xlsx_unreadable", reason="no worksheet")
-        targets = self._relationships("xl/_rels/workbook.xml.rels")
-        self.sheet_path = targets[first.attrib[f"{_DOC_RELS}id"]]
-        self.strings = self._shared_strings(targets)
-        self.date_styles = self._date_styles(targets)
+        rows = workbook.get_sheet_by_index(0).to_python(skip_empty_area=False)
+    except SheetError:
+        raise
+    except Exception as exc:
+        raise SheetError("xlsx_unreadable", reason=type(exc).__name__) from exc
+    for number, cells in enumerate(rows, start=1):
+        values = [_cell_value(cell) for cell in cells]
+        while values and values[-1] is None:
+            values.pop()
+        yield number, tuple(values)
 
-    def _xml(self, path: str) -> bytes:
-        """A part of the workbook, refused if it declares a DTD: the parts of a workbook
-        never do, and entities are how XML bombs work. (Expat, since 2.4.1, also
-        limits entity expansion, and ElementTree never fetches external entities.)"""
-        data = self.archive.read(path)
-        if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-            raise SheetError("xlsx_unreadable", reason="it declares a DTD")
-        return data
 
-    def _relationships(self, path: str) -> dict[str, str]:
-        from xml.etree.ElementTree import fromstring
-
-        found = {}
-        for rel in fromstring(self._xml(path)).iter(f"{_PACKAGE_RELS}Relationship"):  # noqa: S314
-            target = rel.attrib["Target"]
-            found[rel.attrib["Id"]] = (
-                target.lstrip("/") if target.startswith("/") else f"xl/{target}"
-            )
-        return found
-
-    def _part(self, targets: dict[str, str], kind: str) -> str | None:
-        from xml.etree.ElementTree import fromstring
-
-        rels = fromstring(self._xml("xl/_rels/workbook.xml.rels"))  # noqa: S314
-        for rel in rels.iter(f"{_PACKAGE_RELS}Relationship"):
-            if rel.attrib.get("Type", "").endswith(f"/{kind}"):
-                return targets[rel.attrib["Id"]]
+def _cell_value(cell: Any) -> Any:
+    """A cell as the checks take it: None for an empty cell, a whole number as an int
+    (a workbook stores every number as a float), a date as a datetime at midnight."""
+    if isinstance(cell, str) and cell == "":
         return None
-
-    def _shared_strings(self, targets: dict[str, str]) -> list[str]:
-        from xml.etree.ElementTree import iterparse
-
-        path = self._part(targets, "sharedStrings")
-        if path is None:
-            return []
-        strings: list[str] = []
-        for _event, element in iterparse(io.BytesIO(self._xml(path))):  # noqa: S314
-            if element.tag == f"{_MAIN}si":
-                strings.append(_text_of(element))
-                element.clear()
-        return strings
-
-    def _date_styles(self, targets: dict[str, str]) -> frozenset[int]:
-        from xml.etree.ElementTree import fromstring
-
-        from openpyxl.styles.numbers import BUILTIN_FORMATS, is_date_format
-
-        path = self._part(targets, "styles")
-        if path is None:
-            return frozenset()
-        styles = fromstring(self._xml(path))  # noqa: S314
-        custom = {
-            int(fmt.attrib["numFmtId"]): fmt.attrib.get("formatCode", "")
-            for fmt in styles.iter(f"{_MAIN}numFmt")
-        }
-        dates = set()
-        cell_formats = styles.find(f"{_MAIN}cellXfs")
-        for index, xf in enumerate(cell_formats if cell_formats is not None else ()):
-            format_id = int(xf.attrib.get("numFmtId", 0))
-            code = custom.get(format_id) or BUILTIN_FORMATS.get(format_id)
-            if is_date_format(code):
-                dates.add(index)
-        return frozenset(dates)
-
-    def rows(self) -> Iterator[tuple[int, tuple[Any, ...]]]:
-        from xml.etree.ElementTree import iterparse
-
-        from openpyxl.utils.datetime import CALENDAR_MAC_1904, CALENDAR_WINDOWS_1900
-
-        epoch = CALENDAR_MAC_1904 if self.date1904 else CALENDAR_WINDOWS_1900
-        row_tag, cell_tag = f"{_MAIN}row", f"{_MAIN}c"
-        number = 0
-        for _event, element in iterparse(io.BytesIO(self._xml(self.sheet_path))):  # noqa: S314
-            if element.tag != row_tag:
-                continue
-            number = int(element.get("r") or number + 1)
-            values: dict[int, Any] = {}
-            column = 0
-            for cell in element.iter(cell_tag):
-                ref = cell.get("r")
-                found = _CELL_REF.fullmatch(ref) if ref else None
-                column = _column_index(found.group(1)) if found else column + 1
-                value = self._value(cell, epoch)
-                if value is not None:
-                    values[column] = value
-            element.clear()
-            width = max(values, default=0)
-            yield number, tuple(values.get(i) for i in range(1, width + 1))
-
-    def _value(self, cell: Any, epoch: datetime) -> Any:
-        kind = cell.get("t", "n")
-        if kind == "inlineStr":
-            inline = cell.find(f"{_MAIN}is")
-            return _text_of(inline) if inline is not None else None
-        raw = cell.findtext(f"{_MAIN}v")
-        if not raw:
-            # A formula never calculated keeps no value.
-            return None
-        if kind == "s":
-            return self.strings[int(raw)]
-        if kind in ("str", "e"):
-            return raw
-        if kind == "b":
-            return raw.strip() in ("1", "true")
-        if kind == "d":
-            return datetime.fromisoformat(raw.strip().rstrip("Z"))
-        number: int | float
-        text = raw.strip()
-        number = int(text) if text.lstrip("-").isdigit() else float(text)
-        style = cell.get("s")
-        if style is not None and int(style) in self.date_styles:
-            from openpyxl.utils.datetime import from_excel
-
-            return from_excel(number, epoch)
-        return number
-
-
-def _text_of(element: Any) -> str:
-    """The text of a string item, less its phonetic (ruby) runs."""
-    phonetic = f"{_MAIN}rPh"
-    parts = []
-    for child in element:
-        if child.tag == f"{_MAIN}t":
-            parts.append(child.text or "")
-        elif child.tag == f"{_MAIN}r":
-            parts.extend(t.text or "" for t in child.iter(f"{_MAIN}t"))
-        elif child.tag != phonetic:
-            continue
-    return "".join(parts)
-
-
-def _column_index(letters: str) -> int:
-    index = 0
-    for letter in letters:
-        index = index * 26 + ord(letter) - 64
-    return index
+    if isinstance(cell, float) and cell.is_integer() and abs(cell) < 2**53:
+        return int(cell)
+    if isinstance(cell, date) and not isinstance(cell, datetime):
+        return datetime.combine(cell, time())
+    return cell
 
 
 def _blank(value: Any) -> bool:
