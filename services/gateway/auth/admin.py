@@ -48,7 +48,7 @@ def _admin_org(session: Any, rt: ServiceRuntime) -> Organisation:
 def create_admin(rt: ServiceRuntime, *, email: str, password: str, name: str) -> tuple[User, bool]:
     """An admin (and coordinator) of the whole installation. Idempotent: if the email
     is already registered nothing changes and ``(user, False)`` is returned."""
-    from services.gateway.auth.api import UserInSchema
+    from services.gateway.auth.credentials import UserInSchema
     from services.gateway.auth.service import add_membership, create_user
 
     errors = UserInSchema().validate({"email": email, "password": password, "name": name})

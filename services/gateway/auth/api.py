@@ -17,12 +17,13 @@ from typing import Any
 
 from flask import Response, request
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.gateway.audit import service as audit
 from services.gateway.auth.credentials import (
+    UserInSchema,
     check_password,
     digest,
     hash_password,
@@ -41,21 +42,6 @@ from shared.problems import Problem
 from shared.web import db_session, runtime
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Sign-in and registration")
-
-PASSWORD = validate.Length(min=10, max=256, error="Use between {min} and {max} characters.")
-
-
-class UserInSchema(Schema):
-    email = fields.Email(required=True, validate=validate.Length(max=254))
-    password = fields.String(required=True, load_only=True, validate=PASSWORD)
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-
-    @validates_schema
-    def _password_not_email(self, data: dict[str, Any], **_kw: Any) -> None:
-        email = str(data.get("email", "")).lower()
-        password = str(data.get("password", "")).lower()
-        if email and password in (email, email.split("@")[0]):
-            raise ValidationError("Must not be your email address.", "password")
 
 
 class UserSchema(Schema):

@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.gateway.models import AuthSession, Membership, Organisation, User
 from shared.config import Settings
@@ -136,3 +137,20 @@ def identity_of(
 
 def memberships_of(user: User) -> list[Membership]:
     return sorted(user.memberships, key=lambda m: (m.created_at, m.role))
+
+
+# Rules for a new user's credentials, for the API and the command line alike.
+PASSWORD = validate.Length(min=10, max=256, error="Use between {min} and {max} characters.")
+
+
+class UserInSchema(Schema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = fields.String(required=True, load_only=True, validate=PASSWORD)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+    @validates_schema
+    def _password_not_email(self, data: dict[str, Any], **_kw: Any) -> None:
+        email = str(data.get("email", "")).lower()
+        password = str(data.get("password", "")).lower()
+        if email and password in (email, email.split("@")[0]):
+            raise ValidationError("Must not be your email address.", "password")
