@@ -134,6 +134,9 @@ class Settings:
     webhook_disable_after: int = 5
     # Allow webhook URLs that resolve to loopback or private addresses.
     webhook_allow_private: bool = False
+    # Reverse proxies in front of the gateway whose X-Forwarded-For/-Proto/-Host are
+    # believed (0: none; the client is the connection's peer).
+    trusted_proxies: int = 0
     # Matching: apply event-triggered and scheduled plans without a coordinator's
     # approval; wait this long after a change before matching its item; run everything
     # this often.
@@ -171,6 +174,8 @@ class Settings:
         if log_format not in ("text", "json"):
             raise ConfigError(f"AIDLINK_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
         event_batch_max = _int(env, "AIDLINK_EVENT_BATCH_MAX", 100)
+        if _int(env, "AIDLINK_TRUSTED_PROXIES", 0) < 0:
+            raise ConfigError("AIDLINK_TRUSTED_PROXIES must be 0 or more (the proxies in front)")
         if not 1 <= event_batch_max <= 1000:
             raise ConfigError(
                 f"AIDLINK_EVENT_BATCH_MAX must be between 1 and 1000, got {event_batch_max}"
@@ -214,6 +219,7 @@ class Settings:
             webhook_timeout=_float(env, "AIDLINK_WEBHOOK_TIMEOUT", 10.0),
             webhook_disable_after=_int(env, "AIDLINK_WEBHOOK_DISABLE_AFTER", 5),
             webhook_allow_private=_bool(env, "AIDLINK_WEBHOOK_ALLOW_PRIVATE", False),
+            trusted_proxies=_int(env, "AIDLINK_TRUSTED_PROXIES", 0),
             matching_auto_approve=_bool(env, "AIDLINK_MATCHING_AUTO_APPROVE", False),
             matching_debounce=_float(env, "AIDLINK_MATCHING_DEBOUNCE", 2.0),
             matching_interval=_float(env, "AIDLINK_MATCHING_INTERVAL", 600.0),
@@ -258,6 +264,7 @@ class Settings:
             "AIDLINK_WEBHOOK_TIMEOUT": str(self.webhook_timeout),
             "AIDLINK_WEBHOOK_DISABLE_AFTER": str(self.webhook_disable_after),
             "AIDLINK_WEBHOOK_ALLOW_PRIVATE": "1" if self.webhook_allow_private else "0",
+            "AIDLINK_TRUSTED_PROXIES": str(self.trusted_proxies),
             "AIDLINK_MATCHING_AUTO_APPROVE": "1" if self.matching_auto_approve else "0",
             "AIDLINK_MATCHING_DEBOUNCE": str(self.matching_debounce),
             "AIDLINK_MATCHING_INTERVAL": str(self.matching_interval),

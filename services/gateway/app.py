@@ -4,6 +4,7 @@ and forwards the rest of the API to the service that owns it."""
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.gateway.audit import api as audit_api
 from services.gateway.auth import api as auth
@@ -47,6 +48,13 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         openapi_json=False,
         internal_auth=False,
     )
+    if settings.trusted_proxies:
+        # Behind that many reverse proxies the client is named by X-Forwarded-For: the
+        # sign-in limit, rate limits, idempotency keys and the audit log use it.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API token"}
     )

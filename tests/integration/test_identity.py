@@ -304,6 +304,32 @@ def test_sign_in_and_writes_are_rate_limited(settings: Settings) -> None:
         assert client.get("/healthz").status_code == 200
 
 
+def test_behind_a_trusted_proxy_each_client_has_its_own_sign_in_limit(
+    settings: Settings,
+) -> None:
+    body = {"email": "someone@example.org", "password": "wrong password!"}
+
+    def attempts(client: Any, address: str, times: int) -> list[int]:
+        headers = {"X-Forwarded-For": address}
+        return [
+            client.post("/api/v1/auth/login", json=body, headers=headers).status_code
+            for _ in range(times)
+        ]
+
+    with _gateway_with(settings, ratelimit_login="2/minute", trusted_proxies=1) as gateway:
+        client = gateway.test_client()
+        assert attempts(client, "203.0.113.7", 3) == [401, 401, 429]
+        # Another client behind the same proxy is not held back by the first one.
+        assert attempts(client, "203.0.113.8", 2) == [401, 401]
+
+    # Without trusted proxies the header is the client's word, and not believed: every
+    # request comes from the one peer.
+    with _gateway_with(settings, ratelimit_login="2/minute") as gateway:
+        client = gateway.test_client()
+        assert attempts(client, "203.0.113.7", 2) == [401, 401]
+        assert attempts(client, "203.0.113.8", 1) == [429]
+
+
 def test_verification_by_a_coordinator_reaches_the_services(stack: Stack) -> None:
     stack.start_worker("donations")
     stack.start_worker("dispatch")

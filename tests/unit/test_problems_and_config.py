@@ -98,6 +98,9 @@ def test_malformed_setting_names_the_variable() -> None:
         Settings.from_env({"AIDLINK_MAX_DELIVERIES": "many"})
     with pytest.raises(ConfigError, match="AIDLINK_LOG_FORMAT"):
         Settings.from_env({"AIDLINK_LOG_FORMAT": "xml"})
+    with pytest.raises(ConfigError, match="AIDLINK_TRUSTED_PROXIES must be 0 or more"):
+        Settings.from_env({"AIDLINK_TRUSTED_PROXIES": "-1"})
+    assert Settings.from_env({"AIDLINK_TRUSTED_PROXIES": "2"}).trusted_proxies == 2
     for size in ("0", "1001"):
         with pytest.raises(ConfigError, match="AIDLINK_EVENT_BATCH_MAX must be between 1 and"):
             Settings.from_env({"AIDLINK_EVENT_BATCH_MAX": size})
