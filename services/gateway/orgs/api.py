@@ -14,10 +14,11 @@ from services.gateway.audit import service as audit
 from services.gateway.models import Organisation
 from services.gateway.orgs.service import (
     ORG_AUDIT_FIELDS,
-    get_organisation,
     register_organisation,
+    sees_private,
+    visible_organisation,
+    visible_to,
 )
-from shared.errors import NotFound
 from shared.events.registry import ORGANISATION_KINDS
 from shared.identity import current_identity, require_login, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
@@ -113,9 +114,11 @@ OrganisationPageSchema = page_schema(OrganisationSchema, "OrganisationPageSchema
 def dump_organisation(org: Organisation) -> dict[str, Any]:
     """The attributes of ``org`` the current caller may see (the response schema
     serialises them)."""
-    identity = current_identity()
-    private = identity.is_coordinator or identity.org_id == org.id
-    schema = OrganisationDetailSchema() if private else OrganisationSchema()
+    schema = (
+        OrganisationDetailSchema()
+        if sees_private(current_identity(), org)
+        else OrganisationSchema()
+    )
     return {name: getattr(org, name) for name in schema.fields}
 
 
@@ -125,14 +128,11 @@ class Organisations(MethodView):
     @blp.response(200, OrganisationPageSchema)
     @require_login
     def get(self, args: dict[str, Any]) -> Any:
-        """The directory. Coordinators see every organisation; others see verified ones
-        and their own."""
-        identity = current_identity()
-        stmt = select(Organisation)
-        if not identity.is_coordinator:
-            stmt = stmt.where(
-                (Organisation.status == "verified") | (Organisation.id == identity.org_id)
-            )
+        """The directory. Coordinators see every organisation. A verified
+        organisation's members see their own and the verified organisations other than
+        individuals (individual donors are listed to coordinators alone); members of
+        an organisation not yet verified see only their own."""
+        stmt = select(Organisation).where(visible_to(current_identity()))
         for name in ("kind", "status"):
             if args.get(name):
                 stmt = stmt.where(getattr(Organisation, name) == args[name])
@@ -166,9 +166,7 @@ class OrganisationById(MethodView):
     @blp.response(200, OrganisationDetailSchema)
     @require_login
     def get(self, org_id: uuid.UUID) -> Any:
-        """One organisation; contacts and evidence only for its members and coordinators."""
-        identity = current_identity()
-        org = get_organisation(db_session(), org_id)
-        if org.status != "verified" and not identity.is_coordinator and identity.org_id != org.id:
-            raise NotFound(f"No organisation {org_id}.", slug="organisation-not-found")
+        """One organisation, if the directory lists it to you (see the list); contacts,
+        licence and verification record only for its members and coordinators."""
+        org = visible_organisation(db_session(), current_identity(), org_id)
         return dump_organisation(org)

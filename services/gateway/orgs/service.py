@@ -11,13 +11,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.orm import Session
 
 from services.gateway.duplicates.domain import OrgRecord, find_duplicates, normalise_name
 from services.gateway.models import DuplicateFlag, Organisation
 from shared.errors import NotFound, RuleBroken
 from shared.events import new_event
+from shared.identity import Identity
 from shared.outbox import Outbox
 
 ORG_AUDIT_FIELDS = (
@@ -139,6 +140,35 @@ def flag_duplicates(session: Session, org: Organisation) -> list[DuplicateFlag]:
 
 def get_organisation(session: Session, org_id: uuid.UUID) -> Organisation:
     org = session.get(Organisation, org_id)
+    if org is None:
+        raise NotFound(f"No organisation {org_id}.", slug="organisation-not-found")
+    return org
+
+
+def visible_to(identity: Identity) -> Any:
+    """Which organisations the directory shows ``identity``: coordinators see every
+    one; a verified organisation's members see their own and the verified
+    organisations that are not individuals; anyone else sees only their own.
+    Individual donors are people: the directory lists them to coordinators alone."""
+    if identity.is_coordinator:
+        return true()
+    own = Organisation.id == identity.org_id
+    if identity.org_status != "verified":
+        return own
+    return own | ((Organisation.status == "verified") & (Organisation.kind != "individual"))
+
+
+def sees_private(identity: Identity, org: Organisation) -> bool:
+    """Does ``identity`` see ``org``'s contacts, licence and verification record?"""
+    return identity.is_coordinator or identity.org_id == org.id
+
+
+def visible_organisation(session: Session, identity: Identity, org_id: uuid.UUID) -> Organisation:
+    """The organisation if the directory shows it to ``identity``; else not found, as
+    for one that does not exist."""
+    org = session.scalar(
+        select(Organisation).where(Organisation.id == org_id, visible_to(identity))
+    )
     if org is None:
         raise NotFound(f"No organisation {org_id}.", slug="organisation-not-found")
     return org
