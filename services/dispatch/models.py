@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -175,6 +176,11 @@ class Allocation(Base):
     pledge_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
     pledge_line_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     donor_org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # The donor asked not to be named (its pledge is anonymous): only the donor and
+    # coordinators see who it is.
+    donor_anonymous: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     need_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("needs.id"), nullable=False, index=True
     )
@@ -258,6 +264,10 @@ class Shipment(Entity, Base):
     # When the last update (of any time) was recorded; what "no update for" is measured by.
     last_event_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     donor_org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
+    # Carries an anonymous donor's goods (which never travel with its named ones).
+    donor_anonymous: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     recipient_org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
     logistics_org_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     # Where it leaves from and goes to: region, lat, lon, address.

@@ -101,6 +101,9 @@ class ReservationV1(Schema):
     pledge_id = fields.UUID(load_default=None, allow_none=True)
     pledge_line_id = fields.UUID(required=True)
     donor_org_id = fields.UUID(load_default=None, allow_none=True)
+    # The donor asked not to be named: parties other than the donor and coordinators
+    # hear of it without the donor's id or its pledge's.
+    donor_anonymous = fields.Boolean(load_default=False)
     recipient_org_id = fields.UUID(load_default=None, allow_none=True)
     quantity = fields.Integer(required=True, validate=validate.Range(min=0))
     # What the line could still give when the reservation was decided.
@@ -145,6 +148,9 @@ class ShipmentV1(Schema):
     lines = fields.List(fields.Nested(ShipmentLineV1), required=True)
     location = fields.String(load_default=None, allow_none=True)
     donor_org_id = fields.UUID(load_default=None, allow_none=True)
+    # The donor asked not to be named: parties other than the donor and coordinators
+    # hear of it without the donor's id or its pledge's.
+    donor_anonymous = fields.Boolean(load_default=False)
     recipient_org_id = fields.UUID(load_default=None, allow_none=True)
     logistics_org_id = fields.UUID(load_default=None, allow_none=True)
 
@@ -160,6 +166,9 @@ class ShipmentOverdueV1(Schema):
     eta = fields.AwareDateTime(load_default=None, allow_none=True)
     tracking_ref = fields.String(load_default=None, allow_none=True)
     donor_org_id = fields.UUID(load_default=None, allow_none=True)
+    # The donor asked not to be named: parties other than the donor and coordinators
+    # hear of it without the donor's id or its pledge's.
+    donor_anonymous = fields.Boolean(load_default=False)
     recipient_org_id = fields.UUID(load_default=None, allow_none=True)
     logistics_org_id = fields.UUID(load_default=None, allow_none=True)
 
@@ -187,6 +196,9 @@ class ReceiptConfirmedV1(Schema):
     corrects = fields.UUID(load_default=None, allow_none=True)
     recipient_org_id = fields.UUID(required=True)
     donor_org_id = fields.UUID(load_default=None, allow_none=True)
+    # The donor asked not to be named: parties other than the donor and coordinators
+    # hear of it without the donor's id or its pledge's.
+    donor_anonymous = fields.Boolean(load_default=False)
     confirmed_at = fields.AwareDateTime(required=True)
     lines = fields.List(fields.Nested(ReceiptLineV1), required=True)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.auth import Account, admin, coordinator, register, verified
-from tests.support.stack import Stack
+from tests.support.stack import Stack, eventually
 
 
 @dataclass
@@ -127,3 +127,117 @@ def test_contacts_licence_and_address_of_a_person_stay_with_coordinators_and_the
         assert seen.status_code == 200
         assert ("contacts" in seen.json) is private, actor
         assert ("licence_number" in seen.json) is private, actor
+
+
+# Anonymous donors ----------------------------------------------------------------------
+
+
+def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stack) -> None:
+    """Through the allocation, the shipment (its origin too) and the recipient's webhook:
+    nothing names the donor, nor its pledge, which would name it by a join."""
+    from services.gateway.models import WebhookDelivery
+
+    for service in ("gateway", "donations", "dispatch"):
+        stack.start_worker(service)
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    chief = coordinator(client, boss)
+    person = verified(client, boss, kind="individual", name="张三", region="420106")
+    hospital = verified(client, boss, kind="hospital", region="420106")
+    carrier = verified(client, boss, kind="logistics_company", region="4201")
+    hook = client.post(
+        "/api/v1/webhooks",
+        json={"url": "https://example.org/hook", "event_types": ["shipment.created"]},
+        headers=hospital.headers,
+    )
+    assert hook.status_code == 201, hook.json
+    pledge = client.post(
+        "/api/v1/pledges",
+        json={
+            "anonymous": True,
+            "lines": [{"item": "mask", "quantity": "500", "unit": "piece"}],
+            "origin": {"region": "420106", "address": "某小区 5 栋", "lat": 30.55, "lon": 114.31},
+        },
+        headers=person.headers,
+    )
+    assert pledge.status_code == 201, pledge.json
+    need = client.post(
+        "/api/v1/needs",
+        json={
+            "lines": [{"item": "mask", "quantity": "300", "unit": "piece", "urgency": "high"}],
+            "location": {"region": "420106", "address": "发热门诊"},
+        },
+        headers=hospital.headers,
+    )
+    assert need.status_code == 201, need.json
+
+    def planned() -> dict[str, Any] | None:
+        run = client.post(
+            "/api/v1/matching/runs",
+            json={"dry_run": True, "items": ["mask"]},
+            headers=chief.headers,
+        )
+        return run.json if run.json.get("allocations") else None
+
+    run = eventually(planned, timeout=60)
+    approved = client.post(
+        f"/api/v1/matching/runs/{run['id']}/approve", json={}, headers=chief.headers
+    )
+    assert approved.status_code == 200, approved.json
+
+    def shipment() -> dict[str, Any] | None:
+        page = client.get("/api/v1/shipments", headers=chief.headers)
+        return page.json["items"][0] if page.json["items"] else None
+
+    found = eventually(shipment, timeout=60)
+    etag = client.get(f"/api/v1/shipments/{found['id']}", headers=chief.headers).headers["ETag"]
+    assigned = client.patch(
+        f"/api/v1/shipments/{found['id']}",
+        json={"logistics_org_id": carrier.org_id},
+        headers={**chief.headers, "If-Match": etag},
+    )
+    assert assigned.status_code == 200, assigned.json
+
+    def seen(who: Account) -> tuple[dict[str, Any], dict[str, Any]]:
+        allocations = client.get("/api/v1/allocations", headers=who.headers)
+        one = client.get(f"/api/v1/shipments/{found['id']}", headers=who.headers)
+        assert one.status_code == 200, one.json
+        if who is carrier:
+            # Logistics companies see shipments, not allocations.
+            assert allocations.status_code == 403
+            return {}, one.json
+        assert allocations.status_code == 200, allocations.json
+        return allocations.json["items"][0], one.json
+
+    for who in (chief, person):
+        allocation, carried = seen(who)
+        assert allocation["donor_org_id"] == person.org_id
+        assert allocation["pledge_id"] == pledge.json["id"]
+        assert carried["donor_org_id"] == person.org_id
+        assert carried["donor_name"] == "张三"
+        assert carried["origin"]["lat"] == 30.55
+        assert carried["lines"][0]["pledge_id"] == pledge.json["id"]
+    for who, picks_up in ((hospital, False), (carrier, True)):
+        allocation, carried = seen(who)
+        if who is hospital:
+            assert allocation["donor_anonymous"] is True
+            assert allocation["donor_org_id"] is None
+            assert allocation["pledge_id"] is None and allocation["pledge_line_id"] is None
+        assert carried["donor_anonymous"] is True
+        assert carried["donor_org_id"] is None and carried["donor_name"] is None
+        assert {line["pledge_id"] for line in carried["lines"]} == {None}
+        assert {line["pledge_line_id"] for line in carried["lines"]} == {None}
+        # The pickup is the carrier's work; the recipient learns the region only.
+        assert carried["origin"] == (
+            found["origin"] if picks_up else {"region": found["origin"]["region"]}
+        )
+        assert person.org_id not in str(carried) and pledge.json["id"] not in str(carried)
+    def delivered_payload() -> dict[str, Any] | None:
+        with stack.runtime("gateway").session_factory() as session:
+            row = session.query(WebhookDelivery).filter_by(event_type="shipment.created").first()
+            return dict(row.payload) if row is not None else None
+
+    payload = eventually(delivered_payload, timeout=60)
+    assert payload["data"]["donor_anonymous"] is True
+    assert payload["data"]["donor_org_id"] is None
+    assert person.org_id not in str(payload) and pledge.json["id"] not in str(payload)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields, post_dump, validate
 from sqlalchemy import select
 
 from services.dispatch.allocations import service as saga
@@ -16,6 +16,7 @@ from services.dispatch.matching import service as matching_service
 from services.dispatch.models import Allocation
 from shared.identity import current_identity, forbidden, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
+from shared.privacy import donor_hidden, without_donor
 from shared.problems import Problem
 from shared.web import db_session, runtime
 
@@ -31,7 +32,14 @@ class AllocationSchema(Schema):
     item = fields.String()
     pledge_id = fields.UUID()
     pledge_line_id = fields.UUID()
-    donor_org_id = fields.UUID()
+    donor_org_id = fields.UUID(
+        allow_none=True,
+        metadata={
+            "description": "None when the donor is anonymous (except to itself and "
+            "coordinators), as are pledge_id and pledge_line_id"
+        },
+    )
+    donor_anonymous = fields.Boolean(metadata={"description": "The donor asked not to be named"})
     need_id = fields.UUID()
     need_line_id = fields.UUID()
     recipient_org_id = fields.UUID()
@@ -40,6 +48,21 @@ class AllocationSchema(Schema):
     status_reason = fields.String(allow_none=True)
     created_at = fields.AwareDateTime()
     updated_at = fields.AwareDateTime()
+
+    @post_dump(pass_original=True)
+    def _anonymous_donor(
+        self, data: dict[str, Any], allocation: Allocation, **_kw: Any
+    ) -> dict[str, Any]:
+        identity = current_identity()
+        if donor_hidden(
+            anonymous=bool(allocation.donor_anonymous),
+            donor_org_id=allocation.donor_org_id,
+            viewer_org_id=identity.org_id,
+            viewer_is_coordinator=identity.is_coordinator,
+        ):
+            hidden: dict[str, Any] = without_donor(data)
+            return hidden
+        return data
 
 
 class AllocationArgsSchema(ListArgsSchema):

@@ -219,6 +219,7 @@ def propose_many(
             pledge_id=supply.pledge_id,
             pledge_line_id=supply.id,
             donor_org_id=supply.donor_org_id,
+            donor_anonymous=bool(supply.anonymous),
             need_id=need.id,
             need_line_id=line.id,
             recipient_org_id=need.org_id,

@@ -351,6 +351,7 @@ def receipt_payload(
         "corrects": receipt.corrects_id,
         "recipient_org_id": shipment.recipient_org_id,
         "donor_org_id": shipment.donor_org_id,
+        "donor_anonymous": bool(shipment.donor_anonymous),
         "confirmed_at": receipt.created_at,
         "lines": [
             {

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, post_dump
 from sqlalchemy import and_, delete, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from services.dispatch.allocations import service as saga
 from services.dispatch.matching.service import request_matching
@@ -42,8 +42,9 @@ from services.dispatch.shipments import domain
 from shared.db import utcnow
 from shared.errors import Conflict, DomainError, RuleBroken
 from shared.events import new_event
-from shared.identity import Identity
+from shared.identity import Identity, current_identity
 from shared.outbox import Outbox
+from shared.privacy import donor_hidden, origin_for, without_donor
 
 PRODUCER = "dispatch"
 # How far ahead of our clock an update may claim to have happened (scanner clocks drift).
@@ -106,9 +107,26 @@ class ShipmentSchema(Schema):
     status = fields.String()
     status_at = fields.AwareDateTime(metadata={"description": "When the status happened"})
     lines = fields.List(fields.Nested(ShipmentLineSchema))
-    origin = fields.Dict(metadata={"description": "region, lat, lon, address"})
+    origin = fields.Dict(
+        metadata={
+            "description": "region, lat, lon, address; of an anonymous donor's goods, only "
+            "the region unless you carry them"
+        }
+    )
     destination = fields.Dict(metadata={"description": "region, lat, lon, address"})
-    donor_org_id = fields.UUID()
+    donor_org_id = fields.UUID(
+        allow_none=True,
+        metadata={
+            "description": "None when the donor is anonymous (except to itself and "
+            "coordinators), as are its pledges' ids on the lines"
+        },
+    )
+    donor_anonymous = fields.Boolean(metadata={"description": "The donor asked not to be named"})
+    donor_name = fields.Method(
+        "_donor_name",
+        allow_none=True,
+        metadata={"description": "The donor's name (None when it is anonymous to you)"},
+    )
     recipient_org_id = fields.UUID()
     logistics_org_id = fields.UUID(allow_none=True)
     tracking_ref = fields.String(allow_none=True)
@@ -130,6 +148,29 @@ class ShipmentSchema(Schema):
 
     def _overdue(self, shipment: Shipment) -> bool:
         return shipment.overdue_at is not None
+
+    def _donor_name(self, shipment: Shipment) -> str | None:
+        session = object_session(shipment)
+        donor = session.get(Organisation, shipment.donor_org_id) if session else None
+        return donor.name if donor is not None else None
+
+    @post_dump(pass_original=True)
+    def _anonymous_donor(
+        self, data: dict[str, Any], shipment: Shipment, **_kw: Any
+    ) -> dict[str, Any]:
+        """An anonymous donor, as the caller may see it (see shared.privacy)."""
+        identity = current_identity()
+        if not donor_hidden(
+            anonymous=bool(shipment.donor_anonymous),
+            donor_org_id=shipment.donor_org_id,
+            viewer_org_id=identity.org_id,
+            viewer_is_coordinator=identity.is_coordinator,
+        ):
+            return data
+        carries_it = identity.org_id is not None and identity.org_id == shipment.logistics_org_id
+        hidden: dict[str, Any] = without_donor(data)
+        hidden["origin"] = origin_for(data.get("origin"), carries_it=carries_it)
+        return hidden
 
 
 def shipment_as_dict(shipment: Shipment) -> dict[str, Any]:
@@ -198,6 +239,7 @@ class Route:
     destination_key: str
     donor_org_id: uuid.UUID
     recipient_org_id: uuid.UUID
+    donor_anonymous: bool = False
 
 
 def route_of(session: Session, allocation: Allocation) -> Route:
@@ -242,10 +284,14 @@ def _route(allocation: Allocation, supply: SupplyLine | None, need: Need | None)
         "lat": need.lat if need else None,
         "lon": need.lon if need else None,
     }
+    anonymous = bool(allocation.donor_anonymous)
+    # An anonymous donor's goods never travel with its named ones: together they would
+    # name it.
+    origin_parts = (allocation.donor_org_id, origin["region"], origin["lat"], origin["lon"])
     return Route(
         origin=origin,
         destination=destination,
-        origin_key=_key(allocation.donor_org_id, origin["region"], origin["lat"], origin["lon"]),
+        origin_key=_key(*origin_parts, "anonymous") if anonymous else _key(*origin_parts),
         destination_key=_key(
             allocation.recipient_org_id,
             destination["region"],
@@ -255,6 +301,7 @@ def _route(allocation: Allocation, supply: SupplyLine | None, need: Need | None)
         ),
         donor_org_id=allocation.donor_org_id,
         recipient_org_id=allocation.recipient_org_id,
+        donor_anonymous=anonymous,
     )
 
 
@@ -297,6 +344,7 @@ def _announce(
                 "location": location,
                 "lines": _lines_payload(shipment),
                 "donor_org_id": shipment.donor_org_id,
+                "donor_anonymous": bool(shipment.donor_anonymous),
                 "recipient_org_id": shipment.recipient_org_id,
                 "logistics_org_id": shipment.logistics_org_id,
             },
@@ -334,6 +382,7 @@ def _new_shipment(
         status_at=now,
         last_event_at=now,
         donor_org_id=route.donor_org_id,
+        donor_anonymous=route.donor_anonymous,
         recipient_org_id=route.recipient_org_id,
         logistics_org_id=logistics_org_id,
         origin=route.origin,
@@ -960,6 +1009,7 @@ def flag_overdue(
                 "eta": shipment.eta,
                 "tracking_ref": shipment.tracking_ref,
                 "donor_org_id": shipment.donor_org_id,
+                "donor_anonymous": bool(shipment.donor_anonymous),
                 "recipient_org_id": shipment.recipient_org_id,
                 "logistics_org_id": shipment.logistics_org_id,
             },

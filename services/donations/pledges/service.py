@@ -390,6 +390,7 @@ def _reservation_event(
                 "pledge_id": line.pledge_id if line else None,
                 "pledge_line_id": line.id if line else pledge_line_id,
                 "donor_org_id": donor_org_id,
+                "donor_anonymous": bool(line.pledge.anonymous) if line else False,
                 "recipient_org_id": reservation.recipient_org_id if reservation else None,
                 "quantity": quantity,
                 "available": available,

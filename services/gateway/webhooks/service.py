@@ -50,6 +50,7 @@ from shared.db import utcnow
 from shared.errors import RuleBroken
 from shared.events import Event, subscribers_of
 from shared.events.registry import REGISTRY
+from shared.privacy import donor_hidden, without_donor
 from shared.runtime import ServiceRuntime
 from shared.webhook_signature import SIGNATURE_HEADER, sign
 
@@ -180,13 +181,22 @@ def orgs_concerned(evt: Event) -> set[uuid.UUID]:
     return found
 
 
-def delivery_payload(evt: Event) -> dict[str, Any]:
-    """What a delivery of ``evt`` sends, less the delivery's own id."""
+def delivery_payload(evt: Event, org_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """What a delivery of ``evt`` to ``org_id``'s subscription sends, less the delivery's
+    own id. An anonymous donor is named only to itself (see shared.privacy)."""
+    data = evt.payload
+    if isinstance(data, dict) and donor_hidden(
+        anonymous=bool(data.get("donor_anonymous")),
+        donor_org_id=data.get("donor_org_id"),
+        viewer_org_id=org_id,
+        viewer_is_coordinator=False,
+    ):
+        data = without_donor(data)
     return {
         "event_id": str(evt.id),
         "type": evt.type,
         "occurred_at": evt.occurred_at.isoformat(),
-        "data": evt.payload,
+        "data": data,
     }
 
 
@@ -213,7 +223,6 @@ def fan_out(session: Session, evt: Event) -> list[WebhookDelivery]:
         )
     )
     now = utcnow()
-    payload = delivery_payload(evt)
     deliveries = []
     for sub in subs:
         if sub.id in already:
@@ -223,7 +232,7 @@ def fan_out(session: Session, evt: Event) -> list[WebhookDelivery]:
             subscription_id=sub.id,
             event_id=str(evt.id),
             event_type=evt.type,
-            payload=payload,
+            payload=delivery_payload(evt, sub.org_id),
             status="pending",
             attempts=0,
             created_at=now,
