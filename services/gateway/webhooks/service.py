@@ -37,9 +37,10 @@ import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -130,21 +131,58 @@ DELIVERY_AUDIT_FIELDS = ("subscription_id", "event_id", "event_type", "status", 
 # Subscriptions ------------------------------------------------------------------------
 
 
-def private_target(url: str) -> str | None:
-    """Why ``url`` may not be called from inside the installation (it resolves to a
-    loopback, private, link-local or otherwise internal address), or None."""
+def resolve_target(url: str) -> tuple[str | None, str | None]:
+    """Resolve ``url``'s host once: ``(reason, None)`` if it may not be called from
+    inside the installation (it resolves to a loopback, private, link-local or
+    otherwise internal address), else ``(None, address)``: the address to connect to,
+    so that a name that resolves elsewhere a moment later (DNS rebinding) is not
+    followed there."""
     host = urlsplit(url).hostname
     if not host:
-        return "The URL names no host."
+        return "The URL names no host.", None
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError:
-        return f"The host {host!r} does not resolve."
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
+        return f"The host {host!r} does not resolve.", None
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
         if not address.is_global or address.is_multicast:
-            return f"The host {host!r} resolves to an internal address ({address})."
-    return None
+            return f"The host {host!r} resolves to an internal address ({address}).", None
+    if not addresses:
+        return f"The host {host!r} does not resolve.", None
+    return None, str(addresses[0])
+
+
+def private_target(url: str) -> str | None:
+    """Why ``url`` may not be called from inside the installation, or None."""
+    return resolve_target(url)[0]
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to the address checked, while TLS still verifies the certificate
+    (and sends SNI) for the URL's host name."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **kw: Any
+    ) -> None:
+        kw["server_hostname"] = self.hostname
+        kw["assert_hostname"] = self.hostname
+        super().init_poolmanager(connections, maxsize, block, **kw)
+
+
+def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], HTTPAdapter]:
+    """The URL to send to (``url`` with its host replaced by ``address``), the Host
+    header it needs, and the adapter that checks TLS against the original name."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    host_header = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc)), {"Host": host_header}, _PinnedAdapter(host)
 
 
 def check_target(settings: Settings, url: str) -> None:
@@ -347,12 +385,17 @@ def _post(
 ) -> tuple[int | None, str | None]:
     """POST one attempt; returns the status code (None without an answer) and, unless
     it succeeded, what went wrong."""
+    target, adapter = url, HTTPAdapter(max_retries=0)
+    extra: dict[str, str] = {}
     if not settings.webhook_allow_private:
-        # Checked again at each attempt: a name may resolve elsewhere by now.
-        reason = private_target(url)
-        if reason:
+        # Checked again at each attempt (a name may resolve elsewhere by now), and the
+        # connection goes to the address checked, not to a second resolution.
+        reason, address = resolve_target(url)
+        if reason or address is None:
             return None, f"refused: {reason}"
+        target, extra, adapter = pinned_request(url, address)
     headers = {
+        **extra,
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         EVENT_HEADER: event_type,
@@ -360,28 +403,34 @@ def _post(
         ATTEMPT_HEADER: str(attempt),
         SIGNATURE_HEADER: sign(secret, body, int(time.time())),
     }
+    started = time.monotonic()
     try:
-        with requests.post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=settings.webhook_timeout,
-            allow_redirects=False,
-            stream=True,
-        ) as response:
-            status = response.status_code
-            if 200 <= status < 300:
-                return status, None
-            snippet = response.raw.read(200, decode_content=True) or b""
+        with requests.Session() as http:
+            http.mount("http://", adapter)
+            http.mount("https://", adapter)
+            # The answer's body is never read: only its status and how long it took
+            # reach the subscriber.
+            with http.post(
+                target,
+                data=body,
+                headers=headers,
+                timeout=settings.webhook_timeout,
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                status = response.status_code
     except requests.RequestException as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:500]
-    detail = f"HTTP {status}"
+        return None, f"{type(exc).__name__} after {_ms(started)} ms"
+    if 200 <= status < 300:
+        return status, None
+    detail = f"HTTP {status} after {_ms(started)} ms"
     if 300 <= status < 400:
         detail += " (redirects are not followed)"
-    text = snippet.decode("utf-8", errors="replace").strip()
-    if text:
-        detail += f": {text}"
-    return status, detail[:500]
+    return status, detail
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
 
 
 def _record(
