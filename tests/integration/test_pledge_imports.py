@@ -161,7 +161,7 @@ def test_an_xlsx_with_chinese_headers_imports_in_base_units(stack: Stack) -> Non
                 "箱",
                 50,
                 None,
-                datetime(2021, 6, 30),
+                datetime(2031, 6, 30),
                 *wuhan_origin,
                 "4201、4202",
                 "医院, 养老院",
@@ -181,8 +181,8 @@ def test_an_xlsx_with_chinese_headers_imports_in_base_units(stack: Stack) -> Non
                 None,
                 "仅限一线医护人员",
             ],
-            [3, "水果", None, 1.5, "吨", None, None, "2020/2/20", *shenzhen_origin],
-            [4, "84消毒液", None, 3, "箱", 10, 500, "2021-01-31", *shenzhen_origin],
+            [3, "水果", None, 1.5, "吨", None, None, "2030/2/20", *shenzhen_origin],
+            [4, "84消毒液", None, 3, "箱", 10, 500, "2031-01-31", *shenzhen_origin],
         ]
     )
     job = started(
@@ -222,14 +222,14 @@ def test_an_xlsx_with_chinese_headers_imports_in_base_units(stack: Stack) -> Non
         "箱",
         50,
     )
-    assert boxes["best_before"] == "2021-06-30"
+    assert boxes["best_before"] == "2031-06-30"
     assert boxes["restrictions"]["regions"] == ["4201", "4202"]
     assert boxes["restrictions"]["recipient_kinds"] == ["hospital", "care_home"]
     assert (loose["standard"], loose["quantity"]) == ("YY0469-2011", 1000)
     assert loose["restrictions"]["note"] == "仅限一线医护人员"
     fruit, bleach = shenzhen["lines"]
     assert (fruit["item"], fruit["quantity"], fruit["base_unit"]) == ("fruit", 1_500_000, "g")
-    assert fruit["best_before"] == "2020-02-20"
+    assert fruit["best_before"] == "2030-02-20"
     assert (bleach["quantity"], bleach["base_unit"]) == (15_000, "ml")
     assert sorted(e["payload"]["id"] for e in pledge_events(stack)) == sorted(done["pledge_ids"])
 
@@ -263,6 +263,7 @@ BAD_ROWS = (
     + "fruit,10,kg,,2020-02-30,420102,Wuhan\n"  # 5: no such date
     + "mask,10,kg,,,420102,Wuhan\n"  # 6: masks are not weighed
     + "gloves_exam,2,box,50,,420102,Wuhan\n"  # 7: good
+    + "fruit,10,kg,,2020-02-20,420102,Wuhan\n"  # 8: past its best-before date
 ).encode()
 
 
@@ -274,20 +275,22 @@ def test_bad_rows_are_reported_by_row_and_column_and_nothing_is_written(stack: S
     job = started(client, donor, BAD_ROWS, language="en")
     failed = finished(client, donor, job["id"])
     assert failed["status"] == "failed"
-    assert (failed["rows_done"], failed["rows_total"], failed["rows_imported"]) == (6, 6, 0)
+    assert (failed["rows_done"], failed["rows_total"], failed["rows_imported"]) == (7, 7, 0)
     assert failed["pledge_ids"] == []
-    assert "4 row(s) have errors" in failed["detail"]
+    assert "5 row(s) have errors" in failed["detail"]
     errors = {(e["row"], e["column"], e["field"]): e["message"] for e in failed["errors"]}
     assert set(errors) == {
         (3, "item", "item"),
         (4, "quantity", "quantity"),
         (5, "best_before", "best_before"),
         (6, "unit", "unit"),
+        (8, "best_before", "best_before"),
     }
     assert "unobtainium" in errors[(3, "item", "item")]
     assert "-3" in errors[(4, "quantity", "quantity")]
     assert "2020-02-30" in errors[(5, "best_before", "best_before")]
     assert "piece, box or case" in errors[(6, "unit", "unit")]
+    assert "2020-02-20 is already past" in errors[(8, "best_before", "best_before")]
     # All or nothing: not even the good rows.
     assert client.get("/api/v1/pledges", headers=donor.headers).json["items"] == []
     assert count_pledges(stack) == 0
@@ -298,8 +301,8 @@ def test_bad_rows_are_reported_by_row_and_column_and_nothing_is_written(stack: S
     assert again["id"] == job["id"] and again["mode"] == "valid_rows"
     done = finished(client, donor, job["id"])
     assert done["status"] == "succeeded", done
-    assert (done["rows_done"], done["rows_imported"]) == (6, 2)
-    assert {e["row"] for e in done["errors"]} == {3, 4, 5, 6}
+    assert (done["rows_done"], done["rows_imported"]) == (7, 2)
+    assert {e["row"] for e in done["errors"]} == {3, 4, 5, 6, 8}
     assert sorted(line.quantity for line in lines_of_job(stack, job["id"])) == [100, 100]
     assert len(pledge_events(stack)) == len(done["pledge_ids"]) == 1
     # It has now pledged: the file is not run a third time.

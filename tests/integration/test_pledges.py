@@ -166,6 +166,75 @@ def test_bad_lines_name_the_field_and_nothing_is_written(stack: Stack) -> None:
     assert _events(stack, "pledge.created") == []
 
 
+def test_goods_past_their_best_before_are_refused_and_goods_about_to_spoil_flagged(
+    stack: Stack,
+) -> None:
+    client = stack.client()
+    donor = register(client, kind="foundation")
+    today = date.today()
+    past = {
+        "lines": [
+            {"item": "mask", "quantity": "10", "unit": "piece"},
+            {
+                "item": "fruit",
+                "quantity": "1",
+                "unit": "t",
+                "best_before": str(today - timedelta(days=1)),
+            },
+        ],
+        "origin": {"region": "4201"},
+    }
+    refused = client.post("/api/v1/pledges", json=past, headers=donor.headers)
+    assert refused.status_code == 422
+    errors: dict[str, list[str]] = refused.json["errors"]
+    assert list(errors) == ["lines.1.best_before"]
+    assert "already past" in errors["lines.1.best_before"][0]
+    assert _events(stack, "pledge.created") == []
+
+    soon: dict[str, Any] = {
+        "lines": [
+            {"item": "fruit", "quantity": "1", "unit": "t", "best_before": str(today)},
+            {"item": "vegetables", "quantity": "1", "unit": "t"},
+        ],
+        "origin": {"region": "4201"},
+        "available_from": str(today),
+    }
+    pledge = _pledge(client, donor, soon)
+    spoiling, fresh = pledge["lines"]
+    assert spoiling["spoils_before_delivery"] is True
+    assert fresh["spoils_before_delivery"] is False
+    # Goods that keep a week from today, but leave only in six days: flagged too.
+    later = _pledge(
+        client,
+        donor,
+        {**soon, "available_from": str(today + timedelta(days=6)), "lines": soon["lines"][1:]},
+    )
+    assert later["lines"][0]["spoils_before_delivery"] is True
+
+    # An amendment that leaves the date alone is not refused for it once it has passed.
+    from services.donations.models import PledgeLine
+
+    donations = stack.runtime("donations")
+    with donations.unit_of_work() as session:
+        line = session.get(PledgeLine, uuid.UUID(spoiling["id"]))
+        assert line is not None
+        line.best_before = today - timedelta(days=3)
+    current = client.get(f"/api/v1/pledges/{pledge['id']}", headers=donor.headers)
+    amended = client.patch(
+        f"/api/v1/pledges/{pledge['id']}",
+        json={"notes": "loaded at dawn", "lines": [{"id": fresh["id"], "quantity": "2"}]},
+        headers={**donor.headers, "If-Match": current.headers["ETag"]},
+    )
+    assert amended.status_code == 200, amended.json
+    moved = client.patch(
+        f"/api/v1/pledges/{pledge['id']}",
+        json={"lines": [{"id": fresh["id"], "best_before": str(today - timedelta(days=1))}]},
+        headers={**donor.headers, "If-Match": amended.headers["ETag"]},
+    )
+    assert moved.status_code == 422
+    assert "lines.0.best_before" in moved.json["errors"]
+
+
 def test_pledges_are_scoped_to_their_donor(stack: Stack) -> None:
     client = stack.client()
     boss = admin(stack.apps["gateway"], client)

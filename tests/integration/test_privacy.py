@@ -232,6 +232,7 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
             found["origin"] if picks_up else {"region": found["origin"]["region"]}
         )
         assert person.org_id not in str(carried) and pledge.json["id"] not in str(carried)
+
     def delivered_payload() -> dict[str, Any] | None:
         with stack.runtime("gateway").session_factory() as session:
             row = session.query(WebhookDelivery).filter_by(event_type="shipment.created").first()

@@ -405,6 +405,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     # The catalogue's own words (English), for what the checks above do not name.
     "catalogue": {"en": "{message}", "zh": "“{column}”有误：{message}"},
+    "best_before_past": {
+        "en": "The best-before date {value} is already past: nobody could use these goods.",
+        "zh": "“{column}”{value} 已过期，这批物资无法再使用。",
+    },
     # The job as a whole.
     "imported": {
         "en": "{rows} rows imported into {pledges} pledge(s).",
@@ -1029,6 +1033,9 @@ class RowChecker:
             # The API's own rules, so a line imported is a line the API would take.
             convert_line(line)
         except LineError as exc:
+            if exc.field == "best_before" and best_before is not None:
+                error("best_before", "best_before_past", value=best_before.isoformat())
+                return row
             name = exc.field if exc.field in COLUMN_BY_FIELD else "item"
             error(name, "catalogue", message=exc.message)
             return row

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Response, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields, post_dump, validate
 from sqlalchemy import select
 
 from services.donations.models import Organisation, Pledge, PledgeLine
@@ -146,6 +146,14 @@ class LineSchema(Schema):
     delivered = fields.Integer()
     available = fields.Method("_available")
     status = fields.String()
+    spoils_before_delivery = fields.Boolean(
+        dump_default=False,
+        metadata={
+            "description": f"Its best-before date leaves fewer than "
+            f"{service.SPOILS_WITHIN_DAYS} days from when it can leave: it may spoil "
+            "before it reaches anyone"
+        },
+    )
 
     def _base_unit(self, line: PledgeLine) -> str:
         return catalog.get_item(line.item).base_unit
@@ -180,6 +188,18 @@ class PledgeSchema(Schema):
             "lat": pledge.origin_lat,
             "lon": pledge.origin_lon,
         }
+
+    @post_dump(pass_original=True)
+    def _spoiling(self, data: dict[str, Any], pledge: Pledge, **_kw: Any) -> dict[str, Any]:
+        """Each open line whose best-before date leaves too little time from when the
+        pledge can leave (the line alone does not know when that is)."""
+        for dumped, line in zip(data.get("lines") or [], pledge.lines, strict=False):
+            dumped["spoils_before_delivery"] = line.status not in (
+                "cancelled",
+                "expired",
+                "delivered",
+            ) and service.spoils_before_delivery(line.best_before, pledge.available_from)
+        return data
 
 
 class PledgeListArgsSchema(OrgListArgsSchema):

@@ -47,10 +47,12 @@ class LineError(ValueError):
 # Building lines -------------------------------------------------------------------------
 
 
-def convert_line(data: dict[str, Any]) -> dict[str, Any]:
+def convert_line(data: dict[str, Any], *, new_best_before: bool = True) -> dict[str, Any]:
     """Check a line against the catalogue and convert its quantity to base units.
 
-    Returns the line's columns; raises :class:`LineError` naming the field.
+    Returns the line's columns; raises :class:`LineError` naming the field. A
+    best-before date already past is refused when it is given now
+    (``new_best_before``), not when an amendment keeps the one the line had.
     """
     item_code = data["item"]
     try:
@@ -78,6 +80,12 @@ def convert_line(data: dict[str, Any]) -> dict[str, Any]:
     except catalog.CatalogError as exc:
         raise LineError(exc.field, str(exc)) from None
     best_before = data.get("best_before")
+    if new_best_before and best_before is not None and best_before < date.today():
+        raise LineError(
+            "best_before",
+            f"The best-before date {best_before.isoformat()} is already past: nobody "
+            "could use these goods.",
+        )
     if item.perishable and best_before is None:
         # Produce without a date keeps for its catalogue shelf life from today.
         best_before = date.today() + timedelta(days=item.shelf_life_days or 0)
@@ -102,6 +110,21 @@ def refresh_status(line: PledgeLine) -> str:
     terminal = line.status if line.status in domain.TERMINAL_LINE_STATUSES else None
     line.status = domain.line_status(totals_of(line), terminal)
     return line.status
+
+
+# Fewer days than this between when goods can leave and their best-before date: they
+# may spoil before they reach anyone, and the line says so.
+SPOILS_WITHIN_DAYS = 2
+
+
+def spoils_before_delivery(
+    best_before: date | None, available_from: date | None, today: date | None = None
+) -> bool:
+    """Would goods with this best-before date spoil before they could reach anyone?"""
+    if best_before is None:
+        return False
+    start = max(today or date.today(), available_from or date.min)
+    return best_before < start + timedelta(days=SPOILS_WITHIN_DAYS)
 
 
 def totals_of(line: Any) -> domain.LineTotals:
@@ -256,7 +279,7 @@ def amend_pledge(session: Session, outbox: Outbox, pledge: Pledge, data: dict[st
             "restrictions": change.get("restrictions", line.restrictions),
         }
         try:
-            columns = convert_line(merged)
+            columns = convert_line(merged, new_best_before="best_before" in change)
         except LineError as exc:
             errors.setdefault(f"{prefix}.{exc.field}", []).append(exc.message)
             continue
