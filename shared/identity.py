@@ -23,6 +23,7 @@ from flask import Flask, g, request
 
 from shared.errors import Forbidden
 from shared.problems import Problem
+from shared.scopes import check_scope
 
 ROLES = ("donor", "recipient", "logistics", "coordinator", "admin")
 
@@ -267,10 +268,13 @@ def install_internal_auth(app: Flask, service: str, internal_key: str) -> None:
                 slug="internal-token-missing",
             )
         try:
-            set_identity(verify_internal(token, internal_key, service))
+            identity = verify_internal(token, internal_key, service)
         except InvalidToken as exc:
             raise Problem(
                 401,
                 f"The internal token was refused: {exc}.",
                 slug="internal-token-invalid",
             ) from None
+        set_identity(identity)
+        # The scopes of an API token are checked here too, not only at the gateway.
+        check_scope(identity.via, identity.scopes, request.path, request.method)

@@ -23,8 +23,6 @@ from services.gateway.auth.credentials import (
     ACCESS_ALGORITHM,
     ACCESS_ISSUER,
     API_TOKEN_PREFIX,
-    SCOPE_AREA,
-    SESSION_ONLY_SEGMENTS,
     digest,
     identity_of,
 )
@@ -32,7 +30,7 @@ from services.gateway.models import ApiToken, AuthSession, Organisation, User
 from shared.config import Settings
 from shared.db import utcnow
 from shared.identity import ANONYMOUS, Identity, forbidden, set_identity, unauthenticated
-from shared.problems import Problem
+from shared.scopes import check_scope
 from shared.web import db_session, runtime
 
 
@@ -113,27 +111,6 @@ def authenticate() -> Identity:
     return _session_identity(token)
 
 
-def check_scope(identity: Identity, path: str, method: str) -> None:
-    """An API token opens only the parts of the API its scopes name."""
-    if identity.via != "token":
-        return
-    parts = path.split("/")
-    segment = parts[3] if len(parts) > 3 and parts[1:3] == ["api", "v1"] else ""
-    if segment in SESSION_ONLY_SEGMENTS:
-        raise forbidden("API tokens cannot be used here; sign in instead.")
-    area = SCOPE_AREA.get(segment, segment)
-    if area == "public":
-        return
-    needed = f"{area}:{'read' if method in ('GET', 'HEAD', 'OPTIONS') else 'write'}"
-    if needed not in (identity.scopes or ()):
-        raise Problem(
-            403,
-            f"This API token lacks the scope '{needed}'.",
-            slug="insufficient-scope",
-            required_scope=needed,
-        )
-
-
 def check_org_active(identity: Identity, method: str, path: str) -> None:
     """Members of a suspended or merged organisation may read, and sign out, but not write."""
     if not identity.authenticated or identity.via == "system" or identity.is_admin:
@@ -154,5 +131,5 @@ def install_authentication(app: Flask) -> None:
             return
         identity = authenticate()
         set_identity(identity)
-        check_scope(identity, request.path, request.method)
+        check_scope(identity.via, identity.scopes, request.path, request.method)
         check_org_active(identity, request.method, request.path)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -302,6 +303,46 @@ def test_sign_in_and_writes_are_rate_limited(settings: Settings) -> None:
         ]
         assert registrations == [422] * 5 + [429]
         assert client.get("/healthz").status_code == 200
+
+
+def test_each_service_checks_a_forwarded_api_tokens_scopes_itself(stack: Stack) -> None:
+    """A service does not trust the gateway alone: an identity forwarded for an API
+    token opens only what the token's scopes name, checked again in the service."""
+    donor = register(stack.client(), kind="foundation")
+    url = stack.settings.service_urls["donations"]
+    path = f"/api/v1/donations/orgs/{donor.org_id}"
+
+    def forwarded(scopes: set[str]) -> dict[str, str]:
+        claims = Identity(
+            user_id=uuid.UUID(donor.user_id),
+            org_id=uuid.UUID(donor.org_id),
+            roles=frozenset({"donor"}),
+            org_kind="foundation",
+            org_status="pending",
+            via="token",
+            scopes=frozenset(scopes),
+        )
+        return {INTERNAL_HEADER: sign_internal(claims, stack.settings.internal_key, "donations")}
+
+    refused = requests.get(url + path, headers=forwarded({"needs:read"}), timeout=10)
+    assert refused.status_code == 403
+    assert refused.json()["type"].endswith("/insufficient-scope")
+    assert refused.json()["required_scope"] == "pledges:read"
+    write = requests.post(
+        url + "/api/v1/pledges", json={}, headers=forwarded({"pledges:read"}), timeout=10
+    )
+    assert (write.status_code, write.json()["required_scope"]) == (403, "pledges:write")
+    allowed = requests.get(url + path, headers=forwarded({"pledges:read"}), timeout=10)
+    assert allowed.status_code in (200, 404), allowed.json()
+    # A signed-in session carries no scopes and is not limited by them.
+    session = Identity(
+        user_id=uuid.UUID(donor.user_id),
+        org_id=uuid.UUID(donor.org_id),
+        roles=frozenset({"donor"}),
+        via="session",
+    )
+    as_session = {INTERNAL_HEADER: sign_internal(session, stack.settings.internal_key, "donations")}
+    assert requests.get(url + path, headers=as_session, timeout=10).status_code in (200, 404)
 
 
 def test_behind_a_trusted_proxy_each_client_has_its_own_sign_in_limit(

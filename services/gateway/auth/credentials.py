@@ -26,44 +26,6 @@ _hasher = PasswordHasher()
 # Verified against when an email is unknown, so the answer takes as long either way.
 _DUMMY_HASH = _hasher.hash("not a real password")
 
-# Scopes an API token may carry, and the part of the API each opens.
-SCOPES: dict[str, str] = {
-    "orgs:read": "read organisations and duplicate flags",
-    "orgs:write": "register, verify and merge organisations",
-    "pledges:read": "read pledges, imports and the catalogue",
-    "pledges:write": "create, amend and cancel pledges, import spreadsheets",
-    "needs:read": "read needs and allocations",
-    "needs:write": "post, amend, reconfirm and cancel needs; run matching",
-    "shipments:read": "read shipments and receipts",
-    "shipments:write": "update shipments, send scanner batches, confirm receipts",
-    "webhooks:read": "read webhook subscriptions and deliveries",
-    "webhooks:write": "create, change and delete webhook subscriptions",
-    "audit:read": "read the audit log",
-}
-
-# The first path segment under /api/v1 and the scope area it belongs to.
-SCOPE_AREA: dict[str, str] = {
-    "orgs": "orgs",
-    "duplicates": "orgs",
-    "donations": "pledges",
-    "pledges": "pledges",
-    "imports": "pledges",
-    "catalog": "pledges",
-    "dispatch": "needs",
-    "needs": "needs",
-    "allocations": "needs",
-    "matching": "needs",
-    "shipments": "shipments",
-    "receipts": "shipments",
-    "webhooks": "webhooks",
-    "audit": "audit",
-    "transparency": "public",
-}
-
-# Paths an API token may never use: tokens do not sign in, mint tokens or sign out.
-SESSION_ONLY_SEGMENTS = frozenset({"auth", "tokens"})
-
-
 # Passwords ---------------------------------------------------------------------------
 
 

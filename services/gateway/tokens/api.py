@@ -17,13 +17,14 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from services.gateway.audit import service as audit
-from services.gateway.auth.credentials import API_TOKEN_PREFIX, SCOPES, digest, new_secret
+from services.gateway.auth.credentials import API_TOKEN_PREFIX, digest, new_secret
 from services.gateway.models import ApiToken
 from services.gateway.tokens.service import TOKEN_AUDIT_FIELDS
 from shared.db import utcnow
 from shared.identity import current_identity, require_login
 from shared.pagination import ListArgsSchema, page_schema, paginate
 from shared.problems import Problem
+from shared.scopes import SCOPES
 from shared.web import db_session, runtime
 
 blp = Blueprint(
