@@ -13,12 +13,20 @@ applied is never run again: a repeat gets the kept answer or, if none could be k
 a 409 saying the request was applied. A request that committed nothing and answered
 5xx is forgotten, so a retry runs it again. Records are kept for ``RETENTION`` and
 then swept.
+
+A request recorded more than ``ABANDONED_AFTER`` ago that has committed nothing is
+taken for dead, and a retry takes the key over. Should the first request in fact be
+alive and commit later, its own transaction decides: each holder of a key has a
+``claim`` token, and stamping ``applied_at`` is a conditional UPDATE on that token in
+the work's transaction. A request whose key was taken over finds no row to stamp and
+rolls its work back (answering 409), so the work is applied once, by one of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -87,6 +95,21 @@ class IdempotencyRow:
     # Stamped in the same transaction as the request's work: it happened.
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The token of the request that holds the key (a fence: see the module's docs).
+    claim: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class TakenOver(Problem):
+    """The request's key was taken over by a retry while it ran: its work is not
+    applied (the retry's is)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            409,
+            "This request ran so long that a retry with the same Idempotency-Key took it "
+            "over; it was not applied. The retry's answer is the one that counts.",
+            slug="idempotency-key-taken-over",
+        )
 
 
 def _scope() -> str:
@@ -190,6 +213,7 @@ def install_idempotency(
                 response.headers[name] = value
             response.headers["Idempotent-Replayed"] = "true"
             return response
+        claim = secrets.token_hex(16)
         try:
             with session_factory() as session, session.begin():
                 session.add(
@@ -200,6 +224,7 @@ def install_idempotency(
                         path=request.path[:500],
                         request_hash=fingerprint,
                         created_at=now,
+                        claim=claim,
                     )
                 )
         except IntegrityError:
@@ -210,12 +235,14 @@ def install_idempotency(
                 headers={"Retry-After": "1"},
             ) from None
         g.idempotency_key = (scope, key)
+        g.idempotency_claim = claim
         return None
 
-    def _store(taken: tuple[str, str], response: Response) -> None:
+    def _store(taken: tuple[str, str], claim: str | None, response: Response) -> None:
         with session_factory() as session, session.begin():
             row = session.get(model, taken)
-            if row is None:
+            if row is None or row.claim != claim:
+                # Forgotten, or taken over by a retry: the row is not this request's.
                 return
             if response.status_code >= 500 or response.is_streamed:
                 if row.applied_at is None:
@@ -238,11 +265,12 @@ def install_idempotency(
     @app.after_request
     def _keep_answer(response: Response) -> Response:
         taken = g.pop("idempotency_key", None)
+        claim = g.pop("idempotency_claim", None)
         if taken is None:
             return response
         for attempt in range(1, KEEP_ATTEMPTS + 1):
             try:
-                _store(taken, response)
+                _store(taken, claim, response)
             except DBAPIError as exc:
                 # The request's own failure was often this very connection dropping:
                 # the pool hands out a fresh one, so try again rather than leave the
@@ -272,12 +300,21 @@ def _mark_applied(model: type[IdempotencyRow]) -> Callable[[Session], None]:
             return
         if not (session.new or session.dirty or session.deleted or session.info.get(_WROTE)):
             return
-        session.execute(
+        stamped: Any = session.execute(
             update(model)
-            .where(model.scope == taken[0], model.key == taken[1], model.applied_at.is_(None))
+            .where(
+                model.scope == taken[0],
+                model.key == taken[1],
+                model.claim == g.get("idempotency_claim"),
+                model.applied_at.is_(None),
+            )
             .values(applied_at=utcnow())
             .execution_options(synchronize_session=False)
         )
+        if stamped.rowcount != 1:
+            # A retry took the key over while this request ran: the fence holds, and
+            # this transaction (the work with it) rolls back.
+            raise TakenOver()
         g.idempotency_applied = True
 
     return before_commit

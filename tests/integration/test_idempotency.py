@@ -139,6 +139,60 @@ def test_a_request_whose_answer_was_lost_is_never_run_again(stack: Stack) -> Non
     assert "Idempotent-Replayed" not in retried.headers
 
 
+def test_a_request_held_past_the_takeover_window_and_retried_is_applied_once(
+    stack: Stack, monkeypatch: Any
+) -> None:
+    """A request still running when a retry takes its key over (its process looked
+    dead): the retry runs, and the first one, when it comes to commit, finds the key no
+    longer its own and rolls its work back."""
+    import threading
+    import time
+    from datetime import timedelta
+
+    import shared.idempotency as idempotency
+    from services.donations.pledges import service as pledges
+
+    monkeypatch.setattr(idempotency, "ABANDONED_AFTER", timedelta(seconds=0.3))
+    entered, release = threading.Event(), threading.Event()
+    original = pledges.create_pledge
+    calls: list[int] = []
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            # The first request stops here, before it has written anything.
+            entered.set()
+            assert release.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pledges, "create_pledge", held)
+    donor = register(stack.client(), kind="foundation")
+    headers = {**donor.headers, "Idempotency-Key": "slow-pledge"}
+    answers: dict[str, Any] = {}
+
+    def first() -> None:
+        answers["first"] = stack.client().post(
+            "/api/v1/pledges", json=one_line(300), headers=headers
+        )
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert entered.wait(30)
+    time.sleep(0.5)  # past the (shortened) window: the first looks abandoned
+    retry = stack.client().post("/api/v1/pledges", json=one_line(300), headers=headers)
+    assert retry.status_code == 201, retry.json
+    release.set()
+    thread.join(30)
+    assert answers["first"].status_code == 409, answers["first"].json
+    assert answers["first"].json["type"].endswith("/idempotency-key-taken-over")
+    assert _count(stack, "donations", Pledge) == 1
+    # The key keeps the retry's answer.
+    again = stack.client().post("/api/v1/pledges", json=one_line(300), headers=headers)
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json["id"] == retry.json["id"]
+
+
 class _DropsConnection:
     """The first statement starting with each of ``prefixes`` finds its connection
     dead, as after a server restart or ``pg_terminate_backend``: the DBAPI raises, and
