@@ -268,6 +268,78 @@ def import_pledges(
         sys.exit(1)
 
 
+@main.group("personal-data")
+def personal_data() -> None:
+    """A person's data (an individual donor's), on their request."""
+
+
+def _person(app: Any, org_id: str) -> Any:
+    from services.gateway.models import Organisation
+
+    try:
+        wanted = uuid.UUID(org_id)
+    except ValueError:
+        raise click.BadParameter("not an organisation id", param_hint="ORG_ID") from None
+    with app.extensions["aidlink"].session_factory() as session:
+        org = session.get(Organisation, wanted)
+    if org is None:
+        raise click.BadParameter(f"no organisation {org_id}", param_hint="ORG_ID")
+    return org
+
+
+@personal_data.command("export")
+@click.argument("org_id")
+def personal_data_export(org_id: str) -> None:
+    """Print, as JSON, everything every service holds of the person ORG_ID and its
+    users."""
+    import json
+
+    from services.dispatch.allocations.service import donor_personal_data as dispatch_part
+    from services.donations.pledges.service import donor_personal_data as donations_part
+    from services.gateway.orgs.personal_data import export
+
+    gateway = _service_app("gateway")
+    org = _person(gateway, org_id)
+    with gateway.app_context(), gateway.extensions["aidlink"].session_factory() as session:
+        found: dict[str, Any] = {"gateway": export(session, session.merge(org)), "services": []}
+    for name, part in (("donations", donations_part), ("dispatch", dispatch_part)):
+        app = _service_app(name)
+        with app.extensions["aidlink"].session_factory() as session:
+            found["services"].append({"service": name, "records": part(session, org.id)})
+    click.echo(json.dumps(found, ensure_ascii=False, indent=2, default=str))
+
+
+@personal_data.command("erase")
+@click.argument("org_id")
+@click.option("--reason", required=True, help="Why, e.g. the person's request and its date.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def personal_data_erase(org_id: str, reason: str, yes: bool) -> None:
+    """Erase the person ORG_ID's data (names, addresses, contacts, e-mails, pickup
+    places, uploaded files) here and, through org.erased, in every service. Quantities
+    stay: all totals and the public ledger still add up."""
+    from shared.errors import DomainError
+
+    gateway = _service_app("gateway")
+    org = _person(gateway, org_id)
+    if not yes:
+        click.confirm(
+            f"Erase the personal data of {org.name} ({org.id})? This cannot be undone", abort=True
+        )
+    from services.gateway.models import Organisation
+    from services.gateway.orgs.personal_data import erase
+
+    rt = gateway.extensions["aidlink"]
+    with gateway.test_request_context():
+        try:
+            with rt.unit_of_work() as session:
+                found = session.get(Organisation, org.id)
+                erase(session, rt.outbox, found, reason)
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from None
+    rt.dispose()
+    click.echo(f"erased {org.id}; the services follow through org.erased")
+
+
 def _service_app(name: str) -> Any:
     import importlib
 

@@ -8,6 +8,7 @@ handlers and the endpoint that shows it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -99,16 +100,42 @@ def org_event_handlers(model: type[OrganisationView]) -> dict[str, Handler]:
         org.source_version = event.aggregate_version
         org.synced_at = utcnow()
 
+    def on_erased(session: Session, event: Event) -> None:
+        """A person's data erased on request: the read model keeps no name or address."""
+        data = event.data()
+        org = session.get(model, data["id"])
+        if org is None:
+            raise OutOfOrder(f"{event.type} for {data['id']} before its org.registered")
+        org.name = data["name"]
+        org.address = None
+        org.source_version = event.aggregate_version
+        org.synced_at = utcnow()
+
     return {
         "org.registered": on_registered,
         "org.verified": on_status("verified"),
         "org.suspended": on_status("suspended"),
         "org.merged": on_merged,
+        "org.erased": on_erased,
     }
 
 
-def org_directory_blueprint(service: str, model: type[OrganisationView]) -> Blueprint:
-    """``GET /api/v1/<service>/orgs/<id>``: what this service knows of an organisation."""
+class PersonalDataSchema(Schema):
+    service = fields.String()
+    organisation = fields.Dict(allow_none=True)
+    records = fields.Dict(
+        metadata={"description": "What else this service holds of it, by kind of record"}
+    )
+
+
+PersonalData = Callable[[Session, uuid.UUID], dict[str, Any]]
+
+
+def org_directory_blueprint(
+    service: str, model: type[OrganisationView], personal_data: PersonalData | None = None
+) -> Blueprint:
+    """``GET /api/v1/<service>/orgs/<id>``: what this service knows of an organisation;
+    ``.../personal-data``: all it holds of it (for a person's request to see it)."""
     blp = Blueprint(
         f"{service}_orgs",
         __name__,
@@ -116,6 +143,7 @@ def org_directory_blueprint(service: str, model: type[OrganisationView]) -> Blue
         description=f"Organisations as the {service} service knows them",
     )
     schema = type(f"{service.title()}OrganisationSchema", (OrganisationViewSchema,), {})
+    data_schema = type(f"{service.title()}PersonalDataSchema", (PersonalDataSchema,), {})
 
     @blp.route("/<uuid:org_id>")
     class OrganisationById(MethodView):
@@ -134,5 +162,21 @@ def org_directory_blueprint(service: str, model: type[OrganisationView]) -> Blue
                     slug="organisation-not-found",
                 )
             return org
+
+    @blp.route("/<uuid:org_id>/personal-data")
+    class PersonalDataOf(MethodView):
+        @blp.response(200, data_schema)
+        @require_login
+        def get(self, org_id: uuid.UUID) -> Any:
+            """Everything this service holds of the organisation (a person exporting
+            their data): its own members and coordinators only."""
+            require_org_scope(org_id, "this organisation's data")
+            session = db_session()
+            org = session.get(model, org_id)
+            return {
+                "service": service,
+                "organisation": OrganisationViewSchema().dump(org) if org is not None else None,
+                "records": personal_data(session, org_id) if personal_data else {},
+            }
 
     return blp

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from flask import Flask
 from sqlalchemy.orm import Session
 
@@ -40,7 +42,13 @@ def _org_handlers(rt: ServiceRuntime) -> dict[str, Handler]:
         for item in allocations.items_of_org(session, event.data()["id"]):
             matching_service.request_matching(session, item)
 
-    return {**handlers, "org.verified": on_verified}
+    keep_erased = handlers["org.erased"]
+
+    def on_erased(session: Session, event: Event) -> None:
+        keep_erased(session, event)
+        allocations.erase_donor(session, uuid.UUID(str(event.data()["id"])))
+
+    return {**handlers, "org.verified": on_verified, "org.erased": on_erased}
 
 
 def create_app(settings: Settings | None = None, *, testing: bool = False) -> Flask:
@@ -73,7 +81,9 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     register_matching_tasks(rt)
     register_need_tasks(rt)
     register_shipment_tasks(rt)
-    flask_api.register_blueprint(org_directory_blueprint("dispatch", Organisation))
+    flask_api.register_blueprint(
+        org_directory_blueprint("dispatch", Organisation, allocations.donor_personal_data)
+    )
     flask_api.register_blueprint(needs_api.blp)
     flask_api.register_blueprint(matching_api.blp)
     flask_api.register_blueprint(allocations_api.blp)

@@ -61,6 +61,8 @@ class Organisation(Entity, Base):
     merged_into_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("organisations.id"), nullable=True
     )
+    # A person's data was erased on request (see orgs/personal_data.py).
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class User(Entity, Base):

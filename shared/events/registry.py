@@ -62,6 +62,15 @@ class OrgMergedV1(Schema):
     merged_at = fields.AwareDateTime(required=True)
 
 
+class OrgErasedV1(Schema):
+    """A person's data was erased on request: services drop what they hold of it
+    (names, addresses, coordinates), keeping quantities so every total still adds up."""
+
+    id = fields.UUID(required=True, metadata={"description": "The organisation (a person)"})
+    name = fields.String(required=True, metadata={"description": "What it is called now"})
+    erased_at = fields.AwareDateTime(required=True)
+
+
 class EventRegistry:
     """Maps ``(type, version)`` to the marshmallow schema of its payload."""
 
@@ -117,6 +126,7 @@ REGISTRY.register("org.registered", 1, OrgRegisteredV1())
 REGISTRY.register("org.verified", 1, OrgVerifiedV1())
 REGISTRY.register("org.suspended", 1, OrgSuspendedV1())
 REGISTRY.register("org.merged", 1, OrgMergedV1())
+REGISTRY.register("org.erased", 1, OrgErasedV1())
 
 # Which services' queues receive each event type. The producer's relay sends one
 # message per subscriber, to that subscriber's queue.
@@ -125,6 +135,7 @@ SUBSCRIBERS: dict[str, tuple[str, ...]] = {
     "org.verified": ("donations", "dispatch", "gateway"),
     "org.suspended": ("donations", "dispatch", "gateway"),
     "org.merged": ("donations", "dispatch", "gateway"),
+    "org.erased": ("donations", "dispatch"),
 }
 
 

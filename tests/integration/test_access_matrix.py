@@ -273,6 +273,23 @@ ROWS: list[Row] = [
         body=lambda w, a: {"reason": "licence revoked"},
         fresh_other=True,
     ),
+    # A person's data: the organisation's own members and coordinators export it;
+    # coordinators erase it, and only a person's (these are organisations: 422).
+    Row(
+        "GET",
+        "/api/v1/orgs/{org}/personal-data",
+        {
+            **{actor: (200, 404) for actor in SIGNED_IN},
+            **{actor: (200, 200) for actor in COORDINATORS},
+            "anonymous": 401,
+        },
+    ),
+    Row(
+        "POST",
+        "/api/v1/orgs/{org}/erase",
+        only({"coordinator": (422, 422), "admin": (422, 422)}),
+        body=lambda w, a: {"reason": "asked in person"},
+    ),
     # Duplicate review: coordinators.
     Row("GET", "/api/v1/duplicates", only({"coordinator": 200, "admin": 200})),
     Row("POST", "/api/v1/duplicates/scan", only({"coordinator": 200, "admin": 200})),
@@ -558,7 +575,7 @@ ROWS: list[Row] = [
     *(
         Row(
             "GET",
-            f"/api/v1/{service}/orgs/{{org}}",
+            f"/api/v1/{service}/orgs/{{org}}{tail}",
             {
                 **{actor: (200, 403) for actor in SIGNED_IN},
                 **{actor: (200, 200) for actor in COORDINATORS},
@@ -566,6 +583,7 @@ ROWS: list[Row] = [
             },
         )
         for service in ("donations", "dispatch")
+        for tail in ("", "/personal-data")
     ),
 ]
 

@@ -3,12 +3,13 @@ per role and relation, and anonymous donors kept anonymous outside coordinators.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.support.auth import Account, admin, coordinator, register, verified
+from tests.support.auth import PASSWORD, Account, admin, coordinator, register, verified
 from tests.support.stack import Stack, eventually
 
 
@@ -242,3 +243,179 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
     assert payload["data"]["donor_anonymous"] is True
     assert payload["data"]["donor_org_id"] is None
     assert person.org_id not in str(payload) and pledge.json["id"] not in str(payload)
+
+
+# A person's data, exported and erased on request ---------------------------------------
+
+
+def test_a_person_exports_their_data_and_erasure_leaves_every_total_intact(
+    stack: Stack,
+) -> None:
+    from services.dispatch.models import Organisation as DispatchOrg
+    from services.dispatch.models import SupplyLine
+    from services.donations.models import Pledge
+    from services.gateway.orgs.personal_data import ERASED_NAME
+    from services.invariants import check
+
+    for service in ("gateway", "donations", "dispatch"):
+        stack.start_worker(service)
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    chief = coordinator(client, boss)
+    person = verified(
+        client,
+        boss,
+        kind="individual",
+        name="王五",
+        region="420106",
+        address="武昌区某小区 7 栋 302",
+        contacts=[{"name": "王五", "phone": "+86 139 0000 1111"}],
+    )
+    hospital = verified(client, boss, kind="hospital", region="420106")
+    stranger = verified(client, boss, kind="foundation")
+    pledge = client.post(
+        "/api/v1/pledges",
+        json={
+            "lines": [{"item": "mask", "quantity": "200", "unit": "piece"}],
+            "origin": {
+                "region": "420106",
+                "address": "武昌区某小区 7 栋",
+                "lat": 30.5,
+                "lon": 114.3,
+            },
+        },
+        headers=person.headers,
+    )
+    assert pledge.status_code == 201, pledge.json
+    need = client.post(
+        "/api/v1/needs",
+        json={
+            "lines": [{"item": "mask", "quantity": "150", "unit": "piece"}],
+            "location": {"region": "420106", "address": "急诊"},
+        },
+        headers=hospital.headers,
+    )
+    assert need.status_code == 201, need.json
+
+    def planned() -> dict[str, Any] | None:
+        run = client.post(
+            "/api/v1/matching/runs",
+            json={"dry_run": True, "items": ["mask"]},
+            headers=chief.headers,
+        )
+        return run.json if run.json.get("allocations") else None
+
+    run = eventually(planned, timeout=60)
+    assert (
+        client.post(
+            f"/api/v1/matching/runs/{run['id']}/approve", json={}, headers=chief.headers
+        ).status_code
+        == 200
+    )
+    eventually(
+        lambda: client.get("/api/v1/shipments", headers=chief.headers).json["items"] or None,
+        timeout=60,
+    )
+
+    # The person (and a coordinator) sees all that is held; anyone else, nothing.
+    url = f"/api/v1/orgs/{person.org_id}/personal-data"
+    mine = client.get(url, headers=person.headers)
+    assert mine.status_code == 200, mine.json
+    assert mine.json["gateway"]["organisation"]["address"] == "武昌区某小区 7 栋 302"
+    assert mine.json["gateway"]["users"][0]["email"] == person.email
+    donations_part = next(s for s in mine.json["services"] if s["service"] == "donations")
+    assert donations_part["records"]["pledges"][0]["origin"]["address"] == "武昌区某小区 7 栋"
+    dispatch_part = next(s for s in mine.json["services"] if s["service"] == "dispatch")
+    assert dispatch_part["records"]["supply_lines"][0]["lat"] == 30.5
+    assert client.get(url, headers=chief.headers).status_code == 200
+    assert client.get(url, headers=stranger.headers).status_code == 404
+    assert client.get(url, headers=hospital.headers).status_code == 404
+
+    ledger_before = client.get("/api/v1/transparency/ledger").json["totals"]
+    assert ledger_before
+
+    # Only a coordinator erases, only a person, and only once.
+    erase = f"/api/v1/orgs/{person.org_id}/erase"
+    body = {"reason": "the person's request of 2026-12-04"}
+    assert client.post(erase, json=body, headers=person.headers).status_code == 403
+    not_a_person = client.post(
+        f"/api/v1/orgs/{stranger.org_id}/erase", json=body, headers=chief.headers
+    )
+    assert not_a_person.status_code == 422, not_a_person.json
+    erased = client.post(erase, json=body, headers=chief.headers)
+    assert erased.status_code == 200, erased.json
+    assert erased.json["name"] == ERASED_NAME
+    assert erased.json["address"] is None and erased.json["contacts"] == []
+    assert client.post(erase, json=body, headers=chief.headers).status_code == 409
+
+    # Every service follows.
+    def followed() -> bool:
+        with stack.runtime("donations").session_factory() as session:
+            held = session.get(Pledge, uuid.UUID(pledge.json["id"]))
+            pledged_place = held is not None and held.origin_address
+        with stack.runtime("dispatch").session_factory() as session:
+            org = session.get(DispatchOrg, uuid.UUID(person.org_id))
+            lines = session.query(SupplyLine).filter_by(pledge_id=uuid.UUID(pledge.json["id"]))
+            places = [line.lat for line in lines]
+        return (
+            not pledged_place and org is not None and org.name == ERASED_NAME and places == [None]
+        )
+
+    eventually(followed, timeout=60)
+    # The person's account is closed; its data is gone from the export.
+    before = client.post("/api/v1/auth/login", json={"email": person.email, "password": PASSWORD})
+    assert before.status_code == 401
+    assert client.get("/api/v1/auth/me", headers=person.headers).status_code == 401
+    after = client.get(url, headers=chief.headers).json
+    text = str(after)
+    for held in ("王五", "武昌区某小区", "+86 139", person.email, "30.5"):
+        assert held not in text, held
+    # Quantities stay: the ledger adds up as before, and every invariant holds.
+    assert client.get("/api/v1/transparency/ledger").json["totals"] == ledger_before
+    report = check(stack.settings, settle=60)
+    assert report.settled, report.in_flight
+    assert report.violations == []
+
+
+def test_the_operator_exports_and_erases_a_persons_data_from_the_command_line(
+    stack: Stack,
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from services.cli import main
+    from services.gateway.orgs.personal_data import ERASED_NAME
+
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    person = verified(client, boss, kind="individual", name="赵六", address="江汉区某路 9 号")
+    foundation = verified(client, boss, kind="foundation")
+    env = stack.settings.to_env()
+    runner = CliRunner()
+
+    exported = runner.invoke(main, ["personal-data", "export", person.org_id], env=env)
+    assert exported.exit_code == 0, exported.output
+    document = json.loads(exported.output)
+    assert document["gateway"]["organisation"]["address"] == "江汉区某路 9 号"
+    assert {s["service"] for s in document["services"]} == {"donations", "dispatch"}
+
+    refused = runner.invoke(
+        main, ["personal-data", "erase", foundation.org_id, "--reason", "asked", "--yes"], env=env
+    )
+    assert refused.exit_code == 1 and "not an individual" in refused.output
+    unknown = runner.invoke(main, ["personal-data", "export", "nobody"], env=env)
+    assert unknown.exit_code == 2 and "ORG_ID" in unknown.output
+
+    erased = runner.invoke(
+        main,
+        ["personal-data", "erase", person.org_id, "--reason", "asked by phone", "--yes"],
+        env=env,
+    )
+    assert erased.exit_code == 0, erased.output
+    shown = client.get(f"/api/v1/orgs/{person.org_id}", headers=boss.headers).json
+    assert (shown["name"], shown["address"]) == (ERASED_NAME, None)
+    again = json.loads(
+        runner.invoke(main, ["personal-data", "export", person.org_id], env=env).output
+    )
+    assert "江汉区" not in str(again) and "赵六" not in str(again)

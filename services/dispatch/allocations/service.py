@@ -528,3 +528,41 @@ def items_of_org(session: Session, org_id: uuid.UUID) -> set[str]:
 
 
 # Event handlers -------------------------------------------------------------------------------
+
+
+def erase_donor(session: Session, org_id: uuid.UUID) -> int:
+    """``org.erased``: the person's pledges keep their region and quantities here but
+    lose their coordinates, and so do the shipments that left from them. Returns the
+    supply lines touched."""
+    from services.dispatch.models import Shipment
+
+    lines = list(session.scalars(select(SupplyLine).where(SupplyLine.donor_org_id == org_id)))
+    for line in lines:
+        line.lat = None
+        line.lon = None
+    for shipment in session.scalars(select(Shipment).where(Shipment.donor_org_id == org_id)):
+        shipment.origin = {
+            "region": (shipment.origin or {}).get("region"),
+            "lat": None,
+            "lon": None,
+        }
+    return len(lines)
+
+
+def donor_personal_data(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
+    """What dispatch holds of a donor that may be a person's data: where its pledges'
+    goods are picked up."""
+    lines = session.scalars(
+        select(SupplyLine).where(SupplyLine.donor_org_id == org_id).order_by(SupplyLine.id)
+    )
+    return {
+        "supply_lines": [
+            {
+                "pledge_line_id": str(line.id),
+                "region": line.region,
+                "lat": line.lat,
+                "lon": line.lon,
+            }
+            for line in lines
+        ]
+    }

@@ -908,3 +908,71 @@ def overdue_reservations(session: Session, now: datetime, limit: int = 500) -> l
             .limit(limit)
         )
     )
+
+
+# A person's data ---------------------------------------------------------------------------
+
+
+def erase_donor(session: Session, org_id: uuid.UUID) -> int:
+    """``org.erased``: drop the person's pickup addresses and coordinates from its
+    pledges and the events kept about them, and the spreadsheets it uploaded. The
+    region and every quantity stay, so all totals still add up. Returns the pledges
+    touched."""
+    from services.donations.models import ImportJob, messaging
+
+    pledges = list(session.scalars(select(Pledge).where(Pledge.org_id == org_id)))
+    for pledge in pledges:
+        pledge.origin_address = None
+        pledge.origin_lat = None
+        pledge.origin_lon = None
+        pledge.notes = None
+    ids = [str(p.id) for p in pledges]
+    outbox = messaging.outbox
+    if ids:
+        for row in session.scalars(select(outbox).where(outbox.aggregate_id.in_(ids))):
+            message = dict(row.message)
+            payload = dict(message.get("payload") or {})
+            if "origin" in payload:
+                payload["origin"] = {"region": (payload["origin"] or {}).get("region")}
+                message["payload"] = payload
+                row.message = message
+    for job in session.scalars(select(ImportJob).where(ImportJob.org_id == org_id)):
+        # The uploaded file (names, addresses) goes; the job's counts stay.
+        job.content = b""
+        job.filename = "erased"
+        job.errors = []
+    return len(pledges)
+
+
+def donor_personal_data(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
+    """What donations holds of a donor that may be a person's data: its pledges'
+    pickup places and notes, and the spreadsheets it uploaded."""
+    from services.donations.models import ImportJob
+
+    pledges = session.scalars(
+        select(Pledge).where(Pledge.org_id == org_id).order_by(Pledge.created_at, Pledge.id)
+    )
+    jobs = session.scalars(
+        select(ImportJob).where(ImportJob.org_id == org_id).order_by(ImportJob.created_at)
+    )
+    return {
+        "pledges": [
+            {
+                "id": str(p.id),
+                "created_at": p.created_at.isoformat(),
+                "origin": {
+                    "address": p.origin_address,
+                    "region": p.origin_region,
+                    "lat": p.origin_lat,
+                    "lon": p.origin_lon,
+                },
+                "notes": p.notes,
+                "anonymous": bool(p.anonymous),
+            }
+            for p in pledges
+        ],
+        "imports": [
+            {"id": str(j.id), "filename": j.filename, "created_at": j.created_at.isoformat()}
+            for j in jobs
+        ],
+    }

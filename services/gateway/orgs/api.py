@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -12,13 +13,17 @@ from sqlalchemy import select
 
 from services.gateway.audit import service as audit
 from services.gateway.models import Organisation
+from services.gateway.orgs.personal_data import erase, export
 from services.gateway.orgs.service import (
     ORG_AUDIT_FIELDS,
+    get_organisation,
     register_organisation,
     sees_private,
     visible_organisation,
     visible_to,
 )
+from services.gateway.proxy import ServiceClient
+from shared.errors import NotFound, Unavailable
 from shared.events.registry import ORGANISATION_KINDS
 from shared.identity import current_identity, require_login, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
@@ -169,4 +174,62 @@ class OrganisationById(MethodView):
         """One organisation, if the directory lists it to you (see the list); contacts,
         licence and verification record only for its members and coordinators."""
         org = visible_organisation(db_session(), current_identity(), org_id)
+        return dump_organisation(org)
+
+
+class EraseSchema(Schema):
+    reason = fields.String(
+        required=True,
+        validate=validate.Length(min=3, max=500),
+        metadata={"description": "Why, e.g. the person's request and its date"},
+    )
+
+
+class PersonalDataExportSchema(Schema):
+    gateway = fields.Dict(metadata={"description": "The record, its users, the audit log"})
+    services = fields.List(fields.Dict(), metadata={"description": "What each service holds of it"})
+
+
+@blp.route("/<uuid:org_id>/personal-data")
+class PersonalDataOf(MethodView):
+    @blp.response(200, PersonalDataExportSchema)
+    @require_login
+    def get(self, org_id: uuid.UUID) -> Any:
+        """Everything aidlink holds of a person (an individual donor) and its users, for
+        the person (its own members) or a coordinator answering their request."""
+        identity = current_identity()
+        if not (identity.is_coordinator or identity.org_id == org_id):
+            raise NotFound(f"No organisation {org_id}.", slug="organisation-not-found")
+        org = get_organisation(db_session(), org_id)
+        client: ServiceClient = current_app.extensions["aidlink.services"]
+        services = []
+        for service in ("donations", "dispatch"):
+            answer = client.call(
+                service,
+                "GET",
+                f"/api/v1/{service}/orgs/{org_id}/personal-data",
+                headers=client.forward_headers({}, service),
+            )
+            if answer.status_code != 200:
+                raise Unavailable(
+                    f"The {service} service could not give its part ({answer.status_code}); "
+                    "try again shortly.",
+                    slug="export-incomplete",
+                )
+            services.append(answer.json())
+        return {"gateway": export(db_session(), org), "services": services}
+
+
+@blp.route("/<uuid:org_id>/erase", methods=["POST"])
+@blp.arguments(EraseSchema)
+@blp.response(200, OrganisationDetailSchema)
+@require_roles("coordinator")
+def erase_person(data: dict[str, Any], org_id: uuid.UUID) -> Any:
+    """Erase a person's data on their request (an individual donor): names, addresses,
+    contacts, e-mails, pickup places, uploaded files, here and in every service.
+    Quantities stay, so every total and the public ledger still add up."""
+    rt = runtime()
+    with rt.unit_of_work() as session:
+        org = get_organisation(session, org_id)
+        erase(session, rt.outbox, org, data["reason"])
         return dump_organisation(org)
