@@ -8,7 +8,7 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, json, request
-from marshmallow import Schema, fields
+from marshmallow import INCLUDE, Schema, fields
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import DomainError
@@ -33,6 +33,33 @@ class ProblemSchema(Schema):
         metadata={"description": "Messages per offending field, e.g. lines.0.quantity"},
     )
     request_id = fields.String()
+    # Extension members some problems carry, besides the standard ones.
+    required_scope = fields.String(
+        metadata={"description": "insufficient-scope: the scope the API token lacks"}
+    )
+    job_id = fields.String(
+        metadata={"description": "A file uploaded before: the import job it became"}
+    )
+    merged_into_id = fields.String(
+        metadata={"description": "organisation-merged: the organisation to act on instead"}
+    )
+    service = fields.String(metadata={"description": "upstream-*: the service that did not answer"})
+    current_status = fields.String(
+        metadata={"description": "A transition refused: the shipment's status now"}
+    )
+    status_now = fields.String(
+        metadata={"description": "A change refused: the run's or allocation's status now"}
+    )
+    need_status = fields.String(metadata={"description": "A change refused: the need's status"})
+    shipment_status = fields.String(
+        metadata={"description": "A receipt refused: the shipment's status"}
+    )
+    receipt_id = fields.String(metadata={"description": "The receipt a correction replaces"})
+
+    class Meta:
+        # Other extension members (RFC 9457 section 3.2) may appear; clients ignore
+        # those they do not know.
+        unknown = INCLUDE
 
 
 class Problem(Exception):

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 from requests.adapters import HTTPAdapter
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.config import Settings
 from shared.identity import INTERNAL_HEADER, current_identity, sign_internal
@@ -125,6 +126,24 @@ class ServiceClient:
             ) from None
 
 
+def _methods_of_path() -> list[str]:
+    """The methods the gateway's own endpoints answer at the request's path (the
+    proxy's catch-all aside): a path of the gateway's asked with another method is a
+    405 with ``Allow``, not a 404."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed: set[str] = set()
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        try:
+            rule, _args = adapter.match(path_info=request.path, method=method, return_rule=True)
+        except HTTPException:
+            continue
+        if not rule.endpoint.startswith("proxy."):
+            allowed.add(method)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return sorted(allowed | ({"OPTIONS"} if allowed else set()))
+
+
 def proxy_blueprint(client: ServiceClient) -> Blueprint:
     blp = Blueprint("proxy", __name__)
 
@@ -143,6 +162,10 @@ def proxy_blueprint(client: ServiceClient) -> Blueprint:
             ROUTES.get(segment),
         )
         if service is None:
+            allowed = _methods_of_path()
+            if allowed:
+                # The gateway's own endpoint, asked with another method.
+                raise MethodNotAllowed(valid_methods=allowed)
             raise Problem(404, f"No API at /api/v1/{segment}.", slug="no-such-endpoint")
         upstream = client.call(
             service,

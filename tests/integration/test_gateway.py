@@ -147,6 +147,42 @@ def test_one_openapi_document_covers_every_service(stack: Stack) -> None:
     assert asset.status_code == 200
 
 
+def test_the_openapi_document_says_exactly_what_is_answered(stack: Stack) -> None:
+    """Problem details' extension members are declared (and others allowed), bodies a
+    client may leave out are optional, and a wrong method is a 405 naming the right
+    ones, on the gateway's own paths and on those it forwards."""
+    client = stack.client()
+    doc = client.get("/api/v1/openapi.json").json
+    problem = doc["components"]["schemas"]["Problem"]
+    assert {"required_scope", "job_id", "merged_into_id", "current_status"} <= set(
+        problem["properties"]
+    )
+    assert problem["additionalProperties"] is True
+    optional = {
+        ("post", "/api/v1/matching/runs"),
+        ("post", "/api/v1/pledges/{pledge_id}/cancel"),
+        ("post", "/api/v1/needs/{need_id}/cancel"),
+        ("post", "/api/v1/duplicates/{flag_id}/dismiss"),
+    }
+    for method, path in optional:
+        assert doc["paths"][path][method]["requestBody"]["required"] is False, path
+    # And they are taken without one.
+    boss = admin(stack.apps["gateway"], client)
+    assert client.post("/api/v1/matching/runs", headers=boss.headers).status_code == 201
+
+    hospital = register(client)
+    for method, path, allowed in (
+        ("PUT", "/api/v1/orgs", {"GET", "POST"}),
+        ("PATCH", "/api/v1/auth/login", {"POST"}),
+        ("DELETE", "/api/v1/pledges", {"GET", "POST"}),
+        ("DELETE", "/api/v1/transparency/ledger", {"GET"}),
+    ):
+        answer = client.open(path, method=method, headers=hospital.headers)
+        assert answer.status_code == 405, (method, path, answer.json)
+        assert answer.mimetype == "application/problem+json"
+        assert allowed <= {m.strip() for m in answer.headers["Allow"].split(",")}, path
+
+
 def test_every_service_reports_health_and_readiness(stack: Stack) -> None:
     for service, app in stack.apps.items():
         client: Any = app.test_client()

@@ -90,7 +90,7 @@ class Runs(MethodView):
             stmt = stmt.where(MatchingRun.status == args["status"])
         return paginate(db_session(), stmt, MatchingRun, cursor=args["cursor"], limit=args["limit"])
 
-    @blp.arguments(RunInSchema)
+    @blp.arguments(RunInSchema, required=False)
     @blp.response(201, RunSchema)
     @require_roles("coordinator")
     def post(self, data: dict[str, Any]) -> Any:

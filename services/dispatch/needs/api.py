@@ -363,7 +363,7 @@ class NeedById(MethodView):
 
 
 @blp.route("/<uuid:need_id>/cancel", methods=["POST"])
-@blp.arguments(NeedCancelSchema)
+@blp.arguments(NeedCancelSchema, required=False)
 @blp.response(200, NeedSchema, headers={"ETag": {"schema": {"type": "string"}}})
 @require_roles()
 def cancel(data: dict[str, Any], need_id: uuid.UUID) -> Any:

@@ -323,7 +323,7 @@ class PledgeById(MethodView):
 
 
 @blp.route("/<uuid:pledge_id>/cancel", methods=["POST"])
-@blp.arguments(CancelSchema)
+@blp.arguments(CancelSchema, required=False)
 @blp.response(200, PledgeSchema)
 @require_roles()
 def cancel(data: dict[str, Any], pledge_id: uuid.UUID) -> Any:

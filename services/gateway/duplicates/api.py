@@ -192,7 +192,7 @@ def scan_all() -> Any:
 
 
 @blp.route("/duplicates/<uuid:flag_id>/dismiss", methods=["POST"])
-@blp.arguments(DismissSchema)
+@blp.arguments(DismissSchema, required=False)
 @blp.response(200, DuplicateFlagSchema)
 @require_roles("coordinator")
 def dismiss(data: dict[str, Any], flag_id: uuid.UUID) -> Any:
