@@ -47,6 +47,15 @@ browser:
 		fi; \
 	fi
 
+## Fuzz the API harder than the suite does: a fresh random seed each run (printed, so a
+## finding can be replayed with FUZZ_SEED=...) and FUZZ_EXAMPLES requests per operation.
+FUZZ_EXAMPLES ?= 40
+fuzz: $(STAMP)
+	@seed=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "== fuzzing with seed $$seed ($(FUZZ_EXAMPLES) examples per operation); replay: make fuzz FUZZ_SEED=$$seed"; \
+	AIDLINK_FUZZ_SEED=$$seed AIDLINK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		$(BIN)/pytest tests/hostile/test_openapi_fuzz.py -n 2 $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared services tests $(wildcard bench)
