@@ -3,6 +3,7 @@ per role and relation, and anonymous donors kept anonymous outside coordinators.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +134,21 @@ def test_contacts_licence_and_address_of_a_person_stay_with_coordinators_and_the
 # Anonymous donors ----------------------------------------------------------------------
 
 
+def _signed_in(stack: Stack, who: Account, language: str = "en") -> Any:
+    """A browser session of ``who`` in the web UI."""
+    client = stack.client()
+    client.set_cookie("aidlink_lang", language)
+    form = client.get("/signin")
+    token = re.search(rb'name="csrf_token" value="([^"]+)"', form.data)
+    assert token is not None
+    done = client.post(
+        "/signin",
+        data={"csrf_token": token.group(1).decode(), "email": who.email, "password": PASSWORD},
+    )
+    assert done.status_code == 302
+    return client
+
+
 def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stack) -> None:
     """Through the allocation, the shipment (its origin too) and the recipient's webhook:
     nothing names the donor, nor its pledge, which would name it by a join."""
@@ -233,6 +249,28 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
             found["origin"] if picks_up else {"region": found["origin"]["region"]}
         )
         assert person.org_id not in str(carried) and pledge.json["id"] not in str(carried)
+
+    # Organisations with no part in it see nothing of the shipment at all.
+    unrelated = verified(client, boss, kind="hospital")
+    unverified = register(client, kind="hospital")
+    for who in (unrelated, unverified):
+        assert client.get(f"/api/v1/shipments/{found['id']}", headers=who.headers).status_code in (
+            403,
+            404,
+        )
+        listed = client.get("/api/v1/allocations", headers=who.headers)
+        assert listed.status_code in (200, 403)
+        if listed.status_code == 200:
+            assert listed.json["items"] == []
+    # The recipient's web page says "an anonymous donor", in either language.
+    for language, said in (("en", "An anonymous donor"), ("zh", "匿名捐赠者")):
+        web = _signed_in(stack, hospital, language)
+        page = web.get(f"/shipments/{found['id']}")
+        assert page.status_code == 200
+        text = page.get_data(as_text=True)
+        assert said in text and "张三" not in text and "某小区" not in text
+    coordinators_page = _signed_in(stack, chief).get(f"/shipments/{found['id']}")
+    assert "张三" in coordinators_page.get_data(as_text=True)
 
     def delivered_payload() -> dict[str, Any] | None:
         with stack.runtime("gateway").session_factory() as session:
