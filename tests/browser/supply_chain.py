@@ -11,6 +11,7 @@ from typing import Any
 
 from services.dispatch.models import SupplyLine
 from tests.support.auth import Account, admin, coordinator, verified
+from tests.support.shipping import backdate_shipments
 from tests.support.stack import Stack, eventually
 
 
@@ -123,6 +124,8 @@ def build(
             return None
 
         chain.shipments[hospital] = eventually(planned, timeout=60)
+    # Planned two days ago: the stories scan hours back.
+    backdate_shipments(stack)
     return chain
 
 

@@ -22,6 +22,7 @@ from tests.support.shipping import (
     HOSPITAL_AT,
     allocations_in,
     assign_carrier,
+    backdate_shipments,
     call_as,
     list_shipments,
     post_as,
@@ -313,6 +314,8 @@ def _batch_world(stack: Stack) -> tuple[dict[str, Account], list[dict[str, Any]]
         ),
         timeout=60,
     )
+    # Planned two days ago: the stories below scan hours back.
+    backdate_shipments(stack)
     return people, [assign_carrier(client, s, people) for s in shipments]
 
 
@@ -449,6 +452,31 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
     ).json
     assert "header" in bad_header["errors"]
     call_as(client, "POST", url, people["donor"], 403, json={"events": []})
+
+
+def test_an_update_dated_before_the_shipment_existed_is_refused(stack: Stack) -> None:
+    people = saga_world(stack, carriers=True)
+    client = stack.client()
+    reserved(stack, people, {"mask": 100}, [("hospital", {"mask": 100}, HOSPITAL_AT)])
+    (shipment,) = eventually(lambda: list_shipments(client, people["coordinator"]), timeout=60)
+    assign_carrier(client, shipment, people)
+    refused = shipment_event(
+        client,
+        shipment["id"],
+        people["carrier"],
+        "picked_up",
+        utcnow() - timedelta(hours=16),
+        code=422,
+    )
+    assert refused["type"].endswith("/update-before-shipment")
+    assert "before the shipment was created" in refused["errors"]["occurred_at"][0]
+    current = client.get(f"/api/v1/shipments/{shipment['id']}", headers=people["carrier"].headers)
+    assert current.json["status"] == "planned"
+    assert [h["status"] for h in current.json["history"]] == ["planned"]
+    # A scanner's clock a minute behind is no reason to refuse.
+    shipment_event(
+        client, shipment["id"], people["carrier"], "picked_up", utcnow() - timedelta(minutes=1)
+    )
 
 
 def test_lost_returns_the_quantity_to_matching_and_returned_to_the_donor(stack: Stack) -> None:

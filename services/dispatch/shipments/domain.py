@@ -156,6 +156,12 @@ def too_far_ahead(occurred_at: datetime, now: datetime, skew: timedelta) -> bool
     return occurred_at > now + skew
 
 
+def before_it_existed(occurred_at: datetime, created_at: datetime, skew: timedelta) -> bool:
+    """An update dated before the shipment was created, beyond a clock's usual drift:
+    nothing can have happened to it yet."""
+    return occurred_at < created_at - skew
+
+
 # Overdue ------------------------------------------------------------------------------
 
 STALE = "stale"

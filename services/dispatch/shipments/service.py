@@ -735,6 +735,18 @@ def record_update(
             "The update cannot have happened in the future.",
             errors={"occurred_at": [f"{occurred_at.isoformat()} is ahead of {now.isoformat()}."]},
         )
+    created_at = shipment.created_at.astimezone(UTC) if shipment.created_at else None
+    if created_at is not None and domain.before_it_existed(occurred_at, created_at, clock_skew):
+        raise RuleBroken(
+            "The update is dated before the shipment existed.",
+            slug="update-before-shipment",
+            errors={
+                "occurred_at": [
+                    f"{occurred_at.isoformat()} is before the shipment was created "
+                    f"({created_at.isoformat()})."
+                ]
+            },
+        )
     # Under the row lock, the state as the last writer left it.
     session.refresh(shipment, _STATE_COLUMNS, with_for_update=True)
     earlier = session.scalar(
