@@ -255,6 +255,7 @@ class Shipment(Entity, Base):
         Index("ix_shipments_logistics", "logistics_org_id", "status"),
         Index("ix_shipments_created", "created_at", "id"),
         Index("ix_shipments_watch", "status", "last_event_at"),
+        UniqueConstraint("tracking_number", name="uq_shipments_tracking_number"),
     )
 
     # planned, ready_for_pickup, picked_up, in_transit, out_for_delivery, delivered,
@@ -277,6 +278,8 @@ class Shipment(Entity, Base):
     origin_key: Mapped[str] = mapped_column(String(200), nullable=False)
     destination_key: Mapped[str] = mapped_column(String(200), nullable=False)
     tracking_ref: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # aidlink's own tracking number, printed and scanned: AL-<year>-<six digits>.
+    tracking_number: Mapped[str | None] = mapped_column(String(20), nullable=True)
     eta: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Set when the overdue sweep flagged it; cleared by the next update.
     overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -291,6 +294,15 @@ class Shipment(Entity, Base):
         lazy="selectin",
         viewonly=True,
     )
+
+
+class TrackingCounter(Base):
+    """The last tracking number given out in a year."""
+
+    __tablename__ = "tracking_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class ShipmentLine(Base):

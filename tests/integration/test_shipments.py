@@ -5,6 +5,7 @@ quantity back to matching, and the overdue watch."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -477,6 +478,57 @@ def test_an_update_dated_before_the_shipment_existed_is_refused(stack: Stack) ->
     shipment_event(
         client, shipment["id"], people["carrier"], "picked_up", utcnow() - timedelta(minutes=1)
     )
+
+
+def test_every_shipment_has_a_tracking_number_that_scanners_and_searches_take(
+    stack: Stack,
+) -> None:
+    people, (first, second) = _batch_world(stack)
+    client = stack.client()
+    numbers = [first["tracking_number"], second["tracking_number"]]
+    year = utcnow().year
+    assert all(re.fullmatch(rf"AL-{year}-\d{{6}}", n) for n in numbers), numbers
+    assert len(set(numbers)) == 2
+    # Found by the number (in any case) or by the carrier's own waybill number.
+    by_number = list_shipments(client, people["carrier"], tracking=numbers[0].lower())
+    assert [s["id"] for s in by_number] == [first["id"]]
+    assert list_shipments(client, people["rival"], tracking=numbers[0]) == []
+    assert len(list_shipments(client, people["coordinator"], tracking="SF1234567890")) == 2
+    # A scanner reads the number off the waybill.
+    scanned = post_as(
+        client,
+        "/api/v1/shipments/events:batch",
+        {
+            "events": [
+                {
+                    "shipment_id": numbers[0],
+                    "status": "picked_up",
+                    "occurred_at": (utcnow() - timedelta(minutes=5)).isoformat(),
+                },
+                {
+                    "shipment_id": "AL-1999-000001",
+                    "status": "picked_up",
+                    "occurred_at": (utcnow() - timedelta(minutes=5)).isoformat(),
+                },
+            ]
+        },
+        people["carrier"],
+        200,
+    )
+    assert [r["outcome"] for r in scanned["results"]] == ["applied", "refused"]
+    assert scanned["results"][0]["shipment_id"] == first["id"]
+    assert "AL-1999-000001" in scanned["results"][1]["reason"]
+    csv = f"shipment_id,status,occurred_at\n{numbers[1]},picked_up,{utcnow().isoformat()}\n"
+    sent = call_as(
+        client,
+        "POST",
+        "/api/v1/shipments/events:batch",
+        people["carrier"],
+        200,
+        data=csv,
+        headers={"Content-Type": "text/csv"},
+    )
+    assert [r["outcome"] for r in sent.json["results"]] == ["applied"]
 
 
 def test_lost_returns_the_quantity_to_matching_and_returned_to_the_donor(stack: Stack) -> None:

@@ -13,7 +13,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from services.dispatch.models import Shipment, ShipmentLine
@@ -44,6 +44,13 @@ class ShipmentListArgsSchema(ListArgsSchema):
     status = fields.String(validate=validate.OneOf(domain.STATUSES))
     logistics_org_id = fields.UUID()
     overdue = fields.Boolean(metadata={"description": "true: only those flagged overdue"})
+    tracking = fields.String(
+        validate=validate.Length(min=1, max=100),
+        metadata={
+            "description": "A tracking number (AL-2020-000123) or the logistics company's "
+            "own waybill number"
+        },
+    )
 
 
 class ConsolidateSchema(Schema):
@@ -76,7 +83,14 @@ class UpdateInSchema(Schema):
 
 
 class BatchRowSchema(UpdateInSchema):
-    shipment_id = fields.UUID(required=True)
+    shipment_id = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={
+            "description": "The shipment's id, its tracking number (AL-2020-000123, as "
+            "printed on the waybill) or the logistics company's own waybill number"
+        },
+    )
 
 
 class BatchInSchema(Schema):
@@ -228,6 +242,11 @@ class Shipments(MethodView):
             stmt = stmt.where(Shipment.status == args["status"])
         if args.get("logistics_org_id"):
             stmt = stmt.where(Shipment.logistics_org_id == args["logistics_org_id"])
+        if args.get("tracking"):
+            wanted = args["tracking"].strip()
+            stmt = stmt.where(
+                or_(Shipment.tracking_number == wanted.upper(), Shipment.tracking_ref == wanted)
+            )
         if args.get("overdue") is True:
             stmt = stmt.where(Shipment.overdue_at.is_not(None))
         elif args.get("overdue") is False:

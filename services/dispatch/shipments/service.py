@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marshmallow import Schema, fields, post_dump
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
 from services.dispatch.allocations import service as saga
@@ -37,6 +39,7 @@ from services.dispatch.models import (
     ShipmentEvent,
     ShipmentLine,
     SupplyLine,
+    TrackingCounter,
 )
 from services.dispatch.shipments import domain
 from shared.db import utcnow
@@ -129,7 +132,13 @@ class ShipmentSchema(Schema):
     )
     recipient_org_id = fields.UUID()
     logistics_org_id = fields.UUID(allow_none=True)
-    tracking_ref = fields.String(allow_none=True)
+    tracking_number = fields.String(
+        allow_none=True,
+        metadata={"description": "aidlink's own, printed and scanned: AL-2020-000123"},
+    )
+    tracking_ref = fields.String(
+        allow_none=True, metadata={"description": "The logistics company's waybill number"}
+    )
     eta = fields.AwareDateTime(allow_none=True)
     last_event_at = fields.AwareDateTime(
         metadata={"description": "When the last update (late ones too) was recorded"}
@@ -358,6 +367,53 @@ def _announce(
 # Consolidation ----------------------------------------------------------------------------
 
 
+TRACKING_PREFIX = "AL"
+_TRACKING_NUMBER = re.compile(r"^AL-\d{4}-\d{6,}$", re.IGNORECASE)
+
+
+def next_tracking_number(session: Session, year: int) -> str:
+    """The next tracking number of ``year`` (AL-2020-000001, ...), taken in the
+    caller's transaction: the counter's row is locked until it commits, so no two
+    shipments share a number."""
+    for _attempt in range(3):
+        taken = session.execute(
+            update(TrackingCounter)
+            .where(TrackingCounter.year == year)
+            .values(last=TrackingCounter.last + 1)
+            .returning(TrackingCounter.last)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        if taken is None:
+            try:
+                with session.begin_nested():
+                    session.execute(insert(TrackingCounter).values(year=year, last=1))
+                taken = 1
+            except IntegrityError:
+                continue  # another transaction began the year: take the next one
+        return f"{TRACKING_PREFIX}-{year}-{taken:06d}"
+    raise RuntimeError(f"could not take a tracking number for {year}")
+
+
+def is_tracking_number(text: str) -> bool:
+    return bool(_TRACKING_NUMBER.match(text.strip()))
+
+
+def find_shipment(session: Session, reference: str | uuid.UUID) -> Shipment | None:
+    """A shipment by its id, its tracking number, or the logistics company's own
+    waybill number (when only one shipment has it)."""
+    if isinstance(reference, uuid.UUID):
+        return session.get(Shipment, reference)
+    text = str(reference).strip()
+    try:
+        return session.get(Shipment, uuid.UUID(text))
+    except ValueError:
+        pass
+    if is_tracking_number(text):
+        return session.scalar(select(Shipment).where(Shipment.tracking_number == text.upper()))
+    found = session.scalars(select(Shipment).where(Shipment.tracking_ref == text).limit(2)).all()
+    return found[0] if len(found) == 1 else None
+
+
 def _new_shipment(
     session: Session,
     outbox: Outbox,
@@ -390,6 +446,7 @@ def _new_shipment(
         origin_key=route.origin_key,
         destination_key=route.destination_key,
         tracking_ref=tracking_ref,
+        tracking_number=next_tracking_number(session, now.year),
         eta=eta,
         created_by=created_by,
     )
@@ -904,7 +961,7 @@ def apply_batch(
                 reason="The row is not valid.",
                 errors=row["errors"],
             )
-    shipments: dict[uuid.UUID, Shipment | None] = {}
+    shipments: dict[Any, Shipment | None] = {}
     for row in order:
         result = RowResult(
             row["index"],
@@ -916,12 +973,14 @@ def apply_batch(
         results[row["index"]] = result
         shipment_id = row["shipment_id"]
         if shipment_id not in shipments:
-            shipments[shipment_id] = session.get(Shipment, shipment_id)
+            shipments[shipment_id] = find_shipment(session, shipment_id)
         shipment = shipments[shipment_id]
         if shipment is None or not can_see(identity, shipment):
             result.reason = f"No shipment {shipment_id}."
             result.errors = {"shipment_id": [result.reason]}
             continue
+        # Answered by the shipment's id, whichever reference the row gave.
+        result.shipment_id = str(shipment.id)
         if not can_update(identity, shipment):
             result.reason = "This shipment is not yours to update."
             result.errors = {"shipment_id": [result.reason]}

@@ -1,0 +1,55 @@
+"""Migrations that change data as well as tables: run on a database holding rows from
+before them, on both backends."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from alembic import command
+from sqlalchemy import create_engine, text
+
+from shared.config import Settings
+from shared.migrations import alembic_config, upgrade
+
+
+def test_shipments_made_before_tracking_numbers_are_numbered_in_order(
+    settings: Settings,
+) -> None:
+    url = settings.database_url("dispatch")
+    command.downgrade(alembic_config("dispatch", url), "0008")
+    engine = create_engine(url)
+    made = [
+        (uuid.uuid4(), datetime(2020, 2, 3, 8, tzinfo=UTC)),
+        (uuid.uuid4(), datetime(2020, 2, 1, 9, tzinfo=UTC)),
+        (uuid.uuid4(), datetime(2021, 1, 5, 10, tzinfo=UTC)),
+    ]
+    with engine.begin() as conn:
+        for shipment_id, created_at in made:
+            conn.execute(
+                text(
+                    "INSERT INTO shipments (id, status, status_at, last_event_at, donor_org_id,"
+                    " recipient_org_id, origin, destination, origin_key, destination_key,"
+                    " created_at, updated_at, version, donor_anonymous) VALUES (:id, 'planned',"
+                    " :at, :at, :donor, :recipient, '{}', '{}', 'o', 'd', :at, :at, 1, false)"
+                ),
+                {
+                    "id": shipment_id if url.startswith("postgresql") else shipment_id.hex,
+                    "at": created_at,
+                    "donor": uuid.uuid4().hex,
+                    "recipient": uuid.uuid4().hex,
+                },
+            )
+    upgrade("dispatch", settings)
+    with engine.connect() as conn:
+        numbers: dict[Any, str] = dict(
+            conn.execute(text("SELECT created_at, tracking_number FROM shipments")).all()
+        )
+        counters: dict[int, int] = dict(
+            conn.execute(text("SELECT year, last FROM tracking_counters")).all()
+        )
+    engine.dispose()
+    by_time = [numbers[k] for k in sorted(numbers)]
+    assert by_time == ["AL-2020-000001", "AL-2020-000002", "AL-2021-000001"]
+    assert counters == {2020: 2, 2021: 1}
