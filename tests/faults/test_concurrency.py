@@ -122,7 +122,12 @@ def test_the_same_scans_and_the_same_receipt_sent_at_once_apply_once(stack: Stac
     eight clients confirm the same receipt at once: each change happens once."""
     from services.dispatch.models import NeedLine, ShipmentEvent
     from services.invariants import check
-    from tests.support.shipping import assign_carrier, list_shipments, reserved
+    from tests.support.shipping import (
+        assign_carrier,
+        backdate_shipments,
+        list_shipments,
+        reserved,
+    )
     from tests.support.world import saga_world
 
     people = saga_world(stack, carriers=True)
@@ -135,6 +140,7 @@ def test_the_same_scans_and_the_same_receipt_sent_at_once_apply_once(stack: Stac
         [("hospital", {"mask": 300}, {"region": "420103", "address": "ward 3"})],
     )
     [shipment] = list_shipments(stack.client(), people["coordinator"])
+    backdate_shipments(stack)  # planned days ago: the scans below are hours back
     assign_carrier(stack.client(), shipment, people)
     at = datetime.now(UTC) - timedelta(hours=2)
     rows = [

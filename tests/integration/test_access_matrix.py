@@ -673,6 +673,8 @@ def _carry(world: World, boss: Account) -> None:
                 status="in_transit",
                 status_at=utcnow(),
                 last_event_at=utcnow(),
+                # Planned days ago: the rows scan hours back.
+                created_at=utcnow() - timedelta(days=2),
                 donor_org_id=uuid.UUID(world.accounts["donor"].org_id),
                 recipient_org_id=uuid.UUID(world.accounts["recipient"].org_id),
                 logistics_org_id=uuid.UUID(carrier.org_id),

@@ -457,7 +457,13 @@ def test_delivery_whose_task_was_lost_is_sent_by_the_sweep(
 def test_a_recipient_hears_of_its_shipments_and_receipts_by_webhook(
     stack: Stack, receiver: Receiver
 ) -> None:
-    from tests.support.shipping import assign_carrier, list_shipments, reserved, shipment_event
+    from tests.support.shipping import (
+        assign_carrier,
+        backdate_shipments,
+        list_shipments,
+        reserved,
+        shipment_event,
+    )
     from tests.support.world import saga_world
 
     people = saga_world(stack, carriers=True)
@@ -477,6 +483,7 @@ def test_a_recipient_hears_of_its_shipments_and_receipts_by_webhook(
         [("hospital", {"mask": 100}, {"region": "420103", "address": "ward 3"})],
     )
     [shipment] = list_shipments(client, people["coordinator"])
+    backdate_shipments(stack)  # planned days ago: the story scans hours back
     assign_carrier(client, shipment, people)
     start = datetime.now(UTC) - timedelta(hours=2)
     for hours, status in enumerate(("picked_up", "delivered")):

@@ -352,10 +352,7 @@ def _announce(
                 "occurred_at": occurred_at,
                 "location": location,
                 "lines": _lines_payload(shipment),
-                "donor_org_id": shipment.donor_org_id,
-                "donor_anonymous": bool(shipment.donor_anonymous),
-                "recipient_org_id": shipment.recipient_org_id,
-                "logistics_org_id": shipment.logistics_org_id,
+                **parties(shipment),
             },
             producer=PRODUCER,
             aggregate_id=shipment.id,
@@ -412,6 +409,17 @@ def find_shipment(session: Session, reference: str | uuid.UUID) -> Shipment | No
         return session.scalar(select(Shipment).where(Shipment.tracking_number == text.upper()))
     found = session.scalars(select(Shipment).where(Shipment.tracking_ref == text).limit(2)).all()
     return found[0] if len(found) == 1 else None
+
+
+def parties(shipment: Shipment) -> dict[str, Any]:
+    """Who a shipment's events concern (for webhooks), and whether its donor is to be
+    left unnamed to the others."""
+    return {
+        "donor_org_id": shipment.donor_org_id,
+        "donor_anonymous": bool(shipment.donor_anonymous),
+        "recipient_org_id": shipment.recipient_org_id,
+        "logistics_org_id": shipment.logistics_org_id,
+    }
 
 
 def _new_shipment(
@@ -1079,10 +1087,7 @@ def flag_overdue(
                 "last_event_at": shipment.last_event_at,
                 "eta": shipment.eta,
                 "tracking_ref": shipment.tracking_ref,
-                "donor_org_id": shipment.donor_org_id,
-                "donor_anonymous": bool(shipment.donor_anonymous),
-                "recipient_org_id": shipment.recipient_org_id,
-                "logistics_org_id": shipment.logistics_org_id,
+                **parties(shipment),
             },
             producer=PRODUCER,
             aggregate_id=shipment.id,
