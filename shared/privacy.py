@@ -14,8 +14,12 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-# Fields that name the donor, at any depth of an answer or an event's payload.
-DONOR_FIELDS = frozenset({"donor_org_id", "donor_name", "pledge_id", "pledge_line_id"})
+# Fields that name the donor, at any depth of an answer or an event's payload: its
+# organisation, its pledge and pledge lines, and a reservation's view of the donor's
+# line (whose id is the pledge line's, and whose figures are the donor's stock).
+DONOR_FIELDS = frozenset(
+    {"donor_org_id", "donor_name", "pledge_id", "pledge_line_id", "line", "available"}
+)
 
 
 def donor_hidden(

@@ -56,6 +56,9 @@ def check_scope(via: str, scopes: Collection[str] | None, path: str, method: str
     if segment in SESSION_ONLY_SEGMENTS:
         raise Forbidden("API tokens cannot be used here; sign in instead.", slug="forbidden")
     area = SCOPE_AREA.get(segment, segment)
+    if segment in ("donations", "dispatch") and len(parts) > 4 and parts[4] == "orgs":
+        # A service's own record of an organisation (and all it holds of it).
+        area = "orgs"
     if area == "public":
         return
     needed = f"{area}:{'read' if method in ('GET', 'HEAD', 'OPTIONS') else 'write'}"

@@ -49,11 +49,12 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         internal_auth=False,
     )
     if settings.trusted_proxies:
-        # Behind that many reverse proxies the client is named by X-Forwarded-For: the
+        # Behind that many reverse proxies the client is named by X-Forwarded-For (and
+        # the scheme by X-Forwarded-Proto): the
         # sign-in limit, rate limits, idempotency keys and the audit log use it.
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+            app.wsgi_app, x_for=hops, x_proto=hops
         )
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API token"}

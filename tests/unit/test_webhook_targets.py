@@ -118,3 +118,24 @@ def test_an_installation_that_allows_private_targets_sends_as_asked(
     settings = Settings.from_env({"AIDLINK_WEBHOOK_ALLOW_PRIVATE": "true"})
     assert _post("http://localhost:9000/in", settings) == (204, None)
     assert sent.requests[0].url == "http://localhost:9000/in"
+
+
+def test_the_pinned_url_keeps_credentials_brackets_ipv6_and_sends_the_idna_name() -> None:
+    url, headers, adapter = service.pinned_request("https://u:p@[2001:db8::1]:8443/in", PUBLIC)
+    assert url == f"https://u:p@{PUBLIC}:8443/in"
+    assert headers["Host"] == "[2001:db8::1]:8443"
+    url, headers, adapter = service.pinned_request("https://救援.例子.cn/in", "2606:4700::1")
+    assert url == "https://[2606:4700::1]/in"
+    ascii_name = "救援.例子.cn".encode("idna").decode()
+    assert ascii_name.startswith("xn--") and headers["Host"] == ascii_name
+    assert adapter.hostname == ascii_name  # type: ignore[attr-defined]
+
+
+def test_a_url_that_cannot_be_sent_fails_the_attempt_instead_of_the_task(
+    monkeypatch: pytest.MonkeyPatch, sent: Sent
+) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", Resolver(PUBLIC))
+    status, error = _post("https://hooks.example.org:99999/in")
+    assert status is None
+    assert error is not None and error.startswith("refused: the URL cannot be sent to")
+    assert sent.requests == []

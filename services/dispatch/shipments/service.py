@@ -164,22 +164,26 @@ class ShipmentSchema(Schema):
         return donor.name if donor is not None else None
 
     @post_dump(pass_original=True)
-    def _anonymous_donor(
+    def _as_the_caller_may_see_it(
         self, data: dict[str, Any], shipment: Shipment, **_kw: Any
     ) -> dict[str, Any]:
-        """An anonymous donor, as the caller may see it (see shared.privacy)."""
+        """Where the goods leave from is the donor's, the coordinators' and the carrier's
+        business (the recipient sees the region); an anonymous donor is named to
+        itself and coordinators only (see shared.privacy)."""
         identity = current_identity()
-        if not donor_hidden(
+        org = identity.org_id
+        carries_it = org is not None and org == shipment.logistics_org_id
+        if not (identity.is_coordinator or org == shipment.donor_org_id or carries_it):
+            data["origin"] = origin_for(data.get("origin"), carries_it=False)
+        if donor_hidden(
             anonymous=bool(shipment.donor_anonymous),
             donor_org_id=shipment.donor_org_id,
-            viewer_org_id=identity.org_id,
+            viewer_org_id=org,
             viewer_is_coordinator=identity.is_coordinator,
         ):
-            return data
-        carries_it = identity.org_id is not None and identity.org_id == shipment.logistics_org_id
-        hidden: dict[str, Any] = without_donor(data)
-        hidden["origin"] = origin_for(data.get("origin"), carries_it=carries_it)
-        return hidden
+            hidden: dict[str, Any] = without_donor(data)
+            return hidden
+        return data
 
 
 def shipment_as_dict(shipment: Shipment) -> dict[str, Any]:
@@ -395,9 +399,11 @@ def is_tracking_number(text: str) -> bool:
     return bool(_TRACKING_NUMBER.match(text.strip()))
 
 
-def find_shipment(session: Session, reference: str | uuid.UUID) -> Shipment | None:
+def find_shipment(
+    session: Session, reference: str | uuid.UUID, identity: Identity | None = None
+) -> Shipment | None:
     """A shipment by its id, its tracking number, or the logistics company's own
-    waybill number (when only one shipment has it)."""
+    waybill number (when only one of the shipments ``identity`` may see has it)."""
     if isinstance(reference, uuid.UUID):
         return session.get(Shipment, reference)
     text = str(reference).strip()
@@ -407,7 +413,11 @@ def find_shipment(session: Session, reference: str | uuid.UUID) -> Shipment | No
         pass
     if is_tracking_number(text):
         return session.scalar(select(Shipment).where(Shipment.tracking_number == text.upper()))
-    found = session.scalars(select(Shipment).where(Shipment.tracking_ref == text).limit(2)).all()
+    stmt = select(Shipment).where(Shipment.tracking_ref == text)
+    visible = visible_to(identity) if identity is not None else None
+    if visible is not None:
+        stmt = stmt.where(visible)
+    found = session.scalars(stmt.limit(2)).all()
     return found[0] if len(found) == 1 else None
 
 
@@ -981,7 +991,7 @@ def apply_batch(
         results[row["index"]] = result
         shipment_id = row["shipment_id"]
         if shipment_id not in shipments:
-            shipments[shipment_id] = find_shipment(session, shipment_id)
+            shipments[shipment_id] = find_shipment(session, shipment_id, identity)
         shipment = shipments[shipment_id]
         if shipment is None or not can_see(identity, shipment):
             result.reason = f"No shipment {shipment_id}."

@@ -175,13 +175,17 @@ class _PinnedAdapter(HTTPAdapter):
 
 
 def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], HTTPAdapter]:
-    """The URL to send to (``url`` with its host replaced by ``address``), the Host
-    header it needs, and the adapter that checks TLS against the original name."""
+    """The URL to send to (``url`` with its host replaced by ``address``, any
+    credentials kept), the Host header it needs, and the adapter that checks TLS
+    against the original name (in its IDNA form)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
+    host = (parts.hostname or "").encode("idna").decode("ascii")
+    port = parts.port
     literal = f"[{address}]" if ":" in address else address
-    netloc = f"{literal}:{parts.port}" if parts.port else literal
-    host_header = f"{host}:{parts.port}" if parts.port else host
+    named = f"[{host}]" if ":" in host else host
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (f"{userinfo}@" if userinfo else "") + (f"{literal}:{port}" if port else literal)
+    host_header = f"{named}:{port}" if port else named
     return urlunsplit(parts._replace(netloc=netloc)), {"Host": host_header}, _PinnedAdapter(host)
 
 
@@ -390,10 +394,13 @@ def _post(
     if not settings.webhook_allow_private:
         # Checked again at each attempt (a name may resolve elsewhere by now), and the
         # connection goes to the address checked, not to a second resolution.
-        reason, address = resolve_target(url)
-        if reason or address is None:
-            return None, f"refused: {reason}"
-        target, extra, adapter = pinned_request(url, address)
+        try:
+            reason, address = resolve_target(url)
+            if reason or address is None:
+                return None, f"refused: {reason}"
+            target, extra, adapter = pinned_request(url, address)
+        except (ValueError, UnicodeError) as exc:
+            return None, f"refused: the URL cannot be sent to ({type(exc).__name__})"
     headers = {
         **extra,
         "Content-Type": "application/json",
@@ -406,6 +413,8 @@ def _post(
     started = time.monotonic()
     try:
         with requests.Session() as http:
+            # No proxy from the environment: the connection goes to the address checked.
+            http.trust_env = False
             http.mount("http://", adapter)
             http.mount("https://", adapter)
             # The answer's body is never read: only its status and how long it took
@@ -419,7 +428,8 @@ def _post(
                 stream=True,
             ) as response:
                 status = response.status_code
-    except requests.RequestException as exc:
+    except (requests.RequestException, ValueError, UnicodeError, OSError) as exc:
+        # Any failure to send is a failed attempt, retried and counted like the others.
         return None, f"{type(exc).__name__} after {_ms(started)} ms"
     if 200 <= status < 300:
         return status, None
