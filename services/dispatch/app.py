@@ -46,7 +46,7 @@ def _org_handlers(rt: ServiceRuntime) -> dict[str, Handler]:
 
     def on_erased(session: Session, event: Event) -> None:
         keep_erased(session, event)
-        allocations.erase_donor(session, uuid.UUID(str(event.data()["id"])))
+        shipments.erase_donor(session, uuid.UUID(str(event.data()["id"])))
 
     return {**handlers, "org.verified": on_verified, "org.erased": on_erased}
 

@@ -32,7 +32,8 @@ def _org_handlers() -> dict[str, Handler]:
 
     def on_erased(session: Session, event: Event) -> None:
         keep_erased(session, event)
-        erase_donor(session, uuid.UUID(str(event.data()["id"])))
+        data = event.data()
+        erase_donor(session, uuid.UUID(str(data["id"])), list(data.get("user_ids") or []))
 
     return {**handlers, "org.erased": on_erased}
 

@@ -69,6 +69,11 @@ class OrgErasedV1(Schema):
     id = fields.UUID(required=True, metadata={"description": "The organisation (a person)"})
     name = fields.String(required=True, metadata={"description": "What it is called now"})
     erased_at = fields.AwareDateTime(required=True)
+    user_ids = fields.List(
+        fields.UUID(),
+        load_default=list,
+        metadata={"description": "Its users, whose kept answers the services forget too"},
+    )
 
 
 class EventRegistry:

@@ -273,14 +273,14 @@ ROWS: list[Row] = [
         body=lambda w, a: {"reason": "licence revoked"},
         fresh_other=True,
     ),
-    # A person's data: the organisation's own members and coordinators export it;
-    # coordinators erase it, and only a person's (these are organisations: 422).
+    # A person's data: the person and coordinators export it; coordinators erase it.
+    # Only a person's (these organisations are not individuals: 422).
     Row(
         "GET",
         "/api/v1/orgs/{org}/personal-data",
         {
-            **{actor: (200, 404) for actor in SIGNED_IN},
-            **{actor: (200, 200) for actor in COORDINATORS},
+            **{actor: (422, 404) for actor in SIGNED_IN},
+            **{actor: (422, 422) for actor in COORDINATORS},
             "anonymous": 401,
         },
     ),

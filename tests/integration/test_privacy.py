@@ -3,6 +3,7 @@ per role and relation, and anonymous donors kept anonymous outside coordinators.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -164,7 +165,10 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
     carrier = verified(client, boss, kind="logistics_company", region="4201")
     hook = client.post(
         "/api/v1/webhooks",
-        json={"url": "https://example.org/hook", "event_types": ["shipment.created"]},
+        json={
+            "url": "https://example.org/hook",
+            "event_types": ["shipment.created", "reservation.accepted"],
+        },
         headers=hospital.headers,
     )
     assert hook.status_code == 201, hook.json
@@ -272,15 +276,28 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
     coordinators_page = _signed_in(stack, chief).get(f"/shipments/{found['id']}")
     assert "张三" in coordinators_page.get_data(as_text=True)
 
-    def delivered_payload() -> dict[str, Any] | None:
+    def delivered_payload(kind: str) -> dict[str, Any] | None:
         with stack.runtime("gateway").session_factory() as session:
-            row = session.query(WebhookDelivery).filter_by(event_type="shipment.created").first()
+            row = session.query(WebhookDelivery).filter_by(event_type=kind).first()
             return dict(row.payload) if row is not None else None
 
-    payload = eventually(delivered_payload, timeout=60)
-    assert payload["data"]["donor_anonymous"] is True
-    assert payload["data"]["donor_org_id"] is None
-    assert person.org_id not in str(payload) and pledge.json["id"] not in str(payload)
+    line_id = pledge.json["lines"][0]["id"]
+    for kind in ("shipment.created", "reservation.accepted"):
+        payload = eventually(functools.partial(delivered_payload, kind), timeout=60)
+        assert payload["data"]["donor_anonymous"] is True, kind
+        assert payload["data"]["donor_org_id"] is None, kind
+        for held in (person.org_id, pledge.json["id"], line_id):
+            assert held not in str(payload), (kind, held)
+
+    # Promised to someone already: the donor cannot now choose to be named.
+    current = client.get(f"/api/v1/pledges/{pledge.json['id']}", headers=person.headers)
+    named = client.patch(
+        f"/api/v1/pledges/{pledge.json['id']}",
+        json={"anonymous": False},
+        headers={**person.headers, "If-Match": current.headers["ETag"]},
+    )
+    assert named.status_code == 422, named.json
+    assert "anonymous" in named.json["errors"]
 
 
 # A person's data, exported and erased on request ---------------------------------------

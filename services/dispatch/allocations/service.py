@@ -58,10 +58,13 @@ ALLOCATION_STATUSES = (
 def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None:
     """Take a whole pledge from a pledge.* event into the supply read model."""
     origin = pledge["origin"]
+    anonymous = bool(pledge.get("anonymous", False))
+    newer = False
     for line in pledge["lines"]:
         row = session.get(SupplyLine, line["id"], with_for_update=True)
         if row is not None and row.pledge_version >= version:
             continue
+        newer = True
         if row is None:
             row = SupplyLine(id=line["id"], proposed=0)
             session.add(row)
@@ -77,12 +80,25 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
         row.pledge_status = pledge["status"]
         row.best_before = line.get("best_before")
         row.restrictions = dict(line.get("restrictions") or {})
-        row.anonymous = bool(pledge.get("anonymous", False))
+        row.anonymous = anonymous
         row.region = origin["region"]
         row.lat = origin.get("lat")
         row.lon = origin.get("lon")
         row.pledge_version = version
         row.synced_at = utcnow()
+    if newer:
+        # The donor may choose again whether to be named (donations allows it only
+        # before any of the pledge is reserved): its allocations still proposed follow.
+        session.execute(
+            update(Allocation)
+            .where(
+                Allocation.pledge_id == pledge["id"],
+                Allocation.donor_anonymous.is_not(anonymous),
+                Allocation.status == "proposed",
+            )
+            .values(donor_anonymous=anonymous)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def apply_line_totals(session: Session, totals: dict[str, Any] | None, version: int | None) -> None:
@@ -528,25 +544,6 @@ def items_of_org(session: Session, org_id: uuid.UUID) -> set[str]:
 
 
 # Event handlers -------------------------------------------------------------------------------
-
-
-def erase_donor(session: Session, org_id: uuid.UUID) -> int:
-    """``org.erased``: the person's pledges keep their region and quantities here but
-    lose their coordinates, and so do the shipments that left from them. Returns the
-    supply lines touched."""
-    from services.dispatch.models import Shipment
-
-    lines = list(session.scalars(select(SupplyLine).where(SupplyLine.donor_org_id == org_id)))
-    for line in lines:
-        line.lat = None
-        line.lon = None
-    for shipment in session.scalars(select(Shipment).where(Shipment.donor_org_id == org_id)):
-        shipment.origin = {
-            "region": (shipment.origin or {}).get("region"),
-            "lat": None,
-            "lon": None,
-        }
-    return len(lines)
 
 
 def donor_personal_data(session: Session, org_id: uuid.UUID) -> dict[str, Any]:

@@ -112,8 +112,8 @@ class ShipmentSchema(Schema):
     lines = fields.List(fields.Nested(ShipmentLineSchema))
     origin = fields.Dict(
         metadata={
-            "description": "region, lat, lon, address; of an anonymous donor's goods, only "
-            "the region unless you carry them"
+            "description": "region, lat, lon: all of it for the donor, coordinators and "
+            "the carrier; the region for anyone else"
         }
     )
     destination = fields.Dict(metadata={"description": "region, lat, lon, address"})
@@ -1105,3 +1105,22 @@ def flag_overdue(
         ),
     )
     return True
+
+
+def erase_donor(session: Session, org_id: uuid.UUID) -> int:
+    """``org.erased``: the person's pledges keep their region and quantities here but
+    lose their coordinates, and so do the shipments that leave from them (their
+    grouping key is made again from what is left, so new goods still join them).
+    Returns the supply lines touched."""
+    lines = list(session.scalars(select(SupplyLine).where(SupplyLine.donor_org_id == org_id)))
+    for line in lines:
+        line.lat = None
+        line.lon = None
+    for shipment in session.scalars(select(Shipment).where(Shipment.donor_org_id == org_id)):
+        region = (shipment.origin or {}).get("region")
+        shipment.origin = {"region": region, "lat": None, "lon": None}
+        parts = (shipment.donor_org_id, region, None, None)
+        shipment.origin_key = (
+            _key(*parts, "anonymous") if shipment.donor_anonymous else _key(*parts)
+        )
+    return len(lines)

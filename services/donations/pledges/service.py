@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from services.donations.models import Organisation, Pledge, PledgeLine, Reservation
@@ -237,6 +237,18 @@ def amend_pledge(session: Session, outbox: Outbox, pledge: Pledge, data: dict[st
         raise Conflict(
             f"The pledge is {pledge.status}; it cannot be changed.", slug="pledge-not-open"
         )
+    if "anonymous" in data and bool(data["anonymous"]) != bool(pledge.anonymous):
+        held = session.scalar(
+            select(Reservation.id).where(Reservation.pledge_id == pledge.id).limit(1)
+        )
+        if held is not None or any(line.reserved or line.shipped for line in pledge.lines):
+            # Its goods are already promised under the other choice: recipients and
+            # carriers have seen (or not seen) the donor's name on them.
+            raise RuleBroken(
+                "Whether the donor is named cannot change once some of the pledge is "
+                "reserved; pledge the rest anew instead.",
+                errors={"anonymous": ["Some of the pledge is reserved already."]},
+            )
     for name in ("notes", "available_from", "anonymous"):
         if name in data:
             setattr(pledge, name, data[name])
@@ -913,7 +925,9 @@ def overdue_reservations(session: Session, now: datetime, limit: int = 500) -> l
 # A person's data ---------------------------------------------------------------------------
 
 
-def erase_donor(session: Session, org_id: uuid.UUID) -> int:
+def erase_donor(
+    session: Session, org_id: uuid.UUID, user_ids: list[uuid.UUID] | None = None
+) -> int:
     """``org.erased``: drop the person's pickup addresses and coordinates from its
     pledges and the events kept about them, and the spreadsheets it uploaded. The
     region and every quantity stay, so all totals still add up. Returns the pledges
@@ -941,6 +955,11 @@ def erase_donor(session: Session, org_id: uuid.UUID) -> int:
         job.content = b""
         job.filename = "erased"
         job.errors = []
+        job.defaults = {k: v for k, v in (job.defaults or {}).items() if k == "origin_region"}
+    # Answers kept for Idempotency-Keys (a pledge's holds its pickup address).
+    keys = messaging.idempotency
+    scopes = [f"org:{org_id}", *(f"user:{u}" for u in user_ids or ())]
+    session.execute(delete(keys).where(keys.scope.in_(scopes)))
     return len(pledges)
 
 

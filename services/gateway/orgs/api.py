@@ -201,6 +201,7 @@ class PersonalDataOf(MethodView):
         if not (identity.is_coordinator or identity.org_id == org_id):
             raise NotFound(f"No organisation {org_id}.", slug="organisation-not-found")
         org = get_organisation(db_session(), org_id)
+        export(db_session(), org)  # refuses what is not a person before asking the services
         client: ServiceClient = current_app.extensions["aidlink.services"]
         services = []
         for service in ("donations", "dispatch"):

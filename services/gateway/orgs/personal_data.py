@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.gateway.audit import service as audit
@@ -29,6 +29,7 @@ from services.gateway.models import (
     Organisation,
     User,
     WebhookDelivery,
+    WebhookSubscription,
     messaging,
 )
 from shared.db import utcnow
@@ -88,16 +89,36 @@ def members_of(session: Session, org_id: uuid.UUID) -> list[User]:
     return [u for u in users if {m.org_id for m in u.memberships} == {org_id}]
 
 
+def _person(org: Organisation) -> None:
+    if org.kind != "individual":
+        raise RuleBroken(
+            "Only a person's data is exported or erased this way: this organisation is "
+            "not an individual.",
+            slug="not-a-person",
+            errors={"org_id": ["Not an individual."]},
+        )
+
+
+def _entries(session: Session, org: Organisation, users: list[User]) -> Any:
+    """The audit log's entries about the person or its users, or made by them."""
+    user_ids = [u.id for u in users]
+    targets = [str(org.id), *(str(u) for u in user_ids)]
+    clauses = [AuditEntry.target_id.in_(targets), AuditEntry.actor_org_id == org.id]
+    if user_ids:
+        clauses.append(AuditEntry.actor_user_id.in_(user_ids))
+    return session.scalars(
+        select(AuditEntry).where(or_(*clauses)).order_by(AuditEntry.at, AuditEntry.id)
+    )
+
+
 def export(session: Session, org: Organisation) -> dict[str, Any]:
     """What the gateway holds of the person ``org``: its record, its users, and the
-    audit log's entries about them."""
+    audit log's entries about them or made by them (the client address only of their
+    own actions)."""
+    _person(org)
     users = members_of(session, org.id)
-    targets = [str(org.id), *(str(u.id) for u in users)]
-    entries = session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.target_id.in_(targets))
-        .order_by(AuditEntry.at, AuditEntry.id)
-    )
+    user_ids = {u.id for u in users}
+    entries = list(_entries(session, org, users))
     return {
         "organisation": {
             "id": str(org.id),
@@ -133,7 +154,7 @@ def export(session: Session, org: Organisation) -> dict[str, Any]:
                 "target_id": e.target_id,
                 "before": e.before,
                 "after": e.after,
-                "ip": e.ip,
+                "ip": e.ip if e.actor_user_id in user_ids else None,
             }
             for e in entries
         ],
@@ -143,12 +164,7 @@ def export(session: Session, org: Organisation) -> dict[str, Any]:
 def erase(session: Session, outbox: Outbox, org: Organisation, reason: str) -> Organisation:
     """Erase the person ``org``'s data here and announce ``org.erased``, in the
     caller's transaction. Erasing twice is refused."""
-    if org.kind != "individual":
-        raise RuleBroken(
-            "Only a person's data is erased: this organisation is not an individual.",
-            slug="not-a-person",
-            errors={"org_id": ["Not an individual."]},
-        )
+    _person(org)
     if org.erased_at is not None:
         raise Conflict(f"Organisation {org.id} was erased already.", slug="already-erased")
     now = utcnow()
@@ -169,33 +185,47 @@ def erase(session: Session, outbox: Outbox, org: Organisation, reason: str) -> O
         session.execute(
             update(AuthSession)
             .where(AuthSession.user_id.in_(user_ids), AuthSession.revoked_at.is_(None))
-            .values(revoked_at=now, ip=None)
+            .values(revoked_at=now)
+        )
+        session.execute(
+            update(AuthSession).where(AuthSession.user_id.in_(user_ids)).values(ip=None)
         )
         session.execute(
             update(ApiToken)
             .where(ApiToken.user_id.in_(user_ids), ApiToken.revoked_at.is_(None))
             .values(revoked_at=now)
         )
-    targets = [str(org.id), *(str(u) for u in user_ids)]
-    for entry in session.scalars(select(AuditEntry).where(AuditEntry.target_id.in_(targets))):
+    for entry in _entries(session, org, users):
         entry.before = scrubbed(entry.before) if entry.before else entry.before
         entry.after = scrubbed(entry.after) if entry.after else entry.after
-        entry.ip = None
+        if entry.actor_org_id == org.id or entry.actor_user_id in user_ids:
+            entry.ip = None
+    # Answers kept for their Idempotency-Keys (a registration's holds the person).
+    keys = messaging.idempotency
+    scopes = [f"org:{org.id}", *(f"user:{u}" for u in user_ids)]
+    session.execute(delete(keys).where(keys.scope.in_(scopes)))
     outbox_rows = messaging.outbox
     for row in session.scalars(select(outbox_rows).where(outbox_rows.aggregate_id == str(org.id))):
         row.message = scrubbed(row.message)
+    own = select(WebhookSubscription.id).where(WebhookSubscription.org_id == org.id)
+    own_ids = set(session.scalars(own))
     for delivery in session.scalars(
-        select(WebhookDelivery).where(WebhookDelivery.event_type.startswith("org."))
+        select(WebhookDelivery).where(
+            or_(
+                WebhookDelivery.event_type.startswith("org."),
+                WebhookDelivery.subscription_id.in_(own),
+            )
+        )
     ):
         data = (delivery.payload or {}).get("data") or {}
-        if str(data.get("id")) == str(org.id):
+        if delivery.subscription_id in own_ids or str(data.get("id")) == str(org.id):
             delivery.payload = scrubbed(delivery.payload)
     session.flush()
     outbox.add(
         session,
         new_event(
             "org.erased",
-            {"id": org.id, "name": ERASED_NAME, "erased_at": now},
+            {"id": org.id, "name": ERASED_NAME, "erased_at": now, "user_ids": user_ids},
             producer="gateway",
             aggregate_id=org.id,
             aggregate_version=org.version,
