@@ -153,6 +153,8 @@ class SupplyLine(Base):
     # The donor asked not to be named in the public ledger.
     anonymous: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     region: Mapped[str] = mapped_column(String(6), nullable=False)
+    # Where the goods are picked up, as the donor wrote it (for the carrier).
+    address: Mapped[str | None] = mapped_column(String(500), nullable=True)
     lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     lon: Mapped[float | None] = mapped_column(Float, nullable=True)
     pledge_version: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -252,6 +252,8 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
         assert carried["origin"] == (
             found["origin"] if picks_up else {"region": found["origin"]["region"]}
         )
+        if picks_up:
+            assert carried["origin"]["address"] == "某小区 5 栋"
         assert person.org_id not in str(carried) and pledge.json["id"] not in str(carried)
 
     # Organisations with no part in it see nothing of the shipment at all.

@@ -82,6 +82,7 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
         row.restrictions = dict(line.get("restrictions") or {})
         row.anonymous = anonymous
         row.region = origin["region"]
+        row.address = origin.get("address")
         row.lat = origin.get("lat")
         row.lon = origin.get("lon")
         row.pledge_version = version
@@ -557,6 +558,7 @@ def donor_personal_data(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
             {
                 "pledge_line_id": str(line.id),
                 "region": line.region,
+                "address": line.address,
                 "lat": line.lat,
                 "lon": line.lon,
             }

@@ -112,8 +112,8 @@ class ShipmentSchema(Schema):
     lines = fields.List(fields.Nested(ShipmentLineSchema))
     origin = fields.Dict(
         metadata={
-            "description": "region, lat, lon: all of it for the donor, coordinators and "
-            "the carrier; the region for anyone else"
+            "description": "region, address, lat, lon: all of it for the donor, "
+            "coordinators and the carrier; the region for anyone else"
         }
     )
     destination = fields.Dict(metadata={"description": "region, lat, lon, address"})
@@ -288,6 +288,7 @@ def _routes(session: Session, allocations: Sequence[Allocation]) -> dict[uuid.UU
 def _route(allocation: Allocation, supply: SupplyLine | None, need: Need | None) -> Route:
     origin = {
         "region": supply.region if supply else None,
+        "address": supply.address if supply else None,
         "lat": supply.lat if supply else None,
         "lon": supply.lon if supply else None,
     }
@@ -1114,11 +1115,12 @@ def erase_donor(session: Session, org_id: uuid.UUID) -> int:
     Returns the supply lines touched."""
     lines = list(session.scalars(select(SupplyLine).where(SupplyLine.donor_org_id == org_id)))
     for line in lines:
+        line.address = None
         line.lat = None
         line.lon = None
     for shipment in session.scalars(select(Shipment).where(Shipment.donor_org_id == org_id)):
         region = (shipment.origin or {}).get("region")
-        shipment.origin = {"region": region, "lat": None, "lon": None}
+        shipment.origin = {"region": region, "address": None, "lat": None, "lon": None}
         parts = (shipment.donor_org_id, region, None, None)
         shipment.origin_key = (
             _key(*parts, "anonymous") if shipment.donor_anonymous else _key(*parts)
