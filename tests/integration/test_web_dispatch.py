@@ -241,11 +241,43 @@ def test_logistics_assigns_updates_and_batches_then_the_hospital_confirms(
     assert ward["status"] == "received"
     assert (ward["lines"][0]["accepted"], ward["lines"][0]["short"]) == (250, 50)
 
+    # Thirty of the "missing" turn up in the store room: the hospital corrects it,
+    # from the figures it gave, and must say why.
+    again = hospital.get(form_url)
+    assert b"Correct the receipt" in again.data
+    assert b'value="250"' in again.data and b'value="50"' in again.data
+    corrects = re.search(rb'name="corrects" value="([^"]+)"', again.data)
+    assert corrects is not None
+    figures = {
+        "csrf_token": _token(hospital, form_url),
+        "corrects": corrects.group(1).decode(),
+        f"{line}.accepted": "280",
+        f"{line}.damaged": "0",
+        f"{line}.short": "20",
+    }
+    unexplained = hospital.post(form_url, data=figures)
+    assert unexplained.status_code == 422
+    assert _error(unexplained.data, "note") == "Say why the receipt is corrected."
+    corrected = hospital.post(form_url, data={**figures, "note": "30 found in the store room"})
+    assert corrected.status_code == 302
+    ward = shipment(stack, chain, "ward")
+    assert (ward["lines"][0]["accepted"], ward["lines"][0]["short"]) == (280, 20)
+    receipts = (
+        stack.client()
+        .get(f"/api/v1/shipments/{ward_id}/receipts", headers=chain.people["ward"].headers)
+        .json["items"]
+    )
+    assert [(r["sequence"], r["note"]) for r in receipts] == [
+        (1, "one carton missing"),
+        (2, "30 found in the store room"),
+    ]
+    assert receipts[1]["corrects"] == receipts[0]["id"]
+
     # Traces: the hospital's need to its donor, the donor's pledge to the hospitals.
     need_page = hospital.get(f"/needs/{chain.needs['ward']['id']}")
     assert need_page.status_code == 200
     assert chain.people["donor"].org["name"].encode() in need_page.data
-    assert b"250 piece" in need_page.data or b"250 pieces" in need_page.data
+    assert b"280 piece" in need_page.data or b"280 pieces" in need_page.data
     donor = _signed_in(stack, chain.people["donor"])
     pledge_page = donor.get(f"/pledges/{chain.pledge['id']}")
     assert pledge_page.status_code == 200
@@ -253,14 +285,15 @@ def test_logistics_assigns_updates_and_batches_then_the_hospital_confirms(
         assert chain.people[name].org["name"].encode() in pledge_page.data
     assert f"/pledges/{chain.pledge['id']}".encode() in donor.get("/pledges").data
 
-    # The public ledger, with no sign-in: the receipt's 250 masks, and its downloads.
+    # The public ledger, with no sign-in: the corrected receipt's 280 masks, and its
+    # downloads.
     public = stack.client()
     ledger = public.get("/transparency")
     assert ledger.status_code == 200
     received = re.search(
         rb'<tr data-item="mask">.*?<td class="received">([^<]*)</td>', ledger.data, re.S
     )
-    assert received and received.group(1).startswith(b"250")
+    assert received and received.group(1).startswith(b"280")
     assert b"/api/v1/transparency/export.csv?table=flows" in ledger.data
     bad = public.get("/transparency?region=42x")
     assert bad.status_code == 422

@@ -294,9 +294,12 @@ def confirm_receipt(shipment_id: uuid.UUID) -> Any:
     if request.method == "GET":
         values: dict[str, Any] = {}
         for index, line in enumerate(shipment["lines"]):
-            values[f"lines.{index}.accepted"] = line["quantity"]
-            values[f"lines.{index}.damaged"] = 0
-            values[f"lines.{index}.short"] = 0
+            # A first receipt starts from "all arrived"; a correction from the figures
+            # the latest receipt gave (the shipment's lines carry them).
+            received = line.get("accepted", 0) + line.get("damaged", 0) + line.get("short", 0)
+            values[f"lines.{index}.accepted"] = line["accepted"] if received else line["quantity"]
+            values[f"lines.{index}.damaged"] = line.get("damaged", 0) if received else 0
+            values[f"lines.{index}.short"] = line.get("short", 0) if received else 0
         return _receipt_page(shipment, FormState(values))
     values = {}
     lines = []
@@ -316,6 +319,14 @@ def confirm_receipt(shipment_id: uuid.UUID) -> Any:
     body: dict[str, Any] = {"lines": lines}
     if note:
         body["note"] = note
+    corrects = request.form.get("corrects", "").strip()
+    if corrects:
+        # A correction replaces the latest receipt's figures, and says why.
+        body["corrects"] = corrects
+        values["corrects"] = corrects
+        if not note:
+            form = FormState(values, {"note": [gettext("Say why the receipt is corrected.")]})
+            return _receipt_page(shipment, form, 422)
     confirmed = api.post(
         f"/shipments/{shipment_id}/receipt",
         json=body,
@@ -325,7 +336,10 @@ def confirm_receipt(shipment_id: uuid.UUID) -> Any:
         return problem_page(confirmed)
     if not confirmed.ok:
         return _receipt_page(shipment, FormState.from_problem(values, confirmed), confirmed.status)
-    flash(gettext("The receipt is confirmed."), "success")
+    if corrects:
+        flash(gettext("The receipt is corrected."), "success")
+    else:
+        flash(gettext("The receipt is confirmed."), "success")
     return redirect(url_for("web.shipment_page", shipment_id=shipment_id))
 
 
