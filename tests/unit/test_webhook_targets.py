@@ -139,3 +139,28 @@ def test_a_url_that_cannot_be_sent_fails_the_attempt_instead_of_the_task(
     assert status is None
     assert error is not None and error.startswith("refused: the URL cannot be sent to")
     assert sent.requests == []
+
+
+def test_each_checked_address_is_tried_in_turn_until_one_takes_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    second = "93.184.216.35"
+
+    def both(host: str, *_args: Any, **_kw: Any) -> list[Any]:
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, 443)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (second, 443)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", both)
+    tried: list[str] = []
+
+    def send(adapter: Any, request: requests.PreparedRequest, **_kw: Any) -> Any:
+        tried.append(request.url or "")
+        if PUBLIC in (request.url or ""):
+            raise requests.ConnectionError("no route to host")
+        return Sent(204)(adapter, request)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    assert _post("https://hooks.example.org/in") == (204, None)
+    assert tried == [f"https://{PUBLIC}/in", f"https://{second}/in"]

@@ -131,26 +131,26 @@ DELIVERY_AUDIT_FIELDS = ("subscription_id", "event_id", "event_type", "status", 
 # Subscriptions ------------------------------------------------------------------------
 
 
-def resolve_target(url: str) -> tuple[str | None, str | None]:
-    """Resolve ``url``'s host once: ``(reason, None)`` if it may not be called from
+def resolve_target(url: str) -> tuple[str | None, list[str]]:
+    """Resolve ``url``'s host once: ``(reason, [])`` if it may not be called from
     inside the installation (it resolves to a loopback, private, link-local or
-    otherwise internal address), else ``(None, address)``: the address to connect to,
-    so that a name that resolves elsewhere a moment later (DNS rebinding) is not
-    followed there."""
+    otherwise internal address), else ``(None, addresses)``: the addresses to connect
+    to, in the resolver's order, so that a name that resolves elsewhere a moment later
+    (DNS rebinding) is not followed there."""
     host = urlsplit(url).hostname
     if not host:
-        return "The URL names no host.", None
+        return "The URL names no host.", []
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError:
-        return f"The host {host!r} does not resolve.", None
+        return f"The host {host!r} does not resolve.", []
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     for address in addresses:
         if not address.is_global or address.is_multicast:
-            return f"The host {host!r} resolves to an internal address ({address}).", None
+            return f"The host {host!r} resolves to an internal address ({address}).", []
     if not addresses:
-        return f"The host {host!r} does not resolve.", None
-    return None, str(addresses[0])
+        return f"The host {host!r} does not resolve.", []
+    return None, list(dict.fromkeys(str(a) for a in addresses))
 
 
 def private_target(url: str) -> str | None:
@@ -389,20 +389,19 @@ def _post(
 ) -> tuple[int | None, str | None]:
     """POST one attempt; returns the status code (None without an answer) and, unless
     it succeeded, what went wrong."""
-    target, adapter = url, HTTPAdapter(max_retries=0)
-    extra: dict[str, str] = {}
+    routes: list[tuple[str, dict[str, str], HTTPAdapter]] = [(url, {}, HTTPAdapter(max_retries=0))]
     if not settings.webhook_allow_private:
         # Checked again at each attempt (a name may resolve elsewhere by now), and the
-        # connection goes to the address checked, not to a second resolution.
+        # connection goes to an address checked, not to a second resolution: each in
+        # turn until one answers.
         try:
-            reason, address = resolve_target(url)
-            if reason or address is None:
+            reason, addresses = resolve_target(url)
+            if reason or not addresses:
                 return None, f"refused: {reason}"
-            target, extra, adapter = pinned_request(url, address)
+            routes = [pinned_request(url, address) for address in addresses]
         except (ValueError, UnicodeError) as exc:
             return None, f"refused: the URL cannot be sent to ({type(exc).__name__})"
     headers = {
-        **extra,
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         EVENT_HEADER: event_type,
@@ -411,26 +410,37 @@ def _post(
         SIGNATURE_HEADER: sign(secret, body, int(time.time())),
     }
     started = time.monotonic()
-    try:
-        with requests.Session() as http:
-            # No proxy from the environment: the connection goes to the address checked.
-            http.trust_env = False
-            http.mount("http://", adapter)
-            http.mount("https://", adapter)
-            # The answer's body is never read: only its status and how long it took
-            # reach the subscriber.
-            with http.post(
-                target,
-                data=body,
-                headers=headers,
-                timeout=settings.webhook_timeout,
-                allow_redirects=False,
-                stream=True,
-            ) as response:
-                status = response.status_code
-    except (requests.RequestException, ValueError, UnicodeError, OSError) as exc:
-        # Any failure to send is a failed attempt, retried and counted like the others.
-        return None, f"{type(exc).__name__} after {_ms(started)} ms"
+    status: int | None = None
+    for index, (target, extra, adapter) in enumerate(routes):
+        try:
+            with requests.Session() as http:
+                # No proxy from the environment: the connection goes to the address
+                # checked.
+                http.trust_env = False
+                http.mount("http://", adapter)
+                http.mount("https://", adapter)
+                # The answer's body is never read: only its status and how long it
+                # took reach the subscriber.
+                with http.post(
+                    target,
+                    data=body,
+                    headers={**extra, **headers},
+                    timeout=settings.webhook_timeout,
+                    allow_redirects=False,
+                    stream=True,
+                ) as response:
+                    status = response.status_code
+            break
+        except requests.ConnectionError as exc:
+            if index + 1 < len(routes):
+                continue  # that address did not take the connection: the next one
+            return None, f"{type(exc).__name__} after {_ms(started)} ms"
+        except (requests.RequestException, ValueError, UnicodeError, OSError) as exc:
+            # Any failure to send is a failed attempt, retried and counted like the
+            # others.
+            return None, f"{type(exc).__name__} after {_ms(started)} ms"
+    if status is None:
+        return None, f"no answer after {_ms(started)} ms"
     if 200 <= status < 300:
         return status, None
     detail = f"HTTP {status} after {_ms(started)} ms"
