@@ -58,6 +58,9 @@ class Need(Entity, Base):
     region: Mapped[str] = mapped_column(String(6), nullable=False)
     lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Whom the driver calls at the delivery.
+    contact_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    contact_phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
     people_served: Mapped[int | None] = mapped_column(Integer, nullable=True)
     beds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -153,8 +156,11 @@ class SupplyLine(Base):
     # The donor asked not to be named in the public ledger.
     anonymous: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     region: Mapped[str] = mapped_column(String(6), nullable=False)
-    # Where the goods are picked up, as the donor wrote it (for the carrier).
+    # Where the goods are picked up, as the donor wrote it, and whom to call there
+    # (for the carrier).
     address: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    contact_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    contact_phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     lon: Mapped[float | None] = mapped_column(Float, nullable=True)
     pledge_version: Mapped[int] = mapped_column(Integer, nullable=False)

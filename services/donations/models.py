@@ -51,6 +51,9 @@ class Pledge(Entity, Base):
     origin_region: Mapped[str] = mapped_column(String(6), nullable=False)
     origin_lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     origin_lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Whom the driver calls at the pickup.
+    origin_contact_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    origin_contact_phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
     available_from: Mapped[date | None] = mapped_column(Date, nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     catalog_version: Mapped[str] = mapped_column(String(16), nullable=False)

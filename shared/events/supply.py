@@ -27,8 +27,15 @@ LINE_STATUSES = (
 PLEDGE_STATUSES = ("open", "cancelled", "closed")
 
 
+class ContactV1(Schema):
+    name = fields.String(load_default=None, allow_none=True)
+    phone = fields.String(load_default=None, allow_none=True)
+
+
 class LocationV1(Schema):
     address = fields.String(load_default=None, allow_none=True)
+    # Whom the driver calls there (a person's data: see the README's model).
+    contact = fields.Nested(ContactV1, load_default=None, allow_none=True)
     region = fields.String(required=True, validate=validate.Regexp(r"^\d{2}(\d{2}){0,2}$"))
     lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
     lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))

@@ -210,6 +210,7 @@ def test_an_xlsx_with_chinese_headers_imports_in_base_units(stack: Stack) -> Non
     assert wuhan["origin"]["region"] == "420102" and wuhan["available_from"] == "2020-02-10"
     assert shenzhen["origin"] == {
         "address": "深圳市福田区",
+        "contact": None,
         "region": "440304",
         "lat": None,
         "lon": None,

@@ -177,7 +177,13 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
         json={
             "anonymous": True,
             "lines": [{"item": "mask", "quantity": "500", "unit": "piece"}],
-            "origin": {"region": "420106", "address": "某小区 5 栋", "lat": 30.55, "lon": 114.31},
+            "origin": {
+                "region": "420106",
+                "address": "某小区 5 栋",
+                "contact": {"name": "门卫", "phone": "+86 27 5000 0001"},
+                "lat": 30.55,
+                "lon": 114.31,
+            },
         },
         headers=person.headers,
     )
@@ -186,7 +192,11 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
         "/api/v1/needs",
         json={
             "lines": [{"item": "mask", "quantity": "300", "unit": "piece", "urgency": "high"}],
-            "location": {"region": "420106", "address": "发热门诊"},
+            "location": {
+                "region": "420106",
+                "address": "发热门诊",
+                "contact": {"name": "护士长", "phone": "+86 27 8888 0000"},
+            },
         },
         headers=hospital.headers,
     )
@@ -254,7 +264,14 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
         )
         if picks_up:
             assert carried["origin"]["address"] == "某小区 5 栋"
+            assert carried["origin"]["contact"]["phone"] == "+86 27 5000 0001"
+        # Whom to call at the delivery: the recipient and its carrier see it.
+        assert carried["destination"]["contact"]["phone"] == "+86 27 8888 0000"
         assert person.org_id not in str(carried) and pledge.json["id"] not in str(carried)
+    # The donor sees its own pickup contact, not the hospital's delivery contact.
+    _, donors_view = seen(person)
+    assert donors_view["origin"]["contact"]["name"] == "门卫"
+    assert "contact" not in donors_view["destination"]
 
     # Organisations with no part in it see nothing of the shipment at all.
     unrelated = verified(client, boss, kind="hospital")

@@ -83,6 +83,8 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
         row.anonymous = anonymous
         row.region = origin["region"]
         row.address = origin.get("address")
+        row.contact_name = (origin.get("contact") or {}).get("name")
+        row.contact_phone = (origin.get("contact") or {}).get("phone")
         row.lat = origin.get("lat")
         row.lon = origin.get("lon")
         row.pledge_version = version
@@ -559,6 +561,7 @@ def donor_personal_data(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
                 "pledge_line_id": str(line.id),
                 "region": line.region,
                 "address": line.address,
+                "contact": {"name": line.contact_name, "phone": line.contact_phone},
                 "lat": line.lat,
                 "lon": line.lon,
             }

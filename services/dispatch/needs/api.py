@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from services.dispatch.models import Need, NeedLine, Organisation
 from services.dispatch.needs import domain, service
 from shared import catalog
+from shared.contacts import PlaceContactSchema, contact_of
 from shared.events.supply import NEED_STATUSES, URGENCIES
 from shared.http import etag, require_if_match
 from shared.identity import RECIPIENT_KINDS, Identity, current_identity, forbidden, require_roles
@@ -41,6 +42,12 @@ class NeedLocationSchema(Schema):
     region = fields.String(required=True, validate=REGION)
     lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
     lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
+    contact = fields.Nested(
+        PlaceContactSchema,
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Whom the driver calls there; seen by the carrier"},
+    )
 
 
 def _amount(description: str, **kwargs: Any) -> fields.Decimal:
@@ -200,7 +207,13 @@ class NeedSchema(Schema):
     lines = fields.List(fields.Nested(NeedLineSchema))
 
     def _location(self, need: Need) -> dict[str, Any]:
-        return {"address": need.address, "region": need.region, "lat": need.lat, "lon": need.lon}
+        return {
+            "address": need.address,
+            "contact": contact_of(need.contact_name, need.contact_phone),
+            "region": need.region,
+            "lat": need.lat,
+            "lon": need.lon,
+        }
 
 
 class NeedListArgsSchema(OrgListArgsSchema):

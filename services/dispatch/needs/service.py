@@ -31,6 +31,7 @@ from services.dispatch.models import Need, NeedLine
 from services.dispatch.needs import domain
 from services.dispatch.needs.status import refresh_line_status, refresh_need_status, totals_of
 from shared import catalog
+from shared.contacts import contact_of
 from shared.db import utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
@@ -195,6 +196,7 @@ def snapshot(need: Need, reason: str | None = None) -> dict[str, Any]:
         "status": need.status,
         "location": {
             "address": need.address,
+            "contact": contact_of(need.contact_name, need.contact_phone),
             "region": need.region,
             "lat": need.lat,
             "lon": need.lon,
@@ -279,6 +281,8 @@ def _location(need: Need, location: dict[str, Any]) -> None:
     need.region = location["region"]
     need.lat = location.get("lat")
     need.lon = location.get("lon")
+    need.contact_name = (location.get("contact") or {}).get("name")
+    need.contact_phone = (location.get("contact") or {}).get("phone")
 
 
 def create_need(

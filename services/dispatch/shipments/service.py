@@ -42,6 +42,7 @@ from services.dispatch.models import (
     TrackingCounter,
 )
 from services.dispatch.shipments import domain
+from shared.contacts import contact_of
 from shared.db import utcnow
 from shared.errors import Conflict, DomainError, RuleBroken
 from shared.events import new_event
@@ -175,6 +176,11 @@ class ShipmentSchema(Schema):
         carries_it = org is not None and org == shipment.logistics_org_id
         if not (identity.is_coordinator or org == shipment.donor_org_id or carries_it):
             data["origin"] = origin_for(data.get("origin"), carries_it=False)
+        if not (identity.is_coordinator or org == shipment.recipient_org_id or carries_it):
+            # Whom to call at the delivery is the recipient's and its carrier's business.
+            data["destination"] = {
+                k: v for k, v in (data.get("destination") or {}).items() if k != "contact"
+            }
         if donor_hidden(
             anonymous=bool(shipment.donor_anonymous),
             donor_org_id=shipment.donor_org_id,
@@ -289,12 +295,14 @@ def _route(allocation: Allocation, supply: SupplyLine | None, need: Need | None)
     origin = {
         "region": supply.region if supply else None,
         "address": supply.address if supply else None,
+        "contact": contact_of(supply.contact_name, supply.contact_phone) if supply else None,
         "lat": supply.lat if supply else None,
         "lon": supply.lon if supply else None,
     }
     destination = {
         "region": need.region if need else None,
         "address": need.address if need else None,
+        "contact": contact_of(need.contact_name, need.contact_phone) if need else None,
         "lat": need.lat if need else None,
         "lon": need.lon if need else None,
     }
@@ -1116,6 +1124,8 @@ def erase_donor(session: Session, org_id: uuid.UUID) -> int:
     lines = list(session.scalars(select(SupplyLine).where(SupplyLine.donor_org_id == org_id)))
     for line in lines:
         line.address = None
+        line.contact_name = None
+        line.contact_phone = None
         line.lat = None
         line.lon = None
     for shipment in session.scalars(select(Shipment).where(Shipment.donor_org_id == org_id)):

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from services.donations.models import Organisation, Pledge, PledgeLine
 from services.donations.pledges import service
 from shared import catalog
+from shared.contacts import PlaceContactSchema, contact_of
 from shared.events.registry import ORGANISATION_KINDS
 from shared.events.supply import LINE_STATUSES, PLEDGE_STATUSES
 from shared.http import etag, require_if_match
@@ -35,6 +36,12 @@ class LocationSchema(Schema):
     region = fields.String(required=True, validate=REGION)
     lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
     lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
+    contact = fields.Nested(
+        PlaceContactSchema,
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Whom the driver calls there; seen by the carrier"},
+    )
 
 
 class RestrictionsSchema(Schema):
@@ -184,6 +191,7 @@ class PledgeSchema(Schema):
     def _origin(self, pledge: Pledge) -> dict[str, Any]:
         return {
             "address": pledge.origin_address,
+            "contact": contact_of(pledge.origin_contact_name, pledge.origin_contact_phone),
             "region": pledge.origin_region,
             "lat": pledge.origin_lat,
             "lon": pledge.origin_lon,

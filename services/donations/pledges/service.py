@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from services.donations.models import Organisation, Pledge, PledgeLine, Reservation
 from services.donations.pledges import domain
 from shared import catalog
+from shared.contacts import contact_of
 from shared.db import utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
@@ -141,6 +142,7 @@ def snapshot(pledge: Pledge, reason: str | None = None) -> dict[str, Any]:
         "status": pledge.status,
         "origin": {
             "address": pledge.origin_address,
+            "contact": contact_of(pledge.origin_contact_name, pledge.origin_contact_phone),
             "region": pledge.origin_region,
             "lat": pledge.origin_lat,
             "lon": pledge.origin_lon,
@@ -214,6 +216,8 @@ def create_pledge(
         origin_region=origin["region"],
         origin_lat=origin.get("lat"),
         origin_lon=origin.get("lon"),
+        origin_contact_name=(origin.get("contact") or {}).get("name"),
+        origin_contact_phone=(origin.get("contact") or {}).get("phone"),
         available_from=data.get("available_from"),
         notes=data.get("notes"),
         anonymous=bool(data.get("anonymous", False)),
@@ -258,6 +262,8 @@ def amend_pledge(session: Session, outbox: Outbox, pledge: Pledge, data: dict[st
         pledge.origin_region = origin["region"]
         pledge.origin_lat = origin.get("lat")
         pledge.origin_lon = origin.get("lon")
+        pledge.origin_contact_name = (origin.get("contact") or {}).get("name")
+        pledge.origin_contact_phone = (origin.get("contact") or {}).get("phone")
     errors: dict[str, list[str]] = {}
     by_id = {line.id: line for line in pledge.lines}
     next_no = max((line.line_no for line in pledge.lines), default=0) + 1
@@ -939,6 +945,8 @@ def erase_donor(
         pledge.origin_address = None
         pledge.origin_lat = None
         pledge.origin_lon = None
+        pledge.origin_contact_name = None
+        pledge.origin_contact_phone = None
         pledge.notes = None
     ids = [str(p.id) for p in pledges]
     outbox = messaging.outbox
@@ -981,6 +989,7 @@ def donor_personal_data(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
                 "created_at": p.created_at.isoformat(),
                 "origin": {
                     "address": p.origin_address,
+                    "contact": contact_of(p.origin_contact_name, p.origin_contact_phone),
                     "region": p.origin_region,
                     "lat": p.origin_lat,
                     "lon": p.origin_lon,
