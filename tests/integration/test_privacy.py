@@ -135,6 +135,24 @@ def test_contacts_licence_and_address_of_a_person_stay_with_coordinators_and_the
 # Anonymous donors ----------------------------------------------------------------------
 
 
+def _match_and_approve(client: Any, chief: Account) -> None:
+    """A coordinator's preview of the masks, once it has something, approved."""
+
+    def planned() -> dict[str, Any] | None:
+        run = client.post(
+            "/api/v1/matching/runs",
+            json={"dry_run": True, "items": ["mask"]},
+            headers=chief.headers,
+        )
+        return run.json if run.json.get("allocations") else None
+
+    run = eventually(planned, timeout=60)
+    approved = client.post(
+        f"/api/v1/matching/runs/{run['id']}/approve", json={}, headers=chief.headers
+    )
+    assert approved.status_code == 200, approved.json
+
+
 def _signed_in(stack: Stack, who: Account, language: str = "en") -> Any:
     """A browser session of ``who`` in the web UI."""
     client = stack.client()
@@ -202,19 +220,7 @@ def test_an_anonymous_donor_is_named_only_to_itself_and_coordinators(stack: Stac
     )
     assert need.status_code == 201, need.json
 
-    def planned() -> dict[str, Any] | None:
-        run = client.post(
-            "/api/v1/matching/runs",
-            json={"dry_run": True, "items": ["mask"]},
-            headers=chief.headers,
-        )
-        return run.json if run.json.get("allocations") else None
-
-    run = eventually(planned, timeout=60)
-    approved = client.post(
-        f"/api/v1/matching/runs/{run['id']}/approve", json={}, headers=chief.headers
-    )
-    assert approved.status_code == 200, approved.json
+    _match_and_approve(client, chief)
 
     def shipment() -> dict[str, Any] | None:
         page = client.get("/api/v1/shipments", headers=chief.headers)
@@ -371,21 +377,7 @@ def test_a_person_exports_their_data_and_erasure_leaves_every_total_intact(
     )
     assert need.status_code == 201, need.json
 
-    def planned() -> dict[str, Any] | None:
-        run = client.post(
-            "/api/v1/matching/runs",
-            json={"dry_run": True, "items": ["mask"]},
-            headers=chief.headers,
-        )
-        return run.json if run.json.get("allocations") else None
-
-    run = eventually(planned, timeout=60)
-    assert (
-        client.post(
-            f"/api/v1/matching/runs/{run['id']}/approve", json={}, headers=chief.headers
-        ).status_code
-        == 200
-    )
+    _match_and_approve(client, chief)
     eventually(
         lambda: client.get("/api/v1/shipments", headers=chief.headers).json["items"] or None,
         timeout=60,
