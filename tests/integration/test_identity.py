@@ -324,7 +324,7 @@ def test_each_service_checks_a_forwarded_api_tokens_scopes_itself(stack: Stack) 
         )
         return {INTERNAL_HEADER: sign_internal(claims, stack.settings.internal_key, "donations")}
 
-    refused = requests.get(url + path, headers=forwarded({"needs:read"}), timeout=10)
+    refused = requests.get(url + "/api/v1/pledges", headers=forwarded({"needs:read"}), timeout=10)
     assert refused.status_code == 403
     assert refused.json()["type"].endswith("/insufficient-scope")
     assert refused.json()["required_scope"] == "pledges:read"
@@ -332,7 +332,12 @@ def test_each_service_checks_a_forwarded_api_tokens_scopes_itself(stack: Stack) 
         url + "/api/v1/pledges", json={}, headers=forwarded({"pledges:read"}), timeout=10
     )
     assert (write.status_code, write.json()["required_scope"]) == (403, "pledges:write")
-    allowed = requests.get(url + path, headers=forwarded({"pledges:read"}), timeout=10)
+    read = requests.get(url + "/api/v1/pledges", headers=forwarded({"pledges:read"}), timeout=10)
+    assert read.status_code == 200, read.json()
+    # A service's own record of an organisation is read with the orgs scope.
+    record = requests.get(url + path, headers=forwarded({"pledges:read"}), timeout=10)
+    assert (record.status_code, record.json()["required_scope"]) == (403, "orgs:read")
+    allowed = requests.get(url + path, headers=forwarded({"orgs:read"}), timeout=10)
     assert allowed.status_code in (200, 404), allowed.json()
     # A signed-in session carries no scopes and is not limited by them.
     session = Identity(
