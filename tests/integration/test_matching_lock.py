@@ -176,6 +176,8 @@ def test_a_run_queued_while_another_holds_the_item_runs_once_it_is_free(stack: S
     matching_service.release(rt, ["mask"], "another run")
     eventually(lambda: len(runs()) == 1, timeout=60)
     assert runs()[0].items == ["mask"]
+    # Nothing to match: kept for the history, but no preview waits for a coordinator.
+    assert runs()[0].status == "empty"
 
 
 def test_a_change_that_rolls_back_asks_for_no_run(stack: Stack) -> None:

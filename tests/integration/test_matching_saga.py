@@ -319,3 +319,37 @@ def test_a_coordinator_edits_a_preview_and_the_edited_plan_is_what_gets_reserved
     assert pledge_line(stack, pledged).reserved == 600
     late = client.post(url, json={"changes": [change]}, headers=people["coordinator"].headers)
     assert late.status_code == 409
+
+
+def test_a_run_on_events_that_finds_nothing_leaves_no_preview(stack: Stack) -> None:
+    from services.dispatch.matching import service as matching_service
+
+    people, client, _pledge, _critical, _normal = _masks_for_two_needs(stack)
+    rt = stack.runtime("dispatch")
+    masks = matching_service.run(rt, items=["mask"], dry_run=True, trigger="event")
+    fruit = matching_service.run(rt, items=["fruit"], dry_run=True, trigger="event")
+    assert masks is not None and fruit is not None
+    assert (masks.status, fruit.status) == ("preview", "empty")
+    waiting = client.get(
+        "/api/v1/matching/runs",
+        query_string={"status": "preview"},
+        headers=people["coordinator"].headers,
+    ).json["items"]
+    # (The service's own runs on the pledge's and needs' events may have made newer
+    # previews of the masks meanwhile: none of what waits is empty.)
+    assert waiting and str(fruit.id) not in {run["id"] for run in waiting}
+    assert all(run["allocations"] for run in waiting)
+    refused = client.post(
+        f"/api/v1/matching/runs/{fruit.id}/approve",
+        json={},
+        headers=people["coordinator"].headers,
+    )
+    assert refused.status_code == 409
+    # A coordinator who asks gets the run, empty or not.
+    asked = _post(
+        client,
+        "/api/v1/matching/runs",
+        {"dry_run": True, "items": ["fruit"]},
+        people["coordinator"],
+    )
+    assert asked["status"] == "preview" and asked["allocations"] == []

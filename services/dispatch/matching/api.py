@@ -19,7 +19,8 @@ from shared.web import db_session, runtime
 
 blp = Blueprint("matching", __name__, url_prefix="/api/v1/matching", description="Matching runs")
 
-RUN_STATUSES = ("preview", "applied", "superseded", "failed")
+# "empty": a run of events or the schedule that found nothing to do (no preview).
+RUN_STATUSES = ("preview", "applied", "superseded", "failed", "empty")
 
 
 class RunInSchema(Schema):

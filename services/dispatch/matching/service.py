@@ -302,10 +302,13 @@ def run(
             # Quantities of different items never add up: per item, in its base unit.
             "items": per_item_totals(supply, demand, plan),
         }
+        # A run of events or the schedule that found nothing to do leaves no preview
+        # for a coordinator to look at: it is kept as "empty", for the history.
+        empty = trigger != "manual" and dry_run and not document.get("allocations")
         with rt.unit_of_work() as session:
             matching_run = MatchingRun(
                 id=uuid.uuid4(),
-                status="preview",
+                status="empty" if empty else "preview",
                 dry_run=dry_run,
                 trigger=trigger,
                 items=wanted,

@@ -143,6 +143,7 @@ WORDS: dict[str, Any] = {
     "preview": lazy_gettext("preview"),
     "applied": lazy_gettext("applied"),
     "superseded": lazy_gettext("superseded"),
+    "empty": lazy_gettext("nothing to match"),
     "all_or_nothing": lazy_gettext("all or nothing"),
     "valid_rows": lazy_gettext("only the valid rows"),
     # shipments
