@@ -300,8 +300,13 @@ def personal_data_export(org_id: str) -> None:
 
     gateway = _service_app("gateway")
     org = _person(gateway, org_id)
+    from shared.errors import DomainError
+
     with gateway.app_context(), gateway.extensions["aidlink"].session_factory() as session:
-        found: dict[str, Any] = {"gateway": export(session, session.merge(org)), "services": []}
+        try:
+            found: dict[str, Any] = {"gateway": export(session, session.merge(org)), "services": []}
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from None
     for name, part in (("donations", donations_part), ("dispatch", dispatch_part)):
         app = _service_app(name)
         with app.extensions["aidlink"].session_factory() as session:

@@ -470,6 +470,8 @@ def test_the_operator_exports_and_erases_a_persons_data_from_the_command_line(
         main, ["personal-data", "erase", foundation.org_id, "--reason", "asked", "--yes"], env=env
     )
     assert refused.exit_code == 1 and "not an individual" in refused.output
+    not_a_person = runner.invoke(main, ["personal-data", "export", foundation.org_id], env=env)
+    assert not_a_person.exit_code == 1 and "not an individual" in not_a_person.output
     unknown = runner.invoke(main, ["personal-data", "export", "nobody"], env=env)
     assert unknown.exit_code == 2 and "ORG_ID" in unknown.output
 

@@ -33,6 +33,7 @@ from services.dispatch.models import (
     SupplyLine,
 )
 from services.dispatch.needs import status as need_status
+from shared.contacts import contact_of
 from shared.db import utcnow
 from shared.events import new_event
 from shared.outbox import Outbox
@@ -59,12 +60,12 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
     """Take a whole pledge from a pledge.* event into the supply read model."""
     origin = pledge["origin"]
     anonymous = bool(pledge.get("anonymous", False))
-    newer = False
+    changed = False
     for line in pledge["lines"]:
         row = session.get(SupplyLine, line["id"], with_for_update=True)
         if row is not None and row.pledge_version >= version:
             continue
-        newer = True
+        changed = changed or (row is not None and bool(row.anonymous) != anonymous)
         if row is None:
             row = SupplyLine(id=line["id"], proposed=0)
             session.add(row)
@@ -89,7 +90,7 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
         row.lon = origin.get("lon")
         row.pledge_version = version
         row.synced_at = utcnow()
-    if newer:
+    if changed:
         # The donor may choose again whether to be named (donations allows it only
         # before any of the pledge is reserved): its allocations still proposed follow.
         session.execute(
@@ -561,7 +562,7 @@ def donor_personal_data(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
                 "pledge_line_id": str(line.id),
                 "region": line.region,
                 "address": line.address,
-                "contact": {"name": line.contact_name, "phone": line.contact_phone},
+                "contact": contact_of(line.contact_name, line.contact_phone),
                 "lat": line.lat,
                 "lon": line.lon,
             }

@@ -12,7 +12,6 @@ from sqlalchemy import or_, select
 from services.gateway.audit import service as audit
 from services.gateway.duplicates.service import (
     FLAG_STATUSES,
-    _check_not_merged,
     _flag_records,
     _get_flag,
     _involving,
@@ -23,7 +22,7 @@ from services.gateway.duplicates.service import (
     scan_directory,
 )
 from services.gateway.models import DuplicateFlag, Organisation
-from services.gateway.orgs.service import flag_duplicates, get_organisation
+from services.gateway.orgs.service import flag_duplicates, get_organisation, refuse_if_merged
 from shared.identity import current_identity, require_roles
 from shared.pagination import ListArgsSchema, page_schema
 from shared.web import db_session, runtime
@@ -153,7 +152,7 @@ def scan_org(org_id: uuid.UUID) -> Any:
     rt = runtime()
     with rt.unit_of_work() as session:
         org = get_organisation(session, org_id)
-        _check_not_merged(org)
+        refuse_if_merged(org)
         new = flag_duplicates(session, org)
         if new:
             audit.record(

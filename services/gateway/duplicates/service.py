@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from services.gateway.audit import service as audit
 from services.gateway.duplicates.domain import OrgRecord, find_duplicates
 from services.gateway.models import ApiToken, AuthSession, DuplicateFlag, Membership, Organisation
-from services.gateway.orgs.service import ORG_AUDIT_FIELDS
+from services.gateway.orgs.service import ORG_AUDIT_FIELDS, refuse_if_merged
 from services.gateway.tokens.service import TOKEN_AUDIT_FIELDS
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound, RuleBroken
@@ -94,17 +94,6 @@ def _check_open(flag: DuplicateFlag) -> None:
             + ".",
             slug="duplicate-flag-resolved",
             flag_status=flag.status,
-        )
-
-
-def _check_not_merged(org: Organisation) -> None:
-    if org.status == "merged":
-        raise Conflict(
-            f"Organisation {org.id} ({org.name}) was already merged into "
-            f"{org.merged_into_id}; review that one instead.",
-            slug="organisation-merged",
-            org_id=str(org.id),
-            merged_into_id=str(org.merged_into_id),
         )
 
 
@@ -256,7 +245,7 @@ def merge_pair(
     keep = orgs[keep_id]
     gone = orgs[flag.candidate_id if keep_id == flag.org_id else flag.org_id]
     for org in (gone, keep):
-        _check_not_merged(org)
+        refuse_if_merged(org)
     _check_may_merge(keep, gone)
 
     now = utcnow()

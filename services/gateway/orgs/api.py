@@ -201,7 +201,9 @@ class PersonalDataOf(MethodView):
         if not (identity.is_coordinator or identity.org_id == org_id):
             raise NotFound(f"No organisation {org_id}.", slug="organisation-not-found")
         org = get_organisation(db_session(), org_id)
-        export(db_session(), org)  # refuses what is not a person before asking the services
+        # The gateway's part first: it refuses what is not a person before any service
+        # is asked.
+        gateway_part = export(db_session(), org)
         client: ServiceClient = current_app.extensions["aidlink.services"]
         services = []
         for service in ("donations", "dispatch"):
@@ -218,7 +220,7 @@ class PersonalDataOf(MethodView):
                     slug="export-incomplete",
                 )
             services.append(answer.json())
-        return {"gateway": export(db_session(), org), "services": services}
+        return {"gateway": gateway_part, "services": services}
 
 
 @blp.route("/<uuid:org_id>/erase", methods=["POST"])

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from services.gateway.duplicates.domain import OrgRecord, find_duplicates, normalise_name
 from services.gateway.models import DuplicateFlag, Organisation
-from shared.errors import NotFound, RuleBroken
+from shared.errors import Conflict, NotFound, RuleBroken
 from shared.events import new_event
 from shared.identity import Identity
 from shared.outbox import Outbox
@@ -172,3 +172,15 @@ def visible_organisation(session: Session, identity: Identity, org_id: uuid.UUID
     if org is None:
         raise NotFound(f"No organisation {org_id}.", slug="organisation-not-found")
     return org
+
+
+def refuse_if_merged(org: Organisation) -> None:
+    """An organisation merged into another is acted on through that one."""
+    if org.status == "merged":
+        raise Conflict(
+            f"Organisation {org.id} ({org.name}) was merged into {org.merged_into_id}; "
+            "act on that one instead.",
+            slug="organisation-merged",
+            org_id=str(org.id),
+            merged_into_id=str(org.merged_into_id),
+        )

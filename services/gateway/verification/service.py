@@ -17,21 +17,11 @@ from sqlalchemy.orm import Session
 
 from services.gateway.audit import service as audit
 from services.gateway.models import Organisation
-from services.gateway.orgs.service import ORG_AUDIT_FIELDS
+from services.gateway.orgs.service import ORG_AUDIT_FIELDS, refuse_if_merged
 from shared.db import utcnow
-from shared.errors import Conflict
 from shared.events import new_event
 from shared.identity import current_identity, forbidden
 from shared.outbox import Outbox
-
-
-def _not_merged(org: Organisation) -> None:
-    if org.status == "merged":
-        raise Conflict(
-            f"Organisation {org.id} was merged into {org.merged_into_id}; act on that one.",
-            slug="organisation-merged",
-            merged_into_id=str(org.merged_into_id),
-        )
 
 
 def verify_organisation(
@@ -45,7 +35,7 @@ def verify_organisation(
     """Mark ``org`` verified and announce it; verifying a verified organisation changes
     nothing."""
     assert org is not None
-    _not_merged(org)
+    refuse_if_merged(org)
     if org.status == "verified":
         return org
     before = audit.snapshot(org, *ORG_AUDIT_FIELDS)
@@ -92,7 +82,7 @@ def suspend_organisation(
     suspended_by: uuid.UUID | None,
 ) -> Organisation:
     """Take ``org`` out of matching and announce it; suspending twice changes nothing."""
-    _not_merged(org)
+    refuse_if_merged(org)
     if org.status == "suspended":
         return org
     before = audit.snapshot(org, *ORG_AUDIT_FIELDS)
