@@ -35,6 +35,11 @@ RUN groupadd --system --gid 10001 aidlink \
     && useradd --system --uid 10001 --gid aidlink --create-home --home-dir /home/aidlink \
        --shell /usr/sbin/nologin aidlink
 
+# A font with Chinese characters, embedded in printed waybills and run sheets.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-wqy-microhei \
+    && rm -rf /var/lib/apt/lists/*
+
 COPY --from=build /opt/venv /opt/venv
 
 WORKDIR /app

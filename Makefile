@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-embedded test-servers lint install clean browser
+.PHONY: run test test-fast test-embedded test-servers lint install clean browser fonts
 
 # Test processes side by side (pytest-xdist): most tests wait on worker processes and
 # databases rather than compute. 3 was the quickest on a 2-core machine (README, Tests).
@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) fonts
 
 ## Run the whole stack on the embedded backends at http://localhost:8000
-run: $(STAMP)
+run: $(STAMP) fonts
 	$(BIN)/aidlink migrate
 	$(BIN)/aidlink demo load
 	rm -rf $${AIDLINK_VAR_DIR:-var}/metrics  # counters of an earlier run
@@ -28,7 +28,7 @@ run: $(STAMP)
 
 ## Run the test suite on the embedded backends, then again on PostgreSQL and Redis
 ## when AIDLINK_TEST_POSTGRES_URL and AIDLINK_TEST_REDIS_URL are set.
-test: $(STAMP) browser
+test: $(STAMP) browser fonts
 	MAKE="$(MAKE)" scripts/test-phases
 
 ## The edit-test loop: unit and property tests only, no services (well under a minute)
@@ -44,6 +44,20 @@ browser:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei; \
 		else \
 			echo "== /usr/bin/chromium is missing: install Debian's chromium to run the browser tests"; \
+		fi; \
+	fi
+
+## A font with Chinese characters for printed waybills and run sheets (WenQuanYi Micro
+## Hei, Debian's fonts-wqy-microhei), when it is missing and this user may install
+## packages; AIDLINK_PDF_FONT may name another TrueType font instead.
+WQY_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+fonts:
+	@if [ -z "$$AIDLINK_PDF_FONT" ] && [ ! -f $(WQY_FONT) ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			echo "== installing Debian's fonts-wqy-microhei for printed documents"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei; \
+		else \
+			echo "== $(WQY_FONT) is missing: install Debian's fonts-wqy-microhei (or set AIDLINK_PDF_FONT) to print"; \
 		fi; \
 	fi
 

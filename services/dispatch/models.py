@@ -163,6 +163,9 @@ class SupplyLine(Base):
     contact_phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # How it is packed, for the waybill: boxes or cases of ``pack_size`` base units.
+    pack_unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    pack_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pledge_version: Mapped[int] = mapped_column(Integer, nullable=False)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
@@ -344,7 +347,11 @@ class ShipmentLine(Base):
     need_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     need_line_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     item: Mapped[str] = mapped_column(String(64), nullable=False)
+    standard: Mapped[str | None] = mapped_column(String(64), nullable=True)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+    # As the donor packed it: boxes or cases of ``pack_size`` base units.
+    pack_unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    pack_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     accepted: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     damaged: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     short: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

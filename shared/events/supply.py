@@ -64,6 +64,10 @@ class PledgeLineV1(LineTotalsV1):
     standard = fields.String(load_default=None, allow_none=True)
     best_before = fields.Date(load_default=None, allow_none=True)
     restrictions = fields.Nested(RestrictionsV1, required=True)
+    # How the donor packed it (absent in events from before they were carried): a box
+    # or case of ``pack_size`` base units, for the waybill.
+    entered_unit = fields.String(load_default=None, allow_none=True)
+    pack_size = fields.Integer(load_default=None, allow_none=True)
 
 
 class PledgeV1(Schema):

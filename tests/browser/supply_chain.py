@@ -48,8 +48,12 @@ def build(
     *,
     pledged: int = 1000,
     names: dict[str, str] | None = None,
+    pledge_line: dict[str, Any] | None = None,
+    origin: dict[str, Any] | None = None,
 ) -> Chain:
-    """``needed`` is masks by hospital (account name): one shipment each, planned."""
+    """``needed`` is masks by hospital (account name): one shipment each, planned.
+    ``pledge_line`` and ``origin`` replace the pledge's line (masks by the piece) and
+    origin."""
     stack.start_worker("donations")
     stack.start_worker("dispatch")
     client = stack.client()
@@ -70,8 +74,8 @@ def build(
         client,
         "/api/v1/pledges",
         {
-            "lines": [{"item": "mask", "quantity": str(pledged), "unit": "piece"}],
-            "origin": {"region": "440304", "address": "Futian warehouse"},
+            "lines": [pledge_line or {"item": "mask", "quantity": str(pledged), "unit": "piece"}],
+            "origin": origin or {"region": "440304", "address": "Futian warehouse"},
         },
         people["donor"],
     )

@@ -39,6 +39,8 @@ from shared.events import new_event
 from shared.outbox import Outbox
 
 PRODUCER = "dispatch"
+# Units that hold a number of base units (the catalogue's packs).
+PACK_UNITS = ("box", "case")
 OPEN_ALLOCATION_STATUSES = ("proposed", "reserved")
 ALLOCATION_STATUSES = (
     "proposed",
@@ -88,6 +90,9 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
         row.contact_phone = (origin.get("contact") or {}).get("phone")
         row.lat = origin.get("lat")
         row.lon = origin.get("lon")
+        packed = line.get("entered_unit") in PACK_UNITS and line.get("pack_size")
+        row.pack_unit = line["entered_unit"] if packed else None
+        row.pack_size = line["pack_size"] if packed else None
         row.pledge_version = version
         row.synced_at = utcnow()
     if changed:

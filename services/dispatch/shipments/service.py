@@ -82,7 +82,14 @@ class ShipmentLineSchema(Schema):
     need_id = fields.UUID()
     need_line_id = fields.UUID()
     item = fields.String()
+    standard = fields.String(allow_none=True)
     quantity = fields.Integer(metadata={"description": "In the item's base unit"})
+    pack_unit = fields.String(
+        allow_none=True, metadata={"description": "box or case, as the donor packed it"}
+    )
+    pack_size = fields.Integer(
+        allow_none=True, metadata={"description": "Base units in one box or case"}
+    )
     accepted = fields.Integer(metadata={"description": "As the latest receipt says"})
     damaged = fields.Integer()
     short = fields.Integer()
@@ -478,7 +485,9 @@ def _new_shipment(
         created_by=created_by,
     )
     session.add(shipment)
-    shipment.lines = [_line(allocation, n) for n, allocation in enumerate(allocations, start=1)]
+    shipment.lines = [
+        _line(session, allocation, n) for n, allocation in enumerate(allocations, start=1)
+    ]
     session.add(
         ShipmentEvent(
             id=uuid.uuid4(),
@@ -504,7 +513,8 @@ def _new_shipment(
     return shipment
 
 
-def _line(allocation: Allocation, line_no: int) -> ShipmentLine:
+def _line(session: Session, allocation: Allocation, line_no: int) -> ShipmentLine:
+    supply = session.get(SupplyLine, allocation.pledge_line_id)
     return ShipmentLine(
         id=uuid.uuid4(),
         line_no=line_no,
@@ -514,7 +524,10 @@ def _line(allocation: Allocation, line_no: int) -> ShipmentLine:
         need_id=allocation.need_id,
         need_line_id=allocation.need_line_id,
         item=allocation.item,
+        standard=supply.standard if supply else None,
         quantity=allocation.quantity,
+        pack_unit=supply.pack_unit if supply else None,
+        pack_size=supply.pack_size if supply else None,
         accepted=0,
         damaged=0,
         short=0,
@@ -602,7 +615,7 @@ def plan_allocations(
             opening.setdefault(key, []).append(allocation)
             continue
         last_no[joined.id] = last_no.get(joined.id, 0) + 1
-        joined.lines.append(_line(allocation, last_no[joined.id]))
+        joined.lines.append(_line(session, allocation, last_no[joined.id]))
         joined.updated_at = now
         placed[allocation.id] = joined
     for group in opening.values():

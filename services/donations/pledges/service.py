@@ -164,6 +164,8 @@ def snapshot(pledge: Pledge, reason: str | None = None) -> dict[str, Any]:
                 "status": line.status,
                 "best_before": line.best_before,
                 "restrictions": line.restrictions,
+                "entered_unit": line.entered_unit,
+                "pack_size": line.pack_size,
             }
             for line in pledge.lines
         ],

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from flask_babel import gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from services.gateway.web import api
@@ -142,12 +143,35 @@ def quantity(value: Any, unit: str | None) -> str:
     return f"{text} {unit_name(unit)}".strip()
 
 
+def packed(value: Any, pack_unit: str | None, pack_size: int | None, item: str | None) -> str:
+    """A quantity in base units as it was packed: "12 cases of 50 pieces + 3 pieces",
+    or the base units alone when it was not packed in boxes or cases."""
+    unit = base_unit(item)
+    try:
+        amount = int(value)
+    except (TypeError, ValueError):
+        return quantity(value, unit)
+    if not pack_unit or not pack_size or pack_size <= 0 or amount < pack_size:
+        return quantity(amount, unit)
+    packs, loose = divmod(amount, pack_size)
+    text = gettext(
+        "%(count)s %(pack)s of %(size)s",
+        count=f"{packs:,}",
+        pack=unit_name(pack_unit),
+        size=quantity(pack_size, unit),
+    )
+    if loose:
+        text += " + " + quantity(loose, unit)
+    return text
+
+
 # Helpers every template and macro may call, imported with context or not.
 TEMPLATE_GLOBALS = {
     "word": word,
     "item_name": item_name,
     "unit_name": unit_name,
     "quantity": quantity,
+    "packed": packed,
     "label": label,
     "input_id": input_id,
     "base_unit": base_unit,

@@ -7,19 +7,19 @@ overdue list."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import Response, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 
-from services.gateway.web import api
+from services.gateway.web import api, documents
 from services.gateway.web.api import ApiResponse
 from services.gateway.web.base import bp, is_coordinator, problem_page, require_me
 from services.gateway.web.forms import FormState
 from services.gateway.web.i18n import api_message, field_errors, word
-from services.gateway.web.times import LOCAL, local_time
+from services.gateway.web.times import LOCAL, local_day, local_time
 from shared.events.supply import SHIPMENT_FINAL_STATUSES, SHIPMENT_STATUSES
 
 # The shipment statuses in lifecycle order, exceptions last: the board's columns.
@@ -28,6 +28,7 @@ STATUSES = SHIPMENT_STATUSES
 # from the recipient's receipt alone.
 SETTABLE = tuple(s for s in STATUSES if s not in ("planned", "received"))
 FINAL = SHIPMENT_FINAL_STATUSES
+LIFECYCLE = STATUSES[: STATUSES.index("received") + 1]
 BOARD_SIZE = 200
 
 # Times are entered and shown in Beijing time unless the form says otherwise: the
@@ -92,6 +93,102 @@ def may_confirm(shipment: dict[str, Any]) -> bool:
     return "recipient" in found["roles"] and shipment.get("recipient_org_id") == _my_org()
 
 
+# Printed documents ------------------------------------------------------------------------
+
+
+def _pdf(render: Any, filename: str) -> Any:
+    """A PDF from ``render()``, or the page saying why it cannot be printed."""
+    try:
+        body = render()
+    except documents.FontMissing as exc:
+        return render_template("error.html", status=503, message=str(exc)), 503
+    response = Response(body, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _printable(shipment_id: uuid.UUID) -> tuple[dict[str, Any] | None, Any, dict[str, str], str]:
+    require_me()
+    shipment, answer = _shipment(shipment_id)
+    if shipment is None:
+        return None, problem_page(answer), {}, ""
+    names = org_names(
+        [shipment["donor_org_id"], shipment["recipient_org_id"], shipment["logistics_org_id"]]
+    )
+    url = url_for("web.confirm_receipt", shipment_id=shipment_id, _external=True)
+    return shipment, None, names, url
+
+
+@bp.get("/shipments/<uuid:shipment_id>/waybill.pdf")
+def shipment_waybill(shipment_id: uuid.UUID) -> Any:
+    """The waybill, A4 (``?size=a4``, the default) or a 100 x 150 mm label."""
+    size = request.args.get("size", "a4")
+    if size not in documents.SIZES:
+        return render_template(
+            "error.html",
+            status=400,
+            message=gettext("size: one of %(sizes)s", sizes=", ".join(documents.SIZES)),
+        ), 400
+    shipment, failed, names, url = _printable(shipment_id)
+    if shipment is None:
+        return failed
+    number = shipment.get("tracking_number") or str(shipment_id)
+    return _pdf(
+        lambda: documents.waybill(shipment, names, url, size), f"waybill-{number}-{size}.pdf"
+    )
+
+
+@bp.get("/shipments/<uuid:shipment_id>/delivery-note.pdf")
+def shipment_delivery_note(shipment_id: uuid.UUID) -> Any:
+    shipment, failed, names, url = _printable(shipment_id)
+    if shipment is None:
+        return failed
+    number = shipment.get("tracking_number") or str(shipment_id)
+    return _pdf(lambda: documents.delivery_note(shipment, names, url), f"delivery-{number}.pdf")
+
+
+@bp.get("/shipments/run-sheet.pdf")
+def run_sheet() -> Any:
+    """A logistics company's run sheet for a day (``?day=YYYY-MM-DD``, Beijing time;
+    today by default): its open shipments expected that day, and those with no date or
+    a date gone by. Coordinators name the company with ``?logistics_org_id=``."""
+    found = require_me()
+    day_text = request.args.get("day") or datetime.now(LOCAL).date().isoformat()
+    try:
+        day = date.fromisoformat(day_text)
+    except ValueError:
+        return render_template(
+            "error.html", status=400, message=gettext("day: a date as YYYY-MM-DD")
+        ), 400
+    company = str(found["organisation"]["id"])
+    if is_coordinator() and request.args.get("logistics_org_id"):
+        company = request.args["logistics_org_id"]
+    chosen: list[dict[str, Any]] = []
+    query: dict[str, Any] = {"logistics_org_id": company, "limit": BOARD_SIZE}
+    while True:
+        answer = api.get("/shipments", query=query)
+        if not answer.ok:
+            return problem_page(answer)
+        for s in answer.body["items"]:
+            if s["status"] in FINAL or s["status"] == "delivered":
+                continue
+            eta = local_day(s.get("eta"))
+            if eta is None or eta <= day:
+                chosen.append(s)
+        if not answer.body.get("next_cursor"):
+            break
+        query["cursor"] = answer.body["next_cursor"]
+    chosen.sort(key=lambda s: (s.get("eta") or "", s.get("tracking_number") or ""))
+    names = org_names(
+        [company] + [s["donor_org_id"] for s in chosen] + [s["recipient_org_id"] for s in chosen]
+    )
+    return _pdf(
+        lambda: documents.run_sheet(chosen, names.get(company) or company, day.isoformat(), names),
+        f"run-sheet-{day.isoformat()}.pdf",
+    )
+
+
 # The board --------------------------------------------------------------------------------
 
 
@@ -108,13 +205,19 @@ def shipment_board() -> Any:
     if not answer.ok:
         return problem_page(answer)
     items = answer.body["items"]
+    # Every status of the way from planned to received is a column, empty or not, so
+    # the board reads the same every day; exceptions only when something is in them.
     columns = [
         (status, [s for s in items if s["status"] == status])
         for status in STATUSES
-        if any(s["status"] == status for s in items)
+        if status in LIFECYCLE or any(s["status"] == status for s in items)
     ]
+    if chosen:
+        columns = [c for c in columns if c[0] == chosen]
     names = org_names(
-        [s["recipient_org_id"] for s in items] + [s["logistics_org_id"] for s in items]
+        [s["recipient_org_id"] for s in items]
+        + [s["logistics_org_id"] for s in items]
+        + [s["donor_org_id"] for s in items]
     )
     return render_template(
         "shipments/board.html",
