@@ -111,7 +111,8 @@ class PledgeLine(Base):
     reserved: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     shipped: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     delivered: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    # available, partially_reserved, reserved, shipped, delivered, cancelled, expired
+    # available, partially_reserved, reserved, partially_shipped, shipped,
+    # partially_delivered, delivered, cancelled, expired (pledges.domain.line_status)
     status: Mapped[str] = mapped_column(String(24), nullable=False, default="available")
 
     pledge: Mapped[Pledge] = relationship(back_populates="lines")

@@ -37,6 +37,10 @@ def test_damage_reopens_exactly_that_quantity_and_matching_allocates_it_again(
     (shipment,) = deliver(client, people, wanted["id"])
     line_id = wanted["lines"][0]["id"]
     assert need_line(stack, line_id).shipped == 100
+    # Shipped and not yet received: still allocated, in transit, nothing open.
+    shown = get_as(client, f"/api/v1/needs/{wanted['id']}", people["hospital"])["lines"][0]
+    figures = ("quantity", "allocated", "in_transit", "received", "open", "status")
+    assert tuple(shown[k] for k in figures) == (100, 100, 100, 0, 0, "allocated")
 
     # Only the recipient (or a coordinator) confirms: another hospital does not even see
     # the shipment, the donor sees it but may not confirm it.
@@ -54,6 +58,15 @@ def test_damage_reopens_exactly_that_quantity_and_matching_allocates_it_again(
     shown = get_as(client, f"/api/v1/needs/{wanted['id']}", people["hospital"])
     assert shown["lines"][0]["open"] == 10
     assert shown["lines"][0]["received"] == 90
+    # After the short receipt: 90 allocated and received, the 10 open again.
+    assert tuple(shown["lines"][0][k] for k in figures) == (
+        100,
+        90,
+        0,
+        90,
+        10,
+        "partially_allocated",
+    )
     assert shown["status"] == "partially_allocated"
     moved = get_as(client, f"/api/v1/shipments/{shipment['id']}", people["hospital"])
     assert moved["status"] == "received"

@@ -163,7 +163,14 @@ class NeedLineSchema(Schema):
     )
     needed_by = fields.Date(allow_none=True)
     allocated = fields.Method(
-        "_allocated", metadata={"description": "Proposed and reserved for this line"}
+        "_allocated",
+        metadata={
+            "description": "Everything allocated to the line and not cancelled: proposed, "
+            "reserved, shipped (received included)"
+        },
+    )
+    in_transit = fields.Method(
+        "_in_transit", metadata={"description": "Shipped and not yet received"}
     )
     proposed = fields.Integer()
     reserved = fields.Integer()
@@ -182,7 +189,10 @@ class NeedLineSchema(Schema):
         return float(days) if days is not None else None
 
     def _allocated(self, line: NeedLine) -> int:
-        return line.proposed + line.reserved
+        return line.proposed + line.reserved + line.shipped
+
+    def _in_transit(self, line: NeedLine) -> int:
+        return max(0, line.shipped - line.received)
 
     def _open(self, line: NeedLine) -> int:
         return domain.open_quantity(service.totals_of(line), line.status)

@@ -24,14 +24,19 @@ def line_status(totals: LineTotals, terminal: str | None = None) -> str:
     """
     if terminal in TERMINAL_LINE_STATUSES:
         return terminal
+    # The furthest step the whole line has reached, else the furthest any of it has:
+    # shipped counts what left (delivered included), delivered what arrived.
     if totals.delivered >= totals.quantity:
         return "delivered"
+    if totals.delivered > 0:
+        return "partially_delivered"
     if totals.shipped >= totals.quantity:
         return "shipped"
-    committed = totals.reserved + totals.shipped
-    if committed >= totals.quantity:
+    if totals.shipped > 0:
+        return "partially_shipped"
+    if totals.reserved >= totals.quantity:
         return "reserved"
-    if committed > 0:
+    if totals.reserved > 0:
         return "partially_reserved"
     return "available"
 

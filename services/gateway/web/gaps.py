@@ -21,7 +21,9 @@ PAGE = 200
 # Enough for a city's crisis; past it the page says its figures are partial.
 MAX_PAGES = 25
 OPEN_NEEDS = frozenset({"open", "partially_allocated", "allocated"})
-OPEN_SUPPLY = frozenset({"available", "partially_reserved"})
+OPEN_SUPPLY = frozenset(
+    {"available", "partially_reserved", "partially_shipped", "partially_delivered"}
+)
 
 
 def _all(path: str, query: dict[str, Any]) -> tuple[list[dict[str, Any]], bool, Any]:

@@ -122,6 +122,8 @@ WORDS: dict[str, Any] = {
     "draft": lazy_gettext("draft"),
     "available": lazy_gettext("available"),
     "partially_reserved": lazy_gettext("partially reserved"),
+    "partially_shipped": lazy_gettext("partially shipped"),
+    "partially_delivered": lazy_gettext("partially delivered"),
     "reserved": lazy_gettext("reserved"),
     "shipped": lazy_gettext("shipped"),
     "delivered": lazy_gettext("delivered"),
