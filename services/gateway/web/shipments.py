@@ -372,6 +372,24 @@ def _figure(value: str) -> Any:
     return int(value) if value.isdigit() else value
 
 
+def _need_lines(shipment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The need lines the shipment's lines serve, by id, with their figures as the API
+    shows them to the signed-in user: the recipient's own, or any to a coordinator.
+    Anyone else is shown none (and the API would not answer them either)."""
+    if not may_confirm(shipment):
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    # One call per need, however many of the shipment's lines serve it.
+    need_ids = dict.fromkeys(
+        str(line["need_id"]) for line in shipment["lines"] if line.get("need_id")
+    )
+    for need_id in need_ids:
+        answer = api.get(f"/needs/{need_id}")
+        if answer.ok:
+            found.update((str(need_line["id"]), need_line) for need_line in answer.body["lines"])
+    return found
+
+
 def _receipt_page(shipment: dict[str, Any], form: FormState, status: int = 200) -> Any:
     receipts = api.get(f"/shipments/{shipment['id']}/receipts")
     latest = None
@@ -382,6 +400,7 @@ def _receipt_page(shipment: dict[str, Any], form: FormState, status: int = 200) 
         shipment=shipment,
         form=form,
         latest=latest,
+        need_lines=_need_lines(shipment),
         names=org_names([shipment["donor_org_id"]]),
     ), status
 
@@ -389,7 +408,9 @@ def _receipt_page(shipment: dict[str, Any], form: FormState, status: int = 200) 
 @bp.route("/shipments/<uuid:shipment_id>/receipt", methods=["GET", "POST"])
 def confirm_receipt(shipment_id: uuid.UUID) -> Any:
     """Confirm what arrived, line by line: accepted, damaged and short add up to what
-    the line carried (added up in the page as figures are typed, and by the API)."""
+    the line carried (added up in the page as figures are typed, and by the API). Each
+    line shows the need line it serves (requested, received, on the way, still open);
+    a correction comes back here to show them as they now stand."""
     require_me()
     shipment, answer = _shipment(shipment_id)
     if shipment is None:
@@ -440,9 +461,11 @@ def confirm_receipt(shipment_id: uuid.UUID) -> Any:
     if not confirmed.ok:
         return _receipt_page(shipment, FormState.from_problem(values, confirmed), confirmed.status)
     if corrects:
+        # Back to the receipt: its new figures, and what is still open on each need
+        # line now that the correction has moved quantity back to matching or out of it.
         flash(gettext("The receipt is corrected."), "success")
-    else:
-        flash(gettext("The receipt is confirmed."), "success")
+        return redirect(url_for("web.confirm_receipt", shipment_id=shipment_id))
+    flash(gettext("The receipt is confirmed."), "success")
     return redirect(url_for("web.shipment_page", shipment_id=shipment_id))
 
 
