@@ -154,3 +154,25 @@ def shipment(stack: Stack, chain: Chain, hospital: str) -> dict[str, Any]:
         f"/api/v1/shipments/{chain.shipments[hospital]['id']}",
         chain.people["coordinator"],
     )
+
+
+def deliver(stack: Stack, chain: Chain, hospital: str) -> None:
+    """``hospital``'s shipment picked up and delivered by the chain's logistics company
+    (assigned to it first), by the API."""
+    client = stack.client()
+    shipment_id = chain.shipments[hospital]["id"]
+    for status, hours_ago in (("picked_up", 3), ("delivered", 2)):
+        _post(
+            client,
+            f"/api/v1/shipments/{shipment_id}/events",
+            {"status": status, "occurred_at": stamp(hours_ago)},
+            chain.people["carrier"],
+        )
+
+
+def need_line(stack: Stack, chain: Chain, hospital: str) -> dict[str, Any]:
+    """The first line of ``hospital``'s need, with its figures as the hospital sees them."""
+    need = _get(
+        stack.client(), f"/api/v1/needs/{chain.needs[hospital]['id']}", chain.people[hospital]
+    )
+    return dict(need["lines"][0])
