@@ -13,7 +13,7 @@ from services.dispatch.allocations.tasks import saga_batch_handlers, saga_handle
 from services.dispatch.matching import api as matching_api
 from services.dispatch.matching import service as matching_service
 from services.dispatch.matching.tasks import register_matching_tasks
-from services.dispatch.models import Allocation, Organisation, messaging
+from services.dispatch.models import Allocation, Organisation, Place, messaging
 from services.dispatch.needs import api as needs_api
 from services.dispatch.needs.tasks import register_need_tasks
 from services.dispatch.receipts import api as receipts_api
@@ -25,6 +25,7 @@ from shared.config import Settings
 from shared.events import Event
 from shared.inbox import Handler
 from shared.org_directory import org_directory_blueprint, org_event_handlers
+from shared.places import erase_places, place_event_handlers
 from shared.web import ServiceRuntime, create_service_app
 
 
@@ -47,8 +48,14 @@ def _org_handlers(rt: ServiceRuntime) -> dict[str, Handler]:
     def on_erased(session: Session, event: Event) -> None:
         keep_erased(session, event)
         shipments.erase_donor(session, uuid.UUID(str(event.data()["id"])))
+        erase_places(session, Place, uuid.UUID(str(event.data()["id"])))
 
-    return {**handlers, "org.verified": on_verified, "org.erased": on_erased}
+    return {
+        **handlers,
+        **place_event_handlers(Place),
+        "org.verified": on_verified,
+        "org.erased": on_erased,
+    }
 
 
 def create_app(settings: Settings | None = None, *, testing: bool = False) -> Flask:

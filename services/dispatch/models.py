@@ -27,11 +27,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import Entity, UTCDateTime, utcnow
 from shared.org_directory import OrganisationView
+from shared.places import PlaceView
 from shared.runtime import define_messaging_models
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class Place(PlaceView, Base):
+    """This service's copy of an organisation's named place (``shared.places``)."""
 
 
 class Organisation(OrganisationView, Base):
@@ -54,6 +59,8 @@ class Need(Entity, Base):
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     # draft, open, partially_allocated, allocated, fulfilled, expired, cancelled
     status: Mapped[str] = mapped_column(String(24), nullable=False, default="draft")
+    # The named place (shared.places), when one was named.
+    place_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     address: Mapped[str | None] = mapped_column(String(500), nullable=True)
     region: Mapped[str] = mapped_column(String(6), nullable=False)
     lat: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -158,6 +165,8 @@ class SupplyLine(Base):
     region: Mapped[str] = mapped_column(String(6), nullable=False)
     # Where the goods are picked up, as the donor wrote it, and whom to call there
     # (for the carrier).
+    # The named place (shared.places), when one was named.
+    place_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     address: Mapped[str | None] = mapped_column(String(500), nullable=True)
     contact_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     contact_phone: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from services.donations.catalog import api as catalog_api
 from services.donations.imports import api as imports_api
 from services.donations.imports.tasks import register_import_tasks
-from services.donations.models import Organisation, messaging
+from services.donations.models import Organisation, Place, messaging
 from services.donations.pledges import api as pledges_api
 from services.donations.pledges.service import donor_personal_data, erase_donor
 from services.donations.pledges.tasks import (
@@ -22,6 +22,7 @@ from shared.config import Settings
 from shared.events import Event
 from shared.inbox import Handler
 from shared.org_directory import org_directory_blueprint, org_event_handlers
+from shared.places import erase_places, place_event_handlers
 from shared.web import ServiceRuntime, create_service_app
 
 
@@ -34,8 +35,9 @@ def _org_handlers() -> dict[str, Handler]:
         keep_erased(session, event)
         data = event.data()
         erase_donor(session, uuid.UUID(str(data["id"])), list(data.get("user_ids") or []))
+        erase_places(session, Place, uuid.UUID(str(data["id"])))
 
-    return {**handlers, "org.erased": on_erased}
+    return {**handlers, **place_event_handlers(Place), "org.erased": on_erased}
 
 
 def create_app(settings: Settings | None = None, *, testing: bool = False) -> Flask:

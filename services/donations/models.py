@@ -26,11 +26,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import Entity, UTCDateTime, utcnow
 from shared.org_directory import OrganisationView
+from shared.places import PlaceView
 from shared.runtime import define_messaging_models
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class Place(PlaceView, Base):
+    """This service's copy of an organisation's named place (``shared.places``)."""
 
 
 class Organisation(OrganisationView, Base):
@@ -47,6 +52,8 @@ class Pledge(Entity, Base):
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     # open, cancelled or closed (every line delivered, expired or cancelled)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="open", index=True)
+    # The named place it leaves from (shared.places), when one was named.
+    origin_place_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     origin_address: Mapped[str | None] = mapped_column(String(500), nullable=True)
     origin_region: Mapped[str] = mapped_column(String(6), nullable=False)
     origin_lat: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -65,6 +65,30 @@ class Organisation(Entity, Base):
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class Place(Entity, Base):
+    """A named place of an organisation: a warehouse, a loading bay, a collection point
+    (``shared.places``). Its changes go out as ``place.saved``."""
+
+    __tablename__ = "places"
+    __table_args__ = (UniqueConstraint("org_id", "normalised_name", name="uq_places_org_name"),)
+
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("organisations.id"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    normalised_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    kind: Mapped[str] = mapped_column(String(24), nullable=False)
+    address: Mapped[str] = mapped_column(String(500), nullable=False)
+    region: Mapped[str] = mapped_column(String(6), nullable=False)
+    lat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    contact_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    contact_phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    opening_hours: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    access_notes: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    archived: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
 class User(Entity, Base):
     __tablename__ = "users"
 

@@ -35,12 +35,35 @@ class ContactV1(Schema):
 
 
 class LocationV1(Schema):
+    # The named place it is (shared.places), when one was named.
+    place_id = fields.UUID(load_default=None, allow_none=True)
     address = fields.String(load_default=None, allow_none=True)
     # Whom the driver calls there (a person's data: see the README's model).
     contact = fields.Nested(ContactV1, load_default=None, allow_none=True)
     region = fields.String(required=True, validate=validate.Regexp(r"^\d{2}(\d{2}){0,2}$"))
     lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
     lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
+
+
+PLACE_KINDS = ("warehouse", "loading_bay", "collection_point", "office", "other")
+
+
+class PlaceSavedV1(Schema):
+    """place.saved: an organisation's named place as it now is (shared.places)."""
+
+    id = fields.UUID(required=True)
+    org_id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(PLACE_KINDS))
+    address = fields.String(required=True)
+    region = fields.String(required=True, validate=validate.Regexp(r"^\d{2}(\d{2}){0,2}$"))
+    lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
+    lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
+    # Whom the driver calls there (a person's data: see the README's model).
+    contact = fields.Nested(ContactV1, load_default=None, allow_none=True)
+    opening_hours = fields.String(load_default=None, allow_none=True)
+    access_notes = fields.String(load_default=None, allow_none=True)
+    archived = fields.Boolean(load_default=False)
 
 
 class RestrictionsV1(Schema):
@@ -272,6 +295,8 @@ for _type in NEED_EVENT_TYPES:
 for _type in ("pledge.created", "pledge.amended", "pledge.cancelled"):
     REGISTRY.register(_type, 1, PledgeV1())
     SUBSCRIBERS[_type] = ("dispatch", "gateway")
+REGISTRY.register("place.saved", 1, PlaceSavedV1())
+SUBSCRIBERS["place.saved"] = ("donations", "dispatch")
 REGISTRY.register("allocation.proposed", 1, AllocationProposedV1())
 REGISTRY.register("allocation.cancelled", 1, AllocationCancelledV1())
 SUBSCRIBERS["allocation.proposed"] = ("donations",)

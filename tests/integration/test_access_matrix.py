@@ -89,6 +89,18 @@ class World:
 
     donor_import: str = ""
     other_import: str = ""
+    # A place of each actor's organisation, and one of the other organisation.
+    places: dict[str, str] = field(default_factory=dict)
+    other_place: str = ""
+
+    def new_place(self, account: Account, org_id: str) -> str:
+        made = self.client.post(
+            f"/api/v1/orgs/{org_id}/places",
+            json=_place_body(self, "any"),
+            headers=account.headers,
+        )
+        assert made.status_code == 201, made.json
+        return str(made.json["id"])
 
     def new_import(self, account: Account) -> str:
         sheet = f"item,quantity,unit,origin_region\nmask,{len(self.tokens) + 5},piece,4201\n"
@@ -174,6 +186,23 @@ def _refresh_token(world: World, actor: str) -> dict[str, str]:
     if account is None:
         return {"refresh_token": "not-a-refresh-token"}
     return {"refresh_token": login(world.client, account.email)["refresh_token"]}
+
+
+def _place_body(world: World, actor: str) -> dict[str, Any]:
+    return {
+        "name": f"Warehouse {uuid.uuid4().hex[:8]}",
+        "address": "Gate 3, 1 Dock Road",
+        "region": "4201",
+        "contact": {"name": "Wang", "phone": "13800000000"},
+    }
+
+
+# An organisation's places (and whom to call there): its members and coordinators.
+PLACE_ACCESS: dict[str, Expected] = {
+    **{actor: (200, 404) for actor in SIGNED_IN},
+    **{actor: (200, 200) for actor in COORDINATORS},
+    "anonymous": 401,
+}
 
 
 def _pledge_body(world: World, actor: str) -> dict[str, Any]:
@@ -289,6 +318,25 @@ ROWS: list[Row] = [
         "/api/v1/orgs/{org}/erase",
         only({"coordinator": (422, 422), "admin": (422, 422)}),
         body=lambda w, a: {"reason": "asked in person"},
+    ),
+    # Named places.
+    Row("GET", "/api/v1/orgs/{org}/places", PLACE_ACCESS),
+    Row(
+        "POST",
+        "/api/v1/orgs/{org}/places",
+        {
+            key: ((201, 404) if v == (200, 404) else (201, 201) if v == (200, 200) else v)
+            for key, v in PLACE_ACCESS.items()
+        },
+        body=_place_body,
+    ),
+    Row("GET", "/api/v1/orgs/{org}/places/{place}", PLACE_ACCESS),
+    Row(
+        "PATCH",
+        "/api/v1/orgs/{org}/places/{place}",
+        PLACE_ACCESS,
+        body=lambda w, a: {"opening_hours": "08:00-20:00"},
+        headers={"If-Match": "*"},
     ),
     # Duplicate review: coordinators.
     Row("GET", "/api/v1/duplicates", only({"coordinator": 200, "admin": 200})),
@@ -633,6 +681,9 @@ def _build_world(stack: Stack) -> World:
     for actor, account in accounts.items():
         world.webhooks[actor] = world.new_webhook(account)
     world.other_webhook = world.new_webhook(stranger)
+    for actor, account in accounts.items():
+        world.places[actor] = world.new_place(account, account.org_id)
+    world.other_place = world.new_place(accounts["coordinator"], world.other_org)
     world.other_token = client.post(
         "/api/v1/tokens", json={"name": "theirs", "scopes": ["orgs:read"]}, headers=stranger.headers
     ).json["id"]
@@ -767,6 +818,7 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
         shipment=world.recipient_shipment if whose == "own" else world.other_shipment,
         carried=world.carried_shipment if whose == "own" else world.rival_shipment,
         job=world.donor_import if whose == "own" else world.other_import,
+        place=world.places.get(actor, world.other_place) if whose == "own" else world.other_place,
     )
     headers.update(row.headers)
     body = row.body(world, actor) if row.body else None

@@ -209,6 +209,7 @@ def test_an_xlsx_with_chinese_headers_imports_in_base_units(stack: Stack) -> Non
     wuhan, shenzhen = pledges
     assert wuhan["origin"]["region"] == "420102" and wuhan["available_from"] == "2020-02-10"
     assert shenzhen["origin"] == {
+        "place_id": None,
         "address": "深圳市福田区",
         "contact": None,
         "region": "440304",

@@ -90,6 +90,7 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
         row.contact_phone = (origin.get("contact") or {}).get("phone")
         row.lat = origin.get("lat")
         row.lon = origin.get("lon")
+        row.place_id = origin.get("place_id")
         packed = line.get("entered_unit") in PACK_UNITS and line.get("pack_size")
         row.pack_unit = line["entered_unit"] if packed else None
         row.pack_size = line["pack_size"] if packed else None

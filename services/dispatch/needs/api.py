@@ -38,8 +38,29 @@ INACTIVE_ORG_STATUSES = ("suspended", "merged")
 
 
 class NeedLocationSchema(Schema):
+    place_id = fields.UUID(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "One of the organisation's named places "
+            "(/api/v1/orgs/{org_id}/places): its address, region, coordinates and "
+            "contact are the location's (give none of them then)"
+        },
+    )
+    place = fields.String(
+        load_default=None,
+        allow_none=True,
+        load_only=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "The same, by the place's name"},
+    )
     address = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
-    region = fields.String(required=True, validate=REGION)
+    region = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=REGION,
+        metadata={"description": "Required unless a place is named"},
+    )
     lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
     lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
     contact = fields.Nested(
@@ -218,6 +239,7 @@ class NeedSchema(Schema):
 
     def _location(self, need: Need) -> dict[str, Any]:
         return {
+            "place_id": need.place_id,
             "address": need.address,
             "contact": contact_of(need.contact_name, need.contact_phone),
             "region": need.region,

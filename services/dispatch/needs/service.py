@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from services.dispatch.allocations.service import cancel_allocations_of_need
 from services.dispatch.matching.service import request_matching
-from services.dispatch.models import Need, NeedLine
+from services.dispatch.models import Need, NeedLine, Place
 from services.dispatch.needs import domain
 from services.dispatch.needs.status import refresh_line_status, refresh_need_status, totals_of
 from shared import catalog
@@ -36,6 +36,7 @@ from shared.db import utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
+from shared.places import resolve_location
 
 PRODUCER = "dispatch"
 
@@ -195,6 +196,7 @@ def snapshot(need: Need, reason: str | None = None) -> dict[str, Any]:
         "org_id": need.org_id,
         "status": need.status,
         "location": {
+            "place_id": need.place_id,
             "address": need.address,
             "contact": contact_of(need.contact_name, need.contact_phone),
             "region": need.region,
@@ -276,7 +278,9 @@ def ask_matching(session: Session, need: Need) -> None:
 # Post, amend, cancel, reconfirm ---------------------------------------------------------------
 
 
-def _location(need: Need, location: dict[str, Any]) -> None:
+def _location(session: Session, need: Need, location: dict[str, Any]) -> None:
+    location = resolve_location(session, Place, need.org_id, location, "location")
+    need.place_id = location["place_id"]
     need.address = location.get("address")
     need.region = location["region"]
     need.lat = location.get("lat")
@@ -321,7 +325,7 @@ def create_need(
         confirmed_at=now,
         expires_at=now + ttl,
     )
-    _location(need, data["location"])
+    _location(session, need, data["location"])
     need.lines = [
         NeedLine(
             id=uuid.uuid4(),
@@ -444,7 +448,7 @@ def amend_need(
         if name in data:
             setattr(need, name, data[name])
     if "location" in data:
-        _location(need, data["location"])
+        _location(session, need, data["location"])
     errors: dict[str, list[str]] = {}
     by_id = {line.id: line for line in need.lines}
     next_no = max((line.line_no for line in need.lines), default=0) + 1

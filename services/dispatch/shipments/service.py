@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +35,7 @@ from services.dispatch.models import (
     Allocation,
     Need,
     Organisation,
+    Place,
     Shipment,
     ShipmentEvent,
     ShipmentLine,
@@ -48,6 +49,7 @@ from shared.errors import Conflict, DomainError, RuleBroken
 from shared.events import new_event
 from shared.identity import Identity, current_identity
 from shared.outbox import Outbox
+from shared.places import normalised_address
 from shared.privacy import donor_hidden, origin_for, without_donor
 
 PRODUCER = "dispatch"
@@ -271,11 +273,51 @@ class Route:
 def route_of(session: Session, allocation: Allocation) -> Route:
     """Where an allocation leaves from (the donor and its pledge's origin) and goes to
     (the recipient and its need's location)."""
-    return _route(
-        allocation,
-        session.get(SupplyLine, allocation.pledge_line_id),
-        session.get(Need, allocation.need_id),
-    )
+    supply = session.get(SupplyLine, allocation.pledge_line_id)
+    need = session.get(Need, allocation.need_id)
+    return _route(allocation, supply, need, _places_of(session, [supply], [need]))
+
+
+def _places_of(
+    session: Session, supplies: Iterable[SupplyLine | None], needs: Iterable[Need | None]
+) -> dict[uuid.UUID, Place]:
+    ids = {x.place_id for x in [*supplies, *needs] if x is not None and x.place_id}
+    if not ids:
+        return {}
+    return {p.id: p for p in session.scalars(select(Place).where(Place.id.in_(ids)))}
+
+
+def place_key(
+    party: uuid.UUID,
+    place_id: uuid.UUID | None,
+    region: str | None,
+    address: str | None,
+    lat: float | None,
+    lon: float | None,
+) -> tuple[Any, ...]:
+    """What makes two origins (or destinations) of one party the same: the named place;
+    else the address, however it is spaced or punctuated, with or without coordinates
+    (a pledge by API with them and one by spreadsheet without are one warehouse); else
+    the region and coordinates."""
+    if place_id is not None:
+        return ("place", party, place_id)
+    written = normalised_address(address)
+    if written:
+        return ("address", party, region, written)
+    return ("point", party, region, lat, lon)
+
+
+def _place_facts(place: Place | None) -> dict[str, Any] | None:
+    """What the driver needs of a named place beyond its address and contact."""
+    if place is None:
+        return None
+    return {
+        "id": str(place.id),
+        "name": place.name,
+        "kind": place.kind,
+        "opening_hours": place.opening_hours,
+        "access_notes": place.access_notes,
+    }
 
 
 def _routes(session: Session, allocations: Sequence[Allocation]) -> dict[uuid.UUID, Route]:
@@ -293,20 +335,31 @@ def _routes(session: Session, allocations: Sequence[Allocation]) -> dict[uuid.UU
             select(Need).where(Need.id.in_({a.need_id for a in allocations}))
         )
     }
+    places = _places_of(session, supplies.values(), needs.values())
     return {
-        a.id: _route(a, supplies.get(a.pledge_line_id), needs.get(a.need_id)) for a in allocations
+        a.id: _route(a, supplies.get(a.pledge_line_id), needs.get(a.need_id), places)
+        for a in allocations
     }
 
 
-def _route(allocation: Allocation, supply: SupplyLine | None, need: Need | None) -> Route:
-    origin = {
+def _route(
+    allocation: Allocation,
+    supply: SupplyLine | None,
+    need: Need | None,
+    places: dict[uuid.UUID, Place],
+) -> Route:
+    origin_place = places.get(supply.place_id) if supply and supply.place_id else None
+    need_place = places.get(need.place_id) if need and need.place_id else None
+    origin: dict[str, Any] = {
+        "place": _place_facts(origin_place),
         "region": supply.region if supply else None,
         "address": supply.address if supply else None,
         "contact": contact_of(supply.contact_name, supply.contact_phone) if supply else None,
         "lat": supply.lat if supply else None,
         "lon": supply.lon if supply else None,
     }
-    destination = {
+    destination: dict[str, Any] = {
+        "place": _place_facts(need_place),
         "region": need.region if need else None,
         "address": need.address if need else None,
         "contact": contact_of(need.contact_name, need.contact_phone) if need else None,
@@ -316,17 +369,27 @@ def _route(allocation: Allocation, supply: SupplyLine | None, need: Need | None)
     anonymous = bool(allocation.donor_anonymous)
     # An anonymous donor's goods never travel with its named ones: together they would
     # name it.
-    origin_parts = (allocation.donor_org_id, origin["region"], origin["lat"], origin["lon"])
+    origin_parts = place_key(
+        allocation.donor_org_id,
+        supply.place_id if supply else None,
+        origin["region"],
+        origin["address"],
+        origin["lat"],
+        origin["lon"],
+    )
     return Route(
         origin=origin,
         destination=destination,
         origin_key=_key(*origin_parts, "anonymous") if anonymous else _key(*origin_parts),
         destination_key=_key(
-            allocation.recipient_org_id,
-            destination["region"],
-            destination["address"],
-            destination["lat"],
-            destination["lon"],
+            *place_key(
+                allocation.recipient_org_id,
+                need.place_id if need else None,
+                destination["region"],
+                destination["address"],
+                destination["lat"],
+                destination["lon"],
+            )
         ),
         donor_org_id=allocation.donor_org_id,
         recipient_org_id=allocation.recipient_org_id,
@@ -1144,7 +1207,7 @@ def erase_donor(session: Session, org_id: uuid.UUID) -> int:
     for shipment in session.scalars(select(Shipment).where(Shipment.donor_org_id == org_id)):
         region = (shipment.origin or {}).get("region")
         shipment.origin = {"region": region, "address": None, "lat": None, "lon": None}
-        parts = (shipment.donor_org_id, region, None, None)
+        parts = place_key(shipment.donor_org_id, None, region, None, None, None)
         shipment.origin_key = (
             _key(*parts, "anonymous") if shipment.donor_anonymous else _key(*parts)
         )

@@ -44,10 +44,11 @@ from services.donations.imports.spreadsheet import (
     SheetError,
     message,
 )
-from services.donations.models import ImportJob, Pledge
+from services.donations.models import ImportJob, Place, Pledge
 from services.donations.pledges import service
 from shared.db import utcnow
 from shared.errors import DomainError, RuleBroken, TooLarge
+from shared.places import normalised_name
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ class ImportRunner:
                 sheet = spreadsheet.read_sheet(work.content)
             except SheetError as exc:
                 return self.fail(job_id, exc.message(work.language))
-            checker = RowChecker(sheet, work.language, work.defaults)
+            checker = RowChecker(sheet, work.language, work.defaults, self._places(work.org_id))
             if work.mode == "valid_rows":
                 return self._valid_rows(work, sheet, checker)
             return self._all_or_nothing(work, sheet, checker)
@@ -388,7 +389,11 @@ class ImportRunner:
                 org_id=work.org_id,
                 data={
                     "lines": [row.line for row in rows],
-                    "origin": {"region": first.region, "address": first.address},
+                    "origin": (
+                        {"place_id": first.place_id}
+                        if first.place_id is not None
+                        else {"region": first.region, "address": first.address}
+                    ),
                     "available_from": first.available_from,
                     "notes": None,
                 },
@@ -397,6 +402,16 @@ class ImportRunner:
             )
             ids.append(pledge.id)
         return ids
+
+    def _places(self, org_id: uuid.UUID) -> dict[str, tuple[Any, str, str]]:
+        """The organisation's places a row may name, by normalised name."""
+        with self.rt.session_factory() as session:
+            return {
+                normalised_name(p.name): (p.id, p.region, p.address)
+                for p in session.scalars(
+                    select(Place).where(Place.org_id == org_id, Place.archived.is_(False))
+                )
+            }
 
     def _language(self, job_id: uuid.UUID) -> str:
         with contextlib.suppress(Exception), self.rt.session_factory() as session:

@@ -30,6 +30,8 @@ density_g_per_l    密度(克/升)          for a     grams per litre of a liqui
                                        by mass
 best_before        保质期至             no        a date; produce without one keeps for its
                                                   catalogue shelf life
+origin_place       发货地点             no        the name of one of the organisation's places
+                                                  (its region and address are then the origin's)
 origin_region      发货地区代码         yes*      the 2, 4 or 6 digit region code it ships from
 origin_address     发货地址             no        the address it ships from
 available_from     可发货日期           no        the date it can ship from
@@ -42,7 +44,8 @@ recipient_kinds    限定受助类型         no        kinds of recipient it is
 note               备注                 no        a note on the line, e.g. "frontline staff only"
 =================  ==================  ========  ==============================================
 
-\\* origin_region may be left out when the upload names a default region.
+\\* origin_region may be left out when the upload names a default region, or on rows
+naming a place.
 
 Dates may be written 2020-02-03, 2020/2/3, 2020.2.3, 2020年2月3日 or 20200203, or be
 Excel date cells. Rows sharing a shipping region, address and available-from date
@@ -69,6 +72,7 @@ from typing import Any
 from services.donations.pledges.service import LineError, convert_line
 from shared import catalog
 from shared.events.registry import ORGANISATION_KINDS
+from shared.places import normalised_name
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 20_000
@@ -192,6 +196,16 @@ COLUMNS: tuple[Column, ...] = (
         "2, 4 or 6 digit region code it ships from, e.g. 420102 (or a default with the upload)",
         "发货地 2、4 或 6 位行政区划代码，如 420102（或上传时填写默认值）",
         ("origin region", "region", "发货地区", "发货地区编码"),
+    ),
+    Column(
+        "origin_place",
+        "origin_place",
+        "发货地点",
+        False,
+        "Name of one of the organisation's places it ships from (its address and region "
+        "are then the origin's)",
+        "机构已登记的发货地点名称（发货地址和地区代码随之确定）",
+        ("place", "origin place", "warehouse", "地点", "仓库", "发货仓库"),
     ),
     Column(
         "origin_address",
@@ -383,6 +397,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "{value!r} is not a region code; use 2, 4 or 6 digits, e.g. 420102.",
         "zh": "“{value}”不是地区代码，请填写 2、4 或 6 位数字，如 420102。",
     },
+    "place_unknown": {
+        "en": "{column}: the organisation has no place named {value}.",
+        "zh": "“{column}”：本机构没有名为“{value}”的地点。",
+    },
+    "place_and_address": {
+        "en": "{column}: a named place brings its own region and address; leave those blank.",
+        "zh": "“{column}”：已填写发货地点，其地区代码和地址随之确定，请留空。",
+    },
     "origin_needed": {
         "en": "{column} is required (or give a default region with the upload).",
         "zh": "“{column}”不能为空（或在上传时填写默认发货地区）。",
@@ -518,6 +540,7 @@ class Sheet:
             for name in REQUIRED_FIELDS
             if name not in self.index
             and not (name == "origin_region" and defaults.get("origin_region"))
+            and not (name == "origin_region" and "origin_place" in self.index)
         ]
 
     def column(self, name: str, language: str) -> str:
@@ -718,11 +741,12 @@ class CheckedRow:
     region: str | None = None
     address: str | None = None
     available_from: date | None = None
+    place_id: Any = None
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def origin(self) -> tuple[str | None, str | None, date | None]:
-        return (self.region, self.address, self.available_from)
+    def origin(self) -> tuple[Any, str | None, str | None, date | None]:
+        return (self.place_id, self.region, self.address, self.available_from)
 
 
 class _Cell(ValueError):
@@ -851,10 +875,18 @@ class RowChecker:
     """Checks rows of one sheet against the catalogue and the pledges API's rules,
     with messages in ``language``."""
 
-    def __init__(self, sheet: Sheet, language: str, defaults: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        sheet: Sheet,
+        language: str,
+        defaults: dict[str, Any] | None = None,
+        places: dict[str, tuple[Any, str, str]] | None = None,
+    ):
         self.sheet = sheet
         self.language = language_of(language)
         self.defaults = defaults or {}
+        # The organisation's places by normalised name: (id, region, address).
+        self.places = places or {}
         self.excel = sheet.kind == "xlsx"
 
     def check(self, number: int, cells: Sequence[Any]) -> CheckedRow:
@@ -998,7 +1030,17 @@ class RowChecker:
 
         region = take("origin_region", _region)
         address = take("origin_address", lambda v: _limited(v, 500))
-        if values.get("origin_region") is None:
+        place_name = take("origin_place", lambda v: _limited(v, 100))
+        if place_name is not None:
+            found = self.places.get(normalised_name(place_name))
+            if found is None:
+                error("origin_place", "place_unknown", value=place_name)
+            elif values.get("origin_region") is not None or values.get("origin_address"):
+                error("origin_place", "place_and_address")
+            else:
+                row.place_id, region, address = found
+                row.region, row.address = region, address
+        elif values.get("origin_region") is None:
             region = self.defaults.get("origin_region")
             if region is None:
                 error("origin_region", "origin_needed")
@@ -1077,6 +1119,7 @@ EXAMPLE_ROW: dict[str, Any] = {
     "bottle_volume_ml": None,
     "density_g_per_l": None,
     "best_before": date(2022, 12, 31),
+    "origin_place": None,
     "origin_region": "440304",
     "origin_address": "深圳市福田区",
     "available_from": date(2020, 2, 10),

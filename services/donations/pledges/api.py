@@ -32,8 +32,29 @@ REGION = validate.Regexp(r"^\d{2}(\d{2}){0,2}$", error="Use a 2, 4 or 6 digit re
 
 
 class LocationSchema(Schema):
+    place_id = fields.UUID(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "One of the organisation's named places "
+            "(/api/v1/orgs/{org_id}/places): its address, region, coordinates and "
+            "contact are the origin's (give none of them then)"
+        },
+    )
+    place = fields.String(
+        load_default=None,
+        allow_none=True,
+        load_only=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "The same, by the place's name"},
+    )
     address = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
-    region = fields.String(required=True, validate=REGION)
+    region = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=REGION,
+        metadata={"description": "Required unless a place is named"},
+    )
     lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
     lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
     contact = fields.Nested(
@@ -190,6 +211,7 @@ class PledgeSchema(Schema):
 
     def _origin(self, pledge: Pledge) -> dict[str, Any]:
         return {
+            "place_id": pledge.origin_place_id,
             "address": pledge.origin_address,
             "contact": contact_of(pledge.origin_contact_name, pledge.origin_contact_phone),
             "region": pledge.origin_region,

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.orm import Session
 
-from services.donations.models import Organisation, Pledge, PledgeLine, Reservation
+from services.donations.models import Organisation, Place, Pledge, PledgeLine, Reservation
 from services.donations.pledges import domain
 from shared import catalog
 from shared.contacts import contact_of
@@ -28,6 +28,7 @@ from shared.db import utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
+from shared.places import resolve_location
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def snapshot(pledge: Pledge, reason: str | None = None) -> dict[str, Any]:
         "org_id": pledge.org_id,
         "status": pledge.status,
         "origin": {
+            "place_id": pledge.origin_place_id,
             "address": pledge.origin_address,
             "contact": contact_of(pledge.origin_contact_name, pledge.origin_contact_phone),
             "region": pledge.origin_region,
@@ -209,11 +211,12 @@ def create_pledge(
             errors.setdefault(f"lines.{index}.{exc.field}", []).append(exc.message)
     if errors:
         raise RuleBroken("Some lines cannot be pledged as given.", errors=errors)
-    origin = data["origin"]
+    origin = resolve_location(session, Place, org_id, data["origin"], "origin")
     pledge = Pledge(
         id=uuid.uuid4(),
         org_id=org_id,
         status="open",
+        origin_place_id=origin["place_id"],
         origin_address=origin.get("address"),
         origin_region=origin["region"],
         origin_lat=origin.get("lat"),
@@ -259,7 +262,8 @@ def amend_pledge(session: Session, outbox: Outbox, pledge: Pledge, data: dict[st
         if name in data:
             setattr(pledge, name, data[name])
     if "origin" in data:
-        origin = data["origin"]
+        origin = resolve_location(session, Place, pledge.org_id, data["origin"], "origin")
+        pledge.origin_place_id = origin["place_id"]
         pledge.origin_address = origin.get("address")
         pledge.origin_region = origin["region"]
         pledge.origin_lat = origin.get("lat")

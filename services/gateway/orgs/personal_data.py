@@ -27,6 +27,7 @@ from services.gateway.models import (
     AuthSession,
     Membership,
     Organisation,
+    Place,
     User,
     WebhookDelivery,
     WebhookSubscription,
@@ -36,6 +37,7 @@ from shared.db import utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
+from shared.places import erase_places
 
 ERASED_NAME = "已删除的个人 / Erased person"
 # Fields that hold a person's data, wherever they appear in a stored snapshot or
@@ -136,6 +138,21 @@ def export(session: Session, org: Organisation) -> dict[str, Any]:
             "created_at": org.created_at.isoformat(),
             "erased_at": org.erased_at.isoformat() if org.erased_at else None,
         },
+        "places": [
+            {
+                "id": str(p.id),
+                "name": p.name,
+                "address": p.address,
+                "region": p.region,
+                "lat": p.lat,
+                "lon": p.lon,
+                "contact_name": p.contact_name,
+                "contact_phone": p.contact_phone,
+                "opening_hours": p.opening_hours,
+                "access_notes": p.access_notes,
+            }
+            for p in session.scalars(select(Place).where(Place.org_id == org.id))
+        ],
         "users": [
             {
                 "id": str(u.id),
@@ -176,6 +193,8 @@ def erase(session: Session, outbox: Outbox, org: Organisation, reason: str) -> O
     org.contacts = []
     org.verification_evidence = None
     org.erased_at = now
+    # A person's places keep their region only; the services' copies follow org.erased.
+    erase_places(session, Place, org.id)
     for user in users:
         user.email = f"erased-{user.id.hex}@erased.invalid"
         user.name = ""

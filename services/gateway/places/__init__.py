@@ -1,0 +1,1 @@
+"""Organisations' named places (``shared.places``): kept here, announced to the services."""
