@@ -28,6 +28,21 @@ def create_beat(settings: Settings | None = None) -> Celery:
         }
         for service in SERVICES
     }
+    # Each producer asks its subscribers what they lack of its events, every tenth of
+    # the delivery bound (shared/catchup.py); old events are archived hourly.
+    catch_up_every = settings.event_delivery_bound / 10
+    for service in SERVICES:
+        if settings.event_catch_up:
+            app.conf.beat_schedule[f"{service}-catch-up"] = {
+                "task": f"{service}.catch_up",
+                "schedule": catch_up_every,
+                "options": {"queue": service, "expires": catch_up_every},
+            }
+        app.conf.beat_schedule[f"{service}-archive-events"] = {
+            "task": f"{service}.archive_events",
+            "schedule": 3600.0,
+            "options": {"queue": service, "expires": 3600.0},
+        }
     # Webhook deliveries whose task was lost (broker or worker gone) are queued again.
     app.conf.beat_schedule["gateway-sweep-webhooks"] = {
         "task": "gateway.sweep_webhooks",

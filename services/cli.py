@@ -118,22 +118,69 @@ def events() -> None:
 
 
 @events.command("status")
-def events_status() -> None:
-    """Outbox backlog and dead letters per service."""
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+def events_status(as_json: bool) -> None:
+    """Outbox backlog and dead letters per service; per producer and subscriber, the
+    last event sent and taken in, how far behind, and what the catch-up sent again."""
     from sqlalchemy import func, select
 
+    from services.invariants import Databases, delivery
     from shared.web import runtime as current_runtime
 
-    report = {}
+    settings = Settings.from_env()
+    services: dict[str, dict[str, Any]] = {}
     for name in SERVICES:
         app = _service_app(name)
         with app.app_context():
             rt = current_runtime()
             with rt.session_factory() as session:
                 dead = session.scalar(select(func.count()).select_from(rt.inbox.dead_letters))
-            report[name] = {"outbox_backlog": rt.outbox.backlog(), "dead_letters": dead}
-    json.dump(report, sys.stdout, indent=2)
+            services[name] = {"outbox_backlog": rt.outbox.backlog(), "dead_letters": dead}
+            rt.dispose()
+    dbs = Databases(settings)
+    try:
+        pairs = delivery(dbs)
+    finally:
+        dbs.dispose()
+    if as_json:
+        json.dump(
+            {
+                "services": services,
+                "delivery_bound_seconds": settings.event_delivery_bound,
+                "delivery": [pair.as_dict() for pair in pairs],
+            },
+            sys.stdout,
+            indent=2,
+        )
+        click.echo()
+        return
+    click.echo(f"{'service':<12}{'outbox backlog':>16}{'dead letters':>14}")
+    for name, figures in services.items():
+        click.echo(f"{name:<12}{figures['outbox_backlog']:>16}{figures['dead_letters']:>14}")
     click.echo()
+    click.echo(
+        f"events, producer -> subscriber (delivery bound {settings.event_delivery_bound:g} s):"
+    )
+    for pair in pairs:
+        click.echo(f"  {pair.producer} -> {pair.subscriber}")
+        click.echo(f"    last sent     {_when(pair.last_sent_at)}  {pair.last_sent_type or ''}")
+        click.echo(
+            f"    last applied  {_when(pair.last_applied_at)}  {pair.last_applied_type or ''}"
+        )
+        behind = f"{pair.behind} event(s)"
+        if pair.behind:
+            behind += f", the oldest {pair.behind_seconds():.0f} s ago"
+        if pair.late:
+            behind += f", {len(pair.late)} past the bound"
+        click.echo(f"    behind        {behind}; unconfirmed {pair.unconfirmed}")
+        recovered = f"{pair.recovered} event(s)"
+        if pair.last_recovered_at is not None:
+            recovered += f", the last at {_when(pair.last_recovered_at)}"
+        click.echo(f"    recovered     {recovered} (sent again by the catch-up)")
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "never"
 
 
 @main.command("check-invariants")
@@ -163,6 +210,16 @@ def check_invariants(settle: float, as_json: bool) -> None:
                 f"still in flight after {settle:g} s: {waiting}; rules that need "
                 "the system at rest may report what is only in flight"
             )
+        behind = sum(pair.behind for pair in report.delivery)
+        recovered = ", ".join(
+            f"{pair.producer}->{pair.subscriber} {pair.recovered}"
+            for pair in report.delivery
+            if pair.recovered
+        )
+        click.echo(
+            f"events: {behind} not yet taken in by their subscribers; recovered by catch-up: "
+            f"{recovered or 'none'}"
+        )
         for violation in report.violations:
             records = " ".join(f"{k}={v}" for k, v in violation.records.items())
             click.echo(f"VIOLATED {violation.invariant}: {violation.detail} [{records}]")

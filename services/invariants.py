@@ -11,7 +11,9 @@ of the rules of DESIGN.md (The allocation saga):
   equal the sums of its allocations;
 - every allocation and its reservation agree (quantity, pledge line, status);
 - every shipped unit traces to one pledge line and one need line;
-- no event is lost: none left unpublished past the sweep's grace, none dead-lettered.
+- no event is lost: none left unpublished past the sweep's grace, none dead-lettered,
+  and every event published reached each of its subscribers within
+  ``AIDLINK_EVENT_DELIVERY_BOUND`` (the catch-up's promise, shared/catchup.py).
 
 Some rules hold only once the system is at rest: an allocation proposed a moment
 ago has no reservation yet. ``check`` first waits (up to ``settle`` seconds) until
@@ -68,6 +70,7 @@ class Report:
     in_flight: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     settled: bool = True
+    delivery: list[Delivery] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -80,6 +83,53 @@ class Report:
             "in_flight": self.in_flight,
             "counts": self.counts,
             "violations": [v.as_dict() for v in self.violations],
+            "delivery": [d.as_dict() for d in self.delivery],
+        }
+
+
+@dataclass
+class Delivery:
+    """How one producer's events stand at one subscriber."""
+
+    producer: str
+    subscriber: str
+    # The newest event published to the subscriber (its time and type).
+    last_sent_at: datetime | None = None
+    last_sent_type: str | None = None
+    # The newest event of the producer the subscriber took in, and when.
+    last_applied_at: datetime | None = None
+    last_applied_type: str | None = None
+    # Events committed for the subscriber that it has not taken in: not yet
+    # published, or published and not in its inbox (in a queue, or lost and waiting
+    # for the catch-up); the oldest one's time, and those past the bound.
+    behind: int = 0
+    oldest_behind_at: datetime | None = None
+    late: list[tuple[str, str, datetime]] = field(default_factory=list)
+    # Published events the subscriber has not yet confirmed to the producer.
+    unconfirmed: int = 0
+    # Events the catch-up sent again after the subscriber said it lacked them.
+    recovered: int = 0
+    last_recovered_at: datetime | None = None
+
+    def behind_seconds(self, now: datetime | None = None) -> float:
+        if self.oldest_behind_at is None:
+            return 0.0
+        return max(0.0, ((now or datetime.now(UTC)) - self.oldest_behind_at).total_seconds())
+
+    def as_dict(self) -> dict[str, Any]:
+        def at(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "producer": self.producer,
+            "subscriber": self.subscriber,
+            "last_sent": {"at": at(self.last_sent_at), "type": self.last_sent_type},
+            "last_applied": {"at": at(self.last_applied_at), "type": self.last_applied_type},
+            "behind": self.behind,
+            "behind_seconds": round(self.behind_seconds(), 3),
+            "unconfirmed": self.unconfirmed,
+            "recovered": self.recovered,
+            "last_recovered_at": at(self.last_recovered_at),
         }
 
 
@@ -109,14 +159,145 @@ def _ids(**records: Any) -> dict[str, str]:
 # At rest? -----------------------------------------------------------------------------
 
 
+def _messaging(service: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"services.{service}.models").messaging
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def delivery(dbs: Databases, now: datetime | None = None) -> list[Delivery]:
+    """Per producer and subscriber: the last event sent and the last taken in, the
+    events not yet taken in (and those past the delivery bound), and what the
+    catch-up sent again. Pairs with no event between them are left out."""
+    from shared.events import subscribers_of
+
+    now = now or datetime.now(UTC)
+    bound = timedelta(seconds=dbs.settings.event_delivery_bound)
+    taken: dict[str, Callable[[list[uuid.UUID]], set[uuid.UUID]]] = {}
+    newest_applied: dict[tuple[str, str], tuple[datetime, str]] = {}
+    for subscriber in SERVICES:
+        models = _messaging(subscriber)
+        with dbs.session(subscriber) as session:
+            for producer, kind, received in session.execute(
+                select(models.inbox.producer, models.inbox.type, func.max(models.inbox.received_at))
+                .where(models.inbox.producer.is_not(None))
+                .group_by(models.inbox.producer, models.inbox.type)
+            ):
+                received = _aware(received)
+                key = (str(producer), subscriber)
+                if received is not None and (
+                    key not in newest_applied or received > newest_applied[key][0]
+                ):
+                    newest_applied[key] = (received, str(kind))
+
+        def lookup(ids: list[uuid.UUID], subscriber: str = subscriber) -> set[uuid.UUID]:
+            models = _messaging(subscriber)
+            found: set[uuid.UUID] = set()
+            with dbs.session(subscriber) as session:
+                for start in range(0, len(ids), 300):
+                    chunk = ids[start : start + 300]
+                    found.update(
+                        session.scalars(
+                            select(models.inbox.event_id).where(models.inbox.event_id.in_(chunk))
+                        )
+                    )
+                    found.update(
+                        uuid.UUID(event_id)
+                        for event_id in session.scalars(
+                            select(models.dead_letters.event_id).where(
+                                models.dead_letters.event_id.in_([str(i) for i in chunk])
+                            )
+                        )
+                    )
+            return found
+
+        taken[subscriber] = lookup
+
+    pairs: list[Delivery] = []
+    for producer in SERVICES:
+        models = _messaging(producer)
+        outbox = models.outbox
+        found: dict[str, Delivery] = {}
+
+        with dbs.session(producer) as session:
+            for kind, sent in session.execute(
+                select(outbox.type, func.max(outbox.created_at))
+                .where(outbox.published_at.is_not(None))
+                .group_by(outbox.type)
+            ):
+                sent = _aware(sent)
+                for subscriber in subscribers_of(kind):
+                    entry = found.setdefault(subscriber, Delivery(producer, subscriber))
+                    if sent is not None and (
+                        entry.last_sent_at is None or sent > entry.last_sent_at
+                    ):
+                        entry.last_sent_at, entry.last_sent_type = sent, kind
+            for kind, n, first in session.execute(
+                select(outbox.type, func.count(), func.min(outbox.created_at))
+                .where(outbox.published_at.is_(None))
+                .group_by(outbox.type)
+            ):
+                for subscriber in subscribers_of(kind):
+                    entry = found.setdefault(subscriber, Delivery(producer, subscriber))
+                    entry.behind += int(n)
+                    first = _aware(first)
+                    if first is not None and (
+                        entry.oldest_behind_at is None or first < entry.oldest_behind_at
+                    ):
+                        entry.oldest_behind_at = first
+            waiting = session.execute(
+                select(outbox.id, outbox.type, outbox.awaiting, outbox.created_at).where(
+                    outbox.awaiting.is_not(None), outbox.published_at.is_not(None)
+                )
+            ).all()
+            for peer in session.scalars(select(models.catch_up)):
+                if peer.recovered:
+                    entry = found.setdefault(peer.subscriber, Delivery(producer, peer.subscriber))
+                    entry.recovered = peer.recovered
+                    entry.last_recovered_at = _aware(peer.last_recovered_at)
+        by_subscriber: dict[str, list[tuple[uuid.UUID, str, datetime]]] = defaultdict(list)
+        for event_id, kind, awaiting, created in waiting:
+            for subscriber in str(awaiting).strip(",").split(","):
+                if subscriber in SERVICES:
+                    by_subscriber[subscriber].append((event_id, kind, _aware(created) or now))
+        for subscriber, rows in by_subscriber.items():
+            entry = found.setdefault(subscriber, Delivery(producer, subscriber))
+            entry.unconfirmed = len(rows)
+            have = taken[subscriber]([event_id for event_id, _, _ in rows])
+            for event_id, kind, created in rows:
+                if event_id in have:
+                    continue
+                entry.behind += 1
+                if entry.oldest_behind_at is None or created < entry.oldest_behind_at:
+                    entry.oldest_behind_at = created
+                if created < now - bound:
+                    entry.late.append((str(event_id), kind, created))
+        for subscriber, entry in found.items():
+            applied = newest_applied.get((producer, subscriber))
+            if applied is not None:
+                entry.last_applied_at, entry.last_applied_type = applied
+            pairs.append(entry)
+    return pairs
+
+
 def in_flight(dbs: Databases) -> dict[str, int]:
-    """Events written but not yet published, and messages waiting on each queue (on
-    the embedded broker, or being processed)."""
+    """Events written but not yet published, events published but not yet taken in
+    by a subscriber, and messages waiting on each queue (on the embedded broker, or
+    being processed)."""
     import importlib
 
     from shared.taskqueue import SQLAlchemyChannel, make_celery
 
     waiting: dict[str, int] = {}
+    for entry in delivery(dbs):
+        if entry.behind:
+            waiting[f"{entry.producer}->{entry.subscriber}"] = entry.behind
     for name in SERVICES:
         models = importlib.import_module(f"services.{name}.models")
         outbox = models.messaging.outbox
@@ -348,6 +529,20 @@ def check_shipments(dbs: Databases) -> Iterator[Violation]:
                 )
 
 
+def check_delivery(dbs: Databases) -> Iterator[Violation]:
+    """Every event published reached each of its subscribers within the bound."""
+    bound = dbs.settings.event_delivery_bound
+    for entry in delivery(dbs):
+        for event_id, kind, created in entry.late:
+            age = (datetime.now(UTC) - created).total_seconds()
+            yield Violation(
+                "event-delivered-within-bound",
+                f"{entry.producer} wrote {kind} {age:.0f} s ago and {entry.subscriber} has "
+                f"not taken it in (bound {bound:g} s)",
+                _ids(producer=entry.producer, subscriber=entry.subscriber, event_id=event_id),
+            )
+
+
 def check_events(dbs: Databases) -> Iterator[Violation]:
     """Nothing unpublished past the sweep's grace (and a minute more), nothing
     dead-lettered."""
@@ -384,6 +579,7 @@ CHECKS: tuple[Callable[[Databases], Iterable[Violation]], ...] = (
     check_saga_agreement,
     check_shipments,
     check_events,
+    check_delivery,
 )
 
 
@@ -418,6 +614,7 @@ def check(settings: Settings, *, settle: float = 30.0, poll: float = 0.5) -> Rep
             in_flight={k: v for k, v in waiting.items() if v},
             settled=not any(waiting.values()),
             counts=_counts(dbs),
+            delivery=delivery(dbs),
         )
         for run in CHECKS:
             report.violations.extend(run(dbs))

@@ -106,6 +106,18 @@ class Settings:
     # longer than the longest task (task_time_limit).
     broker_visibility_timeout: int = 3600
     task_time_limit: int = 300
+    # Every event a producer committed reaches every subscriber within this many
+    # seconds, whatever the broker lost: producers ask their subscribers what they have
+    # taken in every tenth of it and send again what is missing (shared/catchup.py).
+    event_delivery_bound: float = 300.0
+    # False: outbox rows are not tracked per subscriber and nothing is asked or sent
+    # again (the broker alone is trusted, as for benchmarks' reference runs).
+    event_catch_up: bool = True
+    # Outbox rows every subscriber has, inbox rows and delivery counts older than this
+    # many days are archived (outbox and inbox, as JSON lines) and deleted; 0 keeps all.
+    event_retention_days: float = 30.0
+    # Where archived rows go; empty: <var>/archive.
+    event_archive_dir: str = ""
     proxy_connect_timeout: float = 3.05
     proxy_read_timeout: float = 30.0
     # Signs users' access tokens (the gateway alone needs it).
@@ -180,6 +192,18 @@ class Settings:
             raise ConfigError(
                 f"AIDLINK_EVENT_BATCH_MAX must be between 1 and 1000, got {event_batch_max}"
             )
+        event_delivery_bound = _float(env, "AIDLINK_EVENT_DELIVERY_BOUND", 300.0)
+        if event_delivery_bound < 1:
+            raise ConfigError(
+                "AIDLINK_EVENT_DELIVERY_BOUND must be at least 1 second, "
+                f"got {event_delivery_bound:g}"
+            )
+        event_retention_days = _float(env, "AIDLINK_EVENT_RETENTION_DAYS", 30.0)
+        if event_retention_days < 0:
+            raise ConfigError(
+                "AIDLINK_EVENT_RETENTION_DAYS must be 0 (keep everything) or more, "
+                f"got {event_retention_days:g}"
+            )
         outbox_relay = env.get("AIDLINK_OUTBOX_RELAY", "inline")
         if outbox_relay not in ("inline", "background"):
             raise ConfigError(
@@ -199,6 +223,10 @@ class Settings:
             outbox_relay=outbox_relay,
             broker_visibility_timeout=_int(env, "AIDLINK_BROKER_VISIBILITY_TIMEOUT", 3600),
             task_time_limit=_int(env, "AIDLINK_TASK_TIME_LIMIT", 300),
+            event_delivery_bound=event_delivery_bound,
+            event_catch_up=_bool(env, "AIDLINK_EVENT_CATCH_UP", True),
+            event_retention_days=event_retention_days,
+            event_archive_dir=env.get("AIDLINK_EVENT_ARCHIVE_DIR") or "",
             proxy_connect_timeout=_float(env, "AIDLINK_PROXY_CONNECT_TIMEOUT", 3.05),
             proxy_read_timeout=_float(env, "AIDLINK_PROXY_READ_TIMEOUT", 30.0),
             secret_key=env.get("AIDLINK_SECRET_KEY") or _key_file(var_dir, "secret_key"),
@@ -244,6 +272,10 @@ class Settings:
             "AIDLINK_OUTBOX_RELAY": self.outbox_relay,
             "AIDLINK_BROKER_VISIBILITY_TIMEOUT": str(self.broker_visibility_timeout),
             "AIDLINK_TASK_TIME_LIMIT": str(self.task_time_limit),
+            "AIDLINK_EVENT_DELIVERY_BOUND": str(self.event_delivery_bound),
+            "AIDLINK_EVENT_CATCH_UP": "1" if self.event_catch_up else "0",
+            "AIDLINK_EVENT_RETENTION_DAYS": str(self.event_retention_days),
+            "AIDLINK_EVENT_ARCHIVE_DIR": self.event_archive_dir,
             "AIDLINK_PROXY_CONNECT_TIMEOUT": str(self.proxy_connect_timeout),
             "AIDLINK_PROXY_READ_TIMEOUT": str(self.proxy_read_timeout),
             "AIDLINK_SECRET_KEY": self.secret_key,
@@ -283,6 +315,11 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    @property
+    def event_archive_path(self) -> Path:
+        """Where archived outbox and inbox rows are written."""
+        return Path(self.event_archive_dir) if self.event_archive_dir else self.var_dir / "archive"
 
     @property
     def broker_is_redis(self) -> bool:

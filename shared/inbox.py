@@ -46,6 +46,8 @@ class InboxRow:
     aggregate_version: Mapped[int] = mapped_column(Integer, nullable=False)
     outcome: Mapped[str] = mapped_column(String(16), nullable=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # The service that wrote the event (None on rows from before it was kept).
+    producer: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class AggregateVersionRow:
@@ -182,6 +184,33 @@ class Inbox:
             causation_id_var.reset(cause)
             correlation_id_var.reset(corr)
 
+    def taken_in(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of ``event_ids`` this service has taken in for good: recorded in its
+        inbox (applied, a duplicate, stale or ignored) or set aside as a dead letter
+        (an operator's business from then on). An event still waiting for a
+        predecessor is neither."""
+        taken: set[uuid.UUID] = set()
+        with self.session_factory() as session:
+            for start in range(0, len(event_ids), _COUNT_CHUNK):
+                chunk = event_ids[start : start + _COUNT_CHUNK]
+                taken.update(
+                    session.scalars(
+                        select(self.inbox.event_id).where(self.inbox.event_id.in_(chunk))
+                    )
+                )
+                letters = {str(event_id) for event_id in chunk} - {str(t) for t in taken}
+                if letters:
+                    taken.update(
+                        uuid.UUID(event_id)
+                        for event_id in session.scalars(
+                            select(self.dead_letters.event_id).where(
+                                self.dead_letters.event_id.in_(sorted(letters))
+                            )
+                        )
+                        if event_id
+                    )
+        return taken
+
     def _already_taken(self, event_id: uuid.UUID) -> bool:
         with self.session_factory() as session:
             return session.get(self.inbox, event_id) is not None
@@ -249,6 +278,7 @@ class Inbox:
             aggregate_id=evt.aggregate_id,
             aggregate_version=evt.aggregate_version,
             outcome=outcome.value,
+            producer=evt.producer[:32],
         )
 
     def _apply_batch_in(self, session: Session, events: list[Event]) -> list[Outcome]:

@@ -33,7 +33,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
@@ -56,6 +56,8 @@ class ServiceRuntime(Protocol):
     def read_session_factory(self) -> Any: ...
     @property
     def celery(self) -> Any: ...
+    @property
+    def catch_up(self) -> Any: ...
 
 
 log = logging.getLogger(__name__)
@@ -108,7 +110,8 @@ def observe_event(service: str, message: Any, outcome: str) -> None:
 
 class BacklogCollector(Collector):
     """Gauges read when scraped: unpublished outbox rows and the age of the oldest,
-    dead letters, and messages waiting on the service's queue."""
+    dead letters, messages waiting on the service's queue, and per subscriber the
+    events it has not yet confirmed and those the catch-up sent it again."""
 
     def __init__(self, rt: ServiceRuntime) -> None:
         self.rt = rt
@@ -160,6 +163,44 @@ class BacklogCollector(Collector):
         except Exception:
             log.warning("metrics: could not read the depth of queue %s", rt.name, exc_info=True)
         yield from (backlog, oldest, dead, depth)
+        yield from self._catch_up()
+
+    def _catch_up(self) -> Iterator[Metric]:
+        unconfirmed = GaugeMetricFamily(
+            "aidlink_events_unconfirmed",
+            "Events published to a subscriber that it has not yet confirmed taking in.",
+            labels=["producer", "subscriber"],
+        )
+        oldest = GaugeMetricFamily(
+            "aidlink_events_unconfirmed_oldest_seconds",
+            "Age of the oldest event a subscriber has not yet confirmed (0 when none); "
+            "past AIDLINK_EVENT_DELIVERY_BOUND it is late.",
+            labels=["producer", "subscriber"],
+        )
+        recovered = CounterMetricFamily(
+            "aidlink_events_recovered",
+            "Events the catch-up sent a subscriber again after it reported them missing.",
+            labels=["producer", "subscriber"],
+        )
+        catch_up = getattr(self.rt, "catch_up", None)
+        if catch_up is None or not catch_up.enabled:
+            return
+        try:
+            standing = catch_up.behind()
+        except Exception:
+            log.warning("metrics: could not read the catch-up of %s", self.rt.name, exc_info=True)
+            return
+        now = datetime.now(UTC)
+        for entry in standing:
+            labels = [entry.producer, entry.subscriber]
+            unconfirmed.add_metric(labels, float(entry.unconfirmed))
+            age = 0.0
+            if entry.oldest is not None:
+                first = entry.oldest if entry.oldest.tzinfo else entry.oldest.replace(tzinfo=UTC)
+                age = max(0.0, (now - first).total_seconds())
+            oldest.add_metric(labels, age)
+            recovered.add_metric(labels, float(entry.recovered))
+        yield from (unconfirmed, oldest, recovered)
 
 
 def registry_for(rt: ServiceRuntime) -> CollectorRegistry:

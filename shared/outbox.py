@@ -6,6 +6,10 @@ relay sends the event to each subscribed service's queue and stamps the row as
 published. If the process dies in between, or the broker is down, the row stays
 unpublished and the periodic sweep sends it later. Consumers de-duplicate by event
 id, so a row sent twice takes effect once.
+
+Published is not received: a row also names the subscribers that have not yet said
+they took it in (``awaiting``), until the catch-up (shared/catchup.py) has heard from
+each, and sends it again to any that lacks it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import JSON, Index, Integer, String, Uuid, event, select, update
+from sqlalchemy import JSON, Index, Integer, String, Uuid, event, select, text, update
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, sessionmaker
 
 from shared.db import UTCDateTime, utcnow
@@ -48,10 +52,28 @@ class OutboxRow:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     publish_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The subscribers that have not yet confirmed they took the event in, as
+    # ",donations,gateway," (None: every subscriber has it, or catch-up is off).
+    awaiting: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:
-        return (Index("ix_outbox_unpublished", "published_at", "created_at"),)
+        return (
+            Index("ix_outbox_unpublished", "published_at", "created_at"),
+            # Only rows some subscriber has not confirmed: a few minutes' worth, unless
+            # a subscriber is away.
+            Index(
+                "ix_outbox_awaiting",
+                "created_at",
+                sqlite_where=text("awaiting IS NOT NULL"),
+                postgresql_where=text("awaiting IS NOT NULL"),
+            ),
+        )
+
+
+def awaiting_of(subscribers: tuple[str, ...] | list[str]) -> str | None:
+    """The ``awaiting`` value naming ``subscribers`` (None for none)."""
+    return f",{','.join(subscribers)}," if subscribers else None
 
 
 class Publisher(Protocol):
@@ -82,10 +104,14 @@ class Outbox:
         sweep_grace: float = 10.0,
         batch_size: int = 500,
         message_max: int = 100,
+        track_receipt: bool = True,
     ) -> None:
         """``batch_size``: rows a sweep reads at once; ``message_max``: events sent to
-        one consumer in one task message at most (1: each on its own)."""
+        one consumer in one task message at most (1: each on its own);
+        ``track_receipt``: name each row's subscribers in ``awaiting``, for the
+        catch-up."""
         self.row_class = row_class
+        self.track_receipt = track_receipt
         self.session_factory = session_factory
         self.publisher = publisher
         self.sweep_grace = sweep_grace
@@ -110,6 +136,7 @@ class Outbox:
                 aggregate_id=evt.aggregate_id,
                 message=message,
                 created_at=evt.occurred_at,
+                awaiting=awaiting_of(subscribers_of(evt.type)) if self.track_receipt else None,
             )
         )
         session.info.setdefault(_PENDING_KEY, []).append((evt.id, message))
@@ -250,39 +277,50 @@ class Outbox:
         An event counts as sent once every subscriber has it; on the first refusal the
         relay stops, and what is not sent stays for the sweep (a subscriber that got it
         already recognises the copy)."""
-        many = getattr(self.publisher, "many", None)
         by_service: dict[str, list[tuple[uuid.UUID, dict[str, Any]]]] = {}
         for event_id, message in messages:
             for service in subscribers_of(message["type"]):
                 by_service.setdefault(service, []).append((event_id, message))
-        size = self.message_max if many is not None else 1
         refused: set[uuid.UUID] = set()
         down = False
         for service, queued in by_service.items():
-            for start in range(0, len(queued), size):
-                chunk = queued[start : start + size]
-                if down:
-                    refused.update(event_id for event_id, _ in chunk)
-                    continue
-                try:
-                    if len(chunk) == 1:
-                        self.publisher(service, chunk[0][1])
-                    else:
-                        assert many is not None
-                        many(service, [message for _, message in chunk])
-                except Exception:
-                    log.exception(
-                        "could not publish %d event(s) to %s (first %s, %s)",
-                        len(chunk),
-                        service,
-                        chunk[0][0],
-                        chunk[0][1].get("type"),
-                    )
-                    refused.update(event_id for event_id, _ in chunk)
-                    down = True
+            if down:
+                refused.update(event_id for event_id, _ in queued)
+                continue
+            failed = self.send_to(service, queued)
+            if failed:
+                refused.update(failed)
+                down = True
         sent = [event_id for event_id, _ in messages if event_id not in refused]
         self._stamp(sent, [event_id for event_id, _ in messages if event_id in refused])
         return len(sent)
+
+    def send_to(
+        self, service: str, messages: list[tuple[uuid.UUID, dict[str, Any]]]
+    ) -> list[uuid.UUID]:
+        """Send events to one subscriber, in task messages of up to ``message_max``
+        events when the publisher can send several at once; returns the ids not sent
+        (all from the first refusal on)."""
+        many = getattr(self.publisher, "many", None)
+        size = self.message_max if many is not None else 1
+        for start in range(0, len(messages), size):
+            chunk = messages[start : start + size]
+            try:
+                if len(chunk) == 1:
+                    self.publisher(service, chunk[0][1])
+                else:
+                    assert many is not None
+                    many(service, [message for _, message in chunk])
+            except Exception:
+                log.exception(
+                    "could not publish %d event(s) to %s (first %s, %s)",
+                    len(chunk),
+                    service,
+                    chunk[0][0],
+                    chunk[0][1].get("type"),
+                )
+                return [event_id for event_id, _ in messages[start:]]
+        return []
 
     def _stamp(self, sent: list[uuid.UUID], failed: list[uuid.UUID]) -> None:
         if not sent and not failed:

@@ -12,6 +12,7 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from shared.catchup import CatchUp, CatchUpRow
 from shared.config import Settings
 from shared.idempotency import IdempotencyRow
 from shared.inbox import AggregateVersionRow, DeadLetterRow, DeliveryRow, Inbox, InboxRow
@@ -28,6 +29,7 @@ class MessagingModels:
     deliveries: type[DeliveryRow]
     dead_letters: type[DeadLetterRow]
     idempotency: type[IdempotencyRow]
+    catch_up: type[CatchUpRow]
 
 
 def define_messaging_models(base: type[DeclarativeBase]) -> MessagingModels:
@@ -43,6 +45,7 @@ def define_messaging_models(base: type[DeclarativeBase]) -> MessagingModels:
         deliveries=mapped(DeliveryRow, "Delivery"),
         dead_letters=mapped(DeadLetterRow, "DeadLetter"),
         idempotency=mapped(IdempotencyRow, "IdempotencyKey"),
+        catch_up=mapped(CatchUpRow, "CatchUpPeer"),
     )
 
 
@@ -61,6 +64,8 @@ class ServiceRuntime:
     # so a request may read here while it writes in a unit of work.
     read_session_factory: sessionmaker[Session] | None = None
     models: MessagingModels | None = None
+    # Asks subscribers what they lack and sends it again (shared/catchup.py).
+    catch_up: CatchUp | None = None
 
     def dispose(self) -> None:
         """Publish what the background relay holds, then close every pooled database

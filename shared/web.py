@@ -18,6 +18,7 @@ from flask_smorest import Api
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from shared.catchup import CatchUp
 from shared.config import Settings
 from shared.db import make_engine, make_session_factory
 from shared.idempotency import install_idempotency
@@ -132,6 +133,7 @@ def create_service_app(
         celery_publisher(celery.send_task),
         sweep_grace=settings.outbox_sweep_grace,
         message_max=settings.event_batch_max,
+        track_receipt=settings.event_catch_up,
     )
     if settings.broker_is_redis:
         outbox.broker_started = redis_started_at(settings.broker_url)
@@ -162,6 +164,16 @@ def create_service_app(
         inbox,
         read_session_factory,
         models,
+        CatchUp(
+            service=name,
+            outbox=outbox,
+            inbox=inbox,
+            rows=models.catch_up,
+            session_factory=session_factory,
+            send_task=celery.send_task,
+            bound=settings.event_delivery_bound,
+            enabled=settings.event_catch_up,
+        ),
     )
     app.extensions["aidlink"] = rt
     _register_messaging_tasks(rt)
@@ -321,3 +333,37 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
         if sent:
             log.warning("outbox sweep published %d event(s) the relay had not", sent)
         return sent
+
+    # The catch-up (shared/catchup.py): beat asks, subscribers answer, the producer
+    # sends again what is missing. Each step that fails is retried, or left to the
+    # next round.
+    @rt.celery.task(name=f"{rt.name}.catch_up", shared=False, time_limit=120, soft_time_limit=100)
+    def catch_up() -> dict[str, int]:
+        assert rt.catch_up is not None
+        return rt.catch_up.ask()
+
+    @rt.celery.task(name=f"{rt.name}.report_received", **retrying)
+    def report_received(producer: str, ids: list[str]) -> dict[str, int]:
+        assert rt.catch_up is not None
+        taken, missing = rt.catch_up.report(producer, ids)
+        return {"taken": taken, "missing": missing}
+
+    @rt.celery.task(name=f"{rt.name}.resend_missing", **retrying)
+    def resend_missing(subscriber: str, taken: list[str], missing: list[str]) -> int:
+        assert rt.catch_up is not None
+        return rt.catch_up.on_answer(subscriber, taken, missing)
+
+    @rt.celery.task(
+        name=f"{rt.name}.archive_events", shared=False, time_limit=1800, soft_time_limit=1750
+    )
+    def archive_old_events() -> dict[str, int]:
+        from shared.event_archive import archive_events
+
+        assert rt.models is not None
+        return archive_events(
+            service=rt.name,
+            models=rt.models,
+            session_factory=rt.session_factory,
+            retention_days=rt.settings.event_retention_days,
+            directory=rt.settings.event_archive_path,
+        )
