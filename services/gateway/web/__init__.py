@@ -23,6 +23,7 @@ from services.gateway.web import (  # noqa: F401
     coordinator,
     donor,
     gaps,
+    places,
     recipient,
     shipments,
     traces,

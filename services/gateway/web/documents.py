@@ -127,9 +127,16 @@ def _place(
 ) -> list[Paragraph]:
     place = place or {}
     out = [_p(name, styles["big"])]
+    named = place.get("place") or {}
+    if named.get("name"):
+        out.append(_p(named["name"], styles["body"]))
     where = " ".join(str(x) for x in (place.get("address"), place.get("region")) if x)
     if where:
         out.append(_p(where, styles["body"]))
+    if named.get("opening_hours"):
+        out.append(_p(_("Open: %(hours)s", hours=named["opening_hours"]), styles["body"]))
+    if named.get("access_notes"):
+        out.append(_p(_("Access: %(notes)s", notes=named["access_notes"]), styles["body"]))
     contact = place.get("contact") or {}
     if contact.get("name") or contact.get("phone"):
         out.append(

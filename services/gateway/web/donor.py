@@ -13,6 +13,7 @@ from services.gateway.web import api
 from services.gateway.web.base import bp, list_page, problem_page, require_me
 from services.gateway.web.forms import FormState, nest, renumber, rows
 from services.gateway.web.i18n import line_options
+from services.gateway.web.places import only_the_place
 
 PLEDGE_LINE_INPUTS = (
     "item",
@@ -24,7 +25,7 @@ PLEDGE_LINE_INPUTS = (
     "density_g_per_l",
     "best_before",
 )
-PLEDGE_INPUTS = ("origin.region", "origin.address", "available_from", "notes")
+PLEDGE_INPUTS = ("origin.place_id", "origin.region", "origin.address", "available_from", "notes")
 IMPORT_FINAL = frozenset({"succeeded", "failed"})
 MAX_FORM_LINES = 200
 
@@ -61,7 +62,7 @@ def new_pledge() -> Any:
     if request.form.get("add_line") is not None or request.form.get("remove_line") is not None:
         form = FormState(values)
         return render_template("pledges/new.html", form=form, lines=lines or [{}], **line_options())
-    body = nest(kept)
+    body = only_the_place(nest(kept), "origin")
     body.setdefault("lines", [])
     answer = api.post(
         "/pledges", json=body, idempotency_key=request.form.get("idempotency_key") or None

@@ -123,6 +123,12 @@ WORDS: dict[str, Any] = {
     "available": lazy_gettext("available"),
     "partially_reserved": lazy_gettext("partially reserved"),
     "partially_shipped": lazy_gettext("partially shipped"),
+    # kinds of place
+    "place_warehouse": lazy_gettext("warehouse"),
+    "place_loading_bay": lazy_gettext("loading bay"),
+    "place_collection_point": lazy_gettext("collection point"),
+    "place_office": lazy_gettext("office"),
+    "place_other": lazy_gettext("other place"),
     "partially_delivered": lazy_gettext("partially delivered"),
     "reserved": lazy_gettext("reserved"),
     "shipped": lazy_gettext("shipped"),

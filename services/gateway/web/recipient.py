@@ -14,6 +14,7 @@ from services.gateway.web.base import bp, list_page, problem_page, require_me
 from services.gateway.web.donor import line_form
 from services.gateway.web.forms import FormState, nest
 from services.gateway.web.i18n import line_options
+from services.gateway.web.places import only_the_place
 
 NEED_LINE_INPUTS = (
     "item",
@@ -28,7 +29,14 @@ NEED_LINE_INPUTS = (
     "stock_on_hand",
     "daily_consumption",
 )
-NEED_INPUTS = ("location.region", "location.address", "people_served", "beds", "notes")
+NEED_INPUTS = (
+    "location.place_id",
+    "location.region",
+    "location.address",
+    "people_served",
+    "beds",
+    "notes",
+)
 
 
 def _render(form: FormState, lines: list[dict[str, Any]], status: int = 200) -> Any:
@@ -46,7 +54,7 @@ def new_need() -> Any:
     kept, values, lines = line_form(pairs, NEED_LINE_INPUTS, NEED_INPUTS)
     if request.form.get("add_line") is not None or request.form.get("remove_line") is not None:
         return _render(FormState(values), lines)
-    body = nest(kept, lists=("lines.N.standards",))
+    body = only_the_place(nest(kept, lists=("lines.N.standards",)), "location")
     body.setdefault("lines", [])
     answer = api.post(
         "/needs", json=body, idempotency_key=request.form.get("idempotency_key") or None

@@ -269,6 +269,7 @@ def render_shipment(
         receipts=receipts.body if receipts.ok else None,
         can_update=may_update(shipment) and shipment["status"] not in FINAL,
         can_confirm=may_confirm(shipment) and shipment["status"] == "delivered",
+        can_correct=may_confirm(shipment) and shipment["status"] == "received",
         can_assign=coordinating and shipment["status"] not in FINAL,
         companies=_logistics_companies() if coordinating else [],
         update_form=update_form or FormState({"occurred_at": now_local(), "zone": "+08:00"}),
