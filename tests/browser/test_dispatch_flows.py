@@ -37,9 +37,9 @@ TEXT = {
         "mask": "Mask",
         "corrected": "The receipt is corrected.",
         "now": "now 270 accepted, 10 damaged, 20 short",
-        "open_before": "0 piece still open",
-        "open_short": "50 piece still open",
-        "open_corrected": "30 piece still open",
+        "open_before": "0 pieces still open",
+        "open_short": "50 pieces still open",
+        "open_corrected": "30 pieces still open",
     },
     "zh": {
         "assigned": "已指派物流公司。",

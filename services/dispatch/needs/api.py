@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from services.dispatch.models import Need, NeedLine, Organisation
 from services.dispatch.needs import domain, service
 from shared import catalog
+from shared.catalog.regions import RegionCode
 from shared.contacts import PlaceContactSchema, contact_of
 from shared.events.supply import NEED_STATUSES, URGENCIES
 from shared.http import etag, require_if_match
@@ -30,7 +31,8 @@ blp = Blueprint(
     description="Needs: what hospitals and communities lack",
 )
 
-REGION = validate.Regexp(r"^\d{2}(\d{2}){0,2}$", error="Use a 2, 4 or 6 digit region code.")
+# A GB/T 2260 code of 2, 4 or 6 digits that the region table knows.
+REGION = RegionCode()
 INACTIVE_ORG_STATUSES = ("suspended", "merged")
 
 

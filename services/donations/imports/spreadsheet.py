@@ -71,6 +71,7 @@ from typing import Any
 
 from services.donations.pledges.service import LineError, convert_line
 from shared import catalog
+from shared.catalog import regions
 from shared.events.registry import ORGANISATION_KINDS
 from shared.places import normalised_name
 
@@ -396,6 +397,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "region_invalid": {
         "en": "{value!r} is not a region code; use 2, 4 or 6 digits, e.g. 420102.",
         "zh": "“{value}”不是地区代码，请填写 2、4 或 6 位数字，如 420102。",
+    },
+    "region_unknown": {
+        "en": "{column}: {value} is not a region code of GB/T 2260 (province, city or county).",
+        "zh": "“{column}”：{value} 不是国家标准 GB/T 2260 中的行政区划代码（省、市或区县）。",
     },
     "place_unknown": {
         "en": "{column}: the organisation has no place named {value}.",
@@ -842,6 +847,8 @@ def _region(value: Any) -> str:
     text = unicodedata.normalize("NFKC", _text(value))
     if not _REGION.fullmatch(text):
         raise _Cell("region_invalid", value=_text(value))
+    if not regions.known(text):
+        raise _Cell("region_unknown", value=text)
     return text
 
 

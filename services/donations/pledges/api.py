@@ -17,6 +17,7 @@ from sqlalchemy import select
 from services.donations.models import Organisation, Pledge, PledgeLine
 from services.donations.pledges import service
 from shared import catalog
+from shared.catalog.regions import RegionCode
 from shared.contacts import PlaceContactSchema, contact_of
 from shared.events.registry import ORGANISATION_KINDS
 from shared.events.supply import LINE_STATUSES, PLEDGE_STATUSES
@@ -28,7 +29,8 @@ from shared.web import db_session, runtime
 
 blp = Blueprint("pledges", __name__, url_prefix="/api/v1/pledges", description="Pledges")
 
-REGION = validate.Regexp(r"^\d{2}(\d{2}){0,2}$", error="Use a 2, 4 or 6 digit region code.")
+# A GB/T 2260 code of 2, 4 or 6 digits that the region table knows.
+REGION = RegionCode()
 
 
 class LocationSchema(Schema):

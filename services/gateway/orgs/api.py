@@ -23,6 +23,7 @@ from services.gateway.orgs.service import (
     visible_to,
 )
 from services.gateway.proxy import ServiceClient
+from shared.catalog.regions import RegionCode
 from shared.errors import NotFound, Unavailable
 from shared.events.registry import ORGANISATION_KINDS
 from shared.identity import current_identity, require_login, require_roles
@@ -33,7 +34,8 @@ blp = Blueprint("orgs", __name__, url_prefix="/api/v1/orgs", description="Organi
 
 ORG_STATUSES = ("pending", "verified", "suspended", "merged")
 
-REGION = validate.Regexp(r"^\d{2}(\d{2}){0,2}$", error="Use a 2, 4 or 6 digit region code.")
+# A GB/T 2260 code of 2, 4 or 6 digits that the region table knows.
+REGION = RegionCode()
 
 
 class ContactSchema(Schema):

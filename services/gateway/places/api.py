@@ -14,6 +14,7 @@ from marshmallow import Schema, fields, validate
 from services.gateway.models import Place
 from services.gateway.orgs.service import refuse_if_merged
 from services.gateway.places import service
+from shared.catalog.regions import RegionCode
 from shared.contacts import PlaceContactSchema, contact_of
 from shared.events.supply import PLACE_KINDS
 from shared.http import etag, require_if_match
@@ -27,7 +28,8 @@ blp = Blueprint(
     description="Organisations' named places",
 )
 
-REGION = validate.Regexp(r"^\d{2}(\d{2}){0,2}$", error="Use a 2, 4 or 6 digit region code.")
+# A GB/T 2260 code of 2, 4 or 6 digits that the region table knows.
+REGION = RegionCode()
 
 
 class PlaceInSchema(Schema):

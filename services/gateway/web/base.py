@@ -7,8 +7,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
-from flask_babel import gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from markupsafe import Markup
 
 from services.gateway.web import api
 from services.gateway.web.api import ApiResponse, SignInRequired
@@ -24,6 +24,7 @@ from services.gateway.web.i18n import (
     word,
 )
 from services.gateway.web.labels import input_id, label
+from shared.catalog import display, regions
 
 bp = Blueprint(
     "web",
@@ -133,36 +134,44 @@ def problem_page(answer: ApiResponse) -> tuple[str, int]:
     )
 
 
-def quantity(value: Any, unit: str | None) -> str:
+def quantity_text(value: Any, unit: str | None) -> str:
+    """``value`` base units as people read them, in the page's language ("40 吨")."""
     if value is None:
         return ""
     try:
-        text = f"{int(value):,}"
+        amount = int(value)
     except (TypeError, ValueError):
-        text = str(value)
-    return f"{text} {unit_name(unit)}".strip()
+        return f"{value} {unit_name(unit)}".strip()
+    return display.quantity(amount, unit, current_language())
+
+
+def quantity(value: Any, unit: str | None) -> Any:
+    """``quantity_text`` for a page: the exact base-unit figure in its title when the
+    figure shown is scaled ("40 吨", on hover "40,000,000 克")."""
+    text = quantity_text(value, unit)
+    try:
+        amount = int(value)
+    except (TypeError, ValueError):
+        return text
+    full = display.exact(amount, unit, current_language())
+    if text == full:
+        return text
+    return Markup('<span class="qty" title="{}">{}</span>').format(full, text)
 
 
 def packed(value: Any, pack_unit: str | None, pack_size: int | None, item: str | None) -> str:
     """A quantity in base units as it was packed: "12 cases of 50 pieces + 3 pieces",
-    or the base units alone when it was not packed in boxes or cases."""
-    unit = base_unit(item)
+    or as ``quantity_text`` when it was not packed in boxes or cases."""
     try:
         amount = int(value)
     except (TypeError, ValueError):
-        return quantity(value, unit)
-    if not pack_unit or not pack_size or pack_size <= 0 or amount < pack_size:
-        return quantity(amount, unit)
-    packs, loose = divmod(amount, pack_size)
-    text = gettext(
-        "%(count)s %(pack)s of %(size)s",
-        count=f"{packs:,}",
-        pack=unit_name(pack_unit),
-        size=quantity(pack_size, unit),
-    )
-    if loose:
-        text += " + " + quantity(loose, unit)
-    return text
+        return quantity_text(value, base_unit(item))
+    return display.packed(amount, pack_unit, pack_size, base_unit(item), current_language())
+
+
+def region_name(code: Any) -> str:
+    """A region code as people read it ("武汉市武昌区", "Wuchang District, Wuhan")."""
+    return regions.name(str(code), current_language()) if code else ""
 
 
 # Helpers every template and macro may call, imported with context or not.
@@ -171,7 +180,9 @@ TEMPLATE_GLOBALS = {
     "item_name": item_name,
     "unit_name": unit_name,
     "quantity": quantity,
+    "quantity_text": quantity_text,
     "packed": packed,
+    "region_name": region_name,
     "label": label,
     "input_id": input_id,
     "base_unit": base_unit,

@@ -37,7 +37,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from services.gateway.web.base import packed, quantity
+from services.gateway.web.base import packed, quantity_text, region_name
 from services.gateway.web.i18n import base_unit, item_name, word
 from services.gateway.web.times import LOCAL, local_time
 
@@ -130,7 +130,9 @@ def _place(
     named = place.get("place") or {}
     if named.get("name"):
         out.append(_p(named["name"], styles["body"]))
-    where = " ".join(str(x) for x in (place.get("address"), place.get("region")) if x)
+    where = " ".join(
+        str(x) for x in (region_name(place.get("region")), place.get("address")) if x
+    )
     if where:
         out.append(_p(where, styles["body"]))
     if named.get("opening_hours"):
@@ -152,7 +154,7 @@ def _weight_volume(item: str, amount: int) -> str:
     """What the catalogue knows of a line's weight or volume: its base unit is one."""
     unit = base_unit(item)
     if unit in ("g", "ml"):
-        return quantity(amount, unit)
+        return quantity_text(amount, unit)
     return ""
 
 
@@ -175,7 +177,7 @@ def _lines_table(
             _p(item_name(line["item"]), styles["body"]),
             _p(line.get("standard") or "", styles["small"]),
             _p(_packed_text(line), styles["body"]),
-            _p(quantity(line["quantity"], base_unit(line["item"])), styles["body"]),
+            _p(quantity_text(line["quantity"], base_unit(line["item"])), styles["body"]),
         ]
         if receipt:
             row += ["", "", ""]

@@ -12,7 +12,7 @@ from flask import render_template, request
 from flask_babel import gettext
 
 from services.gateway.web import api
-from services.gateway.web.base import bp, problem_page, require_me
+from services.gateway.web.base import bp, problem_page, region_name, require_me
 from services.gateway.web.charts import bar
 from services.gateway.web.i18n import base_unit, item_name, line_options, unit_name
 from services.gateway.web.transparency import _ordered_items
@@ -121,11 +121,17 @@ def supply_gaps() -> Any:
                 [f"{item_name(c)} ({unit_name(base_unit(c))})" for c in items],
                 [
                     (
-                        gettext("Available, in percent of what is still needed"),
+                        # The gap is what the chart shows: an item fully covered
+                        # has no bar, one with nothing available a full one.
+                        gettext("Still short, in percent of what is still needed"),
                         [
-                            round(100 * by_item[c]["supply"] / by_item[c]["demand"])
+                            round(
+                                100
+                                * max(0, by_item[c]["demand"] - by_item[c]["supply"])
+                                / by_item[c]["demand"]
+                            )
                             if by_item[c]["demand"]
-                            else 100
+                            else 0
                             for c in items
                         ],
                     )
@@ -133,7 +139,7 @@ def supply_gaps() -> Any:
                 horizontal=True,
             ),
             "by_city": bar(
-                cities,
+                [region_name(c) for c in cities],
                 [
                     (demand_name, [row["demand"] for row in city_rows]),
                     (supply_name, [row["supply"] for row in city_rows]),

@@ -243,6 +243,10 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         N_("Between %(min)s and %(max)s."),
     ),
     (re.compile(r"^Must be greater than or equal to (\S+)\.$"), N_("At least %(min)s.")),
+    (
+        re.compile(r"^(\d+) is not a region code of GB/T 2260 \(province, city or county\)\.$"),
+        N_("%(code)s is not a region code of GB/T 2260 (province, city or county)."),
+    ),
     (re.compile(r"^Must be one of: .*\.$"), N_("Choose one of the offered values.")),
     (re.compile(r"^Use one of: .*\.$"), N_("Choose one of the offered values.")),
     (
@@ -300,6 +304,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^Your organisation is (\w+); .*$"), N_("Your organisation is %(status)s.")),
 ]
 _NAMES = {
+    "%(code)s is not a region code of GB/T 2260 (province, city or county).": ("code",),
     "Use between %(min)s and %(max)s characters.": ("min", "max"),
     "At most %(max)s characters.": ("max",),
     "At least %(min)s characters.": ("min",),
