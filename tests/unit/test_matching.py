@@ -546,10 +546,13 @@ def test_haversine() -> None:
 
 
 def test_region_fallbacks() -> None:
-    assert region_point("420106") == region_point("4201")  # district -> city
+    # A district has its own point, near its city's.
+    wuchang, wuhan = region_point("420106"), region_point("4201")
+    assert wuchang is not None and wuhan is not None and wuchang != wuhan
+    assert haversine_km(*wuchang, *wuhan) < 15
     assert region_point("429004") != region_point("42")  # Xiantao has a point of its own
     assert region_point("421299") == region_point("4212")
-    assert region_point("469001") == region_point("46")  # no city entry -> province
+    assert region_point("469999") == region_point("46")  # no such county or city -> province
     assert region_point("99") is None
     for code in ("11", "42", "54", "65", "4228", "4403", "5101"):
         assert region_point(code) is not None

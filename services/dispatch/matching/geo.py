@@ -1,13 +1,11 @@
 """Distances between locations: great-circle (haversine) kilometres.
 
 A location with coordinates is placed by them. One without is placed at its
-region's reference point, looked up from the most specific code down: a 6-digit
-county/district code falls back to its 4-digit city, then to its 2-digit province.
-The reference points in ``REGION_POINTS`` are approximate centres: for each of
-the 31 mainland provinces its capital (where relief transport is routed through,
-a better stand-in for the province than its geographic centroid, which for the
-large western provinces lies far from where people live), for cities the city
-centre. A location that cannot be placed at all is ``unknown_km`` (a parameter,
+region's reference point from the GB/T 2260 table (``shared.catalog.regions``: a
+county's or city's seat, a province's capital, where relief transport is routed
+through), the most specific level that has one; ``REGION_POINTS`` (approximate
+centres of the provinces and the larger cities) serves where the table has none.
+A location that cannot be placed at all is ``unknown_km`` (a parameter,
 ``MatchOptions.unknown_distance_km``, 3000 km by default) from everything,
 itself included; that is far enough to rank it behind any real pairing in China
 and to keep perishables away from it.
@@ -22,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.dispatch.matching.model import Location
+from shared.catalog import regions
 
 EARTH_RADIUS_KM = 6371.0088
 UNKNOWN_DISTANCE_KM = 3000.0
@@ -131,9 +130,15 @@ DistanceProvider = Callable[[Sequence[Location], Sequence[Location]], npt.NDArra
 
 
 def region_point(region: str | None) -> tuple[float, float] | None:
-    """The reference point of a region code, falling back 6 -> 4 -> 2 digits."""
+    """The reference point of a region code: its own in the GB/T 2260 table
+    (``shared.catalog.regions``: a county's or city's seat, a province's capital), else
+    the nearest level up that has one (6 -> 4 -> 2 digits); ``REGION_POINTS`` where
+    the table has none."""
     if not region:
         return None
+    found = regions.point(region)
+    if found is not None:
+        return found
     for length in (6, 4, 2):
         if len(region) >= length:
             point = REGION_POINTS.get(region[:length])

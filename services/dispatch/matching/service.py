@@ -226,13 +226,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def plan_document(plan: Any) -> dict[str, Any]:
+def plan_document(plan: Any, supply: Any = ()) -> dict[str, Any]:
+    """The plan as a run keeps it; each allocation with the standard of the supply it
+    takes (``supply``: the matcher's supply lines), so a plan tells GB 19083 from YY 0469."""
+    standards = {s.id: s.standard for s in supply}
     return {
         "allocations": [
             {
                 "pledge_line_id": a.supply_id,
                 "need_line_id": a.demand_id,
                 "item": a.item,
+                "standard": standards.get(a.supply_id),
                 "quantity": a.quantity,
                 "reason": _jsonable(a.reason),
             }
@@ -294,7 +298,7 @@ def run(
         plan = matching.match(supply, demand, today=utcnow().date())
         elapsed = time.perf_counter() - started
         MATCHING_SECONDS.labels(trigger).observe(elapsed)
-        document = plan_document(plan)
+        document = plan_document(plan, supply)
         stats = {
             "supply_lines": len(supply),
             "demand_lines": len(demand),
@@ -466,7 +470,7 @@ def edit(
                 ],
             },
         ]
-        matching_run.plan = {**plan_document(plan), "edits": edits}
+        matching_run.plan = {**plan_document(plan, supply), "edits": edits}
         matching_run.stats = {
             **matching_run.stats,
             "items": per_item_totals(supply, demand, plan),

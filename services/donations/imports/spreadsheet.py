@@ -475,8 +475,19 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 
+# An import job's statuses as the Chinese messages name them.
+JOB_STATUSES_ZH = {
+    "queued": "排队中",
+    "running": "进行中",
+    "succeeded": "已完成",
+    "failed": "失败",
+}
+
+
 def message(code: str, language: str, **params: Any) -> str:
     texts = MESSAGES[code]
+    if language == "zh" and "status" in params:
+        params["status"] = JOB_STATUSES_ZH.get(str(params["status"]), params["status"])
     return texts.get(language, texts["en"]).format(**params)
 
 

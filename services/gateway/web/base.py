@@ -18,8 +18,10 @@ from services.gateway.web.i18n import (
     base_unit,
     current_language,
     item_name,
+    org_name,
     overdue_reason,
     receipt_word,
+    standard_name,
     unit_name,
     word,
 )
@@ -178,6 +180,8 @@ def region_name(code: Any) -> str:
 TEMPLATE_GLOBALS = {
     "word": word,
     "item_name": item_name,
+    "standard_name": standard_name,
+    "org_name": org_name,
     "unit_name": unit_name,
     "quantity": quantity,
     "quantity_text": quantity_text,
@@ -196,6 +200,7 @@ TEMPLATE_GLOBALS = {
 def _install_globals(state: Any) -> None:
     state.app.jinja_env.globals.update(TEMPLATE_GLOBALS)
     state.app.jinja_env.filters["api_message"] = api_message
+    state.app.jinja_env.filters["item_name_of"] = item_name
 
 
 @bp.app_context_processor

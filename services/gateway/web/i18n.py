@@ -47,6 +47,22 @@ def item_name(code: str | None) -> str:
     return str(item["names"][current_language()])
 
 
+def org_name(org: dict[str, Any]) -> str:
+    """An organisation's name in the page's language where it registered one."""
+    own = org.get("name_zh") if current_language() == "zh" else org.get("name_en")
+    return str(own or org.get("name") or "")
+
+
+def standard_name(item: str | None, code: str | None) -> str:
+    """A standard as people know it: "GB19083-2010 医用防护口罩" / "... medical protective"."""
+    if not code:
+        return ""
+    for standard in (CATALOG.get(item or "") or {}).get("standards", []):
+        if standard["code"] == code:
+            return f"{code} {standard['names'][current_language()]}"
+    return code
+
+
 def base_unit(code: str | None) -> str | None:
     """The base unit of a catalogue item: quantities from the API are in it."""
     item = CATALOG.get(code or "")
@@ -294,6 +310,10 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         N_("A %(kind)s is not a logistics company."),
     ),
     (re.compile(r"^The organisation is (\w+)\.$"), N_("The organisation is %(status)s.")),
+    (
+        re.compile(r"^its allocations were consolidated into shipment (\S+)$"),
+        N_("its allocations were consolidated into shipment %(shipment)s"),
+    ),
     (re.compile(r"^Missing column (\w+)\.$"), N_("The column %(column)s is missing.")),
     (re.compile(r"^The CSV needs the header .*$"), N_("The first row must name the columns.")),
     (
@@ -304,6 +324,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^Your organisation is (\w+); .*$"), N_("Your organisation is %(status)s.")),
 ]
 _NAMES = {
+    "its allocations were consolidated into shipment %(shipment)s": ("shipment",),
     "%(code)s is not a region code of GB/T 2260 (province, city or county).": ("code",),
     "Use between %(min)s and %(max)s characters.": ("min", "max"),
     "At most %(max)s characters.": ("max",),
@@ -384,6 +405,9 @@ KNOWN_MESSAGES = (
     lazy_gettext("Send UTF-8 text."),
     lazy_gettext("Digits only: a region code or its prefix."),
     lazy_gettext("Must not be before 'from'."),
+    # Notes the system writes in a shipment's history.
+    lazy_gettext("consolidated on reservation"),
+    lazy_gettext("consolidated by a coordinator"),
     lazy_gettext(
         "The quantity reported damaged or short has been allocated again since; "
         "it cannot be taken back now."

@@ -18,7 +18,7 @@ from services.gateway.web import api, documents
 from services.gateway.web.api import ApiResponse
 from services.gateway.web.base import bp, is_coordinator, problem_page, require_me
 from services.gateway.web.forms import FormState
-from services.gateway.web.i18n import api_message, field_errors, word
+from services.gateway.web.i18n import api_message, field_errors, org_name, word
 from services.gateway.web.times import LOCAL, local_day, local_time
 from shared.events.supply import SHIPMENT_FINAL_STATUSES, SHIPMENT_STATUSES
 
@@ -65,7 +65,7 @@ def org_names(ids: Any) -> dict[str, str]:
         if org_id in cache:
             continue
         answer = api.get(f"/orgs/{org_id}")
-        cache[org_id] = str(answer.body.get("name")) if answer.ok else ""
+        cache[org_id] = org_name(answer.body) if answer.ok else ""
     return cache
 
 
@@ -244,7 +244,7 @@ def _logistics_companies() -> list[tuple[str, str]]:
     )
     if not answer.ok:
         return []
-    return [(str(o["id"]), str(o["name"])) for o in answer.body["items"]]
+    return [(str(o["id"]), org_name(o)) for o in answer.body["items"]]
 
 
 def render_shipment(
