@@ -227,18 +227,46 @@ def _fold(text: str) -> str:
     return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).casefold()
 
 
+# Kinds of division people leave out when they type a place ("深圳福田").
+_KINDS = re.compile("[省市区县]")
+
+
+@functools.cache
+def _index() -> list[tuple[str, tuple[str, ...]]]:
+    """Per region, the forms a search compares with: its name and full name in both
+    languages, the full name without the kinds of division, and its code."""
+    rows = []
+    for code, region in table().items():
+        full = name(code, "zh")
+        rows.append(
+            (
+                code,
+                (
+                    _fold(region.name_zh),
+                    _fold(full),
+                    _KINDS.sub("", _fold(full)),
+                    _fold(region.name_en),
+                    _fold(name(code, "en")),
+                    code,
+                ),
+            )
+        )
+    return rows
+
+
 def search(text: str, language: str = "zh", limit: int = 20) -> list[tuple[str, str]]:
-    """Regions whose name (Chinese, English or pinyin) or code contains ``text``, as
-    (code, full name): "武昌" finds 420106 武汉市武昌区. Exact and shorter names first."""
+    """Regions whose name (Chinese or English, with or without the city above it and
+    the kinds of division) or code holds ``text``, as (code, full name): "武昌" and
+    "武汉武昌" find 420106 武汉市武昌区. Exact and shorter names first."""
     wanted = _fold(text)
+    bare = _KINDS.sub("", wanted)
     if not wanted:
         return []
     hits = []
-    for code, region in table().items():
-        names = (_fold(region.name_zh), _fold(region.name_en), code)
-        if any(wanted in n for n in names):
+    for code, names in _index():
+        if any(wanted in n for n in names) or (bare and bare in names[2]):
             exact = any(n == wanted or n.startswith(wanted) for n in names)
-            hits.append((not exact, len(code), len(region.name_zh), code))
+            hits.append((not exact, len(code), len(names[0]), code))
     hits.sort()
     return [(code, name(code, language)) for *_rank, code in hits[:limit]]
 

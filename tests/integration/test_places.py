@@ -274,7 +274,7 @@ def test_a_donor_keeps_places_and_pledges_from_one_in_the_web_ui(stack: Stack) -
             "csrf_token": csrf("/places"),
             "name": "1号仓库",
             "kind": "warehouse",
-            "region": "440304",
+            "region": "深圳福田",  # typed by name, as people do
             "address": "仓库路3号",
             "contact.name": "王师傅",
             "contact.phone": "13800000001",
@@ -285,6 +285,10 @@ def test_a_donor_keeps_places_and_pledges_from_one_in_the_web_ui(stack: Stack) -
     listed = client.get("/places")
     assert "1号仓库".encode() in listed.data and "仓库".encode() in listed.data
     (place,) = get_as(client, _places_url(people["donor"]), people["donor"])["items"]
+    assert place["region"] == "440304"
+    assert "深圳市福田区".encode() in listed.data
+    suggestions = client.get("/regions?q=武昌").get_json()
+    assert {"code": "420106", "name": "武汉市武昌区"} in suggestions
     _synced(stack, place["id"])
 
     form = client.get("/pledges/new")

@@ -20,8 +20,8 @@ from flask_babel import gettext
 
 from services.gateway.web import api
 from services.gateway.web.base import bp, me, require_me, safe_next
-from services.gateway.web.forms import FormState, nest
-from services.gateway.web.i18n import LANGUAGE_COOKIE, LOCALES, word
+from services.gateway.web.forms import FormState, nest, with_region_codes
+from services.gateway.web.i18n import LANGUAGE_COOKIE, LOCALES, current_language, word
 from shared.events.registry import ORGANISATION_KINDS
 
 LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
@@ -96,7 +96,7 @@ def register() -> Any:
     if request.method == "GET":
         return render_template("register.html", form=FormState(), kinds=_kinds())
     pairs = [(k, v) for k, v in request.form.items(multi=True) if k in REGISTER_INPUTS]
-    body = nest(pairs)
+    body = with_region_codes(nest(pairs), current_language())
     answer = api.raw_call(
         "POST",
         "/auth/register",

@@ -11,8 +11,15 @@ from flask_babel import gettext
 
 from services.gateway.web import api
 from services.gateway.web.base import bp, list_page, problem_page, require_me
-from services.gateway.web.forms import FormState, nest, renumber, rows
-from services.gateway.web.i18n import line_options
+from services.gateway.web.forms import (
+    FormState,
+    nest,
+    region_code,
+    renumber,
+    rows,
+    with_region_codes,
+)
+from services.gateway.web.i18n import current_language, line_options
 from services.gateway.web.places import only_the_place
 
 PLEDGE_LINE_INPUTS = (
@@ -62,7 +69,7 @@ def new_pledge() -> Any:
     if request.form.get("add_line") is not None or request.form.get("remove_line") is not None:
         form = FormState(values)
         return render_template("pledges/new.html", form=form, lines=lines or [{}], **line_options())
-    body = only_the_place(nest(kept), "origin")
+    body = with_region_codes(only_the_place(nest(kept), "origin"), current_language())
     body.setdefault("lines", [])
     answer = api.post(
         "/pledges", json=body, idempotency_key=request.form.get("idempotency_key") or None
@@ -96,6 +103,8 @@ def import_pledges() -> Any:
     values = {k: v.strip() for k, v in request.form.items() if k in IMPORT_INPUTS and v.strip()}
     upload = request.files.get("file")
     data: dict[str, Any] = dict(values)
+    if data.get("origin_region"):
+        data["origin_region"] = region_code(data["origin_region"], current_language())
     if upload is not None and upload.filename:
         data["file"] = (upload.stream, upload.filename, upload.mimetype)
     answer = api.post(

@@ -15,6 +15,7 @@ from typing import Any
 
 from services.gateway.web.api import ApiResponse
 from services.gateway.web.i18n import api_message, field_errors
+from shared.catalog import regions
 
 # Inputs that belong to the page, never to the API body.
 PAGE_INPUTS = frozenset({"csrf_token", "idempotency_key"})
@@ -118,3 +119,38 @@ class FormState:
 
     def error(self, name: str) -> list[str]:
         return self.errors.get(name, [])
+
+
+# Inputs that hold a region: people may type its name ("武昌区", "Wuchang") instead.
+REGION_INPUTS = ("region", "origin.region", "location.region", "organisation.region")
+
+
+def region_code(value: str, language: str) -> str:
+    """A region typed by name as its code, when the name finds exactly one region (or
+    one whose name is exactly it); anything else as typed, for the API to judge."""
+    text = value.strip()
+    if not text or text.isdigit():
+        return text
+    found = regions.search(text, language, limit=50)
+    exact = [code for code, name in found if _bare(name).endswith(_bare(text))]
+    if len(found) == 1:
+        return found[0][0]
+    if len(exact) == 1:
+        return exact[0]
+    return text
+
+
+def _bare(text: str) -> str:
+    return "".join(text.split()).casefold()
+
+
+def with_region_codes(body: dict[str, Any], language: str) -> dict[str, Any]:
+    """``body`` with every region input given by name turned into its code."""
+    for path in REGION_INPUTS:
+        node: Any = body
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(parts[-1]), str):
+            node[parts[-1]] = region_code(node[parts[-1]], language)
+    return body

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from services.gateway.web import api
 from services.gateway.web.base import bp, problem_page, require_me
-from services.gateway.web.forms import FormState, nest
-from services.gateway.web.i18n import word
+from services.gateway.web.forms import FormState, nest, with_region_codes
+from services.gateway.web.i18n import current_language, word
+from shared.catalog import regions
 from shared.events.supply import PLACE_KINDS
 
 PLACE_INPUTS = (
@@ -63,13 +64,22 @@ def _page(form: FormState, status: int = 200) -> Any:
     ), status
 
 
+@bp.get("/regions")
+def region_suggestions() -> Any:
+    """Regions whose name or code holds ``q``, for a region input's suggestions:
+    ``[{"code", "name"}]`` in the page's language (public reference data)."""
+    text = (request.args.get("q") or "").strip()[:40]
+    found = regions.search(text, current_language(), limit=15) if text else []
+    return jsonify([{"code": code, "name": name} for code, name in found])
+
+
 @bp.route("/places", methods=["GET", "POST"])
 def places() -> Any:
     found = require_me()
     if request.method == "GET":
         return _page(FormState({"kind": "warehouse"}))
     values = {k: v.strip() for k, v in request.form.items() if k in PLACE_INPUTS and v.strip()}
-    body = nest(list(values.items()))
+    body = with_region_codes(nest(list(values.items())), current_language())
     answer = api.post(
         f"/orgs/{found['organisation']['id']}/places",
         json=body,

@@ -12,8 +12,8 @@ from flask_babel import gettext
 from services.gateway.web import api
 from services.gateway.web.base import bp, list_page, problem_page, require_me
 from services.gateway.web.donor import line_form
-from services.gateway.web.forms import FormState, nest
-from services.gateway.web.i18n import line_options
+from services.gateway.web.forms import FormState, nest, with_region_codes
+from services.gateway.web.i18n import current_language, line_options
 from services.gateway.web.places import only_the_place
 
 NEED_LINE_INPUTS = (
@@ -54,7 +54,9 @@ def new_need() -> Any:
     kept, values, lines = line_form(pairs, NEED_LINE_INPUTS, NEED_INPUTS)
     if request.form.get("add_line") is not None or request.form.get("remove_line") is not None:
         return _render(FormState(values), lines)
-    body = only_the_place(nest(kept, lists=("lines.N.standards",)), "location")
+    body = with_region_codes(
+        only_the_place(nest(kept, lists=("lines.N.standards",)), "location"), current_language()
+    )
     body.setdefault("lines", [])
     answer = api.post(
         "/needs", json=body, idempotency_key=request.form.get("idempotency_key") or None

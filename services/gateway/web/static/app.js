@@ -73,3 +73,33 @@
     document.querySelectorAll("[data-receipt-line]").forEach(check);
   });
 })();
+
+/* Region inputs suggest regions by name as people type ("武昌" offers 武汉市武昌区);
+   choosing one puts its code in the input. Without JavaScript the server takes a
+   name that finds one region. */
+(function () {
+  "use strict";
+  var timer = null;
+  document.addEventListener("input", function (event) {
+    var input = event.target;
+    if (!input.matches || !input.matches("input[data-region]")) { return; }
+    var list = document.getElementById(input.getAttribute("list"));
+    var text = input.value.trim();
+    if (!list || !text || /^\d+$/.test(text)) { return; }
+    clearTimeout(timer);
+    timer = setTimeout(function () {
+      fetch("/regions?q=" + encodeURIComponent(text), { credentials: "same-origin" })
+        .then(function (answer) { return answer.ok ? answer.json() : []; })
+        .then(function (found) {
+          list.replaceChildren.apply(list, found.map(function (region) {
+            var option = document.createElement("option");
+            option.value = region.code;
+            option.label = region.name;
+            option.textContent = region.name;
+            return option;
+          }));
+        })
+        .catch(function () { /* suggestions are a convenience; the form works without */ });
+    }, 200);
+  });
+})();
