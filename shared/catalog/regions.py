@@ -235,7 +235,7 @@ _KINDS = re.compile("[省市区县]")
 def _index() -> list[tuple[str, tuple[str, ...]]]:
     """Per region, the forms a search compares with: its name and full name in both
     languages, the full name without the kinds of division, and its code."""
-    rows = []
+    rows: list[tuple[str, tuple[str, ...]]] = []
     for code, region in table().items():
         full = name(code, "zh")
         rows.append(
