@@ -88,9 +88,13 @@ def matching() -> Any:
     answer = api.get("/matching/runs", query={"status": "preview", "limit": 20})
     if not answer.ok:
         return problem_page(answer)
+    # What a coordinator can act on first; the runs that are done below, as history.
+    recent = api.get("/matching/runs", query={"limit": 20})
+    history = [r for r in recent.body["items"] if r["status"] != "preview"] if recent.ok else []
     return render_template(
         "coordinator/matching.html",
         runs=answer.body["items"],
+        history=history,
         items=list(CATALOG),
         form=FormState(),
     )
