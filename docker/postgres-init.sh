@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates one database per aidlink service (gateway, donations, dispatch), owned by
+# Creates one database per aidlink service (gateway, donations, dispatch, community), owned by
 # POSTGRES_USER. The postgres image runs this from /docker-entrypoint-initdb.d on
 # the first start of an empty data volume only; `aidlink migrate` then creates the
 # tables. Safe to run again: existing databases are left alone.
@@ -8,7 +8,7 @@
 # sources it instead of running it, and both would leak into the entrypoint.
 set -eo pipefail
 
-for db in gateway donations dispatch; do
+for db in gateway donations dispatch community; do
     # psql quotes the names itself (%I, :'var'); \gexec runs the CREATE only
     # when the SELECT returns a row, i.e. when the database is missing.
     psql -v ON_ERROR_STOP=1 \

@@ -14,9 +14,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-SERVICES = ("gateway", "donations", "dispatch")
+SERVICES = ("gateway", "donations", "dispatch", "community")
 
-DEFAULT_SERVICE_PORTS = {"gateway": 8000, "donations": 8001, "dispatch": 8002}
+DEFAULT_SERVICE_PORTS = {
+    "gateway": 8000,
+    "donations": 8001,
+    "dispatch": 8002,
+    "community": 8003,
+}
 
 
 class ConfigError(ValueError):

@@ -21,6 +21,8 @@ SCOPES: dict[str, str] = {
     "webhooks:read": "read webhook subscriptions and deliveries",
     "webhooks:write": "create, change and delete webhook subscriptions",
     "audit:read": "read the audit log",
+    "community:read": "read a community's buildings, households, orders, deliveries and cases",
+    "community:write": "keep a community's households, orders, deliveries and cases",
 }
 
 # The first path segment under /api/v1 and the scope area it belongs to.
@@ -40,6 +42,7 @@ SCOPE_AREA: dict[str, str] = {
     "webhooks": "webhooks",
     "audit": "audit",
     "transparency": "public",
+    "community": "community",
 }
 
 # Paths an API token may never use: tokens do not sign in, mint tokens or sign out.
@@ -56,7 +59,7 @@ def check_scope(via: str, scopes: Collection[str] | None, path: str, method: str
     if segment in SESSION_ONLY_SEGMENTS:
         raise Forbidden("API tokens cannot be used here; sign in instead.", slug="forbidden")
     area = SCOPE_AREA.get(segment, segment)
-    if segment in ("donations", "dispatch") and len(parts) > 4 and parts[4] == "orgs":
+    if segment in ("donations", "dispatch", "community") and len(parts) > 4 and parts[4] == "orgs":
         # A service's own record of an organisation (and all it holds of it).
         area = "orgs"
     if area == "public":

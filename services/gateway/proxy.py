@@ -42,6 +42,7 @@ ROUTES: Mapping[str, str] = {
     "matching": "dispatch",
     "shipments": "dispatch",
     "transparency": "dispatch",
+    "community": "community",
 }
 # Paths owned by another service than their first segment's: the trace of a pledge is
 # dispatch's (it follows the pledge's allocations, shipments and receipts).

@@ -136,11 +136,11 @@ REGISTRY.register("org.erased", 1, OrgErasedV1())
 # Which services' queues receive each event type. The producer's relay sends one
 # message per subscriber, to that subscriber's queue.
 SUBSCRIBERS: dict[str, tuple[str, ...]] = {
-    "org.registered": ("donations", "dispatch", "gateway"),
-    "org.verified": ("donations", "dispatch", "gateway"),
-    "org.suspended": ("donations", "dispatch", "gateway"),
-    "org.merged": ("donations", "dispatch", "gateway"),
-    "org.erased": ("donations", "dispatch"),
+    "org.registered": ("donations", "dispatch", "gateway", "community"),
+    "org.verified": ("donations", "dispatch", "gateway", "community"),
+    "org.suspended": ("donations", "dispatch", "gateway", "community"),
+    "org.merged": ("donations", "dispatch", "gateway", "community"),
+    "org.erased": ("donations", "dispatch", "community"),
 }
 
 

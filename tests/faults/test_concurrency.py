@@ -41,6 +41,7 @@ print(applied, busy)
 
 def test_matching_at_once_from_threads_and_processes_never_over_commits(stack: Stack) -> None:
     stack.start_worker("gateway")
+    stack.start_worker("community")
     stack.start_worker("dispatch")
     # Two donations workers take competing proposals for the same lines at once.
     stack.start_worker("donations")
@@ -131,8 +132,9 @@ def test_the_same_scans_and_the_same_receipt_sent_at_once_apply_once(stack: Stac
     from tests.support.world import saga_world
 
     people = saga_world(stack, carriers=True)
-    # The gateway's queue drains too, so the check finds the system at rest.
+    # The gateway's and community's queues drain too, so the check finds the system at rest.
     stack.start_worker("gateway")
+    stack.start_worker("community")
     reserved(
         stack,
         people,

@@ -43,6 +43,7 @@ def test_commits_failing_in_workers_and_services_are_retried_to_completion(
     stack: Stack,
 ) -> None:
     stack.start_worker("gateway")
+    stack.start_worker("community")
     # Donations' reservations and dispatch's answers to them each fail at COMMIT a
     # few times: the task sees a transient error and runs again.
     start_faulty_worker(
@@ -88,6 +89,7 @@ def test_commits_failing_in_workers_and_services_are_retried_to_completion(
 )
 def test_connections_killed_while_the_saga_runs(stack: Stack) -> None:
     stack.start_worker("gateway")
+    stack.start_worker("community")
     stack.start_worker("donations")
     stack.start_worker("dispatch")
     saga = Saga.begin(stack)

@@ -32,6 +32,7 @@ def test_relay_failing_for_a_whole_saga_then_the_sweep_catches_up(
     markers = tmp_path / "markers"
     markers.mkdir()
     stack.start_worker("gateway")
+    stack.start_worker("community")
     stack.start_worker("dispatch")
     # The donations worker's process dies after committing its first two commits of
     # reservation answers and before relaying them (the proposals of one run arrive

@@ -47,6 +47,7 @@ def _mid_saga(stack: Stack, markers: Path) -> tuple[Saga, str, int]:
 
 def _main_process_killed_then_replaced(stack: Stack, markers: Path) -> None:
     start_faulty_worker(stack, "gateway", ON_REDIS)
+    start_faulty_worker(stack, "community", ON_REDIS)
     start_faulty_worker(stack, "dispatch", ON_REDIS)
     doomed = start_faulty_worker(stack, "donations", _stalling(markers))
     saga, event_id, _pid = _mid_saga(stack, markers)
@@ -94,6 +95,7 @@ def test_pool_process_killed_mid_saga_is_replaced_and_the_task_runs_again(
     markers = tmp_path / "markers"
     markers.mkdir()
     stack.start_worker("gateway")
+    stack.start_worker("community")
     stack.start_worker("dispatch")
     start_faulty_worker(stack, "donations", _stalling(markers))
     saga, event_id, pid = _mid_saga(stack, markers)

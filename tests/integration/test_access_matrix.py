@@ -630,7 +630,7 @@ ROWS: list[Row] = [
                 "anonymous": 401,
             },
         )
-        for service in ("donations", "dispatch")
+        for service in ("donations", "dispatch", "community")
         for tail in ("", "/personal-data")
     ),
 ]
@@ -697,6 +697,7 @@ def _build_world(stack: Stack) -> World:
 
     eventually(lambda: synced("donations"), timeout=60)
     eventually(lambda: synced("dispatch"), timeout=60)
+    eventually(lambda: synced("community"), timeout=60)
     world.donor_pledge = world.new_pledge(accounts["donor"])
     world.other_pledge = world.new_pledge(stranger)
     world.donor_import = world.new_import(accounts["donor"])
@@ -831,6 +832,7 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
 def test_access_matrix(stack: Stack) -> None:
     stack.start_worker("donations")
     stack.start_worker("dispatch")
+    stack.start_worker("community")
     world = _build_world(stack)
 
     mismatches = []

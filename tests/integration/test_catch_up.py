@@ -37,7 +37,7 @@ BOUND = 3.0
 @pytest.fixture
 def quick_stack(settings: Settings) -> Iterator[Stack]:
     with build_stack(settings.with_overrides(event_delivery_bound=BOUND)) as stack:
-        for service in ("gateway", "donations", "dispatch"):
+        for service in ("gateway", "donations", "dispatch", "community"):
             stack.start_worker(service)
         yield stack
 

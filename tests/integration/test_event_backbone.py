@@ -62,7 +62,12 @@ def test_registration_that_rolls_back_publishes_no_event(stack: Stack) -> None:
     # gateway itself hears it for webhooks).
     with gateway.unit_of_work() as session:
         org = register_organisation(session=session, outbox=gateway.outbox, data=HOSPITAL)
-    assert sorted(service for service, _ in recording.sent) == ["dispatch", "donations", "gateway"]
+    assert sorted(service for service, _ in recording.sent) == [
+        "community",
+        "dispatch",
+        "donations",
+        "gateway",
+    ]
     assert (
         count(gateway, gateway_messaging.outbox, gateway_messaging.outbox.published_at.is_not(None))
         == 1
@@ -392,12 +397,12 @@ def test_events_of_one_commit_reach_each_subscriber_in_batches_in_their_order(
             gateway.outbox.add(session, evt)
 
     ids = [str(evt.id) for evt in events]
-    # Three subscribers, each sent the three events as a batch of two and one event.
+    # Each subscriber is sent the three events as a batch of two and one event.
     assert sorted(batching.batches) == sorted(
-        (service, ids[:2]) for service in ("dispatch", "donations", "gateway")
+        (service, ids[:2]) for service in ("community", "dispatch", "donations", "gateway")
     )
     assert sorted(batching.single) == sorted(
-        (service, ids[2]) for service in ("dispatch", "donations", "gateway")
+        (service, ids[2]) for service in ("community", "dispatch", "donations", "gateway")
     )
     assert (
         count(gateway, gateway_messaging.outbox, gateway_messaging.outbox.published_at.is_(None))
@@ -438,7 +443,7 @@ def test_a_refused_batch_leaves_its_events_and_those_after_it_to_the_sweep(stack
     gateway.outbox.publisher = sweeping
     assert gateway.outbox.sweep(now=datetime(2100, 1, 1, tzinfo=UTC)) == 2
     services = sorted(service for service, _ in sweeping.batches)
-    assert services == ["dispatch", "donations", "gateway"]
+    assert services == ["community", "dispatch", "donations", "gateway"]
 
 
 def test_a_batch_takes_effect_once_and_sets_aside_only_the_event_that_fails(
@@ -562,7 +567,8 @@ def test_events_published_just_before_the_broker_restarted_are_sent_again_once(
     gateway.outbox.broker_started = lambda: now + timedelta(seconds=1)
     assert gateway.outbox.sweep() == 2
     assert sorted(resent.batches) == sorted(
-        (service, [str(ids[1]), str(ids[2])]) for service in ("dispatch", "donations", "gateway")
+        (service, [str(ids[1]), str(ids[2])])
+        for service in ("community", "dispatch", "donations", "gateway")
     )
     # The same restart read again (a second later) sends nothing more.
     gateway.outbox.broker_started = lambda: now + timedelta(seconds=2)
@@ -625,7 +631,7 @@ def test_the_background_relay_answers_before_the_broker_and_publishes_every_comm
             )
         ]
     assert len(written) == 3
-    for service in ("dispatch", "donations", "gateway"):
+    for service in ("community", "dispatch", "donations", "gateway"):
         # Every event to each subscriber, in the order of the commits.
         assert [e for s, e in held.sent if s == service] == written
     assert count(gateway, gateway_messaging.outbox, unpublished) == 0

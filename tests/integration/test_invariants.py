@@ -26,7 +26,7 @@ def _post(client: Any, url: str, body: dict[str, Any], who: Account, status: int
 
 def _reserved_world(stack: Stack) -> dict[str, Any]:
     """A pledge of 1000 masks matched to a need of 600, reserved at the donor."""
-    for service in ("gateway", "donations", "dispatch"):
+    for service in ("gateway", "donations", "dispatch", "community"):
         stack.start_worker(service)
     client = stack.client()
     boss = admin(stack.apps["gateway"], client)

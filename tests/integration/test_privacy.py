@@ -337,7 +337,7 @@ def test_a_person_exports_their_data_and_erasure_leaves_every_total_intact(
     from services.gateway.orgs.personal_data import ERASED_NAME
     from services.invariants import check
 
-    for service in ("gateway", "donations", "dispatch"):
+    for service in ("gateway", "donations", "dispatch", "community"):
         stack.start_worker(service)
     client = stack.client()
     boss = admin(stack.apps["gateway"], client)

@@ -23,9 +23,10 @@ def count(rt: ServiceRuntime, model: Any, *where: Any) -> int:
 
 
 def read_model_org(rt: ServiceRuntime, org_id: uuid.UUID | str) -> Any:
+    from services.community.models import Organisation as CommunityOrg
     from services.dispatch.models import Organisation as DispatchOrg
     from services.donations.models import Organisation as DonationsOrg
 
-    model = DonationsOrg if rt.name == "donations" else DispatchOrg
+    model = {"donations": DonationsOrg, "community": CommunityOrg}.get(rt.name, DispatchOrg)
     with rt.session_factory() as session:
         return session.get(model, uuid.UUID(str(org_id)))

@@ -137,7 +137,7 @@ def backend_settings(tmp_path: Path) -> Iterator[Settings]:
 
 @dataclass
 class Stack:
-    """The three services, each with its own database, on one broker."""
+    """The services, each with its own database, on one broker."""
 
     settings: Settings
     apps: dict[str, Flask]
@@ -275,6 +275,7 @@ def serve(app: Flask) -> tuple[str, Callable[[], None]]:
 
 @contextmanager
 def build_stack(settings: Settings) -> Iterator[Stack]:
+    from services.community.app import create_app as create_community
     from services.dispatch.app import create_app as create_dispatch
     from services.donations.app import create_app as create_donations
     from services.gateway.app import create_app as create_gateway
@@ -283,9 +284,10 @@ def build_stack(settings: Settings) -> Iterator[Stack]:
     apps: dict[str, Flask] = {
         "donations": create_donations(settings, testing=True),
         "dispatch": create_dispatch(settings, testing=True),
+        "community": create_community(settings, testing=True),
     }
     urls = dict(settings.service_urls)
-    for service in ("donations", "dispatch"):
+    for service in ("donations", "dispatch", "community"):
         url, stop = serve(apps[service])
         exit_stack.callback(stop)
         urls[service] = url

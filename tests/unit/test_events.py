@@ -68,6 +68,6 @@ def test_a_schema_registered_twice_is_a_programming_error() -> None:
         REGISTRY.register("org.registered", 1, REGISTRY._schema("org.registered", 1))
 
 
-def test_org_registered_goes_to_both_read_models() -> None:
-    assert subscribers_of("org.registered") == ("donations", "dispatch", "gateway")
+def test_org_registered_goes_to_every_read_model() -> None:
+    assert subscribers_of("org.registered") == ("donations", "dispatch", "gateway", "community")
     assert subscribers_of("nothing.happened") == ()

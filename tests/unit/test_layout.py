@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("dispatch", "donations", "gateway")
+SERVICES = ("community", "dispatch", "donations", "gateway")
 # Modules a service keeps beside its capability packages.
 SERVICE_MODULES = {"__init__", "app", "worker", "models"}
 # The gateway's plumbing around the whole app (authentication hook, proxy, merged
