@@ -137,6 +137,10 @@ class Settings:
     ratelimit_enabled: bool = True
     ratelimit_login: str = "10/minute"
     ratelimit_writes: str = "300/minute"
+    # Requests to the public ledger (API, exports and page) per anonymous client address.
+    ratelimit_public: str = "120/minute"
+    # Seconds shared caches may keep a public ledger answer.
+    ledger_max_age: int = 30
     # Failed sign-ins in a row that lock an account, and for how long.
     lockout_threshold: int = 5
     lockout_seconds: int = 900
@@ -243,6 +247,8 @@ class Settings:
             ratelimit_enabled=_bool(env, "AIDLINK_RATELIMIT_ENABLED", True),
             ratelimit_login=env.get("AIDLINK_RATELIMIT_LOGIN") or "10/minute",
             ratelimit_writes=env.get("AIDLINK_RATELIMIT_WRITES") or "300/minute",
+            ratelimit_public=env.get("AIDLINK_RATELIMIT_PUBLIC") or "120/minute",
+            ledger_max_age=_int(env, "AIDLINK_LEDGER_MAX_AGE", 30),
             lockout_threshold=_int(env, "AIDLINK_LOCKOUT_THRESHOLD", 5),
             lockout_seconds=_int(env, "AIDLINK_LOCKOUT_SECONDS", 900),
             metrics_token=env.get("AIDLINK_METRICS_TOKEN") or "",
@@ -292,6 +298,8 @@ class Settings:
             "AIDLINK_RATELIMIT_ENABLED": "1" if self.ratelimit_enabled else "0",
             "AIDLINK_RATELIMIT_LOGIN": self.ratelimit_login,
             "AIDLINK_RATELIMIT_WRITES": self.ratelimit_writes,
+            "AIDLINK_RATELIMIT_PUBLIC": self.ratelimit_public,
+            "AIDLINK_LEDGER_MAX_AGE": str(self.ledger_max_age),
             "AIDLINK_LOCKOUT_THRESHOLD": str(self.lockout_threshold),
             "AIDLINK_LOCKOUT_SECONDS": str(self.lockout_seconds),
             "AIDLINK_METRICS_TOKEN": self.metrics_token,

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -177,6 +178,9 @@ class SupplyLine(Base):
     pack_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pledge_version: Mapped[int] = mapped_column(Integer, nullable=False)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # When dispatch first heard of the pledge (every line of a pledge shares it): where
+    # the public ledger counts the line as pledged.
+    pledged_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 class Allocation(Base):
@@ -437,6 +441,61 @@ class ReceiptLine(Base):
     accepted: Mapped[int] = mapped_column(Integer, nullable=False)
     damaged: Mapped[int] = mapped_column(Integer, nullable=False)
     short: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class LedgerTotal(Base):
+    """The public ledger's figures of one day, region and item, kept in step with the
+    lines they count in the same transaction (services/dispatch/transparency/totals.py).
+    ``month`` and ``city`` are the day's and the region's, for grouping."""
+
+    __tablename__ = "ledger_totals"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    region: Mapped[str] = mapped_column(String(6), primary_key=True)
+    item: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), nullable=False)
+    city: Mapped[str] = mapped_column(String(4), nullable=False)
+    pledged: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    reserved: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    shipped: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    received: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class LedgerFlow(Base):
+    """What went from one donor organisation to one recipient organisation, of one
+    item, by the day the allocations were made and the need's region. An anonymous
+    donor's row carries :data:`ANONYMOUS_DONOR` instead of its id, so that the public
+    read model never holds who asked not to be named."""
+
+    __tablename__ = "ledger_flows"
+    __table_args__ = (
+        # Flows are paged by (item, donor, recipient).
+        Index("ix_ledger_flows_pair", "item", "donor_org_id", "recipient_org_id"),
+    )
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    region: Mapped[str] = mapped_column(String(6), primary_key=True)
+    item: Mapped[str] = mapped_column(String(64), primary_key=True)
+    donor_org_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    recipient_org_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    quantity: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    shipped: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    received: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+# The donor of an anonymous pledge, in the ledger's flows.
+ANONYMOUS_DONOR = uuid.UUID(int=0)
+
+
+class LedgerState(Base):
+    """One row: the ledger's version, moved by every commit that moves a total, and
+    when. The public ledger's ETag and Last-Modified."""
+
+    __tablename__ = "ledger_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 messaging = define_messaging_models(Base)

@@ -3,6 +3,8 @@
 - Sign-in and token refresh: ``ratelimit_login`` per client address.
 - Every write (POST, PUT, PATCH, DELETE): ``ratelimit_writes`` per signed-in user, or
   per client address for anonymous callers, across the whole API.
+- The public ledger (its API, exports and web page), read without signing in:
+  ``ratelimit_public`` per client address. Signed-in callers are not counted.
 
 Counters live in Redis in production, so all gateway processes share them, and in
 memory in embedded mode (per process). A breach is a 429 problem with Retry-After.
@@ -21,6 +23,8 @@ from shared.config import Settings
 from shared.identity import current_identity
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Public pages anyone may read without signing in, and so limited per address.
+PUBLIC_PATHS = ("/api/v1/transparency/", "/transparency")
 
 
 def caller_key() -> str:
@@ -46,6 +50,19 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
         strategy="moving-window",
     )
     app.extensions["aidlink.limiter"] = limiter
+
+    @app.before_request
+    def _public_limit() -> None:
+        if (
+            request.method in SAFE_METHODS
+            and request.path.startswith(PUBLIC_PATHS)
+            and current_identity().user_id is None
+        ):
+            with limiter.limit(
+                settings.ratelimit_public, key_func=get_remote_address, scope="public"
+            ):
+                pass
+
     return limiter
 
 

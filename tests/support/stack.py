@@ -94,6 +94,7 @@ def backend_settings(tmp_path: Path) -> Iterator[Settings]:
         # Tests sign in far more often than people do; the limits have tests of their own.
         ratelimit_login="10000/minute",
         ratelimit_writes="100000/minute",
+        ratelimit_public="100000/minute",
         # Test receivers listen on 127.0.0.1.
         webhook_allow_private=True,
     )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from services.dispatch.models import (
@@ -33,6 +33,7 @@ from services.dispatch.models import (
     SupplyLine,
 )
 from services.dispatch.needs import status as need_status
+from services.dispatch.transparency import totals as ledger
 from shared.contacts import contact_of
 from shared.db import utcnow
 from shared.events import new_event
@@ -60,7 +61,24 @@ ALLOCATION_STATUSES = (
 
 def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None:
     """Take a whole pledge from a pledge.* event into the supply read model."""
+    line_ids = [line["id"] for line in pledge["lines"]]
+    # An anonymity chosen again moves the pledge's flows in the ledger.
+    allocation_ids = session.scalars(
+        select(Allocation.id).where(
+            Allocation.pledge_id == pledge["id"],
+            Allocation.status.in_(ledger.COUNTED_ALLOCATION_STATUSES),
+        )
+    ).all()
+    with ledger.moves(session, supply_lines=line_ids, allocations=allocation_ids):
+        _apply_pledge(session, pledge, version)
+
+
+def _apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None:
     origin = pledge["origin"]
+    # Every line of a pledge counts as pledged when dispatch first heard of the pledge.
+    pledged_at = session.scalar(
+        select(func.min(SupplyLine.pledged_at)).where(SupplyLine.pledge_id == pledge["id"])
+    ) or utcnow()
     anonymous = bool(pledge.get("anonymous", False))
     changed = False
     for line in pledge["lines"]:
@@ -69,7 +87,7 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
             continue
         changed = changed or (row is not None and bool(row.anonymous) != anonymous)
         if row is None:
-            row = SupplyLine(id=line["id"], proposed=0)
+            row = SupplyLine(id=line["id"], proposed=0, pledged_at=pledged_at)
             session.add(row)
         row.pledge_id = pledge["id"]
         row.donor_org_id = pledge["org_id"]
@@ -115,20 +133,21 @@ def apply_line_totals(session: Session, totals: dict[str, Any] | None, version: 
     """Totals of one pledge line carried by a reservation event, if newer than ours."""
     if not totals or version is None:
         return
-    session.execute(
-        update(SupplyLine)
-        .where(SupplyLine.id == totals["id"], SupplyLine.pledge_version < version)
-        .values(
-            quantity=totals["quantity"],
-            reserved=totals["reserved"],
-            shipped=totals["shipped"],
-            delivered=totals["delivered"],
-            status=totals["status"],
-            pledge_version=version,
-            synced_at=utcnow(),
+    with ledger.moves(session, supply_lines=[totals["id"]]):
+        session.execute(
+            update(SupplyLine)
+            .where(SupplyLine.id == totals["id"], SupplyLine.pledge_version < version)
+            .values(
+                quantity=totals["quantity"],
+                reserved=totals["reserved"],
+                shipped=totals["shipped"],
+                delivered=totals["delivered"],
+                status=totals["status"],
+                pledge_version=version,
+                synced_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    )
 
 
 def available_supply(line: SupplyLine) -> int:
@@ -313,13 +332,14 @@ def _move(
     status_reason: str | None = None,
 ) -> Allocation | None:
     """Move an allocation from one of ``before`` to ``after``; None if it was not there."""
-    moved = session.execute(
-        update(Allocation)
-        .where(Allocation.id == allocation_id, Allocation.status.in_(before))
-        .values(status=after, status_reason=status_reason, updated_at=utcnow())
-        .returning(Allocation.id)
-        .execution_options(synchronize_session=False)
-    ).first()
+    with ledger.moves(session, allocations=[allocation_id]):
+        moved = session.execute(
+            update(Allocation)
+            .where(Allocation.id == allocation_id, Allocation.status.in_(before))
+            .values(status=after, status_reason=status_reason, updated_at=utcnow())
+            .returning(Allocation.id)
+            .execution_options(synchronize_session=False)
+        ).first()
     if moved is None:
         return None
     return session.get(Allocation, allocation_id, populate_existing=True)
@@ -406,22 +426,26 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
     for line_id in sorted(newest, key=str):
         apply_line_totals(session, *newest[line_id])
     wanted = [data["allocation_id"] for data in accepted]
-    moved = set(
-        session.scalars(
-            update(Allocation)
-            .where(Allocation.id.in_(wanted), Allocation.status == "proposed")
-            .values(status="reserved", status_reason=None, updated_at=utcnow())
-            .returning(Allocation.id)
-            .execution_options(synchronize_session=False)
-        )
-    )
+    moved: set[uuid.UUID] = set()
+    with ledger.moves(session, allocations=wanted):
+        for chunk in ledger.chunked(wanted):
+            moved.update(
+                session.scalars(
+                    update(Allocation)
+                    .where(Allocation.id.in_(chunk), Allocation.status == "proposed")
+                    .values(status="reserved", status_reason=None, updated_at=utcnow())
+                    .returning(Allocation.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
     if not moved:
         return []
     by_id = {
         a.id: a
+        for chunk in ledger.chunked(moved)
         for a in session.scalars(
             select(Allocation)
-            .where(Allocation.id.in_(moved))
+            .where(Allocation.id.in_(chunk))
             .execution_options(populate_existing=True)
         )
     }

@@ -30,6 +30,7 @@ from services.dispatch.matching.service import request_matching
 from services.dispatch.models import Need, NeedLine, Place
 from services.dispatch.needs import domain
 from services.dispatch.needs.status import refresh_line_status, refresh_need_status, totals_of
+from services.dispatch.transparency import totals as ledger
 from shared import catalog
 from shared.contacts import contact_of
 from shared.db import utcnow
@@ -448,7 +449,9 @@ def amend_need(
         if name in data:
             setattr(need, name, data[name])
     if "location" in data:
-        _location(session, need, data["location"])
+        # Reserved, shipped and received count at the need's region in the ledger.
+        with ledger.moves(session, **ledger.need_rows(session, need.id)):
+            _location(session, need, data["location"])
     errors: dict[str, list[str]] = {}
     by_id = {line.id: line for line in need.lines}
     next_no = max((line.line_no for line in need.lines), default=0) + 1

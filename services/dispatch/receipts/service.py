@@ -41,6 +41,7 @@ from services.dispatch.models import (
 )
 from services.dispatch.needs import service as needs
 from services.dispatch.shipments import service as shipments
+from services.dispatch.transparency import totals as ledger
 from shared.db import utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
@@ -176,6 +177,13 @@ def _sequence(shipment: Shipment, latest: Receipt | None, corrects: uuid.UUID | 
 def _apply_line(session: Session, line: ShipmentLine, new: Counted, index: int) -> tuple[int, int]:
     """Move the need line and the allocation by the difference from the previous
     figures; returns (accepted, back to matching) differences."""
+    with ledger.moves(session, allocations=[line.allocation_id], shipment_lines=[line.id]):
+        return _apply_figures(session, line, new, index)
+
+
+def _apply_figures(
+    session: Session, line: ShipmentLine, new: Counted, index: int
+) -> tuple[int, int]:
     old = Counted(line.accepted, line.damaged, line.short)
     received = new.accepted - old.accepted
     reopened = new.back_to_matching - old.back_to_matching

@@ -4,20 +4,27 @@ traces of a pledge (for its donor) and of a need (for its recipient)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
+import threading
 import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from werkzeug.http import http_date
 
 from services.dispatch.models import Need
 from services.dispatch.transparency import service as ledger
-from services.dispatch.transparency import trace
+from services.dispatch.transparency import totals, trace
 from shared.identity import current_identity, require_roles
 from shared.problems import Problem
-from shared.web import db_session
+from shared.web import db_session, runtime
 
 transparency_blp = Blueprint(
     "transparency",
@@ -35,7 +42,7 @@ trace_blp = Blueprint(
 TABLES = ("totals", "flows")
 
 
-class LedgerArgsSchema(Schema):
+class FilterArgsSchema(Schema):
     item = fields.String(validate=validate.Length(min=1, max=64))
     region = fields.String(
         validate=validate.Regexp(r"^\d{1,6}$", error="Digits only: a region code or its prefix.")
@@ -49,7 +56,20 @@ class LedgerArgsSchema(Schema):
             raise ValidationError("Must not be before 'from'.", field_name="to")
 
 
-class ExportArgsSchema(LedgerArgsSchema):
+class LedgerArgsSchema(FilterArgsSchema):
+    cursor = fields.String(
+        load_default=None,
+        validate=validate.Length(max=500),
+        metadata={"description": "next_cursor of the previous page (of flows)"},
+    )
+    limit = fields.Integer(
+        load_default=ledger.FLOWS_PAGE,
+        validate=validate.Range(min=1, max=ledger.FLOWS_PAGE_MAX),
+        metadata={"description": "Flows in one page"},
+    )
+
+
+class ExportArgsSchema(FilterArgsSchema):
     table = fields.String(
         load_default="totals",
         validate=validate.OneOf(TABLES),
@@ -94,7 +114,13 @@ class LedgerSchema(Schema):
         values=fields.Dict(keys=fields.String(), values=fields.Nested(FiguresSchema)),
         metadata={"description": "By month (YYYY-MM), then item"},
     )
-    flows = fields.List(fields.Nested(FlowSchema))
+    flows = fields.List(
+        fields.Nested(FlowSchema),
+        metadata={"description": "One page, by item, donor and recipient"},
+    )
+    next_cursor = fields.String(
+        allow_none=True, metadata={"description": "The next page of flows; null after the last"}
+    )
 
 
 def _filters(args: dict[str, Any]) -> ledger.Filters:
@@ -109,11 +135,91 @@ def _filters(args: dict[str, Any]) -> ledger.Filters:
 @transparency_blp.route("/ledger", methods=["GET"])
 @transparency_blp.arguments(LedgerArgsSchema, location="query")
 @transparency_blp.response(200, LedgerSchema)
+@transparency_blp.alt_response(304, description="Not modified since the ETag or date given")
 def public_ledger(args: dict[str, Any]) -> Any:
     """Totals pledged, reserved, shipped and received, by item, by city and by month,
-    and the flows from donor to recipient organisations. Public: no sign-in needed.
-    See the README for what each figure counts."""
-    return ledger.ledger(db_session(), _filters(args))
+    and the flows from donor to recipient organisations (a page at a time). Public: no
+    sign-in needed. See the README for what each figure counts.
+
+    Answers carry an ``ETag`` and a ``Last-Modified`` (the ledger's version, which
+    every change of a figure moves) and may be kept by shared caches for
+    ``AIDLINK_LEDGER_MAX_AGE`` seconds; ``If-None-Match`` or ``If-Modified-Since``
+    gets a 304 when nothing changed."""
+    session = db_session()
+    filters = _filters(args)
+    if args.get("cursor"):
+        try:
+            ledger.decode_cursor(args["cursor"])
+        except ValueError:
+            raise Problem(
+                400,
+                "The cursor is not one this API issued.",
+                errors={"cursor": ["Invalid cursor."]},
+            ) from None
+    version, changed_at = totals.state(session)
+    query = json.dumps(
+        [filters.as_dict(), args.get("cursor"), args["limit"]], sort_keys=True
+    ).encode()
+    etag = f"ledger-{version}-{hashlib.sha256(query).hexdigest()[:16]}"
+    headers = caching_headers(etag, changed_at)
+    if not_modified(etag, changed_at):
+        return Response(status=304, headers=headers)
+    key = (version, query)
+    answer = _answers.get(key)
+    if answer is None:
+        answer = ledger.ledger(session, filters, cursor=args.get("cursor"), limit=args["limit"])
+        _answers.put(key, answer)
+    return answer, 200, headers
+
+
+class AnswerCache:
+    """The ledger's latest answers in this process, by version and query: an answer
+    asked again before anything changed is not computed again."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._answers: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is not None:
+                self._answers.move_to_end(key)
+            return answer
+
+    def put(self, key: Any, answer: Any) -> None:
+        with self._lock:
+            self._answers[key] = answer
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+
+
+_answers = AnswerCache()
+
+
+def caching_headers(etag: str, changed_at: datetime | None) -> dict[str, str]:
+    max_age = runtime().settings.ledger_max_age
+    headers = {
+        "ETag": f'"{etag}"',
+        "Cache-Control": f"public, max-age={max_age}",
+        "Vary": "Accept-Encoding",
+    }
+    if changed_at is not None:
+        headers["Last-Modified"] = http_date(changed_at)
+    return headers
+
+
+def not_modified(etag: str, changed_at: datetime | None) -> bool:
+    """The request's validators say the client holds this answer (RFC 9110 13.1:
+    If-None-Match, when sent, decides alone)."""
+    if request.if_none_match:
+        return request.if_none_match.contains_weak(etag)
+    since = request.if_modified_since
+    if since is not None and changed_at is not None:
+        return changed_at.replace(microsecond=0) <= since
+    return False
 
 
 def _cell(value: Any) -> Any:
@@ -153,14 +259,14 @@ class ExportSchema(Schema):
 
 
 @transparency_blp.route("/export.json", methods=["GET"])
-@transparency_blp.arguments(LedgerArgsSchema, location="query")
+@transparency_blp.arguments(FilterArgsSchema, location="query")
 @transparency_blp.response(200, ExportSchema)
 def export_json(args: dict[str, Any]) -> Any:
     """The same rows as the CSV exports, both tables in one document."""
     session = db_session()
     filters = _filters(args)
 
-    def shaped(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    def shaped(rows: Iterable[dict[str, Any]], columns: tuple[str, ...]) -> list[dict[str, Any]]:
         return [
             {c: (str(row[c]) if isinstance(row[c], uuid.UUID) else row[c]) for c in columns}
             for row in rows

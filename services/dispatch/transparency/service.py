@@ -20,34 +20,30 @@ one item: ``quantity`` is what was reserved or shipped from one to the other,
 ``shipped`` and ``received`` as above. A donor whose pledge asks for it appears as
 ``anonymous``, without its id. Flows are filtered by the need's region and the month
 the allocation was made. Nothing here names a person, an address or a contact.
+
+Every answer is read from the read model (totals.py), filtered and grouped in SQL:
+its cost grows with days, regions, items and organisations, not with lines. Flows
+are paged by (item, donor, recipient).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from services.dispatch.models import (
-    Allocation,
-    Need,
-    Receipt,
-    ShipmentLine,
-    SupplyLine,
-    messaging,
-)
+from services.dispatch.models import ANONYMOUS_DONOR, LedgerFlow, LedgerTotal
+from services.dispatch.transparency.totals import FLOW_MEASURES, MEASURES, chunked
+from services.dispatch.transparency.totals import city as city
 from services.dispatch.transparency.trace import ANONYMOUS, org_names
 from shared import catalog
-
-MEASURES = ("pledged", "reserved", "shipped", "received")
-SHIPPED_STATUSES = ("shipped", "delivered", "received")
-UNPLEDGED_LINE_STATUSES = ("cancelled", "expired")
 
 # Stable columns of the open-data exports; documented in the README.
 TOTAL_COLUMNS = ("month", "region", "item", "base_unit", *MEASURES)
@@ -62,6 +58,9 @@ FLOW_COLUMNS = (
     "shipped",
     "received",
 )
+# Flows in one page of the ledger, unless asked for fewer.
+FLOWS_PAGE = 200
+FLOWS_PAGE_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,8 @@ class Filters:
     end: date | None = None
 
     def admits(self, item: str, region: str, when: datetime) -> bool:
+        """Whether one quantity, of ``item`` in ``region`` at ``when``, is counted:
+        what :meth:`where` asks of the read model."""
         if self.item is not None and item != self.item:
             return False
         if self.region is not None and not region.startswith(self.region):
@@ -83,6 +84,19 @@ class Filters:
             return False
         return self.end is None or day <= self.end
 
+    def where(self, model: Any) -> list[Any]:
+        """The filters as conditions on a read-model table."""
+        conditions: list[Any] = []
+        if self.item is not None:
+            conditions.append(model.item == self.item)
+        if self.region is not None:
+            conditions.append(model.region.startswith(self.region, autoescape=True))
+        if self.start is not None:
+            conditions.append(model.day >= self.start)
+        if self.end is not None:
+            conditions.append(model.day <= self.end)
+        return conditions
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "item": self.item,
@@ -90,21 +104,6 @@ class Filters:
             "from": self.start.isoformat() if self.start else None,
             "to": self.end.isoformat() if self.end else None,
         }
-
-
-@dataclass(frozen=True)
-class Fact:
-    """One quantity of one measure, where and when it counts."""
-
-    measure: str
-    item: str
-    region: str
-    when: datetime
-    quantity: int
-
-
-def city(region: str) -> str:
-    return region[:4]
 
 
 def month(when: datetime) -> str:
@@ -118,77 +117,32 @@ def _base_unit(item: str) -> str | None:
         return None
 
 
-def _pledge_months(session: Session, pledge_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, datetime]:
-    """When dispatch heard of each pledge: its pledge.created (or first pledge event)."""
-    inbox = messaging.inbox
-    wanted = {str(p) for p in pledge_ids}
-    if not wanted:
-        return {}
-    rows = session.execute(
-        select(inbox.aggregate_id, func.min(inbox.received_at))
-        .where(inbox.type.in_(("pledge.created", "pledge.amended", "pledge.cancelled")))
-        .group_by(inbox.aggregate_id)
-    )
-    found: dict[uuid.UUID, datetime] = {}
-    for aggregate_id, first in rows:
-        if aggregate_id in wanted and first is not None:
-            found[uuid.UUID(aggregate_id)] = first
-    return found
-
-
-def facts(session: Session) -> list[Fact]:
-    """Every quantity the ledger counts, before filtering and grouping."""
-    found: list[Fact] = []
-    supply = session.scalars(
-        select(SupplyLine).where(SupplyLine.status.not_in(UNPLEDGED_LINE_STATUSES))
-    ).all()
-    made = _pledge_months(session, {line.pledge_id for line in supply})
-    for line in supply:
-        when = made.get(line.pledge_id, line.synced_at)
-        found.append(Fact("pledged", line.item, line.region, when, line.quantity))
-    allocations = session.execute(
-        select(
-            Allocation.status,
-            Allocation.item,
-            Allocation.quantity,
-            Allocation.created_at,
-            Need.region,
-        )
-        .join(Need, Need.id == Allocation.need_id)
-        .where(Allocation.status.in_(("reserved", *SHIPPED_STATUSES)))
-    )
-    for status, item, quantity, created_at, region in allocations:
-        measure = "reserved" if status == "reserved" else "shipped"
-        found.append(Fact(measure, item, region, created_at, quantity))
-    first_receipt = (
-        select(Receipt.shipment_id, Receipt.created_at).where(Receipt.sequence == 1).subquery()
-    )
-    received = session.execute(
-        select(ShipmentLine.item, ShipmentLine.accepted, first_receipt.c.created_at, Need.region)
-        .join(first_receipt, first_receipt.c.shipment_id == ShipmentLine.shipment_id)
-        .join(Need, Need.id == ShipmentLine.need_id)
-        .where(ShipmentLine.accepted > 0)
-    )
-    for item, accepted, confirmed_at, region in received:
-        found.append(Fact("received", item, region, confirmed_at, accepted))
-    return found
-
-
 def _figures() -> dict[str, int]:
     return dict.fromkeys(MEASURES, 0)
 
 
-def total_rows(session: Session, filters: Filters) -> list[dict[str, Any]]:
-    """The finest grain of the ledger: one row per month, region and item."""
-    grouped: dict[tuple[str, str, str], dict[str, int]] = defaultdict(_figures)
-    for fact in facts(session):
-        if not filters.admits(fact.item, fact.region, fact.when):
-            continue
-        grouped[(month(fact.when), city(fact.region), fact.item)][fact.measure] += fact.quantity
-    return [
-        {"month": m, "region": r, "item": i, "base_unit": _base_unit(i), **figures}
-        for (m, r, i), figures in sorted(grouped.items())
-    ]
+def total_rows(session: Session, filters: Filters) -> Iterator[dict[str, Any]]:
+    """The finest grain of the ledger: one row per month, region and item, in that
+    order."""
+    sums = [func.sum(getattr(LedgerTotal, m)) for m in MEASURES]
+    stmt = (
+        select(LedgerTotal.month, LedgerTotal.city, LedgerTotal.item, *sums)
+        .where(*filters.where(LedgerTotal))
+        .group_by(LedgerTotal.month, LedgerTotal.city, LedgerTotal.item)
+        .having(or_(*(total != 0 for total in sums)))
+        .order_by(LedgerTotal.month, LedgerTotal.city, LedgerTotal.item)
+    )
+    units: dict[str, str | None] = {}
+    for m, r, i, *values in session.execute(stmt, execution_options={"yield_per": 2000}):
+        if i not in units:
+            units[i] = _base_unit(i)
+        yield {
+            "month": m,
+            "region": r,
+            "item": i,
+            "base_unit": units[i],
+            **{k: int(v or 0) for k, v in zip(MEASURES, values, strict=True)},
+        }
 
 
 def _rollup(rows: list[dict[str, Any]], key: str | None) -> dict[str, Any]:
@@ -201,50 +155,96 @@ def _rollup(rows: list[dict[str, Any]], key: str | None) -> dict[str, Any]:
     return out
 
 
-def flow_rows(session: Session, filters: Filters) -> list[dict[str, Any]]:
-    """Donor organisation -> recipient organisation, per item."""
-    rows = session.execute(
-        select(Allocation, Need.region, SupplyLine.anonymous, ShipmentLine.accepted)
-        .join(Need, Need.id == Allocation.need_id)
-        .outerjoin(SupplyLine, SupplyLine.id == Allocation.pledge_line_id)
-        .outerjoin(ShipmentLine, ShipmentLine.allocation_id == Allocation.id)
-        .where(Allocation.status.in_(("reserved", *SHIPPED_STATUSES)))
-    ).all()
-    grouped: dict[tuple[uuid.UUID | None, uuid.UUID, str], dict[str, int]] = defaultdict(
-        lambda: {"quantity": 0, "shipped": 0, "received": 0}
+def encode_cursor(key: tuple[str, uuid.UUID, uuid.UUID]) -> str:
+    raw = json.dumps([key[0], str(key[1]), str(key[2])]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, uuid.UUID, uuid.UUID]:
+    """The flow a cursor names; ValueError if it is not one :func:`encode_cursor` made."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        item, donor, recipient = json.loads(base64.urlsafe_b64decode(padded))
+        return str(item), uuid.UUID(donor), uuid.UUID(recipient)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a cursor of the ledger's flows") from exc
+
+
+def _flow_groups(
+    session: Session, filters: Filters, *, after: str | None = None, limit: int | None = None
+) -> Iterator[Any]:
+    sums = [func.sum(getattr(LedgerFlow, m)) for m in FLOW_MEASURES]
+    keys = (LedgerFlow.item, LedgerFlow.donor_org_id, LedgerFlow.recipient_org_id)
+    stmt = (
+        select(*keys, *sums)
+        .where(*filters.where(LedgerFlow))
+        .group_by(*keys)
+        .having(sums[0] != 0)
+        .order_by(*keys)
     )
-    for allocation, region, anonymous, accepted in rows:
-        if not filters.admits(allocation.item, region, allocation.created_at):
-            continue
-        donor = None if anonymous else allocation.donor_org_id
-        figures = grouped[(donor, allocation.recipient_org_id, allocation.item)]
-        figures["quantity"] += allocation.quantity
-        if allocation.status in SHIPPED_STATUSES:
-            figures["shipped"] += allocation.quantity
-        figures["received"] += accepted or 0
-    names = org_names(session, {k for key in grouped for k in key[:2]})
-    flows = [
-        {
-            "donor": ANONYMOUS if donor is None else names.get(donor, str(donor)),
-            "donor_org_id": donor,
-            "recipient": names.get(recipient, str(recipient)),
-            "recipient_org_id": recipient,
-            "item": item,
-            "base_unit": _base_unit(item),
-            **figures,
-        }
-        for (donor, recipient, item), figures in grouped.items()
-    ]
-    flows.sort(key=lambda f: (f["item"], f["donor"], f["recipient"], str(f["donor_org_id"])))
-    return flows
+    if after is not None:
+        # A row comparison the (item, donor, recipient) index serves.
+        stmt = stmt.where(tuple_(*keys) > tuple_(*decode_cursor(after)))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return iter(session.execute(stmt, execution_options={"yield_per": 2000}))
 
 
-def ledger(session: Session, filters: Filters) -> dict[str, Any]:
-    rows = total_rows(session, filters)
+def _shaped_flows(session: Session, groups: list[Any]) -> list[dict[str, Any]]:
+    names = org_names(session, {k for g in groups for k in (g[1], g[2])} - {ANONYMOUS_DONOR})
+    units: dict[str, str | None] = {}
+    out = []
+    for item, donor, recipient, quantity, shipped, received in groups:
+        if item not in units:
+            units[item] = _base_unit(item)
+        anonymous = donor == ANONYMOUS_DONOR
+        out.append(
+            {
+                "donor": ANONYMOUS if anonymous else names.get(donor, str(donor)),
+                "donor_org_id": None if anonymous else donor,
+                "recipient": names.get(recipient, str(recipient)),
+                "recipient_org_id": recipient,
+                "item": item,
+                "base_unit": units[item],
+                "quantity": int(quantity or 0),
+                "shipped": int(shipped or 0),
+                "received": int(received or 0),
+            }
+        )
+    return out
+
+
+def flow_rows(session: Session, filters: Filters, batch: int = 1000) -> Iterator[dict[str, Any]]:
+    """Donor organisation -> recipient organisation, per item, every one, in the
+    order of (item, donor, recipient); names looked up a batch at a time."""
+    groups = _flow_groups(session, filters)
+    for each in chunked(groups, batch):
+        yield from _shaped_flows(session, each)
+
+
+def flows_page(
+    session: Session, filters: Filters, *, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of flows, and the cursor of the next (None after the last)."""
+    groups = list(_flow_groups(session, filters, after=cursor, limit=limit + 1))
+    next_cursor = None
+    if len(groups) > limit:
+        groups = groups[:limit]
+        last = groups[-1]
+        next_cursor = encode_cursor((last[0], last[1], last[2]))
+    return _shaped_flows(session, groups), next_cursor
+
+
+def ledger(
+    session: Session, filters: Filters, *, cursor: str | None = None, limit: int = FLOWS_PAGE
+) -> dict[str, Any]:
+    rows = list(total_rows(session, filters))
+    flows, next_cursor = flows_page(session, filters, cursor=cursor, limit=limit)
     return {
         "filters": filters.as_dict(),
         "totals": _rollup(rows, None),
         "by_region": _rollup(rows, "region"),
         "by_month": _rollup(rows, "month"),
-        "flows": flow_rows(session, filters),
+        "flows": flows,
+        "next_cursor": next_cursor,
     }

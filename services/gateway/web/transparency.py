@@ -86,7 +86,11 @@ def transparency() -> Any:
     """Public: no sign-in. The API's filters, and its problems shown at their field."""
     values = {k: request.args.get(k, "").strip() for k in FILTERS}
     query = {k: v for k, v in values.items() if v}
-    answer = api.raw_call("GET", "/transparency/ledger", query=query)
+    # The flows come a page at a time; the totals and charts are whole on every page.
+    cursor = request.args.get("cursor", "").strip()
+    answer = api.raw_call(
+        "GET", "/transparency/ledger", query=query | ({"cursor": cursor} if cursor else {})
+    )
     form = FormState(values)
     status = 200
     ledger: dict[str, Any] = {"totals": {}, "by_region": {}, "by_month": {}, "flows": []}
