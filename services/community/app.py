@@ -3,12 +3,32 @@ reach its gate (README: "Community")."""
 
 from __future__ import annotations
 
+import uuid
+
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from services.community.models import Organisation, messaging
+from services.community.residents import api as residents_api
+from services.community.residents import service as residents
 from shared.config import Settings
+from shared.events import Event
+from shared.inbox import Handler
 from shared.org_directory import org_directory_blueprint, org_event_handlers
 from shared.web import ServiceRuntime, create_service_app
+
+
+def _org_handlers() -> dict[str, Handler]:
+    """The read model of organisations; an erased organisation's residents' details go
+    with it."""
+    handlers = org_event_handlers(Organisation)
+    keep_erased = handlers["org.erased"]
+
+    def on_erased(session: Session, event: Event) -> None:
+        keep_erased(session, event)
+        residents.erase_community(session, uuid.UUID(str(event.data()["id"])))
+
+    return {**handlers, "org.erased": on_erased}
 
 
 def create_app(settings: Settings | None = None, *, testing: bool = False) -> Flask:
@@ -21,6 +41,9 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         testing=testing,
     )
     rt: ServiceRuntime = app.extensions["aidlink"]
-    rt.inbox.handlers.update(org_event_handlers(Organisation))
-    flask_api.register_blueprint(org_directory_blueprint("community", Organisation))
+    rt.inbox.handlers.update(_org_handlers())
+    flask_api.register_blueprint(
+        org_directory_blueprint("community", Organisation, residents.personal_data)
+    )
+    flask_api.register_blueprint(residents_api.blp)
     return app

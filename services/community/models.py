@@ -1,10 +1,33 @@
-"""Tables of the community service: its copy of the organisations, and the outbox and
-inbox every service keeps."""
+"""Tables of the community service: its copy of the organisations, the community's
+buildings, who holds which role in it, its households, and the outbox and inbox every
+service keeps.
+
+Households are the most sensitive data aidlink holds (README: "Community"): they stay
+in this database and leave it only as counts.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from datetime import datetime
 
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import Entity, UTCDateTime, utcnow
 from shared.org_directory import OrganisationView
 from shared.runtime import define_messaging_models
 
@@ -15,6 +38,89 @@ class Base(DeclarativeBase):
 
 class Organisation(OrganisationView, Base):
     """The community service's copy of an organisation registered at the gateway."""
+
+
+class Building(Entity, Base):
+    """A building of a residential community, in one of its areas (片区), if it has them."""
+
+    __tablename__ = "buildings"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_building_name"),)
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    area: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Appointment(Base):
+    """A user of the community organisation given a narrower role than the committee's:
+    the leader of a building or of an area, a volunteer, a social worker (with the
+    hours a day they can give) or a case supervisor."""
+
+    __tablename__ = "appointments"
+    __table_args__ = (
+        Index("ix_appointments_org_user", "org_id", "user_id"),
+        CheckConstraint(
+            "hours_per_day IS NULL OR (hours_per_day >= 0 AND hours_per_day <= 24)",
+            name="ck_appointment_hours",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # committee, building_leader, area_leader, volunteer, social_worker, case_supervisor
+    role: Mapped[str] = mapped_column(String(24), nullable=False)
+    building_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("buildings.id", ondelete="CASCADE"), nullable=True
+    )
+    area: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What the community calls them (a person's name: erased with the organisation).
+    name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    hours_per_day: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+
+class Household(Entity, Base):
+    """One household: where it lives, how many people, and the flags the community
+    chose to record. ``vulnerable`` (any flag) outlives an erasure, for the counts."""
+
+    __tablename__ = "households"
+    __table_args__ = (
+        UniqueConstraint("building_id", "unit", "room", name="uq_household_address"),
+        CheckConstraint("people >= 1", name="ck_household_people"),
+        Index("ix_households_org_building", "org_id", "building_id"),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    building_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("buildings.id", ondelete="RESTRICT"), nullable=False
+    )
+    # "" when the building has no units.
+    unit: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    room: Mapped[str] = mapped_column(String(16), nullable=False)
+    people: Mapped[int] = mapped_column(Integer, nullable=False)
+    flags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    vulnerable: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    # For whoever brings the goods ("call before knocking; deaf").
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    erased: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+
+
+class AccessRecord(Base):
+    """A coordinator who read a community's residents' data, and why."""
+
+    __tablename__ = "access_records"
+    __table_args__ = (Index("ix_access_records_org_at", "org_id", "at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    coordinator_org_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    reason: Mapped[str] = mapped_column(String(500), nullable=False)
+    what: Mapped[str] = mapped_column(String(200), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 messaging = define_messaging_models(Base)

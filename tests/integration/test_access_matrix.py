@@ -74,6 +74,13 @@ class World:
     # actor's company ("own"), one by another company ("other").
     carried_shipment: str = ""
     rival_shipment: str = ""
+    # A community no actor belongs to (its own roles have a matrix of their own in
+    # tests/integration/test_community.py), one of its buildings, households and
+    # appointments.
+    community: str = ""
+    building: str = ""
+    household: str = ""
+    appointment: str = ""
 
     def new_need(self, account: Account) -> str:
         made = self.client.post(
@@ -635,6 +642,48 @@ ROWS: list[Row] = [
     ),
 ]
 
+# A community's data: its own members alone (none of the actors here), coordinators to
+# read its buildings, and its residents' data only with a reason, which is recorded.
+COMMUNITY = "/api/v1/community/{community}"
+REASON = {"X-Access-Reason": "A household reported without food for two days"}
+
+
+def _household_body(world: World, actor: str) -> dict[str, Any]:
+    return {"building_id": world.building, "room": uuid.uuid4().hex[:8], "people": 1}
+
+
+ROWS += [
+    Row("GET", f"{COMMUNITY}/me", only(dict.fromkeys(COORDINATORS, 200))),
+    Row("GET", f"{COMMUNITY}/buildings", only(dict.fromkeys(COORDINATORS, 200))),
+    Row("POST", f"{COMMUNITY}/buildings", only({}), body=lambda w, a: {"name": "Building 9"}),
+    Row("GET", f"{COMMUNITY}/appointments", only({})),
+    Row(
+        "POST",
+        f"{COMMUNITY}/appointments",
+        only({}),
+        body=lambda w, a: {"user_id": str(uuid.uuid4()), "role": "committee"},
+    ),
+    Row("GET", f"{COMMUNITY}/households", only({})),
+    Row("GET", f"{COMMUNITY}/households", only(dict.fromkeys(COORDINATORS, 200)), headers=REASON),
+    Row("POST", f"{COMMUNITY}/households", only({}), body=_household_body, headers=REASON),
+    Row("GET", f"{COMMUNITY}/households/{{household}}", only({})),
+    Row(
+        "GET",
+        f"{COMMUNITY}/households/{{household}}",
+        only(dict.fromkeys(COORDINATORS, 200)),
+        headers=REASON,
+    ),
+    Row(
+        "PATCH",
+        f"{COMMUNITY}/households/{{household}}",
+        only({}),
+        body=lambda w, a: {"people": 3},
+        headers={**REASON, "If-Match": "*"},
+    ),
+    Row("DELETE", f"{COMMUNITY}/households/{{household}}", only({}), headers=REASON),
+    Row("DELETE", f"{COMMUNITY}/appointments/{{appointment}}", only({})),
+]
+
 # Deleting runs last: it ends what the rows above read.
 ROWS += [
     Row(
@@ -707,7 +756,31 @@ def _build_world(stack: Stack) -> World:
     world.other_need = world.new_need(world.stranger_hospital)
     _ship(world, boss)
     _carry(world, boss)
+    _community(world, boss)
     return world
+
+
+def _community(world: World, boss: Account) -> None:
+    from tests.support.community import post
+
+    client = world.client
+    committee = verified(client, boss, kind="community_committee")
+    eventually(lambda: read_model_org(world.stack.runtime("community"), committee.org_id))
+    world.community = committee.org_id
+    base = f"/api/v1/community/{committee.org_id}"
+    world.building = post(client, f"{base}/buildings", {"name": "Building 1"}, committee)["id"]
+    world.household = post(
+        client,
+        f"{base}/households",
+        {"building_id": world.building, "unit": "1", "room": "101", "people": 2},
+        committee,
+    )["id"]
+    world.appointment = post(
+        client,
+        f"{base}/appointments",
+        {"user_id": committee.user_id, "role": "building_leader", "building_id": world.building},
+        committee,
+    )["id"]
 
 
 def _carry(world: World, boss: Account) -> None:
@@ -820,6 +893,10 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
         carried=world.carried_shipment if whose == "own" else world.rival_shipment,
         job=world.donor_import if whose == "own" else world.other_import,
         place=world.places.get(actor, world.other_place) if whose == "own" else world.other_place,
+        community=world.community,
+        building=world.building,
+        household=world.household,
+        appointment=world.appointment,
     )
     headers.update(row.headers)
     body = row.body(world, actor) if row.body else None

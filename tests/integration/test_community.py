@@ -3,7 +3,11 @@ households, their orders, the distribution inside and residents' cases."""
 
 from __future__ import annotations
 
-from tests.support.auth import admin, register, verified
+import uuid
+from typing import Any
+
+from tests.support.auth import admin, coordinator, register, verified
+from tests.support.community import add_households, community
 from tests.support.orgs import read_model_org
 from tests.support.stack import Stack, eventually
 
@@ -19,8 +23,10 @@ def test_a_community_committee_reaches_the_community_service_through_the_gateway
     stranger = register(client, kind="hospital")
 
     eventually(
-        lambda: (org := read_model_org(stack.runtime("community"), committee.org_id))
-        and org.status == "verified",
+        lambda: (
+            (org := read_model_org(stack.runtime("community"), committee.org_id))
+            and org.status == "verified"
+        ),
         timeout=60,
     )
     own = client.get(f"/api/v1/community/orgs/{committee.org_id}", headers=committee.headers)
@@ -32,3 +38,181 @@ def test_a_community_committee_reaches_the_community_service_through_the_gateway
     # Published with the rest of the API.
     spec = client.get("/api/v1/openapi.json").json
     assert "/api/v1/community/orgs/{org_id}" in spec["paths"]
+
+
+def test_a_building_leader_keeps_only_their_buildings_households(stack: Stack) -> None:
+    from services.community.models import AccessRecord, Household
+    from services.community.residents import service as residents
+
+    stack.start_worker("gateway")
+    stack.start_worker("community")
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    chief = coordinator(client, boss)
+    place = community(stack, client, boss)
+    add_households(client, place)
+    first, second = place.buildings
+    leader1 = place.leaders[0]
+
+    # Each leader sees their own building's households, and not the other's.
+    seen = client.get(f"{place.base}/households", headers=leader1.headers).json["items"]
+    assert {h["building_id"] for h in seen} == {first}
+    assert len(seen) == 6
+    assert seen[0]["note"] == "Call before knocking; deaf"
+    other = place.households[second][0]
+    assert (
+        client.get(f"{place.base}/households/{other}", headers=leader1.headers).status_code == 404
+    )
+    refused = client.get(f"{place.base}/households?building_id={second}", headers=leader1.headers)
+    assert refused.status_code == 403
+    assert (
+        client.post(
+            f"{place.base}/households",
+            json={"building_id": second, "room": "999", "people": 1},
+            headers=leader1.headers,
+        ).status_code
+        == 403
+    )
+    # The committee sees them all; the volunteer and the social worker see none.
+    assert (
+        len(client.get(f"{place.base}/households", headers=place.committee.headers).json["items"])
+        == 12
+    )
+    for narrow in (place.volunteer, place.social_worker):
+        assert client.get(f"{place.base}/households", headers=narrow.headers).json["items"] == []
+
+    # A change names the version it was based on.
+    mine = place.households[first][1]
+    current = client.get(f"{place.base}/households/{mine}", headers=leader1.headers)
+    changed = client.patch(
+        f"{place.base}/households/{mine}",
+        json={"flags": ["quarantine"], "people": 4},
+        headers={**leader1.headers, "If-Match": current.headers["ETag"]},
+    )
+    assert changed.status_code == 200, changed.json
+    assert changed.json["vulnerable"] is True
+    stale = client.patch(
+        f"{place.base}/households/{mine}",
+        json={"people": 5},
+        headers={**leader1.headers, "If-Match": current.headers["ETag"]},
+    )
+    assert stale.status_code == 412
+
+    # Another organisation sees nothing; a coordinator only with a reason, recorded.
+    hospital = register(client, kind="hospital")
+    assert client.get(f"{place.base}/households", headers=hospital.headers).status_code == 403
+    assert client.get(f"{place.base}/households", headers=chief.headers).status_code == 403
+    reason = {"X-Access-Reason": "Checking a report of a household left without food"}
+    read = client.get(f"{place.base}/households", headers={**chief.headers, **reason})
+    assert read.status_code == 200 and len(read.json["items"]) == 12
+    with stack.runtime("community").session_factory() as session:
+        records = session.query(AccessRecord).all()
+    assert [(str(r.user_id), r.reason) for r in records] == [
+        (chief.user_id, reason["X-Access-Reason"])
+    ]
+
+    # The organisation's data erased: the households keep only their size.
+    with stack.runtime("community").unit_of_work() as session:
+        residents.erase_community(session, uuid.UUID(place.committee.org_id))
+    with stack.runtime("community").session_factory() as session:
+        kept = session.query(Household).all()
+    assert len(kept) == 12 and all(h.erased and not h.note and not h.flags for h in kept)
+    assert sum(h.vulnerable for h in kept) == 9
+
+
+# Who inside (and around) a community may call what, on building 1's data: each role's
+# expected status. The access matrix covers the actors outside; this is the inside.
+ROLES = (
+    "committee",
+    "leader1",
+    "leader2",
+    "volunteer",
+    "social_worker",
+    "other_committee",
+    "coordinator",
+    "coordinator_with_reason",
+)
+
+
+def _expect(default: int, **statuses: int) -> dict[str, int]:
+    return {role: statuses.get(role, default) for role in ROLES}
+
+
+ROLE_ROWS: list[tuple[str, str, dict[str, int], Any]] = [
+    ("GET", "/me", _expect(200, other_committee=403), None),
+    ("GET", "/buildings", _expect(200, other_committee=403), None),
+    ("POST", "/buildings", _expect(403, committee=201), lambda: {"name": uuid.uuid4().hex[:8]}),
+    ("GET", "/appointments", _expect(403, committee=200), None),
+    (
+        "GET",
+        "/households",
+        _expect(200, other_committee=403, coordinator=403),
+        None,
+    ),
+    (
+        "GET",
+        "/households/{household1}",
+        _expect(
+            404,
+            committee=200,
+            leader1=200,
+            other_committee=403,
+            coordinator=403,
+            coordinator_with_reason=200,
+        ),
+        None,
+    ),
+    (
+        "GET",
+        "/households?building_id={building1}",
+        _expect(403, committee=200, leader1=200, coordinator_with_reason=200),
+        None,
+    ),
+    (
+        "POST",
+        "/households",
+        _expect(403, committee=201, leader1=201),
+        lambda: {"building_id": "{building1}", "room": uuid.uuid4().hex[:8], "people": 2},
+    ),
+]
+
+
+def test_each_role_inside_a_community_reaches_only_its_part(stack: Stack) -> None:
+    stack.start_worker("gateway")
+    stack.start_worker("community")
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    chief = coordinator(client, boss)
+    place = community(stack, client, boss)
+    add_households(client, place)
+    other = community(stack, client, boss)
+    reason = {"X-Access-Reason": "Following up a complaint of a missed delivery"}
+    who = {
+        "committee": place.committee.headers,
+        "leader1": place.leaders[0].headers,
+        "leader2": place.leaders[1].headers,
+        "volunteer": place.volunteer.headers,
+        "social_worker": place.social_worker.headers,
+        "other_committee": other.committee.headers,
+        "coordinator": chief.headers,
+        "coordinator_with_reason": {**chief.headers, **reason},
+    }
+    names = {
+        "building1": place.buildings[0],
+        "household1": place.households[place.buildings[0]][0],
+    }
+    mismatches = []
+    for method, path, expected, body in ROLE_ROWS:
+        for role in ROLES:
+            payload = body() if body else None
+            if payload:
+                payload = {
+                    k: v.format(**names) if isinstance(v, str) else v for k, v in payload.items()
+                }
+            url = place.base + path.format(**names)
+            got = client.open(url, method=method, json=payload, headers=who[role]).status_code
+            if got != expected[role]:
+                mismatches.append(
+                    f"{method} {path} as {role}: expected {expected[role]}, got {got}"
+                )
+    assert not mismatches, "\n".join(mismatches)

@@ -1,0 +1,1 @@
+"""Buildings, who holds which role in the community, and its households."""

@@ -1,0 +1,135 @@
+"""A residential community for tests: its committee, buildings and the users it
+appoints (members of the community organisation, as the gateway keeps them)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.support.auth import PASSWORD, Account, login, verified
+from tests.support.orgs import read_model_org
+from tests.support.stack import Stack, eventually
+
+
+def member(stack: Stack, client: Any, community: Account, name: str = "Member") -> Account:
+    """A new user of ``community``'s organisation, signed in."""
+    from services.gateway.auth.service import add_membership, create_user
+    from services.gateway.models import Organisation
+
+    gateway = stack.runtime("gateway")
+    email = f"member-{uuid.uuid4().hex[:10]}@example.org"
+    with stack.apps["gateway"].app_context(), gateway.unit_of_work() as session:
+        user = create_user(session, email=email, password=PASSWORD, name=name)
+        org = session.get(Organisation, uuid.UUID(community.org_id))
+        assert org is not None
+        add_membership(session, user, org, "recipient")
+        session.flush()
+        user_id = str(user.id)
+    tokens = login(client, email)
+    return Account(
+        email=email,
+        user_id=user_id,
+        org_id=community.org_id,
+        org=community.org,
+        access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+    )
+
+
+@dataclass
+class Community:
+    """A verified community with two buildings, a leader for each, a volunteer for the
+    first and a social worker."""
+
+    committee: Account
+    buildings: list[str]
+    leaders: list[Account]
+    volunteer: Account
+    social_worker: Account
+    households: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"/api/v1/community/{self.committee.org_id}"
+
+
+def post(client: Any, url: str, body: Any, who: Account, status: int = 201) -> Any:
+    response = client.post(url, json=body, headers=who.headers)
+    assert response.status_code == status, response.get_json()
+    return response.get_json()
+
+
+def community(stack: Stack, client: Any, boss: Account) -> Community:
+    """The community of the seed story, known to the community service (whose worker
+    the caller has started)."""
+    committee = verified(client, boss, kind="community_committee", region="420102")
+    eventually(
+        lambda: (
+            (org := read_model_org(stack.runtime("community"), committee.org_id))
+            and org.status == "verified"
+        ),
+        timeout=60,
+    )
+    base = f"/api/v1/community/{committee.org_id}"
+    buildings = [
+        post(client, f"{base}/buildings", {"name": name, "area": "East"}, committee)["id"]
+        for name in ("Building 1", "Building 2")
+    ]
+    leaders = []
+    for building in buildings:
+        leader = member(stack, client, committee, "Leader")
+        post(
+            client,
+            f"{base}/appointments",
+            {"user_id": leader.user_id, "role": "building_leader", "building_id": building},
+            committee,
+        )
+        leaders.append(leader)
+    volunteer = member(stack, client, committee, "Volunteer")
+    post(
+        client,
+        f"{base}/appointments",
+        {"user_id": volunteer.user_id, "role": "volunteer", "building_id": buildings[0]},
+        committee,
+    )
+    worker = member(stack, client, committee, "Social worker")
+    post(
+        client,
+        f"{base}/appointments",
+        {"user_id": worker.user_id, "role": "social_worker", "hours_per_day": 6},
+        committee,
+    )
+    return Community(committee, buildings, leaders, volunteer, worker)
+
+
+# Six households a building: (unit, room, people, flags, note).
+HOUSEHOLDS = [
+    ("1", "101", 1, ["elderly_alone"], "Call before knocking; deaf"),
+    ("1", "102", 3, [], None),
+    ("1", "201", 4, ["infants"], None),
+    ("2", "101", 2, ["chronic_medicine"], None),
+    ("2", "202", 2, [], None),
+    ("2", "301", 3, ["medical_family"], None),
+]
+
+
+def add_households(client: Any, place: Community) -> None:
+    """Each leader records their building's households."""
+    for building, leader in zip(place.buildings, place.leaders, strict=True):
+        place.households[building] = [
+            post(
+                client,
+                f"{place.base}/households",
+                {
+                    "building_id": building,
+                    "unit": unit,
+                    "room": room,
+                    "people": people,
+                    "flags": flags,
+                    "note": note,
+                },
+                leader,
+            )["id"]
+            for unit, room, people, flags, note in HOUSEHOLDS
+        ]
