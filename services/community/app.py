@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from services.community.models import Organisation, messaging
+from services.community.orders import api as orders_api
 from services.community.residents import api as residents_api
 from services.community.residents import service as residents
 from shared.config import Settings
@@ -46,4 +47,5 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         org_directory_blueprint("community", Organisation, residents.personal_data)
     )
     flask_api.register_blueprint(residents_api.blp)
+    flask_api.register_blueprint(orders_api.blp)
     return app

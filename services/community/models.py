@@ -108,6 +108,51 @@ class Household(Entity, Base):
     erased: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
 
 
+class OrderRound(Entity, Base):
+    """One round of household orders (a week's, say): open while building leaders enter
+    them, then confirmed by the committee, whose figures (``requested``, per item in
+    the item's ordering unit) become the community's need for what relief supplies
+    carry."""
+
+    __tablename__ = "order_rounds"
+    __table_args__ = (Index("ix_order_rounds_org_created", "org_id", "created_at"),)
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    title: Mapped[str] = mapped_column(String(100), nullable=False)
+    # open, confirmed
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
+    # The most one household may order of each item, by item code.
+    limits: Mapped[dict[str, int]] = mapped_column(JSON, nullable=False, default=dict)
+    requested: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    people_served: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    confirmed_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+
+class OrderLine(Base):
+    """What one household ordered of one item in a round, in the item's ordering unit."""
+
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        UniqueConstraint("round_id", "household_id", "item", name="uq_order_line"),
+        CheckConstraint("quantity > 0", name="ck_order_line_quantity"),
+        Index("ix_order_lines_round_building", "round_id", "building_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    round_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("order_rounds.id", ondelete="CASCADE"), nullable=False
+    )
+    household_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("households.id", ondelete="CASCADE"), nullable=False
+    )
+    building_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    item: Mapped[str] = mapped_column(String(64), nullable=False)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+    entered_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 class AccessRecord(Base):
     """A coordinator who read a community's residents' data, and why."""
 

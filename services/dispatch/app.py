@@ -15,6 +15,7 @@ from services.dispatch.matching import service as matching_service
 from services.dispatch.matching.tasks import register_matching_tasks
 from services.dispatch.models import Allocation, Organisation, Place, messaging
 from services.dispatch.needs import api as needs_api
+from services.dispatch.needs.community import community_need_handlers
 from services.dispatch.needs.tasks import register_need_tasks
 from services.dispatch.receipts import api as receipts_api
 from services.dispatch.shipments import api as shipments_api
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         saga_handlers(matching_service.request_matching, on_reserved=plan_shipment)
     )
     rt.inbox.batch_handlers.update(saga_batch_handlers(plan_shipments))
+    rt.inbox.handlers.update(community_need_handlers(rt.outbox))
     matching_service.install_debounce(rt)
     register_matching_tasks(rt)
     register_need_tasks(rt)

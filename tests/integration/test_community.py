@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from tests.support.auth import admin, coordinator, register, verified
-from tests.support.community import add_households, community
+from tests.support.community import LIMITS, PASTED_2, add_households, community, order_round, post
 from tests.support.orgs import read_model_org
 from tests.support.stack import Stack, eventually
 
@@ -216,3 +216,96 @@ def test_each_role_inside_a_community_reaches_only_its_part(stack: Stack) -> Non
                     f"{method} {path} as {role}: expected {expected[role]}, got {got}"
                 )
     assert not mismatches, "\n".join(mismatches)
+
+
+def test_two_buildings_orders_become_the_communitys_need_in_dispatch(stack: Stack) -> None:
+    from services.community.models import OrderLine, messaging
+    from services.dispatch.models import Need
+
+    for service in ("gateway", "community", "dispatch"):
+        stack.start_worker(service)
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    place = community(stack, client, boss)
+    add_households(client, place)
+    first, second = place.buildings
+    leader1, leader2 = place.leaders
+
+    made = post(
+        client, f"{place.base}/rounds", {"title": "Week 7", "limits": LIMITS}, place.committee
+    )
+    orders = f"{place.base}/rounds/{made['id']}/orders"
+    # Over the committee's limit, or another building's: refused, and nothing is saved.
+    too_much = client.post(
+        orders,
+        json={"building_id": second, "text": "户\t蔬菜\n1-101\t11\n1-999\t1\n"},
+        headers=leader2.headers,
+    )
+    assert too_much.status_code == 422
+    assert set(too_much.json["errors"]) == {"1-101", "row 3"}
+    elsewhere = client.post(
+        orders, json={"building_id": second, "text": PASTED_2}, headers=leader1.headers
+    )
+    assert elsewhere.status_code == 403
+    with stack.runtime("community").session_factory() as session:
+        assert session.query(OrderLine).count() == 0
+
+    order_round(client, place, "Week 7 again")  # a second round, entered in full
+    rounds = client.get(f"{place.base}/rounds", headers=place.committee.headers).json["items"]
+    entered = rounds[0]
+    sheet = client.get(
+        f"{place.base}/rounds/{entered['id']}/orders?building_id={second}", headers=leader2.headers
+    ).json["items"]
+    assert [row["items"] for row in sheet][:3] == [
+        {"vegetables": 4, "rice": 2},
+        {"vegetables": 6, "eggs": 10},
+        {"vegetables": 10, "rice": 5, "eggs": 30},
+    ]
+    totals = client.get(
+        f"{place.base}/rounds/{entered['id']}/totals", headers=place.committee.headers
+    ).json
+    assert totals["community"] == {"vegetables": 48, "rice": 22, "eggs": 80}
+    assert [b["items"] for b in totals["buildings"]] == [
+        {"vegetables": 26, "rice": 14, "eggs": 40},
+        {"vegetables": 22, "rice": 8, "eggs": 40},
+    ]
+    # A leader sees their building's figures only.
+    mine = client.get(f"{place.base}/rounds/{entered['id']}/totals", headers=leader1.headers).json
+    assert [b["building_id"] for b in mine["buildings"]] == [first]
+
+    # The committee confirms, asking for less rice than ordered: the donated part
+    # becomes a need in dispatch, in the relief catalogue's units.
+    assert (
+        client.post(
+            f"{place.base}/rounds/{entered['id']}/confirm", json={}, headers=leader1.headers
+        ).status_code
+        == 403
+    )
+    confirmed = post(
+        client,
+        f"{place.base}/rounds/{entered['id']}/confirm",
+        {"quantities": {"rice": 20}},
+        place.committee,
+        status=200,
+    )
+    assert confirmed["status"] == "confirmed"
+    assert confirmed["requested"] == {"vegetables": 48, "rice": 20, "eggs": 80}
+
+    def posted() -> Need | None:
+        with stack.runtime("dispatch").session_factory() as session:
+            return session.query(Need).filter_by(org_id=uuid.UUID(place.committee.org_id)).first()
+
+    need = eventually(posted, timeout=60)
+    assert need.status == "open"
+    assert sorted((line.item, line.quantity) for line in need.lines) == [
+        ("rice", 20_000),
+        ("vegetables", 24_000),
+    ]
+    assert need.people_served == totals["people"]
+    # Nothing personal left the community: the event names items and counts.
+    with stack.runtime("community").session_factory() as session:
+        [row] = session.query(messaging.outbox).filter_by(type="community.need_requested").all()
+    text = str(row.message)
+    for household in place.households[first] + place.households[second]:
+        assert household not in text
+    assert "room" not in text and "Call before" not in text

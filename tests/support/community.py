@@ -133,3 +133,35 @@ def add_households(client: Any, place: Community) -> None:
             )["id"]
             for unit, room, people, flags, note in HOUSEHOLDS
         ]
+
+
+# What each building's households order (rows in HOUSEHOLDS order): vegetables in jin,
+# rice in kg, eggs. Building 1 is entered as rows, building 2 pasted as a table.
+ORDERS_1 = [
+    {"vegetables": 4, "rice": 2, "eggs": 10},
+    {"vegetables": 6, "rice": 3},
+    {"vegetables": 8, "rice": 5, "eggs": 20},
+    {},
+    {"vegetables": 2},
+    {"vegetables": 6, "rice": 4, "eggs": 10},
+]
+PASTED_2 = (
+    "户\t蔬菜\t大米\t鸡蛋\n1-101\t4\t2\t\n1单元102\t6\t\t10\n1-201\t10\t5\t30\n2-101\t2\t1\t\n"
+)
+LIMITS = {"vegetables": 10, "rice": 5, "eggs": 30}
+
+
+def order_round(client: Any, place: Community, title: str = "Week 7") -> dict[str, Any]:
+    """A round opened by the committee, each building's orders entered by its leader."""
+    made: dict[str, Any] = post(
+        client, f"{place.base}/rounds", {"title": title, "limits": LIMITS}, place.committee
+    )
+    orders = f"{place.base}/rounds/{made['id']}/orders"
+    first, second = place.buildings
+    rows = [
+        {"household_id": household, "items": items}
+        for household, items in zip(place.households[first], ORDERS_1, strict=True)
+    ]
+    post(client, orders, {"building_id": first, "rows": rows}, place.leaders[0], status=200)
+    post(client, orders, {"building_id": second, "text": PASTED_2}, place.leaders[1], status=200)
+    return made
