@@ -173,10 +173,10 @@ def events_status(as_json: bool) -> None:
         if pair.late:
             behind += f", {len(pair.late)} past the bound"
         click.echo(f"    behind        {behind}; unconfirmed {pair.unconfirmed}")
-        recovered = f"{pair.recovered} event(s)"
+        recovered = f"{pair.recovered} event(s) the broker had lost"
         if pair.last_recovered_at is not None:
             recovered += f", the last at {_when(pair.last_recovered_at)}"
-        click.echo(f"    recovered     {recovered} (sent again by the catch-up)")
+        click.echo(f"    recovered     {recovered} (the catch-up sent {pair.resent} copies again)")
 
 
 def _when(value: Any) -> str:

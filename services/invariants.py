@@ -108,9 +108,12 @@ class Delivery:
     late: list[tuple[str, str, datetime]] = field(default_factory=list)
     # Published events the subscriber has not yet confirmed to the producer.
     unconfirmed: int = 0
-    # Events the catch-up sent again after the subscriber said it lacked them.
+    # Events the subscriber took in from a copy the catch-up sent again (the broker
+    # had lost them), and when the last came; copies sent again in all (those that
+    # found the event already there cost a message and changed nothing).
     recovered: int = 0
     last_recovered_at: datetime | None = None
+    resent: int = 0
 
     def behind_seconds(self, now: datetime | None = None) -> float:
         if self.oldest_behind_at is None:
@@ -131,6 +134,7 @@ class Delivery:
             "unconfirmed": self.unconfirmed,
             "recovered": self.recovered,
             "last_recovered_at": at(self.last_recovered_at),
+            "resent": self.resent,
         }
 
 
@@ -174,17 +178,25 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def delivery(dbs: Databases, now: datetime | None = None) -> list[Delivery]:
     """Per producer and subscriber: the last event sent and the last taken in, the
-    events not yet taken in (and those past the delivery bound), and what the
-    catch-up sent again. Pairs with no event between them are left out."""
+    events not yet taken in (and those past the delivery bound), what the catch-up
+    recovered and how many copies it sent again. Pairs with no event between them
+    are left out."""
     from shared.events import subscribers_of
 
     now = now or datetime.now(UTC)
     bound = timedelta(seconds=dbs.settings.event_delivery_bound)
     taken: dict[str, Callable[[list[uuid.UUID]], set[uuid.UUID]]] = {}
     newest_applied: dict[tuple[str, str], tuple[datetime, str]] = {}
+    recovered: dict[tuple[str, str], tuple[int, datetime | None]] = {}
     for subscriber in SERVICES:
         models = _messaging(subscriber)
         with dbs.session(subscriber) as session:
+            for producer, n, last in session.execute(
+                select(models.inbox.producer, func.count(), func.max(models.inbox.received_at))
+                .where(models.inbox.caught_up, models.inbox.producer.is_not(None))
+                .group_by(models.inbox.producer)
+            ):
+                recovered[(str(producer), subscriber)] = (int(n), _aware(last))
             for producer, kind, received in session.execute(
                 select(models.inbox.producer, models.inbox.type, func.max(models.inbox.received_at))
                 .where(models.inbox.producer.is_not(None))
@@ -258,10 +270,9 @@ def delivery(dbs: Databases, now: datetime | None = None) -> list[Delivery]:
                 )
             ).all()
             for peer in session.scalars(select(models.catch_up)):
-                if peer.recovered:
+                if peer.resent:
                     entry = found.setdefault(peer.subscriber, Delivery(producer, peer.subscriber))
-                    entry.recovered = peer.recovered
-                    entry.last_recovered_at = _aware(peer.last_recovered_at)
+                    entry.resent = peer.resent
         by_subscriber: dict[str, list[tuple[uuid.UUID, str, datetime]]] = defaultdict(list)
         for event_id, kind, awaiting, created in waiting:
             for subscriber in str(awaiting).strip(",").split(","):
@@ -279,6 +290,10 @@ def delivery(dbs: Databases, now: datetime | None = None) -> list[Delivery]:
                     entry.oldest_behind_at = created
                 if created < now - bound:
                     entry.late.append((str(event_id), kind, created))
+        for (source, subscriber), (n, last) in recovered.items():
+            if source == producer:
+                entry = found.setdefault(subscriber, Delivery(producer, subscriber))
+                entry.recovered, entry.last_recovered_at = n, last
         for subscriber, entry in found.items():
             applied = newest_applied.get((producer, subscriber))
             if applied is not None:

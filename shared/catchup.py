@@ -34,7 +34,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, String, func, select, update
@@ -55,7 +55,8 @@ _CHUNK = 300
 
 class CatchUpRow:
     """At the producer, one row per subscriber: when it was last asked and answered,
-    and how many events the catch-up confirmed and sent again."""
+    and how many events the catch-up confirmed and sent again (a copy sent again is
+    counted as recovered where the subscriber took it in: ``inbox.caught_up``)."""
 
     if TYPE_CHECKING:
 
@@ -67,8 +68,8 @@ class CatchUpRow:
     asked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     confirmed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    recovered: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    last_recovered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    resent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_resent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,8 @@ class Behind:
     unconfirmed: int
     oldest: datetime | None
     confirmed: int
-    recovered: int
-    last_recovered_at: datetime | None
+    resent: int
+    last_resent_at: datetime | None
     asked_at: datetime | None
     answered_at: datetime | None
 
@@ -166,7 +167,7 @@ class CatchUp:
             try:
                 self.send_task(
                     f"{subscriber}.report_received",
-                    args=[self.service, ids],
+                    args=[self.service, ids, now.isoformat()],
                     queue=subscriber,
                     retry=True,
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
@@ -185,12 +186,26 @@ class CatchUp:
             asked[subscriber] = len(ids)
         return asked
 
-    def on_answer(self, subscriber: str, taken: list[str], missing: list[str]) -> int:
-        """A subscriber's answer: strike it off the events it has, send it again those
-        it lacks. Returns how many were sent again."""
+    def on_answer(
+        self,
+        subscriber: str,
+        taken: list[str],
+        missing: list[str],
+        asked_at: str | None = None,
+    ) -> int:
+        """A subscriber's answer to the question sent at ``asked_at``: strike it off
+        the events it has, send it again those it lacks. Returns how many were sent
+        again.
+
+        An answer to a question older than the last copies sent to that subscriber
+        sends nothing: it was written before those copies could arrive (the questions
+        of a subscriber that was away are answered all at once when it comes back).
+        What it lacked stays unconfirmed, and the next round, which travels behind
+        the copies, asks again."""
         if subscriber not in SERVICES:
             log.warning("catch-up: an answer from unknown service %r ignored", subscriber)
             return 0
+        asked = _moment(asked_at)
         row = self.outbox.row_class
         marker = f"%,{subscriber},%"
         have = sorted(_uuids(taken))
@@ -226,10 +241,14 @@ class CatchUp:
         resend: list[tuple[uuid.UUID, dict[str, Any]]] = []
         unsubscribed: list[uuid.UUID] = []
         with self.session_factory() as session:
+            peer = session.get(self.rows, subscriber)
+            last_resent = peer.last_resent_at if peer is not None else None
+            if asked is not None and last_resent is not None and last_resent > asked:
+                lack = []
             for start in range(0, len(lack), _CHUNK):
                 chunk = lack[start : start + _CHUNK]
-                for event_id, message in session.execute(
-                    select(row.id, row.message)
+                for event_id, message, created in session.execute(
+                    select(row.id, row.message, row.created_at)
                     .where(
                         row.id.in_(chunk),
                         row.awaiting.like(marker),
@@ -237,6 +256,7 @@ class CatchUp:
                     )
                     .order_by(row.created_at)
                 ):
+                    newest = created if newest is None or created > newest else newest
                     if subscriber in subscribers_of(message["type"]):
                         resend.append((event_id, message))
                     else:
@@ -254,10 +274,8 @@ class CatchUp:
                         )
                     )
                 )
-        sent = 0
+        sent = self._send_again(subscriber, resend)
         if resend:
-            failed = set(self.outbox.send_to(subscriber, resend))
-            sent = len(resend) - len(failed)
             log.warning(
                 "catch-up: %s lacked %d event(s) of %s; sent again: %d",
                 subscriber,
@@ -270,12 +288,41 @@ class CatchUp:
             subscriber,
             answered_at=now,
             confirmed=confirmed,
-            recovered=sent,
-            last_recovered_at=now if sent else None,
+            resent=sent,
+            last_resent_at=now if sent else None,
         )
         if len(taken) + len(missing) >= BATCH and newest is not None:
             # A full list: more may wait behind it; go on at once from where it ended.
             self.ask(only=subscriber, after=newest)
+        return sent
+
+    def _send_again(self, subscriber: str, events: list[tuple[uuid.UUID, dict[str, Any]]]) -> int:
+        """Send ``events`` to ``subscriber`` alone, as copies the catch-up sent (its
+        inbox counts those it takes in as recovered); returns how many went."""
+        size = self.outbox.message_max
+        sent = 0
+        for start in range(0, len(events), size):
+            chunk = [message for _, message in events[start : start + size]]
+            try:
+                self.send_task(
+                    f"{subscriber}.handle_events",
+                    args=[chunk],
+                    kwargs={"caught_up": True},
+                    queue=subscriber,
+                    retry=True,
+                    retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+                    argsrepr=f"[{len(chunk)} event(s) sent again by the catch-up]",
+                    kwargsrepr="{'caught_up': True}",
+                )
+            except Exception:
+                log.warning(
+                    "catch-up: could not send %d event(s) again to %s; the next round will",
+                    len(events) - sent,
+                    subscriber,
+                    exc_info=True,
+                )
+                break
+            sent += len(chunk)
         return sent
 
     def _note(
@@ -285,14 +332,14 @@ class CatchUp:
         asked_at: datetime | None = None,
         answered_at: datetime | None = None,
         confirmed: int = 0,
-        recovered: int = 0,
-        last_recovered_at: datetime | None = None,
+        resent: int = 0,
+        last_resent_at: datetime | None = None,
     ) -> None:
         table = self.rows.__table__  # type: ignore[attr-defined]
         with self.session_factory() as session, session.begin():
             session.execute(
                 upsert_insert(session)(table)
-                .values(subscriber=subscriber, confirmed=0, recovered=0)
+                .values(subscriber=subscriber, confirmed=0, resent=0)
                 .on_conflict_do_nothing(index_elements=[table.c.subscriber])
             )
             values: dict[str, Any] = {}
@@ -302,10 +349,10 @@ class CatchUp:
                 values["answered_at"] = answered_at
             if confirmed:
                 values["confirmed"] = table.c.confirmed + confirmed
-            if recovered:
-                values["recovered"] = table.c.recovered + recovered
-            if last_recovered_at is not None:
-                values["last_recovered_at"] = last_recovered_at
+            if resent:
+                values["resent"] = table.c.resent + resent
+            if last_resent_at is not None:
+                values["last_resent_at"] = last_resent_at
             if values:
                 session.execute(
                     table.update().where(table.c.subscriber == subscriber).values(**values)
@@ -340,8 +387,8 @@ class CatchUp:
                     unconfirmed=counts.get(subscriber, 0),
                     oldest=oldest.get(subscriber),
                     confirmed=peer.confirmed if peer else 0,
-                    recovered=peer.recovered if peer else 0,
-                    last_recovered_at=peer.last_recovered_at if peer else None,
+                    resent=peer.resent if peer else 0,
+                    last_resent_at=peer.last_resent_at if peer else None,
                     asked_at=peer.asked_at if peer else None,
                     answered_at=peer.answered_at if peer else None,
                 )
@@ -350,9 +397,23 @@ class CatchUp:
 
     # The subscriber ------------------------------------------------------------------
 
-    def report(self, producer: str, ids: list[str]) -> tuple[int, int]:
-        """Answer a producer's question: which of ``ids`` this service has taken in.
-        Returns (taken, missing)."""
+    def recovered(self) -> dict[str, tuple[int, datetime | None]]:
+        """Per producer, the events this service took in from copies the catch-up sent
+        again (the broker had lost them), and when the last one came."""
+        inbox = self.inbox.inbox
+        with self.session_factory() as session:
+            return {
+                str(producer): (int(n), last)
+                for producer, n, last in session.execute(
+                    select(inbox.producer, func.count(), func.max(inbox.received_at))
+                    .where(inbox.caught_up, inbox.producer.is_not(None))
+                    .group_by(inbox.producer)
+                )
+            }
+
+    def report(self, producer: str, ids: list[str], asked_at: str | None = None) -> tuple[int, int]:
+        """Answer a producer's question (sent at ``asked_at``): which of ``ids`` this
+        service has taken in. Returns (taken, missing)."""
         if producer not in SERVICES:
             log.warning("catch-up: a question from unknown service %r ignored", producer)
             return 0, 0
@@ -362,7 +423,7 @@ class CatchUp:
         lack = [str(event_id) for event_id in asked if event_id not in taken]
         self.send_task(
             f"{producer}.resend_missing",
-            args=[self.service, have, lack],
+            args=[self.service, have, lack, asked_at],
             queue=producer,
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
@@ -378,6 +439,17 @@ class CatchUp:
                 self.service,
             )
         return len(have), len(lack)
+
+
+def _moment(value: Any) -> datetime | None:
+    """An aware time from its ISO form (None if absent or unreadable)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _uuids(values: list[Any]) -> set[uuid.UUID]:

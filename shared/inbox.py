@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Integer, String, Text, Uuid, select
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, Uuid, false, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, sessionmaker
 
 from shared.db import UTCDateTime, upsert_insert, utcnow
 from shared.events import Event, EventError
@@ -48,6 +48,22 @@ class InboxRow:
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     # The service that wrote the event (None on rows from before it was kept).
     producer: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Taken in from a copy the catch-up sent again: the broker had lost the event.
+    caught_up: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (
+            # Only the events the catch-up recovered, counted for the metrics.
+            Index(
+                "ix_inbox_caught_up",
+                "producer",
+                sqlite_where=text("caught_up = 1"),
+                postgresql_where=text("caught_up"),
+            ),
+        )
 
 
 class AggregateVersionRow:
@@ -148,9 +164,10 @@ class Inbox:
         self.max_deliveries = max_deliveries
         self.ordered = ordered
 
-    def handle(self, message: Any) -> Outcome:
+    def handle(self, message: Any, *, caught_up: bool = False) -> Outcome:
         """Take one message off the queue. Transient database errors propagate so the
-        task can retry; every other failure ends in a dead letter."""
+        task can retry; every other failure ends in a dead letter. ``caught_up``: the
+        copy came from the catch-up, the broker having lost the event."""
         try:
             evt = Event.from_message(message)
         except EventError as exc:
@@ -174,7 +191,7 @@ class Inbox:
                 )
                 return Outcome.DEAD_LETTERED
             try:
-                return self._apply(evt, message)
+                return self._apply(evt, message, caught_up)
             except OutOfOrder:
                 # Waiting for a predecessor is not a failed delivery: it must not
                 # bring the event nearer the cap that sets poison messages aside.
@@ -215,12 +232,12 @@ class Inbox:
         with self.session_factory() as session:
             return session.get(self.inbox, event_id) is not None
 
-    def _apply(self, evt: Event, message: Any) -> Outcome:
+    def _apply(self, evt: Event, message: Any, caught_up: bool = False) -> Outcome:
         from sqlalchemy.exc import OperationalError
 
         try:
             with self.session_factory() as session, session.begin():
-                outcome = self._apply_in(session, evt)
+                outcome = self._apply_in(session, evt, caught_up)
         except IntegrityError:
             # Another delivery of the same event (or of the same aggregate's first
             # event) committed first; this one rolled back whole.
@@ -239,7 +256,7 @@ class Inbox:
             return Outcome.DEAD_LETTERED
         return outcome
 
-    def _apply_in(self, session: Session, evt: Event) -> Outcome:
+    def _apply_in(self, session: Session, evt: Event, caught_up: bool = False) -> Outcome:
         """The event's effect, its aggregate's version and its inbox row, written in
         ``session``'s transaction."""
         handler = self.handlers.get(evt.type)
@@ -262,7 +279,7 @@ class Inbox:
                 )
             else:
                 last.last_version = evt.aggregate_version
-        session.add(self._inbox_row(evt, outcome))
+        session.add(self._inbox_row(evt, outcome, caught_up))
         session.flush()
         if outcome is Outcome.STALE:
             log.info(
@@ -270,7 +287,7 @@ class Inbox:
             )
         return outcome
 
-    def _inbox_row(self, evt: Event, outcome: Outcome) -> Any:
+    def _inbox_row(self, evt: Event, outcome: Outcome, caught_up: bool = False) -> Any:
         """The inbox's record that ``evt`` was taken, and with what outcome."""
         return self.inbox(
             event_id=evt.id,
@@ -279,9 +296,12 @@ class Inbox:
             aggregate_version=evt.aggregate_version,
             outcome=outcome.value,
             producer=evt.producer[:32],
+            caught_up=caught_up,
         )
 
-    def _apply_batch_in(self, session: Session, events: list[Event]) -> list[Outcome]:
+    def _apply_batch_in(
+        self, session: Session, events: list[Event], caught_up: bool = False
+    ) -> list[Outcome]:
         """Events of one type with a batch handler, as :meth:`_apply_in` applies one:
         the stale ones recorded and skipped, the others applied at once, their
         aggregates' versions and their inbox rows written; one outcome each."""
@@ -322,12 +342,15 @@ class Inbox:
                 else:
                     seen.last_version = version
         session.add_all(
-            self._inbox_row(evt, outcome) for evt, outcome in zip(events, outcomes, strict=True)
+            self._inbox_row(evt, outcome, caught_up)
+            for evt, outcome in zip(events, outcomes, strict=True)
         )
         session.flush()
         return outcomes
 
-    def handle_many(self, messages: list[Any]) -> tuple[list[tuple[Any, Outcome]], list[Any]]:
+    def handle_many(
+        self, messages: list[Any], *, caught_up: bool = False
+    ) -> tuple[list[tuple[Any, Outcome]], list[Any]]:
         """Take several events of one commit off the queue at once, in the order they
         were written: each delivery counted, then all applied in one transaction, each
         in a savepoint of its own, so one that fails is set aside without undoing the
@@ -377,7 +400,7 @@ class Inbox:
             cause = causation_id_var.set(str(evt.id))
             try:
                 with session.begin_nested():
-                    outcome = self._apply_in(session, evt)
+                    outcome = self._apply_in(session, evt, caught_up)
             except OperationalError:
                 raise
             except OutOfOrder:
@@ -413,7 +436,7 @@ class Inbox:
             cause = causation_id_var.set(str(first.id))
             try:
                 with session.begin_nested():
-                    outcomes = self._apply_batch_in(session, [evt for evt, _ in group])
+                    outcomes = self._apply_batch_in(session, [evt for evt, _ in group], caught_up)
             except OperationalError:
                 raise
             except Exception:

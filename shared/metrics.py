@@ -177,9 +177,16 @@ class BacklogCollector(Collector):
             "past AIDLINK_EVENT_DELIVERY_BOUND it is late.",
             labels=["producer", "subscriber"],
         )
+        resent = CounterMetricFamily(
+            "aidlink_events_resent",
+            "Copies of events the catch-up sent a subscriber again after it reported them "
+            "missing (by the producer).",
+            labels=["producer", "subscriber"],
+        )
         recovered = CounterMetricFamily(
             "aidlink_events_recovered",
-            "Events the catch-up sent a subscriber again after it reported them missing.",
+            "Events taken in from a copy the catch-up sent again, the broker having lost "
+            "them (by the subscriber).",
             labels=["producer", "subscriber"],
         )
         catch_up = getattr(self.rt, "catch_up", None)
@@ -187,6 +194,7 @@ class BacklogCollector(Collector):
             return
         try:
             standing = catch_up.behind()
+            taken_again = catch_up.recovered()
         except Exception:
             log.warning("metrics: could not read the catch-up of %s", self.rt.name, exc_info=True)
             return
@@ -199,8 +207,10 @@ class BacklogCollector(Collector):
                 first = entry.oldest if entry.oldest.tzinfo else entry.oldest.replace(tzinfo=UTC)
                 age = max(0.0, (now - first).total_seconds())
             oldest.add_metric(labels, age)
-            recovered.add_metric(labels, float(entry.recovered))
-        yield from (unconfirmed, oldest, recovered)
+            resent.add_metric(labels, float(entry.resent))
+        for producer, (n, _last) in taken_again.items():
+            recovered.add_metric([producer, self.rt.name], float(n))
+        yield from (unconfirmed, oldest, resent, recovered)
 
 
 def registry_for(rt: ServiceRuntime) -> CollectorRegistry:

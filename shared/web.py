@@ -282,9 +282,9 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
     }
 
     @rt.celery.task(name=f"{rt.name}.handle_event", bind=True, **retrying)
-    def handle_event(self: Any, message: Any) -> str:
+    def handle_event(self: Any, message: Any, caught_up: bool = False) -> str:
         try:
-            outcome = rt.inbox.handle(message).value
+            outcome = rt.inbox.handle(message, caught_up=caught_up).value
         except OutOfOrder as exc:
             # Its predecessor has not arrived yet: an expected wait, not a failure.
             # The inbox did not count this delivery; wait longer each time, for as
@@ -299,16 +299,22 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
         return outcome
 
     @rt.celery.task(name=f"{rt.name}.handle_events", **retrying)
-    def handle_events(messages: Any) -> dict[str, int]:
+    def handle_events(messages: Any, caught_up: bool = False) -> dict[str, int]:
         """Several events of one commit, applied in one transaction (Inbox.handle_many);
         one that must wait for a predecessor goes on as a ``handle_event`` task of its
-        own, with that task's patient retries."""
+        own, with that task's patient retries. ``caught_up``: copies the catch-up sent
+        again (shared/catchup.py)."""
         if not isinstance(messages, list):
             messages = [messages]
-        handled, again = rt.inbox.handle_many(messages)
+        handled, again = rt.inbox.handle_many(messages, caught_up=caught_up)
         try:
             for message in again:
-                handle_event.apply_async(args=[message], queue=rt.name, countdown=1.0)
+                handle_event.apply_async(
+                    args=[message],
+                    kwargs={"caught_up": caught_up} if caught_up else {},
+                    queue=rt.name,
+                    countdown=1.0,
+                )
         except Exception as exc:
             # Not acknowledged yet: the whole batch is tried again, and what took
             # effect is recognised as a duplicate.
@@ -343,15 +349,19 @@ def _register_messaging_tasks(rt: ServiceRuntime) -> None:
         return rt.catch_up.ask()
 
     @rt.celery.task(name=f"{rt.name}.report_received", **retrying)
-    def report_received(producer: str, ids: list[str]) -> dict[str, int]:
+    def report_received(
+        producer: str, ids: list[str], asked_at: str | None = None
+    ) -> dict[str, int]:
         assert rt.catch_up is not None
-        taken, missing = rt.catch_up.report(producer, ids)
+        taken, missing = rt.catch_up.report(producer, ids, asked_at)
         return {"taken": taken, "missing": missing}
 
     @rt.celery.task(name=f"{rt.name}.resend_missing", **retrying)
-    def resend_missing(subscriber: str, taken: list[str], missing: list[str]) -> int:
+    def resend_missing(
+        subscriber: str, taken: list[str], missing: list[str], asked_at: str | None = None
+    ) -> int:
         assert rt.catch_up is not None
-        return rt.catch_up.on_answer(subscriber, taken, missing)
+        return rt.catch_up.on_answer(subscriber, taken, missing, asked_at)
 
     @rt.celery.task(
         name=f"{rt.name}.archive_events", shared=False, time_limit=1800, soft_time_limit=1750

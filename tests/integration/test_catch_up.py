@@ -21,7 +21,7 @@ from services.gateway.models import messaging as gateway_messaging
 from services.gateway.orgs.service import register_organisation
 from services.invariants import check
 from shared.catchup import Behind
-from shared.config import Settings
+from shared.config import SERVICES, Settings
 from shared.events import new_event
 from shared.runtime import ServiceRuntime
 from tests.support.faults import deliveries_of
@@ -37,7 +37,7 @@ BOUND = 3.0
 @pytest.fixture
 def quick_stack(settings: Settings) -> Iterator[Stack]:
     with build_stack(settings.with_overrides(event_delivery_bound=BOUND)) as stack:
-        for service in ("gateway", "donations", "dispatch", "community"):
+        for service in SERVICES:
             stack.start_worker(service)
         yield stack
 
@@ -136,9 +136,12 @@ def test_an_event_the_broker_lost_reaches_its_subscriber_once(quick_stack: Stack
     _catching_up(gateway, lambda: read_model_org(donations, org_id))
     _catching_up(gateway, lambda: _awaiting(gateway, event_id) is None)
     assert _outcomes(donations, event_id) == ["applied"]
-    recovered = _standing(gateway, "donations")
-    assert recovered.recovered >= 1 and recovered.unconfirmed == 0
-    assert _standing(gateway, "dispatch").recovered == 0
+    standing = _standing(gateway, "donations")
+    assert standing.resent >= 1 and standing.unconfirmed == 0
+    assert _standing(gateway, "dispatch").resent == 0
+    assert donations.catch_up is not None and dispatch.catch_up is not None
+    assert donations.catch_up.recovered()["gateway"][0] == 1
+    assert dispatch.catch_up.recovered() == {}
 
     # The operator's view: the command line, check-invariants and the metrics.
     status = CliRunner().invoke(main, ["events", "status", "--json"], env=stack.settings.to_env())
@@ -148,33 +151,40 @@ def test_an_event_the_broker_lost_reaches_its_subscriber_once(quick_stack: Stack
         for pair in json.loads(status.output)["delivery"]
     }
     to_donations = pairs[("gateway", "donations")]
-    assert to_donations["recovered"] == recovered.recovered
+    assert (to_donations["recovered"], to_donations["resent"]) == (1, standing.resent)
     assert to_donations["behind"] == 0
     assert to_donations["last_sent"]["type"] == "org.registered"
     assert to_donations["last_applied"]["type"] == "org.registered"
-    assert pairs[("gateway", "dispatch")]["recovered"] == 0
+    assert (
+        pairs[("gateway", "dispatch")]["recovered"],
+        pairs[("gateway", "dispatch")]["resent"],
+    ) == (0, 0)
     text = CliRunner().invoke(main, ["events", "status"], env=stack.settings.to_env())
     assert "gateway -> donations" in text.output
-    assert f"recovered     {recovered.recovered} event(s)" in text.output
+    assert "recovered     1 event(s) the broker had lost" in text.output
 
     report = check(stack.settings, settle=10)
     assert report.violations == [], [v.as_dict() for v in report.violations]
     assert {(d.producer, d.subscriber, d.recovered) for d in report.delivery} >= {
-        ("gateway", "donations", recovered.recovered)
+        ("gateway", "donations", 1)
     }
     line = CliRunner().invoke(
         main, ["check-invariants", "--settle", "5"], env=stack.settings.to_env()
     )
-    assert f"recovered by catch-up: gateway->donations {recovered.recovered}" in line.output, (
-        line.output
-    )
+    assert "recovered by catch-up: gateway->donations 1" in line.output, line.output
 
-    metrics = stack.client("gateway").get("/metrics").get_data(as_text=True)
-    assert (
-        'aidlink_events_recovered_total{producer="gateway",subscriber="donations"} '
-        f"{float(recovered.recovered)}"
-    ) in metrics
-    assert 'aidlink_events_unconfirmed{producer="gateway",subscriber="donations"} 0.0' in metrics
+    resent = 'aidlink_events_resent_total{producer="gateway",subscriber="donations"}'
+    assert f"{resent} {float(standing.resent)}" in (
+        stack.client("gateway").get("/metrics").get_data(as_text=True)
+    )
+    metrics = stack.client("donations").get("/metrics").get_data(as_text=True)
+    assert 'aidlink_events_recovered_total{producer="gateway",subscriber="donations"} 1.0' in (
+        metrics
+    )
+    gateway_metrics = stack.client("gateway").get("/metrics").get_data(as_text=True)
+    assert 'aidlink_events_unconfirmed{producer="gateway",subscriber="donations"} 0.0' in (
+        gateway_metrics
+    )
 
     # An answer that wrongly says donations lacks it (one sent while the event was
     # still on its way, say): the copy is recognised and changes nothing.
@@ -252,5 +262,7 @@ def test_an_event_written_first_and_committed_last_is_not_skipped(quick_stack: S
     gateway.outbox.publisher = losing.inner
 
     _catching_up(gateway, lambda: read_model_org(donations, first_id))
-    assert _standing(gateway, "donations").recovered >= 1
+    assert _standing(gateway, "donations").resent >= 1
+    assert donations.catch_up is not None
+    assert donations.catch_up.recovered()["gateway"][0] == 1
     assert _outcomes(donations, first_id) == ["applied"]
