@@ -9,6 +9,8 @@ and runs inside its service's Flask app context.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from queue import Empty
@@ -21,8 +23,10 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
-from sqlalchemy import create_engine, delete, select, text, update
+from sqlalchemy import create_engine, delete, event, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
 
 from shared.config import Settings
 
@@ -30,6 +34,9 @@ if TYPE_CHECKING:
     from flask import Flask
 
 log = logging.getLogger(__name__)
+
+# Seconds a Redis command may wait for its reply before the connection counts as dead.
+REDIS_SOCKET_TIMEOUT = 30
 
 # Errors worth retrying: the database or broker went away for a moment.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, ConnectionError)
@@ -57,6 +64,26 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# Which file each embedded broker engine opened (device, inode), by broker URL.
+_OPENED: dict[str, tuple[int, int] | None] = {}
+_OPENING = threading.RLock()
+
+
+def _sqlite_file(url: str) -> str | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return None if parsed.database == ":memory:" else parsed.database
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class SQLAlchemyChannel(kombu_sqlalchemy.Channel):
     """Kombu's SQLAlchemy channel, keeping a taken message until it is acknowledged.
 
@@ -82,7 +109,69 @@ class SQLAlchemyChannel(kombu_sqlalchemy.Channel):
             for name, value in conninfo.transport_options.items()
             if name not in _CHANNEL_OPTIONS
         }
-        return create_engine(conninfo.hostname, **options)
+        engine = create_engine(conninfo.hostname, **options)
+        if engine.dialect.name == "sqlite":
+
+            @event.listens_for(engine, "connect")
+            def _wal(dbapi_connection: Any, _record: Any) -> None:
+                # A file made anew (see ``_open``) is shared by every process too.
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+        return engine
+
+    def _open(self) -> Any:
+        """The engine and session factory of the broker's database, shared by the
+        process's channels; on SQLite, opened anew when the file was deleted or
+        replaced since (an operator clearing ``var/broker.db``).
+
+        Kombu keeps one engine per URL for the process's life: after the file was
+        deleted, its pooled connections write into the deleted file (SQLite refuses:
+        the database moved) and new ones open an empty file without the tables, so
+        no message would pass again until every process restarted. The messages of
+        the old file are lost with it; the events among them reach their
+        subscribers again through the catch-up (shared/catchup.py)."""
+        url = self.connection.client.hostname
+        path = _sqlite_file(url)
+        engines = kombu_sqlalchemy.Channel._engines
+        if path is not None and url in engines and _file_id(path) != _OPENED.get(url):
+            with _OPENING:
+                if url in engines and _file_id(path) != _OPENED.get(url):
+                    stale, _ = engines.pop(url)
+                    stale.dispose()
+                    log.warning(
+                        "the embedded broker's file %s was deleted or replaced: opening it "
+                        "anew (messages in the old file are lost; the catch-up sends their "
+                        "events again)",
+                        path,
+                    )
+        if url not in engines:
+            with _OPENING:
+                if url not in engines:
+                    engine = self._engine_from_config()
+                    for attempt in range(5):
+                        try:
+                            kombu_sqlalchemy.metadata.create_all(engine)
+                            break
+                        except OperationalError:
+                            # Another process is making the same tables at this moment.
+                            if attempt == 4:
+                                raise
+                            time.sleep(0.1)
+                    engines[url] = engine, sessionmaker(bind=engine)
+                    if path is not None:
+                        _OPENED[url] = _file_id(path)
+        return engines[url]
+
+    @property
+    def session(self) -> Any:
+        engine, factory = self._open()
+        if self._session is not None and self._session.bind is not engine:
+            # Bound to an engine dropped for a deleted file.
+            self._session.close()
+            self._session = None
+        if self._session is None:
+            self._session = factory()
+        return self._session
 
     @property
     def _held(self) -> dict[str, int]:
@@ -230,6 +319,24 @@ class RedisChannel(kombu_redis.Channel):
             self.do_restore = False  # here and in the QoS's finaliser at exit
         super().close()
 
+    def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> list[str]:
+        """The queues a message goes to; the service's own queue when Redis has lost
+        the exchange's bindings.
+
+        Kombu keeps an exchange's bindings in Redis itself, and a connection declares
+        its queues once: after an operator's FLUSHALL, a restart without persistence or
+        a failover to a replica that had not received them, every message published on
+        an open connection would go nowhere, silently. Each aidlink exchange is named
+        after the one queue it routes to (``make_celery``): bind it again and deliver."""
+        queues: list[str] = super()._lookup(exchange, routing_key, default)
+        if not queues and exchange and exchange == routing_key:
+            log.warning(
+                "Redis had lost the binding of exchange %s; bound to its queue again", exchange
+            )
+            self._queue_bind(exchange, routing_key, "", routing_key)
+            return [routing_key]
+        return queues
+
 
 class RedisTransport(kombu_redis.Transport):
     """Kombu's Redis transport with :class:`RedisChannel`."""
@@ -250,6 +357,11 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         return {
             "visibility_timeout": settings.broker_visibility_timeout,
             "socket_connect_timeout": 5,
+            # A connection cut without a reset (a failover, a firewall or NAT dropping
+            # the flow) would otherwise leave a publish or an acknowledgement waiting
+            # for its reply for ever, and the worker with it. Kombu's BRPOP waits 1 s.
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_keepalive": True,
             "retry_on_timeout": True,
         }
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
