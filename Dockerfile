@@ -45,7 +45,7 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # Writable by the app user (beat keeps its schedule file here); the rest of /app is not.
 # A named volume mounted on /app/var starts with this ownership.
-RUN mkdir -p /app/var/keys && chown -R aidlink:aidlink /app/var
+RUN mkdir -p /app/var/keys /app/var/archive && chown -R aidlink:aidlink /app/var
 
 # Numeric, so that orchestrators can verify the image does not run as root.
 USER 10001:10001
