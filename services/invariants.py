@@ -554,6 +554,30 @@ def check_ledger(dbs: Databases) -> Iterator[Violation]:
             yield Violation("ledger-equals-lines", difference, {})
 
 
+def check_community_stock(dbs: Databases) -> Iterator[Violation]:
+    """Every unit a community received is delivered to a household, out for delivery,
+    in its stock or written off with a reason; its stock is never negative."""
+    from services.community.distribution import service as distribution
+    from services.community.models import StockMove
+
+    with dbs.session("community") as session:
+        orgs = set(session.scalars(select(StockMove.org_id).distinct()))
+        for org_id in sorted(orgs, key=str):
+            for item, figures in distribution.accounts(session, org_id).items():
+                ids = {"org_id": str(org_id), "item": item}
+                parts = ("delivered", "pending", "in_stock", "written_off")
+                if figures["received"] != sum(figures[part] for part in parts):
+                    yield Violation(
+                        "community-units-accounted",
+                        f"received {figures['received']} but delivered {figures['delivered']}"
+                        f" + out {figures['pending']} + in stock {figures['in_stock']}"
+                        f" + written off {figures['written_off']}",
+                        ids,
+                    )
+                if figures["in_stock"] < 0:
+                    yield Violation("community-stock-nonnegative", "stock below zero", ids)
+
+
 def check_delivery(dbs: Databases) -> Iterator[Violation]:
     """Every event published reached each of its subscribers within the bound."""
     bound = dbs.settings.event_delivery_bound
@@ -604,6 +628,7 @@ CHECKS: tuple[Callable[[Databases], Iterable[Violation]], ...] = (
     check_saga_agreement,
     check_shipments,
     check_ledger,
+    check_community_stock,
     check_events,
     check_delivery,
 )

@@ -8,6 +8,8 @@ import uuid
 from flask import Flask
 from sqlalchemy.orm import Session
 
+from services.community.distribution import api as distribution_api
+from services.community.distribution import service as distribution
 from services.community.models import Organisation, messaging
 from services.community.orders import api as orders_api
 from services.community.residents import api as residents_api
@@ -43,9 +45,11 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     )
     rt: ServiceRuntime = app.extensions["aidlink"]
     rt.inbox.handlers.update(_org_handlers())
+    rt.inbox.handlers["receipt.confirmed"] = distribution.on_receipt_confirmed
     flask_api.register_blueprint(
         org_directory_blueprint("community", Organisation, residents.personal_data)
     )
     flask_api.register_blueprint(residents_api.blp)
     flask_api.register_blueprint(orders_api.blp)
+    flask_api.register_blueprint(distribution_api.blp)
     return app

@@ -153,6 +153,74 @@ class OrderLine(Base):
     entered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class ReceivedGoods(Base):
+    """What the community accepted of one item of one shipment, as its receipt (or the
+    latest correction of it) says, in the relief item's base unit."""
+
+    __tablename__ = "received_goods"
+
+    shipment_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    item: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    accepted: Mapped[int] = mapped_column(Integer, nullable=False)
+    receipt_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+
+
+class StockMove(Base):
+    """Every unit into or out of the community's stock: ``received`` (a receipt, or its
+    correction's difference), ``allocated`` to a delivery (negative), ``returned`` from a
+    delivery not made, ``written_off`` with a reason (negative)."""
+
+    __tablename__ = "stock_moves"
+    __table_args__ = (Index("ix_stock_moves_org_item", "org_id", "item"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    item: Mapped[str] = mapped_column(String(64), nullable=False)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    ref_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Distribution(Entity, Base):
+    """One split of the community's stock over its households, by ``rule``."""
+
+    __tablename__ = "distributions"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    rule: Mapped[str] = mapped_column(String(24), nullable=False)
+    round_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+
+class HouseholdDelivery(Entity, Base):
+    """What a volunteer brings one household, and how it went: ``pending``, then
+    ``delivered``, ``not_home``, ``refused`` or ``returned`` (the last three go back to
+    stock). ``items``: relief item code -> quantity in its base unit."""
+
+    __tablename__ = "household_deliveries"
+    __table_args__ = (
+        Index("ix_household_deliveries_org_building", "org_id", "building_id", "status"),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    distribution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("distributions.id", ondelete="RESTRICT"), nullable=False
+    )
+    building_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    household_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("households.id", ondelete="RESTRICT"), nullable=False
+    )
+    items: Mapped[dict[str, int]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    note: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    done_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+
 class AccessRecord(Base):
     """A coordinator who read a community's residents' data, and why."""
 

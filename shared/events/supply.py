@@ -312,4 +312,4 @@ REGISTRY.register("shipment.overdue", 1, ShipmentOverdueV1())
 SUBSCRIBERS["shipment.overdue"] = ("gateway",)
 REGISTRY.register("receipt.confirmed", 1, ReceiptConfirmedV1())
 # Donations closes its reservations; the gateway tells the donor's and recipient's webhooks.
-SUBSCRIBERS["receipt.confirmed"] = ("donations", "gateway")
+SUBSCRIBERS["receipt.confirmed"] = ("donations", "gateway", "community")

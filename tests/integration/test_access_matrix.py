@@ -701,6 +701,22 @@ ROWS += [
     ),
     Row("GET", f"{COMMUNITY}/rounds/{{round}}/totals", only(dict.fromkeys(COORDINATORS, 200))),
     Row("POST", f"{COMMUNITY}/rounds/{{round}}/confirm", only({}), body=lambda w, a: {}),
+    Row("GET", f"{COMMUNITY}/stock", only(dict.fromkeys(COORDINATORS, 200))),
+    Row("POST", f"{COMMUNITY}/distributions", only({}), body=lambda w, a: {"rule": "per_person"}),
+    Row("GET", f"{COMMUNITY}/deliveries", only({})),
+    Row("GET", f"{COMMUNITY}/deliveries", only(dict.fromkeys(COORDINATORS, 200)), headers=REASON),
+    Row(
+        "POST",
+        f"{COMMUNITY}/deliveries/{{flag}}/outcome",
+        only(dict.fromkeys(COORDINATORS, 404)),
+        body=lambda w, a: {"status": "delivered"},
+    ),
+    Row(
+        "POST",
+        f"{COMMUNITY}/write-offs",
+        only({}),
+        body=lambda w, a: {"item": "vegetables", "quantity": 1, "reason": "spoiled"},
+    ),
     Row("DELETE", f"{COMMUNITY}/appointments/{{appointment}}", only({})),
 ]
 

@@ -4,6 +4,7 @@ households, their orders, the distribution inside and residents' cases."""
 from __future__ import annotations
 
 import uuid
+from datetime import date, timedelta
 from typing import Any
 
 from tests.support.auth import admin, coordinator, register, verified
@@ -174,6 +175,18 @@ ROLE_ROWS: list[tuple[str, str, dict[str, int], Any]] = [
         _expect(403, committee=201, leader1=201),
         lambda: {"building_id": "{building1}", "room": uuid.uuid4().hex[:8], "people": 2},
     ),
+    (
+        "GET",
+        "/deliveries?building_id={building1}",
+        _expect(403, committee=200, leader1=200, volunteer=200, coordinator_with_reason=200),
+        None,
+    ),
+    (
+        "GET",
+        "/stock",
+        _expect(403, committee=200, coordinator=200, coordinator_with_reason=200),
+        None,
+    ),
 ]
 
 
@@ -309,3 +322,150 @@ def test_two_buildings_orders_become_the_communitys_need_in_dispatch(stack: Stac
     for household in place.households[first] + place.households[second]:
         assert household not in text
     assert "room" not in text and "Call before" not in text
+
+
+def test_seed_story_orders_to_doors_with_every_unit_accounted_for(stack: Stack) -> None:
+    """Two buildings' orders become the community's need; a donor's vegetables are
+    matched, shipped and received; the committee splits them vulnerable first; the
+    volunteers deliver, one household is not home and its share goes back to stock;
+    check-invariants finds every unit accounted for."""
+    from services.dispatch.models import Need
+    from services.invariants import check
+    from tests.support.shipping import deliver, match, receipt_lines
+
+    for service in ("gateway", "community", "dispatch", "donations"):
+        stack.start_worker(service)
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    chief = coordinator(client, boss)
+    place = community(stack, client, boss)
+    add_households(client, place)
+    entered = order_round(client, place)
+    post(client, f"{place.base}/rounds/{entered['id']}/confirm", {}, place.committee, status=200)
+
+    def posted() -> Need | None:
+        with stack.runtime("dispatch").session_factory() as session:
+            return session.query(Need).filter_by(org_id=uuid.UUID(place.committee.org_id)).first()
+
+    need = eventually(posted, timeout=60)
+    # A donor gives 10 kg of vegetables (20 jin) for the 48 jin ordered.
+    donor = verified(client, boss, kind="foundation", region="4403")
+    pledge = post(
+        client,
+        "/api/v1/pledges",
+        {
+            "lines": [
+                {
+                    "item": "vegetables",
+                    "quantity": "10",
+                    "unit": "kg",
+                    "best_before": (date.today() + timedelta(days=10)).isoformat(),
+                }
+            ],
+            "origin": {"region": "4403", "address": "Futian warehouse"},
+        },
+        donor,
+    )
+    people = {"coordinator": chief}
+    eventually(
+        lambda: client.post(
+            "/api/v1/matching/runs",
+            json={"dry_run": True, "items": ["vegetables"]},
+            headers=chief.headers,
+        ).json["allocations"],
+        timeout=60,
+    )
+    match(client, people, "vegetables")
+    [shipment] = deliver(client, people, str(need.id))
+    post(
+        client,
+        f"/api/v1/shipments/{shipment['id']}/receipt",
+        {"lines": receipt_lines(shipment)},
+        place.committee,
+    )
+    stock_url = f"{place.base}/stock"
+    eventually(
+        lambda: (
+            client.get(stock_url, headers=place.committee.headers).json["stock"]
+            == {"vegetables": 10_000}
+        ),
+        timeout=60,
+    )
+    assert pledge["lines"][0]["quantity"] == 10_000
+
+    # Vulnerable households first: 20 jin over the 34 they ordered, none to the others.
+    split = post(
+        client, f"{place.base}/distributions", {"rule": "vulnerable_first"}, place.committee
+    )
+    everything = client.get(f"{place.base}/deliveries", headers=place.committee.headers).json[
+        "items"
+    ]
+    assert split["deliveries"] == len(everything) == 6
+    households = {
+        h["id"]: h
+        for h in client.get(f"{place.base}/households", headers=place.committee.headers).json[
+            "items"
+        ]
+    }
+    assert all(households[d["household_id"]]["vulnerable"] for d in everything)
+    assert sum(d["items"]["vegetables"] for d in everything) == 10_000
+    assert all(d["items"]["vegetables"] % 500 == 0 for d in everything)
+
+    # The volunteer of building 1 carries its list: the deaf resident's note comes with it.
+    first, second = place.buildings
+    mine = client.get(
+        f"{place.base}/deliveries?building_id={first}", headers=place.volunteer.headers
+    ).json["items"]
+    assert {d["building_id"] for d in mine} == {first}
+    assert mine[0]["note"] == "Call before knocking; deaf"
+    refused = client.get(
+        f"{place.base}/deliveries?building_id={second}", headers=place.volunteer.headers
+    )
+    assert refused.status_code == 403
+    away = mine[0]
+    for delivery in mine:
+        outcome = "not_home" if delivery is away else "delivered"
+        post(
+            client,
+            f"{place.base}/deliveries/{delivery['id']}/outcome",
+            {"status": outcome, "note": "Left a note on the door" if delivery is away else None},
+            place.volunteer,
+            status=200,
+        )
+    again = client.post(
+        f"{place.base}/deliveries/{away['id']}/outcome",
+        json={"status": "delivered"},
+        headers=place.volunteer.headers,
+    )
+    assert again.status_code == 409
+    for delivery in client.get(
+        f"{place.base}/deliveries?building_id={second}", headers=place.leaders[1].headers
+    ).json["items"]:
+        post(
+            client,
+            f"{place.base}/deliveries/{delivery['id']}/outcome",
+            {"status": "delivered"},
+            place.leaders[1],
+            status=200,
+        )
+
+    # The share of the household not at home is back in stock; a jin spoiled.
+    figures = client.get(stock_url, headers=place.committee.headers).json
+    back = away["items"]["vegetables"]
+    assert figures["stock"] == {"vegetables": back}
+    post(
+        client,
+        f"{place.base}/write-offs",
+        {"item": "vegetables", "quantity": 500, "reason": "Spoiled in the heat"},
+        place.committee,
+    )
+    accounts = client.get(stock_url, headers=place.committee.headers).json["accounts"]
+    assert accounts["vegetables"] == {
+        "received": 10_000,
+        "delivered": 10_000 - back,
+        "pending": 0,
+        "in_stock": back - 500,
+        "written_off": 500,
+    }
+    report = check(stack.settings, settle=60)
+    assert report.violations == [], [v.as_dict() for v in report.violations]

@@ -1,0 +1,1 @@
+"""Distribution inside the community: stock, splits over households, deliveries."""

@@ -1,0 +1,330 @@
+"""Use cases of the distribution inside a community: what its receipts put in stock,
+the committee's split of it over households into delivery lists per building, the
+volunteers' outcomes, and write-offs. Every unit received is delivered, in stock, out
+for delivery or written off with a reason (``check-invariants`` checks it)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.community.distribution import domain
+from services.community.models import (
+    Distribution,
+    Household,
+    HouseholdDelivery,
+    OrderLine,
+    OrderRound,
+    Organisation,
+    ReceivedGoods,
+    StockMove,
+)
+from services.community.residents import service as residents
+from services.community.residents.domain import Standing
+from shared.catalog.community import COMMUNITY_ITEMS, CommunityItem
+from shared.db import utcnow
+from shared.errors import Conflict, Forbidden, NotFound, RuleBroken
+from shared.events import Event
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("delivered", "not_home", "refused", "returned")
+# Outcomes whose goods go back to the community's stock.
+BACK_TO_STOCK = ("not_home", "refused", "returned")
+
+_BY_RELIEF = {item.relief_item: item for item in COMMUNITY_ITEMS if item.relief_item}
+
+
+def community_item_of(relief_item: str) -> CommunityItem | None:
+    return _BY_RELIEF.get(relief_item)
+
+
+def on_receipt_confirmed(session: Session, event: Event) -> None:
+    """A receipt (or its correction) of a shipment to a community: what it accepted goes
+    into stock; a correction moves only the difference."""
+    data = event.data()
+    org = session.get(Organisation, uuid.UUID(str(data["recipient_org_id"])))
+    if org is None or org.kind != residents.COMMUNITY_KIND:
+        return
+    accepted: dict[str, int] = defaultdict(int)
+    for line in data["lines"]:
+        accepted[line["item"]] += int(line["accepted"])
+    shipment_id = uuid.UUID(str(data["shipment_id"]))
+    for item, quantity in accepted.items():
+        held = session.get(ReceivedGoods, (shipment_id, item))
+        before = held.accepted if held is not None else 0
+        if held is None:
+            held = ReceivedGoods(
+                shipment_id=shipment_id,
+                item=item,
+                org_id=org.id,
+                accepted=quantity,
+                receipt_id=data["receipt_id"],
+            )
+            session.add(held)
+        else:
+            held.accepted = quantity
+            held.receipt_id = data["receipt_id"]
+        if quantity != before:
+            session.add(
+                StockMove(
+                    id=uuid.uuid4(),
+                    org_id=org.id,
+                    item=item,
+                    quantity=quantity - before,
+                    kind="received",
+                    ref_id=shipment_id,
+                )
+            )
+
+
+def stock_of(session: Session, org_id: uuid.UUID) -> dict[str, int]:
+    """What is in stock now, per relief item, in its base unit."""
+    return {
+        item: int(total)
+        for item, total in session.execute(
+            select(StockMove.item, func.sum(StockMove.quantity))
+            .where(StockMove.org_id == org_id)
+            .group_by(StockMove.item)
+        )
+        if total
+    }
+
+
+def _claims(
+    session: Session, org_id: uuid.UUID, round_id: uuid.UUID | None, item: CommunityItem
+) -> list[domain.Claim]:
+    ordered: dict[uuid.UUID, int] = {}
+    if round_id is not None:
+        for household_id, quantity in session.execute(
+            select(OrderLine.household_id, OrderLine.quantity).where(
+                OrderLine.round_id == round_id, OrderLine.item == item.code
+            )
+        ):
+            ordered[household_id] = quantity
+    households = session.scalars(
+        select(Household)
+        .where(Household.org_id == org_id, Household.erased.is_(False))
+        .order_by(Household.building_id, Household.unit, Household.room)
+    )
+    return [domain.Claim(h.id, ordered.get(h.id, 0), h.people, h.vulnerable) for h in households]
+
+
+def distribute(session: Session, standing: Standing, data: dict[str, Any]) -> Distribution:
+    """Split what is in stock of each item (or of those named) over the households by
+    ``rule``, into one delivery a household; the rest stays in stock."""
+    residents.require_committee(standing)
+    org_id = standing.org_id
+    rule = data["rule"]
+    round_id = data.get("round_id")
+    if round_id is None:
+        round_id = session.scalar(
+            select(OrderRound.id)
+            .where(OrderRound.org_id == org_id, OrderRound.status == "confirmed")
+            .order_by(OrderRound.confirmed_at.desc())
+            .limit(1)
+        )
+    elif (found := session.get(OrderRound, round_id)) is None or found.org_id != org_id:
+        raise NotFound(f"No order round {round_id}.", slug="round-not-found")
+    stock = stock_of(session, org_id)
+    wanted = data.get("items") or sorted(stock)
+    by_hand: dict[str, dict[uuid.UUID, int]] = defaultdict(dict)
+    for household_id, items in (data.get("allocations") or {}).items():
+        for code, units in items.items():
+            by_hand[code][uuid.UUID(str(household_id))] = units
+    households = {
+        h.id: h
+        for h in session.scalars(
+            select(Household).where(Household.org_id == org_id, Household.erased.is_(False))
+        )
+    }
+    plan: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
+    for relief in wanted:
+        item = community_item_of(relief)
+        if item is None or stock.get(relief, 0) <= 0:
+            raise RuleBroken(
+                f"Nothing of {relief!r} in stock to distribute.",
+                errors={"items": [f"{relief!r} is not in stock."]},
+            )
+        steps = stock[relief] // item.base_per_unit
+        hand = {h: n for h, n in by_hand.get(item.code, {}).items()}
+        unknown = [str(h) for h in hand if h not in households]
+        if unknown:
+            raise RuleBroken(
+                "Allocate to the community's households.",
+                errors={"allocations": [f"No household {h}." for h in unknown]},
+            )
+        try:
+            shares = domain.split(steps, _claims(session, org_id, round_id, item), rule, hand)
+        except ValueError as exc:
+            raise RuleBroken(str(exc), errors={"allocations": [str(exc)]}) from None
+        for household_id, units in shares.items():
+            plan[household_id][relief] = units * item.base_per_unit
+    if not plan:
+        raise Conflict("The rule gives nobody anything from this stock.", slug="nothing-to-split")
+    distribution = Distribution(
+        id=uuid.uuid4(), org_id=org_id, rule=rule, round_id=round_id, created_by=standing.user_id
+    )
+    session.add(distribution)
+    session.flush()
+    for household_id, items in plan.items():
+        delivery = HouseholdDelivery(
+            id=uuid.uuid4(),
+            org_id=org_id,
+            distribution_id=distribution.id,
+            building_id=households[household_id].building_id,
+            household_id=household_id,
+            items=items,
+            status="pending",
+        )
+        session.add(delivery)
+        for relief, quantity in items.items():
+            session.add(
+                StockMove(
+                    id=uuid.uuid4(),
+                    org_id=org_id,
+                    item=relief,
+                    quantity=-quantity,
+                    kind="allocated",
+                    ref_id=delivery.id,
+                    by=standing.user_id,
+                )
+            )
+    session.flush()
+    log.info("distribution %s: %d deliveries by %s", distribution.id, len(plan), rule)
+    return distribution
+
+
+def deliveries(
+    session: Session,
+    standing: Standing,
+    *,
+    building_id: uuid.UUID | None = None,
+    distribution_id: uuid.UUID | None = None,
+    status: str | None = None,
+) -> list[dict[str, Any]]:
+    """A building's delivery list: each household's door, what to bring and the note
+    for whoever brings it; for its volunteers, its leader and the committee."""
+    stmt = select(HouseholdDelivery, Household).join(
+        Household, Household.id == HouseholdDelivery.household_id
+    )
+    stmt = stmt.where(HouseholdDelivery.org_id == standing.org_id)
+    if building_id is not None:
+        if not standing.sees_deliveries_of(building_id):
+            raise Forbidden("Another building's deliveries are its own.", slug="forbidden")
+        stmt = stmt.where(HouseholdDelivery.building_id == building_id)
+    elif not standing.sees_everything:
+        stmt = stmt.where(HouseholdDelivery.building_id.in_(standing.leads | standing.delivers))
+    if distribution_id is not None:
+        stmt = stmt.where(HouseholdDelivery.distribution_id == distribution_id)
+    if status is not None:
+        stmt = stmt.where(HouseholdDelivery.status == status)
+    rows = list(session.execute(stmt).all())
+    rows.sort(key=lambda r: (str(r[0].building_id), r[1].unit, r[1].room))
+    return [
+        {
+            "id": delivery.id,
+            "distribution_id": delivery.distribution_id,
+            "building_id": delivery.building_id,
+            "household_id": household.id,
+            "unit": household.unit,
+            "room": household.room,
+            "note": household.note,
+            "items": delivery.items,
+            "status": delivery.status,
+            "outcome_note": delivery.note,
+            "done_at": delivery.done_at,
+        }
+        for delivery, household in rows
+    ]
+
+
+def record_outcome(
+    session: Session, standing: Standing, delivery_id: uuid.UUID, status: str, note: str | None
+) -> HouseholdDelivery:
+    """A volunteer's outcome at the door; what was not delivered goes back to stock."""
+    delivery = session.get(HouseholdDelivery, delivery_id)
+    if delivery is None or delivery.org_id != standing.org_id:
+        raise NotFound(f"No delivery {delivery_id}.", slug="delivery-not-found")
+    if not (standing.committee or delivery.building_id in standing.leads | standing.delivers):
+        raise NotFound(f"No delivery {delivery_id}.", slug="delivery-not-found")
+    if delivery.status != "pending":
+        raise Conflict(
+            f"This delivery is already {delivery.status}.",
+            slug="delivery-done",
+            current_status=delivery.status,
+        )
+    delivery.status = status
+    delivery.note = note
+    delivery.done_at = utcnow()
+    delivery.done_by = standing.user_id
+    if status in BACK_TO_STOCK:
+        for relief, quantity in delivery.items.items():
+            session.add(
+                StockMove(
+                    id=uuid.uuid4(),
+                    org_id=delivery.org_id,
+                    item=relief,
+                    quantity=quantity,
+                    kind="returned",
+                    ref_id=delivery.id,
+                    by=standing.user_id,
+                )
+            )
+    session.flush()
+    return delivery
+
+
+def write_off(session: Session, standing: Standing, data: dict[str, Any]) -> StockMove:
+    """Stock that cannot be handed out (spoiled produce), with the reason."""
+    residents.require_committee(standing)
+    have = stock_of(session, standing.org_id).get(data["item"], 0)
+    if data["quantity"] > have:
+        raise RuleBroken(
+            f"Only {have} of {data['item']} is in stock.",
+            errors={"quantity": [f"At most {have}."]},
+        )
+    move = StockMove(
+        id=uuid.uuid4(),
+        org_id=standing.org_id,
+        item=data["item"],
+        quantity=-data["quantity"],
+        kind="written_off",
+        reason=data["reason"],
+        by=standing.user_id,
+    )
+    session.add(move)
+    session.flush()
+    return move
+
+
+def accounts(session: Session, org_id: uuid.UUID) -> dict[str, dict[str, int]]:
+    """Per item: received, delivered, out for delivery, in stock, written off."""
+    figures: dict[str, dict[str, int]] = defaultdict(
+        lambda: dict.fromkeys(("received", "delivered", "pending", "in_stock", "written_off"), 0)
+    )
+    for item, kind, total in session.execute(
+        select(StockMove.item, StockMove.kind, func.sum(StockMove.quantity))
+        .where(StockMove.org_id == org_id)
+        .group_by(StockMove.item, StockMove.kind)
+    ):
+        if kind == "received":
+            figures[item]["received"] += int(total)
+        elif kind == "written_off":
+            figures[item]["written_off"] -= int(total)
+        figures[item]["in_stock"] += int(total)
+    for delivery in session.scalars(
+        select(HouseholdDelivery).where(
+            HouseholdDelivery.org_id == org_id,
+            HouseholdDelivery.status.in_(("pending", "delivered")),
+        )
+    ):
+        key = "pending" if delivery.status == "pending" else "delivered"
+        for item, quantity in delivery.items.items():
+            figures[item][key] += quantity
+    return {item: dict(values) for item, values in figures.items()}
