@@ -702,6 +702,7 @@ ROWS += [
     Row("GET", f"{COMMUNITY}/rounds/{{round}}/totals", only(dict.fromkeys(COORDINATORS, 200))),
     Row("POST", f"{COMMUNITY}/rounds/{{round}}/confirm", only({}), body=lambda w, a: {}),
     Row("GET", f"{COMMUNITY}/stock", only(dict.fromkeys(COORDINATORS, 200))),
+    Row("GET", f"{COMMUNITY}/reach", everyone(200, anonymous=200)),
     Row("POST", f"{COMMUNITY}/distributions", only({}), body=lambda w, a: {"rule": "per_person"}),
     Row("GET", f"{COMMUNITY}/deliveries", only({})),
     Row("GET", f"{COMMUNITY}/deliveries", only(dict.fromkeys(COORDINATORS, 200)), headers=REASON),

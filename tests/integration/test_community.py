@@ -469,3 +469,18 @@ def test_seed_story_orders_to_doors_with_every_unit_accounted_for(stack: Stack) 
     }
     report = check(stack.settings, settle=60)
     assert report.violations == [], [v.as_dict() for v in report.violations]
+
+    # The public sees counts of the community's reach, never a household.
+    public = client.get(f"{place.base}/reach")
+    assert public.status_code == 200
+    delivered = [d for d in everything if d["id"] != away["id"]]
+    assert public.json["households_reached"] == len(delivered) == 5
+    assert public.json["vulnerable_households_reached"] == 5
+    assert public.json["units_delivered"] == {"vegetables": 10_000 - back}
+    assert public.json["people_served"] == sum(
+        households[d["household_id"]]["people"] for d in delivered
+    )
+    text = public.get_data(as_text=True)
+    for household in households:
+        assert household not in text
+    assert "room" not in text and "Call before" not in text

@@ -12,8 +12,10 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from services.community.distribution import domain, service
+from services.community.models import Organisation
 from services.community.residents.api import standing
-from services.community.residents.service import require_committee
+from services.community.residents.service import COMMUNITY_KIND, require_committee
+from shared.errors import NotFound
 from shared.identity import require_login
 from shared.web import db_session, runtime
 
@@ -175,6 +177,27 @@ def _all_of(found: Any) -> Any:
     from dataclasses import replace
 
     return replace(found, committee=True)
+
+
+class ReachSchema(Schema):
+    org_id = fields.UUID()
+    households_reached = fields.Integer()
+    people_served = fields.Integer()
+    vulnerable_households_reached = fields.Integer()
+    units_delivered = fields.Dict(metadata={"description": "Per relief item, in its base unit"})
+
+
+@blp.route("/<uuid:org_id>/reach")
+class Reach(MethodView):
+    @blp.response(200, ReachSchema)
+    def get(self, org_id: uuid.UUID) -> Any:
+        """Public: households the community reached, people served, vulnerable
+        households reached and units delivered inside it. Counts only."""
+        session = db_session()
+        org = session.get(Organisation, org_id)
+        if org is None or org.kind != COMMUNITY_KIND:
+            raise NotFound(f"No community {org_id}.", slug="community-not-found")
+        return service.reach(session, org_id)
 
 
 @blp.route("/<uuid:org_id>/write-offs", methods=["POST"])

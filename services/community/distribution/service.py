@@ -328,3 +328,27 @@ def accounts(session: Session, org_id: uuid.UUID) -> dict[str, dict[str, int]]:
         for item, quantity in delivery.items.items():
             figures[item][key] += quantity
     return {item: dict(values) for item, values in figures.items()}
+
+
+def reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
+    """What the public may know of a community's distribution: how many households it
+    reached, how many people they are, how many of them vulnerable, and the units
+    delivered per item. Counts only, never a household."""
+    reached: set[uuid.UUID] = set()
+    units: dict[str, int] = defaultdict(int)
+    for delivery in session.scalars(
+        select(HouseholdDelivery).where(
+            HouseholdDelivery.org_id == org_id, HouseholdDelivery.status == "delivered"
+        )
+    ):
+        reached.add(delivery.household_id)
+        for item, quantity in delivery.items.items():
+            units[item] += quantity
+    households = list(session.scalars(select(Household).where(Household.id.in_(reached))))
+    return {
+        "org_id": org_id,
+        "households_reached": len(households),
+        "people_served": sum(h.people for h in households),
+        "vulnerable_households_reached": sum(1 for h in households if h.vulnerable),
+        "units_delivered": dict(units),
+    }
