@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 from requests.adapters import HTTPAdapter
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -178,6 +178,13 @@ def proxy_blueprint(client: ServiceClient) -> Blueprint:
             stream=True,
         )
         headers = [(k, v) for k, v in upstream.raw.headers.items() if k.lower() not in HOP_BY_HOP]
+        if request.method in SAFE_METHODS and _unbounded(upstream):
+            # An export: passed on as it comes, so the gateway holds a chunk at a time.
+            return Response(
+                stream_with_context(_relayed(upstream)),
+                status=upstream.status_code,
+                headers=headers,
+            )
         body = upstream.raw.read(decode_content=True)
         upstream.close()
         if request.method not in SAFE_METHODS and upstream.status_code < 400:
@@ -185,6 +192,23 @@ def proxy_blueprint(client: ServiceClient) -> Blueprint:
         return Response(body, status=upstream.status_code, headers=headers)
 
     return blp
+
+
+# Answers at most this long (by Content-Length) are read whole before being passed on.
+_READ_WHOLE = 1024 * 1024
+
+
+def _unbounded(upstream: requests.Response) -> bool:
+    """A streamed answer (no Content-Length), or a long one."""
+    length = upstream.headers.get("Content-Length")
+    return length is None or not length.isdigit() or int(length) > _READ_WHOLE
+
+
+def _relayed(upstream: requests.Response) -> Iterator[bytes]:
+    try:
+        yield from upstream.raw.stream(64 * 1024, decode_content=True)
+    finally:
+        upstream.close()
 
 
 def _audit_forwarded_write(segment: str, status: int, headers: Any, body: bytes) -> None:

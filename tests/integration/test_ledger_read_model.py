@@ -6,7 +6,9 @@ before the read model gets it filled from its lines."""
 
 from __future__ import annotations
 
+import io
 import random
+import tracemalloc
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openpyxl import load_workbook
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
@@ -36,6 +39,7 @@ from services.dispatch.transparency import totals
 from services.dispatch.transparency.service import Filters, ledger, total_rows
 from shared.config import Settings
 from shared.errors import DomainError
+from shared.identity import ANONYMOUS, INTERNAL_HEADER, sign_internal
 from shared.migrations import alembic_config, upgrade
 from shared.problems import Problem
 from tests.support.stack import Stack
@@ -692,3 +696,76 @@ def test_anonymous_readers_of_the_ledger_are_rate_limited(settings: Settings) ->
         assert "Retry-After" in limited.headers
     finally:
         gateway.extensions["aidlink"].dispose()
+
+
+# Exports ----------------------------------------------------------------------------------
+
+
+def _many_flows(session: Session, n: int) -> None:
+    """``n`` flows through the code that keeps the read model, as a bulk load would."""
+    figures = totals.Figures()
+    day = datetime(2020, 2, 3, tzinfo=UTC).date()
+    recipients = [uuid.uuid4() for _ in range(50)]
+    for i in range(n):
+        key = (day, NEED_REGIONS[i % 3], ITEMS[i % 2], uuid.uuid4(), recipients[i % 50])
+        figures.flows[key] = [i % 7 + 1, i % 3, i % 2]
+        figures.add_total((day, NEED_REGIONS[i % 3], ITEMS[i % 2]), "reserved", i % 7 + 1)
+    totals.add(session, figures)
+
+
+def test_an_export_larger_than_its_memory_streams_with_totals_matching_the_ledger(
+    stack: Stack,
+) -> None:
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        _many_flows(session, 30_000)
+    # The service itself, as the gateway calls it (over HTTP the gateway passes an
+    # export on as it comes, which the last lines check).
+    dispatch = stack.apps["dispatch"].test_client()
+    as_public = {INTERNAL_HEADER: sign_internal(ANONYMOUS, stack.settings.internal_key, "dispatch")}
+    ledger_answer: dict[str, Any] = (
+        dispatch.get("/api/v1/transparency/ledger?limit=1", headers=as_public).json or {}
+    )
+    response = dispatch.get(
+        "/api/v1/transparency/export.csv?table=flows", headers=as_public, buffered=False
+    )
+    assert response.status_code == 200 and "Content-Length" not in response.headers
+    tracemalloc.start()
+    size, quantity, rows = 0, 0, -1
+    tail = b""
+    steady: tuple[int, int] | None = None  # memory held and bytes sent, once under way
+    for chunk in response.iter_encoded():
+        size += len(chunk)
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            rows += 1
+            if rows:
+                quantity += int(line.split(b",")[6])
+        if steady is None and rows >= 5_000:
+            tracemalloc.reset_peak()
+            steady = (tracemalloc.get_traced_memory()[0], size)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    response.close()
+    assert steady is not None
+    grown, sent = peak - steady[0], size - steady[1]
+    print(f"export: {rows} rows, {sent / 1e6:.1f} MB sent, memory grew {grown / 1e6:.2f} MB")
+    assert rows == 30_000
+    # Memory, not time: once under way, the export holds a batch of rows at a time
+    # (a few hundred kB), whatever it has sent.
+    assert grown < sent / 4
+    reserved = sum(f["reserved"] + f["shipped"] for f in ledger_answer["totals"].values())
+    assert quantity == reserved
+
+    client = stack.client()
+    workbook = client.get("/api/v1/transparency/export.xlsx?item=mask&region=420103")
+    assert workbook.status_code == 200
+    assert "Content-Length" not in workbook.headers
+    sheets = load_workbook(io.BytesIO(workbook.data), read_only=True)
+    header, *cells = list(sheets["totals"].values)
+    assert header == ("month", "region", "item", "base_unit", *totals.MEASURES)
+    by_sheet = sum(int(row[header.index("reserved")]) for row in cells)
+    in_region = client.get("/api/v1/transparency/ledger?item=mask&region=420103&limit=1")
+    assert by_sheet == (in_region.json or {})["totals"]["mask"]["reserved"]
+    assert len(list(sheets["flows"].values)) == 5_001

@@ -62,13 +62,23 @@ ALLOCATION_STATUSES = (
 def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None:
     """Take a whole pledge from a pledge.* event into the supply read model."""
     line_ids = [line["id"] for line in pledge["lines"]]
-    # An anonymity chosen again moves the pledge's flows in the ledger.
-    allocation_ids = session.scalars(
-        select(Allocation.id).where(
-            Allocation.pledge_id == pledge["id"],
-            Allocation.status.in_(ledger.COUNTED_ALLOCATION_STATUSES),
+    allocation_ids: list[uuid.UUID] = []
+    anonymous = bool(pledge.get("anonymous", False))
+    if session.scalar(
+        select(SupplyLine.id)
+        .where(SupplyLine.pledge_id == pledge["id"], SupplyLine.anonymous.is_not(anonymous))
+        .limit(1)
+    ):
+        # An anonymity chosen again moves the pledge's flows in the ledger (donations
+        # allows it only before any of the pledge is reserved, so this is rare).
+        allocation_ids = list(
+            session.scalars(
+                select(Allocation.id).where(
+                    Allocation.pledge_id == pledge["id"],
+                    Allocation.status.in_(ledger.COUNTED_ALLOCATION_STATUSES),
+                )
+            )
         )
-    ).all()
     with ledger.moves(session, supply_lines=line_ids, allocations=allocation_ids):
         _apply_pledge(session, pledge, version)
 
@@ -76,9 +86,12 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
 def _apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None:
     origin = pledge["origin"]
     # Every line of a pledge counts as pledged when dispatch first heard of the pledge.
-    pledged_at = session.scalar(
-        select(func.min(SupplyLine.pledged_at)).where(SupplyLine.pledge_id == pledge["id"])
-    ) or utcnow()
+    pledged_at = (
+        session.scalar(
+            select(func.min(SupplyLine.pledged_at)).where(SupplyLine.pledge_id == pledge["id"])
+        )
+        or utcnow()
+    )
     anonymous = bool(pledge.get("anonymous", False))
     changed = False
     for line in pledge["lines"]:

@@ -32,6 +32,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -133,16 +134,28 @@ def total_rows(session: Session, filters: Filters) -> Iterator[dict[str, Any]]:
         .order_by(LedgerTotal.month, LedgerTotal.city, LedgerTotal.item)
     )
     units: dict[str, str | None] = {}
-    for m, r, i, *values in session.execute(stmt, execution_options={"yield_per": 2000}):
-        if i not in units:
-            units[i] = _base_unit(i)
-        yield {
-            "month": m,
-            "region": r,
-            "item": i,
-            "base_unit": units[i],
-            **{k: int(v or 0) for k, v in zip(MEASURES, values, strict=True)},
-        }
+    with _streamed(session, stmt) as rows:
+        for m, r, i, *values in rows:
+            if i not in units:
+                units[i] = _base_unit(i)
+            yield {
+                "month": m,
+                "region": r,
+                "item": i,
+                "base_unit": units[i],
+                **{k: int(v or 0) for k, v in zip(MEASURES, values, strict=True)},
+            }
+
+
+@contextmanager
+def _streamed(session: Session, stmt: Any) -> Iterator[Any]:
+    """``stmt``'s rows a batch at a time (a server-side cursor on PostgreSQL), closed
+    however the reading ends: an export whose client went away leaves nothing open."""
+    result = session.execute(stmt, execution_options={"yield_per": 500})
+    try:
+        yield result
+    finally:
+        result.close()
 
 
 def _rollup(rows: list[dict[str, Any]], key: str | None) -> dict[str, Any]:
@@ -187,7 +200,8 @@ def _flow_groups(
         stmt = stmt.where(tuple_(*keys) > tuple_(*decode_cursor(after)))
     if limit is not None:
         stmt = stmt.limit(limit)
-    return iter(session.execute(stmt, execution_options={"yield_per": 2000}))
+    with _streamed(session, stmt) as rows:
+        yield from rows
 
 
 def _shaped_flows(session: Session, groups: list[Any]) -> list[dict[str, Any]]:
@@ -214,7 +228,7 @@ def _shaped_flows(session: Session, groups: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def flow_rows(session: Session, filters: Filters, batch: int = 1000) -> Iterator[dict[str, Any]]:
+def flow_rows(session: Session, filters: Filters, batch: int = 500) -> Iterator[dict[str, Any]]:
     """Donor organisation -> recipient organisation, per item, every one, in the
     order of (item, donor, recipient); names looked up a batch at a time."""
     groups = _flow_groups(session, filters)

@@ -118,8 +118,11 @@ def _day(when: datetime) -> date:
     return when.date()
 
 
-def _where_ids(stmt: Any, column: Any, ids: list[Any] | None) -> Any:
-    return stmt if ids is None else stmt.where(column.in_(ids))
+def _where_ids(stmt: Any, column: Any, ids: list[Any] | None, lock: Any = None) -> Any:
+    if ids is None:
+        return stmt
+    stmt = stmt.where(column.in_(ids))
+    return stmt if lock is None else stmt.with_for_update(of=lock)
 
 
 def _batches(ids: Collection[Any] | None) -> Iterator[list[Any] | None]:
@@ -139,9 +142,14 @@ def count_lines(
     allocations: Collection[uuid.UUID] | None = None,
     shipment_lines: Collection[uuid.UUID] | None = None,
     everything: bool = False,
+    lock: bool = False,
 ) -> Figures:
     """What the given rows count in the ledger (``everything``: every row), computed
-    from the lines themselves by the ledger's definitions (see service.py)."""
+    from the lines themselves by the ledger's definitions (see service.py).
+
+    ``lock``: the rows named are locked as they are read (FOR UPDATE), so that what
+    they counted before a change is what the change starts from: a concurrent writer
+    of the same rows commits first, and is read, or waits."""
     figures = Figures()
     if everything or supply_lines:
         for ids in _batches(None if everything else supply_lines):
@@ -149,7 +157,8 @@ def count_lines(
                 SupplyLine.item, SupplyLine.region, SupplyLine.pledged_at, SupplyLine.quantity
             ).where(SupplyLine.status.not_in(UNPLEDGED_LINE_STATUSES))
             for item, region, pledged_at, quantity in session.execute(
-                _where_ids(pledged, SupplyLine.id, ids), execution_options=_STREAM
+                _where_ids(pledged, SupplyLine.id, ids, SupplyLine if lock else None),
+                execution_options=_STREAM,
             ):
                 figures.add_total((_day(pledged_at), region, item), "pledged", quantity)
     if everything or allocations:
@@ -184,7 +193,8 @@ def count_lines(
                 recipient,
                 accepted,
             ) in session.execute(
-                _where_ids(counted, Allocation.id, ids), execution_options=_STREAM
+                _where_ids(counted, Allocation.id, ids, Allocation if lock else None),
+                execution_options=_STREAM,
             ):
                 day = _day(created_at)
                 shipped = status in SHIPPED_STATUSES
@@ -214,7 +224,8 @@ def count_lines(
                 .where(ShipmentLine.accepted > 0)
             )
             for item, accepted, confirmed_at, region in session.execute(
-                _where_ids(received, ShipmentLine.id, ids), execution_options=_STREAM
+                _where_ids(received, ShipmentLine.id, ids, ShipmentLine if lock else None),
+                execution_options=_STREAM,
             ):
                 figures.add_total((_day(confirmed_at), region, item), "received", accepted)
     return figures
@@ -287,7 +298,7 @@ def moves(
         return
     session.flush()
     before = count_lines(
-        session, supply_lines=named[0], allocations=named[1], shipment_lines=named[2]
+        session, supply_lines=named[0], allocations=named[1], shipment_lines=named[2], lock=True
     )
     yield
     session.flush()
