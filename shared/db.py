@@ -9,6 +9,7 @@ uses for optimistic concurrency.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,23 @@ def _prepare_sqlite(engine: Engine, *, immediate: bool = True) -> None:
     def _on_begin(conn: Any) -> None:
         # Read-only engines take no write lock: in WAL mode readers never wait.
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# Ids per ``IN (...)``: well under every backend's limit of bound parameters (SQLite's
+# is 32,766 since 3.32 and 999 before; PostgreSQL's 65,535).
+IN_CHUNK = 500
+
+
+def in_chunks(ids: Iterable[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
+    """``ids`` (each once) in lists of at most ``size``: one ``IN (...)`` each."""
+    batch: list[Any] = []
+    for each in dict.fromkeys(ids):
+        batch.append(each)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def upsert_insert(session: Any) -> Any:

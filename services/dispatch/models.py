@@ -54,6 +54,8 @@ class Need(Entity, Base):
     __tablename__ = "needs"
     __table_args__ = (
         Index("ix_needs_org_created", "org_id", "created_at"),
+        # The order of every list of needs (shared/pagination.py).
+        Index("ix_needs_created", "created_at", "id"),
         Index("ix_needs_status_expires", "status", "expires_at"),
     )
 

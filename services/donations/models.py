@@ -47,7 +47,11 @@ class Pledge(Entity, Base):
     aggregate version of its events; every change to a line bumps it."""
 
     __tablename__ = "pledges"
-    __table_args__ = (Index("ix_pledges_org_created", "org_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_pledges_org_created", "org_id", "created_at"),
+        # The order of every list of pledges (shared/pagination.py).
+        Index("ix_pledges_created", "created_at", "id"),
+    )
 
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     # open, cancelled or closed (every line delivered, expired or cancelled)

@@ -28,6 +28,7 @@ from services.dispatch.models import (
     ShipmentLine,
     SupplyLine,
 )
+from shared.db import in_chunks
 
 ANONYMOUS = "anonymous"
 # Allocations that moved, or are held to move, something.
@@ -38,25 +39,26 @@ COUNTED_STATUSES = ("reserved", "shipped", "delivered", "received")
 
 def org_names(session: Session, ids: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, str]:
     wanted = {i for i in ids if i is not None}
-    if not wanted:
-        return {}
-    rows = session.execute(
-        select(Organisation.id, Organisation.name).where(Organisation.id.in_(wanted))
-    )
-    return {row.id: row.name for row in rows}
+    names: dict[uuid.UUID, str] = {}
+    for chunk in in_chunks(sorted(wanted)):
+        rows = session.execute(
+            select(Organisation.id, Organisation.name).where(Organisation.id.in_(chunk))
+        )
+        names.update((row.id, row.name) for row in rows)
+    return names
 
 
 def receipt_sequences(session: Session, shipment_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
     """The latest receipt's sequence of each shipment that has one."""
-    wanted = set(shipment_ids)
-    if not wanted:
-        return {}
-    rows = session.execute(
-        select(Receipt.shipment_id, func.max(Receipt.sequence))
-        .where(Receipt.shipment_id.in_(wanted))
-        .group_by(Receipt.shipment_id)
-    )
-    return {shipment_id: int(sequence) for shipment_id, sequence in rows}
+    found: dict[uuid.UUID, int] = {}
+    for chunk in in_chunks(sorted(set(shipment_ids))):
+        rows = session.execute(
+            select(Receipt.shipment_id, func.max(Receipt.sequence))
+            .where(Receipt.shipment_id.in_(chunk))
+            .group_by(Receipt.shipment_id)
+        )
+        found.update((shipment_id, int(sequence)) for shipment_id, sequence in rows)
+    return found
 
 
 def _status_of_receipt(sequence: int | None) -> str:
