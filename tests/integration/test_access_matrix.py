@@ -573,6 +573,7 @@ ROWS: list[Row] = [
     Row("GET", "/api/v1/transparency/ledger", everyone(200, anonymous=200)),
     Row("GET", "/api/v1/transparency/export.csv", everyone(200, anonymous=200)),
     Row("GET", "/api/v1/transparency/export.json", everyone(200, anonymous=200)),
+    Row("GET", "/api/v1/transparency/export.xlsx", everyone(200, anonymous=200)),
     # Shipments: the donor and the recipient see both, the logistics company only the one
     # it carries; updates are for that company and coordinators. A late scan (before
     # the shipment's status) is recorded whoever sends it, so each call answers alike.
