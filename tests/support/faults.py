@@ -49,7 +49,8 @@ def free_port() -> int:
 
 class PrivateRedis:
     """A redis-server of the test's own on a free port, persisting to an append-only
-    file so a restart keeps every message (never the shared server on 6379)."""
+    file so a restart keeps every message (never the shared server on 6379), unless
+    restarted with ``restart_empty``."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -108,6 +109,30 @@ class PrivateRedis:
         self.stop()
         time.sleep(down_for)  # clients notice it is gone, and retry
         self.start()
+
+    def restart_empty(self, down_for: float = 1.0) -> None:
+        """Killed and started again without its append-only file: every message,
+        waiting or unacknowledged, is gone (a Redis run without persistence, or a
+        failover to a replica that had not received the last writes)."""
+        import shutil
+
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+        shutil.rmtree(self.directory / "appendonlydir", ignore_errors=True)
+        (self.directory / "dump.rdb").unlink(missing_ok=True)
+        time.sleep(down_for)
+        self.start()
+
+    def flushall(self) -> None:
+        """An operator's FLUSHALL: every queue, unacknowledged message and binding."""
+        import redis
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=2)
+        try:
+            client.flushall()
+        finally:
+            client.close()
 
 
 def kill_worker(worker: WorkerProcess) -> list[int]:
@@ -332,8 +357,14 @@ def worker_env(service: str, spec: dict[str, Any]) -> dict[str, str]:
     return {"AIDLINK_TEST_SERVICE": service, FAULTS_ENV: json.dumps(spec)}
 
 
-def start_faulty_worker(stack: Stack, service: str, spec: dict[str, Any]) -> WorkerProcess:
-    return stack.start_worker(service, module="tests.faults.worker", env=worker_env(service, spec))
+def start_faulty_worker(
+    stack: Stack, service: str, spec: dict[str, Any], env: dict[str, str] | None = None
+) -> WorkerProcess:
+    """A worker with the faults of ``spec``, and ``env`` over the stack's settings
+    (e.g. a ``BROKER_URL`` through a flaky link)."""
+    return stack.start_worker(
+        service, module="tests.faults.worker", env={**worker_env(service, spec), **(env or {})}
+    )
 
 
 @contextmanager
@@ -527,6 +558,43 @@ class Saga:
             time.sleep(0.2)
         raise AssertionError("matching stayed busy")
 
+    def ship(self) -> int:
+        """Every planned shipment picked up and delivered, as the logistics staff's
+        scans would say (posted as the coordinator); returns how many."""
+        from datetime import UTC, datetime, timedelta
+
+        from services.dispatch.models import Shipment
+
+        with self.stack.runtime("dispatch").session_factory() as session:
+            planned = list(session.scalars(select(Shipment.id).where(Shipment.status == "planned")))
+        now = datetime.now(UTC)
+        for shipment_id in planned:
+            for status, ago in (("picked_up", 60), ("delivered", 30)):
+                post(
+                    self.stack.client(),
+                    f"/api/v1/shipments/{shipment_id}/events",
+                    {"status": status, "occurred_at": (now - timedelta(seconds=ago)).isoformat()},
+                    self.chief,
+                )
+        return len(planned)
+
+    def delivered(self) -> bool:
+        """Every allocation on a shipment is delivered, in dispatch and in donations."""
+        from services.donations.models import Reservation
+
+        shipped = [a.id for a in self.allocations() if a.status in SHIPPED_ALLOCATIONS]
+        if not shipped or any(
+            a.status != "delivered" for a in self.allocations() if a.id in shipped
+        ):
+            return False
+        with self.stack.runtime("donations").session_factory() as session:
+            statuses = set(
+                session.scalars(
+                    select(Reservation.status).where(Reservation.allocation_id.in_(shipped))
+                )
+            )
+        return statuses == {"delivered"}
+
     def allocations(self) -> list[Any]:
         from services.dispatch.models import Allocation
 
@@ -547,22 +615,57 @@ def _unit(item: str) -> str:
 
 
 def sweep_all(stack: Stack) -> int:
-    """Beat's outbox sweep of every service, run here."""
+    """Beat's outbox sweep of every service, and its catch-up round (which asks only
+    about events published at least a tenth of the delivery bound ago), run here.
+    Returns how many events the sweeps published."""
     sent = 0
     for service in SERVICES:
+        rt = stack.runtime(service)
         # The database or broker may be down for the moment: the next sweep retries.
         with suppress(Exception):
-            sent += stack.runtime(service).outbox.sweep()
+            sent += rt.outbox.sweep()
+        if rt.catch_up is not None:
+            with suppress(Exception):
+                rt.catch_up.ask()
     return sent
 
 
+def recovered_by_catch_up(stack: Stack) -> dict[str, int]:
+    """Per producer and subscriber, the events the subscriber took in from a copy the
+    catch-up sent again (the broker had lost them)."""
+    found: dict[str, int] = {}
+    for service in SERVICES:
+        rt = stack.runtime(service)
+        assert rt.catch_up is not None
+        for producer, (n, _last) in rt.catch_up.recovered().items():
+            found[f"{producer}->{service}"] = n
+    return found
+
+
+def resent_by_catch_up(stack: Stack) -> dict[str, int]:
+    """Per producer and subscriber, the copies the catch-up sent again."""
+    found: dict[str, int] = {}
+    for service in SERVICES:
+        rt = stack.runtime(service)
+        assert rt.catch_up is not None
+        for standing in rt.catch_up.behind():
+            if standing.resent:
+                found[f"{standing.producer}->{standing.subscriber}"] = standing.resent
+    return found
+
+
 def start_workers(
-    stack: Stack, spec: dict[str, Any] | None = None, only: str | None = None
+    stack: Stack,
+    spec: dict[str, Any] | None = None,
+    only: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, WorkerProcess]:
     """A worker for every service (or ``only`` one), with the faults of ``spec``."""
     return {
         service: (
-            start_faulty_worker(stack, service, spec) if spec else stack.start_worker(service)
+            start_faulty_worker(stack, service, spec or {}, env)
+            if spec or env
+            else stack.start_worker(service)
         )
         for service in SERVICES
         if only is None or service == only
@@ -571,7 +674,10 @@ def start_workers(
 
 @contextmanager
 def supervised(
-    stack: Stack, workers: dict[str, WorkerProcess], spec: dict[str, Any] | None = None
+    stack: Stack,
+    workers: dict[str, WorkerProcess],
+    spec: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[list[str]]:
     """While the block runs, start again any of ``workers`` that exits, as compose's
     restart policy does in production; yields the services restarted so far."""
@@ -582,7 +688,7 @@ def supervised(
         while not stop.wait(0.5):
             for service, worker in list(workers.items()):
                 if worker.process is not None and worker.process.poll() is not None:
-                    workers[service] = start_workers(stack, spec, only=service)[service]
+                    workers[service] = start_workers(stack, spec, only=service, env=env)[service]
                     restarted.append(service)
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -641,6 +747,10 @@ def inbox_outcomes(stack: Stack, service: str) -> dict[str, int]:
         )
 
 
+# Allocations that are, or have been, on a shipment.
+SHIPPED_ALLOCATIONS = ("reserved", "shipped", "delivered", "received")
+
+
 def assert_accounted(saga: Saga, *, settle: float = 90.0) -> Any:
     """The end of every fault test: the system comes to rest, every invariant holds,
     every pledge and need submitted is there once, every allocation had exactly one
@@ -692,7 +802,7 @@ def assert_accounted(saga: Saga, *, settle: float = 90.0) -> Any:
             assert reservation is not None and reservation.status == "active", allocation.id
         if allocation.status == "rejected":
             assert reservation is None or reservation.status == "rejected", allocation.id
-    reserved = sorted(a.id for a in allocations if a.status == "reserved")
+    reserved = sorted(a.id for a in allocations if a.status in SHIPPED_ALLOCATIONS)
     # Shipments are planned from reserved allocations: each exactly once.
     assert sorted(shipped) == reserved
     assert unaccounted_events(stack) == []
