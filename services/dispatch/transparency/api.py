@@ -163,11 +163,13 @@ def public_ledger(args: dict[str, Any]) -> Any:
     if not_modified(etag, changed_at):
         return Response(status=304, headers=headers)
     key = (version, query)
-    answer = _answers.get(key)
-    if answer is None:
+    body = _answers.get(key)
+    if body is None:
         answer = ledger.ledger(session, filters, cursor=args.get("cursor"), limit=args["limit"])
-        _answers.put(key, answer)
-    return answer, 200, headers
+        body = json.dumps(LedgerSchema().dump(answer), separators=(",", ":")).encode()
+        _answers.put(key, body)
+    # The answer as sent: asked again before anything changed, it is not made again.
+    return Response(body, status=200, mimetype="application/json", headers=headers)
 
 
 class AnswerCache:
