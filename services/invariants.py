@@ -176,11 +176,14 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def delivery(dbs: Databases, now: datetime | None = None) -> list[Delivery]:
+def delivery(
+    dbs: Databases, now: datetime | None = None, *, history: bool = True
+) -> list[Delivery]:
     """Per producer and subscriber: the last event sent and the last taken in, the
     events not yet taken in (and those past the delivery bound), what the catch-up
     recovered and how many copies it sent again. Pairs with no event between them
-    are left out."""
+    are left out. Without ``history``, only what is not yet taken in (read through
+    the outbox's small index of unconfirmed rows, not the whole of each table)."""
     from shared.events import subscribers_of
 
     now = now or datetime.now(UTC)
@@ -190,24 +193,27 @@ def delivery(dbs: Databases, now: datetime | None = None) -> list[Delivery]:
     recovered: dict[tuple[str, str], tuple[int, datetime | None]] = {}
     for subscriber in SERVICES:
         models = _messaging(subscriber)
-        with dbs.session(subscriber) as session:
-            for producer, n, last in session.execute(
-                select(models.inbox.producer, func.count(), func.max(models.inbox.received_at))
-                .where(models.inbox.caught_up, models.inbox.producer.is_not(None))
-                .group_by(models.inbox.producer)
-            ):
-                recovered[(str(producer), subscriber)] = (int(n), _aware(last))
-            for producer, kind, received in session.execute(
-                select(models.inbox.producer, models.inbox.type, func.max(models.inbox.received_at))
-                .where(models.inbox.producer.is_not(None))
-                .group_by(models.inbox.producer, models.inbox.type)
-            ):
-                received = _aware(received)
-                key = (str(producer), subscriber)
-                if received is not None and (
-                    key not in newest_applied or received > newest_applied[key][0]
+        if history:
+            with dbs.session(subscriber) as session:
+                for producer, n, last in session.execute(
+                    select(models.inbox.producer, func.count(), func.max(models.inbox.received_at))
+                    .where(models.inbox.caught_up, models.inbox.producer.is_not(None))
+                    .group_by(models.inbox.producer)
                 ):
-                    newest_applied[key] = (received, str(kind))
+                    recovered[(str(producer), subscriber)] = (int(n), _aware(last))
+                for producer, kind, received in session.execute(
+                    select(
+                        models.inbox.producer, models.inbox.type, func.max(models.inbox.received_at)
+                    )
+                    .where(models.inbox.producer.is_not(None))
+                    .group_by(models.inbox.producer, models.inbox.type)
+                ):
+                    received = _aware(received)
+                    key = (str(producer), subscriber)
+                    if received is not None and (
+                        key not in newest_applied or received > newest_applied[key][0]
+                    ):
+                        newest_applied[key] = (received, str(kind))
 
         def lookup(ids: list[uuid.UUID], subscriber: str = subscriber) -> set[uuid.UUID]:
             models = _messaging(subscriber)
@@ -239,11 +245,16 @@ def delivery(dbs: Databases, now: datetime | None = None) -> list[Delivery]:
         found: dict[str, Delivery] = {}
 
         with dbs.session(producer) as session:
-            for kind, sent in session.execute(
-                select(outbox.type, func.max(outbox.created_at))
-                .where(outbox.published_at.is_not(None))
-                .group_by(outbox.type)
-            ):
+            last_sent = (
+                session.execute(
+                    select(outbox.type, func.max(outbox.created_at))
+                    .where(outbox.published_at.is_not(None))
+                    .group_by(outbox.type)
+                ).all()
+                if history
+                else []
+            )
+            for kind, sent in last_sent:
                 sent = _aware(sent)
                 for subscriber in subscribers_of(kind):
                     entry = found.setdefault(subscriber, Delivery(producer, subscriber))
@@ -311,7 +322,7 @@ def in_flight(dbs: Databases) -> dict[str, int]:
     from shared.taskqueue import SQLAlchemyChannel, make_celery
 
     waiting: dict[str, int] = {}
-    for entry in delivery(dbs):
+    for entry in delivery(dbs, history=False):
         if entry.behind:
             waiting[f"{entry.producer}->{entry.subscriber}"] = entry.behind
     for name in SERVICES:
