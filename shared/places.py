@@ -19,10 +19,12 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from marshmallow import Schema, fields, validate
 from sqlalchemy import Boolean, Float, String, Uuid, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from shared.contacts import contact_of
+from shared.catalog.regions import RegionCode
+from shared.contacts import PlaceContactSchema, contact_of
 from shared.db import UTCDateTime, utcnow
 from shared.errors import RuleBroken
 from shared.events import Event
@@ -103,6 +105,43 @@ def place_event_handlers(model: type[PlaceView]) -> dict[str, Any]:
         place.synced_at = utcnow()
 
     return {"place.saved": on_saved}
+
+
+class LocationInSchema(Schema):
+    """A pledge's origin or a need's location as the API takes it: a named place of the
+    organisation, or an address with its region (``resolve_location``)."""
+
+    place_id = fields.UUID(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "One of the organisation's named places "
+            "(/api/v1/orgs/{org_id}/places): its address, region, coordinates and "
+            "contact are used (give none of them then)"
+        },
+    )
+    place = fields.String(
+        load_default=None,
+        allow_none=True,
+        load_only=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "The same, by the place's name"},
+    )
+    address = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+    region = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=RegionCode(),
+        metadata={"description": "Required unless a place is named"},
+    )
+    lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
+    lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
+    contact = fields.Nested(
+        PlaceContactSchema,
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Whom the driver calls there; seen by the carrier"},
+    )
 
 
 # What an erased person's place keeps of its address (its region stays).

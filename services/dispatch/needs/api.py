@@ -16,11 +16,12 @@ from services.dispatch.models import Need, NeedLine, Organisation
 from services.dispatch.needs import domain, service
 from shared import catalog
 from shared.catalog.regions import RegionCode
-from shared.contacts import PlaceContactSchema, contact_of
+from shared.contacts import contact_of
 from shared.events.supply import NEED_STATUSES, URGENCIES
 from shared.http import etag, require_if_match
 from shared.identity import RECIPIENT_KINDS, Identity, current_identity, forbidden, require_roles
 from shared.pagination import OrgListArgsSchema, OrgListing, page_schema, paginate
+from shared.places import LocationInSchema
 from shared.problems import Problem
 from shared.web import db_session, runtime
 
@@ -39,38 +40,8 @@ INACTIVE_ORG_STATUSES = ("suspended", "merged")
 # Schemas ---------------------------------------------------------------------------------
 
 
-class NeedLocationSchema(Schema):
-    place_id = fields.UUID(
-        load_default=None,
-        allow_none=True,
-        metadata={
-            "description": "One of the organisation's named places "
-            "(/api/v1/orgs/{org_id}/places): its address, region, coordinates and "
-            "contact are the location's (give none of them then)"
-        },
-    )
-    place = fields.String(
-        load_default=None,
-        allow_none=True,
-        load_only=True,
-        validate=validate.Length(min=1, max=100),
-        metadata={"description": "The same, by the place's name"},
-    )
-    address = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
-    region = fields.String(
-        load_default=None,
-        allow_none=True,
-        validate=REGION,
-        metadata={"description": "Required unless a place is named"},
-    )
-    lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
-    lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
-    contact = fields.Nested(
-        PlaceContactSchema,
-        load_default=None,
-        allow_none=True,
-        metadata={"description": "Whom the driver calls there; seen by the carrier"},
-    )
+class NeedLocationSchema(LocationInSchema):
+    """Where the goods go."""
 
 
 def _amount(description: str, **kwargs: Any) -> fields.Decimal:

@@ -18,12 +18,13 @@ from services.donations.models import Organisation, Pledge, PledgeLine
 from services.donations.pledges import service
 from shared import catalog
 from shared.catalog.regions import RegionCode
-from shared.contacts import PlaceContactSchema, contact_of
+from shared.contacts import contact_of
 from shared.events.registry import ORGANISATION_KINDS
 from shared.events.supply import LINE_STATUSES, PLEDGE_STATUSES
 from shared.http import etag, require_if_match
 from shared.identity import Identity, current_identity, forbidden, require_roles
 from shared.pagination import OrgListArgsSchema, OrgListing, page_schema, paginate
+from shared.places import LocationInSchema
 from shared.problems import Problem
 from shared.web import db_session, runtime
 
@@ -33,38 +34,8 @@ blp = Blueprint("pledges", __name__, url_prefix="/api/v1/pledges", description="
 REGION = RegionCode()
 
 
-class LocationSchema(Schema):
-    place_id = fields.UUID(
-        load_default=None,
-        allow_none=True,
-        metadata={
-            "description": "One of the organisation's named places "
-            "(/api/v1/orgs/{org_id}/places): its address, region, coordinates and "
-            "contact are the origin's (give none of them then)"
-        },
-    )
-    place = fields.String(
-        load_default=None,
-        allow_none=True,
-        load_only=True,
-        validate=validate.Length(min=1, max=100),
-        metadata={"description": "The same, by the place's name"},
-    )
-    address = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
-    region = fields.String(
-        load_default=None,
-        allow_none=True,
-        validate=REGION,
-        metadata={"description": "Required unless a place is named"},
-    )
-    lat = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
-    lon = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
-    contact = fields.Nested(
-        PlaceContactSchema,
-        load_default=None,
-        allow_none=True,
-        metadata={"description": "Whom the driver calls there; seen by the carrier"},
-    )
+class LocationSchema(LocationInSchema):
+    """Where the goods are picked up."""
 
 
 class RestrictionsSchema(Schema):
