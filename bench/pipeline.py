@@ -17,7 +17,17 @@ one UPDATE (bench/event_hop.py's no-op worker).
 It prints allocations per second next to no-op tasks per second and their ratio
 (target at least 0.5). It prints figures only and never fails on them.
 
+The catch-up (shared/catchup.py) is measured in the same run: measurement A runs
+``--repeat`` times with it off (``AIDLINK_EVENT_CATCH_UP=0``: outbox rows do not track
+their subscribers, nothing is asked) and as many times with it on, alternately, each
+on fresh databases, and prints the medians and the overhead (target under 10%). With
+it on, the producers ask their subscribers every ``--catch-up-every`` seconds (1 s by
+default: thirty times as often as production's default of a round every 30 s), as
+beat would.
+
     .venv/bin/python -m bench.pipeline --needs 500
+    .venv/bin/python -m bench.pipeline --needs 600 --clients 8 --repeat 3 \\
+        --broker redis://127.0.0.1:6379/14 --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     .venv/bin/python -m bench.pipeline --needs 300 --clients 8 --broker redis://127.0.0.1:6379/14 \\
         --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     .venv/bin/python -m bench.pipeline --needs 2000 --broker redis://127.0.0.1:6379/14 \\
@@ -28,12 +38,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, func, select
 
@@ -91,6 +104,7 @@ def measure_pipeline(
     timeout: float,
     clients: int = 1,
     loglevel: str = "WARNING",
+    catch_up_every: float | None = None,
 ) -> tuple[Result, dict[str, int]]:
     from services.dispatch.app import create_app as create_dispatch
     from services.dispatch.models import Allocation, SupplyLine
@@ -113,6 +127,7 @@ def measure_pipeline(
         with reader.connect() as conn:
             return int(conn.scalar(query) or 0)  # type: ignore[call-overload]
 
+    stop_asking = threading.Event()
     reserved = select(func.count()).select_from(Allocation).where(Allocation.status == "reserved")
     supplied = select(func.count()).select_from(SupplyLine)
     workers = [
@@ -163,6 +178,15 @@ def measure_pipeline(
                     },
                 )
 
+        if catch_up_every:
+            # Beat's rounds: each producer asks its subscribers what they lack.
+            def ask() -> None:
+                while not stop_asking.wait(catch_up_every):
+                    for rt in (donations_rt, dispatch_rt):
+                        with contextlib.suppress(Exception):
+                            rt.catch_up.ask()
+
+            threading.Thread(target=ask, name="catch-up", daemon=True).start()
         start = time.perf_counter()
         # Recipients post at once, each need in its own transaction, as through the API.
         with ThreadPoolExecutor(max_workers=clients) as pool:
@@ -185,6 +209,7 @@ def measure_pipeline(
                 )
             }
     finally:
+        stop_asking.set()
         with no_interrupts():
             for worker in workers:
                 worker.stop()
@@ -194,6 +219,33 @@ def measure_pipeline(
             donations_rt.dispose()
             dispatch_rt.dispose()
     return Result("pipeline", n, posted - start, finished - start), statuses
+
+
+def _databases(
+    args: argparse.Namespace, root: Path, tag: str, catch_up: bool, scratch: Any
+) -> tuple[Settings, dict[str, str], Path]:
+    """Fresh databases (and, embedded, a fresh broker file) for one measurement."""
+    tmp = root / tag
+    tmp.mkdir()
+    environ = {
+        "AIDLINK_VAR_DIR": str(tmp),
+        "AIDLINK_LOG_LEVEL": "WARNING",
+        "AIDLINK_MATCHING_AUTO_APPROVE": "1",
+        "AIDLINK_MATCHING_DEBOUNCE": "0.5",
+        "AIDLINK_EVENT_CATCH_UP": "1" if catch_up else "0",
+        # Rounds every tenth of the bound: the workers continue a full round at once.
+        "AIDLINK_EVENT_DELIVERY_BOUND": str(10 * args.catch_up_every),
+    }
+    if args.broker:
+        environ["BROKER_URL"] = args.broker
+    if scratch is not None:
+        for svc in SERVICES:
+            environ[f"{svc.upper()}_DATABASE_URL"] = scratch.create(f"{svc}_{tag}")
+    settings = Settings.from_env(environ)
+    prepare_broker(settings)
+    for svc in SERVICES:
+        upgrade(svc, settings)
+    return settings, worker_environ(environ), tmp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,49 +261,65 @@ def main(argv: list[str] | None = None) -> int:
         "--clients", type=int, default=1, help="needs posted by this many clients at once"
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="measurements of the pipeline with the catch-up off, and as many with it on",
+    )
+    parser.add_argument(
+        "--catch-up-every",
+        type=float,
+        default=1.0,
+        help="seconds between the catch-up's rounds when it is on",
+    )
+    parser.add_argument(
         "--keep-logs",
         action="store_true",
         help="keep the workers' logs (at INFO: every task with its duration) and say where",
     )
     args = parser.parse_args(argv)
     loglevel = "INFO" if args.keep_logs else "WARNING"
+    runs: dict[bool, list[Result]] = {False: [], True: []}
+    statuses: dict[bool, list[dict[str, int]]] = {False: [], True: []}
     with contextlib.ExitStack() as stack:
-        tmp = Path(tempfile.mkdtemp(prefix="aidlink-pipeline-"))
+        root = Path(tempfile.mkdtemp(prefix="aidlink-pipeline-"))
         if not args.keep_logs:
-            stack.callback(remove_tree, tmp)
-        environ = {
-            "AIDLINK_VAR_DIR": str(tmp),
-            "AIDLINK_LOG_LEVEL": "WARNING",
-            "AIDLINK_MATCHING_AUTO_APPROVE": "1",
-            "AIDLINK_MATCHING_DEBOUNCE": "0.5",
-        }
-        if args.broker:
-            environ["BROKER_URL"] = args.broker
+            stack.callback(remove_tree, root)
+        scratch = None
         if args.database_url:
             scratch = ScratchDatabases(args.database_url)
             stack.callback(scratch.drop_all)
-            for svc in SERVICES:
-                environ[f"{svc.upper()}_DATABASE_URL"] = scratch.create(svc)
-            counter_url = scratch.create("noop")
-        else:
-            counter_url = f"sqlite:///{tmp / 'noop.db'}"
-        settings = Settings.from_env(environ)
-        env = worker_environ(environ)
-        prepare_broker(settings)
-        for svc in SERVICES:
-            upgrade(svc, settings)
-        interval = polling_interval(settings)
         try:
-            print(f"pipeline: {args.needs} needs ...", flush=True)
-            pipe, statuses = measure_pipeline(
-                settings, env, tmp, args.needs, args.timeout, args.clients, loglevel
+            for round_ in range(args.repeat):
+                for catch_up in (False, True):
+                    tag = f"{'on' if catch_up else 'off'}{round_ + 1}"
+                    settings, env, tmp = _databases(args, root, tag, catch_up, scratch)
+                    state = "on" if catch_up else "off"
+                    print(f"pipeline, catch-up {state}: {args.needs} needs ...", flush=True)
+                    result, found = measure_pipeline(
+                        settings,
+                        env,
+                        tmp,
+                        args.needs,
+                        args.timeout,
+                        args.clients,
+                        loglevel,
+                        catch_up_every=args.catch_up_every if catch_up else None,
+                    )
+                    runs[catch_up].append(result)
+                    statuses[catch_up].append(found)
+            settings, env, tmp = _databases(args, root, "noop", False, scratch)
+            counter_url = (
+                scratch.create("noop") if scratch is not None else f"sqlite:///{tmp / 'noop.db'}"
             )
             print(f"no-op reference: {args.needs} tasks ...", flush=True)
             noop = measure_noop(settings, env, tmp, counter_url, args.needs, args.timeout)
         except BenchError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
-    ratio = pipe.throughput / noop.throughput
+    interval = polling_interval(settings)
+    off = statistics.median(r.throughput for r in runs[False])
+    on = statistics.median(r.throughput for r in runs[True])
     print()
     print("aidlink event-pipeline benchmark")
     print(f"  broker     {backend_name(settings.broker_url)}  ({redacted(settings.broker_url)})")
@@ -260,16 +328,30 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("A. needs posted -> matching (auto-approved) -> allocation.proposed -> reservation")
     print("   -> reservation.accepted -> allocation reserved")
-    print(f"   posted in    {pipe.sent_seconds:8.3f} s  by {args.clients} client(s)")
-    print(f"   reserved in  {pipe.done_seconds:8.3f} s  allocations by status: {statuses}")
-    print(f"   throughput   {pipe.throughput:8.1f} allocations/s")
+    for catch_up in (False, True):
+        label = (
+            f"catch-up on (a round every {args.catch_up_every:g} s)" if catch_up else "catch-up off"
+        )
+        print(f"   {label}")
+        for result, found in zip(runs[catch_up], statuses[catch_up], strict=True):
+            print(
+                f"     posted in {result.sent_seconds:6.3f} s by {args.clients} client(s), "
+                f"reserved in {result.done_seconds:6.3f} s: {result.throughput:7.1f} "
+                f"allocations/s  {found}"
+            )
+    print(f"   median, catch-up off  {off:8.1f} allocations/s")
+    print(f"   median, catch-up on   {on:8.1f} allocations/s")
+    print(f"   overhead of the catch-up  {100 * (off - on) / off:5.1f} %   (target < 10 %)")
     print()
     print("B. no-op tasks, each one UPDATE")
     print(f"   throughput   {noop.throughput:8.1f} tasks/s")
     print()
-    print(f"ratio pipeline/noop  {ratio:.2f}   (target >= {TARGET_RATIO:.2f})")
+    print(
+        f"ratio pipeline/noop  {off / noop.throughput:.2f} (catch-up off), "
+        f"{on / noop.throughput:.2f} (on)   (target >= {TARGET_RATIO:.2f})"
+    )
     if args.keep_logs:
-        print(f"worker logs: {tmp}/worker-*.log")
+        print(f"worker logs: {root}/*/worker-*.log")
     if interval is not None:
         print(
             f"note: the embedded transport polls every {interval:g} s; figures on it measure "
