@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from services.dispatch.models import SupplyLine
+from services.dispatch.transparency.totals import moves as ledger_moves
 from tests.support.faults import Saga, assert_accounted
 from tests.support.stack import REPO_ROOT, Stack, eventually
 
@@ -52,7 +53,11 @@ def test_matching_at_once_from_threads_and_processes_never_over_commits(stack: S
     # Dispatch's copy of the pledges is stale and three times too generous (from an
     # older version), so it proposes more than exists: donations must refuse the rest.
     pledged = {line["id"]: line["quantity"] for p in saga.pledges for line in p["lines"]}
-    with stack.runtime("dispatch").unit_of_work() as session:
+    # The public ledger follows that copy as the service's own writes keep it.
+    with (
+        stack.runtime("dispatch").unit_of_work() as session,
+        ledger_moves(session, supply_lines=[uuid.UUID(i) for i in pledged]),
+    ):
         for line_id, quantity in pledged.items():
             session.execute(
                 update(SupplyLine)
