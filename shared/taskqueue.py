@@ -21,6 +21,7 @@ from kombu import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
+from kombu.transport import virtual as kombu_virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from sqlalchemy import create_engine, delete, event, select, text, update
@@ -303,6 +304,47 @@ class SQLAlchemyTransport(kombu_sqlalchemy.Transport):
     polling_interval = 0.05
 
 
+class RedisQoS(kombu_redis.QoS):
+    """Kombu's Redis QoS, letting go of a message it could not acknowledge.
+
+    Acknowledging removes the message from Redis's unacknowledged set, then from the
+    consumer's own count of messages in hand. When the first step fails (the
+    connection was cut at that moment), Kombu never takes the second, the consumer
+    believes its prefetch of one still taken, and the worker stops taking messages
+    for good although its consuming connection is fine. Here the count is released
+    all the same: the message stays in Redis's unacknowledged set and is delivered
+    again after the visibility timeout, and the inbox recognises the copy."""
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            self._remove_from_indices(delivery_tag).execute()
+        except self.channel.connection_errors:
+            log.warning(
+                "could not acknowledge message %s on Redis; it is delivered again after "
+                "the visibility timeout",
+                delivery_tag,
+                exc_info=True,
+            )
+        finally:
+            kombu_virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            if requeue:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            else:
+                self._remove_from_indices(delivery_tag).execute()
+        except self.channel.connection_errors:
+            log.warning(
+                "could not hand message %s back to Redis; it is delivered again after "
+                "the visibility timeout",
+                delivery_tag,
+                exc_info=True,
+            )
+        finally:
+            kombu_virtual.QoS.ack(self, delivery_tag)
+
+
 class RedisChannel(kombu_redis.Channel):
     """Kombu's Redis channel, closing cleanly after its transport let go of it.
 
@@ -313,6 +355,8 @@ class RedisChannel(kombu_redis.Channel):
     unreachable at that moment anyway: those messages stay in its unacked set and come
     back after the visibility timeout, as with any connection lost mid-task.
     """
+
+    QoS = RedisQoS
 
     def close(self) -> None:
         if self.connection is not None and self.connection.client is None:

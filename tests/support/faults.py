@@ -307,12 +307,15 @@ def install(rt: ServiceRuntime, spec: dict[str, Any]) -> None:
     if "redis_restore_every" in spec and rt.settings.broker_is_redis:
         # How often a Redis consumer looks for messages whose visibility timeout has run
         # out (Kombu: every 10 s, scanning one call in 10): every ``n`` seconds, so a
-        # test need not wait minutes for what production waits an hour for anyway.
+        # test need not wait minutes for what production waits an hour for anyway. A
+        # worker whose connection is cut while it restores leaves the restoring lock in
+        # Redis until it expires (Kombu: 300 s); it expires after the visibility timeout.
         every = float(spec["redis_restore_every"])
         rt.celery.conf.broker_transport_options = {
             **(rt.celery.conf.broker_transport_options or {}),
             "unacked_restore_interval": every,
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": max(1, rt.settings.broker_visibility_timeout),
         }
 
 
