@@ -52,25 +52,36 @@ def demo() -> None:
 
 @demo.command("load")
 def demo_load() -> None:
-    """Register demo organisations, each with a user (password: demo-password), and
-    their pledges and needs; skips what is already there."""
+    """Register demo organisations, each with a user (password: demo-password), their
+    pledges and needs, and the demo community's buildings, households, people and order
+    round; skips what is already there."""
+    from services.community.demo import DEMO_COMMUNITY, load_demo_community
     from services.demo import load_demo_ledger
     from services.gateway.auth.admin import DEMO_ACCOUNTS, DEMO_PASSWORD, demo_orgs, load_demo
 
+    settings = Settings.from_env()
     app = _service_app("gateway")
     with app.app_context():
         created = load_demo(app.extensions["aidlink"])
         orgs = demo_orgs(app.extensions["aidlink"])
-    ledger = load_demo_ledger(Settings.from_env(), orgs)
+        inside = load_demo_community(
+            settings, app.extensions["aidlink"], orgs[DEMO_COMMUNITY][0], DEMO_PASSWORD
+        )
+    ledger = load_demo_ledger(settings, orgs)
     click.echo(
         f"demo data: {created} organisation(s) registered, "
         f"{len(DEMO_ACCOUNTS) - created} already there; "
-        f"{ledger.pledges} pledge(s) and {ledger.needs} need(s) added"
+        f"{ledger.pledges} pledge(s) and {ledger.needs} need(s) added; "
+        f"community: {inside.buildings} building(s), {inside.households} household(s) "
+        f"and {inside.orders} household order(s) added"
     )
-    if created:
+    if created or inside.people:
         click.echo(f"demo sign-ins (password {DEMO_PASSWORD!r}):")
+    if created:
         for account in DEMO_ACCOUNTS:
             click.echo(f"  {account['email']:<34} {account['organisation']['kind']}")
+    for person in inside.people:
+        click.echo(f"  {person['email']:<34} community {person['role']}")
 
 
 @main.group()

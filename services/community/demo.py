@@ -1,0 +1,202 @@
+"""The demo community for ``aidlink demo load``: the demo community committee's two
+buildings and a dozen fictional households, two building leaders, a volunteer and a
+social worker who sign in with the demo password, and an open order round in which
+some households have ordered.
+
+The people are users of the community organisation at the gateway (members, as every
+user of a community is) appointed to their roles in the community service; the rest
+is written through the community service's own service layer, as its API would write
+it. A community that already has buildings is left as it is, so loading again adds
+nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from shared.config import Settings
+from shared.runtime import ServiceRuntime
+
+# The demo organisation whose community this is (services/gateway/auth/admin.py).
+DEMO_COMMUNITY = "community@demo.aidlink.local"
+
+BUILDINGS = (("Building 1", "East"), ("Building 2", "East"))
+
+# Who works inside the community: their sign-in, name, role and building (by index).
+DEMO_PEOPLE: tuple[dict[str, Any], ...] = (
+    {
+        "email": "leader1@demo.aidlink.local",
+        "name": "Wang Guihua",
+        "role": "building_leader",
+        "building": 0,
+    },
+    {
+        "email": "leader2@demo.aidlink.local",
+        "name": "Liu Jianguo",
+        "role": "building_leader",
+        "building": 1,
+    },
+    {
+        "email": "volunteer@demo.aidlink.local",
+        "name": "Zhou Min",
+        "role": "volunteer",
+        "building": 0,
+    },
+    {
+        "email": "socialworker@demo.aidlink.local",
+        "name": "Chen Li",
+        "role": "social_worker",
+        "hours_per_day": 6,
+    },
+)
+
+# Six fictional households a building: (unit, room, people, flags, note).
+HOUSEHOLDS: tuple[tuple[str, str, int, list[str], str | None], ...] = (
+    ("1", "101", 1, ["elderly_alone"], "Call before knocking; hard of hearing"),
+    ("1", "102", 3, [], None),
+    ("1", "201", 4, ["infants"], "Baby asleep after 13:00: knock softly"),
+    ("2", "101", 2, ["chronic_medicine"], "Insulin: keep it cold"),
+    ("2", "202", 2, [], None),
+    ("2", "301", 3, ["medical_family"], "Both parents on shift at the hospital"),
+)
+
+ROUND = {
+    "title": "Week 7: vegetables, rice and medicines",
+    "limits": {
+        "vegetables": 10,
+        "rice": 5,
+        "cooking_oil": 1,
+        "eggs": 30,
+        "metformin_500mg": 2,
+        "insulin_glargine": 5,
+    },
+}
+# What some households ordered, by building index and household index.
+ORDERS: dict[int, dict[int, dict[str, int]]] = {
+    0: {
+        0: {"vegetables": 4, "rice": 2, "eggs": 10},
+        1: {"vegetables": 6, "rice": 3, "cooking_oil": 1},
+        2: {"vegetables": 8, "rice": 5, "eggs": 20},
+        3: {"vegetables": 3, "metformin_500mg": 2},
+    },
+    1: {
+        0: {"vegetables": 4, "rice": 2},
+        3: {"vegetables": 2, "insulin_glargine": 3},
+        5: {"vegetables": 6, "rice": 4, "eggs": 10},
+    },
+}
+
+
+@dataclass
+class DemoCommunity:
+    """What one load added: the people's sign-ins created, and the community's rows."""
+
+    people: list[dict[str, Any]] = field(default_factory=list)
+    buildings: int = 0
+    households: int = 0
+    orders: int = 0
+
+
+def _people(gateway: ServiceRuntime, org_id: uuid.UUID, password: str) -> dict[str, uuid.UUID]:
+    """The demo people as users of the community organisation, made where missing:
+    each email with its user's id."""
+    from services.gateway.auth.service import add_membership, create_user
+    from services.gateway.models import Organisation, User
+
+    found: dict[str, uuid.UUID] = {}
+    with gateway.unit_of_work() as session:
+        org = session.get(Organisation, org_id)
+        assert org is not None
+        for person in DEMO_PEOPLE:
+            user_id = session.scalar(select(User.id).where(User.email == person["email"]))
+            if user_id is None:
+                user = create_user(
+                    session, email=person["email"], password=password, name=person["name"]
+                )
+                add_membership(session, user, org, "recipient")
+                session.flush()
+                user_id = user.id
+            found[person["email"]] = user_id
+    return found
+
+
+def load_demo_community(
+    settings: Settings, gateway: ServiceRuntime, org_id: uuid.UUID, password: str
+) -> DemoCommunity:
+    """The demo community of the organisation ``org_id`` (whose people are made in
+    ``gateway``, with ``password``), unless it already has buildings."""
+    from services.community.app import create_app
+    from services.community.models import Building
+    from services.community.orders import service as orders
+    from services.community.residents import service as residents
+    from services.community.residents.domain import Standing
+
+    added = DemoCommunity()
+    app = create_app(settings)
+    with app.app_context():
+        rt: ServiceRuntime = app.extensions["aidlink"]
+        try:
+            with rt.session_factory() as session:
+                if session.scalar(select(Building.id).where(Building.org_id == org_id).limit(1)):
+                    return added
+            users = _people(gateway, org_id, password)
+            committee = Standing(org_id=org_id, committee=True)
+            with rt.unit_of_work() as session:
+                buildings = [
+                    residents.add_building(session, committee, name=name, area=area).id
+                    for name, area in BUILDINGS
+                ]
+                for person in DEMO_PEOPLE:
+                    residents.appoint(
+                        session,
+                        committee,
+                        {
+                            "user_id": users[person["email"]],
+                            "role": person["role"],
+                            "building_id": (
+                                buildings[person["building"]] if "building" in person else None
+                            ),
+                            "name": person["name"],
+                            "hours_per_day": person.get("hours_per_day"),
+                        },
+                    )
+                households = [
+                    [
+                        residents.add_household(
+                            session,
+                            committee,
+                            {
+                                "building_id": building,
+                                "unit": unit,
+                                "room": room,
+                                "people": people,
+                                "flags": flags,
+                                "note": note,
+                            },
+                        ).id
+                        for unit, room, people, flags, note in HOUSEHOLDS
+                    ]
+                    for building in buildings
+                ]
+                order_round = orders.open_round(session, committee, ROUND)
+                for index, wanted in ORDERS.items():
+                    added.orders += orders.enter_batch(
+                        session,
+                        committee,
+                        order_round,
+                        building_id=buildings[index],
+                        rows=[
+                            {"household_id": households[index][row], "items": items}
+                            for row, items in wanted.items()
+                        ],
+                    )
+            added.people = list(DEMO_PEOPLE)
+            added.buildings = len(buildings)
+            added.households = sum(len(of_building) for of_building in households)
+        finally:
+            rt.dispose()
+    return added
