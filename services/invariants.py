@@ -589,6 +589,47 @@ def check_community_stock(dbs: Databases) -> Iterator[Violation]:
                     yield Violation("community-stock-nonnegative", "stock below zero", ids)
 
 
+def check_community_reach(dbs: Databases) -> Iterator[Violation]:
+    """What dispatch shows of each community's reach (the public ledger, donors'
+    traces) is what the community counts now: its latest snapshot arrived and none
+    took effect out of order."""
+    from services.community.distribution import service as distribution
+    from services.community.models import HouseholdDelivery
+    from services.dispatch.models import CommunityReach
+
+    with dbs.session("dispatch") as session:
+        held = {r.org_id: r for r in session.scalars(select(CommunityReach))}
+    with dbs.session("community") as session:
+        orgs = set(
+            session.scalars(
+                select(HouseholdDelivery.org_id)
+                .where(HouseholdDelivery.status == "delivered")
+                .distinct()
+            )
+        )
+        for org_id in sorted(orgs | set(held), key=str):
+            counted = distribution.reach(session, org_id)
+            shown = held.get(org_id)
+            ids = {"org_id": str(org_id)}
+            if shown is None:
+                yield Violation("community-reach-shown", "dispatch holds nothing of its reach", ids)
+                continue
+            figures = (
+                "households_reached",
+                "people_served",
+                "vulnerable_households_reached",
+                "units_delivered",
+            )
+            differ = [f for f in figures if getattr(shown, f) != counted[f]]
+            if differ:
+                yield Violation(
+                    "community-reach-shown",
+                    "dispatch shows other figures than the community counts: "
+                    + ", ".join(f"{f} {getattr(shown, f)} != {counted[f]}" for f in differ),
+                    ids,
+                )
+
+
 def check_delivery(dbs: Databases) -> Iterator[Violation]:
     """Every event published reached each of its subscribers within the bound."""
     bound = dbs.settings.event_delivery_bound
@@ -640,6 +681,7 @@ CHECKS: tuple[Callable[[Databases], Iterable[Violation]], ...] = (
     check_shipments,
     check_ledger,
     check_community_stock,
+    check_community_reach,
     check_events,
     check_delivery,
 )

@@ -221,6 +221,18 @@ class HouseholdDelivery(Entity, Base):
     done_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
 
 
+class ReachSnapshot(Base):
+    """How many snapshots of a community's reach (``community.units_distributed``) it
+    has sent: the next one's ``sequence``. Its row is also the lock that puts two
+    volunteers' outcomes, and the snapshots they send, one after the other."""
+
+    __tablename__ = "reach_snapshots"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, nullable=False)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 class AccessRecord(Base):
     """A coordinator who read a community's residents' data, and why."""
 

@@ -500,4 +500,29 @@ class LedgerState(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
+class CommunityReach(Base):
+    """What a community's distribution has reached inside it, as its latest snapshot
+    (``community.units_distributed``) says: counts only, never a household. A snapshot
+    replaces the one held only if its ``sequence`` is higher.
+
+    ``units_delivered``: relief item -> units delivered, in its base unit;
+    ``from_shipments``: [{shipment_id, receipt_id, item, quantity}], the units delivered
+    by the shipment that brought them (first in, first out)."""
+
+    __tablename__ = "community_reach"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    households_reached: Mapped[int] = mapped_column(Integer, nullable=False)
+    people_served: Mapped[int] = mapped_column(Integer, nullable=False)
+    vulnerable_households_reached: Mapped[int] = mapped_column(Integer, nullable=False)
+    units_delivered: Mapped[dict[str, int]] = mapped_column(JSON, nullable=False)
+    from_shipments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    # When the community sent the snapshot.
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )
+
+
 messaging = define_messaging_models(Base)

@@ -3,6 +3,8 @@ only: never a household, a resident, a room or a name (README: "Community")."""
 
 from __future__ import annotations
 
+import uuid
+
 from marshmallow import Schema, fields, validate
 
 from shared.events.registry import REGISTRY, SUBSCRIBERS
@@ -28,3 +30,60 @@ class NeedRequestedV1(Schema):
 
 REGISTRY.register("community.need_requested", 1, NeedRequestedV1())
 SUBSCRIBERS["community.need_requested"] = ("dispatch",)
+
+
+class DeliveredUnitsV1(Schema):
+    item = fields.String(required=True, metadata={"description": "A relief catalogue item"})
+    quantity = fields.Integer(required=True, validate=validate.Range(min=0))
+    unit = fields.String(required=True, metadata={"description": "The item's base unit"})
+
+
+class DeliveredFromShipmentV1(Schema):
+    shipment_id = fields.UUID(required=True, metadata={"description": "A dispatch shipment"})
+    receipt_id = fields.UUID(required=True, metadata={"description": "Its latest receipt"})
+    item = fields.String(required=True)
+    quantity = fields.Integer(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "Units of the item delivered to households from it"},
+    )
+
+
+class UnitsDistributedV1(Schema):
+    """community.units_distributed: what a community's distribution has reached so far,
+    as counts. A cumulative snapshot: ``sequence`` grows with every one the community
+    sends, and a consumer keeps the highest it has seen, so a copy delivered again or
+    late changes nothing. The envelope's aggregate is the community's reach
+    (:func:`reach_aggregate_id`), not the organisation, whose own events have their
+    own versions.
+
+    Never a household, a room, a person's name, a phone number or a note."""
+
+    org_id = fields.UUID(required=True)
+    sequence = fields.Integer(required=True, validate=validate.Range(min=1))
+    households_reached = fields.Integer(required=True, validate=validate.Range(min=0))
+    people_served = fields.Integer(required=True, validate=validate.Range(min=0))
+    vulnerable_households_reached = fields.Integer(required=True, validate=validate.Range(min=0))
+    units_delivered = fields.List(
+        fields.Nested(DeliveredUnitsV1),
+        required=True,
+        metadata={"description": "Per relief item, in its base unit, since the first"},
+    )
+    from_shipments = fields.List(
+        fields.Nested(DeliveredFromShipmentV1),
+        load_default=list,
+        metadata={
+            "description": "The units delivered, by the dispatch shipment that brought them. "
+            "A community's stock is one pool: units are attributed to the shipments first "
+            "received first (first in, first out), as a storeroom hands them out"
+        },
+    )
+
+
+def reach_aggregate_id(org_id: uuid.UUID | str) -> uuid.UUID:
+    """The aggregate of a community's ``community.units_distributed`` events."""
+    return uuid.uuid5(uuid.UUID(str(org_id)), "community.reach")
+
+
+REGISTRY.register("community.units_distributed", 1, UnitsDistributedV1())
+SUBSCRIBERS["community.units_distributed"] = ("dispatch",)

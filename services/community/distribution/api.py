@@ -165,8 +165,11 @@ class Outcome(MethodView):
         """How it went at the door: delivered, not home, refused or returned (the last
         three go back to stock)."""
         found = standing(org_id, "delivery", residents=False)
-        with runtime().unit_of_work() as session:
-            service.record_outcome(session, found, delivery_id, data["status"], data["note"])
+        rt = runtime()
+        with rt.unit_of_work() as session:
+            service.record_outcome(
+                session, rt.outbox, found, delivery_id, data["status"], data["note"]
+            )
             [done] = [
                 d for d in service.deliveries(session, _all_of(found)) if d["id"] == delivery_id
             ]

@@ -21,15 +21,19 @@ from services.community.models import (
     OrderLine,
     OrderRound,
     Organisation,
+    ReachSnapshot,
     ReceivedGoods,
     StockMove,
 )
 from services.community.residents import service as residents
 from services.community.residents.domain import Standing
+from shared.catalog import CatalogError, get_item
 from shared.catalog.community import COMMUNITY_ITEMS, CommunityItem
-from shared.db import utcnow
+from shared.db import upsert_insert, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, RuleBroken
-from shared.events import Event
+from shared.events import Event, new_event
+from shared.events.community import reach_aggregate_id
+from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -245,14 +249,27 @@ def deliveries(
 
 
 def record_outcome(
-    session: Session, standing: Standing, delivery_id: uuid.UUID, status: str, note: str | None
+    session: Session,
+    outbox: Outbox,
+    standing: Standing,
+    delivery_id: uuid.UUID,
+    status: str,
+    note: str | None,
 ) -> HouseholdDelivery:
-    """A volunteer's outcome at the door; what was not delivered goes back to stock."""
+    """A volunteer's outcome at the door; what was not delivered goes back to stock.
+    A delivery made changes what the community reached: dispatch hears the new counts
+    (``community.units_distributed``)."""
     delivery = session.get(HouseholdDelivery, delivery_id)
     if delivery is None or delivery.org_id != standing.org_id:
         raise NotFound(f"No delivery {delivery_id}.", slug="delivery-not-found")
     if not (standing.committee or delivery.building_id in standing.leads | standing.delivers):
         raise NotFound(f"No delivery {delivery_id}.", slug="delivery-not-found")
+    sequence = 0
+    if status == "delivered":
+        # Deliveries of one community are recorded one after the other from here on,
+        # so that each snapshot sent counts every delivery made before it.
+        sequence = _next_snapshot(session, standing.org_id)
+        session.refresh(delivery)
     if delivery.status != "pending":
         raise Conflict(
             f"This delivery is already {delivery.status}.",
@@ -277,7 +294,94 @@ def record_outcome(
                 )
             )
     session.flush()
+    if sequence:
+        announce_reach(session, outbox, standing.org_id, sequence)
     return delivery
+
+
+def _next_snapshot(session: Session, org_id: uuid.UUID) -> int:
+    """The community's next snapshot number, its row locked until the commit."""
+    insert = upsert_insert(session)
+    table = ReachSnapshot.__table__
+    stmt = insert(table).values(org_id=org_id, sequence=1, sent_at=utcnow())
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["org_id"],
+        set_={"sequence": table.c.sequence + 1, "sent_at": stmt.excluded.sent_at},
+    ).returning(table.c.sequence)
+    return int(session.execute(stmt).scalar_one())
+
+
+def _base_unit(item: str) -> str:
+    try:
+        return get_item(item).base_unit
+    except CatalogError:
+        return ""
+
+
+def delivered_from_shipments(
+    session: Session, org_id: uuid.UUID, delivered: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The units delivered of each item, attributed to the shipments that brought them.
+    The stock is one pool, so the attribution is first in, first out: the shipment
+    received first gives its accepted units first (ties by shipment id)."""
+    first_in = dict(
+        session.execute(
+            select(StockMove.ref_id, func.min(StockMove.at))
+            .where(StockMove.org_id == org_id, StockMove.kind == "received")
+            .group_by(StockMove.ref_id)
+        ).all()
+    )
+    goods = sorted(
+        session.scalars(select(ReceivedGoods).where(ReceivedGoods.org_id == org_id)),
+        key=lambda g: (first_in.get(g.shipment_id) or utcnow(), str(g.shipment_id)),
+    )
+    left = dict(delivered)
+    out = []
+    for held in goods:
+        share = min(held.accepted, left.get(held.item, 0))
+        if share > 0:
+            left[held.item] -= share
+            out.append(
+                {
+                    "shipment_id": held.shipment_id,
+                    "receipt_id": held.receipt_id,
+                    "item": held.item,
+                    "quantity": share,
+                }
+            )
+    return out
+
+
+def announce_reach(
+    session: Session, outbox: Outbox, org_id: uuid.UUID, sequence: int
+) -> dict[str, Any]:
+    """Send dispatch the community's reach as it now stands, as counts only
+    (``community.units_distributed``, snapshot ``sequence``)."""
+    figures = reach(session, org_id)
+    units = figures["units_delivered"]
+    payload = {
+        "org_id": org_id,
+        "sequence": sequence,
+        "households_reached": figures["households_reached"],
+        "people_served": figures["people_served"],
+        "vulnerable_households_reached": figures["vulnerable_households_reached"],
+        "units_delivered": [
+            {"item": item, "quantity": units[item], "unit": _base_unit(item)}
+            for item in sorted(units)
+        ],
+        "from_shipments": delivered_from_shipments(session, org_id, units),
+    }
+    outbox.add(
+        session,
+        new_event(
+            "community.units_distributed",
+            payload,
+            producer="community",
+            aggregate_id=reach_aggregate_id(org_id),
+            aggregate_version=sequence,
+        ),
+    )
+    return payload
 
 
 def write_off(session: Session, standing: Standing, data: dict[str, Any]) -> StockMove:

@@ -95,6 +95,26 @@ class FlowSchema(Schema):
     received = fields.Integer()
 
 
+class DeliveredUnitsSchema(Schema):
+    item = fields.String()
+    base_unit = fields.String(allow_none=True)
+    quantity = fields.Integer(metadata={"description": "Delivered to households, base unit"})
+
+
+class CommunityReachSchema(Schema):
+    org_id = fields.UUID()
+    name = fields.String(metadata={"description": "The community organisation's name"})
+    region = fields.String()
+    households_reached = fields.Integer()
+    people_served = fields.Integer()
+    vulnerable_households_reached = fields.Integer()
+    units_delivered = fields.List(
+        fields.Nested(DeliveredUnitsSchema),
+        metadata={"description": "Inside the community, per item (the item filtered on)"},
+    )
+    as_of = fields.AwareDateTime(metadata={"description": "When the community counted"})
+
+
 class LedgerSchema(Schema):
     filters = fields.Dict()
     totals = fields.Dict(
@@ -118,6 +138,14 @@ class LedgerSchema(Schema):
     )
     next_cursor = fields.String(
         allow_none=True, metadata={"description": "The next page of flows; null after the last"}
+    )
+    communities = fields.List(
+        fields.Nested(CommunityReachSchema),
+        metadata={
+            "description": "Inside each community: households reached, people served, "
+            "vulnerable households reached and units delivered, as counts, never a "
+            "household; the latest figures (filtered by region and item, not dates)"
+        },
     )
 
 
@@ -308,6 +336,24 @@ class TracedShipmentSchema(ReceiptFiguresSchema):
     quantity = fields.Integer()
 
 
+class CommunityTraceSchema(Schema):
+    households_reached = fields.Integer()
+    people_served = fields.Integer()
+    vulnerable_households_reached = fields.Integer()
+    item = fields.String()
+    base_unit = fields.String(allow_none=True)
+    units_delivered = fields.Integer(
+        metadata={"description": "Of the line's item, delivered inside the community"}
+    )
+    delivered_from_these_shipments = fields.Integer(
+        metadata={
+            "description": "Of those, from the shipments listed (first in, first out: the "
+            "community's stock is one pool)"
+        }
+    )
+    as_of = fields.AwareDateTime()
+
+
 class PartySchema(Schema):
     org_id = fields.UUID(allow_none=True)
     name = fields.String()
@@ -318,6 +364,11 @@ class PartySchema(Schema):
     short = fields.Integer()
     shipments = fields.List(fields.Nested(TracedShipmentSchema))
     allocations = fields.List(fields.Nested(TracedAllocationSchema))
+    community = fields.Nested(
+        CommunityTraceSchema,
+        allow_none=True,
+        metadata={"description": "A community recipient: what it reached inside, as counts"},
+    )
 
 
 class OrgRefSchema(Schema):

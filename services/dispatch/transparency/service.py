@@ -21,6 +21,11 @@ one item: ``quantity`` is what was reserved or shipped from one to the other,
 ``anonymous``, without its id. Flows are filtered by the need's region and the month
 the allocation was made. Nothing here names a person, an address or a contact.
 
+``communities``: what each community's distribution reached inside it, as its
+latest counts (households reached, people served, vulnerable households reached,
+units delivered per item); filtered by region and item, not by dates (see
+community.py).
+
 Every answer is read from the read model (totals.py), filtered and grouped in SQL:
 its cost grows with days, regions, items and organisations, not with lines. Flows
 are paged by (item, donor, recipient).
@@ -41,6 +46,7 @@ from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.dispatch.models import ANONYMOUS_DONOR, LedgerFlow, LedgerTotal
+from services.dispatch.transparency.community import ledger_communities
 from services.dispatch.transparency.totals import FLOW_MEASURES, MEASURES, chunked
 from services.dispatch.transparency.totals import city as city
 from services.dispatch.transparency.trace import ANONYMOUS, org_names
@@ -261,4 +267,6 @@ def ledger(
         "by_month": _rollup(rows, "month"),
         "flows": flows,
         "next_cursor": next_cursor,
+        # Inside the communities: their latest counts, whatever the dates.
+        "communities": ledger_communities(session, item=filters.item, region=filters.region),
     }

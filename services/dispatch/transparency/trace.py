@@ -28,6 +28,7 @@ from services.dispatch.models import (
     ShipmentLine,
     SupplyLine,
 )
+from services.dispatch.transparency.community import reach_of, trace_figures
 from shared.db import in_chunks
 
 ANONYMOUS = "anonymous"
@@ -192,11 +193,19 @@ def pledge_trace(session: Session, pledge_id: uuid.UUID) -> dict[str, Any] | Non
     for allocation in allocations:
         by_line[allocation.pledge_line_id][allocation.recipient_org_id].append(allocation)
     lines = []
+    communities = reach_of(session, {a.recipient_org_id for a in allocations})
     for line in supply:
         recipients = [
             _party(found, legs, org_id, names.get(org_id, str(org_id)), "need_id")
             for org_id, found in sorted(by_line[line.id].items(), key=lambda kv: str(kv[0]))
         ]
+        for party in recipients:
+            held = communities.get(party["org_id"])
+            if held is not None:
+                # Inside a community the goods went on to households: its counts.
+                party["community"] = trace_figures(
+                    held, line.item, [s["id"] for s in party["shipments"]], party["accepted"]
+                )
         lines.append(
             {
                 "pledge_line_id": line.id,
