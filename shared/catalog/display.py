@@ -107,3 +107,16 @@ def packed(
     if loose:
         text += " + " + quantity(loose, base_unit, language)
     return text
+
+
+def axis(largest: int, base_unit: str | None, language: str = "en") -> tuple[int, str]:
+    """The unit a chart's axis counts in when its largest figure is ``largest`` base
+    units: (base units in one, the unit's name). Fruit up to 40,000,000 g is charted in
+    吨 / t, 1,500 ml in 升 / l, 460,000 masks in 万个 in Chinese and pieces in English;
+    each bar's own figure is still read with ``quantity``."""
+    for factor, code in SCALES.get(base_unit or "", ()):
+        if largest >= factor:
+            return factor, unit_label(code, 2, language)
+    if language == "zh" and largest >= 10 * WAN:
+        return WAN, f"万{unit_label(base_unit, 2, language)}"
+    return 1, unit_label(base_unit, 2, language)

@@ -173,7 +173,7 @@ def test_logistics_delivers_the_hospital_confirms_a_short_delivery_the_ledger_sh
     # The flows are a page of the whole ledger, which both languages' runs share: a
     # flow from this donor that arrived in part (250 of 300) is on it.
     assert any("250" in row for row in flows.splitlines())
-    public.locator('canvas#chart-by-item[data-drawn="true"]').wait_for()
+    public.locator('canvas#chart-item-mask[data-drawn="true"]').wait_for()
     link = public.locator('a[href*="export.csv?table=flows"]')
     download = public.request.get(str(link.get_attribute("href")))
     assert download.status == 200 and chain.people["ward"].org["name"] in download.text()

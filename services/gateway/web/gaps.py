@@ -13,8 +13,14 @@ from flask_babel import gettext
 
 from services.gateway.web import api
 from services.gateway.web.base import bp, problem_page, region_name, require_me
-from services.gateway.web.charts import bar
-from services.gateway.web.i18n import base_unit, item_name, line_options, unit_name
+from services.gateway.web.charts import bar, quantities
+from services.gateway.web.i18n import (
+    base_unit,
+    current_language,
+    item_name,
+    line_options,
+    unit_name,
+)
 from services.gateway.web.transparency import _ordered_items
 
 PAGE = 200
@@ -90,7 +96,6 @@ def supply_gaps() -> Any:
     moved = ledger.body["totals"] if ledger.ok else {}
     by_item, by_city = gaps(needs, pledges)
     items = _ordered_items(by_item)
-    demand_name, supply_name = gettext("Still needed"), gettext("Available to allocate")
     chart_item = request.args.get("item") or None
     if chart_item not in by_item:
         # The item short by the most of its own need, first.
@@ -115,35 +120,42 @@ def supply_gaps() -> Any:
         complete=needs_complete and pledges_complete,
         item_options=[o for o in line_options()["item_options"] if o[0] in by_item],
         charts={
-            # Each item against its own need, in percent, so different units can
-            # share one chart; the table has the quantities.
-            "by_item": bar(
-                [f"{item_name(c)} ({unit_name(base_unit(c))})" for c in items],
-                [
-                    (
-                        # The gap is what the chart shows: an item fully covered
-                        # has no bar, one with nothing available a full one.
-                        gettext("Still short, in percent of what is still needed"),
-                        [
-                            round(
-                                100
-                                * max(0, by_item[c]["demand"] - by_item[c]["supply"])
-                                / by_item[c]["demand"]
-                            )
-                            if by_item[c]["demand"]
-                            else 0
-                            for c in items
-                        ],
-                    )
-                ],
-                horizontal=True,
-            ),
-            "by_city": bar(
-                [region_name(c) for c in cities],
-                [
-                    (demand_name, [row["demand"] for row in city_rows]),
-                    (supply_name, [row["supply"] for row in city_rows]),
-                ],
-            ),
+            "by_item": short_chart(items, by_item),
+            "by_city": city_chart(cities, city_rows, chart_item),
         },
+    )
+
+
+def short_chart(items: list[str], by_item: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Each item against its own need, in percent, so items of different units share
+    one axis: the bar is the gap, what is still short of what is still needed. An item
+    fully covered has no bar, one with nothing available a full one."""
+    shares = [
+        round(100 * max(0, by_item[c]["demand"] - by_item[c]["supply"]) / by_item[c]["demand"])
+        if by_item[c]["demand"]
+        else 0
+        for c in items
+    ]
+    spec = bar(
+        [f"{item_name(c)} ({unit_name(base_unit(c))})" for c in items],
+        [(gettext("Still short, in percent of what is still needed"), shares)],
+        horizontal=True,
+    )
+    spec["datasets"][0]["texts"] = [f"{share} %" for share in shares]
+    spec.update(axis="%", max=100)
+    return spec
+
+
+def city_chart(cities: list[str], rows: list[dict[str, int]], item: str | None) -> dict[str, Any]:
+    """One item by city, in its unit as people read it: what is still needed, what is
+    available and the gap between them."""
+    return quantities(
+        [region_name(c) for c in cities],
+        [
+            (gettext("Still needed"), [row["demand"] for row in rows]),
+            (gettext("Available to allocate"), [row["supply"] for row in rows]),
+            (gettext("Gap"), [max(0, row["demand"] - row["supply"]) for row in rows]),
+        ],
+        base_unit(item),
+        current_language(),
     )

@@ -1,6 +1,7 @@
 """The public transparency ledger (no sign-in): totals by item, by city and by month
 as charts with their tables, the flows from donors to recipients, and the open-data
-downloads with the same filters."""
+downloads with the same filters. Each item's totals are a small chart of their own, in
+the item's unit: items are never charted, or added, on one axis."""
 
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ from flask_babel import gettext
 
 from services.gateway.web import api
 from services.gateway.web.base import bp
-from services.gateway.web.charts import PALETTE, bar
+from services.gateway.web.charts import PALETTE, quantities, small_multiples
 from services.gateway.web.forms import FormState
-from services.gateway.web.i18n import CATALOG, item_name, line_options, unit_name
+from services.gateway.web.i18n import (
+    CATALOG,
+    base_unit,
+    current_language,
+    item_name,
+    line_options,
+)
+from shared.catalog import regions
 
 FILTERS = ("item", "region", "from", "to")
 FIGURES = ("pledged", "reserved", "shipped", "received")
@@ -29,10 +37,6 @@ def figure_names() -> dict[str, str]:
     }
 
 
-def item_label(code: str, unit: str | None) -> str:
-    return f"{item_name(code)} ({unit_name(unit)})" if unit else item_name(code)
-
-
 def _ordered_items(codes: Any) -> list[str]:
     """Items in catalogue order, unknown codes last."""
     order = {code: i for i, code in enumerate(CATALOG)}
@@ -41,39 +45,47 @@ def _ordered_items(codes: Any) -> list[str]:
 
 def ledger_view(ledger: dict[str, Any], chart_item: str | None) -> dict[str, Any]:
     """The ledger's numbers as the page's tables and charts. Quantities of different
-    items are never added: the city and month charts show one item."""
+    items are never added nor share an axis: each item's totals are a chart of their own
+    (``charts["items"]``), and the city and month charts show one item."""
     names = figure_names()
+    language = current_language()
     totals = ledger["totals"]
     items = _ordered_items(totals)
     if chart_item not in totals:
         chart_item = items[0] if items else None
-    by_item = bar(
-        [item_label(code, totals[code]["base_unit"]) for code in items],
-        [(names[f], [totals[code][f] for code in items]) for f in FIGURES],
-        colors=[COLORS[f] for f in FIGURES],
+    by_item = small_multiples(
+        [(f, names[f], COLORS[f]) for f in FIGURES],
+        {code: (totals[code], totals[code].get("base_unit") or base_unit(code)) for code in items},
+        {code: item_name(code) for code in items},
+        language,
     )
-    regions = sorted(ledger["by_region"])
+    regions_ = sorted(ledger["by_region"])
     months = sorted(ledger["by_month"])
     shown = ("pledged", "shipped", "received")
+    unit = (totals.get(chart_item or "") or {}).get("base_unit") or base_unit(chart_item)
 
     def of(table: dict[str, Any], key: str, figure: str) -> int:
         cell = table[key].get(chart_item or "")
         return int(cell[figure]) if cell else 0
 
-    by_region = bar(
-        regions,
-        [(names[f], [of(ledger["by_region"], r, f) for r in regions]) for f in shown],
+    by_region = quantities(
+        [regions.name(r, language) for r in regions_],
+        [(names[f], [of(ledger["by_region"], r, f) for r in regions_]) for f in shown],
+        unit,
+        language,
         colors=[COLORS[f] for f in shown],
     )
-    by_month = bar(
+    by_month = quantities(
         months,
         [(names[f], [of(ledger["by_month"], m, f) for m in months]) for f in shown],
+        unit,
+        language,
         colors=[COLORS[f] for f in shown],
     )
     return {
         "items": items,
         "chart_item": chart_item,
-        "regions": regions,
+        "regions": regions_,
         "months": months,
         "charts": {"by_item": by_item, "by_region": by_region, "by_month": by_month},
         "figures": FIGURES,
