@@ -14,6 +14,7 @@ from services.dispatch.allocations import service as saga
 from services.dispatch.allocations.service import ALLOCATION_STATUSES
 from services.dispatch.matching import service as matching_service
 from services.dispatch.models import Allocation
+from shared.display_fields import DISPLAY_PARAMETER, DisplayQuantities
 from shared.identity import current_identity, forbidden, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
 from shared.privacy import donor_hidden, without_donor
@@ -25,7 +26,9 @@ blp = Blueprint(
 )
 
 
-class AllocationSchema(Schema):
+class AllocationSchema(DisplayQuantities, Schema):
+    display_fields = ("quantity",)
+
     id = fields.UUID()
     status = fields.String()
     quantity = fields.Integer()
@@ -93,7 +96,7 @@ def _scoped_allocations(stmt: Any) -> Any:
     raise forbidden("Allocations are seen by their donors, recipients and coordinators.")
 
 
-@blp.route("")
+@blp.route("", parameters=[DISPLAY_PARAMETER])
 class Allocations(MethodView):
     @blp.arguments(AllocationArgsSchema, location="query")
     @blp.response(200, AllocationPageSchema)
@@ -121,7 +124,7 @@ def _visible_allocation(session: Any, allocation_id: uuid.UUID) -> Allocation:
     return found
 
 
-@blp.route("/<uuid:allocation_id>")
+@blp.route("/<uuid:allocation_id>", parameters=[DISPLAY_PARAMETER])
 class AllocationById(MethodView):
     @blp.response(200, AllocationSchema)
     @require_roles()
@@ -129,7 +132,7 @@ class AllocationById(MethodView):
         return _visible_allocation(db_session(), allocation_id)
 
 
-@blp.route("/<uuid:allocation_id>/cancel", methods=["POST"])
+@blp.route("/<uuid:allocation_id>/cancel", methods=["POST"], parameters=[DISPLAY_PARAMETER])
 @blp.arguments(CancelSchema)
 @blp.response(200, AllocationSchema)
 @require_roles("coordinator")

@@ -17,6 +17,7 @@ from services.dispatch.needs import domain, service
 from shared import catalog
 from shared.catalog.regions import RegionCode
 from shared.contacts import contact_of
+from shared.display_fields import DISPLAY_PARAMETER, DisplayQuantities
 from shared.events.supply import NEED_STATUSES, URGENCIES
 from shared.http import etag, require_if_match
 from shared.identity import RECIPIENT_KINDS, Identity, current_identity, forbidden, require_roles
@@ -138,7 +139,20 @@ class NeedCancelSchema(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
 
 
-class NeedLineSchema(Schema):
+class NeedLineSchema(DisplayQuantities, Schema):
+    display_fields = (
+        "quantity",
+        "stock_on_hand",
+        "daily_consumption",
+        "allocated",
+        "in_transit",
+        "proposed",
+        "reserved",
+        "shipped",
+        "received",
+        "open",
+    )
+
     id = fields.UUID()
     line_no = fields.Integer()
     item = fields.String()
@@ -322,7 +336,7 @@ _LISTING = OrgListing(
 # Endpoints ----------------------------------------------------------------------------------
 
 
-@blp.route("")
+@blp.route("", parameters=[DISPLAY_PARAMETER])
 class Needs(MethodView):
     @blp.arguments(NeedListArgsSchema, location="query")
     @blp.response(200, NeedPageSchema)
@@ -357,7 +371,7 @@ class Needs(MethodView):
         return _with_etag(need, 201)
 
 
-@blp.route("/<uuid:need_id>")
+@blp.route("/<uuid:need_id>", parameters=[DISPLAY_PARAMETER])
 class NeedById(MethodView):
     @blp.response(200, NeedSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @require_roles()
@@ -380,7 +394,7 @@ class NeedById(MethodView):
         return _with_etag(need)
 
 
-@blp.route("/<uuid:need_id>/cancel", methods=["POST"])
+@blp.route("/<uuid:need_id>/cancel", methods=["POST"], parameters=[DISPLAY_PARAMETER])
 @blp.arguments(NeedCancelSchema, required=False)
 @blp.response(200, NeedSchema, headers={"ETag": {"schema": {"type": "string"}}})
 @require_roles()
@@ -395,7 +409,7 @@ def cancel(data: dict[str, Any], need_id: uuid.UUID) -> Any:
     return _with_etag(need)
 
 
-@blp.route("/<uuid:need_id>/reconfirm", methods=["POST"])
+@blp.route("/<uuid:need_id>/reconfirm", methods=["POST"], parameters=[DISPLAY_PARAMETER])
 @blp.response(200, NeedSchema, headers={"ETag": {"schema": {"type": "string"}}})
 @require_roles()
 def reconfirm(need_id: uuid.UUID) -> Any:

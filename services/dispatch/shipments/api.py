@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from services.dispatch.models import Shipment, ShipmentLine
 from services.dispatch.shipments import domain, service
 from services.dispatch.shipments.service import ShipmentSchema
+from shared.display_fields import DISPLAY_PARAMETER
 from shared.http import etag, require_if_match
 from shared.identity import current_identity, forbidden, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
@@ -212,7 +213,7 @@ def _batch_rows() -> list[dict[str, Any]]:
 # Endpoints ----------------------------------------------------------------------------------
 
 
-@blp.route("")
+@blp.route("", parameters=[DISPLAY_PARAMETER])
 class Shipments(MethodView):
     @blp.arguments(ShipmentListArgsSchema, location="query")
     @blp.response(200, ShipmentPageSchema)
@@ -274,7 +275,7 @@ class Shipments(MethodView):
         return shipment, 201, {"ETag": etag(shipment.version)}
 
 
-@blp.route("/<uuid:shipment_id>")
+@blp.route("/<uuid:shipment_id>", parameters=[DISPLAY_PARAMETER])
 class ShipmentById(MethodView):
     @blp.response(200, ShipmentSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @require_roles()
@@ -300,7 +301,7 @@ class ShipmentById(MethodView):
         return shipment, 200, {"ETag": etag(shipment.version)}
 
 
-@blp.route("/<uuid:shipment_id>/events", methods=["POST"])
+@blp.route("/<uuid:shipment_id>/events", methods=["POST"], parameters=[DISPLAY_PARAMETER])
 @blp.arguments(UpdateInSchema)
 @blp.response(201, UpdateOutSchema, headers={"ETag": {"schema": {"type": "string"}}})
 @blp.alt_response(200, schema=UpdateOutSchema, description="The same update was recorded before")

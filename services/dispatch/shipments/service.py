@@ -45,6 +45,7 @@ from services.dispatch.models import (
 from services.dispatch.shipments import domain
 from shared.contacts import contact_of
 from shared.db import utcnow
+from shared.display_fields import DisplayQuantities
 from shared.errors import Conflict, DomainError, RuleBroken
 from shared.events import new_event
 from shared.identity import Identity, current_identity
@@ -75,7 +76,10 @@ _STATE_COLUMNS = [
 # The JSON shape ---------------------------------------------------------------------------
 
 
-class ShipmentLineSchema(Schema):
+class ShipmentLineSchema(DisplayQuantities, Schema):
+    display_fields = ("quantity", "accepted", "damaged", "short")
+    display_packed = "quantity"
+
     id = fields.UUID()
     line_no = fields.Integer()
     allocation_id = fields.UUID()

@@ -20,6 +20,7 @@ from services.dispatch.models import Need
 from services.dispatch.transparency import service as ledger
 from services.dispatch.transparency import totals, trace
 from shared import exports
+from shared.display_fields import DISPLAY_PARAMETER, DisplayQuantities, requested_language
 from shared.identity import current_identity, require_roles
 from shared.problems import Problem
 from shared.web import db_session, runtime
@@ -75,7 +76,9 @@ class ExportArgsSchema(FilterArgsSchema):
     )
 
 
-class FiguresSchema(Schema):
+class FiguresSchema(DisplayQuantities, Schema):
+    display_fields = ("pledged", "reserved", "shipped", "received")
+
     base_unit = fields.String(allow_none=True)
     pledged = fields.Integer()
     reserved = fields.Integer()
@@ -83,7 +86,9 @@ class FiguresSchema(Schema):
     received = fields.Integer()
 
 
-class FlowSchema(Schema):
+class FlowSchema(DisplayQuantities, Schema):
+    display_fields = ("quantity", "shipped", "received")
+
     donor = fields.String(metadata={"description": "The donor's name, or 'anonymous'"})
     donor_org_id = fields.UUID(allow_none=True)
     recipient = fields.String()
@@ -95,7 +100,9 @@ class FlowSchema(Schema):
     received = fields.Integer()
 
 
-class DeliveredUnitsSchema(Schema):
+class DeliveredUnitsSchema(DisplayQuantities, Schema):
+    display_fields = ("quantity",)
+
     item = fields.String()
     base_unit = fields.String(allow_none=True)
     quantity = fields.Integer(metadata={"description": "Delivered to households, base unit"})
@@ -158,7 +165,7 @@ def _filters(args: dict[str, Any]) -> ledger.Filters:
     )
 
 
-@transparency_blp.route("/ledger", methods=["GET"])
+@transparency_blp.route("/ledger", methods=["GET"], parameters=[DISPLAY_PARAMETER])
 @transparency_blp.arguments(LedgerArgsSchema, location="query")
 @transparency_blp.response(200, LedgerSchema)
 @transparency_blp.alt_response(304, description="Not modified since the ETag or date given")
@@ -183,11 +190,15 @@ def public_ledger(args: dict[str, Any]) -> Any:
                 errors={"cursor": ["Invalid cursor."]},
             ) from None
     version, changed_at = totals.state(session)
-    query = json.dumps(
-        [filters.as_dict(), args.get("cursor"), args["limit"]], sort_keys=True
-    ).encode()
+    # With ?display=true the answer is in the language Accept-Language asks for: an
+    # answer, and an ETag, of its own.
+    language = requested_language()
+    asked = [filters.as_dict(), args.get("cursor"), args["limit"]]
+    query = json.dumps(asked + ([language] if language else []), sort_keys=True).encode()
     etag = f"ledger-{version}-{hashlib.sha256(query).hexdigest()[:16]}"
     headers = caching_headers(etag, changed_at)
+    if language:
+        headers["Vary"] = "Accept-Encoding, Accept-Language"
     if not_modified(etag, changed_at):
         return Response(status=304, headers=headers)
     key = (version, query)
@@ -376,7 +387,9 @@ class OrgRefSchema(Schema):
     name = fields.String()
 
 
-class PledgeTraceLineSchema(Schema):
+class PledgeTraceLineSchema(DisplayQuantities, Schema):
+    display_fields = ("quantity", "allocated", "accepted", "damaged", "short")
+
     pledge_line_id = fields.UUID()
     item = fields.String()
     standard = fields.String(allow_none=True)
@@ -396,7 +409,9 @@ class PledgeTraceSchema(Schema):
     lines = fields.List(fields.Nested(PledgeTraceLineSchema))
 
 
-class NeedTraceLineSchema(Schema):
+class NeedTraceLineSchema(DisplayQuantities, Schema):
+    display_fields = ("quantity", "shipped", "received")
+
     need_line_id = fields.UUID()
     line_no = fields.Integer()
     item = fields.String()
@@ -413,7 +428,7 @@ class NeedTraceSchema(Schema):
     lines = fields.List(fields.Nested(NeedTraceLineSchema))
 
 
-@trace_blp.route("/pledges/<uuid:pledge_id>/trace", methods=["GET"])
+@trace_blp.route("/pledges/<uuid:pledge_id>/trace", methods=["GET"], parameters=[DISPLAY_PARAMETER])
 @trace_blp.response(200, PledgeTraceSchema)
 @require_roles()
 def pledge_trace(pledge_id: uuid.UUID) -> Any:
@@ -426,7 +441,7 @@ def pledge_trace(pledge_id: uuid.UUID) -> Any:
     return trace.pledge_trace(session, pledge_id)
 
 
-@trace_blp.route("/needs/<uuid:need_id>/trace", methods=["GET"])
+@trace_blp.route("/needs/<uuid:need_id>/trace", methods=["GET"], parameters=[DISPLAY_PARAMETER])
 @trace_blp.response(200, NeedTraceSchema)
 @require_roles()
 def need_trace(need_id: uuid.UUID) -> Any:

@@ -19,6 +19,7 @@ from services.donations.pledges import service
 from shared import catalog
 from shared.catalog.regions import RegionCode
 from shared.contacts import contact_of
+from shared.display_fields import DISPLAY_PARAMETER, DisplayQuantities
 from shared.events.registry import ORGANISATION_KINDS
 from shared.events.supply import LINE_STATUSES, PLEDGE_STATUSES
 from shared.http import etag, require_if_match
@@ -130,7 +131,9 @@ class CancelSchema(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
 
 
-class LineSchema(Schema):
+class LineSchema(DisplayQuantities, Schema):
+    display_fields = ("quantity", "reserved", "shipped", "delivered", "available")
+
     id = fields.UUID()
     line_no = fields.Integer()
     item = fields.String()
@@ -273,7 +276,7 @@ _LISTING = OrgListing(
 )
 
 
-@blp.route("")
+@blp.route("", parameters=[DISPLAY_PARAMETER])
 class Pledges(MethodView):
     @blp.arguments(PledgeListArgsSchema, location="query")
     @blp.response(200, PledgePageSchema)
@@ -301,7 +304,7 @@ class Pledges(MethodView):
         return pledge, 201, {"ETag": etag(pledge.version)}
 
 
-@blp.route("/<uuid:pledge_id>")
+@blp.route("/<uuid:pledge_id>", parameters=[DISPLAY_PARAMETER])
 class PledgeById(MethodView):
     @blp.response(200, PledgeSchema)
     @require_roles()
@@ -325,7 +328,7 @@ class PledgeById(MethodView):
         return _with_etag(pledge)
 
 
-@blp.route("/<uuid:pledge_id>/cancel", methods=["POST"])
+@blp.route("/<uuid:pledge_id>/cancel", methods=["POST"], parameters=[DISPLAY_PARAMETER])
 @blp.arguments(CancelSchema, required=False)
 @blp.response(200, PledgeSchema)
 @require_roles()

@@ -1,0 +1,99 @@
+"""The API's optional ``display`` fields: quantities as people read them, beside the
+exact figures.
+
+A request with ``?display=true`` gets, in each object of the answer that holds
+quantities (pledge and need lines, allocations, shipment lines, the ledger's figures
+and flows, the lines of traces), a ``display`` object giving each of those quantities
+as people read it, "40 吨" / "40 t", "46万 个" / "460,000 pieces", in the language of
+``Accept-Language`` (Chinese when it prefers zh, English otherwise). The text comes from
+``shared.catalog.display``, the module the web UI and printed documents use. Without
+the parameter the answer is unchanged: every quantity stays an exact whole number in
+the item's base unit, and those stay in the answer with ``display`` too.
+
+A response schema takes part by mixing in :class:`DisplayQuantities` and naming its
+quantities in ``display_fields``; the unit is the ``base_unit`` the object answers with,
+else its ``item``'s. Each route answering with such a schema documents the parameter
+with ``parameters=[DISPLAY_PARAMETER]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from flask import has_request_context, request
+from marshmallow import fields, post_dump
+
+from shared.catalog import CatalogError, display, get_item
+
+TRUE = frozenset({"1", "true", "yes", "on"})
+LANGUAGES = ("zh", "en")
+
+DISPLAY_PARAMETER: dict[str, Any] = {
+    "name": "display",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "true: each object holding quantities gets a `display` object with "
+    'those quantities as people read them ("40 吨" / "40 t"), in the language of '
+    "Accept-Language (zh: Chinese, otherwise English). The exact base-unit figures "
+    "stay as they are.",
+}
+
+
+def requested_language() -> str | None:
+    """The language the request asks ``display`` fields in, or None when it asks none."""
+    if not has_request_context():
+        return None
+    if request.args.get("display", "").strip().lower() not in TRUE:
+        return None
+    return "zh" if request.accept_languages.best_match(LANGUAGES, default="en") == "zh" else "en"
+
+
+class DisplayQuantities:
+    """Mixin for a response schema (before ``Schema`` in its bases): with
+    ``?display=true`` the object gets ``display``, each of ``display_fields`` as people
+    read it. ``display_packed`` names a quantity read as packed ("24 cases of 50
+    pieces + 30 pieces") when the object has ``pack_unit`` and ``pack_size``."""
+
+    display_fields: ClassVar[tuple[str, ...]] = ()
+    display_packed: ClassVar[str | None] = None
+
+    display = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        dump_only=True,
+        metadata={
+            "description": "Only with ?display=true: each quantity of this object as "
+            'people read it ("40 吨" / "40 t"), by the quantity\'s name, in the '
+            "language of Accept-Language (zh: Chinese, otherwise English)"
+        },
+    )
+
+    @post_dump
+    def _display(self, data: dict[str, Any], **_kw: Any) -> dict[str, Any]:
+        data.pop("display", None)
+        language = requested_language()
+        if language is None:
+            return data
+        unit = data.get("base_unit") or _base_unit(data.get("item"))
+        shown = {}
+        for name in self.display_fields:
+            value = data.get(name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                continue
+            if name == self.display_packed and data.get("pack_unit"):
+                text = display.packed(
+                    value, data.get("pack_unit"), data.get("pack_size"), unit, language
+                )
+            else:
+                text = display.quantity(value, unit, language)
+            shown[name] = text
+        data["display"] = shown
+        return data
+
+
+def _base_unit(item: Any) -> str | None:
+    try:
+        return get_item(str(item)).base_unit if item else None
+    except CatalogError:
+        return None

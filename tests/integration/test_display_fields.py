@@ -1,0 +1,195 @@
+"""The API's optional ``display`` fields (README: "Quantities as people read them"):
+``?display=true`` adds each quantity as people read it next to the exact figure, in the
+language of Accept-Language, on pledge and need lines, allocations, shipment lines,
+traces and the public ledger; without it every answer is as before; the OpenAPI
+document describes the field and the parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.auth import Account
+from tests.support.shipping import await_supply, call_as, list_shipments, post_as
+from tests.support.stack import Stack, eventually
+from tests.support.world import saga_world
+
+ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}
+EN = {"Accept-Language": "en-GB,en;q=0.9"}
+# What 40 t of fruit and 460,000 masks read as, by language.
+FRUIT = {"zh": "40 吨", "en": "40 t"}
+MASKS = {"zh": "46万 个", "en": "460,000 pieces"}
+
+
+def _get(client: Any, url: str, who: Account | None, headers: dict[str, str]) -> Any:
+    if who is None:
+        response = client.get(url, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response
+    return call_as(client, "GET", url, who, 200, headers=headers)
+
+
+def _has_display(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "display" in value or any(_has_display(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_display(v) for v in value)
+    return False
+
+
+def test_display_fields_read_quantities_in_the_callers_language(stack: Stack) -> None:
+    people = saga_world(stack)
+    client = stack.client()
+    pledge = post_as(
+        client,
+        "/api/v1/pledges",
+        {
+            "lines": [
+                {"item": "fruit", "quantity": "40", "unit": "t"},
+                {"item": "mask", "quantity": "460000", "unit": "piece"},
+            ],
+            "origin": {"region": "440304", "address": "Futian warehouse"},
+        },
+        people["donor"],
+    )
+    await_supply(stack, pledge)
+    need = post_as(
+        client,
+        "/api/v1/needs",
+        {
+            "lines": [
+                {"item": "fruit", "quantity": "40000", "unit": "kg", "urgency": "critical"},
+                {"item": "mask", "quantity": "460000", "unit": "piece", "urgency": "critical"},
+            ],
+            "location": {"region": "420103", "address": "1277 Jiefang Avenue"},
+        },
+        people["hospital"],
+    )
+    run = post_as(
+        client,
+        "/api/v1/matching/runs",
+        {"dry_run": False, "items": ["fruit", "mask"]},
+        people["coordinator"],
+    )
+    assert run["status"] == "applied", run
+
+    def planned() -> dict[str, Any] | None:
+        found = list_shipments(client, people["coordinator"], need_id=need["id"])
+        return found[0] if found and len(found[0]["lines"]) == 2 else None
+
+    shipment = eventually(planned, timeout=60)
+    coordinator, donor, hospital = people["coordinator"], people["donor"], people["hospital"]
+    urls: list[tuple[str, Account | None]] = [
+        (f"/api/v1/pledges/{pledge['id']}", donor),
+        ("/api/v1/pledges", donor),
+        (f"/api/v1/needs/{need['id']}", hospital),
+        (f"/api/v1/allocations?need_id={need['id']}", coordinator),
+        (f"/api/v1/shipments/{shipment['id']}", coordinator),
+        (f"/api/v1/pledges/{pledge['id']}/trace", donor),
+        (f"/api/v1/needs/{need['id']}/trace", hospital),
+        ("/api/v1/transparency/ledger", None),
+    ]
+
+    # Without the parameter, whatever the language: the answers as before, exact.
+    plain = {}
+    for url, who in urls:
+        body = _get(client, url, who, ZH).json
+        assert not _has_display(body), url
+        plain[url] = body
+    fruit_line = next(line for line in plain[urls[0][0]]["lines"] if line["item"] == "fruit")
+    assert fruit_line["quantity"] == 40_000_000 and fruit_line["base_unit"] == "g"
+
+    for language, headers in (("zh", ZH), ("en", EN), ("en", {})):
+        seen = {}
+        for url, who in urls:
+            joiner = "&" if "?" in url else "?"
+            seen[url] = _get(client, f"{url}{joiner}display=true", who, headers).json
+
+        def by_item(lines: list[dict[str, Any]], key: str = "item") -> dict[str, Any]:
+            return {line[key]: line for line in lines}
+
+        pledged = by_item(seen[urls[0][0]]["lines"])
+        assert pledged["fruit"]["quantity"] == 40_000_000  # the exact figure stays
+        assert pledged["fruit"]["display"]["quantity"] == FRUIT[language]
+        assert pledged["mask"]["display"]["quantity"] == MASKS[language]
+        assert pledged["fruit"]["display"]["reserved"] == FRUIT[language]
+        assert set(pledged["fruit"]["display"]) == {
+            "quantity",
+            "reserved",
+            "shipped",
+            "delivered",
+            "available",
+        }
+        listed = seen["/api/v1/pledges"]["items"][0]["lines"]
+        assert by_item(listed)["fruit"]["display"]["quantity"] == FRUIT[language]
+
+        needed = by_item(seen[urls[2][0]]["lines"])
+        assert needed["fruit"]["display"]["quantity"] == FRUIT[language]
+        assert needed["fruit"]["display"]["reserved"] == FRUIT[language]
+        assert needed["mask"]["display"]["open"] == ("0 个" if language == "zh" else "0 pieces")
+
+        allocations = by_item(seen[urls[3][0]]["items"])
+        assert allocations["fruit"]["display"] == {"quantity": FRUIT[language]}
+        assert allocations["mask"]["display"] == {"quantity": MASKS[language]}
+
+        lines = by_item(seen[urls[4][0]]["lines"])
+        assert lines["fruit"]["quantity"] == 40_000_000
+        assert lines["fruit"]["display"]["quantity"] == FRUIT[language]
+
+        traced = by_item(seen[urls[5][0]]["lines"])
+        assert traced["fruit"]["display"]["allocated"] == FRUIT[language]
+        assert by_item(seen[urls[6][0]]["lines"])["mask"]["display"]["quantity"] == MASKS[language]
+
+        ledger = seen["/api/v1/transparency/ledger"]
+        assert ledger["totals"]["fruit"]["pledged"] == 40_000_000
+        assert ledger["totals"]["fruit"]["display"]["pledged"] == FRUIT[language]
+        assert ledger["totals"]["mask"]["display"]["reserved"] == MASKS[language]
+        assert ledger["by_region"]["4403"]["fruit"]["display"]["pledged"] == FRUIT[language]
+        flows = by_item(ledger["flows"])
+        assert flows["fruit"]["display"]["quantity"] == FRUIT[language]
+        # Apart from ``display``, the answer is the one without the parameter.
+        for url, _who in urls:
+            assert _without_display(seen[url]) == plain[url], url
+
+    # The ledger's cached answers and ETags are kept apart by language.
+    etags = {
+        name: client.get("/api/v1/transparency/ledger" + query, headers=headers).headers
+        for name, query, headers in (
+            ("plain", "", ZH),
+            ("zh", "?display=true", ZH),
+            ("en", "?display=true", EN),
+        )
+    }
+    assert len({h["ETag"] for h in etags.values()}) == 3
+    assert "Accept-Language" in etags["zh"]["Vary"]
+    assert "Accept-Language" not in etags["plain"]["Vary"]
+
+
+def _without_display(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_display(v) for k, v in value.items() if k != "display"}
+    if isinstance(value, list):
+        return [_without_display(v) for v in value]
+    return value
+
+
+def test_openapi_documents_the_display_field_and_parameter(stack: Stack) -> None:
+    document = stack.client().get("/api/v1/openapi.json").json
+    schemas = document["components"]["schemas"]
+    for name in ("Line", "NeedLine", "Allocation", "ShipmentLine", "Figures", "Flow"):
+        field = schemas[name]["properties"]["display"]
+        assert field["type"] == "object" and field["readOnly"] is True, name
+        assert field["additionalProperties"] == {"type": "string"}, name
+        assert "Accept-Language" in field["description"], name
+    for path in (
+        "/api/v1/pledges",
+        "/api/v1/pledges/{pledge_id}",
+        "/api/v1/needs",
+        "/api/v1/needs/{need_id}",
+        "/api/v1/allocations",
+        "/api/v1/shipments/{shipment_id}",
+        "/api/v1/transparency/ledger",
+        "/api/v1/needs/{need_id}/trace",
+    ):
+        parameters = document["paths"][path].get("parameters", [])
+        (display,) = [p for p in parameters if p["name"] == "display"]
+        assert display["in"] == "query" and display["schema"]["type"] == "boolean", path
