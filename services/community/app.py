@@ -8,6 +8,7 @@ import uuid
 from flask import Flask
 from sqlalchemy.orm import Session
 
+from services.community.cases import api as cases_api
 from services.community.distribution import api as distribution_api
 from services.community.distribution import service as distribution
 from services.community.models import Organisation, messaging
@@ -22,8 +23,8 @@ from shared.web import ServiceRuntime, create_service_app
 
 
 def _org_handlers() -> dict[str, Handler]:
-    """The read model of organisations; an erased organisation's residents' details go
-    with it."""
+    """The read model of organisations; an erased organisation's residents' details (and
+    its cases' text) go with it."""
     handlers = org_event_handlers(Organisation)
     keep_erased = handlers["org.erased"]
 
@@ -52,4 +53,5 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     flask_api.register_blueprint(residents_api.blp)
     flask_api.register_blueprint(orders_api.blp)
     flask_api.register_blueprint(distribution_api.blp)
+    flask_api.register_blueprint(cases_api.blp)
     return app

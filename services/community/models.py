@@ -1,6 +1,6 @@
 """Tables of the community service: its copy of the organisations, the community's
-buildings, who holds which role in it, its households, and the outbox and inbox every
-service keeps.
+buildings, who holds which role in it, its households, residents' cases, and the outbox
+and inbox every service keeps.
 
 Households are the most sensitive data aidlink holds (README: "Community"): they stay
 in this database and leave it only as counts.
@@ -231,6 +231,74 @@ class ReachSnapshot(Base):
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     sequence: Mapped[int] = mapped_column(Integer, nullable=False)
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Case(Entity, Base):
+    """A resident's request for a service (counselling, help to reach a clinic, ...),
+    taken in by a social worker, a building leader or the committee, and handed to a
+    social worker: ``open``, ``assigned``, ``in_progress``, ``closed``.
+
+    ``summary``, ``closing_note`` and the follow-ups' notes are personal: seen by the
+    assigned worker and the case supervisors only, and cleared when the household or
+    the organisation is erased (``erased``), which leaves the counts."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        UniqueConstraint("org_id", "number", name="uq_case_number"),
+        Index("ix_cases_org_status", "org_id", "status"),
+        Index("ix_cases_org_assigned", "org_id", "assigned_to"),
+        Index("ix_cases_household", "household_id"),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # Read by people: C-2026-0001, counted per community and year.
+    number: Mapped[str] = mapped_column(String(20), nullable=False)
+    kind: Mapped[str] = mapped_column(String(24), nullable=False)
+    urgency: Mapped[str] = mapped_column(String(8), nullable=False)
+    household_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("households.id", ondelete="RESTRICT"), nullable=True
+    )
+    building_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
+    taken_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    assigned_to: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    assigned_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    closing_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    erased: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+
+
+class CaseFollowUp(Base):
+    """A dated note on a case: a follow-up (``note``), or the closing note kept when the
+    case was reopened (``closing``), or why it was reopened (``reopened``)."""
+
+    __tablename__ = "case_follow_ups"
+    __table_args__ = (Index("ix_case_follow_ups_case_at", "case_id", "at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    case_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("cases.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="note")
+    # When it happened (the visit, the call), as the worker says; recorded_at is when
+    # it was written down.
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class CaseCounter(Base):
+    """The last case number given in a community in a year."""
+
+    __tablename__ = "case_counters"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class AccessRecord(Base):

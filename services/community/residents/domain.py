@@ -107,8 +107,17 @@ def standing_from(
     """The standing of a member of the community from their appointments, each a role
     and the building it is for: none at all (or ``committee``) is the committee's."""
     held = list(appointments)
+    social_worker = any(role == "social_worker" for role, _ in held)
+    case_supervisor = any(role == "case_supervisor" for role, _ in held)
     if not held or any(role == "committee" for role, _ in held):
-        return Standing(org_id=org_id, committee=True, user_id=user_id)
+        # A committee member may also be one of its social workers or case supervisors.
+        return Standing(
+            org_id=org_id,
+            committee=True,
+            user_id=user_id,
+            social_worker=social_worker,
+            case_supervisor=case_supervisor,
+        )
     leads = {b for role, b in held if role == "building_leader" and b is not None}
     for area in areas:
         leads |= (buildings_of_area or {}).get(area, set())
@@ -117,6 +126,6 @@ def standing_from(
         user_id=user_id,
         leads=frozenset(leads),
         delivers=frozenset(b for role, b in held if role == "volunteer" and b is not None),
-        social_worker=any(role == "social_worker" for role, _ in held),
-        case_supervisor=any(role == "case_supervisor" for role, _ in held),
+        social_worker=social_worker,
+        case_supervisor=case_supervisor,
     )

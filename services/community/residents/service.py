@@ -13,6 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.community.cases import service as cases
 from services.community.models import AccessRecord, Appointment, Building, Household, Organisation
 from services.community.residents import domain
 from services.community.residents.domain import Standing
@@ -286,12 +287,14 @@ def change_household(
 
 
 def remove_household(session: Session, standing: Standing, household: Household) -> None:
-    """A household that moved away: its details go, what it was given stays counted."""
+    """A household that moved away: its details and its cases' text go, what it was
+    given stays counted."""
     if not standing.keeps_households_of(household.building_id):
         raise Forbidden(
             "Households are kept by the committee and the building's leader.", slug="forbidden"
         )
     _blank(household)
+    cases.erase_household(session, household.id)
 
 
 def _blank(household: Household) -> None:
@@ -305,9 +308,11 @@ def _blank(household: Household) -> None:
 
 def erase_community(session: Session, org_id: uuid.UUID) -> None:
     """The organisation's data erased (org.erased): households keep only their size and
-    whether they were vulnerable, for the counts; appointments and access records go."""
+    whether they were vulnerable, for the counts; cases keep no text; appointments and
+    access records go."""
     for household in session.scalars(select(Household).where(Household.org_id == org_id)):
         _blank(household)
+    cases.erase_community(session, org_id)
     session.execute(update(Appointment).where(Appointment.org_id == org_id).values(name=None))
     session.execute(delete(AccessRecord).where(AccessRecord.org_id == org_id))
 

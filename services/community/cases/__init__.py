@@ -1,0 +1,1 @@
+"""Residents' cases: intake, assignment to social workers, follow-ups and closing."""
