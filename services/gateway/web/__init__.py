@@ -4,8 +4,8 @@ Pages call the gateway's own API in-process as the signed-in user (see ``api``),
 they follow the same rules as every other client. The cookie session holds the
 user's tokens (HttpOnly, SameSite=Lax, Secure when ``AIDLINK_WEB_SECURE_COOKIES`` is
 set); every form carries a CSRF token. Each area of the UI (accounts, donors, recipients,
-coordinators, shipments and receipts, traces, supply gaps, the public ledger) is a
-module adding its pages to one blueprint.
+coordinators, shipments and receipts, traces, supply gaps, the public ledger, the pages
+inside a community) is a module adding its pages to one blueprint.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from flask_babel import Babel
 
 from services.gateway.web import (  # noqa: F401
     account,
+    community,
     coordinator,
     donor,
     gaps,
