@@ -347,7 +347,9 @@ class TracedShipmentSchema(ReceiptFiguresSchema):
     quantity = fields.Integer()
 
 
-class CommunityTraceSchema(Schema):
+class CommunityTraceSchema(DisplayQuantities, Schema):
+    display_fields = ("units_delivered", "delivered_from_these_shipments")
+
     households_reached = fields.Integer()
     people_served = fields.Integer()
     vulnerable_households_reached = fields.Integer()

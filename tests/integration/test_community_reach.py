@@ -1,0 +1,334 @@
+"""What the public and donors see of a community's last mile: the seed story driven to
+the volunteers' doors, then the public ledger (its API and its page, in both
+languages) and the donor's trace (API and page) show the community's counts
+(households reached, people served, vulnerable households reached, units delivered
+inside), and nothing personal leaves the community: not in the events it sent, not in
+the ledger, not in the trace. A snapshot delivered again or late counts once."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from tests.support.auth import PASSWORD, Account, admin, coordinator, verified
+from tests.support.community import Community, add_households, community, order_round, post
+from tests.support.stack import Stack, eventually
+
+PHONE = "13800138000"
+CSRF = re.compile(rb'name="csrf_token" value="([^"]+)"')
+
+
+def _signed_in(stack: Stack, who: Account, language: str) -> Any:
+    client = stack.client()
+    client.set_cookie("aidlink_lang", language)
+    page = client.get("/signin")
+    token = CSRF.search(page.data)
+    assert token
+    done = client.post(
+        "/signin",
+        data={"csrf_token": token.group(1).decode(), "email": who.email, "password": PASSWORD},
+    )
+    assert done.status_code == 302
+    return client
+
+
+def _to_the_doors(stack: Stack, client: Any) -> dict[str, Any]:
+    """The seed story up to the volunteers' outcomes: two buildings' orders become the
+    community's need, a donor's 10 kg of vegetables are matched, shipped and received,
+    split vulnerable first, and delivered, one household not at home."""
+    from services.community.models import Household
+    from services.dispatch.models import Need
+    from tests.support.shipping import deliver, match, receipt_lines
+
+    boss = admin(stack.apps["gateway"], client)
+    chief = coordinator(client, boss)
+    place = community(stack, client, boss)
+    add_households(client, place)
+    # The deaf resident's phone is on record: it must never leave the community.
+    with stack.runtime("community").unit_of_work() as session:
+        session.execute(
+            update(Household)
+            .where(Household.id == uuid.UUID(place.households[place.buildings[0]][0]))
+            .values(phone=PHONE)
+        )
+    entered = order_round(client, place)
+    post(client, f"{place.base}/rounds/{entered['id']}/confirm", {}, place.committee, status=200)
+
+    def posted() -> Need | None:
+        with stack.runtime("dispatch").session_factory() as session:
+            return session.query(Need).filter_by(org_id=uuid.UUID(place.committee.org_id)).first()
+
+    need = eventually(posted, timeout=60)
+    donor = verified(client, boss, kind="foundation", region="4403")
+    pledge = post(
+        client,
+        "/api/v1/pledges",
+        {
+            "lines": [
+                {
+                    "item": "vegetables",
+                    "quantity": "10",
+                    "unit": "kg",
+                    "best_before": (date.today() + timedelta(days=10)).isoformat(),
+                }
+            ],
+            "origin": {"region": "4403", "address": "Futian warehouse"},
+        },
+        donor,
+    )
+    people = {"coordinator": chief}
+    eventually(
+        lambda: client.post(
+            "/api/v1/matching/runs",
+            json={"dry_run": True, "items": ["vegetables"]},
+            headers=chief.headers,
+        ).json["allocations"],
+        timeout=60,
+    )
+    match(client, people, "vegetables")
+    [shipment] = deliver(client, people, str(need.id))
+    post(
+        client,
+        f"/api/v1/shipments/{shipment['id']}/receipt",
+        {"lines": receipt_lines(shipment)},
+        place.committee,
+    )
+    eventually(
+        lambda: (
+            client.get(f"{place.base}/stock", headers=place.committee.headers).json["stock"]
+            == {"vegetables": 10_000}
+        ),
+        timeout=60,
+    )
+    post(client, f"{place.base}/distributions", {"rule": "vulnerable_first"}, place.committee)
+    households = {
+        h["id"]: h
+        for h in client.get(f"{place.base}/households", headers=place.committee.headers).json[
+            "items"
+        ]
+    }
+    first, second = place.buildings
+    mine = client.get(
+        f"{place.base}/deliveries?building_id={first}", headers=place.volunteer.headers
+    ).json["items"]
+    away = mine[0]
+    for delivery in mine:
+        outcome = "not_home" if delivery is away else "delivered"
+        post(
+            client,
+            f"{place.base}/deliveries/{delivery['id']}/outcome",
+            {"status": outcome, "note": "Left a note on the door" if delivery is away else None},
+            place.volunteer,
+            status=200,
+        )
+    for delivery in client.get(
+        f"{place.base}/deliveries?building_id={second}", headers=place.leaders[1].headers
+    ).json["items"]:
+        post(
+            client,
+            f"{place.base}/deliveries/{delivery['id']}/outcome",
+            {"status": "delivered"},
+            place.leaders[1],
+            status=200,
+        )
+    everything = client.get(f"{place.base}/deliveries", headers=place.committee.headers).json[
+        "items"
+    ]
+    delivered = [d for d in everything if d["status"] == "delivered"]
+    return {
+        "place": place,
+        "donor": donor,
+        "pledge": pledge,
+        "shipment": shipment,
+        "households": households,
+        "delivered": delivered,
+        "units": sum(d["items"]["vegetables"] for d in delivered),
+    }
+
+
+def _personal(place: Community, households: dict[str, Any]) -> list[str]:
+    """What must never leave the community: households' ids, rooms, notes and phones,
+    the volunteer's note at the door, who the community appointed."""
+    found = [*households, PHONE, "Call before knocking", "Left a note on the door"]
+    found += ['"room"', '"household_id"', '"note"', '"phone"', '"flags"']
+    found += [place.volunteer.user_id, place.social_worker.user_id]
+    found += [leader.user_id for leader in place.leaders]
+    return found
+
+
+def _leaks(text: str, personal: list[str]) -> list[str]:
+    return [each for each in personal if each in text]
+
+
+def _community_of(ledger: dict[str, Any], org_id: str) -> dict[str, Any] | None:
+    return next((c for c in ledger["communities"] if c["org_id"] == org_id), None)
+
+
+def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: Stack) -> None:
+    from services.community.models import messaging as community_messaging
+    from services.dispatch.models import CommunityReach
+    from services.invariants import check
+    from shared.inbox import Outcome
+
+    for service in ("gateway", "community", "dispatch", "donations"):
+        stack.start_worker(service)
+    client = stack.client()
+    story = _to_the_doors(stack, client)
+    place: Community = story["place"]
+    org_id = place.committee.org_id
+    households = story["households"]
+    delivered = story["delivered"]
+    expected = {
+        "households_reached": len(delivered),
+        "people_served": sum(households[d["household_id"]]["people"] for d in delivered),
+        "vulnerable_households_reached": sum(
+            1 for d in delivered if households[d["household_id"]]["vulnerable"]
+        ),
+    }
+    assert expected["households_reached"] == 5
+    # The household not at home took its share back to stock.
+    assert 0 < story["units"] < 10_000
+
+    # The public ledger's API: the community by name, its counts, the units inside.
+    def shown() -> dict[str, Any] | None:
+        found = _community_of(client.get("/api/v1/transparency/ledger").json, org_id)
+        if found and found["households_reached"] == expected["households_reached"]:
+            return found
+        return None
+
+    entry = eventually(shown, timeout=60)
+    assert {k: entry[k] for k in expected} == expected
+    assert entry["name"] == place.committee.org["name"]
+    assert entry["units_delivered"] == [
+        {"item": "vegetables", "base_unit": "g", "quantity": story["units"]}
+    ]
+    # Asked for as people read it, in Chinese: the same figure, in 千克.
+    readable = client.get(
+        "/api/v1/transparency/ledger?display=true", headers={"Accept-Language": "zh"}
+    ).json
+    [units] = _community_of(readable, org_id)["units_delivered"]  # type: ignore[index]
+    assert units["display"] == {"quantity": f"{story['units'] / 1000:g} 千克"}
+    # Filtered by another region, or by an item it did not hand out: not there.
+    assert _community_of(client.get("/api/v1/transparency/ledger?region=4403").json, org_id) is None
+    assert _community_of(client.get("/api/v1/transparency/ledger?item=mask").json, org_id) is None
+    assert _community_of(client.get("/api/v1/transparency/ledger?region=42").json, org_id)
+
+    # The events the community sent: counts only, one snapshot per delivery made,
+    # numbered in order, the last one the whole story.
+    with stack.runtime("community").session_factory() as session:
+        rows = (
+            session.query(community_messaging.outbox)
+            .filter_by(type="community.units_distributed")
+            .all()
+        )
+    messages = sorted((row.message for row in rows), key=lambda m: m["payload"]["sequence"])
+    assert [m["payload"]["sequence"] for m in messages] == list(range(1, len(delivered) + 1))
+    latest = messages[-1]["payload"]
+    assert {k: latest[k] for k in expected} == expected
+    assert latest["units_delivered"] == [
+        {"item": "vegetables", "quantity": story["units"], "unit": "g"}
+    ]
+    assert latest["from_shipments"] == [
+        {
+            "shipment_id": story["shipment"]["id"],
+            "receipt_id": latest["from_shipments"][0]["receipt_id"],
+            "item": "vegetables",
+            "quantity": story["units"],
+        }
+    ]
+    personal = _personal(place, households)
+    for message in messages:
+        assert _leaks(json.dumps(message), personal) == [], message
+
+    # The donor's trace: beside the community it reached, the community's counts.
+    trace = client.get(
+        f"/api/v1/pledges/{story['pledge']['id']}/trace", headers=story["donor"].headers
+    )
+    assert trace.status_code == 200
+    [line] = trace.json["lines"]
+    [recipient] = line["recipients"]
+    assert recipient["org_id"] == org_id
+    figures = recipient["community"]
+    assert {k: figures[k] for k in expected} == expected
+    assert figures["item"] == "vegetables"
+    assert figures["units_delivered"] == story["units"]
+    assert figures["delivered_from_these_shipments"] == story["units"]
+    assert _leaks(trace.get_data(as_text=True), personal) == []
+    readable = client.get(
+        f"/api/v1/pledges/{story['pledge']['id']}/trace?display=true",
+        headers={**story["donor"].headers, "Accept-Language": "en"},
+    ).json
+    assert readable["lines"][0]["recipients"][0]["community"]["display"] == {
+        "units_delivered": f"{story['units'] / 1000:g} kg",
+        "delivered_from_these_shipments": f"{story['units'] / 1000:g} kg",
+    }
+
+    # A snapshot delivered again, or an older one arriving late (as a new copy):
+    # nothing moves, the ledger's version included.
+    dispatch = stack.runtime("dispatch")
+    before = client.get("/api/v1/transparency/ledger")
+    assert dispatch.inbox.handle(messages[-1]) is Outcome.DUPLICATE
+    late = dict(messages[0], id=str(uuid.uuid4()))
+    assert dispatch.inbox.handle(late) is Outcome.STALE
+    with dispatch.session_factory() as session:
+        held = session.get(CommunityReach, uuid.UUID(org_id))
+        assert held is not None
+        assert held.sequence == len(delivered)
+        assert held.households_reached == expected["households_reached"]
+    after = client.get("/api/v1/transparency/ledger")
+    assert after.headers["ETag"] == before.headers["ETag"]
+    assert _community_of(after.json, org_id) == entry
+
+    # Even past the inbox (another aggregate's version, the same old snapshot), the
+    # read model keeps the highest snapshot.
+    from services.dispatch.transparency.community import on_units_distributed
+    from shared.events import Event
+
+    with dispatch.unit_of_work() as session:
+        on_units_distributed(session, Event.from_message(messages[0]))
+    assert _community_of(client.get("/api/v1/transparency/ledger").json, org_id) == entry
+
+    ledger_text = client.get("/api/v1/transparency/ledger").get_data(as_text=True)
+    assert _leaks(ledger_text, personal) == []
+
+    # The ledger's page, in both languages: the community's row, in human units.
+    for language, heading, weight in (
+        ("en", "Inside the communities", "kg"),
+        ("zh", "社区内的分发", "千克"),
+    ):
+        reader = stack.client()
+        reader.set_cookie("aidlink_lang", language)
+        page = reader.get("/transparency")
+        assert page.status_code == 200
+        text = page.get_data(as_text=True)
+        assert heading in text
+        row = re.search(r'<tr data-community="' + org_id + r'">(.*?)</tr>', text, re.S)
+        assert row, text[-3000:]
+        cells = row.group(1)
+        assert place.committee.org["name"] in cells
+        assert f'class="households-reached">{expected["households_reached"]}<' in cells
+        assert f'class="people-served">{expected["people_served"]}<' in cells
+        assert f'class="vulnerable-reached">{expected["vulnerable_households_reached"]}<' in cells
+        assert f"{story['units'] / 1000:g} {weight}" in cells
+        assert _leaks(text, personal) == []
+
+        # The donor's pledge page: the counts beside the community.
+        donor_page = _signed_in(stack, story["donor"], language).get(
+            f"/pledges/{story['pledge']['id']}"
+        )
+        assert donor_page.status_code == 200
+        shown_text = donor_page.get_data(as_text=True)
+        assert 'class="community-reach"' in shown_text
+        reach_row = shown_text.split('class="community-reach"', 1)[1].split("</tr>", 1)[0]
+        for figure in expected.values():
+            assert str(figure) in reach_row
+        assert f"{story['units'] / 1000:g} {weight}" in reach_row
+        assert _leaks(shown_text, personal) == []
+
+    report = check(stack.settings, settle=60)
+    assert report.violations == [], [v.as_dict() for v in report.violations]
