@@ -82,6 +82,8 @@ class World:
     household: str = ""
     appointment: str = ""
     order_round: str = ""
+    # A resident's case the community's committee took in.
+    case: str = ""
 
     def new_need(self, account: Account) -> str:
         made = self.client.post(
@@ -722,6 +724,63 @@ ROWS += [
     Row("DELETE", f"{COMMUNITY}/appointments/{{appointment}}", only({})),
 ]
 
+# Residents' cases: their notes are the community's (coordinators read them only with a
+# reason, and never change them); counts of them are open to coordinators.
+ROWS += [
+    Row("GET", f"{COMMUNITY}/cases", only({})),
+    Row("GET", f"{COMMUNITY}/cases", only(dict.fromkeys(COORDINATORS, 200)), headers=REASON),
+    Row(
+        "POST",
+        f"{COMMUNITY}/cases",
+        only({}),
+        body=lambda w, a: {"kind": "counselling", "summary": "Needs someone to talk to"},
+        headers=REASON,
+    ),
+    Row("GET", f"{COMMUNITY}/cases/summary", only(dict.fromkeys(COORDINATORS, 200))),
+    Row("GET", f"{COMMUNITY}/cases/{{case}}", only({})),
+    Row(
+        "GET",
+        f"{COMMUNITY}/cases/{{case}}",
+        only(dict.fromkeys(COORDINATORS, 200)),
+        headers=REASON,
+    ),
+    Row(
+        "POST",
+        f"{COMMUNITY}/cases/{{case}}/assign",
+        only({}),
+        body=lambda w, a: {"auto": True},
+        headers=REASON,
+    ),
+    Row(
+        "POST",
+        f"{COMMUNITY}/cases/{{case}}/follow-ups",
+        only({}),
+        body=lambda w, a: {"note": "Called"},
+        headers=REASON,
+    ),
+    Row(
+        "POST",
+        f"{COMMUNITY}/cases/{{case}}/close",
+        only({}),
+        body=lambda w, a: {"closing_note": "Done"},
+        headers=REASON,
+    ),
+    Row(
+        "POST",
+        f"{COMMUNITY}/cases/{{case}}/reopen",
+        only({}),
+        body=lambda w, a: {"reason": "Needed again"},
+        headers=REASON,
+    ),
+    Row("GET", f"{COMMUNITY}/case-workers", only({})),
+    Row(
+        "PUT",
+        f"{COMMUNITY}/case-workers/{{flag}}/hours",
+        only({}),
+        body=lambda w, a: {"hours_per_day": 4},
+    ),
+]
+
 # Deleting runs last: it ends what the rows above read.
 ROWS += [
     Row(
@@ -814,6 +873,12 @@ def _community(world: World, boss: Account) -> None:
         committee,
     )["id"]
     world.order_round = post(client, f"{base}/rounds", {"title": "Week 1"}, committee)["id"]
+    world.case = post(
+        client,
+        f"{base}/cases",
+        {"kind": "clinic_access", "summary": "Needs a ride to dialysis", "urgency": "soon"},
+        committee,
+    )["id"]
     # Last: the committee's own user appointed to a building is no longer its committee.
     world.appointment = post(
         client,
@@ -938,6 +1003,7 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
         household=world.household,
         appointment=world.appointment,
         round=world.order_round,
+        case=world.case,
     )
     headers.update(row.headers)
     body = row.body(world, actor) if row.body else None

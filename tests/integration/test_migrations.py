@@ -53,3 +53,21 @@ def test_shipments_made_before_tracking_numbers_are_numbered_in_order(
     by_time = [numbers[k] for k in sorted(numbers)]
     assert by_time == ["AL-2020-000001", "AL-2020-000002", "AL-2021-000001"]
     assert counters == {2020: 2, 2021: 1}
+
+
+def test_community_cases_tables_come_and_go_with_their_migration(settings: Settings) -> None:
+    """Community 0007 adds residents' cases: going back removes their tables and keeps
+    the households', going forward again brings them back (on both backends)."""
+    from sqlalchemy import inspect
+
+    url = settings.database_url("community")
+    cases = {"cases", "case_follow_ups", "case_counters"}
+    command.downgrade(alembic_config("community", url), "0006")
+    engine = create_engine(url)
+    before = set(inspect(engine).get_table_names())
+    assert not cases & before and "households" in before
+    engine.dispose()
+    upgrade("community", settings)
+    engine = create_engine(url)
+    assert cases <= set(inspect(engine).get_table_names())
+    engine.dispose()
