@@ -20,6 +20,12 @@ target is set for 20k x 20k). It prints figures only and never fails on them.
 
     .venv/bin/python -m bench.matching
     .venv/bin/python -m bench.matching --sizes 1000,5000,20000 --seed 7 --repeat 3
+    .venv/bin/python -m bench.matching --through-service --sizes 1000,5000,20000
+    .venv/bin/python -m bench.matching --through-service \
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+``--through-service`` times the whole run as dispatch's worker performs it (read,
+solve, write, events) with needs posted during it: ``bench/matching_service.py``.
 """
 
 from __future__ import annotations
@@ -294,6 +300,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per size and method; best and median shown"
     )
+    from bench.matching_service import add_arguments
+
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -303,6 +312,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--sizes must be positive")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.post_every <= 0:
+        parser.error("--post-every must be positive")
+    if args.database_url and not args.through_service:
+        parser.error("--database-url applies to --through-service only")
     return args
 
 
@@ -336,6 +349,10 @@ def report(n: int, supply_n: int, opt: Figures, base: Figures) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.through_service:
+        from bench import matching_service
+
+        return matching_service.main(args.sizes, args.seed, args.database_url, args.post_every)
     print("aidlink matching benchmark")
     print(
         f"  seed {args.seed}, {len(ITEMS)} items, {N_PLACES} places, today {TODAY}, "

@@ -22,9 +22,21 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import JSON, Index, Integer, String, Uuid, event, select, text, update
+from sqlalchemy import (
+    JSON,
+    Index,
+    Integer,
+    String,
+    Table,
+    Uuid,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, sessionmaker
 
 from shared.db import UTCDateTime, utcnow
@@ -140,6 +152,29 @@ class Outbox:
             )
         )
         session.info.setdefault(_PENDING_KEY, []).append((evt.id, message))
+
+    def add_many(self, session: Session, events: list[Event]) -> None:
+        """Write many events in the session's transaction, in one multi-row insert."""
+        if not events:
+            return
+        rows = []
+        pending = session.info.setdefault(_PENDING_KEY, [])
+        for evt in events:
+            message = evt.to_message()
+            rows.append(
+                {
+                    "id": evt.id,
+                    "type": evt.type,
+                    "aggregate_id": evt.aggregate_id,
+                    "message": message,
+                    "created_at": evt.occurred_at,
+                    "awaiting": awaiting_of(subscribers_of(evt.type))
+                    if self.track_receipt
+                    else None,
+                }
+            )
+            pending.append((evt.id, message))
+        session.execute(insert(cast(Table, cast(Any, self.row_class).__table__)), rows)
 
     # The relay ---------------------------------------------------------------------
 

@@ -111,6 +111,11 @@ class EventRegistry:
         except ValidationError as exc:
             raise EventError(f"invalid {type} payload", _prefixed(exc.messages)) from None
 
+    def nullable_fields(self, type: str, version: int) -> frozenset[str]:
+        """The payload fields that may be None."""
+        schema = self._schema(type, version)
+        return frozenset(name for name, f in schema.fields.items() if f.allow_none)
+
     def dump_payload(self, type: str, version: int, payload: dict[str, Any]) -> dict[str, Any]:
         schema = self._schema(type, version)
         dumped = dict(schema.dump(payload))

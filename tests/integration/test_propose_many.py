@@ -160,7 +160,7 @@ def test_a_plan_refused_whole_changes_nothing(stack: Stack) -> None:
         assert line is not None and (line.proposed, line.status) == (0, "open")
 
 
-def _accepted(allocation: Allocation) -> dict[str, Any]:
+def _accepted(allocation: saga.ProposedAllocation) -> dict[str, Any]:
     return new_event(
         "reservation.accepted",
         {

@@ -71,3 +71,68 @@ def test_a_schema_registered_twice_is_a_programming_error() -> None:
 def test_org_registered_goes_to_every_read_model() -> None:
     assert subscribers_of("org.registered") == ("donations", "dispatch", "gateway", "community")
     assert subscribers_of("nothing.happened") == ()
+
+
+def test_the_message_form_is_what_the_envelope_schema_dumps() -> None:
+    from shared.events.envelope import EnvelopeSchema
+
+    for event in (_registered(), _registered(name="火神山医院")):
+        assert event.to_message() == EnvelopeSchema().dump(event)
+
+
+def _proposed(quantity: object = 5, deadline: object = None) -> dict[str, object]:
+    ids = ("allocation_id", "pledge_id", "pledge_line_id", "need_id", "need_line_id")
+    return {
+        **{key: str(uuid.uuid4()) for key in ids},
+        "recipient_org_id": str(uuid.uuid4()),
+        "quantity": quantity,
+        "deadline": deadline,
+    }
+
+
+def test_events_of_one_batch_are_validated_by_the_first_and_the_shape_of_the_rest() -> None:
+    from shared.events import new_events
+
+    payloads = [_proposed(q) for q in (5, 10, 15)]
+    ids = [p["allocation_id"] for p in payloads]
+    events = new_events(
+        "allocation.proposed", payloads, producer="dispatch", aggregate_ids=ids, aggregate_version=1
+    )
+    assert [e.payload["quantity"] for e in events] == [5, 10, 15]
+    assert [e.aggregate_id for e in events] == ids
+    # Each event passes what a consumer checks.
+    for event in events:
+        assert Event.from_message(event.to_message()) == event
+
+    def refused(batch: list[dict[str, object]]) -> set[str]:
+        with pytest.raises(EventError) as excinfo:
+            new_events(
+                "allocation.proposed",
+                batch,
+                producer="dispatch",
+                aggregate_ids=[p["allocation_id"] for p in batch],
+                aggregate_version=1,
+            )
+        return set(excinfo.value.errors)
+
+    # The first is checked by the schema itself,
+    assert refused([_proposed(quantity=0)]) == {"payload.quantity"}
+    # the others by their fields and the JSON type of each value,
+    assert refused([_proposed(), _proposed(quantity="7")]) == {"payload[1].quantity"}
+    extra = {**_proposed(), "note": "x"}
+    assert refused([_proposed(), extra]) == {"payload[1]"}
+    # and None only where the schema allows it.
+    assert refused([_proposed(), {**_proposed(), "quantity": None}]) == {"payload[1].quantity"}
+    later = "2026-12-05T00:00:00+00:00"
+    assert (
+        len(
+            new_events(
+                "allocation.proposed",
+                [_proposed(deadline=later), _proposed(deadline=None)],
+                producer="dispatch",
+                aggregate_ids=[uuid.uuid4(), uuid.uuid4()],
+                aggregate_version=1,
+            )
+        )
+        == 2
+    )

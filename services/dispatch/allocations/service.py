@@ -19,9 +19,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from services.dispatch.models import (
@@ -32,11 +32,12 @@ from services.dispatch.models import (
     ShipmentLine,
     SupplyLine,
 )
+from services.dispatch.needs import domain as need_domain
 from services.dispatch.needs import status as need_status
 from services.dispatch.transparency import totals as ledger
 from shared.contacts import contact_of
 from shared.db import utcnow
-from shared.events import new_event
+from shared.events import new_event, new_events
 from shared.outbox import Outbox
 
 PRODUCER = "dispatch"
@@ -173,9 +174,19 @@ def available_supply(line: SupplyLine) -> int:
 # Allocations ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ProposedAllocation:
+    """An allocation a plan proposed, as written (its row holds the rest)."""
+
+    id: uuid.UUID
+    pledge_line_id: uuid.UUID
+    need_line_id: uuid.UUID
+    quantity: int
+
+
 @dataclass(frozen=True)
 class Proposed:
-    allocation: Allocation | None
+    allocation: ProposedAllocation | None
     refused: str | None = None
 
 
@@ -214,6 +225,54 @@ def _locked(
     return found
 
 
+class _Row:
+    """A row's columns as plain attributes, for the counting of :func:`propose_many`."""
+
+    def __init__(self, mapping: Any) -> None:
+        self.__dict__.update(mapping)
+
+
+def _locked_rows(
+    session: Session, columns: Sequence[Any], key: Any, ids: set[uuid.UUID]
+) -> dict[uuid.UUID, Any]:
+    """The rows whose ``key`` is in ``ids``, as :class:`_Row`, read and locked as
+    :func:`_locked` does (in key order, FOR UPDATE), without building ORM objects."""
+    found: dict[uuid.UUID, Any] = {}
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), _CHUNK):
+        chunk = ordered[i : i + _CHUNK]
+        for row in session.execute(
+            select(*columns).where(key.in_(chunk)).order_by(key).with_for_update()
+        ).mappings():
+            found[row[columns[0].key]] = _Row(row)
+    return found
+
+
+_LINE_COLUMNS = (
+    NeedLine.id,
+    NeedLine.need_id,
+    NeedLine.item,
+    NeedLine.status,
+    NeedLine.quantity,
+    NeedLine.proposed,
+    NeedLine.reserved,
+    NeedLine.shipped,
+    NeedLine.received,
+)
+_SUPPLY_COLUMNS = (
+    SupplyLine.id,
+    SupplyLine.pledge_id,
+    SupplyLine.donor_org_id,
+    SupplyLine.anonymous,
+    SupplyLine.status,
+    SupplyLine.pledge_status,
+    SupplyLine.quantity,
+    SupplyLine.reserved,
+    SupplyLine.shipped,
+    SupplyLine.proposed,
+)
+
+
 def propose_many(
     session: Session,
     outbox: Outbox,
@@ -226,21 +285,38 @@ def propose_many(
     still allow it, in order; one result per proposal.
 
     The need lines, supply lines and needs involved are locked once, in that order
-    (the order every saga step takes them in), and checked and counted in memory:
-    the same refusals as a conditional UPDATE per allocation, in a handful of
-    statements for the whole plan.
+    (the order every saga step takes them in), checked and counted in memory, and
+    written in bulk: the counters and statuses by primary key, the allocations and
+    their ``allocation.proposed`` events as multi-row inserts. A plan of tens of
+    thousands of allocations is one short write, not an ORM flush per object.
     """
-    lines: dict[uuid.UUID, NeedLine] = _locked(
-        session, NeedLine, {p.need_line_id for p in proposals}
+    if not proposals:
+        return []
+    lines = _locked_rows(session, _LINE_COLUMNS, NeedLine.id, {p.need_line_id for p in proposals})
+    supplies = _locked_rows(
+        session, _SUPPLY_COLUMNS, SupplyLine.id, {p.supply_line_id for p in proposals}
     )
-    supplies: dict[uuid.UUID, SupplyLine] = _locked(
-        session, SupplyLine, {p.supply_line_id for p in proposals}
+    need_ids = {line.need_id for line in lines.values()}
+    needs = _locked_rows(
+        session, (Need.id, Need.status, Need.org_id, Need.version), Need.id, need_ids
     )
-    # With every line of those needs, for their statuses.
-    need_rows: dict[uuid.UUID, Need] = _locked(
-        session, Need, {line.need_id for line in lines.values()}, selectinload(Need.lines)
-    )
+    for need_row in needs.values():
+        need_row.was = need_row.status
+    # Every line of those needs, for the needs' statuses (the ones locked above kept).
+    lines_of: dict[uuid.UUID, list[Any]] = {need_id: [] for need_id in need_ids}
+    for i in range(0, len(ordered := sorted(need_ids)), _CHUNK):
+        for row in session.execute(
+            select(*_LINE_COLUMNS).where(NeedLine.need_id.in_(ordered[i : i + _CHUNK]))
+        ).mappings():
+            lines_of[row["need_id"]].append(lines.get(row["id"]) or _Row(row))
+    touched_lines: dict[uuid.UUID, Any] = {}
+    touched_supplies: dict[uuid.UUID, Any] = {}
+    touched_needs: dict[uuid.UUID, Any] = {}
+    now = utcnow()
+    allocations: list[dict[str, Any]] = []
+    payloads: list[dict[str, Any]] = []
     results: list[Proposed] = []
+    deadline_text = deadline.isoformat() if deadline is not None else None
     for proposal in proposals:
         quantity = proposal.quantity
         line = lines.get(proposal.need_line_id)
@@ -248,7 +324,7 @@ def propose_many(
         if line is None or supply is None:
             results.append(Proposed(None, "the line no longer exists"))
             continue
-        need = need_rows[line.need_id]
+        need = needs[line.need_id]
         if need.status not in ("open", "partially_allocated") or line.status in (
             "expired",
             "cancelled",
@@ -271,47 +347,92 @@ def propose_many(
             continue
         line.proposed += quantity
         supply.proposed += quantity
-        allocation = Allocation(
-            id=uuid.uuid4(),
-            run_id=run_id,
-            pledge_id=supply.pledge_id,
-            pledge_line_id=supply.id,
-            donor_org_id=supply.donor_org_id,
-            donor_anonymous=bool(supply.anonymous),
-            need_id=need.id,
-            need_line_id=line.id,
-            recipient_org_id=need.org_id,
-            item=line.item,
-            quantity=quantity,
-            status="proposed",
-            reason=proposal.reason,
-            version=1,
+        allocation_id = uuid.uuid4()
+        allocations.append(
+            {
+                "id": allocation_id,
+                "run_id": run_id,
+                "pledge_id": supply.pledge_id,
+                "pledge_line_id": supply.id,
+                "donor_org_id": supply.donor_org_id,
+                "donor_anonymous": bool(supply.anonymous),
+                "need_id": need.id,
+                "need_line_id": line.id,
+                "recipient_org_id": need.org_id,
+                "item": line.item,
+                "quantity": quantity,
+                "status": "proposed",
+                "reason": proposal.reason,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
         )
-        session.add(allocation)
-        outbox.add(
-            session,
-            new_event(
-                "allocation.proposed",
-                {
-                    "allocation_id": allocation.id,
-                    "pledge_id": allocation.pledge_id,
-                    "pledge_line_id": allocation.pledge_line_id,
-                    "need_id": allocation.need_id,
-                    "need_line_id": allocation.need_line_id,
-                    "recipient_org_id": allocation.recipient_org_id,
-                    "quantity": quantity,
-                    "deadline": deadline,
-                },
-                producer=PRODUCER,
-                aggregate_id=allocation.id,
-                aggregate_version=1,
-            ),
+        payloads.append(
+            {
+                "allocation_id": str(allocation_id),
+                "pledge_id": str(supply.pledge_id),
+                "pledge_line_id": str(supply.id),
+                "need_id": str(need.id),
+                "need_line_id": str(line.id),
+                "recipient_org_id": str(need.org_id),
+                "quantity": quantity,
+                "deadline": deadline_text,
+            }
         )
-        for each in need.lines:
-            need_status.refresh_line_status(each)
-        need_status.refresh_need_status(need)
-        results.append(Proposed(allocation))
-    session.flush()
+        for each in lines_of[need.id]:
+            held = each.status if each.status in need_domain.HELD_STATUSES else None
+            each.status = need_domain.line_status(
+                need_domain.LineTotals(
+                    each.quantity, each.proposed, each.reserved, each.shipped, each.received
+                ),
+                held,
+            )
+            touched_lines[each.id] = each
+        need.status = need_domain.need_status(
+            [each.status for each in lines_of[need.id]], need.status
+        )
+        touched_supplies[supply.id] = supply
+        touched_needs[need.id] = need
+        results.append(Proposed(ProposedAllocation(allocation_id, supply.id, line.id, quantity)))
+    if not allocations:
+        return results
+    session.execute(
+        update(NeedLine),
+        [{"id": r.id, "proposed": r.proposed, "status": r.status} for r in touched_lines.values()],
+    )
+    session.execute(
+        update(SupplyLine),
+        [{"id": r.id, "proposed": r.proposed} for r in touched_supplies.values()],
+    )
+    # A need whose status moved gets a new version (its ETag), as the ORM's version
+    # counter gives it on every other path.
+    moved = [r for r in touched_needs.values() if r.status != r.was]
+    if moved:
+        table = cast(Table, Need.__table__)
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("need_id"), table.c.version == bindparam("seen"))
+            .values(status=bindparam("new_status"), version=bindparam("seen") + 1, updated_at=now),
+            [{"need_id": r.id, "new_status": r.status, "seen": r.version} for r in moved],
+        )
+    # Core inserts: the rows are complete, so the ORM's per-row bookkeeping is skipped.
+    session.execute(insert(cast(Table, Allocation.__table__)), allocations)
+    outbox.add_many(
+        session,
+        new_events(
+            "allocation.proposed",
+            payloads,
+            producer=PRODUCER,
+            aggregate_ids=[a["id"] for a in allocations],
+            aggregate_version=1,
+        ),
+    )
+    # Objects of those rows this session already holds are read again when next used.
+    touched = touched_lines.keys() | touched_supplies.keys() | touched_needs.keys()
+    for held_object in list(session.identity_map.values()):
+        if isinstance(held_object, NeedLine | SupplyLine | Need) and held_object.id in touched:
+            session.expire(held_object)
     return results
 
 
