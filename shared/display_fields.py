@@ -73,23 +73,37 @@ class DisplayQuantities:
     def _display(self, data: dict[str, Any], **_kw: Any) -> dict[str, Any]:
         data.pop("display", None)
         language = requested_language()
-        if language is None:
-            return data
-        unit = data.get("base_unit") or _base_unit(data.get("item"))
-        shown = {}
-        for name in self.display_fields:
-            value = data.get(name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                continue
-            if name == self.display_packed and data.get("pack_unit"):
-                text = display.packed(
-                    value, data.get("pack_unit"), data.get("pack_size"), unit, language
-                )
-            else:
-                text = display.quantity(value, unit, language)
-            shown[name] = text
-        data["display"] = shown
+        if language is not None:
+            data["display"] = shown(data, self.display_fields, language, self.display_packed)
         return data
+
+
+def with_display(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` (an object answered as a plain dict, such as a plan's allocation) with
+    its ``display`` when the request asks for one."""
+    language = requested_language()
+    if language is None:
+        return data
+    return {**data, "display": shown(data, names, language)}
+
+
+def shown(
+    data: dict[str, Any], names: tuple[str, ...], language: str, packed: str | None = None
+) -> dict[str, str]:
+    """Each of ``names`` in ``data`` that holds a quantity, as people read it."""
+    unit = data.get("base_unit") or _base_unit(data.get("item"))
+    texts = {}
+    for name in names:
+        value = data.get(name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if name == packed and data.get("pack_unit"):
+            texts[name] = display.packed(
+                value, data.get("pack_unit"), data.get("pack_size"), unit, language
+            )
+        else:
+            texts[name] = display.quantity(value, unit, language)
+    return texts
 
 
 def _base_unit(item: Any) -> str | None:

@@ -1,8 +1,8 @@
 """The API's optional ``display`` fields (README: "Quantities as people read them"):
 ``?display=true`` adds each quantity as people read it next to the exact figure, in the
-language of Accept-Language, on pledge and need lines, allocations, shipment lines,
-traces and the public ledger; without it every answer is as before; the OpenAPI
-document describes the field and the parameter."""
+language of Accept-Language, on pledge and need lines, allocations, a plan's
+allocations, shipment lines, traces and the public ledger; without it every answer is
+as before; the OpenAPI document describes the field and the parameter."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ def test_display_fields_read_quantities_in_the_callers_language(stack: Stack) ->
         (f"/api/v1/pledges/{pledge['id']}/trace", donor),
         (f"/api/v1/needs/{need['id']}/trace", hospital),
         ("/api/v1/transparency/ledger", None),
+        (f"/api/v1/matching/runs/{run['id']}", coordinator),
     ]
 
     # Without the parameter, whatever the language: the answers as before, exact.
@@ -146,6 +147,8 @@ def test_display_fields_read_quantities_in_the_callers_language(stack: Stack) ->
         assert ledger["by_region"]["4403"]["fruit"]["display"]["pledged"] == FRUIT[language]
         flows = by_item(ledger["flows"])
         assert flows["fruit"]["display"]["quantity"] == FRUIT[language]
+        planned_allocations = by_item(seen[urls[8][0]]["allocations"])
+        assert planned_allocations["fruit"]["display"] == {"quantity": FRUIT[language]}
         # Apart from ``display``, the answer is the one without the parameter.
         for url, _who in urls:
             assert _without_display(seen[url]) == plain[url], url
@@ -189,6 +192,7 @@ def test_openapi_documents_the_display_field_and_parameter(stack: Stack) -> None
         "/api/v1/shipments/{shipment_id}",
         "/api/v1/transparency/ledger",
         "/api/v1/needs/{need_id}/trace",
+        "/api/v1/matching/runs/{run_id}",
     ):
         parameters = document["paths"][path].get("parameters", [])
         (display,) = [p for p in parameters if p["name"] == "display"]

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from services.dispatch.matching import service as matching_service
 from services.dispatch.models import MatchingRun
+from shared.display_fields import DISPLAY_PARAMETER, with_display
 from shared.identity import current_identity, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
 from shared.problems import Problem
@@ -42,7 +43,14 @@ class RunSchema(Schema):
     dry_run = fields.Boolean()
     trigger = fields.String()
     items = fields.List(fields.String())
-    allocations = fields.Method("_allocations")
+    allocations = fields.Method(
+        "_allocations",
+        metadata={
+            "description": "Each with pledge_line_id, need_line_id, item, standard, quantity "
+            "(base units) and reason; with ?display=true also display, the quantity as people "
+            "read it, in the language of Accept-Language"
+        },
+    )
     unmet = fields.Method("_unmet")
     stats = fields.Dict()
     created_by = fields.UUID(allow_none=True)
@@ -51,7 +59,7 @@ class RunSchema(Schema):
     approved_at = fields.AwareDateTime(allow_none=True)
 
     def _allocations(self, run: MatchingRun) -> list[dict[str, Any]]:
-        return list(run.plan.get("allocations", []))
+        return [with_display(a, ("quantity",)) for a in run.plan.get("allocations", [])]
 
     def _unmet(self, run: MatchingRun) -> list[dict[str, Any]]:
         return list(run.plan.get("unmet", []))
@@ -80,7 +88,7 @@ class EditSchema(Schema):
 RunPageSchema = page_schema(RunSchema, "MatchingRunPageSchema")
 
 
-@blp.route("/runs")
+@blp.route("/runs", parameters=[DISPLAY_PARAMETER])
 class Runs(MethodView):
     @blp.arguments(RunListArgsSchema, location="query")
     @blp.response(200, RunPageSchema)
@@ -109,7 +117,7 @@ class Runs(MethodView):
         return done
 
 
-@blp.route("/runs/<uuid:run_id>")
+@blp.route("/runs/<uuid:run_id>", parameters=[DISPLAY_PARAMETER])
 class RunById(MethodView):
     @blp.response(200, RunSchema)
     @require_roles("coordinator")
@@ -120,7 +128,7 @@ class RunById(MethodView):
         return found
 
 
-@blp.route("/runs/<uuid:run_id>/approve", methods=["POST"])
+@blp.route("/runs/<uuid:run_id>/approve", methods=["POST"], parameters=[DISPLAY_PARAMETER])
 @blp.response(200, RunSchema)
 @require_roles("coordinator")
 def approve(run_id: uuid.UUID) -> Any:
@@ -128,7 +136,7 @@ def approve(run_id: uuid.UUID) -> Any:
     return matching_service.approve(runtime(), run_id, current_identity().user_id)
 
 
-@blp.route("/runs/<uuid:run_id>/edits", methods=["POST"])
+@blp.route("/runs/<uuid:run_id>/edits", methods=["POST"], parameters=[DISPLAY_PARAMETER])
 @blp.arguments(EditSchema)
 @blp.response(200, RunSchema)
 @require_roles("coordinator")
