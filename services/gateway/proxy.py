@@ -72,6 +72,12 @@ HOP_BY_HOP = frozenset(
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _AUDIT_BODY_LIMIT = 64 * 1024
+# What the audit keeps of an answer about residents (households, their orders and
+# deliveries, cases and their notes, appointed people's names): which record, its
+# number and its state, never what it says of a person. Residents' data leaves the
+# community service only as counts; the audit log is read by coordinators.
+_RESIDENTS_SEGMENTS = frozenset({"community"})
+_RESIDENT_FREE_FIELDS = frozenset({"id", "number", "status", "version"})
 
 
 class ServiceClient:
@@ -224,6 +230,8 @@ def _audit_forwarded_write(segment: str, status: int, headers: Any, body: bytes)
             parsed = None
         if isinstance(parsed, dict):
             after = parsed
+            if segment in _RESIDENTS_SEGMENTS:
+                after = {k: v for k, v in parsed.items() if k in _RESIDENT_FREE_FIELDS}
     target_id = None
     if after is not None and isinstance(after.get("id"), str):
         target_id = after["id"]

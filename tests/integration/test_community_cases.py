@@ -236,9 +236,17 @@ def test_a_case_from_intake_to_closing_and_reopening(
     # line at INFO.
     with stack.runtime("community").session_factory() as session:
         outbox = " ".join(str(row.message) for row in session.query(messaging.outbox).all())
+    # Nor in the gateway's audit log, which records each write by id and status.
+    from services.gateway.models import AuditEntry
+
+    with stack.runtime("gateway").session_factory() as session:
+        audited = session.query(AuditEntry).filter(AuditEntry.action.like("POST %/cases%")).all()
+    assert len(audited) >= 10 and {a.after["id"] for a in audited} >= {made["id"]}
+    audit = " ".join(str(a.after) for a in audited)
     for text in (SUMMARY, FOLLOW_UP, CLOSING):
         assert text not in outbox
         assert text not in caplog.text
+        assert text not in audit
 
     # The household moves away: its case keeps no text, and ends.
     household = client.delete(
