@@ -19,7 +19,6 @@ from services.gateway.web.i18n import (
     current_language,
     item_name,
     line_options,
-    unit_name,
 )
 from services.gateway.web.transparency import _ordered_items
 
@@ -137,7 +136,7 @@ def short_chart(items: list[str], by_item: dict[str, dict[str, int]]) -> dict[st
         for c in items
     ]
     spec = bar(
-        [f"{item_name(c)} ({unit_name(base_unit(c))})" for c in items],
+        [item_name(c) for c in items],
         [(gettext("Still short, in percent of what is still needed"), shares)],
         horizontal=True,
     )
