@@ -262,3 +262,40 @@ def test_the_committee_confirms_the_totals_and_a_volunteer_carries_the_deliverie
     token = _token(other.get("/community"))
     refused = other.post(url.format(doors[2][0]), data={"csrf_token": token, "status": "delivered"})
     assert refused.status_code == 404
+
+    # The social worker's cases: a resident's request the committee took in and handed
+    # to them, the most urgent first; a follow-up without a note is refused at its field.
+    case = post(
+        client,
+        f"{place.base}/cases",
+        {"kind": "medicine_pickup", "urgency": "urgent", "summary": "Insulin from the clinic"},
+        place.committee,
+    )
+    post(
+        client,
+        f"{place.base}/cases/{case['id']}/assign",
+        {"social_worker_id": place.social_worker.user_id},
+        place.committee,
+        status=200,
+    )
+    worker = _signed_in(stack, place.social_worker, "zh")
+    assert b"data-cases" in worker.get("/community").data
+    page = worker.get("/community/cases")
+    token = _token(page)
+    shown = html.unescape(page.get_data(True))
+    assert f'data-case="{case["number"]}" data-status="assigned"' in shown
+    assert "Insulin from the clinic" in shown and "代购药品" in shown
+    note = f"cases.{case['id']}.note"
+    empty = worker.post(f"/community/cases/{case['id']}/follow-up", data={"csrf_token": token})
+    assert empty.status_code == 422
+    assert _error(empty.data, note)
+    done = worker.post(
+        f"/community/cases/{case['id']}/follow-up",
+        data={"csrf_token": token, "note": "Picked up two pens; delivered at 15:00"},
+    )
+    assert done.status_code == 302
+    after = html.unescape(worker.get("/community/cases").get_data(True))
+    assert f'data-case="{case["number"]}" data-status="in_progress"' in after
+    # Nobody else's list: the volunteer and the building leaders have no case page.
+    for narrow in (place.volunteer, place.leaders[0]):
+        assert _signed_in(stack, narrow).get("/community/cases").status_code == 403

@@ -592,3 +592,94 @@ def community_delivery_outcome(delivery_id: uuid.UUID) -> Any:
         "success",
     )
     return redirect(back)
+
+
+# Cases ----------------------------------------------------------------------------------
+
+CASE_KINDS = {
+    "counselling": lazy_gettext("counselling"),
+    "clinic_access": lazy_gettext("help to reach a clinic"),
+    "medicine_pickup": lazy_gettext("medicine pickup"),
+    "child_care": lazy_gettext("child care"),
+    "other": lazy_gettext("other request"),
+}
+CASE_URGENCIES = {
+    "urgent": lazy_gettext("urgent"),
+    "soon": lazy_gettext("soon"),
+    "routine": lazy_gettext("routine"),
+}
+CASE_STATUSES = {
+    "open": lazy_gettext("waiting for a social worker"),
+    "assigned": lazy_gettext("assigned"),
+    "in_progress": lazy_gettext("in progress"),
+    "closed": lazy_gettext("closed"),
+}
+CASE_ROLES = ("social_worker", "case_supervisor")
+# Case forms: a follow-up's note, a closing note.
+CASE_INPUTS = {"follow-up": "note", "close": "closing_note"}
+
+
+def _cases_page(place: Place, form: FormState, status: int = 200) -> Any:
+    answer = api.get(f"/community/{place.org_id}/cases", query={"limit": 100})
+    if not answer.ok:
+        return problem_page(answer)
+    order = list(CASE_URGENCIES)
+    cases = sorted(
+        answer.body["items"],
+        key=lambda c: (c["status"] == "closed", order.index(c["urgency"]), c["created_at"]),
+    )
+    return render_template(
+        "community/cases.html",
+        place=place,
+        cases=cases,
+        form=form,
+        kind_word=lambda k: str(CASE_KINDS.get(k, k)),
+        urgency_word=lambda u: str(CASE_URGENCIES.get(u, u)),
+        status_word=lambda s: str(CASE_STATUSES.get(s, s)),
+        local_time=local_time,
+    ), status
+
+
+def _case_place() -> Place:
+    place = _place()
+    if not any(role in place.roles for role in CASE_ROLES):
+        _refuse(ApiResponse(403, {"detail": "Only the community's committee may do this."}))
+    return place
+
+
+@bp.get("/community/cases")
+def community_cases() -> Any:
+    """The social worker's cases (every case for a case supervisor): the most urgent
+    first, each with what the resident needs; a follow-up or the closing note on each
+    open case the reader works on."""
+    return _cases_page(_case_place(), FormState())
+
+
+@bp.post("/community/cases/<uuid:case_id>/<any('follow-up', 'close'):action>")
+def community_case_action(case_id: uuid.UUID, action: str) -> Any:
+    """A follow-up on a case, or its closing note."""
+    place = _case_place()
+    field_name = CASE_INPUTS[action]
+    text = request.form.get(field_name, "").strip()
+    name = f"cases.{case_id}.{field_name}"
+    answer = api.post(
+        f"/community/{place.org_id}/cases/{case_id}/"
+        + ("follow-ups" if action == "follow-up" else "close"),
+        json={field_name: text},
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if answer.status in (403, 404) or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        errors = {
+            name: [message(m)[1] for key, ms in answer.errors.items() for m in ms]
+            or [message(answer.detail)[1]]
+        }
+        return _cases_page(place, FormState({name: text}, errors), answer.status)
+    flash(
+        gettext("The follow-up is recorded.")
+        if action == "follow-up"
+        else gettext("The case is closed."),
+        "success",
+    )
+    return redirect(url_for("web.community_cases") + f"#case-{case_id}")
