@@ -179,6 +179,11 @@ def test_the_committee_confirms_the_totals_and_a_volunteer_carries_the_deliverie
 
     # The committee sees each building's totals and the community's.
     committee = _signed_in(stack, place.committee)
+    home = committee.get("/community").data
+    for building in (first, second):
+        assert f'data-orders="{building}"'.encode() in home
+        assert f'data-deliveries="{building}"'.encode() in home
+    assert f'data-totals="{made["id"]}"'.encode() in home
     page = committee.get(totals_url)
     token = _token(page)
     assert f'data-building="{first}"'.encode() in page.data

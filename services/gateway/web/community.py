@@ -170,10 +170,11 @@ def bring_lines(items: dict[str, int]) -> list[tuple[str, str]]:
             continue
         steps, rest = divmod(int(amount), item.base_per_unit)
         weighed = quantity_text(amount, _base_unit(relief))
-        if rest or item.base_per_unit == 1:
-            lines.append((item_text(item), weighed))
+        ordered = ordered_text(item, steps)
+        if rest or item.base_per_unit == 1 or ordered == weighed:
+            lines.append((item_text(item), weighed if rest else ordered))
         else:
-            lines.append((item_text(item), f"{ordered_text(item, steps)} ({weighed})"))
+            lines.append((item_text(item), f"{ordered} ({weighed})"))
     return lines
 
 
