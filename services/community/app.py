@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     )
     rt: ServiceRuntime = app.extensions["aidlink"]
     rt.inbox.handlers.update(_org_handlers())
-    rt.inbox.handlers["receipt.confirmed"] = distribution.on_receipt_confirmed
+    rt.inbox.handlers["receipt.confirmed"] = distribution.receipt_handler(rt.outbox)
     flask_api.register_blueprint(
         org_directory_blueprint("community", Organisation, residents.personal_data)
     )

@@ -3,7 +3,8 @@ the volunteers' doors, then the public ledger (its API and its page, in both
 languages) and the donor's trace (API and page) show the community's counts
 (households reached, people served, vulnerable households reached, units delivered
 inside), and nothing personal leaves the community: not in the events it sent, not in
-the ledger, not in the trace. A snapshot delivered again or late counts once."""
+the ledger, not in the trace. A snapshot delivered again or late counts once; a
+receipt corrected afterwards sends a new one."""
 
 from __future__ import annotations
 
@@ -329,6 +330,38 @@ def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: 
             assert str(figure) in reach_row
         assert f"{story['units'] / 1000:g} {weight}" in reach_row
         assert _leaks(shown_text, personal) == []
+
+    # The community corrects its receipt (half a kilo was crushed): the units
+    # delivered now come from the corrected receipt, and dispatch hears it in a new
+    # snapshot; the counts stay as they were.
+    from tests.support.shipping import receipt_lines
+
+    shipment = story["shipment"]
+    [first] = client.get(
+        f"/api/v1/shipments/{shipment['id']}/receipts", headers=place.committee.headers
+    ).json["items"]
+    correction = post(
+        client,
+        f"/api/v1/shipments/{shipment['id']}/receipt",
+        {"corrects": first["id"], "lines": receipt_lines(shipment, accepted=9_500, damaged=500)},
+        place.committee,
+    )
+
+    def corrected() -> CommunityReach | None:
+        with dispatch.session_factory() as session:
+            held = session.get(CommunityReach, uuid.UUID(org_id))
+            return held if held is not None and held.sequence > len(delivered) else None
+
+    held = eventually(corrected, timeout=60)
+    assert held.households_reached == expected["households_reached"]
+    assert held.from_shipments == [
+        {
+            "shipment_id": shipment["id"],
+            "receipt_id": correction["id"],
+            "item": "vegetables",
+            "quantity": min(story["units"], 9_500),
+        }
+    ]
 
     report = check(stack.settings, settle=60)
     assert report.violations == [], [v.as_dict() for v in report.violations]

@@ -33,6 +33,7 @@ from shared.db import upsert_insert, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, RuleBroken
 from shared.events import Event, new_event
 from shared.events.community import reach_aggregate_id
+from shared.inbox import Handler
 from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,30 @@ def community_item_of(relief_item: str) -> CommunityItem | None:
     return _BY_RELIEF.get(relief_item)
 
 
-def on_receipt_confirmed(session: Session, event: Event) -> None:
+def receipt_handler(outbox: Outbox) -> Handler:
+    """``receipt.confirmed`` as the community service takes it in: into stock, and, when
+    a correction changed what an earlier receipt accepted, a new snapshot of the
+    community's reach for dispatch if it has sent one (which shipments the units
+    delivered came from may have moved)."""
+
+    def handle(session: Session, event: Event) -> None:
+        org_id = on_receipt_confirmed(session, event)
+        if org_id is not None and session.get(ReachSnapshot, org_id) is not None:
+            session.flush()
+            announce_reach(session, outbox, org_id, _next_snapshot(session, org_id))
+
+    return handle
+
+
+def on_receipt_confirmed(session: Session, event: Event) -> uuid.UUID | None:
     """A receipt (or its correction) of a shipment to a community: what it accepted goes
-    into stock; a correction moves only the difference."""
+    into stock; a correction moves only the difference. Returns the community when the
+    receipt corrects an earlier one of the same shipment."""
     data = event.data()
     org = session.get(Organisation, uuid.UUID(str(data["recipient_org_id"])))
     if org is None or org.kind != residents.COMMUNITY_KIND:
-        return
+        return None
+    corrected = False
     accepted: dict[str, int] = defaultdict(int)
     for line in data["lines"]:
         accepted[line["item"]] += int(line["accepted"])
@@ -62,6 +80,8 @@ def on_receipt_confirmed(session: Session, event: Event) -> None:
     for item, quantity in accepted.items():
         held = session.get(ReceivedGoods, (shipment_id, item))
         before = held.accepted if held is not None else 0
+        # A correction: the shipment's figures (or its latest receipt) change.
+        corrected = corrected or held is not None
         if held is None:
             held = ReceivedGoods(
                 shipment_id=shipment_id,
@@ -85,6 +105,7 @@ def on_receipt_confirmed(session: Session, event: Event) -> None:
                     ref_id=shipment_id,
                 )
             )
+    return org.id if corrected else None
 
 
 def stock_of(session: Session, org_id: uuid.UUID) -> dict[str, int]:
