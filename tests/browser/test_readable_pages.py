@@ -1,5 +1,5 @@
 """Pages people read, in headless Chromium, in both languages: the public ledger, a
-matching plan, the needs list and a pledge's trace show human units (吨, 万, t,
+matching plan, the needs and shipment lists and a pledge's trace show human units (吨, 万, t,
 thousands separators), places by name and items by name, never a bare region code nor
 a base-unit figure where a larger unit exists; every chart of the ledger holds one unit
 (a small chart per item). One supply chain serves both languages; a screenshot of each
@@ -112,6 +112,10 @@ def test_ledger_plan_list_and_trace_read_in_human_units_in_both_languages(
         page.goto("/needs")
         _check(_read(page), language, shown["masks"], shown["district"], shown["mask"])
         print(shots.take(page, f"{language}-needs"))
+        # The shipment list.
+        page.goto("/shipments")
+        _check(_read(page), language, shown["masks"], shown["district"], shown["mask"])
+        print(shots.take(page, f"{language}-shipments"))
         # The pledge's trace to the hospital.
         page.goto(f"/pledges/{chain.pledge['id']}")
         _check(_read(page), language, shown["million"], shown["masks"], shown["mask"])
