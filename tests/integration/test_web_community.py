@@ -196,7 +196,9 @@ def test_the_committee_confirms_the_totals_and_a_volunteer_carries_the_deliverie
     assert theirs.status_code == 200
     assert f'data-building="{second}"'.encode() not in theirs.data
     assert b'name="quantities.vegetables"' not in theirs.data
-    assert _signed_in(stack, place.volunteer).get(totals_url).status_code == 403
+    refused = _signed_in(stack, place.volunteer).get(totals_url)
+    assert refused.status_code == 403
+    assert "for the committee and the building leaders" in html.unescape(refused.get_data(True))
 
     # A figure that is not a number is named; then the committee asks for more rice.
     wrong = committee.post(totals_url, data={"csrf_token": token, "quantities.vegetables": "lots"})

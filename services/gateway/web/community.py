@@ -26,7 +26,7 @@ from services.gateway.web import api
 from services.gateway.web.api import ApiResponse
 from services.gateway.web.base import bp, problem_page, quantity_text, require_me
 from services.gateway.web.forms import FormState
-from services.gateway.web.i18n import N_, api_message, current_language
+from services.gateway.web.i18n import N_, api_message, base_unit, current_language, item_name
 from services.gateway.web.labels import input_id
 from services.gateway.web.times import local_time
 from shared.catalog.community import COMMUNITY_ITEMS, CommunityItem, community_item
@@ -166,22 +166,16 @@ def bring_lines(items: dict[str, int]) -> list[tuple[str, str]]:
     for relief, amount in sorted(items.items()):
         item = _BY_RELIEF.get(relief)
         if item is None:
-            lines.append((relief, quantity_text(amount, None)))
+            lines.append((item_name(relief), quantity_text(amount, base_unit(relief))))
             continue
         steps, rest = divmod(int(amount), item.base_per_unit)
-        weighed = quantity_text(amount, _base_unit(relief))
+        weighed = quantity_text(amount, base_unit(relief))
         ordered = ordered_text(item, steps)
         if rest or item.base_per_unit == 1 or ordered == weighed:
             lines.append((item_text(item), weighed if rest else ordered))
         else:
             lines.append((item_text(item), f"{ordered} ({weighed})"))
     return lines
-
-
-def _base_unit(relief: str) -> str | None:
-    from services.gateway.web.i18n import base_unit
-
-    return base_unit(relief)
 
 
 # The community service's messages, by pattern, and the msgid each becomes.
@@ -217,6 +211,8 @@ _MESSAGES: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
         ("max",),
     ),
 ]
+TOTALS_REFUSED = N_("A round's totals are for the committee and the building leaders.")
+CASES_REFUSED = N_("Cases are for the community's social workers and case supervisors.")
 KNOWN_MESSAGES = (
     lazy_gettext("Some rows cannot be taken; nothing was saved."),
     lazy_gettext("This household is in the batch twice."),
@@ -273,9 +269,9 @@ class SheetErrors:
         self.summary.append((anchor or input_id(name), said))
 
 
-def sheet_errors(errors: dict[str, list[str]], labels: list[str]) -> SheetErrors:
+def sheet_errors(errors: dict[str, list[str]], labels: list[str], *, pasted: bool) -> SheetErrors:
     """The API's errors for a batch of ``rows`` (one a household, in ``labels`` order)
-    or of a pasted ``text``, placed at the household and item they name."""
+    or of a ``pasted`` table, placed at the household and item they name."""
     placed = SheetErrors()
     row_of = {label: index for index, label in enumerate(labels)}
     for key, messages in errors.items():
@@ -286,7 +282,7 @@ def sheet_errors(errors: dict[str, list[str]], labels: list[str]) -> SheetErrors
                 index, code = int(parts[1]), parts[3]
             elif key in row_of:
                 index = row_of[key]
-            elif (found := re.match(r"^row (\d+)$", key)) and not request.form.get("text"):
+            elif (found := re.match(r"^row (\d+)$", key)) and not pasted:
                 index = int(found.group(1)) - 1
             else:
                 place = _where(key) if key != "text" else ""
@@ -436,7 +432,7 @@ def community_orders(round_id: uuid.UUID, building_id: uuid.UUID) -> Any:
     if answer.status in (403, 404) or answer.status >= 500:
         return problem_page(answer)
     if not answer.ok:
-        errors = sheet_errors(answer.errors, labels)
+        errors = sheet_errors(answer.errors, labels, pasted=text is not None)
         detail = message(answer.detail)[1] if answer.detail else None
         if text is not None:
             # The sheet as saved, the pasted table as it was sent, to be corrected.
@@ -459,7 +455,7 @@ def community_totals(round_id: uuid.UUID) -> Any:
     need."""
     place = _place()
     if not (place.committee or place.leads):
-        _refuse(ApiResponse(403, {"detail": "Only the community's committee may do this."}))
+        _refuse(ApiResponse(403, {"detail": TOTALS_REFUSED}))
     order_round = _round(place, round_id)
     totals = api.get(f"/community/{place.org_id}/rounds/{round_id}/totals")
     if not totals.ok:
@@ -644,7 +640,7 @@ def _cases_page(place: Place, form: FormState, status: int = 200) -> Any:
 def _case_place() -> Place:
     place = _place()
     if not any(role in place.roles for role in CASE_ROLES):
-        _refuse(ApiResponse(403, {"detail": "Only the community's committee may do this."}))
+        _refuse(ApiResponse(403, {"detail": CASES_REFUSED}))
     return place
 
 
