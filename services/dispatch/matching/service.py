@@ -118,19 +118,55 @@ def release(rt: ServiceRuntime, items: list[str], holder: str) -> None:
 
 def _verified(session: Session) -> dict[uuid.UUID, str]:
     """Verified organisations and their kinds."""
-    return {
-        org.id: org.kind
-        for org in session.scalars(select(Organisation).where(Organisation.status == "verified"))
-    }
+    rows = session.execute(
+        select(Organisation.id, Organisation.kind).where(Organisation.status == "verified")
+    )
+    return {org_id: kind for org_id, kind in rows}
 
 
 def build_inputs(
     session: Session, items: list[str] | None
 ) -> tuple[list[matching.SupplyLine], list[matching.DemandLine]]:
+    """The open supply and demand of ``items`` (all when None), as the matcher takes
+    them; read as plain columns, since a run at crisis scale reads tens of thousands
+    of rows and builds no ORM object of them."""
     orgs = _verified(session)
-    supply_stmt = select(SupplyLine).where(SupplyLine.pledge_status == "open")
+    supply_stmt = select(
+        SupplyLine.id,
+        SupplyLine.item,
+        SupplyLine.standard,
+        SupplyLine.quantity,
+        SupplyLine.reserved,
+        SupplyLine.shipped,
+        SupplyLine.proposed,
+        SupplyLine.status,
+        SupplyLine.pledge_status,
+        SupplyLine.region,
+        SupplyLine.lat,
+        SupplyLine.lon,
+        SupplyLine.donor_org_id,
+        SupplyLine.best_before,
+        SupplyLine.restrictions,
+    ).where(SupplyLine.pledge_status == "open")
     demand_stmt = (
-        select(NeedLine, Need)
+        select(
+            NeedLine.id,
+            NeedLine.item,
+            NeedLine.standards,
+            NeedLine.quantity,
+            NeedLine.proposed,
+            NeedLine.reserved,
+            NeedLine.shipped,
+            NeedLine.urgency,
+            NeedLine.needed_by,
+            NeedLine.stock_on_hand,
+            NeedLine.daily_consumption,
+            Need.id.label("need_id"),
+            Need.org_id,
+            Need.region,
+            Need.lat,
+            Need.lon,
+        )
         .join(Need, Need.id == NeedLine.need_id)
         .where(
             Need.status.in_(("open", "partially_allocated")),
@@ -141,8 +177,11 @@ def build_inputs(
         supply_stmt = supply_stmt.where(SupplyLine.item.in_(items))
         demand_stmt = demand_stmt.where(NeedLine.item.in_(items))
     supply = []
-    for row in session.scalars(supply_stmt.order_by(SupplyLine.id)):
-        left = saga.available_supply(row)
+    for row in session.execute(supply_stmt.order_by(SupplyLine.id)):
+        # What saga.available_supply gives a line.
+        if row.status in ("cancelled", "expired", "delivered"):
+            continue
+        left = row.quantity - row.reserved - row.shipped - row.proposed
         if left <= 0 or row.donor_org_id not in orgs:
             continue
         restrictions = row.restrictions or {}
@@ -160,9 +199,9 @@ def build_inputs(
             )
         )
     demand = []
-    for line, need in session.execute(demand_stmt.order_by(NeedLine.id)):
+    for line in session.execute(demand_stmt.order_by(NeedLine.id)):
         left = line.quantity - line.proposed - line.reserved - line.shipped
-        if left <= 0 or need.org_id not in orgs:
+        if left <= 0 or line.org_id not in orgs:
             continue
         stock = line.stock_on_hand
         days = stock is not None and bool(line.daily_consumption)
@@ -172,15 +211,15 @@ def build_inputs(
                 item=line.item,
                 standards=tuple(line.standards or ()),
                 quantity=left,
-                location=matching.Location(need.region, need.lat, need.lon),
-                recipient_id=str(need.org_id),
-                recipient_kind=orgs[need.org_id],
+                location=matching.Location(line.region, line.lat, line.lon),
+                recipient_id=str(line.org_id),
+                recipient_kind=orgs[line.org_id],
                 urgency=cast(matching.Urgency, line.urgency),
                 needed_by=line.needed_by,
                 # Fairness is per need, on the share of what it asked for (what it
                 # already has counts) or, where stated, on its days of supply with
                 # what is on its way.
-                need_id=str(need.id),
+                need_id=str(line.need_id),
                 requested=line.quantity,
                 # Days of supply only where both stock and daily use are known.
                 stock=stock + line.quantity - left if stock is not None and days else None,
