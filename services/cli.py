@@ -55,8 +55,8 @@ def demo_load() -> None:
     """Register demo organisations, each with a user (password: demo-password), their
     pledges and needs, and the demo community's buildings, households, people and order
     round; skips what is already there."""
-    from services.community.demo import DEMO_COMMUNITY, load_demo_community
     from services.demo import load_demo_ledger
+    from services.demo_community import DEMO_COMMUNITY, load_demo_community
     from services.gateway.auth.admin import DEMO_ACCOUNTS, DEMO_PASSWORD, demo_orgs, load_demo
 
     settings = Settings.from_env()
