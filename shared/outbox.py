@@ -159,8 +159,13 @@ class Outbox:
             return
         rows = []
         pending = session.info.setdefault(_PENDING_KEY, [])
+        awaiting: dict[str, str | None] = {}
         for evt in events:
             message = evt.to_message()
+            if evt.type not in awaiting:
+                awaiting[evt.type] = (
+                    awaiting_of(subscribers_of(evt.type)) if self.track_receipt else None
+                )
             rows.append(
                 {
                     "id": evt.id,
@@ -168,9 +173,7 @@ class Outbox:
                     "aggregate_id": evt.aggregate_id,
                     "message": message,
                     "created_at": evt.occurred_at,
-                    "awaiting": awaiting_of(subscribers_of(evt.type))
-                    if self.track_receipt
-                    else None,
+                    "awaiting": awaiting[evt.type],
                 }
             )
             pending.append((evt.id, message))

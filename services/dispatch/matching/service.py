@@ -348,6 +348,8 @@ def run(
         # A run of events or the schedule that found nothing to do leaves no preview
         # for a coordinator to look at: it is kept as "empty", for the history.
         empty = trigger != "manual" and dry_run and not document.get("allocations")
+        # Made before the write begins: on SQLite its transaction holds the database.
+        proposals = None if dry_run else _proposals(document["allocations"])
         with rt.unit_of_work() as session:
             matching_run = MatchingRun(
                 id=uuid.uuid4(),
@@ -369,28 +371,38 @@ def run(
                 if set(old.items) <= set(wanted):
                     old.status = "superseded"
             if not dry_run:
-                _apply(session, rt, matching_run, approved_by=created_by)
+                _apply(session, rt, matching_run, created_by, proposals)
         return matching_run
     finally:
         release(rt, wanted, holder)
 
 
+def _proposals(plan: list[dict[str, Any]]) -> list[saga.Proposal]:
+    return [
+        saga.Proposal(
+            supply_line_id=uuid.UUID(proposal["pledge_line_id"]),
+            need_line_id=uuid.UUID(proposal["need_line_id"]),
+            quantity=int(proposal["quantity"]),
+            reason=proposal.get("reason") or {},
+        )
+        for proposal in plan
+    ]
+
+
 def _apply(
-    session: Session, rt: ServiceRuntime, matching_run: MatchingRun, approved_by: uuid.UUID | None
+    session: Session,
+    rt: ServiceRuntime,
+    matching_run: MatchingRun,
+    approved_by: uuid.UUID | None,
+    proposals: list[saga.Proposal] | None = None,
 ) -> None:
+    """Propose the run's plan (``proposals``: the plan as proposals, when made before
+    the write began)."""
     plan = matching_run.plan.get("allocations", [])
     results = saga.propose_many(
         session,
         rt.outbox,
-        [
-            saga.Proposal(
-                supply_line_id=uuid.UUID(proposal["pledge_line_id"]),
-                need_line_id=uuid.UUID(proposal["need_line_id"]),
-                quantity=int(proposal["quantity"]),
-                reason=proposal.get("reason") or {},
-            )
-            for proposal in plan
-        ],
+        proposals if proposals is not None else _proposals(plan),
         run_id=matching_run.id,
     )
     refused = [
