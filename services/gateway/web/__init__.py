@@ -21,6 +21,7 @@ from flask_babel import Babel
 from services.gateway.web import (  # noqa: F401
     account,
     community,
+    community_manage,
     coordinator,
     donor,
     gaps,

@@ -54,6 +54,7 @@ ROLE_WORDS = {
     "committee": lazy_gettext("committee"),
     "coordinator": lazy_gettext("coordinator"),
     "building_leader": lazy_gettext("building leader"),
+    "area_leader": lazy_gettext("area leader"),
     "volunteer": lazy_gettext("volunteer"),
     "social_worker": lazy_gettext("social worker"),
     "case_supervisor": lazy_gettext("case supervisor"),
@@ -211,8 +212,77 @@ _MESSAGES: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
         ("max",),
     ),
 ]
+# The committee's pages meet these (services/gateway/web/community_manage.py).
+_MESSAGES += [
+    (
+        re.compile(r"^The community already has a building called '(.*)'\.$"),
+        N_("The community already has a building called %(name)s."),
+        ("name",),
+    ),
+    (
+        re.compile(r"^Name the building of this \w+\.$"),
+        N_("Choose the building for this role."),
+        (),
+    ),
+    (
+        re.compile(r"^An? \w+ is appointed for a building\.$"),
+        N_("This role is held for a building."),
+        (),
+    ),
+    (
+        re.compile(r"^An? \w+ is not appointed for a building\.$"),
+        N_("This role is not held for a building: leave the building out."),
+        (),
+    ),
+    (
+        re.compile(r"^No building \S+ in this community\.$"),
+        N_("No such building in this community."),
+        (),
+    ),
+    (re.compile(r"^No household \S+\.$"), N_("No such household in this community."), ()),
+    (re.compile(r"^No appointment \S+\.$"), N_("No such appointment."), ()),
+    (re.compile(r"^No order round \S+\.$"), N_("No such order round."), ()),
+    (
+        re.compile(r"^Nothing of '(.*)' in stock to distribute\.$"),
+        N_("Nothing of %(item)s is in stock to split."),
+        ("relief",),
+    ),
+    (re.compile(r"^'(.*)' is not in stock\.$"), N_("%(item)s is not in stock."), ("relief",)),
+    (re.compile(r"^Only (\d+) of (\S+) is in stock\.$"), N_("Not that much is in stock."), ()),
+    (re.compile(r"^At most (\d+)\.$"), N_("At most %(max)s."), ("max",)),
+    (
+        re.compile(r"^No social worker has (\S+) hours a day to spare for another (\w+) case.*$"),
+        N_(
+            "No social worker has %(hours)s hours a day to spare for another %(urgency)s case: "
+            "choose one by name, or raise someone's hours."
+        ),
+        ("hours", "urgency"),
+    ),
+    (
+        re.compile(r"^\S+ is not a social worker of this community\.$"),
+        N_("Not a social worker of this community."),
+        (),
+    ),
+    (
+        re.compile(r"^This case is (\w+), not closed\.$"),
+        N_("This case is not closed."),
+        (),
+    ),
+    (
+        re.compile(
+            r"^(Assigning a case|Writing a follow-up|Closing a case|Reopening a case) is for .*$"
+        ),
+        N_("This is for the case's social worker and the case supervisors."),
+        (),
+    ),
+    (
+        re.compile(r"^No social worker \S+ in this community\.$"),
+        N_("No such social worker in this community."),
+        (),
+    ),
+]
 TOTALS_REFUSED = N_("A round's totals are for the committee and the building leaders.")
-CASES_REFUSED = N_("Cases are for the community's social workers and case supervisors.")
+CASES_REFUSED = N_("Cases are for the community's committee, social workers and case supervisors.")
 KNOWN_MESSAGES = (
     lazy_gettext("Some rows cannot be taken; nothing was saved."),
     lazy_gettext("This household is in the batch twice."),
@@ -237,8 +307,14 @@ def message(text: str) -> tuple[str | None, str]:
     for pattern, msgid, names in _MESSAGES:
         found = pattern.match(text)
         if found:
-            values = dict(zip(names, found.groups(), strict=True))
+            values = dict(zip(names, found.groups(), strict=False))
             item = values.pop("item", None)
+            if "relief" in values:
+                relief = values.pop("relief")
+                known = _BY_RELIEF.get(relief)
+                values["item"] = item_text(known) if known is not None else item_name(relief)
+            if "urgency" in values:
+                values["urgency"] = str(CASE_URGENCIES.get(values["urgency"], values["urgency"]))
             if "outcome" in values:
                 values["outcome"] = str(OUTCOME_WORDS.get(values["outcome"], values["outcome"]))
             return item, gettext(msgid, **values)
@@ -620,6 +696,11 @@ def _cases_page(place: Place, form: FormState, status: int = 200) -> Any:
     answer = api.get(f"/community/{place.org_id}/cases", query={"limit": 100})
     if not answer.ok:
         return problem_page(answer)
+    assigns = place.committee or "case_supervisor" in place.roles
+    workers: list[dict[str, Any]] = []
+    if assigns:
+        found = api.get(f"/community/{place.org_id}/case-workers")
+        workers = list(found.body["items"]) if found.ok else []
     order = list(CASE_URGENCIES)
     cases = sorted(
         answer.body["items"],
@@ -630,6 +711,10 @@ def _cases_page(place: Place, form: FormState, status: int = 200) -> Any:
         place=place,
         cases=cases,
         form=form,
+        assigns=assigns,
+        reopens="case_supervisor" in place.roles,
+        workers=workers,
+        worker_names={w["user_id"]: w["name"] for w in workers},
         kind_word=lambda k: str(CASE_KINDS.get(k, k)),
         urgency_word=lambda u: str(CASE_URGENCIES.get(u, u)),
         status_word=lambda s: str(CASE_STATUSES.get(s, s)),
@@ -639,7 +724,7 @@ def _cases_page(place: Place, form: FormState, status: int = 200) -> Any:
 
 def _case_place() -> Place:
     place = _place()
-    if not any(role in place.roles for role in CASE_ROLES):
+    if not (place.committee or any(role in place.roles for role in CASE_ROLES)):
         _refuse(ApiResponse(403, {"detail": CASES_REFUSED}))
     return place
 
