@@ -12,8 +12,12 @@ the item's base unit, and those stay in the answer with ``display`` too.
 
 A response schema takes part by mixing in :class:`DisplayQuantities` and naming its
 quantities in ``display_fields``; the unit is the ``base_unit`` the object answers with,
-else its ``item``'s. Each route answering with such a schema documents the parameter
-with ``parameters=[DISPLAY_PARAMETER]``.
+else its ``item``'s, else the one ``display_unit`` finds for it (a receipt line's, by
+its shipment line). Objects nested in it that hold quantities of the same item without
+naming it (a trace line's parties and their shipments) are named in
+``display_nested`` and read in the unit of the object holding them. Each route
+answering with such a schema documents the parameter with
+``parameters=[DISPLAY_PARAMETER]``.
 """
 
 from __future__ import annotations
@@ -49,14 +53,9 @@ def requested_language() -> str | None:
     return "zh" if request.accept_languages.best_match(LANGUAGES, default="en") == "zh" else "en"
 
 
-class DisplayQuantities:
-    """Mixin for a response schema (before ``Schema`` in its bases): with
-    ``?display=true`` the object gets ``display``, each of ``display_fields`` as people
-    read it. ``display_packed`` names a quantity read as packed ("24 cases of 50
-    pieces + 30 pieces") when the object has ``pack_unit`` and ``pack_size``."""
-
-    display_fields: ClassVar[tuple[str, ...]] = ()
-    display_packed: ClassVar[str | None] = None
+class DisplayField:
+    """The ``display`` field, declared for the OpenAPI document: mixed into a schema
+    whose objects are given theirs by the schema holding them (``display_nested``)."""
 
     display = fields.Dict(
         keys=fields.String(),
@@ -69,29 +68,64 @@ class DisplayQuantities:
         },
     )
 
-    @post_dump
-    def _display(self, data: dict[str, Any], **_kw: Any) -> dict[str, Any]:
+
+class DisplayQuantities(DisplayField):
+    """Mixin for a response schema (before ``Schema`` in its bases): with
+    ``?display=true`` the object gets ``display``, each of ``display_fields`` as people
+    read it. ``display_packed`` names a quantity read as packed ("24 cases of 50
+    pieces + 30 pieces") when the object has ``pack_unit`` and ``pack_size``."""
+
+    display_fields: ClassVar[tuple[str, ...]] = ()
+    display_packed: ClassVar[str | None] = None
+    # Dotted paths of nested objects (or lists of them) in the same item -> their
+    # quantities: {"recipients": (...), "recipients.shipments": (...)}.
+    display_nested: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    @post_dump(pass_original=True)
+    def _display(self, data: dict[str, Any], original: Any, **_kw: Any) -> dict[str, Any]:
         data.pop("display", None)
         language = requested_language()
-        if language is not None:
-            data["display"] = shown(data, self.display_fields, language, self.display_packed)
+        if language is None:
+            return data
+        unit = (
+            data.get("base_unit")
+            or _base_unit(data.get("item"))
+            or self.display_unit(data, original)
+        )
+        data["display"] = shown(data, self.display_fields, language, self.display_packed, unit)
+        for path, names in self.display_nested.items():
+            for inner in _at(data, path.split(".")):
+                inner["display"] = shown(inner, names, language, unit=unit)
         return data
 
+    def display_unit(self, data: dict[str, Any], original: Any) -> str | None:
+        """The base unit of an object that names neither it nor its item."""
+        return None
 
-def with_display(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+
+def with_display(
+    data: dict[str, Any], names: tuple[str, ...], item: str | None = None
+) -> dict[str, Any]:
     """``data`` (an object answered as a plain dict, such as a plan's allocation) with
-    its ``display`` when the request asks for one."""
+    its ``display`` when the request asks for one; ``item`` for an object that does not
+    name its own (a plan's unmet demand, by its need line)."""
     language = requested_language()
     if language is None:
         return data
-    return {**data, "display": shown(data, names, language)}
+    unit = data.get("base_unit") or _base_unit(data.get("item") or item)
+    return {**data, "display": shown(data, names, language, unit=unit)}
 
 
 def shown(
-    data: dict[str, Any], names: tuple[str, ...], language: str, packed: str | None = None
+    data: dict[str, Any],
+    names: tuple[str, ...],
+    language: str,
+    packed: str | None = None,
+    unit: str | None = None,
 ) -> dict[str, str]:
-    """Each of ``names`` in ``data`` that holds a quantity, as people read it."""
-    unit = data.get("base_unit") or _base_unit(data.get("item"))
+    """Each of ``names`` in ``data`` that holds a quantity, as people read it, in
+    ``unit`` or else the object's own base unit or its item's."""
+    unit = unit or data.get("base_unit") or _base_unit(data.get("item"))
     texts = {}
     for name in names:
         value = data.get(name)
@@ -104,6 +138,17 @@ def shown(
         else:
             texts[name] = display.quantity(value, unit, language)
     return texts
+
+
+def _at(data: Any, path: list[str]) -> list[dict[str, Any]]:
+    """The objects at ``path`` in ``data``, through lists."""
+    if isinstance(data, list):
+        return [found for element in data for found in _at(element, path)]
+    if not isinstance(data, dict):
+        return []
+    if not path:
+        return [data]
+    return _at(data.get(path[0]), path[1:])
 
 
 def _base_unit(item: Any) -> str | None:

@@ -7,6 +7,7 @@ import uuid
 from datetime import date, timedelta
 from typing import Any
 
+from shared.catalog.display import quantity
 from tests.support.auth import admin, coordinator, register, verified
 from tests.support.community import LIMITS, PASTED_2, add_households, community, order_round, post
 from tests.support.orgs import read_model_org
@@ -484,3 +485,12 @@ def test_seed_story_orders_to_doors_with_every_unit_accounted_for(stack: Stack) 
     for household in households:
         assert household not in text
     assert "room" not in text and "Call before" not in text
+    # With ?display=true the units read as people read them, in the caller's language;
+    # the exact figures stay.
+    for language, accept in (("zh", "zh-CN,zh;q=0.9"), ("en", "en-GB")):
+        shown = client.get(f"{place.base}/reach?display=true", headers={"Accept-Language": accept})
+        assert shown.json["units_delivered"] == public.json["units_delivered"]
+        vegetables = quantity(10_000 - back, "g", language)
+        assert shown.json["display"] == {"units_delivered": {"vegetables": vegetables}}
+        assert ("千克" if language == "zh" else " kg") in vegetables
+    assert "display" not in public.json

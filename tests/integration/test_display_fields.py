@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from tests.support.auth import Account
-from tests.support.shipping import await_supply, call_as, list_shipments, post_as
+from tests.support.shipping import (
+    await_supply,
+    call_as,
+    deliver,
+    list_shipments,
+    post_as,
+    receipt_lines,
+)
 from tests.support.stack import Stack, eventually
 from tests.support.world import saga_world
 
@@ -18,6 +25,10 @@ EN = {"Accept-Language": "en-GB,en;q=0.9"}
 # What 40 t of fruit and 460,000 masks read as, by language.
 FRUIT = {"zh": "40 吨", "en": "40 t"}
 MASKS = {"zh": "46万 个", "en": "460,000 pieces"}
+# 500 masks short of 460,000: what was accepted, and the shortfall.
+ACCEPTED = {"zh": "45.95万 个", "en": "459,500 pieces"}
+SHORT = {"zh": "500 个", "en": "500 pieces"}
+NONE = {"zh": "0 个", "en": "0 pieces"}
 
 
 def _get(client: Any, url: str, who: Account | None, headers: dict[str, str]) -> Any:
@@ -166,6 +177,92 @@ def test_display_fields_read_quantities_in_the_callers_language(stack: Stack) ->
     assert "Accept-Language" in etags["zh"]["Vary"]
     assert "Accept-Language" not in etags["plain"]["Vary"]
 
+    # Delivered, the hospital finds 500 masks short; a second need of 10 t of fruit
+    # finds no supply left, and a preview leaves it unmet.
+    (shipment,) = deliver(client, people, need["id"])
+    masks_line, fruit_line_id = _line_of(shipment, "mask"), _line_of(shipment, "fruit")
+    received = [
+        {**line, "accepted": line["accepted"] - 500, "short": 500}
+        if line["shipment_line_id"] == masks_line
+        else line
+        for line in receipt_lines(shipment)
+    ]
+    post_as(client, f"/api/v1/shipments/{shipment['id']}/receipt", {"lines": received}, hospital)
+    more = post_as(
+        client,
+        "/api/v1/needs",
+        {
+            "lines": [{"item": "fruit", "quantity": "10", "unit": "t", "urgency": "high"}],
+            "location": {"region": "420103", "address": "1277 Jiefang Avenue"},
+        },
+        hospital,
+    )
+    preview = post_as(
+        client, "/api/v1/matching/runs", {"dry_run": True, "items": ["fruit"]}, coordinator
+    )
+    assert preview["unmet"] == [{"need_line_id": more["lines"][0]["id"], "quantity": 10_000_000}]
+    later: list[tuple[str, Account | None]] = [
+        (f"/api/v1/pledges/{pledge['id']}/trace", donor),
+        (f"/api/v1/needs/{need['id']}/trace", hospital),
+        (f"/api/v1/shipments/{shipment['id']}/receipts", hospital),
+        (f"/api/v1/matching/runs/{preview['id']}", coordinator),
+    ]
+    for language, headers in (("zh", ZH), ("en", EN)):
+
+        def both(headers: dict[str, str] = headers) -> dict[str, Any] | None:
+            """The answers with display, once each is the plain one apart from it (what
+            follows the receipt and the new need settles in the workers meanwhile)."""
+            shown, plain = {}, {}
+            for url, who in later:
+                plain[url] = _get(client, url, who, ZH).json
+                shown[url] = _get(client, f"{url}?display=true", who, headers).json
+            assert not any(_has_display(body) for body in plain.values())
+            same = all(_without_display(shown[url]) == plain[url] for url in plain)
+            return shown if same else None
+
+        seen = eventually(both, timeout=30, interval=0.5)
+        pledge_trace, need_trace, receipts, run_shown = (seen[url] for url, _who in later)
+
+        # Inside a trace, each party, its shipments and its allocations read in the
+        # line's item.
+        (masks_traced,) = [line for line in pledge_trace["lines"] if line["item"] == "mask"]
+        (party,) = masks_traced["recipients"]
+        assert party["display"]["quantity"] == MASKS[language]
+        assert party["display"]["short"] == SHORT[language]
+        (carried,) = party["shipments"]
+        assert carried["display"] == {
+            "quantity": MASKS[language],
+            "accepted": ACCEPTED[language],
+            "damaged": NONE[language],
+            "short": SHORT[language],
+        }
+        (allocated,) = party["allocations"]
+        assert allocated["display"]["quantity"] == MASKS[language]
+        (fruit_traced,) = [line for line in need_trace["lines"] if line["item"] == "fruit"]
+        (donor_party,) = fruit_traced["donors"]
+        assert donor_party["display"]["quantity"] == FRUIT[language]
+        assert donor_party["shipments"][0]["display"]["accepted"] == FRUIT[language]
+
+        # A receipt's lines, in their shipment line's item.
+        (receipt,) = receipts["items"]
+        figures = {line["shipment_line_id"]: line["display"] for line in receipt["lines"]}
+        assert figures[masks_line] == {
+            "accepted": ACCEPTED[language],
+            "damaged": NONE[language],
+            "short": SHORT[language],
+        }
+        assert figures[fruit_line_id]["accepted"] == FRUIT[language]
+
+        # A plan's unmet demand, in its need line's item.
+        (unmet,) = run_shown["unmet"]
+        assert unmet["quantity"] == 10_000_000
+        assert unmet["display"] == {"quantity": "10 吨" if language == "zh" else "10 t"}
+
+
+def _line_of(shipment: dict[str, Any], item: str) -> str:
+    (line,) = [line["id"] for line in shipment["lines"] if line["item"] == item]
+    return str(line)
+
 
 def _without_display(value: Any) -> Any:
     if isinstance(value, dict):
@@ -178,7 +275,18 @@ def _without_display(value: Any) -> Any:
 def test_openapi_documents_the_display_field_and_parameter(stack: Stack) -> None:
     document = stack.client().get("/api/v1/openapi.json").json
     schemas = document["components"]["schemas"]
-    for name in ("Line", "NeedLine", "Allocation", "ShipmentLine", "Figures", "Flow"):
+    for name in (
+        "Line",
+        "NeedLine",
+        "Allocation",
+        "ShipmentLine",
+        "Figures",
+        "Flow",
+        "Party",
+        "TracedShipment",
+        "TracedAllocation",
+        "ReceiptLine",
+    ):
         field = schemas[name]["properties"]["display"]
         assert field["type"] == "object" and field["readOnly"] is True, name
         assert field["additionalProperties"] == {"type": "string"}, name
@@ -193,6 +301,8 @@ def test_openapi_documents_the_display_field_and_parameter(stack: Stack) -> None
         "/api/v1/transparency/ledger",
         "/api/v1/needs/{need_id}/trace",
         "/api/v1/matching/runs/{run_id}",
+        "/api/v1/shipments/{shipment_id}/receipts",
+        "/api/v1/community/{org_id}/reach",
     ):
         parameters = document["paths"][path].get("parameters", [])
         (display,) = [p for p in parameters if p["name"] == "display"]

@@ -339,6 +339,20 @@ def test_a_run_on_events_that_finds_nothing_leaves_no_preview(stack: Stack) -> N
     # previews of the masks meanwhile: none of what waits is empty.)
     assert waiting and str(fruit.id) not in {run["id"] for run in waiting}
     assert all(run["allocations"] for run in waiting)
+    # A newer preview of the masks supersedes the older: one plan of an item waits.
+    newer = matching_service.run(rt, items=["mask"], dry_run=True, trigger="event")
+    assert newer is not None and newer.status == "preview"
+    older = client.get(
+        f"/api/v1/matching/runs/{masks.id}", headers=people["coordinator"].headers
+    ).json
+    assert older["status"] == "superseded"
+    waiting = client.get(
+        "/api/v1/matching/runs",
+        query_string={"status": "preview"},
+        headers=people["coordinator"].headers,
+    ).json["items"]
+    # (A run of the service's own on a late event may be newer still: one waits.)
+    assert len([run for run in waiting if "mask" in run["items"]]) == 1
     refused = client.post(
         f"/api/v1/matching/runs/{fruit.id}/approve",
         json={},

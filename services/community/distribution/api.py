@@ -9,12 +9,13 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields, post_dump, validate
 
 from services.community.distribution import domain, service
 from services.community.models import Organisation
 from services.community.residents.api import standing
 from services.community.residents.service import COMMUNITY_KIND, require_committee
+from shared.display_fields import DISPLAY_PARAMETER, requested_language, shown
 from shared.errors import NotFound
 from shared.identity import require_login
 from shared.web import db_session, runtime
@@ -188,9 +189,32 @@ class ReachSchema(Schema):
     people_served = fields.Integer()
     vulnerable_households_reached = fields.Integer()
     units_delivered = fields.Dict(metadata={"description": "Per relief item, in its base unit"})
+    display = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(keys=fields.String(), values=fields.String()),
+        dump_only=True,
+        metadata={
+            "description": "Only with ?display=true: units_delivered, each item's figure as "
+            'people read it ("40 吨" / "40 t"), in the language of Accept-Language '
+            "(zh: Chinese, otherwise English)"
+        },
+    )
+
+    @post_dump
+    def _display(self, data: dict[str, Any], **_kw: Any) -> dict[str, Any]:
+        data.pop("display", None)
+        language = requested_language()
+        if language is not None:
+            data["display"] = {
+                "units_delivered": {
+                    item: shown({"item": item, "units": units}, ("units",), language)["units"]
+                    for item, units in (data.get("units_delivered") or {}).items()
+                }
+            }
+        return data
 
 
-@blp.route("/<uuid:org_id>/reach")
+@blp.route("/<uuid:org_id>/reach", parameters=[DISPLAY_PARAMETER])
 class Reach(MethodView):
     @blp.response(200, ReachSchema)
     def get(self, org_id: uuid.UUID) -> Any:

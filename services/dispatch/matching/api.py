@@ -11,8 +11,8 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from services.dispatch.matching import service as matching_service
-from services.dispatch.models import MatchingRun
-from shared.display_fields import DISPLAY_PARAMETER, with_display
+from services.dispatch.models import MatchingRun, NeedLine
+from shared.display_fields import DISPLAY_PARAMETER, requested_language, with_display
 from shared.identity import current_identity, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
 from shared.problems import Problem
@@ -51,7 +51,14 @@ class RunSchema(Schema):
             "read it, in the language of Accept-Language"
         },
     )
-    unmet = fields.Method("_unmet")
+    unmet = fields.Method(
+        "_unmet",
+        metadata={
+            "description": "Each need line not fully met: need_line_id and quantity (base "
+            "units) still missing; with ?display=true also display, the quantity as people "
+            "read it in the need line's item, in the language of Accept-Language"
+        },
+    )
     stats = fields.Dict()
     created_by = fields.UUID(allow_none=True)
     approved_by = fields.UUID(allow_none=True)
@@ -62,7 +69,17 @@ class RunSchema(Schema):
         return [with_display(a, ("quantity",)) for a in run.plan.get("allocations", [])]
 
     def _unmet(self, run: MatchingRun) -> list[dict[str, Any]]:
-        return list(run.plan.get("unmet", []))
+        unmet = list(run.plan.get("unmet", []))
+        if requested_language() is None or not unmet:
+            return unmet
+        ids = {uuid.UUID(str(u["need_line_id"])) for u in unmet}
+        items = {
+            str(line_id): item
+            for line_id, item in db_session().execute(
+                select(NeedLine.id, NeedLine.item).where(NeedLine.id.in_(ids))
+            )
+        }
+        return [with_display(u, ("quantity",), items.get(str(u["need_line_id"]))) for u in unmet]
 
 
 class RunListArgsSchema(ListArgsSchema):

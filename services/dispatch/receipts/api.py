@@ -10,9 +10,11 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy.orm import Session
 
-from services.dispatch.models import Shipment
+from services.dispatch.models import Shipment, ShipmentLine
 from services.dispatch.receipts import service
 from services.dispatch.shipments import service as shipments
+from shared.catalog import CatalogError, get_item
+from shared.display_fields import DISPLAY_PARAMETER, DisplayQuantities
 from shared.identity import Identity, current_identity, forbidden, require_roles
 from shared.problems import Problem
 from shared.web import db_session, runtime
@@ -58,11 +60,21 @@ class ReceiptInSchema(Schema):
     note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
 
 
-class ReceiptLineSchema(Schema):
+class ReceiptLineSchema(DisplayQuantities, Schema):
+    display_fields = ("accepted", "damaged", "short")
+
     shipment_line_id = fields.UUID()
     accepted = fields.Integer()
     damaged = fields.Integer()
     short = fields.Integer()
+
+    def display_unit(self, data: dict[str, Any], original: Any) -> str | None:
+        """A receipt line's figures are in its shipment line's item."""
+        line = db_session().get(ShipmentLine, original.shipment_line_id)
+        try:
+            return get_item(line.item).base_unit if line is not None else None
+        except CatalogError:
+            return None
 
 
 class ReceiptSchema(Schema):
@@ -101,7 +113,7 @@ def _may_confirm(identity: Identity, shipment: Shipment) -> None:
         raise forbidden(f"Your organisation is {identity.org_status}; it cannot confirm receipts.")
 
 
-@blp.route("/<uuid:shipment_id>/receipt", methods=["POST"])
+@blp.route("/<uuid:shipment_id>/receipt", methods=["POST"], parameters=[DISPLAY_PARAMETER])
 @blp.arguments(ReceiptInSchema)
 @blp.response(201, ReceiptSchema)
 @require_roles()
@@ -128,7 +140,7 @@ def confirm(data: dict[str, Any], shipment_id: uuid.UUID) -> Any:
     return receipt
 
 
-@blp.route("/<uuid:shipment_id>/receipts", methods=["GET"])
+@blp.route("/<uuid:shipment_id>/receipts", methods=["GET"], parameters=[DISPLAY_PARAMETER])
 @blp.response(200, ReceiptListSchema)
 @require_roles()
 def list_receipts(shipment_id: uuid.UUID) -> Any:

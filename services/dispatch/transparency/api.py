@@ -20,7 +20,12 @@ from services.dispatch.models import Need
 from services.dispatch.transparency import service as ledger
 from services.dispatch.transparency import totals, trace
 from shared import exports
-from shared.display_fields import DISPLAY_PARAMETER, DisplayQuantities, requested_language
+from shared.display_fields import (
+    DISPLAY_PARAMETER,
+    DisplayField,
+    DisplayQuantities,
+    requested_language,
+)
 from shared.identity import current_identity, require_roles
 from shared.problems import Problem
 from shared.web import db_session, runtime
@@ -328,7 +333,21 @@ class ShipmentRefSchema(Schema):
     status = fields.String()
 
 
-class TracedAllocationSchema(Schema):
+# The quantities of a trace line's parties, their shipments and allocations, read in
+# the line's item with ?display=true.
+FIGURES = ("quantity", "accepted", "damaged", "short")
+PARTY_FIGURES = ("quantity", "unshipped", "accepted", "damaged", "short")
+
+
+def _parties(key: str) -> dict[str, tuple[str, ...]]:
+    return {
+        key: PARTY_FIGURES,
+        f"{key}.shipments": FIGURES,
+        f"{key}.allocations": FIGURES,
+    }
+
+
+class TracedAllocationSchema(DisplayField, Schema):
     allocation_id = fields.UUID()
     status = fields.String()
     quantity = fields.Integer()
@@ -341,7 +360,7 @@ class TracedAllocationSchema(Schema):
     short = fields.Integer()
 
 
-class TracedShipmentSchema(ReceiptFiguresSchema):
+class TracedShipmentSchema(DisplayField, ReceiptFiguresSchema):
     id = fields.UUID()
     status = fields.String()
     quantity = fields.Integer()
@@ -367,7 +386,7 @@ class CommunityTraceSchema(DisplayQuantities, Schema):
     as_of = fields.AwareDateTime()
 
 
-class PartySchema(Schema):
+class PartySchema(DisplayField, Schema):
     org_id = fields.UUID(allow_none=True)
     name = fields.String()
     quantity = fields.Integer(metadata={"description": "Reserved, shipped or received"})
@@ -391,6 +410,7 @@ class OrgRefSchema(Schema):
 
 class PledgeTraceLineSchema(DisplayQuantities, Schema):
     display_fields = ("quantity", "allocated", "accepted", "damaged", "short")
+    display_nested = _parties("recipients")
 
     pledge_line_id = fields.UUID()
     item = fields.String()
@@ -413,6 +433,7 @@ class PledgeTraceSchema(Schema):
 
 class NeedTraceLineSchema(DisplayQuantities, Schema):
     display_fields = ("quantity", "shipped", "received")
+    display_nested = _parties("donors")
 
     need_line_id = fields.UUID()
     line_no = fields.Integer()
