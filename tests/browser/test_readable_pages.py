@@ -1,8 +1,9 @@
 """Pages people read, in headless Chromium, in both languages: the public ledger, a
-matching plan, the needs and shipment lists and a pledge's trace show human units (吨, 万, t,
-thousands separators), places by name and items by name, never a bare region code nor
-a base-unit figure where a larger unit exists; every chart of the ledger holds one unit
-(a small chart per item). One supply chain serves both languages; a screenshot of each
+matching plan, the coordinator's gaps, the needs and shipment lists and a pledge's trace
+show human units (吨, 万, t, thousands separators), places by name and items by name,
+never a bare region code nor a base-unit figure where a larger unit exists; every chart
+of the ledger holds one unit (a small chart per item), and the gap chart shows each
+item's gap as a share of its own need. One supply chain serves both languages; a screenshot of each
 page is kept (the folder is printed)."""
 
 from __future__ import annotations
@@ -24,19 +25,31 @@ SHOWN: dict[str, dict[str, Any]] = {
         "masks": "46万 个",
         "million": "100万 个",
         "fruit": "40 吨",
+        "fruit_name": "水果",
         "mask": "口罩",
         "district": "武汉市江汉区",
         "city": "深圳市",
         "axes": {"mask": "万个", "fruit": "吨"},
+        "gloves": "医用检查手套",
+        "gloves_needed": "20,000 副",
+        "masks_free": "54万 个",
+        "wuhan": "武汉市",
+        "pairs": "副",
     },
     "en": {
         "masks": "460,000 pieces",
         "million": "1,000,000 pieces",
         "fruit": "40 t",
+        "fruit_name": "Fruit",
         "mask": "Mask",
         "district": "Jianghan District, Wuhan",
         "city": "Shenzhen",
         "axes": {"mask": "pieces", "fruit": "t"},
+        "gloves": "Examination gloves",
+        "gloves_needed": "20,000 pairs",
+        "masks_free": "540,000 pieces",
+        "wuhan": "Wuhan",
+        "pairs": "pairs",
     },
 }
 CODES = re.compile(r"\b(4201|4403|420103|440304)\b")
@@ -79,6 +92,18 @@ def test_ledger_plan_list_and_trace_read_in_human_units_in_both_languages(
     await_supply(stack, fruit)
     runs = client.get("/api/v1/matching/runs", headers=coordinator.headers).json["items"]
     run_id = runs[-1]["id"]
+    # Gloves the ward needs and no one has pledged: the one gap on the coordinator's page.
+    post_as(
+        client,
+        "/api/v1/needs",
+        {
+            "lines": [
+                {"item": "gloves_exam", "quantity": "20000", "unit": "pair", "urgency": "high"}
+            ],
+            "location": {"region": "420103", "address": "Ward 3, Jiang'an"},
+        },
+        chain.people["ward"],
+    )
 
     for language, shown in SHOWN.items():
         page = new_page(browser, live, language)
@@ -108,6 +133,30 @@ def test_ledger_plan_list_and_trace_read_in_human_units_in_both_languages(
         _check(text, language, shown["masks"], shown["district"], shown["mask"])
         assert re.search(r"\bmask\b", text) is None
         print(shots.take(page, f"{language}-plan"))
+        # The coordinator's gaps: each item's bar is its gap in percent of its own need
+        # (gloves short by all of it, masks and fruit covered: no bar); the city chart
+        # holds the gloves alone, in pairs; the table reads in names and human units.
+        page.goto("/coordinator/gaps")
+        page.locator('canvas#chart-gaps-by-item[data-drawn="true"]').wait_for()
+        page.locator('canvas#chart-gaps-by-city[data-drawn="true"]').wait_for()
+        by_item = json.loads(page.locator("#chart-gaps-by-item-data").inner_text())
+        by_city = json.loads(page.locator("#chart-gaps-by-city-data").inner_text())
+        assert by_item["axis"] == "%" and len(by_item["datasets"]) == 1
+        shares = dict(zip(by_item["labels"], by_item["datasets"][0]["data"], strict=True))
+        assert shares == {shown["gloves"]: 100, shown["mask"]: 0, shown["fruit_name"]: 0}
+        assert (by_city["base_unit"], by_city["axis"]) == ("pair", shown["pairs"])
+        (wuhan,) = by_city["labels"]
+        assert shown["wuhan"] in wuhan
+        _check(
+            _read(page),
+            language,
+            shown["gloves"],
+            shown["gloves_needed"],
+            shown["masks_free"],
+            shown["fruit"],
+            shown["wuhan"],
+        )
+        print(shots.take(page, f"{language}-gaps"))
         # The needs list.
         page.goto("/needs")
         _check(_read(page), language, shown["masks"], shown["district"], shown["mask"])
