@@ -53,8 +53,8 @@ def demo() -> None:
 @demo.command("load")
 def demo_load() -> None:
     """Register demo organisations, each with a user (password: demo-password), their
-    pledges and needs, and the demo community's buildings, households, people and order
-    round; skips what is already there."""
+    pledges and needs, and the demo community's buildings, households, people, order
+    rounds, deliveries and cases; skips what is already there."""
     from services.demo import load_demo_ledger
     from services.demo_community import DEMO_COMMUNITY, load_demo_community
     from services.gateway.auth.admin import DEMO_ACCOUNTS, DEMO_PASSWORD, demo_orgs, load_demo
@@ -72,8 +72,9 @@ def demo_load() -> None:
         f"demo data: {created} organisation(s) registered, "
         f"{len(DEMO_ACCOUNTS) - created} already there; "
         f"{ledger.pledges} pledge(s) and {ledger.needs} need(s) added; "
-        f"community: {inside.buildings} building(s), {inside.households} household(s) "
-        f"and {inside.orders} household order(s) added"
+        f"community: {inside.buildings} building(s), {inside.households} household(s), "
+        f"{inside.orders} household order(s), {inside.deliveries} delivery(ies) and "
+        f"{inside.cases} case(s) added"
     )
     if created or inside.people:
         click.echo(f"demo sign-ins (password {DEMO_PASSWORD!r}):")

@@ -1,7 +1,10 @@
 """The demo community for ``aidlink demo load``: the demo community committee's two
 buildings and a dozen fictional households, two building leaders, a volunteer and a
-social worker who sign in with the demo password, and an open order round in which
-some households have ordered.
+social worker who sign in with the demo password, an open order round in which some
+households have ordered, and last week's round: confirmed, its vegetables, rice and oil
+received (as a receipt of a shipment to the community, taken in by the community
+service's own receipt handler), split over the households vulnerable first, so the
+volunteer has doors to visit; and two residents' cases in the social worker's hands.
 
 The people are users of the community organisation at the gateway (members, as every
 user of a community is) appointed to their roles in the community service; the rest
@@ -91,6 +94,51 @@ ORDERS: dict[int, dict[int, dict[str, int]]] = {
 }
 
 
+# Last week's round, confirmed: what households ordered, by building and household.
+LAST_ROUND = {
+    "title": "Week 6: vegetables, rice and oil",
+    "limits": {"vegetables": 10, "rice": 5, "cooking_oil": 1},
+}
+LAST_ORDERS: dict[int, dict[int, dict[str, int]]] = {
+    0: {
+        0: {"vegetables": 4, "rice": 2},
+        1: {"vegetables": 6, "rice": 5, "cooking_oil": 1},
+        2: {"vegetables": 8, "rice": 5},
+        3: {"vegetables": 3, "rice": 2},
+        5: {"vegetables": 6, "rice": 4},
+    },
+    1: {
+        0: {"vegetables": 4, "rice": 2},
+        2: {"vegetables": 6, "rice": 3, "cooking_oil": 1},
+        3: {"vegetables": 2, "rice": 2},
+        4: {"vegetables": 5, "rice": 3},
+        5: {"vegetables": 6, "rice": 4},
+    },
+}
+# What arrived of it, in base units: 40 of the 50 jin of vegetables ordered, all the
+# rice, one of the two bottles of oil. Vulnerable households are served first.
+RECEIVED = {"vegetables": 20_000, "rice": 32_000, "cooking_oil": 5_000}
+# Residents' cases: (building, household, kind, urgency, summary, taken in by).
+CASES = (
+    (
+        0,
+        3,
+        "medicine_pickup",
+        "urgent",
+        "Insulin pens from the community clinic before Friday; keep them cold.",
+        "leader1@demo.aidlink.local",
+    ),
+    (
+        1,
+        0,
+        "counselling",
+        "soon",
+        "Lives alone since the lockdown began; asks for someone to talk to twice a week.",
+        "socialworker@demo.aidlink.local",
+    ),
+)
+
+
 @dataclass
 class DemoCommunity:
     """What one load added: the people's sign-ins created, and the community's rows."""
@@ -99,6 +147,8 @@ class DemoCommunity:
     buildings: int = 0
     households: int = 0
     orders: int = 0
+    deliveries: int = 0
+    cases: int = 0
 
 
 def _people(gateway: ServiceRuntime, org_id: uuid.UUID, password: str) -> dict[str, uuid.UUID]:
@@ -130,6 +180,7 @@ def load_demo_community(
     """The demo community of the organisation ``org_id`` (whose people are made in
     ``gateway``, with ``password``), unless it already has buildings."""
     from services.community.app import create_app
+    from services.community.distribution import service as distribution
     from services.community.models import Building
     from services.community.orders import service as orders
     from services.community.residents import service as residents
@@ -182,21 +233,147 @@ def load_demo_community(
                     ]
                     for building in buildings
                 ]
-                order_round = orders.open_round(session, committee, ROUND)
-                for index, wanted in ORDERS.items():
-                    added.orders += orders.enter_batch(
-                        session,
-                        committee,
-                        order_round,
-                        building_id=buildings[index],
-                        rows=[
-                            {"household_id": households[index][row], "items": items}
-                            for row, items in wanted.items()
-                        ],
-                    )
+                last_round = orders.open_round(session, committee, LAST_ROUND)
+                for title, chosen, wanted_by in (
+                    (LAST_ROUND, last_round, LAST_ORDERS),
+                    (ROUND, None, ORDERS),
+                ):
+                    order_round = chosen or orders.open_round(session, committee, title)
+                    for index, wanted in wanted_by.items():
+                        added.orders += orders.enter_batch(
+                            session,
+                            committee,
+                            order_round,
+                            building_id=buildings[index],
+                            rows=[
+                                {"household_id": households[index][row], "items": items}
+                                for row, items in wanted.items()
+                            ],
+                        )
+                    if chosen is not None:
+                        # Last week's round: confirmed (its need goes to dispatch), then
+                        # what arrived split over the households, vulnerable first.
+                        orders.confirm(session, rt.outbox, committee, order_round, None)
+                        _known(session, gateway, org_id)
+                        distribution.on_receipt_confirmed(
+                            session, _receipt(org_id, order_round.id, RECEIVED)
+                        )
+                        made = distribution.distribute(
+                            session,
+                            committee,
+                            {"rule": "vulnerable_first", "round_id": order_round.id},
+                        )
+                        added.deliveries = len(
+                            distribution.deliveries(session, committee, distribution_id=made.id)
+                        )
+                added.cases = _cases(session, org_id, users, buildings, households)
             added.people = list(DEMO_PEOPLE)
             added.buildings = len(buildings)
             added.households = sum(len(of_building) for of_building in households)
         finally:
             rt.dispose()
     return added
+
+
+def _known(session: Any, gateway: ServiceRuntime, org_id: uuid.UUID) -> None:
+    """The community service's copy of the organisation, as the gateway's org.* events
+    leave it, where they have not arrived yet (no worker runs while the demo loads): a
+    receipt is taken in only for a community the service knows. Events arriving later
+    are older than this copy, and change nothing."""
+    from services.community.models import Organisation
+    from services.gateway.models import Organisation as GatewayOrganisation
+    from shared.db import utcnow
+
+    if session.get(Organisation, org_id) is not None:
+        return
+    with gateway.session_factory() as at_gateway:
+        org = at_gateway.get(GatewayOrganisation, org_id)
+        assert org is not None
+        session.add(
+            Organisation(
+                id=org.id,
+                name=org.name,
+                kind=org.kind,
+                region=org.region,
+                address=org.address,
+                status=org.status,
+                source_version=org.version,
+                synced_at=utcnow(),
+            )
+        )
+        session.flush()
+
+
+def _receipt(org_id: uuid.UUID, round_id: uuid.UUID, items: dict[str, int]) -> Any:
+    """A receipt of the demo's shipment to the community, as dispatch announces one:
+    everything accepted. Its ids are derived from the round, so they are the same on
+    every installation."""
+    from shared.db import utcnow
+    from shared.events import new_event
+
+    shipment_id = uuid.uuid5(round_id, "demo shipment")
+    return new_event(
+        "receipt.confirmed",
+        {
+            "receipt_id": uuid.uuid5(round_id, "demo receipt"),
+            "shipment_id": shipment_id,
+            "sequence": 1,
+            "recipient_org_id": org_id,
+            "confirmed_at": utcnow(),
+            "lines": [
+                {
+                    "shipment_line_id": uuid.uuid5(shipment_id, item),
+                    "allocation_id": uuid.uuid5(shipment_id, f"allocation {item}"),
+                    "pledge_line_id": uuid.uuid5(shipment_id, f"pledge line {item}"),
+                    "need_line_id": uuid.uuid5(shipment_id, f"need line {item}"),
+                    "item": item,
+                    "quantity": quantity,
+                    "accepted": quantity,
+                    "damaged": 0,
+                    "short": 0,
+                }
+                for item, quantity in items.items()
+            ],
+        },
+        producer="dispatch",
+        aggregate_id=shipment_id,
+        aggregate_version=1,
+    )
+
+
+def _cases(
+    session: Any,
+    org_id: uuid.UUID,
+    users: dict[str, uuid.UUID],
+    buildings: list[uuid.UUID],
+    households: list[list[uuid.UUID]],
+) -> int:
+    """The demo's cases, each taken in by a leader or the social worker and handed to
+    the social worker with most hours to spare (the demo's one)."""
+    from services.community.cases import service as cases
+    from services.community.residents.domain import Standing
+
+    committee = Standing(org_id=org_id, committee=True)
+    by_email = {person["email"]: person for person in DEMO_PEOPLE}
+    for building, household, kind, urgency, summary, taker in CASES:
+        person = by_email[taker]
+        standing = Standing(
+            org_id=org_id,
+            user_id=users[taker],
+            leads=frozenset(
+                {buildings[building]} if person["role"] == "building_leader" else set()
+            ),
+            social_worker=person["role"] == "social_worker",
+        )
+        case = cases.take_in(
+            session,
+            standing,
+            {
+                "kind": kind,
+                "urgency": urgency,
+                "summary": summary,
+                "household_id": households[building][household],
+            },
+        )
+        cases.assign(session, committee, case.id, social_worker_id=None, auto=True)
+    return len(CASES)
