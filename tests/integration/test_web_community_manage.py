@@ -226,6 +226,25 @@ def test_the_committee_keeps_buildings_people_households_and_rounds(stack: Stack
     for url in ("/community/buildings", "/community/people", "/community/stock"):
         assert volunteer.get(url).status_code == 403
 
+    # Every page of the committee's in Chinese.
+    committee.set_cookie("aidlink_lang", "zh")
+    headings = {
+        "/community": "居委会",
+        "/community/buildings": "添加楼栋",
+        "/community/people": "任命成员",
+        "/community/households": "登记住户",
+        f"/community/households/{place.households[first][0]}": "独居老人",
+        "/community/rounds": "开启订购轮次",
+        "/community/stock": "收到的每一份物资的去向",
+        "/community/cases/new": "受理个案",
+        "/community/cases/summary": "个案统计",
+        "/community/hours": "社工工作时间",
+    }
+    for url, heading in headings.items():
+        shown = committee.get(url)
+        assert shown.status_code == 200, url
+        assert heading in _text(shown), url
+
 
 def test_the_committee_splits_the_stock_and_writes_off_and_cases_are_handed_on(
     stack: Stack,
