@@ -25,7 +25,11 @@ from shared.errors import Forbidden
 from shared.problems import Problem
 from shared.scopes import check_scope
 
-ROLES = ("donor", "recipient", "logistics", "coordinator", "admin")
+ROLES = ("donor", "recipient", "logistics", "coordinator", "admin", "org_admin")
+# ``org_admin`` manages its own organisation's members (invites, changes roles,
+# removes); the first user of an organisation holds it. ``admin`` is the whole
+# installation's administrator.
+ORG_ADMIN = "org_admin"
 
 DONOR_KINDS = ("foundation", "company", "fund", "individual")
 RECIPIENT_KINDS = (

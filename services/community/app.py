@@ -14,6 +14,7 @@ from services.community.distribution import service as distribution
 from services.community.models import Organisation, messaging
 from services.community.orders import api as orders_api
 from services.community.residents import api as residents_api
+from services.community.residents import privacy
 from services.community.residents import service as residents
 from shared.config import Settings
 from shared.events import Event
@@ -32,7 +33,21 @@ def _org_handlers() -> dict[str, Handler]:
         keep_erased(session, event)
         residents.erase_community(session, uuid.UUID(str(event.data()["id"])))
 
-    return {**handlers, "org.erased": on_erased}
+    def on_residents_erased(session: Session, event: Event) -> None:
+        privacy.erase_residents(session, uuid.UUID(str(event.data()["id"])))
+
+    def on_member_removed(session: Session, event: Event) -> None:
+        data = event.data()
+        privacy.end_appointments(
+            session, uuid.UUID(str(data["org_id"])), uuid.UUID(str(data["user_id"]))
+        )
+
+    return {
+        **handlers,
+        "org.erased": on_erased,
+        "org.residents_erased": on_residents_erased,
+        "org.member_removed": on_member_removed,
+    }
 
 
 def create_app(settings: Settings | None = None, *, testing: bool = False) -> Flask:
@@ -47,9 +62,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     rt: ServiceRuntime = app.extensions["aidlink"]
     rt.inbox.handlers.update(_org_handlers())
     rt.inbox.handlers["receipt.confirmed"] = distribution.receipt_handler(rt.outbox)
-    flask_api.register_blueprint(
-        org_directory_blueprint("community", Organisation, residents.personal_data)
-    )
+    flask_api.register_blueprint(org_directory_blueprint("community", Organisation, privacy.export))
     flask_api.register_blueprint(residents_api.blp)
     flask_api.register_blueprint(orders_api.blp)
     flask_api.register_blueprint(distribution_api.blp)

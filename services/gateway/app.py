@@ -12,6 +12,7 @@ from services.gateway.duplicates import api as duplicate_review
 from services.gateway.models import messaging
 from services.gateway.openapi import install_openapi
 from services.gateway.orgs import api as orgs
+from services.gateway.orgs import members_api
 from services.gateway.places import api as places
 from services.gateway.proxy import ROUTES, ServiceClient, install_proxy
 from services.gateway.ratelimit import install_rate_limits
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     for blueprint in (
         auth.blp,
         orgs.blp,
+        members_api.blp,
         places.blp,
         verification.blp,
         duplicate_review.blp,

@@ -76,6 +76,24 @@ class OrgErasedV1(Schema):
     )
 
 
+class OrgMemberRemovedV1(Schema):
+    """A user is no longer a member of an organisation: the services end what they
+    gave them there (a community's appointments)."""
+
+    org_id = fields.UUID(required=True)
+    user_id = fields.UUID(required=True)
+    removed_at = fields.AwareDateTime(required=True)
+
+
+class OrgResidentsErasedV1(Schema):
+    """A community's residents' data was erased on request: the community service
+    blanks its households and cases, keeping the counts. The organisation itself (not
+    a person) keeps its record."""
+
+    id = fields.UUID(required=True, metadata={"description": "The community organisation"})
+    erased_at = fields.AwareDateTime(required=True)
+
+
 class EventRegistry:
     """Maps ``(type, version)`` to the marshmallow schema of its payload."""
 
@@ -137,6 +155,8 @@ REGISTRY.register("org.verified", 1, OrgVerifiedV1())
 REGISTRY.register("org.suspended", 1, OrgSuspendedV1())
 REGISTRY.register("org.merged", 1, OrgMergedV1())
 REGISTRY.register("org.erased", 1, OrgErasedV1())
+REGISTRY.register("org.member_removed", 1, OrgMemberRemovedV1())
+REGISTRY.register("org.residents_erased", 1, OrgResidentsErasedV1())
 
 # Which services' queues receive each event type. The producer's relay sends one
 # message per subscriber, to that subscriber's queue.
@@ -146,6 +166,8 @@ SUBSCRIBERS: dict[str, tuple[str, ...]] = {
     "org.suspended": ("donations", "dispatch", "gateway", "community"),
     "org.merged": ("donations", "dispatch", "gateway", "community"),
     "org.erased": ("donations", "dispatch", "community"),
+    "org.member_removed": ("community",),
+    "org.residents_erased": ("community",),
 }
 
 

@@ -329,6 +329,48 @@ ROWS: list[Row] = [
         only({"coordinator": (422, 422), "admin": (422, 422)}),
         body=lambda w, a: {"reason": "asked in person"},
     ),
+    # Its members (names, e-mail addresses, roles): its admins (every actor here is the
+    # first user of its organisation, so one) and coordinators read them; its admins,
+    # and the installation's admins, change them.
+    *(
+        Row(
+            "GET",
+            f"/api/v1/orgs/{{org}}/{what}",
+            {
+                **{actor: (200, 403) for actor in SIGNED_IN},
+                **{actor: (200, 200) for actor in COORDINATORS},
+                "anonymous": 401,
+            },
+        )
+        for what in ("members", "invitations")
+    ),
+    Row(
+        "POST",
+        "/api/v1/orgs/{org}/invitations",
+        {**{actor: (201, 403) for actor in SIGNED_IN}, "admin": (201, 201), "anonymous": 401},
+        body=lambda w, a: {"email": f"{uuid.uuid4().hex[:10]}@example.org", "roles": ["org_admin"]},
+    ),
+    *(
+        Row(
+            method,
+            path,
+            {**{actor: (404, 403) for actor in SIGNED_IN}, "admin": (404, 404), "anonymous": 401},
+            body=body,
+        )
+        for method, path, body in (
+            ("DELETE", "/api/v1/orgs/{org}/invitations/{flag}", None),
+            ("PUT", "/api/v1/orgs/{org}/members/{flag}", lambda w, a: {"roles": ["org_admin"]}),
+            ("DELETE", "/api/v1/orgs/{org}/members/{flag}", None),
+        )
+    ),
+    # Joining with an invitation's token: whoever holds it (this one is no token).
+    Row("GET", "/api/v1/auth/invitations/{flag}", everyone(422, anonymous=422)),
+    Row(
+        "POST",
+        "/api/v1/auth/invitations/accept",
+        everyone(422, anonymous=422),
+        body=lambda w, a: {"token": "inv_not-a-token", "password": PASSWORD},
+    ),
     # Named places.
     Row("GET", "/api/v1/orgs/{org}/places", PLACE_ACCESS),
     Row(
@@ -657,6 +699,15 @@ def _household_body(world: World, actor: str) -> dict[str, Any]:
 
 
 ROWS += [
+    # A community's export holds its residents' data: for its committee's admins, and
+    # for coordinators with a reason, which the community service records.
+    Row("GET", "/api/v1/orgs/{community}/personal-data", only({})),
+    Row(
+        "GET",
+        "/api/v1/orgs/{community}/personal-data",
+        only(dict.fromkeys(COORDINATORS, 200)),
+        headers=REASON,
+    ),
     Row("GET", f"{COMMUNITY}/me", only(dict.fromkeys(COORDINATORS, 200))),
     Row("GET", f"{COMMUNITY}/buildings", only(dict.fromkeys(COORDINATORS, 200))),
     Row("POST", f"{COMMUNITY}/buildings", only({}), body=lambda w, a: {"name": "Building 9"}),

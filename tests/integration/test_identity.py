@@ -43,7 +43,8 @@ def test_registration_makes_a_pending_organisation_and_a_user_who_can_sign_in(
 
     me = client.get("/api/v1/auth/me", headers=hospital.headers)
     assert me.status_code == 200
-    assert me.json["roles"] == ["recipient"]
+    # The first user also manages the organisation's members.
+    assert me.json["roles"] == ["org_admin", "recipient"]
     assert me.json["organisation"]["status"] == "pending"
     assert me.json["organisation"]["name_zh"] == "武汉市红十字会医院"
     assert me.json["organisation"]["contacts"][0]["name"] == "Dr. Li"

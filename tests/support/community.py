@@ -13,23 +13,24 @@ from tests.support.stack import Stack, eventually
 
 
 def member(stack: Stack, client: Any, community: Account, name: str = "Member") -> Account:
-    """A new user of ``community``'s organisation, signed in."""
-    from services.gateway.auth.service import add_membership, create_user
-    from services.gateway.models import Organisation
-
-    gateway = stack.runtime("gateway")
+    """A new user of ``community``'s organisation, signed in: its admin invites them and
+    they join with the invitation's link, as people do."""
     email = f"member-{uuid.uuid4().hex[:10]}@example.org"
-    with stack.apps["gateway"].app_context(), gateway.unit_of_work() as session:
-        user = create_user(session, email=email, password=PASSWORD, name=name)
-        org = session.get(Organisation, uuid.UUID(community.org_id))
-        assert org is not None
-        add_membership(session, user, org, "recipient")
-        session.flush()
-        user_id = str(user.id)
+    invited = client.post(
+        f"/api/v1/orgs/{community.org_id}/invitations",
+        json={"email": email, "name": name, "roles": ["recipient"]},
+        headers=community.headers,
+    )
+    assert invited.status_code == 201, invited.get_json()
+    joined = client.post(
+        "/api/v1/auth/invitations/accept",
+        json={"token": invited.get_json()["token"], "password": PASSWORD},
+    )
+    assert joined.status_code == 201, joined.get_json()
     tokens = login(client, email)
     return Account(
         email=email,
-        user_id=user_id,
+        user_id=joined.get_json()["user_id"],
         org_id=community.org_id,
         org=community.org,
         access_token=tokens["access_token"],

@@ -14,7 +14,7 @@ from services.gateway.auth.credentials import hash_password
 from services.gateway.models import Membership, Organisation, User
 from services.gateway.orgs.service import ORG_AUDIT_FIELDS, register_organisation
 from shared.errors import Conflict
-from shared.identity import ROLE_OF_KIND
+from shared.identity import ORG_ADMIN, ROLE_OF_KIND
 from shared.outbox import Outbox
 
 
@@ -45,10 +45,12 @@ def add_membership(session: Session, user: User, org: Organisation, role: str) -
 def register(
     session: Session, outbox: Outbox, organisation: dict[str, Any], user: dict[str, Any]
 ) -> tuple[Organisation, User]:
-    """An organisation and its first user, in the caller's transaction."""
+    """An organisation and its first user, in the caller's transaction. The first user
+    also manages the organisation's members (:data:`ORG_ADMIN`)."""
     new_user = create_user(session, **user)
     org = register_organisation(session=session, outbox=outbox, data=organisation)
     add_membership(session, new_user, org, ROLE_OF_KIND[org.kind])
+    add_membership(session, new_user, org, ORG_ADMIN)
     session.flush()
     audit.record(
         session,

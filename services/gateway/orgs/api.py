@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import current_app
+from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from services.gateway.audit import service as audit
 from services.gateway.models import Organisation
-from services.gateway.orgs.personal_data import erase, export
+from services.gateway.orgs.members import may_list
+from services.gateway.orgs.personal_data import COMMUNITY_KIND, erase, erase_residents, export
 from services.gateway.orgs.service import (
     ORG_AUDIT_FIELDS,
     get_organisation,
@@ -24,7 +25,7 @@ from services.gateway.orgs.service import (
 )
 from services.gateway.proxy import ServiceClient
 from shared.catalog.regions import RegionCode
-from shared.errors import NotFound, Unavailable
+from shared.errors import Forbidden, NotFound, Unavailable
 from shared.events.registry import ORGANISATION_KINDS
 from shared.identity import current_identity, require_login, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
@@ -192,6 +193,9 @@ class PersonalDataExportSchema(Schema):
     services = fields.List(fields.Dict(), metadata={"description": "What each service holds of it"})
 
 
+REASON = "x-access-reason"
+
+
 @blp.route("/<uuid:org_id>/personal-data")
 class PersonalDataOf(MethodView):
     @blp.response(200, PersonalDataExportSchema)
@@ -200,7 +204,17 @@ class PersonalDataOf(MethodView):
         """Everything aidlink holds of a person (an individual donor) and its users, for
         the person (its own members) or a coordinator answering their request."""
         identity = current_identity()
-        if not (identity.is_coordinator or identity.org_id == org_id):
+        org = db_session().get(Organisation, org_id)
+        if org is not None and org.kind == COMMUNITY_KIND:
+            # A community's export holds every household: its admins' and
+            # coordinators' (the community service also wants its committee, or a
+            # coordinator's reason).
+            if not (identity.is_coordinator or may_list(identity, org_id)):
+                raise Forbidden(
+                    "A community's export is for its committee's admins and coordinators.",
+                    slug="forbidden",
+                )
+        elif not (identity.is_coordinator or identity.org_id == org_id):
             raise NotFound(f"No organisation {org_id}.", slug="organisation-not-found")
         org = get_organisation(db_session(), org_id)
         # The gateway's part first: it refuses what is not a person before any service
@@ -208,13 +222,25 @@ class PersonalDataOf(MethodView):
         gateway_part = export(db_session(), org)
         client: ServiceClient = current_app.extensions["aidlink.services"]
         services = []
-        for service in ("donations", "dispatch"):
+        names: tuple[str, ...] = ("donations", "dispatch")
+        if org.kind == COMMUNITY_KIND:
+            names += ("community",)
+        for service in names:
             answer = client.call(
                 service,
                 "GET",
                 f"/api/v1/{service}/orgs/{org_id}/personal-data",
-                headers=client.forward_headers({}, service),
+                # A coordinator's reason for reading residents' data goes with it.
+                headers=client.forward_headers(
+                    {k: v for k, v in request.headers.items() if k.lower() == REASON},
+                    service,
+                ),
             )
+            if answer.status_code == 403:
+                raise Forbidden(
+                    str(answer.json().get("detail") or "Refused."),
+                    slug=str(answer.json().get("type", "")).rsplit("/", 1)[-1] or "forbidden",
+                )
             if answer.status_code != 200:
                 raise Unavailable(
                     f"The {service} service could not give its part ({answer.status_code}); "
@@ -232,9 +258,14 @@ class PersonalDataOf(MethodView):
 def erase_person(data: dict[str, Any], org_id: uuid.UUID) -> Any:
     """Erase a person's data on their request (an individual donor): names, addresses,
     contacts, e-mails, pickup places, uploaded files, here and in every service.
-    Quantities stay, so every total and the public ledger still add up."""
+    Quantities stay, so every total and the public ledger still add up. For a
+    community committee, its residents' data in the community service (households,
+    cases, deliveries' notes); the committee's own record stays."""
     rt = runtime()
     with rt.unit_of_work() as session:
         org = get_organisation(session, org_id)
-        erase(session, rt.outbox, org, data["reason"])
+        if org.kind == COMMUNITY_KIND:
+            erase_residents(session, rt.outbox, org, data["reason"])
+        else:
+            erase(session, rt.outbox, org, data["reason"])
         return dump_organisation(org)

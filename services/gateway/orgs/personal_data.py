@@ -101,6 +101,16 @@ def _person(org: Organisation) -> None:
         )
 
 
+# A community committee's export also holds its residents' data (the community
+# service's part); the organisation itself is not erased, only that data.
+COMMUNITY_KIND = "community_committee"
+
+
+def _exportable(org: Organisation) -> None:
+    if org.kind != COMMUNITY_KIND:
+        _person(org)
+
+
 def _entries(session: Session, org: Organisation, users: list[User]) -> Any:
     """The audit log's entries about the person or its users, or made by them."""
     user_ids = [u.id for u in users]
@@ -116,8 +126,8 @@ def _entries(session: Session, org: Organisation, users: list[User]) -> Any:
 def export(session: Session, org: Organisation) -> dict[str, Any]:
     """What the gateway holds of the person ``org``: its record, its users, and the
     audit log's entries about them or made by them (the client address only of their
-    own actions)."""
-    _person(org)
+    own actions). A community committee's too: it holds its residents' data."""
+    _exportable(org)
     users = members_of(session, org.id)
     user_ids = {u.id for u in users}
     entries = list(_entries(session, org, users))
@@ -256,5 +266,37 @@ def erase(session: Session, outbox: Outbox, org: Organisation, reason: str) -> O
         "organisation",
         org.id,
         after={"reason": reason, "users": len(users)},
+    )
+    return org
+
+
+def erase_residents(
+    session: Session, outbox: Outbox, org: Organisation, reason: str
+) -> Organisation:
+    """Erase the residents' data a community committee keeps in the community service
+    (households' doors, notes and phones, cases' text, deliveries' notes, appointments'
+    names), announced as ``org.residents_erased``, in the caller's transaction. The
+    organisation is not a person: its record, users and every count stay."""
+    if org.kind != COMMUNITY_KIND:
+        _person(org)
+    now = utcnow()
+    outbox.add(
+        session,
+        new_event(
+            "org.residents_erased",
+            {"id": org.id, "erased_at": now},
+            producer="gateway",
+            # Each erasure is its own aggregate: the organisation's events keep their
+            # own numbering.
+            aggregate_id=uuid.uuid4(),
+            aggregate_version=1,
+        ),
+    )
+    audit.record(
+        session,
+        "org.erase_residents",
+        "organisation",
+        org.id,
+        after={"reason": reason},
     )
     return org

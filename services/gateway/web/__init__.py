@@ -25,6 +25,7 @@ from services.gateway.web import (  # noqa: F401
     coordinator,
     donor,
     gaps,
+    members,
     places,
     recipient,
     shipments,
