@@ -32,7 +32,7 @@ from services.gateway.tokens.service import TOKEN_AUDIT_FIELDS
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound, RuleBroken
 from shared.events import new_event
-from shared.identity import ROLE_OF_KIND, current_identity, forbidden
+from shared.identity import ORG_ADMIN, ROLE_OF_KIND, current_identity, forbidden
 from shared.outbox import Outbox
 from shared.pagination import paginate
 
@@ -312,7 +312,9 @@ def _move_members(session: Session, gone: Organisation, keep: Organisation) -> N
         before = _membership_record(membership)
         role = role_in(keep.kind, membership.role)
         after: dict[str, Any] | None
-        if (membership.user_id, role) in held:
+        if membership.role == ORG_ADMIN or (membership.user_id, role) in held:
+            # Who managed the members of the organisation merged away does not manage
+            # those of the one kept.
             session.delete(membership)
             after = None
         else:
