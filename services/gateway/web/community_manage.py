@@ -605,6 +605,8 @@ def community_rounds() -> Any:
 def relief_text(relief: str, amount: int) -> str:
     """Base units of a relief item as people read them: as ordered where the community
     orders it ("48 jin (24 kg)"), else in its unit."""
+    if not amount:
+        return "0"
     item = _BY_RELIEF.get(relief)
     weighed = quantity_text(amount, base_unit(relief))
     if item is None or item.base_per_unit == 1:
@@ -613,7 +615,10 @@ def relief_text(relief: str, amount: int) -> str:
     if rest:
         return weighed
     ordered = ordered_text(item, steps)
-    return ordered if ordered == weighed else f"{ordered} ({weighed})"
+    # "30 kg" ordered reads as "30 kg" weighed (公斤 and 千克 alike): said once.
+    if ordered == weighed or ordered.split()[0] == weighed.split()[0]:
+        return ordered
+    return f"{ordered} ({weighed})"
 
 
 def relief_label(relief: str) -> str:
