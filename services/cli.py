@@ -376,7 +376,13 @@ def personal_data_export(org_id: str) -> None:
             found: dict[str, Any] = {"gateway": export(session, session.merge(org)), "services": []}
         except DomainError as exc:
             raise click.ClickException(exc.detail) from None
-    for name, part in (("donations", donations_part), ("dispatch", dispatch_part)):
+    parts: list[tuple[str, Any]] = [("donations", donations_part), ("dispatch", dispatch_part)]
+    if org.kind == "community_committee":
+        from services.community.residents.privacy import everything
+
+        # Its residents' data: households, orders, deliveries, cases.
+        parts.append(("community", everything))
+    for name, part in parts:
         app = _service_app(name)
         with app.extensions["aidlink"].session_factory() as session:
             found["services"].append({"service": name, "records": part(session, org.id)})
@@ -389,8 +395,9 @@ def personal_data_export(org_id: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def personal_data_erase(org_id: str, reason: str, yes: bool) -> None:
     """Erase the person ORG_ID's data (names, addresses, contacts, e-mails, pickup
-    places, uploaded files) here and, through org.erased, in every service. Quantities
-    stay: all totals and the public ledger still add up."""
+    places, uploaded files) here and, through org.erased, in every service; of a
+    community committee, its residents' data (org.residents_erased). Quantities stay:
+    all totals and the public ledger still add up."""
     from shared.errors import DomainError
 
     gateway = _service_app("gateway")
@@ -400,18 +407,23 @@ def personal_data_erase(org_id: str, reason: str, yes: bool) -> None:
             f"Erase the personal data of {org.name} ({org.id})? This cannot be undone", abort=True
         )
     from services.gateway.models import Organisation
-    from services.gateway.orgs.personal_data import erase
+    from services.gateway.orgs.personal_data import COMMUNITY_KIND, erase, erase_residents
 
     rt = gateway.extensions["aidlink"]
     with gateway.test_request_context():
         try:
             with rt.unit_of_work() as session:
                 found = session.get(Organisation, org.id)
-                erase(session, rt.outbox, found, reason)
+                # A community committee is not a person: its residents' data goes.
+                if found is not None and found.kind == COMMUNITY_KIND:
+                    erase_residents(session, rt.outbox, found, reason)
+                else:
+                    erase(session, rt.outbox, found, reason)
         except DomainError as exc:
             raise click.ClickException(exc.detail) from None
     rt.dispose()
-    click.echo(f"erased {org.id}; the services follow through org.erased")
+    event = "org.residents_erased" if org.kind == "community_committee" else "org.erased"
+    click.echo(f"erased {org.id}; the services follow through {event}")
 
 
 def _service_app(name: str) -> Any:

@@ -3,6 +3,7 @@ and a coordinator with a reason), and erased on request with every count kept.""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -149,6 +150,19 @@ def test_a_communitys_export_and_erasure_hold_its_residents_data(stack: Stack) -
     assert kept_case["summary"] == "Lost her husband in January"
     assert [f["note"] for f in kept_case["follow_ups"]] == ["Called her; a visit on Monday"]
     assert exported.json["gateway"]["organisation"]["id"] == committee.org_id
+
+    # The operator's export holds the same.
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    printed = CliRunner().invoke(
+        main, ["personal-data", "export", committee.org_id], env=stack.settings.to_env()
+    )
+    assert printed.exit_code == 0, printed.output
+    document = json.loads(printed.output)
+    by_cli = next(s for s in document["services"] if s["service"] == "community")["records"]
+    assert len(by_cli["household_records"]) == 13 and by_cli["cases"][0]["summary"]
 
     # Only for the committee: another community's admin, a building leader and a
     # volunteer are refused; a coordinator only with a reason, which is recorded.

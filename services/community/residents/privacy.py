@@ -73,6 +73,12 @@ def export(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
     if standing.coordinator:
         with runtime().unit_of_work() as writer:
             residents.record_access(writer, standing, identity, reason, "personal-data export")
+    return everything(session, org_id)
+
+
+def everything(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
+    """All the community service holds of the community ``org_id``, with its counts
+    (for the operator's ``aidlink personal-data export`` as for its committee)."""
     return {**counts(session, org_id), **_records(session, org_id)}
 
 
