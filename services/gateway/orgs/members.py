@@ -280,7 +280,7 @@ def accept(
     if user is None:
         chosen = (name or invitation.name or "").strip()
         if not chosen:
-            raise RuleBroken("Give your name.", errors={"name": ["Required."]})
+            raise RuleBroken("Give your name.", errors={"name": ["Give your name."]})
         user = create_user(session, email=invitation.email, password=password, name=chosen)
     elif not user.active or not check_password(user.password_hash, password):
         raise RuleBroken(

@@ -13,7 +13,23 @@ from flask_babel import lazy_gettext as _l
 from services.gateway.web import api
 from services.gateway.web.base import bp, problem_page, require_me
 from services.gateway.web.forms import FormState
+from services.gateway.web.i18n import N_
 from shared.identity import ORG_ADMIN, ROLE_OF_KIND
+
+# What the members API answers, for the pages to show in the reader's language.
+API_MESSAGES = (
+    N_("This is the organisation's last admin: make someone else an admin first."),
+    N_("This person is a member already; change their roles instead."),
+    N_("Already a member."),
+    N_("Give one or more of this organisation's roles."),
+    N_("This invitation is not valid: it was used, withdrawn or has expired. Ask for a new one."),
+    N_("Not a valid invitation."),
+    N_("This e-mail address has an account: give its password to join."),
+    N_("Not this account's password."),
+    N_("Give your name."),
+    N_("Only the organisation's admins manage its members, signed in."),
+    N_("An organisation's members are listed to its admins and coordinators."),
+)
 
 ROLE_WORDS: dict[str, Any] = {
     "donor": _l("Donor"),
