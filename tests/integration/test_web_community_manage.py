@@ -276,7 +276,9 @@ def test_the_committee_splits_the_stock_and_writes_off_and_cases_are_handed_on(
         "/community/stock/split", data={"csrf_token": token, "rule": "vulnerable_first"}
     )
     assert split.status_code == 302
-    assert "deliveries are on the buildings' lists" in _text(committee.get(split.location))
+    assert "household(s) to visit (Vulnerable households first)" in _text(
+        committee.get(split.location)
+    )
     volunteer = _signed_in(stack, place.volunteer)
     doors = _text(volunteer.get(f"/community/deliveries?building={first}"))
     assert 'data-household="1-101"' in doors  # the elderly resident living alone is served
@@ -315,6 +317,22 @@ def test_the_committee_splits_the_stock_and_writes_off_and_cases_are_handed_on(
     shown = _text(committee.get(done.location))
     assert "Written off: 1 kg of Rice." in shown
     assert re.search(r'data-account="written_off">.*?data-item="rice">1 kg<', shown, re.S)
+    # By hand: two of the seven kg of rice left to the first household.
+    by_hand = committee.post(
+        "/community/stock/split",
+        data={
+            "csrf_token": token,
+            "rule": "by_hand",
+            "items": "rice",
+            f"allocations.{household}.rice": "2",
+        },
+    )
+    assert by_hand.status_code == 302
+    assert "Delivery lists: 1 household(s) to visit (By hand)." in _text(
+        committee.get(by_hand.location)
+    )
+    shown = _text(committee.get("/community/stock"))
+    assert re.search(r'data-account="in_stock">.*?data-item="rice">5 kg<', shown, re.S)
     leader = _signed_in(stack, place.leaders[0])
     assert leader.get("/community/stock").status_code == 403
     refused = leader.post(

@@ -706,7 +706,7 @@ def community_stock_split() -> Any:
         return _stock_page(place, {"split": form}, answer.status)
     flash(
         gettext(
-            "%(n)s deliveries are on the buildings' lists (%(rule)s).",
+            "Delivery lists: %(n)s household(s) to visit (%(rule)s).",
             n=answer.body["deliveries"],
             rule=RULE_WORDS.get(rule, rule),
         ),
