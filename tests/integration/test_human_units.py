@@ -18,6 +18,7 @@ from tests.support.world import saga_world
 pytestmark = pytest.mark.embedded
 
 CSRF = re.compile(rb'name="csrf_token" value="([^"]+)"')
+BEIJING = {"zh": "（北京时间）", "en": "(Beijing time)"}  # noqa: RUF001
 
 
 def _signed_in(stack: Stack, who: Account, language: str) -> Any:
@@ -92,6 +93,8 @@ def test_plans_and_shipments_speak_in_tonnes_and_district_names(stack: Stack) ->
             assert stored not in seen, (language, stored)
         # ...and the exact figure is there on hover.
         assert b'title="40,000,000 ' in page.data
+        # Its time is Beijing time, and says so.
+        assert BEIJING[language] in seen
 
         if shipment is None:
             approved = desk.post(
@@ -111,3 +114,4 @@ def test_plans_and_shipments_speak_in_tonnes_and_district_names(stack: Stack) ->
             for expected in (tonnes, district, item):
                 assert expected in seen, (language, expected)
             assert "40,000,000" not in seen and "420103" not in seen
+        assert BEIJING[language] in one

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import select
@@ -471,6 +471,20 @@ def test_an_update_dated_before_the_shipment_existed_is_refused(stack: Stack) ->
     )
     assert refused["type"].endswith("/update-before-shipment")
     assert "before the shipment was created" in refused["errors"]["occurred_at"][0]
+    # Sent in Beijing time, a refusal answers in Beijing time: the time sent and the
+    # moment it is compared with, both in +08:00.
+    beijing = timezone(timedelta(hours=8))
+    for at, said in (
+        (utcnow() + timedelta(hours=2), "is ahead of"),
+        (utcnow() - timedelta(hours=16), "is before the shipment was created"),
+    ):
+        refused = shipment_event(
+            client, shipment["id"], people["carrier"], "picked_up", at.astimezone(beijing), 422
+        )
+        (why,) = refused["errors"]["occurred_at"]
+        assert said in why
+        assert why.count("+08:00") == 2 and "+00:00" not in why, why
+        assert why.startswith(at.astimezone(beijing).isoformat(timespec="seconds")), why
     current = client.get(f"/api/v1/shipments/{shipment['id']}", headers=people["carrier"].headers)
     assert current.json["status"] == "planned"
     assert [h["status"] for h in current.json["history"]] == ["planned"]

@@ -3,6 +3,7 @@ compiled form of the .po, and the API's messages with numbers matched by pattern
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from babel.messages.mofile import read_mo
@@ -49,3 +50,28 @@ def test_the_template_line_row_is_labelled_like_the_numbered_rows() -> None:
             numbered = label(f"lines.0.{field}")
             assert numbered != f"lines.0.{field}"
             assert label(f"lines.__N__.{field}") == numbered
+
+
+def test_a_refusal_names_the_status_in_the_pages_language() -> None:
+    """A 409 that names a status (a plan superseded, a need fulfilled) reads the status
+    in Chinese on a Chinese page, never the API's word for it."""
+    app = Flask(__name__)
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = TRANSLATIONS
+    Babel(app, locale_selector=lambda: "zh_Hans")
+    refusals = {
+        "The run is superseded; only a preview can be approved.": "已被取代",
+        "The run is applied; only a preview can be edited.": None,
+        "The need is fulfilled; it cannot be reconfirmed.": "已满足",
+        "The need is cancelled; it cannot be changed.": None,
+        "The need is fulfilled; it cannot be cancelled.": "已满足",
+        "The pledge is cancelled; it cannot be changed.": None,
+        "The shipment is delivered; only a received shipment's receipt is corrected.": None,
+        "The shipment is received; it cannot be changed.": None,
+        "A shipment that is delivered cannot become in_transit.": None,
+    }
+    with app.test_request_context(headers={"Cookie": "aidlink_lang=zh"}):
+        for english, status in refusals.items():
+            shown = api_message(english)
+            assert not re.search(r"[A-Za-z]", shown), (english, shown)
+            if status:
+                assert f"“{status}”" in shown, (english, shown)

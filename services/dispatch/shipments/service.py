@@ -851,6 +851,12 @@ def _utc(value: datetime, name: str) -> datetime:
     return value.astimezone(UTC)
 
 
+def _as_given(moment: datetime, given: datetime) -> str:
+    """``moment`` in ISO form, in the offset of ``given`` (a time as the caller sent it),
+    to the second."""
+    return moment.astimezone(given.tzinfo).isoformat(timespec="seconds")
+
+
 def _refused(current: str, requested: str, why: str | None) -> Conflict:
     return Conflict(
         f"{why} (current status: {current}; requested: {requested})",
@@ -893,11 +899,17 @@ def record_update(
         )
     if source not in domain.SOURCES:
         raise ValueError(f"unknown source {source!r}")
+    given = occurred_at
     occurred_at = _utc(occurred_at, "occurred_at")
     if domain.too_far_ahead(occurred_at, now, clock_skew):
+        # Said in the offset the update was given in: a scan in +08:00 is answered so.
         raise RuleBroken(
             "The update cannot have happened in the future.",
-            errors={"occurred_at": [f"{occurred_at.isoformat()} is ahead of {now.isoformat()}."]},
+            errors={
+                "occurred_at": [
+                    f"{_as_given(occurred_at, given)} is ahead of {_as_given(now, given)}."
+                ]
+            },
         )
     created_at = shipment.created_at.astimezone(UTC) if shipment.created_at else None
     if created_at is not None and domain.before_it_existed(occurred_at, created_at, clock_skew):
@@ -906,8 +918,8 @@ def record_update(
             slug="update-before-shipment",
             errors={
                 "occurred_at": [
-                    f"{occurred_at.isoformat()} is before the shipment was created "
-                    f"({created_at.isoformat()})."
+                    f"{_as_given(occurred_at, given)} is before the shipment was created "
+                    f"({_as_given(created_at, given)})."
                 ]
             },
         )

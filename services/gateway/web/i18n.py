@@ -288,11 +288,43 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         N_("The shipment is %(current)s; it cannot be changed."),
     ),
     (
+        re.compile(r"^The shipment is (\w+); only a received shipment's receipt is corrected\.$"),
+        N_("The shipment is %(current)s; only a received shipment's receipt is corrected."),
+    ),
+    (
+        re.compile(r"^The run is (\w+); only a preview can be approved\.$"),
+        N_("The plan is %(current)s; only a preview can be approved."),
+    ),
+    (
+        re.compile(r"^The run is (\w+); only a preview can be edited\.$"),
+        N_("The plan is %(current)s; only a preview can be edited."),
+    ),
+    (
+        re.compile(r"^The need is (\w+); it cannot be changed\.$"),
+        N_("The need is %(current)s; it cannot be changed."),
+    ),
+    (
+        re.compile(r"^The need is (\w+); it cannot be reconfirmed\.$"),
+        N_("The need is %(current)s; it cannot be reconfirmed."),
+    ),
+    (
+        re.compile(r"^The need is (\w+); it cannot be cancelled\.$"),
+        N_("The need is %(current)s; it cannot be cancelled."),
+    ),
+    (
+        re.compile(r"^The pledge is (\w+); it cannot be changed\.$"),
+        N_("The pledge is %(current)s; it cannot be changed."),
+    ),
+    (
         re.compile(r"^(.+) \(current status: (\w+); requested: (\w+)\)$"),
         N_("%(why)s (now %(current)s; asked for %(requested)s)"),
     ),
     (re.compile(r"^No shipment (\S+)\.$"), N_("No such shipment: %(id)s.")),
     (re.compile(r"^(\S+) is ahead of (\S+)\.$"), N_("%(when)s is later than now.")),
+    (
+        re.compile(r"^(\S+) is before the shipment was created \((\S+)\)\.$"),
+        N_("%(when)s is before the shipment was created (%(created)s)."),
+    ),
     (
         re.compile(r"^accepted \+ damaged \+ short is (\d+); the line carried (\d+)\.$"),
         N_("Accepted, damaged and short add up to %(total)s; the line carried %(quantity)s."),
@@ -340,9 +372,17 @@ _NAMES = {
     ),
     "The shipment is %(current)s; its receipt is confirmed once it is delivered.": ("current",),
     "The shipment is %(current)s; it cannot be changed.": ("current",),
+    "The shipment is %(current)s; only a received shipment's receipt is corrected.": ("current",),
+    "The plan is %(current)s; only a preview can be approved.": ("current",),
+    "The plan is %(current)s; only a preview can be edited.": ("current",),
+    "The need is %(current)s; it cannot be changed.": ("current",),
+    "The need is %(current)s; it cannot be reconfirmed.": ("current",),
+    "The need is %(current)s; it cannot be cancelled.": ("current",),
+    "The pledge is %(current)s; it cannot be changed.": ("current",),
     "%(why)s (now %(current)s; asked for %(requested)s)": ("why", "current", "requested"),
     "No such shipment: %(id)s.": ("id",),
     "%(when)s is later than now.": ("when", "now"),
+    "%(when)s is before the shipment was created (%(created)s).": ("when", "created"),
     "Accepted, damaged and short add up to %(total)s; the line carried %(quantity)s.": (
         "total",
         "quantity",
@@ -387,6 +427,7 @@ KNOWN_MESSAGES = (
     lazy_gettext("The request has invalid fields."),
     lazy_gettext("The time has no zone."),
     lazy_gettext("The update cannot have happened in the future."),
+    lazy_gettext("The update is dated before the shipment existed."),
     lazy_gettext("A shipment is received only through the recipient's receipt."),
     lazy_gettext("A shipment is planned only by consolidation."),
     lazy_gettext("The shipment carries nothing; it cannot leave."),
@@ -428,10 +469,17 @@ def api_message(message: str) -> str:
     return gettext(message)
 
 
+# A time in an API message, as the API writes it (ISO 8601 with its offset).
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
+
+
 def _part(value: str) -> str:
-    """A part of an API message: a status or kind as a word, a sentence translated."""
+    """A part of an API message: a status or kind as a word, a time in Beijing time
+    (marked), a sentence translated."""
     if value in WORDS:
         return word(value)
+    if _ISO_TIME.match(value):
+        return local_time(value)
     if value.endswith("."):
         return api_message(value)
     return value

@@ -19,7 +19,7 @@ from services.gateway.web.api import ApiResponse
 from services.gateway.web.base import bp, is_coordinator, problem_page, require_me
 from services.gateway.web.forms import FormState
 from services.gateway.web.i18n import api_message, field_errors, org_name, word
-from services.gateway.web.times import LOCAL, local_day, local_time
+from services.gateway.web.times import LOCAL, clock_time, local_date, local_day, local_time
 from shared.events.supply import SHIPMENT_FINAL_STATUSES, SHIPMENT_STATUSES
 
 # The shipment statuses in lifecycle order, exceptions last: the board's columns.
@@ -570,3 +570,5 @@ def overdue_shipments() -> Any:
 
 
 bp.add_app_template_global(local_time, "local_time")
+bp.add_app_template_global(local_date, "local_date")
+bp.add_app_template_global(clock_time, "clock_time")
