@@ -215,7 +215,9 @@ def test_the_committee_keeps_buildings_people_households_and_rounds(stack: Stack
         data={"csrf_token": token, "title": "Week 8", "limits.rice": "4", "limits.eggs": "20"},
     )
     assert opened.status_code == 302
-    assert "Week 8 is open for orders." in _text(committee.get(opened.location))
+    listed = _text(committee.get(opened.location))
+    assert "Week 8 is open for orders." in listed
+    assert "at most Rice 4 kg, Eggs 20 " in listed  # in the catalogue's order
     theirs = leader.get("/community/rounds")
     assert b'name="title"' not in theirs.data
     refused = leader.post("/community/rounds", data={"csrf_token": _token(theirs)})

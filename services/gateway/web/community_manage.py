@@ -42,7 +42,7 @@ from services.gateway.web.community import (
     unit_text,
 )
 from services.gateway.web.forms import FormState
-from services.gateway.web.i18n import base_unit, item_name
+from services.gateway.web.i18n import base_unit, current_language, item_name
 from services.gateway.web.times import local_time
 from shared.catalog.community import COMMUNITY_ITEMS, community_item
 
@@ -425,10 +425,6 @@ def _household_page(
     )
 
 
-def _flags_of(form: FormState) -> list[str]:
-    return [f for f in FLAG_WORDS if form.value(f"flag.{f}")]
-
-
 def _with_flags(values: dict[str, Any], flags: list[str]) -> dict[str, Any]:
     return {**values, **{f"flag.{f}": "1" for f in flags}}
 
@@ -595,8 +591,18 @@ def community_rounds() -> Any:
         items=COMMUNITY_ITEMS,
         item_text=item_text,
         unit_text=unit_text,
-        item_of=community_item,
+        limits_text=limits_text,
     )
+
+
+def limits_text(limits: dict[str, int]) -> str:
+    """A round's limits in the catalogue's order: "Vegetables 10 jin, Rice 5 kg"."""
+    parts = [
+        f"{item_text(item)} {ordered_text(item, limits[item.code])}"
+        for item in COMMUNITY_ITEMS
+        if item.code in limits
+    ]
+    return ("、" if current_language() == "zh" else ", ").join(parts)
 
 
 # Stock, distribution and write-offs -------------------------------------------------------
@@ -902,7 +908,9 @@ def community_hours() -> Any:
         try:
             worker = uuid.UUID(user_id)
         except ValueError:
-            return problem_page(ApiResponse(404, {"detail": "No such social worker."}))
+            return problem_page(
+                ApiResponse(404, {"detail": "No such social worker in this community."})
+            )
         answer = api.call(
             "PUT",
             f"/community/{place.org_id}/case-workers/{worker}/hours",
