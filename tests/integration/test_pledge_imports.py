@@ -240,6 +240,13 @@ def test_an_xlsx_with_chinese_headers_imports_in_base_units(stack: Stack) -> Non
     assert again.status_code == 409, again.json
     assert again.json["job_id"] == job["id"]
     assert again.headers["Location"].endswith(job["id"])
+    # Asked in Chinese, the refusal names the job's status in Chinese too.
+    again_zh = upload(
+        client, donor, content, filename="copy.xlsx", headers={"Accept-Language": "zh-CN"}
+    )
+    assert again_zh.status_code == 409
+    assert "（状态：已完成）" in again_zh.json["detail"], again_zh.json
+    assert "succeeded" not in again_zh.json["detail"]
     listed = client.get(IMPORTS, headers=donor.headers).json["items"]
     assert [j["id"] for j in listed] == [job["id"]]
     assert listed[0]["pledge_ids"] == done["pledge_ids"]
