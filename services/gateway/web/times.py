@@ -1,7 +1,7 @@
 """Times as people here read them: Beijing time (UTC+8), and said so wherever a time
 is shown, on pages, in messages and in printed documents."""
 
-# ruff: noqa: RUF001 (the Chinese mark is written with Chinese punctuation)
+# ruff: noqa: RUF002 (the Chinese mark is written with Chinese punctuation)
 
 from __future__ import annotations
 
