@@ -15,10 +15,12 @@ requests, so priorities matter.
 prints, for each:
 
 * time: wall time of the call (best and median of ``--repeat`` runs), and the
-  scheduler's best next to the 2 s target;
+  scheduler's best next to the 2 s target; beside it the process's CPU time for the
+  best run, which a loaded machine inflates less;
 * served: the share of requests given a session, in all and by urgency;
 * waits by urgency: median and 90th percentile of the hours from request to slot
-  (served requests);
+  (served requests; they include up to three days of waiting before the run), and
+  of the hours from the run to the slot;
 * continuity: the share of follow-ups that keep their helper;
 * load: sessions per helper (min / median / max over all helpers) and the share of
   helpers given any.
@@ -162,10 +164,12 @@ def _pct(values: list[float], p: float) -> float:
 @dataclass(frozen=True, slots=True)
 class Figures:
     times: list[float]
+    cpu: list[float]
     result: Schedule
     served: float
     served_by: dict[str, float]
     waits: dict[str, tuple[float, float]]
+    ahead: dict[str, tuple[float, float]]
     continuity: float
     load: tuple[int, float, int]
     helpers_used: float
@@ -183,16 +187,20 @@ def measure(
     solve: Solver, helpers: list[Helper], requests: list[SessionRequest], repeat: int
 ) -> Figures:
     times: list[float] = []
+    cpu: list[float] = []
     result: Schedule | None = None
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = solve(helpers, requests, now=NOW)
         times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
     assert result is not None
     by_id = {r.id: r for r in requests}
     waits: dict[str, list[float]] = {u: [] for u in URGENCIES}
+    ahead: dict[str, list[float]] = {u: [] for u in URGENCIES}
     for a in result.assignments:
         waits[a.reason.urgency].append(a.reason.wait_hours)
+        ahead[a.reason.urgency].append((a.slot.start - NOW).total_seconds() / 3600)
     asked = result.stats.asked
     per_helper = {h.id: 0 for h in helpers}
     for a in result.assignments:
@@ -202,10 +210,12 @@ def measure(
     n_follow = sum(1 for r in requests if r.previous_helper)
     return Figures(
         times=times,
+        cpu=cpu,
         result=result,
         served=len(result.assignments) / len(requests),
         served_by={u: result.stats.served[u] / max(1, asked[u]) for u in URGENCIES},
         waits={u: (_pct(w, 0.5), _pct(w, 0.9)) for u, w in waits.items()},
+        ahead={u: (_pct(w, 0.5), _pct(w, 0.9)) for u, w in ahead.items()},
         continuity=sum(a.reason.continuity for a in follow) / max(1, n_follow),
         load=(counts[0], statistics.median(counts), counts[-1]) if counts else (0, 0, 0),
         helpers_used=sum(1 for c in counts if c) / max(1, len(counts)),
@@ -218,15 +228,21 @@ def report(opt: Figures, base: Figures) -> None:
         f"  model: {s.slots} usable slots, {s.nodes} nodes, {s.arcs} arcs, {s.solves} solves; "
         f"{s.follow_ups} follow-ups"
     )
-    print(f"  {'':8} {'best s':>7} {'median s':>8}   {'served':>6}  " + "  ".join(
-        f"{u:>7}" for u in URGENCIES
-    ))
+    head = "  ".join(f"{u:>7}" for u in URGENCIES)
+    print(f"  {'':8} {'best s':>7} {'median s':>8} {'cpu s':>6}   {'served':>6}  {head}")
     for name, f in (("schedule", opt), ("fcfs", base)):
         cells = "  ".join(f"{f.served_by[u]:7.1%}" for u in URGENCIES)
-        print(f"  {name:8} {f.best:7.3f} {f.median:8.3f}   {f.served:6.1%}  {cells}")
+        cpu = f.cpu[f.times.index(f.best)]
+        print(
+            f"  {name:8} {f.best:7.3f} {f.median:8.3f} {cpu:6.3f}   {f.served:6.1%}  {cells}"
+        )
     print("  waits, hours from request to slot (median / p90):")
     for name, f in (("schedule", opt), ("fcfs", base)):
         cells = "  ".join(f"{u} {f.waits[u][0]:5.1f} / {f.waits[u][1]:5.1f}" for u in URGENCIES)
+        print(f"  {name:8} {cells}")
+    print("  hours from the run to the slot (median / p90):")
+    for name, f in (("schedule", opt), ("fcfs", base)):
+        cells = "  ".join(f"{u} {f.ahead[u][0]:5.1f} / {f.ahead[u][1]:5.1f}" for u in URGENCIES)
         print(f"  {name:8} {cells}")
     print("  continuity and load:")
     for name, f in (("schedule", opt), ("fcfs", base)):

@@ -116,7 +116,8 @@ AGE_CAP = timedelta(days=28)
 # Times are counted in ticks of this many minutes (more, should the costs not fit).
 _TICK = 10
 
-ClassKey = tuple[str, tuple[str, ...], tuple[Slot, ...]]
+# (topic, languages, times): times numbered by ``_Instance.windows``
+ClassKey = tuple[str, tuple[str, ...], int]
 
 
 @dataclass(slots=True)
@@ -140,24 +141,28 @@ class _Instance:
     y_slots: dict[tuple[str, str, int], list[int]]
     # helper -> its usable slot indexes
     h_slots: list[list[int]]
-    window_shapes: dict[tuple[Slot, ...], list[int]] = field(default_factory=dict)
+    # The distinct times of requests, numbered, and the shapes inside each.
+    windows: dict[tuple[Slot, ...], int] = field(default_factory=dict)
+    window_shapes: list[list[int]] = field(default_factory=list)
     class_shapes: dict[ClassKey, list[int]] = field(default_factory=dict)
     class_fitting: dict[ClassKey, int] = field(default_factory=dict)
     topic_languages: dict[str, set[str]] = field(default_factory=dict)
 
     def class_of(self, r: SessionRequest) -> ClassKey:
-        return (r.topic, tuple(sorted(set(r.languages))), r.windows)
+        w = self.windows.get(r.windows)
+        if w is None:
+            w = self.windows[r.windows] = len(self.window_shapes)
+            self.window_shapes.append(
+                [t for t, shape in enumerate(self.shapes) if shape.within(r.windows)]
+            )
+        return (r.topic, tuple(sorted(set(r.languages))), w)
 
     def shapes_of(self, key: ClassKey) -> list[int]:
         """The slot shapes a class of requests may take, in time order."""
         found = self.class_shapes.get(key)
         if found is None:
-            topic, langs, windows = key
-            inside = self.window_shapes.get(windows)
-            if inside is None:
-                inside = self.window_shapes[windows] = [
-                    t for t, shape in enumerate(self.shapes) if shape.within(windows)
-                ]
+            topic, langs, w = key
+            inside = self.window_shapes[w]
             found = self.class_shapes[key] = [
                 t for t in inside if any((topic, lang, t) in self.y_slots for lang in langs)
             ]
@@ -174,7 +179,7 @@ class _Instance:
             found = self.class_fitting[key] = len(slots)
         return found
 
-    def continuity_slots(self, r: SessionRequest) -> list[int]:
+    def continuity_slots(self, r: SessionRequest, key: ClassKey) -> list[int]:
         """The previous helper's usable slots in the request's times, if that helper
         may take it."""
         hi = self.h_index.get(r.previous_helper or "")
@@ -183,7 +188,8 @@ class _Instance:
         h = self.helpers[hi]
         if r.topic not in h.topics or set(r.languages).isdisjoint(h.languages):
             return []
-        return [s for s in self.h_slots[hi] if self.s_slot[s].within(r.windows)]
+        inside = set(self.shapes_of(key))
+        return [s for s in self.h_slots[hi] if self.s_shape[s] in inside]
 
 
 def _prepare(
@@ -310,14 +316,15 @@ class _Network:
         reqs, now = inst.requests, inst.now
         tier = [r.tier for r in reqs]
         r_class = [inst.class_of(r) for r in reqs]
-        cont = [inst.continuity_slots(r) for r in reqs]
+        cont = [
+            inst.continuity_slots(r, k) if r.previous_helper else []
+            for r, k in zip(reqs, r_class, strict=True)
+        ]
         groups: dict[tuple[ClassKey, int], list[int]] = {}
         for i in range(len(reqs)):
             if inst.shapes_of(r_class[i]):
                 groups.setdefault((r_class[i], tier[i] // 2), []).append(i)
-        g_keys = sorted(
-            groups, key=lambda g: (g[1], g[0][0], g[0][1], [(w.start, w.end) for w in g[0][2]])
-        )
+        g_keys = sorted(groups, key=lambda g: (g[1], g[0]))
         own = [i for i in range(len(reqs)) if cont[i]]
 
         # Units: minutes, coarsened should the costs ever not fit.
@@ -334,9 +341,11 @@ class _Network:
             unit *= 2
         shape_cost = [_minutes(s.start - now) // unit for s in inst.shapes]
 
-        def head_cost(i: int) -> int:
-            w = _weight(reqs[i].urgency)
-            return -(TIERS - tier[i]) * q + w * ((age_cap - age[i]) // unit)
+        heads_cost = [
+            -(TIERS - tier[i]) * q + _weight(r.urgency) * ((age_cap - age[i]) // unit)
+            for i, r in enumerate(reqs)
+        ]
+        head_cost = heads_cost.__getitem__
 
         tails: list[int] = []
         heads: list[int] = []
@@ -567,9 +576,11 @@ class _Network:
         for a in np.flatnonzero(flows > 0).tolist():
             out[int(self.tails[a])].append((int(self.heads[a]), int(flows[a])))
 
-        def order(i: int) -> tuple[int, datetime, str]:
-            r = reqs[i]
-            return (r.tier, r.created_at, r.id)
+        ranked = sorted(range(len(reqs)), key=lambda i: (reqs[i].tier, reqs[i].created_at, i))
+        rank = [0] * len(reqs)
+        for n, i in enumerate(ranked):
+            rank[i] = n
+        order = rank.__getitem__
 
         # Class -> time node -> language node -> helpers' class -> slot: at each step
         # a node's requests (most urgent, oldest, by id) take its outflows in order of
