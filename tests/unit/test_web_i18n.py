@@ -1,6 +1,8 @@
 """The web UI's Chinese catalogue: every message translated, the committed .mo the
 compiled form of the .po, and the API's messages with numbers matched by pattern."""
 
+# ruff: noqa: RUF001 (Chinese text is written with Chinese punctuation)
+
 from __future__ import annotations
 
 import re
@@ -75,3 +77,21 @@ def test_a_refusal_names_the_status_in_the_pages_language() -> None:
             assert not re.search(r"[A-Za-z]", shown), (english, shown)
             if status:
                 assert f"“{status}”" in shown, (english, shown)
+
+
+def test_why_two_registrations_look_alike_reads_in_the_pages_language() -> None:
+    from services.gateway.web.i18n import duplicate_reason
+
+    app = Flask(__name__)
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = TRANSLATIONS
+    Babel(app, locale_selector=lambda: "zh_Hans")
+    with app.test_request_context():
+        assert duplicate_reason("similar name (0.91) in the same city") == (
+            "名称相似（0.91），同一城市"
+        )
+        assert duplicate_reason("same normalised name and region") == "名称相同，同一地区"
+        assert duplicate_reason("same normalised name in the same province") == (
+            "名称相同，同一省份"
+        )
+        # Anything else is shown as the check wrote it.
+        assert duplicate_reason("something new") == "something new"

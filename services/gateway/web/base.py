@@ -17,6 +17,7 @@ from services.gateway.web.i18n import (
     api_message,
     base_unit,
     current_language,
+    duplicate_reason,
     item_name,
     org_name,
     overdue_reason,
@@ -192,6 +193,7 @@ TEMPLATE_GLOBALS = {
     "base_unit": base_unit,
     "receipt_word": receipt_word,
     "overdue_reason": overdue_reason,
+    "duplicate_reason": duplicate_reason,
     "api_message": api_message,
 }
 

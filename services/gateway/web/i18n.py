@@ -205,6 +205,30 @@ def receipt_word(value: Any) -> str:
     return str(found) if found is not None else str(value or "")
 
 
+# Why two registrations look alike, as the duplicate check says it.
+_LOOK_ALIKE = re.compile(
+    r"^(same normalised name|similar name \((\S+)\))(?: and| in the same) "
+    r"(region|city|province)$"
+)
+_SAME_PLACE = {
+    "region": lazy_gettext("same region"),
+    "city": lazy_gettext("same city"),
+    "province": lazy_gettext("same province"),
+}
+
+
+def duplicate_reason(reason: str | None) -> str:
+    """Why a registration looks like another ("similar name (0.91) in the same city") in
+    the page's language."""
+    found = _LOOK_ALIKE.match(reason or "")
+    if not found:
+        return reason or ""
+    place = str(_SAME_PLACE[found.group(3)])
+    if found.group(2):
+        return gettext("Similar name (%(score)s), %(place)s", score=found.group(2), place=place)
+    return gettext("Same name, %(place)s", place=place)
+
+
 def overdue_reason(reason: str | None) -> str:
     """The API's overdue reason (``past_eta: expected by ...``, ``stale: no update
     since ...``) in the page's language, with times in Beijing time."""
