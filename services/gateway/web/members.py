@@ -130,7 +130,9 @@ def org_members() -> Any:
         ),
         "success",
     )
-    return _page(found, link=answer.body["link"], status=201)
+    # The link on this site as the admin reaches it (the API answered an in-process call).
+    link = url_for("web.join", token=answer.body["token"], _external=True)
+    return _page(found, link=link, status=201)
 
 
 @bp.post("/org/members/<uuid:user_id>/roles")
