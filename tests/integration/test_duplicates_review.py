@@ -303,7 +303,8 @@ def test_merge_moves_members_revokes_credentials_and_reaches_the_read_model(
             select(AuditEntry).where(AuditEntry.action == "membership.move")
         ).all()
         # Its member moves; managing the members of the one merged away does not.
-        assert sorted(((e.before, e.after) for e in moved), key=lambda pair: pair[0]["role"]) == [
+        pairs = sorted(((e.before or {}, e.after) for e in moved), key=lambda p: str(p[0]["role"]))
+        assert pairs == [
             ({"user_id": gone.user_id, "org_id": gone.org_id, "role": "org_admin"}, None),
             (
                 {"user_id": gone.user_id, "org_id": gone.org_id, "role": "recipient"},
