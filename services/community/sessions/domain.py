@@ -193,7 +193,8 @@ class Reason:
             parts.append(
                 "a follow-up with the same helper"
                 if self.continuity
-                else "a follow-up with another helper (none earlier with the same one)"
+                else "a follow-up with another helper (the one seen before had no slot as "
+                "early, or may not take it)"
             )
         parts.append(
             f"the helper's {self.helper_day_sessions} of {self.daily_limit} that day, "
