@@ -277,6 +277,8 @@ ROWS: list[Row] = [
     Row("POST", "/api/v1/auth/logout", everyone(204), fresh_session=True),
     # The directory
     Row("GET", "/api/v1/orgs", everyone(200)),
+    # Verified organisations' names in each language they registered: public.
+    Row("GET", "/api/v1/orgs/names?id={org}", everyone(200, anonymous=200)),
     Row(
         "POST",
         "/api/v1/orgs",

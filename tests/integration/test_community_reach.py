@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import update
 
+from services.gateway.models import Organisation as GatewayOrganisation
 from tests.support.auth import PASSWORD, Account, admin, coordinator, verified
 from tests.support.community import Community, add_households, community, order_round, post
 from tests.support.stack import Stack, eventually
@@ -162,6 +163,10 @@ def _personal(place: Community, households: dict[str, Any]) -> list[str]:
     return found
 
 
+def other(language: str) -> str:
+    return "en" if language == "zh" else "zh"
+
+
 def _leaks(text: str, personal: list[str]) -> list[str]:
     return [each for each in personal if each in text]
 
@@ -297,6 +302,14 @@ def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: 
     ledger_text = client.get("/api/v1/transparency/ledger").get_data(as_text=True)
     assert _leaks(ledger_text, personal) == []
 
+    # The community registered its name in both languages: each page names it in its own.
+    named = {"zh": "百步亭社区居委会", "en": "Baibuting Community Committee"}
+    with stack.runtime("gateway").unit_of_work() as session:
+        session.execute(
+            update(GatewayOrganisation)
+            .where(GatewayOrganisation.id == uuid.UUID(org_id))
+            .values(name_zh=named["zh"], name_en=named["en"])
+        )
     # The ledger's page, in both languages: the community's row, in human units.
     for language, heading, weight in (
         ("en", "Inside the communities", "kg"),
@@ -311,7 +324,7 @@ def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: 
         row = re.search(r'<tr data-community="' + org_id + r'">(.*?)</tr>', text, re.S)
         assert row, text[-3000:]
         cells = row.group(1)
-        assert place.committee.org["name"] in cells
+        assert named[language] in cells and named[other(language)] not in cells
         assert f'class="households-reached">{expected["households_reached"]}<' in cells
         assert f'class="people-served">{expected["people_served"]}<' in cells
         assert f'class="vulnerable-reached">{expected["vulnerable_households_reached"]}<' in cells
@@ -325,6 +338,8 @@ def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: 
         assert donor_page.status_code == 200
         shown_text = donor_page.get_data(as_text=True)
         assert 'class="community-reach"' in shown_text
+        party = shown_text.split('class="community-reach"', 1)[0].rsplit('class="party-name"', 1)[1]
+        assert named[language] in party.split("</td>", 1)[0]
         reach_row = shown_text.split('class="community-reach"', 1)[1].split("</tr>", 1)[0]
         for figure in expected.values():
             assert str(figure) in reach_row

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import html
 import re
+import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from services.gateway.models import Organisation as GatewayOrganisation
 from tests.support.auth import PASSWORD, Account
 from tests.support.shipping import await_supply, list_shipments, post_as
 from tests.support.stack import Stack, eventually
@@ -76,6 +79,19 @@ def test_plans_and_shipments_speak_in_tonnes_and_district_names(stack: Stack) ->
         people["coordinator"],
     )
     shipment = None
+    # Both registered their names in Chinese and in English: each page names them in its
+    # language, in the public ledger's flows and in the pledge's trace.
+    named = {
+        "donor": {"zh": "深圳测试基金会", "en": "Shenzhen Test Foundation"},
+        "hospital": {"zh": "武汉测试医院", "en": "Wuhan Test Hospital"},
+    }
+    with stack.runtime("gateway").unit_of_work() as session:
+        for who, names in named.items():
+            session.execute(
+                update(GatewayOrganisation)
+                .where(GatewayOrganisation.id == uuid.UUID(people[who].org_id))
+                .values(name_zh=names["zh"], name_en=names["en"])
+            )
 
     for language, tonnes, masks, district, item in (
         ("zh", "40 吨", "46万 个", "武汉市江汉区", "水果"),
@@ -114,4 +130,14 @@ def test_plans_and_shipments_speak_in_tonnes_and_district_names(stack: Stack) ->
             for expected in (tonnes, district, item):
                 assert expected in seen, (language, expected)
             assert "40,000,000" not in seen and "420103" not in seen
+        other = "en" if language == "zh" else "zh"
+        reader = stack.client()
+        reader.set_cookie("aidlink_lang", language)
+        flows = re.findall(
+            r'<td class="(?:donor|recipient)">(.*?)</td>', reader.get("/transparency").data.decode()
+        )
+        assert named["donor"][language] in flows and named["hospital"][language] in flows
+        assert not {named["donor"][other], named["hospital"][other]} & set(flows)
+        trace = _visible(desk.get(f"/pledges/{pledge['id']}").data)
+        assert named["hospital"][language] in trace and named["hospital"][other] not in trace
         assert BEIJING[language] in one

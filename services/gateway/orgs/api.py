@@ -34,6 +34,8 @@ from shared.web import db_session, runtime
 blp = Blueprint("orgs", __name__, url_prefix="/api/v1/orgs", description="Organisations")
 
 ORG_STATUSES = ("pending", "verified", "suspended", "merged")
+# Organisations one request for their names may ask for.
+NAMES_MAX = 200
 
 # A GB/T 2260 code of 2, 4 or 6 digits that the region table knows.
 REGION = RegionCode()
@@ -167,6 +169,48 @@ class Organisations(MethodView):
                 after=audit.snapshot(org, *ORG_AUDIT_FIELDS),
             )
             return org
+
+
+class NamesArgsSchema(Schema):
+    id = fields.List(
+        fields.UUID(),
+        required=True,
+        validate=validate.Length(min=1, max=NAMES_MAX),
+        metadata={"description": "Organisation ids, the parameter repeated (at most 200)"},
+    )
+
+
+class OrganisationNameSchema(Schema):
+    id = fields.UUID()
+    name = fields.String(metadata={"description": "The name it registered"})
+    name_zh = fields.String(allow_none=True, metadata={"description": "Its Chinese name"})
+    name_en = fields.String(allow_none=True, metadata={"description": "Its English name"})
+
+
+class OrganisationNamesSchema(Schema):
+    items = fields.List(fields.Nested(OrganisationNameSchema))
+
+
+@blp.route("/names")
+class OrganisationNames(MethodView):
+    @blp.arguments(NamesArgsSchema, location="query")
+    @blp.response(200, OrganisationNamesSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Public (no sign-in): the names of the organisations asked for, in each
+        language they registered one, so that the public ledger and traces name them in
+        the reader's language. Only verified organisations other than individuals (the
+        ones the directory shows to every verified organisation) are answered; the rest
+        are left out."""
+        found = db_session().scalars(
+            select(Organisation)
+            .where(
+                Organisation.id.in_(set(args["id"])),
+                Organisation.status == "verified",
+                Organisation.kind != "individual",
+            )
+            .order_by(Organisation.id)
+        )
+        return {"items": list(found)}
 
 
 @blp.route("/<uuid:org_id>")

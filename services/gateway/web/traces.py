@@ -11,6 +11,7 @@ from flask import render_template
 
 from services.gateway.web import api
 from services.gateway.web.base import bp, problem_page, require_me
+from services.gateway.web.names import names_in_language
 
 
 @bp.get("/pledges/<uuid:pledge_id>")
@@ -24,7 +25,9 @@ def pledge_page(pledge_id: uuid.UUID) -> Any:
         return problem_page(trace)
     # The trace is dispatch's view: a pledge it has not heard of yet has none.
     lines = {str(t["pledge_line_id"]): t for t in trace.body["lines"]} if trace.ok else {}
-    return render_template("pledges/show.html", pledge=pledge.body, traced=lines)
+    return render_template(
+        "pledges/show.html", pledge=pledge.body, traced=lines, names=_party_names(lines)
+    )
 
 
 @bp.get("/needs/<uuid:need_id>")
@@ -37,4 +40,15 @@ def need_page(need_id: uuid.UUID) -> Any:
     if not trace.ok:
         return problem_page(trace)
     lines = {str(t["need_line_id"]): t for t in trace.body["lines"]}
-    return render_template("needs/show.html", need=need.body, traced=lines)
+    return render_template(
+        "needs/show.html", need=need.body, traced=lines, names=_party_names(lines)
+    )
+
+
+def _party_names(lines: dict[str, Any]) -> dict[str, str]:
+    """The trace's organisations by their names in the page's language."""
+    return names_in_language(
+        party.get("org_id")
+        for line in lines.values()
+        for party in (*line.get("recipients", []), *line.get("donors", []))
+    )

@@ -21,6 +21,7 @@ from services.gateway.web.i18n import (
     item_name,
     line_options,
 )
+from services.gateway.web.names import names_in_language
 from shared.catalog import regions
 
 FILTERS = ("item", "region", "from", "to")
@@ -115,10 +116,19 @@ def transparency() -> Any:
         status = 502
         form = FormState(values, detail=gettext("The ledger is not available right now."))
     view = ledger_view(ledger, request.args.get("chart_item") or values["item"] or None)
+    named = [
+        *(
+            f.get(key)
+            for f in ledger.get("flows", [])
+            for key in ("donor_org_id", "recipient_org_id")
+        ),
+        *(c.get("org_id") for c in ledger.get("communities", [])),
+    ]
     return render_template(
         "transparency/ledger.html",
         form=form,
         ledger=ledger,
+        names=names_in_language(named),
         query=query if answer.ok else {},
         item_options=line_options()["item_options"],
         **view,
