@@ -1,5 +1,6 @@
 """The session scheduler: hand-made schedules with known optima, the hard rules of any
-schedule, and the exact optimum against a brute force on small instances."""
+schedule, and the exact optimum against a brute force on small instances and against a
+model with an arc per request and slot on larger ones."""
 
 from __future__ import annotations
 
@@ -322,7 +323,7 @@ def objective(
 ) -> tuple[object, ...]:
     """The module's objective as a tuple to minimise: served per tier (most urgent
     first), the weighted wait in ten-minute ticks (ages in whole hours), follow-ups
-    with another helper, then the load."""
+    with the helper seen before, then the load."""
     by_id = {r.id: r for r in requests}
     tiers = Counter(by_id[rid].tier for rid in pairs)
     wait = 0
@@ -332,11 +333,10 @@ def objective(
         age = int((NOW - r.created_at).total_seconds() // 3600) * 60
         start = int((slot.start - NOW).total_seconds() // 60)
         wait += weight * (start // 10 - age // 10)
-    lost = sum(1 for rid, (h, _s) in pairs.items() if by_id[rid].previous_helper not in (h.id,))
-    lost -= sum(1 for rid in pairs if by_id[rid].previous_helper is None)
+    kept = sum(1 for rid, (h, _s) in pairs.items() if by_id[rid].previous_helper == h.id)
     load = Counter(h.id for h, _s in pairs.values())
     spread = sum(n * (n - 1) // 2 for n in load.values())
-    return (*(-tiers[t] for t in range(8)), wait, lost, spread)
+    return (*(-tiers[t] for t in range(8)), wait, -kept, spread)
 
 
 def brute_force(helpers: list[Helper], requests: list[SessionRequest]) -> tuple[object, ...]:
@@ -405,3 +405,63 @@ def test_the_checker_names_what_a_schedule_breaks() -> None:
     assert any("speaks none" in b for b in broken)
     assert any("used 2 times" in b for b in broken)
     assert any("more than the 1 left" in b for b in broken)
+
+
+def pairwise_optimum(helpers: list[Helper], requests: list[SessionRequest]) -> tuple[object, ...]:
+    """The objective's optimum from a model with an arc per compatible request and
+    slot and every level weighted into one cost (small instances only)."""
+    from ortools.graph.python.min_cost_flow import SimpleMinCostFlow
+
+    slots = [(h, s) for h in helpers for s in h.slots if s.start >= NOW]
+    days = sorted({(h.id, h.day_of(s)) for h, s in slots})
+    by_helper = {h.id: h for h in helpers}
+    R, S, D, H = len(requests), len(slots), len(days), len(helpers)
+    sink = R + S + D + H
+    lowest = R * R + 1  # the load: at most R(R-1)/2
+    per_follow_up = lowest  # continuity, above the load
+    waits = R * per_follow_up + lowest  # the wait, above both
+    pairs_of: list[tuple[int, int, int]] = []  # (request, slot, cost below the tiers)
+    for i, r in enumerate(requests):
+        weight = 2 ** (3 - URGENCIES.index(r.urgency))
+        age = int((NOW - r.created_at).total_seconds() // 3600) * 60
+        for k, (h, s) in enumerate(slots):
+            if r.topic in h.topics and set(r.languages) & set(h.languages) and s.within(r.windows):
+                start = int((s.start - NOW).total_seconds() // 60)
+                kept = per_follow_up if r.previous_helper == h.id else 0
+                pairs_of.append((i, k, weight * (start // 10 - age // 10) * waits - kept))
+    # A tier's reward outweighs all the lower levels can change.
+    q = 2 * sum(abs(c) for _i, _k, c in pairs_of) + R * per_follow_up + lowest
+    arcs = [(i, sink, 1, 0) for i in range(R)]
+    arcs += [(i, R + k, 1, c - (8 - requests[i].tier) * q) for i, k, c in pairs_of]
+    for k, (h, s) in enumerate(slots):
+        arcs.append((R + k, R + S + days.index((h.id, h.day_of(s))), 1, 0))
+    for d, (hid, day) in enumerate(days):
+        hi = [h.id for h in helpers].index(hid)
+        arcs.append((R + S + d, R + S + D + hi, by_helper[hid].room_on(day), 0))
+    for hi in range(H):
+        for k in range(R):
+            arcs.append((R + S + D + hi, sink, 1, k))
+    flow = SimpleMinCostFlow()
+    for t, hd, c, cost in arcs:
+        flow.add_arc_with_capacity_and_unit_cost(t, hd, c, cost)
+    for i in range(R):
+        flow.set_node_supply(i, 1)
+    flow.set_node_supply(sink, -R)
+    assert flow.solve() == SimpleMinCostFlow.OPTIMAL
+    pairs = {}
+    for a in range(flow.num_arcs()):
+        if flow.flow(a) and flow.tail(a) < R and flow.head(a) != sink:
+            pairs[requests[flow.tail(a)].id] = slots[flow.head(a) - R]
+    return objective(pairs, requests)
+
+
+@settings(database=None, max_examples=25, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(2, 6), st.integers(5, 25))
+def test_the_aggregated_network_reaches_the_pairwise_optimum(
+    rng: random.Random, n_helpers: int, n: int
+) -> None:
+    helpers, requests = random_instance(rng, n_helpers=n_helpers, n_requests=n)
+    result = schedule(helpers, requests, now=NOW)
+    by_helper = {h.id: h for h in helpers}
+    pairs = {a.request_id: (by_helper[a.helper_id], a.slot) for a in result.assignments}
+    assert objective(pairs, requests) == pairwise_optimum(helpers, requests)
