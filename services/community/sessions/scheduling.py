@@ -288,7 +288,7 @@ class _Network:
     over to them.
 
     Requests with a continuity option are nodes of their own (``own``); the others
-    of a class node are pooled in one source node per class, whose arcs into the
+    of a class node are pooled in one source node per tier, whose arcs into the
     class node are one per hour of age (``pools``).
     """
 
