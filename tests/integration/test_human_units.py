@@ -138,6 +138,14 @@ def test_plans_and_shipments_speak_in_tonnes_and_district_names(stack: Stack) ->
         )
         assert named["donor"][language] in flows and named["hospital"][language] in flows
         assert not {named["donor"][other], named["hospital"][other]} & set(flows)
+        # The ledger's region filter takes a name as people type it, and shows the region
+        # it chose by name; the API and the downloads filter by its code.
+        typed, chosen = ("深圳", "广东省深圳市") if language == "zh" else ("Shenzhen", "Shenzhen")
+        filtered = reader.get("/transparency", query_string={"region": typed})
+        assert filtered.status_code == 200
+        assert b"region=4403" in filtered.data
+        field = re.search(rb'<input id="[^"]*region[^"]*" name="region"[^>]*>', filtered.data)
+        assert field and f'value="{chosen}'.encode() in field.group(0), field
         trace = _visible(desk.get(f"/pledges/{pledge['id']}").data)
         assert named["hospital"][language] in trace and named["hospital"][other] not in trace
         assert BEIJING[language] in one

@@ -13,7 +13,7 @@ from flask_babel import gettext
 from services.gateway.web import api
 from services.gateway.web.base import bp
 from services.gateway.web.charts import PALETTE, quantities, small_multiples
-from services.gateway.web.forms import FormState
+from services.gateway.web.forms import FormState, region_code
 from services.gateway.web.i18n import (
     CATALOG,
     base_unit,
@@ -94,11 +94,27 @@ def ledger_view(ledger: dict[str, Any], chart_item: str | None) -> dict[str, Any
     }
 
 
+def _region_filter(text: str) -> str:
+    """A region typed by name ("武昌", "Shenzhen") as the code the ledger filters by: the
+    one region it names, else the best of the regions it finds (a city before its
+    districts); digits, a code or its prefix, as typed."""
+    language = current_language()
+    code = region_code(text, language)
+    if code.isdigit():
+        return code
+    found = regions.search(text, language, limit=1)
+    return found[0][0] if found else text
+
+
 @bp.get("/transparency")
 def transparency() -> Any:
     """Public: no sign-in. The API's filters, and its problems shown at their field."""
     values = {k: request.args.get(k, "").strip() for k in FILTERS}
     query = {k: v for k, v in values.items() if v}
+    if query.get("region"):
+        query["region"] = _region_filter(query["region"])
+        if query["region"].isdigit() and regions.known(query["region"]):
+            values["region"] = regions.name(query["region"], current_language())
     # The flows come a page at a time; the totals and charts are whole on every page.
     cursor = request.args.get("cursor", "").strip()
     answer = api.raw_call(
