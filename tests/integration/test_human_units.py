@@ -149,3 +149,9 @@ def test_plans_and_shipments_speak_in_tonnes_and_district_names(stack: Stack) ->
         trace = _visible(desk.get(f"/pledges/{pledge['id']}").data)
         assert named["hospital"][language] in trace and named["hospital"][other] not in trace
         assert BEIJING[language] in one
+        # The masks' standard is named on the board's card as on the shipment.
+        assert "GB19083-2010" in board and "GB19083-2010" in one
+        # The system's note on the planned shipment reads in the page's language too.
+        assert ("预留后自动合并" if language == "zh" else "consolidated on reservation") in one
+        if language == "zh":
+            assert "consolidated" not in one

@@ -38,7 +38,7 @@ from reportlab.platypus import (
 )
 
 from services.gateway.web.base import packed, quantity_text, region_name
-from services.gateway.web.i18n import base_unit, item_name, word
+from services.gateway.web.i18n import base_unit, item_name, standard_name, word
 from services.gateway.web.times import LOCAL, local_time
 
 FONT = "AidlinkCJK"
@@ -158,6 +158,13 @@ def _weight_volume(item: str, amount: int) -> str:
     return ""
 
 
+def _goods(line: dict[str, Any]) -> str:
+    """A line's item by name, and its standard's code where it names one, so that masks
+    of GB 19083 and of YY 0469 are told apart on a label or a run sheet."""
+    standard = line.get("standard")
+    return f"{item_name(line['item'])} {standard}" if standard else item_name(line["item"])
+
+
 def _packed_text(line: dict[str, Any]) -> str:
     return packed(line["quantity"], line.get("pack_unit"), line.get("pack_size"), line["item"])
 
@@ -175,7 +182,7 @@ def _lines_table(
         row = [
             _p(line["line_no"], styles["body"]),
             _p(item_name(line["item"]), styles["body"]),
-            _p(line.get("standard") or "", styles["small"]),
+            _p(standard_name(line["item"], line.get("standard")), styles["small"]),
             _p(_packed_text(line), styles["body"]),
             _p(quantity_text(line["quantity"], base_unit(line["item"])), styles["body"]),
         ]
@@ -345,7 +352,7 @@ def _label(
     for line in shipment["lines"]:
         story.append(
             _p(
-                f"{item_name(line['item'])} · {_packed_text(line)}",
+                f"{_goods(line)} · {_packed_text(line)}",
                 styles["small"],
             )
         )
@@ -397,9 +404,7 @@ def run_sheet(
             if s.get("donor_org_id")
             else _("An anonymous donor")
         )
-        goods = "\n".join(
-            f"{item_name(line['item'])} · {_packed_text(line)}" for line in s["lines"]
-        )
+        goods = "\n".join(f"{_goods(line)} · {_packed_text(line)}" for line in s["lines"])
         status = word(s["status"])
         if s.get("eta"):
             status += "\n" + _("Expected: %(when)s", when=local_time(s["eta"]))
