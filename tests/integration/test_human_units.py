@@ -98,6 +98,14 @@ def test_plans_and_shipments_speak_in_tonnes_and_district_names(stack: Stack) ->
         ("en", "40 t", "460,000 pieces", "Jianghan District, Wuhan", "Fruit"),
     ):
         desk = _signed_in(stack, people["coordinator"], language)
+        # The matching page lists the preview as waiting until it is approved, then
+        # under its history.
+        listed = desk.get("/coordinator/matching").data.decode()
+        waiting, _sep, history = listed.partition('<details class="history">')
+        link = f"/coordinator/matching/{run['id']}"
+        assert (link in waiting, link in history) == (
+            (True, False) if shipment is None else (False, True)
+        ), language
         page = desk.get(f"/coordinator/matching/{run['id']}")
         assert page.status_code == 200
         seen = _visible(page.data)
