@@ -62,7 +62,9 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     rt: ServiceRuntime = app.extensions["aidlink"]
     rt.inbox.handlers.update(_org_handlers())
     rt.inbox.handlers["receipt.confirmed"] = distribution.receipt_handler(rt.outbox)
-    flask_api.register_blueprint(org_directory_blueprint("community", Organisation, privacy.export))
+    flask_api.register_blueprint(
+        org_directory_blueprint("community", Organisation, residents_api.personal_data)
+    )
     flask_api.register_blueprint(residents_api.blp)
     flask_api.register_blueprint(orders_api.blp)
     flask_api.register_blueprint(distribution_api.blp)

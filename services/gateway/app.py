@@ -9,10 +9,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from services.gateway.audit import api as audit_api
 from services.gateway.auth import api as auth
 from services.gateway.duplicates import api as duplicate_review
+from services.gateway.members import api as members_api
 from services.gateway.models import messaging
 from services.gateway.openapi import install_openapi
 from services.gateway.orgs import api as orgs
-from services.gateway.orgs import members_api
 from services.gateway.places import api as places
 from services.gateway.proxy import ROUTES, ServiceClient, install_proxy
 from services.gateway.ratelimit import install_rate_limits

@@ -10,10 +10,12 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
+from sqlalchemy.orm import Session
 
-from services.community.models import Household
-from services.community.residents import domain, service
+from services.community.models import Household, Organisation
+from services.community.residents import domain, privacy, service
 from services.community.residents.domain import Standing
+from shared.errors import Forbidden
 from shared.http import etag, require_if_match
 from shared.identity import current_identity, require_login
 from shared.web import db_session, runtime
@@ -38,6 +40,22 @@ def standing(org_id: uuid.UUID, what: str, *, residents: bool = True) -> Standin
         with runtime().unit_of_work() as session:
             service.record_access(session, found, identity, reason, what)
     return found
+
+
+def personal_data(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
+    """The community service's part of ``GET /api/v1/orgs/{id}/personal-data``: all of
+    a community to its committee (or a coordinator giving a reason, which is
+    recorded), see ``privacy``; only counts of an organisation that is not a community."""
+    org = session.get(Organisation, org_id)
+    if org is None or org.kind != service.COMMUNITY_KIND:
+        return privacy.counts(session, org_id)
+    found = standing(org_id, "personal-data export")
+    if not (found.committee or found.coordinator):
+        raise Forbidden(
+            "A community's export is its committee's: it holds every household.",
+            slug="forbidden",
+        )
+    return privacy.everything(session, org_id)
 
 
 # Schemas ---------------------------------------------------------------------------------

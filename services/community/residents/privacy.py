@@ -1,6 +1,7 @@
 """A community's residents' data, exported for its committee and erased on request.
 
-The export (the community's part of ``GET /api/v1/orgs/{id}/personal-data``) holds
+The export (the community's part of ``GET /api/v1/orgs/{id}/personal-data``, answered
+by ``residents.api.personal_data``) holds
 everything the community service keeps: buildings, appointments, households with
 their flags, notes and phones, orders, deliveries with their notes, cases with their
 notes, and the coordinators' readings of it. It is the committee's (and a
@@ -20,7 +21,6 @@ import logging
 import uuid
 from typing import Any
 
-from flask import request
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -33,17 +33,11 @@ from services.community.models import (
     HouseholdDelivery,
     OrderLine,
     OrderRound,
-    Organisation,
     messaging,
 )
 from services.community.residents import service as residents
-from shared.errors import Forbidden
-from shared.identity import current_identity
-from shared.web import runtime
 
 log = logging.getLogger(__name__)
-
-REASON_HEADER = "X-Access-Reason"
 
 
 def _iso(value: Any) -> str | None:
@@ -52,28 +46,6 @@ def _iso(value: Any) -> str | None:
 
 def counts(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
     return residents.personal_data(session, org_id)
-
-
-def export(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
-    """The community service's part of an organisation's export, for the current
-    caller: everything of a community to its committee (or a coordinator giving a
-    reason, which is recorded); nothing but the counts of an organisation that is
-    not a community."""
-    org = session.get(Organisation, org_id)
-    if org is None or org.kind != residents.COMMUNITY_KIND:
-        return counts(session, org_id)
-    identity = current_identity()
-    reason = request.headers.get(REASON_HEADER)
-    standing = residents.standing_of(session, identity, org_id, reason)
-    if not (standing.committee or standing.coordinator):
-        raise Forbidden(
-            "A community's export is its committee's: it holds every household.",
-            slug="forbidden",
-        )
-    if standing.coordinator:
-        with runtime().unit_of_work() as writer:
-            residents.record_access(writer, standing, identity, reason, "personal-data export")
-    return everything(session, org_id)
 
 
 def everything(session: Session, org_id: uuid.UUID) -> dict[str, Any]:

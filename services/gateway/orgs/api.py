@@ -12,8 +12,8 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from services.gateway.audit import service as audit
+from services.gateway.members.service import may_list
 from services.gateway.models import Organisation
-from services.gateway.orgs.members import may_list
 from services.gateway.orgs.personal_data import COMMUNITY_KIND, erase, erase_residents, export
 from services.gateway.orgs.service import (
     ORG_AUDIT_FIELDS,

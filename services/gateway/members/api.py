@@ -19,8 +19,8 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from services.gateway.auth.credentials import PASSWORD
+from services.gateway.members import service
 from services.gateway.models import User
-from services.gateway.orgs import members as service
 from services.gateway.orgs.service import get_organisation
 from services.gateway.ratelimit import login_limit
 from shared.identity import current_identity, require_login
