@@ -173,6 +173,11 @@ def get(code: str | None) -> Region | None:
     return found
 
 
+# The region of an organisation that covers the whole country (the installation's own
+# administration): not a division of GB/T 2260, but read by name like one.
+WHOLE_COUNTRY = "00"
+
+
 def known(code: str | None) -> bool:
     return get(code) is not None
 
@@ -187,6 +192,8 @@ def name(code: str | None, language: str = "zh", *, full: bool = True) -> str:
     itself when the table does not know it."""
     if not code:
         return ""
+    if code == WHOLE_COUNTRY:
+        return "全国" if language == "zh" else "All of China"
     region = get(code)
     if region is None:
         return code

@@ -68,5 +68,34 @@ def test_unknown_codes_are_refused_and_names_are_searchable() -> None:
         with pytest.raises(ValidationError):
             check(bad)
     assert regions.name("4299") == "4299"
+    # The administration's organisation covers the whole country.
+    assert (regions.name("00", "zh"), regions.name("00", "en")) == ("全国", "All of China")
     assert ("420106", "武汉市武昌区") in regions.search("武昌")
     assert regions.search("Wuchang District", "en")[0][0] == "420106"
+
+
+def test_every_region_code_in_the_demo_and_test_data_reads_as_a_name() -> None:
+    """Demo organisations, pledges and needs and the tests' own data name regions the
+    table knows (the administration's whole country aside); the tests that check a
+    refusal use codes no region has, and are not data."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    given = re.compile(
+        r"""(?:["'](?:region|origin_region)["']\s*:\s*|region\s*=\s*)["'](\d{2,6})["']"""
+    )
+    found: dict[str, set[str]] = {}
+    for folder in ("services", "tests", "bench"):
+        for path in (root / folder).rglob("*.py"):
+            for code in given.findall(path.read_text(encoding="utf-8")):
+                found.setdefault(code, set()).add(str(path.relative_to(root)))
+    assert len(found) >= 5
+    unnamed = {
+        code: where
+        for code, where in found.items()
+        if code != regions.WHOLE_COUNTRY and not regions.known(code)
+    }
+    assert unnamed == {}
+    for code in found:
+        assert not regions.name(code, "en").isdigit(), code
