@@ -177,6 +177,27 @@ def test_display_fields_read_quantities_in_the_callers_language(stack: Stack) ->
     assert "Accept-Language" in etags["zh"]["Vary"]
     assert "Accept-Language" not in etags["plain"]["Vary"]
 
+    # The open-data exports keep their exact columns; with ?display=true each figure
+    # also reads as people read it, in a column of its own after them.
+    plain_csv = client.get("/api/v1/transparency/export.csv", headers=ZH).get_data(as_text=True)
+    assert "_display" not in plain_csv.splitlines()[0]
+    for language, headers in (("zh", ZH), ("en", EN)):
+        shown_csv = client.get(
+            "/api/v1/transparency/export.csv?display=true", headers=headers
+        ).get_data(as_text=True)
+        exact_head = plain_csv.splitlines()[0].split(",")
+        head, *rows = [line.split(",") for line in shown_csv.splitlines()]
+        assert head[: len(exact_head)] == exact_head
+        assert head[-4:] == [f"{m}_display" for m in ("pledged", "reserved", "shipped", "received")]
+        fruit_rows = [dict(zip(head, row, strict=True)) for row in rows if "fruit" in row]
+        pledged = [row for row in fruit_rows if row["pledged"] == "40000000"]
+        assert [row["pledged_display"] for row in pledged] == [FRUIT[language]]
+        flows = client.get("/api/v1/transparency/export.json?display=true", headers=headers).json
+        assert "quantity_display" in flows["columns"]["flows"]
+        assert {f["quantity_display"] for f in flows["flows"] if f["item"] == "fruit"} == {
+            FRUIT[language]
+        }
+
     # Delivered, the hospital finds 500 masks short; a second need of 10 t of fruit
     # finds no supply left, and a preview leaves it unmet.
     (shipment,) = deliver(client, people, need["id"])

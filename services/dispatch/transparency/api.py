@@ -19,7 +19,9 @@ from werkzeug.http import http_date
 from services.dispatch.models import Need
 from services.dispatch.transparency import service as ledger
 from services.dispatch.transparency import totals, trace
+from services.dispatch.transparency.totals import MEASURES
 from shared import exports
+from shared.catalog import display
 from shared.display_fields import (
     DISPLAY_PARAMETER,
     DisplayField,
@@ -267,12 +269,34 @@ def not_modified(etag: str, changed_at: datetime | None) -> bool:
 
 
 def _table(session: Any, table: str, filters: ledger.Filters) -> tuple[tuple[str, ...], Any]:
+    """A table's columns and rows; with ?display=true each figure also as people read
+    it, in a ``<figure>_display`` column after the exact ones, which stay as they are."""
+    columns: tuple[str, ...]
     if table == "flows":
-        return ledger.FLOW_COLUMNS, ledger.flow_rows(session, filters)
-    return ledger.TOTAL_COLUMNS, ledger.total_rows(session, filters)
+        columns, rows = ledger.FLOW_COLUMNS, ledger.flow_rows(session, filters)
+        figures: tuple[str, ...] = ("quantity", "shipped", "received")
+    else:
+        columns, rows = ledger.TOTAL_COLUMNS, ledger.total_rows(session, filters)
+        figures = tuple(MEASURES)
+    language = requested_language()
+    if language is None:
+        return columns, rows
+    shown = tuple(f"{figure}_display" for figure in figures)
+    return (*columns, *shown), _displayed(rows, figures, language)
 
 
-@transparency_blp.route("/export.csv", methods=["GET"])
+def _displayed(rows: Any, figures: tuple[str, ...], language: str) -> Any:
+    for row in rows:
+        yield {
+            **row,
+            **{
+                f"{figure}_display": display.quantity(row[figure], row["base_unit"], language)
+                for figure in figures
+            },
+        }
+
+
+@transparency_blp.route("/export.csv", methods=["GET"], parameters=[DISPLAY_PARAMETER])
 @transparency_blp.arguments(ExportArgsSchema, location="query")
 @transparency_blp.response(200, content_type="text/csv")
 def export_csv(args: dict[str, Any]) -> Any:
@@ -287,7 +311,7 @@ def export_csv(args: dict[str, Any]) -> Any:
     )
 
 
-@transparency_blp.route("/export.xlsx", methods=["GET"])
+@transparency_blp.route("/export.xlsx", methods=["GET"], parameters=[DISPLAY_PARAMETER])
 @transparency_blp.arguments(FilterArgsSchema, location="query")
 @transparency_blp.response(200, content_type=exports.XLSX)
 def export_xlsx(args: dict[str, Any]) -> Any:
@@ -306,15 +330,15 @@ class ExportSchema(Schema):
     flows = fields.List(fields.Dict())
 
 
-@transparency_blp.route("/export.json", methods=["GET"])
+@transparency_blp.route("/export.json", methods=["GET"], parameters=[DISPLAY_PARAMETER])
 @transparency_blp.arguments(FilterArgsSchema, location="query")
 @transparency_blp.response(200, ExportSchema)
 def export_json(args: dict[str, Any]) -> Any:
     """The same rows as the CSV exports, both tables in one document, streamed."""
     session = db_session()
     filters = _filters(args)
-    head = {"columns": {"totals": list(ledger.TOTAL_COLUMNS), "flows": list(ledger.FLOW_COLUMNS)}}
     tables = [(name, *_table(session, name, filters)) for name in TABLES]
+    head = {"columns": {name: list(columns) for name, columns, _rows in tables}}
     return exports.download(exports.json_chunks(head, tables), mimetype="application/json")
 
 
