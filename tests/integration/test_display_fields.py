@@ -190,8 +190,8 @@ def test_display_fields_read_quantities_in_the_callers_language(stack: Stack) ->
         assert head[: len(exact_head)] == exact_head
         assert head[-4:] == [f"{m}_display" for m in ("pledged", "reserved", "shipped", "received")]
         fruit_rows = [dict(zip(head, row, strict=True)) for row in rows if "fruit" in row]
-        pledged = [row for row in fruit_rows if row["pledged"] == "40000000"]
-        assert [row["pledged_display"] for row in pledged] == [FRUIT[language]]
+        donated = [row for row in fruit_rows if row["pledged"] == "40000000"]
+        assert [row["pledged_display"] for row in donated] == [FRUIT[language]]
         flows = client.get("/api/v1/transparency/export.json?display=true", headers=headers).json
         assert "quantity_display" in flows["columns"]["flows"]
         assert {f["quantity_display"] for f in flows["flows"] if f["item"] == "fruit"} == {
