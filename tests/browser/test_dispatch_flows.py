@@ -36,7 +36,7 @@ TEXT = {
         "received": "received",
         "mask": "Mask",
         "corrected": "The receipt is corrected.",
-        "now": "now 270 accepted, 10 damaged, 20 short",
+        "now": "now 270 pieces accepted, 10 pieces damaged, 20 pieces short",
         "open_before": "0 pieces still open",
         "open_short": "50 pieces still open",
         "open_corrected": "30 pieces still open",
@@ -52,7 +52,7 @@ TEXT = {
         "received": "已签收",
         "mask": "口罩",
         "corrected": "收货确认已更正。",
-        "now": "目前：完好 270，损坏 10，短缺 20",  # noqa: RUF001
+        "now": "目前：完好 270 个，损坏 10 个，短缺 20 个",  # noqa: RUF001
         "open_before": "仍缺 0 个",
         "open_short": "仍缺 50 个",
         "open_corrected": "仍缺 30 个",

@@ -3,6 +3,8 @@ worker: reservations, releases, shipments, expiry."""
 
 from __future__ import annotations
 
+import csv
+import io
 import threading
 import uuid
 from datetime import date, timedelta
@@ -57,6 +59,9 @@ def _events(stack: Stack, type: str) -> list[dict[str, Any]]:
         return [dict(m) for m in rows]
 
 
+FIGURES = ("quantity", "reserved", "shipped", "delivered")
+
+
 def test_a_donor_pledges_in_boxes_and_tonnes_and_gets_base_units(stack: Stack) -> None:
     client = stack.client()
     donor = register(client, kind="foundation")
@@ -96,6 +101,18 @@ def test_a_donor_pledges_in_boxes_and_tonnes_and_gets_base_units(stack: Stack) -
     rows = export.get_data(as_text=True).splitlines()
     assert rows[0].startswith("pledge_id,org_id,pledge_status")
     assert len(rows) == 3
+    assert "_display" not in rows[0]
+    # With ?display=true each figure also reads as people read it, after the exact ones.
+    for accept, oranges_read in (("zh-CN", "1.5 吨"), ("en", "1.5 t")):
+        shown = client.get(
+            "/api/v1/pledges/export.csv?display=true",
+            headers={**donor.headers, "Accept-Language": accept},
+        ).get_data(as_text=True)
+        head, *lines = list(csv.reader(io.StringIO(shown)))
+        assert head == [*rows[0].split(","), *(f"{f}_display" for f in FIGURES)]
+        by_item = {line[head.index("item")]: dict(zip(head, line, strict=True)) for line in lines}
+        assert by_item["fruit"]["quantity"] == "1500000"
+        assert by_item["fruit"]["quantity_display"] == oranges_read
 
 
 def test_liquids_are_pledged_by_mass_through_the_density_on_the_label(stack: Stack) -> None:
