@@ -28,8 +28,11 @@ from flask import has_request_context, request
 from marshmallow import fields, post_dump
 
 from shared.catalog import CatalogError, display, get_item
+from shared.errors import RuleBroken
 
-TRUE = frozenset({"1", "true", "yes", "on"})
+# What marshmallow's Boolean takes, as the documented parameter's type says.
+TRUE = frozenset(str(v).lower() for v in fields.Boolean.truthy)
+FALSE = frozenset(str(v).lower() for v in fields.Boolean.falsy)
 LANGUAGES = ("zh", "en")
 
 DISPLAY_PARAMETER: dict[str, Any] = {
@@ -42,6 +45,18 @@ DISPLAY_PARAMETER: dict[str, Any] = {
     "Accept-Language (zh: Chinese, otherwise English). The exact base-unit figures "
     "stay as they are.",
 }
+
+
+def check_parameter() -> None:
+    """Refuse a ``display`` that is not a boolean, before the request does anything
+    (run before every request of a service)."""
+    value = request.args.get("display")
+    if value is not None and value.strip().lower() not in TRUE | FALSE:
+        raise RuleBroken(
+            "The request has invalid fields.",
+            slug="validation-error",
+            errors={"display": ["Not a valid boolean: true or false."]},
+        )
 
 
 def requested_language() -> str | None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from shared.catchup import CatchUp
 from shared.config import Settings
 from shared.db import make_engine, make_session_factory
+from shared.display_fields import check_parameter as check_display_parameter
 from shared.idempotency import install_idempotency
 from shared.identity import install_internal_auth
 from shared.inbox import Handler, Inbox
@@ -183,6 +184,8 @@ def create_service_app(
         install_idempotency(app, models.idempotency, session_factory)
     _install_health(app, rt)
     install_metrics(app, rt)
+    # ``?display=`` is a boolean wherever it is given: refused before any work is done.
+    app.before_request(check_display_parameter)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:

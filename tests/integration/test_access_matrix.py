@@ -366,7 +366,12 @@ ROWS: list[Row] = [
         )
     ),
     # Joining with an invitation's token: whoever holds it (this one is no token).
-    Row("GET", "/api/v1/auth/invitations/{flag}", everyone(422, anonymous=422)),
+    Row(
+        "POST",
+        "/api/v1/auth/invitations/preview",
+        everyone(422, anonymous=422),
+        body=lambda w, a: {"token": "inv_not-a-token"},
+    ),
     Row(
         "POST",
         "/api/v1/auth/invitations/accept",

@@ -328,3 +328,12 @@ def test_openapi_documents_the_display_field_and_parameter(stack: Stack) -> None
         parameters = document["paths"][path].get("parameters", [])
         (display,) = [p for p in parameters if p["name"] == "display"]
         assert display["in"] == "query" and display["schema"]["type"] == "boolean", path
+    # A boolean, as documented: anything else is refused, naming the parameter, before
+    # the request does anything.
+    client = stack.client()
+    for value in ("maybe", "16246", ""):
+        refused = client.get(f"/api/v1/transparency/ledger?display={value}")
+        assert refused.status_code == 422, value
+        assert refused.json["errors"] == {"display": ["Not a valid boolean: true or false."]}
+    for value in ("true", "false", "1", "0"):
+        assert client.get(f"/api/v1/transparency/ledger?display={value}").status_code == 200

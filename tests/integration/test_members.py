@@ -59,7 +59,7 @@ def test_an_admin_invites_a_member_who_joins_and_is_then_changed_and_removed(
     assert client.get(invitations, headers=chief.headers).status_code == 200
     assert client.get(invitations, headers=stranger.headers).status_code == 403
 
-    preview = client.get(f"/api/v1/auth/invitations/{token}")
+    preview = client.post("/api/v1/auth/invitations/preview", json={"token": token})
     assert preview.status_code == 200
     assert preview.json["email"] == "nurse@example.org" and not preview.json["has_account"]
 

@@ -198,13 +198,19 @@ class Member(MethodView):
         return Response(status=204)
 
 
-@blp.route("/auth/invitations/<string:token>", methods=["GET"])
+class InvitationTokenSchema(Schema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+@blp.route("/auth/invitations/preview", methods=["POST"])
+@blp.arguments(InvitationTokenSchema)
 @blp.response(200, InvitationPreviewSchema)
-def preview(token: str) -> Any:
-    """What an invitation is for, to whoever holds its token."""
+def preview(data: dict[str, Any]) -> Any:
+    """What an invitation is for, to whoever holds its token (in the body, so that the
+    token stays out of URLs and their logs)."""
     with login_limit():
         session = db_session()
-        invitation, org = service.invitation_by_token(session, token)
+        invitation, org = service.invitation_by_token(session, data["token"])
         has_account = session.scalar(select(User.id).where(User.email == invitation.email))
         return {
             "email": invitation.email,

@@ -174,7 +174,7 @@ def org_invitation_withdraw(invitation_id: Any) -> Any:
 def join(token: str) -> Any:
     """An invited person sets their name and password (or gives their account's) and
     joins; then signs in."""
-    preview = api.raw_call("GET", f"/auth/invitations/{token}")
+    preview = api.raw_call("POST", "/auth/invitations/preview", json={"token": token})
     if not preview.ok:
         return render_template("members/join.html", invitation=None, form=FormState()), (
             preview.status if preview.status != 422 else 404
