@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -737,31 +737,52 @@ def community_cases() -> Any:
     return _cases_page(_case_place(), FormState())
 
 
-@bp.post("/community/cases/<uuid:case_id>/<any('follow-up', 'close'):action>")
-def community_case_action(case_id: uuid.UUID, action: str) -> Any:
-    """A follow-up on a case, or its closing note."""
-    place = _case_place()
-    field_name = CASE_INPUTS[action]
-    text = request.form.get(field_name, "").strip()
-    name = f"cases.{case_id}.{field_name}"
+def field_texts(answer: ApiResponse) -> list[str]:
+    """An answer's messages, translated, for the one field a form posted."""
+    return [message(m)[1] for ms in answer.errors.values() for m in ms] or [
+        message(answer.detail)[1]
+    ]
+
+
+def act_on_case(
+    place: Place,
+    case_id: uuid.UUID,
+    action: str,
+    body: dict[str, Any],
+    field: str,
+    done: Callable[[dict[str, Any]], str],
+) -> Any:
+    """Post ``action`` on a case with ``body`` (the form's ``field`` holding what was
+    typed); back to the case on the list with ``done(answer)`` flashed, or the list
+    again with the refusal at that field."""
     answer = api.post(
-        f"/community/{place.org_id}/cases/{case_id}/"
-        + ("follow-ups" if action == "follow-up" else "close"),
-        json={field_name: text},
+        f"/community/{place.org_id}/cases/{case_id}/{action}",
+        json=body,
         idempotency_key=request.form.get("idempotency_key") or None,
     )
     if answer.status in (403, 404) or answer.status >= 500:
         return problem_page(answer)
+    name = f"cases.{case_id}.{field}"
     if not answer.ok:
-        errors = {
-            name: [message(m)[1] for key, ms in answer.errors.items() for m in ms]
-            or [message(answer.detail)[1]]
-        }
-        return _cases_page(place, FormState({name: text}, errors), answer.status)
-    flash(
-        gettext("The follow-up is recorded.")
-        if action == "follow-up"
-        else gettext("The case is closed."),
-        "success",
-    )
+        form = FormState({name: request.form.get(field, "").strip()}, {name: field_texts(answer)})
+        return _cases_page(place, form, answer.status)
+    flash(done(answer.body), "success")
     return redirect(url_for("web.community_cases") + f"#case-{case_id}")
+
+
+@bp.post("/community/cases/<uuid:case_id>/<any('follow-up', 'close'):action>")
+def community_case_action(case_id: uuid.UUID, action: str) -> Any:
+    """A follow-up on a case, or its closing note."""
+    field_name = CASE_INPUTS[action]
+    return act_on_case(
+        _case_place(),
+        case_id,
+        "follow-ups" if action == "follow-up" else "close",
+        {field_name: request.form.get(field_name, "").strip()},
+        field_name,
+        lambda _: (
+            gettext("The follow-up is recorded.")
+            if action == "follow-up"
+            else gettext("The case is closed.")
+        ),
+    )

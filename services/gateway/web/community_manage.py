@@ -31,10 +31,11 @@ from services.gateway.web.community import (
     ROUND_WORDS,
     Place,
     _case_place,
-    _cases_page,
     _place,
     _refuse,
     _typed,
+    act_on_case,
+    field_texts,
     household_label,
     item_text,
     message,
@@ -832,48 +833,31 @@ def community_case_new() -> Any:
 @bp.post("/community/cases/<uuid:case_id>/assign")
 def community_case_assign(case_id: uuid.UUID) -> Any:
     """Hand a case to a named social worker, or to the one with most hours to spare."""
-    place = _case_place()
     chosen = request.form.get("social_worker_id", "").strip()
     body: dict[str, Any] = {"auto": True} if chosen == "auto" else {}
     if chosen and chosen != "auto":
         body["social_worker_id"] = chosen
-    answer = api.post(
-        f"/community/{place.org_id}/cases/{case_id}/assign",
-        json=body,
-        idempotency_key=request.form.get("idempotency_key") or None,
+    return act_on_case(
+        _case_place(),
+        case_id,
+        "assign",
+        body,
+        "social_worker_id",
+        lambda done: gettext("Case %(number)s is assigned.", number=done["number"]),
     )
-    name = f"cases.{case_id}.social_worker_id"
-    if _whole_page_problem(answer):
-        return problem_page(answer)
-    if not answer.ok:
-        texts = [message(t)[1] for texts in answer.errors.values() for t in texts]
-        if not texts:
-            texts = [message(answer.detail)[1]]
-        return _cases_page(place, FormState({name: chosen}, {name: texts}), answer.status)
-    flash(gettext("Case %(number)s is assigned.", number=answer.body["number"]), "success")
-    return redirect(url_for("web.community_cases") + f"#case-{case_id}")
 
 
 @bp.post("/community/cases/<uuid:case_id>/reopen")
 def community_case_reopen(case_id: uuid.UUID) -> Any:
     """Take a closed case up again, saying why (case supervisors)."""
-    place = _case_place()
-    reason = request.form.get("reason", "").strip()
-    name = f"cases.{case_id}.reason"
-    answer = api.post(
-        f"/community/{place.org_id}/cases/{case_id}/reopen",
-        json={"reason": reason},
-        idempotency_key=request.form.get("idempotency_key") or None,
+    return act_on_case(
+        _case_place(),
+        case_id,
+        "reopen",
+        {"reason": request.form.get("reason", "").strip()},
+        "reason",
+        lambda done: gettext("Case %(number)s is reopened.", number=done["number"]),
     )
-    if _whole_page_problem(answer):
-        return problem_page(answer)
-    if not answer.ok:
-        texts = [message(t)[1] for texts in answer.errors.values() for t in texts]
-        if not texts:
-            texts = [message(answer.detail)[1]]
-        return _cases_page(place, FormState({name: reason}, {name: texts}), answer.status)
-    flash(gettext("Case %(number)s is reopened.", number=answer.body["number"]), "success")
-    return redirect(url_for("web.community_cases") + f"#case-{case_id}")
 
 
 @bp.get("/community/cases/summary")
@@ -927,8 +911,7 @@ def community_hours() -> Any:
                 "success",
             )
             return redirect(url_for("web.community_hours"))
-        texts = [message(t)[1] for texts in answer.errors.values() for t in texts]
-        form = FormState({name: text}, {name: texts or [message(answer.detail)[1]]})
+        form = FormState({name: text}, {name: field_texts(answer)})
         status = answer.status
     answer = api.get(f"/community/{place.org_id}/case-workers")
     if answer.status == 403:
