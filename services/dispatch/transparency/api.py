@@ -202,13 +202,16 @@ def public_ledger(args: dict[str, Any]) -> Any:
     language = requested_language()
     asked = [filters.as_dict(), args.get("cursor"), args["limit"]]
     query = json.dumps(asked + ([language] if language else []), sort_keys=True).encode()
-    etag = f"ledger-{version}-{hashlib.sha256(query).hexdigest()[:16]}"
+    # When the version last moved is part of what names an answer: a database made
+    # anew (or restored) counts its versions from the start again.
+    stamp = changed_at.isoformat() if changed_at is not None else ""
+    etag = f"ledger-{version}-{hashlib.sha256(query + stamp.encode()).hexdigest()[:16]}"
     headers = caching_headers(etag, changed_at)
     if language:
         headers["Vary"] = "Accept-Encoding, Accept-Language"
     if not_modified(etag, changed_at):
         return Response(status=304, headers=headers)
-    key = (version, query)
+    key = (runtime().settings.database_url("dispatch"), version, stamp, query)
     body = _answers.get(key)
     if body is None:
         answer = ledger.ledger(session, filters, cursor=args.get("cursor"), limit=args["limit"])
@@ -219,8 +222,9 @@ def public_ledger(args: dict[str, Any]) -> Any:
 
 
 class AnswerCache:
-    """The ledger's latest answers in this process, by version and query: an answer
-    asked again before anything changed is not computed again."""
+    """The ledger's latest answers in this process, by database, version (and when it
+    moved) and query: an answer asked again before anything changed is not computed
+    again."""
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
