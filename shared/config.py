@@ -171,6 +171,11 @@ class Settings:
     shipment_stale_after: float = 86400.0
     shipment_batch_max_rows: int = 5000
     shipment_clock_skew: float = 300.0
+    # Help from people: the crisis line a request that speaks of self-harm is shown at
+    # once, and the priority groups the coordinators' rule serves first within an
+    # urgency (comma-separated: medical_staff, patient, patient_family).
+    crisis_line: str = "12356"
+    help_priority_groups: tuple[str, ...] = ("medical_staff", "patient", "patient_family")
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -266,6 +271,14 @@ class Settings:
             shipment_stale_after=_float(env, "AIDLINK_SHIPMENT_STALE_AFTER", 86400.0),
             shipment_batch_max_rows=_int(env, "AIDLINK_SHIPMENT_BATCH_MAX_ROWS", 5000),
             shipment_clock_skew=_float(env, "AIDLINK_SHIPMENT_CLOCK_SKEW", 300.0),
+            crisis_line=(env.get("AIDLINK_CRISIS_LINE") or "12356").strip(),
+            help_priority_groups=tuple(
+                g.strip()
+                for g in env.get(
+                    "AIDLINK_HELP_PRIORITY_GROUPS", "medical_staff,patient,patient_family"
+                ).split(",")
+                if g.strip()
+            ),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -317,6 +330,8 @@ class Settings:
             "AIDLINK_SHIPMENT_STALE_AFTER": str(self.shipment_stale_after),
             "AIDLINK_SHIPMENT_BATCH_MAX_ROWS": str(self.shipment_batch_max_rows),
             "AIDLINK_SHIPMENT_CLOCK_SKEW": str(self.shipment_clock_skew),
+            "AIDLINK_CRISIS_LINE": self.crisis_line,
+            "AIDLINK_HELP_PRIORITY_GROUPS": ",".join(self.help_priority_groups),
         }
         for svc in SERVICES:
             env[f"{svc.upper()}_DATABASE_URL"] = self.database_urls[svc]

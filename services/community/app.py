@@ -16,6 +16,7 @@ from services.community.orders import api as orders_api
 from services.community.residents import api as residents_api
 from services.community.residents import privacy
 from services.community.residents import service as residents
+from services.community.sessions import api as sessions_api
 from shared.config import Settings
 from shared.events import Event
 from shared.inbox import Handler
@@ -69,4 +70,5 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     flask_api.register_blueprint(orders_api.blp)
     flask_api.register_blueprint(distribution_api.blp)
     flask_api.register_blueprint(cases_api.blp)
+    flask_api.register_blueprint(sessions_api.blp)
     return app

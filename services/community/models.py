@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -314,6 +315,113 @@ class AccessRecord(Base):
     reason: Mapped[str] = mapped_column(String(500), nullable=False)
     what: Mapped[str] = mapped_column(String(200), nullable=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Helper(Entity, Base):
+    """A member of an organisation who gives their time (a counsellor, a social worker,
+    a doctor giving medical advice), registered through their organisation: what they
+    are qualified for, the languages they speak, the most sessions a day (their own
+    day, in ``timezone``) and their weekly availability (``[weekday, "HH:MM", "HH:MM"]``,
+    local time). ``qualifications`` (kind and evidence) are personal: seen by the
+    helper, their organisation's admins and coordinators. Only ``verified`` helpers
+    are scheduled; ``rejected`` carries the coordinator's reason."""
+
+    __tablename__ = "helpers"
+    __table_args__ = (
+        UniqueConstraint("org_id", "user_id", name="uq_helper_member"),
+        CheckConstraint("daily_limit >= 0", name="ck_helper_daily_limit"),
+        Index("ix_helpers_status", "status"),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    kinds: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    topics: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    languages: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    daily_limit: Mapped[int] = mapped_column(Integer, nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    availability: Mapped[list[list[Any]]] = mapped_column(JSON, nullable=False, default=list)
+    qualifications: Mapped[list[dict[str, str]]] = mapped_column(JSON, nullable=False, default=list)
+    # pending, verified, rejected
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    decision_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    registered_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+
+class HelpRequest(Entity, Base):
+    """A request for a session, from a signed-in user (``user_id``) or through the
+    public form (none). ``text`` and ``contact`` are personal: they stay in this
+    database, never in an event, a log line or an export beyond counts; the contact is
+    shown to the assigned helper only within the session's window. ``queued_at`` is
+    its place in line (a declined session's request goes back ahead of the rest);
+    ``status``: ``open``, ``scheduled``, ``closed``."""
+
+    __tablename__ = "help_requests"
+    __table_args__ = (Index("ix_help_requests_status_queued", "status", "queued_at"),)
+
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    topic: Mapped[str] = mapped_column(String(32), nullable=False)
+    urgency: Mapped[str] = mapped_column(String(8), nullable=False)
+    priority_group: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    languages: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    # [[start, end], ...] ISO 8601 in UTC: the times the person can talk (none: any).
+    windows: Mapped[list[list[str]]] = mapped_column(JSON, nullable=False, default=list)
+    crisis: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    contact: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    previous_helper_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+
+class HelpRun(Base):
+    """A coordinator's scheduling run: a ``preview`` of the schedule over the open
+    requests and verified helpers' free slots, then ``approved`` (its assignments
+    became sessions). ``assignments`` and ``unassigned`` hold ids, times and reasons,
+    nothing personal."""
+
+    __tablename__ = "help_runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="preview")
+    run_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    assignments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    unassigned: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    approved_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class HelpSession(Entity, Base):
+    """A session an approved run gave a request: with a helper in one slot, ``booked``
+    until the helper ``confirmed`` or ``declined`` it. ``held_start`` is the slot's
+    start while the session holds it (empty once declined): unique per helper, so no
+    slot is booked twice, whatever approvals run at once."""
+
+    __tablename__ = "help_sessions"
+    __table_args__ = (
+        UniqueConstraint("helper_id", "held_start", name="uq_help_session_slot"),
+        Index("ix_help_sessions_request", "request_id"),
+    )
+
+    helper_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("helpers.id", ondelete="RESTRICT"), nullable=False
+    )
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("help_requests.id", ondelete="RESTRICT"), nullable=False
+    )
+    run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    held_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # booked, confirmed, declined
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="booked")
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 messaging = define_messaging_models(Base)

@@ -84,6 +84,11 @@ class World:
     order_round: str = ""
     # A resident's case the community's committee took in.
     case: str = ""
+    # Help from people: a verified helper of a hospital no actor belongs to, a
+    # coordinator's scheduling run (approved) and the session it made.
+    helper: str = ""
+    help_run: str = ""
+    help_session: str = ""
 
     def new_need(self, account: Account) -> str:
         made = self.client.post(
@@ -839,6 +844,65 @@ ROWS += [
     ),
 ]
 
+# Help from people: anyone may ask for help (anonymous too, limited per address at the
+# gateway); a member of a verified organisation registers as a helper; coordinators
+# verify helpers, see the queue and schedule; a session is its helper's alone (none of
+# the actors here), the rest answered as if it did not exist.
+HELP = "/api/v1/community/help"
+
+
+def _helper_body(world: World, actor: str) -> dict[str, Any]:
+    return {
+        "kinds": ["counsellor"],
+        "topics": ["anxiety"],
+        "languages": ["zh"],
+        "daily_limit": 2,
+        "qualifications": [{"kind": "counsellor certificate", "evidence": "No. 1"}],
+    }
+
+
+ROWS += [
+    Row("GET", f"{HELP}/helpers", everyone(200)),
+    Row(
+        "POST",
+        f"{HELP}/helpers",
+        {**everyone(201), "pending_recipient": 403},
+        body=_helper_body,
+    ),
+    Row("GET", f"{HELP}/helpers/{{helper}}", only(dict.fromkeys(COORDINATORS, 200), others=404)),
+    Row(
+        "POST",
+        f"{HELP}/helpers/{{helper}}/verify",
+        only(dict.fromkeys(COORDINATORS, 200)),
+        body=lambda w, a: {"decision": "verified"},
+    ),
+    Row(
+        "POST",
+        f"{HELP}/requests",
+        everyone(201, anonymous=201),
+        body=lambda w, a: {"topic": "grief", "languages": ["zh"], "contact": "+86 138 0000 0000"},
+    ),
+    Row("GET", f"{HELP}/requests", everyone(200)),
+    Row("POST", f"{HELP}/runs", only(dict.fromkeys(COORDINATORS, 201))),
+    Row("GET", f"{HELP}/runs/{{help_run}}", only(dict.fromkeys(COORDINATORS, 200))),
+    Row(
+        "POST",
+        f"{HELP}/runs/{{flag}}/approve",
+        only(dict.fromkeys(COORDINATORS, 404)),
+    ),
+    Row("GET", f"{HELP}/sessions", everyone(200)),
+    Row(
+        "GET",
+        f"{HELP}/sessions/{{help_session}}",
+        only(dict.fromkeys(COORDINATORS, 200), others=404),
+    ),
+    *(
+        Row("POST", f"{HELP}/sessions/{{help_session}}/{verb}", only({}, others=404))
+        for verb in ("confirm", "decline")
+    ),
+    Row("GET", f"{HELP}/sessions/{{help_session}}/contact", only({}, others=404)),
+]
+
 # Deleting runs last: it ends what the rows above read.
 ROWS += [
     Row(
@@ -912,7 +976,33 @@ def _build_world(stack: Stack) -> World:
     _ship(world, boss)
     _carry(world, boss)
     _community(world, boss)
+    _help(world, boss)
     return world
+
+
+def _help(world: World, boss: Account) -> None:
+    """A helper of a hospital none of the actors belongs to, verified, and a session of
+    theirs from a coordinator's approved run."""
+    from tests.support.community import post
+
+    client = world.client
+    hospital = verified(client, boss, kind="hospital")
+    office = world.accounts["coordinator"]
+    body = {
+        **_helper_body(world, "hospital"),
+        "availability": [{"weekday": d, "start": "08:00", "end": "20:00"} for d in range(7)],
+    }
+    world.helper = post(client, f"{HELP}/helpers", body, hospital)["id"]
+    post(client, f"{HELP}/helpers/{world.helper}/verify", {"decision": "verified"}, office, 200)
+    post(
+        client,
+        f"{HELP}/requests",
+        {"topic": "anxiety", "languages": ["zh"], "contact": "+86 139 0000 0000"},
+        office,
+    )
+    world.help_run = post(client, f"{HELP}/runs", {}, office)["id"]
+    made = post(client, f"{HELP}/runs/{world.help_run}/approve", {}, office, 200)
+    world.help_session = made["items"][0]["id"]
 
 
 def _community(world: World, boss: Account) -> None:
@@ -1062,6 +1152,9 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
         appointment=world.appointment,
         round=world.order_round,
         case=world.case,
+        helper=world.helper,
+        help_run=world.help_run,
+        help_session=world.help_session,
     )
     headers.update(row.headers)
     body = row.body(world, actor) if row.body else None

@@ -71,3 +71,25 @@ def test_community_cases_tables_come_and_go_with_their_migration(settings: Setti
     engine = create_engine(url)
     assert cases <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_community_help_tables_come_and_go_with_their_migration(settings: Settings) -> None:
+    """Community 0008 adds helpers, requests for help, scheduling runs and sessions:
+    going back removes their tables and keeps the cases', going forward again brings
+    them back, the one-slot-per-helper rule with them (on both backends)."""
+    from sqlalchemy import inspect
+
+    url = settings.database_url("community")
+    tables = {"helpers", "help_requests", "help_runs", "help_sessions"}
+    command.downgrade(alembic_config("community", url), "0007")
+    engine = create_engine(url)
+    before = set(inspect(engine).get_table_names())
+    assert not tables & before and "cases" in before
+    engine.dispose()
+    upgrade("community", settings)
+    engine = create_engine(url)
+    found = inspect(engine)
+    assert tables <= set(found.get_table_names())
+    unique = {c["name"]: c["column_names"] for c in found.get_unique_constraints("help_sessions")}
+    assert unique["uq_help_session_slot"] == ["helper_id", "held_start"]
+    engine.dispose()

@@ -319,3 +319,68 @@ def broken_rules(
         if n > room:
             broken.append(f"{hid} has {n} sessions on {day}, more than the {room} left")
     return broken
+
+
+# Helpers, requests and sessions as stored --------------------------------------------
+
+# What a helper is: the kinds of help they give (a doctor gives medical advice).
+HELPER_KINDS = ("counsellor", "social_worker", "doctor")
+# A helper is registered ``pending``, then ``verified`` or ``rejected`` by a coordinator.
+HELPER_STATUSES = ("pending", "verified", "rejected")
+# Who may be served first within an urgency, by the coordinators' rule (a setting).
+PRIORITY_GROUPS = ("medical_staff", "patient", "patient_family")
+REQUEST_STATUSES = ("open", "scheduled", "closed")
+SESSION_STATUSES = ("booked", "confirmed", "declined")
+# The helper sees the seeker's contact from this long before the session's start to
+# this long after its end, and at no other time.
+CONTACT_MARGIN = timedelta(minutes=15)
+
+# Words that speak of self-harm, in Chinese and English, matched in a request's text
+# (lower-cased, spaces kept). A match flags the request ``crisis``: its urgency becomes
+# crisis and the answer carries the crisis line at once. A short list on purpose: it
+# catches the plain words people write in a hurry; anything subtler is the helpers'
+# and coordinators' reading, not a filter's.
+SELF_HARM_WORDS = (
+    # Chinese
+    "自杀",
+    "轻生",
+    "不想活",
+    "活不下去",
+    "想死",
+    "寻死",
+    "自残",
+    "自伤",
+    "割腕",
+    "跳楼",
+    "结束生命",
+    "结束自己",
+    # English
+    "suicide",
+    "suicidal",
+    "kill myself",
+    "end my life",
+    "self-harm",
+    "self harm",
+    "hurt myself",
+    "want to die",
+    "don't want to live",
+    "do not want to live",
+)
+
+
+def speaks_of_self_harm(text: str | None) -> bool:
+    """Whether ``text`` holds one of ``SELF_HARM_WORDS``."""
+    if not text:
+        return False
+    folded = " ".join(text.lower().replace("\u2019", "'").split())
+    return any(word in folded for word in SELF_HARM_WORDS)
+
+
+def contact_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """When the assigned helper may see the seeker's contact for a session."""
+    return start - CONTACT_MARGIN, end + CONTACT_MARGIN
+
+
+def in_priority_group(group: str | None, rule: Iterable[str]) -> bool:
+    """Whether a request of ``group`` is served first, by the coordinators' rule."""
+    return group is not None and group in set(rule)

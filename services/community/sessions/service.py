@@ -1,18 +1,39 @@
-"""Use cases of helpers' time. In this slice: a helper's weekly availability, stated in
-their own time zone, as the UTC slots of one week, and what is left of it once booked
-sessions are taken out (the scheduler's input). Storage, the requests API and the
-coordinator's approval come with the next slices.
+"""Use cases of helpers' time: a helper's weekly availability, stated in their own time
+zone, as the UTC slots of one week, and what is left of it once booked sessions are
+taken out (the scheduler's input); helpers registered through their organisation and
+verified by a coordinator; requests for help (a crisis flagged by its words); a
+coordinator's scheduling runs, previewed then approved into sessions the helper
+confirms or declines; and the seeker's contact shown to the helper only within the
+session's window, each reveal recorded.
+
+Nothing here sends an event or logs a request's text or contact: at INFO a line names
+ids, topics, urgencies and statuses only.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.community.sessions.domain import Helper, Slot
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.community.models import AccessRecord, HelpRequest, HelpRun, HelpSession
+from services.community.models import Helper as HelperRow
+from services.community.sessions import domain, scheduling
+from services.community.sessions.domain import Helper, SessionRequest, Slot
+from shared.errors import Conflict, Forbidden, NotFound, RuleBroken
+from shared.identity import ORG_ADMIN, Identity
+
+log = logging.getLogger(__name__)
 
 SESSION = timedelta(minutes=50)
 
@@ -56,3 +77,575 @@ def free_time(helper: Helper, booked: Iterable[Slot]) -> Helper:
     per_day = Counter(helper.day_of(b) for b in sessions)
     per_day.update(dict(helper.booked))
     return replace(helper, slots=free, booked=tuple(sorted(per_day.items())))
+
+
+# Helpers ---------------------------------------------------------------------------------
+
+
+def _require_member(identity: Identity) -> tuple[uuid.UUID, uuid.UUID]:
+    if identity.user_id is None or identity.org_id is None:
+        raise Forbidden("Sign in as a member of an organisation.", slug="forbidden")
+    return identity.user_id, identity.org_id
+
+
+def _is_helper_admin(identity: Identity, helper: HelperRow) -> bool:
+    return identity.org_id == helper.org_id and ORG_ADMIN in identity.roles
+
+
+def _sees_helper(identity: Identity, helper: HelperRow) -> bool:
+    return (
+        identity.is_coordinator
+        or (identity.user_id == helper.user_id and identity.org_id == helper.org_id)
+        or _is_helper_admin(identity, helper)
+    )
+
+
+def _check_availability(weekly: list[tuple[int, time, time]], timezone: str) -> None:
+    """Refuse availability whose sessions would overlap (two stretches of one day that
+    start off the same hour and cross)."""
+    slots = week_slots(_monday(date.today()), weekly, timezone)
+    for a, b in itertools.pairwise(slots):
+        if b.start < a.end:
+            raise RuleBroken(
+                "The availability's stretches overlap.",
+                slug="invalid-availability",
+                errors={"availability": ["Stretches of one day must not overlap."]},
+            )
+
+
+def register_helper(session: Session, identity: Identity, data: dict[str, Any]) -> HelperRow:
+    """A member of a verified organisation registered as a helper, by themself or by
+    their organisation's admin: ``pending`` until a coordinator verifies them."""
+    me, org_id = _require_member(identity)
+    if identity.org_status != "verified":
+        raise Forbidden(
+            "Helpers register through a verified organisation.", slug="organisation-not-verified"
+        )
+    user_id = data.get("user_id") or me
+    if user_id != me and ORG_ADMIN not in identity.roles:
+        raise Forbidden(
+            "Only the organisation's admins register another member as a helper.",
+            slug="forbidden",
+        )
+    try:
+        ZoneInfo(data["timezone"])
+    except (KeyError, ValueError, OSError):
+        raise RuleBroken(
+            f"Unknown time zone {data.get('timezone')!r}.",
+            slug="invalid-timezone",
+            errors={"timezone": ["An IANA time zone such as Asia/Shanghai."]},
+        ) from None
+    weekly = [(a["weekday"], a["start"], a["end"]) for a in data.get("availability", [])]
+    _check_availability(weekly, data["timezone"])
+    helper = HelperRow(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        user_id=user_id,
+        name=data.get("name"),
+        kinds=sorted(set(data["kinds"])),
+        topics=sorted(set(data["topics"])),
+        languages=sorted(set(data["languages"])),
+        daily_limit=data["daily_limit"],
+        timezone=data["timezone"],
+        availability=[
+            [a["weekday"], a["start"].strftime("%H:%M"), a["end"].strftime("%H:%M")]
+            for a in data.get("availability", [])
+        ],
+        qualifications=[
+            {"kind": q["kind"], "evidence": q["evidence"]} for q in data["qualifications"]
+        ],
+        status="pending",
+        registered_by=me,
+    )
+    session.add(helper)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(
+            "This member is already registered as a helper.", slug="helper-exists"
+        ) from None
+    log.info("helper %s registered for organisation %s", helper.id, org_id)
+    return helper
+
+
+def list_helpers(session: Session, identity: Identity) -> list[HelperRow]:
+    """Every helper for coordinators; an organisation's admin its own organisation's;
+    anyone else themself."""
+    stmt = select(HelperRow).order_by(HelperRow.created_at, HelperRow.id)
+    if not identity.is_coordinator:
+        if identity.org_id is None:
+            return []
+        stmt = stmt.where(HelperRow.org_id == identity.org_id)
+        if ORG_ADMIN not in identity.roles:
+            stmt = stmt.where(HelperRow.user_id == identity.user_id)
+    return list(session.scalars(stmt))
+
+
+def get_helper(session: Session, identity: Identity, helper_id: uuid.UUID) -> HelperRow:
+    helper = session.get(HelperRow, helper_id)
+    if helper is None or not _sees_helper(identity, helper):
+        raise NotFound(f"No helper {helper_id}.", slug="helper-not-found")
+    return helper
+
+
+def decide_helper(
+    session: Session, identity: Identity, helper_id: uuid.UUID, decision: str, reason: str | None
+) -> HelperRow:
+    """A coordinator's decision on a helper's qualifications: ``verified`` (scheduled
+    from now on) or ``rejected`` with a reason."""
+    if not identity.is_coordinator:
+        raise Forbidden("Only coordinators verify helpers.", slug="forbidden")
+    helper = session.get(HelperRow, helper_id)
+    if helper is None:
+        raise NotFound(f"No helper {helper_id}.", slug="helper-not-found")
+    if decision == "rejected" and not (reason and reason.strip()):
+        raise RuleBroken(
+            "A rejection says why.",
+            slug="reason-required",
+            errors={"reason": ["Say why the qualifications are rejected."]},
+        )
+    helper.status = decision
+    helper.decision_reason = (reason or "").strip()[:500] or None
+    helper.decided_at = datetime.now(UTC)
+    helper.decided_by = identity.user_id
+    session.flush()
+    log.info("helper %s %s", helper.id, decision)
+    return helper
+
+
+def dump_helper(helper: HelperRow) -> dict[str, Any]:
+    return {
+        "id": helper.id,
+        "org_id": helper.org_id,
+        "user_id": helper.user_id,
+        "name": helper.name,
+        "kinds": helper.kinds,
+        "topics": helper.topics,
+        "languages": helper.languages,
+        "daily_limit": helper.daily_limit,
+        "timezone": helper.timezone,
+        "availability": [
+            {"weekday": w, "start": start, "end": end} for w, start, end in helper.availability
+        ],
+        "qualifications": helper.qualifications,
+        "status": helper.status,
+        "decision_reason": helper.decision_reason,
+        "decided_at": helper.decided_at,
+        "version": helper.version,
+        "created_at": helper.created_at,
+    }
+
+
+# Requests for help -----------------------------------------------------------------------
+
+
+def ask_for_help(session: Session, identity: Identity, data: dict[str, Any]) -> HelpRequest:
+    """A request for a session, signed in or not. Its text speaking of self-harm flags
+    it ``crisis`` (urgency crisis, whatever was chosen)."""
+    crisis = domain.speaks_of_self_harm(data.get("text"))
+    try:
+        times = [
+            (w["start"].astimezone(UTC), w["end"].astimezone(UTC))
+            for w in data.get("preferred_times", [])
+        ]
+    except OverflowError:
+        raise RuleBroken(
+            "A preferred time is out of range.",
+            slug="invalid-times",
+            errors={"preferred_times": ["Times between the years 1 and 9999 in UTC."]},
+        ) from None
+    windows = [[start.isoformat(), end.isoformat()] for start, end in times]
+    for start, end in times:
+        if end <= start:
+            raise RuleBroken(
+                "A preferred time ends after it starts.",
+                slug="invalid-times",
+                errors={"preferred_times": ["Each time's end must be after its start."]},
+            )
+    asked = HelpRequest(
+        id=uuid.uuid4(),
+        user_id=identity.user_id,
+        topic=data["topic"],
+        urgency="crisis" if crisis else data["urgency"],
+        priority_group=data.get("priority_group"),
+        languages=list(dict.fromkeys(data["languages"])),
+        windows=windows,
+        crisis=crisis,
+        text=data.get("text"),
+        contact=data["contact"],
+        status="open",
+        queued_at=datetime.now(UTC),
+    )
+    session.add(asked)
+    session.flush()
+    log.info("help request %s: %s, %s", asked.id, asked.topic, asked.urgency)
+    return asked
+
+
+def _tier(asked: HelpRequest, rule: Sequence[str]) -> tuple[int, datetime]:
+    urgency: domain.Urgency = asked.urgency  # type: ignore[assignment]
+    return (
+        domain.tier_of(urgency, domain.in_priority_group(asked.priority_group, rule)),
+        asked.queued_at,
+    )
+
+
+def queue(
+    session: Session, identity: Identity, rule: Sequence[str], status: str | None
+) -> list[HelpRequest]:
+    """Requests in line, first first (most urgent, the priority group, then the longest
+    in line): all of them for coordinators; a signed-in seeker their own."""
+    if not identity.authenticated:
+        raise Forbidden("Sign in to see requests.", slug="forbidden")
+    stmt = select(HelpRequest)
+    if not identity.is_coordinator:
+        if identity.user_id is None:
+            return []
+        stmt = stmt.where(HelpRequest.user_id == identity.user_id)
+    if status:
+        stmt = stmt.where(HelpRequest.status == status)
+    return sorted(session.scalars(stmt), key=lambda r: (*_tier(r, rule), str(r.id)))
+
+
+def dump_request(asked: HelpRequest, rule: Sequence[str]) -> dict[str, Any]:
+    """A request without what the person wrote or how to reach them."""
+    return {
+        "id": asked.id,
+        "topic": asked.topic,
+        "urgency": asked.urgency,
+        "priority_group": asked.priority_group,
+        "priority": domain.in_priority_group(asked.priority_group, rule),
+        "languages": asked.languages,
+        "preferred_times": [{"start": s, "end": e} for s, e in asked.windows],
+        "crisis": asked.crisis,
+        "status": asked.status,
+        "queued_at": asked.queued_at,
+        "created_at": asked.created_at,
+    }
+
+
+# Scheduling runs -------------------------------------------------------------------------
+
+
+def _require_coordinator(identity: Identity) -> None:
+    if not identity.is_coordinator:
+        raise Forbidden("Only coordinators schedule sessions.", slug="forbidden")
+
+
+def _monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def _stored_helper(row: HelperRow, now: datetime, booked: list[Slot]) -> Helper:
+    week = _monday(now.date())
+    availability = [
+        (int(w), time.fromisoformat(start), time.fromisoformat(end))
+        for w, start, end in row.availability
+    ]
+    slots: list[Slot] = []
+    for monday in (week - timedelta(days=7), week, week + timedelta(days=7)):
+        slots += week_slots(monday, availability, row.timezone)
+    upcoming = tuple(sorted({s for s in slots if s.start >= now}, key=lambda s: s.start))
+    helper = Helper(
+        id=str(row.id),
+        organisation=str(row.org_id),
+        topics=tuple(row.topics),
+        languages=tuple(row.languages),
+        daily_limit=row.daily_limit,
+        slots=upcoming,
+        timezone=row.timezone,
+    )
+    return free_time(helper, booked)
+
+
+def _stored_request(asked: HelpRequest, rule: Sequence[str]) -> SessionRequest:
+    urgency: domain.Urgency = asked.urgency  # type: ignore[assignment]
+    return SessionRequest(
+        id=str(asked.id),
+        topic=asked.topic,
+        urgency=urgency,
+        languages=tuple(asked.languages),
+        created_at=asked.queued_at,
+        priority=domain.in_priority_group(asked.priority_group, rule),
+        windows=tuple(
+            Slot(datetime.fromisoformat(s), datetime.fromisoformat(e)) for s, e in asked.windows
+        ),
+        previous_helper=str(asked.previous_helper_id) if asked.previous_helper_id else None,
+    )
+
+
+def preview(
+    session: Session, identity: Identity, rule: Sequence[str], now: datetime | None = None
+) -> HelpRun:
+    """The schedule of the open requests over the verified helpers' free slots from
+    now on, kept as a preview a coordinator may approve."""
+    _require_coordinator(identity)
+    now = now or datetime.now(UTC)
+    rows = list(session.scalars(select(HelperRow).where(HelperRow.status == "verified")))
+    held: dict[uuid.UUID, list[Slot]] = {}
+    for helper_id, starts, ends in session.execute(
+        select(HelpSession.helper_id, HelpSession.starts_at, HelpSession.ends_at).where(
+            HelpSession.held_start.is_not(None), HelpSession.ends_at > now - timedelta(days=8)
+        )
+    ):
+        held.setdefault(helper_id, []).append(Slot(starts, ends))
+    helpers = [_stored_helper(row, now, held.get(row.id, [])) for row in rows]
+    asked = list(session.scalars(select(HelpRequest).where(HelpRequest.status == "open")))
+    found = scheduling.schedule(helpers, [_stored_request(r, rule) for r in asked], now=now)
+    run = HelpRun(
+        id=uuid.uuid4(),
+        status="preview",
+        run_at=now,
+        created_by=identity.user_id,
+        assignments=[
+            {
+                "request_id": a.request_id,
+                "helper_id": a.helper_id,
+                "starts_at": a.slot.start.astimezone(UTC).isoformat(),
+                "ends_at": a.slot.end.astimezone(UTC).isoformat(),
+                "urgency": a.reason.urgency,
+                "reason": a.reason.describe(),
+            }
+            for a in found.assignments
+        ],
+        unassigned=[
+            {"request_id": u.request_id, "reason": u.reason, "why": u.describe()}
+            for u in found.unassigned
+        ],
+    )
+    session.add(run)
+    session.flush()
+    log.info(
+        "help run %s: %d sessions, %d requests left",
+        run.id,
+        len(run.assignments),
+        len(run.unassigned),
+    )
+    return run
+
+
+def get_run(session: Session, identity: Identity, run_id: uuid.UUID) -> HelpRun:
+    _require_coordinator(identity)
+    run = session.get(HelpRun, run_id)
+    if run is None:
+        raise NotFound(f"No scheduling run {run_id}.", slug="run-not-found")
+    return run
+
+
+def approve(session: Session, identity: Identity, run_id: uuid.UUID) -> list[HelpSession]:
+    """The preview's assignments made sessions, all or none: a request no longer open,
+    or a slot another approval took meanwhile, refuses the whole run (409; preview
+    again)."""
+    run = get_run(session, identity, run_id)
+    taken = getattr(
+        session.execute(
+            update(HelpRun)
+            .where(HelpRun.id == run.id, HelpRun.status == "preview")
+            .values(status="approved", approved_by=identity.user_id, approved_at=datetime.now(UTC))
+            .execution_options(synchronize_session=False)
+        ),
+        "rowcount",
+        0,
+    )
+    if not taken:
+        raise Conflict("This run is already approved.", slug="run-not-preview")
+    made: list[HelpSession] = []
+    for a in run.assignments:
+        request_id = uuid.UUID(a["request_id"])
+        moved = getattr(
+            session.execute(
+                update(HelpRequest)
+                .where(HelpRequest.id == request_id, HelpRequest.status == "open")
+                .values(status="scheduled", version=HelpRequest.version + 1)
+                .execution_options(synchronize_session=False)
+            ),
+            "rowcount",
+            0,
+        )
+        if not moved:
+            raise Conflict(
+                f"Request {request_id} is no longer in the queue; preview again.",
+                slug="schedule-stale",
+            )
+        starts = datetime.fromisoformat(a["starts_at"])
+        held = HelpSession(
+            id=uuid.uuid4(),
+            helper_id=uuid.UUID(a["helper_id"]),
+            request_id=request_id,
+            run_id=run.id,
+            starts_at=starts,
+            ends_at=datetime.fromisoformat(a["ends_at"]),
+            held_start=starts,
+            status="booked",
+            reason=str(a["reason"])[:500],
+        )
+        session.add(held)
+        made.append(held)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(
+            "A slot of this run was booked by another approval; preview again.",
+            slug="slot-taken",
+        ) from None
+    session.refresh(run)
+    log.info("help run %s approved: %d sessions", run.id, len(made))
+    return made
+
+
+def dump_run(run: HelpRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "status": run.status,
+        "run_at": run.run_at,
+        "assignments": run.assignments,
+        "unassigned": run.unassigned,
+        "created_at": run.created_at,
+        "approved_at": run.approved_at,
+    }
+
+
+# Sessions --------------------------------------------------------------------------------
+
+
+def _helper_ids_of(session: Session, identity: Identity) -> list[uuid.UUID]:
+    if identity.user_id is None or identity.org_id is None:
+        return []
+    return list(
+        session.scalars(
+            select(HelperRow.id).where(
+                HelperRow.user_id == identity.user_id, HelperRow.org_id == identity.org_id
+            )
+        )
+    )
+
+
+def list_sessions(session: Session, identity: Identity) -> list[tuple[HelpSession, HelpRequest]]:
+    """A helper's own sessions; every session for coordinators; nothing for anyone
+    else. Soonest first."""
+    stmt = select(HelpSession, HelpRequest).join(
+        HelpRequest, HelpRequest.id == HelpSession.request_id
+    )
+    if not identity.is_coordinator:
+        stmt = stmt.where(HelpSession.helper_id.in_(_helper_ids_of(session, identity)))
+    stmt = stmt.order_by(HelpSession.starts_at, HelpSession.id)
+    return [(s, r) for s, r in session.execute(stmt)]
+
+
+def _own_session(
+    session: Session, identity: Identity, session_id: uuid.UUID, *, coordinators: bool
+) -> tuple[HelpSession, HelpRequest]:
+    found = session.get(HelpSession, session_id)
+    mine = found is not None and found.helper_id in _helper_ids_of(session, identity)
+    if found is None or not (mine or (coordinators and identity.is_coordinator)):
+        # Someone else's session is answered as missing.
+        raise NotFound(f"No session {session_id}.", slug="session-not-found")
+    asked = session.get(HelpRequest, found.request_id)
+    assert asked is not None
+    return found, asked
+
+
+def get_session(
+    session: Session, identity: Identity, session_id: uuid.UUID
+) -> tuple[HelpSession, HelpRequest]:
+    return _own_session(session, identity, session_id, coordinators=True)
+
+
+def confirm(
+    session: Session, identity: Identity, session_id: uuid.UUID
+) -> tuple[HelpSession, HelpRequest]:
+    """The helper takes the session."""
+    found, asked = _own_session(session, identity, session_id, coordinators=False)
+    if found.status != "booked":
+        raise Conflict(f"The session is {found.status}.", slug="session-not-booked")
+    found.status = "confirmed"
+    found.decided_at = datetime.now(UTC)
+    session.flush()
+    log.info("help session %s confirmed", found.id)
+    return found, asked
+
+
+def decline(
+    session: Session, identity: Identity, session_id: uuid.UUID
+) -> tuple[HelpSession, HelpRequest]:
+    """The helper gives the session up: its slot is free again and its request goes
+    back to the queue first in line (ahead of every open request of its tier)."""
+    found, asked = _own_session(session, identity, session_id, coordinators=False)
+    if found.status == "declined":
+        raise Conflict("The session is already declined.", slug="session-declined")
+    now = datetime.now(UTC)
+    found.status = "declined"
+    found.held_start = None
+    found.decided_at = now
+    first = session.scalar(
+        select(func.min(HelpRequest.queued_at)).where(HelpRequest.status == "open")
+    )
+    front = min(asked.queued_at, first) if first is not None else asked.queued_at
+    asked.status = "open"
+    asked.queued_at = front - timedelta(minutes=1)
+    session.flush()
+    log.info("help session %s declined; request %s back in line", found.id, asked.id)
+    return found, asked
+
+
+def dump_session(found: HelpSession, asked: HelpRequest) -> dict[str, Any]:
+    """A session without the seeker's contact (see :func:`reveal_contact`)."""
+    visible_from, visible_until = domain.contact_window(found.starts_at, found.ends_at)
+    return {
+        "id": found.id,
+        "helper_id": found.helper_id,
+        "request_id": found.request_id,
+        "run_id": found.run_id,
+        "starts_at": found.starts_at,
+        "ends_at": found.ends_at,
+        "status": found.status,
+        "reason": found.reason,
+        "topic": asked.topic,
+        "urgency": asked.urgency,
+        "crisis": asked.crisis,
+        "languages": asked.languages,
+        "contact_visible_from": visible_from,
+        "contact_visible_until": visible_until,
+        "version": found.version,
+    }
+
+
+def reveal_contact(
+    session: Session, identity: Identity, session_id: uuid.UUID, now: datetime | None = None
+) -> dict[str, Any]:
+    """The seeker's contact (and what they wrote), to the session's helper alone, only
+    within the session's window and once they confirmed it; each reveal is recorded
+    in ``access_records``."""
+    found, asked = _own_session(session, identity, session_id, coordinators=False)
+    now = now or datetime.now(UTC)
+    visible_from, visible_until = domain.contact_window(found.starts_at, found.ends_at)
+    if found.status != "confirmed":
+        raise Forbidden(
+            "The contact is shown once the session is confirmed.", slug="contact-not-visible"
+        )
+    if not visible_from <= now <= visible_until:
+        raise Forbidden(
+            f"The contact is shown from {visible_from.isoformat()} to "
+            f"{visible_until.isoformat()} only.",
+            slug="contact-not-visible",
+        )
+    helper = session.get(HelperRow, found.helper_id)
+    assert helper is not None
+    session.add(
+        AccessRecord(
+            org_id=helper.org_id,
+            user_id=identity.user_id,
+            coordinator_org_id=None,
+            reason="the helper's session window",
+            what=f"help request contact, session {found.id}",
+        )
+    )
+    session.flush()
+    log.info("help session %s: contact shown to its helper", found.id)
+    return {
+        "session_id": found.id,
+        "contact": asked.contact,
+        "text": asked.text,
+        "contact_visible_from": visible_from,
+        "contact_visible_until": visible_until,
+    }
