@@ -239,3 +239,44 @@ def test_a_helper_is_verified_scheduled_declined_and_the_request_requeued(stack:
     assert [a["request_id"] for a in again_run["assignments"]] == [routine["id"]]
     approved_again = client.post(f"{HELP}/runs/{again_run['id']}/approve", headers=office.headers)
     assert approved_again.status_code == 200, approved_again.get_json()
+
+
+def test_two_approvals_at_once_book_each_slot_once(stack: Stack) -> None:
+    """Two previews of one queue approved at the same moment: one wins, the other is
+    refused whole (409), and no slot holds two sessions."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.community.models import HelpSession
+
+    stack.start_worker("gateway")
+    stack.start_worker("community")
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    office = coordinator(client, boss)
+    hospital = verified(client, boss, kind="hospital")
+    helper = client.post(f"{HELP}/helpers", json=_helper_body(), headers=hospital.headers)
+    assert helper.status_code == 201, helper.get_json()
+    verify = client.post(
+        f"{HELP}/helpers/{helper.get_json()['id']}/verify",
+        json={"decision": "verified"},
+        headers=office.headers,
+    )
+    assert verify.status_code == 200
+    for n in range(6):
+        _ask(client, {"topic": "anxiety", "languages": ["zh"], "contact": f"+86 138 0000 000{n}"})
+    runs = [client.post(f"{HELP}/runs", headers=office.headers).get_json()["id"] for _ in range(2)]
+
+    def approve(run_id: str) -> int:
+        return int(
+            stack.client().post(f"{HELP}/runs/{run_id}/approve", headers=office.headers).status_code
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        statuses = sorted(pool.map(approve, runs))
+    assert statuses == [200, 409]
+    with stack.runtime("community").session_factory() as session:
+        held = [
+            (s.helper_id, s.held_start)
+            for s in session.scalars(select(HelpSession).where(HelpSession.held_start.is_not(None)))
+        ]
+    assert len(held) == 6 and len(set(held)) == 6
