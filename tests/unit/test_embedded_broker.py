@@ -4,14 +4,20 @@ its consumer closes, put back on its queue when its consumer died holding it."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from queue import Empty
 from typing import Any
 
+import pytest
 from kombu import Connection
 
 from shared.config import Settings
-from shared.taskqueue import HELD, broker_transport_options
+from shared.taskqueue import HELD, SQLAlchemyChannel, broker_transport_options
 from tests.support.faults import broker_rows
 from tests.support.stack import eventually
 
@@ -76,3 +82,102 @@ def test_the_embedded_broker_gets_the_visibility_timeout(tmp_path: Path) -> None
         {"AIDLINK_VAR_DIR": str(tmp_path), "AIDLINK_BROKER_VISIBILITY_TIMEOUT": "900"}
     )
     assert broker_transport_options(settings)["visibility_timeout"] == 900
+
+
+def test_an_idle_consumer_looks_at_its_queue_less_and_less(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    looks: list[float] = []
+    look = SQLAlchemyChannel._get
+
+    def counted(self: SQLAlchemyChannel, queue: str, timeout: Any = None) -> Any:
+        looks.append(time.monotonic())
+        return look(self, queue, timeout)
+
+    monkeypatch.setattr(SQLAlchemyChannel, "_get", counted)
+    options = {"visibility_timeout": 3600, "idle_poll_max": 1.0}
+    with Connection(url, transport_options=options) as conn:
+        queue = conn.SimpleQueue("relief")
+        with pytest.raises(Empty):
+            queue.get(timeout=4)
+        # Waits of 0.05, 0.1, 0.2, 0.4, 0.8, then 1 s: a look every 0.05 s would be 80.
+        assert 5 <= len(looks) <= 12, looks
+        gaps = [b - a for a, b in itertools.pairwise(looks)]
+        assert min(gaps[-2:]) >= 0.9, gaps
+        assert conn.transport.idle_wait == 1.0
+
+        # A message sent meanwhile is taken at once, and the waits start again from
+        # the polling interval.
+        queue.put({"pledge": 4})
+        sent = time.monotonic()
+        message = queue.get(timeout=10)
+        assert time.monotonic() - sent < 0.5
+        message.ack()
+        assert conn.transport.idle_wait == conn.transport.polling_interval
+        queue.close()
+
+
+def test_a_message_sent_by_another_process_wakes_an_idle_consumer(tmp_path: Path) -> None:
+    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    root = Path(__file__).resolve().parents[2]
+    options = {"visibility_timeout": 3600, "idle_poll_max": 60.0}
+    with Connection(url, transport_options=options) as conn:
+        queue = conn.SimpleQueue("relief")
+        # As after a long quiet spell: the next look at the queue is 30 s away.
+        conn.transport.idle_wait = 30.0
+        sender = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import time, shared.taskqueue\n"
+                "from kombu import Connection\n"
+                "time.sleep(1)\n"
+                f"with Connection({url!r}) as conn:\n"
+                "    conn.SimpleQueue('relief').put({'sent': time.time()})\n",
+            ],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        try:
+            message = queue.get(timeout=20)
+        finally:
+            assert sender.wait(30) == 0
+        # Woken by the commit within the polling interval (0.05 s), not 30 s later.
+        assert time.time() - message.payload["sent"] < 1.0
+        message.ack()
+        queue.close()
+
+
+def test_a_broker_file_replaced_is_watched_anew(tmp_path: Path) -> None:
+    from shared.taskqueue import BrokerWatch
+
+    path = tmp_path / "broker.db"
+    first = _database(path)
+    watch = BrokerWatch(str(path))
+    assert watch.changed()  # the first look tells nothing
+    assert not watch.changed()
+    first.execute("INSERT INTO t VALUES (1)")
+    first.commit()
+    assert watch.changed()
+    assert not watch.changed()
+    first.close()
+
+    path.unlink()
+    second = _database(path)
+    watch.changed()  # the new file
+    second.execute("INSERT INTO t VALUES (2)")
+    second.commit()
+    assert watch.changed()
+    second.close()
+    watch.close()
+
+
+def _database(path: Path) -> Any:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    conn.commit()
+    return conn
