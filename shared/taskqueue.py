@@ -8,9 +8,12 @@ and runs inside its service's Flask app context.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import select as io_select
 import sqlite3
+import struct
 import threading
 import time
 from contextlib import suppress
@@ -292,6 +295,11 @@ class SQLAlchemyChannel(kombu_sqlalchemy.Channel):
             )
 
 
+# inotify (Linux): a file in the folder written, made, moved in or deleted; the watch gone.
+_IN_WRITES = 0x2 | 0x80 | 0x100 | 0x200
+_IN_IGNORED = 0x8000
+
+
 class BrokerWatch:
     """Tells whether anything was committed to the embedded broker's SQLite file since
     it last looked, from SQLite's ``PRAGMA data_version`` on a read-only connection
@@ -309,10 +317,13 @@ class BrokerWatch:
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None
         self._version: int | None = None
+        self._inotify: int | None = None
+        self._no_inotify = False
 
     def changed(self) -> bool:
         """Whether the file changed since the last call; True when it cannot tell
         (then the caller looks at the queue, as it would without a watch)."""
+        self._notify()  # from the first look on: no commit after it goes unseen
         try:
             if self._conn is not None and _file_id(self.path) != self._file:
                 self.close()
@@ -331,7 +342,66 @@ class BrokerWatch:
         self._version = version
         return changed
 
+    def wait(self, seconds: float, interval: float) -> bool:
+        """Wait up to ``seconds`` for a commit to the file; True when one may have
+        been made. Blocks on inotify where it can (Linux: no wake-up at all while
+        nothing is written), else reads ``data_version`` every ``interval``."""
+        notify = self._notify()
+        if notify is None:
+            time.sleep(min(interval, seconds))
+            return self.changed()
+        try:
+            ready, _, _ = io_select.select([notify], [], [], max(seconds, 0.0))
+            if not ready:
+                return False
+            return self._names_written(os.read(notify, 65536))
+        except OSError:
+            self._close_notify()
+            return True
+
+    def _notify(self) -> int | None:
+        """An inotify descriptor watching the file's folder (the folder, not the
+        files: SQLite deletes and makes the -wal file anew, and an operator may
+        replace the file), None where inotify is not to be had."""
+        if self._inotify is None and not self._no_inotify:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+                if fd < 0:
+                    raise OSError(ctypes.get_errno(), "inotify_init1")
+                folder = os.path.dirname(os.path.abspath(self.path)).encode()
+                if libc.inotify_add_watch(fd, folder, _IN_WRITES) < 0:
+                    os.close(fd)
+                    raise OSError(ctypes.get_errno(), "inotify_add_watch")
+                self._inotify = fd
+            except (OSError, AttributeError):
+                self._no_inotify = True
+        return self._inotify
+
+    def _names_written(self, events: bytes) -> bool:
+        """Whether any of the inotify ``events`` names the file or its -wal, or
+        tells that the watch is gone (then the caller looks, as on a commit)."""
+        mine = os.path.basename(self.path).encode()
+        offset = 0
+        while offset + 16 <= len(events):
+            _wd, mask, _cookie, length = struct.unpack_from("iIII", events, offset)
+            name = events[offset + 16 : offset + 16 + length].rstrip(b"\0")
+            offset += 16 + length
+            if mask & _IN_IGNORED:
+                self._close_notify()
+                return True
+            if name in (mine, mine + b"-wal"):
+                return True
+        return False
+
+    def _close_notify(self) -> None:
+        if self._inotify is not None:
+            fd, self._inotify = self._inotify, None
+            with suppress(OSError):
+                os.close(fd)
+
     def close(self) -> None:
+        self._close_notify()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with suppress(sqlite3.Error):
@@ -350,9 +420,10 @@ class SQLAlchemyTransport(kombu_sqlalchemy.Transport):
     SQLite's write lock and runs three statements twenty times a second in every
     worker, about 3% of a core each doing nothing. So after each empty look the wait
     before the next one doubles, up to ``idle_poll_max``; during that wait the
-    transport reads the file's ``PRAGMA data_version`` every 0.05 s
-    (:class:`BrokerWatch`), and looks at its queues at once when another connection
-    committed anything, a message sent by any process of the machine among it. A
+    transport blocks on inotify for a write to the broker's file (Linux), or else
+    reads its ``PRAGMA data_version`` every 0.05 s (:class:`BrokerWatch`), and looks
+    at its queues at once when another connection committed anything, a message sent
+    by any process of the machine among it. A
     message therefore waits no longer than before; the backoff only spaces the looks
     that find nothing. The wait is back to 0.05 s after every message delivered. A
     broker on another database (PostgreSQL) has no such watch and polls every 0.05 s.
@@ -414,8 +485,7 @@ class SQLAlchemyTransport(kombu_sqlalchemy.Transport):
             if deadline is not None and now >= deadline:
                 return False
             until = self.next_look if deadline is None else min(self.next_look, deadline)
-            time.sleep(min(self.polling_interval, until - now))
-            if self.watch.changed():
+            if self.watch.wait(until - now, self.polling_interval):
                 self.idle_wait = self.polling_interval
                 self.next_look = 0.0
                 return True

@@ -173,6 +173,30 @@ def test_a_broker_file_replaced_is_watched_anew(tmp_path: Path) -> None:
     watch.close()
 
 
+def test_the_watch_waits_for_a_commit_to_its_own_file(tmp_path: Path) -> None:
+    from shared.taskqueue import BrokerWatch
+
+    broker = _database(tmp_path / "broker.db")
+    other = _database(tmp_path / "gateway.db")
+    watch = BrokerWatch(str(tmp_path / "broker.db"))
+    watch.changed()
+    started = time.monotonic()
+    assert not watch.wait(0.3, 0.05)
+    assert time.monotonic() - started >= 0.25
+    # Another database of the same folder does not wake it.
+    other.execute("INSERT INTO t VALUES (1)")
+    other.commit()
+    assert not watch.wait(0.3, 0.05)
+    broker.execute("INSERT INTO t VALUES (1)")
+    broker.commit()
+    started = time.monotonic()
+    assert watch.wait(10, 0.05)
+    assert time.monotonic() - started < 1
+    for conn in (broker, other):
+        conn.close()
+    watch.close()
+
+
 def _database(path: Path) -> Any:
     import sqlite3
 
