@@ -4,12 +4,19 @@ households, their orders, the distribution inside and residents' cases."""
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
 from typing import Any
 
 from shared.catalog.display import quantity
 from tests.support.auth import admin, coordinator, register, verified
-from tests.support.community import LIMITS, PASTED_2, add_households, community, order_round, post
+from tests.support.community import (
+    LIMITS,
+    PASTED_2,
+    add_households,
+    community,
+    order_round,
+    post,
+    vegetables_received,
+)
 from tests.support.orgs import read_model_org
 from tests.support.stack import Stack, eventually
 
@@ -330,68 +337,14 @@ def test_seed_story_orders_to_doors_with_every_unit_accounted_for(stack: Stack) 
     matched, shipped and received; the committee splits them vulnerable first; the
     volunteers deliver, one household is not home and its share goes back to stock;
     check-invariants finds every unit accounted for."""
-    from services.dispatch.models import Need
     from services.invariants import check
-    from tests.support.shipping import deliver, match, receipt_lines
 
     for service in ("gateway", "community", "dispatch", "donations"):
         stack.start_worker(service)
     client = stack.client()
-    boss = admin(stack.apps["gateway"], client)
-    chief = coordinator(client, boss)
-    place = community(stack, client, boss)
-    add_households(client, place)
-    entered = order_round(client, place)
-    post(client, f"{place.base}/rounds/{entered['id']}/confirm", {}, place.committee, status=200)
-
-    def posted() -> Need | None:
-        with stack.runtime("dispatch").session_factory() as session:
-            return session.query(Need).filter_by(org_id=uuid.UUID(place.committee.org_id)).first()
-
-    need = eventually(posted, timeout=60)
-    # A donor gives 10 kg of vegetables (20 jin) for the 48 jin ordered.
-    donor = verified(client, boss, kind="foundation", region="4403")
-    pledge = post(
-        client,
-        "/api/v1/pledges",
-        {
-            "lines": [
-                {
-                    "item": "vegetables",
-                    "quantity": "10",
-                    "unit": "kg",
-                    "best_before": (date.today() + timedelta(days=10)).isoformat(),
-                }
-            ],
-            "origin": {"region": "4403", "address": "Futian warehouse"},
-        },
-        donor,
-    )
-    people = {"coordinator": chief}
-    eventually(
-        lambda: client.post(
-            "/api/v1/matching/runs",
-            json={"dry_run": True, "items": ["vegetables"]},
-            headers=chief.headers,
-        ).json["allocations"],
-        timeout=60,
-    )
-    match(client, people, "vegetables")
-    [shipment] = deliver(client, people, str(need.id))
-    post(
-        client,
-        f"/api/v1/shipments/{shipment['id']}/receipt",
-        {"lines": receipt_lines(shipment)},
-        place.committee,
-    )
+    story = vegetables_received(stack, client)
+    place, pledge = story.place, story.pledge
     stock_url = f"{place.base}/stock"
-    eventually(
-        lambda: (
-            client.get(stock_url, headers=place.committee.headers).json["stock"]
-            == {"vegetables": 10_000}
-        ),
-        timeout=60,
-    )
     assert pledge["lines"][0]["quantity"] == 10_000
 
     # Vulnerable households first: 20 jin over the 34 they ordered, none to the others.

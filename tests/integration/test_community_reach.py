@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import update
 
 from services.gateway.models import Organisation as GatewayOrganisation
-from tests.support.auth import PASSWORD, Account, admin, coordinator, verified
-from tests.support.community import Community, add_households, community, order_round, post
+from tests.support.auth import PASSWORD, Account
+from tests.support.community import Community, post, vegetables_received
 from tests.support.stack import Stack, eventually
 
 PHONE = "13800138000"
@@ -44,68 +43,22 @@ def _to_the_doors(stack: Stack, client: Any) -> dict[str, Any]:
     community's need, a donor's 10 kg of vegetables are matched, shipped and received,
     split vulnerable first, and delivered, one household not at home."""
     from services.community.models import Household
-    from services.dispatch.models import Need
-    from tests.support.shipping import deliver, match, receipt_lines
 
-    boss = admin(stack.apps["gateway"], client)
-    chief = coordinator(client, boss)
-    place = community(stack, client, boss)
-    add_households(client, place)
-    # The deaf resident's phone is on record: it must never leave the community.
-    with stack.runtime("community").unit_of_work() as session:
-        session.execute(
-            update(Household)
-            .where(Household.id == uuid.UUID(place.households[place.buildings[0]][0]))
-            .values(phone=PHONE)
-        )
-    entered = order_round(client, place)
-    post(client, f"{place.base}/rounds/{entered['id']}/confirm", {}, place.committee, status=200)
+    def phone_on_record(place: Community) -> None:
+        # The deaf resident's phone is on record: it must never leave the community.
+        with stack.runtime("community").unit_of_work() as session:
+            session.execute(
+                update(Household)
+                .where(Household.id == uuid.UUID(place.households[place.buildings[0]][0]))
+                .values(phone=PHONE)
+            )
 
-    def posted() -> Need | None:
-        with stack.runtime("dispatch").session_factory() as session:
-            return session.query(Need).filter_by(org_id=uuid.UUID(place.committee.org_id)).first()
-
-    need = eventually(posted, timeout=60)
-    donor = verified(client, boss, kind="foundation", region="4403")
-    pledge = post(
-        client,
-        "/api/v1/pledges",
-        {
-            "lines": [
-                {
-                    "item": "vegetables",
-                    "quantity": "10",
-                    "unit": "kg",
-                    "best_before": (date.today() + timedelta(days=10)).isoformat(),
-                }
-            ],
-            "origin": {"region": "4403", "address": "Futian warehouse"},
-        },
-        donor,
-    )
-    people = {"coordinator": chief}
-    eventually(
-        lambda: client.post(
-            "/api/v1/matching/runs",
-            json={"dry_run": True, "items": ["vegetables"]},
-            headers=chief.headers,
-        ).json["allocations"],
-        timeout=60,
-    )
-    match(client, people, "vegetables")
-    [shipment] = deliver(client, people, str(need.id))
-    post(
-        client,
-        f"/api/v1/shipments/{shipment['id']}/receipt",
-        {"lines": receipt_lines(shipment)},
-        place.committee,
-    )
-    eventually(
-        lambda: (
-            client.get(f"{place.base}/stock", headers=place.committee.headers).json["stock"]
-            == {"vegetables": 10_000}
-        ),
-        timeout=60,
+    received = vegetables_received(stack, client, before_orders=phone_on_record)
+    place, donor, pledge, shipment = (
+        received.place,
+        received.donor,
+        received.pledge,
+        received.shipment,
     )
     post(client, f"{place.base}/distributions", {"rule": "vulnerable_first"}, place.committee)
     households = {

@@ -166,3 +166,85 @@ def order_round(client: Any, place: Community, title: str = "Week 7") -> dict[st
     post(client, orders, {"building_id": first, "rows": rows}, place.leaders[0], status=200)
     post(client, orders, {"building_id": second, "text": PASTED_2}, place.leaders[1], status=200)
     return made
+
+
+@dataclass
+class Received:
+    """The seed story up to the community's stock: two buildings' orders confirmed as
+    the community's need, a donor's 10 kg of vegetables matched, shipped and received."""
+
+    place: Community
+    coordinator: Account
+    donor: Account
+    pledge: dict[str, Any]
+    shipment: dict[str, Any]
+    need_id: str
+
+
+def vegetables_received(stack: Stack, client: Any, *, before_orders: Any = None) -> Received:
+    """The seed story's first half (the caller has started the gateway's, community's,
+    dispatch's and donations' workers); ``before_orders(place)`` runs once the
+    households are recorded."""
+    from datetime import date, timedelta
+
+    from services.dispatch.models import Need
+    from tests.support.auth import admin, coordinator
+    from tests.support.shipping import deliver, match, receipt_lines
+
+    boss = admin(stack.apps["gateway"], client)
+    chief = coordinator(client, boss)
+    place = community(stack, client, boss)
+    add_households(client, place)
+    if before_orders is not None:
+        before_orders(place)
+    entered = order_round(client, place)
+    post(client, f"{place.base}/rounds/{entered['id']}/confirm", {}, place.committee, status=200)
+
+    def posted() -> Need | None:
+        with stack.runtime("dispatch").session_factory() as session:
+            return session.query(Need).filter_by(org_id=uuid.UUID(place.committee.org_id)).first()
+
+    need = eventually(posted, timeout=60)
+    # A donor gives 10 kg of vegetables (20 jin) for the 48 jin ordered.
+    donor = verified(client, boss, kind="foundation", region="4403")
+    pledge = post(
+        client,
+        "/api/v1/pledges",
+        {
+            "lines": [
+                {
+                    "item": "vegetables",
+                    "quantity": "10",
+                    "unit": "kg",
+                    "best_before": (date.today() + timedelta(days=10)).isoformat(),
+                }
+            ],
+            "origin": {"region": "4403", "address": "Futian warehouse"},
+        },
+        donor,
+    )
+    people = {"coordinator": chief}
+    eventually(
+        lambda: client.post(
+            "/api/v1/matching/runs",
+            json={"dry_run": True, "items": ["vegetables"]},
+            headers=chief.headers,
+        ).json["allocations"],
+        timeout=60,
+    )
+    match(client, people, "vegetables")
+    [shipment] = deliver(client, people, str(need.id))
+    post(
+        client,
+        f"/api/v1/shipments/{shipment['id']}/receipt",
+        {"lines": receipt_lines(shipment)},
+        place.committee,
+    )
+    eventually(
+        lambda: (
+            client.get(f"{place.base}/stock", headers=place.committee.headers).json["stock"]
+            == {"vegetables": 10_000}
+        ),
+        timeout=60,
+    )
+    return Received(place, chief, donor, pledge, shipment, str(need.id))
