@@ -8,12 +8,9 @@ and runs inside its service's Flask app context.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import select as io_select
 import sqlite3
-import struct
 import threading
 import time
 from contextlib import suppress
@@ -295,9 +292,8 @@ class SQLAlchemyChannel(kombu_sqlalchemy.Channel):
             )
 
 
-# inotify (Linux): a file in the folder written, made, moved in or deleted; the watch gone.
-_IN_WRITES = 0x2 | 0x80 | 0x100 | 0x200
-_IN_IGNORED = 0x8000
+# inotify (Linux): a file in the folder written, made, moved in or deleted.
+_WRITES = ("MODIFY", "MOVED_TO", "CREATE", "DELETE")
 
 
 class BrokerWatch:
@@ -317,7 +313,7 @@ class BrokerWatch:
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None
         self._version: int | None = None
-        self._inotify: int | None = None
+        self._inotify: Any = None
         self._no_inotify = False
 
     def changed(self) -> bool:
@@ -351,54 +347,53 @@ class BrokerWatch:
             time.sleep(min(interval, seconds))
             return self.changed()
         try:
-            ready, _, _ = io_select.select([notify], [], [], max(seconds, 0.0))
-            if not ready:
-                return False
-            return self._names_written(os.read(notify, 65536))
+            events = notify.read(timeout=max(int(seconds * 1000), 0))
         except OSError:
             self._close_notify()
             return True
+        return self._names_written(events)
 
-    def _notify(self) -> int | None:
-        """An inotify descriptor watching the file's folder (the folder, not the
-        files: SQLite deletes and makes the -wal file anew, and an operator may
+    def _notify(self) -> Any:
+        """An inotify watch (``inotify_simple``) on the file's folder (the folder, not
+        the files: SQLite deletes and makes the -wal file anew, and an operator may
         replace the file), None where inotify is not to be had."""
         if self._inotify is None and not self._no_inotify:
             try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-                if fd < 0:
-                    raise OSError(ctypes.get_errno(), "inotify_init1")
-                folder = os.path.dirname(os.path.abspath(self.path)).encode()
-                if libc.inotify_add_watch(fd, folder, _IN_WRITES) < 0:
-                    os.close(fd)
-                    raise OSError(ctypes.get_errno(), "inotify_add_watch")
-                self._inotify = fd
-            except (OSError, AttributeError):
+                from inotify_simple import INotify, flags
+
+                notify = INotify(nonblocking=True)
+                try:
+                    mask = 0
+                    for name in _WRITES:
+                        mask |= getattr(flags, name)
+                    notify.add_watch(os.path.dirname(os.path.abspath(self.path)), mask)
+                except OSError:
+                    notify.close()
+                    raise
+                self._inotify = notify
+            except (ImportError, OSError):
                 self._no_inotify = True
         return self._inotify
 
-    def _names_written(self, events: bytes) -> bool:
-        """Whether any of the inotify ``events`` names the file or its -wal, or
-        tells that the watch is gone (then the caller looks, as on a commit)."""
-        mine = os.path.basename(self.path).encode()
-        offset = 0
-        while offset + 16 <= len(events):
-            _wd, mask, _cookie, length = struct.unpack_from("iIII", events, offset)
-            name = events[offset + 16 : offset + 16 + length].rstrip(b"\0")
-            offset += 16 + length
-            if mask & _IN_IGNORED:
+    def _names_written(self, events: Any) -> bool:
+        """Whether any of the inotify ``events`` names the file or its -wal, or tells
+        that the watch is gone (then the caller looks, as on a commit)."""
+        from inotify_simple import flags
+
+        mine = os.path.basename(self.path)
+        for happened in events:
+            if happened.mask & flags.IGNORED:
                 self._close_notify()
                 return True
-            if name in (mine, mine + b"-wal"):
+            if happened.name in (mine, mine + "-wal"):
                 return True
         return False
 
     def _close_notify(self) -> None:
         if self._inotify is not None:
-            fd, self._inotify = self._inotify, None
+            notify, self._inotify = self._inotify, None
             with suppress(OSError):
-                os.close(fd)
+                notify.close()
 
     def close(self) -> None:
         self._close_notify()
