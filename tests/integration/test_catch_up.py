@@ -148,7 +148,7 @@ def test_an_event_the_broker_lost_reaches_its_subscriber_once(quick_stack: Stack
     assert status.exit_code == 0, status.output
     pairs = {
         (pair["producer"], pair["subscriber"]): pair
-        for pair in json.loads(status.output)["delivery"]
+        for pair in json.loads(status.stdout)["delivery"]
     }
     to_donations = pairs[("gateway", "donations")]
     assert (to_donations["recovered"], to_donations["resent"]) == (1, standing.resent)

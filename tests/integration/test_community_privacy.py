@@ -160,7 +160,7 @@ def test_a_communitys_export_and_erasure_hold_its_residents_data(stack: Stack) -
         main, ["personal-data", "export", committee.org_id], env=stack.settings.to_env()
     )
     assert printed.exit_code == 0, printed.output
-    document = json.loads(printed.output)
+    document = json.loads(printed.stdout)
     by_cli = next(s for s in document["services"] if s["service"] == "community")["records"]
     assert len(by_cli["household_records"]) == 13 and by_cli["cases"][0]["summary"]
 

@@ -107,7 +107,7 @@ def test_a_saga_run_leaves_every_invariant_holding_and_corruption_is_named(
         main, ["check-invariants", "--settle", "0", "--json"], env=stack.settings.to_env()
     )
     assert as_json.exit_code == 1
-    document = json.loads(as_json.output)
+    document = json.loads(as_json.stdout)
     assert document["clean"] is False
     assert {v["invariant"] for v in document["violations"]} >= {
         "pledge-line-counts-its-reservations",

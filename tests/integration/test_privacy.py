@@ -462,7 +462,7 @@ def test_the_operator_exports_and_erases_a_persons_data_from_the_command_line(
 
     exported = runner.invoke(main, ["personal-data", "export", person.org_id], env=env)
     assert exported.exit_code == 0, exported.output
-    document = json.loads(exported.output)
+    document = json.loads(exported.stdout)
     assert document["gateway"]["organisation"]["address"] == "江汉区某路 9 号"
     assert {s["service"] for s in document["services"]} == {"donations", "dispatch"}
 
