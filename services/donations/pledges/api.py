@@ -6,6 +6,7 @@ import csv
 import io
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 from flask import Response, stream_with_context
@@ -380,36 +381,39 @@ def export_csv(args: dict[str, Any]) -> Any:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow([*EXPORT_COLUMNS, *(f"{figure}_display" for figure in shown)])
-        for pledge in session.scalars(stmt.execution_options(yield_per=200)):
-            for line in pledge.lines:
-                unit = catalog.get_item(line.item).base_unit
-                writer.writerow(
-                    [
-                        pledge.id,
-                        pledge.org_id,
-                        pledge.status,
-                        pledge.created_at.isoformat(),
-                        pledge.origin_region,
-                        line.line_no,
-                        line.id,
-                        line.item,
-                        line.standard or "",
-                        line.quantity,
-                        unit,
-                        line.reserved,
-                        line.shipped,
-                        line.delivered,
-                        line.status,
-                        line.best_before.isoformat() if line.best_before else "",
-                        *(
-                            display.quantity(getattr(line, figure), unit, language or "en")
-                            for figure in shown
-                        ),
-                    ]
-                )
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
+        # Closed however the reading ends: a client that goes away mid-download leaves
+        # no server-side cursor open behind it.
+        with closing(session.scalars(stmt.execution_options(yield_per=200))) as pledges:
+            for pledge in pledges:
+                for line in pledge.lines:
+                    unit = catalog.get_item(line.item).base_unit
+                    writer.writerow(
+                        [
+                            pledge.id,
+                            pledge.org_id,
+                            pledge.status,
+                            pledge.created_at.isoformat(),
+                            pledge.origin_region,
+                            line.line_no,
+                            line.id,
+                            line.item,
+                            line.standard or "",
+                            line.quantity,
+                            unit,
+                            line.reserved,
+                            line.shipped,
+                            line.delivered,
+                            line.status,
+                            line.best_before.isoformat() if line.best_before else "",
+                            *(
+                                display.quantity(getattr(line, figure), unit, language or "en")
+                                for figure in shown
+                            ),
+                        ]
+                    )
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
         if buffer.getvalue():
             yield buffer.getvalue()
 
