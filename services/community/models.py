@@ -424,4 +424,10 @@ class HelpSession(Entity, Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+# Help sessions: notes, missed sessions, the contact provider's rooms ---------------------
+
+
+# Hotlines: their call log --------------------------------------------------------------
+
+
 messaging = define_messaging_models(Base)
