@@ -23,6 +23,7 @@ from services.dispatch.shipments import service as shipments
 from services.dispatch.shipments.tasks import register_shipment_tasks
 from services.dispatch.transparency import api as transparency_api
 from services.dispatch.transparency.community import community_reach_handlers
+from services.dispatch.transparency.help import help_handlers
 from shared.config import Settings
 from shared.events import Event
 from shared.inbox import Handler
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     rt.inbox.batch_handlers.update(saga_batch_handlers(plan_shipments))
     rt.inbox.handlers.update(community_need_handlers(rt.outbox))
     rt.inbox.handlers.update(community_reach_handlers())
+    rt.inbox.handlers.update(help_handlers())
     matching_service.install_debounce(rt)
     register_matching_tasks(rt)
     register_need_tasks(rt)

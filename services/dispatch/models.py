@@ -525,4 +525,24 @@ class CommunityReach(Base):
     )
 
 
+class HelpGiven(Base):
+    """One session of help from people's time that was held, as the community service
+    reported it (``community.help_session_held``): counts only, never a person.
+    ``person_key`` is an opaque id the community gives every session of one person's
+    chain of follow-ups alike, so that people helped can be counted apart from
+    sessions; nothing here or in any other dispatch table joins it to anyone.
+    ``region`` is the city (the first four digits of the helper organisation's region
+    code), ``week`` the Monday of the session's week in Beijing time."""
+
+    __tablename__ = "help_given"
+    __table_args__ = (Index("ix_help_given_week_region", "week", "region"),)
+
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    person_key: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    region: Mapped[str] = mapped_column(String(12), nullable=False)
+    week: Mapped[date] = mapped_column(Date, nullable=False)
+    minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 messaging = define_messaging_models(Base)

@@ -129,6 +129,23 @@ class CommunityReachSchema(Schema):
     as_of = fields.AwareDateTime(metadata={"description": "When the community counted"})
 
 
+class HelpWeekSchema(Schema):
+    week = fields.Date(metadata={"description": "The Monday of the week, Beijing time"})
+    region = fields.String(metadata={"description": "The city (4-digit region code)"})
+    sessions_held = fields.Integer()
+    people_helped = fields.Integer()
+    hours_given = fields.Float(metadata={"description": "Hours, to a tenth"})
+
+
+class HelpGivenSchema(Schema):
+    sessions_held = fields.Integer()
+    people_helped = fields.Integer(
+        metadata={"description": "Each person once, however many sessions, weeks or cities"}
+    )
+    hours_given = fields.Float(metadata={"description": "Hours, to a tenth"})
+    by_week = fields.List(fields.Nested(HelpWeekSchema))
+
+
 class LedgerSchema(Schema):
     filters = fields.Dict()
     totals = fields.Dict(
@@ -159,6 +176,15 @@ class LedgerSchema(Schema):
             "description": "Inside each community: households reached, people served, "
             "vulnerable households reached and units delivered, as counts, never a "
             "household; the latest figures (filtered by region and item, not dates)"
+        },
+    )
+    help_given = fields.Nested(
+        HelpGivenSchema,
+        metadata={
+            "description": "Help from people's time (counselling and other sessions): "
+            "sessions held, people helped and hours given, in all and by week and city, "
+            "never a person; filtered by region (its city) and dates (the weeks that "
+            "overlap them), not by item"
         },
     )
 

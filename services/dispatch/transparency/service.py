@@ -26,6 +26,10 @@ latest counts (households reached, people served, vulnerable households reached,
 units delivered per item); filtered by region and item, not by dates (see
 community.py).
 
+``help_given``: help from people's time, sessions held, people helped and hours given,
+by week and city, filtered by region and dates (weeks that overlap them), not by item
+(help.py).
+
 Every answer is read from the read model (totals.py), filtered and grouped in SQL:
 its cost grows with days, regions, items and organisations, not with lines. Flows
 are paged by (item, donor, recipient).
@@ -47,6 +51,7 @@ from sqlalchemy.orm import Session
 
 from services.dispatch.models import ANONYMOUS_DONOR, LedgerFlow, LedgerTotal
 from services.dispatch.transparency.community import ledger_communities
+from services.dispatch.transparency.help import ledger_help
 from services.dispatch.transparency.totals import FLOW_MEASURES, MEASURES, chunked
 from services.dispatch.transparency.totals import city as city
 from services.dispatch.transparency.trace import ANONYMOUS, org_names
@@ -269,4 +274,8 @@ def ledger(
         "next_cursor": next_cursor,
         # Inside the communities: their latest counts, whatever the dates.
         "communities": ledger_communities(session, item=filters.item, region=filters.region),
+        # Help from people's time: counts by week and city (not filtered by item).
+        "help_given": ledger_help(
+            session, region=filters.region, start=filters.start, end=filters.end
+        ),
     }
