@@ -25,6 +25,7 @@ from services.gateway.web import (  # noqa: F401
     coordinator,
     donor,
     gaps,
+    help_sessions,
     members,
     places,
     recipient,

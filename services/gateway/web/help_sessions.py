@@ -1,0 +1,634 @@
+"""The pages of help from people's time: anyone asks for help (signed in or not) and is
+shown the crisis line at once when what they wrote speaks of self-harm; a helper's
+sessions today and next, confirmed or declined on a phone, the seeker's contact shown
+within the session's window only; a coordinator's queue (without what people wrote or
+how to reach them: the API does not give those to coordinators), the helpers waiting
+for verification, and a schedule previewed with each session's reason and each request
+left out with its own, then approved.
+
+Each page reads the help API as its reader (``/api/v1/community/help``), so it holds
+no more than they may see there. Plain forms: nothing needs JavaScript.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from flask import (
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext, lazy_gettext
+
+from services.gateway.web import api
+from services.gateway.web.api import ApiResponse
+from services.gateway.web.base import bp, is_coordinator, me, problem_page, require_me
+from services.gateway.web.forms import FormState
+from services.gateway.web.i18n import api_message, current_language
+from services.gateway.web.times import LOCAL, clock_time, local_day, local_time
+
+HELP = "/community/help"
+
+TOPIC_WORDS = {
+    "anxiety": lazy_gettext("worry and anxiety"),
+    "grief": lazy_gettext("grief and loss"),
+    "patient_family": lazy_gettext("a patient's family"),
+    "medical_worker": lazy_gettext("a medical worker under strain"),
+    "child_care": lazy_gettext("a child's care"),
+    "other": lazy_gettext("something else"),
+}
+URGENCY_WORDS = {
+    "crisis": lazy_gettext("crisis"),
+    "urgent": lazy_gettext("urgent"),
+    "soon": lazy_gettext("soon"),
+    "routine": lazy_gettext("routine"),
+}
+# What the person asking chooses (a crisis is recognised by what they write).
+URGENCY_CHOICES = {
+    "urgent": lazy_gettext("As soon as possible"),
+    "soon": lazy_gettext("In the next few days"),
+    "routine": lazy_gettext("Whenever a helper is free"),
+}
+GROUP_WORDS = {
+    "medical_staff": lazy_gettext("medical staff"),
+    "patient": lazy_gettext("a patient"),
+    "patient_family": lazy_gettext("a patient's family"),
+}
+LANGUAGE_WORDS = {
+    "zh": lazy_gettext("Chinese (Mandarin)"),
+    "yue": lazy_gettext("Cantonese"),
+    "en": lazy_gettext("English"),
+}
+KIND_WORDS = {
+    "counsellor": lazy_gettext("counsellor"),
+    "social_worker": lazy_gettext("social worker"),
+    "doctor": lazy_gettext("doctor"),
+}
+HELPER_STATUSES = {
+    "pending": lazy_gettext("waiting for verification"),
+    "verified": lazy_gettext("verified"),
+    "rejected": lazy_gettext("rejected"),
+}
+REQUEST_STATUSES = {
+    "open": lazy_gettext("waiting in line"),
+    "scheduled": lazy_gettext("a session is booked"),
+    "closed": lazy_gettext("closed"),
+}
+SESSION_STATUSES = {
+    "booked": lazy_gettext("waiting for your answer"),
+    "confirmed": lazy_gettext("confirmed"),
+    "declined": lazy_gettext("declined"),
+    "missed": lazy_gettext("missed"),
+    "held": lazy_gettext("held"),
+    "closed": lazy_gettext("closed"),
+}
+RUN_STATUSES = {"preview": lazy_gettext("preview"), "approved": lazy_gettext("approved")}
+LEFT_OUT = {
+    "no-helper-for-topic": lazy_gettext("no helper is qualified for the topic"),
+    "no-helper-in-language": lazy_gettext(
+        "no helper qualified for the topic speaks one of its languages"
+    ),
+    "no-free-slot-in-times": lazy_gettext(
+        "no qualified helper speaking its language has a free slot in its times"
+    ),
+    "slots-taken": lazy_gettext(
+        "every slot that fits went to a more urgent request or one waiting longer, or its "
+        "helper reached the daily limit"
+    ),
+}
+FIELD_WORDS = {
+    "topic": lazy_gettext("What you would like to talk about"),
+    "urgency": lazy_gettext("How soon"),
+    "priority_group": lazy_gettext("Are you one of these?"),
+    "languages": lazy_gettext("Languages you speak"),
+    "preferred_times": lazy_gettext("Times that suit you"),
+    "preferred_times.0": lazy_gettext("Times that suit you"),
+    "preferred_times.1": lazy_gettext("Another time"),
+    "text": lazy_gettext("In a few words, what is happening"),
+    "contact": lazy_gettext("How a helper can reach you"),
+    "reason": lazy_gettext("Reason"),
+    "decision": lazy_gettext("Decision"),
+}
+# The help API's fixed messages these pages may meet, marked for extraction.
+KNOWN_MESSAGES = (
+    lazy_gettext("The contact is shown once the session is confirmed."),
+    lazy_gettext("A rejection says why."),
+    lazy_gettext("Say why the qualifications are rejected."),
+    lazy_gettext("This run is already approved."),
+    lazy_gettext("A slot of this run was booked by another approval; preview again."),
+    lazy_gettext("The session is already declined."),
+    lazy_gettext("Only coordinators verify helpers."),
+    lazy_gettext("Only coordinators schedule sessions."),
+    lazy_gettext("A preferred time ends after it starts."),
+    lazy_gettext("Each time's end must be after its start."),
+    lazy_gettext("Sign in to see requests."),
+)
+_MESSAGES: list[tuple[re.Pattern[str], Any]] = [
+    (
+        re.compile(r"^Request \S+ is no longer in the queue; preview again\.$"),
+        lazy_gettext("A request of this preview has left the queue; preview again."),
+    ),
+    (re.compile(r"^The session is (\w+)\.$"), None),
+    (re.compile(r"^The contact is shown from \S+ to \S+ only\.$"), None),
+    (re.compile(r"^No session \S+\.$"), lazy_gettext("No such session.")),
+    (re.compile(r"^No helper \S+\.$"), lazy_gettext("No such helper.")),
+    (re.compile(r"^No scheduling run \S+\.$"), lazy_gettext("No such schedule.")),
+]
+_WINDOW = re.compile(r"^The contact is shown from (\S+) to (\S+) only\.$")
+_SESSION_IS = re.compile(r"^The session is (\w+)\.$")
+SESSIONS_AHEAD = timedelta(days=14)
+HELPER_CHECK_SECONDS = 300
+
+
+def message(text: str) -> str:
+    """A help API message in the page's language."""
+    if found := _WINDOW.match(text):
+        return gettext(
+            "The contact is shown from %(start)s to %(end)s only.",
+            start=local_time(found.group(1)),
+            end=local_time(found.group(2)),
+        )
+    if found := _SESSION_IS.match(text):
+        return gettext("The session is %(status)s.", status=said(SESSION_STATUSES, found.group(1)))
+    for pattern, translated in _MESSAGES:
+        if translated is not None and pattern.match(text):
+            return str(translated)
+    return api_message(text)
+
+
+def said(words: dict[str, Any], code: Any) -> str:
+    """A code from the API as its word in the page's language."""
+    found = words.get(str(code))
+    return str(found) if found is not None else str(code or "")
+
+
+def listed(words: dict[str, Any], codes: list[str]) -> str:
+    """Codes as words, listed as the page's language lists them ("中文、粤语")."""
+    comma = "、" if current_language() == "zh" else ", "
+    return comma.join(said(words, c) for c in codes)
+
+
+def languages_said(codes: list[str]) -> str:
+    return listed(LANGUAGE_WORDS, codes)
+
+
+# The scheduler's reasons ("crisis, priority group; 2.5 h after the request; the
+# helper's 1 of 4 that day, 3 in this schedule"), part by part.
+_WAITED = re.compile(r"^(\S+) h after the request$")
+_LOAD = re.compile(r"^the helper's (\d+) of (\d+) that day, (\d+) in this schedule$")
+_FITTING = re.compile(r"\((\d+) slots fit\)")
+
+
+def reason_said(reason: str | None) -> str:
+    """Why the scheduler chose a session, in the page's language."""
+    parts = []
+    for part in (reason or "").split("; "):
+        urgency, _, group = part.partition(", ")
+        if urgency in URGENCY_WORDS and group in ("", "priority group"):
+            text = said(URGENCY_WORDS, urgency)
+            parts.append(gettext("%(urgency)s, priority group", urgency=text) if group else text)
+        elif found := _WAITED.match(part):
+            parts.append(gettext("%(hours)s h after the request", hours=found.group(1)))
+        elif found := _LOAD.match(part):
+            parts.append(
+                gettext(
+                    "the helper's %(n)s of %(limit)s that day, %(total)s in this schedule",
+                    n=found.group(1),
+                    limit=found.group(2),
+                    total=found.group(3),
+                )
+            )
+        elif part == "a follow-up with the same helper":
+            parts.append(gettext("a follow-up with the same helper"))
+        elif part.startswith("a follow-up with another helper"):
+            parts.append(gettext("a follow-up with another helper"))
+        elif part:
+            parts.append(api_message(part))
+    return gettext("; ").join(parts)
+
+
+def left_out_said(entry: dict[str, Any]) -> str:
+    """Why a request was left out of a schedule, in the page's language."""
+    text = said(LEFT_OUT, entry.get("reason"))
+    found = _FITTING.search(str(entry.get("why") or ""))
+    if found:
+        return gettext("%(why)s (%(n)s slots fit)", why=text, n=found.group(1))
+    return text
+
+
+def field_word(name: str) -> str:
+    found = FIELD_WORDS.get(name) or FIELD_WORDS.get(name.split(".")[0])
+    return str(found) if found is not None else name
+
+
+def crisis_line() -> str:
+    return str(current_app.extensions["aidlink"].settings.crisis_line)
+
+
+def _form_errors(answer: ApiResponse) -> dict[str, list[str]]:
+    """The API's errors at the form's inputs: ``preferred_times.1.end`` is the second
+    time's row, ``languages.0`` the languages."""
+    errors: dict[str, list[str]] = {}
+    for key, texts in answer.errors.items():
+        parts = key.split(".")
+        name = ".".join(parts[:2]) if parts[0] == "preferred_times" and len(parts) > 1 else parts[0]
+        errors.setdefault(name, []).extend(message(t) for t in texts)
+    return errors
+
+
+def _problem(values: dict[str, Any], answer: ApiResponse) -> FormState:
+    detail = message(answer.detail) if answer.detail else None
+    return FormState(values, _form_errors(answer), detail)
+
+
+def _whole_page(answer: ApiResponse) -> bool:
+    return answer.status in (401, 403, 404) or answer.status >= 500
+
+
+# Who is a helper --------------------------------------------------------------------------
+
+
+def is_helper() -> bool:
+    """Whether the signed-in user is registered as a helper (asked of the API at most
+    every few minutes, and kept in the cookie session meanwhile)."""
+    found = me()
+    if not found:
+        return False
+    user = str(found["user"]["id"])
+    kept: list[Any] = session.get("web_helper") or []
+    now = int(time.time())
+    if len(kept) == 3 and kept[0] == user and now - int(kept[1]) < HELPER_CHECK_SECONDS:
+        return bool(kept[2])
+    answer = api.get(f"{HELP}/helpers")
+    mine = answer.ok and any(str(h["user_id"]) == user for h in answer.body["items"])
+    session["web_helper"] = [user, now, mine]
+    return mine
+
+
+@bp.app_context_processor
+def _help_globals() -> dict[str, Any]:
+    ours = request.blueprint == "web"
+    return {"is_helper": is_helper if ours else (lambda: False)}
+
+
+# Asking for help ----------------------------------------------------------------------------
+
+TIME_ROWS = 2
+
+
+def _times(values: dict[str, str]) -> tuple[list[dict[str, str]], dict[str, list[str]]]:
+    """The form's rows of times (a day, from, until, in Beijing time) as the API's
+    ``preferred_times`` in UTC-aware ISO, and the rows that cannot be read."""
+    times: list[dict[str, str]] = []
+    errors: dict[str, list[str]] = {}
+    for n in range(TIME_ROWS):
+        row = f"preferred_times.{n}"
+        day, start, end = (values.get(f"{row}.{part}", "") for part in ("day", "from", "to"))
+        if not (day or start or end):
+            continue
+        try:
+            on = date.fromisoformat(day)
+            begins = datetime.combine(on, datetime.strptime(start, "%H:%M").time(), LOCAL)
+            ends = datetime.combine(on, datetime.strptime(end, "%H:%M").time(), LOCAL)
+        except ValueError:
+            errors[f"preferred_times.{len(times)}"] = [
+                gettext("Give the day and the hours from and until, e.g. 19:00 to 21:00.")
+            ]
+            continue
+        times.append({"start": begins.isoformat(), "end": ends.isoformat()})
+    return times, errors
+
+
+def _ask_page(form: FormState, status: int = 200) -> Any:
+    today = datetime.now(LOCAL).date()
+    return render_template(
+        "help/ask.html",
+        form=form,
+        topics=TOPIC_WORDS,
+        urgencies=URGENCY_CHOICES,
+        groups=GROUP_WORDS,
+        languages=LANGUAGE_WORDS,
+        rows=range(TIME_ROWS),
+        today=today.isoformat(),
+        crisis_line=crisis_line(),
+        field_word=field_word,
+    ), status
+
+
+@bp.get("/help")
+def ask_for_help() -> Any:
+    """The public form: anyone asks for a session with a helper, signed in or not."""
+    language = "zh" if current_language() == "zh" else "en"
+    return _ask_page(FormState({"urgency": "soon", "languages": [language]}))
+
+
+@bp.post("/help")
+def ask_for_help_sent() -> Any:
+    values: dict[str, Any] = {
+        k: v.strip() for k, v in request.form.items() if k not in ("csrf_token", "languages")
+    }
+    values["languages"] = request.form.getlist("languages")
+    times, errors = _times(values)
+    if errors:
+        return _ask_page(FormState(values, errors), 422)
+    # Inputs left empty are left out, so the API names a required one as missing.
+    body: dict[str, Any] = {
+        "urgency": values.get("urgency") or "routine",
+        "priority_group": values.get("priority_group") or None,
+        "languages": values["languages"],
+        "preferred_times": times,
+        "text": values.get("text") or None,
+    }
+    for name in ("topic", "contact"):
+        if values.get(name):
+            body[name] = values[name]
+    key = request.form.get("idempotency_key") or None
+    path = f"{HELP}/requests"
+    if api.signed_in():
+        answer = api.post(path, json=body, idempotency_key=key)
+    else:
+        answer = api.raw_call("POST", path, json=body, idempotency_key=key)
+    if answer.status >= 500 or answer.status in (401, 403):
+        return problem_page(answer)
+    if not answer.ok:
+        return _ask_page(_problem(values, answer), answer.status)
+    asked = answer.body
+    follow = None
+    if asked.get("follow_token"):
+        follow = url_for(
+            "web.help_request_status",
+            request_id=asked["id"],
+            token=asked["follow_token"],
+            _external=True,
+        )
+    return render_template(
+        "help/asked.html",
+        asked=asked,
+        follow=follow,
+        urgency=said(URGENCY_WORDS, asked.get("urgency")),
+    )
+
+
+@bp.get("/help/requests/<uuid:request_id>")
+def help_request_status(request_id: uuid.UUID) -> Any:
+    """Where a request stands, for whoever holds its follow link (no sign-in)."""
+    token = request.args.get("token", "")
+    answer = api.raw_call(
+        "GET", f"{HELP}/requests/{request_id}/status", query={"token": token} if token else None
+    )
+    if not answer.ok:
+        return problem_page(answer)
+    found = answer.body
+    return render_template(
+        "help/status.html",
+        found=found,
+        status=said(REQUEST_STATUSES, found.get("status")),
+        urgency=said(URGENCY_WORDS, found.get("urgency")),
+        topic=said(TOPIC_WORDS, found.get("topic")),
+        local_time=local_time,
+        crisis_line=crisis_line(),
+    )
+
+
+# A helper's sessions ------------------------------------------------------------------------
+
+
+def _sessions_page(
+    shown: dict[str, dict[str, Any]] | None = None,
+    form: FormState | None = None,
+    status: int = 200,
+) -> Any:
+    require_me()
+    answer = api.get(f"{HELP}/sessions")
+    if not answer.ok:
+        return problem_page(answer)
+    now = datetime.now(LOCAL)
+    today = now.date()
+    days: dict[date, list[dict[str, Any]]] = {}
+    for found in answer.body["items"]:
+        day = local_day(found["starts_at"])
+        ends = datetime.fromisoformat(found["ends_at"].replace("Z", "+00:00"))
+        if day is None or day < today or ends.astimezone(LOCAL).date() < today:
+            continue
+        if ends.astimezone(LOCAL) - now > SESSIONS_AHEAD:
+            continue
+        visible_from = datetime.fromisoformat(found["contact_visible_from"])
+        visible_until = datetime.fromisoformat(found["contact_visible_until"])
+        found["in_window"] = visible_from <= now <= visible_until
+        found["before_window"] = now < visible_from
+        found["started"] = datetime.fromisoformat(found["starts_at"]) <= now
+        days.setdefault(day, []).append(found)
+    return render_template(
+        "help/sessions.html",
+        days=sorted(days.items()),
+        today=today,
+        tomorrow=today + timedelta(days=1),
+        helper=is_helper(),
+        shown=shown or {},
+        form=form or FormState(),
+        topic_word=lambda t: said(TOPIC_WORDS, t),
+        urgency_word=lambda u: said(URGENCY_WORDS, u),
+        status_word=lambda s: said(SESSION_STATUSES, s),
+        languages_said=languages_said,
+        clock=lambda v: clock_time(v)[11:],
+        local_time=local_time,
+        new_key=lambda: str(uuid.uuid4()),
+    ), status
+
+
+@bp.get("/help/sessions")
+def help_sessions() -> Any:
+    """A helper's sessions today and in the next two weeks, soonest first: confirm or
+    decline each, and within its window reach the person."""
+    return _sessions_page()
+
+
+def _session_action(session_id: uuid.UUID, action: str, body: dict[str, Any], done: str) -> Any:
+    answer = api.post(
+        f"{HELP}/sessions/{session_id}/{action}",
+        json=body,
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if answer.status == 404 or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        flash(message(answer.detail) or gettext("That did not work."), "error")
+    else:
+        flash(done, "success")
+    return redirect(url_for("web.help_sessions") + f"#session-{session_id}")
+
+
+@bp.post("/help/sessions/<uuid:session_id>/confirm")
+def help_session_confirm(session_id: uuid.UUID) -> Any:
+    require_me()
+    return _session_action(session_id, "confirm", {}, gettext("Confirmed: the session is yours."))
+
+
+@bp.post("/help/sessions/<uuid:session_id>/decline")
+def help_session_decline(session_id: uuid.UUID) -> Any:
+    require_me()
+    reason = request.form.get("reason", "").strip()
+    return _session_action(
+        session_id,
+        "decline",
+        {"reason": reason} if reason else {},
+        gettext("Declined: the request goes back to the front of the line."),
+    )
+
+
+@bp.post("/help/sessions/<uuid:session_id>/contact")
+def help_session_contact(session_id: uuid.UUID) -> Any:
+    """The seeker's contact and what they wrote, shown on this page only (never kept
+    in the session cookie or a redirect), within the session's window."""
+    require_me()
+    answer = api.get(f"{HELP}/sessions/{session_id}/contact")
+    if answer.status == 404 or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        flash(message(answer.detail), "error")
+        return redirect(url_for("web.help_sessions") + f"#session-{session_id}")
+    return _sessions_page(shown={str(session_id): answer.body})
+
+
+# A coordinator's queue and schedule ---------------------------------------------------------
+
+
+def _coordinator() -> None:
+    require_me()
+    if not is_coordinator():
+        refused = ApiResponse(403, {"detail": "Only coordinators may do this."})
+        abort(make_response(problem_page(refused)))
+
+
+def _helpers() -> list[dict[str, Any]]:
+    answer = api.get(f"{HELP}/helpers")
+    return list(answer.body["items"]) if answer.ok else []
+
+
+def _queue_page(forms: dict[str, FormState] | None = None, status: int = 200) -> Any:
+    answer = api.get(f"{HELP}/requests", query={"status": "open"})
+    if not answer.ok:
+        return problem_page(answer)
+    helpers = _helpers()
+    return render_template(
+        "help/queue.html",
+        requests=answer.body["items"],
+        pending=[h for h in helpers if h["status"] == "pending"],
+        verified=sum(1 for h in helpers if h["status"] == "verified"),
+        forms=forms or {},
+        blank=FormState(),
+        topic_word=lambda t: said(TOPIC_WORDS, t),
+        urgency_word=lambda u: said(URGENCY_WORDS, u),
+        group_word=lambda g: said(GROUP_WORDS, g),
+        kinds_said=lambda ks: listed(KIND_WORDS, ks),
+        topics_said=lambda ts: listed(TOPIC_WORDS, ts),
+        languages_said=languages_said,
+        local_time=local_time,
+    ), status
+
+
+@bp.get("/help/queue")
+def help_queue() -> Any:
+    """The open requests, first in line first, and the helpers waiting for
+    verification; a schedule previewed from here."""
+    _coordinator()
+    return _queue_page()
+
+
+@bp.post("/help/helpers/<uuid:helper_id>/verify")
+def help_helper_verify(helper_id: uuid.UUID) -> Any:
+    _coordinator()
+    decision = request.form.get("decision", "")
+    reason = request.form.get("reason", "").strip()
+    answer = api.post(
+        f"{HELP}/helpers/{helper_id}/verify",
+        json={"decision": decision, "reason": reason or None},
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if _whole_page(answer):
+        return problem_page(answer)
+    if not answer.ok:
+        form = _problem({"reason": reason}, answer)
+        return _queue_page({str(helper_id): form}, answer.status)
+    name = answer.body.get("name") or gettext("The helper")
+    if answer.body["status"] == "verified":
+        flash(gettext("%(name)s is verified and will be scheduled.", name=name), "success")
+    else:
+        flash(gettext("%(name)s is rejected.", name=name), "success")
+    return redirect(url_for("web.help_queue"))
+
+
+@bp.post("/help/runs")
+def help_preview() -> Any:
+    _coordinator()
+    answer = api.post(f"{HELP}/runs", idempotency_key=request.form.get("idempotency_key") or None)
+    if not answer.ok:
+        return problem_page(answer)
+    return redirect(url_for("web.help_run", run_id=answer.body["id"]))
+
+
+def _run_page(run: dict[str, Any], status: int = 200) -> Any:
+    helpers = {h["id"]: h for h in _helpers()}
+    asked: dict[str, dict[str, Any]] = {}
+    for state in ("open", "scheduled"):
+        listed = api.get(f"{HELP}/requests", query={"status": state})
+        if listed.ok:
+            asked.update({r["id"]: r for r in listed.body["items"]})
+    return render_template(
+        "help/run.html",
+        run=run,
+        helpers=helpers,
+        asked=asked,
+        form=FormState(),
+        run_word=lambda s: said(RUN_STATUSES, s),
+        topic_word=lambda t: said(TOPIC_WORDS, t),
+        urgency_word=lambda u: said(URGENCY_WORDS, u),
+        reason_said=reason_said,
+        left_out_said=left_out_said,
+        local_time=local_time,
+        languages_said=languages_said,
+    ), status
+
+
+@bp.get("/help/runs/<uuid:run_id>")
+def help_run(run_id: uuid.UUID) -> Any:
+    """A previewed schedule: each session with its reason, each request left out with
+    its own; approved from here."""
+    _coordinator()
+    answer = api.get(f"{HELP}/runs/{run_id}")
+    if not answer.ok:
+        return problem_page(answer)
+    return _run_page(answer.body)
+
+
+@bp.post("/help/runs/<uuid:run_id>/approve")
+def help_run_approve(run_id: uuid.UUID) -> Any:
+    _coordinator()
+    answer = api.post(
+        f"{HELP}/runs/{run_id}/approve",
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if _whole_page(answer):
+        return problem_page(answer)
+    if not answer.ok:
+        flash(message(answer.detail), "error")
+    else:
+        flash(
+            gettext(
+                "%(n)s session(s) booked; each helper is asked to confirm.",
+                n=len(answer.body["items"]),
+            ),
+            "success",
+        )
+    return redirect(url_for("web.help_run", run_id=run_id))

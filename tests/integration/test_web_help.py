@@ -1,0 +1,208 @@
+"""The pages of help from people's time through Flask's test client, over the real
+community service: anyone asks for help without signing in and a text that speaks of
+self-harm shows the crisis line at once; a coordinator verifies a helper, previews a
+schedule (each session's reason and each request left out in words, not codes) and
+approves it; the helper confirms one session and declines the other on their day's
+page, and sees the seeker's contact within the window only; a helper of another
+organisation sees no one's sessions. Both languages."""
+
+# ruff: noqa: RUF001 (Chinese text is written with Chinese punctuation)
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.support.auth import PASSWORD, Account, admin, coordinator, verified
+from tests.support.stack import Stack
+
+HELP = "/api/v1/community/help"
+CSRF = re.compile(rb'name="csrf_token" value="([^"]+)"')
+CRISIS_TEXT = "最近每天都睡不着，我不想活了"
+
+
+def _client(stack: Stack, language: str) -> Any:
+    client = stack.client()
+    client.set_cookie("aidlink_lang", language)
+    return client
+
+
+def _signed_in(stack: Stack, who: Account, language: str = "en") -> Any:
+    client = _client(stack, language)
+    token = _token(client.get("/signin"))
+    done = client.post(
+        "/signin", data={"csrf_token": token, "email": who.email, "password": PASSWORD}
+    )
+    assert done.status_code == 302
+    return client
+
+
+def _token(page: Any) -> str:
+    assert page.status_code == 200, page.data[:800]
+    found = CSRF.search(page.data)
+    assert found
+    return found.group(1).decode()
+
+
+def _text(page: Any) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", page.get_data(True)))
+
+
+def _helper_body(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kinds": ["counsellor"],
+        "topics": ["anxiety", "grief"],
+        "languages": ["zh", "en"],
+        "daily_limit": 4,
+        "availability": [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)],
+        "qualifications": [{"kind": "counsellor certificate", "evidence": "No. 2020-4471"}],
+    }
+
+
+def test_anyone_asks_for_help_and_a_crisis_shows_the_line_at_once(stack: Stack) -> None:
+    stack.start_worker("community")
+    words = {
+        "en": ("Ask for help", "worry and anxiety", "Please call 12356 now", "Missing data"),
+        "zh": ("寻求帮助", "担忧和焦虑", "请现在就拨打 12356", "此项为必填项"),
+    }
+    for language, (title, topic, crisis, missing) in words.items():
+        public = _client(stack, language)
+        page = public.get("/help")
+        token = _token(page)
+        text = _text(page)
+        assert title in text and topic in text
+        assert "medical_worker" not in text and "child_care" not in text
+        # A contact left out is named at its input; nothing is asked.
+        wrong = public.post(
+            "/help", data={"csrf_token": token, "topic": "anxiety", "languages": "zh"}
+        )
+        assert wrong.status_code == 422
+        assert missing in _text(wrong) and 'id="f-contact-error"' in wrong.get_data(True)
+        # A text that speaks of self-harm: the crisis line, at once, above all else.
+        asked = public.post(
+            "/help",
+            data={
+                "csrf_token": token,
+                "topic": "anxiety",
+                "languages": "zh",
+                "urgency": "routine",
+                "text": CRISIS_TEXT,
+                "contact": "+86 138 0000 0000",
+                "preferred_times.0.day": (datetime.now(UTC) + timedelta(days=1)).date().isoformat(),
+                "preferred_times.0.from": "19:00",
+                "preferred_times.0.to": "21:00",
+            },
+        )
+        assert asked.status_code == 200, asked.data[:800]
+        body = asked.get_data(True)
+        assert 'data-crisis-line="12356"' in body and crisis in _text(asked)
+        assert body.index("data-crisis-line") < body.index("data-request")
+
+
+def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Stack) -> None:
+    from services.community.models import HelpSession
+
+    stack.start_worker("gateway")
+    stack.start_worker("community")
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    office = coordinator(client, boss)
+    hospital = verified(client, boss, kind="hospital")
+    other = verified(client, boss, kind="hospital")
+    made = client.post(f"{HELP}/helpers", json=_helper_body("Wang Li"), headers=hospital.headers)
+    assert made.status_code == 201, made.get_json()
+    theirs = client.post(f"{HELP}/helpers", json=_helper_body("Zhao Min"), headers=other.headers)
+    assert theirs.status_code == 201
+    for body in (
+        {"topic": "anxiety", "languages": ["zh"], "contact": "+86 139 1111 1111"},
+        {"topic": "grief", "languages": ["en"], "contact": "+86 137 2222 2222", "text": "Mum"},
+        {"topic": "child_care", "languages": ["zh"], "contact": "+86 136 3333 3333"},
+    ):
+        assert client.post(f"{HELP}/requests", json=body).status_code == 201
+
+    # The queue is the coordinators': words, not codes, and no one's text or contact.
+    desk = _signed_in(stack, office, "zh")
+    assert 'href="/help/queue"' in desk.get("/").get_data(True)
+    queue = desk.get("/help/queue")
+    token = _token(queue)
+    text = _text(queue)
+    assert "担忧和焦虑" in text and "常规" in text and "Wang Li" in text
+    assert "+86" not in text and "Mum" not in text
+    assert _signed_in(stack, hospital).get("/help/queue").status_code == 403
+    helper_id = made.get_json()["id"]
+    no_reason = desk.post(
+        f"/help/helpers/{helper_id}/verify", data={"csrf_token": token, "decision": "rejected"}
+    )
+    assert no_reason.status_code == 422 and "请说明" in _text(no_reason)
+    done = desk.post(
+        f"/help/helpers/{helper_id}/verify", data={"csrf_token": token, "decision": "verified"}
+    )
+    assert done.status_code == 302
+    desk.post(
+        f"/help/helpers/{theirs.get_json()['id']}/verify",
+        data={"csrf_token": token, "decision": "verified"},
+    )
+
+    # A preview: each session's reason and each request left out, in the page's words.
+    preview = desk.post("/help/runs", data={"csrf_token": token})
+    assert preview.status_code == 302
+    plan = desk.get(preview.location)
+    text = _text(plan)
+    assert "没有能处理该主题的合格帮助者" in text  # the child's care: no helper for it
+    assert "提出请求后" in text and "routine" not in text
+    approved = desk.post(preview.location + "/approve", data={"csrf_token": _token(plan)})
+    assert approved.status_code == 302
+    assert "已预约 2 次会谈" in _text(desk.get(approved.location))
+
+    # The helper's day, in each language: confirm one, decline the other with a reason.
+    with stack.runtime("community").session_factory() as session:
+        held = {str(s.id): s.helper_id for s in session.query(HelpSession)}
+    ours = [s for s, h in held.items() if str(h) == helper_id]
+    for language, (title, waiting) in {
+        "en": ("My sessions", "waiting for your answer"),
+        "zh": ("我的会谈", "等待你的答复"),
+    }.items():
+        helper = _signed_in(stack, hospital, language)
+        assert 'href="/help/sessions"' in helper.get("/").get_data(True)
+        day = helper.get("/help/sessions")
+        text = _text(day)
+        assert title in text and waiting in text and "booked" not in text
+    helper = _signed_in(stack, hospital)
+    day = helper.get("/help/sessions")
+    token = _token(day)
+    mine = re.findall(r'data-session="([^"]+)"', day.get_data(True))
+    assert sorted(mine) == sorted(ours) and len(mine) == len(ours)
+    first, *rest = mine
+    confirmed = helper.post(f"/help/sessions/{first}/confirm", data={"csrf_token": token})
+    assert confirmed.status_code == 302
+    assert "Confirmed: the session is yours." in _text(helper.get(confirmed.location))
+    for extra in rest:
+        declined = helper.post(
+            f"/help/sessions/{extra}/decline", data={"csrf_token": token, "reason": "Ill today"}
+        )
+        assert declined.status_code == 302
+
+    # Within the window the helper is shown how to reach the person, and only then.
+    rt = stack.runtime("community")
+    now = datetime.now(UTC)
+    with rt.unit_of_work() as session:
+        row = session.get(HelpSession, uuid.UUID(first))
+        assert row is not None
+        row.starts_at, row.ends_at = now - timedelta(minutes=5), now + timedelta(minutes=45)
+        row.held_start = row.starts_at
+    day = helper.get("/help/sessions")
+    assert "data-show-contact" in day.get_data(True)
+    shown = helper.post(f"/help/sessions/{first}/contact", data={"csrf_token": _token(day)})
+    assert shown.status_code == 200 and "+86 13" in _text(shown)
+    assert "+86" not in _text(helper.get("/help/sessions"))
+
+    # A helper of another organisation sees none of these sessions, nor can act on one.
+    stranger = _signed_in(stack, other)
+    page = stranger.get("/help/sessions")
+    assert not set(re.findall(r'data-session="([^"]+)"', page.get_data(True))) & set(ours)
+    refused = stranger.post(f"/help/sessions/{first}/contact", data={"csrf_token": _token(page)})
+    assert refused.status_code == 404
