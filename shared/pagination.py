@@ -65,15 +65,20 @@ def paginate(
     cursor: str | None,
     limit: int,
     time_column: str = "created_at",
+    newest_first: bool = False,
 ) -> dict[str, Any]:
-    """Serve one page of ``stmt`` ordered by (``time_column``, id)."""
+    """Serve one page of ``stmt`` ordered by (``time_column``, id), or the newest
+    first."""
     column = getattr(model, time_column)
     if cursor:
         created_at, id_ = _decode(cursor)
         # A row comparison: an index on (time, id) goes straight to the cursor, where
         # an OR of two conditions made PostgreSQL read every row before it.
-        stmt = stmt.where(tuple_(column, model.id) > tuple_(literal(created_at, column.type), id_))
-    rows = list(session.scalars(stmt.order_by(column, model.id).limit(limit + 1)))
+        key = tuple_(column, model.id)
+        last = tuple_(literal(created_at, column.type), id_)
+        stmt = stmt.where(key < last if newest_first else key > last)
+    order = (column.desc(), model.id.desc()) if newest_first else (column, model.id)
+    rows = list(session.scalars(stmt.order_by(*order).limit(limit + 1)))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

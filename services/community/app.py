@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from services.community.cases import api as cases_api
 from services.community.distribution import api as distribution_api
 from services.community.distribution import service as distribution
+from services.community.hotlines import api as hotlines_api
 from services.community.models import Organisation, messaging
 from services.community.orders import api as orders_api
 from services.community.residents import api as residents_api
@@ -71,4 +72,5 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     flask_api.register_blueprint(distribution_api.blp)
     flask_api.register_blueprint(cases_api.blp)
     flask_api.register_blueprint(sessions_api.blp)
+    flask_api.register_blueprint(hotlines_api.blp)
     return app

@@ -430,4 +430,61 @@ class HelpSession(Entity, Base):
 # Hotlines: their call log --------------------------------------------------------------
 
 
+class Hotline(Entity, Base):
+    """A telephone line an organisation runs for people to call (a social-work
+    station's help line): its public number, the languages its operators speak and
+    the region (GB/T 2260) it serves. Nothing in it is personal."""
+
+    __tablename__ = "hotlines"
+    __table_args__ = (
+        UniqueConstraint("org_id", "name", name="uq_hotline_name"),
+        Index("ix_hotlines_org", "org_id"),
+    )
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    phone: Mapped[str] = mapped_column(String(32), nullable=False)
+    languages: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    region: Mapped[str] = mapped_column(String(6), nullable=False)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+
+class HotlineCall(Entity, Base):
+    """One call an operator logged: its category (``information``, ``counselling``,
+    ``emergency``, ``other``), the caller's community or region, and how long it
+    took. No caller's name or number: what an emergency or a booking needs of the
+    person lives in the household, case or request for help it ``became``
+    (``delivery``, ``case`` or ``booking``), under their rules."""
+
+    __tablename__ = "hotline_calls"
+    __table_args__ = (
+        CheckConstraint("minutes >= 0 AND minutes <= 600", name="ck_hotline_call_minutes"),
+        Index("ix_hotline_calls_hotline_at", "hotline_id", "at"),
+        Index("ix_hotline_calls_org_at", "org_id", "at"),
+    )
+
+    hotline_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("hotlines.id", ondelete="RESTRICT"), nullable=False
+    )
+    # The hotline's organisation, for its daily report.
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    category: Mapped[str] = mapped_column(String(16), nullable=False)
+    community_org_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    region: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    logged_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    became: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    delivery_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("household_deliveries.id", ondelete="RESTRICT"), nullable=True
+    )
+    case_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("cases.id", ondelete="RESTRICT"), nullable=True
+    )
+    help_request_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("help_requests.id", ondelete="RESTRICT"), nullable=True
+    )
+    became_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 messaging = define_messaging_models(Base)
