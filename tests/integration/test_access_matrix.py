@@ -89,6 +89,12 @@ class World:
     helper: str = ""
     help_run: str = ""
     help_session: str = ""
+    # Hotlines: one of each actor's organisation with a call of category "other" on
+    # it, and a social-work station's (no actor's) with an emergency call.
+    hotlines: dict[str, str] = field(default_factory=dict)
+    hotline_calls: dict[str, str] = field(default_factory=dict)
+    other_hotline: str = ""
+    other_hotline_call: str = ""
 
     def new_need(self, account: Account) -> str:
         made = self.client.post(
@@ -903,6 +909,65 @@ ROWS += [
     Row("GET", f"{HELP}/sessions/{{help_session}}/contact", only({}, others=404)),
 ]
 
+# Hotlines: an organisation's admins set up its hotlines (coordinators for any
+# organisation); its members operate them (log calls, take a call further); coordinators
+# read every hotline, call and report but log nothing; anyone else finds nothing. The
+# actors' own calls are of category "other": neither an emergency nor a booking (409).
+HOTLINES = "/api/v1/community/hotlines"
+HOTLINE = f"{HOTLINES}/{{hotline}}"
+READS_OWN = {
+    **{actor: (200, 404) for actor in SIGNED_IN},
+    **{actor: (200, 200) for actor in COORDINATORS},
+    "anonymous": 401,
+}
+
+
+def _operates(own: int) -> dict[str, Expected]:
+    return {
+        **{actor: (own, 404) for actor in SIGNED_IN},
+        **{actor: (own, 403) for actor in COORDINATORS},
+        "anonymous": 401,
+    }
+
+
+def _hotline_body(world: World, actor: str) -> dict[str, Any]:
+    body = {
+        "name": f"Line {uuid.uuid4().hex[:8]}",
+        "phone": "027-8888 1234",
+        "languages": ["zh"],
+        "region": "4201",
+    }
+    return {**body, "org_id": world.other_org} if actor in COORDINATORS else body
+
+
+ROWS += [
+    Row("GET", HOTLINES, everyone(200)),
+    Row("POST", HOTLINES, {**everyone(201), "pending_recipient": 403}, body=_hotline_body),
+    Row("GET", f"{HOTLINES}/report?org_id={{org}}", READS_OWN),
+    Row("GET", HOTLINE, READS_OWN),
+    Row("GET", f"{HOTLINE}/report", READS_OWN),
+    Row("GET", f"{HOTLINE}/calls", READS_OWN),
+    Row(
+        "POST",
+        f"{HOTLINE}/calls",
+        _operates(201),
+        body=lambda w, a: {"category": "information", "minutes": 3},
+    ),
+    Row("GET", f"{HOTLINE}/calls/{{hotline_call}}", READS_OWN),
+    Row(
+        "POST",
+        f"{HOTLINE}/calls/{{hotline_call}}/emergency",
+        _operates(409),
+        body=lambda w, a: {"as": "case", "summary": "Needs insulin"},
+    ),
+    Row(
+        "POST",
+        f"{HOTLINE}/calls/{{hotline_call}}/booking",
+        _operates(409),
+        body=lambda w, a: {"topic": "grief", "languages": ["zh"], "contact": "+86 138 0000 0000"},
+    ),
+]
+
 # Deleting runs last: it ends what the rows above read.
 ROWS += [
     Row(
@@ -977,7 +1042,31 @@ def _build_world(stack: Stack) -> World:
     _carry(world, boss)
     _community(world, boss)
     _help(world, boss)
+    _hotlines(world, boss)
     return world
+
+
+def _hotlines(world: World, boss: Account) -> None:
+    """A hotline of each actor's organisation (set up by a coordinator, as for any
+    organisation) with a call its own user logged, and a social-work station's with an
+    emergency call."""
+    from tests.support.community import post
+
+    client, office = world.client, world.accounts["coordinator"]
+    station = verified(client, boss, kind="civil_affairs_bureau", region="4201")
+    eventually(lambda: read_model_org(world.stack.runtime("community"), station.org_id))
+    owners = {**world.accounts, "station": station}
+    for actor, account in owners.items():
+        body = {**_hotline_body(world, "coordinator"), "org_id": account.org_id}
+        hotline = post(client, HOTLINES, body, office)["id"]
+        category = "emergency" if actor == "station" else "other"
+        call = post(
+            client, f"{HOTLINES}/{hotline}/calls", {"category": category, "minutes": 2}, account
+        )["id"]
+        if actor == "station":
+            world.other_hotline, world.other_hotline_call = hotline, call
+        else:
+            world.hotlines[actor], world.hotline_calls[actor] = hotline, call
 
 
 def _help(world: World, boss: Account) -> None:
@@ -1155,6 +1244,12 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
         helper=world.helper,
         help_run=world.help_run,
         help_session=world.help_session,
+        hotline=world.hotlines.get(actor, world.other_hotline)
+        if whose == "own"
+        else world.other_hotline,
+        hotline_call=world.hotline_calls.get(actor, world.other_hotline_call)
+        if whose == "own"
+        else world.other_hotline_call,
     )
     headers.update(row.headers)
     body = row.body(world, actor) if row.body else None
