@@ -915,7 +915,7 @@ ROWS += [
 # actors' own calls are of category "other": neither an emergency nor a booking (409).
 HOTLINES = "/api/v1/community/hotlines"
 HOTLINE = f"{HOTLINES}/{{hotline}}"
-READS_OWN = {
+READS_OWN: dict[str, Expected] = {
     **{actor: (200, 404) for actor in SIGNED_IN},
     **{actor: (200, 200) for actor in COORDINATORS},
     "anonymous": 401,
