@@ -150,8 +150,37 @@ def test_an_emergency_call_ends_as_a_delivered_household_order_with_every_unit_a
     )
     assert as_case.status_code == 409
 
+    # A second emergency call, taken further by two operators at the same moment: one
+    # delivery, the other step refused whole.
+    from concurrent.futures import ThreadPoolExecutor
+
+    second = _call(
+        client,
+        hotline,
+        station,
+        category="emergency",
+        community_org_id=place.committee.org_id,
+        minutes=3,
+    )
+    neighbour = {**door, "room": "602", "note": None, "phone": None}
+
+    def take(_n: int) -> int:
+        return int(
+            stack.client()
+            .post(
+                f"{HOTLINES}/{hotline['id']}/calls/{second['id']}/emergency",
+                json={"as": "delivery", "household": neighbour, "items": {"vegetables": 1}},
+                headers=station.headers,
+            )
+            .status_code
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert sorted(pool.map(take, range(2))) == [201, 409]
+    assert households() == before + 2
+
     # The volunteer of Building 1 finds her door on their list, with the note, and
-    # brings the vegetables.
+    # brings the vegetables (the neighbour's are still on their way).
     first = place.buildings[0]
     mine = client.get(
         f"{place.base}/deliveries?building_id={first}", headers=place.volunteer.headers
@@ -170,16 +199,16 @@ def test_an_emergency_call_ends_as_a_delivered_household_order_with_every_unit_a
     assert accounts["vegetables"] == {
         "received": 10_000,
         "delivered": 2_000,
-        "pending": 0,
-        "in_stock": 8_000,
+        "pending": 500,
+        "in_stock": 7_500,
         "written_off": 0,
     }
     report = client.get(
         f"{HOTLINES}/{hotline['id']}/report?day={_today()}", headers=station.headers
     ).json
-    assert report["calls"] == 1 and report["by_category"]["emergency"] == 1
-    assert report["emergency"] == {"requests": 1, "deliveries": 1, "cases": 0, "fulfilled": 1}
-    assert report["minutes"] == 6
+    assert report["calls"] == 2 and report["by_category"]["emergency"] == 2
+    assert report["emergency"] == {"requests": 2, "deliveries": 2, "cases": 0, "fulfilled": 1}
+    assert report["minutes"] == 6 + 3
     public = client.get(f"{place.base}/reach").json
     assert public["units_delivered"] == {"vegetables": 2_000}
 
@@ -336,6 +365,23 @@ def test_operators_log_calls_and_the_daily_reports_add_up(stack: Stack) -> None:
         station,
     )
     assert made["became"] == "case" and made["case_number"].startswith("C-")
+    # A hotline acts only in the communities of the region it serves.
+    far = post(
+        client,
+        HOTLINES,
+        {"name": "Shenzhen line", "phone": "0755-1234", "languages": ["zh"], "region": "4403"},
+        station,
+    )
+    far_call = _call(
+        client, far, station, category="emergency", community_org_id=community_id, minutes=1
+    )
+    unserved = client.post(
+        f"{HOTLINES}/{far['id']}/calls/{far_call['id']}/emergency",
+        json={"as": "case", "summary": "Needs insulin"},
+        headers=station.headers,
+    )
+    assert unserved.status_code == 403
+    assert unserved.get_json()["type"].endswith("/community-not-served")
     not_emergency = client.post(
         f"{calls}/{info[1]['id']}/emergency",
         json={"as": "case", "summary": "x"},
@@ -364,20 +410,21 @@ def test_operators_log_calls_and_the_daily_reports_add_up(stack: Stack) -> None:
     ).json
     assert past["calls"] == 1 and past["minutes"] == 5
     whole = client.get(f"{HOTLINES}/report?day={today}", headers=station.headers).json
-    assert whole["org_id"] == station.org_id and whole["calls"] == 7 and whole["minutes"] == 43
+    assert whole["org_id"] == station.org_id and whole["calls"] == 8 and whole["minutes"] == 44
     assert {h["hotline_id"]: h["calls"] for h in whole["hotlines"]} == {
         line["id"]: 6,
         other_line["id"]: 1,
+        far["id"]: 1,
     }
     as_office = client.get(
         f"{HOTLINES}/report?org_id={station.org_id}&day={today}", headers=office.headers
     ).json
-    assert as_office["calls"] == 7
+    assert as_office["calls"] == 8
 
     # Who sees what: another organisation is answered as if nothing existed; a
     # coordinator reads everything and logs nothing; anonymous callers sign in first.
     own = {h["id"] for h in client.get(HOTLINES, headers=station.headers).json["items"]}
-    assert own == {line["id"], other_line["id"]}
+    assert own == {line["id"], other_line["id"], far["id"]}
     every = {h["id"] for h in client.get(HOTLINES, headers=office.headers).json["items"]}
     assert {line["id"], rivals["id"], by_office["id"]} <= every
     for url in (
