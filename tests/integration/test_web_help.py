@@ -206,3 +206,79 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
     assert not set(re.findall(r'data-session="([^"]+)"', page.get_data(True))) & set(ours)
     refused = stranger.post(f"/help/sessions/{first}/contact", data={"csrf_token": _token(page)})
     assert refused.status_code == 404
+
+
+def test_an_operator_logs_calls_a_row_at_a_time_and_reads_the_days_figures(
+    stack: Stack,
+) -> None:
+    from tests.support.orgs import read_model_org
+    from tests.support.stack import eventually
+
+    stack.start_worker("gateway")
+    stack.start_worker("community")
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    station = verified(client, boss, kind="civil_affairs_bureau", region="4201")
+    wuchang = verified(
+        client, boss, kind="community_committee", region="420106", name="Zhongnan Community"
+    )
+    known = {station.org_id, wuchang.org_id}
+    eventually(
+        lambda: all(read_model_org(stack.runtime("community"), o) for o in known), timeout=60
+    )
+    made = client.post(
+        "/api/v1/community/hotlines",
+        json={
+            "name": "Wuchang help line",
+            "phone": "027-8888 1234",
+            "languages": ["zh"],
+            "region": "4201",
+        },
+        headers=station.headers,
+    )
+    assert made.status_code == 201, made.get_json()
+    hotline = made.get_json()["id"]
+
+    for language, (emergency, served) in {
+        "en": ("emergency help", "Callers served"),
+        "zh": ("紧急求助", "来电人数"),
+    }.items():
+        operator = _signed_in(stack, station, language)
+        start = operator.get("/hotlines")
+        assert start.status_code == 302 and start.location.endswith(f"/hotlines/{hotline}")
+        page = operator.get(start.location)
+        token = _token(page)
+        body = page.get_data(True)
+        assert 'href="/hotlines"' in body and "autofocus" in body
+        assert "Zhongnan Community" in body and emergency in _text(page)
+        # Minutes left out: named at the input, what was typed is kept.
+        wrong = operator.post(
+            start.location,
+            data={"csrf_token": token, "category": "emergency", "community_org_id": wuchang.org_id},
+        )
+        assert wrong.status_code == 422 and 'id="f-minutes-error"' in wrong.get_data(True)
+        assert f'value="{wuchang.org_id}" selected' in wrong.get_data(True)
+        logged = operator.post(
+            start.location,
+            data={
+                "csrf_token": token,
+                "category": "emergency",
+                "community_org_id": wuchang.org_id,
+                "minutes": "6",
+            },
+        )
+        assert logged.status_code == 302
+        operator.post(
+            start.location, data={"csrf_token": token, "category": "information", "minutes": "2"}
+        )
+        page = operator.get(start.location)
+        assert served in _text(page)
+        assert len(re.findall(r'data-call="', page.get_data(True))) == (
+            2 if language == "en" else 4
+        )
+    report = client.get(f"/api/v1/community/hotlines/{hotline}/report", headers=station.headers)
+    assert report.get_json()["by_category"]["emergency"] == 2
+    # Nobody else's call log: another organisation is answered as if it did not exist.
+    other = _signed_in(stack, verified(client, boss, kind="hospital"))
+    assert 'href="/hotlines"' not in other.get("/").get_data(True)
+    assert other.get(f"/hotlines/{hotline}").status_code == 404

@@ -26,6 +26,7 @@ from services.gateway.web import (  # noqa: F401
     donor,
     gaps,
     help_sessions,
+    hotline_calls,
     members,
     places,
     recipient,

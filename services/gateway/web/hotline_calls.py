@@ -1,0 +1,207 @@
+"""The hotline operator's call log, as fast as a spreadsheet: one row to type a call
+in (category, the caller's community, minutes; Enter logs it and the cursor is back in
+the first input for the next call), today's calls below it, newest first, and the
+day's figures as the hotline reports them.
+
+A call holds nothing of the caller; the page reads the hotlines API
+(``/api/v1/community/hotlines``) as the signed-in operator, so it shows only their
+organisation's hotlines (every one to coordinators).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from flask import flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext, lazy_gettext
+
+from services.gateway.web import api
+from services.gateway.web.base import bp, me, problem_page, require_me
+from services.gateway.web.forms import FormState
+from services.gateway.web.help_sessions import message, said
+from services.gateway.web.i18n import org_name
+from services.gateway.web.times import LOCAL, clock_time
+
+HOTLINES = "/community/hotlines"
+CATEGORY_WORDS = {
+    "information": lazy_gettext("information"),
+    "counselling": lazy_gettext("counselling"),
+    "emergency": lazy_gettext("emergency help"),
+    "other": lazy_gettext("other"),
+}
+BECAME_WORDS = {
+    "delivery": lazy_gettext("became a household delivery"),
+    "case": lazy_gettext("became a case"),
+    "booking": lazy_gettext("booked for a session"),
+}
+FIELD_WORDS = {
+    "category": lazy_gettext("Category"),
+    "community_org_id": lazy_gettext("Caller's community"),
+    "region": lazy_gettext("Caller's community"),
+    "minutes": lazy_gettext("Minutes"),
+    "at": lazy_gettext("When"),
+}
+KNOWN_MESSAGES = (
+    lazy_gettext("A call is logged once it happened."),
+    lazy_gettext("A call cannot be dated in the future."),
+)
+COMMUNITY_KIND = "community_committee"
+OPERATOR_CHECK_SECONDS = 300
+
+
+def field_word(name: str) -> str:
+    found = FIELD_WORDS.get(name)
+    return str(found) if found is not None else name
+
+
+def operates_hotlines() -> bool:
+    """Whether the signed-in user's organisation runs a hotline (asked of the API at
+    most every few minutes, and kept in the cookie session meanwhile)."""
+    found = me()
+    if not found:
+        return False
+    user = str(found["user"]["id"])
+    kept: list[Any] = session.get("web_hotlines") or []
+    now = int(time.time())
+    if len(kept) == 3 and kept[0] == user and now - int(kept[1]) < OPERATOR_CHECK_SECONDS:
+        return bool(kept[2])
+    answer = api.get(HOTLINES)
+    runs = answer.ok and bool(answer.body["items"])
+    session["web_hotlines"] = [user, now, runs]
+    return runs
+
+
+@bp.app_context_processor
+def _hotline_globals() -> dict[str, Any]:
+    ours = request.blueprint == "web"
+    return {"operates_hotlines": operates_hotlines if ours else (lambda: False)}
+
+
+def _communities(region: str) -> list[dict[str, Any]]:
+    """The verified communities in the hotline's region, by name."""
+    answer = api.get(
+        "/orgs",
+        query={"kind": COMMUNITY_KIND, "status": "verified", "region": region, "limit": 200},
+    )
+    found = list(answer.body["items"]) if answer.ok else []
+    return sorted(found, key=org_name)
+
+
+def _names(org_ids: set[str]) -> dict[str, str]:
+    """Organisations' names by id, in the page's language."""
+    ids = sorted(i for i in org_ids if i and i != "None")
+    if not ids:
+        return {}
+    answer = api.get("/orgs/names", query={"id": ids})
+    return {o["id"]: org_name(o) for o in answer.body["items"]} if answer.ok else {}
+
+
+def _day() -> date:
+    chosen = request.args.get("day", "")
+    try:
+        return date.fromisoformat(chosen)
+    except ValueError:
+        return datetime.now(LOCAL).date()
+
+
+def _log_page(hotline_id: uuid.UUID, form: FormState, status: int = 200) -> Any:
+    hotlines = api.get(HOTLINES)
+    if not hotlines.ok:
+        return problem_page(hotlines)
+    hotline = next((h for h in hotlines.body["items"] if h["id"] == str(hotline_id)), None)
+    if hotline is None:
+        found = api.get(f"{HOTLINES}/{hotline_id}")
+        if not found.ok:
+            return problem_page(found)
+        hotline = found.body
+    day = _day()
+    calls = api.get(f"{HOTLINES}/{hotline_id}/calls", query={"day": day.isoformat(), "limit": 200})
+    if not calls.ok:
+        return problem_page(calls)
+    report = api.get(f"{HOTLINES}/{hotline_id}/report", query={"day": day.isoformat()})
+    if not report.ok:
+        return problem_page(report)
+    # Coordinators read every hotline's log; its own organisation's members log calls.
+    operator = str(hotline["org_id"]) == str(require_me()["organisation"]["id"])
+    communities = _communities(hotline["region"]) if operator else []
+    names = {c["id"]: org_name(c) for c in communities}
+    if not operator:
+        names = _names({str(c["community_org_id"]) for c in calls.body["items"]})
+    return render_template(
+        "help/calls.html",
+        hotline=hotline,
+        operator=operator,
+        hotlines=hotlines.body["items"],
+        calls=calls.body["items"],
+        report=report.body,
+        day=day,
+        today=datetime.now(LOCAL).date(),
+        communities=communities,
+        names=names,
+        categories=CATEGORY_WORDS,
+        form=form,
+        field_word=field_word,
+        category_word=lambda c: said(CATEGORY_WORDS, c),
+        became_word=lambda b: said(BECAME_WORDS, b),
+        clock=lambda v: clock_time(v)[11:],
+        org_name=org_name,
+    ), status
+
+
+@bp.get("/hotlines")
+def hotline_log_first() -> Any:
+    """The first of the operator's hotlines (the page lets them pick another)."""
+    require_me()
+    answer = api.get(HOTLINES)
+    if not answer.ok:
+        return problem_page(answer)
+    if not answer.body["items"]:
+        return render_template("help/no_hotline.html")
+    return redirect(url_for("web.hotline_log", hotline_id=answer.body["items"][0]["id"]))
+
+
+@bp.get("/hotlines/<uuid:hotline_id>")
+def hotline_log(hotline_id: uuid.UUID) -> Any:
+    """A hotline's call log of a Beijing day (today unless ``day`` is given), with a
+    row to log the next call and the day's figures."""
+    require_me()
+    return _log_page(hotline_id, FormState())
+
+
+@bp.post("/hotlines/<uuid:hotline_id>")
+def hotline_log_call(hotline_id: uuid.UUID) -> Any:
+    require_me()
+    values = {k: v.strip() for k, v in request.form.items() if k != "csrf_token"}
+    body: dict[str, Any] = {}
+    for name in ("category", "community_org_id", "minutes"):
+        if values.get(name):
+            body[name] = values[name]
+    answer = api.post(
+        f"{HOTLINES}/{hotline_id}/calls",
+        json=body,
+        idempotency_key=values.get("idempotency_key") or None,
+    )
+    if answer.status in (401, 403, 404) or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        errors: dict[str, list[str]] = {}
+        for key, texts in answer.errors.items():
+            name = "community_org_id" if key == "region" else key.split(".")[0]
+            errors.setdefault(name, []).extend(message(t) for t in texts)
+        detail = message(answer.detail) if answer.detail else None
+        # Keep what was typed, so only the wrong input needs retyping.
+        kept = {k: v for k, v in values.items() if k != "idempotency_key"}
+        return _log_page(hotline_id, FormState(kept, errors, detail), answer.status)
+    made = answer.body
+    flash(
+        gettext(
+            "Logged: %(category)s, %(minutes)s min.",
+            category=said(CATEGORY_WORDS, made["category"]),
+            minutes=made["minutes"],
+        ),
+        "success",
+    )
+    return redirect(url_for("web.hotline_log", hotline_id=hotline_id))
