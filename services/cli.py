@@ -53,10 +53,12 @@ def demo() -> None:
 @demo.command("load")
 def demo_load() -> None:
     """Register demo organisations, each with a user (password: demo-password), their
-    pledges and needs, and the demo community's buildings, households, people, order
-    rounds, deliveries and cases; skips what is already there."""
+    pledges and needs, the demo community's buildings, households, people, order
+    rounds, deliveries and cases, and its helpers, requests for help, sessions and
+    hotline calls; skips what is already there."""
     from services.demo import load_demo_ledger
     from services.demo_community import DEMO_COMMUNITY, load_demo_community
+    from services.demo_help import HELPERS, load_demo_help
     from services.gateway.auth.admin import DEMO_ACCOUNTS, DEMO_PASSWORD, demo_orgs, load_demo
 
     settings = Settings.from_env()
@@ -67,6 +69,9 @@ def demo_load() -> None:
         inside = load_demo_community(
             settings, app.extensions["aidlink"], orgs[DEMO_COMMUNITY][0], DEMO_PASSWORD
         )
+        helping = load_demo_help(
+            settings, app.extensions["aidlink"], orgs[DEMO_COMMUNITY][0], DEMO_PASSWORD
+        )
     ledger = load_demo_ledger(settings, orgs)
     click.echo(
         f"demo data: {created} organisation(s) registered, "
@@ -74,15 +79,20 @@ def demo_load() -> None:
         f"{ledger.pledges} pledge(s) and {ledger.needs} need(s) added; "
         f"community: {inside.buildings} building(s), {inside.households} household(s), "
         f"{inside.orders} household order(s), {inside.deliveries} delivery(ies) and "
-        f"{inside.cases} case(s) added"
+        f"{inside.cases} case(s) added; "
+        f"help: {helping.helpers} helper(s), {helping.requests} request(s), "
+        f"{helping.sessions} session(s) and {helping.calls} hotline call(s) added"
     )
-    if created or inside.people:
+    if created or inside.people or helping.helpers:
         click.echo(f"demo sign-ins (password {DEMO_PASSWORD!r}):")
     if created:
         for account in DEMO_ACCOUNTS:
             click.echo(f"  {account['email']:<34} {account['organisation']['kind']}")
     for person in inside.people:
         click.echo(f"  {person['email']:<34} community {person['role']}")
+    if helping.helpers:
+        for person in HELPERS:
+            click.echo(f"  {person['email']:<34} helper ({', '.join(person['kinds'])})")
 
 
 @main.group()
@@ -377,11 +387,16 @@ def personal_data_export(org_id: str) -> None:
         except DomainError as exc:
             raise click.ClickException(exc.detail) from None
     parts: list[tuple[str, Any]] = [("donations", donations_part), ("dispatch", dispatch_part)]
+    from services.community.sessions.privacy import personal_data as help_part
+
     if org.kind == "community_committee":
         from services.community.residents.privacy import everything
 
-        # Its residents' data: households, orders, deliveries, cases.
-        parts.append(("community", everything))
+        # Its residents' data: households, orders, deliveries, cases; and its people's
+        # help (helpers, notes, requests).
+        parts.append(("community", lambda s, o: {**everything(s, o), **help_part(s, o)}))
+    else:
+        parts.append(("community", help_part))
     for name, part in parts:
         app = _service_app(name)
         with app.extensions["aidlink"].session_factory() as session:

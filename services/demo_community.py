@@ -151,9 +151,14 @@ class DemoCommunity:
     cases: int = 0
 
 
-def _people(gateway: ServiceRuntime, org_id: uuid.UUID, password: str) -> dict[str, uuid.UUID]:
-    """The demo people as users of the community organisation, made where missing:
-    each email with its user's id."""
+def add_people(
+    gateway: ServiceRuntime,
+    org_id: uuid.UUID,
+    password: str,
+    people: tuple[dict[str, Any], ...] = DEMO_PEOPLE,
+) -> dict[str, uuid.UUID]:
+    """The demo ``people`` (each an ``email`` and a ``name``) as users of the community
+    organisation, made where missing: each email with its user's id."""
     from services.gateway.auth.service import add_membership, create_user
     from services.gateway.models import Organisation, User
 
@@ -161,7 +166,7 @@ def _people(gateway: ServiceRuntime, org_id: uuid.UUID, password: str) -> dict[s
     with gateway.unit_of_work() as session:
         org = session.get(Organisation, org_id)
         assert org is not None
-        for person in DEMO_PEOPLE:
+        for person in people:
             user_id = session.scalar(select(User.id).where(User.email == person["email"]))
             if user_id is None:
                 user = create_user(
@@ -194,7 +199,7 @@ def load_demo_community(
             with rt.session_factory() as session:
                 if session.scalar(select(Building.id).where(Building.org_id == org_id).limit(1)):
                     return added
-            users = _people(gateway, org_id, password)
+            users = add_people(gateway, org_id, password)
             committee = Standing(org_id=org_id, committee=True)
             with rt.unit_of_work() as session:
                 buildings = [

@@ -1,5 +1,6 @@
 """`aidlink demo load`: demo organisations, users, pledges and needs, and the demo
-community inside (with last week's round delivered door to door and two cases), once."""
+community inside (with last week's round delivered door to door and two cases), and
+its help from people's time (helpers, requests, sessions, a hotline's calls), once."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from services.community.models import (
     Appointment,
     Building,
     Case,
+    Helper,
+    HelpSession,
+    HotlineCall,
     Household,
     HouseholdDelivery,
     OrderLine,
@@ -39,8 +43,17 @@ def test_demo_load_gives_a_new_installation_supply_and_demand_once(stack: Stack)
         "community: 2 building(s), 12 household(s), 17 household order(s), "
         "10 delivery(ies) and 2 case(s) added"
     ) in first.output
-    for person in ("leader1", "leader2", "volunteer", "socialworker"):
+    for person in ("leader1", "leader2", "volunteer", "socialworker", "counsellor"):
         assert f"{person}@demo.aidlink.local" in first.output
+    assert (
+        "help: 2 helper(s), 5 request(s), 5 session(s) and 6 hotline call(s) added"
+    ) in first.output
+    # Help: two verified helpers, each with sessions booked ahead to confirm.
+    with stack.runtime("community").session_factory() as session:
+        helpers = session.scalars(select(Helper)).all()
+        booked = session.execute(select(HelpSession.helper_id, HelpSession.status)).all()
+    assert {h.status for h in helpers} == {"verified"} and len(helpers) == 2
+    assert {status for _h, status in booked} == {"booked"}
 
     # The community inside: two buildings, a dozen households, its people appointed, an
     # open round in which seven households ordered, and last week's round confirmed.
@@ -125,3 +138,6 @@ def test_demo_load_gives_a_new_installation_supply_and_demand_once(stack: Stack)
     assert _count(stack, "dispatch", Need) == 4
     assert _count(stack, "community", HouseholdDelivery) == 10
     assert _count(stack, "community", Case) == 2
+    assert "help: 0 helper(s), 0 request(s), 0 session(s) and 0 hotline call(s)" in again.output
+    assert _count(stack, "community", HelpSession) == 5
+    assert _count(stack, "community", HotlineCall) == 6
