@@ -180,6 +180,12 @@ class Settings:
     # urgency (comma-separated: medical_staff, patient, patient_family).
     crisis_line: str = "12356"
     help_priority_groups: tuple[str, ...] = ("medical_staff", "patient", "patient_family")
+    # Who connects a helper and a seeker without either seeing the other's number:
+    # empty (none: the timed reveal of the contact), "test" (records what it was asked
+    # under var/), or "package.module:factory" taking these settings.
+    help_contact_provider: str = ""
+    # Days a helper's note on a session is kept before the community worker deletes it.
+    help_note_retention_days: int = 365
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -221,6 +227,12 @@ class Settings:
             raise ConfigError(
                 "AIDLINK_EVENT_RETENTION_DAYS must be 0 (keep everything) or more, "
                 f"got {event_retention_days:g}"
+            )
+        help_note_retention_days = _int(env, "AIDLINK_HELP_NOTE_RETENTION_DAYS", 365)
+        if help_note_retention_days < 1:
+            raise ConfigError(
+                "AIDLINK_HELP_NOTE_RETENTION_DAYS must be at least 1, "
+                f"got {help_note_retention_days}"
             )
         outbox_relay = env.get("AIDLINK_OUTBOX_RELAY", "inline")
         if outbox_relay not in ("inline", "background"):
@@ -284,6 +296,8 @@ class Settings:
                 ).split(",")
                 if g.strip()
             ),
+            help_contact_provider=(env.get("AIDLINK_HELP_CONTACT_PROVIDER") or "").strip(),
+            help_note_retention_days=help_note_retention_days,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -338,6 +352,8 @@ class Settings:
             "AIDLINK_SHIPMENT_CLOCK_SKEW": str(self.shipment_clock_skew),
             "AIDLINK_CRISIS_LINE": self.crisis_line,
             "AIDLINK_HELP_PRIORITY_GROUPS": ",".join(self.help_priority_groups),
+            "AIDLINK_HELP_CONTACT_PROVIDER": self.help_contact_provider,
+            "AIDLINK_HELP_NOTE_RETENTION_DAYS": str(self.help_note_retention_days),
         }
         for svc in SERVICES:
             env[f"{svc.upper()}_DATABASE_URL"] = self.database_urls[svc]

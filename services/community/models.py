@@ -375,6 +375,13 @@ class HelpRequest(Entity, Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     previous_helper_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # The organisation a signed-in seeker asked through (their personal-data export).
+    org_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # The first request of its chain of follow-ups (none: this one): who the ledger
+    # counts as one person, by an opaque id.
+    first_request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # SHA-256 of the token an anonymous seeker follows the request with.
+    follow_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class HelpRun(Base):
@@ -394,6 +401,9 @@ class HelpRun(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     approved_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A coordinator who changed the preview's assignments, and when.
+    edited_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class HelpSession(Entity, Base):
@@ -418,13 +428,65 @@ class HelpSession(Entity, Base):
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     held_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # booked, confirmed, declined
+    # booked, confirmed, declined, held, missed, cancelled (the seeker's data erased)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="booked")
     reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Closed held (minutes given) or missed (by ``missed_by``: seeker or helper).
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    missed_by: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
 
 # Help sessions: notes, missed sessions, the contact provider's rooms ---------------------
+
+
+class HelpSessionNote(Base):
+    """The helper's note on a session they held: seen by the helper and their
+    organisation's admins (their supervisors) only; never in an event, a webhook, a
+    log line or a public export. Deleted after the retention period
+    (``AIDLINK_HELP_NOTE_RETENTION_DAYS``) and on erasure."""
+
+    __tablename__ = "help_session_notes"
+    __table_args__ = (
+        UniqueConstraint("session_id", name="uq_help_session_note"),
+        Index("ix_help_session_notes_written", "written_at"),
+        Index("ix_help_session_notes_org", "org_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("help_sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    helper_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # The helper's organisation: whose admins read it.
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    note: Mapped[str] = mapped_column(Text, nullable=False)
+    follow_up: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    written_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class HelpConnection(Base):
+    """A connection the contact provider made for a session: a masked call-back or a
+    room (``room_url``, answered again to the helper while the session's window
+    lasts). Holds no phone number."""
+
+    __tablename__ = "help_connections"
+    __table_args__ = (Index("ix_help_connections_session", "session_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("help_sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    provider: Mapped[str] = mapped_column(String(64), nullable=False)
+    # call_back, room
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    reference: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    room_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 # Hotlines: their call log --------------------------------------------------------------

@@ -87,3 +87,33 @@ def reach_aggregate_id(org_id: uuid.UUID | str) -> uuid.UUID:
 
 REGISTRY.register("community.units_distributed", 1, UnitsDistributedV1())
 SUBSCRIBERS["community.units_distributed"] = ("dispatch",)
+
+
+class HelpSessionHeldV1(Schema):
+    """community.help_session_held: a helper closed a session as held. Ids and counts
+    for the public ledger's figures (sessions held, people helped, hours given, by
+    week and region); never a name, a topic, a contact or the helper's note.
+
+    The envelope's aggregate is the session, version 1: a session is held once."""
+
+    session_id = fields.UUID(required=True)
+    person_key = fields.UUID(
+        required=True,
+        metadata={
+            "description": "An opaque id of the person helped: the first request of the "
+            "session's chain of follow-ups, so a person's sessions count as one person"
+        },
+    )
+    region = fields.String(
+        required=True,
+        validate=validate.Length(min=2, max=12),
+        metadata={"description": "The helper organisation's region code, 00 when unknown"},
+    )
+    week = fields.Date(
+        required=True, metadata={"description": "The Monday of the session's week, Beijing time"}
+    )
+    minutes = fields.Integer(required=True, validate=validate.Range(min=1, max=1440))
+
+
+REGISTRY.register("community.help_session_held", 1, HelpSessionHeldV1())
+SUBSCRIBERS["community.help_session_held"] = ("dispatch",)

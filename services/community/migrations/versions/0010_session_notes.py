@@ -20,8 +20,75 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    pass
+    """Upgrade schema."""
+    with op.batch_alter_table('help_requests', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('org_id', sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column('first_request_id', sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column('follow_token_hash', sa.String(length=64), nullable=True))
+    with op.batch_alter_table('help_runs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('edited_by', sa.Uuid(), nullable=True))
+        batch_op.add_column(
+            sa.Column('edited_at', shared.db.UTCDateTime(timezone=True), nullable=True)
+        )
+    with op.batch_alter_table('help_sessions', schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column('closed_at', shared.db.UTCDateTime(timezone=True), nullable=True)
+        )
+        batch_op.add_column(sa.Column('closed_by', sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column('minutes', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('missed_by', sa.String(length=8), nullable=True))
+
+    op.create_table('help_session_notes',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('session_id', sa.Uuid(), nullable=False),
+    sa.Column('helper_id', sa.Uuid(), nullable=False),
+    sa.Column('org_id', sa.Uuid(), nullable=False),
+    sa.Column('note', sa.Text(), nullable=False),
+    sa.Column('follow_up', sa.Boolean(), server_default=sa.false(), nullable=False),
+    sa.Column('written_by', sa.Uuid(), nullable=True),
+    sa.Column('written_at', shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['session_id'], ['help_sessions.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('session_id', name='uq_help_session_note')
+    )
+    with op.batch_alter_table('help_session_notes', schema=None) as batch_op:
+        batch_op.create_index('ix_help_session_notes_written', ['written_at'], unique=False)
+        batch_op.create_index('ix_help_session_notes_org', ['org_id'], unique=False)
+
+    op.create_table('help_connections',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('session_id', sa.Uuid(), nullable=False),
+    sa.Column('provider', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('reference', sa.String(length=200), nullable=True),
+    sa.Column('room_url', sa.String(length=500), nullable=True),
+    sa.Column('created_by', sa.Uuid(), nullable=True),
+    sa.Column('created_at', shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['session_id'], ['help_sessions.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('help_connections', schema=None) as batch_op:
+        batch_op.create_index('ix_help_connections_session', ['session_id'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    """Downgrade schema."""
+    with op.batch_alter_table('help_connections', schema=None) as batch_op:
+        batch_op.drop_index('ix_help_connections_session')
+    op.drop_table('help_connections')
+    with op.batch_alter_table('help_session_notes', schema=None) as batch_op:
+        batch_op.drop_index('ix_help_session_notes_org')
+        batch_op.drop_index('ix_help_session_notes_written')
+    op.drop_table('help_session_notes')
+    with op.batch_alter_table('help_sessions', schema=None) as batch_op:
+        batch_op.drop_column('missed_by')
+        batch_op.drop_column('minutes')
+        batch_op.drop_column('closed_by')
+        batch_op.drop_column('closed_at')
+    with op.batch_alter_table('help_runs', schema=None) as batch_op:
+        batch_op.drop_column('edited_at')
+        batch_op.drop_column('edited_by')
+    with op.batch_alter_table('help_requests', schema=None) as batch_op:
+        batch_op.drop_column('follow_token_hash')
+        batch_op.drop_column('first_request_id')
+        batch_op.drop_column('org_id')
