@@ -93,3 +93,25 @@ def test_community_help_tables_come_and_go_with_their_migration(settings: Settin
     unique = {c["name"]: c["column_names"] for c in found.get_unique_constraints("help_sessions")}
     assert unique["uq_help_session_slot"] == ["helper_id", "held_start"]
     engine.dispose()
+
+
+def test_community_hotline_tables_come_and_go_with_their_migration(settings: Settings) -> None:
+    """Community 0009 adds hotlines and their call log: going back removes their tables
+    and keeps the help sessions', going forward again brings them back, the minutes'
+    bounds with them (on both backends)."""
+    from sqlalchemy import inspect
+
+    url = settings.database_url("community")
+    tables = {"hotlines", "hotline_calls"}
+    command.downgrade(alembic_config("community", url), "0008")
+    engine = create_engine(url)
+    before = set(inspect(engine).get_table_names())
+    assert not tables & before and "help_sessions" in before
+    engine.dispose()
+    upgrade("community", settings)
+    engine = create_engine(url)
+    found = inspect(engine)
+    assert tables <= set(found.get_table_names())
+    checks = {c["name"] for c in found.get_check_constraints("hotline_calls")}
+    assert "ck_hotline_call_minutes" in checks
+    engine.dispose()

@@ -439,6 +439,12 @@ def emergency(
     standing = _for_community(community, identity)
     answer: dict[str, Any] = {}
     if data["as"] == "delivery":
+        # Two operators taking calls from one community further at once would both see
+        # the same stock: the community's row, locked until the commit, puts them one
+        # after the other (on PostgreSQL; SQLite's writers queue anyway).
+        session.execute(
+            select(Organisation.id).where(Organisation.id == community.id).with_for_update()
+        )
         goods, from_stock = _wanted_goods(session, community.id, data.get("items") or {})
         if not goods:
             raise RuleBroken(
