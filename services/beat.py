@@ -79,6 +79,12 @@ def create_beat(settings: Settings | None = None) -> Celery:
             "schedule": every,
             "options": {"queue": "dispatch", "expires": every},
         }
+    # Helpers' notes on sessions past their retention period, hourly.
+    app.conf.beat_schedule["community-delete-expired-session-notes"] = {
+        "task": "community.delete_expired_session_notes",
+        "schedule": 3600.0,
+        "options": {"queue": "community", "expires": 3600.0},
+    }
     app.conf.beat_schedule_filename = str(settings.var_dir / "celerybeat-schedule")
     return app
 

@@ -18,7 +18,10 @@ from services.community.residents import api as residents_api
 from services.community.residents import privacy
 from services.community.residents import service as residents
 from services.community.sessions import api as sessions_api
+from services.community.sessions import privacy as help_privacy
+from services.community.sessions.tasks import register_session_tasks
 from shared.config import Settings
+from shared.db import utcnow
 from shared.events import Event
 from shared.inbox import Handler
 from shared.org_directory import org_directory_blueprint, org_event_handlers
@@ -33,16 +36,27 @@ def _org_handlers() -> dict[str, Handler]:
 
     def on_erased(session: Session, event: Event) -> None:
         keep_erased(session, event)
-        residents.erase_community(session, uuid.UUID(str(event.data()["id"])))
+        data = event.data()
+        org_id = uuid.UUID(str(data["id"]))
+        residents.erase_community(session, org_id)
+        help_privacy.erase_people(
+            session,
+            org_id,
+            utcnow(),
+            user_ids=[uuid.UUID(str(u)) for u in data.get("user_ids") or ()],
+        )
 
     def on_residents_erased(session: Session, event: Event) -> None:
-        privacy.erase_residents(session, uuid.UUID(str(event.data()["id"])))
+        org_id = uuid.UUID(str(event.data()["id"]))
+        privacy.erase_residents(session, org_id)
+        # The requests for help made through the community are its residents'.
+        help_privacy.erase_people(session, org_id, utcnow(), helpers_too=False)
 
     def on_member_removed(session: Session, event: Event) -> None:
         data = event.data()
-        privacy.end_appointments(
-            session, uuid.UUID(str(data["org_id"])), uuid.UUID(str(data["user_id"]))
-        )
+        org_id, user_id = uuid.UUID(str(data["org_id"])), uuid.UUID(str(data["user_id"]))
+        privacy.end_appointments(session, org_id, user_id)
+        help_privacy.withdraw_member(session, org_id, user_id, utcnow())
 
     return {
         **handlers,
@@ -64,6 +78,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     rt: ServiceRuntime = app.extensions["aidlink"]
     rt.inbox.handlers.update(_org_handlers())
     rt.inbox.handlers["receipt.confirmed"] = distribution.receipt_handler(rt.outbox)
+    register_session_tasks(rt)
     flask_api.register_blueprint(
         org_directory_blueprint("community", Organisation, residents_api.personal_data)
     )

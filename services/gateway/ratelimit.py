@@ -3,8 +3,9 @@
 - Sign-in and token refresh: ``ratelimit_login`` per client address.
 - Every write (POST, PUT, PATCH, DELETE): ``ratelimit_writes`` per signed-in user, or
   per client address for anonymous callers, across the whole API.
-- The public ledger (its API, exports and web page), read without signing in:
-  ``ratelimit_public`` per client address. Signed-in callers are not counted.
+- The public ledger (its API, exports and web page), and an anonymous seeker following
+  their request for help, read without signing in: ``ratelimit_public`` per client
+  address. Signed-in callers are not counted.
 
 Counters live in Redis in production, so all gateway processes share them, and in
 memory in embedded mode (per process). A breach is a 429 problem with Retry-After.
@@ -12,6 +13,7 @@ memory in embedded mode (per process). A breach is a 429 problem with Retry-Afte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,6 +27,9 @@ from shared.identity import current_identity
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Public pages anyone may read without signing in, and so limited per address.
 PUBLIC_PATHS = ("/api/v1/transparency/", "/transparency")
+# A seeker who asked for help without signing in follows their request here, with its
+# token: limited per address as the public ledger is.
+FOLLOW_PATH = re.compile(r"^/api/v1/community/help/requests/[^/]+/status$")
 
 
 def caller_key() -> str:
@@ -55,7 +60,7 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
     def _public_limit() -> None:
         if (
             request.method in SAFE_METHODS
-            and request.path.startswith(PUBLIC_PATHS)
+            and (request.path.startswith(PUBLIC_PATHS) or FOLLOW_PATH.match(request.path))
             and current_identity().user_id is None
         ):
             with limiter.limit(

@@ -89,6 +89,9 @@ class World:
     helper: str = ""
     help_run: str = ""
     help_session: str = ""
+    # A request asked without signing in, and the token that follows it.
+    help_request: str = ""
+    follow_token: str = ""
     # Hotlines: one of each actor's organisation with a call of category "other" on
     # it, and a social-work station's (no actor's) with an emergency call.
     hotlines: dict[str, str] = field(default_factory=dict)
@@ -907,6 +910,45 @@ ROWS += [
         for verb in ("confirm", "decline")
     ),
     Row("GET", f"{HELP}/sessions/{{help_session}}/contact", only({}, others=404)),
+    # Closing, notes and connecting are the helper's (their admins read the notes);
+    # a coordinator may say a session was missed, once its start has passed (409
+    # before); a preview's assignments are the coordinators' (this run is approved).
+    Row(
+        "POST",
+        f"{HELP}/sessions/{{help_session}}/close",
+        only({}, others=404),
+        body=lambda w, a: {"note": "Talked for an hour", "follow_up": True},
+    ),
+    Row("GET", f"{HELP}/sessions/{{help_session}}/notes", only({}, others=404)),
+    Row(
+        "POST",
+        f"{HELP}/sessions/{{help_session}}/missed",
+        only(dict.fromkeys(COORDINATORS, 409), others=404),
+        body=lambda w, a: {"who": "seeker"},
+    ),
+    Row(
+        "POST",
+        f"{HELP}/sessions/{{help_session}}/connect",
+        only({}, others=404),
+        body=lambda w, a: {},
+    ),
+    Row(
+        "PATCH",
+        f"{HELP}/runs/{{help_run}}",
+        only(dict.fromkeys(COORDINATORS, 409)),
+        body=lambda w, a: {"assignments": []},
+    ),
+    # A request followed with its token, signed in or not; any other token: 404.
+    Row(
+        "GET",
+        f"{HELP}/requests/{{help_request}}/status?token={{follow_token}}",
+        everyone(200, anonymous=200),
+    ),
+    Row(
+        "GET",
+        f"{HELP}/requests/{{help_request}}/status?token=not-its-token",
+        everyone(404, anonymous=404),
+    ),
 ]
 
 # Hotlines: an organisation's admins set up its hotlines (coordinators for any
@@ -1092,6 +1134,12 @@ def _help(world: World, boss: Account) -> None:
     world.help_run = post(client, f"{HELP}/runs", {}, office)["id"]
     made = post(client, f"{HELP}/runs/{world.help_run}/approve", {}, office, 200)
     world.help_session = made["items"][0]["id"]
+    asked = client.post(
+        f"{HELP}/requests",
+        json={"topic": "grief", "languages": ["zh"], "contact": "+86 139 0000 0001"},
+    )
+    assert asked.status_code == 201, asked.json
+    world.help_request, world.follow_token = asked.json["id"], asked.json["follow_token"]
 
 
 def _community(world: World, boss: Account) -> None:
@@ -1244,6 +1292,8 @@ def _call(world: World, row: Row, actor: str, whose: str) -> int:
         helper=world.helper,
         help_run=world.help_run,
         help_session=world.help_session,
+        help_request=world.help_request,
+        follow_token=world.follow_token,
         hotline=world.hotlines.get(actor, world.other_hotline)
         if whose == "own"
         else world.other_hotline,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from services.community.models import Household, Organisation
 from services.community.residents import domain, privacy, service
 from services.community.residents.domain import Standing
+from services.community.sessions import privacy as help_privacy
 from shared.errors import Forbidden
 from shared.http import etag, require_if_match
 from shared.identity import current_identity, require_login
@@ -47,15 +48,17 @@ def personal_data(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
     a community to its committee (or a coordinator giving a reason, which is
     recorded), see ``privacy``; only counts of an organisation that is not a community."""
     org = session.get(Organisation, org_id)
+    # Its people's help: helpers, notes and signed-in requests, as the reader may see.
+    help_part = help_privacy.personal_data(session, org_id, current_identity())
     if org is None or org.kind != service.COMMUNITY_KIND:
-        return privacy.counts(session, org_id)
+        return {**privacy.counts(session, org_id), **help_part}
     found = standing(org_id, "personal-data export")
     if not (found.committee or found.coordinator):
         raise Forbidden(
             "A community's export is its committee's: it holds every household.",
             slug="forbidden",
         )
-    return privacy.everything(session, org_id)
+    return {**privacy.everything(session, org_id), **help_part}
 
 
 # Schemas ---------------------------------------------------------------------------------

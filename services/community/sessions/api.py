@@ -17,6 +17,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.community.sessions import domain, service
+from services.community.sessions.contact import provider_of
 from shared.identity import current_identity, require_login
 from shared.web import db_session, runtime
 
@@ -204,6 +205,13 @@ class RequestAnswerSchema(Schema):
         allow_none=True,
         metadata={"description": "For a crisis: the number to call now (AIDLINK_CRISIS_LINE)"},
     )
+    follow_token = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "Asked without signing in: the token to follow the request "
+            "with (GET .../requests/{id}/status?token=...), answered this once"
+        },
+    )
 
 
 class RequestSchema(Schema):
@@ -239,6 +247,26 @@ class RunSchema(Schema):
     unassigned = fields.List(fields.Dict(), metadata={"description": "request_id, reason, why"})
     created_at = fields.AwareDateTime()
     approved_at = fields.AwareDateTime(allow_none=True)
+    edited_at = fields.AwareDateTime(
+        allow_none=True, metadata={"description": "When a coordinator last changed the preview"}
+    )
+
+
+class HelpRunAssignmentInSchema(Schema):
+    request_id = fields.UUID(required=True)
+    helper_id = fields.UUID(required=True)
+    starts_at = fields.AwareDateTime(
+        required=True, metadata={"description": "One of the helper's free slots, UTC"}
+    )
+
+
+class HelpRunEditSchema(Schema):
+    assignments = fields.List(
+        fields.Nested(HelpRunAssignmentInSchema),
+        required=True,
+        validate=validate.Length(max=5000),
+        metadata={"description": "The whole new list of the preview's assignments"},
+    )
 
 
 class SessionSchema(Schema):
@@ -248,7 +276,9 @@ class SessionSchema(Schema):
     run_id = fields.UUID(allow_none=True)
     starts_at = fields.AwareDateTime()
     ends_at = fields.AwareDateTime()
-    status = fields.String(metadata={"description": "booked, confirmed or declined"})
+    status = fields.String(
+        metadata={"description": "booked, confirmed, declined, held, missed or cancelled"}
+    )
     reason = fields.String(allow_none=True, metadata={"description": "Why the scheduler chose it"})
     topic = fields.String()
     urgency = fields.String()
@@ -256,11 +286,96 @@ class SessionSchema(Schema):
     languages = fields.List(fields.String())
     contact_visible_from = fields.AwareDateTime()
     contact_visible_until = fields.AwareDateTime()
+    closed_at = fields.AwareDateTime(allow_none=True)
+    minutes = fields.Integer(allow_none=True, metadata={"description": "Given, once held"})
+    missed_by = fields.String(allow_none=True, metadata={"description": "seeker or helper"})
     version = fields.Integer()
 
 
 class SessionListSchema(Schema):
     items = fields.List(fields.Nested(SessionSchema))
+
+
+class SessionCloseSchema(Schema):
+    note = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=2000),
+        metadata={"description": "Seen by the helper and their supervisors only"},
+    )
+    follow_up = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Ask for another session for the person, with this helper"},
+    )
+    minutes = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1, max=480),
+        metadata={"description": "Minutes given (default: the session's length)"},
+    )
+
+
+class SessionClosedSchema(SessionSchema):
+    follow_up_request_id = fields.UUID(
+        allow_none=True, metadata={"description": "The follow-up request asked for, if any"}
+    )
+
+
+class SessionMissedSchema(Schema):
+    who = fields.String(
+        required=True,
+        validate=validate.OneOf(("seeker", "helper")),
+        metadata={"description": "Who did not come: seeker or helper"},
+    )
+
+
+class SessionNoteSchema(Schema):
+    session_id = fields.UUID()
+    helper_id = fields.UUID()
+    note = fields.String()
+    follow_up = fields.Boolean()
+    written_at = fields.AwareDateTime()
+
+
+class SessionNoteListSchema(Schema):
+    items = fields.List(fields.Nested(SessionNoteSchema))
+
+
+class SessionConnectInSchema(Schema):
+    helper_contact = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=3, max=200),
+        metadata={
+            "description": "The number the provider calls the helper back on (a masked "
+            "call-back); left out, a room. Passed to the provider, never kept"
+        },
+    )
+
+
+class SessionConnectionSchema(Schema):
+    session_id = fields.UUID()
+    kind = fields.String(metadata={"description": "call_back or room"})
+    room_url = fields.String(allow_none=True, metadata={"description": "For a room: its link"})
+
+
+class RequestFollowArgs(Schema):
+    token = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "The follow_token answered when the request was made"},
+    )
+
+
+class RequestFollowSchema(Schema):
+    id = fields.UUID()
+    status = fields.String(metadata={"description": "open, scheduled or closed"})
+    session_status = fields.String(allow_none=True)
+    starts_at = fields.AwareDateTime(allow_none=True)
+    ends_at = fields.AwareDateTime(allow_none=True)
+    follow_up_request_id = fields.UUID(
+        allow_none=True, metadata={"description": "Its follow-up, followed with the same token"}
+    )
 
 
 class ContactSchema(Schema):
@@ -338,15 +453,28 @@ class Requests(MethodView):
         """Ask for a session, signed in or not (the gateway limits anonymous writes per
         address). Text that speaks of self-harm makes it a crisis: the answer carries
         the crisis line at once."""
+        identity = current_identity()
         with runtime().unit_of_work() as session:
-            asked = service.ask_for_help(session, current_identity(), data)
+            asked = service.ask_for_help(session, identity, data)
+            token = service.issue_follow_token(asked) if identity.user_id is None else None
             return {
                 "id": asked.id,
                 "status": asked.status,
                 "urgency": asked.urgency,
                 "crisis": asked.crisis,
                 "crisis_line": runtime().settings.crisis_line if asked.crisis else None,
+                "follow_token": token,
             }
+
+
+@blp.route("/requests/<uuid:request_id>/status")
+class RequestStatus(MethodView):
+    @blp.arguments(RequestFollowArgs, location="query")
+    @blp.response(200, RequestFollowSchema)
+    def get(self, args: dict[str, Any], request_id: uuid.UUID) -> Any:
+        """A request's status and, once scheduled, its session's time, to whoever holds
+        its follow token (no sign-in); nothing of the helper. Another token: 404."""
+        return service.follow(db_session(), request_id, args["token"])
 
 
 @blp.route("/runs", methods=["POST"])
@@ -367,6 +495,18 @@ class RunById(MethodView):
     def get(self, run_id: uuid.UUID) -> Any:
         """A scheduling run (coordinators)."""
         return service.dump_run(service.get_run(db_session(), current_identity(), run_id))
+
+    @blp.arguments(HelpRunEditSchema)
+    @blp.response(200, RunSchema)
+    @require_login
+    def patch(self, data: dict[str, Any], run_id: uuid.UUID) -> Any:
+        """A coordinator's changes to a preview: the whole new list of assignments,
+        each checked against the hard rules (422 naming the assignment and the rule)."""
+        with runtime().unit_of_work() as session:
+            run = service.edit_run(
+                session, current_identity(), run_id, data["assignments"], _rule()
+            )
+            return service.dump_run(run)
 
 
 @blp.route("/runs/<uuid:run_id>/approve", methods=["POST"])
@@ -438,3 +578,68 @@ class SessionContact(MethodView):
         reveal recorded; 403 outside it."""
         with runtime().unit_of_work() as session:
             return service.reveal_contact(session, current_identity(), session_id)
+
+
+@blp.route("/sessions/<uuid:session_id>/close", methods=["POST"])
+class CloseSession(MethodView):
+    @blp.arguments(SessionCloseSchema)
+    @blp.response(200, SessionClosedSchema)
+    @require_login
+    def post(self, data: dict[str, Any], session_id: uuid.UUID) -> Any:
+        """The helper closes a confirmed session as held, from its start on: a short
+        note for them and their supervisors, a follow-up with the same helper if asked,
+        and the minutes given (the session's length by default). Once only (409)."""
+        rt = runtime()
+        with rt.unit_of_work() as session:
+            found, asked, next_request = service.close(
+                session, rt.outbox, current_identity(), session_id, data
+            )
+            return {
+                **service.dump_session(found, asked),
+                "follow_up_request_id": next_request.id if next_request else None,
+            }
+
+
+@blp.route("/sessions/<uuid:session_id>/missed", methods=["POST"])
+class MissedSession(MethodView):
+    @blp.arguments(SessionMissedSchema)
+    @blp.response(200, SessionSchema)
+    @require_login
+    def post(self, data: dict[str, Any], session_id: uuid.UUID) -> Any:
+        """A session that did not take place (its helper or a coordinator, once its
+        start has passed): the slot is freed and the request goes back first in line."""
+        with runtime().unit_of_work() as session:
+            return service.dump_session(
+                *service.mark_missed(session, current_identity(), session_id, data["who"])
+            )
+
+
+@blp.route("/sessions/<uuid:session_id>/notes")
+class SessionNotes(MethodView):
+    @blp.response(200, SessionNoteListSchema)
+    @require_login
+    def get(self, session_id: uuid.UUID) -> Any:
+        """The helper's note on the session: to the helper and their organisation's
+        admins only (anyone else: 404)."""
+        found = service.notes(db_session(), current_identity(), session_id)
+        return {"items": [service.dump_note(n) for n in found]}
+
+
+@blp.route("/sessions/<uuid:session_id>/connect", methods=["POST"])
+class ConnectSession(MethodView):
+    @blp.arguments(SessionConnectInSchema)
+    @blp.response(200, SessionConnectionSchema)
+    @require_login
+    def post(self, data: dict[str, Any], session_id: uuid.UUID) -> Any:
+        """Connect the helper and the seeker through the contact provider (a masked
+        call-back, or a room), to the session's helper within its window; never either
+        number. 409 no-contact-provider without one (GET .../contact instead)."""
+        rt = runtime()
+        with rt.unit_of_work() as session:
+            return service.connect(
+                session,
+                provider_of(rt.settings),
+                current_identity(),
+                session_id,
+                data["helper_contact"],
+            )

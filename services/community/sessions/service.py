@@ -12,8 +12,11 @@ ids, topics, urgencies and statuses only.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import logging
+import secrets
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,12 +29,27 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.community.models import AccessRecord, HelpRequest, HelpRun, HelpSession
+from services.community.models import (
+    AccessRecord,
+    HelpConnection,
+    HelpRequest,
+    HelpRun,
+    HelpSession,
+    HelpSessionNote,
+    Organisation,
+)
 from services.community.models import Helper as HelperRow
 from services.community.sessions import domain, scheduling
+from services.community.sessions.contact import (
+    ConnectionAsked,
+    ContactProvider,
+    ContactProviderError,
+)
 from services.community.sessions.domain import Helper, SessionRequest, Slot
-from shared.errors import Conflict, Forbidden, NotFound, RuleBroken
+from shared.errors import Conflict, Forbidden, NotFound, RuleBroken, Unavailable
+from shared.events import new_event
 from shared.identity import ORG_ADMIN, Identity
+from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -275,11 +293,66 @@ def ask_for_help(session: Session, identity: Identity, data: dict[str, Any]) -> 
         contact=data["contact"],
         status="open",
         queued_at=datetime.now(UTC),
+        org_id=identity.org_id if identity.user_id is not None else None,
     )
     session.add(asked)
     session.flush()
     log.info("help request %s: %s, %s", asked.id, asked.topic, asked.urgency)
     return asked
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_follow_token(asked: HelpRequest) -> str:
+    """A token for a seeker who asked without signing in to follow their request,
+    answered once: only its SHA-256 is kept."""
+    token = secrets.token_urlsafe(32)
+    asked.follow_token_hash = _token_hash(token)
+    return token
+
+
+def follow(session: Session, request_id: uuid.UUID, token: str) -> dict[str, Any]:
+    """What the seeker holding the request's follow token may know of it: its status
+    and, once scheduled, the session's time (nothing of the helper); for a closed
+    request that has a follow-up, that follow-up's id (the same token follows it).
+    Another token, or none kept, is answered as a request that does not exist."""
+    asked = session.get(HelpRequest, request_id)
+    if (
+        asked is None
+        or asked.follow_token_hash is None
+        or not hmac.compare_digest(asked.follow_token_hash, _token_hash(token))
+    ):
+        raise NotFound(f"No request {request_id}.", slug="request-not-found")
+    current = session.scalar(
+        select(HelpSession)
+        .where(HelpSession.request_id == asked.id)
+        .order_by(HelpSession.created_at.desc(), HelpSession.id)
+        .limit(1)
+    )
+    answer: dict[str, Any] = {
+        "id": asked.id,
+        "status": asked.status,
+        "session_status": current.status if current is not None else None,
+        "starts_at": None,
+        "ends_at": None,
+        "follow_up_request_id": None,
+    }
+    if current is not None and current.status in ("booked", "confirmed", "held"):
+        answer["starts_at"], answer["ends_at"] = current.starts_at, current.ends_at
+    if asked.status == "closed":
+        answer["follow_up_request_id"] = session.scalar(
+            select(HelpRequest.id)
+            .where(
+                HelpRequest.follow_token_hash == asked.follow_token_hash,
+                HelpRequest.id != asked.id,
+                HelpRequest.created_at >= asked.created_at,
+            )
+            .order_by(HelpRequest.created_at)
+            .limit(1)
+        )
+    return answer
 
 
 def _tier(asked: HelpRequest, rule: Sequence[str]) -> tuple[int, datetime]:
@@ -374,13 +447,9 @@ def _stored_request(asked: HelpRequest, rule: Sequence[str]) -> SessionRequest:
     )
 
 
-def preview(
-    session: Session, identity: Identity, rule: Sequence[str], now: datetime | None = None
-) -> HelpRun:
-    """The schedule of the open requests over the verified helpers' free slots from
-    now on, kept as a preview a coordinator may approve."""
-    _require_coordinator(identity)
-    now = now or datetime.now(UTC)
+def _free_helpers(session: Session, now: datetime) -> list[Helper]:
+    """The verified helpers with their free slots from ``now`` on (less the sessions
+    that hold a slot)."""
     rows = list(session.scalars(select(HelperRow).where(HelperRow.status == "verified")))
     held: dict[uuid.UUID, list[Slot]] = {}
     for helper_id, starts, ends in session.execute(
@@ -389,7 +458,17 @@ def preview(
         )
     ):
         held.setdefault(helper_id, []).append(Slot(starts, ends))
-    helpers = [_stored_helper(row, now, held.get(row.id, [])) for row in rows]
+    return [_stored_helper(row, now, held.get(row.id, [])) for row in rows]
+
+
+def preview(
+    session: Session, identity: Identity, rule: Sequence[str], now: datetime | None = None
+) -> HelpRun:
+    """The schedule of the open requests over the verified helpers' free slots from
+    now on, kept as a preview a coordinator may approve."""
+    _require_coordinator(identity)
+    now = now or datetime.now(UTC)
+    helpers = _free_helpers(session, now)
     asked = list(session.scalars(select(HelpRequest).where(HelpRequest.status == "open")))
     found = scheduling.schedule(helpers, [_stored_request(r, rule) for r in asked], now=now)
     run = HelpRun(
@@ -449,6 +528,9 @@ def approve(session: Session, identity: Identity, run_id: uuid.UUID) -> list[Hel
     )
     if not taken:
         raise Conflict("This run is already approved.", slug="run-not-preview")
+    # The assignments as they stand now that the run is ours: an edit committed
+    # meanwhile is what gets booked.
+    session.refresh(run)
     made: list[HelpSession] = []
     for a in run.assignments:
         request_id = uuid.UUID(a["request_id"])
@@ -502,6 +584,7 @@ def dump_run(run: HelpRun) -> dict[str, Any]:
         "unassigned": run.unassigned,
         "created_at": run.created_at,
         "approved_at": run.approved_at,
+        "edited_at": run.edited_at,
     }
 
 
@@ -573,19 +656,52 @@ def decline(
     found, asked = _own_session(session, identity, session_id, coordinators=False)
     if found.status == "declined":
         raise Conflict("The session is already declined.", slug="session-declined")
-    now = datetime.now(UTC)
-    found.status = "declined"
-    found.held_start = None
-    found.decided_at = now
+    _take(session, found, ("booked", "confirmed"), status="declined", decided_at=_now())
+    requeue(session, asked)
+    session.flush()
+    log.info("help session %s declined; request %s back in line", found.id, asked.id)
+    return found, asked
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _take(session: Session, found: HelpSession, states: tuple[str, ...], **values: Any) -> None:
+    """Move the session out of one of ``states`` with one conditional update, its slot
+    freed unless it was held: of two callers at once only one gets it, the other a
+    409 naming the status it found."""
+    if values.get("status") != "held":
+        values["held_start"] = None
+    moved = getattr(
+        session.execute(
+            update(HelpSession)
+            .where(HelpSession.id == found.id, HelpSession.status.in_(states))
+            .values(version=HelpSession.version + 1, **values)
+            .execution_options(synchronize_session=False)
+        ),
+        "rowcount",
+        0,
+    )
+    session.refresh(found)
+    if not moved:
+        raise Conflict(
+            f"The session is {found.status}.",
+            slug=f"session-{found.status}",
+            current_status=found.status,
+        )
+
+
+def requeue(session: Session, asked: HelpRequest) -> None:
+    """The request back in the queue, first in line (ahead of every open request of
+    its tier)."""
     first = session.scalar(
         select(func.min(HelpRequest.queued_at)).where(HelpRequest.status == "open")
     )
     front = min(asked.queued_at, first) if first is not None else asked.queued_at
     asked.status = "open"
     asked.queued_at = front - timedelta(minutes=1)
-    session.flush()
-    log.info("help session %s declined; request %s back in line", found.id, asked.id)
-    return found, asked
+    asked.version += 1
 
 
 def dump_session(found: HelpSession, asked: HelpRequest) -> dict[str, Any]:
@@ -606,6 +722,9 @@ def dump_session(found: HelpSession, asked: HelpRequest) -> dict[str, Any]:
         "languages": asked.languages,
         "contact_visible_from": visible_from,
         "contact_visible_until": visible_until,
+        "closed_at": found.closed_at,
+        "minutes": found.minutes,
+        "missed_by": found.missed_by,
         "version": found.version,
     }
 
@@ -649,3 +768,453 @@ def reveal_contact(
         "contact_visible_from": visible_from,
         "contact_visible_until": visible_until,
     }
+
+
+# Closing, missed sessions, notes ----------------------------------------------------------
+
+BEIJING = ZoneInfo("Asia/Shanghai")
+# The region of a helper organisation the read model does not know.
+UNKNOWN_REGION = "00"
+
+
+def _chain_root(asked: HelpRequest) -> uuid.UUID:
+    return asked.first_request_id or asked.id
+
+
+def close(
+    session: Session,
+    outbox: Outbox,
+    identity: Identity,
+    session_id: uuid.UUID,
+    data: dict[str, Any],
+    now: datetime | None = None,
+) -> tuple[HelpSession, HelpRequest, HelpRequest | None]:
+    """The helper closes a session they confirmed, from its start on, as ``held``: its
+    note (if any) kept apart for them and their supervisors, its request closed, a
+    follow-up asked for the same person with the same helper when they say so, and
+    ``community.help_session_held`` (ids and counts) sent for the public ledger. Once
+    only: a second close, even at the same moment, is a 409 and makes no follow-up."""
+    found, asked = _own_session(session, identity, session_id, coordinators=False)
+    now = now or _now()
+    if found.status == "confirmed" and now < found.starts_at:
+        raise Conflict(
+            f"The session starts at {found.starts_at.isoformat()}; close it from then on.",
+            slug="session-not-started",
+            current_status=found.status,
+        )
+    minutes = data.get("minutes")
+    if minutes is None:
+        minutes = max(1, round((found.ends_at - found.starts_at).total_seconds() / 60))
+    _take(
+        session,
+        found,
+        ("confirmed",),
+        status="held",
+        closed_at=now,
+        closed_by=identity.user_id,
+        minutes=minutes,
+    )
+    helper = session.get(HelperRow, found.helper_id)
+    assert helper is not None
+    note = (data.get("note") or "").strip()
+    follow_up = bool(data.get("follow_up"))
+    if note:
+        session.add(
+            HelpSessionNote(
+                id=uuid.uuid4(),
+                session_id=found.id,
+                helper_id=helper.id,
+                org_id=helper.org_id,
+                note=note,
+                follow_up=follow_up,
+                written_by=identity.user_id,
+                written_at=now,
+            )
+        )
+    asked.status = "closed"
+    asked.version += 1
+    next_request = _follow_up(session, asked, helper, now) if follow_up else None
+    org = session.get(Organisation, helper.org_id)
+    region = (getattr(org, "region", None) or "").strip() or UNKNOWN_REGION
+    local_day = found.starts_at.astimezone(BEIJING).date()
+    outbox.add(
+        session,
+        new_event(
+            "community.help_session_held",
+            {
+                "session_id": found.id,
+                "person_key": _chain_root(asked),
+                "region": region,
+                "week": local_day - timedelta(days=local_day.weekday()),
+                "minutes": minutes,
+            },
+            producer="community",
+            aggregate_id=found.id,
+            aggregate_version=1,
+        ),
+    )
+    session.flush()
+    log.info(
+        "help session %s held, %d minutes%s",
+        found.id,
+        minutes,
+        f"; follow-up request {next_request.id}" if next_request else "",
+    )
+    return found, asked, next_request
+
+
+def _follow_up(
+    session: Session, asked: HelpRequest, helper: HelperRow, now: datetime
+) -> HelpRequest:
+    """A new open request for the same person, naming the helper seen (the scheduler
+    keeps them where it can). The preferred times are not carried over: they were for
+    the session now held."""
+    made = HelpRequest(
+        id=uuid.uuid4(),
+        user_id=asked.user_id,
+        org_id=asked.org_id,
+        topic=asked.topic,
+        urgency=asked.urgency,
+        priority_group=asked.priority_group,
+        languages=list(asked.languages),
+        windows=[],
+        crisis=asked.crisis,
+        text=asked.text,
+        contact=asked.contact,
+        status="open",
+        queued_at=now,
+        previous_helper_id=helper.id,
+        first_request_id=_chain_root(asked),
+        follow_token_hash=asked.follow_token_hash,
+    )
+    session.add(made)
+    return made
+
+
+def mark_missed(
+    session: Session,
+    identity: Identity,
+    session_id: uuid.UUID,
+    who: str,
+    now: datetime | None = None,
+) -> tuple[HelpSession, HelpRequest]:
+    """A session that did not take place, by the seeker or the helper, once its start
+    has passed (its helper or a coordinator says so): ``missed``, its slot freed and
+    its request back in the queue first in line, as a declined one."""
+    found, asked = _own_session(session, identity, session_id, coordinators=True)
+    now = now or _now()
+    if found.status in ("booked", "confirmed") and now < found.starts_at:
+        raise Conflict(
+            f"The session starts at {found.starts_at.isoformat()}; it can be missed only "
+            "after that.",
+            slug="session-not-started",
+            current_status=found.status,
+        )
+    _take(
+        session,
+        found,
+        ("booked", "confirmed"),
+        status="missed",
+        missed_by=who,
+        closed_at=now,
+        closed_by=identity.user_id,
+    )
+    requeue(session, asked)
+    session.flush()
+    log.info("help session %s missed by the %s; request %s back in line", found.id, who, asked.id)
+    return found, asked
+
+
+def _supervises(identity: Identity, helper: HelperRow) -> bool:
+    """The helper themself, or an admin of their organisation."""
+    return identity.org_id == helper.org_id and (
+        identity.user_id == helper.user_id or ORG_ADMIN in identity.roles
+    )
+
+
+def notes(session: Session, identity: Identity, session_id: uuid.UUID) -> list[HelpSessionNote]:
+    """A session's note, to its helper and their organisation's admins alone (anyone
+    else: as if the session did not exist)."""
+    found = session.get(HelpSession, session_id)
+    helper = session.get(HelperRow, found.helper_id) if found is not None else None
+    if found is None or helper is None or not _supervises(identity, helper):
+        raise NotFound(f"No session {session_id}.", slug="session-not-found")
+    return list(
+        session.scalars(select(HelpSessionNote).where(HelpSessionNote.session_id == found.id))
+    )
+
+
+def dump_note(note: HelpSessionNote) -> dict[str, Any]:
+    return {
+        "session_id": note.session_id,
+        "helper_id": note.helper_id,
+        "note": note.note,
+        "follow_up": note.follow_up,
+        "written_at": note.written_at,
+    }
+
+
+# Contact through a provider ---------------------------------------------------------------
+
+
+def connect(
+    session: Session,
+    provider: ContactProvider | None,
+    identity: Identity,
+    session_id: uuid.UUID,
+    helper_contact: str | None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The provider asked to connect the session's helper and seeker (a masked
+    call-back, or a room): to its helper once confirmed, within the session's window.
+    The answer says how, never a number; each connection is recorded in
+    ``access_records``. A room made before is answered again."""
+    found, asked = _own_session(session, identity, session_id, coordinators=False)
+    if provider is None:
+        raise Conflict(
+            "No contact provider is configured; the seeker's contact is shown within "
+            "the session's window instead (GET .../contact).",
+            slug="no-contact-provider",
+        )
+    now = now or _now()
+    visible_from, visible_until = domain.contact_window(found.starts_at, found.ends_at)
+    if found.status != "confirmed":
+        raise Forbidden(
+            "The two sides are connected once the session is confirmed.",
+            slug="contact-not-visible",
+        )
+    if not visible_from <= now <= visible_until:
+        raise Forbidden(
+            f"The two sides are connected from {visible_from.isoformat()} to "
+            f"{visible_until.isoformat()} only.",
+            slug="contact-not-visible",
+        )
+    if not asked.contact:
+        raise Conflict("The seeker left no contact.", slug="no-seeker-contact")
+    helper = session.get(HelperRow, found.helper_id)
+    assert helper is not None
+    if not helper_contact:
+        room = session.scalar(
+            select(HelpConnection)
+            .where(HelpConnection.session_id == found.id, HelpConnection.kind == "room")
+            .order_by(HelpConnection.created_at)
+            .limit(1)
+        )
+        if room is not None:
+            return {"session_id": found.id, "kind": "room", "room_url": room.room_url}
+    try:
+        made = provider.connect(
+            ConnectionAsked(
+                session_id=found.id,
+                seeker_contact=asked.contact,
+                helper_contact=helper_contact,
+                starts_at=found.starts_at,
+                ends_at=found.ends_at,
+            )
+        )
+    except ContactProviderError as exc:
+        raise Unavailable(
+            f"The contact provider could not connect the session: {exc}",
+            slug="contact-provider-failed",
+        ) from None
+    session.add(
+        HelpConnection(
+            id=uuid.uuid4(),
+            session_id=found.id,
+            provider=provider.name,
+            kind=made.kind,
+            reference=made.reference,
+            room_url=made.room_url,
+            created_by=identity.user_id,
+            created_at=now,
+        )
+    )
+    session.add(
+        AccessRecord(
+            org_id=helper.org_id,
+            user_id=identity.user_id,
+            coordinator_org_id=None,
+            reason="the helper's session window",
+            what=f"help session connection ({made.kind}), session {found.id}",
+        )
+    )
+    session.flush()
+    log.info("help session %s: connected by %s (%s)", found.id, provider.name, made.kind)
+    return {"session_id": found.id, "kind": made.kind, "room_url": made.room_url}
+
+
+# A coordinator's changes to a preview ------------------------------------------------------
+
+
+def edit_run(
+    session: Session,
+    identity: Identity,
+    run_id: uuid.UUID,
+    edited: list[dict[str, Any]],
+    rule: Sequence[str],
+    now: datetime | None = None,
+) -> HelpRun:
+    """A preview's assignments replaced by a coordinator's list, each checked against
+    the hard rules (``domain.broken_rules``) as of now: a 422 names each assignment
+    at fault and the rule it breaks, and nothing changes. An assignment the scheduler
+    had made keeps its reason; any other gets its figures recomputed, marked as the
+    coordinator's choice. Requests of the run left out go to its unassigned list."""
+    run = get_run(session, identity, run_id)
+    if run.status != "preview":
+        raise Conflict("Only a preview can be changed.", slug="run-not-preview")
+    now = now or _now()
+    errors: dict[str, list[str]] = {}
+    wanted: list[tuple[int, uuid.UUID, uuid.UUID, datetime]] = []
+    for n, a in enumerate(edited):
+        starts = a["starts_at"].astimezone(UTC)
+        wanted.append((n, a["request_id"], a["helper_id"], starts))
+    of_run = {uuid.UUID(a["request_id"]) for a in run.assignments} | {
+        uuid.UUID(u["request_id"]) for u in run.unassigned
+    }
+    ids = of_run | {rid for _n, rid, _h, _s in wanted}
+    rows = {
+        r.id: r
+        for r in session.scalars(
+            select(HelpRequest).where(HelpRequest.id.in_(ids), HelpRequest.status == "open")
+        )
+    }
+    for n, rid, _h, _s in wanted:
+        if rid not in rows:
+            errors.setdefault(f"assignments.{n}.request_id", []).append(
+                f"Request {rid} is not in the queue."
+            )
+    if errors:
+        raise RuleBroken(
+            "An assignment names a request not in the queue.",
+            slug="schedule-breaks-rules",
+            errors=errors,
+        )
+    helpers = {h.id: h for h in _free_helpers(session, now)}
+    requests = {str(rid): _stored_request(row, rule) for rid, row in rows.items()}
+    assignments = []
+    for n, rid, hid, starts in wanted:
+        helper = helpers.get(str(hid))
+        if helper is None:
+            errors.setdefault(f"assignments.{n}.helper_id", []).append(
+                f"Helper {hid} is not a verified helper."
+            )
+            continue
+        slot = next(
+            (s for s in helper.slots if s.start == starts),
+            Slot(starts, starts + SESSION),
+        )
+        assignments.append(domain.Assignment(str(rid), str(hid), slot, _PLACEHOLDER))
+    if errors:
+        raise RuleBroken(
+            "An assignment names a helper who is not verified.",
+            slug="schedule-breaks-rules",
+            errors=errors,
+        )
+    assigned = {a.request_id for a in assignments}
+    left = [domain.Unassigned(rid, domain.TAKEN) for rid in sorted(requests) if rid not in assigned]
+    proposed = domain.Schedule(
+        tuple(assignments),
+        tuple(left),
+        domain.ScheduleStats(0, 0, 0, {}, {}, 0, 0),
+    )
+    broken = domain.broken_rules(proposed, helpers.values(), requests.values(), now=now)
+    for message in broken:
+        # Name the assignments a rule is about: by request, else by helper.
+        at = [
+            n
+            for n, a in enumerate(assignments)
+            if message.startswith(f"{a.request_id}") or f"request {a.request_id} " in message
+        ] or [n for n, a in enumerate(assignments) if message.startswith(a.helper_id)]
+        for n in at or [0]:
+            errors.setdefault(f"assignments.{n}", []).append(message)
+    if errors:
+        first = broken[0]
+        raise RuleBroken(
+            f"The schedule breaks a rule: {first}.",
+            slug="schedule-breaks-rules",
+            errors=errors,
+        )
+    assignments_now = _reasoned(run, proposed, helpers, requests)
+    before = {a["request_id"] for a in run.assignments}
+    unassigned_now = [u for u in run.unassigned if u["request_id"] not in assigned] + [
+        {
+            "request_id": rid,
+            "reason": LEFT_OUT,
+            "why": "a coordinator left it out of the schedule",
+        }
+        for rid in sorted(before - assigned)
+    ]
+    taken = getattr(
+        session.execute(
+            update(HelpRun)
+            .where(HelpRun.id == run.id, HelpRun.status == "preview")
+            .values(
+                assignments=assignments_now,
+                unassigned=unassigned_now,
+                edited_by=identity.user_id,
+                edited_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ),
+        "rowcount",
+        0,
+    )
+    if not taken:
+        raise Conflict("The run was approved meanwhile.", slug="run-not-preview")
+    session.refresh(run)
+    log.info("help run %s edited: %d sessions", run.id, len(run.assignments))
+    return run
+
+
+# Why a request of an edited preview has no session.
+LEFT_OUT = "left-out-by-coordinator"
+_PLACEHOLDER = domain.Reason("routine", False, 0.0, False, False, 0, 0, 0)
+
+
+def _reasoned(
+    run: HelpRun,
+    proposed: domain.Schedule,
+    helpers: dict[str, Helper],
+    requests: dict[str, SessionRequest],
+) -> list[dict[str, Any]]:
+    """The edited assignments as a run keeps them: one the scheduler had made with its
+    reason, any other with its figures recomputed and marked as a coordinator's."""
+    kept = {(a["request_id"], a["helper_id"], a["starts_at"]): a for a in run.assignments}
+    per_day: Counter[tuple[str, date]] = Counter()
+    per_helper: Counter[str] = Counter()
+    for a in proposed.assignments:
+        per_day[(a.helper_id, helpers[a.helper_id].day_of(a.slot))] += 1
+        per_helper[a.helper_id] += 1
+    out: list[dict[str, Any]] = []
+    for a in sorted(proposed.assignments, key=lambda a: (a.slot.start, a.helper_id)):
+        starts = a.slot.start.astimezone(UTC).isoformat()
+        same = kept.get((a.request_id, a.helper_id, starts))
+        if same is not None:
+            out.append(same)
+            continue
+        helper, asked = helpers[a.helper_id], requests[a.request_id]
+        day = helper.day_of(a.slot)
+        reason = domain.Reason(
+            urgency=asked.urgency,
+            priority=asked.priority,
+            wait_hours=round(domain.hours(a.slot.start - asked.created_at), 1),
+            follow_up=asked.previous_helper is not None,
+            continuity=asked.previous_helper == a.helper_id,
+            helper_day_sessions=per_day[(a.helper_id, day)]
+            + helper.daily_limit
+            - helper.room_on(day),
+            daily_limit=helper.daily_limit,
+            helper_sessions=per_helper[a.helper_id],
+        )
+        out.append(
+            {
+                "request_id": a.request_id,
+                "helper_id": a.helper_id,
+                "starts_at": starts,
+                "ends_at": a.slot.end.astimezone(UTC).isoformat(),
+                "urgency": asked.urgency,
+                "reason": "a coordinator's choice; " + reason.describe(),
+                "by_coordinator": True,
+            }
+        )
+    return out

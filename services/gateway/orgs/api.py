@@ -266,9 +266,9 @@ class PersonalDataOf(MethodView):
         gateway_part = export(db_session(), org)
         client: ServiceClient = current_app.extensions["aidlink.services"]
         services = []
-        names: tuple[str, ...] = ("donations", "dispatch")
-        if org.kind == COMMUNITY_KIND:
-            names += ("community",)
+        # The community service holds a community's residents, and anyone's help
+        # (as a helper or a seeker).
+        names: tuple[str, ...] = ("donations", "dispatch", "community")
         for service in names:
             answer = client.call(
                 service,
