@@ -69,7 +69,9 @@ def test_anyone_asks_for_help_and_a_crisis_shows_the_line_at_once(stack: Stack) 
         "en": ("Ask for help", "worry and anxiety", "Please call 12356 now", "Missing data"),
         "zh": ("寻求帮助", "担忧和焦虑", "请现在就拨打 12356", "此项为必填项"),
     }
+    waiting_words = {"en": "waiting in line", "zh": "排队等候中"}
     for language, (title, topic, crisis, missing) in words.items():
+        waiting = waiting_words[language]
         public = _client(stack, language)
         page = public.get("/help")
         token = _token(page)
@@ -101,6 +103,12 @@ def test_anyone_asks_for_help_and_a_crisis_shows_the_line_at_once(stack: Stack) 
         body = asked.get_data(True)
         assert 'data-crisis-line="12356"' in body and crisis in _text(asked)
         assert body.index("data-crisis-line") < body.index("data-request")
+        # Asked without signing in: a link to follow the request, and no one else's.
+        follow = re.search(r"data-follow>([^<]+)<", body)
+        assert follow
+        status = public.get(html.unescape(follow.group(1)))
+        assert status.status_code == 200 and waiting in _text(status)
+        assert public.get(html.unescape(follow.group(1))[:-3] + "xyz").status_code == 404
 
 
 def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Stack) -> None:
@@ -121,6 +129,7 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
         {"topic": "anxiety", "languages": ["zh"], "contact": "+86 139 1111 1111"},
         {"topic": "grief", "languages": ["en"], "contact": "+86 137 2222 2222", "text": "Mum"},
         {"topic": "child_care", "languages": ["zh"], "contact": "+86 136 3333 3333"},
+        {"topic": "anxiety", "languages": ["zh"], "contact": "+86 135 4444 4444"},
     ):
         assert client.post(f"{HELP}/requests", json=body).status_code == 201
 
@@ -132,7 +141,6 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
     text = _text(queue)
     assert "担忧和焦虑" in text and "常规" in text and "Wang Li" in text
     assert "+86" not in text and "Mum" not in text
-    assert _signed_in(stack, hospital).get("/help/queue").status_code == 403
     helper_id = made.get_json()["id"]
     no_reason = desk.post(
         f"/help/helpers/{helper_id}/verify", data={"csrf_token": token, "decision": "rejected"}
@@ -142,11 +150,6 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
         f"/help/helpers/{helper_id}/verify", data={"csrf_token": token, "decision": "verified"}
     )
     assert done.status_code == 302
-    desk.post(
-        f"/help/helpers/{theirs.get_json()['id']}/verify",
-        data={"csrf_token": token, "decision": "verified"},
-    )
-
     # A preview: each session's reason and each request left out, in the page's words.
     preview = desk.post("/help/runs", data={"csrf_token": token})
     assert preview.status_code == 302
@@ -156,55 +159,77 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
     assert "提出请求后" in text and "routine" not in text
     approved = desk.post(preview.location + "/approve", data={"csrf_token": _token(plan)})
     assert approved.status_code == 302
-    assert "已预约 2 次会谈" in _text(desk.get(approved.location))
+    assert "已预约 3 次会谈" in _text(desk.get(approved.location))
 
-    # The helper's day, in each language: confirm one, decline the other with a reason.
-    with stack.runtime("community").session_factory() as session:
-        held = {str(s.id): s.helper_id for s in session.query(HelpSession)}
-    ours = [s for s, h in held.items() if str(h) == helper_id]
+    # The helper's day, in each language: every session is theirs to confirm.
+    ours = [
+        a["request_id"]
+        for a in client.get(
+            f"{HELP}/runs/{preview.location.rsplit('/', 1)[-1]}", headers=office.headers
+        ).get_json()["assignments"]
+    ]
+    assert len(ours) == 3
+    helper = _signed_in(stack, hospital, "zh")
     for language, (title, waiting) in {
-        "en": ("My sessions", "waiting for your answer"),
         "zh": ("我的会谈", "等待你的答复"),
+        "en": ("My sessions", "waiting for your answer"),
     }.items():
-        helper = _signed_in(stack, hospital, language)
+        helper.set_cookie("aidlink_lang", language)
         assert 'href="/help/sessions"' in helper.get("/").get_data(True)
         day = helper.get("/help/sessions")
         text = _text(day)
         assert title in text and waiting in text and "booked" not in text
-    helper = _signed_in(stack, hospital)
-    day = helper.get("/help/sessions")
+    assert helper.get("/help/queue").status_code == 403
     token = _token(day)
-    mine = re.findall(r'data-session="([^"]+)"', day.get_data(True))
-    assert sorted(mine) == sorted(ours) and len(mine) == len(ours)
-    first, *rest = mine
+    first, second, third = re.findall(r'data-session="([^"]+)"', day.get_data(True))
     confirmed = helper.post(f"/help/sessions/{first}/confirm", data={"csrf_token": token})
     assert confirmed.status_code == 302
     assert "Confirmed: the session is yours." in _text(helper.get(confirmed.location))
-    for extra in rest:
-        declined = helper.post(
-            f"/help/sessions/{extra}/decline", data={"csrf_token": token, "reason": "Ill today"}
-        )
-        assert declined.status_code == 302
+    declined = helper.post(f"/help/sessions/{third}/decline", data={"csrf_token": token})
+    assert declined.status_code == 302
 
-    # Within the window the helper is shown how to reach the person, and only then.
+    # Within the window the helper joins; without a contact provider the page shows
+    # how to reach the person, and only that once.
     rt = stack.runtime("community")
     now = datetime.now(UTC)
     with rt.unit_of_work() as session:
-        row = session.get(HelpSession, uuid.UUID(first))
-        assert row is not None
-        row.starts_at, row.ends_at = now - timedelta(minutes=5), now + timedelta(minutes=45)
-        row.held_start = row.starts_at
+        for moved, start in (
+            (first, now - timedelta(minutes=5)),
+            (second, now - timedelta(minutes=20)),
+        ):
+            row = session.get(HelpSession, uuid.UUID(moved))
+            assert row is not None
+            row.starts_at, row.ends_at = start, start + timedelta(minutes=50)
+            row.held_start = row.starts_at
     day = helper.get("/help/sessions")
-    assert "data-show-contact" in day.get_data(True)
-    shown = helper.post(f"/help/sessions/{first}/contact", data={"csrf_token": _token(day)})
+    assert f'data-session="{first}"' in day.get_data(True) and "data-join" in day.get_data(True)
+    shown = helper.post(f"/help/sessions/{first}/join", data={"csrf_token": _token(day)})
     assert shown.status_code == 200 and "+86 13" in _text(shown)
     assert "+86" not in _text(helper.get("/help/sessions"))
+    # Closed with a short note and a follow-up; the earlier one missed by the seeker.
+    closed = helper.post(
+        f"/help/sessions/{first}/close",
+        data={"csrf_token": token, "note": "Sleeping better", "follow_up": "yes"},
+    )
+    assert closed.status_code == 302
+    assert "A follow-up session with you is asked for." in _text(helper.get(closed.location))
+    missed = helper.post(
+        f"/help/sessions/{second}/missed", data={"csrf_token": token, "who": "seeker"}
+    )
+    assert missed.status_code == 302
+    statuses = dict(
+        re.findall(
+            r'data-session="([^"]+)" data-status="(\w+)"',
+            helper.get("/help/sessions").get_data(True),
+        )
+    )
+    assert statuses[first] == "held" and statuses[second] == "missed"
 
     # A helper of another organisation sees none of these sessions, nor can act on one.
     stranger = _signed_in(stack, other)
     page = stranger.get("/help/sessions")
-    assert not set(re.findall(r'data-session="([^"]+)"', page.get_data(True))) & set(ours)
-    refused = stranger.post(f"/help/sessions/{first}/contact", data={"csrf_token": _token(page)})
+    assert 'data-session="' not in page.get_data(True)
+    refused = stranger.post(f"/help/sessions/{third}/confirm", data={"csrf_token": _token(page)})
     assert refused.status_code == 404
 
 
@@ -239,11 +264,12 @@ def test_an_operator_logs_calls_a_row_at_a_time_and_reads_the_days_figures(
     assert made.status_code == 201, made.get_json()
     hotline = made.get_json()["id"]
 
+    operator = _signed_in(stack, station)
     for language, (emergency, served) in {
         "en": ("emergency help", "Callers served"),
         "zh": ("紧急求助", "来电人数"),
     }.items():
-        operator = _signed_in(stack, station, language)
+        operator.set_cookie("aidlink_lang", language)
         start = operator.get("/hotlines")
         assert start.status_code == 302 and start.location.endswith(f"/hotlines/{hotline}")
         page = operator.get(start.location)

@@ -91,7 +91,16 @@ SESSION_STATUSES = {
     "declined": lazy_gettext("declined"),
     "missed": lazy_gettext("missed"),
     "held": lazy_gettext("held"),
-    "closed": lazy_gettext("closed"),
+    "cancelled": lazy_gettext("cancelled"),
+}
+# A session as the person who asked reads it.
+SEEKER_SESSION_STATUSES = {
+    "booked": lazy_gettext("booked, waiting for the helper to confirm"),
+    "confirmed": lazy_gettext("confirmed by the helper"),
+    "declined": lazy_gettext("the helper could not take it: you are back at the front of the line"),
+    "held": lazy_gettext("held"),
+    "missed": lazy_gettext("did not take place: you are back at the front of the line"),
+    "cancelled": lazy_gettext("cancelled"),
 }
 RUN_STATUSES = {"preview": lazy_gettext("preview"), "approved": lazy_gettext("approved")}
 LEFT_OUT = {
@@ -142,9 +151,11 @@ _MESSAGES: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"^The session is (\w+)\.$"), None),
     (re.compile(r"^The contact is shown from \S+ to \S+ only\.$"), None),
     (re.compile(r"^No session \S+\.$"), lazy_gettext("No such session.")),
+    (re.compile(r"^No request \S+\.$"), lazy_gettext("No such request.")),
     (re.compile(r"^No helper \S+\.$"), lazy_gettext("No such helper.")),
     (re.compile(r"^No scheduling run \S+\.$"), lazy_gettext("No such schedule.")),
 ]
+_NOT_STARTED = re.compile(r"^The session starts at (\S+); (close it|it can be missed).*$")
 _WINDOW = re.compile(r"^The contact is shown from (\S+) to (\S+) only\.$")
 _SESSION_IS = re.compile(r"^The session is (\w+)\.$")
 SESSIONS_AHEAD = timedelta(days=14)
@@ -158,6 +169,11 @@ def message(text: str) -> str:
             "The contact is shown from %(start)s to %(end)s only.",
             start=local_time(found.group(1)),
             end=local_time(found.group(2)),
+        )
+    if found := _NOT_STARTED.match(text):
+        return gettext(
+            "The session starts at %(time)s; this is done once it has started.",
+            time=local_time(found.group(1)),
         )
     if found := _SESSION_IS.match(text):
         return gettext("The session is %(status)s.", status=said(SESSION_STATUSES, found.group(1)))
@@ -384,18 +400,18 @@ def ask_for_help_sent() -> Any:
 def help_request_status(request_id: uuid.UUID) -> Any:
     """Where a request stands, for whoever holds its follow link (no sign-in)."""
     token = request.args.get("token", "")
-    answer = api.raw_call(
-        "GET", f"{HELP}/requests/{request_id}/status", query={"token": token} if token else None
-    )
+    if not token:
+        return problem_page(ApiResponse(404, {"detail": "No such request."}))
+    answer = api.raw_call("GET", f"{HELP}/requests/{request_id}/status", query={"token": token})
     if not answer.ok:
         return problem_page(answer)
     found = answer.body
     return render_template(
         "help/status.html",
         found=found,
+        token=token,
         status=said(REQUEST_STATUSES, found.get("status")),
-        urgency=said(URGENCY_WORDS, found.get("urgency")),
-        topic=said(TOPIC_WORDS, found.get("topic")),
+        session_status=said(SEEKER_SESSION_STATUSES, found.get("session_status")),
         local_time=local_time,
         crisis_line=crisis_line(),
     )
@@ -406,6 +422,7 @@ def help_request_status(request_id: uuid.UUID) -> Any:
 
 def _sessions_page(
     shown: dict[str, dict[str, Any]] | None = None,
+    joined: dict[str, dict[str, Any]] | None = None,
     form: FormState | None = None,
     status: int = 200,
 ) -> Any:
@@ -436,6 +453,8 @@ def _sessions_page(
         tomorrow=today + timedelta(days=1),
         helper=is_helper(),
         shown=shown or {},
+        joined=joined or {},
+        provider=contact_provider(),
         form=form or FormState(),
         topic_word=lambda t: said(TOPIC_WORDS, t),
         urgency_word=lambda u: said(URGENCY_WORDS, u),
@@ -478,20 +497,15 @@ def help_session_confirm(session_id: uuid.UUID) -> Any:
 @bp.post("/help/sessions/<uuid:session_id>/decline")
 def help_session_decline(session_id: uuid.UUID) -> Any:
     require_me()
-    reason = request.form.get("reason", "").strip()
     return _session_action(
         session_id,
         "decline",
-        {"reason": reason} if reason else {},
+        {},
         gettext("Declined: the request goes back to the front of the line."),
     )
 
 
-@bp.post("/help/sessions/<uuid:session_id>/contact")
-def help_session_contact(session_id: uuid.UUID) -> Any:
-    """The seeker's contact and what they wrote, shown on this page only (never kept
-    in the session cookie or a redirect), within the session's window."""
-    require_me()
+def _contact_shown(session_id: uuid.UUID) -> Any:
     answer = api.get(f"{HELP}/sessions/{session_id}/contact")
     if answer.status == 404 or answer.status >= 500:
         return problem_page(answer)
@@ -499,6 +513,82 @@ def help_session_contact(session_id: uuid.UUID) -> Any:
         flash(message(answer.detail), "error")
         return redirect(url_for("web.help_sessions") + f"#session-{session_id}")
     return _sessions_page(shown={str(session_id): answer.body})
+
+
+def _problem_slug(answer: ApiResponse) -> str:
+    kind = answer.body.get("type") if isinstance(answer.body, dict) else None
+    return str(kind or "").rsplit("/", 1)[-1]
+
+
+def contact_provider() -> bool:
+    """Whether a contact provider connects helpers and seekers (else the helper is
+    shown the seeker's contact within the window)."""
+    settings = current_app.extensions["aidlink"].settings
+    return bool(getattr(settings, "help_contact_provider", ""))
+
+
+@bp.post("/help/sessions/<uuid:session_id>/join")
+def help_session_join(session_id: uuid.UUID) -> Any:
+    """Connect the helper and the seeker through the contact provider: a call-back
+    to the number the helper gives, or a room; where no provider is set up, the
+    seeker's contact is shown instead, within the window."""
+    require_me()
+    number = request.form.get("helper_contact", "").strip()
+    answer = api.post(
+        f"{HELP}/sessions/{session_id}/connect",
+        json={"helper_contact": number or None},
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if answer.status == 409 and _problem_slug(answer) == "no-contact-provider":
+        return _contact_shown(session_id)
+    if answer.status == 404 or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        texts = [message(m) for ms in answer.errors.values() for m in ms]
+        flash(" ".join(texts) or message(answer.detail), "error")
+        return redirect(url_for("web.help_sessions") + f"#session-{session_id}")
+    if answer.body.get("kind") == "room" and answer.body.get("room_url"):
+        return _sessions_page(joined={str(session_id): answer.body})
+    flash(gettext("You are being called now: answer, and you are put through."), "success")
+    return redirect(url_for("web.help_sessions") + f"#session-{session_id}")
+
+
+@bp.post("/help/sessions/<uuid:session_id>/missed")
+def help_session_missed(session_id: uuid.UUID) -> Any:
+    require_me()
+    who = request.form.get("who", "")
+    return _session_action(
+        session_id,
+        "missed",
+        {"who": who},
+        gettext("Marked as missed: the request goes back to the front of the line."),
+    )
+
+
+@bp.post("/help/sessions/<uuid:session_id>/close")
+def help_session_close(session_id: uuid.UUID) -> Any:
+    """The session held, closed with a short note (for the helper and their
+    supervisors only) and, if asked, a follow-up with the same helper."""
+    require_me()
+    note = request.form.get("note", "").strip()
+    follow_up = request.form.get("follow_up") == "yes"
+    answer = api.post(
+        f"{HELP}/sessions/{session_id}/close",
+        json={"note": note or None, "follow_up": follow_up},
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if answer.status == 404 or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        name = f"sessions.{session_id}.note"
+        texts = [message(m) for ms in answer.errors.values() for m in ms]
+        form = FormState({name: note}, {name: texts or [message(answer.detail)]})
+        return _sessions_page(form=form, status=answer.status)
+    if answer.body.get("follow_up_request_id"):
+        flash(gettext("Closed. A follow-up session with you is asked for."), "success")
+    else:
+        flash(gettext("Closed. Thank you."), "success")
+    return redirect(url_for("web.help_sessions") + f"#session-{session_id}")
 
 
 # A coordinator's queue and schedule ---------------------------------------------------------
