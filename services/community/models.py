@@ -404,6 +404,8 @@ class HelpRun(Base):
     # A coordinator who changed the preview's assignments, and when.
     edited_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Grows with each change of the preview (its ETag, for If-Match).
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
 
 
 class HelpSession(Entity, Base):

@@ -174,6 +174,14 @@ def test_a_session_from_an_edited_preview_to_its_follow_up(provided: Stack) -> N
             headers=office.headers,
         )
     )
+    assert edited["revision"] == 2
+    assert client.get(path, headers=office.headers).headers["ETag"] == '"2"'
+    stale = client.patch(
+        path,
+        json={"assignments": []},
+        headers={**office.headers, "If-Match": '"1"'},
+    )
+    assert stale.status_code == 412, stale.get_json()
     moved = {a["request_id"]: a for a in edited["assignments"]}
     assert set(moved) == {anonymous["id"], signed["id"]}
     assert datetime.fromisoformat(moved[anonymous["id"]]["starts_at"]) == later

@@ -12,13 +12,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.community.sessions import domain, service
 from services.community.sessions.contact import provider_of
+from shared.http import etag, require_if_match
 from shared.identity import current_identity, require_login
+from shared.problems import Problem
 from shared.web import db_session, runtime
 
 blp = Blueprint(
@@ -31,6 +34,18 @@ blp = Blueprint(
 
 def _rule() -> tuple[str, ...]:
     return runtime().settings.help_priority_groups
+
+
+def _if_match_revision() -> int | None:
+    """The revision an If-Match names (none sent, or "*": None); anything else that
+    is not an ETag of ours is stale (412)."""
+    header = (request.headers.get("If-Match") or "").strip()
+    if not header or header == "*":
+        return None
+    tag = header.split(",")[0].strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise Problem(412, "If-Match names no revision of this run.", slug="stale-version")
+    return int(tag)
 
 
 # Schemas -------------------------------------------------------------------------------
@@ -249,6 +264,9 @@ class RunSchema(Schema):
     approved_at = fields.AwareDateTime(allow_none=True)
     edited_at = fields.AwareDateTime(
         allow_none=True, metadata={"description": "When a coordinator last changed the preview"}
+    )
+    revision = fields.Integer(
+        metadata={"description": "Grows with each change of the preview (its ETag)"}
     )
 
 
@@ -493,20 +511,32 @@ class RunById(MethodView):
     @blp.response(200, RunSchema)
     @require_login
     def get(self, run_id: uuid.UUID) -> Any:
-        """A scheduling run (coordinators)."""
-        return service.dump_run(service.get_run(db_session(), current_identity(), run_id))
+        """A scheduling run (coordinators); its ETag is the preview's revision."""
+        run = service.get_run(db_session(), current_identity(), run_id)
+        return service.dump_run(run), 200, {"ETag": etag(run.revision)}
 
     @blp.arguments(HelpRunEditSchema)
     @blp.response(200, RunSchema)
     @require_login
     def patch(self, data: dict[str, Any], run_id: uuid.UUID) -> Any:
         """A coordinator's changes to a preview: the whole new list of assignments,
-        each checked against the hard rules (422 naming the assignment and the rule)."""
-        with runtime().unit_of_work() as session:
-            run = service.edit_run(
-                session, current_identity(), run_id, data["assignments"], _rule()
-            )
-            return service.dump_run(run)
+        each checked against the hard rules (422 naming the assignment and the rule).
+        An optional If-Match with the run's ETag: 412 when another edit came first."""
+        based_on = _if_match_revision()
+        try:
+            with runtime().unit_of_work() as session:
+                run = service.edit_run(
+                    session,
+                    current_identity(),
+                    run_id,
+                    data["assignments"],
+                    _rule(),
+                    based_on=based_on,
+                )
+                return service.dump_run(run), 200, {"ETag": etag(run.revision)}
+        except service.Stale as stale:
+            require_if_match(stale.revision)
+            raise
 
 
 @blp.route("/runs/<uuid:run_id>/approve", methods=["POST"])

@@ -585,6 +585,7 @@ def dump_run(run: HelpRun) -> dict[str, Any]:
         "created_at": run.created_at,
         "approved_at": run.approved_at,
         "edited_at": run.edited_at,
+        "revision": run.revision,
     }
 
 
@@ -1053,6 +1054,7 @@ def edit_run(
     edited: list[dict[str, Any]],
     rule: Sequence[str],
     now: datetime | None = None,
+    based_on: int | None = None,
 ) -> HelpRun:
     """A preview's assignments replaced by a coordinator's list, each checked against
     the hard rules (``domain.broken_rules``) as of now: a 422 names each assignment
@@ -1062,6 +1064,8 @@ def edit_run(
     run = get_run(session, identity, run_id)
     if run.status != "preview":
         raise Conflict("Only a preview can be changed.", slug="run-not-preview")
+    if based_on is not None and based_on != run.revision:
+        raise Stale(run.revision)
     now = now or _now()
     errors: dict[str, list[str]] = {}
     wanted: list[tuple[int, uuid.UUID, uuid.UUID, datetime]] = []
@@ -1147,12 +1151,17 @@ def edit_run(
     taken = getattr(
         session.execute(
             update(HelpRun)
-            .where(HelpRun.id == run.id, HelpRun.status == "preview")
+            .where(
+                HelpRun.id == run.id,
+                HelpRun.status == "preview",
+                HelpRun.revision == run.revision,
+            )
             .values(
                 assignments=assignments_now,
                 unassigned=unassigned_now,
                 edited_by=identity.user_id,
                 edited_at=now,
+                revision=HelpRun.revision + 1,
             )
             .execution_options(synchronize_session=False)
         ),
@@ -1160,10 +1169,28 @@ def edit_run(
         0,
     )
     if not taken:
-        raise Conflict("The run was approved meanwhile.", slug="run-not-preview")
+        session.refresh(run)
+        if run.status != "preview":
+            raise Conflict("The run was approved meanwhile.", slug="run-not-preview")
+        if based_on is not None:
+            raise Stale(run.revision)
+        raise Conflict("Another coordinator changed the preview meanwhile.", slug="run-changed")
     session.refresh(run)
     log.info("help run %s edited: %d sessions", run.id, len(run.assignments))
     return run
+
+
+class Stale(Conflict):
+    """The preview changed since the revision an edit was based on (answered 412 at
+    the API's edge)."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(
+            f"The preview has changed (now revision {revision}); read it again.",
+            slug="stale-version",
+            current_version=revision,
+        )
+        self.revision = revision
 
 
 # Why a request of an edited preview has no session.

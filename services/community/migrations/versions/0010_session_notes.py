@@ -30,6 +30,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column('edited_at', shared.db.UTCDateTime(timezone=True), nullable=True)
         )
+        batch_op.add_column(
+            sa.Column('revision', sa.Integer(), server_default='1', nullable=False)
+        )
     with op.batch_alter_table('help_sessions', schema=None) as batch_op:
         batch_op.add_column(
             sa.Column('closed_at', shared.db.UTCDateTime(timezone=True), nullable=True)
@@ -86,6 +89,7 @@ def downgrade() -> None:
         batch_op.drop_column('closed_by')
         batch_op.drop_column('closed_at')
     with op.batch_alter_table('help_runs', schema=None) as batch_op:
+        batch_op.drop_column('revision')
         batch_op.drop_column('edited_at')
         batch_op.drop_column('edited_by')
     with op.batch_alter_table('help_requests', schema=None) as batch_op:
