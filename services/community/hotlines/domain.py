@@ -38,9 +38,23 @@ def beijing_day(at: datetime) -> date:
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """The Beijing day ``day`` in UTC: from its midnight to the next (exclusive)."""
+    """The Beijing day ``day`` in UTC: from its midnight to the next (exclusive).
+    ValueError for a day at the calendar's very ends, whose bounds are not dates."""
     start = datetime.combine(day, time(0), tzinfo=BEIJING)
-    return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
+    try:
+        return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{day} is out of range") from None
+
+
+def in_range(at: datetime) -> bool:
+    """Whether a moment is one a call may carry: it has a date in UTC and in Beijing."""
+    try:
+        at.astimezone(UTC)
+        at.astimezone(BEIJING)
+    except OverflowError:
+        return False
+    return True
 
 
 def serves(hotline_region: str, hotline_org: str, community_region: str, community: str) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -174,6 +174,10 @@ def log_call(
     hotline = operated(session, identity, hotline_id)
     now = utcnow()
     at = data.get("at") or now
+    if not domain.in_range(at):
+        raise RuleBroken(
+            "The call's time is out of range.", errors={"at": ["A time of this era, please."]}
+        )
     if at > now + domain.CLOCK_SKEW:
         raise RuleBroken(
             "A call is logged once it happened.",
@@ -215,7 +219,7 @@ def list_calls(
     hotline = get_hotline(session, identity, hotline_id)
     stmt = select(HotlineCall).where(HotlineCall.hotline_id == hotline.id)
     if day is not None:
-        start, end = domain.day_bounds(day)
+        start, end = _bounds(day)
         stmt = stmt.where(HotlineCall.at >= start, HotlineCall.at < end)
     page = paginate(
         session, stmt, HotlineCall, cursor=cursor, limit=limit, time_column="at", newest_first=True
@@ -562,8 +566,17 @@ def _facts(session: Session, calls: list[HotlineCall]) -> list[domain.CallFacts]
     ]
 
 
+def _bounds(day: date) -> tuple[datetime, datetime]:
+    try:
+        return domain.day_bounds(day)
+    except ValueError:
+        raise RuleBroken(
+            f"The day {day} is out of range.", errors={"day": ["A day of this era, please."]}
+        ) from None
+
+
 def _calls_of_day(session: Session, day: date, *where: Any) -> list[HotlineCall]:
-    start, end = domain.day_bounds(day)
+    start, end = _bounds(day)
     return list(
         session.scalars(
             select(HotlineCall).where(*where, HotlineCall.at >= start, HotlineCall.at < end)
