@@ -115,3 +115,32 @@ def test_community_hotline_tables_come_and_go_with_their_migration(settings: Set
     checks = {c["name"] for c in found.get_check_constraints("hotline_calls")}
     assert "ck_hotline_call_minutes" in checks
     engine.dispose()
+
+
+def test_community_session_notes_come_and_go_with_their_migration(settings: Settings) -> None:
+    """Community 0010 adds session notes, the contact provider's connections and the
+    columns of closing, following and editing: going back removes them and keeps the
+    help sessions', going forward again brings them back, one note a session with them
+    (on both backends)."""
+    from sqlalchemy import inspect
+
+    url = settings.database_url("community")
+    tables = {"help_session_notes", "help_connections"}
+    command.downgrade(alembic_config("community", url), "0009")
+    engine = create_engine(url)
+    found = inspect(engine)
+    assert not tables & set(found.get_table_names())
+    assert "minutes" not in {c["name"] for c in found.get_columns("help_sessions")}
+    engine.dispose()
+    upgrade("community", settings)
+    engine = create_engine(url)
+    found = inspect(engine)
+    assert tables <= set(found.get_table_names())
+    assert {"org_id", "first_request_id", "follow_token_hash"} <= {
+        c["name"] for c in found.get_columns("help_requests")
+    }
+    unique = {
+        c["name"]: c["column_names"] for c in found.get_unique_constraints("help_session_notes")
+    }
+    assert unique["uq_help_session_note"] == ["session_id"]
+    engine.dispose()
