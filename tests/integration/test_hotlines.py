@@ -382,6 +382,7 @@ def test_operators_log_calls_and_the_daily_reports_add_up(stack: Stack) -> None:
     )
     assert unserved.status_code == 403
     assert unserved.get_json()["type"].endswith("/community-not-served")
+    assert "community_org_id" in unserved.get_json()["errors"]
     not_emergency = client.post(
         f"{calls}/{info[1]['id']}/emergency",
         json={"as": "case", "summary": "x"},

@@ -311,6 +311,7 @@ def _served_community(
         raise Forbidden(
             f"This hotline serves region {hotline.region}; the community is in {community.region}.",
             slug="community-not-served",
+            errors={"community_org_id": [f"Outside region {hotline.region}."]},
         )
     call.community_org_id = community.id
     return community
