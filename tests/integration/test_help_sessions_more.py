@@ -433,6 +433,10 @@ def test_helpers_and_seekers_data_exported_withdrawn_erased_and_expired(stack: S
         assert back is not None and back.status == "open"
     again = _ok(client.post(f"{HELP}/runs", headers=office.headers), 201)
     assert [u["request_id"] for u in again["unassigned"]] == [ahead["id"]]
+    reverify = client.post(
+        f"{HELP}/helpers/{theirs}/verify", json={"decision": "verified"}, headers=office.headers
+    )
+    assert reverify.status_code == 409 and reverify.get_json()["type"].endswith("withdrawn")
 
     # The person's erasure: their request's text and contact, and the note on their
     # session, go; the session held and its minutes stay, for the counts.

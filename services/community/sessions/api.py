@@ -142,7 +142,9 @@ class HelperSchema(Schema):
     timezone = fields.String()
     availability = fields.List(fields.Dict())
     qualifications = fields.List(fields.Dict())
-    status = fields.String(metadata={"description": "pending, verified or rejected"})
+    status = fields.String(
+        metadata={"description": "pending, verified, rejected or withdrawn (left, or erased)"}
+    )
     decision_reason = fields.String(allow_none=True)
     decided_at = fields.AwareDateTime(allow_none=True)
     version = fields.Integer()

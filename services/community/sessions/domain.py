@@ -325,12 +325,13 @@ def broken_rules(
 
 # What a helper is: the kinds of help they give (a doctor gives medical advice).
 HELPER_KINDS = ("counsellor", "social_worker", "doctor")
-# A helper is registered ``pending``, then ``verified`` or ``rejected`` by a coordinator.
-HELPER_STATUSES = ("pending", "verified", "rejected")
+# A helper is registered ``pending``, then ``verified`` or ``rejected`` by a coordinator;
+# ``withdrawn`` once they left their organisation or were erased.
+HELPER_STATUSES = ("pending", "verified", "rejected", "withdrawn")
 # Who may be served first within an urgency, by the coordinators' rule (a setting).
 PRIORITY_GROUPS = ("medical_staff", "patient", "patient_family")
 REQUEST_STATUSES = ("open", "scheduled", "closed")
-SESSION_STATUSES = ("booked", "confirmed", "declined")
+SESSION_STATUSES = ("booked", "confirmed", "declined", "held", "missed", "cancelled")
 # The helper sees the seeker's contact from this long before the session's start to
 # this long after its end, and at no other time.
 CONTACT_MARGIN = timedelta(minutes=15)

@@ -155,27 +155,40 @@ def register_helper(session: Session, identity: Identity, data: dict[str, Any]) 
         ) from None
     weekly = [(a["weekday"], a["start"], a["end"]) for a in data.get("availability", [])]
     _check_availability(weekly, data["timezone"])
-    helper = HelperRow(
-        id=uuid.uuid4(),
-        org_id=org_id,
-        user_id=user_id,
-        name=data.get("name"),
-        kinds=sorted(set(data["kinds"])),
-        topics=sorted(set(data["topics"])),
-        languages=sorted(set(data["languages"])),
-        daily_limit=data["daily_limit"],
-        timezone=data["timezone"],
-        availability=[
+    fields = {
+        "name": data.get("name"),
+        "kinds": sorted(set(data["kinds"])),
+        "topics": sorted(set(data["topics"])),
+        "languages": sorted(set(data["languages"])),
+        "daily_limit": data["daily_limit"],
+        "timezone": data["timezone"],
+        "availability": [
             [a["weekday"], a["start"].strftime("%H:%M"), a["end"].strftime("%H:%M")]
             for a in data.get("availability", [])
         ],
-        qualifications=[
+        "qualifications": [
             {"kind": q["kind"], "evidence": q["evidence"]} for q in data["qualifications"]
         ],
-        status="pending",
-        registered_by=me,
+        "status": "pending",
+        "registered_by": me,
+    }
+    # A member withdrawn (they left, or were erased) registers again on the same record,
+    # which their past sessions name; pending until a coordinator verifies them anew.
+    helper = session.scalar(
+        select(HelperRow).where(
+            HelperRow.org_id == org_id,
+            HelperRow.user_id == user_id,
+            HelperRow.status == "withdrawn",
+        )
     )
-    session.add(helper)
+    if helper is not None:
+        for name, value in fields.items():
+            setattr(helper, name, value)
+        helper.decided_at = helper.decided_by = None
+        helper.version += 1
+    else:
+        helper = HelperRow(id=uuid.uuid4(), org_id=org_id, user_id=user_id, **fields)
+        session.add(helper)
     try:
         session.flush()
     except IntegrityError:
@@ -216,6 +229,13 @@ def decide_helper(
     helper = session.get(HelperRow, helper_id)
     if helper is None:
         raise NotFound(f"No helper {helper_id}.", slug="helper-not-found")
+    if helper.status == "withdrawn":
+        # They left their organisation, or their data was erased: they register again.
+        raise Conflict(
+            "This helper was withdrawn; they register again through their organisation.",
+            slug="helper-withdrawn",
+            current_status=helper.status,
+        )
     if decision == "rejected" and not (reason and reason.strip()):
         raise RuleBroken(
             "A rejection says why.",
