@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.gateway.web.times import LOCAL
 from tests.support.auth import PASSWORD, Account, admin, coordinator, verified
 from tests.support.stack import Stack
 
@@ -157,6 +158,25 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
     text = _text(plan)
     assert "没有能处理该主题的合格帮助者" in text  # the child's care: no helper for it
     assert "提出请求后" in text and "routine" not in text
+    # A change that breaks a rule is refused at its row; one that keeps them is saved.
+    run = client.get(
+        f"{HELP}/runs/{preview.location.rsplit('/', 1)[-1]}", headers=office.headers
+    ).get_json()
+    rows: dict[str, str] = {"csrf_token": _token(plan)}
+    for n, a in enumerate(run["assignments"]):
+        starts = datetime.fromisoformat(a["starts_at"]).astimezone(LOCAL)
+        rows |= {
+            f"rows.{n}.request_id": a["request_id"],
+            f"rows.{n}.keep": "yes",
+            f"rows.{n}.helper_id": a["helper_id"],
+            f"rows.{n}.starts_at": starts.strftime("%Y-%m-%dT%H:%M"),
+        }
+    past = (datetime.now(LOCAL) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:00")
+    wrong = desk.post(preview.location + "/edit", data=rows | {"rows.0.starts_at": past})
+    assert wrong.status_code == 422
+    assert "时间已经过去。" in _text(wrong) and 'id="f-rows-0-error"' in wrong.get_data(True)
+    saved = desk.post(preview.location + "/edit", data=rows)
+    assert saved.status_code == 302, _text(saved)[:2000]
     approved = desk.post(preview.location + "/approve", data={"csrf_token": _token(plan)})
     assert approved.status_code == 302
     assert "已预约 3 次会谈" in _text(desk.get(approved.location))

@@ -35,7 +35,7 @@ from services.gateway.web import api
 from services.gateway.web.api import ApiResponse
 from services.gateway.web.base import bp, is_coordinator, me, problem_page, require_me
 from services.gateway.web.forms import FormState
-from services.gateway.web.i18n import api_message, current_language
+from services.gateway.web.i18n import N_, api_message, current_language
 from services.gateway.web.times import LOCAL, clock_time, local_day, local_time
 
 HELP = "/community/help"
@@ -111,6 +111,7 @@ LEFT_OUT = {
     "no-free-slot-in-times": lazy_gettext(
         "no qualified helper speaking its language has a free slot in its times"
     ),
+    "left-out-by-coordinator": lazy_gettext("a coordinator left it out of the schedule"),
     "slots-taken": lazy_gettext(
         "every slot that fits went to a more urgent request or one waiting longer, or its "
         "helper reached the daily limit"
@@ -668,19 +669,50 @@ def help_preview() -> Any:
     return redirect(url_for("web.help_run", run_id=answer.body["id"]))
 
 
-def _run_page(run: dict[str, Any], status: int = 200) -> Any:
+def _run_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A preview as the rows of its edit form: each assignment (kept), then each
+    request left out (to add)."""
+    rows = [
+        {
+            "request_id": a["request_id"],
+            "keep": "yes",
+            "helper_id": a["helper_id"],
+            "starts_at": clock_time(a["starts_at"]).replace(" ", "T"),
+        }
+        for a in run["assignments"]
+    ]
+    rows += [
+        {"request_id": u["request_id"], "keep": "", "helper_id": "", "starts_at": ""}
+        for u in run["unassigned"]
+    ]
+    return rows
+
+
+def _run_page(run: dict[str, Any], form: FormState | None = None, status: int = 200) -> Any:
     helpers = {h["id"]: h for h in _helpers()}
     asked: dict[str, dict[str, Any]] = {}
     for state in ("open", "scheduled"):
         listed = api.get(f"{HELP}/requests", query={"status": state})
         if listed.ok:
             asked.update({r["id"]: r for r in listed.body["items"]})
+    if form is None:
+        values = {
+            f"rows.{n}.{key}": value
+            for n, row in enumerate(_run_rows(run))
+            for key, value in row.items()
+        }
+        form = FormState(values)
+    left_out = {u["request_id"]: u for u in run["unassigned"]}
     return render_template(
         "help/run.html",
         run=run,
         helpers=helpers,
+        verified=[h for h in helpers.values() if h["status"] == "verified"],
         asked=asked,
-        form=FormState(),
+        form=form,
+        rows=len(run["assignments"]) + len(run["unassigned"]),
+        left_out=left_out,
+        by_request={a["request_id"]: a for a in run["assignments"]},
         run_word=lambda s: said(RUN_STATUSES, s),
         topic_word=lambda t: said(TOPIC_WORDS, t),
         urgency_word=lambda u: said(URGENCY_WORDS, u),
@@ -689,6 +721,99 @@ def _run_page(run: dict[str, Any], status: int = 200) -> Any:
         local_time=local_time,
         languages_said=languages_said,
     ), status
+
+
+# A rule an edited preview breaks, as the API names it (ids and times in it), and
+# the sentence the page shows at the row.
+_RULES: list[tuple[re.Pattern[str], Any]] = [
+    (
+        re.compile(r"^\S+: \S+ is not qualified for (\S+)$"),
+        N_("The helper is not qualified for %(topic)s."),
+    ),
+    (
+        re.compile(r"^\S+: \S+ speaks none of its languages$"),
+        N_("The helper speaks none of its languages."),
+    ),
+    (
+        re.compile(r"^\S+: \S+ is not a free slot of \S+$"),
+        N_("The time is not one of the helper's free slots."),
+    ),
+    (re.compile(r"^\S+: .* is in the past$"), N_("The time is in the past.")),
+    (
+        re.compile(r"^\S+: .* is outside its times$"),
+        N_("The time is outside the times that suit them."),
+    ),
+    (re.compile(r"^\S+'s slot at .* is used \d+ times$"), N_("The helper's slot is given twice.")),
+    (
+        re.compile(r"^\S+ has \d+ sessions on \S+, more than the \d+ left$"),
+        N_("The helper would have more sessions that day than they take."),
+    ),
+    (re.compile(r"^request \S+ appears \d+ times$"), N_("The request is in the schedule twice.")),
+    (
+        re.compile(r"^Request \S+ is not in the queue\.$"),
+        N_("This request is no longer in the queue."),
+    ),
+    (re.compile(r"^Helper \S+ is not a verified helper\.$"), N_("This helper is not verified.")),
+]
+
+
+def rule_said(text: str) -> str:
+    for pattern, msgid in _RULES:
+        if found := pattern.match(text):
+            if found.groups():
+                return gettext(msgid, topic=said(TOPIC_WORDS, found.group(1)))
+            return gettext(msgid)
+    return message(text)
+
+
+@bp.post("/help/runs/<uuid:run_id>/edit")
+def help_run_edit(run_id: uuid.UUID) -> Any:
+    """A coordinator's changes to a preview: sessions kept, moved to another helper
+    or time (Beijing time), dropped, or requests left out added."""
+    _coordinator()
+    values = {k: v.strip() for k, v in request.form.items() if k != "csrf_token"}
+    assignments: list[dict[str, str]] = []
+    rows: list[int] = []
+    errors: dict[str, list[str]] = {}
+    n = 0
+    while f"rows.{n}.request_id" in values:
+        if values.get(f"rows.{n}.keep") == "yes":
+            try:
+                moment = datetime.fromisoformat(values.get(f"rows.{n}.starts_at", ""))
+            except ValueError:
+                errors[f"rows.{n}"] = [gettext("Give the day and the hour it starts.")]
+                moment = None
+            if not values.get(f"rows.{n}.helper_id"):
+                errors.setdefault(f"rows.{n}", []).append(gettext("Choose a helper."))
+            if moment is not None:
+                assignments.append(
+                    {
+                        "request_id": values[f"rows.{n}.request_id"],
+                        "helper_id": values.get(f"rows.{n}.helper_id", ""),
+                        "starts_at": moment.replace(tzinfo=LOCAL).isoformat(),
+                    }
+                )
+                rows.append(n)
+        n += 1
+    answer = api.get(f"{HELP}/runs/{run_id}")
+    if not answer.ok:
+        return problem_page(answer)
+    if errors:
+        return _run_page(answer.body, FormState(values, errors), 422)
+    edited = api.patch(f"{HELP}/runs/{run_id}", json={"assignments": assignments})
+    if _whole_page(edited):
+        return problem_page(edited)
+    if not edited.ok:
+        for key, texts in edited.errors.items():
+            parts = key.split(".")
+            index = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            row = rows[index] if index < len(rows) else 0
+            errors.setdefault(f"rows.{row}", []).extend(rule_said(t) for t in texts)
+        detail = gettext("The schedule breaks a rule: see the rows marked.") if errors else None
+        form = FormState(values, errors, detail or message(edited.detail))
+        return _run_page(answer.body, form, edited.status)
+    flash(gettext("The preview is changed. Approve it to book the sessions."), "success")
+    return redirect(url_for("web.help_run", run_id=run_id))
 
 
 @bp.get("/help/runs/<uuid:run_id>")
