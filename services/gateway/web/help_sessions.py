@@ -461,7 +461,7 @@ def _sessions_page(
         urgency_word=lambda u: said(URGENCY_WORDS, u),
         status_word=lambda s: said(SESSION_STATUSES, s),
         languages_said=languages_said,
-        clock=lambda v: clock_time(v)[11:],
+        clock_time=clock_time,
         local_time=local_time,
         new_key=lambda: str(uuid.uuid4()),
     ), status

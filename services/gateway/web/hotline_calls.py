@@ -146,7 +146,7 @@ def _log_page(hotline_id: uuid.UUID, form: FormState, status: int = 200) -> Any:
         field_word=field_word,
         category_word=lambda c: said(CATEGORY_WORDS, c),
         became_word=lambda b: said(BECAME_WORDS, b),
-        clock=lambda v: clock_time(v)[11:],
+        clock_time=clock_time,
         org_name=org_name,
     ), status
 
