@@ -464,7 +464,10 @@ def test_the_operator_exports_and_erases_a_persons_data_from_the_command_line(
     assert exported.exit_code == 0, exported.output
     document = json.loads(exported.stdout)
     assert document["gateway"]["organisation"]["address"] == "江汉区某路 9 号"
-    assert {s["service"] for s in document["services"]} == {"donations", "dispatch"}
+    # The community service holds anyone's help, as a helper or a seeker.
+    assert {s["service"] for s in document["services"]} == {"donations", "dispatch", "community"}
+    community_part = next(s for s in document["services"] if s["service"] == "community")
+    assert community_part["records"]["help_requests"] == []
 
     refused = runner.invoke(
         main, ["personal-data", "erase", foundation.org_id, "--reason", "asked", "--yes"], env=env
