@@ -156,6 +156,11 @@ def distribute(session: Session, standing: Standing, data: dict[str, Any]) -> Di
         )
     elif (found := session.get(OrderRound, round_id)) is None or found.org_id != org_id:
         raise NotFound(f"No order round {round_id}.", slug="round-not-found")
+    # Two splits of one community's stock at once (the committee's, a hotline's
+    # emergency delivery) would both see the same stock: the community's row, locked
+    # until the commit, puts them one after the other (on PostgreSQL; SQLite's writers
+    # queue anyway).
+    session.execute(select(Organisation.id).where(Organisation.id == org_id).with_for_update())
     stock = stock_of(session, org_id)
     wanted = data.get("items") or sorted(stock)
     by_hand: dict[str, dict[uuid.UUID, int]] = defaultdict(dict)
