@@ -324,6 +324,41 @@ def test_an_operator_logs_calls_a_row_at_a_time_and_reads_the_days_figures(
         )
     report = client.get(f"/api/v1/community/hotlines/{hotline}/report", headers=station.headers)
     assert report.get_json()["by_category"]["emergency"] == 2
+
+    # Taken further from the log: an emergency call becomes an urgent case in the
+    # caller's community; a counselling call is booked, and a caller who speaks of
+    # harming themselves is given the crisis line at once.
+    calls = f"/api/v1/community/hotlines/{hotline}/calls"
+    emergency = next(
+        c
+        for c in client.get(calls, headers=station.headers).get_json()["items"]
+        if c["category"] == "emergency"
+    )
+    counselling = client.post(
+        calls, json={"category": "counselling", "minutes": 12}, headers=station.headers
+    ).get_json()
+    page = operator.get(f"/hotlines/{hotline}")
+    assert f'id="call-{counselling["id"]}"' in page.get_data(True)
+    token = _token(page)
+    case = operator.post(
+        f"/hotlines/{hotline}/calls/{emergency['id']}/case",
+        data={"csrf_token": token, "kind": "medicine_pickup", "summary": "Insulin, 3-402"},
+    )
+    assert case.status_code == 302
+    booked = operator.post(
+        f"/hotlines/{hotline}/calls/{counselling['id']}/booking",
+        data={
+            "csrf_token": token,
+            "topic": "anxiety",
+            "languages": "zh",
+            "contact": "+86 139 0271 5566",
+            "text": CRISIS_TEXT,
+        },
+    )
+    assert booked.status_code == 302
+    page = operator.get(booked.location)
+    assert "12356" in _text(page) and "已转为个案" in _text(page)
+    assert "Insulin" not in _text(page) and "+86 139" not in _text(page)
     # Nobody else's call log: another organisation is answered as if it did not exist.
     other = _signed_in(stack, verified(client, boss, kind="hospital"))
     assert 'href="/hotlines"' not in other.get("/").get_data(True)

@@ -32,7 +32,7 @@ from flask import (
 from flask_babel import gettext, lazy_gettext
 
 from services.gateway.web import api
-from services.gateway.web.api import ApiResponse
+from services.gateway.web.api import ApiResponse, SignInRequired
 from services.gateway.web.base import bp, is_coordinator, me, problem_page, require_me
 from services.gateway.web.forms import FormState
 from services.gateway.web.i18n import N_, api_message, current_language
@@ -372,9 +372,15 @@ def ask_for_help_sent() -> Any:
             body[name] = values[name]
     key = request.form.get("idempotency_key") or None
     path = f"{HELP}/requests"
+    answer = None
     if api.signed_in():
-        answer = api.post(path, json=body, idempotency_key=key)
-    else:
+        try:
+            answer = api.post(path, json=body, idempotency_key=key)
+        except SignInRequired:
+            # A sign-in that ended must not lose what someone wrote asking for help:
+            # the request goes in as the public form's.
+            answer = None
+    if answer is None:
         answer = api.raw_call("POST", path, json=body, idempotency_key=key)
     if answer.status >= 500 or answer.status in (401, 403):
         return problem_page(answer)

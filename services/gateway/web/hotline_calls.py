@@ -19,9 +19,11 @@ from flask import flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext, lazy_gettext
 
 from services.gateway.web import api
+from services.gateway.web.api import ApiResponse
 from services.gateway.web.base import bp, me, problem_page, require_me
+from services.gateway.web.community import CASE_KINDS as CASE_KIND_WORDS
 from services.gateway.web.forms import FormState
-from services.gateway.web.help_sessions import message, said
+from services.gateway.web.help_sessions import LANGUAGE_WORDS, TOPIC_WORDS, message, said
 from services.gateway.web.i18n import org_name
 from services.gateway.web.times import LOCAL, clock_time
 
@@ -44,7 +46,12 @@ FIELD_WORDS = {
     "minutes": lazy_gettext("Minutes"),
     "at": lazy_gettext("When"),
 }
+CASE_KINDS = ("medicine_pickup", "clinic_access", "counselling", "child_care", "other")
 KNOWN_MESSAGES = (
+    lazy_gettext("Say what to bring."),
+    lazy_gettext("Say which community the caller lives in."),
+    lazy_gettext("The caller's community is needed for this."),
+    lazy_gettext("Not a community committee known to the community service."),
     lazy_gettext("A call is logged once it happened."),
     lazy_gettext("A call cannot be dated in the future."),
 )
@@ -142,6 +149,10 @@ def _log_page(hotline_id: uuid.UUID, form: FormState, status: int = 200) -> Any:
         communities=communities,
         names=names,
         categories=CATEGORY_WORDS,
+        case_kinds=[(k, said(CASE_KIND_WORDS, k)) for k in CASE_KINDS],
+        topics=TOPIC_WORDS,
+        languages=LANGUAGE_WORDS,
+        new_key=lambda: str(uuid.uuid4()),
         form=form,
         field_word=field_word,
         category_word=lambda c: said(CATEGORY_WORDS, c),
@@ -205,3 +216,75 @@ def hotline_log_call(hotline_id: uuid.UUID) -> Any:
         "success",
     )
     return redirect(url_for("web.hotline_log", hotline_id=hotline_id))
+
+
+def _back(hotline_id: uuid.UUID, call_id: uuid.UUID) -> Any:
+    return redirect(url_for("web.hotline_log", hotline_id=hotline_id) + f"#call-{call_id}")
+
+
+def _step(hotline_id: uuid.UUID, call_id: uuid.UUID, step: str, body: dict[str, Any]) -> Any:
+    """Take a call further (``emergency`` or ``booking``); a refusal is flashed back
+    at the call, as the log is where the operator works."""
+    answer = api.post(
+        f"{HOTLINES}/{hotline_id}/calls/{call_id}/{step}",
+        json=body,
+        idempotency_key=request.form.get("idempotency_key") or None,
+    )
+    if answer.status in (401, 404) or answer.status >= 500:
+        return problem_page(answer)
+    if not answer.ok:
+        texts = [message(t) for ts in answer.errors.values() for t in ts]
+        flash(" ".join([message(answer.detail), *texts]), "error")
+        return _back(hotline_id, call_id)
+    return answer
+
+
+@bp.post("/hotlines/<uuid:hotline_id>/calls/<uuid:call_id>/case")
+def hotline_call_case(hotline_id: uuid.UUID, call_id: uuid.UUID) -> Any:
+    """An emergency call made an urgent case in the caller's community, in one step."""
+    require_me()
+    body = {
+        "as": "case",
+        "kind": request.form.get("kind") or None,
+        "summary": request.form.get("summary", "").strip() or None,
+    }
+    if request.form.get("community_org_id"):
+        body["community_org_id"] = request.form["community_org_id"]
+    answer = _step(hotline_id, call_id, "emergency", body)
+    if not isinstance(answer, ApiResponse):
+        return answer
+    flash(
+        gettext(
+            "Case %(number)s opened in the caller's community.",
+            number=answer.body.get("case_number", ""),
+        ),
+        "success",
+    )
+    return _back(hotline_id, call_id)
+
+
+@bp.post("/hotlines/<uuid:hotline_id>/calls/<uuid:call_id>/booking")
+def hotline_call_booking(hotline_id: uuid.UUID, call_id: uuid.UUID) -> Any:
+    """A counselling call booked into the queue for a session with a helper."""
+    require_me()
+    body = {
+        "topic": request.form.get("topic", ""),
+        "languages": request.form.getlist("languages") or ["zh"],
+        "contact": request.form.get("contact", "").strip(),
+        "text": request.form.get("text", "").strip() or None,
+    }
+    answer = _step(hotline_id, call_id, "booking", body)
+    if not isinstance(answer, ApiResponse):
+        return answer
+    if answer.body.get("crisis_line"):
+        flash(
+            gettext(
+                "The caller spoke of harming themselves: give them the crisis line %(line)s "
+                "now. The request is first in line.",
+                line=answer.body["crisis_line"],
+            ),
+            "error",
+        )
+    else:
+        flash(gettext("Booked: the caller's request is in line for a session."), "success")
+    return _back(hotline_id, call_id)
