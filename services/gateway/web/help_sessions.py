@@ -276,16 +276,18 @@ def _whole_page(answer: ApiResponse) -> bool:
 # Who is a helper --------------------------------------------------------------------------
 
 
-def is_helper() -> bool:
+def is_helper(*, fresh: bool = False) -> bool:
     """Whether the signed-in user is registered as a helper (asked of the API at most
-    every few minutes, and kept in the cookie session meanwhile)."""
+    every few minutes for the navigation, and kept in the cookie session meanwhile;
+    ``fresh`` asks now)."""
     found = me()
     if not found:
         return False
     user = str(found["user"]["id"])
     kept: list[Any] = session.get("web_helper") or []
     now = int(time.time())
-    if len(kept) == 3 and kept[0] == user and now - int(kept[1]) < HELPER_CHECK_SECONDS:
+    recent = len(kept) == 3 and now - int(kept[1]) < HELPER_CHECK_SECONDS
+    if not fresh and recent and kept[0] == user:
         return bool(kept[2])
     answer = api.get(f"{HELP}/helpers")
     mine = answer.ok and any(str(h["user_id"]) == user for h in answer.body["items"])
@@ -458,7 +460,7 @@ def _sessions_page(
         days=sorted(days.items()),
         today=today,
         tomorrow=today + timedelta(days=1),
-        helper=is_helper(),
+        helper=is_helper(fresh=True),
         shown=shown or {},
         joined=joined or {},
         provider=contact_provider(),
