@@ -7,8 +7,9 @@ broker carries one of two marks, given here by folder unless the test says other
 
 - tests/integration, tests/faults, tests/hostile: ``backend``. Their outcome depends on
   the database and the broker (locking, isolation, types, redelivery).
-- tests/browser: ``embedded``. The web UI drives the same API; the backends' part of
-  it is proven by the integration tests.
+- tests/browser, and the page tests in tests/integration (``test_web_*.py``):
+  ``embedded``. The web UI drives the same API; the backends' part of it is proven by
+  the API's integration tests.
 - tests/unit: no mark. No I/O: a unit test that reaches for the databases fails loudly.
 
 ``backend_settings`` (behind the ``settings`` and ``stack`` fixtures) refuses a test
@@ -35,6 +36,9 @@ FOLDER_MARKS = {
     "browser": "embedded",
 }
 
+# Page tests among the integration tests: the web UI over the API, run once.
+PAGE_TESTS = "test_web_"
+
 _running: list[pytest.Item] = []
 _seconds_per_folder: dict[str, float] = {}
 _tests_per_folder: dict[str, int] = {}
@@ -55,7 +59,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if any(item.get_closest_marker(name) for name in DATABASE_MARKS):
             continue
         folder = Path(str(item.path)).relative_to(TESTS).parts[0]
-        if folder in FOLDER_MARKS:
+        if folder == "integration" and item.path.name.startswith(PAGE_TESTS):
+            item.add_marker("embedded")
+        elif folder in FOLDER_MARKS:
             item.add_marker(FOLDER_MARKS[folder])
 
 
