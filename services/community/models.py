@@ -360,7 +360,11 @@ class HelpRequest(Entity, Base):
     ``status``: ``open``, ``scheduled``, ``closed``."""
 
     __tablename__ = "help_requests"
-    __table_args__ = (Index("ix_help_requests_status_queued", "status", "queued_at"),)
+    __table_args__ = (
+        Index("ix_help_requests_status_queued", "status", "queued_at"),
+        # A closed request's follow-up is found by the token they share.
+        Index("ix_help_requests_follow_token", "follow_token_hash"),
+    )
 
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     topic: Mapped[str] = mapped_column(String(32), nullable=False)

@@ -25,6 +25,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('org_id', sa.Uuid(), nullable=True))
         batch_op.add_column(sa.Column('first_request_id', sa.Uuid(), nullable=True))
         batch_op.add_column(sa.Column('follow_token_hash', sa.String(length=64), nullable=True))
+        batch_op.create_index('ix_help_requests_follow_token', ['follow_token_hash'])
     with op.batch_alter_table('help_runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('edited_by', sa.Uuid(), nullable=True))
         batch_op.add_column(
@@ -93,6 +94,7 @@ def downgrade() -> None:
         batch_op.drop_column('edited_at')
         batch_op.drop_column('edited_by')
     with op.batch_alter_table('help_requests', schema=None) as batch_op:
+        batch_op.drop_index('ix_help_requests_follow_token')
         batch_op.drop_column('follow_token_hash')
         batch_op.drop_column('first_request_id')
         batch_op.drop_column('org_id')
