@@ -359,6 +359,19 @@ def test_an_operator_logs_calls_a_row_at_a_time_and_reads_the_days_figures(
     page = operator.get(booked.location)
     assert "12356" in _text(page) and "已转为个案" in _text(page)
     assert "Insulin" not in _text(page) and "+86 139" not in _text(page)
+    # Goods to the door come from the community's stock: none yet, so nothing is made
+    # and the refusal names what is lacking.
+    second = next(
+        c["id"]
+        for c in client.get(calls, headers=station.headers).get_json()["items"]
+        if c["category"] == "emergency" and c["id"] != emergency["id"]
+    )
+    refused = operator.post(
+        f"/hotlines/{hotline}/calls/{second}/delivery",
+        data={"csrf_token": token, "household.room": "101", "items.vegetables": "4"},
+    )
+    assert refused.status_code == 302
+    assert "社区库存中的蔬菜不够：要 4 斤，库存 0 斤。" in _text(operator.get(refused.location))
     # Nobody else's call log: another organisation is answered as if it did not exist.
     other = _signed_in(stack, verified(client, boss, kind="hospital"))
     assert 'href="/hotlines"' not in other.get("/").get_data(True)

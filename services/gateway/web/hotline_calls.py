@@ -10,6 +10,7 @@ organisation's hotlines (every one to coordinators).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import date, datetime
@@ -22,10 +23,12 @@ from services.gateway.web import api
 from services.gateway.web.api import ApiResponse
 from services.gateway.web.base import bp, me, problem_page, require_me
 from services.gateway.web.community import CASE_KINDS as CASE_KIND_WORDS
+from services.gateway.web.community import _typed, item_text, unit_text
 from services.gateway.web.forms import FormState
 from services.gateway.web.help_sessions import LANGUAGE_WORDS, TOPIC_WORDS, message, said
 from services.gateway.web.i18n import org_name
 from services.gateway.web.times import LOCAL, clock_time
+from shared.catalog.community import COMMUNITY_ITEMS, community_item
 
 HOTLINES = "/community/hotlines"
 CATEGORY_WORDS = {
@@ -49,6 +52,12 @@ FIELD_WORDS = {
 CASE_KINDS = ("medicine_pickup", "clinic_access", "counselling", "child_care", "other")
 KNOWN_MESSAGES = (
     lazy_gettext("Say what to bring."),
+    lazy_gettext("At least one item and quantity."),
+    lazy_gettext("No such building in the caller's community."),
+    lazy_gettext("Name a building of this community (by name or id)."),
+    lazy_gettext("Name the household, or give its door."),
+    lazy_gettext("Give household_id, or the building, unit and room."),
+    lazy_gettext("Not an item of the community catalogue."),
     lazy_gettext("Say which community the caller lives in."),
     lazy_gettext("The caller's community is needed for this."),
     lazy_gettext("Not a community committee known to the community service."),
@@ -57,6 +66,28 @@ KNOWN_MESSAGES = (
 )
 COMMUNITY_KIND = "community_committee"
 OPERATOR_CHECK_SECONDS = 300
+
+
+_LACKS = re.compile(
+    r"^The community's stock lacks .* \((\w+)\): (\d+) \S+ asked for, (\d+) in stock\.$"
+)
+
+
+def step_message(text: str) -> str:
+    """A refusal of a step on a call, in the page's language (an item the stock lacks
+    by its name and unit)."""
+    found = _LACKS.match(text)
+    item = community_item(found.group(1)) if found else None
+    if found and item is not None:
+        return gettext(
+            "The community's stock lacks %(item)s: %(asked)s %(unit)s asked for, "
+            "%(stock)s in stock.",
+            item=item_text(item),
+            asked=found.group(2),
+            stock=found.group(3),
+            unit=unit_text(item),
+        )
+    return message(text)
 
 
 def field_word(name: str) -> str:
@@ -149,6 +180,9 @@ def _log_page(hotline_id: uuid.UUID, form: FormState, status: int = 200) -> Any:
         communities=communities,
         names=names,
         categories=CATEGORY_WORDS,
+        items=COMMUNITY_ITEMS,
+        item_text=item_text,
+        unit_text=unit_text,
         case_kinds=[(k, said(CASE_KIND_WORDS, k)) for k in CASE_KINDS],
         topics=TOPIC_WORDS,
         languages=LANGUAGE_WORDS,
@@ -233,8 +267,10 @@ def _step(hotline_id: uuid.UUID, call_id: uuid.UUID, step: str, body: dict[str, 
     if answer.status in (401, 404) or answer.status >= 500:
         return problem_page(answer)
     if not answer.ok:
-        texts = [message(t) for ts in answer.errors.values() for t in ts]
-        flash(" ".join([message(answer.detail), *texts]), "error")
+        texts = [step_message(t) for ts in answer.errors.values() for t in ts]
+        if _LACKS.match(answer.detail):
+            texts = []  # the item's own line says again what the sentence says
+        flash(" ".join([step_message(answer.detail), *texts]), "error")
         return _back(hotline_id, call_id)
     return answer
 
@@ -287,4 +323,32 @@ def hotline_call_booking(hotline_id: uuid.UUID, call_id: uuid.UUID) -> Any:
         )
     else:
         flash(gettext("Booked: the caller's request is in line for a session."), "success")
+    return _back(hotline_id, call_id)
+
+
+@bp.post("/hotlines/<uuid:hotline_id>/calls/<uuid:call_id>/delivery")
+def hotline_call_delivery(hotline_id: uuid.UUID, call_id: uuid.UUID) -> Any:
+    """An emergency call for goods made, in one step, a delivery from the caller's
+    community's stock to their door, on their building's list for its volunteers."""
+    require_me()
+    door = {
+        part: value
+        for part in ("building", "unit", "room", "phone", "note")
+        if (value := request.form.get(f"household.{part}", "").strip())
+    }
+    items = {
+        item.code: _typed(typed)
+        for item in COMMUNITY_ITEMS
+        if (typed := request.form.get(f"items.{item.code}", "").strip())
+    }
+    body: dict[str, Any] = {"as": "delivery", "household": door, "items": items}
+    if request.form.get("community_org_id"):
+        body["community_org_id"] = request.form["community_org_id"]
+    answer = _step(hotline_id, call_id, "emergency", body)
+    if not isinstance(answer, ApiResponse):
+        return answer
+    flash(
+        gettext("The delivery is on the building's list for its volunteers to bring."),
+        "success",
+    )
     return _back(hotline_id, call_id)
