@@ -162,7 +162,9 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
     run = client.get(
         f"{HELP}/runs/{preview.location.rsplit('/', 1)[-1]}", headers=office.headers
     ).get_json()
-    rows: dict[str, str] = {"csrf_token": _token(plan)}
+    revision = re.search(r'name="revision" value="([^"]+)"', plan.get_data(True))
+    assert revision
+    rows: dict[str, str] = {"csrf_token": _token(plan), "revision": html.unescape(revision[1])}
     for n, a in enumerate(run["assignments"]):
         starts = datetime.fromisoformat(a["starts_at"]).astimezone(LOCAL)
         rows |= {
@@ -177,6 +179,10 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
     assert "时间已经过去。" in _text(wrong) and 'id="f-rows-0-error"' in wrong.get_data(True)
     saved = desk.post(preview.location + "/edit", data=rows)
     assert saved.status_code == 302, _text(saved)[:2000]
+    # Sent again from the page as it was: another change came first, so it is shown.
+    stale = desk.post(preview.location + "/edit", data=rows)
+    assert stale.status_code == 302
+    assert "有人刚刚修改了这个预览" in _text(desk.get(stale.location))
     approved = desk.post(preview.location + "/approve", data={"csrf_token": _token(plan)})
     assert approved.status_code == 302
     assert "已预约 3 次会谈" in _text(desk.get(approved.location))

@@ -79,6 +79,7 @@ HELPER_STATUSES = {
     "pending": lazy_gettext("waiting for verification"),
     "verified": lazy_gettext("verified"),
     "rejected": lazy_gettext("rejected"),
+    "withdrawn": lazy_gettext("withdrawn"),
 }
 REQUEST_STATUSES = {
     "open": lazy_gettext("waiting in line"),
@@ -696,7 +697,12 @@ def _run_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _run_page(run: dict[str, Any], form: FormState | None = None, status: int = 200) -> Any:
+def _run_page(
+    run: dict[str, Any],
+    form: FormState | None = None,
+    status: int = 200,
+    revision: str | None = None,
+) -> Any:
     helpers = {h["id"]: h for h in _helpers()}
     asked: dict[str, dict[str, Any]] = {}
     for state in ("open", "scheduled"):
@@ -718,6 +724,7 @@ def _run_page(run: dict[str, Any], form: FormState | None = None, status: int = 
         verified=[h for h in helpers.values() if h["status"] == "verified"],
         asked=asked,
         form=form,
+        revision=revision or "",
         rows=len(run["assignments"]) + len(run["unassigned"]),
         left_out=left_out,
         by_request={a["request_id"]: a for a in run["assignments"]},
@@ -806,9 +813,19 @@ def help_run_edit(run_id: uuid.UUID) -> Any:
     answer = api.get(f"{HELP}/runs/{run_id}")
     if not answer.ok:
         return problem_page(answer)
+    revision = answer.headers.get("ETag")
     if errors:
-        return _run_page(answer.body, FormState(values, errors), 422)
-    edited = api.patch(f"{HELP}/runs/{run_id}", json={"assignments": assignments})
+        return _run_page(answer.body, FormState(values, errors), 422, revision)
+    # Based on the preview as the coordinator saw it: another coordinator's change
+    # meanwhile is shown, not overwritten.
+    edited = api.patch(
+        f"{HELP}/runs/{run_id}",
+        json={"assignments": assignments},
+        if_match=values.get("revision") or None,
+    )
+    if edited.status == 412:
+        flash(gettext("Someone changed this preview meanwhile: here it is as it is now."), "error")
+        return redirect(url_for("web.help_run", run_id=run_id))
     if _whole_page(edited):
         return problem_page(edited)
     if not edited.ok:
@@ -819,7 +836,7 @@ def help_run_edit(run_id: uuid.UUID) -> Any:
             errors.setdefault(f"rows.{row}", []).extend(rule_said(t) for t in texts)
         detail = gettext("The schedule breaks a rule: see the rows marked.") if errors else None
         form = FormState(values, errors, detail or message(edited.detail))
-        return _run_page(answer.body, form, edited.status)
+        return _run_page(answer.body, form, edited.status, revision)
     flash(gettext("The preview is changed. Approve it to book the sessions."), "success")
     return redirect(url_for("web.help_run", run_id=run_id))
 
@@ -832,7 +849,7 @@ def help_run(run_id: uuid.UUID) -> Any:
     answer = api.get(f"{HELP}/runs/{run_id}")
     if not answer.ok:
         return problem_page(answer)
-    return _run_page(answer.body)
+    return _run_page(answer.body, revision=answer.headers.get("ETag"))
 
 
 @bp.post("/help/runs/<uuid:run_id>/approve")
