@@ -255,6 +255,7 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
     stranger = _signed_in(stack, other)
     page = stranger.get("/help/sessions")
     assert 'data-session="' not in page.get_data(True)
+    assert "Your registration as a helper: waiting for verification." in _text(page)
     refused = stranger.post(f"/help/sessions/{third}/confirm", data={"csrf_token": _token(page)})
     assert refused.status_code == 404
 

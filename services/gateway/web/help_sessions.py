@@ -277,23 +277,32 @@ def _whole_page(answer: ApiResponse) -> bool:
 # Who is a helper --------------------------------------------------------------------------
 
 
-def is_helper(*, fresh: bool = False) -> bool:
-    """Whether the signed-in user is registered as a helper (asked of the API at most
-    every few minutes for the navigation, and kept in the cookie session meanwhile;
-    ``fresh`` asks now)."""
+def my_helper() -> dict[str, Any] | None:
+    """The signed-in user's own helper record, asked of the API now (and remembered
+    for the navigation)."""
+    found = me()
+    if not found:
+        return None
+    user = str(found["user"]["id"])
+    answer = api.get(f"{HELP}/helpers")
+    items = answer.body["items"] if answer.ok else []
+    mine = next((h for h in items if str(h["user_id"]) == user), None)
+    session["web_helper"] = [user, int(time.time()), mine is not None]
+    return mine
+
+
+def is_helper() -> bool:
+    """Whether the signed-in user is registered as a helper, for the navigation:
+    asked of the API at most every few minutes, and kept in the cookie session
+    meanwhile."""
     found = me()
     if not found:
         return False
-    user = str(found["user"]["id"])
     kept: list[Any] = session.get("web_helper") or []
-    now = int(time.time())
-    recent = len(kept) == 3 and now - int(kept[1]) < HELPER_CHECK_SECONDS
-    if not fresh and recent and kept[0] == user:
+    recent = len(kept) == 3 and int(time.time()) - int(kept[1]) < HELPER_CHECK_SECONDS
+    if recent and kept[0] == str(found["user"]["id"]):
         return bool(kept[2])
-    answer = api.get(f"{HELP}/helpers")
-    mine = answer.ok and any(str(h["user_id"]) == user for h in answer.body["items"])
-    session["web_helper"] = [user, now, mine]
-    return mine
+    return my_helper() is not None
 
 
 @bp.app_context_processor
@@ -440,6 +449,7 @@ def _sessions_page(
     answer = api.get(f"{HELP}/sessions")
     if not answer.ok:
         return problem_page(answer)
+    helper = my_helper()
     now = datetime.now(LOCAL)
     today = now.date()
     days: dict[date, list[dict[str, Any]]] = {}
@@ -461,7 +471,8 @@ def _sessions_page(
         days=sorted(days.items()),
         today=today,
         tomorrow=today + timedelta(days=1),
-        helper=is_helper(fresh=True),
+        helper=helper,
+        helper_status=said(HELPER_STATUSES, helper["status"]) if helper else "",
         shown=shown or {},
         joined=joined or {},
         provider=contact_provider(),
