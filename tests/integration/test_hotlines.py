@@ -19,6 +19,8 @@ from tests.support.orgs import read_model_org
 from tests.support.stack import Stack, eventually
 
 HOTLINES = "/api/v1/community/hotlines"
+# A code no region has, for the refusals (not data: see test_display).
+UNKNOWN_REGION = "990000"
 PHONE = "+86 139 0271 5566"
 NOTE = "Mrs Li, 82, lives alone; knock loudly"
 
@@ -259,7 +261,7 @@ def test_operators_log_calls_and_the_daily_reports_add_up(stack: Stack) -> None:
     # Setting up: the names of each field at fault; a station not yet verified refused.
     bad = client.post(
         HOTLINES,
-        json={"name": "X", "phone": "call us", "languages": [], "region": "999999"},
+        json={"name": "X", "phone": "call us", "languages": [], "region": UNKNOWN_REGION},
         headers=station.headers,
     )
     assert bad.status_code == 422
@@ -304,7 +306,7 @@ def test_operators_log_calls_and_the_daily_reports_add_up(stack: Stack) -> None:
         ({"category": "other", "minutes": 601}, "minutes"),
         ({"category": "other", "minutes": -1}, "minutes"),
         ({"category": "other"}, "minutes"),
-        ({"category": "other", "minutes": 1, "region": "990000"}, "region"),
+        ({"category": "other", "minutes": 1, "region": UNKNOWN_REGION}, "region"),
         (
             {"category": "other", "minutes": 1, "community_org_id": station.org_id},
             "community_org_id",
