@@ -516,9 +516,9 @@ class _Network:
         self.heads[self.day_arc] = h0 + d_helper
         room = self.caps[self.day_arc]
         h_room = np.bincount(d_helper, weights=room, minlength=n_helpers).astype(np.int64)
-        h_flow = np.bincount(
-            d_helper, weights=flows[self.day_arc], minlength=n_helpers
-        ).astype(np.int64)
+        h_flow = np.bincount(d_helper, weights=flows[self.day_arc], minlength=n_helpers).astype(
+            np.int64
+        )
         load_helper = np.repeat(np.arange(n_helpers), h_room)
         starts = np.cumsum(h_room) - h_room
         load_k = np.arange(len(load_helper)) - np.repeat(starts, h_room)
