@@ -186,6 +186,8 @@ class Settings:
     help_contact_provider: str = ""
     # Days a helper's note on a session is kept before the community worker deletes it.
     help_note_retention_days: int = 365
+    # Days a closed request for help keeps what the person wrote and how to reach them.
+    help_request_retention_days: int = 90
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -233,6 +235,12 @@ class Settings:
             raise ConfigError(
                 "AIDLINK_HELP_NOTE_RETENTION_DAYS must be at least 1, "
                 f"got {help_note_retention_days}"
+            )
+        help_request_retention_days = _int(env, "AIDLINK_HELP_REQUEST_RETENTION_DAYS", 90)
+        if help_request_retention_days < 1:
+            raise ConfigError(
+                "AIDLINK_HELP_REQUEST_RETENTION_DAYS must be at least 1, "
+                f"got {help_request_retention_days}"
             )
         outbox_relay = env.get("AIDLINK_OUTBOX_RELAY", "inline")
         if outbox_relay not in ("inline", "background"):
@@ -298,6 +306,7 @@ class Settings:
             ),
             help_contact_provider=(env.get("AIDLINK_HELP_CONTACT_PROVIDER") or "").strip(),
             help_note_retention_days=help_note_retention_days,
+            help_request_retention_days=help_request_retention_days,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -354,6 +363,7 @@ class Settings:
             "AIDLINK_HELP_PRIORITY_GROUPS": ",".join(self.help_priority_groups),
             "AIDLINK_HELP_CONTACT_PROVIDER": self.help_contact_provider,
             "AIDLINK_HELP_NOTE_RETENTION_DAYS": str(self.help_note_retention_days),
+            "AIDLINK_HELP_REQUEST_RETENTION_DAYS": str(self.help_request_retention_days),
         }
         for svc in SERVICES:
             env[f"{svc.upper()}_DATABASE_URL"] = self.database_urls[svc]

@@ -49,8 +49,8 @@ def _org_handlers() -> dict[str, Handler]:
     def on_residents_erased(session: Session, event: Event) -> None:
         org_id = uuid.UUID(str(event.data()["id"]))
         privacy.erase_residents(session, org_id)
-        # The requests for help made through the community are its residents'.
-        help_privacy.erase_people(session, org_id, utcnow(), helpers_too=False)
+        # The requests for help its residents made by calling a hotline.
+        help_privacy.erase_callers(session, org_id)
 
     def on_member_removed(session: Session, event: Event) -> None:
         data = event.data()

@@ -144,6 +144,9 @@ def test_sessions_held_reach_the_ledger_as_counts_once(stack: Stack) -> None:
     earlier = (date.today() - timedelta(days=30)).isoformat()
     before = client.get(LEDGER, query_string={"from": earlier, "to": earlier}).get_json()
     assert before["help_given"]["sessions_held"] == 0
+    # From the calendar's first days: every week, no error.
+    since = client.get(LEDGER, query_string={"from": "0001-01-01"})
+    assert since.status_code == 200 and since.get_json()["help_given"]["sessions_held"] == 2
 
     # What the public reads names no one: no contact, text, note, helper or session.
     public = client.get(LEDGER).get_data(as_text=True)

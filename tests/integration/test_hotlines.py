@@ -70,7 +70,7 @@ def test_an_emergency_call_ends_as_a_delivered_household_order_with_every_unit_a
     the community's stock in one step (after asking for more than there is, and for a
     medicine the stock does not hold: refused, nothing written); the volunteer of her
     building brings it; the stock, the delivery and the report's "fulfilled" agree."""
-    from services.community.models import HotlineCall, Household
+    from services.community.models import HotlineCall, Household, HouseholdDelivery
 
     caplog.set_level(logging.INFO)
     for service in ("gateway", "community", "dispatch", "donations"):
@@ -138,7 +138,8 @@ def test_an_emergency_call_ends_as_a_delivered_household_order_with_every_unit_a
         {"as": "delivery", "household": door, "items": {"vegetables": 4}},
         station,
     )
-    assert made["became"] == "delivery" and made["household_created"] is True
+    # Where it goes, not which household: no door is probed through the answer.
+    assert made["became"] == "delivery" and "household_id" not in made
     assert made["delivery_items"] == {"vegetables": 2_000}
     assert households() == before + 1
     again = client.post(
@@ -219,7 +220,9 @@ def test_an_emergency_call_ends_as_a_delivered_household_order_with_every_unit_a
         row = session.get(HotlineCall, uuid.UUID(call["id"]))
         assert row is not None and row.delivery_id == uuid.UUID(made["delivery_id"])
         assert PHONE not in repr(vars(row)) and "Mrs Li" not in repr(vars(row))
-        household = session.get(Household, uuid.UUID(made["household_id"]))
+        delivery = session.get(HouseholdDelivery, uuid.UUID(made["delivery_id"]))
+        assert delivery is not None
+        household = session.get(Household, delivery.household_id)
         assert household is not None and household.phone == PHONE
         assert household.flags == ["elderly_alone"]
     assert PHONE not in caplog.text and "Mrs Li" not in caplog.text
@@ -451,3 +454,17 @@ def test_operators_log_calls_and_the_daily_reports_add_up(stack: Stack) -> None:
         assert client.post(url, json=body).status_code == 401, url
     theirs = {h["id"] for h in client.get(HOTLINES, headers=rival.headers).json["items"]}
     assert theirs == {rivals["id"], by_office["id"]}
+
+    # The community erased: what its caller said when booked, and how to reach them,
+    # go with its residents' data; the request's topic and status stay, for the counts.
+    erased = client.post(
+        f"/api/v1/orgs/{community_id}/erase", json={"reason": "asked"}, headers=office.headers
+    )
+    assert erased.status_code == 200, erased.json
+
+    def forgotten() -> bool:
+        with stack.runtime("community").session_factory() as session:
+            row = session.get(HelpRequest, uuid.UUID(booked["help_request_id"]))
+            return row is not None and row.contact is None and row.text is None
+
+    eventually(forgotten, timeout=60)

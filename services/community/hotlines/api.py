@@ -236,8 +236,9 @@ class EmergencyInSchema(Schema):
 
 
 class EmergencyAnswerSchema(CallSchema):
-    household_id = fields.UUID(allow_none=True)
-    household_created = fields.Boolean()
+    household_id = fields.UUID(
+        allow_none=True, metadata={"description": "As a case: the household it names"}
+    )
     building_id = fields.UUID(allow_none=True)
     delivery_items = fields.Dict(
         metadata={"description": "What the delivery brings: relief item -> base units"}

@@ -357,12 +357,9 @@ def _wanted_goods(
     return wanted, sorted(relief)
 
 
-def _household_for(
-    session: Session, standing: Standing, data: dict[str, Any]
-) -> tuple[Household, bool]:
+def _household_for(session: Session, standing: Standing, data: dict[str, Any]) -> Household:
     """The household named by id, or the one at the door given (made if the community
-    has none there yet: one person, living alone unless said). Returns it and whether
-    it is new."""
+    has none there yet: one person, living alone unless said)."""
     if data.get("household_id") is not None:
         household = session.get(Household, data["household_id"])
         if household is None or household.org_id != standing.org_id or household.erased:
@@ -370,7 +367,7 @@ def _household_for(
                 "No such household in the caller's community.",
                 errors={"household_id": ["Not a household of this community."]},
             )
-        return household, False
+        return household
     door = data.get("household")
     if not door:
         raise RuleBroken(
@@ -403,7 +400,12 @@ def _household_for(
         )
     )
     if there is not None:
-        return there, False
+        # What the caller just gave (a phone, a note for the door) reaches the
+        # volunteers on this delivery: it updates the household's.
+        given = {k: door[k] for k in ("phone", "note") if door.get(k)}
+        if given:
+            residents.change_household(session, standing, there, given)
+        return there
     made = residents.add_household(
         session,
         standing,
@@ -417,7 +419,7 @@ def _household_for(
             "phone": door.get("phone"),
         },
     )
-    return made, True
+    return made
 
 
 def emergency(
@@ -455,7 +457,7 @@ def emergency(
             raise RuleBroken(
                 "Say what to bring.", errors={"items": ["At least one item and quantity."]}
             )
-        household, new = _household_for(session, standing, data)
+        household = _household_for(session, standing, data)
         split = distribution.distribute(
             session,
             standing,
@@ -469,10 +471,11 @@ def emergency(
             select(HouseholdDelivery).where(HouseholdDelivery.distribution_id == split.id)
         ).one()
         call.delivery_id = delivery.id
+        # Which household it is, and whether the community had it already, stays with
+        # the community: the operator's answer says where the delivery goes, so that
+        # no door can be probed for whether a household lives there.
         answer = {
             "delivery_id": delivery.id,
-            "household_id": household.id,
-            "household_created": new,
             "building_id": delivery.building_id,
             "delivery_items": delivery.items,
         }

@@ -1,5 +1,5 @@
 """Help from people's time under the data-protection model: what the community service
-holds of a person as a helper (their record, qualifications, the notes they wrote) and
+holds of a person as a helper (their record, qualifications, which notes they wrote) and
 as a seeker who signed in (their requests), in their organisation's personal-data
 export; erased with the person; a member who leaves withdrawn as a helper; and notes
 deleted once their retention period is over.
@@ -7,8 +7,9 @@ deleted once their retention period is over.
 In an export each reader gets what they may read anyway: the helper records to the
 organisation's members and coordinators (the helper, their admins and coordinators
 for the qualifications), requests with their text and contact to the person who made
-them (topic and status only to a coordinator answering the person's request), notes
-to their writer and the organisation's admins; the operator's command gets all of it.
+them (topic and status only to a coordinator answering the person's request), which
+notes are kept (never their text: a note is in no export) to their writer and the
+organisation's admins; the operator's command gets all of it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from services.community.models import (
     HelpRequest,
     HelpSession,
     HelpSessionNote,
+    HotlineCall,
 )
 from services.community.sessions.service import requeue
 from shared.identity import ORG_ADMIN, Identity
@@ -68,6 +70,9 @@ def personal_data(
         )
     )
     coordinator = reader is not None and reader.is_coordinator
+    # As GET .../helpers answers them: coordinators every one, the organisation's
+    # admins theirs, anyone else only themself.
+    helpers = [h for h in helpers if h.id in mine or coordinator]
     return {
         "helpers": [
             {
@@ -80,19 +85,19 @@ def personal_data(
                 "daily_limit": h.daily_limit,
                 "timezone": h.timezone,
                 "availability": h.availability,
-                "qualifications": h.qualifications if (h.id in mine or coordinator) else None,
+                "qualifications": h.qualifications,
                 "status": h.status,
                 "decision_reason": h.decision_reason,
                 "created_at": _iso(h.created_at),
             }
             for h in helpers
         ],
+        # Notes are never in an export, this one included: only that they are kept,
+        # on which sessions and since when (read at GET .../sessions/{id}/notes).
         "help_session_notes": [
             {
                 "session_id": str(n.session_id),
                 "helper_id": str(n.helper_id),
-                "note": n.note,
-                "follow_up": n.follow_up,
                 "written_at": _iso(n.written_at),
             }
             for n in notes
@@ -139,12 +144,18 @@ def _withdraw(session: Session, helpers: list[Helper], now: datetime) -> int:
             .where(
                 HelpSession.helper_id.in_(ids),
                 HelpSession.status.in_(("booked", "confirmed")),
-                HelpSession.ends_at > now,
             )
         )
     )
     for found, asked in ahead:
-        found.status = "declined"
+        # Sessions ahead declined; those already over but never closed, which the
+        # helper can close no more, missed by the helper: either way the person is
+        # back in the queue, first in line.
+        if found.ends_at > now:
+            found.status = "declined"
+        else:
+            found.status = "missed"
+            found.missed_by = "helper"
         found.held_start = None
         found.decided_at = now
         found.version += 1
@@ -173,23 +184,51 @@ def erase_people(
     now: datetime,
     *,
     user_ids: Collection[uuid.UUID] = (),
-    helpers_too: bool = True,
 ) -> None:
-    """The help data of the organisation's people erased: (``helpers_too``) its
-    helpers withdrawn and the notes they wrote deleted; its requests (and those of
-    ``user_ids``) without their text, contact or follow token, those still waiting
-    closed and their sessions ahead cancelled, the notes on their sessions deleted.
-    Sessions held and their minutes stay, for the counts."""
-    if helpers_too:
-        helpers = list(session.scalars(select(Helper).where(Helper.org_id == org_id)))
-        _withdraw(session, helpers, now)
-        session.execute(
-            delete(HelpSessionNote)
-            .where(HelpSessionNote.org_id == org_id)
-            .execution_options(synchronize_session=False)
-        )
+    """The help data of the organisation's people erased: its helpers withdrawn and the
+    notes they wrote deleted; the requests of its members (and of ``user_ids``), and
+    those booked from hotline calls from it if it is a community, erased as
+    :func:`_erase_requests` says."""
+    helpers = list(session.scalars(select(Helper).where(Helper.org_id == org_id)))
+    _withdraw(session, helpers, now)
+    session.execute(
+        delete(HelpSessionNote)
+        .where(HelpSessionNote.org_id == org_id)
+        .execution_options(synchronize_session=False)
+    )
     whose = or_(HelpRequest.org_id == org_id, HelpRequest.user_id.in_(list(user_ids)))
-    request_ids = list(session.scalars(select(HelpRequest.id).where(whose)))
+    members = session.scalars(select(HelpRequest.id).where(whose))
+    request_ids = {*members, *_callers(session, org_id)}
+    _erase_requests(session, sorted(request_ids, key=str), org_id)
+
+
+def erase_callers(session: Session, org_id: uuid.UUID) -> None:
+    """A community's residents erased: the requests for help booked from hotline calls
+    from the community (its residents calling), erased as :func:`_erase_requests`
+    says. Requests its own members made signed in are theirs, not its residents'."""
+    _erase_requests(session, _callers(session, org_id), org_id)
+
+
+def _callers(session: Session, org_id: uuid.UUID) -> list[uuid.UUID]:
+    """The requests booked from hotline calls from the community ``org_id``."""
+    return list(
+        session.scalars(
+            select(HotlineCall.help_request_id).where(
+                HotlineCall.community_org_id == org_id,
+                HotlineCall.help_request_id.is_not(None),
+            )
+        )
+    )
+
+
+def _erase_requests(
+    session: Session, request_ids: Collection[uuid.UUID], org_id: uuid.UUID
+) -> None:
+    """Requests without their text, contact, follow token or who made them (the
+    labels they keep, topic, urgency, group, tie to no one), those still waiting
+    closed and their sessions ahead cancelled, the notes and connections of their
+    sessions deleted. Sessions held and their minutes stay, for the counts."""
+    request_ids = list(request_ids)
     if not request_ids:
         return
     session_ids = select(HelpSession.id).where(HelpSession.request_id.in_(request_ids))
@@ -215,7 +254,14 @@ def erase_people(
     session.execute(
         update(HelpRequest)
         .where(HelpRequest.id.in_(request_ids))
-        .values(text=None, contact=None, follow_token_hash=None, version=HelpRequest.version + 1)
+        .values(
+            text=None,
+            contact=None,
+            follow_token_hash=None,
+            user_id=None,
+            org_id=None,
+            version=HelpRequest.version + 1,
+        )
         .execution_options(synchronize_session=False)
     )
     session.execute(
@@ -225,6 +271,23 @@ def erase_people(
         .execution_options(synchronize_session=False)
     )
     log.info("erased the help data of %d request(s) of %s", len(request_ids), org_id)
+
+
+def clear_expired_requests(session: Session, now: datetime, retention_days: int) -> int:
+    """Requests closed more than ``retention_days`` ago (their session held) without
+    what the person wrote or how to reach them; their topic, urgency and status stay,
+    for the counts."""
+    cleared = session.execute(
+        update(HelpRequest)
+        .where(
+            HelpRequest.status == "closed",
+            HelpRequest.updated_at < now - timedelta(days=retention_days),
+            or_(HelpRequest.text.is_not(None), HelpRequest.contact.is_not(None)),
+        )
+        .values(text=None, contact=None, version=HelpRequest.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(cleared, "rowcount", 0) or 0)
 
 
 def delete_expired_notes(session: Session, now: datetime, retention_days: int) -> int:

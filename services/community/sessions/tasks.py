@@ -1,5 +1,6 @@
-"""The help sessions' periodic work: notes past their retention period deleted (beat
-runs ``community.delete_expired_session_notes`` every hour)."""
+"""The help sessions' periodic work: notes past their retention period deleted, and
+closed requests past theirs cleared of what the person wrote and how to reach them
+(beat runs ``community.delete_expired_session_notes`` every hour)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ log = logging.getLogger(__name__)
 def register_session_tasks(rt: ServiceRuntime) -> None:
     @rt.celery.task(name="community.delete_expired_session_notes", shared=False, time_limit=300)
     def delete_expired_session_notes() -> int:
-        """Delete the helpers' notes older than AIDLINK_HELP_NOTE_RETENTION_DAYS."""
+        """Delete the helpers' notes older than AIDLINK_HELP_NOTE_RETENTION_DAYS, and
+        clear the requests closed longer ago than AIDLINK_HELP_REQUEST_RETENTION_DAYS
+        of their text and contact; answers the notes deleted."""
+        now = utcnow()
         with rt.unit_of_work() as session:
-            gone = privacy.delete_expired_notes(
-                session, utcnow(), rt.settings.help_note_retention_days
+            gone = privacy.delete_expired_notes(session, now, rt.settings.help_note_retention_days)
+            cleared = privacy.clear_expired_requests(
+                session, now, rt.settings.help_request_retention_days
             )
-        if gone:
-            log.info("deleted %d session note(s) past their retention period", gone)
+        if gone or cleared:
+            log.info(
+                "deleted %d session note(s) and cleared %d request(s) past their retention",
+                gone,
+                cleared,
+            )
         return gone

@@ -65,8 +65,9 @@ def ledger_help(
     if region is not None:
         conditions.append(HelpGiven.region.startswith(region[:4], autoescape=True))
     if start is not None:
-        # A week overlaps the dates if it ends on or after the first day.
-        conditions.append(HelpGiven.week > date.fromordinal(start.toordinal() - 7))
+        # A week overlaps the dates if it ends on or after the first day (from the
+        # calendar's first day on: a week cannot start before it).
+        conditions.append(HelpGiven.week >= date.fromordinal(max(1, start.toordinal() - 6)))
     if end is not None:
         conditions.append(HelpGiven.week <= end)
     figures = (
