@@ -272,7 +272,8 @@ def test_a_session_from_an_edited_preview_to_its_follow_up(provided: Stack) -> N
             .where(AccessRecord.what.like(f"help session connection%{held['id']}"))
         )
     assert with_note == []
-    assert with_phone == 2
+    # The call-back, the room, and the room answered again: each connection recorded.
+    assert with_phone == 3
     assert len(sent) == 1
     local = later.astimezone(BEIJING).date()
     assert sent[0].message["payload"] == {
@@ -455,3 +456,118 @@ def test_helpers_and_seekers_data_exported_withdrawn_erased_and_expired(stack: S
         assert session.scalar(select(func.count()).select_from(HelpSessionNote)) == 0
         held = session.get(HelpSession, uuid.UUID(sid))
         assert held is not None and held.status == "held" and held.minutes == 50
+
+
+class FailingProvider:
+    """A contact provider whose error quotes the number it could not reach."""
+
+    name = "failing"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def connect(self, asked: Any) -> Any:
+        from services.community.sessions.contact import ContactProviderError
+
+        raise ContactProviderError(f"could not reach {asked.seeker_contact}")
+
+
+def _confirmed_now(stack: Stack) -> tuple[Account, str]:
+    """A hospital's helper and their confirmed session, started five minutes ago."""
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    office = coordinator(client, boss)
+    hospital = verified(client, boss, kind="hospital")
+    _helper(client, office, hospital)
+    _ask(client)
+    run = _ok(client.post(f"{HELP}/runs", headers=office.headers), 201)
+    made = _ok(client.post(f"{HELP}/runs/{run['id']}/approve", headers=office.headers))
+    sid = str(made["items"][0]["id"])
+    _ok(client.post(f"{HELP}/sessions/{sid}/confirm", headers=hospital.headers))
+    _move(stack, sid, datetime.now(UTC) - timedelta(minutes=5))
+    return hospital, sid
+
+
+def test_a_provider_failing_answers_a_fixed_problem_without_its_message(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider's error may quote the seeker's number: neither the answer nor the
+    log carries it, and nothing is recorded."""
+    from services.community.models import AccessRecord, HelpConnection
+
+    failing = f"{__name__}:FailingProvider"
+    with build_stack(settings.with_overrides(help_contact_provider=failing)) as stack:
+        hospital, sid = _confirmed_now(stack)
+        for body in ({"helper_contact": HELPER_PHONE}, {}):
+            answer = stack.client().post(
+                f"{HELP}/sessions/{sid}/connect", json=body, headers=hospital.headers
+            )
+            assert answer.status_code == 503, answer.get_json()
+            problem = answer.get_json()
+            assert problem["type"].endswith("contact-provider-failed")
+            assert problem["detail"] == (
+                "The contact provider could not connect the session; try again or use "
+                "the contact shown within the window."
+            )
+            assert SEEKER_PHONE not in answer.get_data(as_text=True)
+        assert SEEKER_PHONE not in caplog.text
+        assert "ContactProviderError" in caplog.text
+        with stack.runtime("community").session_factory() as session:
+            assert session.scalar(select(func.count()).select_from(HelpConnection)) == 0
+            recorded = session.scalar(
+                select(func.count())
+                .select_from(AccessRecord)
+                .where(AccessRecord.what.like(f"help session connection%{sid}"))
+            )
+            assert recorded == 0
+
+
+def test_two_joins_at_once_open_one_room(provided: Stack) -> None:
+    """Two Joins at the same moment: one room, answered to both, each recorded."""
+    from services.community.models import AccessRecord, HelpConnection
+
+    hospital, sid = _confirmed_now(provided)
+
+    def join(_: int) -> dict[str, Any]:
+        answer = provided.client().post(
+            f"{HELP}/sessions/{sid}/connect", json={}, headers=hospital.headers
+        )
+        assert answer.status_code == 200, answer.get_json()
+        joined: dict[str, Any] = answer.get_json()
+        return joined
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first, second = pool.map(join, range(2))
+    assert first == second and first["kind"] == "room"
+    with provided.runtime("community").session_factory() as session:
+        rooms = session.scalar(select(func.count()).select_from(HelpConnection))
+        recorded = session.scalar(
+            select(func.count())
+            .select_from(AccessRecord)
+            .where(AccessRecord.what.like(f"help session connection (room)%{sid}"))
+        )
+    assert rooms == 1
+    assert recorded == 2
+
+
+def test_a_preview_edited_to_a_time_out_of_range_is_refused(stack: Stack) -> None:
+    """A start the calendar holds but whose session would end past the year 9999 (or
+    whose UTC time is out of range) is a 422 naming the assignment, not a 500."""
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    office = coordinator(client, boss)
+    hospital = verified(client, boss, kind="hospital")
+    _helper(client, office, hospital)
+    _ask(client)
+    run = _ok(client.post(f"{HELP}/runs", headers=office.headers), 201)
+    planned = run["assignments"][0]
+    path = f"{HELP}/runs/{run['id']}"
+    for starts in ("9999-12-31T23:30:00Z", "0001-01-01T00:30:00+08:00"):
+        answer = client.patch(
+            path,
+            json={"assignments": [{**_edit(planned), "starts_at": starts}]},
+            headers=office.headers,
+        )
+        assert answer.status_code == 422, answer.get_json()
+        assert "assignments.0.starts_at" in answer.get_json()["errors"]
+    assert _ok(client.get(path, headers=office.headers))["revision"] == run["revision"]

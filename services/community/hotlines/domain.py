@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+
+from services.community.sessions.domain import BEIJING as BEIJING
 
 CATEGORIES = ("information", "counselling", "emergency", "other")
 # What a call may become, and from which category.
@@ -23,17 +24,13 @@ MAX_MINUTES = 600
 # A call may be dated a little ahead of the server's clock, not more.
 CLOCK_SKEW = timedelta(minutes=10)
 
-# Days are Beijing days: the operators' day, and the seeds report's.
-BEIJING = ZoneInfo("Asia/Shanghai")
-
 # An emergency call's urgency as a case: every emergency is urgent.
 CASE_URGENCY = "urgent"
-# The case kind of an emergency call, by what the caller needs.
-CASE_KINDS = ("medicine_pickup", "clinic_access", "counselling", "child_care", "other")
 
 
 def beijing_day(at: datetime) -> date:
-    """The Beijing day a moment falls on."""
+    """The Beijing day a moment falls on: days are Beijing days, the operators' day
+    and the seeds report's."""
     return at.astimezone(BEIJING).date()
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import request
+from flask import current_app, request
+from flask.blueprints import BlueprintSetupState
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.community.sessions import domain, service
-from services.community.sessions.contact import provider_of
+from services.community.sessions.contact import ContactProvider, provider_of
 from shared.http import etag, require_if_match
 from shared.identity import current_identity, require_login
 from shared.problems import Problem
@@ -30,6 +31,22 @@ blp = Blueprint(
     url_prefix="/api/v1/community/help",
     description="Help from people's time: helpers, requests for help, scheduling, sessions",
 )
+
+# Where the app keeps the contact provider it resolved when it was made.
+PROVIDER = "aidlink.help_contact_provider"
+
+
+@blp.record_once
+def _resolve_provider(state: BlueprintSetupState) -> None:
+    """The contact provider, resolved once as the app is made: a setting that names
+    none that works stops the service from starting (a ConfigError naming it), rather
+    than failing every Join."""
+    state.app.extensions[PROVIDER] = provider_of(state.app.extensions["aidlink"].settings)
+
+
+def _provider() -> ContactProvider | None:
+    provider: ContactProvider | None = current_app.extensions[PROVIDER]
+    return provider
 
 
 def _rule() -> tuple[str, ...]:
@@ -666,11 +683,10 @@ class ConnectSession(MethodView):
         """Connect the helper and the seeker through the contact provider (a masked
         call-back, or a room), to the session's helper within its window; never either
         number. 409 no-contact-provider without one (GET .../contact instead)."""
-        rt = runtime()
-        with rt.unit_of_work() as session:
+        with runtime().unit_of_work() as session:
             return service.connect(
                 session,
-                provider_of(rt.settings),
+                _provider(),
                 current_identity(),
                 session_id,
                 data["helper_contact"],

@@ -22,7 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from shared.config import Settings
+from shared.config import ConfigError, Settings
+
+SETTING = "AIDLINK_HELP_CONTACT_PROVIDER"
 
 Kind = Literal["call_back", "room"]
 
@@ -106,18 +108,27 @@ class RecordingProvider:
 
 
 def provider_of(settings: Settings) -> ContactProvider | None:
-    """The configured provider, or None."""
+    """The configured provider, or None. Resolved once, when the service starts: a
+    name that is not ``test`` nor a factory that can be imported and called is a
+    :class:`~shared.config.ConfigError` naming the setting, so that the service does
+    not start rather than fail each connection."""
     name = settings.help_contact_provider
     if not name:
         return None
     if name == "test":
         return RecordingProvider(settings)
     module, _, attr = name.partition(":")
-    if not attr:
-        raise ContactProviderError(
-            f"AIDLINK_HELP_CONTACT_PROVIDER must be 'test' or 'package.module:factory', "
-            f"not {name!r}"
+    if not module or not attr:
+        raise ConfigError(
+            f"{SETTING} must be empty, 'test' or 'package.module:factory', not {name!r}"
         )
-    factory = getattr(importlib.import_module(module), attr)
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"{SETTING}: {name!r} names no factory that can be imported ({exc})"
+        ) from None
+    if not callable(factory):
+        raise ConfigError(f"{SETTING}: {name!r} is not a callable factory")
     provider: ContactProvider = factory(settings)
     return provider

@@ -72,6 +72,10 @@ class Slot:
         return not windows or any(w.start <= self.start and self.end <= w.end for w in windows)
 
 
+# Beijing time: the days of the public ledger's weeks and of the hotlines' figures.
+BEIJING = ZoneInfo("Asia/Shanghai")
+
+
 @lru_cache(maxsize=256)
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)

@@ -110,12 +110,15 @@ def _is_helper_admin(identity: Identity, helper: HelperRow) -> bool:
     return identity.org_id == helper.org_id and ORG_ADMIN in identity.roles
 
 
-def _sees_helper(identity: Identity, helper: HelperRow) -> bool:
+def _supervises(identity: Identity, helper: HelperRow) -> bool:
+    """The helper themself, or an admin of their organisation."""
     return (
-        identity.is_coordinator
-        or (identity.user_id == helper.user_id and identity.org_id == helper.org_id)
-        or _is_helper_admin(identity, helper)
-    )
+        identity.user_id == helper.user_id and identity.org_id == helper.org_id
+    ) or _is_helper_admin(identity, helper)
+
+
+def _sees_helper(identity: Identity, helper: HelperRow) -> bool:
+    return identity.is_coordinator or _supervises(identity, helper)
 
 
 def _check_availability(weekly: list[tuple[int, time, time]], timezone: str) -> None:
@@ -750,6 +753,20 @@ def dump_session(found: HelpSession, asked: HelpRequest) -> dict[str, Any]:
     }
 
 
+def _within_window(found: HelpSession, now: datetime, what: str) -> tuple[datetime, datetime]:
+    """The session's contact window, once the helper confirmed it and ``now`` lies
+    within it; else a 403 that begins with ``what`` (what the helper asked for)."""
+    visible_from, visible_until = domain.contact_window(found.starts_at, found.ends_at)
+    if found.status != "confirmed":
+        raise Forbidden(f"{what} once the session is confirmed.", slug="contact-not-visible")
+    if not visible_from <= now <= visible_until:
+        raise Forbidden(
+            f"{what} from {visible_from.isoformat()} to {visible_until.isoformat()} only.",
+            slug="contact-not-visible",
+        )
+    return visible_from, visible_until
+
+
 def reveal_contact(
     session: Session, identity: Identity, session_id: uuid.UUID, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -757,18 +774,9 @@ def reveal_contact(
     within the session's window and once they confirmed it; each reveal is recorded
     in ``access_records``."""
     found, asked = _own_session(session, identity, session_id, coordinators=False)
-    now = now or datetime.now(UTC)
-    visible_from, visible_until = domain.contact_window(found.starts_at, found.ends_at)
-    if found.status != "confirmed":
-        raise Forbidden(
-            "The contact is shown once the session is confirmed.", slug="contact-not-visible"
-        )
-    if not visible_from <= now <= visible_until:
-        raise Forbidden(
-            f"The contact is shown from {visible_from.isoformat()} to "
-            f"{visible_until.isoformat()} only.",
-            slug="contact-not-visible",
-        )
+    visible_from, visible_until = _within_window(
+        found, now or datetime.now(UTC), "The contact is shown"
+    )
     helper = session.get(HelperRow, found.helper_id)
     assert helper is not None
     session.add(
@@ -793,7 +801,6 @@ def reveal_contact(
 
 # Closing, missed sessions, notes ----------------------------------------------------------
 
-BEIJING = ZoneInfo("Asia/Shanghai")
 # The region of a helper organisation the read model does not know.
 UNKNOWN_REGION = "00"
 
@@ -857,7 +864,7 @@ def close(
     next_request = _follow_up(session, asked, helper, now) if follow_up else None
     org = session.get(Organisation, helper.org_id)
     region = (getattr(org, "region", None) or "").strip() or UNKNOWN_REGION
-    local_day = found.starts_at.astimezone(BEIJING).date()
+    local_day = found.starts_at.astimezone(domain.BEIJING).date()
     outbox.add(
         session,
         new_event(
@@ -866,7 +873,7 @@ def close(
                 "session_id": found.id,
                 "person_key": _chain_root(asked),
                 "region": region,
-                "week": local_day - timedelta(days=local_day.weekday()),
+                "week": _monday(local_day),
                 "minutes": minutes,
             },
             producer="community",
@@ -946,13 +953,6 @@ def mark_missed(
     return found, asked
 
 
-def _supervises(identity: Identity, helper: HelperRow) -> bool:
-    """The helper themself, or an admin of their organisation."""
-    return identity.org_id == helper.org_id and (
-        identity.user_id == helper.user_id or ORG_ADMIN in identity.roles
-    )
-
-
 def notes(session: Session, identity: Identity, session_id: uuid.UUID) -> list[HelpSessionNote]:
     """A session's note, to its helper and their organisation's admins alone (anyone
     else: as if the session did not exist)."""
@@ -998,23 +998,15 @@ def connect(
             slug="no-contact-provider",
         )
     now = now or _now()
-    visible_from, visible_until = domain.contact_window(found.starts_at, found.ends_at)
-    if found.status != "confirmed":
-        raise Forbidden(
-            "The two sides are connected once the session is confirmed.",
-            slug="contact-not-visible",
-        )
-    if not visible_from <= now <= visible_until:
-        raise Forbidden(
-            f"The two sides are connected from {visible_from.isoformat()} to "
-            f"{visible_until.isoformat()} only.",
-            slug="contact-not-visible",
-        )
+    _within_window(found, now, "The two sides are connected")
     if not asked.contact:
         raise Conflict("The seeker left no contact.", slug="no-seeker-contact")
     helper = session.get(HelperRow, found.helper_id)
     assert helper is not None
     if not helper_contact:
+        # The session's row locked first, so that of two Joins at once the second
+        # waits for the first's room and answers it rather than making another.
+        session.execute(select(HelpSession.id).where(HelpSession.id == found.id).with_for_update())
         room = session.scalar(
             select(HelpConnection)
             .where(HelpConnection.session_id == found.id, HelpConnection.kind == "room")
@@ -1022,6 +1014,9 @@ def connect(
             .limit(1)
         )
         if room is not None:
+            _record_connection(session, helper, identity, found, "room")
+            session.flush()
+            log.info("help session %s: its room answered again", found.id)
             return {"session_id": found.id, "kind": "room", "room_url": room.room_url}
     try:
         made = provider.connect(
@@ -1034,8 +1029,14 @@ def connect(
             )
         )
     except ContactProviderError as exc:
+        # A provider's message may quote a number: neither the answer nor the log
+        # carries it, only what kind of failure it was.
+        log.warning(
+            "help session %s: the contact provider failed (%s)", found.id, type(exc).__name__
+        )
         raise Unavailable(
-            f"The contact provider could not connect the session: {exc}",
+            "The contact provider could not connect the session; try again or use the "
+            "contact shown within the window.",
             slug="contact-provider-failed",
         ) from None
     session.add(
@@ -1050,18 +1051,24 @@ def connect(
             created_at=now,
         )
     )
+    _record_connection(session, helper, identity, found, made.kind)
+    session.flush()
+    log.info("help session %s: connected by %s (%s)", found.id, provider.name, made.kind)
+    return {"session_id": found.id, "kind": made.kind, "room_url": made.room_url}
+
+
+def _record_connection(
+    session: Session, helper: HelperRow, identity: Identity, found: HelpSession, kind: str
+) -> None:
     session.add(
         AccessRecord(
             org_id=helper.org_id,
             user_id=identity.user_id,
             coordinator_org_id=None,
             reason="the helper's session window",
-            what=f"help session connection ({made.kind}), session {found.id}",
+            what=f"help session connection ({kind}), session {found.id}",
         )
     )
-    session.flush()
-    log.info("help session %s: connected by %s (%s)", found.id, provider.name, made.kind)
-    return {"session_id": found.id, "kind": made.kind, "room_url": made.room_url}
 
 
 # A coordinator's changes to a preview ------------------------------------------------------
@@ -1090,8 +1097,19 @@ def edit_run(
     errors: dict[str, list[str]] = {}
     wanted: list[tuple[int, uuid.UUID, uuid.UUID, datetime]] = []
     for n, a in enumerate(edited):
-        starts = a["starts_at"].astimezone(UTC)
+        try:
+            # The session's end is checked too: a start the year 9999 holds may end
+            # past it.
+            starts = a["starts_at"].astimezone(UTC)
+            starts + SESSION
+        except OverflowError:
+            errors.setdefault(f"assignments.{n}.starts_at", []).append(
+                "Times between the years 1 and 9999 in UTC."
+            )
+            continue
         wanted.append((n, a["request_id"], a["helper_id"], starts))
+    if errors:
+        raise RuleBroken("A session's time is out of range.", slug="invalid-times", errors=errors)
     of_run = {uuid.UUID(a["request_id"]) for a in run.assignments} | {
         uuid.UUID(u["request_id"]) for u in run.unassigned
     }
