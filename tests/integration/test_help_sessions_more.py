@@ -366,6 +366,7 @@ def test_helpers_and_seekers_data_exported_withdrawn_erased_and_expired(stack: S
     theirs = _helper(client, office, counsellor, topics=["grief"])
     asked = _ask(client, person, text=SECRET_TEXT)
     ahead = _ask(client, topic="grief")
+    past = _ask(client, topic="grief")
     run = _ok(client.post(f"{HELP}/runs", headers=office.headers), 201)
     made = _ok(client.post(f"{HELP}/runs/{run['id']}/approve", headers=office.headers))
     by_request = {s["request_id"]: s for s in made["items"]}
@@ -375,8 +376,9 @@ def test_helpers_and_seekers_data_exported_withdrawn_erased_and_expired(stack: S
     _move(stack, sid, datetime.now(UTC) - timedelta(minutes=50))
     _ok(client.post(f"{HELP}/sessions/{sid}/close", json={"note": NOTE}, headers=volunteer.headers))
 
-    # The export: the helper reads their record and their notes; a coordinator the
-    # record, not the notes; the person their request with its text and contact.
+    # The export: the helper reads their record and which notes they keep; a
+    # coordinator the record, not the notes; the person their request with its text
+    # and contact.
     def community_part(org_id: str, who: Account) -> dict[str, Any]:
         answer = client.get(f"/api/v1/orgs/{org_id}/personal-data", headers=who.headers)
         assert answer.status_code == 200, answer.get_json()
@@ -386,7 +388,9 @@ def test_helpers_and_seekers_data_exported_withdrawn_erased_and_expired(stack: S
 
     own = community_part(volunteer.org_id, volunteer)
     assert [(h["id"], bool(h["qualifications"])) for h in own["helpers"]] == [(mine, True)]
-    assert [n["note"] for n in own["help_session_notes"]] == [NOTE]
+    # Which notes are kept, never what they say: a note is in no export.
+    assert [n["session_id"] for n in own["help_session_notes"]] == [sid]
+    assert NOTE not in json.dumps(own)
     assert own["help_requests"] == []
     seen = community_part(volunteer.org_id, office)
     assert seen["help_session_notes"] == [] and seen["helpers"][0]["qualifications"]
@@ -395,6 +399,27 @@ def test_helpers_and_seekers_data_exported_withdrawn_erased_and_expired(stack: S
         (asked["id"], SECRET_TEXT, SEEKER_PHONE)
     ]
     assert NOTE not in json.dumps(community_part(person.org_id, office))
+    # A member of the hospital who is no helper reads no one's helper record in the
+    # community service's part of its export; its admin and the helper read it.
+    from services.community.sessions.privacy import personal_data
+    from shared.identity import ORG_ADMIN, Identity
+
+    def helpers_seen(user_id: str, *roles: str) -> list[str]:
+        reader = Identity(
+            user_id=uuid.UUID(user_id),
+            org_id=uuid.UUID(hospital.org_id),
+            roles=frozenset({"recipient", *roles}),
+            org_status="verified",
+            via="session",
+        )
+        with stack.runtime("community").session_factory() as session:
+            part = personal_data(session, uuid.UUID(hospital.org_id), reader)
+        return [h["id"] for h in part["helpers"]]
+
+    nurse = member(stack, client, hospital, "Nurse Sun")
+    assert helpers_seen(nurse.user_id) == []
+    assert helpers_seen(counsellor.user_id) == [theirs]
+    assert helpers_seen(hospital.user_id, ORG_ADMIN) == [theirs]
 
     # Notes past their retention period go, by the community worker's task.
     rt = stack.runtime("community")
@@ -409,11 +434,33 @@ def test_helpers_and_seekers_data_exported_withdrawn_erased_and_expired(stack: S
                 written_at=datetime.now(UTC) - timedelta(days=366),
             )
         )
+    # So does what a request closed long ago said, and how to reach its person.
+    old_request = uuid.uuid4()
+    with rt.unit_of_work() as session:
+        session.add(
+            HelpRequest(
+                id=old_request,
+                topic="grief",
+                urgency="routine",
+                languages=["zh"],
+                text="an old request",
+                contact="+86 137 0000 9999",
+                status="closed",
+                updated_at=datetime.now(UTC) - timedelta(days=91),
+            )
+        )
     assert rt.celery.tasks["community.delete_expired_session_notes"]() == 1
     with rt.session_factory() as session:
         assert list(session.scalars(select(HelpSessionNote.note))) == [NOTE]
+        cleared = session.get(HelpRequest, old_request)
+        assert cleared is not None and (cleared.text, cleared.contact) == (None, None)
+        recent = session.get(HelpRequest, uuid.UUID(asked["id"]))
+        assert recent is not None and recent.text == SECRET_TEXT
 
-    # The counsellor leaves the hospital: withdrawn, their session ahead back in line.
+    # The counsellor leaves the hospital: withdrawn, their session ahead back in line,
+    # and one already over that they never closed missed by them, back in line too.
+    over = by_request[past["id"]]["id"]
+    _move(stack, over, datetime.now(UTC) - timedelta(hours=2))
     removed = client.delete(
         f"/api/v1/orgs/{hospital.org_id}/members/{counsellor.user_id}", headers=hospital.headers
     )
@@ -432,8 +479,11 @@ def test_helpers_and_seekers_data_exported_withdrawn_erased_and_expired(stack: S
         assert declined is not None and declined.status == "declined"
         back = session.get(HelpRequest, uuid.UUID(ahead["id"]))
         assert back is not None and back.status == "open"
+        missed = session.get(HelpSession, uuid.UUID(over))
+        assert missed is not None and (missed.status, missed.missed_by) == ("missed", "helper")
+        assert session.get(HelpRequest, uuid.UUID(past["id"])).status == "open"  # type: ignore[union-attr]
     again = _ok(client.post(f"{HELP}/runs", headers=office.headers), 201)
-    assert [u["request_id"] for u in again["unassigned"]] == [ahead["id"]]
+    assert {u["request_id"] for u in again["unassigned"]} == {ahead["id"], past["id"]}
     reverify = client.post(
         f"{HELP}/helpers/{theirs}/verify", json={"decision": "verified"}, headers=office.headers
     )
