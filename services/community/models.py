@@ -495,6 +495,20 @@ class HelpConnection(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class HelpRule(Base):
+    """The coordinators' rule of who is served first within an urgency: the priority
+    groups (medical staff, patients, their families) they named, one row. Until they
+    name any, ``AIDLINK_HELP_PRIORITY_GROUPS`` is the rule."""
+
+    __tablename__ = "help_rule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    priority_groups: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 # Hotlines: their call log --------------------------------------------------------------
 
 

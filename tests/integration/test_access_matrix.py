@@ -938,6 +938,15 @@ ROWS += [
         only(dict.fromkeys(COORDINATORS, 409)),
         body=lambda w, a: {"assignments": []},
     ),
+    # Who is served first: read by anyone signed in, set by coordinators alone (each
+    # coordinator's PUT names the same groups, so the matrix's order does not matter).
+    Row("GET", f"{HELP}/rule", everyone(200)),
+    Row(
+        "PUT",
+        f"{HELP}/rule",
+        only(dict.fromkeys(COORDINATORS, 200)),
+        body=lambda w, a: {"priority_groups": ["medical_staff", "patient"]},
+    ),
     # A request followed with its token, signed in or not; any other token: 404.
     Row(
         "GET",

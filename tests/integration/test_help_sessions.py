@@ -288,3 +288,43 @@ def test_fifty_approvals_at_once_book_each_slot_once(stack: Stack) -> None:
             for s in session.scalars(select(HelpSession).where(HelpSession.held_start.is_not(None)))
         ]
     assert len(held) == 6 and len(set(held)) == 6
+
+
+def test_coordinators_set_who_is_served_first(stack: Stack) -> None:
+    """Until the coordinators set a rule the setting's groups are served first within
+    an urgency; a rule they set takes over from the next queue on; anyone else is
+    refused, a group that does not exist is named, and a change based on an old
+    version is refused rather than overwriting another coordinator's."""
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    office = coordinator(client, boss)
+    hospital = verified(client, boss, kind="hospital")
+    rule = f"{HELP}/rule"
+    first = client.get(rule, headers=hospital.headers)
+    assert first.status_code == 200 and first.headers["ETag"] == '"0"'
+    assert first.get_json()["set_by"] == "setting"
+    assert first.get_json()["priority_groups"] == ["medical_staff", "patient", "patient_family"]
+    # A medical worker's request, then a patient's: the worker's first, by the setting.
+    body = {"topic": "anxiety", "languages": ["zh"], "contact": CONTACT}
+    staff = _ask(client, {**body, "priority_group": "medical_staff"})
+    patient = _ask(client, {**body, "priority_group": "patient"})
+    assert [r["id"] for r in _queue(client, office)] == [staff["id"], patient["id"]]
+
+    refused = client.put(rule, json={"priority_groups": ["patient"]}, headers=hospital.headers)
+    assert refused.status_code == 403
+    unknown = client.put(rule, json={"priority_groups": ["vip"]}, headers=office.headers)
+    assert unknown.status_code == 422
+    assert list(unknown.get_json()["errors"]) == ["priority_groups.0"]
+    done = client.put(
+        rule, json={"priority_groups": ["patient"]}, headers={**office.headers, "If-Match": '"0"'}
+    )
+    assert done.status_code == 200 and done.headers["ETag"] == '"1"'
+    assert done.get_json()["set_by"] == "coordinators"
+    # Only the patient is served first now; the worker waits their turn by age.
+    queued = _queue(client, office)
+    assert [r["id"] for r in queued] == [patient["id"], staff["id"]]
+    stale = client.put(
+        rule, json={"priority_groups": []}, headers={**office.headers, "If-Match": '"0"'}
+    )
+    assert stale.status_code == 412
+    assert client.get(rule, headers=office.headers).get_json()["priority_groups"] == ["patient"]

@@ -142,6 +142,23 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
     text = _text(queue)
     assert "担忧和焦虑" in text and "常规" in text and "Wang Li" in text
     assert "+86" not in text and "Mum" not in text
+    # Who is served first: the installation's setting until a coordinator ticks groups.
+    assert "优先服务" in text and 'value="patient_family" checked' in queue.get_data(True)
+    ticked = desk.post(
+        "/help/rule",
+        data={"csrf_token": token, "version": "0", "priority_groups": ["patient"]},
+    )
+    assert ticked.status_code == 302
+    rule = client.get(f"{HELP}/rule", headers=office.headers).get_json()
+    assert (rule["priority_groups"], rule["set_by"], rule["version"]) == (
+        ["patient"],
+        "coordinators",
+        1,
+    )
+    stale = desk.post(
+        "/help/rule", data={"csrf_token": token, "version": "0", "priority_groups": ["patient"]}
+    )
+    assert stale.status_code == 412
     helper_id = made.get_json()["id"]
     no_reason = desk.post(
         f"/help/helpers/{helper_id}/verify", data={"csrf_token": token, "decision": "rejected"}

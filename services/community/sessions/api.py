@@ -50,7 +50,8 @@ def _provider() -> ContactProvider | None:
 
 
 def _rule() -> tuple[str, ...]:
-    return runtime().settings.help_priority_groups
+    """The coordinators' rule of who is served first within an urgency."""
+    return service.priority_rule(db_session(), runtime().settings.help_priority_groups)
 
 
 def _if_match_revision() -> int | None:
@@ -61,7 +62,7 @@ def _if_match_revision() -> int | None:
         return None
     tag = header.split(",")[0].strip().removeprefix("W/").strip('"')
     if not tag.isdigit():
-        raise Problem(412, "If-Match names no revision of this run.", slug="stale-version")
+        raise Problem(412, "If-Match names no revision of ours.", slug="stale-version")
     return int(tag)
 
 
@@ -691,3 +692,55 @@ class ConnectSession(MethodView):
                 session_id,
                 data["helper_contact"],
             )
+
+
+class RuleSchema(Schema):
+    priority_groups = fields.List(
+        fields.String(validate=validate.OneOf(domain.PRIORITY_GROUPS)),
+        required=True,
+        metadata={
+            "description": "Served first within an urgency, in this order (empty: no "
+            "group); each one of " + ", ".join(domain.PRIORITY_GROUPS)
+        },
+    )
+
+
+class RuleAnswerSchema(RuleSchema):
+    set_by = fields.String(
+        metadata={"description": "coordinators, or setting (AIDLINK_HELP_PRIORITY_GROUPS)"}
+    )
+    version = fields.Integer(metadata={"description": "0 until the coordinators set one"})
+    updated_at = fields.AwareDateTime(allow_none=True)
+
+
+@blp.route("/rule")
+class Rule(MethodView):
+    @blp.response(200, RuleAnswerSchema)
+    @require_login
+    def get(self) -> Any:
+        """Who is served first within an urgency: the coordinators' rule (until they set
+        one, AIDLINK_HELP_PRIORITY_GROUPS). Its ETag is its version."""
+        answer = service.dump_rule(db_session(), runtime().settings.help_priority_groups)
+        return answer, 200, {"ETag": etag(answer["version"])}
+
+    @blp.arguments(RuleSchema)
+    @blp.response(200, RuleAnswerSchema)
+    @require_login
+    def put(self, data: dict[str, Any]) -> Any:
+        """The coordinators name the groups served first within an urgency, from the
+        next queue and preview on. An optional If-Match with the rule's ETag: 412 when
+        another coordinator changed it first."""
+        based_on = _if_match_revision()
+        try:
+            with runtime().unit_of_work() as session:
+                answer = service.set_priority_rule(
+                    session,
+                    current_identity(),
+                    data["priority_groups"],
+                    runtime().settings.help_priority_groups,
+                    based_on=based_on,
+                )
+                return answer, 200, {"ETag": etag(answer["version"])}
+        except service.Stale as stale:
+            require_if_match(stale.revision)
+            raise

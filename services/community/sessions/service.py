@@ -33,6 +33,7 @@ from services.community.models import (
     AccessRecord,
     HelpConnection,
     HelpRequest,
+    HelpRule,
     HelpRun,
     HelpSession,
     HelpSessionNote,
@@ -426,6 +427,83 @@ def dump_request(asked: HelpRequest, rule: Sequence[str]) -> dict[str, Any]:
 def _require_coordinator(identity: Identity) -> None:
     if not identity.is_coordinator:
         raise Forbidden("Only coordinators schedule sessions.", slug="forbidden")
+
+
+# The coordinators' rule ------------------------------------------------------------------
+
+RULE_ID = 1
+
+
+def priority_rule(session: Session, default: Sequence[str]) -> tuple[str, ...]:
+    """The groups served first within an urgency: as the coordinators last set them,
+    else ``default`` (the AIDLINK_HELP_PRIORITY_GROUPS setting)."""
+    held = session.get(HelpRule, RULE_ID)
+    return tuple(held.priority_groups) if held is not None else tuple(default)
+
+
+def dump_rule(session: Session, default: Sequence[str]) -> dict[str, Any]:
+    held = session.get(HelpRule, RULE_ID)
+    if held is None:
+        return {
+            "priority_groups": list(default),
+            "set_by": "setting",
+            "version": 0,
+            "updated_at": None,
+        }
+    return {
+        "priority_groups": list(held.priority_groups),
+        "set_by": "coordinators",
+        "version": held.version,
+        "updated_at": held.updated_at,
+    }
+
+
+def set_priority_rule(
+    session: Session,
+    identity: Identity,
+    groups: Sequence[str],
+    default: Sequence[str],
+    *,
+    based_on: int | None = None,
+) -> dict[str, Any]:
+    """The coordinators name the groups served first (in the order given, none for no
+    group). With ``based_on`` (the version read), a rule changed since is refused
+    (:class:`Stale`) rather than overwritten."""
+    if not identity.is_coordinator:
+        raise Forbidden("Only coordinators set who is served first.", slug="forbidden")
+    unknown = [g for g in groups if g not in domain.PRIORITY_GROUPS]
+    if unknown:
+        raise RuleBroken(
+            f"Unknown priority group {unknown[0]!r}.",
+            errors={"priority_groups": [f"Each one of {', '.join(domain.PRIORITY_GROUPS)}."]},
+        )
+    held = session.get(HelpRule, RULE_ID, with_for_update=True)
+    version = held.version if held is not None else 0
+    if based_on is not None and based_on != version:
+        raise Stale(version, "The rule")
+    chosen = list(dict.fromkeys(groups))
+    if held is None:
+        session.add(
+            HelpRule(
+                id=RULE_ID,
+                priority_groups=chosen,
+                version=1,
+                updated_by=identity.user_id,
+                updated_at=datetime.now(UTC),
+            )
+        )
+    else:
+        held.priority_groups = chosen
+        held.version += 1
+        held.updated_by = identity.user_id
+        held.updated_at = datetime.now(UTC)
+    try:
+        session.flush()
+    except IntegrityError:
+        # Two first rules at the same moment: the other one came first.
+        raise Stale(1, "The rule") from None
+    log.info("help priority rule set: %s", ",".join(chosen) or "none")
+    return dump_rule(session, default)
 
 
 def _monday(day: date) -> date:
@@ -1222,9 +1300,9 @@ class Stale(Conflict):
     """The preview changed since the revision an edit was based on (answered 412 at
     the API's edge)."""
 
-    def __init__(self, revision: int) -> None:
+    def __init__(self, revision: int, what: str = "The preview") -> None:
         super().__init__(
-            f"The preview has changed (now revision {revision}); read it again.",
+            f"{what} has changed (now revision {revision}); read it again.",
             slug="stale-version",
             current_version=revision,
         )

@@ -632,8 +632,11 @@ def _queue_page(forms: dict[str, FormState] | None = None, status: int = 200) ->
     if not answer.ok:
         return problem_page(answer)
     helpers = _helpers()
+    rule = api.get(f"{HELP}/rule")
     return render_template(
         "help/queue.html",
+        rule=rule.body if rule.ok else None,
+        groups=GROUP_WORDS,
         requests=answer.body["items"],
         pending=[h for h in helpers if h["status"] == "pending"],
         verified=sum(1 for h in helpers if h["status"] == "verified"),
@@ -655,6 +658,28 @@ def help_queue() -> Any:
     verification; a schedule previewed from here."""
     _coordinator()
     return _queue_page()
+
+
+@bp.post("/help/rule")
+def help_rule() -> Any:
+    """The coordinators' rule of who is served first within an urgency, as ticked (the
+    version the page was read at sent along, so another coordinator's change is not
+    overwritten)."""
+    _coordinator()
+    chosen = [g for g in GROUP_WORDS if g in request.form.getlist("priority_groups")]
+    version = request.form.get("version", "").strip()
+    answer = api.call(
+        "PUT",
+        f"{HELP}/rule",
+        json={"priority_groups": chosen},
+        if_match=f'"{version}"' if version.isdigit() else None,
+    )
+    if _whole_page(answer):
+        return problem_page(answer)
+    if not answer.ok:
+        return _queue_page({"rule": _problem({}, answer)}, answer.status)
+    flash(gettext("Who is served first is changed, from the next preview on."), "success")
+    return redirect(url_for("web.help_queue"))
 
 
 @bp.post("/help/helpers/<uuid:helper_id>/verify")
