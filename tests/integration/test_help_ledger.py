@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tests.support.auth import Account, admin, coordinator, verified
+from tests.support.orgs import read_model_org
 from tests.support.stack import Stack, eventually
 
 HELP = "/api/v1/community/help"
@@ -79,6 +80,9 @@ def test_sessions_held_reach_the_ledger_as_counts_once(stack: Stack) -> None:
             headers=office.headers,
         )
     )
+    # The community service knows the helper's organisation (and so its region) by
+    # the time a session is closed, as it would in use.
+    eventually(lambda: read_model_org(stack.runtime("community"), hospital.org_id), timeout=60)
     # One person's session, then their follow-up (closed with none after it: the
     # follow-up request is left open), then another person's.
     body = {"topic": "medical_worker", "languages": ["zh"], "text": TEXT}
