@@ -247,6 +247,7 @@ class Case(Entity, Base):
     __table_args__ = (
         UniqueConstraint("org_id", "number", name="uq_case_number"),
         Index("ix_cases_org_status", "org_id", "status"),
+        Index("ix_cases_org_created", "org_id", "created_at", "id"),
         Index("ix_cases_org_assigned", "org_id", "assigned_to"),
         Index("ix_cases_household", "household_id"),
     )
@@ -541,7 +542,7 @@ class HotlineCall(Entity, Base):
     __tablename__ = "hotline_calls"
     __table_args__ = (
         CheckConstraint("minutes >= 0 AND minutes <= 600", name="ck_hotline_call_minutes"),
-        Index("ix_hotline_calls_hotline_at", "hotline_id", "at"),
+        Index("ix_hotline_calls_hotline_at", "hotline_id", "at", "id"),
         Index("ix_hotline_calls_org_at", "org_id", "at"),
     )
 

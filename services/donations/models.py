@@ -165,7 +165,10 @@ class ImportJob(Base):
     """A spreadsheet of pledge lines being validated and imported by a worker."""
 
     __tablename__ = "import_jobs"
-    __table_args__ = (UniqueConstraint("org_id", "sha256", name="uq_import_job_file"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "sha256", name="uq_import_job_file"),
+        Index("ix_import_jobs_org_created", "org_id", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)

@@ -37,6 +37,9 @@ class Organisation(Entity, Base):
     """
 
     __tablename__ = "organisations"
+    # The directory is listed by (created_at, id): an index in that order serves
+    # every page, however deep.
+    __table_args__ = (Index("ix_organisations_created", "created_at", "id"),)
 
     # The legal name, as on the licence.
     name: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -152,6 +155,7 @@ class ApiToken(Base):
     """A token for an integration: acts as its user in one organisation, within scopes."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_user_created", "user_id", "created_at", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(
@@ -197,7 +201,10 @@ class DuplicateFlag(Base):
     """``org_id`` may be the same organisation as ``candidate_id``; a coordinator decides."""
 
     __tablename__ = "duplicate_flags"
-    __table_args__ = (UniqueConstraint("org_id", "candidate_id", name="uq_duplicate_pair"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "candidate_id", name="uq_duplicate_pair"),
+        Index("ix_duplicate_flags_created", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     org_id: Mapped[uuid.UUID] = mapped_column(
@@ -241,6 +248,7 @@ class WebhookSubscription(Entity, Base):
     """An organisation's endpoint for chosen event types."""
 
     __tablename__ = "webhook_subscriptions"
+    __table_args__ = (Index("ix_webhook_subscriptions_org_created", "org_id", "created_at", "id"),)
 
     org_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("organisations.id"), nullable=False, index=True
@@ -264,6 +272,7 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("subscription_id", "event_id", name="uq_webhook_delivery"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_subscription_created", "subscription_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
