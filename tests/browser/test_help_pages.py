@@ -166,10 +166,12 @@ def test_an_operator_logs_calls_by_keyboard_alone(
     page.wait_for_url(f"**/hotlines/{made.get_json()['id']}")
     assert page.evaluate("document.activeElement.id") == "f-category"
     shots.take(page, "call-log-zh")
-    # An emergency call from 中南社区, six minutes: number, Tab, community, Tab, minutes.
+    # An emergency call from 中南社区, six minutes: number, Tab, the community's number
+    # (a Chinese name cannot be typed into a list), Tab, minutes.
+    option = page.locator("#f-community_org_id option", has_text="中南社区").inner_text()
     page.keyboard.press("3")
     page.keyboard.press("Tab")
-    page.keyboard.press("ArrowDown")
+    page.keyboard.press(option.split(" · ")[0])
     page.keyboard.press("Tab")
     page.keyboard.type("6")
     with page.expect_navigation():
@@ -186,6 +188,7 @@ def test_an_operator_logs_calls_by_keyboard_alone(
     rows = page.locator("tr[data-call]")
     assert rows.count() == 2
     assert rows.first.get_attribute("data-category") == "information"
+    assert "不详" in rows.first.inner_text()
     assert "中南社区" in rows.nth(1).inner_text()
     assert page.locator('[data-figure="calls"]').inner_text() == "2"
     assert page.locator('[data-figure="emergency"]').inner_text() == "1"

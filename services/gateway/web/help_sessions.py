@@ -227,6 +227,8 @@ def reason_said(reason: str | None) -> str:
                     total=found.group(3),
                 )
             )
+        elif part == "a coordinator's choice":
+            parts.append(gettext("a coordinator's choice"))
         elif part == "a follow-up with the same helper":
             parts.append(gettext("a follow-up with the same helper"))
         elif part.startswith("a follow-up with another helper"):
@@ -411,7 +413,12 @@ def ask_for_help_sent() -> Any:
         "help/asked.html",
         asked=asked,
         follow=follow,
-        urgency=said(URGENCY_WORDS, asked.get("urgency")),
+        # In the words the person chose from; a request recognised as a crisis is
+        # answered "as soon as possible", not labelled to the person who wrote it.
+        urgency=said(
+            URGENCY_CHOICES,
+            "urgent" if asked.get("urgency") == "crisis" else asked.get("urgency"),
+        ).lower(),
     )
 
 
@@ -419,9 +426,16 @@ def ask_for_help_sent() -> Any:
 def help_request_status(request_id: uuid.UUID) -> Any:
     """Where a request stands, for whoever holds its follow link (no sign-in)."""
     token = request.args.get("token", "")
+    # Not found, whatever the reason, in the reader's words: the request's id means
+    # nothing to them, and a wrong link and no request are answered alike.
+    missing = ApiResponse(
+        404, {"detail": gettext("This link leads to no request: check it was copied whole.")}
+    )
     if not token:
-        return problem_page(ApiResponse(404, {"detail": "No such request."}))
+        return problem_page(missing)
     answer = api.raw_call("GET", f"{HELP}/requests/{request_id}/status", query={"token": token})
+    if answer.status == 404:
+        return problem_page(missing)
     if not answer.ok:
         return problem_page(answer)
     found = answer.body
@@ -786,7 +800,7 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
         N_("The helper speaks none of its languages."),
     ),
     (
-        re.compile(r"^\S+: \S+ is not a free slot of \S+$"),
+        re.compile(r"^\S+: .+ is not a free slot of \S+$"),
         N_("The time is not one of the helper's free slots."),
     ),
     (re.compile(r"^\S+: .* is in the past$"), N_("The time is in the past.")),

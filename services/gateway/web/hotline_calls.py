@@ -63,6 +63,8 @@ KNOWN_MESSAGES = (
     lazy_gettext("Not a community committee known to the community service."),
     lazy_gettext("A call is logged once it happened."),
     lazy_gettext("A call cannot be dated in the future."),
+    lazy_gettext("Say what the caller needs."),
+    lazy_gettext("What the caller needs, and how to reach them."),
 )
 COMMUNITY_KIND = "community_committee"
 OPERATOR_CHECK_SECONDS = 300
