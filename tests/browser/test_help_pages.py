@@ -17,8 +17,8 @@ from tests.browser.conftest import Shots
 from tests.browser.test_community_pages import _phone
 from tests.browser.test_flows import _sign_in
 from tests.support.auth import admin, coordinator, verified
-from tests.support.orgs import read_model_org
-from tests.support.stack import Stack, eventually
+from tests.support.community import hotline
+from tests.support.stack import Stack
 
 HELP = "/api/v1/community/help"
 BIG = 44
@@ -140,30 +140,13 @@ def test_an_operator_logs_calls_by_keyboard_alone(
     stack.start_worker("community")
     client = stack.client()
     boss = admin(stack.apps["gateway"], client)
-    station = verified(client, boss, kind="civil_affairs_bureau", region="4201")
-    wuchang = verified(
-        client, boss, kind="community_committee", region="420106", name_zh="中南社区"
-    )
-    known = {station.org_id, wuchang.org_id}
-    eventually(
-        lambda: all(read_model_org(stack.runtime("community"), o) for o in known), timeout=60
-    )
-    made = client.post(
-        "/api/v1/community/hotlines",
-        json={
-            "name": "武昌求助热线",
-            "phone": "027-8888 1234",
-            "languages": ["zh"],
-            "region": "4201",
-        },
-        headers=station.headers,
-    )
-    assert made.status_code == 201, made.get_json()
+    line = hotline(stack, client, boss, name="武昌求助热线", community={"name_zh": "中南社区"})
+    station = line.station
 
     page = new_page(browser, live, "zh")
     _sign_in(page, station.email)
     page.get_by_role("link", name="来电登记").click()
-    page.wait_for_url(f"**/hotlines/{made.get_json()['id']}")
+    page.wait_for_url(f"**/hotlines/{line.id}")
     assert page.evaluate("document.activeElement.id") == "f-category"
     shots.take(page, "call-log-zh")
     # An emergency call from 中南社区, six minutes: number, Tab, the community's number

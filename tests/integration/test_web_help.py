@@ -18,6 +18,7 @@ from typing import Any
 
 from services.gateway.web.times import LOCAL
 from tests.support.auth import PASSWORD, Account, admin, coordinator, verified
+from tests.support.community import hotline as a_hotline
 from tests.support.stack import Stack
 
 HELP = "/api/v1/community/help"
@@ -280,33 +281,14 @@ def test_a_coordinator_plans_sessions_and_a_helper_confirms_their_day(stack: Sta
 def test_an_operator_logs_calls_a_row_at_a_time_and_reads_the_days_figures(
     stack: Stack,
 ) -> None:
-    from tests.support.orgs import read_model_org
-    from tests.support.stack import eventually
-
     stack.start_worker("gateway")
     stack.start_worker("community")
     client = stack.client()
     boss = admin(stack.apps["gateway"], client)
-    station = verified(client, boss, kind="civil_affairs_bureau", region="4201")
-    wuchang = verified(
-        client, boss, kind="community_committee", region="420106", name="Zhongnan Community"
+    line = a_hotline(
+        stack, client, boss, name="Wuchang help line", community={"name": "Zhongnan Community"}
     )
-    known = {station.org_id, wuchang.org_id}
-    eventually(
-        lambda: all(read_model_org(stack.runtime("community"), o) for o in known), timeout=60
-    )
-    made = client.post(
-        "/api/v1/community/hotlines",
-        json={
-            "name": "Wuchang help line",
-            "phone": "027-8888 1234",
-            "languages": ["zh"],
-            "region": "4201",
-        },
-        headers=station.headers,
-    )
-    assert made.status_code == 201, made.get_json()
-    hotline = made.get_json()["id"]
+    station, wuchang, hotline = line.station, line.community, line.id
 
     operator = _signed_in(stack, station)
     for language, (emergency, served) in {

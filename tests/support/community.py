@@ -55,6 +55,36 @@ class Community:
         return f"/api/v1/community/{self.committee.org_id}"
 
 
+@dataclass
+class Hotline:
+    """A hotline a civil-affairs station runs over Wuhan, and a community it serves."""
+
+    station: Account
+    community: Account
+    id: str
+
+
+def hotline(
+    stack: Stack, client: Any, boss: Account, *, name: str, community: dict[str, str]
+) -> Hotline:
+    """A verified station's hotline (``name``) over Wuhan (4201) and a verified
+    community committee in Wuchang (``community``: its name fields), both known to the
+    community service before the hotline is set up."""
+    station = verified(client, boss, kind="civil_affairs_bureau", region="4201")
+    served = verified(client, boss, kind="community_committee", region="420106", **community)
+    known = {station.org_id, served.org_id}
+    eventually(
+        lambda: all(read_model_org(stack.runtime("community"), o) for o in known), timeout=60
+    )
+    made = client.post(
+        "/api/v1/community/hotlines",
+        json={"name": name, "phone": "027-8888 1234", "languages": ["zh"], "region": "4201"},
+        headers=station.headers,
+    )
+    assert made.status_code == 201, made.get_json()
+    return Hotline(station=station, community=served, id=str(made.get_json()["id"]))
+
+
 def post(client: Any, url: str, body: Any, who: Account, status: int = 201) -> Any:
     response = client.post(url, json=body, headers=who.headers)
     assert response.status_code == status, response.get_json()
