@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Integer, Uuid, create_engine, event
+from sqlalchemy import DateTime, Engine, Integer, Uuid, create_engine, event, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -104,6 +104,22 @@ def in_chunks(ids: Iterable[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
+
+
+def move_once(session: Any, row: Any, *conditions: Any, **values: Any) -> bool:
+    """Update the entity ``row`` (with a ``version``) to ``values`` only where
+    ``conditions`` still hold, in one conditional ``UPDATE``, and read it back: of two
+    callers at once only one moves it (the other's statement waits on the row lock,
+    then matches nothing). Returns whether this caller moved it."""
+    model = type(row)
+    result = session.execute(
+        update(model)
+        .where(model.id == row.id, *conditions)
+        .values(version=model.version + 1, **values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(row)
+    return bool(getattr(result, "rowcount", 0))
 
 
 def upsert_insert(session: Any) -> Any:

@@ -21,7 +21,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,7 +42,7 @@ from services.community.residents import service as residents
 from services.community.residents.domain import Standing
 from services.community.sessions import service as sessions
 from shared.catalog.community import community_item
-from shared.db import utcnow
+from shared.db import move_once, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, RuleBroken
 from shared.identity import ORG_ADMIN, Identity
 from shared.pagination import paginate
@@ -268,18 +268,9 @@ def _claim(session: Session, call: HotlineCall, became: str) -> None:
     """Mark the call as becoming ``became``, once: of two steps on one call at the same
     moment, the second finds it taken (its row stays locked until the first commits)
     and is refused whole, so a call never makes two deliveries."""
-    taken = getattr(
-        session.execute(
-            update(HotlineCall)
-            .where(HotlineCall.id == call.id, HotlineCall.became.is_(None))
-            .values(became=became, became_at=utcnow(), version=HotlineCall.version + 1)
-            .execution_options(synchronize_session=False)
-        ),
-        "rowcount",
-        0,
-    )
-    session.refresh(call)
-    if not taken:
+    if not move_once(
+        session, call, HotlineCall.became.is_(None), became=became, became_at=utcnow()
+    ):
         raise Conflict(
             f"This call already became a {call.became}.",
             slug="call-already-taken-further",

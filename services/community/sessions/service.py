@@ -47,6 +47,7 @@ from services.community.sessions.contact import (
     ContactProviderError,
 )
 from services.community.sessions.domain import Helper, SessionRequest, Slot
+from shared.db import move_once
 from shared.errors import Conflict, Forbidden, NotFound, RuleBroken, Unavailable
 from shared.events import new_event
 from shared.identity import ORG_ADMIN, Identity
@@ -775,18 +776,7 @@ def _take(session: Session, found: HelpSession, states: tuple[str, ...], **value
     409 naming the status it found."""
     if values.get("status") != "held":
         values["held_start"] = None
-    moved = getattr(
-        session.execute(
-            update(HelpSession)
-            .where(HelpSession.id == found.id, HelpSession.status.in_(states))
-            .values(version=HelpSession.version + 1, **values)
-            .execution_options(synchronize_session=False)
-        ),
-        "rowcount",
-        0,
-    )
-    session.refresh(found)
-    if not moved:
+    if not move_once(session, found, HelpSession.status.in_(states), **values):
         raise Conflict(
             f"The session is {found.status}.",
             slug=f"session-{found.status}",
