@@ -230,11 +230,16 @@ def announce(
     session: Session, outbox: Outbox, need: Need, type: str, reason: str | None = None
 ) -> None:
     """Emit ``type`` with the need as it now is, at a new version of the need."""
-    if inspect(need).persistent:
+    if inspect(need).pending:
+        # A new need is written at version 1 together with its event at the next
+        # flush: one flush for the whole post instead of two.
+        version = 1
+    else:
         # A stored need gets a new version for every event, even when only its lines
         # changed; it is also the need's ETag.
         need.updated_at = utcnow()
-    session.flush()
+        session.flush()
+        version = need.version
     outbox.add(
         session,
         new_event(
@@ -242,7 +247,7 @@ def announce(
             snapshot(need, reason),
             producer=PRODUCER,
             aggregate_id=need.id,
-            aggregate_version=need.version,
+            aggregate_version=version,
         ),
     )
 

@@ -44,7 +44,7 @@ from services.dispatch.models import (
 )
 from services.dispatch.shipments import domain
 from shared.contacts import contact_of
-from shared.db import utcnow
+from shared.db import in_chunks, utcnow
 from shared.display_fields import DisplayQuantities
 from shared.errors import Conflict, DomainError, RuleBroken
 from shared.events import new_event
@@ -459,22 +459,30 @@ def next_tracking_number(session: Session, year: int) -> str:
     """The next tracking number of ``year`` (AL-2020-000001, ...), taken in the
     caller's transaction: the counter's row is locked until it commits, so no two
     shipments share a number."""
+    return next_tracking_numbers(session, year, 1)[0]
+
+
+def next_tracking_numbers(session: Session, year: int, count: int) -> list[str]:
+    """The next ``count`` tracking numbers of ``year``, taken by one statement in the
+    caller's transaction (the counter moves by ``count`` at once)."""
+    if count < 1:
+        return []
     for _attempt in range(3):
-        taken = session.execute(
+        last = session.execute(
             update(TrackingCounter)
             .where(TrackingCounter.year == year)
-            .values(last=TrackingCounter.last + 1)
+            .values(last=TrackingCounter.last + count)
             .returning(TrackingCounter.last)
             .execution_options(synchronize_session=False)
         ).scalar()
-        if taken is None:
+        if last is None:
             try:
                 with session.begin_nested():
-                    session.execute(insert(TrackingCounter).values(year=year, last=1))
-                taken = 1
+                    session.execute(insert(TrackingCounter).values(year=year, last=count))
+                last = count
             except IntegrityError:
-                continue  # another transaction began the year: take the next one
-        return f"{TRACKING_PREFIX}-{year}-{taken:06d}"
+                continue  # another transaction began the year: take the next ones
+        return [f"{TRACKING_PREFIX}-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
     raise RuntimeError(f"could not take a tracking number for {year}")
 
 
@@ -527,10 +535,12 @@ def _new_shipment(
     created_by: uuid.UUID | None = None,
     now: datetime | None = None,
     flush: bool = True,
+    tracking_number: str | None = None,
 ) -> Shipment:
     """A planned shipment of ``allocations`` on ``route``, its first history row and its
     ``shipment.created``; ``flush=False`` leaves writing it to the caller's next flush
-    (several shipments created together)."""
+    (several shipments created together), and ``tracking_number`` one taken for it
+    already (:func:`next_tracking_numbers`)."""
     now = now or utcnow()
     shipment = Shipment(
         id=uuid.uuid4(),
@@ -547,7 +557,7 @@ def _new_shipment(
         origin_key=route.origin_key,
         destination_key=route.destination_key,
         tracking_ref=tracking_ref,
-        tracking_number=next_tracking_number(session, now.year),
+        tracking_number=tracking_number or next_tracking_number(session, now.year),
         eta=eta,
         created_by=created_by,
     )
@@ -648,6 +658,14 @@ def plan_allocations(
     if not todo:
         return {}
     routes = _routes(session, todo)
+    # The supply lines the new shipment lines copy their packing from, read at once and
+    # held here: the session's identity map keeps only weak references, and a line
+    # looked up again would cost a statement (and an autoflush) per allocation.
+    held = [
+        supply
+        for chunk in in_chunks(sorted({a.pledge_line_id for a in todo}))
+        for supply in session.scalars(select(SupplyLine).where(SupplyLine.id.in_(chunk)))
+    ]
     _lock_destination(session, *(r.recipient_org_id for r in routes.values()))
     keys = {(r.origin_key, r.destination_key) for r in routes.values()}
     planned: dict[tuple[str, str], Shipment] = {}
@@ -685,10 +703,20 @@ def plan_allocations(
         joined.lines.append(_line(session, allocation, last_no[joined.id]))
         joined.updated_at = now
         placed[allocation.id] = joined
-    for group in opening.values():
-        opened = _new_shipment(session, outbox, routes[group[0].id], group, now=now, flush=False)
+    numbers = next_tracking_numbers(session, now.year, len(opening))
+    for group, number in zip(opening.values(), numbers, strict=True):
+        opened = _new_shipment(
+            session,
+            outbox,
+            routes[group[0].id],
+            group,
+            now=now,
+            flush=False,
+            tracking_number=number,
+        )
         placed.update((allocation.id, opened) for allocation in group)
     session.flush()
+    del held
     return placed
 
 
