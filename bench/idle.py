@@ -97,6 +97,8 @@ def _name(pid: int) -> str:
     text = " ".join(words)
     if len(words) > 1 and words[1].endswith("keep-running"):
         return "keep-running (sh)"
+    if "services.backends" in text:
+        return "gunicorn back ends"
     for service in PORTS:
         if f"services.{service}.app" in text:
             return f"gunicorn {service}"

@@ -217,13 +217,30 @@ def registry_for(rt: ServiceRuntime) -> CollectorRegistry:
     """What /metrics shows: this process's (or all processes') metrics and the backlogs."""
     if multiprocess_dir():
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(_OwnSeries(multiprocess.MultiProcessCollector(None), rt.name))
     else:
         registry = CollectorRegistry()
         for collector in _process_collectors():
             registry.register(collector)
     registry.register(BacklogCollector(rt))
     return registry
+
+
+class _OwnSeries(Collector):
+    """Of the series that name a service, this service's: processes of several services
+    may share one multiprocess folder (the embedded stack serves the back ends from one
+    web process, ``services/backends.py``), and each service's /metrics shows its own."""
+
+    def __init__(self, inner: Collector, service: str) -> None:
+        self.inner = inner
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.inner.collect():
+            metric.samples = [
+                s for s in metric.samples if s.labels.get("service", self.service) == self.service
+            ]
+            yield metric
 
 
 class _DefaultRegistry(Collector):
