@@ -2,7 +2,9 @@
 
 Measurement A (pipeline): a verified donor's pledges are in the supply read model;
 then N needs of one line each are posted through the dispatch service layer, as the
-API would, by ``--clients`` clients at once (default one, one need after another).
+API would, by ``--clients`` clients at once (default one, one need after another),
+shared among ``--processes`` posting processes (default one; as many as the dispatch
+web server has gunicorn workers, e.g. 2 under ``docker compose``).
 Each need.posted asks for matching of its item (debounced); the matcher runs in the
 dispatch worker and, with ``AIDLINK_MATCHING_AUTO_APPROVE``, proposes its
 allocations; ``allocation.proposed`` goes to the donations worker, which reserves the
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -96,6 +99,98 @@ def _verified_orgs(settings: Settings, donor: uuid.UUID, recipients: list[uuid.U
         engine.dispose()
 
 
+def _post_need(dispatch: Any, recipients: list[uuid.UUID], i: int) -> None:
+    """Need ``i``, posted through the service layer as the API posts it."""
+    from services.dispatch.needs import service as needs
+
+    rt = dispatch.extensions["aidlink"]
+    with dispatch.app_context(), rt.unit_of_work() as session:
+        needs.create_need(
+            session,
+            rt.outbox,
+            org_id=recipients[i % len(recipients)],
+            org_verified=True,
+            data={
+                "lines": [
+                    {
+                        "item": "mask",
+                        "quantity": str(NEED_QUANTITY),
+                        "unit": "piece",
+                        "urgency": "high",
+                    }
+                ],
+                "location": {"region": "420103", "address": f"ward {i}"},
+            },
+        )
+
+
+def _poster(
+    settings: Settings,
+    recipients: list[uuid.UUID],
+    mine: list[int],
+    threads: int,
+    ready: Any,
+    go: Any,
+) -> None:
+    """One posting process (a web server's worker): its own app and connections, its
+    share of the needs posted by ``threads`` clients once the benchmark says go."""
+    from services.dispatch.app import create_app as create_dispatch
+
+    dispatch = create_dispatch(settings.with_overrides(outbox_relay="background"))
+    ready.set()
+    go.wait()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda i: _post_need(dispatch, recipients, i), mine))
+    dispatch.extensions["aidlink"].dispose()  # the relay thread sends what is left
+
+
+class _Posters:
+    """``processes`` posting processes sharing ``clients`` clients and ``n`` needs,
+    started and made ready (apps built, connections open) before the clock starts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        recipients: list[uuid.UUID],
+        n: int,
+        clients: int,
+        processes: int,
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.go_event = context.Event()
+        self.procs = []
+        readies = []
+        for k in range(processes):
+            ready = context.Event()
+            threads = max(1, clients // processes + (1 if k < clients % processes else 0))
+            proc = context.Process(
+                target=_poster,
+                args=(settings, recipients, list(range(k, n, processes)), threads, ready),
+                kwargs={"go": self.go_event},
+                daemon=True,
+            )
+            proc.start()
+            self.procs.append(proc)
+            readies.append(ready)
+        for ready, proc in zip(readies, self.procs, strict=True):
+            while not ready.wait(0.5):
+                if not proc.is_alive():
+                    raise BenchError(f"a posting process exited with {proc.exitcode}")
+
+    def go(self) -> float:
+        start = time.perf_counter()
+        self.go_event.set()
+        return start
+
+    def wait(self, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.exitcode != 0:
+                raise BenchError(f"a posting process ended with {proc.exitcode}")
+        return time.perf_counter()
+
+
 def measure_pipeline(
     settings: Settings,
     env: dict[str, str],
@@ -105,10 +200,10 @@ def measure_pipeline(
     clients: int = 1,
     loglevel: str = "WARNING",
     catch_up_every: float | None = None,
+    processes: int = 1,
 ) -> tuple[Result, dict[str, int]]:
     from services.dispatch.app import create_app as create_dispatch
     from services.dispatch.models import Allocation, SupplyLine
-    from services.dispatch.needs import service as needs
     from services.donations.app import create_app as create_donations
     from services.donations.pledges.service import create_pledge
 
@@ -159,24 +254,7 @@ def measure_pipeline(
         )
 
         def post(i: int) -> None:
-            with dispatch.app_context(), dispatch_rt.unit_of_work() as session:
-                needs.create_need(
-                    session,
-                    dispatch_rt.outbox,
-                    org_id=recipients[i % len(recipients)],
-                    org_verified=True,
-                    data={
-                        "lines": [
-                            {
-                                "item": "mask",
-                                "quantity": str(NEED_QUANTITY),
-                                "unit": "piece",
-                                "urgency": "high",
-                            }
-                        ],
-                        "location": {"region": "420103", "address": f"ward {i}"},
-                    },
-                )
+            _post_need(dispatch, recipients, i)
 
         if catch_up_every:
             # Beat's rounds: each producer asks its subscribers what they lack.
@@ -187,11 +265,16 @@ def measure_pipeline(
                             rt.catch_up.ask()
 
             threading.Thread(target=ask, name="catch-up", daemon=True).start()
-        start = time.perf_counter()
-        # Recipients post at once, each need in its own transaction, as through the API.
-        with ThreadPoolExecutor(max_workers=clients) as pool:
-            list(pool.map(post, range(n)))
-        posted = time.perf_counter()
+        if processes > 1:
+            posters = _Posters(settings, recipients, n, clients, processes)
+            start = posters.go()
+            posted = posters.wait(timeout)
+        else:
+            start = time.perf_counter()
+            # Recipients post at once, each need in its own transaction, as through the API.
+            with ThreadPoolExecutor(max_workers=clients) as pool:
+                list(pool.map(post, range(n)))
+            posted = time.perf_counter()
 
         def done() -> int:
             for worker in workers:
@@ -261,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         "--clients", type=int, default=1, help="needs posted by this many clients at once"
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="posting processes the clients are shared among (as a web server's workers)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=2,
@@ -305,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.clients,
                         loglevel,
                         catch_up_every=args.catch_up_every if catch_up else None,
+                        processes=args.processes,
                     )
                     runs[catch_up].append(result)
                     statuses[catch_up].append(found)
@@ -335,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {label}")
         for result, found in zip(runs[catch_up], statuses[catch_up], strict=True):
             print(
-                f"     posted in {result.sent_seconds:6.3f} s by {args.clients} client(s), "
+                f"     posted in {result.sent_seconds:6.3f} s by {args.clients} client(s) "
+                f"in {args.processes} process(es), "
                 f"reserved in {result.done_seconds:6.3f} s: {result.throughput:7.1f} "
                 f"allocations/s  {found}"
             )
