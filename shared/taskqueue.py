@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 # Seconds a Redis command may wait for its reply before the connection counts as dead.
 REDIS_SOCKET_TIMEOUT = 30
 
+# Seconds Kombu's lock on restoring unacknowledged messages lives (Kombu: 300). A worker
+# cut off from Redis while it restores leaves the lock behind, and no worker restores
+# until it expires; a restore that outlives it may run beside another, which sends a
+# message twice, and the inbox takes a copy once.
+REDIS_RESTORE_LOCK_SECONDS = 60
+
 # Errors worth retrying: the database or broker went away for a moment.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, ConnectionError)
 
@@ -594,6 +600,9 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
             "socket_timeout": REDIS_SOCKET_TIMEOUT,
             "socket_keepalive": True,
             "retry_on_timeout": True,
+            "unacked_mutex_expire": min(
+                REDIS_RESTORE_LOCK_SECONDS, max(1, settings.broker_visibility_timeout)
+            ),
         }
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
         # All but the visibility timeout go to SQLAlchemy's create_engine. The connect

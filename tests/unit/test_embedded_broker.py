@@ -205,3 +205,19 @@ def _database(path: Path) -> Any:
     conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
     conn.commit()
     return conn
+
+
+@pytest.mark.parametrize(("visibility", "lock"), [("3600", 60), ("5", 5)])
+def test_a_redis_restore_lock_left_by_a_cut_worker_lives_a_minute_at_most(
+    tmp_path: Path, visibility: str, lock: int
+) -> None:
+    settings = Settings.from_env(
+        {
+            "AIDLINK_VAR_DIR": str(tmp_path),
+            "BROKER_URL": "redis://127.0.0.1:6379/0",
+            "AIDLINK_BROKER_VISIBILITY_TIMEOUT": visibility,
+        }
+    )
+    options = broker_transport_options(settings)
+    assert options["unacked_mutex_expire"] == lock
+    assert options["visibility_timeout"] == int(visibility)
