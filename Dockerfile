@@ -54,6 +54,9 @@ EXPOSE 8000 8001 8002
 
 # --worker-tmp-dir: gunicorn's worker heartbeat files go to tmpfs, not to the
 # container's overlay filesystem, where a slow write can get workers killed.
+# --keep-alive: an idle connection stays open longer than a proxy in front keeps its
+# own (nginx and most load balancers: 60 s); closed first by gunicorn (its default:
+# 2 s), a connection the proxy reuses at that moment is reset.
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", \
-     "--worker-tmp-dir", "/dev/shm", "--access-logfile", "-", \
+     "--keep-alive", "75", "--worker-tmp-dir", "/dev/shm", "--access-logfile", "-", \
      "services.gateway.app:create_app()"]

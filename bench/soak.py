@@ -463,10 +463,18 @@ def main(argv: list[str] | None = None) -> int:
         "--database-url",
         help="a PostgreSQL server URL; scratch databases are created and dropped on it",
     )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the servers' and workers' logs even when the run succeeds "
+        "(a run that fails keeps them always)",
+    )
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     stats = Stats()
     tmp = Path(tempfile.mkdtemp(prefix="aidlink-soak-"))
+    keep = args.keep_logs
+    report = None
     try:
         with stack(args, tmp) as (settings, url):
             sampler = QueueSampler(settings)
@@ -483,10 +491,19 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.update(settings.to_env())
             report = check(settings, settle=120)
     except BenchError as exc:
+        keep = True
         print(f"soak failed: {exc}", file=sys.stderr)
         return 1
+    except BaseException:
+        keep = True
+        raise
     finally:
-        remove_tree(tmp)
+        if report is not None and not report.clean:
+            keep = True
+        if keep:
+            print(f"logs kept in {tmp} (gunicorn-*.log, worker-*.log)", file=sys.stderr)
+        else:
+            remove_tree(tmp)
     requests_made = sum(len(v) for v in stats.latencies.values())
     print()
     print("aidlink soak")

@@ -60,7 +60,7 @@ from shared.config import Settings
 from shared.migrations import upgrade
 
 TARGET_RATIO = 0.30
-GUNICORN_FLAGS = ("--workers", "2", "--threads", "4")
+GUNICORN_FLAGS = ("--workers", "2", "--threads", "4", "--keep-alive", "75")
 PLEDGE = {
     "lines": [
         {

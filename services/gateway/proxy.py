@@ -12,11 +12,16 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import requests
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 from requests.adapters import HTTPAdapter
+from urllib3 import BaseHTTPResponse
+from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+from urllib3.util.retry import Retry
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.config import Settings
@@ -80,14 +85,50 @@ _RESIDENTS_SEGMENTS = frozenset({"community"})
 _RESIDENT_FREE_FIELDS = frozenset({"id", "number", "status", "version"})
 
 
+class _OnceMoreOnAClosedConnection(Retry):
+    """A request sent on a pooled connection that the service had just closed (its
+    keep-alive ran out as the request left) fails before the service read it: it is
+    sent once more, on a new connection, when its method may be repeated (GET, HEAD,
+    OPTIONS, PUT, DELETE). A connection refused is tried once more whatever the method
+    (nothing was sent); a timeout never (the service may be working on it)."""
+
+    def _is_read_error(self, err: Exception) -> bool:
+        return isinstance(err, ProtocolError)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        if isinstance(error, ReadTimeoutError):
+            raise error  # as without retries: the caller answers 504
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 class ServiceClient:
     """Pooled HTTP connections from the gateway to each service."""
 
     def __init__(self, settings: Settings, pool_size: int = 20) -> None:
         self.settings = settings
         self.session = requests.Session()
+        retries = _OnceMoreOnAClosedConnection(
+            total=1,
+            connect=1,
+            read=1,
+            status=0,
+            other=0,
+            redirect=0,
+            allowed_methods=Retry.DEFAULT_ALLOWED_METHODS,
+            raise_on_redirect=False,
+            raise_on_status=False,
+            respect_retry_after_header=False,
+        )
         adapter = HTTPAdapter(
-            pool_connections=len(ROUTES) + 1, pool_maxsize=pool_size, max_retries=0
+            pool_connections=len(ROUTES) + 1, pool_maxsize=pool_size, max_retries=retries
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
