@@ -11,6 +11,7 @@ from there in chunks.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import tempfile
@@ -27,11 +28,20 @@ Table = tuple[str, Sequence[str], Iterable[Mapping[str, Any]]]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
+@functools.lru_cache(maxsize=1024)
+def _uuid_text(value: uuid.UUID) -> str:
+    # The same organisations, pledges and needs come back row after row.
+    return str(value)
+
+
 def _cell(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int:
+        return value
     if value is None:
         return ""
-    if isinstance(value, uuid.UUID):
-        return str(value)
+    if kind is uuid.UUID:
+        return _uuid_text(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value
@@ -69,7 +79,9 @@ def json_chunks(
         first_key = False
         first_row = True
         for row in rows:
-            cells = {c: (str(row[c]) if isinstance(row[c], uuid.UUID) else row[c]) for c in columns}
+            cells = {
+                c: (_uuid_text(row[c]) if type(row[c]) is uuid.UUID else row[c]) for c in columns
+            }
             out.write(("" if first_row else ",") + json.dumps(cells, default=str))
             first_row = False
             if out.tell() >= CHUNK:

@@ -38,6 +38,7 @@ are paged by (item, donor, recipient).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import uuid
 from collections.abc import Iterator
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import String, func, or_, select, tuple_, type_coerce
 from sqlalchemy.orm import Session
 
 from services.dispatch.models import ANONYMOUS_DONOR, LedgerFlow, LedgerTotal
@@ -199,8 +200,15 @@ def _flow_groups(
 ) -> Iterator[Any]:
     sums = [func.sum(getattr(LedgerFlow, m)) for m in FLOW_MEASURES]
     keys = (LedgerFlow.item, LedgerFlow.donor_org_id, LedgerFlow.recipient_org_id)
+    # The organisations' ids as the driver gives them, made UUIDs once per organisation
+    # (:func:`_org_id`) rather than once per row.
     stmt = (
-        select(*keys, *sums)
+        select(
+            LedgerFlow.item,
+            type_coerce(LedgerFlow.donor_org_id, String()),
+            type_coerce(LedgerFlow.recipient_org_id, String()),
+            *sums,
+        )
         .where(*filters.where(LedgerFlow))
         .group_by(*keys)
         .having(sums[0] != 0)
@@ -212,11 +220,27 @@ def _flow_groups(
     if limit is not None:
         stmt = stmt.limit(limit)
     with _streamed(session, stmt) as rows:
-        yield from rows
+        for item, donor, recipient, *figures in rows:
+            yield (item, _org_id(donor), _org_id(recipient), *figures)
 
 
-def _shaped_flows(session: Session, groups: list[Any]) -> list[dict[str, Any]]:
-    names = org_names(session, {k for g in groups for k in (g[1], g[2])} - {ANONYMOUS_DONOR})
+@functools.lru_cache(maxsize=1024)
+def _org_id(raw: Any) -> uuid.UUID:
+    """An organisation's id as the driver gave it (a UUID from PostgreSQL, its text
+    from SQLite), as a UUID."""
+    return raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw))
+
+
+def _shaped_flows(
+    session: Session, groups: list[Any], names: dict[uuid.UUID, str] | None = None
+) -> list[dict[str, Any]]:
+    """The flows of ``groups`` as rows, named; ``names`` holds the organisations' names
+    known already (the next batch of an export mostly names the same ones again), and
+    learns those looked up."""
+    names = {} if names is None else names
+    unknown = {k for g in groups for k in (g[1], g[2])} - {ANONYMOUS_DONOR} - names.keys()
+    if unknown:
+        names.update(org_names(session, unknown))
     units: dict[str, str | None] = {}
     out = []
     for item, donor, recipient, quantity, shipped, received in groups:
@@ -225,9 +249,9 @@ def _shaped_flows(session: Session, groups: list[Any]) -> list[dict[str, Any]]:
         anonymous = donor == ANONYMOUS_DONOR
         out.append(
             {
-                "donor": ANONYMOUS if anonymous else names.get(donor, str(donor)),
+                "donor": ANONYMOUS if anonymous else names.get(donor) or str(donor),
                 "donor_org_id": None if anonymous else donor,
-                "recipient": names.get(recipient, str(recipient)),
+                "recipient": names.get(recipient) or str(recipient),
                 "recipient_org_id": recipient,
                 "item": item,
                 "base_unit": units[item],
@@ -239,12 +263,19 @@ def _shaped_flows(session: Session, groups: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+# Organisations' names an export keeps between its batches (a few hundred bytes each).
+NAMES_KEPT = 5_000
+
+
 def flow_rows(session: Session, filters: Filters, batch: int = 500) -> Iterator[dict[str, Any]]:
     """Donor organisation -> recipient organisation, per item, every one, in the
     order of (item, donor, recipient); names looked up a batch at a time."""
     groups = _flow_groups(session, filters)
+    names: dict[uuid.UUID, str] = {}
     for each in chunked(groups, batch):
-        yield from _shaped_flows(session, each)
+        if len(names) > NAMES_KEPT:
+            names.clear()
+        yield from _shaped_flows(session, each, names)
 
 
 def flows_page(
