@@ -290,7 +290,7 @@ def measure(args: argparse.Namespace, lines: int) -> None:
         answer.read()
         etag = answer.getheader("ETag") or ""
         first.close()
-        kinds = (
+        kinds: tuple[tuple[str, str, dict[str, str]], ...] = (
             ("trivial (/healthz)", "/healthz", {}),
             ("ledger, no filter", ledger, {}),
             ("ledger, item and region", f"{ledger}?item=mask&region=4201", {}),
