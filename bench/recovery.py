@@ -263,6 +263,14 @@ class Stack:
                 return behind
         raise BenchError(f"{producer} does not know subscriber {subscriber}")
 
+    def last_asked(self, producer: str, subscriber: str) -> tuple[datetime | None, datetime | None]:
+        """When ``producer`` last asked ``subscriber`` and last sent it copies."""
+        with self.runtimes[producer].session_factory() as session:
+            peer = session.get(self.models(producer).catch_up, subscriber)
+            if peer is None:
+                return None, None
+            return peer.asked_at, peer.last_resent_at
+
     def pledge(self, donor: uuid.UUID, i: int) -> uuid.UUID:
         from services.donations.pledges.service import create_pledge
 
@@ -454,7 +462,16 @@ def measure(
         remaining = {s: set(found) for s, found in lost.items()}
         deadline = lost_clock + 2 * bound
         done: float | None = None
+        # The first question to the subscriber and the first copies sent to it after
+        # the loss (later rounds overwrite the producer's row).
+        asked: datetime | None = None
+        resent: datetime | None = None
         while True:
+            asked_at, resent_at = stack.last_asked(PRODUCER, away)
+            if asked is None and asked_at is not None and asked_at > lost_at:
+                asked = asked_at
+            if resent is None and resent_at is not None and resent_at > lost_at:
+                resent = resent_at
             for subscriber in list(remaining):
                 remaining[subscriber] -= stack.taken_in(subscriber, remaining[subscriber])
                 if not remaining[subscriber]:
@@ -483,8 +500,8 @@ def measure(
             missing=sum(len(found) for found in remaining.values()),
             recovered=sum(stack.caught_up(s, found) for s, found in lost.items()),
             resent=after.resent - before.resent,
-            asked_after=seconds_after(after.asked_at, lost_at),
-            resent_after=seconds_after(after.last_resent_at, lost_at),
+            asked_after=seconds_after(asked or after.asked_at, lost_at),
+            resent_after=seconds_after(resent or after.last_resent_at, lost_at),
             settled_in=settled_in,
             waited=wait,
             load=os.getloadavg(),
@@ -547,8 +564,8 @@ def report(settings: Settings, args: argparse.Namespace, results: list[Recovery]
                 f"bound {bound:g} s, rounds every {interval:g} s"
             )
         print(
-            f"   catch-up           asked {r.subscriber} {figure(r.asked_after)} after the loss, "
-            f"sent copies {figure(r.resent_after)} after; {r.resent} copies sent again, "
+            f"   catch-up           first asked {r.subscriber} {figure(r.asked_after)} after the "
+            f"loss, sent copies {figure(r.resent_after)} after; {r.resent} copies sent again, "
             f"{r.recovered} event(s) recovered (inbox.caught_up)"
         )
         print(
