@@ -1,7 +1,8 @@
 """The broker loses what it held, and every event still reaches every subscriber once:
-the network between the workers and Redis cut at random moments, Redis flushed and
-restarted without its data mid-saga, a subscriber down for longer than the broker's
-visibility timeout, the embedded broker's file deleted while the stack runs.
+the network between the workers and Redis cut at random moments of a 500-need matching
+and shipping run, Redis flushed and restarted without its data mid-saga, a subscriber
+down for longer than the broker's visibility timeout, the embedded broker's file
+deleted while the stack runs.
 
 The databases are the truth: what the broker lost, the catch-up (shared/catchup.py)
 sends again. These stacks run its rounds every half second (``BOUND`` of 5 s, where
@@ -83,6 +84,16 @@ def _recovered(saga: Saga, *, ship: bool = False) -> None:
         eventually(delivered, timeout=90, interval=0.25)
 
 
+# The run the network is cut during: 500 needs of one line each, masks and gloves in
+# turn, from ten wards of each of three hospitals, against two donors' pledges of four
+# fifths of what they ask for. The scans go ten shipments to a batch, so that the
+# workers take in the first shipments' news while the next are scanned.
+NEEDS = 500
+NEED_SIZE = {"mask": 20, "gloves_exam": 10}
+PLEDGE_SIZE = {"mask": 2000, "gloves_exam": 1000}
+SCANNED_TOGETHER = 10
+
+
 def test_network_cut_between_workers_and_redis_at_random_moments(
     own_redis_stack: Stack, private_redis: PrivateRedis
 ) -> None:
@@ -93,16 +104,20 @@ def test_network_cut_between_workers_and_redis_at_random_moments(
         workers = start_workers(stack, ON_REDIS, env=through_link)
         with supervised(stack, workers, ON_REDIS, env=through_link):
             saga = Saga.begin(stack, donors=2, hospitals=3)
-            saga.submit()
+            for donor in saga.donors:
+                saga.pledge(donor, **PLEDGE_SIZE)
+            saga.post_needs(NEEDS, **NEED_SIZE)
             eventually(lambda: saga.supply_known(sweep=True), timeout=90, interval=0.25)
 
-            # Matching and shipping while the link drops connections and holds packets;
-            # the first three deliveries of events are cut off as they reach a worker.
+            # Matching the 500 needs, and shipping what it reserved, while the link
+            # drops connections and holds packets; the first three deliveries of events
+            # are cut off as they reach a worker.
             link.faulty, link.swallow = True, 3
             started = time.monotonic()
-            saga.match()
+            run = saga.match()
             _recovered(saga)
-            assert saga.ship() > 0
+            shipments = saga.ship(batch=SCANNED_TOGETHER)
+            assert shipments > 0
             _recovered(saga, ship=True)
             link.faulty = False
             healed = time.monotonic()
@@ -113,13 +128,16 @@ def test_network_cut_between_workers_and_redis_at_random_moments(
     assert link.swallowed == 3
     # Those deliveries left Redis and never reached a worker: only the catch-up had them.
     assert sum(recovered_by_catch_up(stack).values()) >= 1
+    delivered = sum(a.status == "delivered" for a in saga.allocations())
     _report(
         "network cuts between the workers and Redis",
         done - healed,
         stack,
         f"{link.cuts} connections cut, {link.holds} packets held and "
         f"{link.swallowed} deliveries swallowed over {healed - started:.1f} s of matching "
-        "and shipping, which completed meanwhile",
+        f"{len(saga.needs)} needs ({len(run['allocations'])} allocations) and shipping "
+        f"{shipments} shipments ({delivered} allocations delivered), which completed "
+        "meanwhile",
     )
 
 

@@ -528,6 +528,66 @@ class Saga:
             for index, hospital in enumerate(self.hospitals):
                 self.need(hospital, "critical" if index == 0 else "high", mask=400, gloves_exam=100)
 
+    def post_needs(
+        self, count: int, *, wards: int = 10, per_commit: int = 50, **quantities: int
+    ) -> None:
+        """``count`` needs of one line each, the items of ``quantities`` (item: how
+        many each need asks for) in turn, spread over the hospitals and ``wards`` wards
+        of each (the first hospital's critical, the others' high), written through
+        dispatch's service layer as its API writes them, ``per_commit`` to a
+        transaction: a run of hundreds of needs without hundreds of requests. Waits
+        until dispatch knows the hospitals are verified, as the API's needs would
+        otherwise be drafts."""
+        from services.dispatch.models import Organisation
+        from services.dispatch.needs.service import create_need
+
+        app = self.stack.apps["dispatch"]
+        rt = self.stack.runtime("dispatch")
+        hospitals = {uuid.UUID(h.org_id) for h in self.hospitals}
+
+        def hospitals_verified() -> bool:
+            sweep_all(self.stack)
+            with rt.session_factory() as session:
+                known = set(
+                    session.scalars(
+                        select(Organisation.id).where(
+                            Organisation.id.in_(hospitals), Organisation.status == "verified"
+                        )
+                    )
+                )
+            return known == hospitals
+
+        eventually(hospitals_verified, timeout=90, interval=0.25)
+        items = list(quantities.items())
+        for start in range(0, count, per_commit):
+            with app.app_context(), rt.unit_of_work() as session:
+                for i in range(start, min(count, start + per_commit)):
+                    hospital = self.hospitals[i % len(self.hospitals)]
+                    item, quantity = items[i % len(items)]
+                    urgency = "critical" if i % len(self.hospitals) == 0 else "high"
+                    need = create_need(
+                        session,
+                        rt.outbox,
+                        org_id=uuid.UUID(hospital.org_id),
+                        org_verified=True,
+                        created_by=uuid.UUID(hospital.user_id),
+                        data={
+                            "lines": [
+                                {
+                                    "item": item,
+                                    "quantity": str(quantity),
+                                    "unit": _unit(item),
+                                    "urgency": urgency,
+                                }
+                            ],
+                            "location": {
+                                "region": hospital.org["region"],
+                                "address": f"ward {i // len(self.hospitals) % wards + 1}",
+                            },
+                        },
+                    )
+                    self.needs.append({"id": str(need.id)})
+
     def supply_known(self, sweep: bool = False) -> bool:
         """Dispatch knows every pledge line submitted (sweeping leftover events as beat
         would, when ``sweep``)."""
@@ -561,9 +621,11 @@ class Saga:
             time.sleep(0.2)
         raise AssertionError("matching stayed busy")
 
-    def ship(self) -> int:
+    def ship(self, *, batch: int = 0) -> int:
         """Every planned shipment picked up and delivered, as the logistics staff's
-        scans would say (posted as the coordinator); returns how many."""
+        scans would say (posted as the coordinator); returns how many. With ``batch``,
+        the scans go as a scanner's batches of that many shipments (both scans of each
+        in one batch) rather than one request per scan."""
         from datetime import UTC, datetime, timedelta
 
         from services.dispatch.models import Shipment
@@ -571,6 +633,28 @@ class Saga:
         with self.stack.runtime("dispatch").session_factory() as session:
             planned = list(session.scalars(select(Shipment.id).where(Shipment.status == "planned")))
         now = datetime.now(UTC)
+        if batch:
+            for start in range(0, len(planned), batch):
+                rows = [
+                    {
+                        "shipment_id": str(shipment_id),
+                        "status": status,
+                        "occurred_at": (now - timedelta(seconds=ago)).isoformat(),
+                    }
+                    for shipment_id in planned[start : start + batch]
+                    for status, ago in (("picked_up", 60), ("delivered", 30))
+                ]
+                answer = post(
+                    self.stack.client(),
+                    "/api/v1/shipments/events:batch",
+                    {"events": rows},
+                    self.chief,
+                    status=200,
+                )
+                assert answer["refused"] == 0, [
+                    r for r in answer["results"] if r["outcome"] == "refused"
+                ]
+            return len(planned)
         for shipment_id in planned:
             for status, ago in (("picked_up", 60), ("delivered", 30)):
                 post(
