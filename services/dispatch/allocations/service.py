@@ -36,7 +36,7 @@ from services.dispatch.needs import domain as need_domain
 from services.dispatch.needs import status as need_status
 from services.dispatch.transparency import totals as ledger
 from shared.contacts import contact_of
-from shared.db import utcnow
+from shared.db import in_chunks, utcnow
 from shared.events import new_event, new_events
 from shared.outbox import Outbox
 
@@ -491,6 +491,65 @@ def move_allocation(
     return _move(session, allocation_id, before, after, status_reason)
 
 
+def move_allocations(
+    session: Session,
+    allocation_ids: Sequence[uuid.UUID],
+    before: tuple[str, ...],
+    after: str,
+    status_reason: str | None = None,
+) -> dict[uuid.UUID, Allocation]:
+    """:func:`move_allocation` for several allocations at once (a shipment's), by one
+    conditional UPDATE and one read; the moved ones by id (those not in one of
+    ``before`` are left out: another change got there first)."""
+    wanted = sorted(set(allocation_ids))
+    if not wanted:
+        return {}
+    moved_ids: list[uuid.UUID] = []
+    with ledger.moves(session, allocations=wanted):
+        for chunk in in_chunks(wanted):
+            moved_ids.extend(
+                session.scalars(
+                    update(Allocation)
+                    .where(Allocation.id.in_(chunk), Allocation.status.in_(before))
+                    .values(status=after, status_reason=status_reason, updated_at=utcnow())
+                    .returning(Allocation.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+    found: dict[uuid.UUID, Allocation] = {}
+    for chunk in in_chunks(sorted(moved_ids)):
+        for allocation in session.scalars(
+            select(Allocation)
+            .where(Allocation.id.in_(chunk))
+            .execution_options(populate_existing=True)
+        ):
+            found[allocation.id] = allocation
+    return found
+
+
+def adjust_counters_many(
+    session: Session, moves: Sequence[tuple[Allocation, dict[str, int]]]
+) -> None:
+    """:func:`adjust_counters` for several allocations: each need line's counters moved
+    by one UPDATE (the lines in id order), then each need's statuses refreshed once."""
+    per_line: dict[uuid.UUID, dict[str, int]] = {}
+    for allocation, deltas in moves:
+        line = per_line.setdefault(allocation.need_line_id, {})
+        for key, value in deltas.items():
+            if key in ("proposed", "reserved", "shipped"):
+                line[key] = line.get(key, 0) + value
+    for line_id in sorted(per_line):
+        deltas = per_line[line_id]
+        if deltas:
+            session.execute(
+                update(NeedLine)
+                .where(NeedLine.id == line_id)
+                .values(**{k: getattr(NeedLine, k) + v for k, v in deltas.items()})
+                .execution_options(synchronize_session=False)
+            )
+    _refresh_needs(session, {allocation.need_id for allocation, _ in moves})
+
+
 def adjust_counters(session: Session, allocation: Allocation, **deltas: int) -> None:
     """Move the allocation's quantity between its need line's counters (``proposed``,
     ``reserved``, ``shipped``) and refresh the need's statuses."""
@@ -697,6 +756,30 @@ def _refresh_need(session: Session, need_id: uuid.UUID) -> None:
         session.refresh(line)
         need_status.refresh_line_status(line)
     need_status.refresh_need_status(need)
+    session.flush()
+
+
+def _refresh_needs(session: Session, need_ids: set[uuid.UUID]) -> None:
+    """:func:`_refresh_need` for several needs: locked in id order, their lines read
+    again in one statement."""
+    ordered = sorted(need_ids)
+    if not ordered:
+        return
+    for chunk in in_chunks(ordered):
+        needs = list(
+            session.scalars(
+                select(Need)
+                .where(Need.id.in_(chunk))
+                .order_by(Need.id)
+                .with_for_update()
+                .options(selectinload(Need.lines))
+                .execution_options(populate_existing=True)
+            )
+        )
+        for need in needs:
+            for line in need.lines:
+                need_status.refresh_line_status(line)
+            need_status.refresh_need_status(need)
     session.flush()
 
 

@@ -1010,31 +1010,36 @@ def record_update(
 
 
 def _apply_effects(session: Session, shipment: Shipment, actions: tuple[str, ...]) -> None:
-    """Move the shipment's allocations and their need lines' counters along."""
+    """Move the shipment's allocations and their need lines' counters along, all of
+    them at once (a shipment of many lines is a handful of statements, not a handful
+    per line)."""
     rematch: set[str] = set()
-    for line in shipment.lines:
-        q = line.quantity
-        if domain.SHIP in actions:
-            moved = saga.move_allocation(session, line.allocation_id, ("reserved",), "shipped")
-            if moved is not None:
-                saga.adjust_counters(session, moved, reserved=-q, shipped=q)
-        if domain.DELIVER in actions:
-            saga.move_allocation(session, line.allocation_id, ("shipped",), "delivered")
-        if domain.LOSE in actions or domain.RETURN in actions:
-            after = "lost" if domain.LOSE in actions else "returned"
-            moved = saga.move_allocation(
-                session, line.allocation_id, ("shipped",), after, f"shipment {after}"
-            )
-            if moved is not None:
-                saga.adjust_counters(session, moved, shipped=-q)
-                rematch.add(moved.item)
-        if domain.CANCEL in actions:
-            moved = saga.move_allocation(
-                session, line.allocation_id, ("reserved",), "cancelled", "shipment cancelled"
-            )
-            if moved is not None:
-                saga.adjust_counters(session, moved, reserved=-q)
-                rematch.add(moved.item)
+    quantity = {line.allocation_id: line.quantity for line in shipment.lines}
+    ids = list(quantity)
+
+    def move(before: tuple[str, ...], after: str, reason: str | None = None) -> list[Any]:
+        moved = saga.move_allocations(session, ids, before, after, reason)
+        return [moved[i] for i in ids if i in moved]
+
+    if domain.SHIP in actions:
+        saga.adjust_counters_many(
+            session,
+            [
+                (a, {"reserved": -quantity[a.id], "shipped": quantity[a.id]})
+                for a in move(("reserved",), "shipped")
+            ],
+        )
+    if domain.DELIVER in actions:
+        move(("shipped",), "delivered")
+    if domain.LOSE in actions or domain.RETURN in actions:
+        after = "lost" if domain.LOSE in actions else "returned"
+        moved = move(("shipped",), after, f"shipment {after}")
+        saga.adjust_counters_many(session, [(a, {"shipped": -quantity[a.id]}) for a in moved])
+        rematch.update(a.item for a in moved)
+    if domain.CANCEL in actions:
+        moved = move(("reserved",), "cancelled", "shipment cancelled")
+        saga.adjust_counters_many(session, [(a, {"reserved": -quantity[a.id]}) for a in moved])
+        rematch.update(a.item for a in moved)
     for item in sorted(rematch):
         request_matching(session, item)
 
