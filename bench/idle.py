@@ -17,7 +17,7 @@ never arrived.
 
     .venv/bin/python -m bench.idle
     .venv/bin/python -m bench.idle --duration 120 --reactions 10
-    WEB_WORKERS=1 .venv/bin/python -m bench.idle          # any Procfile variable
+    WORKER_POOL=prefork .venv/bin/python -m bench.idle   # any Procfile variable
 """
 
 from __future__ import annotations
@@ -319,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     env = stack_environ(var_dir)
     honcho = None
     try:
-        print(f"starting the stack in {tmp} (WEB_WORKERS={env.get('WEB_WORKERS', '2')})")
+        shown = ", ".join(
+            f"{k}={env.get(k, d)}" for k, d in (("WEB_WORKERS", "1"), ("WORKER_POOL", "solo"))
+        )
+        print(f"starting the stack in {tmp} ({shown})")
         honcho = start(env, log)
         wait_ready(honcho, log)
         print(f"ready; settling {args.settle:.0f} s, then sampling {args.duration:.0f} s")
