@@ -202,19 +202,23 @@ def start_worker(
         "--loglevel",
         loglevel,
     ]
+    return WorkerProcess(label, spawn(cmd, env, log_path), log_path)
+
+
+def spawn(cmd: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A process of a benchmark's (a worker, beat, a web server), run from the
+    repository with its output in ``log_path``, out of the terminal's process group:
+    Ctrl-C reaches only the benchmark, which then shuts the process down itself."""
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             cmd,
             cwd=REPO_ROOT,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            # Out of the terminal's process group: Ctrl-C reaches only the benchmark,
-            # which then shuts the worker down itself.
             start_new_session=True,
         )
-    return WorkerProcess(label, proc, log_path)
 
 
 def worker_environ(environ: Mapping[str, str]) -> dict[str, str]:

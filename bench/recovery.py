@@ -54,7 +54,6 @@ import contextlib
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +68,6 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.event_hop import (
-    REPO_ROOT,
     BenchError,
     ScratchDatabases,
     WorkerProcess,
@@ -78,6 +76,7 @@ from bench.event_hop import (
     purge,
     redacted,
     remove_tree,
+    spawn,
     start_worker,
     worker_environ,
 )
@@ -106,17 +105,7 @@ def start_beat(env: Mapping[str, str], log_dir: Path, loglevel: str) -> WorkerPr
     is in the run's own var dir (``AIDLINK_VAR_DIR``)."""
     log_path = log_dir / "beat.log"
     cmd = [sys.executable, "-m", "celery", "-A", "services.beat", "beat", "--loglevel", loglevel]
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO_ROOT,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return WorkerProcess("beat", proc, log_path)
+    return WorkerProcess("beat", spawn(cmd, env, log_path), log_path)
 
 
 class Processes:

@@ -48,12 +48,12 @@ import requests
 from flask import Flask, request
 
 from bench.event_hop import (
-    REPO_ROOT,
     BenchError,
     ScratchDatabases,
     WorkerProcess,
     no_interrupts,
     redacted,
+    spawn,
     worker_environ,
 )
 from shared.config import Settings
@@ -146,17 +146,7 @@ def start_gunicorn(
         str(log_dir / f"gunicorn-{label}.ctl"),
         app,
     ]
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO_ROOT,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Server(label, proc, log_path, url=f"http://127.0.0.1:{port}")
+    return Server(label, spawn(cmd, env, log_path), log_path, url=f"http://127.0.0.1:{port}")
 
 
 @dataclass
