@@ -367,7 +367,9 @@ def day(api: Api, args: argparse.Namespace, rng: random.Random) -> dict[str, int
             return {**shipment, "logistics_org_id": carrier.id}
 
         assigned = run_all(pool, assign, planned)
-        start_at = datetime.now(UTC) - timedelta(hours=6)
+        # The scans are dated from now: an update may not claim a time before its
+        # shipment existed, nor more than the allowed clock skew ahead.
+        start_at = datetime.now(UTC)
 
         def scan(shipment: dict[str, Any]) -> None:
             token = carriers[shipment["logistics_org_id"]].token
@@ -379,7 +381,7 @@ def day(api: Api, args: argparse.Namespace, rng: random.Random) -> dict[str, int
                     token,
                     json={
                         "status": status,
-                        "occurred_at": (start_at + timedelta(hours=step)).isoformat(),
+                        "occurred_at": (start_at + timedelta(seconds=step)).isoformat(),
                         "location": "Wuhan ring road checkpoint",
                     },
                 )
@@ -396,7 +398,7 @@ def day(api: Api, args: argparse.Namespace, rng: random.Random) -> dict[str, int
                 {
                     "shipment_id": s["id"],
                     "status": "lost" if s["id"] in lost else "delivered",
-                    "occurred_at": (start_at + timedelta(hours=3)).isoformat(),
+                    "occurred_at": (start_at + timedelta(seconds=3)).isoformat(),
                     "location": "hospital gate",
                 }
                 for s in by_carrier[carrier_id]
