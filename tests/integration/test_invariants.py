@@ -15,6 +15,7 @@ from services.dispatch.models import NeedLine
 from services.donations.models import PledgeLine, Reservation
 from services.invariants import check
 from tests.support.auth import Account, admin, coordinator, verified
+from tests.support.matching import approve
 from tests.support.stack import Stack, eventually
 
 
@@ -57,7 +58,7 @@ def _reserved_world(stack: Stack) -> dict[str, Any]:
         return run if run["allocations"] else None
 
     run = eventually(planned, timeout=60)
-    _post(client, f"/api/v1/matching/runs/{run['id']}/approve", {}, chief, status=200)
+    approve(client, run["id"], chief)
 
     def reserved() -> bool:
         with stack.runtime("donations").session_factory() as session:

@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from services.dispatch.models import SupplyLine
 from tests.support.auth import Account
+from tests.support.matching import approve
 from tests.support.stack import Stack, eventually
 from tests.support.world import need_line, pledge_line, saga_world, supply_known
 
@@ -103,13 +104,7 @@ def test_a_previewed_plan_is_approved_reserved_and_a_cancelled_pledge_returns_th
     # A preview changes nothing.
     assert _allocations(client, people["coordinator"]) == []
 
-    approved = _post(
-        client,
-        f"/api/v1/matching/runs/{preview['id']}/approve",
-        {},
-        people["coordinator"],
-        status=200,
-    )
+    approved = approve(client, preview["id"], people["coordinator"])
     assert approved["status"] == "applied"
     again = client.post(
         f"/api/v1/matching/runs/{preview['id']}/approve",
@@ -304,13 +299,7 @@ def test_a_coordinator_edits_a_preview_and_the_edited_plan_is_what_gets_reserved
         status=200,
     )
     assert [a["need_line_id"] for a in edited["allocations"]] == [critical_line]
-    _post(
-        client,
-        f"/api/v1/matching/runs/{preview['id']}/approve",
-        {},
-        people["coordinator"],
-        status=200,
-    )
+    approve(client, preview["id"], people["coordinator"])
     eventually(
         lambda: len(_allocations(client, people["coordinator"], status="reserved")) == 1,
         timeout=60,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.auth import PASSWORD, Account, admin, coordinator, register, verified
+from tests.support.matching import approve
 from tests.support.stack import Stack, eventually
 
 
@@ -147,10 +148,7 @@ def _match_and_approve(client: Any, chief: Account) -> None:
         return run.json if run.json.get("allocations") else None
 
     run = eventually(planned, timeout=60)
-    approved = client.post(
-        f"/api/v1/matching/runs/{run['id']}/approve", json={}, headers=chief.headers
-    )
-    assert approved.status_code == 200, approved.json
+    approve(client, run["id"], chief)
 
 
 def _signed_in(stack: Stack, who: Account, language: str = "en") -> Any:
