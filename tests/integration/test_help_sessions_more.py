@@ -285,6 +285,9 @@ def test_a_session_from_an_edited_preview_to_its_follow_up(provided: Stack) -> N
     }
 
     # The follow-up keeps its helper, though another is as free; the token follows it.
+    # (The session held a moment ago is put hours back first: held as now, it would
+    # still take the helper's next slot, and the earlier slot wins over continuity.)
+    _move(stack, held["id"], datetime.now(UTC) - timedelta(hours=3))
     other_helper = _helper(client, office, other)
     followed = _ok(_status(client, anonymous["id"], token))
     assert followed["status"] == "closed" and followed["follow_up_request_id"] == follow_up
