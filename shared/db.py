@@ -8,6 +8,7 @@ uses for optimistic concurrency.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, Integer, Uuid, create_engine, event, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -141,8 +143,41 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
         engine = create_engine(url, **kwargs)
         _prepare_sqlite(engine, immediate=not read_only)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if "pool_pre_ping" not in kwargs:
+        ping_when_idle(engine)
+    return engine
+
+
+#: Seconds a pooled server connection may lie unused and still be handed out without a
+#: ping. SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one round trip in seven
+#: of a posted need's, and as many in every worker's task, for connections used a
+#: moment before. A connection dropped within this window fails its first statement,
+#: and the pool then replaces every connection older than the failure; the callers
+#: already meet such failures (a connection can drop mid-transaction too) by retrying.
+PING_AFTER_IDLE = 1.0
+
+
+def ping_when_idle(engine: Engine, idle: float = PING_AFTER_IDLE) -> None:
+    """Ping a connection at checkout only when it lay in the pool longer than ``idle``
+    seconds; a dead one is replaced by a fresh connection (the pool's documented
+    answer to a ``DisconnectionError`` raised by a checkout listener)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["aidlink_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop("aidlink_checked_in", None)
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"a pooled connection no longer answers: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("a pooled connection no longer answers")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:

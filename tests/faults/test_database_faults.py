@@ -100,3 +100,33 @@ def test_connections_killed_while_the_saga_runs(stack: Stack) -> None:
         eventually(_tolerant(saga.decided), timeout=90)
     assert killed[0] > 0
     assert_accounted(saga)
+
+
+@pytest.mark.skipif(
+    BACKEND != "servers", reason="SQLite has no server connection to kill or to ping"
+)
+def test_a_pooled_connection_killed_while_idle_is_replaced_before_use() -> None:
+    """The pool pings a connection only after it lay idle (``PING_AFTER_IDLE``): one
+    killed meanwhile, as by a server restart, never reaches a caller."""
+    import time
+
+    from sqlalchemy import create_engine, text
+
+    from shared.db import PING_AFTER_IDLE, make_engine
+    from tests.support.stack import server_urls
+
+    pg_url = server_urls()[0]
+    engine = make_engine(pg_url)
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(text("select pg_backend_pid()")).scalar()
+        with admin.connect() as conn:
+            assert conn.execute(text("select pg_terminate_backend(:pid)"), {"pid": first}).scalar()
+        time.sleep(PING_AFTER_IDLE + 0.2)
+        with engine.connect() as conn:
+            second = conn.execute(text("select pg_backend_pid()")).scalar()
+        assert second != first
+    finally:
+        engine.dispose()
+        admin.dispose()
