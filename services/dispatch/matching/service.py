@@ -552,6 +552,17 @@ def run_on_its_way(now: datetime, debounce: float) -> Any:
     )
 
 
+def run_delay(now: datetime, last_started: datetime | None, debounce: float) -> float:
+    """Seconds a requested run of an item waits: runs started by changes begin at least
+    ``debounce`` apart, so a change after a quiet spell is matched at once, and the
+    changes of a burst gather into one run due ``debounce`` after the last one began
+    (rather than ``debounce`` after the first change that missed it)."""
+    if last_started is None:
+        return 0.0
+    since = (now - last_started).total_seconds()
+    return min(debounce, max(0.0, debounce - since))
+
+
 def install_debounce(rt: ServiceRuntime) -> None:
     """Debounce the matching requests of each transaction (:func:`request_matching`).
 
@@ -564,7 +575,8 @@ def install_debounce(rt: ServiceRuntime) -> None:
     before it commits, holding the item's lock row in share mode: no run can start
     (take the row) until they have committed, and they do not wait for each other.
     A change that finds no run on its way asks for one after its commit, by a
-    conditional update in a transaction of its own, then queues it."""
+    conditional update in a transaction of its own, then queues it to start once the
+    debounce has passed since the item's last run began (:func:`run_delay`)."""
     from sqlalchemy import event
 
     def waiting(now: datetime) -> Any:
@@ -590,6 +602,7 @@ def install_debounce(rt: ServiceRuntime) -> None:
             return
         now = utcnow()
         due: list[str] = []
+        delays: dict[str, float] = {}
         sent: list[str] = []
         try:
             with rt.unit_of_work() as s:
@@ -599,15 +612,19 @@ def install_debounce(rt: ServiceRuntime) -> None:
                         update(MatchingLock)
                         .where(MatchingLock.item == item, ~waiting(now))
                         .values(requested_at=now)
-                    )
-                    if getattr(requested, "rowcount", 0):
+                        .returning(MatchingLock.last_started_at)
+                    ).first()
+                    if requested is not None:
                         due.append(item)
+                        delays[item] = run_delay(
+                            now, requested.last_started_at, rt.settings.matching_debounce
+                        )
             for item in due:
                 rt.celery.send_task(
                     "dispatch.match_item",
                     args=[item],
                     queue="dispatch",
-                    countdown=rt.settings.matching_debounce,
+                    countdown=delays[item],
                 )
                 sent.append(item)
         except Exception:
