@@ -199,7 +199,8 @@ def _filters(args: dict[str, Any]) -> ledger.Filters:
 
 
 @transparency_blp.route("/ledger", methods=["GET"], parameters=[DISPLAY_PARAMETER])
-@transparency_blp.arguments(LedgerArgsSchema, location="query")
+# An instance, not the class: webargs would build (and deep-copy) a schema per request.
+@transparency_blp.arguments(LedgerArgsSchema(), location="query")
 @transparency_blp.response(200, LedgerSchema)
 @transparency_blp.alt_response(304, description="Not modified since the ETag or date given")
 def public_ledger(args: dict[str, Any]) -> Any:

@@ -345,11 +345,14 @@ def bump(session: Session) -> None:
         session.flush()
 
 
+# Read on every ledger request (for its ETag): built once, run as a Core statement on
+# the session's connection (the ORM's per-statement work is most of such a request).
+_STATE = select(LedgerState.version, LedgerState.changed_at).where(LedgerState.id == 1)
+
+
 def state(session: Session) -> tuple[int, datetime | None]:
     """The ledger's version and when it last moved."""
-    row = session.execute(
-        select(LedgerState.version, LedgerState.changed_at).where(LedgerState.id == 1)
-    ).first()
+    row = session.connection().execute(_STATE).first()
     return (int(row[0]), row[1]) if row else (0, None)
 
 
