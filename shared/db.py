@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, Integer, Uuid, create_engine, event, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -153,15 +153,18 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
 #: ping. SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one round trip in seven
 #: of a posted need's, and as many in every worker's task, for connections used a
 #: moment before. A connection dropped within this window fails its first statement,
-#: and the pool then replaces every connection older than the failure; the callers
-#: already meet such failures (a connection can drop mid-transaction too) by retrying.
+#: as one dropped mid-transaction does with any ping: the pool then replaces every
+#: connection older than the failure, a task is retried, and a web request is answered
+#: 503 with ``Retry-After`` (``shared.problems``).
 PING_AFTER_IDLE = 1.0
 
 
 def ping_when_idle(engine: Engine, idle: float = PING_AFTER_IDLE) -> None:
     """Ping a connection at checkout only when it lay in the pool longer than ``idle``
-    seconds; a dead one is replaced by a fresh connection (the pool's documented
-    answer to a ``DisconnectionError`` raised by a checkout listener)."""
+    seconds. A dead one is replaced by a fresh connection, and every other connection
+    of the pool made before it too, as ``pool_pre_ping`` does (the pool's documented
+    answer to an ``InvalidatePoolError`` raised by a checkout listener); an error that
+    is not a lost connection is raised as it is."""
 
     @event.listens_for(engine, "checkin")
     def _checked_in(dbapi_connection: Any, record: Any) -> None:
@@ -172,12 +175,15 @@ def ping_when_idle(engine: Engine, idle: float = PING_AFTER_IDLE) -> None:
         since = record.info.pop("aidlink_checked_in", None)
         if since is None or time.monotonic() - since < idle:
             return
+        dialect = engine.dialect
         try:
-            alive = engine.dialect.do_ping(dbapi_connection)
-        except Exception as exc:
-            raise DisconnectionError(f"a pooled connection no longer answers: {exc}") from exc
+            alive = dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if not dialect.is_disconnect(exc, dbapi_connection, None):
+                raise
+            raise InvalidatePoolError(f"a pooled connection no longer answers: {exc}") from exc
         if not alive:
-            raise DisconnectionError("a pooled connection no longer answers")
+            raise InvalidatePoolError("a pooled connection no longer answers")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:

@@ -81,7 +81,7 @@ EVENT_LAG = Histogram(
 MATCHING_SECONDS = Histogram(
     "aidlink_matching_duration_seconds",
     "Time the matcher took to plan one run, by trigger.",
-    ["trigger"],
+    ["service", "trigger"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
@@ -227,9 +227,10 @@ def registry_for(rt: ServiceRuntime) -> CollectorRegistry:
 
 
 class _OwnSeries(Collector):
-    """Of the series that name a service, this service's: processes of several services
-    may share one multiprocess folder (the embedded stack serves the back ends from one
-    web process, ``services/backends.py``), and each service's /metrics shows its own."""
+    """The series that name this service: processes of several services may share one
+    multiprocess folder (the embedded stack serves the back ends from one web process,
+    ``services/backends.py``), and each service's /metrics shows its own. Every series
+    of this module names its service, so none is counted by two services."""
 
     def __init__(self, inner: Collector, service: str) -> None:
         self.inner = inner
@@ -237,9 +238,7 @@ class _OwnSeries(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for metric in self.inner.collect():
-            metric.samples = [
-                s for s in metric.samples if s.labels.get("service", self.service) == self.service
-            ]
+            metric.samples = [s for s in metric.samples if s.labels.get("service") == self.service]
             yield metric
 
 

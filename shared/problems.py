@@ -190,6 +190,26 @@ def install_problem_handlers(app: Flask) -> None:
             slug="concurrent-change",
         ).response()
 
+    from sqlalchemy.exc import DBAPIError
+
+    @app.errorhandler(DBAPIError)
+    def _database(exc: DBAPIError) -> Response:
+        if not exc.connection_invalidated:
+            return _unexpected(exc)
+        # The connection died under the request (a database restart or failover; the
+        # pool replaces every connection made before): nothing of an unfinished
+        # transaction was kept, and asking again at once will most likely succeed.
+        log.warning(
+            "lost the database connection on %s %s: %s", request.method, request.path, exc.orig
+        )
+        response = Problem(
+            503,
+            "The service lost its database connection; try again in a moment.",
+            slug="database-connection-lost",
+        ).response()
+        response.headers["Retry-After"] = "1"
+        return response
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)

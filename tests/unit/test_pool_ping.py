@@ -14,15 +14,20 @@ from sqlalchemy import create_engine, text
 from shared.db import ping_when_idle
 
 
-def _engine(tmp_path: Path, idle: float, pings: list[Any], alive: list[bool]) -> Any:
+def _engine(
+    tmp_path: Path, idle: float, pings: list[Any], alive: list[bool], failure: str = "lost"
+) -> Any:
     engine = create_engine(f"sqlite:///{tmp_path / 'pool.db'}")
     real = engine.dialect.do_ping
+    dbapi = engine.dialect.loaded_dbapi
 
     def ping(dbapi_connection: Any) -> bool:
         pings.append(dbapi_connection)
         if not alive[0]:
             alive[0] = True  # the next (fresh) connection answers
-            raise engine.dialect.loaded_dbapi.OperationalError("server closed the connection")
+            if failure == "lost":  # what the driver says of a connection gone
+                raise dbapi.ProgrammingError("Cannot operate on a closed database.")
+            raise dbapi.OperationalError("disk I/O error")
         return bool(real(dbapi_connection))
 
     engine.dialect.do_ping = ping  # type: ignore[method-assign]
@@ -67,3 +72,16 @@ def test_an_idle_connection_that_no_longer_answers_is_replaced(tmp_path: Path) -
     assert pings == [first]  # the fresh one went out unpinged
     with pytest.raises(Exception, match="closed"):
         first.execute("select 1")
+
+
+def test_a_ping_failing_otherwise_than_for_a_lost_connection_is_raised(
+    tmp_path: Path,
+) -> None:
+    pings: list[Any] = []
+    alive = [True]
+    engine = _engine(tmp_path, 0.05, pings, alive, failure="other")
+    _use(engine)
+    time.sleep(0.1)
+    alive[0] = False
+    with pytest.raises(Exception, match="disk I/O error"):
+        _use(engine)

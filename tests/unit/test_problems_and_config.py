@@ -147,3 +147,40 @@ def test_domain_errors_answer_as_problem_details(error: DomainError, status: int
     assert body.get("errors") == error.errors
     for name, value in error.details.items():
         assert body[name] == value
+
+
+@pytest.mark.parametrize("invalidated", [True, False])
+def test_a_lost_database_connection_answers_503_and_any_other_database_error_500(
+    invalidated: bool,
+) -> None:
+    """A request whose connection died under it (a restart, a failover) is told to try
+    again in a moment; other database errors stay unexpected ones."""
+    import sqlite3
+
+    from flask import Flask
+    from sqlalchemy.exc import OperationalError
+
+    from shared.problems import install_problem_handlers
+
+    app = Flask("t")
+    install_problem_handlers(app)
+
+    @app.get("/x")
+    def fail() -> Any:
+        raise OperationalError(
+            "SELECT 1",
+            {},
+            sqlite3.OperationalError("server closed the connection unexpectedly"),
+            connection_invalidated=invalidated,
+        )
+
+    answer = app.test_client().get("/x")
+    body: dict[str, Any] = answer.json or {}
+    if invalidated:
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "1"
+        assert body["type"].endswith("/database-connection-lost")
+        assert "server closed" not in body["detail"]
+    else:
+        assert answer.status_code == 500
+        assert "Retry-After" not in answer.headers

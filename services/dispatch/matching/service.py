@@ -336,7 +336,7 @@ def run(
             supply, demand = build_inputs(session, wanted)
         plan = matching.match(supply, demand, today=utcnow().date())
         elapsed = time.perf_counter() - started
-        MATCHING_SECONDS.labels(trigger).observe(elapsed)
+        MATCHING_SECONDS.labels(rt.name, trigger).observe(elapsed)
         document = plan_document(plan, supply)
         stats = {
             "supply_lines": len(supply),
