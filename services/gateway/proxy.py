@@ -89,8 +89,10 @@ class _OnceMoreOnAClosedConnection(Retry):
     """A request sent on a pooled connection that the service had just closed (its
     keep-alive ran out as the request left) fails before the service read it: it is
     sent once more, on a new connection, when its method may be repeated (GET, HEAD,
-    OPTIONS, PUT, DELETE). A connection refused is tried once more whatever the method
-    (nothing was sent); a timeout never (the service may be working on it)."""
+    OPTIONS, PUT, DELETE). A connection that could not be made (refused, or not made
+    within the connect timeout) is tried once more whatever the method, since nothing
+    was sent; a request the service took too long to answer never is (it may be
+    working on it): that is a 504."""
 
     def _is_read_error(self, err: Exception) -> bool:
         return isinstance(err, ProtocolError)
