@@ -244,11 +244,15 @@ def test_no_run_starts_while_a_change_that_joined_it_is_committing(stack: Stack)
     try:
         with rt.session_factory() as change, change.begin():
             # A change about to commit learns that it joins the run on its way...
-            on_its_way = matching_service.run_on_its_way(utcnow(), stack.settings.matching_debounce)
-            assert matching_service.shared_lock_rows(change, ["mask"], on_its_way) == {"mask"}
+            debounce = stack.settings.matching_debounce
+            assert matching_service.shared_lock_rows(change, ["mask"], utcnow(), debounce) == {
+                "mask"
+            }
             # ... and a second change joins it too, without waiting for the first.
             with rt.session_factory() as second, second.begin():
-                assert matching_service.shared_lock_rows(second, ["mask"], on_its_way) == {"mask"}
+                assert matching_service.shared_lock_rows(second, ["mask"], utcnow(), debounce) == {
+                    "mask"
+                }
             # The run cannot start (take the item) until the change has committed.
             runner = threading.Thread(
                 target=lambda: started.append(matching_service.acquire(other, ["mask"], "run"))

@@ -20,7 +20,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from services.dispatch import matching
@@ -541,7 +541,12 @@ def request_matching(session: Session, item: str) -> None:
 def run_on_its_way(now: datetime, debounce: float) -> Any:
     """The condition, on a lock row, that a run of its item was requested a moment ago
     (less than a minute past the debounce) and none has started since."""
-    stale = now - timedelta(seconds=60 + debounce)
+    return _on_its_way(now - timedelta(seconds=60 + debounce))
+
+
+def _on_its_way(stale: Any) -> Any:
+    """:func:`run_on_its_way`, for requests made after ``stale`` (a value or a bound
+    parameter)."""
     return (
         MatchingLock.requested_at.is_not(None)
         & (MatchingLock.requested_at > stale)
@@ -589,7 +594,7 @@ def install_debounce(rt: ServiceRuntime) -> None:
         if not items:
             return
         wanted = sorted(items)
-        joined = shared_lock_rows(session, wanted, waiting(utcnow()))
+        joined = shared_lock_rows(session, wanted, utcnow(), rt.settings.matching_debounce)
         session.info[_PENDING_KEY] = {item for item in wanted if item not in joined}
 
     def after_commit(session: Session) -> None:
@@ -641,20 +646,30 @@ def install_debounce(rt: ServiceRuntime) -> None:
     event.listen(rt.session_factory, "after_soft_rollback", after_rollback)
 
 
-def shared_lock_rows(session: Session, items: list[str], waiting: Any) -> set[str]:
+# The lock rows of the items a change asks matching for, held in share mode, each with
+# whether a run is on its way (``run_on_its_way``, with the moment as parameters): read
+# before every commit of a supply or need change, so built once.
+_HELD = (
+    select(MatchingLock.item, _on_its_way(bindparam("stale")))
+    .where(MatchingLock.item.in_(bindparam("items", expanding=True)))
+    .order_by(MatchingLock.item)
+    .with_for_update(read=True)
+)
+
+
+def shared_lock_rows(
+    session: Session, items: list[str], now: datetime, debounce: float
+) -> set[str]:
     """Make the lock rows of ``items`` that are missing (without conflicting with
     another transaction making them too), hold them all in share mode (in item order)
-    until ``session`` commits, and return the items with a run on its way."""
+    until ``session`` commits, and return the items with a run on its way at ``now``
+    (:func:`run_on_its_way`)."""
+    stale = now - timedelta(seconds=60 + debounce)
 
     def held() -> dict[str, bool]:
         return {
             item: bool(on_its_way)
-            for item, on_its_way in session.execute(
-                select(MatchingLock.item, waiting)
-                .where(MatchingLock.item.in_(items))
-                .order_by(MatchingLock.item)
-                .with_for_update(read=True)
-            )
+            for item, on_its_way in session.execute(_HELD, {"stale": stale, "items": items})
         }
 
     rows = held()
