@@ -620,19 +620,22 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
         apply_line_totals(session, *newest[line_id])
     wanted = [data["allocation_id"] for data in accepted]
     moved: set[uuid.UUID] = set()
-    with ledger.moves(session, allocations=wanted):
-        for chunk in ledger.chunked(wanted):
-            moved.update(
-                session.scalars(
-                    update(Allocation)
-                    .where(Allocation.id.in_(chunk), Allocation.status == "proposed")
-                    .values(status="reserved", status_reason=None, updated_at=utcnow())
-                    .returning(Allocation.id)
-                    .execution_options(synchronize_session=False)
-                )
+    for chunk in ledger.chunked(wanted):
+        moved.update(
+            session.scalars(
+                update(Allocation)
+                .where(Allocation.id.in_(chunk), Allocation.status == "proposed")
+                .values(status="reserved", status_reason=None, updated_at=utcnow())
+                .returning(Allocation.id)
+                .execution_options(synchronize_session=False)
             )
+        )
     if not moved:
         return []
+    # The ledger: a proposed allocation counts nothing (``COUNTED_ALLOCATION_STATUSES``),
+    # so what the ones just reserved count is all they add; the rows are locked by the
+    # update. (``ledger.moves`` would read them before as well, to find nothing.)
+    ledger.add(session, ledger.count_lines(session, allocations=list(moved)))
     by_id = {
         a.id: a
         for chunk in ledger.chunked(moved)
