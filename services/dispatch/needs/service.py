@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import inspect, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, insert, inspect, select, update
+from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 
 from services.dispatch.allocations.service import cancel_allocations_of_need
 from services.dispatch.matching.service import request_matching
@@ -229,17 +229,12 @@ def snapshot(need: Need, reason: str | None = None) -> dict[str, Any]:
 def announce(
     session: Session, outbox: Outbox, need: Need, type: str, reason: str | None = None
 ) -> None:
-    """Emit ``type`` with the need as it now is, at a new version of the need."""
-    if inspect(need).pending:
-        # A new need is written at version 1 together with its event at the next
-        # flush: one flush for the whole post instead of two.
-        version = 1
-    else:
-        # A stored need gets a new version for every event, even when only its lines
-        # changed; it is also the need's ETag.
-        need.updated_at = utcnow()
-        session.flush()
-        version = need.version
+    """Emit ``type`` with the stored need as it now is, at a new version of the need
+    (a new need's ``need.posted`` is written with it, by :func:`create_need`)."""
+    # A stored need gets a new version for every event, even when only its lines
+    # changed; it is also the need's ETag.
+    need.updated_at = utcnow()
+    session.flush()
     outbox.add(
         session,
         new_event(
@@ -247,7 +242,7 @@ def announce(
             snapshot(need, reason),
             producer=PRODUCER,
             aggregate_id=need.id,
-            aggregate_version=version,
+            aggregate_version=need.version,
         ),
     )
 
@@ -330,25 +325,57 @@ def create_need(
         created_by=created_by,
         confirmed_at=now,
         expires_at=now + ttl,
+        reminded_at=None,
+        cancelled_at=None,
+        created_at=now,
+        updated_at=now,
+        version=1,
     )
     _location(session, need, data["location"])
     need.lines = [
         NeedLine(
             id=uuid.uuid4(),
+            need_id=need.id,
             line_no=n,
             status=status,
             proposed=0,
             reserved=0,
             shipped=0,
             received=0,
-            **columns,
+            **{"needed_by": None, "pack_size": None, **columns},
         )
         for n, columns in enumerate(lines, start=1)
     ]
-    session.add(need)
-    announce(session, outbox, need, "need.posted")
+    _insert_new(session, need)
+    # Its event at version 1, with the rows (Core, as the rows above).
+    event = new_event(
+        "need.posted", snapshot(need), producer=PRODUCER, aggregate_id=need.id, aggregate_version=1
+    )
+    outbox.add_many(session, [event])
     ask_matching(session, need)
     return need
+
+
+def _columns(row: Need | NeedLine) -> dict[str, Any]:
+    mapper: Mapper[Any] = inspect(type(row))
+    return {c.columns[0].key: getattr(row, c.key) for c in mapper.column_attrs}
+
+
+def _insert_new(session: Session, need: Need) -> None:
+    """Write a new need and its lines, complete as built (every column given), by two
+    Core inserts, then keep the objects in the session as the rows they now are
+    (``make_transient_to_detached``, SQLAlchemy's way to attach rows written
+    otherwise): a post is a small transaction, which the ORM's unit of work (the
+    object graph sorted and flushed at the commit) made a sixth dearer."""
+    if session.new:
+        session.flush()  # a place named for the first time: the need refers to it
+    session.execute(insert(cast(Table, Need.__table__)), [_columns(need)])
+    session.execute(
+        insert(cast(Table, NeedLine.__table__)), [_columns(line) for line in need.lines]
+    )
+    for row in (need, *need.lines):
+        make_transient_to_detached(row)
+    session.add(need)
 
 
 def _require(need: Need, allowed: frozenset[str], doing: str) -> None:
