@@ -218,7 +218,8 @@ def test_a_session_from_an_edited_preview_to_its_follow_up(provided: Stack) -> N
         f"{HELP}/sessions/{held['id']}/close", json={"note": NOTE}, headers=counsellor.headers
     )
     assert early.status_code == 409 and early.get_json()["type"].endswith("session-not-started")
-    _move(stack, held["id"], datetime.now(UTC) - timedelta(minutes=5))
+    held_at = datetime.now(UTC) - timedelta(minutes=5)
+    _move(stack, held["id"], held_at)
     called = _ok(
         client.post(connect, json={"helper_contact": HELPER_PHONE}, headers=counsellor.headers)
     )
@@ -275,7 +276,8 @@ def test_a_session_from_an_edited_preview_to_its_follow_up(provided: Stack) -> N
     # The call-back, the room, and the room answered again: each connection recorded.
     assert with_phone == 3
     assert len(sent) == 1
-    local = later.astimezone(BEIJING).date()
+    # The week the session was held in (moved to now above), in Beijing.
+    local = held_at.astimezone(BEIJING).date()
     assert sent[0].message["payload"] == {
         "session_id": held["id"],
         "person_key": anonymous["id"],
