@@ -541,7 +541,12 @@ def request_matching(session: Session, item: str) -> None:
 def run_on_its_way(now: datetime, debounce: float) -> Any:
     """The condition, on a lock row, that a run of its item was requested a moment ago
     (less than a minute past the debounce) and none has started since."""
-    return _on_its_way(now - timedelta(seconds=60 + debounce))
+    return _on_its_way(_stale(now, debounce))
+
+
+def _stale(now: datetime, debounce: float) -> datetime:
+    """Requests made before this count as lost (a minute past the debounce)."""
+    return now - timedelta(seconds=60 + debounce)
 
 
 def _on_its_way(stale: Any) -> Any:
@@ -664,7 +669,7 @@ def shared_lock_rows(
     another transaction making them too), hold them all in share mode (in item order)
     until ``session`` commits, and return the items with a run on its way at ``now``
     (:func:`run_on_its_way`)."""
-    stale = now - timedelta(seconds=60 + debounce)
+    stale = _stale(now, debounce)
 
     def held() -> dict[str, bool]:
         return {
