@@ -18,9 +18,14 @@ that carries neither mark, so the rule cannot be broken by accident.
 
 from __future__ import annotations
 
+import ast
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import wraps
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +43,23 @@ FOLDER_MARKS = {
 
 # Page tests among the integration tests: the web UI over the API, run once.
 PAGE_TESTS = "test_web_"
+
+# CPython before 3.12.4 keeps the depth of the AST it is building in state shared by
+# all threads (gh-106905): two threads in ``ast.parse`` at once (Werkzeug compiles each
+# URL rule through it when an app is created; 3.11's tracebacks parse the failing line
+# for their carets) can fail either one with "SystemError: AST constructor recursion
+# depth mismatch". The suite builds apps while servers and workers' threads log, so it
+# parses one at a time.
+if sys.version_info < (3, 12, 4):
+    _ast_lock = threading.RLock()
+    _ast_parse = ast.parse
+
+    @wraps(_ast_parse)
+    def _parse_one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+        with _ast_lock:
+            return _ast_parse(*args, **kwargs)
+
+    ast.parse = _parse_one_at_a_time
 
 _running: list[pytest.Item] = []
 _seconds_per_folder: dict[str, float] = {}
