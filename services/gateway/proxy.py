@@ -25,7 +25,7 @@ from urllib3.util.retry import Retry
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.config import Settings
-from shared.identity import INTERNAL_HEADER, current_identity, sign_internal
+from shared.identity import INTERNAL_HEADER, current_identity, internal_token
 from shared.observability import (
     CORRELATION_ID_HEADER,
     REQUEST_ID_HEADER,
@@ -145,7 +145,7 @@ class ServiceClient:
         forwarded = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
         forwarded[REQUEST_ID_HEADER] = request_id_var.get() or ""
         forwarded[CORRELATION_ID_HEADER] = correlation_id_var.get() or ""
-        forwarded[INTERNAL_HEADER] = sign_internal(
+        forwarded[INTERNAL_HEADER] = internal_token(
             current_identity(),
             self.settings.internal_key,
             service,
