@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from sqlalchemy import DateTime, Engine, Integer, Uuid, create_engine, event, update
+from sqlalchemy import DateTime, Engine, Integer, Select, Uuid, create_engine, event, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, sessionmaker
@@ -147,6 +147,53 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     if "pool_pre_ping" not in kwargs:
         ping_when_idle(engine)
     return engine
+
+
+class OneRowRead:
+    """A prebuilt ``SELECT`` of at most one row, run on a pooled DBAPI connection
+    outside any session: the statement is compiled once per dialect, with its values
+    written in, and each column's value goes through its type as SQLAlchemy would give
+    it. For a read made on every request of a hot path (the ledger's version), where a
+    session's begin, bookkeeping and close cost more than the statement. One statement
+    needs no transaction of its own: it sees one committed state on every backend."""
+
+    def __init__(self, statement: Select[Unpack[tuple[Any, ...]]]) -> None:
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, list[Any]]] = {}
+
+    def _for(self, engine: Engine) -> tuple[str, list[Any]]:
+        dialect = engine.dialect
+        built = self._compiled.get(dialect.name)
+        if built is None:
+            sql = str(
+                self.statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            )
+            processors = [
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in self.statement.selected_columns
+            ]
+            built = self._compiled[dialect.name] = (sql, processors)
+        return built
+
+    def __call__(self, engine: Engine) -> tuple[Any, ...] | None:
+        sql, processors = self._for(engine)
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            # Back to the pool, which ends whatever the driver began (a rollback).
+            connection.close()
+        if row is None:
+            return None
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip(row, processors, strict=True)
+        )
 
 
 #: Seconds a pooled server connection may lie unused and still be handed out without a

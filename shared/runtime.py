@@ -67,6 +67,16 @@ class ServiceRuntime:
     # Asks subscribers what they lack and sends it again (shared/catchup.py).
     catch_up: CatchUp | None = None
 
+    @property
+    def read_engine(self) -> Engine:
+        """The engine of :attr:`read_session_factory` (the service's engine when it
+        has none of its own)."""
+        if self.read_session_factory is not None:
+            bind = self.read_session_factory.kw.get("bind")
+            if isinstance(bind, Engine):
+                return bind
+        return self.engine
+
     def dispose(self) -> None:
         """Publish what the background relay holds, then close every pooled database
         connection."""

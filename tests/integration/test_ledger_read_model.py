@@ -611,6 +611,14 @@ def test_an_unchanged_ledger_answers_304_and_a_change_a_new_etag(stack: Stack) -
     assert changed.status_code == 200
     assert changed.headers["ETag"] != etag
     assert changed.json["totals"] or changed.json["totals"] == {}
+    # The version read outside a session (every request's first read) is the one a
+    # session reads, with its time aware and in UTC on every backend.
+    with rt.session_factory() as session:
+        in_session = totals.state(session)
+    outside = totals.current_state(rt.read_engine)
+    assert outside == in_session and outside[0] >= 1
+    assert outside[1] is not None and outside[1].utcoffset() == timedelta(0)
+    assert changed.headers["ETag"].startswith(f'"ledger-{outside[0]}-')
 
 
 def test_flows_come_a_page_at_a_time(stack: Stack) -> None:

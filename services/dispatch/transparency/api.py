@@ -212,7 +212,6 @@ def public_ledger(args: dict[str, Any]) -> Any:
     every change of a figure moves) and may be kept by shared caches for
     ``AIDLINK_LEDGER_MAX_AGE`` seconds; ``If-None-Match`` or ``If-Modified-Since``
     gets a 304 when nothing changed."""
-    session = db_session()
     filters = _filters(args)
     if args.get("cursor"):
         try:
@@ -223,29 +222,53 @@ def public_ledger(args: dict[str, Any]) -> Any:
                 "The cursor is not one this API issued.",
                 errors={"cursor": ["Invalid cursor."]},
             ) from None
-    version, changed_at = totals.state(session)
+    rt = runtime()
     # With ?display=true the answer is in the language Accept-Language asks for: an
     # answer, and an ETag, of its own.
     language = requested_language()
     asked = [filters.as_dict(), args.get("cursor"), args["limit"]]
     query = json.dumps(asked + ([language] if language else []), sort_keys=True).encode()
-    # When the version last moved is part of what names an answer: a database made
-    # anew (or restored) counts its versions from the start again.
-    stamp = changed_at.isoformat() if changed_at is not None else ""
-    etag = f"ledger-{version}-{hashlib.sha256(query + stamp.encode()).hexdigest()[:16]}"
-    headers = caching_headers(etag, changed_at)
-    if language:
-        headers["Vary"] = "Accept-Encoding, Accept-Language"
+    # The version alone first, outside a session: most requests end with it (a 304, or
+    # an answer already made for this version).
+    version, changed_at = totals.current_state(rt.read_engine)
+    etag, stamp = _validator(version, changed_at, query)
     if not_modified(etag, changed_at):
-        return Response(status=304, headers=headers)
-    key = (runtime().settings.database_url("dispatch"), version, stamp, query)
+        return Response(status=304, headers=_headers(etag, changed_at, language))
+    key = (rt.settings.database_url("dispatch"), version, stamp, query)
     body = _answers.get(key)
     if body is None:
+        session = db_session()
+        # The answer, and the version it is filed under, read in one transaction: the
+        # ledger may have moved since the read above.
+        version, changed_at = totals.state(session)
+        etag, stamp = _validator(version, changed_at, query)
+        key = (rt.settings.database_url("dispatch"), version, stamp, query)
         answer = ledger.ledger(session, filters, cursor=args.get("cursor"), limit=args["limit"])
         body = json.dumps(LedgerSchema().dump(answer), separators=(",", ":")).encode()
         _answers.put(key, body)
     # The answer as sent: asked again before anything changed, it is not made again.
-    return Response(body, status=200, mimetype="application/json", headers=headers)
+    return Response(
+        body,
+        status=200,
+        mimetype="application/json",
+        headers=_headers(etag, changed_at, language),
+    )
+
+
+def _validator(version: int, changed_at: datetime | None, query: bytes) -> tuple[str, str]:
+    """The ETag of the answer to ``query`` at ``version``, and the stamp of when that
+    version was made. When the version last moved is part of what names an answer: a
+    database made anew (or restored) counts its versions from the start again."""
+    stamp = changed_at.isoformat() if changed_at is not None else ""
+    etag = f"ledger-{version}-{hashlib.sha256(query + stamp.encode()).hexdigest()[:16]}"
+    return etag, stamp
+
+
+def _headers(etag: str, changed_at: datetime | None, language: str | None) -> dict[str, str]:
+    headers = caching_headers(etag, changed_at)
+    if language:
+        headers["Vary"] = "Accept-Encoding, Accept-Language"
+    return headers
 
 
 class AnswerCache:

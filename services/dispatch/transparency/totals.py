@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, event, func, or_, select, update
+from sqlalchemy import Engine, delete, event, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -41,7 +41,7 @@ from services.dispatch.models import (
     ShipmentLine,
     SupplyLine,
 )
-from shared.db import utcnow
+from shared.db import OneRowRead, utcnow
 
 MEASURES = ("pledged", "reserved", "shipped", "received")
 FLOW_MEASURES = ("quantity", "shipped", "received")
@@ -350,9 +350,19 @@ def bump(session: Session) -> None:
 _STATE = select(LedgerState.version, LedgerState.changed_at).where(LedgerState.id == 1)
 
 
+_STATE_NOW = OneRowRead(_STATE)
+
+
 def state(session: Session) -> tuple[int, datetime | None]:
-    """The ledger's version and when it last moved."""
+    """The ledger's version and when it last moved, in the session's transaction."""
     row = session.connection().execute(_STATE).first()
+    return (int(row[0]), row[1]) if row else (0, None)
+
+
+def current_state(engine: Engine) -> tuple[int, datetime | None]:
+    """:func:`state` read on its own, outside any session: what every ledger request
+    reads first, to answer 304 or an answer already made for this version."""
+    row = _STATE_NOW(engine)
     return (int(row[0]), row[1]) if row else (0, None)
 
 
