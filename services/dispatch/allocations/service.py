@@ -273,6 +273,88 @@ _SUPPLY_COLUMNS = (
 )
 
 
+def _lines_of_needs(
+    session: Session, need_ids: set[uuid.UUID], locked: dict[uuid.UUID, Any]
+) -> dict[uuid.UUID, list[Any]]:
+    """Every line of the needs ``need_ids``, by need, as :class:`_Row` (the ``locked``
+    ones, already read, kept as they are), for the needs' statuses."""
+    lines_of: dict[uuid.UUID, list[Any]] = {need_id: [] for need_id in need_ids}
+    for i in range(0, len(ordered := sorted(need_ids)), _CHUNK):
+        for row in session.execute(
+            select(*_LINE_COLUMNS).where(NeedLine.need_id.in_(ordered[i : i + _CHUNK]))
+        ).mappings():
+            line: Any = locked.get(row["id"])
+            if line is None:
+                line = _Row(row)
+                line.status_was = line.status
+            lines_of[row["need_id"]].append(line)
+    return lines_of
+
+
+def _restatus(need: Any, lines: list[Any], touched: dict[uuid.UUID, Any]) -> None:
+    """The statuses of ``need`` and its ``lines`` (:class:`_Row`) from their counters,
+    as ``need_status`` sets them on ORM objects; the lines go into ``touched``."""
+    for each in lines:
+        held = each.status if each.status in need_domain.HELD_STATUSES else None
+        each.status = need_domain.line_status(
+            need_domain.LineTotals(
+                each.quantity, each.proposed, each.reserved, each.shipped, each.received
+            ),
+            held,
+        )
+        touched[each.id] = each
+    need.status = need_domain.need_status([each.status for each in lines], need.status)
+
+
+def _write_counts(
+    session: Session,
+    lines: dict[uuid.UUID, Any],
+    locked: dict[uuid.UUID, Any],
+    supplies: dict[uuid.UUID, Any],
+    needs: dict[uuid.UUID, Any],
+    line_columns: tuple[str, ...],
+    now: datetime,
+) -> None:
+    """Write what :func:`propose_many` and :func:`on_accepted_many` counted in memory:
+    of the need ``lines``, the ``line_columns`` and status of those ``locked`` and the
+    status alone of the others where it moved (their counters were read unlocked and
+    are not this change's to write); the supply lines' ``proposed``; the status of each
+    need whose status moved, with a new version (its ETag), as the ORM's version
+    counter gives it on every other path. Objects of those rows the session holds are
+    read again when next used."""
+    counted = [
+        {"id": r.id, "status": r.status, **{c: getattr(r, c) for c in line_columns}}
+        for r in lines.values()
+        if r.id in locked
+    ]
+    if counted:
+        session.execute(update(NeedLine), counted)
+    restated = [
+        {"id": r.id, "status": r.status}
+        for r in lines.values()
+        if r.id not in locked and r.status != r.status_was
+    ]
+    if restated:
+        session.execute(update(NeedLine), restated)
+    if supplies:
+        session.execute(
+            update(SupplyLine), [{"id": r.id, "proposed": r.proposed} for r in supplies.values()]
+        )
+    moved = [r for r in needs.values() if r.status != r.was]
+    if moved:
+        table = cast(Table, Need.__table__)
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("need_id"), table.c.version == bindparam("seen"))
+            .values(status=bindparam("new_status"), version=bindparam("seen") + 1, updated_at=now),
+            [{"need_id": r.id, "new_status": r.status, "seen": r.version} for r in moved],
+        )
+    touched = lines.keys() | supplies.keys() | needs.keys()
+    for held_object in list(session.identity_map.values()):
+        if isinstance(held_object, NeedLine | SupplyLine | Need) and held_object.id in touched:
+            session.expire(held_object)
+
+
 def propose_many(
     session: Session,
     outbox: Outbox,
@@ -302,13 +384,7 @@ def propose_many(
     )
     for need_row in needs.values():
         need_row.was = need_row.status
-    # Every line of those needs, for the needs' statuses (the ones locked above kept).
-    lines_of: dict[uuid.UUID, list[Any]] = {need_id: [] for need_id in need_ids}
-    for i in range(0, len(ordered := sorted(need_ids)), _CHUNK):
-        for row in session.execute(
-            select(*_LINE_COLUMNS).where(NeedLine.need_id.in_(ordered[i : i + _CHUNK]))
-        ).mappings():
-            lines_of[row["need_id"]].append(lines.get(row["id"]) or _Row(row))
+    lines_of = _lines_of_needs(session, need_ids, lines)
     touched_lines: dict[uuid.UUID, Any] = {}
     touched_supplies: dict[uuid.UUID, Any] = {}
     touched_needs: dict[uuid.UUID, Any] = {}
@@ -380,42 +456,15 @@ def propose_many(
                 "deadline": deadline_text,
             }
         )
-        for each in lines_of[need.id]:
-            held = each.status if each.status in need_domain.HELD_STATUSES else None
-            each.status = need_domain.line_status(
-                need_domain.LineTotals(
-                    each.quantity, each.proposed, each.reserved, each.shipped, each.received
-                ),
-                held,
-            )
-            touched_lines[each.id] = each
-        need.status = need_domain.need_status(
-            [each.status for each in lines_of[need.id]], need.status
-        )
+        _restatus(need, lines_of[need.id], touched_lines)
         touched_supplies[supply.id] = supply
         touched_needs[need.id] = need
         results.append(Proposed(ProposedAllocation(allocation_id, supply.id, line.id, quantity)))
     if not allocations:
         return results
-    session.execute(
-        update(NeedLine),
-        [{"id": r.id, "proposed": r.proposed, "status": r.status} for r in touched_lines.values()],
+    _write_counts(
+        session, touched_lines, lines, touched_supplies, touched_needs, ("proposed",), now
     )
-    session.execute(
-        update(SupplyLine),
-        [{"id": r.id, "proposed": r.proposed} for r in touched_supplies.values()],
-    )
-    # A need whose status moved gets a new version (its ETag), as the ORM's version
-    # counter gives it on every other path.
-    moved = [r for r in touched_needs.values() if r.status != r.was]
-    if moved:
-        table = cast(Table, Need.__table__)
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("need_id"), table.c.version == bindparam("seen"))
-            .values(status=bindparam("new_status"), version=bindparam("seen") + 1, updated_at=now),
-            [{"need_id": r.id, "new_status": r.status, "seen": r.version} for r in moved],
-        )
     # Core inserts: the rows are complete, so the ORM's per-row bookkeeping is skipped.
     session.execute(insert(cast(Table, Allocation.__table__)), allocations)
     outbox.add_many(
@@ -428,11 +477,6 @@ def propose_many(
             aggregate_version=1,
         ),
     )
-    # Objects of those rows this session already holds are read again when next used.
-    touched = touched_lines.keys() | touched_supplies.keys() | touched_needs.keys()
-    for held_object in list(session.identity_map.values()):
-        if isinstance(held_object, NeedLine | SupplyLine | Need) and held_object.id in touched:
-            session.expire(held_object)
     return results
 
 
@@ -646,16 +690,16 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
         )
     }
     reserved = [by_id[i] for i in dict.fromkeys(wanted) if i in by_id]
-    # Locked in the order of propose_many: need lines, supply lines, needs.
-    lines: dict[uuid.UUID, NeedLine] = _locked(
-        session, NeedLine, {a.need_line_id for a in reserved}
+    # Locked in the order of propose_many (need lines, supply lines, needs), read and
+    # counted as plain rows and written in bulk, as propose_many does.
+    lines = _locked_rows(session, _LINE_COLUMNS, NeedLine.id, {a.need_line_id for a in reserved})
+    supplies = _locked_rows(
+        session, _SUPPLY_COLUMNS, SupplyLine.id, {a.pledge_line_id for a in reserved}
     )
-    supplies: dict[uuid.UUID, SupplyLine] = _locked(
-        session, SupplyLine, {a.pledge_line_id for a in reserved}
-    )
-    need_rows: dict[uuid.UUID, Need] = _locked(
-        session, Need, {a.need_id for a in reserved}, selectinload(Need.lines)
-    )
+    need_ids = {line.need_id for line in lines.values()}
+    needs = _locked_rows(session, (Need.id, Need.status, Need.version), Need.id, need_ids)
+    for need_row in needs.values():
+        need_row.was = need_row.status
     for allocation in reserved:
         line = lines[allocation.need_line_id]
         line.proposed -= allocation.quantity
@@ -663,11 +707,13 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
         supply = supplies.get(allocation.pledge_line_id)
         if supply is not None:
             supply.proposed -= allocation.quantity
-    for need in need_rows.values():
-        for each in need.lines:
-            need_status.refresh_line_status(each)
-        need_status.refresh_need_status(need)
-    session.flush()
+    lines_of = _lines_of_needs(session, need_ids, lines)
+    touched_lines: dict[uuid.UUID, Any] = {}
+    for need_id, need_row in needs.items():
+        _restatus(need_row, lines_of[need_id], touched_lines)
+    _write_counts(
+        session, touched_lines, lines, supplies, needs, ("proposed", "reserved"), utcnow()
+    )
     return reserved
 
 
