@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import DateTime, Engine, Integer, Select, Uuid, create_engine, event, update
 from sqlalchemy.engine import make_url
@@ -157,7 +157,7 @@ class OneRowRead:
     session's begin, bookkeeping and close cost more than the statement. One statement
     needs no transaction of its own: it sees one committed state on every backend."""
 
-    def __init__(self, statement: Select[Unpack[tuple[Any, ...]]]) -> None:
+    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
         self.statement = statement
         self._compiled: dict[str, tuple[str, list[Any]]] = {}
 
