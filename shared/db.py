@@ -185,6 +185,15 @@ class OneRowRead:
                 row = cursor.fetchone()
             finally:
                 cursor.close()
+        except engine.dialect.loaded_dbapi.Error:
+            # A failure goes the way of every other statement's: the statement is run
+            # again on a Connection of the engine, which tells a lost connection from
+            # other errors, replaces the pool's connections when the server went away
+            # (503 with Retry-After, shared.problems), and raises SQLAlchemy's errors.
+            connection.invalidate()
+            with engine.connect() as retried:
+                again = retried.execute(self.statement).first()
+            return None if again is None else tuple(again)
         finally:
             # Back to the pool, which ends whatever the driver began (a rollback).
             connection.close()

@@ -173,11 +173,13 @@ _minted_lock = threading.Lock()
 def internal_token(identity: Identity, key: str, audience: str, ttl: int = 60) -> str:
     """:func:`sign_internal`'s token for this caller and service, signed again once
     half its life has passed: a caller's requests within that time carry one token,
-    which the service then verifies once (:func:`verify_internal`)."""
+    which the service then verifies once (:func:`verify_internal`). Its age is read on
+    the wall clock that its expiry is checked against, so a clock set forward does not
+    leave an expired token in use."""
     cache_key = (identity, key, audience, ttl)
-    now = time.monotonic()
+    now = time.time()
     kept = _minted.get(cache_key)
-    if kept is not None and kept[1] > now:
+    if kept is not None and now < kept[1]:
         return kept[0]
     token = sign_internal(identity, key, audience, ttl)
     with _minted_lock:

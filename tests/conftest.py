@@ -44,13 +44,13 @@ FOLDER_MARKS = {
 # Page tests among the integration tests: the web UI over the API, run once.
 PAGE_TESTS = "test_web_"
 
-# CPython before 3.12.4 keeps the depth of the AST it is building in state shared by
-# all threads (gh-106905): two threads in ``ast.parse`` at once (Werkzeug compiles each
-# URL rule through it when an app is created; 3.11's tracebacks parse the failing line
-# for their carets) can fail either one with "SystemError: AST constructor recursion
-# depth mismatch". The suite builds apps while servers and workers' threads log, so it
-# parses one at a time.
-if sys.version_info < (3, 12, 4):
+# CPython before 3.11.8 (and 3.12.0 and 3.12.1) keeps the depth of the AST it is
+# building in state shared by all threads (gh-106905): two threads in ``ast.parse`` at
+# once (Werkzeug compiles each URL rule through it when an app is created; 3.11's
+# tracebacks parse the failing line for their carets) can fail either one with
+# "SystemError: AST constructor recursion depth mismatch". The suite builds apps while
+# servers and workers' threads log, so there it parses one at a time.
+if sys.version_info < (3, 11, 8) or (3, 12) <= sys.version_info < (3, 12, 2):
     _ast_lock = threading.RLock()
     _ast_parse = ast.parse
 

@@ -130,3 +130,50 @@ def test_a_pooled_connection_killed_while_idle_is_replaced_before_use() -> None:
     finally:
         engine.dispose()
         admin.dispose()
+
+
+@pytest.mark.skipif(
+    BACKEND != "servers", reason="SQLite has no server connection to kill or to ping"
+)
+def test_a_one_row_read_on_a_connection_killed_just_before_is_answered() -> None:
+    """``OneRowRead`` runs on a raw pooled connection; one killed a moment before (too
+    recently used to be pinged) fails, and the read is made again through SQLAlchemy,
+    which replaces the pool's dead connections."""
+    from sqlalchemy import column, create_engine, literal, select, text
+
+    from shared.db import OneRowRead, make_engine
+    from tests.support.stack import server_urls
+
+    pg_url = server_urls()[0]
+    engine = make_engine(pg_url)
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    read = OneRowRead(
+        select(literal(7).label("seven"), column("pid")).select_from(
+            text("(select pg_backend_pid() as pid) as backend")
+        )
+    )
+    try:
+        first = read(engine)
+        assert first is not None and first[0] == 7
+        with admin.connect() as conn:
+            assert conn.execute(
+                text("select pg_terminate_backend(:pid)"), {"pid": first[1]}
+            ).scalar()
+        again = read(engine)
+        assert again is not None and again[0] == 7 and again[1] != first[1]
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+def test_a_one_row_read_that_fails_raises_sqlalchemys_error(stack: Stack) -> None:
+    """A failing ``OneRowRead`` raises SQLAlchemy's exception (which the services'
+    error handlers know), not the driver's."""
+    from sqlalchemy import column, select, table
+    from sqlalchemy.exc import DBAPIError
+
+    from shared.db import OneRowRead
+
+    read = OneRowRead(select(column("id")).select_from(table("no_such_table")))
+    with pytest.raises(DBAPIError):
+        read(stack.runtime("dispatch").read_engine)

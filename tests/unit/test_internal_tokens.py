@@ -29,14 +29,8 @@ COORDINATOR = Identity(
 
 
 def _clock(monkeypatch: pytest.MonkeyPatch, *, ahead: float) -> None:
-    """Move both of the module's clocks ``ahead`` seconds."""
-    monkeypatch.setattr(
-        identity_module,
-        "time",
-        SimpleNamespace(
-            time=lambda: time.time() + ahead, monotonic=lambda: time.monotonic() + ahead
-        ),
-    )
+    """Move the module's clock ``ahead`` seconds."""
+    monkeypatch.setattr(identity_module, "time", SimpleNamespace(time=lambda: time.time() + ahead))
 
 
 def test_a_token_verified_again_gives_the_same_caller() -> None:

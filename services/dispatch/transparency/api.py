@@ -238,8 +238,12 @@ def public_ledger(args: dict[str, Any]) -> Any:
     body = _answers.get(key)
     if body is None:
         session = db_session()
-        # The answer, and the version it is filed under, read in one transaction: the
-        # ledger may have moved since the read above.
+        # The answer, and the version it is filed under, read from one snapshot: the
+        # ledger may have moved since the read above, and may move between this
+        # session's statements. (SQLite's read transaction is one snapshot already;
+        # PostgreSQL's READ COMMITTED gives each statement its own.)
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         version, changed_at = totals.state(session)
         etag, stamp = _validator(version, changed_at, query)
         key = (rt.settings.database_url("dispatch"), version, stamp, query)
