@@ -82,12 +82,8 @@ class ServiceRuntime:
         connection."""
         self.outbox.flush()
         self.engine.dispose()
-        if self.read_session_factory is not None and self.read_session_factory is not (
-            self.session_factory
-        ):
-            bind = self.read_session_factory.kw.get("bind")
-            if bind is not None:
-                bind.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:

@@ -204,27 +204,6 @@ class Proposal:
 _CHUNK = 500
 
 
-def _locked(
-    session: Session, model: Any, ids: set[uuid.UUID], *options: Any
-) -> dict[uuid.UUID, Any]:
-    """Rows of ``model`` by id, read afresh and locked (FOR UPDATE; SQLite's writer
-    holds the database), in id order so that two writers wait instead of deadlocking."""
-    found: dict[uuid.UUID, Any] = {}
-    ordered = sorted(ids)
-    for i in range(0, len(ordered), _CHUNK):
-        chunk = ordered[i : i + _CHUNK]
-        for row in session.scalars(
-            select(model)
-            .where(model.id.in_(chunk))
-            .order_by(model.id)
-            .options(*options)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ):
-            found[row.id] = row
-    return found
-
-
 class _Row:
     """A row's columns as plain attributes, for the counting of :func:`propose_many`."""
 
@@ -235,8 +214,9 @@ class _Row:
 def _locked_rows(
     session: Session, columns: Sequence[Any], key: Any, ids: set[uuid.UUID]
 ) -> dict[uuid.UUID, Any]:
-    """The rows whose ``key`` is in ``ids``, as :class:`_Row`, read and locked as
-    :func:`_locked` does (in key order, FOR UPDATE), without building ORM objects."""
+    """The rows whose ``key`` is in ``ids``, as :class:`_Row`, read afresh and locked
+    (FOR UPDATE; SQLite's writer holds the database) in key order, so that two writers
+    wait instead of deadlocking, without building ORM objects."""
     found: dict[uuid.UUID, Any] = {}
     ordered = sorted(ids)
     for i in range(0, len(ordered), _CHUNK):
@@ -293,15 +273,9 @@ def _lines_of_needs(
 
 def _restatus(need: Any, lines: list[Any], touched: dict[uuid.UUID, Any]) -> None:
     """The statuses of ``need`` and its ``lines`` (:class:`_Row`) from their counters,
-    as ``need_status`` sets them on ORM objects; the lines go into ``touched``."""
+    as on ORM objects; the lines go into ``touched``."""
     for each in lines:
-        held = each.status if each.status in need_domain.HELD_STATUSES else None
-        each.status = need_domain.line_status(
-            need_domain.LineTotals(
-                each.quantity, each.proposed, each.reserved, each.shipped, each.received
-            ),
-            held,
-        )
+        need_status.refresh_line_status(each)
         touched[each.id] = each
     need.status = need_domain.need_status([each.status for each in lines], need.status)
 

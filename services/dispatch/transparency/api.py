@@ -234,8 +234,8 @@ def public_ledger(args: dict[str, Any]) -> Any:
     etag, stamp = _validator(version, changed_at, query)
     if not_modified(etag, changed_at):
         return Response(status=304, headers=_headers(etag, changed_at, language))
-    key = (rt.settings.database_url("dispatch"), version, stamp, query)
-    body = _answers.get(key)
+    database = rt.settings.database_url("dispatch")
+    body = _answers.get((database, version, stamp, query))
     if body is None:
         session = db_session()
         # The answer, and the version it is filed under, read from one snapshot: the
@@ -246,10 +246,9 @@ def public_ledger(args: dict[str, Any]) -> Any:
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         version, changed_at = totals.state(session)
         etag, stamp = _validator(version, changed_at, query)
-        key = (rt.settings.database_url("dispatch"), version, stamp, query)
         answer = ledger.ledger(session, filters, cursor=args.get("cursor"), limit=args["limit"])
         body = json.dumps(LedgerSchema().dump(answer), separators=(",", ":")).encode()
-        _answers.put(key, body)
+        _answers.put((database, version, stamp, query), body)
     # The answer as sent: asked again before anything changed, it is not made again.
     return Response(
         body,
