@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -264,3 +265,59 @@ def test_no_run_starts_while_a_change_that_joined_it_is_committing(stack: Stack)
         assert started == [[]]  # taken, once the change was in
     finally:
         other.dispose()
+
+
+def _losing_the_connection(rt: Any, monkeypatch: pytest.MonkeyPatch, *, after: bool) -> None:
+    """The runtime's next unit of work loses its connection: before its statements run
+    (``after=False``), or once it has committed (``after=True``, as when the server
+    commits and the connection dies before the answer comes back)."""
+    from contextlib import contextmanager
+
+    from sqlalchemy.exc import DBAPIError
+
+    real = rt.unit_of_work
+    tries: list[int] = []
+
+    @contextmanager
+    def unit_of_work() -> Any:
+        tries.append(1)
+        lost = DBAPIError(
+            "UPDATE matching_locks",
+            {},
+            Exception("server closed the connection"),
+            connection_invalidated=True,
+        )
+        if len(tries) == 1 and not after:
+            raise lost
+        with real() as session:
+            yield session
+        if len(tries) == 1:
+            raise lost
+
+    monkeypatch.setattr(rt, "unit_of_work", unit_of_work)
+
+
+def test_a_release_that_loses_its_connection_is_made_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = stack.runtime("dispatch")
+    assert matching_service.acquire(rt, ["mask"], "one") == []
+    _losing_the_connection(rt, monkeypatch, after=False)
+    matching_service.release(rt, ["mask"], "one")
+    monkeypatch.undo()
+    assert matching_service.acquire(rt, ["mask"], "two") == []  # not held until it expires
+
+
+def test_an_acquire_whose_commit_is_lost_holds_nothing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    rt = stack.runtime("dispatch")
+    matching_service.acquire(rt, ["mask"], "warm")  # the lock row exists
+    matching_service.release(rt, ["mask"], "warm")
+    _losing_the_connection(rt, monkeypatch, after=True)
+    with pytest.raises(DBAPIError):
+        matching_service.acquire(rt, ["mask"], "one")  # taken, but the answer was lost
+    monkeypatch.undo()
+    assert matching_service.acquire(rt, ["mask"], "two") == []

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from services.dispatch import matching
@@ -80,37 +81,59 @@ def acquire(rt: ServiceRuntime, items: list[str], holder: str) -> list[str]:
     _ensure_lock_rows(rt, items)
     taken: list[str] = []
     now = utcnow()
-    for item in sorted(items):
-        with rt.unit_of_work() as session:
-            got = (
-                bookkeeping(session)
-                .execute(
-                    update(MatchingLock)
-                    .where(
-                        MatchingLock.item == item,
-                        (MatchingLock.holder.is_(None)) | (MatchingLock.expires_at < now),
+    try:
+        for item in sorted(items):
+            with rt.unit_of_work() as session:
+                got = (
+                    bookkeeping(session)
+                    .execute(
+                        update(MatchingLock)
+                        .where(
+                            MatchingLock.item == item,
+                            (MatchingLock.holder.is_(None)) | (MatchingLock.expires_at < now),
+                        )
+                        .values(holder=holder, expires_at=now + LOCK_TTL, last_started_at=now)
+                        .returning(MatchingLock.item)
                     )
-                    .values(holder=holder, expires_at=now + LOCK_TTL, last_started_at=now)
-                    .returning(MatchingLock.item)
+                    .first()
                 )
-                .first()
-            )
-        if got is None:
-            release(rt, taken, holder)
-            return [item]
-        taken.append(item)
+            if got is None:
+                release(rt, taken, holder)
+                return [item]
+            taken.append(item)
+    except BaseException:
+        # A connection lost at the commit may have taken the item all the same: this
+        # holder lets go of everything it asked for, not only what it saw taken, or the
+        # items would stay locked for LOCK_TTL.
+        release(rt, items, holder)
+        raise
     return []
 
 
+# Tries of a release whose database connection is lost under it.
+_RELEASE_TRIES = 3
+
+
 def release(rt: ServiceRuntime, items: list[str], holder: str) -> None:
+    """Let go of the locks of ``items`` that ``holder`` holds. A release that loses its
+    connection (a database restart or failover) is made again on a new one: it changes
+    only this holder's rows, and one not made would keep a coordinator's runs of these
+    items refused (409) for LOCK_TTL."""
     if not items:
         return
-    with rt.unit_of_work() as session:
-        bookkeeping(session).execute(
-            update(MatchingLock)
-            .where(MatchingLock.item.in_(items), MatchingLock.holder == holder)
-            .values(holder=None, expires_at=None)
-        )
+    for attempt in range(1, _RELEASE_TRIES + 1):
+        try:
+            with rt.unit_of_work() as session:
+                bookkeeping(session).execute(
+                    update(MatchingLock)
+                    .where(MatchingLock.item.in_(items), MatchingLock.holder == holder)
+                    .values(holder=None, expires_at=None)
+                )
+            return
+        except DBAPIError as exc:
+            if not exc.connection_invalidated or attempt == _RELEASE_TRIES:
+                raise
+            log.warning("releasing the matching lock of %s again: %s", items, exc.orig)
 
 
 # Inputs ---------------------------------------------------------------------------------------
