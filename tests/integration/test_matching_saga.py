@@ -310,6 +310,43 @@ def test_a_coordinator_edits_a_preview_and_the_edited_plan_is_what_gets_reserved
     assert late.status_code == 409
 
 
+def test_a_run_on_events_leaves_a_coordinators_preview_and_an_approval_supersedes_the_rest(
+    stack: Stack,
+) -> None:
+    from services.dispatch.matching import service as matching_service
+
+    people, client, _pledge, _critical, _normal = _masks_for_two_needs(stack)
+    chief = people["coordinator"]
+    rt = stack.runtime("dispatch")
+
+    def status(run_id: Any) -> str:
+        return str(
+            client.get(f"/api/v1/matching/runs/{run_id}", headers=chief.headers).json["status"]
+        )
+
+    def preview() -> Any:
+        return _post(client, "/api/v1/matching/runs", {"dry_run": True, "items": ["mask"]}, chief)
+
+    mine = preview()
+    # The service's own run, newer, waits beside hers; hers is not taken from her.
+    theirs = matching_service.run(rt, items=["mask"], dry_run=True, trigger="schedule")
+    assert theirs is not None and theirs.status == "preview"
+    assert status(mine["id"]) == "preview"
+    # A coordinator's new run supersedes every waiting plan of the masks, hers too.
+    second = preview()
+    assert (status(mine["id"]), status(theirs.id)) == ("superseded", "superseded")
+    later = matching_service.run(rt, items=["mask"], dry_run=True, trigger="event")
+    assert later is not None and later.status == "preview"
+    assert status(second["id"]) == "preview"
+    # Her approval makes every other waiting plan of the masks stale.
+    approve(client, second["id"], chief)
+    assert (status(second["id"]), status(later.id)) == ("applied", "superseded")
+    waiting = client.get(
+        "/api/v1/matching/runs", query_string={"status": "preview"}, headers=chief.headers
+    ).json["items"]
+    assert [run for run in waiting if "mask" in run["items"]] == []
+
+
 def test_a_run_on_events_that_finds_nothing_leaves_no_preview(stack: Stack) -> None:
     from services.dispatch.matching import service as matching_service
 

@@ -385,19 +385,26 @@ def run(
                 created_by=created_by,
             )
             session.add(matching_run)
-            # A newer preview replaces older unapproved previews of the same items.
-            for old in session.scalars(
-                select(MatchingRun).where(
-                    MatchingRun.status == "preview", MatchingRun.id != matching_run.id
-                )
-            ):
-                if set(old.items) <= set(wanted):
-                    old.status = "superseded"
+            # A newer preview replaces older unapproved previews of the same items; a
+            # run the service made on its own leaves a coordinator's alone (she may be
+            # reading or editing it: her approval refuses what no longer fits).
+            _supersede(session, matching_run, keep_manual=trigger != "manual")
             if not dry_run:
                 _apply(session, rt, matching_run, created_by, proposals)
         return matching_run
     finally:
         release(rt, wanted, holder)
+
+
+def _supersede(session: Session, newer: MatchingRun, *, keep_manual: bool) -> None:
+    """Mark ``superseded`` the waiting previews of no more items than ``newer``'s; with
+    ``keep_manual``, not those a coordinator asked for."""
+    query = select(MatchingRun).where(MatchingRun.status == "preview", MatchingRun.id != newer.id)
+    if keep_manual:
+        query = query.where(MatchingRun.trigger != "manual")
+    for old in session.scalars(query):
+        if set(old.items) <= set(newer.items):
+            old.status = "superseded"
 
 
 def _proposals(plan: list[dict[str, Any]]) -> list[saga.Proposal]:
@@ -459,6 +466,8 @@ def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None
         with rt.unit_of_work() as session:
             matching_run = _preview_for_update(session, run_id, "approved")
             _apply(session, rt, matching_run, approved_by)
+            # Other plans of these items, made before this one took its supply, are stale.
+            _supersede(session, matching_run, keep_manual=False)
             return matching_run
     finally:
         release(rt, items, holder)
