@@ -21,11 +21,13 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import (
     JSON,
+    Dialect,
     Index,
     Integer,
     String,
@@ -39,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, sessionmaker
 
+from shared.bulk import BulkInsert, Ready
 from shared.db import UTCDateTime, utcnow
 from shared.events import Event, subscribers_of
 
@@ -98,6 +101,26 @@ class Publisher(Protocol):
     def __call__(self, service: str, message: dict[str, Any]) -> None: ...
 
 
+_BULK_COLUMNS = (
+    "id",
+    "type",
+    "aggregate_id",
+    "message",
+    "created_at",
+    "publish_attempts",
+    "awaiting",
+)
+
+
+@dataclass(frozen=True)
+class PreparedEvents:
+    """Outbox rows made ready outside a transaction: :meth:`Outbox.prepare_many`."""
+
+    writer: BulkInsert
+    ready: Ready
+    pending: list[tuple[uuid.UUID, dict[str, Any]]]
+
+
 class Outbox:
     """A service's outbox: add events inside a transaction, publish them after it."""
 
@@ -124,6 +147,7 @@ class Outbox:
         catch-up."""
         self.row_class = row_class
         self.track_receipt = track_receipt
+        self._bulk: dict[str, BulkInsert] = {}
         self.session_factory = session_factory
         self.publisher = publisher
         self.sweep_grace = sweep_grace
@@ -178,6 +202,34 @@ class Outbox:
             )
             pending.append((evt.id, message))
         session.execute(insert(cast(Table, cast(Any, self.row_class).__table__)), rows)
+
+    def prepare_many(self, dialect: Dialect, events: list[Event]) -> PreparedEvents:
+        """Outside a transaction: the outbox rows of ``events`` made ready for
+        :meth:`write_prepared` (``shared.bulk``), for a change of tens of thousands of
+        events whose transaction should hold no longer than its writes."""
+        table = cast(Table, cast(Any, self.row_class).__table__)
+        writer = self._bulk.get(table.name)
+        if writer is None:
+            writer = self._bulk[table.name] = BulkInsert(table, _BULK_COLUMNS)
+        awaiting: dict[str, str | None] = {}
+        rows = []
+        pending = []
+        for evt in events:
+            message = evt.to_message()
+            if evt.type not in awaiting:
+                awaiting[evt.type] = (
+                    awaiting_of(subscribers_of(evt.type)) if self.track_receipt else None
+                )
+            row = (evt.id, evt.type, evt.aggregate_id, message, evt.occurred_at, 0)
+            rows.append((*row, awaiting[evt.type]))
+            pending.append((evt.id, message))
+        return PreparedEvents(writer, writer.prepare(dialect, rows), pending)
+
+    def write_prepared(self, session: Session, prepared: PreparedEvents) -> None:
+        """Write events made ready by :meth:`prepare_many` in the session's transaction;
+        they are relayed once it commits, as :meth:`add_many`'s."""
+        prepared.writer.write(session, prepared.ready)
+        session.info.setdefault(_PENDING_KEY, []).extend(prepared.pending)
 
     # The relay ---------------------------------------------------------------------
 

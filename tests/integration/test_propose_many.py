@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from sqlalchemy import func, select, update
 from services.dispatch.allocations import service as saga
 from services.dispatch.models import Allocation, Need, NeedLine, Shipment, SupplyLine
 from services.dispatch.needs import service as needs
-from shared.events import new_event
+from shared.db import utcnow
+from shared.events import Event, new_event
 from shared.inbox import Outcome
 from tests.support.stack import Stack
 
@@ -62,7 +64,25 @@ def _supply(session: Any, quantity: int, donor: uuid.UUID | None = None) -> uuid
     return line_id
 
 
-def test_a_plan_is_proposed_in_order_and_what_no_longer_fits_is_refused(stack: Stack) -> None:
+def _propose(rt: Any, way: str, plan: list[saga.Proposal], run_id: uuid.UUID) -> list[Any]:
+    """``plan`` proposed under lock (``locked``), or read and counted before the write
+    transaction and written in bulk (``planned``), as a matching run does."""
+    if way == "locked":
+        with rt.unit_of_work() as session:
+            return saga.propose_many(session, rt.outbox, plan, run_id=run_id)
+    assert rt.read_session_factory is not None
+    with rt.read_session_factory() as reading:
+        planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=run_id)
+    with rt.unit_of_work() as session:
+        results = saga.write_planned(session, rt.outbox, planned)
+    assert results is not None, "nothing changed between the count and the write"
+    return results
+
+
+@pytest.mark.parametrize("way", ["locked", "planned"])
+def test_a_plan_is_proposed_in_order_and_what_no_longer_fits_is_refused(
+    stack: Stack, way: str
+) -> None:
     rt = stack.runtime("dispatch")
     with rt.unit_of_work() as session:
         small = _supply(session, 15)
@@ -101,9 +121,10 @@ def test_a_plan_is_proposed_in_order_and_what_no_longer_fits_is_refused(stack: S
         p(large, ids["other_line"], 3),
     ]
     run_id = uuid.uuid4()
-    with rt.unit_of_work() as session:
-        results = saga.propose_many(session, rt.outbox, plan, run_id=run_id)
-        made = [r.allocation.id if r.allocation else None for r in results]
+    with rt.session_factory() as session:
+        versions = {n: v for n, v in session.execute(select(Need.id, Need.version))}
+    results = _propose(rt, way, plan, run_id)
+    made = [r.allocation.id if r.allocation else None for r in results]
 
     assert [r.refused for r in results] == [
         None,
@@ -125,6 +146,17 @@ def test_a_plan_is_proposed_in_order_and_what_no_longer_fits_is_refused(stack: S
             [(ids["first"], 10), (ids["second"], 5), (ids["two_lines"], 4), (ids["other_line"], 3)]
         )
         assert all(a.status == "proposed" and a.reason == {"tier": 1} for a in allocations.values())
+        assert all(a.run_id == run_id and a.version == 1 for a in allocations.values())
+        assert all(a.donor_anonymous is False for a in allocations.values())
+        assert all(a.created_at.tzinfo is not None for a in allocations.values())
+        assert all(
+            abs(a.created_at - utcnow()) < timedelta(minutes=1) for a in allocations.values()
+        )
+        # A need whose status moved has a new version (its ETag); the others keep theirs.
+        now_versions = {n: v for n, v in session.execute(select(Need.id, Need.version))}
+        moved = {need for need in versions if now_versions[need] != versions[need]}
+        assert ids["two_lines_need"] in moved and cancelled_id not in moved
+        assert all(now_versions[need] == versions[need] + 1 for need in moved)
         lines = {line.id: line for line in session.scalars(select(NeedLine))}
         assert (lines[ids["first"]].proposed, lines[ids["first"]].status) == (10, "allocated")
         assert (lines[ids["second"]].proposed, lines[ids["second"]].status) == (
@@ -142,6 +174,14 @@ def test_a_plan_is_proposed_in_order_and_what_no_longer_fits_is_refused(stack: S
             .where(rt.outbox.row_class.type == "allocation.proposed")
         )
         assert announced == 4
+        messages = session.scalars(
+            select(rt.outbox.row_class.message).where(
+                rt.outbox.row_class.type == "allocation.proposed"
+            )
+        ).all()
+        events = [Event.from_message(message) for message in messages]
+        assert {uuid.UUID(e.payload["allocation_id"]) for e in events} == set(allocations)
+        assert all(e.aggregate_id == e.payload["allocation_id"] for e in events)
 
 
 def test_a_plan_refused_whole_changes_nothing(stack: Stack) -> None:
@@ -158,6 +198,46 @@ def test_a_plan_refused_whole_changes_nothing(stack: Stack) -> None:
         assert session.scalar(select(func.count()).select_from(Allocation)) == 0
         line = session.get(NeedLine, need_line)
         assert line is not None and (line.proposed, line.status) == (0, "open")
+
+
+def test_a_plan_counted_before_its_write_is_written_only_if_nothing_changed_since(
+    stack: Stack,
+) -> None:
+    """Another writer between a run's count and its write: the write changes nothing and
+    says so, and the plan proposed again under lock refuses what no longer fits."""
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        supply = _supply(session, 10)
+        need = _need(session, rt.outbox, 8, 4)
+        first, second = (line.id for line in need.lines)
+        need_id = need.id
+    plan = [saga.Proposal(supply, first, 6, {}), saga.Proposal(supply, second, 4, {})]
+    assert rt.read_session_factory is not None
+    with rt.read_session_factory() as reading:
+        planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=None)
+    assert [r.refused for r in planned.results] == [None, None]
+    # Meanwhile another proposal takes 3 of the second line, and of the supply.
+    with rt.unit_of_work() as session:
+        [taken] = saga.propose_many(
+            session, rt.outbox, [saga.Proposal(supply, second, 3, {})], run_id=None
+        )
+    assert taken.allocation is not None
+    with rt.unit_of_work() as session:
+        assert saga.write_planned(session, rt.outbox, planned) is None
+        results = saga.propose_many(session, rt.outbox, plan, run_id=None)
+    assert [r.refused for r in results] == [None, "the need line is already covered"]
+    with rt.session_factory() as session:
+        lines = {line.id: line for line in session.scalars(select(NeedLine))}
+        assert (lines[first].proposed, lines[second].proposed) == (6, 3)
+        assert session.get(Need, need_id).status == "partially_allocated"  # type: ignore[union-attr]
+        assert session.get(SupplyLine, supply).proposed == 9  # type: ignore[union-attr]
+        assert session.scalar(select(func.count()).select_from(Allocation)) == 2
+        announced = session.scalar(
+            select(func.count())
+            .select_from(rt.outbox.row_class)
+            .where(rt.outbox.row_class.type == "allocation.proposed")
+        )
+        assert announced == 2
 
 
 def _accepted(allocation: saga.ProposedAllocation) -> dict[str, Any]:

@@ -35,10 +35,11 @@ from services.dispatch.models import (
 from services.dispatch.needs import domain as need_domain
 from services.dispatch.needs import status as need_status
 from services.dispatch.transparency import totals as ledger
+from shared.bulk import BulkCompareAndSet, BulkInsert, Ready
 from shared.contacts import contact_of
 from shared.db import in_chunks, utcnow
 from shared.events import new_event, new_events
-from shared.outbox import Outbox
+from shared.outbox import Outbox, PreparedEvents
 
 PRODUCER = "dispatch"
 # Units that hold a number of base units (the catalogue's packs).
@@ -212,19 +213,22 @@ class _Row:
 
 
 def _locked_rows(
-    session: Session, columns: Sequence[Any], key: Any, ids: set[uuid.UUID]
+    session: Session, columns: Sequence[Any], key: Any, ids: set[uuid.UUID], *, lock: bool = True
 ) -> dict[uuid.UUID, Any]:
     """The rows whose ``key`` is in ``ids``, as :class:`_Row`, read afresh and locked
     (FOR UPDATE; SQLite's writer holds the database) in key order, so that two writers
-    wait instead of deadlocking, without building ORM objects."""
+    wait instead of deadlocking, without building ORM objects. Without ``lock``, read
+    only: each row keeps what was read in ``was``, for a compare-and-set."""
     found: dict[uuid.UUID, Any] = {}
     ordered = sorted(ids)
     for i in range(0, len(ordered), _CHUNK):
         chunk = ordered[i : i + _CHUNK]
-        for row in session.execute(
-            select(*columns).where(key.in_(chunk)).order_by(key).with_for_update()
-        ).mappings():
-            found[row[columns[0].key]] = _Row(row)
+        query = select(*columns).where(key.in_(chunk)).order_by(key)
+        for row in session.execute(query.with_for_update() if lock else query).mappings():
+            each: Any = _Row(row)
+            found[row[columns[0].key]] = each
+            if not lock:
+                each.read = dict(row)
     return found
 
 
@@ -329,50 +333,64 @@ def _write_counts(
             session.expire(held_object)
 
 
-def propose_many(
-    session: Session,
-    outbox: Outbox,
-    proposals: Sequence[Proposal],
-    *,
-    run_id: uuid.UUID | None,
-    deadline: datetime | None = None,
-) -> list[Proposed]:
-    """Turn the allocations of a plan into proposals, each only if its supply and need
-    still allow it, in order; one result per proposal.
+@dataclass
+class _Counted:
+    """What :func:`_count` made of a plan: one result per proposal, the rows and event
+    payloads to write, and the rows whose counters or statuses it moved."""
 
-    The need lines, supply lines and needs involved are locked once, in that order
-    (the order every saga step takes them in), checked and counted in memory, and
-    written in bulk: the counters and statuses by primary key, the allocations and
-    their ``allocation.proposed`` events as multi-row inserts. A plan of tens of
-    thousands of allocations is one short write, not an ORM flush per object.
-    """
-    if not proposals:
-        return []
-    lines = _locked_rows(session, _LINE_COLUMNS, NeedLine.id, {p.need_line_id for p in proposals})
+    results: list[Proposed]
+    allocations: list[dict[str, Any]]
+    payloads: list[dict[str, Any]]
+    lines: dict[uuid.UUID, Any]
+    supplies: dict[uuid.UUID, Any]
+    needs: dict[uuid.UUID, Any]
+    now: datetime
+
+
+def _read_for_proposals(
+    session: Session, proposals: Sequence[Proposal], *, lock: bool
+) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, Any], dict[uuid.UUID, Any], dict[uuid.UUID, Any]]:
+    """The need lines, supply lines and needs of ``proposals``, and every line of those
+    needs: locked in that order (the order every saga step takes them in), or read only."""
+    lines = _locked_rows(
+        session, _LINE_COLUMNS, NeedLine.id, {p.need_line_id for p in proposals}, lock=lock
+    )
     supplies = _locked_rows(
-        session, _SUPPLY_COLUMNS, SupplyLine.id, {p.supply_line_id for p in proposals}
+        session, _SUPPLY_COLUMNS, SupplyLine.id, {p.supply_line_id for p in proposals}, lock=lock
     )
     need_ids = {line.need_id for line in lines.values()}
     needs = _locked_rows(
-        session, (Need.id, Need.status, Need.org_id, Need.version), Need.id, need_ids
+        session,
+        (Need.id, Need.status, Need.org_id, Need.version, Need.updated_at),
+        Need.id,
+        need_ids,
+        lock=lock,
     )
     for need_row in needs.values():
         need_row.was = need_row.status
-    lines_of = _lines_of_needs(session, need_ids, lines)
-    touched_lines: dict[uuid.UUID, Any] = {}
-    touched_supplies: dict[uuid.UUID, Any] = {}
-    touched_needs: dict[uuid.UUID, Any] = {}
-    now = utcnow()
-    allocations: list[dict[str, Any]] = []
-    payloads: list[dict[str, Any]] = []
-    results: list[Proposed] = []
+    return lines, supplies, needs, _lines_of_needs(session, need_ids, lines)
+
+
+def _count(
+    proposals: Sequence[Proposal],
+    lines: dict[uuid.UUID, Any],
+    supplies: dict[uuid.UUID, Any],
+    needs: dict[uuid.UUID, Any],
+    lines_of: dict[uuid.UUID, list[Any]],
+    run_id: uuid.UUID | None,
+    deadline: datetime | None,
+) -> _Counted:
+    """Check each proposal against its supply and need as read, in order, and count
+    those that fit into the rows (in memory)."""
+    counted = _Counted([], [], [], {}, {}, {}, utcnow())
+    now = counted.now
     deadline_text = deadline.isoformat() if deadline is not None else None
     for proposal in proposals:
         quantity = proposal.quantity
         line = lines.get(proposal.need_line_id)
         supply = supplies.get(proposal.supply_line_id)
         if line is None or supply is None:
-            results.append(Proposed(None, "the line no longer exists"))
+            counted.results.append(Proposed(None, "the line no longer exists"))
             continue
         need = needs[line.need_id]
         if need.status not in ("open", "partially_allocated") or line.status in (
@@ -380,25 +398,25 @@ def propose_many(
             "cancelled",
             "fulfilled",
         ):
-            results.append(Proposed(None, f"the need is {need.status}"))
+            counted.results.append(Proposed(None, f"the need is {need.status}"))
             continue
         if (
             line.status not in ("open", "partially_allocated")
             or line.quantity - line.proposed - line.reserved - line.shipped < quantity
         ):
-            results.append(Proposed(None, "the need line is already covered"))
+            counted.results.append(Proposed(None, "the need line is already covered"))
             continue
         if (
             supply.pledge_status != "open"
             or supply.status in ("cancelled", "expired", "delivered")
             or supply.quantity - supply.reserved - supply.shipped - supply.proposed < quantity
         ):
-            results.append(Proposed(None, "the pledge line no longer has enough"))
+            counted.results.append(Proposed(None, "the pledge line no longer has enough"))
             continue
         line.proposed += quantity
         supply.proposed += quantity
         allocation_id = uuid.uuid4()
-        allocations.append(
+        counted.allocations.append(
             {
                 "id": allocation_id,
                 "run_id": run_id,
@@ -418,7 +436,7 @@ def propose_many(
                 "updated_at": now,
             }
         )
-        payloads.append(
+        counted.payloads.append(
             {
                 "allocation_id": str(allocation_id),
                 "pledge_id": str(supply.pledge_id),
@@ -430,28 +448,223 @@ def propose_many(
                 "deadline": deadline_text,
             }
         )
-        _restatus(need, lines_of[need.id], touched_lines)
-        touched_supplies[supply.id] = supply
-        touched_needs[need.id] = need
-        results.append(Proposed(ProposedAllocation(allocation_id, supply.id, line.id, quantity)))
-    if not allocations:
-        return results
+        _restatus(need, lines_of[need.id], counted.lines)
+        counted.supplies[supply.id] = supply
+        counted.needs[need.id] = need
+        counted.results.append(
+            Proposed(ProposedAllocation(allocation_id, supply.id, line.id, quantity))
+        )
+    return counted
+
+
+def _proposed_events(counted: _Counted) -> list[Any]:
+    return new_events(
+        "allocation.proposed",
+        counted.payloads,
+        producer=PRODUCER,
+        aggregate_ids=[a["id"] for a in counted.allocations],
+        aggregate_version=1,
+    )
+
+
+def propose_many(
+    session: Session,
+    outbox: Outbox,
+    proposals: Sequence[Proposal],
+    *,
+    run_id: uuid.UUID | None,
+    deadline: datetime | None = None,
+) -> list[Proposed]:
+    """Turn the allocations of a plan into proposals, each only if its supply and need
+    still allow it, in order; one result per proposal.
+
+    The need lines, supply lines and needs involved are locked once, in that order
+    (the order every saga step takes them in), checked and counted in memory, and
+    written in bulk: the counters and statuses by primary key, the allocations and
+    their ``allocation.proposed`` events as multi-row inserts. A plan of tens of
+    thousands of allocations is one short write, not an ORM flush per object.
+    (:func:`plan_proposals` and :func:`write_planned` do the reading and counting
+    before the transaction, for a plan made by a run.)
+    """
+    if not proposals:
+        return []
+    lines, supplies, needs, lines_of = _read_for_proposals(session, proposals, lock=True)
+    counted = _count(proposals, lines, supplies, needs, lines_of, run_id, deadline)
+    if not counted.allocations:
+        return counted.results
     _write_counts(
-        session, touched_lines, lines, touched_supplies, touched_needs, ("proposed",), now
+        session,
+        counted.lines,
+        lines,
+        counted.supplies,
+        counted.needs,
+        ("proposed",),
+        counted.now,
     )
     # Core inserts: the rows are complete, so the ORM's per-row bookkeeping is skipped.
-    session.execute(insert(cast(Table, Allocation.__table__)), allocations)
-    outbox.add_many(
-        session,
-        new_events(
-            "allocation.proposed",
-            payloads,
-            producer=PRODUCER,
-            aggregate_ids=[a["id"] for a in allocations],
-            aggregate_version=1,
+    session.execute(insert(cast(Table, Allocation.__table__)), counted.allocations)
+    outbox.add_many(session, _proposed_events(counted))
+    return counted.results
+
+
+# Compare-and-set of what a plan counted: set these, where the row still reads as it did.
+_LINES_CAS = BulkCompareAndSet(
+    cast(Table, NeedLine.__table__),
+    "id",
+    ("proposed", "status"),
+    ("quantity", "proposed", "reserved", "shipped", "received", "status"),
+)
+_SUPPLY_CAS = BulkCompareAndSet(
+    cast(Table, SupplyLine.__table__),
+    "id",
+    ("proposed",),
+    ("quantity", "reserved", "shipped", "proposed", "status", "pledge_status"),
+)
+_NEEDS_CAS = BulkCompareAndSet(
+    cast(Table, Need.__table__), "id", ("status", "version", "updated_at"), ("version",)
+)
+_ALLOCATION_COLUMNS = (
+    "id",
+    "run_id",
+    "pledge_id",
+    "pledge_line_id",
+    "donor_org_id",
+    "donor_anonymous",
+    "need_id",
+    "need_line_id",
+    "recipient_org_id",
+    "item",
+    "quantity",
+    "status",
+    "reason",
+    "version",
+    "created_at",
+    "updated_at",
+)
+_ALLOCATIONS_INSERT = BulkInsert(cast(Table, Allocation.__table__), _ALLOCATION_COLUMNS)
+
+
+@dataclass(frozen=True)
+class PlannedProposals:
+    """A plan's proposals read and counted before its write transaction, with every
+    row that transaction writes made ready: :func:`plan_proposals`."""
+
+    results: list[Proposed]
+    lines: Ready
+    supplies: Ready
+    needs: Ready
+    allocations: Ready
+    events: PreparedEvents
+    touched: frozenset[uuid.UUID]
+
+
+def plan_proposals(
+    session: Session,
+    outbox: Outbox,
+    proposals: Sequence[Proposal],
+    *,
+    run_id: uuid.UUID | None,
+    deadline: datetime | None = None,
+) -> PlannedProposals:
+    """:func:`propose_many`'s reading and counting, done in ``session`` outside the
+    transaction that will write (nothing locked, nothing written), and every row of
+    that write made ready (``shared.bulk``): the counters as compare-and-sets against
+    what was read, the allocations and their events as inserts. :func:`write_planned`
+    writes them; a plan of tens of thousands of allocations then holds its transaction
+    (on SQLite, the database's write lock) for its writes alone."""
+    dialect = session.get_bind().dialect
+    lines, supplies, needs, lines_of = _read_for_proposals(session, proposals, lock=False)
+    counted = _count(proposals, lines, supplies, needs, lines_of, run_id, deadline)
+    line_rows = []
+    for row in counted.lines.values():
+        # A line of a need read only for the need's status (``status_was``) is written
+        # only if its own status moved; a proposed line always.
+        read = getattr(row, "read", None) or {
+            "quantity": row.quantity,
+            "proposed": row.proposed,
+            "reserved": row.reserved,
+            "shipped": row.shipped,
+            "received": row.received,
+            "status": row.status_was,
+        }
+        if row.id not in lines and row.status == read["status"]:
+            continue
+        line_rows.append(
+            (
+                row.id,
+                row.proposed,
+                row.status,
+                read["quantity"],
+                read["proposed"],
+                read["reserved"],
+                read["shipped"],
+                read["received"],
+                read["status"],
+            )
+        )
+    supply_rows = [
+        (
+            row.id,
+            row.proposed,
+            row.read["quantity"],
+            row.read["reserved"],
+            row.read["shipped"],
+            row.read["proposed"],
+            row.read["status"],
+            row.read["pledge_status"],
+        )
+        for row in counted.supplies.values()
+    ]
+    need_rows = [
+        (
+            row.id,
+            row.status,
+            row.version + 1 if row.status != row.was else row.version,
+            counted.now if row.status != row.was else row.updated_at,
+            row.version,
+        )
+        for row in counted.needs.values()
+    ]
+    return PlannedProposals(
+        results=counted.results,
+        lines=_LINES_CAS.prepare(dialect, line_rows),
+        supplies=_SUPPLY_CAS.prepare(dialect, supply_rows),
+        needs=_NEEDS_CAS.prepare(dialect, need_rows),
+        allocations=_ALLOCATIONS_INSERT.prepare(
+            dialect, [tuple(a[c] for c in _ALLOCATION_COLUMNS) for a in counted.allocations]
         ),
+        events=outbox.prepare_many(dialect, _proposed_events(counted) if counted.payloads else []),
+        touched=frozenset(counted.lines.keys() | counted.supplies.keys() | counted.needs.keys()),
     )
-    return results
+
+
+def write_planned(
+    session: Session, outbox: Outbox, planned: PlannedProposals
+) -> list[Proposed] | None:
+    """Write a plan made ready by :func:`plan_proposals` in the session's transaction:
+    the counters where every row still reads as it was read, then the allocations and
+    their events. None, with nothing written, if any row changed since (another writer
+    came in between): the caller proposes again with :func:`propose_many`, which
+    locks."""
+    if not planned.allocations.count:
+        return planned.results
+    with session.begin_nested() as savepoint:
+        if (
+            _LINES_CAS.write(session, planned.lines) != planned.lines.count
+            or _SUPPLY_CAS.write(session, planned.supplies) != planned.supplies.count
+            or _NEEDS_CAS.write(session, planned.needs) != planned.needs.count
+        ):
+            savepoint.rollback()
+            return None
+        _ALLOCATIONS_INSERT.write(session, planned.allocations)
+        outbox.write_prepared(session, planned.events)
+    for held_object in list(session.identity_map.values()):
+        if (
+            isinstance(held_object, NeedLine | SupplyLine | Need)
+            and held_object.id in planned.touched
+        ):
+            session.expire(held_object)
+    return planned.results
 
 
 def propose(

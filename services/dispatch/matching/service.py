@@ -355,7 +355,8 @@ def run(
         )
     try:
         started = time.perf_counter()
-        with rt.session_factory() as session:
+        # Read without the write lock (SQLite): needs posted meanwhile go on.
+        with _reading(rt) as session:
             supply, demand = build_inputs(session, wanted)
         plan = matching.match(supply, demand, today=utcnow().date())
         elapsed = time.perf_counter() - started
@@ -372,10 +373,11 @@ def run(
         # for a coordinator to look at: it is kept as "empty", for the history.
         empty = trigger != "manual" and dry_run and not document.get("allocations")
         # Made before the write begins: on SQLite its transaction holds the database.
-        proposals = None if dry_run else _proposals(document["allocations"])
+        run_id = uuid.uuid4()
+        planned = None if dry_run else _planned(rt, _proposals(document["allocations"]), run_id)
         with rt.unit_of_work() as session:
             matching_run = MatchingRun(
-                id=uuid.uuid4(),
+                id=run_id,
                 status="empty" if empty else "preview",
                 dry_run=dry_run,
                 trigger=trigger,
@@ -389,8 +391,8 @@ def run(
             # run the service made on its own leaves a coordinator's alone (she may be
             # reading or editing it: her approval refuses what no longer fits).
             _supersede(session, matching_run, keep_manual=trigger != "manual")
-            if not dry_run:
-                _apply(session, rt, matching_run, created_by, proposals)
+            if planned is not None:
+                _apply(session, rt, matching_run, created_by, planned)
         return matching_run
     finally:
         release(rt, wanted, holder)
@@ -419,22 +421,35 @@ def _proposals(plan: list[dict[str, Any]]) -> list[saga.Proposal]:
     ]
 
 
+def _reading(rt: ServiceRuntime) -> Session:
+    """A session that reads only (on SQLite, without the write lock)."""
+    return (rt.read_session_factory or rt.session_factory)()
+
+
+def _planned(
+    rt: ServiceRuntime, proposals: list[saga.Proposal], run_id: uuid.UUID
+) -> tuple[list[saga.Proposal], saga.PlannedProposals | None]:
+    """The plan's proposals, read and counted before the write transaction opens
+    (``saga.plan_proposals``)."""
+    with _reading(rt) as session:
+        return proposals, saga.plan_proposals(session, rt.outbox, proposals, run_id=run_id)
+
+
 def _apply(
     session: Session,
     rt: ServiceRuntime,
     matching_run: MatchingRun,
     approved_by: uuid.UUID | None,
-    proposals: list[saga.Proposal] | None = None,
+    planned: tuple[list[saga.Proposal], saga.PlannedProposals | None],
 ) -> None:
-    """Propose the run's plan (``proposals``: the plan as proposals, when made before
-    the write began)."""
+    """Propose the run's plan, as counted before the write began (``planned``); if any
+    of its rows changed since (or nothing was counted before), counted now, under lock."""
     plan = matching_run.plan.get("allocations", [])
-    results = saga.propose_many(
-        session,
-        rt.outbox,
-        proposals if proposals is not None else _proposals(plan),
-        run_id=matching_run.id,
-    )
+    proposals, ready = planned
+    results = None if ready is None else saga.write_planned(session, rt.outbox, ready)
+    if results is None:
+        log.info("the supply or needs of run %s changed while it was planned", matching_run.id)
+        results = saga.propose_many(session, rt.outbox, proposals, run_id=matching_run.id)
     refused = [
         {**proposal, "refused": result.refused}
         for proposal, result in zip(plan, results, strict=True)
@@ -455,6 +470,7 @@ def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None
         if found is None:
             raise NotFound(f"No matching run {run_id}.", slug="matching-run-not-found")
         items = list(found.items)
+        plan = found.plan.get("allocations", [])
     holder = _holder()
     busy = acquire(rt, items, holder)
     if busy:
@@ -463,9 +479,13 @@ def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None
             slug="matching-in-progress",
         )
     try:
+        planned = _planned(rt, _proposals(plan), run_id)
         with rt.unit_of_work() as session:
             matching_run = _preview_for_update(session, run_id, "approved")
-            _apply(session, rt, matching_run, approved_by)
+            if matching_run.plan.get("allocations", []) != plan:
+                # Edited since it was read: counted again, under lock.
+                planned = (_proposals(matching_run.plan.get("allocations", [])), None)
+            _apply(session, rt, matching_run, approved_by, planned)
             # Other plans of these items, made before this one took its supply, are stale.
             _supersede(session, matching_run, keep_manual=False)
             return matching_run

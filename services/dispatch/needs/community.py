@@ -32,8 +32,7 @@ def community_need_handlers(outbox: Outbox) -> dict[str, Handler]:
                 ],
                 "location": {"region": org.region, "address": org.address},
                 "people_served": data["people_served"] or None,
-                "notes": f"Household orders: {data['title']} "
-                f"({data['households']} households)",
+                "notes": f"Household orders: {data['title']} ({data['households']} households)",
             },
         )
 

@@ -130,9 +130,7 @@ def _place(
     named = place.get("place") or {}
     if named.get("name"):
         out.append(_p(named["name"], styles["body"]))
-    where = " ".join(
-        str(x) for x in (region_name(place.get("region")), place.get("address")) if x
-    )
+    where = " ".join(str(x) for x in (region_name(place.get("region")), place.get("address")) if x)
     if where:
         out.append(_p(where, styles["body"]))
     if named.get("opening_hours"):

@@ -1,0 +1,145 @@
+"""Rows written in bulk past SQLAlchemy's parameter handling (shared.bulk) read back as
+SQLAlchemy wrote them, whatever their text holds, and a compare-and-set changes only
+the rows that still read as the caller read them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Table, select
+
+from services.dispatch.models import Allocation
+from shared.bulk import BulkCompareAndSet, BulkInsert
+from shared.db import utcnow
+from tests.support.stack import Stack
+
+COLUMNS = (
+    "id",
+    "run_id",
+    "pledge_id",
+    "pledge_line_id",
+    "donor_org_id",
+    "donor_anonymous",
+    "need_id",
+    "need_line_id",
+    "recipient_org_id",
+    "item",
+    "quantity",
+    "status",
+    "status_reason",
+    "reason",
+    "version",
+    "created_at",
+    "updated_at",
+)
+AWKWARD = 'tab\there, line\nbreak, CR\r, back\\slash, "quote", \\N, 口罩 😷'
+
+
+def _row(need: Any, line: Any, **values: Any) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "id": uuid.uuid4(),
+        "run_id": None,
+        "pledge_id": uuid.uuid4(),
+        "pledge_line_id": uuid.uuid4(),
+        "donor_org_id": uuid.uuid4(),
+        "donor_anonymous": True,
+        "need_id": need,
+        "need_line_id": line,
+        "recipient_org_id": uuid.uuid4(),
+        "item": "mask",
+        "quantity": 7,
+        "status": "proposed",
+        "status_reason": None,
+        "reason": {"text": AWKWARD, "fill": 0.25, "none": None, "list": [1, "二"]},
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        **values,
+    }
+
+
+@pytest.fixture
+def need_line(stack: Stack) -> tuple[uuid.UUID, uuid.UUID]:
+    from tests.integration.test_propose_many import _need
+
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        need = _need(session, rt.outbox, 10)
+        return need.id, need.lines[0].id
+
+
+def test_rows_inserted_in_bulk_read_back_as_written(
+    stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    rt = stack.runtime("dispatch")
+    table = cast(Table, Allocation.__table__)
+    writer = BulkInsert(table, COLUMNS)
+    rows = [_row(*need_line, status_reason=AWKWARD), _row(*need_line, run_id=uuid.uuid4())]
+    ready = writer.prepare(rt.engine.dialect, [tuple(r[c] for c in COLUMNS) for r in rows])
+    assert ready.count == 2
+    with rt.unit_of_work() as session:
+        writer.write(session, ready)
+    with rt.session_factory() as session:
+        for row in rows:
+            found = session.get(Allocation, row["id"])
+            assert found is not None
+            assert {c: getattr(found, c) for c in COLUMNS} == row
+
+
+def test_a_compare_and_set_changes_only_rows_that_read_as_they_were_read(
+    stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    rt = stack.runtime("dispatch")
+    table = cast(Table, Allocation.__table__)
+    rows = [_row(*need_line, quantity=q) for q in (1, 2, 3)]
+    with rt.unit_of_work() as session:
+        BulkInsert(table, COLUMNS).write(
+            session,
+            BulkInsert(table, COLUMNS).prepare(
+                rt.engine.dialect, [tuple(r[c] for c in COLUMNS) for r in rows]
+            ),
+        )
+    with pytest.raises(ValueError, match="updated_at changes on every update"):
+        BulkCompareAndSet(table, "id", ("status",), ("quantity",))
+    cas = BulkCompareAndSet(
+        table, "id", ("status", "status_reason", "updated_at"), ("quantity", "status_reason")
+    )
+    first, second, third = (r["id"] for r in rows)
+    now = utcnow()
+    ready = cas.prepare(
+        rt.engine.dialect,
+        [
+            (first, "cancelled", AWKWARD, now, 1, None),  # reads as read (NULL matches NULL)
+            (second, "cancelled", "x", now, 5, None),  # its quantity is 2, not 5
+            (third, "cancelled", "y", now, 3, "something"),  # its reason is NULL
+        ],
+    )
+    with rt.unit_of_work() as session:
+        assert cas.write(session, ready) == 1
+    with rt.session_factory() as session:
+        found = {a.id: (a.status, a.status_reason) for a in session.scalars(select(Allocation))}
+        changed = session.get(Allocation, first)
+        assert changed is not None and changed.updated_at == now
+    assert found == {
+        first: ("cancelled", AWKWARD),
+        second: ("proposed", None),
+        third: ("proposed", None),
+    }
+
+
+def test_rows_made_ready_for_one_backend_are_refused_on_another(
+    stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    rt = stack.runtime("dispatch")
+    other = sqlite.dialect() if rt.engine.dialect.name == "postgresql" else postgresql.dialect()
+    writer = BulkInsert(cast(Table, Allocation.__table__), COLUMNS)
+    ready = writer.prepare(other, [tuple(_row(*need_line)[c] for c in COLUMNS)])
+    with rt.unit_of_work() as session, pytest.raises(ValueError, match="made ready for"):
+        writer.write(session, ready)
+    with pytest.raises(ValueError, match="has no column 'colour'"):
+        BulkInsert(cast(Table, Allocation.__table__), ("id", "colour"))
