@@ -401,12 +401,22 @@ def run(
 def _supersede(session: Session, newer: MatchingRun, *, keep_manual: bool) -> None:
     """Mark ``superseded`` the waiting previews of no more items than ``newer``'s; with
     ``keep_manual``, not those a coordinator asked for."""
-    query = select(MatchingRun).where(MatchingRun.status == "preview", MatchingRun.id != newer.id)
+    # Ids and items only: a preview's plan may hold tens of thousands of allocations.
+    query = select(MatchingRun.id, MatchingRun.items).where(
+        MatchingRun.status == "preview", MatchingRun.id != newer.id
+    )
     if keep_manual:
         query = query.where(MatchingRun.trigger != "manual")
-    for old in session.scalars(query):
-        if set(old.items) <= set(newer.items):
-            old.status = "superseded"
+    covered = set(newer.items)
+    with session.no_autoflush:
+        stale = [run_id for run_id, items in session.execute(query) if set(items) <= covered]
+    if stale:
+        session.execute(
+            update(MatchingRun)
+            .where(MatchingRun.id.in_(stale), MatchingRun.status == "preview")
+            .values(status="superseded")
+            .execution_options(synchronize_session="fetch")
+        )
 
 
 def _proposals(plan: list[dict[str, Any]]) -> list[saga.Proposal]:
