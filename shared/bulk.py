@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Dialect, Table, bindparam, insert, update
+from sqlalchemy import JSON, Column, Dialect, Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -42,12 +42,12 @@ class Ready:
     dialect: str
     count: int
     rows: list[tuple[Any, ...]] | None = None  # SQLite
-    text: bytes | None = None  # PostgreSQL's COPY
+    text: str | None = None  # PostgreSQL's COPY (encoded by the connection's encoding)
 
 
-def _copy_value(value: Any, serialize: Any) -> str:
-    """``value`` in PostgreSQL's COPY text format, for a column of any type that reads
-    its own text form (uuid, integer, text, boolean, timestamp, json)."""
+def _copy_value(value: Any) -> str:
+    """``value`` in PostgreSQL's COPY text format, for a column of a type that reads
+    its own text form (uuid, integer, text, boolean, timestamp)."""
     if value is None:
         return "\\N"
     if value is True:
@@ -62,8 +62,6 @@ def _copy_value(value: Any, serialize: Any) -> str:
         if value.tzinfo is None:
             raise ValueError("naive datetime given; aidlink stores aware UTC times only")
         return value.isoformat()
-    if isinstance(value, dict | list):
-        return str(serialize(value)).translate(_COPY_ESCAPES)
     raise TypeError(f"no COPY text form for {type(value).__name__}")
 
 
@@ -74,28 +72,43 @@ class _Columns:
             raise ValueError(f"{table.name} has no column {missing[0]!r}")
         self.table = table
         self.columns: list[Column[Any]] = [table.c[name] for name in names]
-        self._processors: dict[str, list[Any]] = {}
+        self._encoders: dict[str, list[Any]] = {}
 
-    def processors(self, dialect: Dialect) -> list[Any]:
-        found = self._processors.get(dialect.name)
-        if found is None:
-            found = self._processors[dialect.name] = [
-                column.type.dialect_impl(dialect).bind_processor(dialect) for column in self.columns
-            ]
+    def encoders(self, dialect: Dialect) -> list[Any]:
+        """Per column, what turns a value into what the driver sends: on SQLite the
+        column's bind processor (None: as it is), on PostgreSQL its COPY text. A JSON
+        column's value is JSON whatever it is (None is JSON ``null``, as SQLAlchemy
+        writes it by default)."""
+        found = self._encoders.get(dialect.name)
+        if found is not None:
+            return found
+        found = []
+        serialize = getattr(dialect, "_json_serializer", None) or json.dumps
+        for column in self.columns:
+            if dialect.name != "postgresql":
+                found.append(column.type.dialect_impl(dialect).bind_processor(dialect))
+            elif isinstance(column.type, JSON):
+                if column.type.none_as_null:
+                    raise ValueError(f"{column.name}: JSON columns with none_as_null are not kept")
+                found.append(lambda value: str(serialize(value)).translate(_COPY_ESCAPES))
+            else:
+                found.append(_copy_value)
+        self._encoders[dialect.name] = found
         return found
 
     def ready(self, dialect: Dialect, rows: Iterable[Sequence[Any]]) -> Ready:
         """``rows`` (one value per column, in order) in the form the driver sends."""
+        encoders = self.encoders(dialect)
         if dialect.name == "postgresql":
-            serialize = getattr(dialect, "_json_serializer", None) or json.dumps
-            lines = ["\t".join([_copy_value(value, serialize) for value in row]) for row in rows]
-            text = ("\n".join(lines) + "\n").encode() if lines else b""
-            return Ready(dialect.name, len(lines), text=text)
-        processors = self.processors(dialect)
+            lines = [
+                "\t".join([encode(value) for value, encode in zip(row, encoders, strict=True)])
+                for row in rows
+            ]
+            return Ready(dialect.name, len(lines), text="".join(line + "\n" for line in lines))
         processed = [
             tuple(
-                value if process is None or value is None else process(value)
-                for value, process in zip(row, processors, strict=True)
+                value if encode is None else encode(value)
+                for value, encode in zip(row, encoders, strict=True)
             )
             for row in rows
         ]
@@ -117,6 +130,10 @@ class BulkInsert:
     """``INSERT`` of many rows of ``table``'s ``columns``."""
 
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        defaulted = [c.name for c in table.c if c.default is not None and c.name not in columns]
+        if defaulted:
+            # SQLAlchemy's own INSERT would give it its default; here the caller does.
+            raise ValueError(f"{table.name}.{defaulted[0]} has a default: give its value")
         self._columns = _Columns(table, columns)
         self.table = table
         self.names = list(columns)
@@ -217,27 +234,28 @@ class BulkCompareAndSet:
             f"{q(name)} {column.type.compile(dialect=dialect)}"
             for name, column in zip(names, self._columns.columns, strict=True)
         )
+        # Should a statement fail, the transaction is aborted and the table goes with it
+        # (ON COMMIT DROP); dropped here once used, so that a second write may make it.
         cursor.execute(f"CREATE TEMPORARY TABLE {staging} ({typed}) ON COMMIT DROP")
-        try:
-            assert ready.text is not None
-            with cursor.copy(_copy_into(dialect, f"_cas_{self.table.name}", names)) as copy:
-                copy.write(ready.text)
-            cursor.execute(
-                f"SELECT 1 FROM {table} WHERE {key} IN (SELECT {key} FROM {staging}) "  # noqa: S608
-                f"ORDER BY {key} FOR UPDATE"
-            )
-            sets = ", ".join(f"{q(name)} = s.{q(name)}" for name in self.set_columns)
-            expects = "".join(
-                f" AND t.{q(name)} IS NOT DISTINCT FROM s.{q(name + '_was')}"
-                for name in self.expect_columns
-            )
-            cursor.execute(
-                f"UPDATE {table} AS t SET {sets} FROM {staging} AS s "  # noqa: S608
-                f"WHERE t.{key} = s.{key}{expects}"
-            )
-            return int(cursor.rowcount)
-        finally:
-            cursor.execute(f"DROP TABLE IF EXISTS {staging}")
+        assert ready.text is not None
+        with cursor.copy(_copy_into(dialect, f"_cas_{self.table.name}", names)) as copy:
+            copy.write(ready.text)
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE {key} IN (SELECT {key} FROM {staging}) "  # noqa: S608
+            f"ORDER BY {key} FOR UPDATE"
+        )
+        sets = ", ".join(f"{q(name)} = s.{q(name)}" for name in self.set_columns)
+        expects = "".join(
+            f" AND t.{q(name)} IS NOT DISTINCT FROM s.{q(name + '_was')}"
+            for name in self.expect_columns
+        )
+        cursor.execute(
+            f"UPDATE {table} AS t SET {sets} FROM {staging} AS s "  # noqa: S608
+            f"WHERE t.{key} = s.{key}{expects}"
+        )
+        changed = int(cursor.rowcount)
+        cursor.execute(f"DROP TABLE {staging}")
+        return changed
 
 
 def _copy_into(dialect: Dialect, table: str, names: Sequence[str]) -> str:

@@ -8,7 +8,8 @@ import uuid
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, select
+from sqlalchemy import Table, Text, insert, select
+from sqlalchemy import cast as cast_
 
 from services.dispatch.models import Allocation
 from shared.bulk import BulkCompareAndSet, BulkInsert
@@ -89,6 +90,35 @@ def test_rows_inserted_in_bulk_read_back_as_written(
             assert {c: getattr(found, c) for c in COLUMNS} == row
 
 
+@pytest.mark.parametrize("reason", [{"text": AWKWARD, "n": [1, None]}, None])
+def test_a_row_written_in_bulk_is_stored_as_sqlalchemy_stores_it(
+    stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID], reason: Any
+) -> None:
+    """Compared as the database holds them (each column as text), not as read back:
+    what a reader of the table without the models sees is the same."""
+    rt = stack.runtime("dispatch")
+    table = cast(Table, Allocation.__table__)
+    by_sqlalchemy = _row(*need_line, status_reason=AWKWARD, reason=reason)
+    in_bulk = {**by_sqlalchemy, "id": uuid.uuid4()}
+    writer = BulkInsert(table, COLUMNS)
+    ready = writer.prepare(rt.engine.dialect, [tuple(in_bulk[c] for c in COLUMNS)])
+    with rt.unit_of_work() as session:
+        session.execute(insert(table), [by_sqlalchemy])
+        writer.write(session, ready)
+    stored = {}
+    with rt.engine.connect() as connection:
+        for row in (by_sqlalchemy, in_bulk):
+            found = connection.execute(
+                select(*(cast_(table.c[c], Text) for c in COLUMNS if c != "id")).where(
+                    table.c.id == row["id"]
+                )
+            ).one()
+            stored[row["id"]] = tuple(found)
+    assert stored[in_bulk["id"]] == stored[by_sqlalchemy["id"]]
+    with pytest.raises(ValueError, match="has a default: give its value"):
+        BulkInsert(table, [c for c in COLUMNS if c != "version"])
+
+
 def test_a_compare_and_set_changes_only_rows_that_read_as_they_were_read(
     stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID]
 ) -> None:
@@ -142,4 +172,4 @@ def test_rows_made_ready_for_one_backend_are_refused_on_another(
     with rt.unit_of_work() as session, pytest.raises(ValueError, match="made ready for"):
         writer.write(session, ready)
     with pytest.raises(ValueError, match="has no column 'colour'"):
-        BulkInsert(cast(Table, Allocation.__table__), ("id", "colour"))
+        BulkInsert(cast(Table, Allocation.__table__), (*COLUMNS, "colour"))

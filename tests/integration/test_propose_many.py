@@ -184,15 +184,13 @@ def test_a_plan_is_proposed_in_order_and_what_no_longer_fits_is_refused(
         assert all(e.aggregate_id == e.payload["allocation_id"] for e in events)
 
 
-def test_a_plan_refused_whole_changes_nothing(stack: Stack) -> None:
+@pytest.mark.parametrize("way", ["locked", "planned"])
+def test_a_plan_refused_whole_changes_nothing(stack: Stack, way: str) -> None:
     rt = stack.runtime("dispatch")
     with rt.unit_of_work() as session:
         supply = _supply(session, 5)
         need_line = _need(session, rt.outbox, 10).lines[0].id
-    with rt.unit_of_work() as session:
-        [result] = saga.propose_many(
-            session, rt.outbox, [saga.Proposal(supply, need_line, 6, {})], run_id=None
-        )
+    [result] = _propose(rt, way, [saga.Proposal(supply, need_line, 6, {})], uuid.uuid4())
     assert result.refused == "the pledge line no longer has enough"
     with rt.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Allocation)) == 0
@@ -238,6 +236,90 @@ def test_a_plan_counted_before_its_write_is_written_only_if_nothing_changed_sinc
             .where(rt.outbox.row_class.type == "allocation.proposed")
         )
         assert announced == 2
+
+
+def _meanwhile_another_line_of_the_need_is_proposed(rt: Any, ids: dict[str, Any]) -> None:
+    with rt.unit_of_work() as session:
+        [taken] = saga.propose_many(
+            session, rt.outbox, [saga.Proposal(ids["elsewhere"], ids["other"], 4, {})], run_id=None
+        )
+    assert taken.allocation is not None
+    with rt.session_factory() as session:
+        # The need's status did not move (it has an open line still), nor its version:
+        # only the other line tells the change.
+        assert session.get(Need, ids["need"]).version == ids["version"]
+
+
+def _meanwhile_the_need_gets_a_new_version(rt: Any, ids: dict[str, Any]) -> None:
+    with rt.unit_of_work() as session:
+        need = session.get(Need, ids["need"])
+        assert need is not None
+        need.updated_at = utcnow()  # as an edit's announcement does; the version moves
+
+
+def _meanwhile_the_donor_asks_not_to_be_named(rt: Any, ids: dict[str, Any]) -> None:
+    with rt.unit_of_work() as session:
+        session.execute(
+            update(SupplyLine).where(SupplyLine.id == ids["supply"]).values(anonymous=True)
+        )
+
+
+@pytest.mark.parametrize(
+    "meanwhile",
+    [
+        _meanwhile_another_line_of_the_need_is_proposed,
+        _meanwhile_the_need_gets_a_new_version,
+        _meanwhile_the_donor_asks_not_to_be_named,
+    ],
+)
+def test_a_change_to_what_a_plan_only_read_stops_its_write(stack: Stack, meanwhile: Any) -> None:
+    """Not the lines a plan proposes to, but what its count read besides: another line
+    of the same need (the need's status is made of both), the need itself, the pledge's
+    anonymity (its allocations copy it)."""
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        supply = _supply(session, 10)
+        need = _need(session, rt.outbox, 5, 5)
+        ids: dict[str, Any] = {"supply": supply, "need": need.id, "line": need.lines[0].id}
+        ids["elsewhere"] = _supply(session, 10)  # another donor's, not in the plan
+        ids["other"] = need.lines[1].id
+    with rt.unit_of_work() as session:
+        # Partly allocated already: a line of it is proposed 1 of its 5.
+        saga.propose_many(
+            session, rt.outbox, [saga.Proposal(supply, ids["other"], 1, {})], run_id=None
+        )
+    with rt.session_factory() as session:
+        found = session.get(Need, ids["need"])
+        assert found is not None and found.status == "partially_allocated"
+        ids["version"] = found.version
+    plan = [saga.Proposal(supply, ids["line"], 5, {})]
+    assert rt.read_session_factory is not None
+    with rt.read_session_factory() as reading:
+        planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=None)
+    meanwhile(rt, ids)
+    with rt.unit_of_work() as session:
+        assert saga.write_planned(session, rt.outbox, planned) is None
+        [result] = saga.propose_many(session, rt.outbox, plan, run_id=None)
+    assert result.allocation is not None
+    with rt.session_factory() as session:
+        made = session.get(Allocation, result.allocation.id)
+        assert made is not None
+        anonymous = session.get(SupplyLine, supply).anonymous  # type: ignore[union-attr]
+        assert made.donor_anonymous is bool(anonymous)
+        assert session.get(Need, ids["need"]).status == (  # type: ignore[union-attr]
+            "allocated"
+            if meanwhile is _meanwhile_another_line_of_the_need_is_proposed
+            else "partially_allocated"
+        )
+        # Written once: by the locked path, not also by the bulk one.
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(Allocation)
+                .where(Allocation.need_line_id == ids["line"])
+            )
+            == 1
+        )
 
 
 def _accepted(allocation: saga.ProposedAllocation) -> dict[str, Any]:

@@ -518,7 +518,19 @@ _SUPPLY_CAS = BulkCompareAndSet(
     cast(Table, SupplyLine.__table__),
     "id",
     ("proposed",),
-    ("quantity", "reserved", "shipped", "proposed", "status", "pledge_status"),
+    # What the allocations copy of their pledge too: a donor who asked not to be named
+    # meanwhile is not named by them.
+    (
+        "quantity",
+        "reserved",
+        "shipped",
+        "proposed",
+        "status",
+        "pledge_status",
+        "pledge_id",
+        "donor_org_id",
+        "anonymous",
+    ),
 )
 _NEEDS_CAS = BulkCompareAndSet(
     cast(Table, Need.__table__), "id", ("status", "version", "updated_at"), ("version",)
@@ -577,8 +589,9 @@ def plan_proposals(
     counted = _count(proposals, lines, supplies, needs, lines_of, run_id, deadline)
     line_rows = []
     for row in counted.lines.values():
-        # A line of a need read only for the need's status (``status_was``) is written
-        # only if its own status moved; a proposed line always.
+        # Every line of every need the plan touches: the need's status is made of them
+        # all, so each must still read as it was read (one read only for the need's
+        # status has its counters as read and ``status_was``).
         read = getattr(row, "read", None) or {
             "quantity": row.quantity,
             "proposed": row.proposed,
@@ -587,8 +600,6 @@ def plan_proposals(
             "received": row.received,
             "status": row.status_was,
         }
-        if row.id not in lines and row.status == read["status"]:
-            continue
         line_rows.append(
             (
                 row.id,
@@ -612,6 +623,9 @@ def plan_proposals(
             row.read["proposed"],
             row.read["status"],
             row.read["pledge_status"],
+            row.read["pledge_id"],
+            row.read["donor_org_id"],
+            row.read["anonymous"],
         )
         for row in counted.supplies.values()
     ]
