@@ -6,17 +6,20 @@ it holds the database's one write lock). Here the rows are made ready first, out
 the transaction, in the form the driver sends:
 
 - on SQLite, tuples of values already through each column's bind processor (the very
-  values SQLAlchemy would send), run by the driver's own ``executemany``;
-- on PostgreSQL, the text of a ``COPY ... FROM STDIN``, sent in one piece: into the
-  table for an insert, into a temporary table joined by one ``UPDATE`` for a
-  compare-and-set.
+  values SQLAlchemy would send), run as one ``executemany`` of a statement SQLAlchemy
+  compiled, with no parameter processing of its own (``exec_driver_sql``);
+- on PostgreSQL, the text of a ``COPY ... FROM STDIN``, sent in one piece into a
+  temporary table, from which one ``INSERT ... SELECT`` or one ``UPDATE ... FROM``
+  writes the table.
 
 A :class:`BulkInsert` adds rows. A :class:`BulkCompareAndSet` sets columns of rows found
 by key only where other columns still hold the values the caller read, and answers how
 many rows it changed: fewer than it was given means another writer came in between,
 and the caller rolls back what it wrote and takes the slow, locking path.
 
-Both run on the session's own connection, in its transaction.
+Both run on the session's own connection, in its transaction, and every statement but
+the COPY into the temporary table goes through SQLAlchemy's connection: its listeners
+see it, and its errors are SQLAlchemy's (a lost connection is invalidated, as always).
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, Column, Dialect, Table, bindparam, insert, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -115,9 +119,44 @@ class _Columns:
         return Ready(dialect.name, len(processed), rows=processed)
 
 
-def _raw(session: Session) -> Any:
-    """The driver's connection under the session's, in its transaction."""
-    return session.connection().connection.dbapi_connection
+def _copy(session: Session, sql: str, text: str) -> None:
+    """``COPY ... FROM STDIN`` of ``text`` on the session's connection, in its
+    transaction: the one statement made on the driver's own cursor (SQLAlchemy has no
+    COPY), its failure raised as SQLAlchemy's error of the kind, a lost connection
+    invalidated as for any other statement."""
+    connection = session.connection()
+    dialect = connection.dialect
+    dbapi_connection = connection.connection.dbapi_connection
+    cursor = cast(Any, dbapi_connection).cursor()
+    try:
+        with cursor.copy(sql) as copy:
+            copy.write(text)
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+        ) from exc
+    finally:
+        cursor.close()
+
+
+def _staged(session: Session, table: Table, names: Sequence[str], columns: Any, text: str) -> str:
+    """A temporary table of ``names`` typed as ``columns`` (dropped at the latest when
+    the transaction ends), filled from ``text`` by COPY; its quoted name. Every other
+    statement goes through SQLAlchemy's connection, so that its events (logging,
+    metrics) see it and its errors are SQLAlchemy's."""
+    connection = session.connection()
+    q = connection.dialect.identifier_preparer.quote
+    staging = f"_bulk_{table.name}"
+    typed = ", ".join(
+        f"{q(name)} {column.type.compile(dialect=connection.dialect)}"
+        for name, column in zip(names, columns, strict=True)
+    )
+    connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {q(staging)} ({typed}) ON COMMIT DROP")
+    _copy(session, _copy_into(connection.dialect, staging, names), text)
+    return q(staging)
 
 
 def _check(ready: Ready, session: Session) -> None:
@@ -147,22 +186,26 @@ class BulkInsert:
         _check(ready, session)
         if not ready.count:
             return
-        dialect = session.get_bind().dialect
-        cursor = _raw(session).cursor()
-        try:
-            if ready.dialect == "postgresql":
-                assert ready.text is not None
-                with cursor.copy(_copy_into(dialect, self.table.name, self.names)) as copy:
-                    copy.write(ready.text)
-            else:
-                compiled = insert(self.table).compile(dialect=dialect, column_keys=self.names)
-                order = [self.names.index(name) for name in compiled.positiontup or ()]
-                assert ready.rows is not None
-                cursor.executemany(
-                    str(compiled), [tuple(row[i] for i in order) for row in ready.rows]
-                )
-        finally:
-            cursor.close()
+        connection = session.connection()
+        dialect = connection.dialect
+        if ready.dialect == "postgresql":
+            # Copied into a table of its own, then inserted by one statement that
+            # SQLAlchemy's connection runs (and its listeners see).
+            assert ready.text is not None
+            staging = _staged(session, self.table, self.names, self._columns.columns, ready.text)
+            q = dialect.identifier_preparer.quote
+            names = ", ".join(q(name) for name in self.names)
+            connection.exec_driver_sql(
+                f"INSERT INTO {q(self.table.name)} ({names}) SELECT {names} FROM {staging}"  # noqa: S608
+            )
+            connection.exec_driver_sql(f"DROP TABLE {staging}")
+            return
+        compiled = insert(self.table).compile(dialect=dialect, column_keys=self.names)
+        order = [self.names.index(name) for name in compiled.positiontup or ()]
+        assert ready.rows is not None
+        connection.exec_driver_sql(
+            str(compiled), [tuple(row[i] for i in order) for row in ready.rows]
+        )
 
 
 class BulkCompareAndSet:
@@ -197,50 +240,39 @@ class BulkCompareAndSet:
         _check(ready, session)
         if not ready.count:
             return 0
-        key = self.key
-        cursor = _raw(session).cursor()
-        try:
-            if ready.dialect == "postgresql":
-                return self._postgresql(session, cursor, ready)
-            t = self.table
-            statement = (
-                update(t)
-                .where(
-                    t.c[key] == bindparam("k_"),
-                    *(t.c[name].is_(bindparam(f"was_{name}")) for name in self.expect_columns),
-                )
-                .values({name: bindparam(f"new_{name}") for name in self.set_columns})
+        connection = session.connection()
+        if ready.dialect == "postgresql":
+            return self._postgresql(session, ready)
+        t, key = self.table, self.key
+        statement = (
+            update(t)
+            .where(
+                t.c[key] == bindparam("k_"),
+                *(t.c[name].is_(bindparam(f"was_{name}")) for name in self.expect_columns),
             )
-            compiled = statement.compile(dialect=session.get_bind().dialect)
-            # Each row's values in the order of the statement's parameters.
-            slots = ["k_", *(f"new_{n}" for n in self.set_columns)]
-            slots += [f"was_{n}" for n in self.expect_columns]
-            order = [slots.index(name) for name in compiled.positiontup or ()]
-            assert ready.rows is not None
-            cursor.executemany(str(compiled), [tuple(row[i] for i in order) for row in ready.rows])
-            return int(cursor.rowcount)
-        finally:
-            cursor.close()
+            .values({name: bindparam(f"new_{name}") for name in self.set_columns})
+        )
+        compiled = statement.compile(dialect=connection.dialect)
+        # Each row's values in the order of the statement's parameters.
+        slots = ["k_", *(f"new_{n}" for n in self.set_columns)]
+        slots += [f"was_{n}" for n in self.expect_columns]
+        order = [slots.index(name) for name in compiled.positiontup or ()]
+        assert ready.rows is not None
+        result = connection.exec_driver_sql(
+            str(compiled), [tuple(row[i] for i in order) for row in ready.rows]
+        )
+        return int(result.rowcount)
 
-    def _postgresql(self, session: Session, cursor: Any, ready: Ready) -> int:
+    def _postgresql(self, session: Session, ready: Ready) -> int:
         # Every name below comes from the table's metadata, quoted by the dialect; the
         # values travel in the COPY's data alone.
-        dialect = session.get_bind().dialect
-        q = dialect.identifier_preparer.quote
+        connection = session.connection()
+        q = connection.dialect.identifier_preparer.quote
         table, key = q(self.table.name), q(self.key)
-        staging = q(f"_cas_{self.table.name}")
         names = [self.key, *self.set_columns, *(f"{name}_was" for name in self.expect_columns)]
-        typed = ", ".join(
-            f"{q(name)} {column.type.compile(dialect=dialect)}"
-            for name, column in zip(names, self._columns.columns, strict=True)
-        )
-        # Should a statement fail, the transaction is aborted and the table goes with it
-        # (ON COMMIT DROP); dropped here once used, so that a second write may make it.
-        cursor.execute(f"CREATE TEMPORARY TABLE {staging} ({typed}) ON COMMIT DROP")
         assert ready.text is not None
-        with cursor.copy(_copy_into(dialect, f"_cas_{self.table.name}", names)) as copy:
-            copy.write(ready.text)
-        cursor.execute(
+        staging = _staged(session, self.table, names, self._columns.columns, ready.text)
+        connection.exec_driver_sql(
             f"SELECT 1 FROM {table} WHERE {key} IN (SELECT {key} FROM {staging}) "  # noqa: S608
             f"ORDER BY {key} FOR UPDATE"
         )
@@ -249,13 +281,12 @@ class BulkCompareAndSet:
             f" AND t.{q(name)} IS NOT DISTINCT FROM s.{q(name + '_was')}"
             for name in self.expect_columns
         )
-        cursor.execute(
+        result = connection.exec_driver_sql(
             f"UPDATE {table} AS t SET {sets} FROM {staging} AS s "  # noqa: S608
             f"WHERE t.{key} = s.{key}{expects}"
         )
-        changed = int(cursor.rowcount)
-        cursor.execute(f"DROP TABLE {staging}")
-        return changed
+        connection.exec_driver_sql(f"DROP TABLE {staging}")
+        return int(result.rowcount)
 
 
 def _copy_into(dialect: Dialect, table: str, names: Sequence[str]) -> str:
