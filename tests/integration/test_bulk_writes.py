@@ -11,30 +11,14 @@ import pytest
 from sqlalchemy import Table, Text, insert, select
 from sqlalchemy import cast as cast_
 
+from services.dispatch.allocations import service as saga
 from services.dispatch.models import Allocation
 from shared.bulk import BulkCompareAndSet, BulkInsert
 from shared.db import utcnow
 from tests.support.stack import Stack
 
-COLUMNS = (
-    "id",
-    "run_id",
-    "pledge_id",
-    "pledge_line_id",
-    "donor_org_id",
-    "donor_anonymous",
-    "need_id",
-    "need_line_id",
-    "recipient_org_id",
-    "item",
-    "quantity",
-    "status",
-    "status_reason",
-    "reason",
-    "version",
-    "created_at",
-    "updated_at",
-)
+# What a proposal writes, and a column it leaves empty.
+COLUMNS = (*saga.ALLOCATION_COLUMNS, "status_reason")
 AWKWARD = 'tab\there, line\nbreak, CR\r, back\\slash, "quote", \\N, 口罩 😷'
 
 

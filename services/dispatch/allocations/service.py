@@ -535,7 +535,7 @@ _SUPPLY_CAS = BulkCompareAndSet(
 _NEEDS_CAS = BulkCompareAndSet(
     cast(Table, Need.__table__), "id", ("status", "version", "updated_at"), ("version",)
 )
-_ALLOCATION_COLUMNS = (
+ALLOCATION_COLUMNS = (
     "id",
     "run_id",
     "pledge_id",
@@ -553,7 +553,7 @@ _ALLOCATION_COLUMNS = (
     "created_at",
     "updated_at",
 )
-_ALLOCATIONS_INSERT = BulkInsert(cast(Table, Allocation.__table__), _ALLOCATION_COLUMNS)
+_ALLOCATIONS_INSERT = BulkInsert(cast(Table, Allocation.__table__), ALLOCATION_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -645,7 +645,7 @@ def plan_proposals(
         supplies=_SUPPLY_CAS.prepare(dialect, supply_rows),
         needs=_NEEDS_CAS.prepare(dialect, need_rows),
         allocations=_ALLOCATIONS_INSERT.prepare(
-            dialect, [tuple(a[c] for c in _ALLOCATION_COLUMNS) for a in counted.allocations]
+            dialect, [tuple(a[c] for c in ALLOCATION_COLUMNS) for a in counted.allocations]
         ),
         events=outbox.prepare_many(dialect, _proposed_events(counted) if counted.payloads else []),
         touched=frozenset(counted.lines.keys() | counted.supplies.keys() | counted.needs.keys()),
