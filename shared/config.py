@@ -24,6 +24,11 @@ DEFAULT_SERVICE_PORTS = {
 }
 
 
+# argon2id's passes, memory (KiB) and lanes for a password hash: OWASP's minimum
+# (Password Storage Cheat Sheet), about 20 ms of one core.
+PASSWORD_HASH_COST = (2, 19456, 1)
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -145,6 +150,12 @@ class Settings:
     ratelimit_public: str = "120/minute"
     # Seconds shared caches may keep a public ledger answer.
     ledger_max_age: int = 30
+    # argon2id's cost of a password hash: OWASP's minimum (19 MiB, 2 passes, 1 lane;
+    # about 20 ms of one core). Hashes made with other costs still verify, and are made
+    # again with these at their next sign-in.
+    password_hash_time_cost: int = PASSWORD_HASH_COST[0]
+    password_hash_memory_kib: int = PASSWORD_HASH_COST[1]
+    password_hash_parallelism: int = PASSWORD_HASH_COST[2]
     # Failed sign-ins in a row that lock an account, and for how long.
     lockout_threshold: int = 5
     lockout_seconds: int = 900
@@ -212,6 +223,22 @@ class Settings:
         if log_format not in ("text", "json"):
             raise ConfigError(f"AIDLINK_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
         event_batch_max = _int(env, "AIDLINK_EVENT_BATCH_MAX", 100)
+        hash_time = _int(env, "AIDLINK_PASSWORD_HASH_TIME_COST", PASSWORD_HASH_COST[0])
+        hash_memory = _int(env, "AIDLINK_PASSWORD_HASH_MEMORY_KIB", PASSWORD_HASH_COST[1])
+        hash_lanes = _int(env, "AIDLINK_PASSWORD_HASH_PARALLELISM", PASSWORD_HASH_COST[2])
+        if hash_time < 1:
+            raise ConfigError(
+                f"AIDLINK_PASSWORD_HASH_TIME_COST must be at least 1, got {hash_time}"
+            )
+        if hash_lanes < 1:
+            raise ConfigError(
+                f"AIDLINK_PASSWORD_HASH_PARALLELISM must be at least 1, got {hash_lanes}"
+            )
+        if hash_memory < 8 * hash_lanes:
+            raise ConfigError(
+                "AIDLINK_PASSWORD_HASH_MEMORY_KIB must be at least 8 KiB per lane "
+                f"({8 * hash_lanes}), got {hash_memory}"
+            )
         if _int(env, "AIDLINK_TRUSTED_PROXIES", 0) < 0:
             raise ConfigError("AIDLINK_TRUSTED_PROXIES must be 0 or more (the proxies in front)")
         if not 1 <= event_batch_max <= 1000:
@@ -279,6 +306,9 @@ class Settings:
             ratelimit_writes=env.get("AIDLINK_RATELIMIT_WRITES") or "300/minute",
             ratelimit_public=env.get("AIDLINK_RATELIMIT_PUBLIC") or "120/minute",
             ledger_max_age=_int(env, "AIDLINK_LEDGER_MAX_AGE", 30),
+            password_hash_time_cost=hash_time,
+            password_hash_memory_kib=hash_memory,
+            password_hash_parallelism=hash_lanes,
             lockout_threshold=_int(env, "AIDLINK_LOCKOUT_THRESHOLD", 5),
             lockout_seconds=_int(env, "AIDLINK_LOCKOUT_SECONDS", 900),
             metrics_token=env.get("AIDLINK_METRICS_TOKEN") or "",
@@ -342,6 +372,9 @@ class Settings:
             "AIDLINK_RATELIMIT_WRITES": self.ratelimit_writes,
             "AIDLINK_RATELIMIT_PUBLIC": self.ratelimit_public,
             "AIDLINK_LEDGER_MAX_AGE": str(self.ledger_max_age),
+            "AIDLINK_PASSWORD_HASH_TIME_COST": str(self.password_hash_time_cost),
+            "AIDLINK_PASSWORD_HASH_MEMORY_KIB": str(self.password_hash_memory_kib),
+            "AIDLINK_PASSWORD_HASH_PARALLELISM": str(self.password_hash_parallelism),
             "AIDLINK_LOCKOUT_THRESHOLD": str(self.lockout_threshold),
             "AIDLINK_LOCKOUT_SECONDS": str(self.lockout_seconds),
             "AIDLINK_METRICS_TOKEN": self.metrics_token,

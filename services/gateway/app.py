@@ -8,6 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.gateway.audit import api as audit_api
 from services.gateway.auth import api as auth
+from services.gateway.auth.credentials import configure_passwords
 from services.gateway.duplicates import api as duplicate_review
 from services.gateway.members import api as members_api
 from services.gateway.models import messaging
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API token"}
     )
+    configure_passwords(settings)
     # Authentication first: the rate limits key on the caller it finds.
     install_authentication(app)
     install_rate_limits(app, settings)

@@ -511,3 +511,37 @@ def test_the_gateway_is_reachable_over_real_http_with_a_token(stack: Stack) -> N
         assert answer.json()["organisation"]["id"] == hospital.org_id
     finally:
         stop()
+
+
+def test_a_password_hashed_at_another_cost_signs_in_and_is_hashed_again_at_the_configured_one(
+    stack: Stack,
+) -> None:
+    """An install that changes argon2id's cost (or one older than OWASP's minimum, the
+    default now): its people's passwords still work, and each is hashed at the
+    configured cost the next time its owner signs in."""
+    from argon2 import PasswordHasher, extract_parameters
+    from sqlalchemy import select
+
+    from services.gateway.auth.credentials import check_password
+    from services.gateway.models import User
+
+    client = stack.client()
+    person = register(client)
+    settings = stack.settings
+    gateway = stack.runtime("gateway")
+    older = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4).hash(PASSWORD)
+    with gateway.unit_of_work() as session:
+        user = session.scalars(select(User).where(User.email == person.email)).one()
+        user.password_hash = older
+    assert check_password(older, PASSWORD) and not check_password(older, PASSWORD + "x")
+    login(client, person.email)
+    with gateway.session_factory() as session:
+        now = session.scalars(select(User).where(User.email == person.email)).one().password_hash
+    made = extract_parameters(now)
+    assert (made.time_cost, made.memory_cost, made.parallelism) == (
+        settings.password_hash_time_cost,
+        settings.password_hash_memory_kib,
+        settings.password_hash_parallelism,
+    )
+    assert (made.time_cost, made.memory_cost, made.parallelism) == (2, 19456, 1)
+    login(client, person.email)  # and still signs in

@@ -105,6 +105,16 @@ def test_malformed_setting_names_the_variable() -> None:
         with pytest.raises(ConfigError, match="AIDLINK_EVENT_BATCH_MAX must be between 1 and"):
             Settings.from_env({"AIDLINK_EVENT_BATCH_MAX": size})
     assert Settings.from_env({"AIDLINK_EVENT_BATCH_MAX": "1"}).event_batch_max == 1
+    with pytest.raises(ConfigError, match="AIDLINK_PASSWORD_HASH_TIME_COST must be at least 1"):
+        Settings.from_env({"AIDLINK_PASSWORD_HASH_TIME_COST": "0"})
+    with pytest.raises(ConfigError, match="AIDLINK_PASSWORD_HASH_PARALLELISM must be at least"):
+        Settings.from_env({"AIDLINK_PASSWORD_HASH_PARALLELISM": "0"})
+    with pytest.raises(ConfigError, match=r"AIDLINK_PASSWORD_HASH_MEMORY_KIB must be .*\(32\)"):
+        Settings.from_env(
+            {"AIDLINK_PASSWORD_HASH_MEMORY_KIB": "16", "AIDLINK_PASSWORD_HASH_PARALLELISM": "4"}
+        )
+    with pytest.raises(ConfigError, match="AIDLINK_PASSWORD_HASH_MEMORY_KIB must be an integer"):
+        Settings.from_env({"AIDLINK_PASSWORD_HASH_MEMORY_KIB": "64MiB"})
     with pytest.raises(ConfigError, match="AIDLINK_OUTBOX_RELAY must be 'inline' or"):
         Settings.from_env({"AIDLINK_OUTBOX_RELAY": "later"})
     assert Settings.from_env({}).outbox_relay == "inline"

@@ -15,33 +15,61 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.gateway.models import AuthSession, Membership, Organisation, User
-from shared.config import Settings
+from shared.config import PASSWORD_HASH_COST, Settings
 from shared.identity import Identity
 
 ACCESS_ISSUER = "aidlink"
 API_TOKEN_PREFIX = "alk_"  # noqa: S105 - a prefix, not a secret
 ACCESS_ALGORITHM = "HS256"
 
-_hasher = PasswordHasher()
-# Verified against when an email is unknown, so the answer takes as long either way.
-_DUMMY_HASH = _hasher.hash("not a real password")
-
 # Passwords ---------------------------------------------------------------------------
 
 
+class _Passwords:
+    """argon2id at the configured cost, and a hash of that cost to verify against when
+    an e-mail is unknown, so that the answer takes as long either way."""
+
+    def __init__(self, time_cost: int, memory_kib: int, parallelism: int) -> None:
+        self.hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+        )
+        self.dummy = self.hasher.hash("not a real password")
+
+
+_passwords = _Passwords(*PASSWORD_HASH_COST)
+
+
+def configure_passwords(settings: Settings) -> None:
+    """Hash passwords at ``settings``' cost from now on (the gateway's app does this)."""
+    global _passwords
+    wanted = (
+        settings.password_hash_time_cost,
+        settings.password_hash_memory_kib,
+        settings.password_hash_parallelism,
+    )
+    hasher = _passwords.hasher
+    if wanted != (hasher.time_cost, hasher.memory_cost, hasher.parallelism):
+        _passwords = _Passwords(*wanted)
+
+
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _passwords.hasher.hash(password)
 
 
 def check_password(password_hash: str | None, password: str) -> bool:
+    hashes = _passwords
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return (
+            hashes.hasher.verify(password_hash or hashes.dummy, password)
+            and password_hash is not None
+        )
     except (VerificationError, InvalidHashError):
         return False
 
 
 def password_needs_rehash(password_hash: str) -> bool:
-    return _hasher.check_needs_rehash(password_hash)
+    """Made at another cost than the configured one (higher or lower)."""
+    return _passwords.hasher.check_needs_rehash(password_hash)
 
 
 # Opaque tokens -----------------------------------------------------------------------
