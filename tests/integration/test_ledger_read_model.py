@@ -621,6 +621,46 @@ def test_an_unchanged_ledger_answers_304_and_a_change_a_new_etag(stack: Stack) -
     assert changed.headers["ETag"].startswith(f'"ledger-{outside[0]}-')
 
 
+def test_the_ledger_version_moves_at_the_commit_alone_whatever_its_savepoints_did(
+    stack: Stack,
+) -> None:
+    """A change that moves the ledger, then a savepoint released and one rolled back
+    (a scanner's batch makes one per row): the version's row is written once, by the
+    commit, not when a savepoint ends (locked in the middle of the transaction, it
+    deadlocked with other writers), and a rolled-back savepoint does not make the
+    transaction forget the move made before it."""
+    from sqlalchemy import event
+
+    rt = stack.runtime("dispatch")
+    before = totals.current_state(rt.read_engine)[0]
+    written: list[str] = []
+
+    def saw(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "ledger_state" in statement.lower() and statement.lstrip().lower().startswith(
+            ("update", "insert")
+        ):
+            written.append("at commit" if committing else "before commit")
+
+    committing = False
+    event.listen(rt.engine, "before_cursor_execute", saw)
+    try:
+        history = History()
+        with rt.unit_of_work() as session:
+            step_pledge(session, rt.outbox, history, Picks([1, 2, 3]))
+            with session.begin_nested():
+                session.execute(text("SELECT 1"))
+            savepoint = session.begin_nested()
+            session.execute(text("SELECT 1"))
+            savepoint.rollback()
+            session.flush()
+            assert written == []
+            committing = True
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", saw)
+    assert written == ["at commit"]
+    assert totals.current_state(rt.read_engine)[0] == before + 1
+
+
 def test_flows_come_a_page_at_a_time(stack: Stack) -> None:
     rt = stack.runtime("dispatch")
     with rt.unit_of_work() as session:

@@ -322,14 +322,22 @@ def need_rows(session: Session, need_id: uuid.UUID) -> dict[str, list[uuid.UUID]
 
 @event.listens_for(Session, "before_commit")
 def _move_version(session: Session) -> None:
-    if not session.info.pop(_PENDING, False):
+    # Also called when a savepoint is released: the version moves at the commit alone,
+    # the last write of the transaction, so that the row is locked only for the commit
+    # (taken at a savepoint in the middle of a scanner's batch, it deadlocked with
+    # writers holding the rows the batch went on to lock).
+    if session.in_nested_transaction() or not session.info.pop(_PENDING, False):
         return
     bump(session)
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+    # A savepoint rolled back undoes its own moves, not those made before it: the
+    # transaction still moves the version when it commits (once more than needed, at
+    # worst, which only renews the ledger's validators).
+    if not session.in_nested_transaction():
+        session.info.pop(_PENDING, None)
 
 
 def bump(session: Session) -> None:
