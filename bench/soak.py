@@ -206,9 +206,12 @@ def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Settings, str]]
         if created.returncode != 0:
             raise BenchError(f"aidlink admin create failed: {created.stderr or created.stdout}")
         servers: list[Server] = []
+        # The web servers as the Procfile and compose run them: their commits hand the
+        # events to a relay thread rather than publishing them before answering.
+        web_env = {**env, "AIDLINK_OUTBOX_RELAY": "background"}
         for name in ("donations", "dispatch", "gateway"):
             server = start_gunicorn(
-                name, f"services.{name}.app:create_app()", PORTS[name], env, tmp
+                name, f"services.{name}.app:create_app()", PORTS[name], web_env, tmp
             )
             servers.append(server)
             processes.append(server)
