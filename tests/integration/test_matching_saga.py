@@ -4,9 +4,11 @@ its need to matching."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from services.dispatch.models import SupplyLine
@@ -311,13 +313,14 @@ def test_a_coordinator_edits_a_preview_and_the_edited_plan_is_what_gets_reserved
 
 
 def test_a_run_on_events_leaves_a_coordinators_preview_and_an_approval_supersedes_the_rest(
-    stack: Stack,
+    stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     from services.dispatch.matching import service as matching_service
 
     people, client, _pledge, _critical, _normal = _masks_for_two_needs(stack)
     chief = people["coordinator"]
     rt = stack.runtime("dispatch")
+    caplog.set_level(logging.INFO, logger=matching_service.__name__)
 
     def status(run_id: Any) -> str:
         return str(
@@ -337,6 +340,10 @@ def test_a_run_on_events_leaves_a_coordinators_preview_and_an_approval_supersede
     assert (status(mine["id"]), status(theirs.id)) == ("superseded", "superseded")
     later = matching_service.run(rt, items=["mask"], dry_run=True, trigger="event")
     assert later is not None and later.status == "preview"
+    # Each run says in the worker's log what it found and what it spent where.
+    said = [r.getMessage() for r in caplog.records if str(later.id) in r.getMessage()]
+    assert len(said) == 1 and "(event, preview)" in said[0] and "2 allocations" in said[0]
+    assert "read and solved in" in said[0] and "written and relayed in" in said[0]
     assert status(second["id"]) == "preview"
     # Her approval makes every other waiting plan of the masks stale.
     approve(client, second["id"], chief)

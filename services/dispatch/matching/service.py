@@ -374,7 +374,9 @@ def run(
         empty = trigger != "manual" and dry_run and not document.get("allocations")
         # Made before the write begins: on SQLite its transaction holds the database.
         run_id = uuid.uuid4()
+        counting = time.perf_counter()
         planned = None if dry_run else _planned(rt, _proposals(document["allocations"]), run_id)
+        writing = time.perf_counter()
         with rt.unit_of_work() as session:
             matching_run = MatchingRun(
                 id=run_id,
@@ -393,6 +395,20 @@ def run(
             _supersede(session, matching_run, keep_manual=trigger != "manual")
             if planned is not None:
                 _apply(session, rt, matching_run, created_by, planned)
+        # What a long run spent where, for whoever watches the worker's log.
+        log.info(
+            "matching run %s (%s, %s): %d supply and %d demand lines, %d allocations; "
+            "read and solved in %.2f s, counted in %.2f s, written and relayed in %.2f s",
+            run_id,
+            trigger,
+            "preview" if dry_run else "applied",
+            len(supply),
+            len(demand),
+            len(document.get("allocations", [])),
+            elapsed,
+            writing - counting,
+            time.perf_counter() - writing,
+        )
         return matching_run
     finally:
         release(rt, wanted, holder)
