@@ -22,10 +22,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from marshmallow import Schema, fields, post_dump
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
@@ -47,7 +47,7 @@ from shared.contacts import contact_of
 from shared.db import in_chunks, utcnow
 from shared.display_fields import DisplayQuantities
 from shared.errors import Conflict, DomainError, RuleBroken
-from shared.events import new_event
+from shared.events import new_event, new_events
 from shared.identity import Identity, current_identity
 from shared.outbox import Outbox
 from shared.places import normalised_address
@@ -704,20 +704,140 @@ def plan_allocations(
         joined.updated_at = now
         placed[allocation.id] = joined
     numbers = next_tracking_numbers(session, now.year, len(opening))
-    for group, number in zip(opening.values(), numbers, strict=True):
-        opened = _new_shipment(
-            session,
-            outbox,
-            routes[group[0].id],
-            group,
-            now=now,
-            flush=False,
-            tracking_number=number,
-        )
-        placed.update((allocation.id, opened) for allocation in group)
     session.flush()
+    opened = _open_shipments(
+        session, outbox, routes, list(opening.values()), numbers, {s.id: s for s in held}, now
+    )
+    placed.update(opened)
     del held
     return placed
+
+
+def _open_shipments(
+    session: Session,
+    outbox: Outbox,
+    routes: dict[uuid.UUID, Route],
+    groups: list[list[Allocation]],
+    numbers: list[str],
+    supplies: dict[uuid.UUID, SupplyLine],
+    now: datetime,
+) -> dict[uuid.UUID, Shipment]:
+    """A planned shipment for each group of allocations (one route each), as
+    :func:`_new_shipment` makes one, written as rows: the shipments, their lines,
+    their first history rows and their ``shipment.created`` events each in one
+    multi-row insert (a matching run's reservations open hundreds at once). Returns the
+    shipment each allocation is on, by allocation id."""
+    if not groups:
+        return {}
+    shipments: list[dict[str, Any]] = []
+    lines: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    payloads: list[dict[str, Any]] = []
+    ids: list[uuid.UUID] = []
+    on: dict[uuid.UUID, uuid.UUID] = {}
+    stamp = now.isoformat()
+    for group, number in zip(groups, numbers, strict=True):
+        route = routes[group[0].id]
+        shipment_id = uuid.uuid4()
+        ids.append(shipment_id)
+        shipments.append(
+            {
+                "id": shipment_id,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+                "status": "planned",
+                "status_at": now,
+                "last_event_at": now,
+                "donor_org_id": route.donor_org_id,
+                "donor_anonymous": route.donor_anonymous,
+                "recipient_org_id": route.recipient_org_id,
+                "logistics_org_id": None,
+                "origin": route.origin,
+                "destination": route.destination,
+                "origin_key": route.origin_key,
+                "destination_key": route.destination_key,
+                "tracking_ref": None,
+                "tracking_number": number,
+                "eta": None,
+                "created_by": None,
+            }
+        )
+        for line_no, allocation in enumerate(group, start=1):
+            supply = supplies.get(allocation.pledge_line_id)
+            on[allocation.id] = shipment_id
+            lines.append(
+                {
+                    "id": uuid.uuid4(),
+                    "shipment_id": shipment_id,
+                    "line_no": line_no,
+                    "allocation_id": allocation.id,
+                    "pledge_id": allocation.pledge_id,
+                    "pledge_line_id": allocation.pledge_line_id,
+                    "need_id": allocation.need_id,
+                    "need_line_id": allocation.need_line_id,
+                    "item": allocation.item,
+                    "standard": supply.standard if supply else None,
+                    "quantity": allocation.quantity,
+                    "pack_unit": supply.pack_unit if supply else None,
+                    "pack_size": supply.pack_size if supply else None,
+                    "accepted": 0,
+                    "damaged": 0,
+                    "short": 0,
+                }
+            )
+        history.append(
+            {
+                "id": uuid.uuid4(),
+                "shipment_id": shipment_id,
+                "status": "planned",
+                "previous_status": None,
+                "occurred_at": now,
+                "recorded_at": now,
+                "location": None,
+                "note": "consolidated on reservation",
+                "actor_id": None,
+                "actor_org_id": None,
+                "source": "system",
+                "applied": True,
+            }
+        )
+        payloads.append(
+            {
+                "shipment_id": str(shipment_id),
+                "status": "planned",
+                "previous_status": None,
+                "occurred_at": stamp,
+                "location": None,
+                "lines": [
+                    {
+                        "allocation_id": str(a.id),
+                        "pledge_line_id": str(a.pledge_line_id),
+                        "quantity": a.quantity,
+                    }
+                    for a in group
+                ],
+                "donor_org_id": str(route.donor_org_id),
+                "donor_anonymous": bool(route.donor_anonymous),
+                "recipient_org_id": str(route.recipient_org_id),
+                "logistics_org_id": None,
+            }
+        )
+    session.execute(insert(cast(Table, Shipment.__table__)), shipments)
+    session.execute(insert(cast(Table, ShipmentLine.__table__)), lines)
+    session.execute(insert(cast(Table, ShipmentEvent.__table__)), history)
+    outbox.add_many(
+        session,
+        new_events(
+            "shipment.created", payloads, producer=PRODUCER, aggregate_ids=ids, aggregate_version=1
+        ),
+    )
+    made = {
+        shipment.id: shipment
+        for chunk in in_chunks(ids)
+        for shipment in session.scalars(select(Shipment).where(Shipment.id.in_(chunk)))
+    }
+    return {allocation_id: made[shipment_id] for allocation_id, shipment_id in on.items()}
 
 
 def consolidate(
