@@ -19,7 +19,9 @@ and the caller rolls back what it wrote and takes the slow, locking path.
 
 Both run on the session's own connection, in its transaction, and every statement but
 the COPY into the temporary table goes through SQLAlchemy's connection: its listeners
-see it, and its errors are SQLAlchemy's (a lost connection is invalidated, as always).
+see it, and its errors are SQLAlchemy's (the COPY's too, and a connection it finds lost
+is invalidated; the pool's other connections are checked when next taken, see
+``shared.db.ping_when_idle``).
 """
 
 from __future__ import annotations

@@ -113,6 +113,19 @@ def test_malformed_setting_names_the_variable() -> None:
         Settings.from_env(
             {"AIDLINK_PASSWORD_HASH_MEMORY_KIB": "16", "AIDLINK_PASSWORD_HASH_PARALLELISM": "4"}
         )
+    costly = Settings.from_env(
+        {
+            "AIDLINK_PASSWORD_HASH_TIME_COST": "3",
+            "AIDLINK_PASSWORD_HASH_MEMORY_KIB": "65536",
+            "AIDLINK_PASSWORD_HASH_PARALLELISM": "4",
+        }
+    )
+    assert (
+        costly.password_hash_time_cost,
+        costly.password_hash_memory_kib,
+        costly.password_hash_parallelism,
+    ) == (3, 65536, 4)
+    assert Settings.from_env(costly.to_env()) == costly
     with pytest.raises(ConfigError, match="AIDLINK_PASSWORD_HASH_MEMORY_KIB must be an integer"):
         Settings.from_env({"AIDLINK_PASSWORD_HASH_MEMORY_KIB": "64MiB"})
     with pytest.raises(ConfigError, match="AIDLINK_OUTBOX_RELAY must be 'inline' or"):

@@ -210,14 +210,21 @@ def _login(data: dict[str, Any]) -> Any:
             "You are not a member of that organisation.",
             errors={"organisation_id": ["Not one of your organisations."]},
         )
+    # A hash of another cost is made again at the configured one, before the write
+    # begins (on SQLite the transaction holds the database's write lock).
+    rehashed = (
+        hash_password(data["password"])
+        if user.password_hash and password_needs_rehash(user.password_hash)
+        else None
+    )
     with rt.unit_of_work() as session:
         user = session.get(User, user.id)
         assert user is not None
         user.failed_logins = 0
         user.locked_until = None
         user.last_login_at = now
-        if password_needs_rehash(user.password_hash):
-            user.password_hash = hash_password(data["password"])
+        if rehashed is not None:
+            user.password_hash = rehashed
         return start_session(session, user, org_id)
 
 
