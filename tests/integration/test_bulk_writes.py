@@ -8,7 +8,7 @@ import uuid
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, Text, insert, select
+from sqlalchemy import Table, Text, func, insert, select
 from sqlalchemy import cast as cast_
 
 from services.dispatch.allocations import service as saga
@@ -157,3 +157,37 @@ def test_rows_made_ready_for_one_backend_are_refused_on_another(
         writer.write(session, ready)
     with pytest.raises(ValueError, match="has no column 'colour'"):
         BulkInsert(cast(Table, Allocation.__table__), (*COLUMNS, "colour"))
+
+
+def test_a_bulk_write_that_fails_raises_sqlalchemys_error_and_writes_nothing(
+    stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """A row the table refuses (a NOT NULL column left empty) and, on PostgreSQL, a value
+    its COPY cannot read: SQLAlchemy's error of the kind, as any statement gives, and
+    the transaction rolls back whole."""
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    rt = stack.runtime("dispatch")
+    table = cast(Table, Allocation.__table__)
+    writer = BulkInsert(table, COLUMNS)
+    good = _row(*need_line)
+    empty_status = _row(*need_line, status=None)
+    ready = writer.prepare(
+        rt.engine.dialect, [tuple(r[c] for c in COLUMNS) for r in (good, empty_status)]
+    )
+    with pytest.raises(IntegrityError), rt.unit_of_work() as session:
+        writer.write(session, ready)
+    if rt.engine.dialect.name == "postgresql":
+        # Read by the COPY itself, on the driver's cursor.
+        unreadable = writer.prepare(
+            rt.engine.dialect, [tuple(_row(*need_line, quantity="seven")[c] for c in COLUMNS)]
+        )
+        with pytest.raises(DBAPIError, match="invalid input syntax"), rt.unit_of_work() as s:
+            writer.write(s, unreadable)
+    with rt.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Allocation)) == 0
+    # The connection is usable again.
+    with rt.unit_of_work() as session:
+        writer.write(session, writer.prepare(rt.engine.dialect, [tuple(good[c] for c in COLUMNS)]))
+    with rt.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Allocation)) == 1
