@@ -455,16 +455,10 @@ TRACKING_PREFIX = "AL"
 _TRACKING_NUMBER = re.compile(r"^AL-\d{4}-\d{6,}$", re.IGNORECASE)
 
 
-def next_tracking_number(session: Session, year: int) -> str:
-    """The next tracking number of ``year`` (AL-2020-000001, ...), taken in the
-    caller's transaction: the counter's row is locked until it commits, so no two
-    shipments share a number."""
-    return next_tracking_numbers(session, year, 1)[0]
-
-
 def next_tracking_numbers(session: Session, year: int, count: int) -> list[str]:
-    """The next ``count`` tracking numbers of ``year``, taken by one statement in the
-    caller's transaction (the counter moves by ``count`` at once)."""
+    """The next ``count`` tracking numbers of ``year`` (AL-2020-000001, ...), taken by
+    one statement in the caller's transaction (the counter moves by ``count`` at once;
+    its row is locked until the caller commits, so no two shipments share a number)."""
     if count < 1:
         return []
     for _attempt in range(3):
@@ -523,92 +517,35 @@ def parties(shipment: Shipment) -> dict[str, Any]:
     }
 
 
-def _new_shipment(
-    session: Session,
-    outbox: Outbox,
-    route: Route,
-    allocations: Sequence[Allocation],
-    *,
-    logistics_org_id: uuid.UUID | None = None,
-    tracking_ref: str | None = None,
-    eta: datetime | None = None,
-    created_by: uuid.UUID | None = None,
-    now: datetime | None = None,
-    flush: bool = True,
-    tracking_number: str | None = None,
-) -> Shipment:
-    """A planned shipment of ``allocations`` on ``route``, its first history row and its
-    ``shipment.created``; ``flush=False`` leaves writing it to the caller's next flush
-    (several shipments created together), and ``tracking_number`` one taken for it
-    already (:func:`next_tracking_numbers`)."""
-    now = now or utcnow()
-    shipment = Shipment(
-        id=uuid.uuid4(),
-        version=1,
-        status="planned",
-        status_at=now,
-        last_event_at=now,
-        donor_org_id=route.donor_org_id,
-        donor_anonymous=route.donor_anonymous,
-        recipient_org_id=route.recipient_org_id,
-        logistics_org_id=logistics_org_id,
-        origin=route.origin,
-        destination=route.destination,
-        origin_key=route.origin_key,
-        destination_key=route.destination_key,
-        tracking_ref=tracking_ref,
-        tracking_number=tracking_number or next_tracking_number(session, now.year),
-        eta=eta,
-        created_by=created_by,
-    )
-    session.add(shipment)
-    shipment.lines = [
-        _line(session, allocation, n) for n, allocation in enumerate(allocations, start=1)
-    ]
-    session.add(
-        ShipmentEvent(
-            id=uuid.uuid4(),
-            shipment_id=shipment.id,
-            status="planned",
-            occurred_at=now,
-            recorded_at=now,
-            actor_id=created_by,
-            source="system",
-            applied=True,
-            note="consolidated by a coordinator" if created_by else "consolidated on reservation",
-        )
-    )
-    _announce(
-        session,
-        outbox,
-        shipment,
-        "shipment.created",
-        previous_status=None,
-        occurred_at=now,
-        flush=flush,
-    )
-    return shipment
+def _line_values(
+    allocation: Allocation, supply: SupplyLine | None, line_no: int, shipment_id: uuid.UUID | None
+) -> dict[str, Any]:
+    """A shipment line's columns for ``allocation``, packed as its ``supply`` line is."""
+    return {
+        "id": uuid.uuid4(),
+        "shipment_id": shipment_id,
+        "line_no": line_no,
+        "allocation_id": allocation.id,
+        "pledge_id": allocation.pledge_id,
+        "pledge_line_id": allocation.pledge_line_id,
+        "need_id": allocation.need_id,
+        "need_line_id": allocation.need_line_id,
+        "item": allocation.item,
+        "standard": supply.standard if supply else None,
+        "quantity": allocation.quantity,
+        "pack_unit": supply.pack_unit if supply else None,
+        "pack_size": supply.pack_size if supply else None,
+        "accepted": 0,
+        "damaged": 0,
+        "short": 0,
+    }
 
 
 def _line(session: Session, allocation: Allocation, line_no: int) -> ShipmentLine:
     supply = session.get(SupplyLine, allocation.pledge_line_id)
-    return ShipmentLine(
-        id=uuid.uuid4(),
-        line_no=line_no,
-        allocation_id=allocation.id,
-        pledge_id=allocation.pledge_id,
-        pledge_line_id=allocation.pledge_line_id,
-        need_id=allocation.need_id,
-        need_line_id=allocation.need_line_id,
-        item=allocation.item,
-        standard=supply.standard if supply else None,
-        quantity=allocation.quantity,
-        pack_unit=supply.pack_unit if supply else None,
-        pack_size=supply.pack_size if supply else None,
-        accepted=0,
-        damaged=0,
-        short=0,
-    )
+    values = _line_values(allocation, supply, line_no, None)
+    del values["shipment_id"]  # set by the shipment the line is appended to
+    return ShipmentLine(**values)
 
 
 def _lock_destination(session: Session, *recipient_org_ids: uuid.UUID) -> None:
@@ -721,12 +658,18 @@ def _open_shipments(
     numbers: list[str],
     supplies: dict[uuid.UUID, SupplyLine],
     now: datetime,
+    *,
+    logistics_org_id: uuid.UUID | None = None,
+    tracking_ref: str | None = None,
+    eta: datetime | None = None,
+    created_by: uuid.UUID | None = None,
 ) -> dict[uuid.UUID, Shipment]:
-    """A planned shipment for each group of allocations (one route each), as
-    :func:`_new_shipment` makes one, written as rows: the shipments, their lines,
-    their first history rows and their ``shipment.created`` events each in one
-    multi-row insert (a matching run's reservations open hundreds at once). Returns the
-    shipment each allocation is on, by allocation id."""
+    """A planned shipment for each group of allocations (one route each, its tracking
+    number in ``numbers``), with its first history row and its ``shipment.created``,
+    written as rows: the shipments, their lines, history rows and events each in one
+    multi-row insert (a matching run's reservations open hundreds at once; a
+    coordinator's consolidation, ``created_by``, one). Returns the shipment each
+    allocation is on, by allocation id."""
     if not groups:
         return {}
     shipments: list[dict[str, Any]] = []
@@ -752,39 +695,23 @@ def _open_shipments(
                 "donor_org_id": route.donor_org_id,
                 "donor_anonymous": route.donor_anonymous,
                 "recipient_org_id": route.recipient_org_id,
-                "logistics_org_id": None,
+                "logistics_org_id": logistics_org_id,
                 "origin": route.origin,
                 "destination": route.destination,
                 "origin_key": route.origin_key,
                 "destination_key": route.destination_key,
-                "tracking_ref": None,
+                "tracking_ref": tracking_ref,
                 "tracking_number": number,
-                "eta": None,
-                "created_by": None,
+                "eta": eta,
+                "created_by": created_by,
             }
         )
         for line_no, allocation in enumerate(group, start=1):
-            supply = supplies.get(allocation.pledge_line_id)
             on[allocation.id] = shipment_id
             lines.append(
-                {
-                    "id": uuid.uuid4(),
-                    "shipment_id": shipment_id,
-                    "line_no": line_no,
-                    "allocation_id": allocation.id,
-                    "pledge_id": allocation.pledge_id,
-                    "pledge_line_id": allocation.pledge_line_id,
-                    "need_id": allocation.need_id,
-                    "need_line_id": allocation.need_line_id,
-                    "item": allocation.item,
-                    "standard": supply.standard if supply else None,
-                    "quantity": allocation.quantity,
-                    "pack_unit": supply.pack_unit if supply else None,
-                    "pack_size": supply.pack_size if supply else None,
-                    "accepted": 0,
-                    "damaged": 0,
-                    "short": 0,
-                }
+                _line_values(
+                    allocation, supplies.get(allocation.pledge_line_id), line_no, shipment_id
+                )
             )
         history.append(
             {
@@ -795,8 +722,10 @@ def _open_shipments(
                 "occurred_at": now,
                 "recorded_at": now,
                 "location": None,
-                "note": "consolidated on reservation",
-                "actor_id": None,
+                "note": "consolidated by a coordinator"
+                if created_by
+                else "consolidated on reservation",
+                "actor_id": created_by,
                 "actor_org_id": None,
                 "source": "system",
                 "applied": True,
@@ -820,7 +749,7 @@ def _open_shipments(
                 "donor_org_id": str(route.donor_org_id),
                 "donor_anonymous": bool(route.donor_anonymous),
                 "recipient_org_id": str(route.recipient_org_id),
-                "logistics_org_id": None,
+                "logistics_org_id": str(logistics_org_id) if logistics_org_id else None,
             }
         )
     session.execute(insert(cast(Table, Shipment.__table__)), shipments)
@@ -902,16 +831,26 @@ def consolidate(
         .execution_options(synchronize_session=False)
     )
     now = utcnow()
-    shipment = _new_shipment(
-        session,
-        outbox,
-        route,
-        found,
-        logistics_org_id=logistics_org_id,
-        tracking_ref=tracking_ref,
-        eta=eta,
-        created_by=created_by,
-        now=now,
+    supplies = {
+        supply.id: supply
+        for supply in session.scalars(
+            select(SupplyLine).where(SupplyLine.id.in_({a.pledge_line_id for a in found}))
+        )
+    }
+    [shipment] = set(
+        _open_shipments(
+            session,
+            outbox,
+            {allocation.id: route for allocation in found},
+            [found],
+            next_tracking_numbers(session, now.year, 1),
+            supplies,
+            now,
+            logistics_org_id=logistics_org_id,
+            tracking_ref=tracking_ref,
+            eta=eta,
+            created_by=created_by,
+        ).values()
     )
     for old_id in sorted(left):
         old = session.get(Shipment, old_id, populate_existing=True)
