@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -218,7 +218,7 @@ def _locked_rows(
     """The rows whose ``key`` is in ``ids``, as :class:`_Row`, read afresh and locked
     (FOR UPDATE; SQLite's writer holds the database) in key order, so that two writers
     wait instead of deadlocking, without building ORM objects. Without ``lock``, read
-    only: each row keeps what was read in ``was``, for a compare-and-set."""
+    only: each row keeps what was read in ``read``, for a compare-and-set."""
     found: dict[uuid.UUID, Any] = {}
     ordered = sorted(ids)
     for i in range(0, len(ordered), _CHUNK):
@@ -327,7 +327,12 @@ def _write_counts(
             .values(status=bindparam("new_status"), version=bindparam("seen") + 1, updated_at=now),
             [{"need_id": r.id, "new_status": r.status, "seen": r.version} for r in moved],
         )
-    touched = lines.keys() | supplies.keys() | needs.keys()
+    _expire_held(session, lines.keys() | supplies.keys() | needs.keys())
+
+
+def _expire_held(session: Session, touched: Collection[uuid.UUID]) -> None:
+    """Objects of the need lines, supply lines and needs ``touched`` by a bulk write
+    that the session holds are read again when next used."""
     for held_object in list(session.identity_map.values()):
         if isinstance(held_object, NeedLine | SupplyLine | Need) and held_object.id in touched:
             session.expire(held_object)
@@ -561,6 +566,7 @@ class PlannedProposals:
     """A plan's proposals read and counted before its write transaction, with every
     row that transaction writes made ready: :func:`plan_proposals`."""
 
+    proposals: Sequence[Proposal]
     results: list[Proposed]
     lines: Ready
     supplies: Ready
@@ -640,6 +646,7 @@ def plan_proposals(
         for row in counted.needs.values()
     ]
     return PlannedProposals(
+        proposals=proposals,
         results=counted.results,
         lines=_LINES_CAS.prepare(dialect, line_rows),
         supplies=_SUPPLY_CAS.prepare(dialect, supply_rows),
@@ -672,12 +679,7 @@ def write_planned(
             return None
         _ALLOCATIONS_INSERT.write(session, planned.allocations)
         outbox.write_prepared(session, planned.events)
-    for held_object in list(session.identity_map.values()):
-        if (
-            isinstance(held_object, NeedLine | SupplyLine | Need)
-            and held_object.id in planned.touched
-        ):
-            session.expire(held_object)
+    _expire_held(session, planned.touched)
     return planned.results
 
 

@@ -375,7 +375,7 @@ def run(
         # Made before the write begins: on SQLite its transaction holds the database.
         run_id = uuid.uuid4()
         counting = time.perf_counter()
-        planned = None if dry_run else _planned(rt, _proposals(document["allocations"]), run_id)
+        planned = None if dry_run else _planned(rt, document["allocations"], run_id)
         writing = time.perf_counter()
         with rt.unit_of_work() as session:
             matching_run = MatchingRun(
@@ -453,12 +453,12 @@ def _reading(rt: ServiceRuntime) -> Session:
 
 
 def _planned(
-    rt: ServiceRuntime, proposals: list[saga.Proposal], run_id: uuid.UUID
-) -> tuple[list[saga.Proposal], saga.PlannedProposals | None]:
+    rt: ServiceRuntime, plan: list[dict[str, Any]], run_id: uuid.UUID
+) -> saga.PlannedProposals:
     """The plan's proposals, read and counted before the write transaction opens
     (``saga.plan_proposals``)."""
     with _reading(rt) as session:
-        return proposals, saga.plan_proposals(session, rt.outbox, proposals, run_id=run_id)
+        return saga.plan_proposals(session, rt.outbox, _proposals(plan), run_id=run_id)
 
 
 def _apply(
@@ -466,16 +466,15 @@ def _apply(
     rt: ServiceRuntime,
     matching_run: MatchingRun,
     approved_by: uuid.UUID | None,
-    planned: tuple[list[saga.Proposal], saga.PlannedProposals | None],
+    planned: saga.PlannedProposals,
 ) -> None:
-    """Propose the run's plan, as counted before the write began (``planned``); if any
-    of its rows changed since (or nothing was counted before), counted now, under lock."""
+    """Propose the run's plan as counted before the write began (``planned``); if any
+    of its rows changed since, counted again now, under lock."""
     plan = matching_run.plan.get("allocations", [])
-    proposals, ready = planned
-    results = None if ready is None else saga.write_planned(session, rt.outbox, ready)
+    results = saga.write_planned(session, rt.outbox, planned)
     if results is None:
         log.info("the supply or needs of run %s changed while it was planned", matching_run.id)
-        results = saga.propose_many(session, rt.outbox, proposals, run_id=matching_run.id)
+        results = saga.propose_many(session, rt.outbox, planned.proposals, run_id=matching_run.id)
     refused = [
         {**proposal, "refused": result.refused}
         for proposal, result in zip(plan, results, strict=True)
@@ -505,12 +504,12 @@ def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None
             slug="matching-in-progress",
         )
     try:
-        planned = _planned(rt, _proposals(plan), run_id)
+        planned = _planned(rt, plan, run_id)
         with rt.unit_of_work() as session:
             matching_run = _preview_for_update(session, run_id, "approved")
             if matching_run.plan.get("allocations", []) != plan:
-                # Edited since it was read: counted again, under lock.
-                planned = (_proposals(matching_run.plan.get("allocations", [])), None)
+                # Edited since it was read: counted again, now that the run is locked.
+                planned = _planned(rt, matching_run.plan.get("allocations", []), run_id)
             _apply(session, rt, matching_run, approved_by, planned)
             # Other plans of these items, made before this one took its supply, are stale.
             _supersede(session, matching_run, keep_manual=False)
