@@ -147,7 +147,7 @@ class Outbox:
         catch-up."""
         self.row_class = row_class
         self.track_receipt = track_receipt
-        self._bulk: dict[str, BulkInsert] = {}
+        self._bulk: BulkInsert | None = None
         self.session_factory = session_factory
         self.publisher = publisher
         self.sweep_grace = sweep_grace
@@ -177,40 +177,11 @@ class Outbox:
         )
         session.info.setdefault(_PENDING_KEY, []).append((evt.id, message))
 
-    def add_many(self, session: Session, events: list[Event]) -> None:
-        """Write many events in the session's transaction, in one multi-row insert."""
-        if not events:
-            return
-        rows = []
-        pending = session.info.setdefault(_PENDING_KEY, [])
-        awaiting: dict[str, str | None] = {}
-        for evt in events:
-            message = evt.to_message()
-            if evt.type not in awaiting:
-                awaiting[evt.type] = (
-                    awaiting_of(subscribers_of(evt.type)) if self.track_receipt else None
-                )
-            rows.append(
-                {
-                    "id": evt.id,
-                    "type": evt.type,
-                    "aggregate_id": evt.aggregate_id,
-                    "message": message,
-                    "created_at": evt.occurred_at,
-                    "awaiting": awaiting[evt.type],
-                }
-            )
-            pending.append((evt.id, message))
-        session.execute(insert(cast(Table, cast(Any, self.row_class).__table__)), rows)
-
-    def prepare_many(self, dialect: Dialect, events: list[Event]) -> PreparedEvents:
-        """Outside a transaction: the outbox rows of ``events`` made ready for
-        :meth:`write_prepared` (``shared.bulk``), for a change of tens of thousands of
-        events whose transaction should hold no longer than its writes."""
-        table = cast(Table, cast(Any, self.row_class).__table__)
-        writer = self._bulk.get(table.name)
-        if writer is None:
-            writer = self._bulk[table.name] = BulkInsert(table, _BULK_COLUMNS)
+    def _rows(
+        self, events: list[Event]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[uuid.UUID, dict[str, Any]]]]:
+        """The outbox rows of ``events`` (values of ``_BULK_COLUMNS``) and what the relay
+        publishes of them."""
         awaiting: dict[str, str | None] = {}
         rows = []
         pending = []
@@ -223,7 +194,28 @@ class Outbox:
             row = (evt.id, evt.type, evt.aggregate_id, message, evt.occurred_at, 0)
             rows.append((*row, awaiting[evt.type]))
             pending.append((evt.id, message))
-        return PreparedEvents(writer, writer.prepare(dialect, rows), pending)
+        return rows, pending
+
+    def add_many(self, session: Session, events: list[Event]) -> None:
+        """Write many events in the session's transaction, in one multi-row insert."""
+        if not events:
+            return
+        rows, pending = self._rows(events)
+        session.execute(
+            insert(cast(Table, cast(Any, self.row_class).__table__)),
+            [dict(zip(_BULK_COLUMNS, row, strict=True)) for row in rows],
+        )
+        session.info.setdefault(_PENDING_KEY, []).extend(pending)
+
+    def prepare_many(self, dialect: Dialect, events: list[Event]) -> PreparedEvents:
+        """Outside a transaction: the outbox rows of ``events`` made ready for
+        :meth:`write_prepared` (``shared.bulk``), for a change of tens of thousands of
+        events whose transaction should hold no longer than its writes."""
+        if self._bulk is None:
+            table = cast(Table, cast(Any, self.row_class).__table__)
+            self._bulk = BulkInsert(table, _BULK_COLUMNS)
+        rows, pending = self._rows(events)
+        return PreparedEvents(self._bulk, self._bulk.prepare(dialect, rows), pending)
 
     def write_prepared(self, session: Session, prepared: PreparedEvents) -> None:
         """Write events made ready by :meth:`prepare_many` in the session's transaction;
