@@ -453,6 +453,28 @@ def help_request_status(request_id: uuid.UUID) -> Any:
 # A helper's sessions ------------------------------------------------------------------------
 
 
+def shown_days(
+    items: list[dict[str, Any]], now: datetime
+) -> list[tuple[date, list[dict[str, Any]]]]:
+    """A helper's sessions by local day, from today to ``SESSIONS_AHEAD``, each marked
+    with where ``now`` (local, aware) stands in it. A session that began before midnight
+    and ends today (one running across it) is today's: its helper closes it today."""
+    today = now.date()
+    days: dict[date, list[dict[str, Any]]] = {}
+    for found in items:
+        day = local_day(found["starts_at"])
+        ends = datetime.fromisoformat(found["ends_at"].replace("Z", "+00:00")).astimezone(LOCAL)
+        if day is None or ends.date() < today or ends - now > SESSIONS_AHEAD:
+            continue
+        visible_from = datetime.fromisoformat(found["contact_visible_from"])
+        visible_until = datetime.fromisoformat(found["contact_visible_until"])
+        found["in_window"] = visible_from <= now <= visible_until
+        found["before_window"] = now < visible_from
+        found["started"] = datetime.fromisoformat(found["starts_at"]) <= now
+        days.setdefault(max(day, today), []).append(found)
+    return sorted(days.items())
+
+
 def _sessions_page(
     shown: dict[str, dict[str, Any]] | None = None,
     joined: dict[str, dict[str, Any]] | None = None,
@@ -466,23 +488,9 @@ def _sessions_page(
     helper = my_helper()
     now = datetime.now(LOCAL)
     today = now.date()
-    days: dict[date, list[dict[str, Any]]] = {}
-    for found in answer.body["items"]:
-        day = local_day(found["starts_at"])
-        ends = datetime.fromisoformat(found["ends_at"].replace("Z", "+00:00"))
-        if day is None or day < today or ends.astimezone(LOCAL).date() < today:
-            continue
-        if ends.astimezone(LOCAL) - now > SESSIONS_AHEAD:
-            continue
-        visible_from = datetime.fromisoformat(found["contact_visible_from"])
-        visible_until = datetime.fromisoformat(found["contact_visible_until"])
-        found["in_window"] = visible_from <= now <= visible_until
-        found["before_window"] = now < visible_from
-        found["started"] = datetime.fromisoformat(found["starts_at"]) <= now
-        days.setdefault(day, []).append(found)
     return render_template(
         "help/sessions.html",
-        days=sorted(days.items()),
+        days=shown_days(answer.body["items"], now),
         today=today,
         tomorrow=today + timedelta(days=1),
         helper=helper,
