@@ -4,7 +4,7 @@
 dispatch database with the benchmark's instance at each size (its supply lines as open
 pledge lines, its demand lines as open needs of verified organisations, by bulk
 inserts) and calls ``matching.service.run`` as a coordinator's applied run does. Each
-phase is timed where the service does it: the read (``build_inputs``), the solver
+phase is timed where the service does it: the read (``read_inputs``), the solver
 (``matching.match``), and the write transaction (the run, its proposals, their
 allocation events and outbox rows, committed together), whose length is how long
 SQLite's write lock is held. Meanwhile a client posts a need every ``--post-every``
@@ -165,7 +165,7 @@ def timed_phases(rt: Any, phases: Phases) -> Iterator[None]:
     from services.dispatch import matching
     from services.dispatch.matching import service
 
-    build_inputs, match, unit_of_work = service.build_inputs, matching.match, rt.unit_of_work
+    read_inputs, match, unit_of_work = service.read_inputs, matching.match, rt.unit_of_work
 
     def timed(name: str, fn: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -201,13 +201,13 @@ def timed_phases(rt: Any, phases: Phases) -> Iterator[None]:
         phases.write += (committed[0] if committed else time.perf_counter()) - began
         phases.relay += time.perf_counter() - (committed[0] if committed else began)
 
-    service.build_inputs = timed("read", build_inputs)
+    service.read_inputs = timed("read", read_inputs)
     matching.match = timed("solve", match)
     rt.unit_of_work = timed_unit_of_work
     try:
         yield
     finally:
-        service.build_inputs, matching.match = build_inputs, match
+        service.read_inputs, matching.match = read_inputs, match
         rt.unit_of_work = unit_of_work
 
 
@@ -296,7 +296,7 @@ def report(n: int, backend: str, p: Phases) -> None:
         statuses[status] = statuses.get(status, 0) + 1
     print(f"\nN = {n:,} lines a side, {backend}: {p.proposals:,} allocations proposed")
     print(f"  {'phase':<34}{'seconds':>9}  target")
-    print(f"  {'read (build_inputs)':<34}{p.read:>9.2f}")
+    print(f"  {'read (read_inputs)':<34}{p.read:>9.2f}")
     print(f"  {'solve (matching.match)':<34}{p.solve:>9.2f}")
     print(f"  {'write transaction (lock held)':<34}{p.write:>9.2f}  <= {TARGET_WRITE_SECONDS} s")
     print(f"  {'events relayed after the commit':<34}{p.relay:>9.2f}")

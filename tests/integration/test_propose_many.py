@@ -11,9 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from services.dispatch.allocations import service as saga
+from services.dispatch.matching import service as matching_service
 from services.dispatch.models import Allocation, Need, NeedLine, Shipment, SupplyLine
 from services.dispatch.needs import service as needs
 from shared.db import utcnow
@@ -264,6 +265,17 @@ def _meanwhile_the_donor_asks_not_to_be_named(rt: Any, ids: dict[str, Any]) -> N
         )
 
 
+def _plan(reading: Any, rt: Any, plan: list[saga.Proposal], read: str) -> Any:
+    """``plan`` counted on rows read for it (``own``), or on the rows a matching run
+    read for the matcher (``run``), as a run applying its plan does."""
+    if read == "own":
+        return saga.plan_proposals(reading, rt.outbox, plan, run_id=None)
+    inputs = matching_service.read_inputs(reading, ["mask"])
+    assert inputs.rows.covers(plan)
+    return saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
+
+
+@pytest.mark.parametrize("read", ["own", "run"])
 @pytest.mark.parametrize(
     "meanwhile",
     [
@@ -272,10 +284,13 @@ def _meanwhile_the_donor_asks_not_to_be_named(rt: Any, ids: dict[str, Any]) -> N
         _meanwhile_the_donor_asks_not_to_be_named,
     ],
 )
-def test_a_change_to_what_a_plan_only_read_stops_its_write(stack: Stack, meanwhile: Any) -> None:
+def test_a_change_to_what_a_plan_only_read_stops_its_write(
+    stack: Stack, meanwhile: Any, read: str
+) -> None:
     """Not the lines a plan proposes to, but what its count read besides: another line
     of the same need (the need's status is made of both), the need itself, the pledge's
-    anonymity (its allocations copy it)."""
+    anonymity (its allocations copy it); whether the count read its rows itself or took
+    those the run read for the matcher."""
     rt = stack.runtime("dispatch")
     with rt.unit_of_work() as session:
         supply = _supply(session, 10)
@@ -295,7 +310,7 @@ def test_a_change_to_what_a_plan_only_read_stops_its_write(stack: Stack, meanwhi
     plan = [saga.Proposal(supply, ids["line"], 5, {})]
     assert rt.read_session_factory is not None
     with rt.read_session_factory() as reading:
-        planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=None)
+        planned = _plan(reading, rt, plan, read)
     meanwhile(rt, ids)
     with rt.unit_of_work() as session:
         assert saga.write_planned(session, rt.outbox, planned) is None
@@ -320,6 +335,64 @@ def test_a_change_to_what_a_plan_only_read_stops_its_write(stack: Stack, meanwhi
             )
             == 1
         )
+
+
+def test_a_run_counts_its_plan_on_the_rows_it_read_for_the_matcher(stack: Stack) -> None:
+    """The rows a run read for the matcher serve its count: no line or need is read
+    again, and the write is what counting on rows read afresh would write."""
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        supply = _supply(session, 10)
+        need = _need(session, rt.outbox, 5, 4, 3)
+        first, second, third = (line.id for line in need.lines)
+        need_id = need.id
+        # The third line is covered already: it is read all the same (the need's
+        # status is made of it too).
+        saga.propose_many(session, rt.outbox, [saga.Proposal(supply, third, 3, {})], run_id=None)
+    plan = [saga.Proposal(supply, first, 5, {}), saga.Proposal(supply, second, 2, {})]
+    statements: list[str] = []
+    assert rt.read_session_factory is not None
+    with rt.read_session_factory() as reading:
+        inputs = matching_service.read_inputs(reading, ["mask"])
+        assert [line.id for line in inputs.rows.lines_of[need_id]] == sorted([first, second, third])
+        engine = reading.get_bind()
+        listen = lambda *args: statements.append(args[2])  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listen)
+        try:
+            planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
+        finally:
+            event.remove(engine, "before_cursor_execute", listen)
+    assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert [r.refused for r in planned.results] == [None, None]
+    with rt.unit_of_work() as session:
+        assert saga.write_planned(session, rt.outbox, planned) is not None
+    with rt.session_factory() as session:
+        lines = {line.id: line for line in session.scalars(select(NeedLine))}
+        assert [(lines[i].proposed, lines[i].status) for i in (first, second, third)] == [
+            (5, "allocated"),
+            (2, "partially_allocated"),
+            (3, "allocated"),
+        ]
+        assert session.get(Need, need_id).status == "partially_allocated"  # type: ignore[union-attr]
+        assert session.get(SupplyLine, supply).proposed == 10  # type: ignore[union-attr]
+
+
+def test_a_run_whose_plan_names_rows_it_did_not_read_reads_them(stack: Stack) -> None:
+    """A plan naming a line the run's read did not hold (an edited preview, say) is
+    counted on rows read afresh: the refusal is the one the line earns, not "no longer
+    exists"."""
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        supply = _supply(session, 10)
+        need = _need(session, rt.outbox, 5)
+        line = need.lines[0].id
+    assert rt.read_session_factory is not None
+    with rt.read_session_factory() as reading:
+        inputs = matching_service.read_inputs(reading, ["gloves_exam"])
+        plan = [saga.Proposal(supply, line, 5, {})]
+        assert not inputs.rows.covers(plan)
+        planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
+    assert [r.refused for r in planned.results] == [None]
 
 
 def _accepted(allocation: saga.ProposedAllocation) -> dict[str, Any]:

@@ -16,9 +16,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
@@ -232,7 +233,7 @@ def _locked_rows(
     return found
 
 
-_LINE_COLUMNS = (
+LINE_COLUMNS = (
     NeedLine.id,
     NeedLine.need_id,
     NeedLine.item,
@@ -243,7 +244,7 @@ _LINE_COLUMNS = (
     NeedLine.shipped,
     NeedLine.received,
 )
-_SUPPLY_COLUMNS = (
+SUPPLY_COLUMNS = (
     SupplyLine.id,
     SupplyLine.pledge_id,
     SupplyLine.donor_org_id,
@@ -265,7 +266,7 @@ def _lines_of_needs(
     lines_of: dict[uuid.UUID, list[Any]] = {need_id: [] for need_id in need_ids}
     for i in range(0, len(ordered := sorted(need_ids)), _CHUNK):
         for row in session.execute(
-            select(*_LINE_COLUMNS).where(NeedLine.need_id.in_(ordered[i : i + _CHUNK]))
+            select(*LINE_COLUMNS).where(NeedLine.need_id.in_(ordered[i : i + _CHUNK]))
         ).mappings():
             line: Any = locked.get(row["id"])
             if line is None:
@@ -352,16 +353,82 @@ class _Counted:
     now: datetime
 
 
+@dataclass
+class ReadRows:
+    """The rows :func:`plan_proposals` counts a plan against, read but not locked:
+    need lines, supply lines and needs by id, and every line of each need by need (the
+    same objects as in ``lines``). Counting changes them: they serve one plan."""
+
+    lines: dict[uuid.UUID, Any]
+    supplies: dict[uuid.UUID, Any]
+    needs: dict[uuid.UUID, Any]
+    lines_of: dict[uuid.UUID, list[Any]]
+
+    def covers(self, proposals: Sequence[Proposal]) -> bool:
+        """Whether every proposal's supply line, need line and need were read (and so,
+        by how the rows are made, every line of that need)."""
+        return all(
+            p.supply_line_id in self.supplies
+            and (line := self.lines.get(p.need_line_id)) is not None
+            and line.need_id in self.needs
+            for p in proposals
+        )
+
+
+# What :func:`read_rows` takes of a need, under these names, after the line's columns.
+NEED_COLUMNS = {
+    "need_status": Need.status,
+    "need_org_id": Need.org_id,
+    "need_version": Need.version,
+    "need_updated_at": Need.updated_at,
+}
+_SUPPLY_KEYS = tuple(column.key for column in SUPPLY_COLUMNS)
+_LINE_KEYS = tuple(column.key for column in LINE_COLUMNS)
+_NEED_KEYS = ("id", "status", "org_id", "version", "updated_at")
+
+
+def read_rows(supply_rows: Iterable[Sequence[Any]], line_rows: Iterable[Sequence[Any]]) -> ReadRows:
+    """:class:`ReadRows` of rows read elsewhere without a lock: a matching run's own
+    read (``matching.service.read_inputs``), so that its plan is not read twice.
+    ``supply_rows`` begin with the columns of ``SUPPLY_COLUMNS``; ``line_rows`` with
+    those of ``LINE_COLUMNS`` then ``NEED_COLUMNS``, in order, and hold every line of
+    each need they name."""
+    supplies: dict[uuid.UUID, Any] = {}
+    width = len(SUPPLY_COLUMNS)
+    for row in supply_rows:
+        read = dict(zip(_SUPPLY_KEYS, row[:width], strict=True))
+        each: Any = _Row(read)
+        each.read = read
+        supplies[each.id] = each
+    lines: dict[uuid.UUID, Any] = {}
+    needs: dict[uuid.UUID, Any] = {}
+    lines_of: dict[uuid.UUID, list[Any]] = {}
+    width = len(LINE_COLUMNS)
+    for row in line_rows:
+        read = dict(zip(_LINE_KEYS, row[:width], strict=True))
+        line: Any = _Row(read)
+        line.read = read
+        lines[line.id] = line
+        need_id = line.need_id
+        if need_id not in needs:
+            need: Any = _Row(dict(zip(_NEED_KEYS, (need_id, *row[width : width + 4]), strict=True)))
+            need.was = need.status
+            needs[need_id] = need
+            lines_of[need_id] = []
+        lines_of[need_id].append(line)
+    return ReadRows(lines, supplies, needs, lines_of)
+
+
 def _read_for_proposals(
     session: Session, proposals: Sequence[Proposal], *, lock: bool
 ) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, Any], dict[uuid.UUID, Any], dict[uuid.UUID, Any]]:
     """The need lines, supply lines and needs of ``proposals``, and every line of those
     needs: locked in that order (the order every saga step takes them in), or read only."""
     lines = _locked_rows(
-        session, _LINE_COLUMNS, NeedLine.id, {p.need_line_id for p in proposals}, lock=lock
+        session, LINE_COLUMNS, NeedLine.id, {p.need_line_id for p in proposals}, lock=lock
     )
     supplies = _locked_rows(
-        session, _SUPPLY_COLUMNS, SupplyLine.id, {p.supply_line_id for p in proposals}, lock=lock
+        session, SUPPLY_COLUMNS, SupplyLine.id, {p.supply_line_id for p in proposals}, lock=lock
     )
     need_ids = {line.need_id for line in lines.values()}
     needs = _locked_rows(
@@ -559,6 +626,7 @@ ALLOCATION_COLUMNS = (
     "updated_at",
 )
 _ALLOCATIONS_INSERT = BulkInsert(cast(Table, Allocation.__table__), ALLOCATION_COLUMNS)
+_ALLOCATION_VALUES = itemgetter(*ALLOCATION_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -583,6 +651,7 @@ def plan_proposals(
     *,
     run_id: uuid.UUID | None,
     deadline: datetime | None = None,
+    read: ReadRows | None = None,
 ) -> PlannedProposals:
     """:func:`propose_many`'s reading and counting, done in ``session`` outside the
     transaction that will write (nothing locked, nothing written), and every row of
@@ -591,14 +660,17 @@ def plan_proposals(
     writes them; a plan of tens of thousands of allocations then holds its transaction
     (on SQLite, the database's write lock) for its writes alone."""
     dialect = session.get_bind().dialect
-    lines, supplies, needs, lines_of = _read_for_proposals(session, proposals, lock=False)
+    if read is not None and read.covers(proposals):
+        lines, supplies, needs, lines_of = read.lines, read.supplies, read.needs, read.lines_of
+    else:
+        lines, supplies, needs, lines_of = _read_for_proposals(session, proposals, lock=False)
     counted = _count(proposals, lines, supplies, needs, lines_of, run_id, deadline)
     line_rows = []
     for row in counted.lines.values():
         # Every line of every need the plan touches: the need's status is made of them
         # all, so each must still read as it was read (one read only for the need's
         # status has its counters as read and ``status_was``).
-        read = getattr(row, "read", None) or {
+        was = getattr(row, "read", None) or {
             "quantity": row.quantity,
             "proposed": row.proposed,
             "reserved": row.reserved,
@@ -611,12 +683,12 @@ def plan_proposals(
                 row.id,
                 row.proposed,
                 row.status,
-                read["quantity"],
-                read["proposed"],
-                read["reserved"],
-                read["shipped"],
-                read["received"],
-                read["status"],
+                was["quantity"],
+                was["proposed"],
+                was["reserved"],
+                was["shipped"],
+                was["received"],
+                was["status"],
             )
         )
     supply_rows = [
@@ -652,7 +724,7 @@ def plan_proposals(
         supplies=_SUPPLY_CAS.prepare(dialect, supply_rows),
         needs=_NEEDS_CAS.prepare(dialect, need_rows),
         allocations=_ALLOCATIONS_INSERT.prepare(
-            dialect, [tuple(a[c] for c in ALLOCATION_COLUMNS) for a in counted.allocations]
+            dialect, list(map(_ALLOCATION_VALUES, counted.allocations))
         ),
         events=outbox.prepare_many(dialect, _proposed_events(counted) if counted.payloads else []),
         touched=frozenset(counted.lines.keys() | counted.supplies.keys() | counted.needs.keys()),
@@ -895,9 +967,9 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
     reserved = [by_id[i] for i in dict.fromkeys(wanted) if i in by_id]
     # Locked in the order of propose_many (need lines, supply lines, needs), read and
     # counted as plain rows and written in bulk, as propose_many does.
-    lines = _locked_rows(session, _LINE_COLUMNS, NeedLine.id, {a.need_line_id for a in reserved})
+    lines = _locked_rows(session, LINE_COLUMNS, NeedLine.id, {a.need_line_id for a in reserved})
     supplies = _locked_rows(
-        session, _SUPPLY_COLUMNS, SupplyLine.id, {a.pledge_line_id for a in reserved}
+        session, SUPPLY_COLUMNS, SupplyLine.id, {a.pledge_line_id for a in reserved}
     )
     need_ids = {line.need_id for line in lines.values()}
     needs = _locked_rows(session, (Need.id, Need.status, Need.version), Need.id, need_ids)

@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, is_dataclass
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
@@ -147,60 +147,68 @@ def _verified(session: Session) -> dict[uuid.UUID, str]:
     return {org_id: kind for org_id, kind in rows}
 
 
+@dataclass
+class Inputs:
+    """What a run reads: the open supply and demand as the matcher takes them, and the
+    same rows as the saga counts a plan against (``saga.ReadRows``), so that applying
+    the run's plan reads nothing again."""
+
+    supply: list[matching.SupplyLine]
+    demand: list[matching.DemandLine]
+    rows: saga.ReadRows
+    # The lines' ids as the matcher has them (text), and as stored.
+    ids: dict[str, uuid.UUID]
+
+
 def build_inputs(
     session: Session, items: list[str] | None
 ) -> tuple[list[matching.SupplyLine], list[matching.DemandLine]]:
     """The open supply and demand of ``items`` (all when None), as the matcher takes
-    them; read as plain columns, since a run at crisis scale reads tens of thousands
-    of rows and builds no ORM object of them."""
+    them."""
+    inputs = read_inputs(session, items)
+    return inputs.supply, inputs.demand
+
+
+def read_inputs(session: Session, items: list[str] | None) -> Inputs:
+    """The open supply and demand of ``items`` (all when None), as the matcher takes
+    them and as the saga counts a plan against them; read as plain columns, since a
+    run at crisis scale reads tens of thousands of rows and builds no ORM object of
+    them. Every line of every open need is read (the need's status is made of them
+    all), the matcher given those still open."""
     orgs = _verified(session)
     supply_stmt = select(
-        SupplyLine.id,
+        *saga.SUPPLY_COLUMNS,
         SupplyLine.item,
         SupplyLine.standard,
-        SupplyLine.quantity,
-        SupplyLine.reserved,
-        SupplyLine.shipped,
-        SupplyLine.proposed,
-        SupplyLine.status,
-        SupplyLine.pledge_status,
         SupplyLine.region,
         SupplyLine.lat,
         SupplyLine.lon,
-        SupplyLine.donor_org_id,
         SupplyLine.best_before,
         SupplyLine.restrictions,
     ).where(SupplyLine.pledge_status == "open")
     demand_stmt = (
         select(
-            NeedLine.id,
-            NeedLine.item,
+            *saga.LINE_COLUMNS,
+            *(column.label(name) for name, column in saga.NEED_COLUMNS.items()),
             NeedLine.standards,
-            NeedLine.quantity,
-            NeedLine.proposed,
-            NeedLine.reserved,
-            NeedLine.shipped,
             NeedLine.urgency,
             NeedLine.needed_by,
             NeedLine.stock_on_hand,
             NeedLine.daily_consumption,
-            Need.id.label("need_id"),
-            Need.org_id,
             Need.region,
             Need.lat,
             Need.lon,
         )
         .join(Need, Need.id == NeedLine.need_id)
-        .where(
-            Need.status.in_(("open", "partially_allocated")),
-            NeedLine.status.in_(("open", "partially_allocated")),
-        )
+        .where(Need.status.in_(("open", "partially_allocated")))
     )
     if items:
         supply_stmt = supply_stmt.where(SupplyLine.item.in_(items))
         demand_stmt = demand_stmt.where(NeedLine.item.in_(items))
     supply = []
-    for row in session.execute(supply_stmt.order_by(SupplyLine.id)):
+    ids: dict[str, uuid.UUID] = {}
+    supply_rows = session.execute(supply_stmt.order_by(SupplyLine.id)).all()
+    for row in supply_rows:
         # What saga.available_supply gives a line.
         if row.status in ("cancelled", "expired", "delivered"):
             continue
@@ -208,9 +216,10 @@ def build_inputs(
         if left <= 0 or row.donor_org_id not in orgs:
             continue
         restrictions = row.restrictions or {}
+        ids[text := str(row.id)] = row.id
         supply.append(
             matching.SupplyLine(
-                id=str(row.id),
+                id=text,
                 item=row.item,
                 standard=row.standard,
                 quantity=left,
@@ -222,21 +231,25 @@ def build_inputs(
             )
         )
     demand = []
-    for line in session.execute(demand_stmt.order_by(NeedLine.id)):
+    line_rows = session.execute(demand_stmt.order_by(NeedLine.id)).all()
+    for line in line_rows:
+        if line.status not in ("open", "partially_allocated"):
+            continue
         left = line.quantity - line.proposed - line.reserved - line.shipped
-        if left <= 0 or line.org_id not in orgs:
+        if left <= 0 or line.need_org_id not in orgs:
             continue
         stock = line.stock_on_hand
         days = stock is not None and bool(line.daily_consumption)
+        ids[text := str(line.id)] = line.id
         demand.append(
             matching.DemandLine(
-                id=str(line.id),
+                id=text,
                 item=line.item,
                 standards=tuple(line.standards or ()),
                 quantity=left,
                 location=matching.Location(line.region, line.lat, line.lon),
-                recipient_id=str(line.org_id),
-                recipient_kind=orgs[line.org_id],
+                recipient_id=str(line.need_org_id),
+                recipient_kind=orgs[line.need_org_id],
                 urgency=cast(matching.Urgency, line.urgency),
                 needed_by=line.needed_by,
                 # Fairness is per need, on the share of what it asked for (what it
@@ -249,7 +262,7 @@ def build_inputs(
                 daily_use=line.daily_consumption if days else None,
             )
         )
-    return supply, demand
+    return Inputs(supply, demand, saga.read_rows(supply_rows, line_rows), ids)
 
 
 def per_item_totals(
@@ -275,8 +288,11 @@ def per_item_totals(
 
 
 def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(asdict(value))
+    fields = getattr(type(value), "__dataclass_fields__", None)
+    if fields is not None:
+        # Field by field: dataclasses.asdict deep-copies every value, the most of a
+        # plan of tens of thousands of reasons' cost.
+        return {name: _jsonable(getattr(value, name)) for name in fields}
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -357,7 +373,8 @@ def run(
         started = time.perf_counter()
         # Read without the write lock (SQLite): needs posted meanwhile go on.
         with _reading(rt) as session:
-            supply, demand = build_inputs(session, wanted)
+            inputs = read_inputs(session, wanted)
+        supply, demand = inputs.supply, inputs.demand
         plan = matching.match(supply, demand, today=utcnow().date())
         elapsed = time.perf_counter() - started
         MATCHING_SECONDS.labels(rt.name, trigger).observe(elapsed)
@@ -375,7 +392,7 @@ def run(
         # Made before the write begins: on SQLite its transaction holds the database.
         run_id = uuid.uuid4()
         counting = time.perf_counter()
-        planned = None if dry_run else _planned(rt, document["allocations"], run_id)
+        planned = None if dry_run else _planned(rt, document["allocations"], run_id, inputs)
         writing = time.perf_counter()
         with rt.unit_of_work() as session:
             matching_run = MatchingRun(
@@ -435,11 +452,17 @@ def _supersede(session: Session, newer: MatchingRun, *, keep_manual: bool) -> No
         )
 
 
-def _proposals(plan: list[dict[str, Any]]) -> list[saga.Proposal]:
+def _proposals(
+    plan: list[dict[str, Any]], ids: dict[str, uuid.UUID] | None = None
+) -> list[saga.Proposal]:
+    """The plan's allocations as the saga's proposals; ``ids``: the lines' ids as
+    read, by their text (else each is parsed)."""
+    ids = ids or {}
     return [
         saga.Proposal(
-            supply_line_id=uuid.UUID(proposal["pledge_line_id"]),
-            need_line_id=uuid.UUID(proposal["need_line_id"]),
+            supply_line_id=ids.get(proposal["pledge_line_id"])
+            or uuid.UUID(proposal["pledge_line_id"]),
+            need_line_id=ids.get(proposal["need_line_id"]) or uuid.UUID(proposal["need_line_id"]),
             quantity=int(proposal["quantity"]),
             reason=proposal.get("reason") or {},
         )
@@ -453,12 +476,22 @@ def _reading(rt: ServiceRuntime) -> Session:
 
 
 def _planned(
-    rt: ServiceRuntime, plan: list[dict[str, Any]], run_id: uuid.UUID
+    rt: ServiceRuntime,
+    plan: list[dict[str, Any]],
+    run_id: uuid.UUID,
+    inputs: Inputs | None = None,
 ) -> saga.PlannedProposals:
-    """The plan's proposals, read and counted before the write transaction opens
-    (``saga.plan_proposals``)."""
+    """The plan's proposals, read (unless the run's own ``inputs`` cover them) and
+    counted before the write transaction opens (``saga.plan_proposals``)."""
+    proposals = _proposals(plan, inputs.ids if inputs is not None else None)
     with _reading(rt) as session:
-        return saga.plan_proposals(session, rt.outbox, _proposals(plan), run_id=run_id)
+        return saga.plan_proposals(
+            session,
+            rt.outbox,
+            proposals,
+            run_id=run_id,
+            read=inputs.rows if inputs is not None else None,
+        )
 
 
 def _apply(
