@@ -6,13 +6,14 @@ pledge lines, its demand lines as open needs of verified organisations, by bulk
 inserts) and calls ``matching.service.run`` as a coordinator's applied run does. Each
 phase is timed where the service does it: the read (``read_inputs``), the solver
 (``matching.match``), and the write transaction (the run, its proposals, their
-allocation events and outbox rows, committed together), whose length is how long
-SQLite's write lock is held. Meanwhile a client posts a need every ``--post-every``
+allocation events and outbox rows, committed together; on SQLite, a large plan in
+slices of whole needs, a transaction each), whose length is how long SQLite's write
+lock is held. Meanwhile a client posts a need every ``--post-every``
 seconds through dispatch's own API, and the latency of each answer is printed: a need
 posted while a run solves must be accepted at once.
 
 Targets (issue 25, at 20k lines a side): the whole run at most 3x the solver's own time,
-the write transaction at most 1.5 s, every need posted during the run answered within
+the (longest) write transaction at most 1.5 s, every need posted during the run answered within
 500 ms. Figures only: nothing here fails on a timing.
 """
 
@@ -47,6 +48,8 @@ class Phases:
     read: float = 0.0
     solve: float = 0.0
     write: float = 0.0
+    # Each write transaction's time (on SQLite a large run writes in slices).
+    writes: list[float] = field(default_factory=list)
     relay: float = 0.0
     total: float = 0.0
     proposals: int = 0
@@ -198,7 +201,9 @@ def timed_phases(rt: Any, phases: Phases) -> Iterator[None]:
                 insert=True,
             )
             yield session
-        phases.write += (committed[0] if committed else time.perf_counter()) - began
+        held = (committed[0] if committed else time.perf_counter()) - began
+        phases.write += held
+        phases.writes.append(held)
         phases.relay += time.perf_counter() - (committed[0] if committed else began)
 
     service.read_inputs = timed("read", read_inputs)
@@ -298,8 +303,10 @@ def report(n: int, backend: str, p: Phases) -> None:
     print(f"  {'phase':<34}{'seconds':>9}  target")
     print(f"  {'read (read_inputs)':<34}{p.read:>9.2f}")
     print(f"  {'solve (matching.match)':<34}{p.solve:>9.2f}")
-    print(f"  {'write transaction (lock held)':<34}{p.write:>9.2f}  <= {TARGET_WRITE_SECONDS} s")
-    print(f"  {'events relayed after the commit':<34}{p.relay:>9.2f}")
+    longest = max(p.writes, default=0.0)
+    print(f"  {'longest write transaction (lock)':<34}{longest:>9.2f}  <= {TARGET_WRITE_SECONDS} s")
+    print(f"  {f'write transactions, all {len(p.writes)}':<34}{p.write:>9.2f}")
+    print(f"  {'events relayed after each commit':<34}{p.relay:>9.2f}")
     ratio = p.total / p.solve if p.solve else float("inf")
     print(f"  {'whole run':<34}{p.total:>9.2f}  {ratio:.2f}x the solver (<= {TARGET_RUN_RATIO:g}x)")
     if latencies:

@@ -343,7 +343,7 @@ def test_a_run_on_events_leaves_a_coordinators_preview_and_an_approval_supersede
     # Each run says in the worker's log what it found and what it spent where.
     said = [r.getMessage() for r in caplog.records if str(later.id) in r.getMessage()]
     assert len(said) == 1 and "(event, preview)" in said[0] and "2 allocations" in said[0]
-    assert "read and solved in" in said[0] and "written and relayed in" in said[0]
+    assert "read and solved in" in said[0] and "written in 1 transaction(s)" in said[0]
     assert status(second["id"]) == "preview"
     # Her approval makes every other waiting plan of the masks stale.
     approve(client, second["id"], chief)

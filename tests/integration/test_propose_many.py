@@ -395,6 +395,114 @@ def test_a_run_whose_plan_names_rows_it_did_not_read_reads_them(stack: Stack) ->
     assert [r.refused for r in planned.results] == [None]
 
 
+def _slice_of(planned: saga.PlannedProposals, lines: dict[uuid.UUID, Any]) -> set[Any]:
+    return {lines[p.need_line_id] for p in planned.proposals}
+
+
+def test_a_plan_in_slices_of_whole_needs_is_written_slice_by_slice(stack: Stack) -> None:
+    """Slices hold whole needs; each expects of a pledge line what the slices before it
+    left, so they write in turn, and a slice whose predecessor was not written (a crash
+    between two transactions) writes nothing."""
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        supply = _supply(session, 100)
+        needs_made = [_need(session, rt.outbox, 10, 5) for _ in range(3)]
+        need_of = {line.id: need.id for need in needs_made for line in need.lines}
+        order = [line.id for need in needs_made for line in need.lines]
+    # The plan's order mixes the needs: a slice keeps a need's proposals together.
+    mixed = [order[0], order[2], order[4], order[1], order[3], order[5]]
+    plan = [saga.Proposal(supply, line, 5, {}) for line in mixed]
+    assert rt.read_session_factory is not None
+    with rt.read_session_factory() as reading:
+        slices = saga.plan_proposal_slices(reading, rt.outbox, plan, run_id=None, slice_size=2)
+    assert [len(each.proposals) for each in slices] == [2, 2, 2]
+    assert [each.indexes for each in slices] == [(0, 3), (1, 4), (2, 5)]
+    assert [len(_slice_of(each, need_of)) for each in slices] == [1, 1, 1]
+    assert all(r.refused is None for each in slices for r in each.results)
+    # The second slice cannot be written before the first: it expects 10 proposed.
+    with rt.unit_of_work() as session:
+        assert saga.write_planned(session, rt.outbox, slices[1]) is None
+    for each in slices:
+        with rt.unit_of_work() as session:
+            assert saga.write_planned(session, rt.outbox, each) is not None
+    with rt.session_factory() as session:
+        assert session.get(SupplyLine, supply).proposed == 30  # type: ignore[union-attr]
+        assert session.scalar(select(func.count()).select_from(Allocation)) == 6
+        statuses = {n.id: n.status for n in session.scalars(select(Need))}
+        assert set(statuses.values()) == {"partially_allocated"}
+
+
+def _verified(session: Any, kind: str) -> uuid.UUID:
+    from services.dispatch.models import Organisation
+
+    org_id = uuid.uuid4()
+    session.add(
+        Organisation(
+            id=org_id,
+            name=f"{kind} {org_id.hex[:6]}",
+            kind=kind,
+            region="420103",
+            status="verified",
+            source_version=1,
+        )
+    )
+    return org_id
+
+
+def test_a_large_run_on_sqlite_writes_in_slices_and_its_row_counts_them_all(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a run's plan larger than a slice is written a slice per transaction
+    (a need posted meanwhile waits for one slice, not the whole plan); its row adds up
+    what every slice proposed. A pledge line changed between two slices sends the
+    slices after it to the locking path, which refuses what no longer fits. On a
+    server the run writes in one transaction."""
+    rt = stack.runtime("dispatch")
+    sqlite = rt.engine.dialect.name == "sqlite"
+    monkeypatch.setattr(matching_service, "SQLITE_WRITE_SLICE", 2)
+    with rt.unit_of_work() as session:
+        donor = _verified(session, "foundation")
+        hospital = _verified(session, "hospital")
+        supply = _supply(session, 40, donor)
+        for _ in range(5):
+            _need(session, rt.outbox, 8, org_id=hospital)
+    writes: list[Any] = []
+    write_planned = saga.write_planned
+
+    def counting(session: Any, outbox: Any, planned: saga.PlannedProposals) -> Any:
+        writes.append(planned)
+        if len(writes) == 2:
+            # After the first slice, before the second writes: 10 of the pledge line
+            # are taken (in the slice's own transaction, as SQLite's one writer allows).
+            session.execute(
+                update(SupplyLine)
+                .where(SupplyLine.id == supply)
+                .values(reserved=SupplyLine.reserved + 10)
+            )
+        return write_planned(session, outbox, planned)
+
+    monkeypatch.setattr(saga, "write_planned", counting)
+    run = matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
+    assert run is not None and run.status == "applied"
+    with rt.session_factory() as session:
+        made = session.scalar(select(func.count()).select_from(Allocation)) or 0
+        proposed = session.get(SupplyLine, supply).proposed  # type: ignore[union-attr]
+        found = session.get(type(run), run.id)
+        assert found is not None
+        stats = found.stats
+    if sqlite:
+        assert len(writes) == 3  # 5 needs, 2 a slice
+        # 40 pledged, 10 taken meanwhile: 30 left for 5 needs of 8.
+        assert (made, proposed) == (3, 24)
+        assert stats["proposed"] == 3
+        assert [r["refused"] for r in stats["refused"]] == [
+            "the pledge line no longer has enough"
+        ] * 2
+    else:
+        assert len(writes) == 1
+        assert (made, proposed, stats["proposed"], stats["refused"]) == (5, 40, 5, [])
+
+
 def _accepted(allocation: saga.ProposedAllocation) -> dict[str, Any]:
     return new_event(
         "reservation.accepted",

@@ -632,7 +632,9 @@ _ALLOCATION_VALUES = itemgetter(*ALLOCATION_COLUMNS)
 @dataclass(frozen=True)
 class PlannedProposals:
     """A plan's proposals read and counted before its write transaction, with every
-    row that transaction writes made ready: :func:`plan_proposals`."""
+    row that transaction writes made ready: :func:`plan_proposals`. ``indexes``: the
+    place of each proposal in the plan it was taken from (a slice of a plan holds
+    some of them)."""
 
     proposals: Sequence[Proposal]
     results: list[Proposed]
@@ -642,6 +644,7 @@ class PlannedProposals:
     allocations: Ready
     events: PreparedEvents
     touched: frozenset[uuid.UUID]
+    indexes: tuple[int, ...] = ()
 
 
 def plan_proposals(
@@ -658,18 +661,91 @@ def plan_proposals(
     that write made ready (``shared.bulk``): the counters as compare-and-sets against
     what was read, the allocations and their events as inserts. :func:`write_planned`
     writes them; a plan of tens of thousands of allocations then holds its transaction
-    (on SQLite, the database's write lock) for its writes alone."""
+    (on SQLite, the database's write lock) for its writes alone. ``read``: rows read
+    already (a run's own read), used if they hold every row the plan names."""
+    [planned] = plan_proposal_slices(
+        session, outbox, proposals, run_id=run_id, deadline=deadline, read=read
+    )
+    return planned
+
+
+def plan_proposal_slices(
+    session: Session,
+    outbox: Outbox,
+    proposals: Sequence[Proposal],
+    *,
+    run_id: uuid.UUID | None,
+    deadline: datetime | None = None,
+    read: ReadRows | None = None,
+    slice_size: int | None = None,
+) -> list[PlannedProposals]:
+    """:func:`plan_proposals` in slices of about ``slice_size`` proposals (all when
+    None), each of whole needs and written by :func:`write_planned` in a transaction of
+    its own, one after the other: on SQLite, where a transaction holds the database's
+    one write lock, a need posted during a large run's write waits for a slice, not
+    for the whole plan. Each slice's compare-and-sets expect what the slices before it
+    leave (a pledge line serves needs of several slices); if any slice finds a row
+    changed, it and the slices after it are counted again under lock by their caller.
+    Within a slice, proposals are counted in the plan's order."""
     dialect = session.get_bind().dialect
     if read is not None and read.covers(proposals):
         lines, supplies, needs, lines_of = read.lines, read.supplies, read.needs, read.lines_of
     else:
         lines, supplies, needs, lines_of = _read_for_proposals(session, proposals, lock=False)
-    counted = _count(proposals, lines, supplies, needs, lines_of, run_id, deadline)
+    return [
+        _plan_slice(
+            dialect, outbox, proposals, indexes, lines, supplies, needs, lines_of, run_id, deadline
+        )
+        for indexes in _slices(proposals, lines, slice_size)
+    ]
+
+
+def _slices(
+    proposals: Sequence[Proposal], lines: dict[uuid.UUID, Any], size: int | None
+) -> list[tuple[int, ...]]:
+    """The places of ``proposals`` in slices of whole needs of about ``size`` each (one
+    slice, in order, when ``size`` is None or the plan no larger); a proposal whose
+    line was not read goes with the first slice (it is refused there)."""
+    if size is None or len(proposals) <= size:
+        return [tuple(range(len(proposals)))]
+    by_need: dict[Any, list[int]] = {}
+    for n, proposal in enumerate(proposals):
+        line = lines.get(proposal.need_line_id)
+        by_need.setdefault(None if line is None else line.need_id, []).append(n)
+    slices: list[list[int]] = [by_need.pop(None, [])]
+    for places in by_need.values():
+        if len(slices[-1]) >= size:
+            slices.append([])
+        slices[-1].extend(places)
+    return [tuple(sorted(places)) for places in slices if places]
+
+
+def _plan_slice(
+    dialect: Any,
+    outbox: Outbox,
+    proposals: Sequence[Proposal],
+    indexes: tuple[int, ...],
+    lines: dict[uuid.UUID, Any],
+    supplies: dict[uuid.UUID, Any],
+    needs: dict[uuid.UUID, Any],
+    lines_of: dict[uuid.UUID, list[Any]],
+    run_id: uuid.UUID | None,
+    deadline: datetime | None,
+) -> PlannedProposals:
+    mine = [proposals[n] for n in indexes] if len(indexes) != len(proposals) else proposals
+    # What the slices before this one left of each pledge line's proposed quantity:
+    # what this slice's compare-and-set expects of it.
+    proposed_before = {
+        p.supply_line_id: supplies[p.supply_line_id].proposed
+        for p in mine
+        if p.supply_line_id in supplies
+    }
+    counted = _count(mine, lines, supplies, needs, lines_of, run_id, deadline)
     line_rows = []
     for row in counted.lines.values():
         # Every line of every need the plan touches: the need's status is made of them
         # all, so each must still read as it was read (one read only for the need's
-        # status has its counters as read and ``status_was``).
+        # status has its counters as read and ``status_was``). A need is in one slice.
         was = getattr(row, "read", None) or {
             "quantity": row.quantity,
             "proposed": row.proposed,
@@ -698,7 +774,7 @@ def plan_proposals(
             row.read["quantity"],
             row.read["reserved"],
             row.read["shipped"],
-            row.read["proposed"],
+            proposed_before[row.id],
             row.read["status"],
             row.read["pledge_status"],
             row.read["pledge_id"],
@@ -718,7 +794,7 @@ def plan_proposals(
         for row in counted.needs.values()
     ]
     return PlannedProposals(
-        proposals=proposals,
+        proposals=mine,
         results=counted.results,
         lines=_LINES_CAS.prepare(dialect, line_rows),
         supplies=_SUPPLY_CAS.prepare(dialect, supply_rows),
@@ -728,6 +804,7 @@ def plan_proposals(
         ),
         events=outbox.prepare_many(dialect, _proposed_events(counted) if counted.payloads else []),
         touched=frozenset(counted.lines.keys() | counted.supplies.keys() | counted.needs.keys()),
+        indexes=indexes,
     )
 
 

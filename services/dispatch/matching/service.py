@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from services.dispatch import matching
 from services.dispatch.allocations import service as saga
@@ -392,7 +392,12 @@ def run(
         # Made before the write begins: on SQLite its transaction holds the database.
         run_id = uuid.uuid4()
         counting = time.perf_counter()
-        planned = None if dry_run else _planned(rt, document["allocations"], run_id, inputs)
+        slices = (
+            []
+            if dry_run
+            else _planned_slices(rt, document["allocations"], run_id, inputs, _slice_size(rt))
+        )
+        planned = slices[0] if slices else None
         writing = time.perf_counter()
         with rt.unit_of_work() as session:
             matching_run = MatchingRun(
@@ -412,10 +417,21 @@ def run(
             _supersede(session, matching_run, keep_manual=trigger != "manual")
             if planned is not None:
                 _apply(session, rt, matching_run, created_by, planned)
+        for more in slices[1:]:
+            # The run's row says at every commit how much of its plan is proposed.
+            with rt.unit_of_work() as session:
+                # Not its plan: tens of thousands of allocations to decode again.
+                applied = session.get(
+                    MatchingRun, run_id, options=[defer(MatchingRun.plan)], with_for_update=True
+                )
+                assert applied is not None
+                _apply(session, rt, applied, created_by, more, document["allocations"])
+                matching_run = applied
         # What a long run spent where, for whoever watches the worker's log.
         log.info(
             "matching run %s (%s, %s): %d supply and %d demand lines, %d allocations; "
-            "read and solved in %.2f s, counted in %.2f s, written and relayed in %.2f s",
+            "read and solved in %.2f s, counted in %.2f s, written in %d transaction(s) "
+            "and relayed in %.2f s",
             run_id,
             trigger,
             "preview" if dry_run else "applied",
@@ -424,6 +440,7 @@ def run(
             len(document.get("allocations", [])),
             elapsed,
             writing - counting,
+            max(1, len(slices)),
             time.perf_counter() - writing,
         )
         return matching_run
@@ -475,23 +492,45 @@ def _reading(rt: ServiceRuntime) -> Session:
     return (rt.read_session_factory or rt.session_factory)()
 
 
-def _planned(
+# Proposals written per transaction by a run on SQLite: about a fifth of a second of
+# the database's one write lock each (the relay of a slice's events lets the writers
+# waiting meanwhile in before the next). On a server a run writes in one transaction:
+# its row locks keep no one from posting a need.
+SQLITE_WRITE_SLICE = 5000
+
+
+def _slice_size(rt: ServiceRuntime) -> int | None:
+    return SQLITE_WRITE_SLICE if rt.engine.dialect.name == "sqlite" else None
+
+
+def _planned_slices(
     rt: ServiceRuntime,
     plan: list[dict[str, Any]],
     run_id: uuid.UUID,
-    inputs: Inputs | None = None,
-) -> saga.PlannedProposals:
-    """The plan's proposals, read (unless the run's own ``inputs`` cover them) and
-    counted before the write transaction opens (``saga.plan_proposals``)."""
-    proposals = _proposals(plan, inputs.ids if inputs is not None else None)
+    inputs: Inputs,
+    slice_size: int | None,
+) -> list[saga.PlannedProposals]:
+    """A run's plan counted on the run's own read, in slices of ``slice_size``
+    proposals written one transaction each (``saga.plan_proposal_slices``)."""
+    proposals = _proposals(plan, inputs.ids)
     with _reading(rt) as session:
-        return saga.plan_proposals(
+        return saga.plan_proposal_slices(
             session,
             rt.outbox,
             proposals,
             run_id=run_id,
-            read=inputs.rows if inputs is not None else None,
+            read=inputs.rows,
+            slice_size=slice_size,
         )
+
+
+def _planned(
+    rt: ServiceRuntime, plan: list[dict[str, Any]], run_id: uuid.UUID
+) -> saga.PlannedProposals:
+    """The plan's proposals, read and counted before the write transaction opens
+    (``saga.plan_proposals``)."""
+    with _reading(rt) as session:
+        return saga.plan_proposals(session, rt.outbox, _proposals(plan), run_id=run_id)
 
 
 def _apply(
@@ -500,24 +539,34 @@ def _apply(
     matching_run: MatchingRun,
     approved_by: uuid.UUID | None,
     planned: saga.PlannedProposals,
+    plan: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Propose the run's plan as counted before the write began (``planned``); if any
-    of its rows changed since, counted again now, under lock."""
-    plan = matching_run.plan.get("allocations", [])
+    """Propose the run's plan (``plan``, else the run's own), or a slice of it, as
+    counted before the write began (``planned``); if any of its rows changed since,
+    counted again now, under lock. The run's stats add up what its slices proposed and
+    refused."""
+    if plan is None:
+        plan = matching_run.plan.get("allocations", [])
     results = saga.write_planned(session, rt.outbox, planned)
     if results is None:
         log.info("the supply or needs of run %s changed while it was planned", matching_run.id)
         results = saga.propose_many(session, rt.outbox, planned.proposals, run_id=matching_run.id)
+    mine = [plan[n] for n in planned.indexes] if planned.indexes else plan
     refused = [
         {**proposal, "refused": result.refused}
-        for proposal, result in zip(plan, results, strict=True)
+        for proposal, result in zip(mine, results, strict=True)
         if result.allocation is None
     ]
-    made = [str(result.allocation.id) for result in results if result.allocation is not None]
+    made = sum(1 for result in results if result.allocation is not None)
+    stats = matching_run.stats
     matching_run.status = "applied"
     matching_run.approved_by = approved_by
-    matching_run.approved_at = utcnow()
-    matching_run.stats = {**matching_run.stats, "proposed": len(made), "refused": refused}
+    matching_run.approved_at = matching_run.approved_at or utcnow()
+    matching_run.stats = {
+        **stats,
+        "proposed": stats.get("proposed", 0) + made,
+        "refused": [*stats.get("refused", []), *refused],
+    }
 
 
 def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None) -> MatchingRun:
