@@ -179,6 +179,7 @@ def start_worker(
     env: Mapping[str, str],
     log_dir: Path,
     loglevel: str = "WARNING",
+    concurrency: int = 1,
 ) -> WorkerProcess:
     log_path = log_dir / f"worker-{label}.log"
     cmd = [
@@ -193,7 +194,7 @@ def start_worker(
         "-n",
         f"{label}-bench-{os.getpid()}@%h",
         "--concurrency",
-        "1",
+        str(concurrency),
         "--pool",
         "prefork",
         "--without-gossip",
@@ -449,8 +450,9 @@ def measure_noop(
     counter_url: str,
     n: int,
     timeout: float,
+    concurrency: int = 1,
 ) -> Result:
-    """Measurement B."""
+    """Measurement B, by a worker of ``concurrency`` processes."""
     counter = make_engine(counter_url)
     counter_metadata.create_all(counter)
     with counter.begin() as conn:
@@ -474,6 +476,7 @@ def measure_noop(
         NOOP_QUEUE,
         {**env, COUNTER_URL_VAR: counter_url},
         tmp,
+        concurrency=concurrency,
     )
     try:
         send()

@@ -201,6 +201,7 @@ def measure_pipeline(
     loglevel: str = "WARNING",
     catch_up_every: float | None = None,
     processes: int = 1,
+    concurrency: int = 1,
 ) -> tuple[Result, dict[str, int]]:
     from services.dispatch.app import create_app as create_dispatch
     from services.dispatch.models import Allocation, SupplyLine
@@ -226,8 +227,12 @@ def measure_pipeline(
     reserved = select(func.count()).select_from(Allocation).where(Allocation.status == "reserved")
     supplied = select(func.count()).select_from(SupplyLine)
     workers = [
-        start_worker("donations", "services.donations.worker", "donations", env, tmp, loglevel),
-        start_worker("dispatch", "services.dispatch.worker", "dispatch", env, tmp, loglevel),
+        start_worker(
+            "donations", "services.donations.worker", "donations", env, tmp, loglevel, concurrency
+        ),
+        start_worker(
+            "dispatch", "services.dispatch.worker", "dispatch", env, tmp, loglevel, concurrency
+        ),
     ]
     try:
         per_pledge = -(-n * NEED_QUANTITY // PLEDGES)
@@ -314,7 +319,7 @@ def _databases(
         "AIDLINK_VAR_DIR": str(tmp),
         "AIDLINK_LOG_LEVEL": "WARNING",
         "AIDLINK_MATCHING_AUTO_APPROVE": "1",
-        "AIDLINK_MATCHING_DEBOUNCE": "0.5",
+        "AIDLINK_MATCHING_DEBOUNCE": str(args.debounce),
         "AIDLINK_EVENT_CATCH_UP": "1" if catch_up else "0",
         # Rounds every tenth of the bound: the workers continue a full round at once.
         "AIDLINK_EVENT_DELIVERY_BOUND": str(10 * args.catch_up_every),
@@ -362,6 +367,20 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between the catch-up's rounds when it is on",
     )
     parser.add_argument(
+        "--debounce",
+        type=float,
+        default=0.5,
+        help="seconds between matching runs asked for by changes "
+        "(AIDLINK_MATCHING_DEBOUNCE; the service's default is 2)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="processes of each worker, the pipeline's and the no-op's alike "
+        "(docker-compose.yml runs 2)",
+    )
+    parser.add_argument(
         "--keep-logs",
         action="store_true",
         help="keep the workers' logs (at INFO: every task with its duration) and say where",
@@ -395,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                         loglevel,
                         catch_up_every=args.catch_up_every if catch_up else None,
                         processes=args.processes,
+                        concurrency=args.concurrency,
                     )
                     runs[catch_up].append(result)
                     statuses[catch_up].append(found)
@@ -403,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                 scratch.create("noop") if scratch is not None else f"sqlite:///{tmp / 'noop.db'}"
             )
             print(f"no-op reference: {args.needs} tasks ...", flush=True)
-            noop = measure_noop(settings, env, tmp, counter_url, args.needs, args.timeout)
+            noop = measure_noop(
+                settings, env, tmp, counter_url, args.needs, args.timeout, args.concurrency
+            )
         except BenchError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
@@ -414,7 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     print("aidlink event-pipeline benchmark")
     print(f"  broker     {backend_name(settings.broker_url)}  ({redacted(settings.broker_url)})")
     print(f"  databases  {backend_name(settings.database_url('dispatch'))}")
-    print("  workers    donations and dispatch (and the no-op), prefork, concurrency 1")
+    print(f"  matching   runs asked for by changes at least {args.debounce:g} s apart")
+    print(
+        "  workers    donations and dispatch (and the no-op), prefork, "
+        f"concurrency {args.concurrency}"
+    )
     print()
     print("A. needs posted -> matching (auto-approved) -> allocation.proposed -> reservation")
     print("   -> reservation.accepted -> allocation reserved")
