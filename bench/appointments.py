@@ -233,9 +233,7 @@ def report(opt: Figures, base: Figures) -> None:
     for name, f in (("schedule", opt), ("fcfs", base)):
         cells = "  ".join(f"{f.served_by[u]:7.1%}" for u in URGENCIES)
         cpu = f.cpu[f.times.index(f.best)]
-        print(
-            f"  {name:8} {f.best:7.3f} {f.median:8.3f} {cpu:6.3f}   {f.served:6.1%}  {cells}"
-        )
+        print(f"  {name:8} {f.best:7.3f} {f.median:8.3f} {cpu:6.3f}   {f.served:6.1%}  {cells}")
     print("  waits, hours from request to slot (median / p90):")
     for name, f in (("schedule", opt), ("fcfs", base)):
         cells = "  ".join(f"{u} {f.waits[u][0]:5.1f} / {f.waits[u][1]:5.1f}" for u in URGENCIES)
