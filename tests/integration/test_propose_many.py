@@ -15,6 +15,7 @@ from sqlalchemy import event, func, select, update
 
 from services.dispatch.allocations import service as saga
 from services.dispatch.matching import service as matching_service
+from services.dispatch.matching.api import RunSchema
 from services.dispatch.models import Allocation, Need, NeedLine, Shipment, SupplyLine
 from services.dispatch.needs import service as needs
 from shared.db import utcnow
@@ -275,6 +276,20 @@ def _plan(reading: Any, rt: Any, plan: list[saga.Proposal], read: str) -> Any:
     return saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
 
 
+def _meanwhile_the_donor_restricts_the_pledge(rt: Any, ids: dict[str, Any]) -> None:
+    # As a pledge's new version arrives from donations: here, a region restriction the
+    # need's region no longer meets.
+    with rt.unit_of_work() as session:
+        session.execute(
+            update(SupplyLine)
+            .where(SupplyLine.id == ids["supply"])
+            .values(
+                pledge_version=SupplyLine.pledge_version + 1,
+                restrictions={"regions": ["4403"]},
+            )
+        )
+
+
 @pytest.mark.parametrize("read", ["own", "run"])
 @pytest.mark.parametrize(
     "meanwhile",
@@ -282,6 +297,7 @@ def _plan(reading: Any, rt: Any, plan: list[saga.Proposal], read: str) -> Any:
         _meanwhile_another_line_of_the_need_is_proposed,
         _meanwhile_the_need_gets_a_new_version,
         _meanwhile_the_donor_asks_not_to_be_named,
+        _meanwhile_the_donor_restricts_the_pledge,
     ],
 )
 def test_a_change_to_what_a_plan_only_read_stops_its_write(
@@ -484,12 +500,17 @@ def test_a_large_run_on_sqlite_writes_in_slices_and_its_row_counts_them_all(
     monkeypatch.setattr(saga, "write_planned", counting)
     run = matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
     assert run is not None and run.status == "applied"
+    # The run as answered to the coordinator who asked for it, its plan and all.
+    shown = RunSchema().dump(run)
+    assert len(shown["allocations"]) == 5
     with rt.session_factory() as session:
         made = session.scalar(select(func.count()).select_from(Allocation)) or 0
         proposed = session.get(SupplyLine, supply).proposed  # type: ignore[union-attr]
         found = session.get(type(run), run.id)
         assert found is not None
         stats = found.stats
+    # What the caller was given is what the run's row says once every slice is written.
+    assert shown["stats"] == stats
     if sqlite:
         assert len(writes) == 3  # 5 needs, 2 a slice
         # 40 pledged, 10 taken meanwhile: 30 left for 5 needs of 8.
@@ -501,6 +522,48 @@ def test_a_large_run_on_sqlite_writes_in_slices_and_its_row_counts_them_all(
     else:
         assert len(writes) == 1
         assert (made, proposed, stats["proposed"], stats["refused"]) == (5, 40, 5, [])
+
+
+def test_a_run_of_one_item_counts_every_line_of_the_needs_it_touches(stack: Stack) -> None:
+    """A need of masks and gloves, matched for masks alone, stays partly allocated (its
+    gloves line is open) and its gloves are matched by the gloves' run."""
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        donor = _verified(session, "foundation")
+        hospital = _verified(session, "hospital")
+        masks = _supply(session, 40, donor)
+        gloves = _supply(session, 40, donor)
+        session.execute(
+            update(SupplyLine).where(SupplyLine.id == gloves).values(item="gloves_exam")
+        )
+        need = needs.create_need(
+            session,
+            rt.outbox,
+            org_id=hospital,
+            org_verified=True,
+            data={
+                "lines": [
+                    {"item": "mask", "quantity": "5", "unit": "piece", "urgency": "high"},
+                    {"item": "gloves_exam", "quantity": "7", "unit": "pair", "urgency": "high"},
+                ],
+                "location": {"region": "420103", "address": "ward 3"},
+            },
+        )
+        need_id = need.id
+    matching_service.run(rt, items=["mask"], dry_run=False, trigger="event")
+    with rt.session_factory() as session:
+        found = session.get(Need, need_id)
+        assert found is not None and found.status == "partially_allocated"
+        assert {line.item: line.status for line in found.lines} == {
+            "mask": "allocated",
+            "gloves_exam": "open",
+        }
+    matching_service.run(rt, items=["gloves_exam"], dry_run=False, trigger="event")
+    with rt.session_factory() as session:
+        found = session.get(Need, need_id)
+        assert found is not None and found.status == "allocated"
+        assert session.get(SupplyLine, masks).proposed == 5  # type: ignore[union-attr]
+        assert session.get(SupplyLine, gloves).proposed == 7  # type: ignore[union-attr]
 
 
 def _accepted(allocation: saga.ProposedAllocation) -> dict[str, Any]:

@@ -249,6 +249,8 @@ SUPPLY_COLUMNS = (
     SupplyLine.pledge_id,
     SupplyLine.donor_org_id,
     SupplyLine.anonymous,
+    # Moves with every change of the pledge (restrictions, best-before date, standard).
+    SupplyLine.pledge_version,
     SupplyLine.status,
     SupplyLine.pledge_status,
     SupplyLine.quantity,
@@ -602,6 +604,9 @@ _SUPPLY_CAS = BulkCompareAndSet(
         "pledge_id",
         "donor_org_id",
         "anonymous",
+        # Any other change of the pledge (a region restricted, a date, a standard)
+        # since the plan's read: the matcher's rules held on the pledge as read.
+        "pledge_version",
     ),
 )
 _NEEDS_CAS = BulkCompareAndSet(
@@ -780,6 +785,7 @@ def _plan_slice(
             row.read["pledge_id"],
             row.read["donor_org_id"],
             row.read["anonymous"],
+            row.read["pledge_version"],
         )
         for row in counted.supplies.values()
     ]

@@ -10,13 +10,14 @@ replacing the previous unapproved preview of its items.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
@@ -204,7 +205,12 @@ def read_inputs(session: Session, items: list[str] | None) -> Inputs:
     )
     if items:
         supply_stmt = supply_stmt.where(SupplyLine.item.in_(items))
-        demand_stmt = demand_stmt.where(NeedLine.item.in_(items))
+        # Every line of each need with a line of these items: a need's status is made
+        # of all its lines, whatever their item; the matcher gets these items' alone.
+        demand_stmt = demand_stmt.where(
+            NeedLine.need_id.in_(select(NeedLine.need_id).where(NeedLine.item.in_(items)))
+        )
+    wanted = set(items) if items else None
     supply = []
     ids: dict[str, uuid.UUID] = {}
     supply_rows = session.execute(supply_stmt.order_by(SupplyLine.id)).all()
@@ -233,7 +239,9 @@ def read_inputs(session: Session, items: list[str] | None) -> Inputs:
     demand = []
     line_rows = session.execute(demand_stmt.order_by(NeedLine.id)).all()
     for line in line_rows:
-        if line.status not in ("open", "partially_allocated"):
+        if line.status not in ("open", "partially_allocated") or (
+            wanted is not None and line.item not in wanted
+        ):
             continue
         left = line.quantity - line.proposed - line.reserved - line.shipped
         if left <= 0 or line.need_org_id not in orgs:
@@ -287,12 +295,16 @@ def per_item_totals(
     return dict(sorted(totals.items()))
 
 
+@functools.cache
+def _fields_of(kind: type) -> tuple[Any, ...]:
+    return fields(kind)
+
+
 def _jsonable(value: Any) -> Any:
-    fields = getattr(type(value), "__dataclass_fields__", None)
-    if fields is not None:
+    if is_dataclass(value) and not isinstance(value, type):
         # Field by field: dataclasses.asdict deep-copies every value, the most of a
         # plan of tens of thousands of reasons' cost.
-        return {name: _jsonable(getattr(value, name)) for name in fields}
+        return {f.name: _jsonable(getattr(value, f.name)) for f in _fields_of(type(value))}
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -426,7 +438,8 @@ def run(
                 )
                 assert applied is not None
                 _apply(session, rt, applied, created_by, more, document["allocations"])
-                matching_run = applied
+            # The run as the caller has it (its plan loaded) with what the slice added.
+            matching_run.stats = applied.stats
         # What a long run spent where, for whoever watches the worker's log.
         log.info(
             "matching run %s (%s, %s): %d supply and %d demand lines, %d allocations; "
