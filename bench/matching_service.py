@@ -5,12 +5,12 @@ dispatch database with the benchmark's instance at each size (its supply lines a
 pledge lines, its demand lines as open needs of verified organisations, by bulk
 inserts) and calls ``matching.service.run`` as a coordinator's applied run does. Each
 phase is timed where the service does it: the read (``read_inputs``), the solver
-(``matching.match``), and the write transaction (the run, its proposals, their
-allocation events and outbox rows, committed together; on SQLite, a large plan in
-slices of whole needs, a transaction each), whose length is how long SQLite's write
-lock is held. Meanwhile a client posts a need every ``--post-every``
-seconds through dispatch's own API, and the latency of each answer is printed: a need
-posted while a run solves must be accepted at once.
+(``matching.match``), and the write transactions (the run, its proposals, their
+allocation events and outbox rows; a large plan in slices of whole needs, a
+transaction each), whose length is how long SQLite's write lock, or PostgreSQL's row
+locks, are held. Meanwhile a client posts a need every ``--post-every`` seconds
+through dispatch's own API, and the latency of each answer is printed: a need posted
+while a run solves must be accepted at once.
 
 Targets (issue 25, at 20k lines a side): the whole run at most 3x the solver's own time,
 the (longest) write transaction at most 1.5 s, every need posted during the run answered within

@@ -465,17 +465,15 @@ def _verified(session: Any, kind: str) -> uuid.UUID:
     return org_id
 
 
-def test_a_large_run_on_sqlite_writes_in_slices_and_its_row_counts_them_all(
+def test_a_large_run_writes_in_slices_and_its_row_counts_them_all(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On SQLite a run's plan larger than a slice is written a slice per transaction
-    (a need posted meanwhile waits for one slice, not the whole plan); its row adds up
+    """A run's plan larger than a slice is written a slice per transaction (on SQLite
+    a need posted meanwhile waits for one slice, not the whole plan); its row adds up
     what every slice proposed. A pledge line changed between two slices sends the
-    slices after it to the locking path, which refuses what no longer fits. On a
-    server the run writes in one transaction."""
+    slices after it to the locking path, which refuses what no longer fits."""
     rt = stack.runtime("dispatch")
-    sqlite = rt.engine.dialect.name == "sqlite"
-    monkeypatch.setattr(matching_service, "SQLITE_WRITE_SLICE", 2)
+    monkeypatch.setattr(matching_service, "WRITE_SLICE", 2)
     with rt.unit_of_work() as session:
         donor = _verified(session, "foundation")
         hospital = _verified(session, "hospital")
@@ -511,17 +509,11 @@ def test_a_large_run_on_sqlite_writes_in_slices_and_its_row_counts_them_all(
         stats = found.stats
     # What the caller was given is what the run's row says once every slice is written.
     assert shown["stats"] == stats
-    if sqlite:
-        assert len(writes) == 3  # 5 needs, 2 a slice
-        # 40 pledged, 10 taken meanwhile: 30 left for 5 needs of 8.
-        assert (made, proposed) == (3, 24)
-        assert stats["proposed"] == 3
-        assert [r["refused"] for r in stats["refused"]] == [
-            "the pledge line no longer has enough"
-        ] * 2
-    else:
-        assert len(writes) == 1
-        assert (made, proposed, stats["proposed"], stats["refused"]) == (5, 40, 5, [])
+    assert len(writes) == 3  # 5 needs, 2 a slice
+    # 40 pledged, 10 taken meanwhile: 30 left for 5 needs of 8.
+    assert (made, proposed) == (3, 24)
+    assert stats["proposed"] == 3
+    assert [r["refused"] for r in stats["refused"]] == ["the pledge line no longer has enough"] * 2
 
 
 def test_a_run_of_one_item_counts_every_line_of_the_needs_it_touches(stack: Stack) -> None:

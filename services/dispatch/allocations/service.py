@@ -686,9 +686,10 @@ def plan_proposal_slices(
 ) -> list[PlannedProposals]:
     """:func:`plan_proposals` in slices of about ``slice_size`` proposals (all when
     None), each of whole needs and written by :func:`write_planned` in a transaction of
-    its own, one after the other: on SQLite, where a transaction holds the database's
-    one write lock, a need posted during a large run's write waits for a slice, not
-    for the whole plan. Each slice's compare-and-sets expect what the slices before it
+    its own, one after the other: a need posted during a large run's write waits for a
+    slice, not for the whole plan, on SQLite (where a transaction holds the database's
+    one write lock), and an edit of a row the run touches waits as long at most on
+    PostgreSQL. Each slice's compare-and-sets expect what the slices before it
     leave (a pledge line serves needs of several slices); if any slice finds a row
     changed, it and the slices after it are counted again under lock by their caller.
     Within a slice, proposals are counted in the plan's order."""

@@ -407,7 +407,7 @@ def run(
         slices = (
             []
             if dry_run
-            else _planned_slices(rt, document["allocations"], run_id, inputs, _slice_size(rt))
+            else _planned_slices(rt, document["allocations"], run_id, inputs, WRITE_SLICE)
         )
         planned = slices[0] if slices else None
         writing = time.perf_counter()
@@ -505,15 +505,13 @@ def _reading(rt: ServiceRuntime) -> Session:
     return (rt.read_session_factory or rt.session_factory)()
 
 
-# Proposals written per transaction by a run on SQLite: about a fifth of a second of
-# the database's one write lock each (the relay of a slice's events lets the writers
-# waiting meanwhile in before the next). On a server a run writes in one transaction:
-# its row locks keep no one from posting a need.
-SQLITE_WRITE_SLICE = 5000
-
-
-def _slice_size(rt: ServiceRuntime) -> int | None:
-    return SQLITE_WRITE_SLICE if rt.engine.dialect.name == "sqlite" else None
+# Proposals a run writes per transaction. On SQLite a transaction holds the database's
+# one write lock: a slice holds it about a quarter of a second at 20k lines a side, and
+# the relay of a slice's events lets the writers waiting meanwhile in before the next.
+# On PostgreSQL a slice holds the row locks of the needs, need lines and pledge lines
+# it counts for half a second rather than the whole plan's two: an edit of a need or a
+# pledge the run touches waits that long at most.
+WRITE_SLICE = 5000
 
 
 def _planned_slices(
