@@ -16,7 +16,7 @@ from sqlalchemy import event, func, select, update
 from services.dispatch.allocations import service as saga
 from services.dispatch.matching import service as matching_service
 from services.dispatch.matching.api import RunSchema
-from services.dispatch.models import Allocation, Need, NeedLine, Shipment, SupplyLine
+from services.dispatch.models import Allocation, MatchingRun, Need, NeedLine, Shipment, SupplyLine
 from services.dispatch.needs import service as needs
 from shared.db import utcnow
 from shared.events import Event, new_event
@@ -514,6 +514,61 @@ def test_a_large_run_writes_in_slices_and_its_row_counts_them_all(
     assert (made, proposed) == (3, 24)
     assert stats["proposed"] == 3
     assert [r["refused"] for r in stats["refused"]] == ["the pledge line no longer has enough"] * 2
+
+
+def test_a_run_that_stops_between_two_slices_leaves_whole_slices_and_says_so(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose process fails after its first slice committed (a crash, a lost
+    database): what is written is whole (each allocation counted on its need and pledge
+    lines, its event in the outbox), the run's row says how much it proposed, its items
+    are free for the next run, which matches the needs left."""
+    rt = stack.runtime("dispatch")
+    monkeypatch.setattr(matching_service, "WRITE_SLICE", 2)
+    with rt.unit_of_work() as session:
+        donor = _verified(session, "foundation")
+        hospital = _verified(session, "hospital")
+        supply = _supply(session, 40, donor)
+        for _ in range(5):
+            _need(session, rt.outbox, 8, org_id=hospital)
+    write_planned = saga.write_planned
+    calls: list[int] = []
+
+    def failing(session: Any, outbox: Any, planned: saga.PlannedProposals) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the worker died")
+        return write_planned(session, outbox, planned)
+
+    monkeypatch.setattr(saga, "write_planned", failing)
+    with pytest.raises(RuntimeError):
+        matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
+
+    def written() -> tuple[int, int, int, dict[str, Any]]:
+        with rt.session_factory() as session:
+            allocations = list(session.scalars(select(Allocation)))
+            lines = list(session.scalars(select(NeedLine)))
+            assert sum(a.quantity for a in allocations) == sum(line.proposed for line in lines)
+            pledged = session.get(SupplyLine, supply)
+            assert pledged is not None
+            assert pledged.proposed == sum(a.quantity for a in allocations)
+            announced = session.scalar(
+                select(func.count())
+                .select_from(rt.outbox.row_class)
+                .where(rt.outbox.row_class.type == "allocation.proposed")
+            )
+            [row] = session.scalars(select(MatchingRun))
+            return len(allocations), pledged.proposed, announced or 0, row.stats
+
+    made, proposed, announced, stats = written()
+    assert (made, proposed, announced) == (2, 16, 2)
+    assert stats["proposed"] == 2
+    monkeypatch.setattr(saga, "write_planned", write_planned)
+    again = matching_service.run(rt, items=["mask"], dry_run=False, trigger="event")
+    assert again is not None and again.stats["proposed"] == 3
+    with rt.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Allocation)) == 5
+        assert session.get(SupplyLine, supply).proposed == 40  # type: ignore[union-attr]
 
 
 def test_a_run_of_one_item_counts_every_line_of_the_needs_it_touches(stack: Stack) -> None:
