@@ -386,7 +386,7 @@ NEED_COLUMNS = {
 }
 _SUPPLY_KEYS = tuple(column.key for column in SUPPLY_COLUMNS)
 _LINE_KEYS = tuple(column.key for column in LINE_COLUMNS)
-_NEED_KEYS = ("id", "status", "org_id", "version", "updated_at")
+_NEED_KEYS = ("id", *(name.removeprefix("need_") for name in NEED_COLUMNS))
 
 
 def read_rows(supply_rows: Iterable[Sequence[Any]], line_rows: Iterable[Sequence[Any]]) -> ReadRows:
@@ -413,7 +413,15 @@ def read_rows(supply_rows: Iterable[Sequence[Any]], line_rows: Iterable[Sequence
         lines[line.id] = line
         need_id = line.need_id
         if need_id not in needs:
-            need: Any = _Row(dict(zip(_NEED_KEYS, (need_id, *row[width : width + 4]), strict=True)))
+            need: Any = _Row(
+                dict(
+                    zip(
+                        _NEED_KEYS,
+                        (need_id, *row[width : width + len(NEED_COLUMNS)]),
+                        strict=True,
+                    )
+                )
+            )
             need.was = need.status
             needs[need_id] = need
             lines_of[need_id] = []
