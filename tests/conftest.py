@@ -45,21 +45,34 @@ FOLDER_MARKS = {
 PAGE_TESTS = "test_web_"
 
 # CPython before 3.11.8 (and 3.12.0 and 3.12.1) keeps the depth of the AST it is
-# building in state shared by all threads (gh-106905): two threads in ``ast.parse`` at
-# once (Werkzeug compiles each URL rule through it when an app is created; 3.11's
-# tracebacks parse the failing line for their carets) can fail either one with
-# "SystemError: AST constructor recursion depth mismatch". The suite builds apps while
-# servers and workers' threads log, so there it parses one at a time.
+# converting in state shared by all threads (gh-106905): two threads turning source into
+# AST objects (``ast.parse``) or AST objects into code (``compile`` of a tree) at once
+# can fail either one with "SystemError: AST constructor recursion depth mismatch"
+# (Werkzeug does both for each URL rule when an app is created; 3.11's tracebacks parse
+# the failing line for their carets). The suite builds apps while servers' and
+# workers' threads log, so there it converts one tree at a time.
 if sys.version_info < (3, 11, 8) or (3, 12) <= sys.version_info < (3, 12, 2):
+    import builtins
+
     _ast_lock = threading.RLock()
     _ast_parse = ast.parse
+    _compile = builtins.compile
 
     @wraps(_ast_parse)
     def _parse_one_at_a_time(*args: Any, **kwargs: Any) -> Any:
         with _ast_lock:
             return _ast_parse(*args, **kwargs)
 
+    @wraps(_compile)
+    def _compile_one_tree_at_a_time(source: Any, *args: Any, **kwargs: Any) -> Any:
+        flags = args[2] if len(args) > 2 else kwargs.get("flags", 0)
+        if isinstance(source, ast.AST) or flags & ast.PyCF_ONLY_AST:
+            with _ast_lock:
+                return _compile(source, *args, **kwargs)
+        return _compile(source, *args, **kwargs)
+
     ast.parse = _parse_one_at_a_time
+    builtins.compile = _compile_one_tree_at_a_time
 
 _running: list[pytest.Item] = []
 _seconds_per_folder: dict[str, float] = {}
