@@ -74,7 +74,7 @@ def _propose(rt: Any, way: str, plan: list[saga.Proposal], run_id: uuid.UUID) ->
             return saga.propose_many(session, rt.outbox, plan, run_id=run_id)
     assert rt.read_session_factory is not None
     with rt.read_session_factory() as reading:
-        planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=run_id)
+        [planned] = saga.plan_proposals(reading, rt.outbox, plan, run_id=run_id)
     with rt.unit_of_work() as session:
         results = saga.write_planned(session, rt.outbox, planned)
     assert results is not None, "nothing changed between the count and the write"
@@ -214,7 +214,7 @@ def test_a_plan_counted_before_its_write_is_written_only_if_nothing_changed_sinc
     plan = [saga.Proposal(supply, first, 6, {}), saga.Proposal(supply, second, 4, {})]
     assert rt.read_session_factory is not None
     with rt.read_session_factory() as reading:
-        planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=None)
+        [planned] = saga.plan_proposals(reading, rt.outbox, plan, run_id=None)
     assert [r.refused for r in planned.results] == [None, None]
     # Meanwhile another proposal takes 3 of the second line, and of the supply.
     with rt.unit_of_work() as session:
@@ -270,10 +270,12 @@ def _plan(reading: Any, rt: Any, plan: list[saga.Proposal], read: str) -> Any:
     """``plan`` counted on rows read for it (``own``), or on the rows a matching run
     read for the matcher (``run``), as a run applying its plan does."""
     if read == "own":
-        return saga.plan_proposals(reading, rt.outbox, plan, run_id=None)
+        [planned] = saga.plan_proposals(reading, rt.outbox, plan, run_id=None)
+        return planned
     inputs = matching_service.read_inputs(reading, ["mask"])
     assert inputs.rows.covers(plan)
-    return saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
+    [planned] = saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
+    return planned
 
 
 def _meanwhile_the_donor_restricts_the_pledge(rt: Any, ids: dict[str, Any]) -> None:
@@ -375,7 +377,7 @@ def test_a_run_counts_its_plan_on_the_rows_it_read_for_the_matcher(stack: Stack)
         listen = lambda *args: statements.append(args[2])  # noqa: E731
         event.listen(engine, "before_cursor_execute", listen)
         try:
-            planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
+            [planned] = saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
         finally:
             event.remove(engine, "before_cursor_execute", listen)
     assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")]
@@ -407,7 +409,7 @@ def test_a_run_whose_plan_names_rows_it_did_not_read_reads_them(stack: Stack) ->
         inputs = matching_service.read_inputs(reading, ["gloves_exam"])
         plan = [saga.Proposal(supply, line, 5, {})]
         assert not inputs.rows.covers(plan)
-        planned = saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
+        [planned] = saga.plan_proposals(reading, rt.outbox, plan, run_id=None, read=inputs.rows)
     assert [r.refused for r in planned.results] == [None]
 
 
@@ -430,7 +432,7 @@ def test_a_plan_in_slices_of_whole_needs_is_written_slice_by_slice(stack: Stack)
     plan = [saga.Proposal(supply, line, 5, {}) for line in mixed]
     assert rt.read_session_factory is not None
     with rt.read_session_factory() as reading:
-        slices = saga.plan_proposal_slices(reading, rt.outbox, plan, run_id=None, slice_size=2)
+        slices = saga.plan_proposals(reading, rt.outbox, plan, run_id=None, slice_size=2)
     assert [len(each.proposals) for each in slices] == [2, 2, 2]
     assert [each.indexes for each in slices] == [(0, 3), (1, 4), (2, 5)]
     assert [len(_slice_of(each, need_of)) for each in slices] == [1, 1, 1]
@@ -465,14 +467,9 @@ def _verified(session: Any, kind: str) -> uuid.UUID:
     return org_id
 
 
-def test_a_large_run_writes_in_slices_and_its_row_counts_them_all(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A run's plan larger than a slice is written a slice per transaction (on SQLite
-    a need posted meanwhile waits for one slice, not the whole plan); its row adds up
-    what every slice proposed. A pledge line changed between two slices sends the
-    slices after it to the locking path, which refuses what no longer fits."""
-    rt = stack.runtime("dispatch")
+def _five_needs_in_slices_of_two(rt: Any, monkeypatch: pytest.MonkeyPatch) -> uuid.UUID:
+    """A hospital's five needs of 8 masks, a donor's pledge line of 40 (its id), and
+    plans written two proposals a slice."""
     monkeypatch.setattr(matching_service, "WRITE_SLICE", 2)
     with rt.unit_of_work() as session:
         donor = _verified(session, "foundation")
@@ -480,6 +477,20 @@ def test_a_large_run_writes_in_slices_and_its_row_counts_them_all(
         supply = _supply(session, 40, donor)
         for _ in range(5):
             _need(session, rt.outbox, 8, org_id=hospital)
+    return supply
+
+
+@pytest.mark.parametrize("way", ["run", "approval"])
+def test_a_large_plan_is_written_in_slices_and_its_row_counts_them_all(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    """A plan larger than a slice, applied by its run or by a coordinator approving its
+    preview, is written a slice per transaction (on SQLite a need posted meanwhile
+    waits for one slice, not the whole plan); its row adds up what every slice
+    proposed. A pledge line changed between two slices sends the slices after it to
+    the locking path, which refuses what no longer fits."""
+    rt = stack.runtime("dispatch")
+    supply = _five_needs_in_slices_of_two(rt, monkeypatch)
     writes: list[Any] = []
     write_planned = saga.write_planned
 
@@ -496,7 +507,12 @@ def test_a_large_run_writes_in_slices_and_its_row_counts_them_all(
         return write_planned(session, outbox, planned)
 
     monkeypatch.setattr(saga, "write_planned", counting)
-    run = matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
+    if way == "run":
+        run = matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
+    else:
+        preview = matching_service.run(rt, items=["mask"], dry_run=True, trigger="manual")
+        assert preview is not None and preview.status == "preview" and not writes
+        run = matching_service.approve(rt, preview.id, None)
     assert run is not None and run.status == "applied"
     # The run as answered to the coordinator who asked for it, its plan and all.
     shown = RunSchema().dump(run)
@@ -524,13 +540,7 @@ def test_a_run_that_stops_between_two_slices_leaves_whole_slices_and_says_so(
     lines, its event in the outbox), the run's row says how much it proposed, its items
     are free for the next run, which matches the needs left."""
     rt = stack.runtime("dispatch")
-    monkeypatch.setattr(matching_service, "WRITE_SLICE", 2)
-    with rt.unit_of_work() as session:
-        donor = _verified(session, "foundation")
-        hospital = _verified(session, "hospital")
-        supply = _supply(session, 40, donor)
-        for _ in range(5):
-            _need(session, rt.outbox, 8, org_id=hospital)
+    supply = _five_needs_in_slices_of_two(rt, monkeypatch)
     write_planned = saga.write_planned
     calls: list[int] = []
 

@@ -644,10 +644,9 @@ _ALLOCATION_VALUES = itemgetter(*ALLOCATION_COLUMNS)
 
 @dataclass(frozen=True)
 class PlannedProposals:
-    """A plan's proposals read and counted before its write transaction, with every
-    row that transaction writes made ready: :func:`plan_proposals`. ``indexes``: the
-    place of each proposal in the plan it was taken from (a slice of a plan holds
-    some of them)."""
+    """A slice of a plan's proposals read and counted before its write transaction,
+    with every row that transaction writes made ready: :func:`plan_proposals`.
+    ``indexes``: the place of each proposal in the plan it was taken from."""
 
     proposals: Sequence[Proposal]
     results: list[Proposed]
@@ -668,39 +667,23 @@ def plan_proposals(
     run_id: uuid.UUID | None,
     deadline: datetime | None = None,
     read: ReadRows | None = None,
-) -> PlannedProposals:
-    """:func:`propose_many`'s reading and counting, done in ``session`` outside the
-    transaction that will write (nothing locked, nothing written), and every row of
-    that write made ready (``shared.bulk``): the counters as compare-and-sets against
-    what was read, the allocations and their events as inserts. :func:`write_planned`
-    writes them; a plan of tens of thousands of allocations then holds its transaction
-    (on SQLite, the database's write lock) for its writes alone. ``read``: rows read
-    already (a run's own read), used if they hold every row the plan names."""
-    [planned] = plan_proposal_slices(
-        session, outbox, proposals, run_id=run_id, deadline=deadline, read=read
-    )
-    return planned
-
-
-def plan_proposal_slices(
-    session: Session,
-    outbox: Outbox,
-    proposals: Sequence[Proposal],
-    *,
-    run_id: uuid.UUID | None,
-    deadline: datetime | None = None,
-    read: ReadRows | None = None,
     slice_size: int | None = None,
 ) -> list[PlannedProposals]:
-    """:func:`plan_proposals` in slices of about ``slice_size`` proposals (all when
-    None), each of whole needs and written by :func:`write_planned` in a transaction of
-    its own, one after the other: a need posted during a large run's write waits for a
-    slice, not for the whole plan, on SQLite (where a transaction holds the database's
-    one write lock), and an edit of a row the run touches waits as long at most on
-    PostgreSQL. Each slice's compare-and-sets expect what the slices before it
-    leave (a pledge line serves needs of several slices); if any slice finds a row
-    changed, it and the slices after it are counted again under lock by their caller.
-    Within a slice, proposals are counted in the plan's order."""
+    """:func:`propose_many`'s reading and counting, done in ``session`` outside the
+    transactions that will write (nothing locked, nothing written), and every row of
+    those writes made ready (``shared.bulk``): the counters as compare-and-sets against
+    what was read, the allocations and their events as inserts. ``read``: rows read
+    already (a run's own read), used if they hold every row the plan names.
+
+    The plan comes in slices of about ``slice_size`` proposals (one slice when None),
+    each of whole needs, counted in the plan's order within it, and written by
+    :func:`write_planned` in a transaction of its own, one after the other: a plan of
+    tens of thousands of allocations holds each transaction for a slice's writes alone
+    (on SQLite, the database's one write lock, for which a need posted meanwhile waits;
+    on PostgreSQL, the rows' locks, for which an edit of a need or pledge waits). Each
+    slice's compare-and-sets expect what the slices before it leave (a pledge line
+    serves needs of several slices); if any slice finds a row changed, it and the
+    slices after it are counted again under lock by their caller."""
     dialect = session.get_bind().dialect
     if read is not None and read.covers(proposals):
         lines, supplies, needs, lines_of = read.lines, read.supplies, read.needs, read.lines_of
@@ -826,11 +809,11 @@ def _plan_slice(
 def write_planned(
     session: Session, outbox: Outbox, planned: PlannedProposals
 ) -> list[Proposed] | None:
-    """Write a plan made ready by :func:`plan_proposals` in the session's transaction:
-    the counters where every row still reads as it was read, then the allocations and
-    their events. None, with nothing written, if any row changed since (another writer
-    came in between): the caller proposes again with :func:`propose_many`, which
-    locks."""
+    """Write a slice of a plan made ready by :func:`plan_proposals` in the session's
+    transaction: the counters where every row still reads as it was read, then the
+    allocations and their events. None, with nothing written, if any row changed since
+    (another writer came in between): the caller proposes again with
+    :func:`propose_many`, which locks."""
     if not planned.allocations.count:
         return planned.results
     with session.begin_nested() as savepoint:

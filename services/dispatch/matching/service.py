@@ -404,11 +404,7 @@ def run(
         # Made before the write begins: on SQLite its transaction holds the database.
         run_id = uuid.uuid4()
         counting = time.perf_counter()
-        slices = (
-            []
-            if dry_run
-            else _planned_slices(rt, document["allocations"], run_id, inputs, WRITE_SLICE)
-        )
+        slices = [] if dry_run else _planned(rt, document["allocations"], run_id, inputs)
         planned = slices[0] if slices else None
         writing = time.perf_counter()
         with rt.unit_of_work() as session:
@@ -429,17 +425,7 @@ def run(
             _supersede(session, matching_run, keep_manual=trigger != "manual")
             if planned is not None:
                 _apply(session, rt, matching_run, created_by, planned)
-        for more in slices[1:]:
-            # The run's row says at every commit how much of its plan is proposed.
-            with rt.unit_of_work() as session:
-                # Not its plan: tens of thousands of allocations to decode again.
-                applied = session.get(
-                    MatchingRun, run_id, options=[defer(MatchingRun.plan)], with_for_update=True
-                )
-                assert applied is not None
-                _apply(session, rt, applied, created_by, more, document["allocations"])
-            # The run as the caller has it (its plan loaded) with what the slice added.
-            matching_run.stats = applied.stats
+        _apply_later_slices(rt, matching_run, created_by, slices[1:], document["allocations"])
         # What a long run spent where, for whoever watches the worker's log.
         log.info(
             "matching run %s (%s, %s): %d supply and %d demand lines, %d allocations; "
@@ -505,43 +491,35 @@ def _reading(rt: ServiceRuntime) -> Session:
     return (rt.read_session_factory or rt.session_factory)()
 
 
-# Proposals a run writes per transaction. On SQLite a transaction holds the database's
-# one write lock: a slice holds it about a quarter of a second at 20k lines a side, and
-# the relay of a slice's events lets the writers waiting meanwhile in before the next.
-# On PostgreSQL a slice holds the row locks of the needs, need lines and pledge lines
-# it counts for half a second rather than the whole plan's two: an edit of a need or a
-# pledge the run touches waits that long at most.
+# Proposals a run, or the approval of a preview, writes per transaction. On SQLite a
+# transaction holds the database's one write lock: a slice holds it about a quarter of
+# a second at 20k lines a side, and the relay of a slice's events lets the writers
+# waiting meanwhile in before the next. On PostgreSQL a slice holds the row locks of
+# the needs, need lines and pledge lines it counts for half a second rather than the
+# whole plan's two: an edit of a need or a pledge the run touches waits that long at
+# most.
 WRITE_SLICE = 5000
 
 
-def _planned_slices(
+def _planned(
     rt: ServiceRuntime,
     plan: list[dict[str, Any]],
     run_id: uuid.UUID,
-    inputs: Inputs,
-    slice_size: int | None,
+    inputs: Inputs | None = None,
 ) -> list[saga.PlannedProposals]:
-    """A run's plan counted on the run's own read, in slices of ``slice_size``
-    proposals written one transaction each (``saga.plan_proposal_slices``)."""
-    proposals = _proposals(plan, inputs.ids)
+    """The plan's proposals counted before any write transaction opens, on the run's own
+    read (``inputs``) or on rows read for them, in slices of ``WRITE_SLICE`` proposals
+    written a transaction each (``saga.plan_proposals``)."""
+    proposals = _proposals(plan, inputs.ids if inputs is not None else None)
     with _reading(rt) as session:
-        return saga.plan_proposal_slices(
+        return saga.plan_proposals(
             session,
             rt.outbox,
             proposals,
             run_id=run_id,
-            read=inputs.rows,
-            slice_size=slice_size,
+            read=inputs.rows if inputs is not None else None,
+            slice_size=WRITE_SLICE,
         )
-
-
-def _planned(
-    rt: ServiceRuntime, plan: list[dict[str, Any]], run_id: uuid.UUID
-) -> saga.PlannedProposals:
-    """The plan's proposals, read and counted before the write transaction opens
-    (``saga.plan_proposals``)."""
-    with _reading(rt) as session:
-        return saga.plan_proposals(session, rt.outbox, _proposals(plan), run_id=run_id)
 
 
 def _apply(
@@ -580,6 +558,30 @@ def _apply(
     }
 
 
+def _apply_later_slices(
+    rt: ServiceRuntime,
+    matching_run: MatchingRun,
+    approved_by: uuid.UUID | None,
+    slices: list[saga.PlannedProposals],
+    plan: list[dict[str, Any]],
+) -> None:
+    """Write the slices of ``matching_run``'s ``plan`` after its first, a transaction
+    each, its row saying at every commit how much of the plan is proposed;
+    ``matching_run`` (the caller's, its plan loaded) gets the stats of the last."""
+    for more in slices:
+        with rt.unit_of_work() as session:
+            # Not its plan: tens of thousands of allocations to decode again.
+            applied = session.get(
+                MatchingRun,
+                matching_run.id,
+                options=[defer(MatchingRun.plan)],
+                with_for_update=True,
+            )
+            assert applied is not None
+            _apply(session, rt, applied, approved_by, more, plan)
+        matching_run.stats = applied.stats
+
+
 def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None) -> MatchingRun:
     """Apply a preview. Allocations that no longer fit (supply or need changed since) are
     listed as refused; the rest become proposals."""
@@ -597,16 +599,18 @@ def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None
             slug="matching-in-progress",
         )
     try:
-        planned = _planned(rt, plan, run_id)
+        slices = _planned(rt, plan, run_id)
         with rt.unit_of_work() as session:
             matching_run = _preview_for_update(session, run_id, "approved")
             if matching_run.plan.get("allocations", []) != plan:
                 # Edited since it was read: counted again, now that the run is locked.
-                planned = _planned(rt, matching_run.plan.get("allocations", []), run_id)
-            _apply(session, rt, matching_run, approved_by, planned)
+                plan = matching_run.plan.get("allocations", [])
+                slices = _planned(rt, plan, run_id)
+            _apply(session, rt, matching_run, approved_by, slices[0])
             # Other plans of these items, made before this one took its supply, are stale.
             _supersede(session, matching_run, keep_manual=False)
-            return matching_run
+        _apply_later_slices(rt, matching_run, approved_by, slices[1:], plan)
+        return matching_run
     finally:
         release(rt, items, holder)
 
