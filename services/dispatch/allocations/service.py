@@ -357,9 +357,10 @@ class _Counted:
 
 @dataclass
 class ReadRows:
-    """The rows :func:`plan_proposals` counts a plan against, read but not locked:
-    need lines, supply lines and needs by id, and every line of each need by need (the
-    same objects as in ``lines``). Counting changes them: they serve one plan."""
+    """The rows a plan is counted against (read without a lock for
+    :func:`plan_proposals`, locked for :func:`propose_many`): need lines, supply lines
+    and needs by id, and every line of each need by need (the same objects as in
+    ``lines``). Counting changes them: they serve one plan."""
 
     lines: dict[uuid.UUID, Any]
     supplies: dict[uuid.UUID, Any]
@@ -429,9 +430,7 @@ def read_rows(supply_rows: Iterable[Sequence[Any]], line_rows: Iterable[Sequence
     return ReadRows(lines, supplies, needs, lines_of)
 
 
-def _read_for_proposals(
-    session: Session, proposals: Sequence[Proposal], *, lock: bool
-) -> tuple[dict[uuid.UUID, Any], dict[uuid.UUID, Any], dict[uuid.UUID, Any], dict[uuid.UUID, Any]]:
+def _read_for_proposals(session: Session, proposals: Sequence[Proposal], *, lock: bool) -> ReadRows:
     """The need lines, supply lines and needs of ``proposals``, and every line of those
     needs: locked in that order (the order every saga step takes them in), or read only."""
     lines = _locked_rows(
@@ -450,20 +449,18 @@ def _read_for_proposals(
     )
     for need_row in needs.values():
         need_row.was = need_row.status
-    return lines, supplies, needs, _lines_of_needs(session, need_ids, lines)
+    return ReadRows(lines, supplies, needs, _lines_of_needs(session, need_ids, lines))
 
 
 def _count(
     proposals: Sequence[Proposal],
-    lines: dict[uuid.UUID, Any],
-    supplies: dict[uuid.UUID, Any],
-    needs: dict[uuid.UUID, Any],
-    lines_of: dict[uuid.UUID, list[Any]],
+    rows: ReadRows,
     run_id: uuid.UUID | None,
     deadline: datetime | None,
 ) -> _Counted:
     """Check each proposal against its supply and need as read, in order, and count
     those that fit into the rows (in memory)."""
+    lines, supplies, needs, lines_of = rows.lines, rows.supplies, rows.needs, rows.lines_of
     counted = _Counted([], [], [], {}, {}, {}, utcnow())
     now = counted.now
     deadline_text = deadline.isoformat() if deadline is not None else None
@@ -570,14 +567,14 @@ def propose_many(
     """
     if not proposals:
         return []
-    lines, supplies, needs, lines_of = _read_for_proposals(session, proposals, lock=True)
-    counted = _count(proposals, lines, supplies, needs, lines_of, run_id, deadline)
+    rows = _read_for_proposals(session, proposals, lock=True)
+    counted = _count(proposals, rows, run_id, deadline)
     if not counted.allocations:
         return counted.results
     _write_counts(
         session,
         counted.lines,
-        lines,
+        rows.lines,
         counted.supplies,
         counted.needs,
         ("proposed",),
@@ -685,15 +682,11 @@ def plan_proposals(
     serves needs of several slices); if any slice finds a row changed, it and the
     slices after it are counted again under lock by their caller."""
     dialect = session.get_bind().dialect
-    if read is not None and read.covers(proposals):
-        lines, supplies, needs, lines_of = read.lines, read.supplies, read.needs, read.lines_of
-    else:
-        lines, supplies, needs, lines_of = _read_for_proposals(session, proposals, lock=False)
+    if read is None or not read.covers(proposals):
+        read = _read_for_proposals(session, proposals, lock=False)
     return [
-        _plan_slice(
-            dialect, outbox, proposals, indexes, lines, supplies, needs, lines_of, run_id, deadline
-        )
-        for indexes in _slices(proposals, lines, slice_size)
+        _plan_slice(dialect, outbox, proposals, indexes, read, run_id, deadline)
+        for indexes in _slices(proposals, read.lines, slice_size)
     ]
 
 
@@ -722,14 +715,12 @@ def _plan_slice(
     outbox: Outbox,
     proposals: Sequence[Proposal],
     indexes: tuple[int, ...],
-    lines: dict[uuid.UUID, Any],
-    supplies: dict[uuid.UUID, Any],
-    needs: dict[uuid.UUID, Any],
-    lines_of: dict[uuid.UUID, list[Any]],
+    rows: ReadRows,
     run_id: uuid.UUID | None,
     deadline: datetime | None,
 ) -> PlannedProposals:
     mine = [proposals[n] for n in indexes] if len(indexes) != len(proposals) else proposals
+    supplies = rows.supplies
     # What the slices before this one left of each pledge line's proposed quantity:
     # what this slice's compare-and-set expects of it.
     proposed_before = {
@@ -737,7 +728,7 @@ def _plan_slice(
         for p in mine
         if p.supply_line_id in supplies
     }
-    counted = _count(mine, lines, supplies, needs, lines_of, run_id, deadline)
+    counted = _count(mine, rows, run_id, deadline)
     line_rows = []
     for row in counted.lines.values():
         # Every line of every need the plan touches: the need's status is made of them
