@@ -386,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the workers' logs (at INFO: every task with its duration) and say where",
     )
     args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.debounce < 0:
+        parser.error(f"--debounce must not be negative, got {args.debounce:g}")
     loglevel = "INFO" if args.keep_logs else "WARNING"
     runs: dict[bool, list[Result]] = {False: [], True: []}
     statuses: dict[bool, list[dict[str, int]]] = {False: [], True: []}

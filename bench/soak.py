@@ -494,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         "(a run that fails keeps them always)",
     )
     args = parser.parse_args(argv)
+    if args.scan_batch < 1:
+        parser.error(f"--scan-batch must be at least 1, got {args.scan_batch}")
     rng = random.Random(args.seed)
     stats = Stats()
     tmp = Path(tempfile.mkdtemp(prefix="aidlink-soak-"))
