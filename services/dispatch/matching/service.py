@@ -161,21 +161,12 @@ class Inputs:
     ids: dict[str, uuid.UUID]
 
 
-def build_inputs(
-    session: Session, items: list[str] | None
-) -> tuple[list[matching.SupplyLine], list[matching.DemandLine]]:
-    """The open supply and demand of ``items`` (all when None), as the matcher takes
-    them."""
-    inputs = read_inputs(session, items)
-    return inputs.supply, inputs.demand
-
-
 def read_inputs(session: Session, items: list[str] | None) -> Inputs:
     """The open supply and demand of ``items`` (all when None), as the matcher takes
     them and as the saga counts a plan against them; read as plain columns, since a
     run at crisis scale reads tens of thousands of rows and builds no ORM object of
-    them. Every line of every open need is read (the need's status is made of them
-    all), the matcher given those still open."""
+    them. Every line of each open need with a line of ``items`` is read (the need's
+    status is made of them all), the matcher given the open lines of ``items``."""
     orgs = _verified(session)
     supply_stmt = select(
         *saga.SUPPLY_COLUMNS,
@@ -658,7 +649,8 @@ def edit(
             raise Conflict(
                 "The run covers no item; there is nothing to edit.", slug="matching-run-empty"
             )
-        supply, demand = build_inputs(session, list(matching_run.items))
+        inputs = read_inputs(session, list(matching_run.items))
+        supply, demand = inputs.supply, inputs.demand
         try:
             plan = matching.plan_of(
                 [matching.Planned(s, d, q) for (s, d), q in planned.items()],
