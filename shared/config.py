@@ -112,6 +112,10 @@ class Settings:
     # it goes on; "background": by a relay thread of the process (the web servers of
     # the Procfile and compose: a request does not wait on the broker).
     outbox_relay: str = "inline"
+    # Database connections each service keeps open per process (a server database;
+    # SQLite files are opened per connection anyway): at least the web server's threads
+    # and a relay thread, so that a busy moment does not open and close connections.
+    db_pool_size: int = 20
     # Redis re-delivers an unacknowledged message after this many seconds; it must be
     # longer than the longest task (task_time_limit).
     broker_visibility_timeout: int = 3600
@@ -245,6 +249,9 @@ class Settings:
             raise ConfigError(
                 f"AIDLINK_EVENT_BATCH_MAX must be between 1 and 1000, got {event_batch_max}"
             )
+        db_pool_size = _int(env, "AIDLINK_DB_POOL_SIZE", 20)
+        if db_pool_size < 1:
+            raise ConfigError(f"AIDLINK_DB_POOL_SIZE must be at least 1, got {db_pool_size}")
         event_delivery_bound = _float(env, "AIDLINK_EVENT_DELIVERY_BOUND", 300.0)
         if event_delivery_bound < 1:
             raise ConfigError(
@@ -286,6 +293,7 @@ class Settings:
             max_deliveries=_int(env, "AIDLINK_MAX_DELIVERIES", 5),
             event_batch_max=event_batch_max,
             outbox_relay=outbox_relay,
+            db_pool_size=db_pool_size,
             broker_visibility_timeout=_int(env, "AIDLINK_BROKER_VISIBILITY_TIMEOUT", 3600),
             broker_idle_poll=_float(env, "AIDLINK_BROKER_IDLE_POLL", 2.0),
             task_time_limit=_int(env, "AIDLINK_TASK_TIME_LIMIT", 300),
@@ -352,6 +360,7 @@ class Settings:
             "AIDLINK_MAX_DELIVERIES": str(self.max_deliveries),
             "AIDLINK_EVENT_BATCH_MAX": str(self.event_batch_max),
             "AIDLINK_OUTBOX_RELAY": self.outbox_relay,
+            "AIDLINK_DB_POOL_SIZE": str(self.db_pool_size),
             "AIDLINK_BROKER_VISIBILITY_TIMEOUT": str(self.broker_visibility_timeout),
             "AIDLINK_BROKER_IDLE_POLL": str(self.broker_idle_poll),
             "AIDLINK_TASK_TIME_LIMIT": str(self.task_time_limit),

@@ -125,7 +125,7 @@ def create_service_app(
     install_problem_handlers(app)
     install_input_guard(app)
 
-    engine = make_engine(settings.database_url(name))
+    engine = make_engine(settings.database_url(name), pool_size=settings.db_pool_size)
     session_factory = make_session_factory(engine)
     celery = make_celery(name, settings, app)
     outbox = Outbox(

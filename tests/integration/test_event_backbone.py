@@ -16,12 +16,13 @@ from services.donations.models import messaging as donations_messaging
 from services.gateway.models import Organisation
 from services.gateway.models import messaging as gateway_messaging
 from services.gateway.orgs.service import register_organisation
+from shared.config import Settings
 from shared.events import new_event
 from shared.inbox import Outcome
 from shared.runtime import ServiceRuntime
 from tests.support.auth import register
 from tests.support.orgs import HOSPITAL, count, read_model_org
-from tests.support.stack import Stack, eventually
+from tests.support.stack import Stack, build_stack, eventually
 
 
 class Refusing:
@@ -718,3 +719,13 @@ def test_a_batch_handler_that_fails_leaves_its_events_to_the_one_event_handler(
     # Nothing of the failed attempt was kept.
     assert count(donations, donations_messaging.dead_letters) == 0
     assert count(donations, donations_messaging.inbox) == 3
+
+
+@pytest.mark.backend
+def test_each_service_keeps_as_many_connections_as_it_is_told(settings: Settings) -> None:
+    """AIDLINK_DB_POOL_SIZE reaches every service's engine: a web server's threads
+    (8 in the Procfile) past the pool would each open and close a connection."""
+    with build_stack(settings.with_overrides(db_pool_size=9)) as stack:
+        for service in ("donations", "dispatch", "community", "gateway"):
+            pool = stack.runtime(service).engine.pool
+            assert pool.size() == 9, service  # type: ignore[attr-defined]

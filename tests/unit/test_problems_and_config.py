@@ -105,6 +105,11 @@ def test_malformed_setting_names_the_variable() -> None:
         with pytest.raises(ConfigError, match="AIDLINK_EVENT_BATCH_MAX must be between 1 and"):
             Settings.from_env({"AIDLINK_EVENT_BATCH_MAX": size})
     assert Settings.from_env({"AIDLINK_EVENT_BATCH_MAX": "1"}).event_batch_max == 1
+    for size in ("0", "-2"):
+        with pytest.raises(ConfigError, match="AIDLINK_DB_POOL_SIZE must be at least 1"):
+            Settings.from_env({"AIDLINK_DB_POOL_SIZE": size})
+    assert Settings.from_env({}).db_pool_size == 20
+    assert Settings.from_env({"AIDLINK_DB_POOL_SIZE": "3"}).to_env()["AIDLINK_DB_POOL_SIZE"] == "3"
     with pytest.raises(ConfigError, match="AIDLINK_PASSWORD_HASH_TIME_COST must be at least 1"):
         Settings.from_env({"AIDLINK_PASSWORD_HASH_TIME_COST": "0"})
     with pytest.raises(ConfigError, match="AIDLINK_PASSWORD_HASH_PARALLELISM must be at least"):
