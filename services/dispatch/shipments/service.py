@@ -518,7 +518,7 @@ def parties(shipment: Shipment) -> dict[str, Any]:
 
 
 def _line_values(
-    allocation: Allocation, supply: SupplyLine | None, line_no: int, shipment_id: uuid.UUID | None
+    allocation: Allocation, supply: SupplyLine | None, line_no: int, shipment_id: uuid.UUID
 ) -> dict[str, Any]:
     """A shipment line's columns for ``allocation``, packed as its ``supply`` line is."""
     return {
@@ -541,13 +541,6 @@ def _line_values(
     }
 
 
-def _line(session: Session, allocation: Allocation, line_no: int) -> ShipmentLine:
-    supply = session.get(SupplyLine, allocation.pledge_line_id)
-    values = _line_values(allocation, supply, line_no, None)
-    del values["shipment_id"]  # set by the shipment the line is appended to
-    return ShipmentLine(**values)
-
-
 def _lock_destination(session: Session, *recipient_org_ids: uuid.UUID) -> None:
     """Planning for one recipient takes turns (on PostgreSQL, by the recipient's row,
     several in id order; SQLite writers take turns anyway), so two reservations handled
@@ -562,10 +555,10 @@ def _lock_destination(session: Session, *recipient_org_ids: uuid.UUID) -> None:
 
 def plan_allocation(
     session: Session, outbox: Outbox, allocation: Allocation, *, now: datetime | None = None
-) -> Shipment | None:
+) -> uuid.UUID | None:
     """Put a just-reserved allocation on the planned shipment of its origin and
     destination, opening one (``shipment.created``) if there is none. An allocation
-    already on a shipment stays where it is."""
+    already on a shipment stays where it is. Returns the shipment's id."""
     return plan_allocations(session, outbox, [allocation], now=now).get(allocation.id)
 
 
@@ -575,11 +568,13 @@ def plan_allocations(
     allocations: Sequence[Allocation],
     *,
     now: datetime | None = None,
-) -> dict[uuid.UUID, Shipment]:
+) -> dict[uuid.UUID, uuid.UUID]:
     """:func:`plan_allocation` for several just-reserved allocations at once, in a
-    handful of statements: each joins the planned shipment of its route, and those
-    of a route without one open one shipment together. Returns the shipment each
-    allocation was put on, by allocation id."""
+    handful of statements whatever their number and however many lines the planned
+    shipments already carry: each joins the planned shipment of its route, and those
+    of a route without one open one shipment together. The shipments are written as
+    rows (no shipment is loaded with its lines and history). Returns the id of the
+    shipment each allocation was put on, by allocation id."""
     todo = [a for a in allocations if a.status == "reserved"]
     if not todo:
         return {}
@@ -595,19 +590,17 @@ def plan_allocations(
     if not todo:
         return {}
     routes = _routes(session, todo)
-    # The supply lines the new shipment lines copy their packing from, read at once and
-    # held here: the session's identity map keeps only weak references, and a line
-    # looked up again would cost a statement (and an autoflush) per allocation.
-    held = [
-        supply
+    # The supply lines the new shipment lines copy their packing from, read at once.
+    held = {
+        supply.id: supply
         for chunk in in_chunks(sorted({a.pledge_line_id for a in todo}))
         for supply in session.scalars(select(SupplyLine).where(SupplyLine.id.in_(chunk)))
-    ]
+    }
     _lock_destination(session, *(r.recipient_org_id for r in routes.values()))
     keys = {(r.origin_key, r.destination_key) for r in routes.values()}
-    planned: dict[tuple[str, str], Shipment] = {}
-    for shipment in session.scalars(
-        select(Shipment)
+    planned: dict[tuple[str, str], uuid.UUID] = {}
+    for shipment_id, origin_key, destination_key in session.execute(
+        select(Shipment.id, Shipment.origin_key, Shipment.destination_key)
         .where(
             Shipment.status == "planned",
             Shipment.origin_key.in_(sorted({k[0] for k in keys})),
@@ -616,18 +609,19 @@ def plan_allocations(
         .order_by(Shipment.created_at, Shipment.id)
         .with_for_update()
     ):
-        key = (shipment.origin_key, shipment.destination_key)
+        key = (origin_key, destination_key)
         if key in keys:
-            planned.setdefault(key, shipment)
+            planned.setdefault(key, shipment_id)
     last_no: dict[uuid.UUID, int] = {
         shipment_id: int(top or 0)
         for shipment_id, top in session.execute(
             select(ShipmentLine.shipment_id, func.max(ShipmentLine.line_no))
-            .where(ShipmentLine.shipment_id.in_([s.id for s in planned.values()]))
+            .where(ShipmentLine.shipment_id.in_(sorted(set(planned.values()))))
             .group_by(ShipmentLine.shipment_id)
         )
     }
-    placed: dict[uuid.UUID, Shipment] = {}
+    placed: dict[uuid.UUID, uuid.UUID] = {}
+    joining: list[dict[str, Any]] = []
     opening: dict[tuple[str, str], list[Allocation]] = {}
     for allocation in todo:
         route = routes[allocation.id]
@@ -636,17 +630,23 @@ def plan_allocations(
         if joined is None:
             opening.setdefault(key, []).append(allocation)
             continue
-        last_no[joined.id] = last_no.get(joined.id, 0) + 1
-        joined.lines.append(_line(session, allocation, last_no[joined.id]))
-        joined.updated_at = now
+        last_no[joined] = last_no.get(joined, 0) + 1
+        joining.append(
+            _line_values(allocation, held.get(allocation.pledge_line_id), last_no[joined], joined)
+        )
         placed[allocation.id] = joined
+    if joining:
+        session.execute(insert(cast(Table, ShipmentLine.__table__)), joining)
+        session.execute(
+            update(Shipment)
+            .where(Shipment.id.in_(sorted(set(placed.values()))))
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
     numbers = next_tracking_numbers(session, now.year, len(opening))
-    session.flush()
-    opened = _open_shipments(
-        session, outbox, routes, list(opening.values()), numbers, {s.id: s for s in held}, now
+    placed.update(
+        _open_shipments(session, outbox, routes, list(opening.values()), numbers, held, now)
     )
-    placed.update(opened)
-    del held
     return placed
 
 
@@ -663,13 +663,13 @@ def _open_shipments(
     tracking_ref: str | None = None,
     eta: datetime | None = None,
     created_by: uuid.UUID | None = None,
-) -> dict[uuid.UUID, Shipment]:
+) -> dict[uuid.UUID, uuid.UUID]:
     """A planned shipment for each group of allocations (one route each, its tracking
     number in ``numbers``), with its first history row and its ``shipment.created``,
     written as rows: the shipments, their lines, history rows and events each in one
     multi-row insert (a matching run's reservations open hundreds at once; a
-    coordinator's consolidation, ``created_by``, one). Returns the shipment each
-    allocation is on, by allocation id."""
+    coordinator's consolidation, ``created_by``, one). Returns the id of the shipment
+    each allocation is on, by allocation id."""
     if not groups:
         return {}
     shipments: list[dict[str, Any]] = []
@@ -761,12 +761,7 @@ def _open_shipments(
             "shipment.created", payloads, producer=PRODUCER, aggregate_ids=ids, aggregate_version=1
         ),
     )
-    made = {
-        shipment.id: shipment
-        for chunk in in_chunks(ids)
-        for shipment in session.scalars(select(Shipment).where(Shipment.id.in_(chunk)))
-    }
-    return {allocation_id: made[shipment_id] for allocation_id, shipment_id in on.items()}
+    return on
 
 
 def consolidate(
@@ -837,7 +832,7 @@ def consolidate(
             select(SupplyLine).where(SupplyLine.id.in_({a.pledge_line_id for a in found}))
         )
     }
-    [shipment] = set(
+    [shipment_id] = set(
         _open_shipments(
             session,
             outbox,
@@ -852,6 +847,7 @@ def consolidate(
             created_by=created_by,
         ).values()
     )
+    shipment = session.get_one(Shipment, shipment_id)
     for old_id in sorted(left):
         old = session.get(Shipment, old_id, populate_existing=True)
         if old is None:
