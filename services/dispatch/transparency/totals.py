@@ -26,8 +26,6 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, event, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from services.dispatch.models import (
@@ -41,7 +39,7 @@ from services.dispatch.models import (
     ShipmentLine,
     SupplyLine,
 )
-from shared.db import OneRowRead, utcnow
+from shared.db import OneRowRead, upsert_insert, utcnow
 
 MEASURES = ("pledged", "reserved", "shipped", "received")
 FLOW_MEASURES = ("quantity", "shipped", "received")
@@ -49,10 +47,9 @@ SHIPPED_STATUSES = ("shipped", "delivered", "received")
 COUNTED_ALLOCATION_STATUSES = ("reserved", *SHIPPED_STATUSES)
 UNPLEDGED_LINE_STATUSES = ("cancelled", "expired")
 
-# Ids per statement, and rows per upsert: under every backend's limit of bound
-# parameters (SQLite's is 32,766 since 3.32, 999 before; PostgreSQL's 65,535).
+# Ids per statement: under every backend's limit of bound parameters (SQLite's is
+# 32,766 since 3.32, 999 before; PostgreSQL's 65,535).
 CHUNK = 500
-_ROWS_PER_UPSERT = 100
 _PENDING = "aidlink.ledger_moved"
 
 TotalKey = tuple[date, str, str]  # day, region, item
@@ -231,15 +228,13 @@ def count_lines(
     return figures
 
 
-def _insert(session: Session) -> Any:
-    return postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 def add(session: Session, figures: Figures) -> None:
-    """Add ``figures`` to the read model, key by key in order."""
+    """Add ``figures`` to the read model, key by key in order: one upsert statement a
+    table, its rows sent together (``executemany``) so that the statement is compiled
+    once a process rather than once for each number of rows."""
     if not figures:
         return
-    insert = _insert(session)
+    insert = upsert_insert(session)
     total_rows = [
         {
             "day": day,
@@ -271,14 +266,15 @@ def add(session: Session, figures: Figures) -> None:
             ("day", "region", "item", "donor_org_id", "recipient_org_id"),
         ),
     ):
+        if not rows:
+            continue
         table = model.__table__
-        for batch in chunked(rows, _ROWS_PER_UPSERT):
-            stmt = insert(table).values(batch)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={m: table.c[m] + stmt.excluded[m] for m in measures},
-            )
-            session.execute(stmt)
+        stmt = insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={m: table.c[m] + stmt.excluded[m] for m in measures},
+        )
+        session.execute(stmt, rows)
     session.info[_PENDING] = True
 
 
