@@ -316,6 +316,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--post-every must be positive")
     if args.database_url and not args.through_service:
         parser.error("--database-url applies to --through-service only")
+    if args.broker and not args.through_service:
+        parser.error("--broker applies to --through-service only")
     return args
 
 
@@ -352,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.through_service:
         from bench import matching_service
 
-        return matching_service.main(args.sizes, args.seed, args.database_url, args.post_every)
+        return matching_service.main(
+            args.sizes, args.seed, args.database_url, args.post_every, args.broker
+        )
     print("aidlink matching benchmark")
     print(
         f"  seed {args.seed}, {len(ITEMS)} items, {N_PLACES} places, today {TODAY}, "

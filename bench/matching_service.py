@@ -36,7 +36,8 @@ from typing import Any
 from sqlalchemy import event, func, insert, select
 from sqlalchemy.orm import Session
 
-from bench.event_hop import ScratchDatabases, remove_tree
+from bench.event_hop import ScratchDatabases, backend_name, purge, remove_tree
+from shared.config import SERVICES
 
 TARGET_RUN_RATIO = 3.0
 TARGET_WRITE_SECONDS = 1.5
@@ -245,7 +246,9 @@ def post_needs(
         stop.wait(every)
 
 
-def measure(n: int, seed: int, database_url: str | None, post_every: float) -> Phases:
+def measure(
+    n: int, seed: int, database_url: str | None, post_every: float, broker: str | None = None
+) -> Phases:
     from services.dispatch.app import create_app
     from services.dispatch.matching import service
     from services.dispatch.models import Allocation
@@ -260,6 +263,8 @@ def measure(n: int, seed: int, database_url: str | None, post_every: float) -> P
         os.environ.update({"AIDLINK_VAR_DIR": str(tmp), "AIDLINK_LOG_LEVEL": "WARNING"})
         if scratch is not None:
             os.environ["DISPATCH_DATABASE_URL"] = scratch.create("dispatch")
+        if broker:
+            os.environ["BROKER_URL"] = broker
         settings = Settings.from_env()
         upgrade("dispatch", settings)
         engine = make_engine(settings.database_url("dispatch"))
@@ -282,6 +287,10 @@ def measure(n: int, seed: int, database_url: str | None, post_every: float) -> P
             poster_thread.join(timeout=30)
         with Session(engine) as session:
             phases.proposals = session.scalar(select(func.count()).select_from(Allocation)) or 0
+        if broker:
+            # The events went to a broker other benchmarks share: leave its queues empty.
+            purge(rt.celery, *SERVICES)
+        rt.dispose()
         engine.dispose()
         return phases
     finally:
@@ -318,12 +327,19 @@ def report(n: int, backend: str, p: Phases) -> None:
         print("  no need was posted during the run (it was shorter than --post-every)")
 
 
-def main(sizes: list[int], seed: int, database_url: str | None, post_every: float) -> int:
+def main(
+    sizes: list[int],
+    seed: int,
+    database_url: str | None,
+    post_every: float,
+    broker: str | None = None,
+) -> int:
     backend = "PostgreSQL" if database_url else "SQLite"
-    print(f"aidlink matching through the service ({backend}), seed {seed}")
+    broker_name = backend_name(broker) if broker else "the embedded SQLite transport"
+    print(f"aidlink matching through the service ({backend}, broker {broker_name}), seed {seed}")
     for n in sizes:
         print(f"\ngenerating and filling {n:,} x {n:,} ...", flush=True)
-        report(n, backend, measure(n, seed, database_url, post_every))
+        report(n, backend, measure(n, seed, database_url, post_every, broker))
     return 0
 
 
@@ -338,6 +354,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--database-url",
         default=None,
         help="a PostgreSQL server URL for --through-service (default: SQLite files)",
+    )
+    parser.add_argument(
+        "--broker",
+        default=None,
+        help="broker URL for --through-service, e.g. redis://127.0.0.1:6379/14 beside "
+        "PostgreSQL as docker compose runs them (default: the embedded SQLite transport); "
+        "its service queues are purged after each run",
     )
     parser.add_argument(
         "--post-every",
