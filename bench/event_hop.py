@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -44,7 +45,7 @@ from sqlalchemy.engine import make_url
 from shared.config import SERVICES, Settings
 from shared.db import make_engine
 from shared.migrations import upgrade
-from shared.taskqueue import make_celery, prepare_broker
+from shared.taskqueue import SQLAlchemyChannel, make_celery, prepare_broker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -244,11 +245,25 @@ def worker_environ(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def purge(app: Celery, *queues: str) -> int:
+    """Empty ``queues``; on Redis, also forget their messages that workers took and
+    did not acknowledge (a benchmark stops its workers at once): left in the
+    transport's unacked hash, they would count as in flight for a later run's
+    ``check-invariants`` on the same database, and come back on their queues after the
+    visibility timeout."""
     purged = 0
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         for queue in queues:
             purged += channel.queue_purge(queue) or 0
+        unacked_key = getattr(channel, "unacked_key", None)
+        if unacked_key and not isinstance(channel, SQLAlchemyChannel):
+            client = channel.client
+            for tag, raw in client.hgetall(unacked_key).items():
+                with contextlib.suppress(ValueError, TypeError, IndexError):
+                    if json.loads(raw)[2] in queues:
+                        client.hdel(unacked_key, tag)
+                        client.zrem(channel.unacked_index_key, tag)
+                        purged += 1
     return purged
 
 

@@ -51,6 +51,7 @@ from bench.event_hop import (
     ScratchDatabases,
     backend_name,
     no_interrupts,
+    purge,
     redacted,
     remove_tree,
     start_worker,
@@ -195,6 +196,13 @@ def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Settings, str]]
         settings = Settings.from_env(environ)
         env = worker_environ(environ)
         prepare_broker(settings)
+        # What an earlier run left on this broker (queued messages, those its stopped
+        # workers had taken) is not this run's: check-invariants would wait on it.
+        leftover = make_celery("soak", settings)
+        try:
+            purge(leftover, *SERVICES)
+        finally:
+            leftover.close()
         for name in SERVICES:
             upgrade(name, settings)
         created = subprocess.run(
@@ -224,6 +232,14 @@ def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Settings, str]]
         with no_interrupts():
             for process in reversed(processes):
                 process.stop()
+            if processes:
+                # Nor is what this run leaves for the next.
+                with contextlib.suppress(Exception):
+                    leftover = make_celery("soak", settings)
+                    try:
+                        purge(leftover, *SERVICES)
+                    finally:
+                        leftover.close()
             if scratch is not None:
                 scratch.drop_all()
 

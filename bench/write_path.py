@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,11 @@ class Server(WorkerProcess):
 def start_gunicorn(
     label: str, app: str, port: int, env: Mapping[str, str], log_dir: Path
 ) -> Server:
+    """Gunicorn serving ``app`` on ``port``, refused at once if something already
+    listens there (another benchmark's stack would answer its health check)."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise BenchError(f"port {port} ({label}) is taken: is another benchmark still running?")
     log_path = log_dir / f"gunicorn-{label}.log"
     cmd = [
         sys.executable,
