@@ -125,12 +125,13 @@ def move_once(session: Any, row: Any, *conditions: Any, **values: Any) -> bool:
 
 
 def upsert_insert(session: Any) -> Any:
-    """The ``insert`` construct of the session's dialect that knows ``ON CONFLICT``
-    (PostgreSQL's or SQLite's), for inserts that must not fail on a row another
-    transaction made first."""
+    """The ``insert`` construct of the session's (or connection's) dialect that knows
+    ``ON CONFLICT`` (PostgreSQL's or SQLite's), for inserts that must not fail on a row
+    another transaction made first."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    bind = session.get_bind() if hasattr(session, "get_bind") else session
+    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
 
 
 def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:

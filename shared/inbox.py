@@ -479,41 +479,63 @@ class Inbox:
         return self._count_deliveries([event_id])[event_id]
 
     def _count_deliveries(self, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, bool]]:
-        """Count one delivery of each event in one transaction of its own; returns each
-        event's count and whether it was already applied."""
-        counted: dict[uuid.UUID, tuple[int, bool]] = {}
-        with self.session_factory() as session, session.begin():
-            table = self.deliveries.__table__  # type: ignore[attr-defined]
-            insert = upsert_insert(session)
-            now = utcnow()
-            attempts: dict[uuid.UUID, int] = {}
-            # One statement for the whole batch (ids in order, so that two batches
-            # sharing events lock their rows in the same order).
-            ordered = sorted(set(event_ids), key=str)
-            for start in range(0, len(ordered), _COUNT_CHUNK):
-                chunk = ordered[start : start + _COUNT_CHUNK]
-                stmt = insert(table).values(
-                    [
-                        {"event_id": str(event_id), "attempts": 1, "last_attempt_at": now}
-                        for event_id in chunk
-                    ]
-                )
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[table.c.event_id],
-                    set_={"attempts": table.c.attempts + 1, "last_attempt_at": now},
-                )
-                for event_id, count in session.execute(
-                    stmt.returning(table.c.event_id, table.c.attempts)
-                ):
-                    attempts[uuid.UUID(str(event_id))] = int(count)
-            taken = set(
-                session.scalars(
-                    select(self.inbox.event_id).where(self.inbox.event_id.in_(event_ids))
-                )
+        """Count one delivery of each event, committed before anything is applied (so
+        that a delivery that kills its worker still counts); returns each event's count
+        and whether it was already applied.
+
+        Only an event delivered before can have been applied (every delivery, a
+        catch-up's copy too, is counted here first), so the inbox is read for those
+        alone. On PostgreSQL the count is one statement in autocommit: one round trip
+        where a transaction of its own took four, on every event a worker takes."""
+        ordered = sorted(set(event_ids), key=str)
+        engine = self.session_factory.kw["bind"]
+        if engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                attempts = self._upsert_counts(conn, ordered)
+                again = [event_id for event_id in ordered if attempts[event_id] > 1]
+                taken = self._in_inbox(conn, again)
+        else:
+            with self.session_factory() as session, session.begin():
+                attempts = self._upsert_counts(session, ordered)
+                again = [event_id for event_id in ordered if attempts[event_id] > 1]
+                taken = self._in_inbox(session, again)
+        return {event_id: (attempts[event_id], event_id in taken) for event_id in event_ids}
+
+    def _upsert_counts(self, executor: Any, ordered: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Add a delivery to each event's count (ids in order, so that two batches
+        sharing events lock their rows in the same order); returns the counts."""
+        table = self.deliveries.__table__  # type: ignore[attr-defined]
+        insert = upsert_insert(executor)
+        now = utcnow()
+        attempts: dict[uuid.UUID, int] = {}
+        for start in range(0, len(ordered), _COUNT_CHUNK):
+            chunk = ordered[start : start + _COUNT_CHUNK]
+            stmt = insert(table).values(
+                [
+                    {"event_id": str(event_id), "attempts": 1, "last_attempt_at": now}
+                    for event_id in chunk
+                ]
             )
-            for event_id in event_ids:
-                counted[event_id] = (attempts[event_id], event_id in taken)
-        return counted
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.event_id],
+                set_={"attempts": table.c.attempts + 1, "last_attempt_at": now},
+            )
+            for event_id, count in executor.execute(
+                stmt.returning(table.c.event_id, table.c.attempts)
+            ):
+                attempts[uuid.UUID(str(event_id))] = int(count)
+        return attempts
+
+    def _in_inbox(self, executor: Any, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        taken: set[uuid.UUID] = set()
+        for start in range(0, len(event_ids), _COUNT_CHUNK):
+            chunk = event_ids[start : start + _COUNT_CHUNK]
+            taken.update(
+                executor.execute(
+                    select(self.inbox.event_id).where(self.inbox.event_id.in_(chunk))
+                ).scalars()
+            )
+        return taken
 
     def _uncount_delivery(self, event_id: uuid.UUID) -> None:
         table = self.deliveries.__table__  # type: ignore[attr-defined]
