@@ -4,10 +4,13 @@ Once a day's events are older than ``AIDLINK_EVENT_RETENTION_DAYS`` they are wri
 to gzipped JSON-lines files under ``AIDLINK_EVENT_ARCHIVE_DIR/<service>/`` and deleted:
 outbox rows that every subscriber has confirmed (one that a subscriber still lacks is
 kept, however old, so the catch-up can still send it), and inbox rows. Delivery
-counts of that age are deleted without a copy: they only served to set aside an
-event that kept failing. Dead letters stay until an operator deals with them, and
-each aggregate's last applied version stays, so that an event older than the state
-it would change is still recognised as stale after its inbox row is gone.
+counts of that age are deleted without a copy: they served to set aside an event that
+kept failing, and to tell a first delivery (which the inbox need not be asked about)
+from a copy; a copy that comes after its count is gone is taken for a first delivery,
+and its inbox row, still there, makes it a duplicate all the same. Dead letters stay
+until an operator deals with them, and each aggregate's last applied version stays, so
+that an event older than the state it would change is still recognised as stale after
+its inbox row is gone.
 
 The retention must be longer than any copy of an event may linger in a queue (a
 subscriber away that long); within it, a copy that comes again finds its inbox row.

@@ -703,14 +703,15 @@ def test_reservations_accepted_together_are_reserved_and_planned_together(
             (donor, community): [(1, a3.id)],
             (other_donor, hospital): [(1, a4.id)],
         }
-        # Joining moves the shipment's updated_at (its lines changed), not its version.
+        # Joining moves the shipment's updated_at and its version (its ETag): its lines
+        # changed.
         joined = session.scalars(
             select(Shipment).where(
                 Shipment.donor_org_id == donor, Shipment.recipient_org_id == hospital
             )
         ).one()
         assert joined.updated_at > joined.created_at
-        assert joined.version == 1
+        assert joined.version == 2
         created = session.scalar(
             select(func.count())
             .select_from(rt.outbox.row_class)

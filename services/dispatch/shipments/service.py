@@ -637,10 +637,11 @@ def plan_allocations(
         placed[allocation.id] = joined
     if joining:
         session.execute(insert(cast(Table, ShipmentLine.__table__)), joining)
+        # Its lines changed: a new version (its ETag), as any change of a shipment.
         session.execute(
             update(Shipment)
             .where(Shipment.id.in_(sorted(set(placed.values()))))
-            .values(updated_at=now)
+            .values(updated_at=now, version=Shipment.version + 1)
             .execution_options(synchronize_session=False)
         )
     numbers = next_tracking_numbers(session, now.year, len(opening))
