@@ -174,6 +174,15 @@ class QueueSampler(threading.Thread):
 # The stack ---------------------------------------------------------------------------------
 
 
+def _empty_queues(settings: Settings) -> None:
+    """Purge the services' queues on the soak's broker (see ``purge``)."""
+    app = make_celery("soak", settings)
+    try:
+        purge(app, *SERVICES)
+    finally:
+        app.close()
+
+
 @contextlib.contextmanager
 def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Settings, str]]:
     environ = {
@@ -198,11 +207,7 @@ def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Settings, str]]
         prepare_broker(settings)
         # What an earlier run left on this broker (queued messages, those its stopped
         # workers had taken) is not this run's: check-invariants would wait on it.
-        leftover = make_celery("soak", settings)
-        try:
-            purge(leftover, *SERVICES)
-        finally:
-            leftover.close()
+        _empty_queues(settings)
         for name in SERVICES:
             upgrade(name, settings)
         created = subprocess.run(
@@ -235,11 +240,7 @@ def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Settings, str]]
             if processes:
                 # Nor is what this run leaves for the next.
                 with contextlib.suppress(Exception):
-                    leftover = make_celery("soak", settings)
-                    try:
-                        purge(leftover, *SERVICES)
-                    finally:
-                        leftover.close()
+                    _empty_queues(settings)
             if scratch is not None:
                 scratch.drop_all()
 

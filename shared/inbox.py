@@ -210,11 +210,7 @@ class Inbox:
         with self.session_factory() as session:
             for start in range(0, len(event_ids), _COUNT_CHUNK):
                 chunk = event_ids[start : start + _COUNT_CHUNK]
-                taken.update(
-                    session.scalars(
-                        select(self.inbox.event_id).where(self.inbox.event_id.in_(chunk))
-                    )
-                )
+                taken.update(self._in_inbox(session, chunk))
                 letters = {str(event_id) for event_id in chunk} - {str(t) for t in taken}
                 if letters:
                     taken.update(
@@ -489,16 +485,15 @@ class Inbox:
         where a transaction of its own took four, on every event a worker takes."""
         ordered = sorted(set(event_ids), key=str)
         engine = self.session_factory.kw["bind"]
-        if engine.dialect.name == "postgresql":
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                attempts = self._upsert_counts(conn, ordered)
-                again = [event_id for event_id in ordered if attempts[event_id] > 1]
-                taken = self._in_inbox(conn, again)
-        else:
-            with self.session_factory() as session, session.begin():
-                attempts = self._upsert_counts(session, ordered)
-                again = [event_id for event_id in ordered if attempts[event_id] > 1]
-                taken = self._in_inbox(session, again)
+        counting: Any = (
+            engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else self.session_factory.begin()
+        )
+        with counting as executor:
+            attempts = self._upsert_counts(executor, ordered)
+            again = [event_id for event_id in ordered if attempts[event_id] > 1]
+            taken = self._in_inbox(executor, again)
         return {event_id: (attempts[event_id], event_id in taken) for event_id in event_ids}
 
     def _upsert_counts(self, executor: Any, ordered: list[uuid.UUID]) -> dict[uuid.UUID, int]:
