@@ -207,9 +207,10 @@ def measure_pipeline(
     catch_up_every: float | None = None,
     processes: int = 1,
     concurrency: int = 1,
+    timeline: bool = False,
 ) -> tuple[Result, dict[str, int]]:
     from services.dispatch.app import create_app as create_dispatch
-    from services.dispatch.models import Allocation, MatchingLock, SupplyLine
+    from services.dispatch.models import Allocation, MatchingLock, MatchingRun, Need, SupplyLine
     from services.donations.app import create_app as create_donations
     from services.donations.pledges.service import create_pledge
     from shared.db import utcnow
@@ -316,9 +317,11 @@ def measure_pipeline(
             threading.Thread(target=ask, name="catch-up", daemon=True).start()
         if processes > 1:
             posters = _Posters(settings, recipients, n, clients, processes)
+            began_at = utcnow()
             start = posters.go()
             posted = posters.wait(timeout)
         else:
+            began_at = utcnow()
             start = time.perf_counter()
             # Recipients post at once, each need in its own transaction, as through the API.
             with ThreadPoolExecutor(max_workers=clients) as pool:
@@ -346,6 +349,8 @@ def measure_pipeline(
                     .group_by(Allocation.status)
                 )
             }
+            if timeline:
+                _print_timeline(conn, began_at, Need, MatchingRun, Allocation, measured)
     finally:
         stop_asking.set()
         with no_interrupts():
@@ -357,6 +362,40 @@ def measure_pipeline(
             donations_rt.dispose()
             dispatch_rt.dispose()
     return Result("pipeline", n, posted - start, finished - start), statuses
+
+
+def _print_timeline(
+    conn: Any, began_at: Any, need: Any, run: Any, allocation: Any, measured: Any
+) -> None:
+    """Where the measured second went: when the needs were posted, and each matching
+    run's start, its allocations and when the last of them was reserved, in seconds from
+    the clock's start (the services' own timestamps)."""
+
+    def at(moment: Any) -> str:
+        return f"{(moment - began_at).total_seconds():6.3f}"
+
+    first, last = conn.execute(
+        select(func.min(need.created_at), func.max(need.created_at)).where(
+            need.created_at >= began_at
+        )
+    ).one()
+    print(f"     needs posted from {at(first)} to {at(last)} s")
+    runs = conn.execute(
+        select(
+            run.created_at,
+            func.count(allocation.id),
+            func.max(allocation.updated_at),
+        )
+        .join(allocation, allocation.run_id == run.id)
+        .where(run.created_at >= began_at, measured)
+        .group_by(run.id, run.created_at)
+        .order_by(run.created_at)
+    )
+    for started, count, reserved in runs:
+        print(
+            f"     run at {at(started)} s: {count:4d} allocations, "
+            f"last reserved at {at(reserved)} s"
+        )
 
 
 def _databases(
@@ -431,6 +470,12 @@ def main(argv: list[str] | None = None) -> int:
         "(docker-compose.yml runs 2)",
     )
     parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print each measurement's timeline: the needs posted, each matching run's "
+        "start and its allocations' last reservation",
+    )
+    parser.add_argument(
         "--keep-logs",
         action="store_true",
         help="keep the workers' logs (at INFO: every task with its duration) and say where",
@@ -469,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                         catch_up_every=args.catch_up_every if catch_up else None,
                         processes=args.processes,
                         concurrency=args.concurrency,
+                        timeline=args.timeline,
                     )
                     runs[catch_up].append(result)
                     statuses[catch_up].append(found)

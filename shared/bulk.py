@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Column, Dialect, Table, bindparam, insert, update
+from sqlalchemy import JSON, Column, Dialect, Table, Uuid, bindparam, insert, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -71,6 +71,15 @@ def _copy_value(value: Any) -> str:
     raise TypeError(f"no COPY text form for {type(value).__name__}")
 
 
+def _copy_uuid(value: Any) -> str:
+    """A uuid column's value in COPY's text form: its 32 hex digits, which PostgreSQL
+    reads as it reads the hyphenated form, at a third of ``str``'s cost (a plan's rows
+    carry hundreds of thousands of ids); anything else as :func:`_copy_value` gives it."""
+    if type(value) is uuid.UUID:
+        return value.hex
+    return _copy_value(value)
+
+
 class _Columns:
     def __init__(self, table: Table, names: Sequence[str]) -> None:
         missing = [name for name in names if name not in table.c]
@@ -97,6 +106,8 @@ class _Columns:
                 if column.type.none_as_null:
                     raise ValueError(f"{column.name}: JSON columns with none_as_null are not kept")
                 found.append(lambda value: str(serialize(value)).translate(_COPY_ESCAPES))
+            elif isinstance(column.type, Uuid):
+                found.append(_copy_uuid)
             else:
                 found.append(_copy_value)
         self._encoders[dialect.name] = found

@@ -124,6 +124,20 @@ def move_once(session: Any, row: Any, *conditions: Any, **values: Any) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
+def one_of(column: Any, values: list[Any], dialect: str) -> Any:
+    """``column IN (values)`` for a list of ids that may run to thousands: on PostgreSQL
+    ``column = ANY(:values)``, one array parameter whatever the number of values (an
+    IN list is a placeholder per value, which the driver parses in the statement's
+    text at every call and the statement cache keeps apart by count); elsewhere the
+    IN list, which the caller keeps under the parameter limit (:func:`in_chunks`)."""
+    if dialect == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
 def upsert_insert(session: Any) -> Any:
     """The ``insert`` construct of the session's (or connection's) dialect that knows
     ``ON CONFLICT`` (PostgreSQL's or SQLite's), for inserts that must not fail on a row

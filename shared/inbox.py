@@ -498,28 +498,31 @@ class Inbox:
 
     def _upsert_counts(self, executor: Any, ordered: list[uuid.UUID]) -> dict[uuid.UUID, int]:
         """Add a delivery to each event's count (ids in order, so that two batches
-        sharing events lock their rows in the same order); returns the counts."""
+        sharing events lock their rows in the same order); returns the counts.
+
+        One single-row upsert sent with every row at once: SQLAlchemy compiles it once
+        and writes the rows into multi-row statements itself (``insertmanyvalues``),
+        where a statement built with the rows' values was compiled anew for each
+        number of events a batch brought."""
+        if not ordered:
+            return {}
         table = self.deliveries.__table__  # type: ignore[attr-defined]
-        insert = upsert_insert(executor)
+        insert = upsert_insert(executor)(table)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[table.c.event_id],
+            set_={
+                "attempts": table.c.attempts + 1,
+                "last_attempt_at": insert.excluded.last_attempt_at,
+            },
+        ).returning(table.c.event_id, table.c.attempts)
         now = utcnow()
-        attempts: dict[uuid.UUID, int] = {}
-        for start in range(0, len(ordered), _COUNT_CHUNK):
-            chunk = ordered[start : start + _COUNT_CHUNK]
-            stmt = insert(table).values(
-                [
-                    {"event_id": str(event_id), "attempts": 1, "last_attempt_at": now}
-                    for event_id in chunk
-                ]
-            )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[table.c.event_id],
-                set_={"attempts": table.c.attempts + 1, "last_attempt_at": now},
-            )
-            for event_id, count in executor.execute(
-                stmt.returning(table.c.event_id, table.c.attempts)
-            ):
-                attempts[uuid.UUID(str(event_id))] = int(count)
-        return attempts
+        rows = [
+            {"event_id": str(event_id), "attempts": 1, "last_attempt_at": now}
+            for event_id in ordered
+        ]
+        return {
+            uuid.UUID(str(event_id)): int(count) for event_id, count in executor.execute(stmt, rows)
+        }
 
     def _in_inbox(self, executor: Any, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         taken: set[uuid.UUID] = set()

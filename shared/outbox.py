@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, sessionmaker
 
 from shared.bulk import BulkInsert, Ready
-from shared.db import UTCDateTime, utcnow
+from shared.db import UTCDateTime, in_chunks, one_of, utcnow
 from shared.events import Event, subscribers_of
 
 log = logging.getLogger(__name__)
@@ -407,21 +407,27 @@ class Outbox:
     def _stamp(self, sent: list[uuid.UUID], failed: list[uuid.UUID]) -> None:
         if not sent and not failed:
             return
+        # Core statements on the table (the ORM's bulk update would look for the rows
+        # among the session's objects); the ids as one array on PostgreSQL, in IN lists
+        # under the parameter limit elsewhere.
+        table = cast(Table, self.row_class.__table__)  # type: ignore[attr-defined]
         with self.session_factory() as session, session.begin():
-            if sent:
+            dialect = session.get_bind().dialect.name
+
+            def parts(ids: list[uuid.UUID]) -> Iterable[list[uuid.UUID]]:
+                return [ids] if dialect == "postgresql" else in_chunks(ids)
+
+            for part in parts(sent):
                 session.execute(
-                    update(self.row_class)
-                    .where(self.row_class.id.in_(sent), self.row_class.published_at.is_(None))
-                    .values(
-                        published_at=utcnow(),
-                        publish_attempts=self.row_class.publish_attempts + 1,
-                    )
+                    update(table)
+                    .where(one_of(table.c.id, part, dialect), table.c.published_at.is_(None))
+                    .values(published_at=utcnow(), publish_attempts=table.c.publish_attempts + 1)
                 )
-            if failed:
+            for part in parts(failed):
                 session.execute(
-                    update(self.row_class)
-                    .where(self.row_class.id.in_(failed))
-                    .values(publish_attempts=self.row_class.publish_attempts + 1)
+                    update(table)
+                    .where(one_of(table.c.id, part, dialect))
+                    .values(publish_attempts=table.c.publish_attempts + 1)
                 )
 
     def backlog(self) -> int:

@@ -411,6 +411,37 @@ def test_events_of_one_commit_reach_each_subscriber_in_batches_in_their_order(
     )
 
 
+def test_a_commit_of_more_events_than_an_in_list_holds_is_stamped_whole(stack: Stack) -> None:
+    """The stamp of a large commit's events (a matching run's slice) is one array on
+    PostgreSQL and IN lists under the parameter limit elsewhere: every row once."""
+    from shared.db import IN_CHUNK
+
+    gateway = stack.runtime("gateway")
+    gateway.outbox.publisher = Batching()
+    rows = gateway_messaging.outbox
+    n = 2 * IN_CHUNK + 7
+    with gateway.unit_of_work() as session:
+        for org_id in (uuid.uuid4() for _ in range(n)):
+            gateway.outbox.add(
+                session,
+                new_event(
+                    "org.registered",
+                    {"id": org_id, "name": "Hospital", "kind": "hospital", "region": "420103"},
+                    producer="gateway",
+                    aggregate_id=org_id,
+                    aggregate_version=1,
+                ),
+            )
+    assert count(gateway, rows, rows.published_at.is_(None)) == 0
+    assert count(gateway, rows, rows.publish_attempts == 1) == n
+    # Refused, each row's attempts grow by one and none is stamped.
+    with gateway.session_factory() as session:
+        ids = list(session.scalars(select(rows.id)))
+    gateway.outbox._stamp([], ids)
+    assert count(gateway, rows, rows.publish_attempts == 2) == n
+    assert count(gateway, rows, rows.published_at.is_(None)) == 0
+
+
 def test_a_refused_batch_leaves_its_events_and_those_after_it_to_the_sweep(stack: Stack) -> None:
     gateway = stack.runtime("gateway")
 
