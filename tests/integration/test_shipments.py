@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from services.dispatch.models import Allocation, Shipment
@@ -672,3 +673,48 @@ def test_overdue_shipments_are_flagged_once_and_cleared_by_the_next_update(
         ),
         timeout=60,
     )
+
+
+def test_an_allocation_joining_a_shipment_as_its_pickup_is_recorded_leaves_with_it(
+    stack: Stack,
+) -> None:
+    """A carrier's update reads the shipment, then takes its row lock; an allocation
+    reserved meanwhile joins the planned shipment (under that lock) and commits first.
+    The update ships what the shipment carries once it holds the lock, not the lines it
+    had read before: no allocation stays behind, reserved, on a shipment in transit."""
+    from services.dispatch.models import ShipmentLine
+    from services.dispatch.shipments.service import plan_allocations, record_update
+
+    rt = stack.runtime("dispatch")
+    if rt.session_factory.kw["bind"].dialect.name == "sqlite":
+        pytest.skip("on SQLite a writer's transaction begins with the database's write lock")
+    people = saga_world(stack, carriers=True)
+    reserved(
+        stack,
+        people,
+        {"mask": 1000},
+        [("hospital", {"mask": 300}, HOSPITAL_AT), ("hospital", {"mask": 100}, HOSPITAL_AT)],
+    )
+    client = stack.client()
+    (shipment,) = eventually(
+        lambda: (lambda found: found if len(found) == 1 and len(found[0]["lines"]) == 2 else None)(
+            list_shipments(client, people["coordinator"])
+        ),
+        timeout=60,
+    )
+    late = uuid.UUID(shipment["lines"][1]["allocation_id"])
+    # The second allocation as if reserved a moment after the first: not on it yet.
+    with rt.unit_of_work() as session:
+        session.execute(ShipmentLine.__table__.delete().where(ShipmentLine.allocation_id == late))
+    with rt.unit_of_work() as session:
+        loaded = session.get_one(Shipment, uuid.UUID(shipment["id"]))
+        assert len(loaded.lines) == 1
+        with rt.unit_of_work() as other:
+            joined = plan_allocations(other, rt.outbox, [other.get_one(Allocation, late)])
+        assert joined == {late: loaded.id}
+        outcome = record_update(
+            session, rt.outbox, loaded, status="picked_up", occurred_at=utcnow(), source="api"
+        )
+        assert outcome.result == "applied"
+    statuses = {a.id: a.status for a in allocations_in(stack)}
+    assert set(statuses.values()) == {"shipped"} and late in statuses

@@ -1007,8 +1007,11 @@ def record_update(
                 ]
             },
         )
-    # Under the row lock, the state as the last writer left it.
+    # Under the row lock, the state as the last writer left it; its lines read again
+    # when next used, since an allocation reserved meanwhile may have joined it
+    # (plan_allocations locks the shipment before adding a line): it leaves with it.
     session.refresh(shipment, _STATE_COLUMNS, with_for_update=True)
+    session.expire(shipment, ["lines"])
     earlier = session.scalar(
         select(ShipmentEvent).where(
             ShipmentEvent.shipment_id == shipment.id,
