@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from services.dispatch.models import Allocation, Shipment
 from services.dispatch.models import messaging as dispatch_messaging
@@ -705,7 +705,7 @@ def test_an_allocation_joining_a_shipment_as_its_pickup_is_recorded_leaves_with_
     late = uuid.UUID(shipment["lines"][1]["allocation_id"])
     # The second allocation as if reserved a moment after the first: not on it yet.
     with rt.unit_of_work() as session:
-        session.execute(ShipmentLine.__table__.delete().where(ShipmentLine.allocation_id == late))
+        session.execute(delete(ShipmentLine).where(ShipmentLine.allocation_id == late))
     with rt.unit_of_work() as session:
         loaded = session.get_one(Shipment, uuid.UUID(shipment["id"]))
         assert len(loaded.lines) == 1
