@@ -26,9 +26,12 @@ is invalidated; the pool's other connections are checked when next taken, see
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -36,6 +39,36 @@ from typing import Any, cast
 from sqlalchemy import JSON, Column, Dialect, Table, Uuid, bindparam, insert, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+
+_paused = 0
+_was_enabled = True
+_pause_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector held off during a piece of work that makes and
+    drops hundreds of thousands of objects without cycles (a matching run's rows,
+    proposals and events): every full collection walks all the objects alive, and at
+    20,000 lines a side they took half of a run's read and a fifth of the run.
+    Reference counting still frees each object when its last user lets go; a cycle
+    made meanwhile waits for the first collection after. The collector is the
+    process's: paused work is counted, and the collector comes back (if it was on)
+    when the last of it ends. Also a decorator."""
+    global _paused, _was_enabled
+    with _pause_lock:
+        if _paused == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _paused += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _paused -= 1
+            if _paused == 0 and _was_enabled:
+                gc.enable()
+
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 

@@ -723,3 +723,40 @@ def test_reservations_accepted_together_are_reserved_and_planned_together(
         numbers = sorted(str(s.tracking_number) for s in session.scalars(select(Shipment)))
         year = numbers[0].split("-")[1]
         assert numbers == [f"AL-{year}-{n:06d}" for n in (1, 2, 3)]
+
+
+def test_a_run_and_an_approval_work_with_the_garbage_collector_paused(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's read, solve and writes make and drop hundreds of thousands of objects
+    without cycles; the collector's full passes over them are held off until it ends."""
+    import gc
+
+    from services.dispatch import matching
+
+    rt = stack.runtime("dispatch")
+    with rt.unit_of_work() as session:
+        _supply(session, 10)
+        _need(session, rt.outbox, 5)
+    during: list[bool] = []
+    match = matching.match
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        during.append(gc.isenabled())
+        return match(*args, **kwargs)
+
+    monkeypatch.setattr(matching, "match", watched)
+    preview = matching_service.run(rt, items=["mask"], dry_run=True, trigger="manual")
+    assert preview is not None and during == [False]
+    assert gc.isenabled()
+    paused: list[bool] = []
+    write_planned = saga.write_planned
+
+    def writing(*args: Any, **kwargs: Any) -> Any:
+        paused.append(gc.isenabled())
+        return write_planned(*args, **kwargs)
+
+    monkeypatch.setattr(saga, "write_planned", writing)
+    assert matching_service.approve(rt, preview.id, None).status == "applied"
+    assert paused == [False]
+    assert gc.isenabled()

@@ -35,6 +35,7 @@ from services.dispatch.models import (
     Organisation,
     SupplyLine,
 )
+from shared.bulk import collector_paused
 from shared.db import upsert_insert, utcnow
 from shared.errors import Conflict, NotFound, RuleBroken
 from shared.idempotency import bookkeeping
@@ -334,6 +335,7 @@ def plan_document(plan: Any, supply: Any = ()) -> dict[str, Any]:
 # Runs -----------------------------------------------------------------------------------------
 
 
+@collector_paused()
 def run(
     rt: ServiceRuntime,
     *,
@@ -573,6 +575,7 @@ def _apply_later_slices(
         matching_run.stats = applied.stats
 
 
+@collector_paused()
 def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None) -> MatchingRun:
     """Apply a preview. Allocations that no longer fit (supply or need changed since) are
     listed as refused; the rest become proposals."""
