@@ -22,7 +22,10 @@ Measurement B (reference): N ``bench.noop`` tasks on the same broker, each commi
 one UPDATE (bench/event_hop.py's no-op worker).
 
 It prints allocations per second next to no-op tasks per second and their ratio
-(target at least 0.5). It prints figures only and never fails on them.
+(target at least 0.5). It prints figures only and never fails on them. ``--timeline``
+prints, for each measurement, when the needs were posted and when each matching run
+began and its allocations were last reserved (the services' own timestamps): where the
+measured second went.
 
 The catch-up (shared/catchup.py) is measured in the same run: measurement A runs
 ``--repeat`` times with it off (``AIDLINK_EVENT_CATCH_UP=0``: outbox rows do not track
