@@ -15,12 +15,13 @@ each, and sends it again to any that lacks it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -158,6 +159,8 @@ class Outbox:
         self.broker_started: Callable[[], datetime | None] | None = None
         self._rewound_for: datetime | None = None
         self._background: _RelayThread | None = None
+        self._alongside = 0
+        self._alongside_lock = threading.Lock()
         event.listen(session_factory, "after_commit", self._after_commit)
         event.listen(session_factory, "after_soft_rollback", self._after_rollback)
         event.listen(session_factory, "after_transaction_create", self._after_begin)
@@ -257,6 +260,33 @@ class Outbox:
         if self._background is None:
             self._background = _RelayThread(self)
             atexit.register(self._background.flush)
+
+    @contextlib.contextmanager
+    def relaying_alongside(self, timeout: float = 600.0) -> Iterator[None]:
+        """For work of many commits in a row (a matching run's slices): each commit's
+        events are published by a relay thread while the work goes on to its next
+        commit, and the work ends once all of them are relayed (:meth:`flush`, for at
+        most ``timeout`` seconds; what is left then is the sweep's, as after a crash).
+        In a process whose relay is already a thread (the web servers') nothing
+        changes. Work of this kind in two threads at once shares one relay thread."""
+        with self._alongside_lock:
+            if self._alongside == 0 and self._background is not None:
+                owned = False
+            else:
+                owned = True
+                if self._alongside == 0:
+                    self._background = _RelayThread(self)
+                self._alongside += 1
+        try:
+            yield
+        finally:
+            if owned:
+                self.flush(timeout)
+                with self._alongside_lock:
+                    self._alongside -= 1
+                    if self._alongside == 0 and self._background is not None:
+                        relay, self._background = self._background, None
+                        relay.stop()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the background relay has handled every commit so far (True), or
@@ -454,7 +484,7 @@ class _RelayThread:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
         self._lock = threading.Lock()
-        self._queue: queue.Queue[list[tuple[uuid.UUID, dict[str, Any]]]] = queue.Queue()
+        self._queue: queue.Queue[list[tuple[uuid.UUID, dict[str, Any]]] | None] = queue.Queue()
         self._pid: int | None = None
 
     def submit(self, messages: list[tuple[uuid.UUID, dict[str, Any]]]) -> None:
@@ -473,21 +503,36 @@ class _RelayThread:
             ).start()
             self._pid = os.getpid()
 
-    def _run(self, jobs: queue.Queue[list[tuple[uuid.UUID, dict[str, Any]]]]) -> None:
+    def _run(self, jobs: queue.Queue[list[tuple[uuid.UUID, dict[str, Any]]] | None]) -> None:
         while True:
-            gathered = list(jobs.get())
-            taken = 1
+            first = jobs.get()
+            if first is None:  # stopped (see stop)
+                jobs.task_done()
+                return
+            gathered = list(first)
+            taken, stopped = 1, False
             while len(gathered) < self.MAX_GATHER:
                 try:
-                    gathered.extend(jobs.get_nowait())
+                    job = jobs.get_nowait()
                 except queue.Empty:
                     break
                 taken += 1
+                if job is None:
+                    stopped = True
+                    break
+                gathered.extend(job)
             try:
                 self.outbox.relay(gathered)
             finally:
                 for _ in range(taken):
                     jobs.task_done()
+            if stopped:
+                return
+
+    def stop(self) -> None:
+        """End the thread once it has relayed what was submitted before."""
+        if self._pid == os.getpid():
+            self._queue.put(None)
 
     def flush(self, timeout: float = 5.0) -> bool:
         if self._pid != os.getpid():

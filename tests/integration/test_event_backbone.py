@@ -672,6 +672,64 @@ def test_the_background_relay_answers_before_the_broker_and_publishes_every_comm
     eventually(lambda: count(stack.runtime("donations"), DonationsOrganisation) == 3)
 
 
+def test_work_of_many_commits_relays_alongside_and_ends_once_all_is_relayed(
+    stack: Stack,
+) -> None:
+    """A matching run's slices: each commit's events go to a relay thread while the
+    work goes on to its next commit; leaving the block waits until every event is
+    published and stamped, then the thread ends and commits relay inline again."""
+    gateway = stack.runtime("gateway")
+    outbox = gateway.outbox
+    held = Held(outbox.publisher)
+    outbox.publisher = held
+    unpublished = gateway_messaging.outbox.published_at.is_(None)
+    release = threading.Timer(0.5, held.release.set)
+
+    def relay_threads() -> int:
+        # Other stacks of this process may keep background relays of their own.
+        return sum(t.name == "outbox-relay" for t in threading.enumerate())
+
+    before = relay_threads()
+    with outbox.relaying_alongside():
+        # Nested (two pieces of such work in one process) share the one thread.
+        with outbox.relaying_alongside():
+            for i in range(3):
+                with gateway.unit_of_work() as session:
+                    register_organisation(
+                        session=session,
+                        outbox=outbox,
+                        data={**HOSPITAL, "name": f"Ward {i} Hospital"},
+                    )
+            # The broker hangs, yet every commit returned: the thread waits on it.
+            assert held.sent == []
+            assert count(gateway, gateway_messaging.outbox, unpublished) == 3
+            assert relay_threads() == before + 1
+            release.start()
+        assert outbox._background is not None  # the outer work is still going
+    # Out of the block only once all of it was relayed, by the thread.
+    assert count(gateway, gateway_messaging.outbox, unpublished) == 0
+    assert held.threads == {"outbox-relay"}
+    assert outbox._background is None
+    assert eventually(lambda: relay_threads() == before, timeout=10)
+    # Commits relay inline again.
+    with gateway.unit_of_work() as session:
+        register_organisation(
+            session=session, outbox=outbox, data={**HOSPITAL, "name": "Ward 9 Hospital"}
+        )
+    assert count(gateway, gateway_messaging.outbox, unpublished) == 0
+    assert held.threads == {"outbox-relay", threading.current_thread().name}
+
+
+def test_a_process_already_relaying_from_a_thread_keeps_its_thread(stack: Stack) -> None:
+    gateway = stack.runtime("gateway")
+    outbox = gateway.outbox
+    outbox.relay_in_background()
+    relay = outbox._background
+    with outbox.relaying_alongside():
+        assert outbox._background is relay
+    assert outbox._background is relay
+
+
 def test_the_background_relay_leaves_what_the_broker_refused_to_the_sweep(stack: Stack) -> None:
     gateway = stack.runtime("gateway")
     refusing = Refusing()

@@ -725,7 +725,7 @@ def test_reservations_accepted_together_are_reserved_and_planned_together(
         assert numbers == [f"AL-{year}-{n:06d}" for n in (1, 2, 3)]
 
 
-def test_a_run_and_an_approval_work_with_the_garbage_collector_paused(
+def test_a_run_and_an_approval_work_with_the_garbage_collector_paused_and_relay_alongside(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run's read, solve and writes make and drop hundreds of thousands of objects
@@ -757,6 +757,19 @@ def test_a_run_and_an_approval_work_with_the_garbage_collector_paused(
         return write_planned(*args, **kwargs)
 
     monkeypatch.setattr(saga, "write_planned", writing)
+    # On PostgreSQL a thread relays each slice while the next is written; on SQLite the
+    # run relays after each commit itself (writers waiting for the lock get in between).
+    alongside: list[bool] = []
+    relaying_alongside = rt.outbox.relaying_alongside
+
+    def relaying(*args: Any, **kwargs: Any) -> Any:
+        alongside.append(True)
+        return relaying_alongside(*args, **kwargs)
+
+    monkeypatch.setattr(rt.outbox, "relaying_alongside", relaying)
     assert matching_service.approve(rt, preview.id, None).status == "applied"
     assert paused == [False]
     assert gc.isenabled()
+    postgresql = rt.session_factory.kw["bind"].dialect.name == "postgresql"
+    assert alongside == ([True] if postgresql else [])
+    assert rt.outbox._background is None

@@ -10,6 +10,7 @@ replacing the previous unapproved preview of its items.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -400,25 +401,27 @@ def run(
         slices = [] if dry_run else _planned(rt, document["allocations"], run_id, inputs)
         planned = slices[0] if slices else None
         writing = time.perf_counter()
-        with rt.unit_of_work() as session:
-            matching_run = MatchingRun(
-                id=run_id,
-                status="empty" if empty else "preview",
-                dry_run=dry_run,
-                trigger=trigger,
-                items=wanted,
-                plan=document,
-                stats=stats,
-                created_by=created_by,
-            )
-            session.add(matching_run)
-            # A newer preview replaces older unapproved previews of the same items; a
-            # run the service made on its own leaves a coordinator's alone (she may be
-            # reading or editing it: her approval refuses what no longer fits).
-            _supersede(session, matching_run, keep_manual=trigger != "manual")
-            if planned is not None:
-                _apply(session, rt, matching_run, created_by, planned)
-        _apply_later_slices(rt, matching_run, created_by, slices[1:], document["allocations"])
+        with _relaying(rt):
+            with rt.unit_of_work() as session:
+                matching_run = MatchingRun(
+                    id=run_id,
+                    status="empty" if empty else "preview",
+                    dry_run=dry_run,
+                    trigger=trigger,
+                    items=wanted,
+                    plan=document,
+                    stats=stats,
+                    created_by=created_by,
+                )
+                session.add(matching_run)
+                # A newer preview replaces older unapproved previews of the same items;
+                # a run the service made on its own leaves a coordinator's alone (she
+                # may be reading or editing it: her approval refuses what no longer
+                # fits).
+                _supersede(session, matching_run, keep_manual=trigger != "manual")
+                if planned is not None:
+                    _apply(session, rt, matching_run, created_by, planned)
+            _apply_later_slices(rt, matching_run, created_by, slices[1:], document["allocations"])
         # What a long run spent where, for whoever watches the worker's log.
         log.info(
             "matching run %s (%s, %s): %d supply and %d demand lines, %d allocations; "
@@ -477,6 +480,17 @@ def _proposals(
         )
         for proposal in plan
     ]
+
+
+def _relaying(rt: ServiceRuntime) -> contextlib.AbstractContextManager[None]:
+    """How a run's slices are relayed: on PostgreSQL by a thread of the process while
+    the next slice is written (the relay's Python runs while the write waits on the
+    server), the run ending once every event is relayed; on SQLite after each slice's
+    commit by the run itself, which lets the writers waiting for the database's one
+    write lock in between two slices."""
+    if rt.session_factory.kw["bind"].dialect.name == "postgresql":
+        return rt.outbox.relaying_alongside()
+    return contextlib.nullcontext()
 
 
 def _reading(rt: ServiceRuntime) -> Session:
@@ -594,16 +608,18 @@ def approve(rt: ServiceRuntime, run_id: uuid.UUID, approved_by: uuid.UUID | None
         )
     try:
         slices = _planned(rt, plan, run_id)
-        with rt.unit_of_work() as session:
-            matching_run = _preview_for_update(session, run_id, "approved")
-            if matching_run.plan.get("allocations", []) != plan:
-                # Edited since it was read: counted again, now that the run is locked.
-                plan = matching_run.plan.get("allocations", [])
-                slices = _planned(rt, plan, run_id)
-            _apply(session, rt, matching_run, approved_by, slices[0])
-            # Other plans of these items, made before this one took its supply, are stale.
-            _supersede(session, matching_run, keep_manual=False)
-        _apply_later_slices(rt, matching_run, approved_by, slices[1:], plan)
+        with _relaying(rt):
+            with rt.unit_of_work() as session:
+                matching_run = _preview_for_update(session, run_id, "approved")
+                if matching_run.plan.get("allocations", []) != plan:
+                    # Edited since it was read: counted again, now that the run is locked.
+                    plan = matching_run.plan.get("allocations", [])
+                    slices = _planned(rt, plan, run_id)
+                _apply(session, rt, matching_run, approved_by, slices[0])
+                # Other plans of these items, made before this one took its supply, are
+                # stale.
+                _supersede(session, matching_run, keep_manual=False)
+            _apply_later_slices(rt, matching_run, approved_by, slices[1:], plan)
         return matching_run
     finally:
         release(rt, items, holder)
