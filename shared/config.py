@@ -112,8 +112,10 @@ class Settings:
     # tasks of 100 and 0.3 s in one.
     event_batch_max: int = 500
     # "inline": each commit's events are published by the committing thread, before
-    # it goes on; "background": by a relay thread of the process (the web servers of
-    # the Procfile and compose: a request does not wait on the broker).
+    # it goes on (but for a matching run's slices on PostgreSQL, relayed by a thread
+    # while the next is written: Outbox.relaying_alongside); "background": by a relay
+    # thread of the process (the web servers of the Procfile and compose: a request
+    # does not wait on the broker).
     outbox_relay: str = "inline"
     # Database connections each service keeps open per process (a server database;
     # SQLite files are opened per connection anyway): at least the web server's threads

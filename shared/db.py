@@ -154,7 +154,10 @@ def json_text(value: Any) -> str:
     """What JSON columns store, written by orjson (a matching run writes tens of
     thousands of events and reasons: a seventh of the standard library's time); what
     orjson refuses (an integer past 64 bits) by the standard library as before. Keys
-    that are not strings are written as strings, as ``json.dumps`` writes them."""
+    that are not strings are written as strings, as ``json.dumps`` writes them. Unlike
+    ``json.dumps``, NaN and infinities are written as ``null`` (valid JSON, which
+    PostgreSQL requires), and UUIDs and datetimes as their text rather than refused;
+    the services hand JSON columns plain JSON values anyway."""
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:

@@ -139,7 +139,7 @@ class Outbox:
         *,
         sweep_grace: float = 10.0,
         batch_size: int = 500,
-        message_max: int = 100,
+        message_max: int = 500,
         track_receipt: bool = True,
     ) -> None:
         """``batch_size``: rows a sweep reads at once; ``message_max``: events sent to
@@ -245,9 +245,13 @@ class Outbox:
         session.info.pop(_MARKS_KEY, None)
         pending = session.info.pop(_PENDING_KEY, None)
         if pending:
-            if self._background is not None:
-                self._background.submit(pending)
-            else:
+            # Handed to the relay thread under the lock that swaps it in and out
+            # (relaying_alongside), so that nothing is queued after it was told to stop.
+            with self._alongside_lock:
+                background = self._background
+                if background is not None:
+                    background.submit(pending)
+            if background is None:
                 # The committed session cannot run SQL here; the relay uses its own.
                 self.relay(pending)
 
@@ -281,17 +285,24 @@ class Outbox:
             yield
         finally:
             if owned:
-                self.flush(timeout)
-                with self._alongside_lock:
-                    self._alongside -= 1
-                    if self._alongside == 0 and self._background is not None:
-                        relay, self._background = self._background, None
-                        relay.stop()
+                stopped = None
+                try:
+                    self.flush(timeout)
+                finally:
+                    with self._alongside_lock:
+                        self._alongside -= 1
+                        if self._alongside == 0 and self._background is not None:
+                            stopped, self._background = self._background, None
+                            stopped.stop()
+                if stopped is not None:
+                    # What other threads handed it between the flush and the stop.
+                    stopped.flush(timeout)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the background relay has handled every commit so far (True), or
         ``timeout`` seconds; without a background relay there is nothing to wait for."""
-        return self._background.flush(timeout) if self._background is not None else True
+        background = self._background
+        return background.flush(timeout) if background is not None else True
 
     def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
         if previous_transaction.parent is None:
@@ -445,7 +456,9 @@ class Outbox:
             dialect = session.get_bind().dialect.name
 
             def parts(ids: list[uuid.UUID]) -> Iterable[list[uuid.UUID]]:
-                return [ids] if dialect == "postgresql" else in_chunks(ids)
+                if dialect == "postgresql":
+                    return [ids] if ids else []
+                return in_chunks(ids)
 
             for part in parts(sent):
                 session.execute(
@@ -486,6 +499,7 @@ class _RelayThread:
         self._lock = threading.Lock()
         self._queue: queue.Queue[list[tuple[uuid.UUID, dict[str, Any]]] | None] = queue.Queue()
         self._pid: int | None = None
+        self.thread: threading.Thread | None = None
 
     def submit(self, messages: list[tuple[uuid.UUID, dict[str, Any]]]) -> None:
         if self._pid != os.getpid():
@@ -498,9 +512,10 @@ class _RelayThread:
                 return
             # A forked child inherits the queue but not the thread: it starts afresh.
             self._queue = queue.Queue()
-            threading.Thread(
+            self.thread = threading.Thread(
                 target=self._run, args=(self._queue,), name="outbox-relay", daemon=True
-            ).start()
+            )
+            self.thread.start()
             self._pid = os.getpid()
 
     def _run(self, jobs: queue.Queue[list[tuple[uuid.UUID, dict[str, Any]]] | None]) -> None:

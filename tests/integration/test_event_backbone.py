@@ -411,6 +411,16 @@ def test_events_of_one_commit_reach_each_subscriber_in_batches_in_their_order(
     )
 
 
+def _org_registered(org_id: uuid.UUID) -> Any:
+    return new_event(
+        "org.registered",
+        {"id": org_id, "name": "Hospital", "kind": "hospital", "region": "420103"},
+        producer="gateway",
+        aggregate_id=org_id,
+        aggregate_version=1,
+    )
+
+
 def test_a_commit_of_more_events_than_an_in_list_holds_is_stamped_whole(stack: Stack) -> None:
     """The stamp of a large commit's events (a matching run's slice) is one array on
     PostgreSQL and IN lists under the parameter limit elsewhere: every row once."""
@@ -421,17 +431,8 @@ def test_a_commit_of_more_events_than_an_in_list_holds_is_stamped_whole(stack: S
     rows = gateway_messaging.outbox
     n = 2 * IN_CHUNK + 7
     with gateway.unit_of_work() as session:
-        for org_id in (uuid.uuid4() for _ in range(n)):
-            gateway.outbox.add(
-                session,
-                new_event(
-                    "org.registered",
-                    {"id": org_id, "name": "Hospital", "kind": "hospital", "region": "420103"},
-                    producer="gateway",
-                    aggregate_id=org_id,
-                    aggregate_version=1,
-                ),
-            )
+        for _ in range(n):
+            gateway.outbox.add(session, _org_registered(uuid.uuid4()))
     assert count(gateway, rows, rows.published_at.is_(None)) == 0
     assert count(gateway, rows, rows.publish_attempts == 1) == n
     # Refused, each row's attempts grow by one and none is stamped.
@@ -454,17 +455,7 @@ def test_a_refused_batch_leaves_its_events_and_those_after_it_to_the_sweep(stack
     gateway.outbox.publisher = RefusesDonations()
     with gateway.unit_of_work() as session:
         for _ in range(2):
-            org_id = uuid.uuid4()
-            gateway.outbox.add(
-                session,
-                new_event(
-                    "org.registered",
-                    {"id": org_id, "name": "Hospital", "kind": "hospital", "region": "420103"},
-                    producer="gateway",
-                    aggregate_id=org_id,
-                    aggregate_version=1,
-                ),
-            )
+            gateway.outbox.add(session, _org_registered(uuid.uuid4()))
     # Not every subscriber has them: both stay for the sweep, which sends them all
     # again (a subscriber that got them recognises the copies).
     assert (
@@ -684,12 +675,6 @@ def test_work_of_many_commits_relays_alongside_and_ends_once_all_is_relayed(
     outbox.publisher = held
     unpublished = gateway_messaging.outbox.published_at.is_(None)
     release = threading.Timer(0.5, held.release.set)
-
-    def relay_threads() -> int:
-        # Other stacks of this process may keep background relays of their own.
-        return sum(t.name == "outbox-relay" for t in threading.enumerate())
-
-    before = relay_threads()
     with outbox.relaying_alongside():
         # Nested (two pieces of such work in one process) share the one thread.
         with outbox.relaying_alongside():
@@ -703,14 +688,16 @@ def test_work_of_many_commits_relays_alongside_and_ends_once_all_is_relayed(
             # The broker hangs, yet every commit returned: the thread waits on it.
             assert held.sent == []
             assert count(gateway, gateway_messaging.outbox, unpublished) == 3
-            assert relay_threads() == before + 1
+            relay = outbox._background
+            assert relay is not None and relay.thread is not None and relay.thread.is_alive()
             release.start()
         assert outbox._background is not None  # the outer work is still going
     # Out of the block only once all of it was relayed, by the thread.
     assert count(gateway, gateway_messaging.outbox, unpublished) == 0
     assert held.threads == {"outbox-relay"}
     assert outbox._background is None
-    assert eventually(lambda: relay_threads() == before, timeout=10)
+    relay.thread.join(10)
+    assert not relay.thread.is_alive()
     # Commits relay inline again.
     with gateway.unit_of_work() as session:
         register_organisation(
@@ -718,6 +705,28 @@ def test_work_of_many_commits_relays_alongside_and_ends_once_all_is_relayed(
         )
     assert count(gateway, gateway_messaging.outbox, unpublished) == 0
     assert held.threads == {"outbox-relay", threading.current_thread().name}
+
+
+def test_relaying_alongside_is_undone_even_when_its_wait_is_interrupted(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time limit or a signal during the final wait still takes the relay thread out:
+    the process does not go on relaying from a thread it never asked for."""
+    gateway = stack.runtime("gateway")
+    outbox = gateway.outbox
+
+    def interrupted(timeout: float = 5.0) -> bool:
+        raise TimeoutError("the task's soft time limit")
+
+    with pytest.raises(TimeoutError), outbox.relaying_alongside():
+        with gateway.unit_of_work() as session:
+            outbox.add(session, _org_registered(uuid.uuid4()))
+        relay = outbox._background
+        monkeypatch.setattr(outbox, "flush", interrupted)
+    assert outbox._background is None and outbox._alongside == 0
+    assert relay is not None and relay.thread is not None
+    relay.thread.join(10)
+    assert not relay.thread.is_alive()
 
 
 def test_a_process_already_relaying_from_a_thread_keeps_its_thread(stack: Stack) -> None:
