@@ -17,7 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import DateTime, Engine, Integer, Select, Uuid, create_engine, event, update
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Integer,
+    Select,
+    Uuid,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, sessionmaker
@@ -133,9 +145,6 @@ def one_of(column: Any, values: list[Any], dialect: str) -> Any:
     text at every call and the statement cache keeps apart by count); elsewhere the
     IN list, which the caller keeps under the parameter limit (:func:`in_chunks`)."""
     if dialect == "postgresql":
-        from sqlalchemy import any_, bindparam
-        from sqlalchemy.dialects.postgresql import ARRAY
-
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(values)
 

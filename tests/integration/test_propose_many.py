@@ -738,34 +738,27 @@ def test_a_run_and_an_approval_work_with_the_garbage_collector_paused_and_relay_
     with rt.unit_of_work() as session:
         _supply(session, 10)
         _need(session, rt.outbox, 5)
+
+    def noting(seen: list[bool], call: Any, what: Any) -> Any:
+        """``call``, noting ``what()`` in ``seen`` each time it is called."""
+
+        def noted(*args: Any, **kwargs: Any) -> Any:
+            seen.append(what())
+            return call(*args, **kwargs)
+
+        return noted
+
     during: list[bool] = []
-    match = matching.match
-
-    def watched(*args: Any, **kwargs: Any) -> Any:
-        during.append(gc.isenabled())
-        return match(*args, **kwargs)
-
-    monkeypatch.setattr(matching, "match", watched)
+    monkeypatch.setattr(matching, "match", noting(during, matching.match, gc.isenabled))
     preview = matching_service.run(rt, items=["mask"], dry_run=True, trigger="manual")
     assert preview is not None and during == [False]
     assert gc.isenabled()
     paused: list[bool] = []
-    write_planned = saga.write_planned
-
-    def writing(*args: Any, **kwargs: Any) -> Any:
-        paused.append(gc.isenabled())
-        return write_planned(*args, **kwargs)
-
-    monkeypatch.setattr(saga, "write_planned", writing)
+    monkeypatch.setattr(saga, "write_planned", noting(paused, saga.write_planned, gc.isenabled))
     # On PostgreSQL a thread relays each slice while the next is written; on SQLite the
     # run relays after each commit itself (writers waiting for the lock get in between).
     alongside: list[bool] = []
-    relaying_alongside = rt.outbox.relaying_alongside
-
-    def relaying(*args: Any, **kwargs: Any) -> Any:
-        alongside.append(True)
-        return relaying_alongside(*args, **kwargs)
-
+    relaying = noting(alongside, rt.outbox.relaying_alongside, lambda: True)
     monkeypatch.setattr(rt.outbox, "relaying_alongside", relaying)
     assert matching_service.approve(rt, preview.id, None).status == "applied"
     assert paused == [False]
