@@ -12,6 +12,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from shared.db import utcnow
 from shared.events.errors import EventError
 from shared.events.registry import REGISTRY
+from shared.ids import uuid4s
 from shared.observability import causation_id_var, current_correlation_id
 
 
@@ -162,6 +163,11 @@ def new_events(
                 key in nullable and (value is None or shape[key] is _NONE_TYPE)
             ):
                 raise EventError(f"invalid {type} payload", {f"payload[{n}].{key}": ["wrong type"]})
+    # The events of one change happen at one moment in one story: one time, one
+    # correlation and cause, and every id's random bytes read at once.
+    occurred_at = utcnow()
+    correlation_id = current_correlation_id()
+    causation_id = causation_id_var.get()
     return [
         Event(
             type=type,
@@ -170,6 +176,12 @@ def new_events(
             aggregate_id=str(aggregate_id),
             aggregate_version=aggregate_version,
             payload=payload,
+            id=event_id,
+            occurred_at=occurred_at,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
         )
-        for payload, aggregate_id in zip(payloads, aggregate_ids, strict=True)
+        for payload, aggregate_id, event_id in zip(
+            payloads, aggregate_ids, uuid4s(len(payloads)), strict=True
+        )
     ]
