@@ -6,6 +6,7 @@ too, and planned on shipments together."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -579,6 +580,84 @@ def test_a_run_that_stops_between_two_slices_leaves_whole_slices_and_says_so(
     with rt.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Allocation)) == 5
         assert session.get(SupplyLine, supply).proposed == 40  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("way", ["run", "approval"])
+def test_a_plan_s_next_slices_are_counted_by_a_thread_while_the_first_is_written(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    """A plan of several slices is counted slice after slice, in the plan's order, by a
+    thread other than the run's, while the run writes the slices counted already: the
+    first slice's write waits here until the second is counted, which could not happen
+    if the counting came after the writes."""
+    rt = stack.runtime("dispatch")
+    _five_needs_in_slices_of_two(rt, monkeypatch)
+    counted: list[tuple[int, tuple[int, ...]]] = []
+    second_counted = threading.Event()
+    plan_slice, write_planned = saga._plan_slice, saga.write_planned
+
+    def counting(*args: Any) -> saga.PlannedProposals:
+        planned = plan_slice(*args)
+        counted.append((threading.get_ident(), planned.indexes))
+        if len(counted) == 2:
+            second_counted.set()
+        return planned
+
+    overlapped: list[bool] = []
+
+    def writing(session: Any, outbox: Any, planned: saga.PlannedProposals) -> Any:
+        if not overlapped:
+            overlapped.append(second_counted.wait(timeout=20))
+        return write_planned(session, outbox, planned)
+
+    monkeypatch.setattr(saga, "_plan_slice", counting)
+    monkeypatch.setattr(saga, "write_planned", writing)
+    if way == "run":
+        run = matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
+    else:
+        preview = matching_service.run(rt, items=["mask"], dry_run=True, trigger="manual")
+        assert preview is not None
+        run = matching_service.approve(rt, preview.id, None)
+    assert run is not None and run.stats["proposed"] == 5
+    assert overlapped == [True]
+    [counter] = {thread for thread, _ in counted}
+    assert counter != threading.get_ident()
+    places = [n for _, indexes in counted for n in indexes]
+    assert places == sorted(places) and len(places) == 5
+    # Nothing of the run's is left behind: its counting thread has ended.
+    assert not [t for t in threading.enumerate() if t.name.startswith("matching-count")]
+
+
+def test_a_slice_that_fails_to_be_counted_fails_the_run_after_the_slices_before_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slice whose counting fails (here: an error of its own) fails the run; the
+    slices counted and written before it stay whole and the run's row says so, and
+    nothing after it is written."""
+    rt = stack.runtime("dispatch")
+    supply = _five_needs_in_slices_of_two(rt, monkeypatch)
+    plan_slice = saga._plan_slice
+    calls: list[int] = []
+
+    def counting(*args: Any) -> saga.PlannedProposals:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("counting failed")
+        return plan_slice(*args)
+
+    monkeypatch.setattr(saga, "_plan_slice", counting)
+    with pytest.raises(RuntimeError, match="counting failed"):
+        matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
+    # The thread may have counted the third slice meanwhile; it is never written.
+    assert len(calls) in (2, 3)
+    with rt.session_factory() as session:
+        allocations = list(session.scalars(select(Allocation)))
+        [row] = session.scalars(select(MatchingRun))
+        pledged = session.get(SupplyLine, supply)
+        assert pledged is not None
+        assert len(allocations) == 2 and pledged.proposed == 16
+        assert row.stats["proposed"] == 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("matching-count")]
 
 
 def test_a_run_of_one_item_counts_every_line_of_the_needs_it_touches(stack: Stack) -> None:

@@ -15,8 +15,9 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -40,6 +41,7 @@ from shared.bulk import BulkCompareAndSet, BulkInsert, Ready
 from shared.contacts import contact_of
 from shared.db import in_chunks, utcnow
 from shared.events import new_event, new_events
+from shared.ids import uuid4s
 from shared.outbox import Outbox, PreparedEvents
 
 PRODUCER = "dispatch"
@@ -463,6 +465,8 @@ def _count(
     lines, supplies, needs, lines_of = rows.lines, rows.supplies, rows.needs, rows.lines_of
     counted = _Counted([], [], [], {}, {}, {}, utcnow())
     now = counted.now
+    # One id per proposal at most, their random bytes read at once.
+    fresh_ids = iter(uuid4s(len(proposals)))
     deadline_text = deadline.isoformat() if deadline is not None else None
     for proposal in proposals:
         quantity = proposal.quantity
@@ -494,7 +498,7 @@ def _count(
             continue
         line.proposed += quantity
         supply.proposed += quantity
-        allocation_id = uuid.uuid4()
+        allocation_id = next(fresh_ids)
         counted.allocations.append(
             {
                 "id": allocation_id,
@@ -681,11 +685,40 @@ def plan_proposals(
     slice's compare-and-sets expect what the slices before it leave (a pledge line
     serves needs of several slices); if any slice finds a row changed, it and the
     slices after it are counted again under lock by their caller."""
+    return [
+        count()
+        for count in slice_counters(
+            session,
+            outbox,
+            proposals,
+            run_id=run_id,
+            deadline=deadline,
+            read=read,
+            slice_size=slice_size,
+        )
+    ]
+
+
+def slice_counters(
+    session: Session,
+    outbox: Outbox,
+    proposals: Sequence[Proposal],
+    *,
+    run_id: uuid.UUID | None,
+    deadline: datetime | None = None,
+    read: ReadRows | None = None,
+    slice_size: int | None = None,
+) -> list[Callable[[], PlannedProposals]]:
+    """:func:`plan_proposals` with the reading done now and the counting left to be
+    done: one call per slice, each made ready when called. They must be called in
+    order, one at a time (each counts on what the slices before it leave, in the rows
+    read), and need no database: a run counts its next slices while it writes the
+    first ones."""
     dialect = session.get_bind().dialect
     if read is None or not read.covers(proposals):
         read = _read_for_proposals(session, proposals, lock=False)
     return [
-        _plan_slice(dialect, outbox, proposals, indexes, read, run_id, deadline)
+        functools.partial(_plan_slice, dialect, outbox, proposals, indexes, read, run_id, deadline)
         for indexes in _slices(proposals, read.lines, slice_size)
     ]
 
