@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -68,6 +69,37 @@ def collector_paused() -> Iterator[None]:
             _paused -= 1
             if _paused == 0 and _was_enabled:
                 gc.enable()
+
+
+# The GIL switch interval while work writes and counts side by side (seconds).
+BUSY_SWITCH_INTERVAL = 0.0005
+_switching = 0
+_was_interval = 0.005
+_switch_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def switching_often(interval: float = BUSY_SWITCH_INTERVAL) -> Iterator[None]:
+    """Threads of the process handed the GIL every ``interval`` seconds rather than
+    every 5 ms (``sys.setswitchinterval``), while a thread that computes (a matching
+    run counting its next slices) runs beside one that waits on the database (the
+    run writing the slices counted): each time the writer's statement comes back, it
+    waits for the GIL until the interval ends, and a slice's two dozen statements
+    waited 5 ms each. The interval is the process's: the work is counted, and the
+    interval the process had comes back when the last of it ends."""
+    global _switching, _was_interval
+    with _switch_lock:
+        if _switching == 0:
+            _was_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, _was_interval))
+        _switching += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switching -= 1
+            if _switching == 0:
+                sys.setswitchinterval(_was_interval)
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -37,7 +37,7 @@ from services.dispatch.models import (
     Organisation,
     SupplyLine,
 )
-from shared.bulk import collector_paused
+from shared.bulk import collector_paused, switching_often
 from shared.db import upsert_insert, utcnow
 from shared.errors import Conflict, NotFound, RuleBroken
 from shared.idempotency import bookkeeping
@@ -548,12 +548,15 @@ def _planned(
         counted.set_result(counters[0]())
         yield [counted]
         return
-    # One worker: the slices are counted one at a time, in order.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matching-count")
-    try:
-        yield [pool.submit(count) for count in counters]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # One worker: the slices are counted one at a time, in order. The GIL changes
+    # hands often meanwhile, or each of the writer's statements would wait up to 5 ms
+    # for the counting thread to let go of it.
+    with switching_often():
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matching-count")
+        try:
+            yield [pool.submit(count) for count in counters]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _apply(
