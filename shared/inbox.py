@@ -15,13 +15,25 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, Uuid, false, select, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    Uuid,
+    false,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, sessionmaker
 
-from shared.db import UTCDateTime, upsert_insert, utcnow
+from shared.db import UTCDateTime, in_chunks, upsert_insert, utcnow
 from shared.events import Event, EventError
 from shared.observability import causation_id_var, correlation_id_var
 
@@ -29,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # Deliveries counted in one statement at most (well under any bound-parameter limit).
 _COUNT_CHUNK = 300
+# Aggregates recorded by one statement of first_heard (two parameters each).
+_FIRST_HEARD_CHUNK = 500
 
 
 class InboxRow:
@@ -223,6 +237,34 @@ class Inbox:
                         if event_id
                     )
         return taken
+
+    def first_heard(self, session: Session, aggregate_ids: list[str]) -> list[str]:
+        """For an event that carries the first event of many aggregates (the
+        allocations of an ``allocation.proposed`` version 2): version 1 of each
+        aggregate recorded in the session's transaction, where no event of it was
+        applied before; those recorded, in the order given. The others had a later
+        event applied first (a cancellation that overtook its proposal), which this
+        one is stale to, as the inbox finds an event of one aggregate stale.
+
+        Written with ``ON CONFLICT DO NOTHING``: a transaction applying another event
+        of one of these aggregates at the same moment waits for this one's key, and
+        finds the version recorded once it may go on. A consumer that is not
+        ``ordered`` hears every one."""
+        if not self.ordered:
+            return list(aggregate_ids)
+        table = cast(Table, cast(Any, self.versions).__table__)
+        insert = upsert_insert(session)
+        recorded: set[str] = set()
+        for chunk in in_chunks(sorted(set(aggregate_ids)), _FIRST_HEARD_CHUNK):
+            recorded.update(
+                session.scalars(
+                    insert(table)
+                    .values([{"aggregate_id": key, "last_version": 1} for key in chunk])
+                    .on_conflict_do_nothing(index_elements=["aggregate_id"])
+                    .returning(table.c.aggregate_id)
+                )
+            )
+        return [key for key in aggregate_ids if key in recorded]
 
     def _already_taken(self, event_id: uuid.UUID) -> bool:
         with self.session_factory() as session:

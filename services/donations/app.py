@@ -51,8 +51,8 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
         testing=testing,
     )
     rt: ServiceRuntime = app.extensions["aidlink"]
-    rt.inbox.handlers.update(saga_handlers(rt.outbox))
-    rt.inbox.batch_handlers.update(saga_batch_handlers(rt.outbox))
+    rt.inbox.handlers.update(saga_handlers(rt.outbox, rt.inbox))
+    rt.inbox.batch_handlers.update(saga_batch_handlers(rt.outbox, rt.inbox))
     register_pledge_tasks(rt)
     register_import_tasks(rt)
     flask_api.register_blueprint(

@@ -132,37 +132,19 @@ def new_events(
     version: int | None = None,
 ) -> list[Event]:
     """Many events of one type, built by one piece of code from the rows of one change
-    (a matching plan's proposals), their payloads already in JSON form.
+    (a matching plan's proposals), their payloads already in JSON form and checked by
+    :func:`check_payloads`.
 
-    The first payload is validated against the registered schema as :func:`new_event`
-    does, and must be what the schema dumps it to; every other one must have the same
-    fields with values of the same JSON types (None where the schema allows it), which
-    one ``isinstance`` per value checks. Validating tens of thousands of payloads of
-    one shape one by one would cost more than writing them.
+    Validating tens of thousands of payloads of one shape one by one would cost more
+    than writing them: the first is validated against the registered schema as
+    :func:`new_event` does, every other one by one ``isinstance`` per value.
     """
     if len(payloads) != len(aggregate_ids):
         raise ValueError("one aggregate id per payload")
     if not payloads:
         return []
     version = version or REGISTRY.latest_version(type)
-    first = payloads[0]
-    loaded = REGISTRY.load_payload(type, version, first)
-    if REGISTRY.dump_payload(type, version, loaded) != first:
-        raise EventError(
-            f"invalid {type} payload", {"payload": ["not in the form the schema dumps"]}
-        )
-    nullable = REGISTRY.nullable_fields(type, version)
-    shape = {key: _json_type(value) for key, value in first.items()}
-    for n, payload in enumerate(payloads):
-        if payload.keys() != shape.keys():
-            raise EventError(
-                f"invalid {type} payload", {f"payload[{n}]": ["fields differ from the first"]}
-            )
-        for key, value in payload.items():
-            if _json_type(value) is not shape[key] and not (
-                key in nullable and (value is None or shape[key] is _NONE_TYPE)
-            ):
-                raise EventError(f"invalid {type} payload", {f"payload[{n}].{key}": ["wrong type"]})
+    check_payloads(type, version, payloads)
     # The events of one change happen at one moment in one story: one time, one
     # correlation and cause, and every id's random bytes read at once.
     occurred_at = utcnow()
@@ -185,3 +167,30 @@ def new_events(
             payloads, aggregate_ids, uuid4s(len(payloads)), strict=True
         )
     ]
+
+
+def check_payloads(type: str, version: int, payloads: list[dict[str, Any]]) -> None:
+    """Payloads of one type built by one piece of code, in JSON form: the first
+    validated against the registered schema and equal to what the schema dumps it to,
+    every other one with the same fields and values of the same JSON types (None where
+    the schema allows it). Raises :class:`EventError` naming the payload and field."""
+    if not payloads:
+        return
+    first = payloads[0]
+    loaded = REGISTRY.load_payload(type, version, first)
+    if REGISTRY.dump_payload(type, version, loaded) != first:
+        raise EventError(
+            f"invalid {type} payload", {"payload": ["not in the form the schema dumps"]}
+        )
+    nullable = REGISTRY.nullable_fields(type, version)
+    shape = {key: _json_type(value) for key, value in first.items()}
+    for n, payload in enumerate(payloads):
+        if payload.keys() != shape.keys():
+            raise EventError(
+                f"invalid {type} payload", {f"payload[{n}]": ["fields differ from the first"]}
+            )
+        for key, value in payload.items():
+            if _json_type(value) is not shape[key] and not (
+                key in nullable and (value is None or shape[key] is _NONE_TYPE)
+            ):
+                raise EventError(f"invalid {type} payload", {f"payload[{n}].{key}": ["wrong type"]})

@@ -123,6 +123,28 @@ class AllocationProposedV1(Schema):
     deadline = fields.AwareDateTime(load_default=None, allow_none=True)
 
 
+# The allocations one ``allocation.proposed`` (version 2) carries at most.
+PROPOSALS_PER_EVENT = 500
+
+
+class AllocationProposedV2(Schema):
+    """allocation.proposed from version 2: allocations one change proposed together,
+    up to ``PROPOSALS_PER_EVENT`` an event, each as version 1 carried one. A matching
+    run proposes tens of thousands at once: one event, outbox row, message and inbox
+    row each would cost more than the proposals themselves.
+
+    The event is an aggregate of its own (its ``aggregate_id`` names no allocation):
+    a consumer that keeps each allocation's events in order checks each allocation's
+    own version (an ``allocation.cancelled``, an allocation's second event, may have
+    come first), as the inbox checks a version 1 event's."""
+
+    allocations = fields.List(
+        fields.Nested(AllocationProposedV1),
+        required=True,
+        validate=validate.Length(min=1, max=PROPOSALS_PER_EVENT),
+    )
+
+
 class AllocationCancelledV1(Schema):
     allocation_id = fields.UUID(required=True)
     pledge_line_id = fields.UUID(required=True)
@@ -298,6 +320,7 @@ for _type in ("pledge.created", "pledge.amended", "pledge.cancelled"):
 REGISTRY.register("place.saved", 1, PlaceSavedV1())
 SUBSCRIBERS["place.saved"] = ("donations", "dispatch")
 REGISTRY.register("allocation.proposed", 1, AllocationProposedV1())
+REGISTRY.register("allocation.proposed", 2, AllocationProposedV2())
 REGISTRY.register("allocation.cancelled", 1, AllocationCancelledV1())
 SUBSCRIBERS["allocation.proposed"] = ("donations",)
 SUBSCRIBERS["allocation.cancelled"] = ("donations",)

@@ -827,3 +827,40 @@ def test_each_service_keeps_as_many_connections_as_it_is_told(settings: Settings
         for service in ("donations", "dispatch", "community", "gateway"):
             pool = stack.runtime(service).engine.pool
             assert pool.size() == 9, service  # type: ignore[attr-defined]
+
+
+def test_first_heard_records_each_aggregate_once_and_leaves_out_those_heard_of_before(
+    stack: Stack,
+) -> None:
+    """An event carrying the first event of many aggregates (``allocation.proposed``
+    version 2): version 1 of each aggregate not heard of is recorded, in one statement
+    per chunk; one with a version already recorded (a cancellation came first) is left
+    out, and nothing is recorded twice. More aggregates than a chunk holds."""
+    rt = stack.runtime("donations")
+    inbox = rt.inbox
+    versions = donations_messaging.versions
+    overtaken = str(uuid.uuid4())
+    with rt.unit_of_work() as session:
+        session.add(versions(aggregate_id=overtaken, last_version=2))
+    keys = [str(uuid.uuid4()) for _ in range(1200)]
+    given = [keys[0], overtaken, *keys[1:]]
+    with rt.unit_of_work() as session:
+        assert inbox.first_heard(session, given) == keys
+    with rt.unit_of_work() as session:
+        assert inbox.first_heard(session, [keys[5], str(uuid.uuid4())])[0] != keys[5]
+        recorded: dict[str, int] = {
+            key: version
+            for key, version in session.execute(
+                select(versions.aggregate_id, versions.last_version)
+            )
+        }
+    assert recorded[overtaken] == 2
+    assert all(recorded[key] == 1 for key in keys)
+    # A consumer that wants every event (not ordered) hears them all, records nothing.
+    unordered = rt.inbox
+    unordered.ordered = False
+    try:
+        with rt.unit_of_work() as session:
+            assert unordered.first_heard(session, [overtaken, keys[0]]) == [overtaken, keys[0]]
+    finally:
+        unordered.ordered = True

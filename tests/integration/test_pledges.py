@@ -417,6 +417,7 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
         first,
         aggregate_id=first["allocation_id"],
         aggregate_version=1,
+        version=1,
     )
     eventually(lambda: pledge_line(stack, line_id).reserved == 200)
     # The same event delivered again, and a new event for the same allocation: one reservation.
@@ -427,6 +428,7 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
         first,
         aggregate_id=first["allocation_id"],
         aggregate_version=1,
+        version=1,
     )
     second = proposal(pledge, 400)  # only 300 left
     send_as_dispatch(
@@ -435,6 +437,7 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
         second,
         aggregate_id=second["allocation_id"],
         aggregate_version=1,
+        version=1,
     )
     eventually(lambda: len(_events(stack, "reservation.rejected")) == 1)
     eventually(lambda: _count_inbox(stack) >= 4)
@@ -461,6 +464,7 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
         third,
         aggregate_id=third["allocation_id"],
         aggregate_version=1,
+        version=1,
     )
     eventually(lambda: _count_inbox(stack) >= 6)
     assert pledge_line(stack, line_id).reserved == 200
@@ -492,6 +496,62 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
     line = pledge_line(stack, line_id)
     assert (line.quantity, line.reserved, line.shipped, line.delivered) == (500, 0, 200, 200)
     assert line.status == "partially_delivered"  # 200 of 500 arrived, 300 available
+
+
+def test_proposals_carried_by_one_event_are_reserved_once_each_and_a_cancelled_one_is_left_out(
+    stack: Stack,
+) -> None:
+    """``allocation.proposed`` version 2 on a real worker: each allocation it carries
+    is decided as a version 1 event's would be, in order; one whose cancellation came
+    first is left out; the event delivered again changes nothing; a cancellation that
+    comes after releases its reservation."""
+    donor = _verified_donor(stack)
+    client = stack.client()
+    pledge = _pledge(client, donor, one_line(500))
+    dispatch = stack.runtime("dispatch")
+    line_id = pledge["lines"][0]["id"]
+    first, overtaken, too_many = proposal(pledge, 200), proposal(pledge, 100), proposal(pledge, 400)
+
+    def cancel(allocation: dict[str, Any]) -> None:
+        send_as_dispatch(
+            dispatch,
+            "allocation.cancelled",
+            {
+                "allocation_id": allocation["allocation_id"],
+                "pledge_line_id": line_id,
+                "reason": "need cancelled",
+            },
+            aggregate_id=allocation["allocation_id"],
+            aggregate_version=2,
+        )
+
+    cancel(overtaken)
+    eventually(lambda: _count_inbox(stack) >= 1)
+    message = send_as_dispatch(
+        dispatch,
+        "allocation.proposed",
+        {"allocations": [first, overtaken, too_many]},
+        aggregate_id=uuid.uuid4(),
+        aggregate_version=1,
+    )
+    assert message["version"] == 2
+    eventually(lambda: len(_events(stack, "reservation.rejected")) == 1)
+    dispatch.celery.send_task("donations.handle_event", args=[message], queue="donations")
+    eventually(lambda: _count_inbox(stack) >= 3)
+    assert pledge_line(stack, line_id).reserved == 200
+    [accepted] = _events(stack, "reservation.accepted")
+    assert accepted["payload"]["allocation_id"] == str(first["allocation_id"])
+    [rejected] = _events(stack, "reservation.rejected")
+    assert rejected["payload"]["allocation_id"] == str(too_many["allocation_id"])
+    assert rejected["payload"]["available"] == 300
+    donations = stack.runtime("donations")
+    with donations.session_factory() as session:
+        decided = set(session.scalars(select(Reservation.allocation_id)))
+    assert overtaken["allocation_id"] not in decided
+    # A cancellation after the proposal releases what it reserved.
+    cancel(first)
+    eventually(lambda: pledge_line(stack, line_id).reserved == 0)
+    assert len(_events(stack, "reservation.released")) == 1
 
 
 def _count_inbox(stack: Stack) -> int:

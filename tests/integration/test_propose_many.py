@@ -6,6 +6,7 @@ too, and planned on shipments together."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import uuid
 from datetime import timedelta
@@ -19,6 +20,7 @@ from services.dispatch.matching import service as matching_service
 from services.dispatch.matching.api import RunSchema
 from services.dispatch.models import Allocation, MatchingRun, Need, NeedLine, Shipment, SupplyLine
 from services.dispatch.needs import service as needs
+from shared.bulk import BUSY_SWITCH_INTERVAL
 from shared.db import utcnow
 from shared.events import Event, new_event
 from shared.inbox import Outcome
@@ -171,20 +173,13 @@ def test_a_plan_is_proposed_in_order_and_what_no_longer_fits_is_refused(
         assert lines[ids["cancelled"]].proposed == 0
         supply = {s.id: s.proposed for s in session.scalars(select(SupplyLine))}
         assert supply == {small: 15, large: 7}
-        announced = session.scalar(
-            select(func.count())
-            .select_from(rt.outbox.row_class)
-            .where(rt.outbox.row_class.type == "allocation.proposed")
-        )
-        assert announced == 4
-        messages = session.scalars(
-            select(rt.outbox.row_class.message).where(
-                rt.outbox.row_class.type == "allocation.proposed"
-            )
-        ).all()
-        events = [Event.from_message(message) for message in messages]
-        assert {uuid.UUID(e.payload["allocation_id"]) for e in events} == set(allocations)
-        assert all(e.aggregate_id == e.payload["allocation_id"] for e in events)
+        # One event (version 2) for the four, an aggregate of its own, which every
+        # consumer takes in.
+        events = _proposed_events(session, rt)
+        assert [(e.version, len(e.payload["allocations"])) for e in events] == [(2, 4)]
+        assert events[0].aggregate_id not in {str(a) for a in allocations}
+        announced = _announced(session, rt)
+        assert {uuid.UUID(a["allocation_id"]) for a in announced} == set(allocations)
 
 
 @pytest.mark.parametrize("way", ["locked", "planned"])
@@ -233,12 +228,7 @@ def test_a_plan_counted_before_its_write_is_written_only_if_nothing_changed_sinc
         assert session.get(Need, need_id).status == "partially_allocated"  # type: ignore[union-attr]
         assert session.get(SupplyLine, supply).proposed == 9  # type: ignore[union-attr]
         assert session.scalar(select(func.count()).select_from(Allocation)) == 2
-        announced = session.scalar(
-            select(func.count())
-            .select_from(rt.outbox.row_class)
-            .where(rt.outbox.row_class.type == "allocation.proposed")
-        )
-        assert announced == 2
+        assert len(_announced(session, rt)) == 2
 
 
 def _meanwhile_another_line_of_the_need_is_proposed(rt: Any, ids: dict[str, Any]) -> None:
@@ -451,6 +441,22 @@ def test_a_plan_in_slices_of_whole_needs_is_written_slice_by_slice(stack: Stack)
         assert set(statuses.values()) == {"partially_allocated"}
 
 
+def _proposed_events(session: Any, rt: Any) -> list[Event]:
+    """The ``allocation.proposed`` events in the outbox, as a consumer reads them."""
+    outbox = rt.outbox.row_class
+    messages = session.scalars(
+        select(outbox.message)
+        .where(outbox.type == "allocation.proposed")
+        .order_by(outbox.created_at, outbox.id)
+    ).all()
+    return [Event.from_message(message) for message in messages]
+
+
+def _announced(session: Any, rt: Any) -> list[dict[str, Any]]:
+    """Every allocation the outbox's ``allocation.proposed`` events carry."""
+    return [a for e in _proposed_events(session, rt) for a in e.payload["allocations"]]
+
+
 def _verified(session: Any, kind: str) -> uuid.UUID:
     from services.dispatch.models import Organisation
 
@@ -563,13 +569,9 @@ def test_a_run_that_stops_between_two_slices_leaves_whole_slices_and_says_so(
             pledged = session.get(SupplyLine, supply)
             assert pledged is not None
             assert pledged.proposed == sum(a.quantity for a in allocations)
-            announced = session.scalar(
-                select(func.count())
-                .select_from(rt.outbox.row_class)
-                .where(rt.outbox.row_class.type == "allocation.proposed")
-            )
+            announced = len(_announced(session, rt))
             [row] = session.scalars(select(MatchingRun))
-            return len(allocations), pledged.proposed, announced or 0, row.stats
+            return len(allocations), pledged.proposed, announced, row.stats
 
     made, proposed, announced, stats = written()
     assert (made, proposed, announced) == (2, 16, 2)
@@ -593,12 +595,15 @@ def test_a_plan_s_next_slices_are_counted_by_a_thread_while_the_first_is_written
     rt = stack.runtime("dispatch")
     _five_needs_in_slices_of_two(rt, monkeypatch)
     counted: list[tuple[int, tuple[int, ...]]] = []
+    intervals: list[float] = []
+    was = sys.getswitchinterval()
     second_counted = threading.Event()
     plan_slice, write_planned = saga._plan_slice, saga.write_planned
 
     def counting(*args: Any) -> saga.PlannedProposals:
         planned = plan_slice(*args)
         counted.append((threading.get_ident(), planned.indexes))
+        intervals.append(sys.getswitchinterval())
         if len(counted) == 2:
             second_counted.set()
         return planned
@@ -624,8 +629,12 @@ def test_a_plan_s_next_slices_are_counted_by_a_thread_while_the_first_is_written
     assert counter != threading.get_ident()
     places = [n for _, indexes in counted for n in indexes]
     assert places == sorted(places) and len(places) == 5
-    # Nothing of the run's is left behind: its counting thread has ended.
+    # The GIL changed hands often meanwhile (shared.bulk.switching_often).
+    assert intervals == [pytest.approx(BUSY_SWITCH_INTERVAL)] * 3
+    # Nothing of the run's is left behind: its counting thread has ended, the
+    # interval is the process's again.
     assert not [t for t in threading.enumerate() if t.name.startswith("matching-count")]
+    assert sys.getswitchinterval() == was
 
 
 def test_a_slice_that_fails_to_be_counted_fails_the_run_after_the_slices_before_it(
@@ -658,6 +667,34 @@ def test_a_slice_that_fails_to_be_counted_fails_the_run_after_the_slices_before_
         assert len(allocations) == 2 and pledged.proposed == 16
         assert row.stats["proposed"] == 2
     assert not [t for t in threading.enumerate() if t.name.startswith("matching-count")]
+
+
+def test_a_plan_s_allocations_are_announced_a_few_hundred_an_event_in_the_plan_s_order(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``allocation.proposed`` (version 2) carries up to ``PROPOSALS_PER_EVENT``
+    allocations (2 here): five proposals of one transaction are three events, in the
+    order proposed, each an aggregate of its own."""
+    rt = stack.runtime("dispatch")
+    monkeypatch.setattr(saga, "PROPOSALS_PER_EVENT", 2)
+    with rt.unit_of_work() as session:
+        supply = _supply(session, 40)
+        lines = [_need(session, rt.outbox, 8).lines[0].id for _ in range(5)]
+    plan = [saga.Proposal(supply, line, 8, {}) for line in lines]
+    with rt.unit_of_work() as session:
+        results = saga.propose_many(session, rt.outbox, plan, run_id=None)
+    with rt.session_factory() as session:
+        events = _proposed_events(session, rt)
+    # The events of one commit share its moment: put in the order of what they carry.
+    order = [str(line) for line in lines]
+    events.sort(key=lambda e: order.index(e.payload["allocations"][0]["need_line_id"]))
+    assert [len(e.payload["allocations"]) for e in events] == [2, 2, 1]
+    assert [a["need_line_id"] for e in events for a in e.payload["allocations"]] == order
+    assert [a["allocation_id"] for e in events for a in e.payload["allocations"]] == [
+        str(r.allocation.id) for r in results if r.allocation is not None
+    ]
+    assert len({e.aggregate_id for e in events}) == 3
+    assert {(e.version, e.aggregate_version) for e in events} == {(2, 1)}
 
 
 def test_a_run_of_one_item_counts_every_line_of_the_needs_it_touches(stack: Stack) -> None:

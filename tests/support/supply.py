@@ -40,15 +40,18 @@ def send_as_dispatch(
     *,
     aggregate_id: Any,
     aggregate_version: int,
+    version: int | None = None,
 ) -> dict[str, Any]:
     """Write an event into the dispatch service's outbox, as its matcher would; it is
-    relayed to the donations queue after the commit. Returns the message."""
+    relayed to the donations queue after the commit (``version``: of the event's type,
+    the newest when None). Returns the message."""
     event = new_event(
         type,
         payload,
         producer="dispatch",
         aggregate_id=aggregate_id,
         aggregate_version=aggregate_version,
+        version=version,
     )
     with dispatch.unit_of_work() as session:
         dispatch.outbox.add(session, event)

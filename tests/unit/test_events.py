@@ -96,7 +96,12 @@ def test_events_of_one_batch_are_validated_by_the_first_and_the_shape_of_the_res
     payloads = [_proposed(q) for q in (5, 10, 15)]
     ids = [p["allocation_id"] for p in payloads]
     events = new_events(
-        "allocation.proposed", payloads, producer="dispatch", aggregate_ids=ids, aggregate_version=1
+        "allocation.proposed",
+        payloads,
+        producer="dispatch",
+        aggregate_ids=ids,
+        aggregate_version=1,
+        version=1,
     )
     assert [e.payload["quantity"] for e in events] == [5, 10, 15]
     assert [e.aggregate_id for e in events] == ids
@@ -112,6 +117,7 @@ def test_events_of_one_batch_are_validated_by_the_first_and_the_shape_of_the_res
                 producer="dispatch",
                 aggregate_ids=[p["allocation_id"] for p in batch],
                 aggregate_version=1,
+                version=1,
             )
         return set(excinfo.value.errors)
 
@@ -132,6 +138,7 @@ def test_events_of_one_batch_are_validated_by_the_first_and_the_shape_of_the_res
                 producer="dispatch",
                 aggregate_ids=[uuid.uuid4(), uuid.uuid4()],
                 aggregate_version=1,
+                version=1,
             )
         )
         == 2

@@ -40,7 +40,8 @@ from services.dispatch.transparency import totals as ledger
 from shared.bulk import BulkCompareAndSet, BulkInsert, Ready
 from shared.contacts import contact_of
 from shared.db import in_chunks, utcnow
-from shared.events import new_event, new_events
+from shared.events import check_payloads, new_event, new_events
+from shared.events.supply import PROPOSALS_PER_EVENT
 from shared.ids import uuid4s
 from shared.outbox import Outbox, PreparedEvents
 
@@ -541,12 +542,26 @@ def _count(
 
 
 def _proposed_events(counted: _Counted) -> list[Any]:
+    """The ``allocation.proposed`` events of what was counted: the allocations in the
+    order proposed, up to ``PROPOSALS_PER_EVENT`` an event (version 2), each one's
+    part checked as version 1 checks an event's payload. Each event is an aggregate of
+    its own; each allocation's own order (proposed, then cancelled) is kept by the
+    consumer (shared.events.supply.AllocationProposedV2)."""
+    payloads = counted.payloads
+    if not payloads:
+        return []
+    check_payloads("allocation.proposed", 1, payloads)
+    batches = [
+        {"allocations": payloads[start : start + PROPOSALS_PER_EVENT]}
+        for start in range(0, len(payloads), PROPOSALS_PER_EVENT)
+    ]
     return new_events(
         "allocation.proposed",
-        counted.payloads,
+        batches,
         producer=PRODUCER,
-        aggregate_ids=[a["id"] for a in counted.allocations],
+        aggregate_ids=uuid4s(len(batches)),
         aggregate_version=1,
+        version=2,
     )
 
 

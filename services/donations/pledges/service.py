@@ -597,6 +597,8 @@ def reserve_many(
     with the same decisions and the same events: the pledge lines and pledges
     involved are locked once (in id order) and counted in memory, and each pledge's
     version moves by one statement for all its new reservations."""
+    if not proposals:
+        return []
     wanted = [proposal["allocation_id"] for proposal in proposals]
     decided = set(
         session.scalars(

@@ -5,13 +5,14 @@ quantity to shipped and delivered)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from services.donations.pledges import service as pledges
 from shared.db import utcnow
 from shared.events import Event
-from shared.inbox import BatchHandler, Handler
+from shared.inbox import BatchHandler, Handler, Inbox
 from shared.outbox import Outbox
 from shared.runtime import ServiceRuntime
 
@@ -50,13 +51,36 @@ def register_pledge_tasks(rt: ServiceRuntime) -> None:
         return released
 
 
-def saga_batch_handlers(outbox: Outbox) -> dict[str, BatchHandler]:
+def proposals_of(session: Session, inbox: Inbox, events: list[Event]) -> list[dict[str, Any]]:
+    """The allocations ``allocation.proposed`` events propose, in order: one an event
+    in version 1 (the inbox kept its allocation's events in order), many in version 2,
+    of which those whose allocation had a later event applied first (a cancellation
+    that overtook its proposal) are left out, as the inbox leaves out a stale event."""
+    proposals: list[dict[str, Any]] = []
+    for event in events:
+        data = event.data()
+        if event.version == 1:
+            proposals.append(data)
+            continue
+        carried = {str(each["allocation_id"]): each for each in data["allocations"]}
+        heard = inbox.first_heard(session, list(carried))
+        if len(heard) < len(carried):
+            log.info(
+                "%d allocation(s) of %s were cancelled before they were proposed here",
+                len(carried) - len(heard),
+                event.id,
+            )
+        proposals.extend(carried[key] for key in heard)
+    return proposals
+
+
+def saga_batch_handlers(outbox: Outbox, inbox: Inbox) -> dict[str, BatchHandler]:
     """The saga's handlers of several events at once: a matching run's proposals
     arrive together, and so do the shipments its reservations were planned on (and a
     scanner's batch of status changes)."""
 
     def on_allocations_proposed(session: Session, events: list[Event]) -> None:
-        pledges.reserve_many(session, outbox, [event.data() for event in events], utcnow())
+        pledges.reserve_many(session, outbox, proposals_of(session, inbox, events), utcnow())
 
     def on_shipments(session: Session, events: list[Event]) -> None:
         # In their order, in one savepoint: the inbox's bookkeeping is done once.
@@ -70,9 +94,12 @@ def saga_batch_handlers(outbox: Outbox) -> dict[str, BatchHandler]:
     }
 
 
-def saga_handlers(outbox: Outbox) -> dict[str, Handler]:
+def saga_handlers(outbox: Outbox, inbox: Inbox) -> dict[str, Handler]:
     def on_allocation_proposed(session: Session, event: Event) -> None:
-        pledges.reserve(session, outbox, event.data(), utcnow())
+        if event.version == 1:
+            pledges.reserve(session, outbox, event.data(), utcnow())
+        else:
+            pledges.reserve_many(session, outbox, proposals_of(session, inbox, [event]), utcnow())
 
     def on_allocation_cancelled(session: Session, event: Event) -> None:
         data = event.data()
