@@ -447,17 +447,7 @@ def test_the_saga_on_a_real_worker_reserves_once_releases_and_ships(stack: Stack
 
     # A cancellation that overtakes its proposal: the late proposal is ignored.
     third = proposal(pledge, 100)
-    send_as_dispatch(
-        dispatch,
-        "allocation.cancelled",
-        {
-            "allocation_id": third["allocation_id"],
-            "pledge_line_id": line_id,
-            "reason": "need cancelled",
-        },
-        aggregate_id=third["allocation_id"],
-        aggregate_version=2,
-    )
+    _cancel(dispatch, third, line_id)
     send_as_dispatch(
         dispatch,
         "allocation.proposed",
@@ -511,21 +501,7 @@ def test_proposals_carried_by_one_event_are_reserved_once_each_and_a_cancelled_o
     dispatch = stack.runtime("dispatch")
     line_id = pledge["lines"][0]["id"]
     first, overtaken, too_many = proposal(pledge, 200), proposal(pledge, 100), proposal(pledge, 400)
-
-    def cancel(allocation: dict[str, Any]) -> None:
-        send_as_dispatch(
-            dispatch,
-            "allocation.cancelled",
-            {
-                "allocation_id": allocation["allocation_id"],
-                "pledge_line_id": line_id,
-                "reason": "need cancelled",
-            },
-            aggregate_id=allocation["allocation_id"],
-            aggregate_version=2,
-        )
-
-    cancel(overtaken)
+    _cancel(dispatch, overtaken, line_id)
     eventually(lambda: _count_inbox(stack) >= 1)
     message = send_as_dispatch(
         dispatch,
@@ -549,9 +525,24 @@ def test_proposals_carried_by_one_event_are_reserved_once_each_and_a_cancelled_o
         decided = set(session.scalars(select(Reservation.allocation_id)))
     assert overtaken["allocation_id"] not in decided
     # A cancellation after the proposal releases what it reserved.
-    cancel(first)
+    _cancel(dispatch, first, line_id)
     eventually(lambda: pledge_line(stack, line_id).reserved == 0)
     assert len(_events(stack, "reservation.released")) == 1
+
+
+def _cancel(dispatch: Any, allocation: dict[str, Any], line_id: Any) -> None:
+    """``allocation.cancelled`` of ``allocation`` (its second event), as dispatch sends it."""
+    send_as_dispatch(
+        dispatch,
+        "allocation.cancelled",
+        {
+            "allocation_id": allocation["allocation_id"],
+            "pledge_line_id": line_id,
+            "reason": "need cancelled",
+        },
+        aggregate_id=allocation["allocation_id"],
+        aggregate_version=2,
+    )
 
 
 def _count_inbox(stack: Stack) -> int:
