@@ -246,9 +246,10 @@ class Inbox:
         event applied first (a cancellation that overtook its proposal), which this
         one is stale to, as the inbox finds an event of one aggregate stale.
 
-        Written with ``ON CONFLICT DO NOTHING``: a transaction applying another event
-        of one of these aggregates at the same moment waits for this one's key, and
-        finds the version recorded once it may go on. A consumer that is not
+        Written with ``ON CONFLICT DO NOTHING``: a transaction recording another
+        event of one of these aggregates at the same moment waits for this one's key,
+        then fails on it and is tried again, and finds version 1 recorded (or this one
+        waits for that one's, and leaves the aggregate out). A consumer that is not
         ``ordered`` hears every one."""
         if not self.ordered:
             return list(aggregate_ids)

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, sessio
 
 from shared.bulk import BulkInsert, Ready
 from shared.db import UTCDateTime, in_chunks, one_of, utcnow
-from shared.events import Event, subscribers_of
+from shared.events import REGISTRY, Event, subscribers_of
 
 log = logging.getLogger(__name__)
 
@@ -422,12 +422,12 @@ class Outbox:
         self, service: str, messages: list[tuple[uuid.UUID, dict[str, Any]]]
     ) -> list[uuid.UUID]:
         """Send events to one subscriber, in task messages of up to ``message_max``
-        events when the publisher can send several at once; returns the ids not sent
-        (all from the first refusal on)."""
+        changes when the publisher can send several at once (an event carrying many,
+        an ``allocation.proposed`` of version 2, counts as many: ``REGISTRY.weight``;
+        one heavier than that goes alone); returns the ids not sent (all from the
+        first refusal on)."""
         many = getattr(self.publisher, "many", None)
-        size = self.message_max if many is not None else 1
-        for start in range(0, len(messages), size):
-            chunk = messages[start : start + size]
+        for start, chunk in _weighed_chunks(messages, self.message_max if many else 1):
             try:
                 if len(chunk) == 1:
                     self.publisher(service, chunk[0][1])
@@ -586,6 +586,22 @@ class CeleryPublisher:
             argsrepr=label,
             kwargsrepr="{}",
         )
+
+
+def _weighed_chunks(
+    messages: list[tuple[uuid.UUID, dict[str, Any]]], limit: int
+) -> Iterator[tuple[int, list[tuple[uuid.UUID, dict[str, Any]]]]]:
+    """``messages`` in order, in chunks of at most ``limit`` changes each (an event
+    heavier than ``limit`` alone), with the place in ``messages`` each begins at."""
+    start, weight = 0, 0
+    for n, (_, message) in enumerate(messages):
+        heavy = REGISTRY.weight(message)
+        if n > start and weight + heavy > limit:
+            yield start, messages[start:n]
+            start, weight = n, 0
+        weight += heavy
+    if start < len(messages):
+        yield start, messages[start:]
 
 
 def _label(messages: list[dict[str, Any]]) -> str:

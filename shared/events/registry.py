@@ -99,12 +99,39 @@ class EventRegistry:
 
     def __init__(self) -> None:
         self._schemas: dict[tuple[str, int], Schema] = {}
+        self._carries: dict[tuple[str, int], str] = {}
 
-    def register(self, type: str, version: int, schema: Schema) -> None:
+    def register(
+        self, type: str, version: int, schema: Schema, *, carries: str | None = None
+    ) -> None:
+        """``carries``: the payload's list field whose items are each the change one
+        event of another version told of (``allocation.proposed`` version 2's
+        ``allocations``): what one such event asks of its subscriber, see
+        :meth:`weight`."""
         key = (type, version)
         if key in self._schemas:
             raise ValueError(f"event {type} v{version} is registered twice")
+        if carries is not None and carries not in schema.fields:
+            raise ValueError(f"event {type} v{version} has no field {carries!r}")
         self._schemas[key] = schema
+        if carries is not None:
+            self._carries[key] = carries
+
+    def weight(self, message: Any) -> int:
+        """What an event message asks of its subscriber, counted in changes: as many
+        as the items of the list it carries, else one. A relay sizes its task
+        messages by it, so that a subscriber's transaction stays as large as it was
+        with one change an event."""
+        if not isinstance(message, dict):
+            return 1
+        version = message.get("version")
+        field = (
+            self._carries.get((str(message.get("type")), version))
+            if isinstance(version, int)
+            else None
+        )
+        carried = (message.get("payload") or {}).get(field) if field is not None else None
+        return max(1, len(carried)) if isinstance(carried, list) else 1
 
     def types(self) -> list[str]:
         return sorted({t for t, _ in self._schemas})

@@ -320,7 +320,7 @@ for _type in ("pledge.created", "pledge.amended", "pledge.cancelled"):
 REGISTRY.register("place.saved", 1, PlaceSavedV1())
 SUBSCRIBERS["place.saved"] = ("donations", "dispatch")
 REGISTRY.register("allocation.proposed", 1, AllocationProposedV1())
-REGISTRY.register("allocation.proposed", 2, AllocationProposedV2())
+REGISTRY.register("allocation.proposed", 2, AllocationProposedV2(), carries="allocations")
 REGISTRY.register("allocation.cancelled", 1, AllocationCancelledV1())
 SUBSCRIBERS["allocation.proposed"] = ("donations",)
 SUBSCRIBERS["allocation.cancelled"] = ("donations",)

@@ -24,7 +24,7 @@ from services.donations.models import Organisation, Place, Pledge, PledgeLine, R
 from services.donations.pledges import domain
 from shared import catalog
 from shared.contacts import contact_of
-from shared.db import utcnow
+from shared.db import in_chunks, utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
@@ -600,16 +600,21 @@ def reserve_many(
     if not proposals:
         return []
     wanted = [proposal["allocation_id"] for proposal in proposals]
-    decided = set(
-        session.scalars(
-            select(Reservation.allocation_id).where(Reservation.allocation_id.in_(wanted))
+    decided = {
+        allocation_id
+        for chunk in in_chunks(wanted)
+        for allocation_id in session.scalars(
+            select(Reservation.allocation_id).where(Reservation.allocation_id.in_(chunk))
         )
-    )
+    }
+    # Each IN list under the parameter limit; locked chunk after chunk in id order,
+    # the order every writer of these rows takes them in.
     lines: dict[uuid.UUID, PledgeLine] = {
         row.id: row
+        for chunk in in_chunks(sorted({p["pledge_line_id"] for p in proposals}))
         for row in session.scalars(
             select(PledgeLine)
-            .where(PledgeLine.id.in_(sorted({p["pledge_line_id"] for p in proposals})))
+            .where(PledgeLine.id.in_(chunk))
             .order_by(PledgeLine.id)
             .with_for_update()
             .execution_options(populate_existing=True)
@@ -617,9 +622,10 @@ def reserve_many(
     }
     pledges: dict[uuid.UUID, Pledge] = {
         row.id: row
+        for chunk in in_chunks(sorted({line.pledge_id for line in lines.values()}))
         for row in session.scalars(
             select(Pledge)
-            .where(Pledge.id.in_(sorted({line.pledge_id for line in lines.values()})))
+            .where(Pledge.id.in_(chunk))
             .order_by(Pledge.id)
             .with_for_update()
             .execution_options(populate_existing=True)
@@ -627,11 +633,8 @@ def reserve_many(
     }
     donors = {
         row.id: row
-        for row in session.scalars(
-            select(Organisation).where(
-                Organisation.id.in_({pledge.org_id for pledge in pledges.values()})
-            )
-        )
+        for chunk in in_chunks({pledge.org_id for pledge in pledges.values()})
+        for row in session.scalars(select(Organisation).where(Organisation.id.in_(chunk)))
     }
     bumps: dict[uuid.UUID, int] = {}
     decisions: list[Decision] = []
