@@ -24,6 +24,7 @@ from shared.bulk import BUSY_SWITCH_INTERVAL
 from shared.db import utcnow
 from shared.events import Event, new_event
 from shared.inbox import Outcome
+from shared.observability import correlation_id_var
 from tests.support.stack import Stack
 
 
@@ -619,14 +620,21 @@ def test_a_plan_s_next_slices_are_counted_beside_its_writes_on_postgresql(
 
     monkeypatch.setattr(saga, "_plan_slice", counting)
     monkeypatch.setattr(saga, "write_planned", writing)
-    if way == "run":
-        run = matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
-    else:
-        preview = matching_service.run(rt, items=["mask"], dry_run=True, trigger="manual")
-        assert preview is not None
-        run = matching_service.approve(rt, preview.id, None)
+    story = correlation_id_var.set(f"story-{way}")
+    try:
+        if way == "run":
+            run = matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
+        else:
+            preview = matching_service.run(rt, items=["mask"], dry_run=True, trigger="manual")
+            assert preview is not None
+            run = matching_service.approve(rt, preview.id, None)
+    finally:
+        correlation_id_var.reset(story)
     assert run is not None and run.stats["proposed"] == 5
     assert overlapped == [True]
+    # Counted in the run's context: every slice's events tell the run's story.
+    with rt.session_factory() as session:
+        assert {e.correlation_id for e in _proposed_events(session, rt)} == {f"story-{way}"}
     [counter] = {thread for thread, _ in counted}
     places = [n for _, indexes in counted for n in indexes]
     assert places == sorted(places) and len(places) == 5

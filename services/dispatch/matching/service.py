@@ -11,6 +11,7 @@ replacing the previous unapproved preview of its items.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -433,8 +434,9 @@ def run(
         # What a long run spent where, for whoever watches the worker's log.
         log.info(
             "matching run %s (%s, %s): %d supply and %d demand lines, %d allocations; "
-            "read and solved in %.2f s, its first slice counted in %.2f s, the rest counted, "
-            "written in %d transaction(s) and relayed in %.2f s",
+            "read and solved in %.2f s, counted before the first write in %.2f s, written "
+            "in %d transaction(s) (on PostgreSQL the later slices counted meanwhile) and "
+            "relayed in %.2f s",
             run_id,
             trigger,
             "preview" if dry_run else "applied",
@@ -561,7 +563,8 @@ def _planned(
     with switching_often():
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matching-count")
         try:
-            yield [pool.submit(count) for count in counters]
+            # In the run's context: its events carry its correlation and cause.
+            yield [pool.submit(contextvars.copy_context().run, count) for count in counters]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
