@@ -145,9 +145,9 @@ def new_events(
         return []
     version = version or REGISTRY.latest_version(type)
     check_payloads(type, version, payloads)
-    # The events of one change happen at one moment in one story: one time, one
-    # correlation and cause, and every id's random bytes read at once.
-    occurred_at = utcnow()
+    # The events of one change belong to one story: one correlation and cause; every
+    # id's random bytes read at once. Each keeps its own time, in the order written
+    # (the sweep and the catch-up send them again in that order).
     correlation_id = current_correlation_id()
     causation_id = causation_id_var.get()
     return [
@@ -159,7 +159,6 @@ def new_events(
             aggregate_version=aggregate_version,
             payload=payload,
             id=event_id,
-            occurred_at=occurred_at,
             correlation_id=correlation_id,
             causation_id=causation_id,
         )
