@@ -172,24 +172,61 @@ def check_payloads(type: str, version: int, payloads: list[dict[str, Any]]) -> N
     """Payloads of one type built by one piece of code, in JSON form: the first
     validated against the registered schema and equal to what the schema dumps it to,
     every other one with the same fields and values of the same JSON types (None where
-    the schema allows it). Raises :class:`EventError` naming the payload and field."""
+    the schema allows it). Of a type that carries a list of changes
+    (``allocation.proposed`` version 2), the first payload is validated with its first
+    item alone, and every item of every payload checked the same way against that
+    item. Raises :class:`EventError` naming the payload, item and field."""
     if not payloads:
         return
     first = payloads[0]
-    loaded = REGISTRY.load_payload(type, version, first)
-    if REGISTRY.dump_payload(type, version, loaded) != first:
+    field = REGISTRY.carried_field(type, version)
+    carried = first.get(field) if field is not None else None
+    if field is not None and isinstance(carried, list) and carried:
+        # Hundreds of items through the schema would cost more than the rest of
+        # the event: the first alone, then the shape of every one.
+        _validate(type, version, {**first, field: carried[:1]})
+        _same_shapes(type, payloads, REGISTRY.nullable_fields(type, version), "payload")
+        item_nullable = REGISTRY.carried_nullable_fields(type, version)
+        limit = REGISTRY.carried_limit(type, version)
+        for n, payload in enumerate(payloads):
+            listed = payload[field]
+            where = f"payload[{n}].{field}"
+            if not isinstance(listed, list) or not listed:
+                raise EventError(f"invalid {type} payload", {where: ["not a list of items"]})
+            if limit is not None and len(listed) > limit:
+                raise EventError(f"invalid {type} payload", {where: [f"more than {limit} items"]})
+            _same_shapes(type, listed, item_nullable, where, first=carried[0])
+        return
+    _validate(type, version, first)
+    _same_shapes(type, payloads, REGISTRY.nullable_fields(type, version), "payload")
+
+
+def _validate(type: str, version: int, payload: dict[str, Any]) -> None:
+    loaded = REGISTRY.load_payload(type, version, payload)
+    if REGISTRY.dump_payload(type, version, loaded) != payload:
         raise EventError(
             f"invalid {type} payload", {"payload": ["not in the form the schema dumps"]}
         )
-    nullable = REGISTRY.nullable_fields(type, version)
-    shape = {key: _json_type(value) for key, value in first.items()}
-    for n, payload in enumerate(payloads):
-        if payload.keys() != shape.keys():
+
+
+def _same_shapes(
+    type: str,
+    values: list[Any],
+    nullable: frozenset[str],
+    where: str,
+    first: dict[str, Any] | None = None,
+) -> None:
+    """Each of ``values`` a dict with the fields of ``first`` (the first of them when
+    None) and values of the same JSON types, None where ``nullable`` allows it."""
+    model = first if first is not None else values[0]
+    shape = {key: _json_type(value) for key, value in model.items()}
+    for n, value in enumerate(values):
+        if not isinstance(value, dict) or value.keys() != shape.keys():
             raise EventError(
-                f"invalid {type} payload", {f"payload[{n}]": ["fields differ from the first"]}
+                f"invalid {type} payload", {f"{where}[{n}]": ["fields differ from the first"]}
             )
-        for key, value in payload.items():
-            if _json_type(value) is not shape[key] and not (
-                key in nullable and (value is None or shape[key] is _NONE_TYPE)
+        for key, each in value.items():
+            if _json_type(each) is not shape[key] and not (
+                key in nullable and (each is None or shape[key] is _NONE_TYPE)
             ):
-                raise EventError(f"invalid {type} payload", {f"payload[{n}].{key}": ["wrong type"]})
+                raise EventError(f"invalid {type} payload", {f"{where}[{n}].{key}": ["wrong type"]})

@@ -117,6 +117,33 @@ class EventRegistry:
         if carries is not None:
             self._carries[key] = carries
 
+    def carried_field(self, type: str, version: int) -> str | None:
+        """The list field whose items an event of ``type`` and ``version`` carries."""
+        return self._carries.get((type, version))
+
+    def carried_limit(self, type: str, version: int) -> int | None:
+        """How many items an event of ``type`` and ``version`` may carry at most."""
+        field = self._carries.get((type, version))
+        if field is None:
+            return None
+        limits = [
+            v.max
+            for v in self._schema(type, version).fields[field].validators
+            if isinstance(v, validate.Length) and v.max is not None
+        ]
+        return min(limits) if limits else None
+
+    def carried_nullable_fields(self, type: str, version: int) -> frozenset[str]:
+        """The fields of a carried item that may be None."""
+        field = self._carries.get((type, version))
+        if field is None:
+            return frozenset()
+        inner = getattr(self._schema(type, version).fields[field], "inner", None)
+        nested = getattr(inner, "schema", None)
+        if nested is None:
+            return frozenset()
+        return frozenset(name for name, f in nested.fields.items() if f.allow_none)
+
     def weight(self, message: Any) -> int:
         """What an event message asks of its subscriber, counted in changes: as many
         as the items of the list it carries, else one. A relay sizes its task

@@ -143,3 +143,47 @@ def test_events_of_one_batch_are_validated_by_the_first_and_the_shape_of_the_res
         )
         == 2
     )
+
+
+def test_events_carrying_many_items_are_checked_item_by_item_without_the_schema_for_each() -> None:
+    """allocation.proposed version 2: the first event's first allocation goes through
+    the schema, every other allocation of every event is checked by its fields' JSON
+    types, and each error names the event, the item and the field."""
+    from shared.events import new_events
+
+    def refused(*batches: list[dict[str, object]]) -> set[str]:
+        with pytest.raises(EventError) as excinfo:
+            new_events(
+                "allocation.proposed",
+                [{"allocations": batch} for batch in batches],
+                producer="dispatch",
+                aggregate_ids=[uuid.uuid4() for _ in batches],
+                aggregate_version=1,
+                version=2,
+            )
+        return set(excinfo.value.errors)
+
+    good = [_proposed(q) for q in (5, 10)]
+    events = new_events(
+        "allocation.proposed",
+        [{"allocations": good}, {"allocations": [_proposed(7, "2026-12-06T00:00:00+00:00")]}],
+        producer="dispatch",
+        aggregate_ids=[uuid.uuid4(), uuid.uuid4()],
+        aggregate_version=1,
+        version=2,
+    )
+    # What a consumer checks (every item through the schema) passes too.
+    assert [Event.from_message(e.to_message()) for e in events] == events
+    # The first item by the schema itself,
+    assert refused([_proposed(quantity=0), *good]) == {"payload.allocations"}
+    # every other by its shape, named to the item,
+    assert refused(good, [_proposed(), _proposed(quantity="7")]) == {
+        "payload[1].allocations[1].quantity"
+    }
+    assert refused(good, [{**_proposed(), "note": "x"}]) == {"payload[1].allocations[0]"}
+    assert refused(good, [{**_proposed(), "quantity": None}]) == {
+        "payload[1].allocations[0].quantity"
+    }
+    # an event with none, or more than an event may carry, refused.
+    assert refused(good, []) == {"payload[1].allocations"}
+    assert refused(good, [_proposed()] * 501) == {"payload[1].allocations"}

@@ -40,7 +40,7 @@ from services.dispatch.transparency import totals as ledger
 from shared.bulk import BulkCompareAndSet, BulkInsert, Ready
 from shared.contacts import contact_of
 from shared.db import in_chunks, utcnow
-from shared.events import check_payloads, new_event, new_events
+from shared.events import new_event, new_events
 from shared.events.supply import PROPOSALS_PER_EVENT
 from shared.ids import uuid4s
 from shared.outbox import Outbox, PreparedEvents
@@ -543,14 +543,13 @@ def _count(
 
 def _proposed_events(counted: _Counted) -> list[Any]:
     """The ``allocation.proposed`` events of what was counted: the allocations in the
-    order proposed, up to ``PROPOSALS_PER_EVENT`` an event (version 2), each one's
-    part checked as version 1 checks an event's payload. Each event is an aggregate of
-    its own; each allocation's own order (proposed, then cancelled) is kept by the
-    consumer (shared.events.supply.AllocationProposedV2)."""
+    order proposed, up to ``PROPOSALS_PER_EVENT`` an event (version 2; its first
+    allocation checked by the schema, every other by its shape: ``check_payloads``).
+    Each event is an aggregate of its own; each allocation's own order (proposed,
+    then cancelled) is kept by the consumer (shared.events.supply.AllocationProposedV2)."""
     payloads = counted.payloads
     if not payloads:
         return []
-    check_payloads("allocation.proposed", 1, payloads)
     batches = [
         {"allocations": payloads[start : start + PROPOSALS_PER_EVENT]}
         for start in range(0, len(payloads), PROPOSALS_PER_EVENT)
