@@ -498,9 +498,14 @@ def _relaying(rt: ServiceRuntime) -> contextlib.AbstractContextManager[None]:
     server), the run ending once every event is relayed; on SQLite after each slice's
     commit by the run itself, which lets the writers waiting for the database's one
     write lock in between two slices."""
-    if rt.session_factory.kw["bind"].dialect.name == "postgresql":
+    if _on_postgresql(rt):
         return rt.outbox.relaying_alongside()
     return contextlib.nullcontext()
+
+
+def _on_postgresql(rt: ServiceRuntime) -> bool:
+    """Whether the service's database is PostgreSQL (a run's work overlaps there)."""
+    return bool(rt.session_factory.kw["bind"].dialect.name == "postgresql")
 
 
 def _reading(rt: ServiceRuntime) -> Session:
@@ -546,7 +551,7 @@ def _planned(
             read=inputs.rows if inputs is not None else None,
             slice_size=WRITE_SLICE,
         )
-    if len(counters) == 1 or rt.session_factory.kw["bind"].dialect.name != "postgresql":
+    if len(counters) == 1 or not _on_postgresql(rt):
         # On SQLite, counted first, in this thread: its driver lets go of the GIL for
         # each row it writes, and with a counting thread beside it each row waited
         # for it, the write lock held seconds instead of a fraction of one.
