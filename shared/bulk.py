@@ -5,9 +5,13 @@ handling and the driver's, in Python, while the transaction is open (on SQLite, 
 it holds the database's one write lock). Here the rows are made ready first, outside
 the transaction, in the form the driver sends:
 
-- on SQLite, tuples of values already through each column's bind processor (the very
-  values SQLAlchemy would send), run as one ``executemany`` of a statement SQLAlchemy
-  compiled, with no parameter processing of its own (``exec_driver_sql``);
+- on SQLite, values already through each column's bind processor (the very values
+  SQLAlchemy would send), a few hundred rows to a statement (``INSERT ... VALUES
+  (...), (...)``, ``UPDATE ... FROM (VALUES ...)``), sent with no parameter processing
+  of SQLAlchemy's (``exec_driver_sql``). The driver lets go of the GIL for each
+  statement it runs: one a row, as ``executemany`` of a one-row statement sends them,
+  a thread of the process that runs Python meanwhile (a run counting its next slices)
+  made the writer wait for the GIL at every row, holding the write lock seconds;
 - on PostgreSQL, the text of a ``COPY ... FROM STDIN``, sent in one piece into a
   temporary table, from which one ``INSERT ... SELECT`` or one ``UPDATE ... FROM``
   writes the table.
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
+import sqlite3
 import sys
 import threading
 import uuid
@@ -37,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Column, Dialect, Table, Uuid, bindparam, insert, update
+from sqlalchemy import JSON, Column, Dialect, Table, Uuid, bindparam, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -114,6 +120,38 @@ class Ready:
     count: int
     rows: list[tuple[Any, ...]] | None = None  # SQLite
     text: str | None = None  # PostgreSQL's COPY (encoded by the connection's encoding)
+
+    def batches(self) -> tuple[int, list[tuple[Any, ...]], tuple[Any, ...]]:
+        """SQLite: the rows as the parameters of statements of many rows each: how
+        many rows a statement, the values of each full statement in one flat tuple,
+        and those of the rows left over (fewer; empty if none)."""
+        assert self.rows is not None
+        width = len(self.rows[0]) if self.rows else 1
+        per = sqlite_rows_per_statement(width)
+        full = len(self.rows) - len(self.rows) % per
+        flat = itertools.chain.from_iterable
+        return (
+            per,
+            [tuple(flat(self.rows[i : i + per])) for i in range(0, full, per)],
+            tuple(flat(self.rows[full:])),
+        )
+
+
+# Rows a statement on SQLite: a few hundred, under the number of bound parameters a
+# statement may have (32,766 since SQLite 3.32, 999 before).
+SQLITE_ROWS_PER_STATEMENT = 500
+_SQLITE_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+
+
+def sqlite_rows_per_statement(width: int) -> int:
+    """How many rows of ``width`` values one SQLite statement carries."""
+    return max(1, min(SQLITE_ROWS_PER_STATEMENT, _SQLITE_PARAMETERS // max(1, width)))
+
+
+def _values(rows: int, width: int) -> str:
+    """``(?, ?), (?, ?)``: the placeholders of ``rows`` rows of ``width`` values."""
+    one = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([one] * rows)
 
 
 def _copy_value(value: Any) -> str:
@@ -319,12 +357,15 @@ class BulkInsert:
             )
             connection.exec_driver_sql(f"DROP TABLE {staging}")
             return
-        compiled = insert(self.table).compile(dialect=dialect, column_keys=self.names)
-        order = [self.names.index(name) for name in compiled.positiontup or ()]
-        assert ready.rows is not None
-        connection.exec_driver_sql(
-            str(compiled), [tuple(row[i] for i in order) for row in ready.rows]
-        )
+        q = dialect.identifier_preparer.quote
+        names = ", ".join(q(name) for name in self.names)
+        into = f"INSERT INTO {q(self.table.name)} ({names}) VALUES "  # noqa: S608
+        width = len(self.names)
+        per, full, rest = ready.batches()
+        if full:
+            connection.exec_driver_sql(into + _values(per, width), full)
+        if rest:
+            connection.exec_driver_sql(into + _values(len(rest) // width, width), rest)
 
 
 class BulkCompareAndSet:
@@ -362,6 +403,41 @@ class BulkCompareAndSet:
         connection = session.connection()
         if ready.dialect == "postgresql":
             return self._postgresql(session, ready)
+        assert ready.rows is not None
+        if len({row[0] for row in ready.rows}) < ready.count:
+            # A key twice: the rows apply one after the other, as the caller gave them.
+            return self._one_by_one(session, ready.rows)
+        # One statement a few hundred rows: UPDATE ... FROM (VALUES ...), the values'
+        # columns named column1, column2, ... by SQLite, in the order of the row.
+        q = connection.dialect.identifier_preparer.quote
+        table = q(self.table.name)
+        width = 1 + len(self.set_columns) + len(self.expect_columns)
+        sets = ", ".join(
+            f"{q(name)} = v.column{n}" for n, name in enumerate(self.set_columns, start=2)
+        )
+        first_expected = 2 + len(self.set_columns)
+        expects = "".join(
+            f" AND {table}.{q(name)} IS v.column{n}"
+            for n, name in enumerate(self.expect_columns, start=first_expected)
+        )
+
+        def statement(rows: int) -> str:
+            return (
+                f"UPDATE {table} SET {sets} FROM (VALUES {_values(rows, width)}) AS v "  # noqa: S608
+                f"WHERE {table}.{q(self.key)} = v.column1{expects}"
+            )
+
+        per, full, rest = ready.batches()
+        changed = 0
+        if full:
+            # The driver adds up the rows each statement of an executemany changed.
+            changed += int(connection.exec_driver_sql(statement(per), full).rowcount)
+        if rest:
+            changed += int(connection.exec_driver_sql(statement(len(rest) // width), rest).rowcount)
+        return changed
+
+    def _one_by_one(self, session: Session, rows: list[tuple[Any, ...]]) -> int:
+        connection = session.connection()
         t, key = self.table, self.key
         statement = (
             update(t)
@@ -376,9 +452,8 @@ class BulkCompareAndSet:
         slots = ["k_", *(f"new_{n}" for n in self.set_columns)]
         slots += [f"was_{n}" for n in self.expect_columns]
         order = [slots.index(name) for name in compiled.positiontup or ()]
-        assert ready.rows is not None
         result = connection.exec_driver_sql(
-            str(compiled), [tuple(row[i] for i in order) for row in ready.rows]
+            str(compiled), [tuple(row[i] for i in order) for row in rows]
         )
         return int(result.rowcount)
 

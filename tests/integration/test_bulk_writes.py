@@ -13,7 +13,12 @@ from sqlalchemy import cast as cast_
 
 from services.dispatch.allocations import service as saga
 from services.dispatch.models import Allocation
-from shared.bulk import BulkCompareAndSet, BulkInsert
+from shared.bulk import (
+    SQLITE_ROWS_PER_STATEMENT,
+    BulkCompareAndSet,
+    BulkInsert,
+    sqlite_rows_per_statement,
+)
 from shared.db import utcnow
 from tests.support.stack import Stack
 
@@ -191,3 +196,61 @@ def test_a_bulk_write_that_fails_raises_sqlalchemys_error_and_writes_nothing(
         writer.write(session, writer.prepare(rt.engine.dialect, [tuple(good[c] for c in COLUMNS)]))
     with rt.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Allocation)) == 1
+
+
+def test_more_rows_than_one_statement_carries_are_all_written_and_counted(
+    stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """On SQLite a few hundred rows go in each statement: two full statements and the
+    rows left over, for the insert and for the compare-and-set, whose count adds up
+    the statements' counts."""
+    rt = stack.runtime("dispatch")
+    table = cast(Table, Allocation.__table__)
+    cas = BulkCompareAndSet(table, "id", ("status", "updated_at"), ("quantity",))
+    per = sqlite_rows_per_statement(len(COLUMNS))
+    assert sqlite_rows_per_statement(4) == SQLITE_ROWS_PER_STATEMENT
+    rows = [_row(*need_line, quantity=1 + n % 3) for n in range(2 * per + 7)]
+    writer = BulkInsert(table, COLUMNS)
+    with rt.unit_of_work() as session:
+        writer.write(
+            session,
+            writer.prepare(rt.engine.dialect, [tuple(r[c] for c in COLUMNS) for r in rows]),
+        )
+    now = utcnow()
+    # Every row but those of quantity 3 reads as read.
+    ready = cas.prepare(
+        rt.engine.dialect,
+        [(r["id"], "cancelled", now, r["quantity"] if r["quantity"] < 3 else 9) for r in rows],
+    )
+    with rt.unit_of_work() as session:
+        changed = cas.write(session, ready)
+    expected = {r["id"] for r in rows if r["quantity"] < 3}
+    assert changed == len(expected)
+    with rt.session_factory() as session:
+        statuses = {
+            key: status for key, status in session.execute(select(Allocation.id, Allocation.status))
+        }
+    assert len(statuses) == len(rows)
+    assert {key for key, status in statuses.items() if status == "cancelled"} == expected
+
+
+def test_a_compare_and_set_given_a_key_twice_changes_its_row_once(
+    stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    rt = stack.runtime("dispatch")
+    table = cast(Table, Allocation.__table__)
+    row = _row(*need_line, quantity=4)
+    writer = BulkInsert(table, COLUMNS)
+    with rt.unit_of_work() as session:
+        writer.write(session, writer.prepare(rt.engine.dialect, [tuple(row[c] for c in COLUMNS)]))
+    cas = BulkCompareAndSet(table, "id", ("status", "updated_at"), ("status",))
+    now = utcnow()
+    ready = cas.prepare(
+        rt.engine.dialect,
+        [(row["id"], "cancelled", now, "proposed"), (row["id"], "released", now, "proposed")],
+    )
+    with rt.unit_of_work() as session:
+        assert cas.write(session, ready) == 1
+    with rt.session_factory() as session:
+        found = session.get(Allocation, row["id"])
+        assert found is not None and found.status in {"cancelled", "released"}
