@@ -586,15 +586,13 @@ def test_a_run_that_stops_between_two_slices_leaves_whole_slices_and_says_so(
 
 
 @pytest.mark.parametrize("way", ["run", "approval"])
-def test_a_plan_s_next_slices_are_counted_beside_its_writes_on_postgresql(
+def test_a_plan_s_next_slices_are_counted_beside_its_writes(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
-    """On PostgreSQL a plan of several slices is counted slice after slice, in the
-    plan's order, by a thread other than the run's, while the run writes the slices
-    counted already: the first slice's write waits here until the second is counted,
-    which could not happen if the counting came after the writes. On SQLite (whose
-    driver lets go of the GIL for each row it writes) the run counts them all itself
-    before its first write."""
+    """A plan of several slices is counted slice after slice, in the plan's order, by
+    a thread other than the run's, while the run writes the slices counted already:
+    the first slice's write waits here until the second is counted, which could not
+    happen if the counting came after the writes."""
     rt = stack.runtime("dispatch")
     _five_needs_in_slices_of_two(rt, monkeypatch)
     counted: list[tuple[int, tuple[int, ...]]] = []
@@ -638,13 +636,9 @@ def test_a_plan_s_next_slices_are_counted_beside_its_writes_on_postgresql(
     [counter] = {thread for thread, _ in counted}
     places = [n for _, indexes in counted for n in indexes]
     assert places == sorted(places) and len(places) == 5
-    if rt.engine.dialect.name == "postgresql":
-        assert counter != threading.get_ident()
-        # The GIL changed hands often meanwhile (shared.bulk.switching_often).
-        assert intervals == [pytest.approx(BUSY_SWITCH_INTERVAL)] * 3
-    else:
-        assert counter == threading.get_ident()
-        assert intervals == [was] * 3
+    assert counter != threading.get_ident()
+    # The GIL changed hands often meanwhile (shared.bulk.switching_often).
+    assert intervals == [pytest.approx(BUSY_SWITCH_INTERVAL)] * 3
     # Nothing of the run's is left behind: its counting thread has ended, the
     # interval is the process's again.
     assert not [t for t in threading.enumerate() if t.name.startswith("matching-count")]
@@ -655,9 +649,8 @@ def test_a_slice_that_fails_to_be_counted_fails_the_run_after_the_slices_before_
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slice whose counting fails (here: an error of its own) fails the run, and
-    nothing after it is written. On PostgreSQL (slices counted beside the writes) the
-    slices written before it stay whole and the run's row says so; on SQLite (all
-    counted before the first write) nothing is written."""
+    nothing after it is written; the slices written before it (counted beside the
+    writes) stay whole and the run's row says so."""
     rt = stack.runtime("dispatch")
     supply = _five_needs_in_slices_of_two(rt, monkeypatch)
     plan_slice = saga._plan_slice
@@ -679,11 +672,8 @@ def test_a_slice_that_fails_to_be_counted_fails_the_run_after_the_slices_before_
         rows = list(session.scalars(select(MatchingRun)))
         pledged = session.get(SupplyLine, supply)
         assert pledged is not None
-        if rt.engine.dialect.name == "postgresql":
-            assert len(allocations) == 2 and pledged.proposed == 16
-            assert [row.stats["proposed"] for row in rows] == [2]
-        else:
-            assert (allocations, pledged.proposed, rows) == ([], 0, [])
+        assert len(allocations) == 2 and pledged.proposed == 16
+        assert [row.stats["proposed"] for row in rows] == [2]
     assert not [t for t in threading.enumerate() if t.name.startswith("matching-count")]
 
 

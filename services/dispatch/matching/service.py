@@ -435,7 +435,7 @@ def run(
         log.info(
             "matching run %s (%s, %s): %d supply and %d demand lines, %d allocations; "
             "read and solved in %.2f s, counted before the first write in %.2f s, written "
-            "in %d transaction(s) (on PostgreSQL the later slices counted meanwhile) and "
+            "in %d transaction(s) (the later slices counted meanwhile) and "
             "relayed in %.2f s",
             run_id,
             trigger,
@@ -534,11 +534,11 @@ def _planned(
     read (``inputs``) or on rows read for them, in slices of ``WRITE_SLICE`` proposals
     written a transaction each (``saga.slice_counters``), the slices in order.
 
-    A plan of one slice, and on SQLite any plan, is counted at once. On PostgreSQL a
-    larger one is counted slice after slice by a thread of its own while the run
-    writes the slices counted already: a write mostly waits on the server, the
-    counting is Python, and the two together take about the longer of them rather
-    than their sum. Whoever takes a slice's result
+    A plan of one slice is counted at once. A larger one is counted slice after slice
+    by a thread of its own while the run writes the slices counted already: a write
+    mostly waits on the database (on SQLite, on the driver, which runs each statement
+    of a few hundred rows without the GIL: ``shared.bulk``), the counting is Python,
+    and the two together take less than their sum. Whoever takes a slice's result
     waits for it to be counted (before opening the transaction that writes it);
     leaving the block drops the slices not counted yet."""
     proposals = _proposals(plan, inputs.ids if inputs is not None else None)
@@ -551,16 +551,10 @@ def _planned(
             read=inputs.rows if inputs is not None else None,
             slice_size=WRITE_SLICE,
         )
-    if len(counters) == 1 or not _on_postgresql(rt):
-        # On SQLite, counted first, in this thread: its driver lets go of the GIL for
-        # each row it writes, and with a counting thread beside it each row waited
-        # for it, the write lock held seconds instead of a fraction of one.
-        done = []
-        for count in counters:
-            counted: Future[saga.PlannedProposals] = Future()
-            counted.set_result(count())
-            done.append(counted)
-        yield done
+    if len(counters) == 1:
+        counted: Future[saga.PlannedProposals] = Future()
+        counted.set_result(counters[0]())
+        yield [counted]
         return
     # One worker: the slices are counted one at a time, in order. The GIL changes
     # hands often meanwhile, or each of the writer's statements would wait up to 5 ms
