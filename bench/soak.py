@@ -184,10 +184,14 @@ def _empty_queues(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Settings, str]]:
+def stack(
+    args: argparse.Namespace, tmp: Path, keep_data: threading.Event
+) -> Iterator[tuple[Settings, str]]:
+    """The stack on scratch databases, dropped at the end unless ``keep_data`` is set
+    by then (a run whose invariants broke: the rows tell what happened)."""
     environ = {
         "AIDLINK_VAR_DIR": str(tmp),
-        "AIDLINK_LOG_LEVEL": "WARNING",
+        "AIDLINK_LOG_LEVEL": args.log_level,
         # The soak measures the pipeline, not the limiter (which has tests of its own).
         "AIDLINK_RATELIMIT_ENABLED": "0",
         "DONATIONS_URL": f"http://127.0.0.1:{PORTS['donations']}",
@@ -229,7 +233,9 @@ def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Settings, str]]
             servers.append(server)
             processes.append(server)
         for name in SERVICES:
-            processes.append(start_worker(name, f"services.{name}.worker", name, env, tmp))
+            processes.append(
+                start_worker(name, f"services.{name}.worker", name, env, tmp, args.log_level)
+            )
         for server in servers:
             server.wait_ready("/healthz")
         yield settings, servers[-1].url
@@ -242,7 +248,13 @@ def stack(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[Settings, str]]
                 with contextlib.suppress(Exception):
                     _empty_queues(settings)
             if scratch is not None:
-                scratch.drop_all()
+                if keep_data.is_set():
+                    urls = ", ".join(
+                        redacted(environ[f"{n.upper()}_DATABASE_URL"]) for n in SERVICES
+                    )
+                    print(f"databases kept: {urls}", file=sys.stderr)
+                else:
+                    scratch.drop_all()
 
 
 # The day --------------------------------------------------------------------------------------
@@ -505,6 +517,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a PostgreSQL server URL; scratch databases are created and dropped on it",
     )
     parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the servers' and workers' log level (INFO: every task a worker ran)",
+    )
+    parser.add_argument(
         "--keep-logs",
         action="store_true",
         help="keep the servers' and workers' logs even when the run succeeds "
@@ -517,9 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     stats = Stats()
     tmp = Path(tempfile.mkdtemp(prefix="aidlink-soak-"))
     keep = args.keep_logs
+    keep_data = threading.Event()
     report = None
     try:
-        with stack(args, tmp) as (settings, url):
+        with stack(args, tmp, keep_data) as (settings, url):
             sampler = QueueSampler(settings)
             sampler.start()
             started = time.perf_counter()
@@ -533,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
             print("  checking invariants ...", flush=True)
             os.environ.update(settings.to_env())
             report = check(settings, settle=120)
+            if not report.clean:
+                # Kept for whoever looks into it (the SQLite files stay with the logs).
+                keep_data.set()
     except BenchError as exc:
         keep = True
         print(f"soak failed: {exc}", file=sys.stderr)
@@ -544,7 +566,10 @@ def main(argv: list[str] | None = None) -> int:
         if report is not None and not report.clean:
             keep = True
         if keep:
-            print(f"logs kept in {tmp} (gunicorn-*.log, worker-*.log)", file=sys.stderr)
+            print(
+                f"logs kept in {tmp} (gunicorn-*.log, worker-*.log; on SQLite the databases)",
+                file=sys.stderr,
+            )
         else:
             remove_tree(tmp)
     requests_made = sum(len(v) for v in stats.latencies.values())
