@@ -284,7 +284,7 @@ def _audit_forwarded_write(segment: str, status: int, headers: Any, body: bytes)
     action = f"{request.method} {_UUID.sub('{id}', request.path)}"
     try:
         with runtime().unit_of_work() as session:
-            audit.record(
+            audit.write(
                 session, action, segment, target_id, after={"status": status, **(after or {})}
             )
     except Exception:

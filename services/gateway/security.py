@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 from flask import Flask, request
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, select, update
 
 from services.gateway.auth.credentials import (
     ACCESS_ALGORITHM,
@@ -26,7 +26,7 @@ from services.gateway.auth.credentials import (
     digest,
     identity_of,
 )
-from services.gateway.models import ApiToken, AuthSession, Organisation, User
+from services.gateway.models import ApiToken, AuthSession, Membership, Organisation, User
 from shared.config import Settings
 from shared.db import utcnow
 from shared.identity import ANONYMOUS, Identity, forbidden, set_identity, unauthenticated
@@ -54,6 +54,30 @@ def decode_access_token(settings: Settings, token: str) -> dict[str, Any]:
     return claims
 
 
+# The sign-in, its user, its organisation and the user's roles there, in one round
+# trip and as plain columns (no ORM object of them, nor the user's memberships loaded
+# by a second query): this runs on every request. One row a role, or one with none.
+_SESSION_IDENTITY = (
+    select(
+        AuthSession.revoked_at,
+        AuthSession.expires_at,
+        User.id,
+        User.active,
+        Organisation.id,
+        Organisation.kind,
+        Organisation.status,
+        Membership.role,
+    )
+    .join(User, User.id == AuthSession.user_id)
+    .join(Organisation, Organisation.id == AuthSession.org_id)
+    .outerjoin(
+        Membership,
+        and_(Membership.user_id == AuthSession.user_id, Membership.org_id == AuthSession.org_id),
+    )
+    .where(AuthSession.id == bindparam("sid"))
+)
+
+
 def _session_identity(token: str) -> Identity:
     settings = runtime().settings
     claims = decode_access_token(settings, token)
@@ -62,20 +86,22 @@ def _session_identity(token: str) -> Identity:
         sid = uuid.UUID(claims["sid"])
     except ValueError:
         raise unauthenticated("The access token is not valid.") from None
-    # The sign-in, its user and organisation in one round trip: this runs on every request.
-    found = db.execute(
-        select(AuthSession, User, Organisation)
-        .join(User, User.id == AuthSession.user_id)
-        .join(Organisation, Organisation.id == AuthSession.org_id)
-        .where(AuthSession.id == sid)
-    ).first()
+    found = db.execute(_SESSION_IDENTITY, {"sid": sid}).all()
     now = utcnow()
-    if found is None or found[0].revoked_at is not None or found[0].expires_at <= now:
+    if not found or found[0][0] is not None or found[0][1] <= now:
         raise unauthenticated("This sign-in has ended; sign in again.")
-    auth, user, org = found
-    if not user.active:
+    _, _, user_id, active, org_id, org_kind, org_status, _ = found[0]
+    if not active:
         raise unauthenticated("This account is disabled.")
-    return identity_of(user, org, via="session", credential_id=auth.id)
+    return Identity(
+        user_id=user_id,
+        org_id=org_id,
+        roles=frozenset(row[7] for row in found if row[7] is not None),
+        org_kind=org_kind,
+        org_status=org_status,
+        via="session",
+        credential_id=sid,
+    )
 
 
 def _api_token_identity(token: str) -> Identity:

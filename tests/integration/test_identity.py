@@ -545,3 +545,30 @@ def test_a_password_hashed_at_another_cost_signs_in_and_is_hashed_again_at_the_c
     )
     assert (made.time_cost, made.memory_cost, made.parallelism) == (2, 19456, 1)
     login(client, person.email)  # and still signs in
+
+
+def test_a_forwarded_write_is_in_the_audit_log_with_its_caller_and_what_it_made(
+    stack: Stack,
+) -> None:
+    """The gateway writes the audit row of a write a service accepted once it answered:
+    who (the signed-in user, the organisation acted for), what (method and path, the
+    resource the service answered with) and the request's id."""
+    from tests.support.supply import one_line
+
+    client = stack.client()
+    boss = admin(stack.apps["gateway"], client)
+    office = coordinator(client, boss)
+    donor = verified(client, boss, kind="foundation")
+    made = client.post("/api/v1/pledges", json=one_line(40), headers=donor.headers)
+    assert made.status_code == 201, made.json
+    pledge_id = made.json["id"]
+    entries = client.get(
+        "/api/v1/audit", query_string={"target_id": pledge_id}, headers=office.headers
+    ).json["items"]
+    assert len(entries) == 1
+    [entry] = entries
+    assert entry["action"] == "POST /api/v1/pledges"
+    assert (entry["actor_user_id"], entry["actor_org_id"]) == (donor.user_id, donor.org_id)
+    assert entry["actor_kind"] == "session"
+    assert entry["after"]["id"] == pledge_id and entry["after"]["status"] == "open"
+    assert entry["request_id"] == made.headers["X-Request-ID"]

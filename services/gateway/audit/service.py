@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from services.gateway.models import AuditEntry
@@ -48,6 +49,31 @@ def redact(value: Any) -> Any:
     return value
 
 
+def _values(
+    action: str,
+    target_type: str,
+    target_id: uuid.UUID | str | None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    actor_user_id: uuid.UUID | None,
+    actor_org_id: uuid.UUID | None,
+) -> dict[str, Any]:
+    identity = current_identity()
+    return {
+        "id": uuid.uuid4(),
+        "actor_user_id": actor_user_id or identity.user_id,
+        "actor_org_id": actor_org_id or identity.org_id,
+        "actor_kind": (identity.via if identity.authenticated or actor_user_id is None else "user"),
+        "action": action,
+        "target_type": target_type,
+        "target_id": str(target_id) if target_id is not None else None,
+        "before": redact(before) if before is not None else None,
+        "after": redact(after) if after is not None else None,
+        "request_id": request_id_var.get(),
+        "ip": client_ip_var.get(),
+    }
+
+
 def record(
     session: Session,
     action: str,
@@ -61,22 +87,28 @@ def record(
 ) -> AuditEntry:
     """Add an audit row to ``session``'s transaction, attributed to the current caller
     (or to the actor given, e.g. the user who has just registered)."""
-    identity = current_identity()
     entry = AuditEntry(
-        id=uuid.uuid4(),
-        actor_user_id=actor_user_id or identity.user_id,
-        actor_org_id=actor_org_id or identity.org_id,
-        actor_kind=(identity.via if identity.authenticated or actor_user_id is None else "user"),
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id) if target_id is not None else None,
-        before=redact(before) if before is not None else None,
-        after=redact(after) if after is not None else None,
-        request_id=request_id_var.get(),
-        ip=client_ip_var.get(),
+        **_values(action, target_type, target_id, before, after, actor_user_id, actor_org_id)
     )
     session.add(entry)
     return entry
+
+
+def write(
+    session: Session,
+    action: str,
+    target_type: str,
+    target_id: uuid.UUID | str | None,
+    *,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """The row :func:`record` adds, written at once as one Core insert on the
+    session's connection (no object kept): for the write the gateway forwarded, in a
+    transaction of its own on every such request."""
+    session.connection().execute(
+        insert(cast(Table, AuditEntry.__table__)),
+        [_values(action, target_type, target_id, None, after, None, None)],
+    )
 
 
 def snapshot(obj: Any, *columns: str) -> dict[str, Any]:
