@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
@@ -22,17 +22,28 @@ from sqlalchemy import (
     Engine,
     Integer,
     Select,
+    Table,
     Uuid,
     any_,
     bindparam,
     create_engine,
     event,
+    insert,
+    inspect,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InvalidatePoolError
-from sqlalchemy.orm import Mapped, declared_attr, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    Mapped,
+    Mapper,
+    Session,
+    declared_attr,
+    make_transient_to_detached,
+    mapped_column,
+    sessionmaker,
+)
 from sqlalchemy.types import TypeDecorator
 
 
@@ -286,3 +297,31 @@ def ping_when_idle(engine: Engine, idle: float = PING_AFTER_IDLE) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def columns_of(row: Any) -> dict[str, Any]:
+    """Every column of a mapped object, by column name, as it stands."""
+    mapper: Mapper[Any] = inspect(type(row))
+    return {c.columns[0].key: getattr(row, c.key) for c in mapper.column_attrs}
+
+
+def insert_as_built(session: Session, parent: Any, children: list[Any]) -> None:
+    """Write a new aggregate and its rows, complete as built (every column given, its
+    defaults included), by one Core insert per table in ``session``'s transaction, then
+    keep the objects in the session as the rows they now are
+    (``make_transient_to_detached``, SQLAlchemy's way to attach rows written
+    otherwise). A post of a need or a pledge is a small transaction, which the ORM's
+    unit of work (the object graph sorted and flushed) made a sixth dearer."""
+    if session.new:
+        session.flush()  # a place named for the first time: the aggregate refers to it
+    # Through the session, whose listeners see a write (an Idempotency-Key is marked
+    # applied by the commit of a transaction that wrote).
+    session.execute(insert(cast(Table, type(parent).__table__)), [columns_of(parent)])
+    if children:
+        session.execute(
+            insert(cast(Table, type(children[0]).__table__)),
+            [columns_of(child) for child in children],
+        )
+    for row in (parent, *children):
+        make_transient_to_detached(row)
+    session.add(parent)

@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, inspect, select, update
-from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from services.dispatch.allocations.service import cancel_allocations_of_need
 from services.dispatch.matching.service import request_matching
@@ -33,7 +33,7 @@ from services.dispatch.needs.status import refresh_line_status, refresh_need_sta
 from services.dispatch.transparency import totals as ledger
 from shared import catalog
 from shared.contacts import contact_of
-from shared.db import utcnow
+from shared.db import insert_as_built, utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
@@ -346,7 +346,7 @@ def create_need(
         )
         for n, columns in enumerate(lines, start=1)
     ]
-    _insert_new(session, need)
+    insert_as_built(session, need, need.lines)
     # Its event at version 1, with the rows (Core, as the rows above).
     event = new_event(
         "need.posted", snapshot(need), producer=PRODUCER, aggregate_id=need.id, aggregate_version=1
@@ -354,28 +354,6 @@ def create_need(
     outbox.add_many(session, [event])
     ask_matching(session, need)
     return need
-
-
-def _columns(row: Need | NeedLine) -> dict[str, Any]:
-    mapper: Mapper[Any] = inspect(type(row))
-    return {c.columns[0].key: getattr(row, c.key) for c in mapper.column_attrs}
-
-
-def _insert_new(session: Session, need: Need) -> None:
-    """Write a new need and its lines, complete as built (every column given), by two
-    Core inserts, then keep the objects in the session as the rows they now are
-    (``make_transient_to_detached``, SQLAlchemy's way to attach rows written
-    otherwise): a post is a small transaction, which the ORM's unit of work (the
-    object graph sorted and flushed at the commit) made a sixth dearer."""
-    if session.new:
-        session.flush()  # a place named for the first time: the need refers to it
-    session.execute(insert(cast(Table, Need.__table__)), [_columns(need)])
-    session.execute(
-        insert(cast(Table, NeedLine.__table__)), [_columns(line) for line in need.lines]
-    )
-    for row in (need, *need.lines):
-        make_transient_to_detached(row)
-    session.add(need)
 
 
 def _require(need: Need, allowed: frozenset[str], doing: str) -> None:

@@ -102,10 +102,10 @@ def write(
     *,
     after: dict[str, Any] | None = None,
 ) -> None:
-    """The row :func:`record` adds, written at once as one Core insert on the
-    session's connection (no object kept): for the write the gateway forwarded, in a
-    transaction of its own on every such request."""
-    session.connection().execute(
+    """The row :func:`record` adds, written at once as one Core insert (no object
+    kept): for the write the gateway forwarded, in a transaction of its own on every
+    such request."""
+    session.execute(
         insert(cast(Table, AuditEntry.__table__)),
         [_values(action, target_type, target_id, None, after, None, None)],
     )
