@@ -141,6 +141,7 @@ class Ready:
 # statement may have (32,766 since SQLite 3.32, 999 before).
 SQLITE_ROWS_PER_STATEMENT = 500
 _SQLITE_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+_SQLITE_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
 
 
 def sqlite_rows_per_statement(width: int) -> int:
@@ -404,8 +405,9 @@ class BulkCompareAndSet:
         if ready.dialect == "postgresql":
             return self._postgresql(session, ready)
         assert ready.rows is not None
-        if len({row[0] for row in ready.rows}) < ready.count:
-            # A key twice: the rows apply one after the other, as the caller gave them.
+        if len({row[0] for row in ready.rows}) < ready.count or not _SQLITE_UPDATE_FROM:
+            # A key twice: the rows apply one after the other, as the caller gave them
+            # (and so on a SQLite older than 3.33, which has no UPDATE ... FROM).
             return self._one_by_one(session, ready.rows)
         # One statement a few hundred rows: UPDATE ... FROM (VALUES ...), the values'
         # columns named column1, column2, ... by SQLite, in the order of the row.

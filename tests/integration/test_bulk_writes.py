@@ -13,6 +13,7 @@ from sqlalchemy import cast as cast_
 
 from services.dispatch.allocations import service as saga
 from services.dispatch.models import Allocation
+from shared import bulk
 from shared.bulk import (
     SQLITE_ROWS_PER_STATEMENT,
     BulkCompareAndSet,
@@ -198,12 +199,18 @@ def test_a_bulk_write_that_fails_raises_sqlalchemys_error_and_writes_nothing(
         assert session.scalar(select(func.count()).select_from(Allocation)) == 1
 
 
+@pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "row-by-row"])
 def test_more_rows_than_one_statement_carries_are_all_written_and_counted(
-    stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID]
+    stack: Stack,
+    need_line: tuple[uuid.UUID, uuid.UUID],
+    monkeypatch: pytest.MonkeyPatch,
+    update_from: bool,
 ) -> None:
     """On SQLite a few hundred rows go in each statement: two full statements and the
     rows left over, for the insert and for the compare-and-set, whose count adds up
-    the statements' counts."""
+    the statements' counts; a SQLite without UPDATE ... FROM (before 3.33) sets them
+    row by row, with the same outcome."""
+    monkeypatch.setattr(bulk, "_SQLITE_UPDATE_FROM", update_from)
     rt = stack.runtime("dispatch")
     table = cast(Table, Allocation.__table__)
     cas = BulkCompareAndSet(table, "id", ("status", "updated_at"), ("quantity",))
