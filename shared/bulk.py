@@ -7,8 +7,9 @@ the transaction, in the form the driver sends:
 
 - on SQLite, values already through each column's bind processor (the very values
   SQLAlchemy would send), a few hundred rows to a statement (``INSERT ... VALUES
-  (...), (...)``, ``UPDATE ... FROM (VALUES ...)``), sent with no parameter processing
-  of SQLAlchemy's (``exec_driver_sql``). The driver lets go of the GIL for each
+  (...), (...)``, ``UPDATE ... FROM (VALUES ...)``; row by row on a SQLite older than
+  3.33, which has no ``UPDATE ... FROM``), sent with no parameter processing of
+  SQLAlchemy's (``exec_driver_sql``). The driver lets go of the GIL for each
   statement it runs: one a row, as ``executemany`` of a one-row statement sends them,
   a thread of the process that runs Python meanwhile (a run counting its next slices)
   made the writer wait for the GIL at every row, holding the write lock seconds;
@@ -121,13 +122,16 @@ class Ready:
     rows: list[tuple[Any, ...]] | None = None  # SQLite
     text: str | None = None  # PostgreSQL's COPY (encoded by the connection's encoding)
 
-    def batches(self) -> tuple[int, list[tuple[Any, ...]], tuple[Any, ...]]:
-        """SQLite: the rows as the parameters of statements of many rows each: how
-        many rows a statement, the values of each full statement in one flat tuple,
-        and those of the rows left over (fewer; empty if none)."""
+    def batches(
+        self, parameters: int | None = None
+    ) -> tuple[int, list[tuple[Any, ...]], tuple[Any, ...]]:
+        """SQLite: the rows as the parameters of statements of many rows each, each
+        with at most ``parameters`` values (the connection's limit): how many rows a
+        statement, the values of each full statement in one flat tuple, and those of
+        the rows left over (fewer; empty if none)."""
         assert self.rows is not None
         width = len(self.rows[0]) if self.rows else 1
-        per = sqlite_rows_per_statement(width)
+        per = sqlite_rows_per_statement(width, parameters)
         full = len(self.rows) - len(self.rows) % per
         flat = itertools.chain.from_iterable
         return (
@@ -138,15 +142,28 @@ class Ready:
 
 
 # Rows a statement on SQLite: a few hundred, under the number of bound parameters a
-# statement may have (32,766 since SQLite 3.32, 999 before).
+# statement may have (the connection's own limit where the driver tells it; else
+# SQLite's default, 32,766 since 3.32 and 999 before).
 SQLITE_ROWS_PER_STATEMENT = 500
 _SQLITE_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 _SQLITE_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
 
 
-def sqlite_rows_per_statement(width: int) -> int:
-    """How many rows of ``width`` values one SQLite statement carries."""
-    return max(1, min(SQLITE_ROWS_PER_STATEMENT, _SQLITE_PARAMETERS // max(1, width)))
+def _sqlite_parameters(connection: Any) -> int:
+    """The most bound parameters a statement may have on ``connection`` (SQLAlchemy's),
+    as its SQLite says (``getlimit``, Python 3.11), else SQLite's default."""
+    raw = connection.connection.dbapi_connection
+    getlimit = getattr(raw, "getlimit", None)
+    if getlimit is None:
+        return _SQLITE_PARAMETERS
+    return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+
+
+def sqlite_rows_per_statement(width: int, parameters: int | None = None) -> int:
+    """How many rows of ``width`` values one SQLite statement carries, under
+    ``parameters`` bound values (SQLite's default limit if not given)."""
+    limit = parameters if parameters is not None else _SQLITE_PARAMETERS
+    return max(1, min(SQLITE_ROWS_PER_STATEMENT, limit // max(1, width)))
 
 
 def _values(rows: int, width: int) -> str:
@@ -362,7 +379,7 @@ class BulkInsert:
         names = ", ".join(q(name) for name in self.names)
         into = f"INSERT INTO {q(self.table.name)} ({names}) VALUES "  # noqa: S608
         width = len(self.names)
-        per, full, rest = ready.batches()
+        per, full, rest = ready.batches(_sqlite_parameters(connection))
         if full:
             connection.exec_driver_sql(into + _values(per, width), full)
         if rest:
@@ -429,7 +446,7 @@ class BulkCompareAndSet:
                 f"WHERE {table}.{q(self.key)} = v.column1{expects}"
             )
 
-        per, full, rest = ready.batches()
+        per, full, rest = ready.batches(_sqlite_parameters(connection))
         changed = 0
         if full:
             # The driver adds up the rows each statement of an executemany changed.

@@ -300,9 +300,20 @@ def make_session_factory(engine: Engine) -> sessionmaker[Any]:
 
 
 def columns_of(row: Any) -> dict[str, Any]:
-    """Every column of a mapped object, by column name, as it stands."""
+    """Every column of a mapped object, by column name, as it stands; a column with a
+    default that the object leaves unset is refused (the insert would store NULL
+    where SQLAlchemy's own would have given the default)."""
     mapper: Mapper[Any] = inspect(type(row))
-    return {c.columns[0].key: getattr(row, c.key) for c in mapper.column_attrs}
+    values = {}
+    for attribute in mapper.column_attrs:
+        column = attribute.columns[0]
+        value = getattr(row, attribute.key)
+        if value is None and column.default is not None:
+            raise ValueError(
+                f"{type(row).__tablename__}.{column.key} has a default: give its value"
+            )
+        values[column.key] = value
+    return values
 
 
 def insert_as_built(session: Session, parent: Any, children: list[Any]) -> None:

@@ -261,3 +261,33 @@ def test_a_compare_and_set_given_a_key_twice_changes_its_row_once(
     with rt.session_factory() as session:
         found = session.get(Allocation, row["id"])
         assert found is not None and found.status in {"cancelled", "released"}
+
+
+def test_a_sqlite_connection_s_own_limit_on_parameters_is_kept(
+    stack: Stack, need_line: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """A SQLite built or set with a lower limit on a statement's bound values than the
+    default gets statements of fewer rows: none is refused for too many variables."""
+    import sqlite3
+
+    rt = stack.runtime("dispatch")
+    if rt.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's limit on bound parameters")
+    table = cast(Table, Allocation.__table__)
+    rows = [_row(*need_line, quantity=2) for _ in range(40)]
+    writer = BulkInsert(table, COLUMNS)
+    cas = BulkCompareAndSet(table, "id", ("status", "updated_at"), ("quantity",))
+    now = utcnow()
+    with rt.unit_of_work() as session:
+        raw = cast(Any, session.connection().connection.dbapi_connection)
+        was = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 3 * len(COLUMNS))
+        try:
+            writer.write(
+                session,
+                writer.prepare(rt.engine.dialect, [tuple(r[c] for c in COLUMNS) for r in rows]),
+            )
+            ready = cas.prepare(rt.engine.dialect, [(r["id"], "cancelled", now, 2) for r in rows])
+            assert cas.write(session, ready) == len(rows)
+        finally:
+            raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, was)
+    assert sqlite_rows_per_statement(len(COLUMNS), 3 * len(COLUMNS)) == 3
