@@ -317,8 +317,8 @@ def columns_of(row: Any) -> dict[str, Any]:
 
 
 def insert_as_built(session: Session, parent: Any, children: list[Any]) -> None:
-    """Write a new aggregate and its rows, complete as built (every column given, its
-    defaults included), by one Core insert per table in ``session``'s transaction, then
+    """Write a new aggregate and its rows as built (every column with a default given;
+    one left unset is NULL), by one Core insert per table in ``session``'s transaction, then
     keep the objects in the session as the rows they now are
     (``make_transient_to_detached``, SQLAlchemy's way to attach rows written
     otherwise). A post of a need or a pledge is a small transaction, which the ORM's
@@ -334,5 +334,10 @@ def insert_as_built(session: Session, parent: Any, children: list[Any]) -> None:
             [columns_of(child) for child in children],
         )
     for row in (parent, *children):
+        # A column the object left unset was written NULL: say so, or reading it
+        # afterwards would ask the database for it, and the object has no session then.
+        for attribute in inspect(type(row)).column_attrs:
+            if attribute.key not in row.__dict__:
+                setattr(row, attribute.key, None)
         make_transient_to_detached(row)
     session.add(parent)

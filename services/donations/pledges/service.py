@@ -230,8 +230,6 @@ def create_pledge(
         catalog_version=catalog.CATALOG_VERSION,
         created_by=created_by,
         import_job_id=import_job_id,
-        cancelled_at=None,
-        cancel_reason=None,
         created_at=now,
         updated_at=now,
         version=1,
@@ -245,11 +243,12 @@ def create_pledge(
             reserved=0,
             shipped=0,
             delivered=0,
-            **{"standard": None, "pack_size": None, "best_before": None, **columns},
+            **columns,
         )
         for n, columns in enumerate(lines, start=1)
     ]
-    # Every column given: written by two Core inserts rather than the ORM's flush.
+    # Every column with a default given (a column left unset is NULL): written by two
+    # Core inserts rather than the ORM's flush.
     insert_as_built(session, pledge, pledge.lines)
     announce(session, outbox, pledge, "pledge.created")
     return pledge
