@@ -267,6 +267,46 @@ def purge(app: Celery, *queues: str) -> int:
     return purged
 
 
+# The Redis commands a Kombu consumer waits in for its next message.
+_WAITING_COMMANDS = frozenset({"brpop", "blpop", "brpoplpush", "blmove", "bzpopmin", "bzmpop"})
+
+
+def other_consumers(app: Celery) -> list[str]:
+    """The Redis clients already waiting for messages on ``app``'s broker database
+    (``CLIENT LIST``: connected to the same ``db``, their last command a blocking pop,
+    as a Kombu consumer's is between messages), as ``addr (age s)``; none on the
+    embedded transport, whose file is the run's own.
+
+    A benchmark starts its own workers: one found waiting before them is a worker an
+    earlier run left behind (or another benchmark on the same database), which would
+    take this run's messages, apply them to other databases, and leave this run's
+    services never hearing of them."""
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        if isinstance(channel, SQLAlchemyChannel) or not hasattr(channel, "client"):
+            return []
+        client = channel.client
+        db = int(client.connection_pool.connection_kwargs.get("db", 0))
+        found = []
+        for entry in client.client_list():
+            command = str(entry.get("cmd", "")).split("|")[0].lower()
+            if int(entry.get("db", -1)) == db and command in _WAITING_COMMANDS:
+                found.append(f"{entry.get('addr')} ({entry.get('age')} s)")
+        return found
+
+
+def refuse_other_consumers(app: Celery) -> None:
+    """Stop a benchmark before it starts when :func:`other_consumers` finds any."""
+    found = other_consumers(app)
+    if found:
+        raise BenchError(
+            f"{len(found)} other consumer(s) already wait on this broker database: "
+            f"{', '.join(found)}. A worker left running by an earlier run (or another "
+            "benchmark on the same database) would take this run's messages; stop it "
+            "(e.g. pkill -f 'celery.*worker') or give --broker another database number."
+        )
+
+
 def wait_until(
     count: Callable[[], int],
     target: int,
@@ -404,6 +444,7 @@ def measure_event_hop(
         with reader.connect() as conn:
             return int(conn.scalar(select(func.count()).select_from(inbox)) or 0)
 
+    refuse_other_consumers(donations_rt.celery)
     purge(donations_rt.celery, "donations")
     worker = start_worker("donations", "services.donations.worker", "donations", env, tmp)
     try:
@@ -484,6 +525,7 @@ def measure_noop(
     def send() -> None:
         app.send_task(NOOP_TASK, queue=NOOP_QUEUE, retry=True, retry_policy=SEND_RETRY_POLICY)
 
+    refuse_other_consumers(app)
     purge(app, NOOP_QUEUE)
     worker = start_worker(
         "noop",

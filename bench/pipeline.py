@@ -71,6 +71,7 @@ from bench.event_hop import (
     polling_interval,
     purge,
     redacted,
+    refuse_other_consumers,
     remove_tree,
     start_worker,
     wait_until,
@@ -245,6 +246,7 @@ def measure_pipeline(
     )
     warm = select(func.count()).select_from(Allocation).where(Allocation.status == "reserved")
     supplied = select(func.count()).select_from(SupplyLine)
+    refuse_other_consumers(dispatch_rt.celery)
     workers = [
         start_worker(
             "donations", "services.donations.worker", "donations", env, tmp, loglevel, concurrency

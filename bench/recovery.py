@@ -75,6 +75,7 @@ from bench.event_hop import (
     no_interrupts,
     purge,
     redacted,
+    refuse_other_consumers,
     remove_tree,
     spawn,
     start_worker,
@@ -613,6 +614,7 @@ def run(args: argparse.Namespace) -> list[Recovery]:
             with no_interrupts(), contextlib.suppress(Exception):
                 purge(services.runtimes[PRODUCER].celery, *SERVICES)
 
+        refuse_other_consumers(services.runtimes[PRODUCER].celery)
         purge_queues()
         processes = Processes(env, tmp, loglevel)
         stack.callback(processes.stop_all)

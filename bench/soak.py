@@ -53,6 +53,7 @@ from bench.event_hop import (
     no_interrupts,
     purge,
     redacted,
+    refuse_other_consumers,
     remove_tree,
     start_worker,
     worker_environ,
@@ -174,10 +175,13 @@ class QueueSampler(threading.Thread):
 # The stack ---------------------------------------------------------------------------------
 
 
-def _empty_queues(settings: Settings) -> None:
-    """Purge the services' queues on the soak's broker (see ``purge``)."""
+def _empty_queues(settings: Settings, *, first: bool = False) -> None:
+    """Purge the services' queues on the soak's broker (see ``purge``); ``first``:
+    before the run's own workers start, refuse a broker that others consume from."""
     app = make_celery("soak", settings)
     try:
+        if first:
+            refuse_other_consumers(app)
         purge(app, *SERVICES)
     finally:
         app.close()
@@ -211,7 +215,7 @@ def stack(
         prepare_broker(settings)
         # What an earlier run left on this broker (queued messages, those its stopped
         # workers had taken) is not this run's: check-invariants would wait on it.
-        _empty_queues(settings)
+        _empty_queues(settings, first=True)
         for name in SERVICES:
             upgrade(name, settings)
         created = subprocess.run(
