@@ -394,3 +394,65 @@ def test_scan_on_demand_flags_pairs_registered_before_the_rules_matched(stack: S
     hospital = register(client, name="Jinyintan Hospital", region=WUHAN_JIANGAN)
     refused = client.post("/api/v1/duplicates/scan", headers=hospital.headers)
     assert refused.status_code == 403
+
+
+def test_registration_reads_only_the_regions_a_duplicate_may_be_in(settings: Any) -> None:
+    """The check on registration narrows its read to the city (and the bare province
+    code) in SQL, and flags exactly what comparing with the whole province did."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from services.gateway.orgs.service import _near, flag_duplicates
+
+    engine = create_engine(settings.database_url("gateway"))
+    name = "武汉市第一医院"
+
+    def hospital(region: str, status: str = "pending") -> Organisation:
+        return Organisation(
+            name=name,
+            normalised_name=normalise_name(name),
+            kind="hospital",
+            region=region,
+            status=status,
+        )
+
+    regions = {
+        "province": "42",
+        "city": "4201",
+        "jiangan": WUHAN_JIANGAN,
+        "hanyang": WUHAN_HANYANG,
+        "yichang": YICHANG,
+        "hunan": "43",
+        "hunan_city": "4301",
+    }
+    try:
+        with Session(engine) as session:
+            orgs = {key: hospital(code) for key, code in regions.items()}
+            session.add_all([*orgs.values(), hospital(WUHAN_WUCHANG, status="merged")])
+            session.flush()
+
+            # What a Wuchang registration reads: Wuhan's codes and the bare province
+            # code, none of Yichang's or Hunan's.
+            near = session.scalars(select(Organisation.region).where(_near(WUHAN_WUCHANG)))
+            assert sorted(near) == sorted(
+                ["42", "4201", WUHAN_JIANGAN, WUHAN_HANYANG, WUHAN_WUCHANG]
+            )
+
+            new = hospital(WUHAN_WUCHANG)
+            session.add(new)
+            session.flush()
+            flagged = {flag.candidate_id for flag in flag_duplicates(session, new)}
+            # Not Yichang, not Hunan, not the merged one.
+            assert flagged == {orgs[k].id for k in ("province", "city", "jiangan", "hanyang")}
+
+            # A registration that names only the province may be a duplicate of any
+            # organisation in it, Yichang's included.
+            whole = hospital("42")
+            session.add(whole)
+            session.flush()
+            flagged = {flag.candidate_id for flag in flag_duplicates(session, whole)}
+            in_hubei = ("province", "city", "jiangan", "hanyang", "yichang")
+            assert flagged == {orgs[k].id for k in in_hubei} | {new.id}
+            session.rollback()
+    finally:
+        engine.dispose()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, true
+from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.orm import Session
 
 from services.gateway.duplicates.domain import OrgRecord, find_duplicates, normalise_name
@@ -95,11 +95,13 @@ def register_organisation(
 def flag_duplicates(session: Session, org: Organisation) -> list[DuplicateFlag]:
     """Flag the organisations in ``org``'s province that are probably ``org`` again.
 
-    A pair already flagged (either way round) keeps its flag and its decision.
+    A pair already flagged (either way round) keeps its flag and its decision. Only
+    the organisations a match is possible with are read (see ``_near``), not every
+    one of the province.
     """
     others = session.execute(
         select(Organisation.id, Organisation.name, Organisation.region, Organisation.kind).where(
-            Organisation.region.startswith(org.region[:2]),
+            _near(org.region),
             Organisation.status != "merged",
             Organisation.id != org.id,
         )
@@ -136,6 +138,25 @@ def flag_duplicates(session: Session, org: Organisation) -> list[DuplicateFlag]:
         flags.append(flag)
     session.flush()
     return flags
+
+
+def _starting_with(prefix: str) -> ColumnElement[bool]:
+    """Region codes that start with ``prefix`` (digits): the range lets the region's
+    index serve it whatever the database's collation, the LIKE keeps it exact."""
+    column = Organisation.region
+    return and_(
+        column >= prefix, column <= prefix + "z", column.startswith(prefix, autoescape=True)
+    )
+
+
+def _near(region: str) -> ColumnElement[bool]:
+    """The regions a duplicate of an organisation in ``region`` may be in, as
+    ``find_duplicates`` matches them (at city level): for a city or a district, that
+    city's codes and the bare province code (a registration that named only the
+    province may be anywhere in it); for a province, the whole province."""
+    if len(region) >= 4:
+        return or_(_starting_with(region[:4]), Organisation.region == region[:2])
+    return _starting_with(region[:2])
 
 
 def get_organisation(session: Session, org_id: uuid.UUID) -> Organisation:
