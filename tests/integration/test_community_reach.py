@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import update
 
@@ -152,6 +153,22 @@ def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: 
     assert expected["households_reached"] == 5
     # The household not at home took its share back to stock.
     assert 0 < story["units"] < 10_000
+
+    # The count reads the households reached by a subquery, never as a list of their
+    # ids: on SQLite allowed fewer bound values than households reached, it still counts.
+    from services.community.distribution.service import reach
+
+    with stack.runtime("community").unit_of_work() as session:
+        raw = cast(Any, session.connection().connection.dbapi_connection)
+        if isinstance(raw, sqlite3.Connection):
+            was = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 3)
+            try:
+                counted = reach(session, uuid.UUID(org_id))
+            finally:
+                raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, was)
+        else:
+            counted = reach(session, uuid.UUID(org_id))
+    assert {key: counted[key] for key in expected} == expected
 
     # The public ledger's API: the community by name, its counts, the units inside.
     def shown() -> dict[str, Any] | None:

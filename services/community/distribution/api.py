@@ -171,9 +171,8 @@ class Outcome(MethodView):
             service.record_outcome(
                 session, rt.outbox, found, delivery_id, data["status"], data["note"]
             )
-            [done] = [
-                d for d in service.deliveries(session, _all_of(found)) if d["id"] == delivery_id
-            ]
+            # The door's own row, not the community's every delivery.
+            [done] = service.deliveries(session, _all_of(found), delivery_id=delivery_id)
             return done
 
 

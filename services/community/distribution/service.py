@@ -237,9 +237,11 @@ def deliveries(
     building_id: uuid.UUID | None = None,
     distribution_id: uuid.UUID | None = None,
     status: str | None = None,
+    delivery_id: uuid.UUID | None = None,
 ) -> list[dict[str, Any]]:
     """A building's delivery list: each household's door, what to bring and the note
-    for whoever brings it; for its volunteers, its leader and the committee."""
+    for whoever brings it; for its volunteers, its leader and the committee.
+    ``delivery_id``: that one delivery alone (as a list), read by its key."""
     stmt = select(HouseholdDelivery, Household).join(
         Household, Household.id == HouseholdDelivery.household_id
     )
@@ -254,6 +256,8 @@ def deliveries(
         stmt = stmt.where(HouseholdDelivery.distribution_id == distribution_id)
     if status is not None:
         stmt = stmt.where(HouseholdDelivery.status == status)
+    if delivery_id is not None:
+        stmt = stmt.where(HouseholdDelivery.id == delivery_id)
     rows = list(session.execute(stmt).all())
     rows.sort(key=lambda r: (str(r[0].building_id), r[1].unit, r[1].room))
     return [
@@ -464,16 +468,14 @@ def reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
     """What the public may know of a community's distribution: how many households it
     reached, how many people they are, how many of them vulnerable, and the units
     delivered per item. Counts only, never a household."""
-    reached: set[uuid.UUID] = set()
     units: dict[str, int] = defaultdict(int)
-    for delivery in session.scalars(
-        select(HouseholdDelivery).where(
-            HouseholdDelivery.org_id == org_id, HouseholdDelivery.status == "delivered"
-        )
-    ):
-        reached.add(delivery.household_id)
-        for item, quantity in delivery.items.items():
+    delivered = (HouseholdDelivery.org_id == org_id, HouseholdDelivery.status == "delivered")
+    for items in session.scalars(select(HouseholdDelivery.items).where(*delivered)):
+        for item, quantity in items.items():
             units[item] += quantity
+    # The households by a subquery, not a list of their ids: a community that reached
+    # more households than the database takes bound parameters still counts them all.
+    reached = select(HouseholdDelivery.household_id).where(*delivered)
     households = list(session.scalars(select(Household).where(Household.id.in_(reached))))
     return {
         "org_id": org_id,
