@@ -159,6 +159,8 @@ class ReceivedGoods(Base):
     latest correction of it) says, in the relief item's base unit."""
 
     __tablename__ = "received_goods"
+    # A community's goods received, not every community's.
+    __table_args__ = (Index("ix_received_goods_org", "org_id"),)
 
     shipment_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     item: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -205,6 +207,7 @@ class HouseholdDelivery(Entity, Base):
     __tablename__ = "household_deliveries"
     __table_args__ = (
         Index("ix_household_deliveries_org_building", "org_id", "building_id", "status"),
+        Index("ix_household_deliveries_distribution", "distribution_id"),
     )
 
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)

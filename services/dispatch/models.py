@@ -147,7 +147,11 @@ class SupplyLine(Base):
     """
 
     __tablename__ = "supply_lines"
-    __table_args__ = (Index("ix_supply_lines_item_status", "item", "status"),)
+    __table_args__ = (
+        Index("ix_supply_lines_item_status", "item", "status"),
+        # A matching run reads the open lines of its items, not every line they had.
+        Index("ix_supply_lines_item_pledge_status", "item", "pledge_status"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # the pledge line id
     pledge_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
@@ -195,6 +199,9 @@ class Allocation(Base):
         Index("ix_allocations_need_line", "need_line_id", "status"),
         Index("ix_allocations_pledge_line", "pledge_line_id", "status"),
         Index("ix_allocations_created", "created_at", "id"),
+        # A donor's or a recipient's own list, in the order of every list.
+        Index("ix_allocations_donor_created", "donor_org_id", "created_at", "id"),
+        Index("ix_allocations_recipient_created", "recipient_org_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -232,7 +239,11 @@ class MatchingRun(Base):
     """One run of the matcher: a preview to approve, or applied at once."""
 
     __tablename__ = "matching_runs"
-    __table_args__ = (Index("ix_matching_runs_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_matching_runs_created", "created_at", "id"),
+        # The previews a run supersedes, and the previews' list.
+        Index("ix_matching_runs_status_created", "status", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     # preview, applied, discarded, superseded, failed
@@ -281,6 +292,8 @@ class Shipment(Entity, Base):
         Index("ix_shipments_logistics", "logistics_org_id", "status"),
         Index("ix_shipments_created", "created_at", "id"),
         Index("ix_shipments_watch", "status", "last_event_at"),
+        # A scanned carrier's waybill number finds its shipment.
+        Index("ix_shipments_tracking_ref", "tracking_ref"),
         UniqueConstraint("tracking_number", name="uq_shipments_tracking_number"),
     )
 

@@ -136,6 +136,8 @@ class Reservation(Base):
     __table_args__ = (
         CheckConstraint("quantity > 0", name="ck_reservation_quantity_positive"),
         Index("ix_reservations_status_deadline", "status", "deadline"),
+        # A pledge's reservations (its cancellation, its anonymity changed).
+        Index("ix_reservations_pledge", "pledge_id", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

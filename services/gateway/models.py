@@ -39,7 +39,11 @@ class Organisation(Entity, Base):
     __tablename__ = "organisations"
     # The directory is listed by (created_at, id): an index in that order serves
     # every page, however deep.
-    __table_args__ = (Index("ix_organisations_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_organisations_created", "created_at", "id"),
+        # The verification queue: the pending ones, however many were verified before.
+        Index("ix_organisations_status_created", "status", "created_at", "id"),
+    )
 
     # The legal name, as on the licence.
     name: Mapped[str] = mapped_column(String(200), nullable=False)

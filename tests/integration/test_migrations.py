@@ -9,6 +9,7 @@ from typing import Any
 
 from alembic import command
 from sqlalchemy import create_engine, text
+from sqlalchemy import inspect as sa_inspect
 
 from shared.config import Settings
 from shared.migrations import alembic_config, upgrade
@@ -144,3 +145,90 @@ def test_community_session_notes_come_and_go_with_their_migration(settings: Sett
     }
     assert unique["uq_help_session_note"] == ["session_id"]
     engine.dispose()
+
+
+# Look-ups that read what a table ever held without an index of their own: each query
+# (as the code asks it) and the index that now serves it.
+LOOKUPS = (
+    (
+        "dispatch",
+        "SELECT id FROM allocations WHERE recipient_org_id = :o ORDER BY created_at, id",
+        "ix_allocations_recipient_created",
+    ),
+    (
+        "dispatch",
+        "SELECT id FROM allocations WHERE donor_org_id = :o ORDER BY created_at, id",
+        "ix_allocations_donor_created",
+    ),
+    ("dispatch", "SELECT id FROM shipments WHERE tracking_ref = :o", "ix_shipments_tracking_ref"),
+    (
+        "dispatch",
+        "SELECT id FROM matching_runs WHERE status = 'preview' ORDER BY created_at, id",
+        "ix_matching_runs_status_created",
+    ),
+    (
+        "dispatch",
+        "SELECT id FROM supply_lines WHERE pledge_status = 'open' AND item IN ('mask')",
+        "ix_supply_lines_item_pledge_status",
+    ),
+    (
+        "donations",
+        "SELECT id FROM reservations WHERE pledge_id = :o AND status = 'active'",
+        "ix_reservations_pledge",
+    ),
+    (
+        "gateway",
+        "SELECT id FROM organisations WHERE status = 'pending' ORDER BY created_at, id",
+        "ix_organisations_status_created",
+    ),
+    ("community", "SELECT item FROM received_goods WHERE org_id = :o", "ix_received_goods_org"),
+    (
+        "community",
+        "SELECT id FROM household_deliveries WHERE distribution_id = :o",
+        "ix_household_deliveries_distribution",
+    ),
+)
+
+
+def test_lookups_that_grew_with_the_tables_are_served_by_an_index(settings: Settings) -> None:
+    """On SQLite the planner says which index it takes (on an empty table it takes the
+    one that matches); on PostgreSQL the index must exist, and go with the downgrade."""
+    for service, query, index in LOOKUPS:
+        engine = create_engine(settings.database_url(service))
+        try:
+            with engine.connect() as conn:
+                if conn.dialect.name == "sqlite":
+                    plan = " ".join(
+                        str(row[-1])
+                        for row in conn.execute(
+                            text(f"EXPLAIN QUERY PLAN {query}"), {"o": uuid.uuid4().hex}
+                        )
+                    )
+                    assert f"INDEX {index}" in plan, (query, plan)
+                names = {i["name"] for i in sa_inspect(conn).get_indexes(_table_of(query))}
+                assert index in names, (service, index, names)
+        finally:
+            engine.dispose()
+    # They go with their migrations.
+    for service, revision in (
+        ("dispatch", "0019"),
+        ("donations", "0013"),
+        ("gateway", "0011"),
+        ("community", "0012"),
+    ):
+        url = settings.database_url(service)
+        command.downgrade(alembic_config(service, url), revision)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                for owner, query, index in LOOKUPS:
+                    if owner == service:
+                        table = _table_of(query)
+                        assert index not in {i["name"] for i in sa_inspect(conn).get_indexes(table)}
+        finally:
+            engine.dispose()
+        upgrade(service, settings)
+
+
+def _table_of(query: str) -> str:
+    return query.split(" FROM ", 1)[1].split()[0]
