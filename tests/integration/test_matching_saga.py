@@ -352,6 +352,23 @@ def test_a_run_on_events_leaves_a_coordinators_preview_and_an_approval_supersede
         "/api/v1/matching/runs", query_string={"status": "preview"}, headers=chief.headers
     ).json["items"]
     assert [run for run in waiting if "mask" in run["items"]] == []
+    # The history newest first, as the coordinator's page shows it, paged to older runs.
+    made = [mine["id"], str(theirs.id), second["id"], str(later.id)]
+    pages: list[str] = []
+    cursor = None
+    while True:
+        query: dict[str, Any] = {"newest_first": "true", "limit": 3}
+        if cursor:
+            query["cursor"] = cursor
+        page = client.get("/api/v1/matching/runs", query_string=query, headers=chief.headers)
+        assert page.status_code == 200, page.json
+        pages.extend(str(run["id"]) for run in page.json["items"])
+        cursor = page.json["next_cursor"]
+        if not cursor:
+            break
+    assert [run for run in pages if run in made] == made[::-1]
+    oldest_first = client.get("/api/v1/matching/runs", headers=chief.headers).json["items"]
+    assert [str(r["id"]) for r in oldest_first if str(r["id"]) in made] == made
 
 
 def test_a_run_on_events_that_finds_nothing_leaves_no_preview(stack: Stack) -> None:

@@ -84,6 +84,10 @@ class RunSchema(Schema):
 
 class RunListArgsSchema(ListArgsSchema):
     status = fields.String(validate=validate.OneOf(RUN_STATUSES))
+    newest_first = fields.Boolean(
+        load_default=False,
+        metadata={"description": "The newest runs first (next_cursor then pages to older ones)"},
+    )
 
 
 class ChangeSchema(Schema):
@@ -114,7 +118,14 @@ class Runs(MethodView):
         stmt = select(MatchingRun)
         if args.get("status"):
             stmt = stmt.where(MatchingRun.status == args["status"])
-        return paginate(db_session(), stmt, MatchingRun, cursor=args["cursor"], limit=args["limit"])
+        return paginate(
+            db_session(),
+            stmt,
+            MatchingRun,
+            cursor=args["cursor"],
+            limit=args["limit"],
+            newest_first=args["newest_first"],
+        )
 
     @blp.arguments(RunInSchema, required=False)
     @blp.response(201, RunSchema)

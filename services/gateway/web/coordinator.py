@@ -85,11 +85,12 @@ def suspend_org(org_id: uuid.UUID) -> Any:
 @bp.get("/coordinator/matching")
 def matching() -> Any:
     require_me()
-    answer = api.get("/matching/runs", query={"status": "preview", "limit": 20})
+    newest = {"newest_first": "true", "limit": 20}
+    answer = api.get("/matching/runs", query={"status": "preview", **newest})
     if not answer.ok:
         return problem_page(answer)
-    # What a coordinator can act on first; the runs that are done below, as history.
-    recent = api.get("/matching/runs", query={"limit": 20})
+    # What a coordinator can act on first; the latest runs that are done below, as history.
+    recent = api.get("/matching/runs", query=newest)
     history = [r for r in recent.body["items"] if r["status"] != "preview"] if recent.ok else []
     return render_template(
         "coordinator/matching.html",
@@ -112,7 +113,9 @@ def run_matching() -> Any:
     if answer.status in (403, 404) or answer.status >= 500:
         return problem_page(answer)
     if not answer.ok:
-        runs = api.get("/matching/runs", query={"status": "preview", "limit": 20})
+        runs = api.get(
+            "/matching/runs", query={"status": "preview", "newest_first": "true", "limit": 20}
+        )
         return render_template(
             "coordinator/matching.html",
             runs=runs.body["items"] if runs.ok else [],
