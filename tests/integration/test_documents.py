@@ -120,6 +120,20 @@ def test_the_carrier_prints_a_waybill_a_label_and_the_run_sheet(stack: Stack) ->
     bad = carrier.get("/shipments/run-sheet.pdf?day=tomorrow")
     assert bad.status_code == 400 and b"day" in bad.data
 
+    # The run sheet asks for the company's shipments still on their way, not every one
+    # it ever carried; the API's filter says which those are.
+    api = stack.client()
+    headers = chain.people["carrier"].headers
+
+    def listed(on_the_way: str) -> list[str]:
+        answer = api.get(f"/api/v1/shipments?on_the_way={on_the_way}", headers=headers)
+        assert answer.status_code == 200, answer.json
+        return [s["id"] for s in answer.json["items"]]
+
+    assert moved["id"] in listed("true") and moved["id"] not in listed("false")
+    refused = api.get("/api/v1/shipments?on_the_way=soon", headers=headers)
+    assert refused.status_code == 422 and "on_the_way" in str(refused.json["errors"])
+
 
 def test_the_hospital_prints_the_delivery_note_and_a_stranger_prints_nothing(
     stack: Stack,

@@ -165,7 +165,8 @@ def run_sheet() -> Any:
     if is_coordinator() and request.args.get("logistics_org_id"):
         company = request.args["logistics_org_id"]
     chosen: list[dict[str, Any]] = []
-    query: dict[str, Any] = {"logistics_org_id": company, "limit": BOARD_SIZE}
+    # Its shipments still on their way, not every shipment it ever carried.
+    query: dict[str, Any] = {"logistics_org_id": company, "on_the_way": "true", "limit": BOARD_SIZE}
     while True:
         answer = api.get("/shipments", query=query)
         if not answer.ok:
