@@ -426,6 +426,9 @@ class HelpSession(Entity, Base):
     __table_args__ = (
         UniqueConstraint("helper_id", "held_start", name="uq_help_session_slot"),
         Index("ix_help_sessions_request", "request_id"),
+        # A helper's sessions of the days ahead, not all the helper ever held.
+        Index("ix_help_sessions_helper_starts", "helper_id", "starts_at"),
+        Index("ix_help_sessions_starts", "starts_at"),
     )
 
     helper_id: Mapped[uuid.UUID] = mapped_column(

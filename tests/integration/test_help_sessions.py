@@ -161,6 +161,21 @@ def test_a_helper_is_verified_scheduled_declined_and_the_request_requeued(stack:
     mine = client.get(f"{HELP}/sessions", headers=hospital.headers).get_json()["items"]
     assert [s["request_id"] for s in mine] == [crisis["id"], routine["id"]]
     assert all("contact" not in s for s in mine)
+    # Bounded to a window, as the helper's page asks: the sessions that end at or
+    # after one moment and start before another.
+    first_ends, second_starts = mine[0]["ends_at"], mine[1]["starts_at"]
+
+    def window(**bounds: str) -> list[str]:
+        answer = client.get(f"{HELP}/sessions", query_string=bounds, headers=hospital.headers)
+        assert answer.status_code == 200, answer.get_json()
+        return [s["request_id"] for s in answer.get_json()["items"]]
+
+    assert window(ends_after=first_ends) == [crisis["id"], routine["id"]]
+    assert window(starts_before=second_starts) == [crisis["id"]]
+    later = window(ends_after=mine[1]["ends_at"], starts_before=mine[1]["ends_at"])
+    assert later == [routine["id"]]
+    bad = client.get(f"{HELP}/sessions?ends_after=tomorrow", headers=hospital.headers)
+    assert bad.status_code == 422 and "ends_after" in str(bad.get_json()["errors"])
     assert client.get(f"{HELP}/sessions", headers=stranger.headers).get_json()["items"] == []
     first = sessions[crisis["id"]]
     assert client.get(f"{HELP}/sessions/{first['id']}", headers=stranger.headers).status_code == 404

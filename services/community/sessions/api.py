@@ -576,14 +576,30 @@ class ApproveRun(MethodView):
             }
 
 
+class SessionListArgsSchema(Schema):
+    ends_after = fields.AwareDateTime(
+        metadata={"description": "Only sessions that end at or after this moment"}
+    )
+    starts_before = fields.AwareDateTime(
+        metadata={"description": "Only sessions that start before this moment"}
+    )
+
+
 @blp.route("/sessions")
 class Sessions(MethodView):
+    @blp.arguments(SessionListArgsSchema, location="query")
     @blp.response(200, SessionListSchema)
     @require_login
-    def get(self) -> Any:
+    def get(self, args: dict[str, Any]) -> Any:
         """A helper's own sessions, soonest first (every session for coordinators),
-        without the seeker's contact."""
-        found = service.list_sessions(db_session(), current_identity())
+        without the seeker's contact; ``ends_after`` and ``starts_before`` bound them to
+        a window."""
+        found = service.list_sessions(
+            db_session(),
+            current_identity(),
+            ends_after=args.get("ends_after"),
+            starts_before=args.get("starts_before"),
+        )
         return {"items": [service.dump_session(s, r) for s, r in found]}
 
 

@@ -706,12 +706,23 @@ def _helper_ids_of(session: Session, identity: Identity) -> list[uuid.UUID]:
     )
 
 
-def list_sessions(session: Session, identity: Identity) -> list[tuple[HelpSession, HelpRequest]]:
+def list_sessions(
+    session: Session,
+    identity: Identity,
+    *,
+    ends_after: datetime | None = None,
+    starts_before: datetime | None = None,
+) -> list[tuple[HelpSession, HelpRequest]]:
     """A helper's own sessions; every session for coordinators; nothing for anyone
-    else. Soonest first."""
+    else. Soonest first; with ``ends_after`` / ``starts_before``, those of that window
+    alone (a helper's page shows the days ahead, not every session ever held)."""
     stmt = select(HelpSession, HelpRequest).join(
         HelpRequest, HelpRequest.id == HelpSession.request_id
     )
+    if ends_after is not None:
+        stmt = stmt.where(HelpSession.ends_at >= ends_after)
+    if starts_before is not None:
+        stmt = stmt.where(HelpSession.starts_at < starts_before)
     if not identity.is_coordinator:
         stmt = stmt.where(HelpSession.helper_id.in_(_helper_ids_of(session, identity)))
     stmt = stmt.order_by(HelpSession.starts_at, HelpSession.id)

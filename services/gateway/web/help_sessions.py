@@ -482,11 +482,20 @@ def _sessions_page(
     status: int = 200,
 ) -> Any:
     require_me()
-    answer = api.get(f"{HELP}/sessions")
+    now = datetime.now(LOCAL)
+    # The window the page shows (see shown_days), asked of the service: not every
+    # session the helper ever held.
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    answer = api.get(
+        f"{HELP}/sessions",
+        query={
+            "ends_after": midnight.isoformat(),
+            "starts_before": (now + SESSIONS_AHEAD).isoformat(),
+        },
+    )
     if not answer.ok:
         return problem_page(answer)
     helper = my_helper()
-    now = datetime.now(LOCAL)
     today = now.date()
     return render_template(
         "help/sessions.html",

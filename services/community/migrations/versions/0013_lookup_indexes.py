@@ -1,5 +1,6 @@
-"""lookup indexes: a community's goods received, and the deliveries of one distribution,
-read through an index rather than across every community's
+"""lookup indexes: a community's goods received, the deliveries of one distribution and
+a helper's sessions of the days ahead, read through an index rather than across every
+community's, or every session ever held
 
 Revision ID: 0013
 Revises: 0012
@@ -19,6 +20,8 @@ depends_on: str | Sequence[str] | None = None
 INDEXES = (
     ("ix_received_goods_org", "received_goods", ["org_id"]),
     ("ix_household_deliveries_distribution", "household_deliveries", ["distribution_id"]),
+    ("ix_help_sessions_helper_starts", "help_sessions", ["helper_id", "starts_at"]),
+    ("ix_help_sessions_starts", "help_sessions", ["starts_at"]),
 )
 
 
