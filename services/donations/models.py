@@ -117,7 +117,8 @@ class PledgeLine(Base):
     entered_quantity: Mapped[str] = mapped_column(String(32), nullable=False)
     entered_unit: Mapped[str] = mapped_column(String(16), nullable=False)
     pack_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    best_before: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # Indexed: the hourly sweep of perishables reads the lines past it, not every line.
+    best_before: Mapped[date | None] = mapped_column(Date, nullable=True, index=True)
     restrictions: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     reserved: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     shipped: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

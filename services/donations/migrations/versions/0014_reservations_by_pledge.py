@@ -1,5 +1,6 @@
-"""reservations by pledge: a pledge's cancellation and a change of its anonymity read its
-reservations through an index, not every active reservation
+"""reservations by pledge, lines by best-before: a pledge's cancellation and a change of
+its anonymity read its reservations through an index, not every active reservation, and
+the hourly sweep of perishables the lines past their date, not every line
 
 Revision ID: 0014
 Revises: 0013
@@ -16,7 +17,10 @@ down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-INDEXES = (("ix_reservations_pledge", "reservations", ["pledge_id", "status"]),)
+INDEXES = (
+    ("ix_reservations_pledge", "reservations", ["pledge_id", "status"]),
+    ("ix_pledge_lines_best_before", "pledge_lines", ["best_before"]),
+)
 
 
 def upgrade() -> None:
