@@ -403,6 +403,8 @@ def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(stack: S
     (urgency, fairness tier, distance) still read, in both languages."""
     chain = build(stack, {"ward": 300})
     office = chain.people["coordinator"]
+    ward = chain.needs["ward"]
+    ward_line = str(ward["lines"][0]["id"])
     run_id = uuid.uuid4()
     with stack.runtime("dispatch").unit_of_work() as session:
         session.add(
@@ -420,7 +422,14 @@ def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(stack: S
                             "item": "mask",
                             "quantity": 40,
                             "reason": {"urgency": "high", "fairness_tier": 2, "distance_km": 12.3},
-                        }
+                        },
+                        {
+                            "pledge_line_id": str(uuid.uuid4()),
+                            "need_line_id": ward_line,
+                            "item": "mask",
+                            "quantity": 60,
+                            "reason": {"urgency": "high"},
+                        },
                     ],
                     "unmet": [],
                 },
@@ -430,4 +439,19 @@ def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(stack: S
     for language, words in (("en", "12.3 km"), ("zh", "12.3 公里")):
         page = _signed_in(stack, office, language).get(f"/coordinator/matching/{run_id}")
         assert page.status_code == 200, page.data[:300]
-        assert words in html.unescape(_text(page.data))
+        shown = html.unescape(_text(page.data))
+        assert words in shown
+        # The need a line belongs to is found by the line's id, however old or new the
+        # need: its place is named, not its id.
+        assert ward["location"]["address"] in shown and f"{ward_line[:8]}</td>" not in shown
+    # The page asks for the needs by their lines' ids, at most 200 at a time.
+    api = stack.client()
+
+    def needs_of(*line_ids: str) -> Any:
+        query = [("line_id", line_id) for line_id in line_ids]
+        return api.get("/api/v1/needs", query_string=query, headers=office.headers)
+
+    assert [n["id"] for n in needs_of(ward_line, str(uuid.uuid4())).json["items"]] == [ward["id"]]
+    assert needs_of(str(uuid.uuid4())).json["items"] == []
+    too_many = needs_of(*(str(uuid.uuid4()) for _ in range(201)))
+    assert too_many.status_code == 422 and "line_id" in str(too_many.json["errors"])

@@ -240,6 +240,11 @@ class NeedListArgsSchema(OrgListArgsSchema):
     item = fields.String(validate=validate.Length(max=64))
     urgency = fields.String(validate=validate.OneOf(URGENCIES))
     org_id = fields.UUID(metadata={"description": "Coordinators: one organisation's needs"})
+    line_id = fields.List(
+        fields.UUID(),
+        validate=validate.Length(max=200),
+        metadata={"description": "Only the needs holding these lines (repeat it, at most 200)"},
+    )
 
 
 NeedPageSchema = page_schema(NeedSchema, "NeedPageSchema")
@@ -345,6 +350,10 @@ class Needs(MethodView):
         """Your organisation's needs (coordinators: everyone's), oldest first. ``item``
         and ``urgency`` match needs with such a line."""
         stmt = _LISTING.scoped(select(Need), args)
+        if args.get("line_id"):
+            stmt = stmt.where(
+                Need.id.in_(select(NeedLine.need_id).where(NeedLine.id.in_(args["line_id"])))
+            )
         return paginate(db_session(), stmt, Need, cursor=args["cursor"], limit=args["limit"])
 
     @blp.arguments(NeedInSchema)

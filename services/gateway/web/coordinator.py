@@ -125,11 +125,24 @@ def run_matching() -> Any:
     return redirect(url_for("web.matching_run", run_id=answer.body["id"]))
 
 
-def _need_lines() -> dict[str, dict[str, Any]]:
-    """Open needs' lines by id, so the plan can say where each allocation goes."""
+# Need lines asked for at once by the matching run's page (the needs list's limit).
+LINES_PER_ASK = 200
+
+
+def _need_lines(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The lines the run's allocations and unmet needs name, with their needs, by id,
+    so the plan can say where each allocation goes (asked for by id, a few hundred at a
+    time: not the oldest needs, which a run of this week does not name)."""
+    wanted = sorted(
+        {str(a["need_line_id"]) for a in run.get("allocations") or []}
+        | {str(u["need_line_id"]) for u in run.get("unmet") or []}
+    )
     found: dict[str, dict[str, Any]] = {}
-    answer = api.get("/needs", query={"limit": 200})
-    if answer.ok:
+    for start in range(0, len(wanted), LINES_PER_ASK):
+        query = {"line_id": wanted[start : start + LINES_PER_ASK], "limit": LINES_PER_ASK}
+        answer = api.get("/needs", query=query)
+        if not answer.ok:
+            break
         for need in answer.body["items"]:
             for line in need["lines"]:
                 found[str(line["id"])] = {"need": need, "line": line}
@@ -145,7 +158,7 @@ def matching_run(run_id: uuid.UUID) -> Any:
     return render_template(
         "coordinator/matching_run.html",
         run=answer.body,
-        need_lines=_need_lines(),
+        need_lines=_need_lines(answer.body),
         base_units={code: item["base_unit"] for code, item in CATALOG.items()},
         form=FormState(),
     )
