@@ -40,7 +40,7 @@ from services.dispatch.models import (
     SupplyLine,
 )
 from shared.bulk import collector_paused, switching_often
-from shared.db import upsert_insert, utcnow
+from shared.db import in_chunks, upsert_insert, utcnow
 from shared.errors import Conflict, NotFound, RuleBroken
 from shared.idempotency import bookkeeping
 from shared.metrics import MATCHING_SECONDS
@@ -145,12 +145,18 @@ def release(rt: ServiceRuntime, items: list[str], holder: str) -> None:
 # Inputs ---------------------------------------------------------------------------------------
 
 
-def _verified(session: Session) -> dict[uuid.UUID, str]:
-    """Verified organisations and their kinds."""
-    rows = session.execute(
-        select(Organisation.id, Organisation.kind).where(Organisation.status == "verified")
-    )
-    return {org_id: kind for org_id, kind in rows}
+def _verified(session: Session, org_ids: set[Any]) -> dict[uuid.UUID, str]:
+    """Which of ``org_ids`` are verified, and their kinds: those the run's lines name,
+    not every organisation ever verified."""
+    found: dict[uuid.UUID, str] = {}
+    for chunk in in_chunks(sorted(org_ids)):
+        rows = session.execute(
+            select(Organisation.id, Organisation.kind).where(
+                Organisation.status == "verified", Organisation.id.in_(chunk)
+            )
+        )
+        found.update({org_id: kind for org_id, kind in rows})
+    return found
 
 
 @dataclass
@@ -172,7 +178,6 @@ def read_inputs(session: Session, items: list[str] | None) -> Inputs:
     run at crisis scale reads tens of thousands of rows and builds no ORM object of
     them. Every line of each open need with a line of ``items`` is read (the need's
     status is made of them all), the matcher given the open lines of ``items``."""
-    orgs = _verified(session)
     supply_stmt = select(
         *saga.SUPPLY_COLUMNS,
         SupplyLine.item,
@@ -221,6 +226,19 @@ def read_inputs(session: Session, items: list[str] | None) -> Inputs:
         "item", "standard", "region", "lat", "lon", "best_before", "restrictions",
     )  # fmt: skip
     supply_rows = supply_result.all()
+    line_result = connection.execute(demand_stmt.order_by(NeedLine.id))
+    line_columns = _columns_of(
+        line_result,
+        "status", "item", "quantity", "proposed", "reserved", "shipped", "need_org_id",
+        "stock_on_hand", "daily_consumption", "id", "standards", "region", "lat", "lon",
+        "urgency", "needed_by", "need_id",
+    )  # fmt: skip
+    line_rows = line_result.all()
+    donor_at = list(supply_result.keys()).index("donor_org_id")
+    recipient_at = list(line_result.keys()).index("need_org_id")
+    named: set[Any] = {row[donor_at] for row in supply_rows}
+    named.update(row[recipient_at] for row in line_rows)
+    orgs = _verified(session, named)
     for row in supply_rows:
         (
             status, quantity, reserved, shipped, proposed, donor, line_id,
@@ -248,14 +266,6 @@ def read_inputs(session: Session, items: list[str] | None) -> Inputs:
             )
         )
     demand = []
-    line_result = connection.execute(demand_stmt.order_by(NeedLine.id))
-    line_columns = _columns_of(
-        line_result,
-        "status", "item", "quantity", "proposed", "reserved", "shipped", "need_org_id",
-        "stock_on_hand", "daily_consumption", "id", "standards", "region", "lat", "lon",
-        "urgency", "needed_by", "need_id",
-    )  # fmt: skip
-    line_rows = line_result.all()
     for line in line_rows:
         (
             status, item, quantity, proposed, reserved, shipped, recipient,
