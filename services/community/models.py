@@ -370,7 +370,8 @@ class HelpRequest(Entity, Base):
         Index("ix_help_requests_follow_token", "follow_token_hash"),
     )
 
-    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # Indexed: a signed-in seeker's own requests.
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True, index=True)
     topic: Mapped[str] = mapped_column(String(32), nullable=False)
     urgency: Mapped[str] = mapped_column(String(8), nullable=False)
     priority_group: Mapped[str | None] = mapped_column(String(24), nullable=True)

@@ -22,6 +22,7 @@ INDEXES = (
     ("ix_household_deliveries_distribution", "household_deliveries", ["distribution_id"]),
     ("ix_help_sessions_helper_starts", "help_sessions", ["helper_id", "starts_at"]),
     ("ix_help_sessions_starts", "help_sessions", ["starts_at"]),
+    ("ix_help_requests_user_id", "help_requests", ["user_id"]),
 )
 
 
