@@ -48,6 +48,7 @@ from bench.event_hop import (
     WorkerProcess,
     backend_name,
     redacted,
+    refuse_other_consumers,
     start_worker,
     worker_environ,
 )
@@ -383,6 +384,7 @@ def run(args: argparse.Namespace) -> None:
         content = as_xlsx(rows) if args.format == "xlsx" else as_csv(rows)
         worker = None
         if not args.in_process:
+            refuse_other_consumers(rt.celery)
             worker = start_worker(
                 "donations", "services.donations.worker", "donations", worker_environ(environ), tmp
             )

@@ -187,6 +187,12 @@ LOOKUPS = (
         "ix_help_sessions_helper_starts",
     ),
     (
+        "community",
+        "SELECT id FROM help_sessions WHERE starts_at < '2020-02-01' ORDER BY starts_at",
+        "ix_help_sessions_starts",
+    ),
+    ("community", "SELECT id FROM help_requests WHERE user_id = :o", "ix_help_requests_user_id"),
+    (
         "gateway",
         "SELECT id FROM organisations WHERE status = 'pending' ORDER BY created_at, id",
         "ix_organisations_status_created",

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from services.dispatch.models import MatchingRun, Shipment
@@ -398,13 +399,21 @@ def _bytes(text: str) -> Any:
     return io.BytesIO(text.encode())
 
 
-def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(stack: Stack) -> None:
+def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Previews stored before reasons carried a need's fill and the nearest donor
-    (urgency, fairness tier, distance) still read, in both languages."""
-    chain = build(stack, {"ward": 300})
+    (urgency, fairness tier, distance) still read, in both languages; each allocation
+    says where it goes, its need asked for by the line's id."""
+    from services.gateway.web import api as web_api
+    from services.gateway.web import coordinator as coordinator_pages
+
+    chain = build(stack, {"ward": 300, "clinic": 200})
     office = chain.people["coordinator"]
-    ward = chain.needs["ward"]
+    ward, clinic = chain.needs["ward"], chain.needs["clinic"]
     ward_line = str(ward["lines"][0]["id"])
+    clinic_line = str(clinic["lines"][0]["id"])
+    unknown_line = str(uuid.uuid4())
     run_id = uuid.uuid4()
     with stack.runtime("dispatch").unit_of_work() as session:
         session.add(
@@ -418,7 +427,7 @@ def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(stack: S
                     "allocations": [
                         {
                             "pledge_line_id": str(uuid.uuid4()),
-                            "need_line_id": str(uuid.uuid4()),
+                            "need_line_id": unknown_line,
                             "item": "mask",
                             "quantity": 40,
                             "reason": {"urgency": "high", "fairness_tier": 2, "distance_km": 12.3},
@@ -430,12 +439,30 @@ def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(stack: S
                             "quantity": 60,
                             "reason": {"urgency": "high"},
                         },
+                        {
+                            "pledge_line_id": str(uuid.uuid4()),
+                            "need_line_id": clinic_line,
+                            "item": "mask",
+                            "quantity": 20,
+                            "reason": {"urgency": "high", "distance_km": 3.0},
+                        },
                     ],
                     "unmet": [],
                 },
                 stats={},
             )
         )
+    # One line an ask, so that the page's two asks are seen; each names its lines.
+    monkeypatch.setattr(coordinator_pages, "LINES_PER_ASK", 1)
+    asked: list[Any] = []
+    real_get = web_api.get
+
+    def recording_get(path: str, **kwargs: Any) -> Any:
+        if path == "/needs":
+            asked.append(kwargs.get("query"))
+        return real_get(path, **kwargs)
+
+    monkeypatch.setattr(web_api, "get", recording_get)
     for language, words in (("en", "12.3 km"), ("zh", "12.3 公里")):
         page = _signed_in(stack, office, language).get(f"/coordinator/matching/{run_id}")
         assert page.status_code == 200, page.data[:300]
@@ -443,7 +470,13 @@ def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(stack: S
         assert words in shown
         # The need a line belongs to is found by the line's id, however old or new the
         # need: its place is named, not its id.
-        assert ward["location"]["address"] in shown and f"{ward_line[:8]}</td>" not in shown
+        for need, line in ((ward, ward_line), (clinic, clinic_line)):
+            assert need["location"]["address"] in shown and f"{line[:8]}</td>" not in shown
+    # Each page asked for its three lines one at a time (the first names no need).
+    assert all(len(q["line_id"]) == 1 for q in asked), asked
+    assert sorted(q["line_id"][0] for q in asked) == sorted(
+        [unknown_line, ward_line, clinic_line] * 2
+    )
     # The page asks for the needs by their lines' ids, at most 200 at a time.
     api = stack.client()
 
@@ -453,5 +486,5 @@ def test_a_preview_kept_from_before_shows_its_reasons_in_both_languages(stack: S
 
     assert [n["id"] for n in needs_of(ward_line, str(uuid.uuid4())).json["items"]] == [ward["id"]]
     assert needs_of(str(uuid.uuid4())).json["items"] == []
-    too_many = needs_of(*(str(uuid.uuid4()) for _ in range(201)))
+    too_many = needs_of(*(str(uuid.uuid4()) for _ in range(51)))
     assert too_many.status_code == 422 and "line_id" in str(too_many.json["errors"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -123,11 +124,41 @@ def _migrated_sqlite(settings: Settings) -> None:
         shutil.copyfile(_sqlite_template / f"{service}.db", target)
 
 
+# A test's databases and its process's templates carry the process id, so that those a
+# killed test process left behind (its atexit never ran) are found and dropped.
+_LEFT_BEHIND = re.compile(r"aidlink_(?:t|tpl)_(\d+)_[0-9a-f]{10}_[a-z]+")
+
+
+def _drop_left_behind(admin: Any) -> None:
+    """Drop the test databases of test processes of this machine that are gone."""
+    with admin.connect() as conn:
+        names = conn.scalars(
+            text("SELECT datname FROM pg_database WHERE datname LIKE :pattern"),
+            {"pattern": "aidlink\\_t%"},
+        ).all()
+        for name in names:
+            found = _LEFT_BEHIND.fullmatch(name)
+            if found and not _alive(int(found.group(1))):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _postgres_template(admin: Any, pg_url: str, service: str, base: Settings) -> str:
     """The name of this process's migrated template database of ``service``."""
     name = _postgres_templates.get(service)
     if name is None:
-        name = f"aidlink_tpl_{uuid.uuid4().hex[:10]}_{service}"
+        if not _postgres_templates:
+            _drop_left_behind(admin)
+        name = f"aidlink_tpl_{os.getpid()}_{uuid.uuid4().hex[:10]}_{service}"
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         atexit.register(_drop_databases, pg_url, [name])
@@ -173,7 +204,7 @@ def backend_settings(tmp_path: Path) -> Iterator[Settings]:
     redis.Redis.from_url(redis_url).flushdb()
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     suffix = uuid.uuid4().hex[:10]
-    names = {service: f"aidlink_t_{suffix}_{service}" for service in SERVICES}
+    names = {service: f"aidlink_t_{os.getpid()}_{suffix}_{service}" for service in SERVICES}
     templates = {service: _postgres_template(admin, pg_url, service, base) for service in SERVICES}
     with admin.connect() as conn:
         for service, name in names.items():

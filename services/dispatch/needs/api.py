@@ -240,10 +240,11 @@ class NeedListArgsSchema(OrgListArgsSchema):
     item = fields.String(validate=validate.Length(max=64))
     urgency = fields.String(validate=validate.OneOf(URGENCIES))
     org_id = fields.UUID(metadata={"description": "Coordinators: one organisation's needs"})
+    # At most 50: 50 ids keep a request line under gunicorn's 4 KB limit.
     line_id = fields.List(
         fields.UUID(),
-        validate=validate.Length(max=200),
-        metadata={"description": "Only the needs holding these lines (repeat it, at most 200)"},
+        validate=validate.Length(max=50),
+        metadata={"description": "Only the needs holding these lines (repeat it, at most 50)"},
     )
 
 

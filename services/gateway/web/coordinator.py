@@ -125,13 +125,14 @@ def run_matching() -> Any:
     return redirect(url_for("web.matching_run", run_id=answer.body["id"]))
 
 
-# Need lines asked for at once by the matching run's page (the needs list's limit).
-LINES_PER_ASK = 200
+# Need lines asked for at once by the matching run's page (the needs list takes 50: a
+# request line of 50 ids stays under the back ends' gunicorn limit of 4 KB).
+LINES_PER_ASK = 50
 
 
 def _need_lines(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The lines the run's allocations and unmet needs name, with their needs, by id,
-    so the plan can say where each allocation goes (asked for by id, a few hundred at a
+    so the plan can say where each allocation goes (asked for by id, 50 at a
     time: not the oldest needs, which a run of this week does not name)."""
     wanted = sorted(
         {str(a["need_line_id"]) for a in run.get("allocations") or []}
