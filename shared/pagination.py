@@ -41,20 +41,37 @@ def page_schema(item_schema: type[Schema], name: str) -> type[Schema]:
     )
 
 
-def _encode(created_at: datetime, id_: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(id_)]).encode()
+# A cursor says which order it continues, so that it is not taken for the other (which
+# would answer a page of the wrong rows without a word).
+_ORDERS = {False: "asc", True: "desc"}
+
+
+def _encode(created_at: datetime, id_: uuid.UUID, newest_first: bool = False) -> str:
+    parts = [created_at.isoformat(), str(id_), _ORDERS[newest_first]]
+    raw = json.dumps(parts).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
+def _decode(cursor: str, newest_first: bool = False) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created, id_ = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created), uuid.UUID(id_)
+        created, id_, *order = json.loads(base64.urlsafe_b64decode(padded))
+        decoded = datetime.fromisoformat(created), uuid.UUID(id_)
+        if order not in ([], ["asc"], ["desc"]):
+            raise ValueError(order)
     except (ValueError, TypeError, json.JSONDecodeError):
         raise Problem(
             400, "The cursor is not one this API issued.", errors={"cursor": ["Invalid cursor."]}
         ) from None
+    # A cursor from before the order was written in it is taken either way.
+    if order and order != [_ORDERS[newest_first]]:
+        said = "newest first" if order == ["desc"] else "oldest first"
+        raise Problem(
+            400,
+            f"The cursor continues a list read {said}.",
+            errors={"cursor": [f"Ask in the order of the page that gave it ({said})."]},
+        )
+    return decoded
 
 
 def paginate(
@@ -71,7 +88,7 @@ def paginate(
     first."""
     column = getattr(model, time_column)
     if cursor:
-        created_at, id_ = _decode(cursor)
+        created_at, id_ = _decode(cursor, newest_first)
         # A row comparison: an index on (time, id) goes straight to the cursor, where
         # an OR of two conditions made PostgreSQL read every row before it.
         key = tuple_(column, model.id)
@@ -82,7 +99,7 @@ def paginate(
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = _encode(getattr(rows[-1], time_column), rows[-1].id)
+        next_cursor = _encode(getattr(rows[-1], time_column), rows[-1].id, newest_first)
     return {"items": rows, "next_cursor": next_cursor}
 
 

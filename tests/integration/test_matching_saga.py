@@ -367,6 +367,18 @@ def test_a_run_on_events_leaves_a_coordinators_preview_and_an_approval_supersede
         if not cursor:
             break
     assert [run for run in pages if run in made] == made[::-1]
+    # A newest-first cursor read oldest first is refused by name, not answered wrongly.
+    first = client.get(
+        "/api/v1/matching/runs",
+        query_string={"newest_first": "true", "limit": 1},
+        headers=chief.headers,
+    ).json
+    crossed = client.get(
+        "/api/v1/matching/runs",
+        query_string={"cursor": first["next_cursor"]},
+        headers=chief.headers,
+    )
+    assert crossed.status_code == 400 and "cursor" in crossed.json["errors"]
     oldest_first = client.get("/api/v1/matching/runs", headers=chief.headers).json["items"]
     assert [str(r["id"]) for r in oldest_first if str(r["id"]) in made] == made
 
