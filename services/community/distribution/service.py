@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from services.community.distribution import domain
@@ -475,12 +475,19 @@ def reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
             units[item] += quantity
     # The households by a subquery, not a list of their ids: a community that reached
     # more households than the database takes bound parameters still counts them all.
+    # Counted by the database, not loaded a household at a time.
     reached = select(HouseholdDelivery.household_id).where(*delivered)
-    households = list(session.scalars(select(Household).where(Household.id.in_(reached))))
+    households, people, vulnerable = session.execute(
+        select(
+            func.count(Household.id),
+            func.coalesce(func.sum(Household.people), 0),
+            func.coalesce(func.sum(case((Household.vulnerable, 1), else_=0)), 0),
+        ).where(Household.id.in_(reached))
+    ).one()
     return {
         "org_id": org_id,
-        "households_reached": len(households),
-        "people_served": sum(h.people for h in households),
-        "vulnerable_households_reached": sum(1 for h in households if h.vulnerable),
+        "households_reached": int(households),
+        "people_served": int(people),
+        "vulnerable_households_reached": int(vulnerable),
         "units_delivered": dict(units),
     }
