@@ -452,14 +452,15 @@ def accounts(session: Session, org_id: uuid.UUID) -> dict[str, dict[str, int]]:
         elif kind == "written_off":
             figures[item]["written_off"] -= int(total)
         figures[item]["in_stock"] += int(total)
-    for delivery in session.scalars(
-        select(HouseholdDelivery).where(
+    # Two plain columns a delivery, not an object each.
+    for status, items in session.execute(
+        select(HouseholdDelivery.status, HouseholdDelivery.items).where(
             HouseholdDelivery.org_id == org_id,
             HouseholdDelivery.status.in_(("pending", "delivered")),
         )
     ):
-        key = "pending" if delivery.status == "pending" else "delivered"
-        for item, quantity in delivery.items.items():
+        key = "pending" if status == "pending" else "delivered"
+        for item, quantity in items.items():
             figures[item][key] += quantity
     return {item: dict(values) for item, values in figures.items()}
 
