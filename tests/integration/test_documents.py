@@ -125,14 +125,14 @@ def test_the_carrier_prints_a_waybill_a_label_and_the_run_sheet(stack: Stack) ->
     api = stack.client()
     headers = chain.people["carrier"].headers
 
-    def listed(on_the_way: str) -> list[str]:
-        answer = api.get(f"/api/v1/shipments?on_the_way={on_the_way}", headers=headers)
+    def listed(in_progress: str) -> list[str]:
+        answer = api.get(f"/api/v1/shipments?in_progress={in_progress}", headers=headers)
         assert answer.status_code == 200, answer.json
         return [s["id"] for s in answer.json["items"]]
 
     assert moved["id"] in listed("true") and moved["id"] not in listed("false")
-    refused = api.get("/api/v1/shipments?on_the_way=soon", headers=headers)
-    assert refused.status_code == 422 and "on_the_way" in str(refused.json["errors"])
+    refused = api.get("/api/v1/shipments?in_progress=soon", headers=headers)
+    assert refused.status_code == 422 and "in_progress" in str(refused.json["errors"])
 
 
 def test_the_hospital_prints_the_delivery_note_and_a_stranger_prints_nothing(

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,10 +136,12 @@ def _drop_left_behind(admin: Any) -> None:
             text("SELECT datname FROM pg_database WHERE datname LIKE :pattern"),
             {"pattern": "aidlink\\_t%"},
         ).all()
-        for name in names:
-            found = _LEFT_BEHIND.fullmatch(name)
-            if found and not _alive(int(found.group(1))):
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        gone = [
+            name
+            for name in names
+            if (found := _LEFT_BEHIND.fullmatch(name)) and not _alive(int(found.group(1)))
+        ]
+        _drop(conn, gone)
 
 
 def _alive(pid: int) -> bool:
@@ -148,8 +150,13 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process, alive
     return True
+
+
+def _drop(conn: Any, names: Iterable[str]) -> None:
+    for name in names:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _postgres_template(admin: Any, pg_url: str, service: str, base: Settings) -> str:
@@ -172,8 +179,7 @@ def _drop_databases(pg_url: str, names: list[str]) -> None:
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            for name in names:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            _drop(conn, names)
     finally:
         admin.dispose()
 
@@ -221,8 +227,7 @@ def backend_settings(tmp_path: Path) -> Iterator[Settings]:
         yield settings
     finally:
         with admin.connect() as conn:
-            for name in names.values():
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            _drop(conn, names.values())
         admin.dispose()
 
 

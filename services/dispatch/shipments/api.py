@@ -39,12 +39,8 @@ CSV_COLUMNS = ("shipment_id", "status", "occurred_at", "location", "note")
 # Schemas -----------------------------------------------------------------------------------
 
 
-# What a run sheet lists: the statuses of a shipment that has not arrived.
-ON_THE_WAY = tuple(
-    status
-    for status in domain.STATUSES
-    if status not in domain.FINAL_STATUSES and status not in ("delivered", "received")
-)
+# Still in progress, as a run sheet lists them: not picked up yet, or on the way.
+IN_PROGRESS = tuple(sorted(domain.BEFORE_PICKUP | domain.ON_THE_WAY))
 
 
 class ShipmentListArgsSchema(ListArgsSchema):
@@ -53,7 +49,7 @@ class ShipmentListArgsSchema(ListArgsSchema):
     status = fields.String(validate=validate.OneOf(domain.STATUSES))
     logistics_org_id = fields.UUID()
     overdue = fields.Boolean(metadata={"description": "true: only those flagged overdue"})
-    on_the_way = fields.Boolean(
+    in_progress = fields.Boolean(
         metadata={
             "description": "true: only those not yet delivered (neither delivered, received "
             "nor in a final status), as a run sheet lists them; false: only those"
@@ -262,10 +258,10 @@ class Shipments(MethodView):
             stmt = stmt.where(
                 or_(Shipment.tracking_number == wanted.upper(), Shipment.tracking_ref == wanted)
             )
-        if args.get("on_the_way") is not None:
+        if args.get("in_progress") is not None:
             # As a set of statuses, which the (logistics_org_id, status) index serves.
-            on_the_way = Shipment.status.in_(ON_THE_WAY)
-            stmt = stmt.where(on_the_way if args["on_the_way"] else ~on_the_way)
+            in_progress = Shipment.status.in_(IN_PROGRESS)
+            stmt = stmt.where(in_progress if args["in_progress"] else ~in_progress)
         if args.get("overdue") is True:
             stmt = stmt.where(Shipment.overdue_at.is_not(None))
         elif args.get("overdue") is False:

@@ -82,15 +82,18 @@ def suspend_org(org_id: uuid.UUID) -> Any:
     return _decide(org_id, "suspend", "reason", gettext("%(name)s is suspended."))
 
 
+# The matching page's runs: the latest twenty.
+LATEST_RUNS = {"newest_first": "true", "limit": 20}
+
+
 @bp.get("/coordinator/matching")
 def matching() -> Any:
     require_me()
-    newest = {"newest_first": "true", "limit": 20}
-    answer = api.get("/matching/runs", query={"status": "preview", **newest})
+    answer = api.get("/matching/runs", query={"status": "preview", **LATEST_RUNS})
     if not answer.ok:
         return problem_page(answer)
     # What a coordinator can act on first; the latest runs that are done below, as history.
-    recent = api.get("/matching/runs", query=newest)
+    recent = api.get("/matching/runs", query=LATEST_RUNS)
     history = [r for r in recent.body["items"] if r["status"] != "preview"] if recent.ok else []
     return render_template(
         "coordinator/matching.html",
@@ -113,9 +116,7 @@ def run_matching() -> Any:
     if answer.status in (403, 404) or answer.status >= 500:
         return problem_page(answer)
     if not answer.ok:
-        runs = api.get(
-            "/matching/runs", query={"status": "preview", "newest_first": "true", "limit": 20}
-        )
+        runs = api.get("/matching/runs", query={"status": "preview", **LATEST_RUNS})
         return render_template(
             "coordinator/matching.html",
             runs=runs.body["items"] if runs.ok else [],

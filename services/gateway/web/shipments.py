@@ -165,15 +165,18 @@ def run_sheet() -> Any:
     if is_coordinator() and request.args.get("logistics_org_id"):
         company = request.args["logistics_org_id"]
     chosen: list[dict[str, Any]] = []
-    # Its shipments still on their way, not every shipment it ever carried.
-    query: dict[str, Any] = {"logistics_org_id": company, "on_the_way": "true", "limit": BOARD_SIZE}
+    # Its shipments still in progress (the API leaves out those delivered or closed),
+    # not every shipment it ever carried.
+    query: dict[str, Any] = {
+        "logistics_org_id": company,
+        "in_progress": "true",
+        "limit": BOARD_SIZE,
+    }
     while True:
         answer = api.get("/shipments", query=query)
         if not answer.ok:
             return problem_page(answer)
         for s in answer.body["items"]:
-            if s["status"] in FINAL or s["status"] == "delivered":
-                continue
             eta = local_day(s.get("eta"))
             if eta is None or eta <= day:
                 chosen.append(s)
