@@ -95,6 +95,9 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
     assigned = assign_carrier(client, shipment, people)
     assert assigned["logistics_org_id"] == people["carrier"].org_id
     assert assigned["version"] > shipment["version"]
+    # A write's answer is the shipment as a read shows it, the donor's name included.
+    read = call_as(client, "GET", url, people["coordinator"], 200).json
+    assert assigned == read and read["donor_name"]
     assert [s["id"] for s in list_shipments(client, people["carrier"])] == [shipment["id"]]
     assert list_shipments(client, people["rival"]) == []
 
@@ -129,6 +132,9 @@ def test_reserved_allocations_are_consolidated_and_go_through_every_status(
         )
         assert done["outcome"] == "applied", done
         assert done["shipment"]["status"] == status
+        # The answer is the shipment as a read shows it after the update.
+        assert done["shipment"] == call_as(client, "GET", url, people["carrier"], 200).json
+        assert done["shipment"]["donor_name"] == read["donor_name"]
         if status == "picked_up":
             # It has left: the allocations shipped and the need line counts them so.
             assert {a.status for a in allocations_in(stack)} == {"shipped"}
