@@ -630,6 +630,39 @@ def check_community_reach(dbs: Databases) -> Iterator[Violation]:
                 )
 
 
+def check_community_reach_kept(dbs: Databases) -> Iterator[Violation]:
+    """A community's reach as kept while its deliveries were made (the households
+    reached, the units per item) is what its deliveries count when added up again."""
+    from services.community.distribution import service as distribution
+    from services.community.models import Household, HouseholdDelivery, ReachUnits
+
+    with dbs.session("community") as session:
+        orgs = set(
+            session.scalars(
+                select(HouseholdDelivery.org_id)
+                .where(HouseholdDelivery.status == "delivered")
+                .distinct()
+            )
+        )
+        orgs |= set(session.scalars(select(ReachUnits.org_id).distinct()))
+        orgs |= set(
+            session.scalars(
+                select(Household.org_id).where(Household.reached_at.is_not(None)).distinct()
+            )
+        )
+        for org_id in sorted(orgs, key=str):
+            kept = distribution.reach(session, org_id)
+            counted = distribution.counted_reach(session, org_id)
+            differ = [f for f in kept if kept[f] != counted[f]]
+            if differ:
+                yield Violation(
+                    "community-reach-kept",
+                    "the reach kept differs from its deliveries added up: "
+                    + ", ".join(f"{f} {kept[f]} != {counted[f]}" for f in differ),
+                    {"org_id": str(org_id)},
+                )
+
+
 def check_delivery(dbs: Databases) -> Iterator[Violation]:
     """Every event published reached each of its subscribers within the bound."""
     bound = dbs.settings.event_delivery_bound
@@ -682,6 +715,7 @@ CHECKS: tuple[Callable[[Databases], Iterable[Violation]], ...] = (
     check_ledger,
     check_community_stock,
     check_community_reach,
+    check_community_reach_kept,
     check_events,
     check_delivery,
 )

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -91,6 +92,8 @@ class Household(Entity, Base):
         UniqueConstraint("building_id", "unit", "room", name="uq_household_address"),
         CheckConstraint("people >= 1", name="ck_household_people"),
         Index("ix_households_org_building", "org_id", "building_id"),
+        # A community's households reached, counted without its deliveries.
+        Index("ix_households_org_reached", "org_id", "reached_at"),
     )
 
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
@@ -107,6 +110,9 @@ class Household(Entity, Base):
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
     erased: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    # When a delivery to it was first made (None: not reached yet). Kept with the
+    # delivery, so that the community's reach counts households, not deliveries.
+    reached_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class OrderRound(Entity, Base):
@@ -223,6 +229,18 @@ class HouseholdDelivery(Entity, Base):
     note: Mapped[str | None] = mapped_column(String(500), nullable=True)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     done_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+
+class ReachUnits(Base):
+    """The units a community delivered of one item, in its base unit: added to as each
+    delivery is made, in the same transaction, so that its reach reads a row an item
+    rather than every delivery it ever made (``check-invariants`` compares the two)."""
+
+    __tablename__ = "reach_units"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    item: Mapped[str] = mapped_column(String(64), primary_key=True)
+    quantity: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class ReachSnapshot(Base):

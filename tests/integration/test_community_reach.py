@@ -154,21 +154,28 @@ def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: 
     # The household not at home took its share back to stock.
     assert 0 < story["units"] < 10_000
 
-    # The count reads the households reached by a subquery, never as a list of their
-    # ids: on SQLite allowed fewer bound values than households reached, it still counts.
-    from services.community.distribution.service import reach
+    # The reach as kept while the deliveries were made, and counted again from them (the
+    # households reached by a subquery, never as a list of their ids: on SQLite allowed
+    # six bound values, the query's own, both still count; the five households' ids
+    # listed beside them would pass it).
+    from services.community.distribution.service import counted_reach, reach
 
-    with stack.runtime("community").unit_of_work() as session:
-        raw = cast(Any, session.connection().connection.dbapi_connection)
-        if isinstance(raw, sqlite3.Connection):
-            was = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 3)
+    def both() -> tuple[dict[str, Any], dict[str, Any]]:
+        with stack.runtime("community").unit_of_work() as session:
+            raw = cast(Any, session.connection().connection.dbapi_connection)
+            was = None
+            if isinstance(raw, sqlite3.Connection):
+                was = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 6)
             try:
-                counted = reach(session, uuid.UUID(org_id))
+                return reach(session, uuid.UUID(org_id)), counted_reach(session, uuid.UUID(org_id))
             finally:
-                raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, was)
-        else:
-            counted = reach(session, uuid.UUID(org_id))
+                if was is not None:
+                    raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, was)
+
+    kept, counted = both()
     assert {key: counted[key] for key in expected} == expected
+    assert kept == counted
+    assert kept["units_delivered"] == {"vegetables": story["units"]}
 
     # The public ledger's API: the community by name, its counts, the units inside.
     def shown() -> dict[str, Any] | None:
@@ -350,3 +357,46 @@ def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: 
 
     report = check(stack.settings, settle=60)
     assert report.violations == [], [v.as_dict() for v in report.violations]
+
+    # A household reached grows by one person: the reach kept counts it as the
+    # deliveries do (the people of the households reached, as they are now).
+    from services.community.models import ReachUnits
+
+    reached_one = delivered[0]["household_id"]
+    grown = households[reached_one]["people"] + 1
+    changed = client.patch(
+        f"{place.base}/households/{reached_one}",
+        json={"people": grown},
+        headers={**place.committee.headers, "If-Match": "*"},
+    )
+    assert changed.status_code == 200, changed.get_data(as_text=True)
+    kept, counted = both()
+    assert kept == counted
+    assert kept["people_served"] == expected["people_served"] + 1
+    # Dispatch hears the new counts in a snapshot of their own.
+
+    def grown_shown() -> CommunityReach | None:
+        with dispatch.session_factory() as session:
+            held = session.get(CommunityReach, uuid.UUID(org_id))
+            return held if held and held.people_served == expected["people_served"] + 1 else None
+
+    eventually(grown_shown, timeout=60)
+    report = check(stack.settings, settle=60)
+    assert report.violations == [], [v.as_dict() for v in report.violations]
+
+    # What is kept drifting from the deliveries is found and named.
+    with stack.runtime("community").unit_of_work() as session:
+        session.execute(
+            update(ReachUnits)
+            .where(ReachUnits.org_id == uuid.UUID(org_id))
+            .values(quantity=ReachUnits.quantity + 1)
+        )
+    report = check(stack.settings, settle=5)
+    drifted = [v for v in report.violations if v.invariant == "community-reach-kept"]
+    assert len(drifted) == 1, [v.as_dict() for v in report.violations]
+    # Dispatch shows what was sent, which the figures now read differ from too.
+    assert {v.invariant for v in report.violations} == {
+        "community-reach-kept",
+        "community-reach-shown",
+    }
+    assert "units_delivered" in drifted[0].detail

@@ -56,6 +56,97 @@ def test_shipments_made_before_tracking_numbers_are_numbered_in_order(
     assert counters == {2020: 2, 2021: 1}
 
 
+def test_a_communitys_reach_is_kept_from_the_deliveries_made_before_it(
+    settings: Settings,
+) -> None:
+    """Community 0014 keeps each community's units delivered and when each household was
+    first reached: on a database holding deliveries from before it, it fills both from
+    them, so that the reach read afterwards is the reach counted from the deliveries."""
+    from sqlalchemy import insert
+
+    from services.community.distribution.service import counted_reach, reach
+    from services.community.models import (
+        Building,
+        Distribution,
+        Household,
+        HouseholdDelivery,
+    )
+    from shared.db import make_engine, make_session_factory
+
+    url = settings.database_url("community")
+    command.downgrade(alembic_config("community", url), "0013")
+    engine = create_engine(url)
+    org, other = uuid.uuid4(), uuid.uuid4()
+    early, late = datetime(2020, 2, 3, 8, tzinfo=UTC), datetime(2020, 2, 9, 8, tzinfo=UTC)
+    households: dict[str, uuid.UUID] = {}
+    with engine.begin() as conn:
+        for community in (org, other):
+            building, split = uuid.uuid4(), uuid.uuid4()
+            conn.execute(insert(Building).values(id=building, org_id=community, name="1"))
+            conn.execute(insert(Distribution).values(id=split, org_id=community, rule="equal"))
+            for room, people, vulnerable in (
+                ("101", 3, True),
+                ("102", 2, False),
+                ("103", 4, False),
+            ):
+                household = uuid.uuid4()
+                households[f"{community}-{room}"] = household
+                conn.execute(
+                    insert(Household).values(
+                        id=household,
+                        org_id=community,
+                        building_id=building,
+                        room=room,
+                        people=people,
+                        vulnerable=vulnerable,
+                    )
+                )
+            # 101 twice delivered, 102 once and once not at home, 103 still waiting.
+            for room, status, done_at, items in (
+                ("101", "delivered", late, {"vegetables": 2000, "mask": 10}),
+                ("101", "delivered", early, {"vegetables": 1500}),
+                ("102", "delivered", late, {"vegetables": 1000}),
+                ("102", "not_home", early, {"vegetables": 700}),
+                ("103", "pending", None, {"mask": 5}),
+            ):
+                conn.execute(
+                    insert(HouseholdDelivery).values(
+                        id=uuid.uuid4(),
+                        org_id=community,
+                        distribution_id=split,
+                        building_id=building,
+                        household_id=households[f"{community}-{room}"],
+                        items=items,
+                        status=status,
+                        done_at=done_at,
+                    )
+                )
+    engine.dispose()
+    upgrade("community", settings)
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        kept = reach(session, org)
+        assert kept == counted_reach(session, org)
+        assert kept["units_delivered"] == {"vegetables": 4500, "mask": 10}
+        assert (kept["households_reached"], kept["people_served"]) == (2, 5)
+        assert kept["vulnerable_households_reached"] == 1
+        assert reach(session, other) == {**kept, "org_id": other}
+        # Reached from the first delivery made to it; not reached, not dated.
+        first = session.get(Household, households[f"{org}-101"])
+        assert first is not None and first.reached_at == early
+        waiting = session.get(Household, households[f"{org}-103"])
+        assert waiting is not None and waiting.reached_at is None
+    engine.dispose()
+    # And back: the table and the column go.
+    command.downgrade(alembic_config("community", url), "0013")
+    engine = create_engine(url)
+    inspector = sa_inspect(engine)
+    assert "reach_units" not in inspector.get_table_names()
+    assert "reached_at" not in {c["name"] for c in inspector.get_columns("households")}
+    engine.dispose()
+    upgrade("community", settings)
+
+
 def test_community_cases_tables_come_and_go_with_their_migration(settings: Settings) -> None:
     """Community 0007 adds residents' cases: going back removes their tables and keeps
     the households', going forward again brings them back (on both backends)."""
@@ -202,6 +293,11 @@ LOOKUPS = (
         "community",
         "SELECT id FROM household_deliveries WHERE distribution_id = :o",
         "ix_household_deliveries_distribution",
+    ),
+    (
+        "community",
+        "SELECT count(id) FROM households WHERE org_id = :o AND reached_at IS NOT NULL",
+        "ix_households_org_reached",
     ),
 )
 

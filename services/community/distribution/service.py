@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from services.community.distribution import domain
@@ -22,6 +22,7 @@ from services.community.models import (
     OrderRound,
     Organisation,
     ReachSnapshot,
+    ReachUnits,
     ReceivedGoods,
     StockMove,
 )
@@ -57,7 +58,8 @@ def receipt_handler(outbox: Outbox) -> Handler:
 
     def handle(session: Session, event: Event) -> None:
         org_id = on_receipt_confirmed(session, event)
-        if org_id is not None and session.get(ReachSnapshot, org_id) is not None:
+        held = session.get(ReachSnapshot, org_id) if org_id is not None else None
+        if org_id is not None and held is not None and held.sequence > 0:
             session.flush()
             announce_reach(session, outbox, org_id, _next_snapshot(session, org_id))
 
@@ -310,6 +312,8 @@ def record_outcome(
     delivery.note = note
     delivery.done_at = utcnow()
     delivery.done_by = standing.user_id
+    if status == "delivered":
+        _count_delivery(session, delivery)
     if status in BACK_TO_STOCK:
         for relief, quantity in delivery.items.items():
             session.add(
@@ -327,6 +331,48 @@ def record_outcome(
     if sequence:
         announce_reach(session, outbox, standing.org_id, sequence)
     return delivery
+
+
+def lock_reach(session: Session, org_id: uuid.UUID) -> None:
+    """The community's reach row locked until the commit, as a delivery's outcome locks
+    it (created with no snapshot sent, ``sequence`` 0, if none was): a change to a
+    household's size or flags then falls before or after each delivery, never beside
+    one, and the snapshot it sends (:func:`household_changed`) counts both."""
+    insert = upsert_insert(session)
+    table = ReachSnapshot.__table__
+    stmt = insert(table).values(org_id=org_id, sequence=0, sent_at=utcnow())
+    session.execute(
+        stmt.on_conflict_do_update(index_elements=["org_id"], set_={"sequence": table.c.sequence})
+    )
+
+
+def household_changed(session: Session, outbox: Outbox, household: Household) -> None:
+    """A household's size or flags changed (under :func:`lock_reach`): when it was
+    reached, what the community reached changed with it, and dispatch hears the new
+    counts."""
+    if household.reached_at is not None:
+        session.flush()
+        announce_reach(session, outbox, household.org_id, _next_snapshot(session, household.org_id))
+
+
+def _count_delivery(session: Session, delivery: HouseholdDelivery) -> None:
+    """A delivery made, added to its community's kept reach in the same transaction: its
+    household reached from the first delivery to it on, its units to the item's total."""
+    session.execute(
+        update(Household)
+        .where(Household.id == delivery.household_id, Household.reached_at.is_(None))
+        .values(reached_at=delivery.done_at)
+    )
+    insert = upsert_insert(session)
+    table = ReachUnits.__table__
+    for item, quantity in sorted(delivery.items.items()):
+        stmt = insert(table).values(org_id=delivery.org_id, item=item, quantity=quantity)
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["org_id", "item"],
+                set_={"quantity": table.c.quantity + stmt.excluded.quantity},
+            )
+        )
 
 
 def _next_snapshot(session: Session, org_id: uuid.UUID) -> int:
@@ -468,7 +514,29 @@ def accounts(session: Session, org_id: uuid.UUID) -> dict[str, dict[str, int]]:
 def reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
     """What the public may know of a community's distribution: how many households it
     reached, how many people they are, how many of them vulnerable, and the units
-    delivered per item. Counts only, never a household."""
+    delivered per item. Counts only, never a household.
+
+    Read from what is kept as deliveries are made (``_count_delivery``): a row an item
+    and the community's households reached, not every delivery it ever made."""
+    units: dict[str, int] = {
+        item: quantity
+        for item, quantity in session.execute(
+            select(ReachUnits.item, ReachUnits.quantity).where(ReachUnits.org_id == org_id)
+        )
+    }
+    households, people, vulnerable = session.execute(
+        select(
+            func.count(Household.id),
+            func.coalesce(func.sum(Household.people), 0),
+            func.coalesce(func.sum(case((Household.vulnerable, 1), else_=0)), 0),
+        ).where(Household.org_id == org_id, Household.reached_at.is_not(None))
+    ).one()
+    return _reach_figures(org_id, households, people, vulnerable, units)
+
+
+def counted_reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
+    """The community's reach counted again from its deliveries, for ``check-invariants``
+    to compare with what :func:`reach` reads."""
     units: dict[str, int] = defaultdict(int)
     delivered = (HouseholdDelivery.org_id == org_id, HouseholdDelivery.status == "delivered")
     for items in session.scalars(select(HouseholdDelivery.items).where(*delivered)):
@@ -476,7 +544,6 @@ def reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
             units[item] += quantity
     # The households by a subquery, not a list of their ids: a community that reached
     # more households than the database takes bound parameters still counts them all.
-    # Counted by the database, not loaded a household at a time.
     reached = select(HouseholdDelivery.household_id).where(*delivered)
     households, people, vulnerable = session.execute(
         select(
@@ -485,10 +552,16 @@ def reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
             func.coalesce(func.sum(case((Household.vulnerable, 1), else_=0)), 0),
         ).where(Household.id.in_(reached))
     ).one()
+    return _reach_figures(org_id, households, people, vulnerable, units)
+
+
+def _reach_figures(
+    org_id: uuid.UUID, households: int, people: int, vulnerable: int, units: dict[str, int]
+) -> dict[str, Any]:
     return {
         "org_id": org_id,
         "households_reached": int(households),
         "people_served": int(people),
         "vulnerable_households_reached": int(vulnerable),
-        "units_delivered": dict(units),
+        "units_delivered": {item: int(quantity) for item, quantity in units.items()},
     }

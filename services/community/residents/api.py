@@ -12,6 +12,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy.orm import Session
 
+from services.community.distribution import service as distribution
 from services.community.models import Household, Organisation
 from services.community.residents import domain, privacy, service
 from services.community.residents.domain import Standing
@@ -255,10 +256,18 @@ class HouseholdById(MethodView):
     def patch(self, data: dict[str, Any], org_id: uuid.UUID, household_id: uuid.UUID) -> Any:
         """Change a household (If-Match: its ETag)."""
         found = standing(org_id, "household")
-        with runtime().unit_of_work() as session:
+        rt = runtime()
+        with rt.unit_of_work() as session:
             household: Household = service.get_household(session, found, household_id)
+            # Its size and flags count in the community's reach once it was reached.
+            counted = "people" in data or "flags" in data
+            if counted:
+                distribution.lock_reach(session, household.org_id)
+                session.refresh(household)
             require_if_match(household.version)
             service.change_household(session, found, household, data)
+            if counted:
+                distribution.household_changed(session, rt.outbox, household)
         return household, 200, {"ETag": etag(household.version)}
 
     @blp.response(204)
