@@ -574,7 +574,7 @@ def check_community_stock(dbs: Databases) -> Iterator[Violation]:
     with dbs.session("community") as session:
         orgs = set(session.scalars(select(StockMove.org_id).distinct()))
         for org_id in sorted(orgs, key=str):
-            for item, figures in distribution.accounts(session, org_id).items():
+            for item, figures in distribution.accounts(session, org_id, counted=True).items():
                 ids = {"org_id": str(org_id), "item": item}
                 parts = ("delivered", "pending", "in_stock", "written_off")
                 if figures["received"] != sum(figures[part] for part in parts):

@@ -392,6 +392,17 @@ def test_seed_story_orders_to_doors_with_every_unit_accounted_for(stack: Stack) 
         headers=place.volunteer.headers,
     )
     assert again.status_code == 409
+    # Building 2's deliveries are still out: the stock figures say so.
+    out = sum(d["items"]["vegetables"] for d in everything if d["building_id"] == second)
+    midway = client.get(stock_url, headers=place.committee.headers).json["accounts"]
+    made = sum(d["items"]["vegetables"] for d in mine if d is not away)
+    assert midway["vegetables"] == {
+        "received": 10_000,
+        "delivered": made,
+        "pending": out,
+        "in_stock": away["items"]["vegetables"],
+        "written_off": 0,
+    }
     for delivery in client.get(
         f"{place.base}/deliveries?building_id={second}", headers=place.leaders[1].headers
     ).json["items"]:

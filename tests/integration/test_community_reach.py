@@ -176,6 +176,14 @@ def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: 
     assert {key: counted[key] for key in expected} == expected
     assert kept == counted
     assert kept["units_delivered"] == {"vegetables": story["units"]}
+    # The committee's stock figures read what is kept, and agree with the deliveries.
+    from services.community.distribution.service import accounts
+
+    with stack.runtime("community").session_factory() as session:
+        stock = accounts(session, uuid.UUID(org_id))
+        assert stock == accounts(session, uuid.UUID(org_id), counted=True)
+    assert stock["vegetables"]["delivered"] == story["units"]
+    assert stock["vegetables"]["pending"] == 0
 
     # The public ledger's API: the community by name, its counts, the units inside.
     def shown() -> dict[str, Any] | None:

@@ -483,11 +483,20 @@ def write_off(session: Session, standing: Standing, data: dict[str, Any]) -> Sto
     return move
 
 
-def accounts(session: Session, org_id: uuid.UUID) -> dict[str, dict[str, int]]:
-    """Per item: received, delivered, out for delivery, in stock, written off."""
+def accounts(
+    session: Session, org_id: uuid.UUID, *, counted: bool = False
+) -> dict[str, dict[str, int]]:
+    """Per item: received, delivered, out for delivery, in stock, written off.
+
+    From the stock's moves, summed by the database, and the units delivered as kept
+    (``reach_units``): what went out to deliveries and did not come back is delivered or
+    still out. ``counted``: the delivered and the out for delivery added up from the
+    deliveries themselves instead, for ``check-invariants``, whose sum then checks the
+    moves against the deliveries."""
     figures: dict[str, dict[str, int]] = defaultdict(
         lambda: dict.fromkeys(("received", "delivered", "pending", "in_stock", "written_off"), 0)
     )
+    went_out: dict[str, int] = defaultdict(int)
     for item, kind, total in session.execute(
         select(StockMove.item, StockMove.kind, func.sum(StockMove.quantity))
         .where(StockMove.org_id == org_id)
@@ -497,17 +506,27 @@ def accounts(session: Session, org_id: uuid.UUID) -> dict[str, dict[str, int]]:
             figures[item]["received"] += int(total)
         elif kind == "written_off":
             figures[item]["written_off"] -= int(total)
+        elif kind in ("allocated", "returned"):
+            went_out[item] -= int(total)
         figures[item]["in_stock"] += int(total)
-    # Two plain columns a delivery, not an object each.
-    for status, items in session.execute(
-        select(HouseholdDelivery.status, HouseholdDelivery.items).where(
-            HouseholdDelivery.org_id == org_id,
-            HouseholdDelivery.status.in_(("pending", "delivered")),
-        )
-    ):
-        key = "pending" if status == "pending" else "delivered"
-        for item, quantity in items.items():
-            figures[item][key] += quantity
+    if counted:
+        # Two plain columns a delivery, not an object each.
+        for status, items in session.execute(
+            select(HouseholdDelivery.status, HouseholdDelivery.items).where(
+                HouseholdDelivery.org_id == org_id,
+                HouseholdDelivery.status.in_(("pending", "delivered")),
+            )
+        ):
+            key = "pending" if status == "pending" else "delivered"
+            for item, quantity in items.items():
+                figures[item][key] += quantity
+    else:
+        for item, quantity in session.execute(
+            select(ReachUnits.item, ReachUnits.quantity).where(ReachUnits.org_id == org_id)
+        ):
+            figures[item]["delivered"] = int(quantity)
+        for item, out in went_out.items():
+            figures[item]["pending"] = out - figures[item]["delivered"]
     return {item: dict(values) for item, values in figures.items()}
 
 
