@@ -258,6 +258,18 @@ class OneRowRead:
         )
 
 
+#: PostgreSQL's answers that ask for the transaction to be run again: a deadlock it
+#: broke by ending this transaction (40P01), or a serialization failure (40001).
+RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def conflict_to_retry(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database ending a transaction that, run again, will most
+    likely succeed: it lost a deadlock or a serialization check to a concurrent one."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in RETRY_SQLSTATES
+
+
 #: Seconds a pooled server connection may lie unused and still be handed out without a
 #: ping. SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one round trip in seven
 #: of a posted need's, and as many in every worker's task, for connections used a

@@ -194,6 +194,26 @@ def install_problem_handlers(app: Flask) -> None:
 
     @app.errorhandler(DBAPIError)
     def _database(exc: DBAPIError) -> Response:
+        from shared.db import conflict_to_retry
+
+        if conflict_to_retry(exc):
+            # A deadlock or serialization conflict with a concurrent request, still
+            # there after the service ran the request again (shared.web.ServiceFlask):
+            # nothing was kept, and asking again in a moment will most likely succeed.
+            log.warning(
+                "gave up on %s %s after concurrent conflicts: %s",
+                request.method,
+                request.path,
+                exc.orig,
+            )
+            response = Problem(
+                503,
+                "The request met concurrent changes to the same records and was not "
+                "applied; try again in a moment.",
+                slug="concurrent-conflict",
+            ).response()
+            response.headers["Retry-After"] = "1"
+            return response
         if not exc.connection_invalidated:
             return _unexpected(exc)
         # The connection died under the request (a database restart or failover; the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http
 import logging
 import random
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,6 +94,48 @@ class ServiceApi(Api):
         self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
 
 
+#: How many times a service runs a write request whose transaction the database ended
+#: to break a deadlock or a serialization conflict (``shared.db.conflict_to_retry``).
+CONFLICT_ATTEMPTS = 3
+
+
+class ServiceFlask(Flask):
+    """A service's Flask app: a write request whose transaction PostgreSQL ended to
+    break a deadlock with a concurrent one (or a serialization conflict) is run again,
+    up to ``CONFLICT_ATTEMPTS`` times in all, after a short random pause. Nothing of the
+    ended transaction was kept and a service's views have no effect outside their
+    database before it commits (events leave through the outbox after the commit), so
+    running the view again is safe. The gateway is not one: it forwards writes."""
+
+    def dispatch_request(self) -> Any:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return super().dispatch_request()
+        from sqlalchemy.exc import DBAPIError
+
+        from shared.db import conflict_to_retry
+
+        attempt = 1
+        while True:
+            try:
+                return super().dispatch_request()
+            except DBAPIError as exc:
+                if not conflict_to_retry(exc) or attempt >= CONFLICT_ATTEMPTS:
+                    raise
+                log.info(
+                    "%s %s: %s; running it again (attempt %d of %d)",
+                    request.method,
+                    request.path,
+                    type(exc.orig).__name__,
+                    attempt + 1,
+                    CONFLICT_ATTEMPTS,
+                )
+                db = g.pop("db_session", None)
+                if db is not None:
+                    db.close()
+                time.sleep(random.uniform(0.01, 0.05) * attempt)  # noqa: S311 (a pause, not a secret)
+                attempt += 1
+
+
 def create_service_app(
     name: str,
     settings: Settings,
@@ -108,7 +151,7 @@ def create_service_app(
     """A service's app. With ``internal_auth`` (every service but the gateway) each API
     call must carry the gateway's signed internal token."""
     configure_logging(name, settings.log_format, settings.log_level)
-    app = Flask(f"aidlink.{name}")
+    app = ServiceFlask(f"aidlink.{name}") if internal_auth else Flask(f"aidlink.{name}")
     app.config.update(
         TESTING=testing,
         API_TITLE=title,
