@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, defer
 
 from services.dispatch import matching
 from services.dispatch.allocations import service as saga
+from services.dispatch.matching.model import Reason
 from services.dispatch.models import (
     MatchingLock,
     MatchingRun,
@@ -337,7 +338,22 @@ def _fields_of(kind: type) -> tuple[Any, ...]:
     return fields(kind)
 
 
+def _reason_document(reason: Reason) -> dict[str, Any]:
+    """A reason as :func:`_jsonable` writes it, field by field without asking each value
+    its type: a plan of tens of thousands of allocations holds as many reasons."""
+    days = reason.days_of_supply
+    return {
+        "urgency": reason.urgency,
+        "distance_km": round(reason.distance_km, 3),
+        "need_fill": round(reason.need_fill, 3),
+        "days_of_supply": None if days is None else round(days, 3),
+        "nearest": reason.nearest,
+    }
+
+
 def _jsonable(value: Any) -> Any:
+    if type(value) is Reason:
+        return _reason_document(value)
     if is_dataclass(value) and not isinstance(value, type):
         # Field by field: dataclasses.asdict deep-copies every value, the most of a
         # plan of tens of thousands of reasons' cost.
