@@ -74,6 +74,11 @@ def bookkeeping(session: Session) -> Session:
     return session
 
 
+def is_bookkeeping(session: Session) -> bool:
+    """Whether ``session``'s transaction was marked :func:`bookkeeping`."""
+    return bool(session.info.get(_BOOKKEEPING))
+
+
 class IdempotencyRow:
     """Columns of a service's ``idempotency_keys`` table."""
 
@@ -143,6 +148,8 @@ def install_idempotency(
     ``work_sessions`` makes the sessions the app's views write in; their commits mark
     the key applied (default: ``session_factory``)."""
     event.listen(work_sessions or session_factory, "before_commit", _mark_applied(model))
+    event.listen(work_sessions or session_factory, "after_commit", _applied_committed)
+    event.listen(work_sessions or session_factory, "after_soft_rollback", _stamp_rolled_back)
     event.listen(work_sessions or session_factory, "do_orm_execute", _note_write)
     event.listen(work_sessions or session_factory, "after_flush", _note_flush)
 
@@ -315,9 +322,28 @@ def _mark_applied(model: type[IdempotencyRow]) -> Callable[[Session], None]:
             # A retry took the key over while this request ran: the fence holds, and
             # this transaction (the work with it) rolls back.
             raise TakenOver()
-        g.idempotency_applied = True
+        # Applied once the commit is through (see _applied_committed): the commit may
+        # still fail after this, taking the stamp with it.
+        session.info[_STAMPED] = True
 
     return before_commit
+
+
+_STAMPED = "aidlink.idempotency.stamped"
+
+
+def _applied_committed(session: Session) -> None:
+    """The transaction that stamped the key committed: the request's later
+    transactions need not stamp it again."""
+    if session.info.pop(_STAMPED, None) and has_request_context():
+        g.idempotency_applied = True
+
+
+def _stamp_rolled_back(session: Session, previous_transaction: Any) -> None:
+    """The stamp went with a rolled-back transaction (one that failed as it
+    committed): the next transaction of the request stamps the key again."""
+    if previous_transaction.parent is None:
+        session.info.pop(_STAMPED, None)
 
 
 def sweep(model: type[IdempotencyRow], session_factory: sessionmaker[Any]) -> int:

@@ -11,12 +11,12 @@ import http
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from flask_smorest import Api
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from shared.catchup import CatchUp
@@ -99,27 +99,61 @@ class ServiceApi(Api):
 CONFLICT_ATTEMPTS = 3
 
 
+def retries_on_conflict(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a service's write view as one to run again when the database ends its
+    transaction on a conflict (see :class:`ServiceFlask`). Only for a view whose work is
+    one transaction with no effect outside its database before the commit: no call to
+    another system, no upload read from its stream, no commit of its own before the
+    work's. Put it above the view's other decorators."""
+    view.retries_on_conflict = True  # type: ignore[attr-defined]
+    return view
+
+
+def _marked_to_retry(app: Flask) -> bool:
+    rule = request.url_rule
+    view = app.view_functions.get(rule.endpoint) if rule is not None else None
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        view = getattr(view_class, request.method.lower(), None)
+    return bool(getattr(view, "retries_on_conflict", False))
+
+
+def _note_work_committed(session: Session) -> None:
+    """A transaction of the request's own committed (not a lock's or a key's
+    bookkeeping): from now on, running its view again would do work twice."""
+    from shared.idempotency import is_bookkeeping
+
+    if has_request_context() and not is_bookkeeping(session):
+        g.work_committed = True
+
+
 class ServiceFlask(Flask):
-    """A service's Flask app: a write request whose transaction PostgreSQL ended to
-    break a deadlock with a concurrent one (or a serialization conflict) is run again,
-    up to ``CONFLICT_ATTEMPTS`` times in all, after a short random pause. Nothing of the
-    ended transaction was kept and a service's views have no effect outside their
-    database before it commits (events leave through the outbox after the commit), so
-    running the view again is safe. The gateway is not one: it forwards writes."""
+    """A service's Flask app. A write view marked :func:`retries_on_conflict` whose
+    transaction PostgreSQL ended to break a deadlock with a concurrent one (or on a
+    serialization conflict) is run again, up to ``CONFLICT_ATTEMPTS`` times in all,
+    after a short random pause: nothing of the ended transaction was kept. It is not
+    run again once a transaction of its own has committed. Unmarked views, and a
+    conflict that lasts, are answered 503 with Retry-After (``shared.problems``)."""
 
     def dispatch_request(self) -> Any:
-        if request.method in ("GET", "HEAD", "OPTIONS"):
+        if request.method in ("GET", "HEAD", "OPTIONS") or not _marked_to_retry(self):
             return super().dispatch_request()
         from sqlalchemy.exc import DBAPIError
 
         from shared.db import conflict_to_retry
 
+        # What the request committed before its view (an Idempotency-Key's record).
+        g.pop("work_committed", None)
         attempt = 1
         while True:
             try:
                 return super().dispatch_request()
             except DBAPIError as exc:
-                if not conflict_to_retry(exc) or attempt >= CONFLICT_ATTEMPTS:
+                if (
+                    not conflict_to_retry(exc)
+                    or attempt >= CONFLICT_ATTEMPTS
+                    or g.get("work_committed")
+                ):
                     raise
                 log.info(
                     "%s %s: %s; running it again (attempt %d of %d)",
@@ -170,6 +204,8 @@ def create_service_app(
 
     engine = make_engine(settings.database_url(name), pool_size=settings.db_pool_size)
     session_factory = make_session_factory(engine)
+    if isinstance(app, ServiceFlask):
+        event.listen(session_factory, "after_commit", _note_work_committed)
     celery = make_celery(name, settings, app)
     outbox = Outbox(
         models.outbox,

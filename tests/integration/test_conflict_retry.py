@@ -1,21 +1,25 @@
 """A service's write request whose transaction the database ended to break a deadlock
-(or a serialization conflict) is run again, and answered 503 with Retry-After if the
-conflict outlasts the attempts: never a 500, never half-written. A read is not run again,
-nor is a write that failed for another reason. On PostgreSQL, two requests that lock the
-same two rows in opposite orders both succeed."""
+(or a serialization conflict) is run again when its view is marked to be, and answered
+503 with Retry-After otherwise or if the conflict outlasts the attempts: never a 500,
+never half-written, never done twice. A read is not run again, nor a write that failed
+for another reason, nor one that already committed work of its own. An Idempotency-Key
+is stamped by the attempt that commits. On PostgreSQL, two requests that lock the same
+two rows in opposite orders both succeed."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.web import CONFLICT_ATTEMPTS
+from shared.web import CONFLICT_ATTEMPTS, retries_on_conflict
 
 
 class _Orig(Exception):
@@ -26,24 +30,38 @@ class _Orig(Exception):
         self.sqlstate = sqlstate
 
 
+def _conflict(sqlstate: str = "40P01") -> OperationalError:
+    return OperationalError("UPDATE ...", {}, _Orig(sqlstate))
+
+
 def _dispatch(settings: Settings) -> Flask:
     from services.dispatch.app import create_app
 
     return create_app(settings)
 
 
-def test_a_write_that_lost_a_deadlock_is_run_again(settings: Settings) -> None:
+def test_a_marked_write_that_lost_a_deadlock_is_run_again(settings: Settings) -> None:
     app = _dispatch(settings)
+    rt = app.extensions["aidlink"]
     calls: list[str] = []
-    failing: dict[str, Any] = {"count": 0, "sqlstate": "40P01"}
+    failing: dict[str, Any] = {"count": 0, "sqlstate": "40P01", "commit_first": False}
 
     def view() -> Any:
         calls.append("call")
+        if failing["commit_first"]:
+            # Work of its own committed before the conflict: never run twice.
+            with rt.unit_of_work() as session:
+                session.execute(text("INSERT INTO matching_locks (item) VALUES (:i)"), {"i": "x"})
         if len(calls) <= failing["count"]:
-            raise OperationalError("UPDATE ...", {}, _Orig(failing["sqlstate"]))
+            raise _conflict(failing["sqlstate"])
         return {"done": len(calls)}
 
-    app.add_url_rule("/probe/conflict", "probe_conflict", view, methods=["GET", "POST"])
+    @retries_on_conflict
+    def marked() -> Any:
+        return view()
+
+    app.add_url_rule("/probe/conflict", "probe_conflict", marked, methods=["GET", "POST"])
+    app.add_url_rule("/probe/unmarked", "probe_unmarked", view, methods=["POST"])
     client = app.test_client()
 
     # Lost once: run again, answered as if nothing had happened.
@@ -67,9 +85,23 @@ def test_a_write_that_lost_a_deadlock_is_run_again(settings: Settings) -> None:
     assert answer.get_json()["type"].endswith("/concurrent-conflict")
     assert len(calls) == CONFLICT_ATTEMPTS
 
+    # A view not marked (it may call another system, or commit more than once) is
+    # not run again: 503 at once, for the client to send again.
+    calls.clear()
+    failing.update(count=1)
+    answer = client.post("/probe/unmarked")
+    assert answer.status_code == 503 and len(calls) == 1
+
+    # Nor a marked one that committed work of its own before the conflict.
+    calls.clear()
+    failing.update(count=1, commit_first=True)
+    assert client.post("/probe/conflict").status_code == 503
+    assert len(calls) == 1
+    failing["commit_first"] = False
+
     # A read is not run again (it changed nothing and is asked again at no cost).
     calls.clear()
-    failing.update(count=1, sqlstate="40P01")
+    failing.update(count=1)
     assert client.get("/probe/conflict").status_code == 503
     assert len(calls) == 1
 
@@ -78,7 +110,61 @@ def test_a_write_that_lost_a_deadlock_is_run_again(settings: Settings) -> None:
     failing.update(count=1, sqlstate="23505")
     assert client.post("/probe/conflict").status_code == 500
     assert len(calls) == 1
-    app.extensions["aidlink"].dispose()
+    rt.dispose()
+
+
+def test_the_attempt_that_commits_stamps_the_idempotency_key(settings: Settings) -> None:
+    """The first attempt stamps the key as its commit begins and then loses the
+    conflict at the commit, taking the stamp with it: the attempt that commits stamps
+    it again, so a repeat of the request gets the answer and the work is done once."""
+    from services.dispatch.models import MatchingLock
+    from services.dispatch.models import messaging as dispatch_messaging
+    from shared.identity import INTERNAL_HEADER, Identity, sign_internal
+
+    app = _dispatch(settings)
+    rt = app.extensions["aidlink"]
+    commits = {"refused": 0}
+
+    def refuse_first_commit(session: Session) -> None:
+        # After the key's stamp (its listener came first), as a deadlock at the
+        # commit's last flush would.
+        if session.info.get("probe") and commits["refused"] == 0:
+            commits["refused"] += 1
+            raise _conflict()
+
+    event.listen(rt.session_factory, "before_commit", refuse_first_commit)
+
+    def view() -> Any:
+        with rt.unit_of_work() as session:
+            session.info["probe"] = True
+            session.add(MatchingLock(item=f"probe-{uuid.uuid4().hex[:8]}"))
+        return {"done": True}, 201
+
+    app.add_url_rule(
+        "/api/v1/probe-work", "probe_work", retries_on_conflict(view), methods=["POST"]
+    )
+    identity = Identity(
+        user_id=uuid.uuid4(), org_id=uuid.uuid4(), roles=frozenset({"coordinator"}), via="session"
+    )
+    headers = {
+        INTERNAL_HEADER: sign_internal(identity, rt.settings.internal_key, "dispatch", 600),
+        "Idempotency-Key": "probe-1",
+    }
+    client = app.test_client()
+    first = client.post("/api/v1/probe-work", headers=headers)
+    assert first.status_code == 201, first.get_json()
+    assert commits["refused"] == 1
+    with rt.session_factory() as session:
+        key = session.scalars(select(dispatch_messaging.idempotency)).one()
+        assert key.applied_at is not None
+        made = session.scalars(select(MatchingLock).where(MatchingLock.item.like("probe-%")))
+        assert len(list(made)) == 1
+    again = client.post("/api/v1/probe-work", headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    with rt.session_factory() as session:
+        made = session.scalars(select(MatchingLock).where(MatchingLock.item.like("probe-%")))
+        assert len(list(made)) == 1
+    rt.dispose()
 
 
 def test_two_writes_locking_two_rows_in_opposite_orders_both_succeed(
@@ -109,7 +195,7 @@ def test_two_writes_locking_two_rows_in_opposite_orders_both_succeed(
             )
         return {"order": order}
 
-    app.add_url_rule("/probe/<order>", "probe_order", view, methods=["POST"])
+    app.add_url_rule("/probe/<order>", "probe_order", retries_on_conflict(view), methods=["POST"])
     answers: dict[str, int] = {}
 
     def post(order: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select, update
@@ -308,12 +309,15 @@ def record_outcome(
             slug="delivery-done",
             current_status=delivery.status,
         )
+    done_at = utcnow()
+    if status == "delivered":
+        # The household's row before the delivery's, in the order an erasure of the
+        # community's residents writes them (households, then their deliveries).
+        _count_delivery(session, delivery, done_at)
     delivery.status = status
     delivery.note = note
-    delivery.done_at = utcnow()
+    delivery.done_at = done_at
     delivery.done_by = standing.user_id
-    if status == "delivered":
-        _count_delivery(session, delivery)
     if status in BACK_TO_STOCK:
         for relief, quantity in delivery.items.items():
             session.add(
@@ -355,13 +359,14 @@ def household_changed(session: Session, outbox: Outbox, household: Household) ->
         announce_reach(session, outbox, household.org_id, _next_snapshot(session, household.org_id))
 
 
-def _count_delivery(session: Session, delivery: HouseholdDelivery) -> None:
-    """A delivery made, added to its community's kept reach in the same transaction: its
-    household reached from the first delivery to it on, its units to the item's total."""
+def _count_delivery(session: Session, delivery: HouseholdDelivery, done_at: datetime) -> None:
+    """A delivery made at ``done_at``, added to its community's kept reach in the same
+    transaction: its household reached from the first delivery to it on, its units to
+    the item's total."""
     session.execute(
         update(Household)
         .where(Household.id == delivery.household_id, Household.reached_at.is_(None))
-        .values(reached_at=delivery.done_at)
+        .values(reached_at=done_at)
     )
     insert = upsert_insert(session)
     table = ReachUnits.__table__

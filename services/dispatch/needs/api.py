@@ -24,7 +24,7 @@ from shared.identity import RECIPIENT_KINDS, Identity, current_identity, forbidd
 from shared.pagination import OrgListArgsSchema, OrgListing, page_schema, paginate
 from shared.places import LocationInSchema
 from shared.problems import Problem
-from shared.web import db_session, runtime
+from shared.web import db_session, retries_on_conflict, runtime
 
 blp = Blueprint(
     "needs",
@@ -357,6 +357,7 @@ class Needs(MethodView):
             )
         return paginate(db_session(), stmt, Need, cursor=args["cursor"], limit=args["limit"])
 
+    @retries_on_conflict
     @blp.arguments(NeedInSchema)
     @blp.response(201, NeedSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @require_roles()
@@ -388,6 +389,7 @@ class NeedById(MethodView):
     def get(self, need_id: uuid.UUID) -> Any:
         return _with_etag(load_need(db_session(), need_id))
 
+    @retries_on_conflict
     @blp.arguments(NeedPatchSchema)
     @blp.response(200, NeedSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @require_roles()
@@ -405,6 +407,7 @@ class NeedById(MethodView):
 
 
 @blp.route("/<uuid:need_id>/cancel", methods=["POST"], parameters=[DISPLAY_PARAMETER])
+@retries_on_conflict
 @blp.arguments(NeedCancelSchema, required=False)
 @blp.response(200, NeedSchema, headers={"ETag": {"schema": {"type": "string"}}})
 @require_roles()
@@ -420,6 +423,7 @@ def cancel(data: dict[str, Any], need_id: uuid.UUID) -> Any:
 
 
 @blp.route("/<uuid:need_id>/reconfirm", methods=["POST"], parameters=[DISPLAY_PARAMETER])
+@retries_on_conflict
 @blp.response(200, NeedSchema, headers={"ETag": {"schema": {"type": "string"}}})
 @require_roles()
 def reconfirm(need_id: uuid.UUID) -> Any:

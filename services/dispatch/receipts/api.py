@@ -17,7 +17,7 @@ from shared.catalog import CatalogError, get_item
 from shared.display_fields import DISPLAY_PARAMETER, DisplayQuantities
 from shared.identity import Identity, current_identity, forbidden, require_roles
 from shared.problems import Problem
-from shared.web import db_session, runtime
+from shared.web import db_session, retries_on_conflict, runtime
 
 blp = Blueprint(
     "receipts",
@@ -114,6 +114,7 @@ def _may_confirm(identity: Identity, shipment: Shipment) -> None:
 
 
 @blp.route("/<uuid:shipment_id>/receipt", methods=["POST"], parameters=[DISPLAY_PARAMETER])
+@retries_on_conflict
 @blp.arguments(ReceiptInSchema)
 @blp.response(201, ReceiptSchema)
 @require_roles()

@@ -25,7 +25,7 @@ from shared.http import etag, require_if_match
 from shared.identity import current_identity, forbidden, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
 from shared.problems import Problem, flatten_errors
-from shared.web import db_session, runtime
+from shared.web import db_session, retries_on_conflict, runtime
 
 blp = Blueprint(
     "shipments",
@@ -270,6 +270,7 @@ class Shipments(MethodView):
             stmt = stmt.where(Shipment.overdue_at.is_(None))
         return paginate(db_session(), stmt, Shipment, cursor=args["cursor"], limit=args["limit"])
 
+    @retries_on_conflict
     @blp.arguments(ConsolidateSchema)
     @blp.response(201, ShipmentSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @require_roles("coordinator")
@@ -299,6 +300,7 @@ class ShipmentById(MethodView):
         shipment = load_shipment(db_session(), shipment_id)
         return shipment, 200, {"ETag": etag(shipment.version)}
 
+    @retries_on_conflict
     @blp.arguments(ShipmentPatchSchema)
     @blp.response(200, ShipmentSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @require_roles()
@@ -318,6 +320,7 @@ class ShipmentById(MethodView):
 
 
 @blp.route("/<uuid:shipment_id>/events", methods=["POST"], parameters=[DISPLAY_PARAMETER])
+@retries_on_conflict
 @blp.arguments(UpdateInSchema)
 @blp.response(201, UpdateOutSchema, headers={"ETag": {"schema": {"type": "string"}}})
 @blp.alt_response(200, schema=UpdateOutSchema, description="The same update was recorded before")
@@ -369,6 +372,7 @@ def post_update(data: dict[str, Any], shipment_id: uuid.UUID) -> Any:
         "note?}]} or CSV with the header " + ",".join(CSV_COLUMNS),
     }
 )
+@retries_on_conflict
 @blp.response(200, BatchOutSchema)
 @require_roles("logistics", "coordinator")
 def post_batch() -> Any:

@@ -29,7 +29,7 @@ from shared.identity import Identity, current_identity, forbidden, require_roles
 from shared.pagination import OrgListArgsSchema, OrgListing, page_schema, paginate
 from shared.places import LocationInSchema
 from shared.problems import Problem
-from shared.web import db_session, runtime
+from shared.web import db_session, retries_on_conflict, runtime
 
 blp = Blueprint("pledges", __name__, url_prefix="/api/v1/pledges", description="Pledges")
 
@@ -288,6 +288,7 @@ class Pledges(MethodView):
         stmt = _LISTING.scoped(select(Pledge), args)
         return paginate(db_session(), stmt, Pledge, cursor=args["cursor"], limit=args["limit"])
 
+    @retries_on_conflict
     @blp.arguments(PledgeInSchema)
     @blp.response(201, PledgeSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @require_roles()
@@ -313,6 +314,7 @@ class PledgeById(MethodView):
     def get(self, pledge_id: uuid.UUID) -> Any:
         return _with_etag(load_pledge(db_session(), pledge_id))
 
+    @retries_on_conflict
     @blp.arguments(PledgePatchSchema)
     @blp.response(200, PledgeSchema)
     @require_roles()
@@ -331,6 +333,7 @@ class PledgeById(MethodView):
 
 
 @blp.route("/<uuid:pledge_id>/cancel", methods=["POST"], parameters=[DISPLAY_PARAMETER])
+@retries_on_conflict
 @blp.arguments(CancelSchema, required=False)
 @blp.response(200, PledgeSchema)
 @require_roles()
