@@ -52,7 +52,12 @@ def upgrade() -> None:
         .where(deliveries.c.household_id == households.c.id, deliveries.c.status == 'delivered')
         .scalar_subquery()
     )
-    bind.execute(sa.update(households).values(reached_at=first))
+    reached = (
+        sa.select(deliveries.c.household_id)
+        .where(deliveries.c.household_id == households.c.id, deliveries.c.status == 'delivered')
+        .exists()
+    )
+    bind.execute(sa.update(households).where(reached).values(reached_at=first))
     totals: dict[tuple[object, str], int] = defaultdict(int)
     for org_id, items in bind.execute(
         sa.select(deliveries.c.org_id, deliveries.c['items']).where(deliveries.c.status == 'delivered')
