@@ -589,24 +589,30 @@ def check_community_stock(dbs: Databases) -> Iterator[Violation]:
                     yield Violation("community-stock-nonnegative", "stock below zero", ids)
 
 
+def _communities_that_delivered(session: Session) -> set[Any]:
+    """The communities with at least one delivery made."""
+    from services.community.models import HouseholdDelivery
+
+    return set(
+        session.scalars(
+            select(HouseholdDelivery.org_id)
+            .where(HouseholdDelivery.status == "delivered")
+            .distinct()
+        )
+    )
+
+
 def check_community_reach(dbs: Databases) -> Iterator[Violation]:
     """What dispatch shows of each community's reach (the public ledger, donors'
     traces) is what the community counts now: its latest snapshot arrived and none
     took effect out of order."""
     from services.community.distribution import service as distribution
-    from services.community.models import HouseholdDelivery
     from services.dispatch.models import CommunityReach
 
     with dbs.session("dispatch") as session:
         held = {r.org_id: r for r in session.scalars(select(CommunityReach))}
     with dbs.session("community") as session:
-        orgs = set(
-            session.scalars(
-                select(HouseholdDelivery.org_id)
-                .where(HouseholdDelivery.status == "delivered")
-                .distinct()
-            )
-        )
+        orgs = _communities_that_delivered(session)
         for org_id in sorted(orgs | set(held), key=str):
             counted = distribution.reach(session, org_id)
             shown = held.get(org_id)
@@ -634,16 +640,10 @@ def check_community_reach_kept(dbs: Databases) -> Iterator[Violation]:
     """A community's reach as kept while its deliveries were made (the households
     reached, the units per item) is what its deliveries count when added up again."""
     from services.community.distribution import service as distribution
-    from services.community.models import Household, HouseholdDelivery, ReachUnits
+    from services.community.models import Household, ReachUnits
 
     with dbs.session("community") as session:
-        orgs = set(
-            session.scalars(
-                select(HouseholdDelivery.org_id)
-                .where(HouseholdDelivery.status == "delivered")
-                .distinct()
-            )
-        )
+        orgs = _communities_that_delivered(session)
         orgs |= set(session.scalars(select(ReachUnits.org_id).distinct()))
         orgs |= set(
             session.scalars(
