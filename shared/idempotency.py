@@ -148,7 +148,9 @@ def install_idempotency(
     ``work_sessions`` makes the sessions the app's views write in; their commits mark
     the key applied (default: ``session_factory``)."""
     event.listen(work_sessions or session_factory, "before_commit", _mark_applied(model))
-    event.listen(work_sessions or session_factory, "after_commit", _applied_committed)
+    # First among the commit's hooks: the outbox's inline relay commits a transaction
+    # of its own in the same request right after, which must find the key applied.
+    event.listen(work_sessions or session_factory, "after_commit", _applied_committed, insert=True)
     event.listen(work_sessions or session_factory, "after_soft_rollback", _stamp_rolled_back)
     event.listen(work_sessions or session_factory, "do_orm_execute", _note_write)
     event.listen(work_sessions or session_factory, "after_flush", _note_flush)
@@ -335,6 +337,8 @@ _STAMPED = "aidlink.idempotency.stamped"
 def _applied_committed(session: Session) -> None:
     """The transaction that stamped the key committed: the request's later
     transactions need not stamp it again."""
+    if session.in_nested_transaction():
+        return
     if session.info.pop(_STAMPED, None) and has_request_context():
         g.idempotency_applied = True
 

@@ -208,8 +208,8 @@ def install_problem_handlers(app: Flask) -> None:
             )
             response = Problem(
                 503,
-                "The request met concurrent changes to the same records and was not "
-                "applied; try again in a moment.",
+                "The request met concurrent changes to the same records, and the "
+                "change it was making was not applied; try again in a moment.",
                 slug="concurrent-conflict",
             ).response()
             response.headers["Retry-After"] = "1"

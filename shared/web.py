@@ -123,7 +123,13 @@ def _note_work_committed(session: Session) -> None:
     bookkeeping): from now on, running its view again would do work twice."""
     from shared.idempotency import is_bookkeeping
 
-    if has_request_context() and not is_bookkeeping(session):
+    # A savepoint released is not a commit: its work commits, or not, with the
+    # transaction around it.
+    if (
+        has_request_context()
+        and not session.in_nested_transaction()
+        and not is_bookkeeping(session)
+    ):
         g.work_committed = True
 
 

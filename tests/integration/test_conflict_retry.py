@@ -44,7 +44,12 @@ def test_a_marked_write_that_lost_a_deadlock_is_run_again(settings: Settings) ->
     app = _dispatch(settings)
     rt = app.extensions["aidlink"]
     calls: list[str] = []
-    failing: dict[str, Any] = {"count": 0, "sqlstate": "40P01", "commit_first": False}
+    failing: dict[str, Any] = {
+        "count": 0,
+        "sqlstate": "40P01",
+        "commit_first": False,
+        "savepoint_first": False,
+    }
 
     def view() -> Any:
         calls.append("call")
@@ -52,6 +57,15 @@ def test_a_marked_write_that_lost_a_deadlock_is_run_again(settings: Settings) ->
             # Work of its own committed before the conflict: never run twice.
             with rt.unit_of_work() as session:
                 session.execute(text("INSERT INTO matching_locks (item) VALUES (:i)"), {"i": "x"})
+        if failing.get("savepoint_first"):
+            # A savepoint released, then the conflict in the same transaction.
+            with rt.unit_of_work() as session:
+                with session.begin_nested():
+                    session.execute(
+                        text("INSERT INTO matching_locks (item) VALUES (:i)"), {"i": "y"}
+                    )
+                if len(calls) <= failing["count"]:
+                    raise _conflict(failing["sqlstate"])
         if len(calls) <= failing["count"]:
             raise _conflict(failing["sqlstate"])
         return {"done": len(calls)}
@@ -92,6 +106,13 @@ def test_a_marked_write_that_lost_a_deadlock_is_run_again(settings: Settings) ->
     answer = client.post("/probe/unmarked")
     assert answer.status_code == 503 and len(calls) == 1
 
+    # A savepoint released is not work committed: run again.
+    calls.clear()
+    failing.update(count=1, savepoint_first=True)
+    answer = client.post("/probe/conflict")
+    assert answer.status_code == 200 and len(calls) == 2
+    failing["savepoint_first"] = False
+
     # Nor a marked one that committed work of its own before the conflict.
     calls.clear()
     failing.update(count=1, commit_first=True)
@@ -119,9 +140,13 @@ def test_the_attempt_that_commits_stamps_the_idempotency_key(settings: Settings)
     it again, so a repeat of the request gets the answer and the work is done once."""
     from services.dispatch.models import MatchingLock
     from services.dispatch.models import messaging as dispatch_messaging
+    from shared.db import utcnow
+    from shared.events import new_event
     from shared.identity import INTERNAL_HEADER, Identity, sign_internal
 
-    app = _dispatch(settings)
+    # The relay inline, as the tests' and a development server's default: it commits
+    # a transaction of its own in the request right after the work's.
+    app = _dispatch(settings.with_overrides(outbox_relay="inline"))
     rt = app.extensions["aidlink"]
     commits = {"refused": 0}
 
@@ -138,6 +163,16 @@ def test_the_attempt_that_commits_stamps_the_idempotency_key(settings: Settings)
         with rt.unit_of_work() as session:
             session.info["probe"] = True
             session.add(MatchingLock(item=f"probe-{uuid.uuid4().hex[:8]}"))
+            rt.outbox.add(
+                session,
+                new_event(
+                    "org.member_removed",
+                    {"org_id": uuid.uuid4(), "user_id": uuid.uuid4(), "removed_at": utcnow()},
+                    producer="dispatch",
+                    aggregate_id=uuid.uuid4(),
+                    aggregate_version=1,
+                ),
+            )
         return {"done": True}, 201
 
     app.add_url_rule(
@@ -159,6 +194,10 @@ def test_the_attempt_that_commits_stamps_the_idempotency_key(settings: Settings)
         assert key.applied_at is not None
         made = session.scalars(select(MatchingLock).where(MatchingLock.item.like("probe-%")))
         assert len(list(made)) == 1
+        # Its event was relayed and marked so: the relay's own commit, in the same
+        # request, found the key applied rather than stamping it again.
+        [row] = session.scalars(select(dispatch_messaging.outbox)).all()
+        assert row.published_at is not None
     again = client.post("/api/v1/probe-work", headers=headers)
     assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
     with rt.session_factory() as session:
