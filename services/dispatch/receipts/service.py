@@ -174,16 +174,12 @@ def _sequence(shipment: Shipment, latest: Receipt | None, corrects: uuid.UUID | 
     return latest.sequence + 1
 
 
-def _apply_line(session: Session, line: ShipmentLine, new: Counted, index: int) -> tuple[int, int]:
-    """Move the need line and the allocation by the difference from the previous
-    figures; returns (accepted, back to matching) differences."""
-    with ledger.moves(session, allocations=[line.allocation_id], shipment_lines=[line.id]):
-        return _apply_figures(session, line, new, index)
-
-
 def _apply_figures(
     session: Session, line: ShipmentLine, new: Counted, index: int
 ) -> tuple[int, int]:
+    """Move the need line and the allocation by the difference from the previous
+    figures (inside the caller's ``ledger.moves``); returns (accepted, back to
+    matching) differences."""
     old = Counted(line.accepted, line.damaged, line.short)
     received = new.accepted - old.accepted
     reopened = new.back_to_matching - old.back_to_matching
@@ -307,12 +303,20 @@ def confirm_receipt(
     reopened_items: set[str] = set()
     need_ids: set[uuid.UUID] = set()
     index_of = {line["shipment_line_id"]: i for i, line in enumerate(lines)}
-    for line_id, figures in counted.items():
-        line = by_id[line_id]
-        _received, reopened = _apply_line(session, line, figures, index_of[line_id])
-        if reopened > 0:
-            reopened_items.add(line.item)
-        need_ids.add(line.need_id)
+    # Every line's rows moved in one ledger step (read before and after once, the
+    # totals' rows written once, in key order), and the need lines in id order: the
+    # order other writers lock them in, not the order the receipt lists them.
+    with ledger.moves(
+        session,
+        allocations=[by_id[line_id].allocation_id for line_id in counted],
+        shipment_lines=list(counted),
+    ):
+        for line_id in sorted(counted, key=lambda i: (by_id[i].need_line_id, i)):
+            line = by_id[line_id]
+            _received, reopened = _apply_figures(session, line, counted[line_id], index_of[line_id])
+            if reopened > 0:
+                reopened_items.add(line.item)
+            need_ids.add(line.need_id)
 
     if sequence == 1:
         shipments.record_update(
