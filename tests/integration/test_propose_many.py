@@ -540,6 +540,30 @@ def test_a_large_plan_is_written_in_slices_and_its_row_counts_them_all(
     assert [r["refused"] for r in stats["refused"]] == ["the pledge line no longer has enough"] * 2
 
 
+def test_on_sqlite_a_run_writes_smaller_slices(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's one write lock is held by each slice, and every writer waits for it: a
+    run there writes slices of ``SQLITE_WRITE_SLICE`` proposals (when smaller than
+    ``WRITE_SLICE``), PostgreSQL's of ``WRITE_SLICE``."""
+    rt = stack.runtime("dispatch")
+    _five_needs_in_slices_of_two(rt, monkeypatch)
+    monkeypatch.setattr(matching_service, "WRITE_SLICE", 4)
+    monkeypatch.setattr(matching_service, "SQLITE_WRITE_SLICE", 2)
+    writes: list[int] = []
+    write_planned = saga.write_planned
+
+    def counting(session: Any, outbox: Any, planned: saga.PlannedProposals) -> Any:
+        writes.append(len(planned.proposals))
+        return write_planned(session, outbox, planned)
+
+    monkeypatch.setattr(saga, "write_planned", counting)
+    run = matching_service.run(rt, items=["mask"], dry_run=False, trigger="manual")
+    assert run is not None and run.status == "applied"
+    on_sqlite = rt.engine.dialect.name == "sqlite"
+    assert writes == ([2, 2, 1] if on_sqlite else [4, 1])
+
+
 def test_a_run_that_stops_between_two_slices_leaves_whole_slices_and_says_so(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
