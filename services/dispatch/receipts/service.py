@@ -305,13 +305,14 @@ def confirm_receipt(
     index_of = {line["shipment_line_id"]: i for i, line in enumerate(lines)}
     # Every line's rows moved in one ledger step (read before and after once, the
     # totals' rows written once, in key order), and the need lines in id order: the
-    # order other writers lock them in, not the order the receipt lists them.
+    # order other writers lock them in (lines of one need line in the receipt's order,
+    # as before).
     with ledger.moves(
         session,
         allocations=[by_id[line_id].allocation_id for line_id in counted],
         shipment_lines=list(counted),
     ):
-        for line_id in sorted(counted, key=lambda i: (by_id[i].need_line_id, i)):
+        for line_id in sorted(counted, key=lambda i: (by_id[i].need_line_id, index_of[i])):
             line = by_id[line_id]
             _received, reopened = _apply_figures(session, line, counted[line_id], index_of[line_id])
             if reopened > 0:
