@@ -197,9 +197,10 @@ def install_problem_handlers(app: Flask) -> None:
         from shared.db import conflict_to_retry
 
         if conflict_to_retry(exc):
-            # A deadlock or serialization conflict with a concurrent request, still
-            # there after the service ran the request again (shared.web.ServiceFlask):
-            # nothing was kept, and asking again in a moment will most likely succeed.
+            # A deadlock or serialization conflict with a concurrent request (for a
+            # view marked to, still there after the service ran it again:
+            # shared.web.ServiceFlask): the transaction that met it was not kept, and
+            # asking again in a moment will most likely succeed.
             log.warning(
                 "gave up on %s %s after concurrent conflicts: %s",
                 request.method,

@@ -17,13 +17,14 @@ from typing import Any
 from flask import Flask, Response, current_app, g, has_request_context, request
 from flask_smorest import Api
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from shared.catchup import CatchUp
 from shared.config import Settings
-from shared.db import make_engine, make_session_factory
+from shared.db import conflict_to_retry, make_engine, make_session_factory
 from shared.display_fields import check_parameter as check_display_parameter
-from shared.idempotency import install_idempotency
+from shared.idempotency import install_idempotency, is_bookkeeping
 from shared.identity import install_internal_auth
 from shared.inbox import Handler, Inbox
 from shared.input_guard import install_input_guard
@@ -121,8 +122,6 @@ def _marked_to_retry(app: Flask) -> bool:
 def _note_work_committed(session: Session) -> None:
     """A transaction of the request's own committed (not a lock's or a key's
     bookkeeping): from now on, running its view again would do work twice."""
-    from shared.idempotency import is_bookkeeping
-
     # A savepoint released is not a commit: its work commits, or not, with the
     # transaction around it.
     if (
@@ -144,10 +143,6 @@ class ServiceFlask(Flask):
     def dispatch_request(self) -> Any:
         if request.method in ("GET", "HEAD", "OPTIONS") or not _marked_to_retry(self):
             return super().dispatch_request()
-        from sqlalchemy.exc import DBAPIError
-
-        from shared.db import conflict_to_retry
-
         # What the request committed before its view (an Idempotency-Key's record).
         g.pop("work_committed", None)
         attempt = 1

@@ -548,14 +548,10 @@ def reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
             select(ReachUnits.item, ReachUnits.quantity).where(ReachUnits.org_id == org_id)
         )
     }
-    households, people, vulnerable = session.execute(
-        select(
-            func.count(Household.id),
-            func.coalesce(func.sum(Household.people), 0),
-            func.coalesce(func.sum(case((Household.vulnerable, 1), else_=0)), 0),
-        ).where(Household.org_id == org_id, Household.reached_at.is_not(None))
-    ).one()
-    return _reach_figures(org_id, households, people, vulnerable, units)
+    households = _households_counted(
+        session, Household.org_id == org_id, Household.reached_at.is_not(None)
+    )
+    return _reach_figures(org_id, *households, units)
 
 
 def counted_reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
@@ -569,14 +565,21 @@ def counted_reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
     # The households by a subquery, not a list of their ids: a community that reached
     # more households than the database takes bound parameters still counts them all.
     reached = select(HouseholdDelivery.household_id).where(*delivered)
+    households = _households_counted(session, Household.id.in_(reached))
+    return _reach_figures(org_id, *households, units)
+
+
+def _households_counted(session: Session, *where: Any) -> tuple[int, int, int]:
+    """The households ``where`` says, counted by the database: how many, the people
+    they are, how many of them vulnerable."""
     households, people, vulnerable = session.execute(
         select(
             func.count(Household.id),
             func.coalesce(func.sum(Household.people), 0),
             func.coalesce(func.sum(case((Household.vulnerable, 1), else_=0)), 0),
-        ).where(Household.id.in_(reached))
+        ).where(*where)
     ).one()
-    return _reach_figures(org_id, households, people, vulnerable, units)
+    return int(households), int(people), int(vulnerable)
 
 
 def _reach_figures(

@@ -205,11 +205,6 @@ class ShipmentSchema(Schema):
         return data
 
 
-def shipment_as_dict(shipment: Shipment) -> dict[str, Any]:
-    """The shipment as the API shows it, ready for JSON."""
-    return dict(ShipmentSchema().dump(shipment))
-
-
 # Who may see and change what --------------------------------------------------------------
 
 
