@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from services.dispatch.allocations.service import cancel_allocations_of_need
 from services.dispatch.matching.service import request_matching
@@ -252,12 +252,18 @@ def settle_received(session: Session, outbox: Outbox, need_id: uuid.UUID) -> Nee
     announce the need, as ``need.fulfilled`` when every line has now been received in
     full (and ``need.updated`` otherwise, e.g. when damage reopened a line)."""
     # Locked: receipts of two shipments of one need may be confirmed at once.
-    need = session.get(Need, need_id, populate_existing=True, with_for_update=True)
+    # Read afresh with its lines (the receipt moved their counters) in two statements.
+    need = session.scalar(
+        select(Need)
+        .where(Need.id == need_id)
+        .with_for_update()
+        .options(selectinload(Need.lines))
+        .execution_options(populate_existing=True)
+    )
     if need is None:
         return None
     before = need.status
     for line in need.lines:
-        session.refresh(line)
         refresh_line_status(line)
     refresh_need_status(need)
     if need.status == "fulfilled" and before != "fulfilled":

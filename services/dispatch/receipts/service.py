@@ -42,7 +42,7 @@ from services.dispatch.models import (
 from services.dispatch.needs import service as needs
 from services.dispatch.shipments import service as shipments
 from services.dispatch.transparency import totals as ledger
-from shared.db import utcnow
+from shared.db import in_chunks, utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
@@ -174,71 +174,58 @@ def _sequence(shipment: Shipment, latest: Receipt | None, corrects: uuid.UUID | 
     return latest.sequence + 1
 
 
-def _apply_figures(
-    session: Session, line: ShipmentLine, new: Counted, index: int
-) -> tuple[int, int]:
-    """Move the need line and the allocation by the difference from the previous
-    figures (inside the caller's ``ledger.moves``); returns (accepted, back to
-    matching) differences."""
-    old = Counted(line.accepted, line.damaged, line.short)
-    received = new.accepted - old.accepted
-    reopened = new.back_to_matching - old.back_to_matching
-    if received or reopened:
-        moved = session.execute(
-            update(NeedLine)
-            .where(
-                NeedLine.id == line.need_line_id,
-                NeedLine.shipped - reopened >= 0,
-                NeedLine.received + received >= 0,
-                # Taking back quantity that was reopened: only if matching has not
-                # committed it elsewhere meanwhile.
-                NeedLine.proposed + NeedLine.reserved + NeedLine.shipped - reopened
-                <= NeedLine.quantity,
-            )
-            .values(
-                shipped=NeedLine.shipped - reopened,
-                received=NeedLine.received + received,
-            )
-            .returning(NeedLine.id)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if moved is None:
-            raise Conflict(
-                "The quantity reported damaged or short has been allocated again since; "
-                "it cannot be taken back now.",
-                slug="receipt-quantity-reallocated",
-                errors={
-                    f"lines.{index}.accepted": [
-                        f"At most {line.accepted + _reopenable_back(session, line)} can "
-                        "be accepted now."
-                    ]
-                },
-            )
-    session.execute(
-        update(ShipmentLine)
-        .where(ShipmentLine.id == line.id)
-        .values(accepted=new.accepted, damaged=new.damaged, short=new.short)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(Allocation)
+def _apply_need_line(session: Session, lines: list[tuple[int, ShipmentLine, Counted]]) -> int:
+    """Move one need line by the difference the receipt makes on all its shipment lines
+    (``(index in the receipt, line, new figures)``; inside the caller's
+    ``ledger.moves``), in one conditional update, so that the outcome does not depend on
+    the order of the lines (damage moved from one line to another nets out). Returns
+    how much more goes back to matching (less than 0: taken back)."""
+    received = sum(new.accepted - line.accepted for _, line, new in lines)
+    reopened = sum(new.back_to_matching - (line.damaged + line.short) for _, line, new in lines)
+    if not (received or reopened):
+        return 0
+    need_line_id = lines[0][1].need_line_id
+    moved = session.execute(
+        update(NeedLine)
         .where(
-            Allocation.id == line.allocation_id,
-            Allocation.status.in_(RECEIVABLE_ALLOCATION_STATUSES),
+            NeedLine.id == need_line_id,
+            NeedLine.shipped - reopened >= 0,
+            NeedLine.received + received >= 0,
+            # Taking back quantity that was reopened: only if matching has not
+            # committed it elsewhere meanwhile.
+            NeedLine.proposed + NeedLine.reserved + NeedLine.shipped - reopened
+            <= NeedLine.quantity,
         )
-        .values(status="received", updated_at=utcnow())
+        .values(shipped=NeedLine.shipped - reopened, received=NeedLine.received + received)
+        .returning(NeedLine.id)
         .execution_options(synchronize_session=False)
-    )
-    return received, reopened
+    ).first()
+    if moved is None:
+        free = _uncommitted(session, need_line_id)
+        raise Conflict(
+            "The quantity reported damaged or short has been allocated again since; "
+            "it cannot be taken back now.",
+            slug="receipt-quantity-reallocated",
+            errors={
+                f"lines.{index}.accepted": [
+                    f"At most {line.accepted + min(free, line.damaged + line.short)} can "
+                    "be accepted now."
+                ]
+                for index, line, new in lines
+                if new.back_to_matching < line.damaged + line.short
+            }
+            or {f"lines.{lines[0][0]}": ["These figures cannot be applied now."]},
+        )
+    return reopened
 
 
-def _reopenable_back(session: Session, line: ShipmentLine) -> int:
-    """How much of what was reopened is still uncommitted on the need line."""
-    need_line = session.get(NeedLine, line.need_line_id, populate_existing=True)
+def _uncommitted(session: Session, need_line_id: uuid.UUID) -> int:
+    """How much of the need line matching has not committed (what can be taken back
+    of what a receipt reopened)."""
+    need_line = session.get(NeedLine, need_line_id, populate_existing=True)
     if need_line is None:
         return 0
-    free = need_line.quantity - need_line.proposed - need_line.reserved - need_line.shipped
-    return max(0, min(free, line.damaged + line.short))
+    return max(0, need_line.quantity - need_line.proposed - need_line.reserved - need_line.shipped)
 
 
 def confirm_receipt(
@@ -301,23 +288,42 @@ def confirm_receipt(
         ) from None
 
     reopened_items: set[str] = set()
-    need_ids: set[uuid.UUID] = set()
     index_of = {line["shipment_line_id"]: i for i, line in enumerate(lines)}
+    of_need_line: dict[uuid.UUID, list[tuple[int, ShipmentLine, Counted]]] = {}
+    for line_id, figures in counted.items():
+        line = by_id[line_id]
+        of_need_line.setdefault(line.need_line_id, []).append((index_of[line_id], line, figures))
     # Every line's rows moved in one ledger step (read before and after once, the
-    # totals' rows written once, in key order), and the need lines in id order: the
-    # order other writers lock them in (lines of one need line in the receipt's order,
-    # as before).
+    # totals' rows written once, in key order): each need line once, in id order (the
+    # order other writers lock them in), then the shipment lines and allocations in
+    # one statement each.
     with ledger.moves(
         session,
         allocations=[by_id[line_id].allocation_id for line_id in counted],
         shipment_lines=list(counted),
     ):
-        for line_id in sorted(counted, key=lambda i: (by_id[i].need_line_id, index_of[i])):
-            line = by_id[line_id]
-            _received, reopened = _apply_figures(session, line, counted[line_id], index_of[line_id])
-            if reopened > 0:
-                reopened_items.add(line.item)
-            need_ids.add(line.need_id)
+        for need_line_id in sorted(of_need_line):
+            group = of_need_line[need_line_id]
+            if _apply_need_line(session, group) > 0:
+                reopened_items.add(group[0][1].item)
+        session.execute(
+            update(ShipmentLine),
+            [
+                {"id": line_id, "accepted": f.accepted, "damaged": f.damaged, "short": f.short}
+                for line_id, f in sorted(counted.items())
+            ],
+        )
+        for chunk in in_chunks(sorted({by_id[i].allocation_id for i in counted})):
+            session.execute(
+                update(Allocation)
+                .where(
+                    Allocation.id.in_(chunk),
+                    Allocation.status.in_(RECEIVABLE_ALLOCATION_STATUSES),
+                )
+                .values(status="received", updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+    need_ids = {by_id[line_id].need_id for line_id in counted}
 
     if sequence == 1:
         shipments.record_update(
@@ -331,6 +337,8 @@ def confirm_receipt(
             actor_org_id=org_id,
             note=note,
             source="receipt",
+            # The receipts API read it under its row lock.
+            locked=True,
         )
     outbox.add(
         session,
@@ -346,8 +354,12 @@ def confirm_receipt(
         needs.settle_received(session, outbox, need_id)
     for item in sorted(reopened_items):
         request_matching(session, item)
-    for line in by_id.values():
-        session.refresh(line)
+    # The lines as now written, read again in one statement.
+    session.scalars(
+        select(ShipmentLine)
+        .where(ShipmentLine.shipment_id == shipment.id)
+        .execution_options(populate_existing=True)
+    ).all()
     return receipt
 
 

@@ -140,9 +140,16 @@ ShipmentPageSchema = page_schema(ShipmentSchema, "ShipmentPageSchema")
 # Helpers -----------------------------------------------------------------------------------
 
 
-def load_shipment(session: Session, shipment_id: uuid.UUID) -> Shipment:
-    """The shipment, if the caller may see it; anyone else's is answered as not found."""
-    shipment = session.get(Shipment, shipment_id)
+def load_shipment(
+    session: Session, shipment_id: uuid.UUID, *, for_update: bool = False
+) -> Shipment:
+    """The shipment, if the caller may see it; anyone else's is answered as not found.
+    ``for_update``: read under its row lock (with its lines), and afresh."""
+    shipment = (
+        session.get(Shipment, shipment_id, with_for_update=True, populate_existing=True)
+        if for_update
+        else session.get(Shipment, shipment_id)
+    )
     if shipment is None or not service.can_see(current_identity(), shipment):
         raise Problem(404, f"No shipment {shipment_id}.", slug="shipment-not-found")
     return shipment
@@ -333,7 +340,7 @@ def post_update(data: dict[str, Any], shipment_id: uuid.UUID) -> Any:
     rt = runtime()
     identity = current_identity()
     with rt.unit_of_work() as session:
-        shipment = load_shipment(session, shipment_id)
+        shipment = load_shipment(session, shipment_id, for_update=True)
         if not service.can_update(identity, shipment):
             raise forbidden("Only the logistics company assigned, or a coordinator, updates it.")
         outcome = service.record_update(
@@ -348,6 +355,7 @@ def post_update(data: dict[str, Any], shipment_id: uuid.UUID) -> Any:
             actor_org_id=identity.org_id,
             source="api",
             clock_skew=_clock_skew(),
+            locked=True,
         )
         body = {"outcome": outcome.result, "event": outcome.event, "shipment": shipment}
         answer = _dumped(UpdateOutSchema(), body)

@@ -960,8 +960,12 @@ def record_update(
     source: str = "api",
     now: datetime | None = None,
     clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+    locked: bool = False,
 ) -> UpdateOutcome:
     """Record one status update of a shipment.
+
+    ``locked``: the caller read the shipment (and so its lines) under its row lock in
+    this transaction; otherwise it is locked and its state read again here.
 
     The same status at the same moment again is a ``duplicate`` (recorded once). An
     update that happened before the current status is ``late``: kept in the history, the
@@ -1005,8 +1009,9 @@ def record_update(
     # Under the row lock, the state as the last writer left it; its lines read again
     # when next used, since an allocation reserved meanwhile may have joined it
     # (plan_allocations locks the shipment before adding a line): it leaves with it.
-    session.refresh(shipment, _STATE_COLUMNS, with_for_update=True)
-    session.expire(shipment, ["lines"])
+    if not locked:
+        session.refresh(shipment, _STATE_COLUMNS, with_for_update=True)
+        session.expire(shipment, ["lines"])
     earlier = session.scalar(
         select(ShipmentEvent).where(
             ShipmentEvent.shipment_id == shipment.id,
