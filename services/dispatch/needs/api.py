@@ -318,8 +318,10 @@ def _may_write(session: Session, need: Need) -> None:
 
 
 def load_need(session: Session, need_id: uuid.UUID, *, for_update: bool = False) -> Need:
-    """The need, if the caller may see it; someone else's is answered as not found."""
-    need = session.get(Need, need_id, with_for_update=for_update or None)
+    """The need, if the caller may see it; someone else's is answered as not found.
+    ``for_update``: locked as every writer of dispatch locks a need, its lines first
+    (:func:`service.lock_need`)."""
+    need = service.lock_need(session, need_id) if for_update else session.get(Need, need_id)
     if need is None or not current_identity().can_act_for(need.org_id):
         raise Problem(404, f"No need {need_id}.", slug="need-not-found")
     return need

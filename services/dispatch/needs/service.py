@@ -273,6 +273,27 @@ def settle_received(session: Session, outbox: Outbox, need_id: uuid.UUID) -> Nee
     return need
 
 
+def lock_need(session: Session, need_id: uuid.UUID) -> Need | None:
+    """The need read afresh under its row lock, with its lines, locked in the order
+    every writer of dispatch takes them: the need's lines first (in id order), then the
+    need. Matching runs, the saga and receipts move need lines' counters and then
+    settle their needs' statuses; a change that took the need first and then wrote its
+    lines would close a cycle with them, and the database would end one of the two."""
+    session.execute(
+        select(NeedLine.id)
+        .where(NeedLine.need_id == need_id)
+        .order_by(NeedLine.id)
+        .with_for_update()
+    )
+    return session.scalar(
+        select(Need)
+        .where(Need.id == need_id)
+        .with_for_update()
+        .options(selectinload(Need.lines))
+        .execution_options(populate_existing=True)
+    )
+
+
 def ask_matching(session: Session, need: Need) -> None:
     """The need's demand changed: ask for matching of its items after the commit
     (a need not yet, or no longer, in matching asks nothing)."""
@@ -612,7 +633,7 @@ def expire_need(session: Session, outbox: Outbox, need_id: uuid.UUID, now: datet
     """Expire the need if it is still open past its expiry: lines with a remainder
     close, so it leaves matching; allocations already proposed or reserved stay and go
     on. Emits need.expired; False if it was reconfirmed or changed meanwhile."""
-    need = session.get(Need, need_id, with_for_update=True, populate_existing=True)
+    need = lock_need(session, need_id)
     if need is None or need.status not in domain.EXPIRING_STATUSES or need.expires_at > now:
         return False
     for line in need.lines:
