@@ -608,6 +608,7 @@ def check_community_reach(dbs: Databases) -> Iterator[Violation]:
     took effect out of order."""
     from services.community.distribution import service as distribution
     from services.dispatch.models import CommunityReach
+    from services.dispatch.transparency import community as community_view
 
     with dbs.session("dispatch") as session:
         held = {r.org_id: r for r in session.scalars(select(CommunityReach))}
@@ -634,17 +635,45 @@ def check_community_reach(dbs: Databases) -> Iterator[Violation]:
                     + ", ".join(f"{f} {getattr(shown, f)} != {counted[f]}" for f in differ),
                     ids,
                 )
+            # The units by the shipment that brought them, as donors' traces show them.
+            attributed = {
+                (str(share["shipment_id"]), share["item"]): int(share["quantity"])
+                for share in distribution.delivered_from_shipments(
+                    session, org_id, counted["units_delivered"]
+                )
+            }
+            with dbs.session("dispatch") as dispatch_session:
+                held_shares = community_view.shares_of(dispatch_session, org_id)
+            if held_shares != attributed:
+                wrong = sorted(
+                    key
+                    for key in attributed.keys() | held_shares.keys()
+                    if attributed.get(key) != held_shares.get(key)
+                )
+                yield Violation(
+                    "community-reach-shown",
+                    "dispatch attributes the units delivered to other shipments than the "
+                    "community does: "
+                    + ", ".join(
+                        f"{item} of {shipment} {held_shares.get((shipment, item), 0)} != "
+                        f"{attributed.get((shipment, item), 0)}"
+                        for shipment, item in wrong[:5]
+                    ),
+                    ids,
+                )
 
 
 def check_community_reach_kept(dbs: Databases) -> Iterator[Violation]:
     """A community's reach as kept while its deliveries were made (the households
-    reached, the units per item) is what its deliveries count when added up again."""
+    reached, the units per item) is what its deliveries count when added up again, and
+    each goods received holds its place in line (the units accepted before it)."""
     from services.community.distribution import service as distribution
-    from services.community.models import Household, ReachUnits
+    from services.community.models import Household, ReachUnits, ReceivedGoods
 
     with dbs.session("community") as session:
         orgs = _communities_that_delivered(session)
         orgs |= set(session.scalars(select(ReachUnits.org_id).distinct()))
+        orgs |= set(session.scalars(select(ReceivedGoods.org_id).distinct()))
         orgs |= set(
             session.scalars(
                 select(Household.org_id).where(Household.reached_at.is_not(None)).distinct()
@@ -659,6 +688,14 @@ def check_community_reach_kept(dbs: Databases) -> Iterator[Violation]:
                     "community-reach-kept",
                     "the reach kept differs from its deliveries added up: "
                     + ", ".join(f"{f} {kept[f]} != {counted[f]}" for f in differ),
+                    {"org_id": str(org_id)},
+                )
+            # The goods' places in line, as kept, against their units added up in line.
+            drift = distribution.line_drift(session, org_id)
+            if drift:
+                yield Violation(
+                    "community-reach-kept",
+                    "goods received out of their place in line: " + "; ".join(drift[:5]),
                     {"org_id": str(org_id)},
                 )
 

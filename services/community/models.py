@@ -165,14 +165,23 @@ class ReceivedGoods(Base):
     latest correction of it) says, in the relief item's base unit."""
 
     __tablename__ = "received_goods"
-    # A community's goods received, not every community's.
-    __table_args__ = (Index("ix_received_goods_org", "org_id"),)
+    # A community's goods received, not every community's; an item's goods in line,
+    # for the few that a delivery's units came from.
+    __table_args__ = (Index("ix_received_goods_line", "org_id", "item", "received_before"),)
 
     shipment_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     item: Mapped[str] = mapped_column(String(64), primary_key=True)
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     accepted: Mapped[int] = mapped_column(Integer, nullable=False)
     receipt_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # When the community first received goods of this shipment: their place in line
+    # (first in, first out; ties by shipment id).
+    first_in: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # The units of the item the community accepted of the goods before these in line:
+    # of the item's units delivered, these goods gave those from ``received_before`` to
+    # ``received_before + accepted``. Kept as goods arrive (a correction moves the
+    # goods after it), so that a delivery reads the few goods its units came from.
+    received_before: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
 
 
 class StockMove(Base):

@@ -518,9 +518,8 @@ class CommunityReach(Base):
     (``community.units_distributed``) says: counts only, never a household. A snapshot
     replaces the one held only if its ``sequence`` is higher.
 
-    ``units_delivered``: relief item -> units delivered, in its base unit;
-    ``from_shipments``: [{shipment_id, receipt_id, item, quantity}], the units delivered
-    by the shipment that brought them (first in, first out)."""
+    ``units_delivered``: relief item -> units delivered, in its base unit; the units
+    delivered by the shipment that brought them are its :class:`CommunityShare` rows."""
 
     __tablename__ = "community_reach"
 
@@ -530,12 +529,28 @@ class CommunityReach(Base):
     people_served: Mapped[int] = mapped_column(Integer, nullable=False)
     vulnerable_households_reached: Mapped[int] = mapped_column(Integer, nullable=False)
     units_delivered: Mapped[dict[str, int]] = mapped_column(JSON, nullable=False)
-    from_shipments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
     # When the community sent the snapshot.
     as_of: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
     )
+
+
+class CommunityShare(Base):
+    """Of a community's units delivered, those of one item that one shipment brought
+    (first in, first out), as the latest snapshot that named this share said: a share
+    is replaced only by a snapshot numbered higher than the one that set it, so that
+    snapshots taken in any order leave the latest."""
+
+    __tablename__ = "community_shares"
+    __table_args__ = (Index("ix_community_shares_org", "org_id"),)
+
+    shipment_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    item: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    receipt_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    quantity: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class HelpGiven(Base):

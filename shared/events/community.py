@@ -80,12 +80,32 @@ class UnitsDistributedV1(Schema):
     )
 
 
+class UnitsDistributedV2(UnitsDistributedV1):
+    """community.units_distributed version 2: as version 1, except that
+    ``from_shipments`` names only the shares this snapshot changed, each as a whole (the
+    units delivered from that shipment now); a share not named stays as the latest
+    snapshot that named it left it. A delivery names the few shipments its units came
+    from, rather than every shipment the community ever received."""
+
+    from_shipments = fields.List(
+        fields.Nested(DeliveredFromShipmentV1),
+        load_default=list,
+        metadata={
+            "description": "The units delivered by dispatch shipment, for the shipments "
+            "whose share this snapshot changed, each share whole. A community's stock is "
+            "one pool: units are attributed to the shipments first received first (first "
+            "in, first out), as a storeroom hands them out"
+        },
+    )
+
+
 def reach_aggregate_id(org_id: uuid.UUID | str) -> uuid.UUID:
     """The aggregate of a community's ``community.units_distributed`` events."""
     return uuid.uuid5(uuid.UUID(str(org_id)), "community.reach")
 
 
 REGISTRY.register("community.units_distributed", 1, UnitsDistributedV1())
+REGISTRY.register("community.units_distributed", 2, UnitsDistributedV2())
 SUBSCRIBERS["community.units_distributed"] = ("dispatch",)
 
 

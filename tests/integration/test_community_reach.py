@@ -14,7 +14,7 @@ import sqlite3
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from services.gateway.models import Organisation as GatewayOrganisation
 from tests.support.auth import PASSWORD, Account
@@ -131,7 +131,7 @@ def _community_of(ledger: dict[str, Any], org_id: str) -> dict[str, Any] | None:
 
 def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: Stack) -> None:
     from services.community.models import messaging as community_messaging
-    from services.dispatch.models import CommunityReach
+    from services.dispatch.models import CommunityReach, CommunityShare
     from services.invariants import check
     from shared.inbox import Outcome
 
@@ -354,14 +354,21 @@ def test_the_ledger_and_a_donors_trace_show_a_communitys_reach_as_counts(stack: 
 
     held = eventually(corrected, timeout=60)
     assert held.households_reached == expected["households_reached"]
-    assert held.from_shipments == [
-        {
-            "shipment_id": shipment["id"],
-            "receipt_id": correction["id"],
-            "item": "vegetables",
-            "quantity": min(story["units"], 9_500),
-        }
-    ]
+    with dispatch.session_factory() as session:
+        shares = session.scalars(
+            select(CommunityShare).where(CommunityShare.org_id == uuid.UUID(org_id))
+        ).all()
+        assert [
+            (str(s.shipment_id), s.receipt_id, s.item, s.quantity, s.sequence) for s in shares
+        ] == [
+            (
+                shipment["id"],
+                uuid.UUID(correction["id"]),
+                "vegetables",
+                min(story["units"], 9_500),
+                held.sequence,
+            )
+        ]
 
     report = check(stack.settings, settle=60)
     assert report.violations == [], [v.as_dict() for v in report.violations]

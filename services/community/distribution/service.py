@@ -11,7 +11,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.community.distribution import domain
@@ -52,39 +52,57 @@ def community_item_of(relief_item: str) -> CommunityItem | None:
 
 
 def receipt_handler(outbox: Outbox) -> Handler:
-    """``receipt.confirmed`` as the community service takes it in: into stock, and, when
-    a correction changed what an earlier receipt accepted, a new snapshot of the
-    community's reach for dispatch if it has sent one (which shipments the units
-    delivered came from may have moved)."""
+    """``receipt.confirmed`` as the community service takes it in: into stock, and,
+    when the goods change which shipments the units already delivered came from (a
+    correction, or goods that arrive after more was delivered than received), a new
+    snapshot of the community's reach for dispatch naming those shares, if it has sent
+    one."""
 
     def handle(session: Session, event: Event) -> None:
-        org_id = on_receipt_confirmed(session, event)
-        held = session.get(ReachSnapshot, org_id) if org_id is not None else None
-        if org_id is not None and held is not None and held.sequence > 0:
-            session.flush()
-            announce_reach(session, outbox, org_id, _next_snapshot(session, org_id))
+        taken = on_receipt_confirmed(session, event)
+        if taken is None:
+            return
+        org_id, moved = taken
+        held = session.get(ReachSnapshot, org_id)
+        if held is None or held.sequence == 0:
+            return
+        session.flush()
+        delivered = _units_delivered(session, org_id)
+        shares = [
+            share
+            for item, (lo, hi) in sorted(moved.items())
+            for share in _shares_in(session, org_id, item, lo, hi, delivered.get(item, 0))
+        ]
+        if shares:
+            announce_reach(session, outbox, org_id, _next_snapshot(session, org_id), shares)
 
     return handle
 
 
-def on_receipt_confirmed(session: Session, event: Event) -> uuid.UUID | None:
+def on_receipt_confirmed(
+    session: Session, event: Event
+) -> tuple[uuid.UUID, dict[str, tuple[int, int]]] | None:
     """A receipt (or its correction) of a shipment to a community: what it accepted goes
-    into stock; a correction moves only the difference. Returns the community when the
-    receipt corrects an earlier one of the same shipment."""
+    into stock, and its goods into line (first in, first out); a correction moves only
+    the difference, and the goods after it in line. Returns the community and, per
+    item, the stretch of the item's units whose goods may now be different
+    (:func:`_shares_in`), or None if the recipient is not a community."""
     data = event.data()
     org = session.get(Organisation, uuid.UUID(str(data["recipient_org_id"])))
     if org is None or org.kind != residents.COMMUNITY_KIND:
         return None
-    corrected = False
+    # After the deliveries being recorded, before the next: their snapshots and the
+    # goods' places in line agree.
+    lock_reach(session, org.id)
+    delivered = _units_delivered(session, org.id)
     accepted: dict[str, int] = defaultdict(int)
     for line in data["lines"]:
         accepted[line["item"]] += int(line["accepted"])
     shipment_id = uuid.UUID(str(data["shipment_id"]))
-    for item, quantity in accepted.items():
+    moved: dict[str, tuple[int, int]] = {}
+    for item, quantity in sorted(accepted.items()):
         held = session.get(ReceivedGoods, (shipment_id, item))
         before = held.accepted if held is not None else 0
-        # A correction: the shipment's figures (or its latest receipt) change.
-        corrected = corrected or held is not None
         if held is None:
             held = ReceivedGoods(
                 shipment_id=shipment_id,
@@ -92,11 +110,22 @@ def on_receipt_confirmed(session: Session, event: Event) -> uuid.UUID | None:
                 org_id=org.id,
                 accepted=quantity,
                 receipt_id=data["receipt_id"],
+                first_in=utcnow(),
+                received_before=_end_of_line(session, org.id, item),
             )
             session.add(held)
+            if delivered.get(item, 0) > held.received_before:
+                # Units delivered beyond what was received until now came from these.
+                moved[item] = (held.received_before, held.received_before + quantity)
         else:
+            change = quantity - before
+            if change:
+                _move_line_after(session, held, change)
             held.accepted = quantity
             held.receipt_id = data["receipt_id"]
+            # These goods' share and those after them in line, up to the units
+            # delivered (as many more as the goods after them moved on).
+            moved[item] = (held.received_before, delivered.get(item, 0) + max(change, 0))
         if quantity != before:
             session.add(
                 StockMove(
@@ -108,7 +137,87 @@ def on_receipt_confirmed(session: Session, event: Event) -> uuid.UUID | None:
                     ref_id=shipment_id,
                 )
             )
-    return org.id if corrected else None
+    return org.id, moved
+
+
+def _end_of_line(session: Session, org_id: uuid.UUID, item: str) -> int:
+    """The units of ``item`` accepted of all the community's goods in line."""
+    last = session.scalar(
+        select(ReceivedGoods.received_before + ReceivedGoods.accepted)
+        .where(ReceivedGoods.org_id == org_id, ReceivedGoods.item == item)
+        .order_by(ReceivedGoods.received_before.desc(), ReceivedGoods.accepted.desc())
+        .limit(1)
+    )
+    return int(last or 0)
+
+
+def _after_in_line(held: ReceivedGoods) -> Any:
+    """The condition on goods of the same community and item: after ``held`` in line."""
+    goods = ReceivedGoods
+    return and_(
+        goods.org_id == held.org_id,
+        goods.item == held.item,
+        or_(
+            goods.received_before > held.received_before,
+            and_(
+                goods.received_before == held.received_before,
+                or_(
+                    goods.first_in > held.first_in,
+                    and_(goods.first_in == held.first_in, goods.shipment_id > held.shipment_id),
+                ),
+            ),
+        ),
+    )
+
+
+def _move_line_after(session: Session, held: ReceivedGoods, change: int) -> None:
+    """A correction changed what ``held`` accepted by ``change``: the goods after it in
+    line begin that much further on (or back)."""
+    session.execute(
+        update(ReceivedGoods)
+        .where(_after_in_line(held))
+        .values(received_before=ReceivedGoods.received_before + change)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _units_delivered(session: Session, org_id: uuid.UUID) -> dict[str, int]:
+    """The units of each item the community delivered, as kept."""
+    return {
+        item: int(quantity)
+        for item, quantity in session.execute(
+            select(ReachUnits.item, ReachUnits.quantity).where(ReachUnits.org_id == org_id)
+        )
+    }
+
+
+def _shares_in(
+    session: Session, org_id: uuid.UUID, item: str, lo: int, hi: int, delivered: int
+) -> list[dict[str, Any]]:
+    """The shares of the ``delivered`` units of ``item`` that the goods holding units
+    ``lo`` to ``hi`` of the line gave (first in, first out): a few goods whatever the
+    community received before, read through the line's index."""
+    if hi <= lo:
+        return []
+    goods = ReceivedGoods
+    of_item = (goods.org_id == org_id, goods.item == item)
+    first = session.scalar(
+        select(func.max(goods.received_before)).where(*of_item, goods.received_before <= lo)
+    )
+    found = session.scalars(
+        select(goods)
+        .where(*of_item, goods.received_before >= (first or 0), goods.received_before < hi)
+        .order_by(goods.received_before, goods.first_in, goods.shipment_id)
+    )
+    return [
+        {
+            "shipment_id": held.shipment_id,
+            "receipt_id": held.receipt_id,
+            "item": item,
+            "quantity": max(0, min(held.accepted, delivered - held.received_before)),
+        }
+        for held in found
+    ]
 
 
 def stock_of(session: Session, org_id: uuid.UUID) -> dict[str, int]:
@@ -333,8 +442,30 @@ def record_outcome(
             )
     session.flush()
     if sequence:
-        announce_reach(session, outbox, standing.org_id, sequence)
+        shares = delivery_shares(session, standing.org_id, delivery.items)
+        announce_reach(session, outbox, standing.org_id, sequence, shares)
     return delivery
+
+
+def delivery_shares(
+    session: Session, org_id: uuid.UUID, items: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The shares of the goods a delivery of ``items`` just counted came from (each
+    whole): those holding the stretch of each item's line that the delivered total
+    moved over, a few goods whatever the community received before."""
+    delivered = _units_delivered(session, org_id)
+    return [
+        share
+        for item, quantity in sorted(items.items())
+        for share in _shares_in(
+            session,
+            org_id,
+            item,
+            delivered.get(item, 0) - quantity,
+            delivered.get(item, 0),
+            delivered.get(item, 0),
+        )
+    ]
 
 
 def lock_reach(session: Session, org_id: uuid.UUID) -> None:
@@ -402,19 +533,14 @@ def _base_unit(item: str) -> str:
 def delivered_from_shipments(
     session: Session, org_id: uuid.UUID, delivered: dict[str, int]
 ) -> list[dict[str, Any]]:
-    """The units delivered of each item, attributed to the shipments that brought them.
-    The stock is one pool, so the attribution is first in, first out: the shipment
-    received first gives its accepted units first (ties by shipment id)."""
-    first_in = dict(
-        session.execute(
-            select(StockMove.ref_id, func.min(StockMove.at))
-            .where(StockMove.org_id == org_id, StockMove.kind == "received")
-            .group_by(StockMove.ref_id)
-        ).all()
-    )
-    goods = sorted(
-        session.scalars(select(ReceivedGoods).where(ReceivedGoods.org_id == org_id)),
-        key=lambda g: (first_in.get(g.shipment_id) or utcnow(), str(g.shipment_id)),
+    """The units delivered of each item, attributed to the shipments that brought them,
+    every goods received read and added up in line (first in, first out: the goods
+    received first give their accepted units first, ties by shipment id): what the
+    snapshots' shares add up to, for ``check-invariants``."""
+    goods = session.scalars(
+        select(ReceivedGoods)
+        .where(ReceivedGoods.org_id == org_id)
+        .order_by(ReceivedGoods.item, ReceivedGoods.first_in, ReceivedGoods.shipment_id)
     )
     left = dict(delivered)
     out = []
@@ -433,11 +559,36 @@ def delivered_from_shipments(
     return out
 
 
+def line_drift(session: Session, org_id: uuid.UUID) -> list[str]:
+    """Goods whose kept place in line differs from the units accepted before them,
+    added up again in line (for ``check-invariants``)."""
+    drift = []
+    before: dict[str, int] = defaultdict(int)
+    for held in session.scalars(
+        select(ReceivedGoods)
+        .where(ReceivedGoods.org_id == org_id)
+        .order_by(ReceivedGoods.item, ReceivedGoods.first_in, ReceivedGoods.shipment_id)
+    ):
+        if held.received_before != before[held.item]:
+            drift.append(
+                f"{held.item} of shipment {held.shipment_id}: {held.received_before} "
+                f"received before it != {before[held.item]}"
+            )
+        before[held.item] += held.accepted
+    return drift
+
+
 def announce_reach(
-    session: Session, outbox: Outbox, org_id: uuid.UUID, sequence: int
+    session: Session,
+    outbox: Outbox,
+    org_id: uuid.UUID,
+    sequence: int,
+    shares: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Send dispatch the community's reach as it now stands, as counts only
-    (``community.units_distributed``, snapshot ``sequence``)."""
+    (``community.units_distributed`` version 2, snapshot ``sequence``), with the
+    ``shares`` of the units delivered by shipment that this change moved, each as a
+    whole (:func:`_shares_in`)."""
     figures = reach(session, org_id)
     units = figures["units_delivered"]
     payload = {
@@ -450,7 +601,7 @@ def announce_reach(
             {"item": item, "quantity": units[item], "unit": _base_unit(item)}
             for item in sorted(units)
         ],
-        "from_shipments": delivered_from_shipments(session, org_id, units),
+        "from_shipments": shares or [],
     }
     outbox.add(
         session,
@@ -542,16 +693,10 @@ def reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:
 
     Read from what is kept as deliveries are made (``_count_delivery``): a row an item
     and the community's households reached, not every delivery it ever made."""
-    units: dict[str, int] = {
-        item: quantity
-        for item, quantity in session.execute(
-            select(ReachUnits.item, ReachUnits.quantity).where(ReachUnits.org_id == org_id)
-        )
-    }
     households = _households_counted(
         session, Household.org_id == org_id, Household.reached_at.is_not(None)
     )
-    return _reach_figures(org_id, *households, units)
+    return _reach_figures(org_id, *households, _units_delivered(session, org_id))
 
 
 def counted_reach(session: Session, org_id: uuid.UUID) -> dict[str, Any]:

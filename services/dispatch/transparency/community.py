@@ -5,23 +5,25 @@ units delivered, as counts only (never a household or a person).
 The community service sends its figures as cumulative snapshots
 (``community.units_distributed``, numbered by ``sequence``); a snapshot replaces the
 one held only if its number is higher, so a copy delivered twice or late changes
-nothing. A community's figures are the latest: the ledger's date filters do not
+nothing. Each names the shares of the units delivered by shipment that it changed
+(version 2; version 1 named them all), and each share is kept from the highest-numbered
+snapshot that named it. A community's figures are the latest: the ledger's date filters do not
 apply to them.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
-from services.dispatch.models import CommunityReach, Organisation
+from services.dispatch.models import CommunityReach, CommunityShare, Organisation
 from services.dispatch.transparency.totals import bump
 from shared import catalog
-from shared.db import in_chunks
+from shared.db import in_chunks, upsert_insert
 from shared.events import Event
 from shared.inbox import Handler, OutOfOrder
 
@@ -31,30 +33,95 @@ def on_units_distributed(session: Session, event: Event) -> None:
     org_id = uuid.UUID(str(data["org_id"]))
     if session.get(Organisation, org_id) is None:
         raise OutOfOrder(f"{event.type} for {org_id} before its org.registered")
+    sequence = int(data["sequence"])
     held = session.get(CommunityReach, org_id, with_for_update=True)
-    if held is not None and held.sequence >= data["sequence"]:
-        return  # an older snapshot than the one held
+    # Each share as a whole, kept unless a later snapshot set it already: taken in any
+    # order, the snapshots leave each share as the latest that named it.
+    _keep_shares(session, org_id, sequence, data.get("from_shipments") or [])
+    if event.version == 1:
+        # A whole list (as version 1 sent them): the shares it does not name were none
+        # when it was taken (kept as none at its number, so that an older list arriving
+        # later does not bring them back).
+        session.execute(
+            update(CommunityShare)
+            .where(CommunityShare.org_id == org_id, CommunityShare.sequence < sequence)
+            .values(quantity=0, sequence=sequence)
+            .execution_options(synchronize_session=False)
+        )
+    if held is not None and held.sequence >= sequence:
+        bump(session)
+        return  # an older snapshot than the one held: its counts are not the latest
     if held is None:
         held = CommunityReach(org_id=org_id)
         session.add(held)
-    held.sequence = data["sequence"]
+    held.sequence = sequence
     held.households_reached = data["households_reached"]
     held.people_served = data["people_served"]
     held.vulnerable_households_reached = data["vulnerable_households_reached"]
     held.units_delivered = {line["item"]: int(line["quantity"]) for line in data["units_delivered"]}
-    held.from_shipments = [
-        {
-            "shipment_id": str(share["shipment_id"]),
-            "receipt_id": str(share["receipt_id"]),
-            "item": share["item"],
-            "quantity": int(share["quantity"]),
-        }
-        for share in data.get("from_shipments") or []
-    ]
     held.as_of = event.occurred_at
     session.flush()
     # The public ledger shows it: its answers (and ETag) move.
     bump(session)
+
+
+def _keep_shares(
+    session: Session, org_id: uuid.UUID, sequence: int, shares: list[dict[str, Any]]
+) -> None:
+    if not shares:
+        return
+    table = cast(Table, CommunityShare.__table__)
+    insert = upsert_insert(session)(table)
+    stmt = insert.on_conflict_do_update(
+        index_elements=[table.c.shipment_id, table.c.item],
+        set_={
+            "receipt_id": insert.excluded.receipt_id,
+            "quantity": insert.excluded.quantity,
+            "sequence": insert.excluded.sequence,
+        },
+        where=table.c.sequence < insert.excluded.sequence,
+    )
+    session.execute(
+        stmt,
+        [
+            {
+                "shipment_id": uuid.UUID(str(share["shipment_id"])),
+                "item": share["item"],
+                "org_id": org_id,
+                "receipt_id": uuid.UUID(str(share["receipt_id"])),
+                "quantity": int(share["quantity"]),
+                "sequence": sequence,
+            }
+            for share in sorted(shares, key=lambda x: (str(x["shipment_id"]), x["item"]))
+        ],
+    )
+
+
+def shares_of(session: Session, org_id: uuid.UUID) -> dict[tuple[str, str], int]:
+    """The units a community delivered by (shipment id, item), as dispatch holds them
+    (for ``check-invariants``)."""
+    return {
+        (str(shipment_id), item): int(quantity)
+        for shipment_id, item, quantity in session.execute(
+            select(CommunityShare.shipment_id, CommunityShare.item, CommunityShare.quantity)
+            .where(CommunityShare.org_id == org_id, CommunityShare.quantity > 0)
+        )
+    }
+
+
+def shares_from(
+    session: Session, shipment_ids: Iterable[uuid.UUID]
+) -> dict[tuple[str, str], int]:
+    """The units delivered inside the communities they went to, by (shipment id, item),
+    of these shipments."""
+    found: dict[tuple[str, str], int] = {}
+    for chunk in in_chunks(sorted(set(shipment_ids), key=str)):
+        for shipment_id, item, quantity in session.execute(
+            select(CommunityShare.shipment_id, CommunityShare.item, CommunityShare.quantity)
+            .where(CommunityShare.shipment_id.in_(chunk))
+        ):
+            found[(str(shipment_id), item)] = int(quantity)
+    return found
 
 
 def community_reach_handlers() -> dict[str, Handler]:
@@ -123,18 +190,18 @@ def reach_of(session: Session, org_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, 
 
 
 def trace_figures(
-    held: CommunityReach, item: str, shipment_ids: Iterable[uuid.UUID], accepted: int
+    held: CommunityReach,
+    item: str,
+    shipment_ids: Iterable[uuid.UUID],
+    accepted: int,
+    shares: Mapping[tuple[str, str], int],
 ) -> dict[str, Any]:
     """A community's figures as a donor's trace shows them beside what it received of
     one line: its counts, the units of the line's item delivered inside it, and how
-    many of those came from the shipments that carried the line (first in, first out;
-    never more than the community accepted of them)."""
-    carried = {str(s) for s in shipment_ids}
-    from_these = sum(
-        int(share["quantity"])
-        for share in held.from_shipments
-        if share["item"] == item and share["shipment_id"] in carried
-    )
+    many of those came from the shipments that carried the line (``shares``, from
+    :func:`shares_from`; first in, first out; never more than the community accepted
+    of them)."""
+    from_these = sum(shares.get((str(s), item), 0) for s in set(shipment_ids))
     return {
         **_figures(held),
         "item": item,

@@ -28,7 +28,7 @@ from services.dispatch.models import (
     ShipmentLine,
     SupplyLine,
 )
-from services.dispatch.transparency.community import reach_of, trace_figures
+from services.dispatch.transparency.community import reach_of, shares_from, trace_figures
 from shared.db import in_chunks
 
 ANONYMOUS = "anonymous"
@@ -194,6 +194,14 @@ def pledge_trace(session: Session, pledge_id: uuid.UUID) -> dict[str, Any] | Non
         by_line[allocation.pledge_line_id][allocation.recipient_org_id].append(allocation)
     lines = []
     communities = reach_of(session, {a.recipient_org_id for a in allocations})
+    shares = shares_from(
+        session,
+        {
+            legs[a.id]["shipment_id"]
+            for a in allocations
+            if a.recipient_org_id in communities and a.id in legs
+        },
+    )
     for line in supply:
         recipients = [
             _party(found, legs, org_id, names.get(org_id, str(org_id)), "need_id")
@@ -204,7 +212,11 @@ def pledge_trace(session: Session, pledge_id: uuid.UUID) -> dict[str, Any] | Non
             if held is not None:
                 # Inside a community the goods went on to households: its counts.
                 party["community"] = trace_figures(
-                    held, line.item, [s["id"] for s in party["shipments"]], party["accepted"]
+                    held,
+                    line.item,
+                    [s["id"] for s in party["shipments"]],
+                    party["accepted"],
+                    shares,
                 )
         lines.append(
             {
