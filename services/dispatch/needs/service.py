@@ -27,13 +27,13 @@ from sqlalchemy.orm import Session, selectinload
 
 from services.dispatch.allocations.service import cancel_allocations_of_need
 from services.dispatch.matching.service import request_matching
-from services.dispatch.models import Need, NeedLine, Place
+from services.dispatch.models import Allocation, Need, NeedLine, Place
 from services.dispatch.needs import domain
 from services.dispatch.needs.status import refresh_line_status, refresh_need_status, totals_of
 from services.dispatch.transparency import totals as ledger
 from shared import catalog
 from shared.contacts import contact_of
-from shared.db import insert_as_built, utcnow
+from shared.db import in_chunks, insert_as_built, utcnow
 from shared.errors import Conflict, RuleBroken
 from shared.events import new_event
 from shared.outbox import Outbox
@@ -275,10 +275,18 @@ def settle_received(session: Session, outbox: Outbox, need_id: uuid.UUID) -> Nee
 
 def lock_need(session: Session, need_id: uuid.UUID) -> Need | None:
     """The need read afresh under its row lock, with its lines, locked in the order
-    every writer of dispatch takes them: the need's lines first (in id order), then the
-    need. Matching runs, the saga and receipts move need lines' counters and then
-    settle their needs' statuses; a change that took the need first and then wrote its
-    lines would close a cycle with them, and the database would end one of the two."""
+    dispatch's writers take them: the need's allocations, then its lines, then the
+    need (each in id order). The saga and receipts move allocations, then their need
+    lines' counters, then settle the needs' statuses, as matching runs move need lines
+    and then needs; a change of the need that took the need first and then cancelled
+    its allocations or wrote its lines would close a cycle with them, and the database
+    would end one of the two."""
+    session.execute(
+        select(Allocation.id)
+        .where(Allocation.need_id == need_id)
+        .order_by(Allocation.id)
+        .with_for_update()
+    )
     session.execute(
         select(NeedLine.id)
         .where(NeedLine.need_id == need_id)
@@ -595,12 +603,30 @@ def open_drafts_of(
     """The organisation was verified: its drafts open, each for ``ttl`` from now.
     Emits need.updated for each; returns how many opened."""
     now = now or utcnow()
-    drafts = session.scalars(
-        select(Need)
-        .where(Need.org_id == org_id, Need.status == "draft")
-        .order_by(Need.created_at, Need.id)
-        .with_for_update()
-    ).all()
+    # Locked as lock_need locks one: their lines first, then the needs (a draft has no
+    # allocations).
+    ids = sorted(
+        session.scalars(select(Need.id).where(Need.org_id == org_id, Need.status == "draft"))
+    )
+    for chunk in in_chunks(ids):
+        session.execute(
+            select(NeedLine.id)
+            .where(NeedLine.need_id.in_(chunk))
+            .order_by(NeedLine.id)
+            .with_for_update()
+        )
+    drafts = [
+        need
+        for chunk in in_chunks(ids)
+        for need in session.scalars(
+            select(Need)
+            .where(Need.id.in_(chunk), Need.status == "draft")
+            .order_by(Need.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ]
+    drafts.sort(key=lambda need: (need.created_at, need.id))
     for need in drafts:
         need.status = "open"
         for line in need.lines:

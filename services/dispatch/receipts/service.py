@@ -201,22 +201,42 @@ def _apply_need_line(session: Session, lines: list[tuple[int, ShipmentLine, Coun
         .execution_options(synchronize_session=False)
     ).first()
     if moved is None:
-        free = _uncommitted(session, need_line_id)
         raise Conflict(
             "The quantity reported damaged or short has been allocated again since; "
             "it cannot be taken back now.",
             slug="receipt-quantity-reallocated",
-            errors={
-                f"lines.{index}.accepted": [
-                    f"At most {line.accepted + min(free, line.damaged + line.short)} can "
-                    "be accepted now."
-                ]
-                for index, line, new in lines
-                if new.back_to_matching < line.damaged + line.short
-            }
-            or {f"lines.{lines[0][0]}": ["These figures cannot be applied now."]},
+            errors=_taken_back_errors(lines, _uncommitted(session, need_line_id)),
         )
     return reopened
+
+
+def _taken_back_errors(
+    lines: list[tuple[int, ShipmentLine, Counted]], free: int
+) -> dict[str, list[str]]:
+    """Of the lines of one need line, those taking back quantity they had reported
+    damaged or short, each with what it can accept now: what matching has not committed
+    of the need line (``free``) and what the other lines of it reopen in the same
+    receipt, shared by the lines taking back."""
+    room = free + sum(
+        max(0, new.back_to_matching - (line.damaged + line.short)) for _, line, new in lines
+    )
+    takers = [
+        (index, line)
+        for index, line, new in lines
+        if new.back_to_matching < line.damaged + line.short
+    ]
+    if len(takers) == 1:
+        ((index, line),) = takers
+        most = line.accepted + min(room, line.damaged + line.short)
+        return {f"lines.{index}.accepted": [f"At most {most} can be accepted now."]}
+    named = ", ".join(str(index) for index, _ in takers)
+    return {
+        f"lines.{index}.accepted": [
+            f"Lines {named} together can take back at most {room} of what they reported "
+            "damaged or short."
+        ]
+        for index, _ in takers
+    } or {f"lines.{lines[0][0]}": ["These figures cannot be applied now."]}
 
 
 def _uncommitted(session: Session, need_line_id: uuid.UUID) -> int:
@@ -354,12 +374,6 @@ def confirm_receipt(
         needs.settle_received(session, outbox, need_id)
     for item in sorted(reopened_items):
         request_matching(session, item)
-    # The lines as now written, read again in one statement.
-    session.scalars(
-        select(ShipmentLine)
-        .where(ShipmentLine.shipment_id == shipment.id)
-        .execution_options(populate_existing=True)
-    ).all()
     return receipt
 
 
