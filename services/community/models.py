@@ -182,6 +182,9 @@ class ReceivedGoods(Base):
     # ``received_before + accepted``. Kept as goods arrive (a correction moves the
     # goods after it), so that a delivery reads the few goods its units came from.
     received_before: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # The receipt's number (1, then its corrections): a receipt older than the one
+    # taken in (an original delivered after its correction) changes nothing.
+    receipt_sequence: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
 
 class StockMove(Base):
@@ -262,6 +265,12 @@ class ReachSnapshot(Base):
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     sequence: Mapped[int] = mapped_column(Integer, nullable=False)
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Whether a snapshot naming every share of the units delivered by shipment has been
+    # sent (``whole``); until then, the next one does. Set back to false, the next
+    # snapshot sends them all again.
+    whole_sent: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
 
 class Case(Entity, Base):

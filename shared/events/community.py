@@ -83,9 +83,20 @@ class UnitsDistributedV1(Schema):
 class UnitsDistributedV2(UnitsDistributedV1):
     """community.units_distributed version 2: as version 1, except that
     ``from_shipments`` names only the shares this snapshot changed, each as a whole (the
-    units delivered from that shipment now); a share not named stays as the latest
-    snapshot that named it left it. A delivery names the few shipments its units came
-    from, rather than every shipment the community ever received."""
+    units delivered from that shipment now), unless ``whole``; a share not named stays
+    as the previous snapshot left it. A delivery names the few shipments its units came
+    from, rather than every shipment the community ever received. A consumer takes a
+    snapshot that is not whole only right after the one before it (``sequence`` one
+    more), and a whole one whenever it is newer than the one it holds."""
+
+    whole = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "from_shipments names every share (the first snapshot of a "
+            "community, and whenever it sends them all again); the shares it does not "
+            "name are none"
+        },
+    )
 
     from_shipments = fields.List(
         fields.Nested(DeliveredFromShipmentV1),

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from services.community.distribution import service as distribution
@@ -98,7 +99,7 @@ def test_a_delivery_names_the_few_shipments_its_units_came_from(settings: Settin
             handle(session, receipts[shipment])
     with rt.unit_of_work() as session:
         assert distribution.line_drift(session, org) == []
-        assert distribution._end_of_line(session, org, "vegetables") == 39_500
+        assert distribution._end_of_line(session, org, "vegetables")[0] == 39_500
         # 2,500 g: the first two shipments whole, half the third.
         assert _deliver(session, org, 2500) == [
             (shipments[0], 1000),
@@ -115,10 +116,11 @@ def test_a_delivery_names_the_few_shipments_its_units_came_from(settings: Settin
             (shipments[6], 500),
         ]
         assert _deliver(session, org, 300) == [(shipments[7], 300)]
-        # As four deliveries' snapshots would have left it.
+        # As four deliveries' snapshots would have left it (the first naming every
+        # share).
         held = session.get(ReachSnapshot, org)
         assert held is not None
-        held.sequence = 4
+        held.sequence, held.whole_sent = 4, True
 
     def sent() -> list[dict[str, Any]]:
         with rt.session_factory() as session:
@@ -136,6 +138,7 @@ def test_a_delivery_names_the_few_shipments_its_units_came_from(settings: Settin
     [snapshot] = sent()
     assert snapshot["version"] == 2
     assert snapshot["payload"]["sequence"] == 5
+    assert snapshot["payload"]["whole"] is False
     assert [(s["shipment_id"], s["quantity"]) for s in snapshot["payload"]["from_shipments"]] == [
         (str(shipments[6]), 800),
         (str(shipments[7]), 0),
@@ -152,10 +155,32 @@ def test_a_delivery_names_the_few_shipments_its_units_came_from(settings: Settin
     with rt.unit_of_work() as session:
         handle(session, _receipt(org, uuid.UUID(int=99), 1000))
     assert len(sent()) == 1
+    # An original receipt arriving after its correction changes nothing.
+    with rt.unit_of_work() as session:
+        handle(session, _receipt(org, shipments[6], 500))
+        assert distribution.line_drift(session, org) == []
+        assert distribution._end_of_line(session, org, "vegetables")[0] == 41_000
+    assert len(sent()) == 1
+    # Asked for them all again (as for a community's first snapshot): the next names
+    # every share, whole.
+    with rt.unit_of_work() as session:
+        held = session.get(ReachSnapshot, org)
+        assert held is not None
+        held.whole_sent = False
+    with rt.unit_of_work() as session:
+        handle(session, _receipt(org, shipments[5], 900, sequence=2, corrects=uuid.uuid4()))
+    whole = sent()[-1]["payload"]
+    assert (whole["sequence"], whole["whole"]) == (6, True)
+    assert [(s["shipment_id"], s["quantity"]) for s in whole["from_shipments"]] == [
+        *[(str(shipments[i]), 1000) for i in range(5)],
+        (str(shipments[5]), 900),
+        # The seventh now begins 100 earlier in line: 900 of the 6,800 delivered.
+        (str(shipments[6]), 900),
+    ]
     rt.dispose()
 
 
-def test_dispatch_keeps_each_share_from_the_latest_snapshot_that_named_it(
+def test_dispatch_takes_the_snapshots_in_order_and_keeps_each_share(
     settings: Settings,
 ) -> None:
     from services.dispatch.app import create_app
@@ -163,6 +188,7 @@ def test_dispatch_keeps_each_share_from_the_latest_snapshot_that_named_it(
     from services.dispatch.models import Organisation as DispatchOrganisation
     from services.dispatch.transparency import community
     from shared.events.community import reach_aggregate_id
+    from shared.inbox import Outcome, OutOfOrder
 
     rt = create_app(settings).extensions["aidlink"]
     org = uuid.uuid4()
@@ -180,64 +206,73 @@ def test_dispatch_keeps_each_share_from_the_latest_snapshot_that_named_it(
     a, b, c = (uuid.UUID(int=i) for i in (1, 2, 3))
     receipt = uuid.uuid4()
 
-    def snapshot(sequence: int, shares: list[tuple[uuid.UUID, int]], version: int = 2) -> Event:
+    def snapshot(
+        sequence: int, shares: list[tuple[uuid.UUID, int]], version: int = 2, whole: bool = False
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "org_id": org,
+            "sequence": sequence,
+            "households_reached": sequence,
+            "people_served": 3 * sequence,
+            "vulnerable_households_reached": 0,
+            "units_delivered": [{"item": "vegetables", "quantity": 100 * sequence, "unit": "g"}],
+            "from_shipments": [
+                {"shipment_id": s, "receipt_id": receipt, "item": "vegetables", "quantity": q}
+                for s, q in shares
+            ],
+        }
+        if version == 2:
+            payload["whole"] = whole
         return new_event(
             "community.units_distributed",
-            {
-                "org_id": org,
-                "sequence": sequence,
-                "households_reached": sequence,
-                "people_served": 3 * sequence,
-                "vulnerable_households_reached": 0,
-                "units_delivered": [
-                    {"item": "vegetables", "quantity": 100 * sequence, "unit": "g"}
-                ],
-                "from_shipments": [
-                    {"shipment_id": s, "receipt_id": receipt, "item": "vegetables", "quantity": q}
-                    for s, q in shares
-                ],
-            },
+            payload,
             producer="community",
             aggregate_id=reach_aggregate_id(org),
             aggregate_version=sequence,
             version=version,
-        )
+        ).to_message()
 
-    def take(event: Event) -> dict[tuple[str, str], int]:
-        with rt.unit_of_work() as session:
-            community.on_units_distributed(session, event)
+    def shares() -> dict[tuple[str, str], int]:
         with rt.session_factory() as session:
             return community.shares_of(session, org)
 
-    def vegetables(**shares: int) -> dict[tuple[str, str], int]:
+    def vegetables(**named: int) -> dict[tuple[str, str], int]:
         ids = {"a": a, "b": b, "c": c}
-        return {(str(ids[k]), "vegetables"): q for k, q in shares.items()}
+        return {(str(ids[k]), "vegetables"): q for k, q in named.items()}
 
-    assert take(snapshot(3, [(a, 1000), (b, 400)])) == vegetables(a=1000, b=400)
-    assert take(snapshot(4, [(b, 1000), (c, 100)])) == vegetables(a=1000, b=1000, c=100)
-    # Late: the third's counts and b's share are older than those held; a share only
-    # it named would still count.
-    assert take(snapshot(2, [(b, 200)])) == vegetables(a=1000, b=1000, c=100)
+    # What changed, before the whole snapshot it follows: it waits for it.
+    fourth = snapshot(4, [(b, 1000), (c, 100)])
+    with pytest.raises(OutOfOrder):
+        rt.inbox.handle(fourth)
+    assert rt.inbox.handle(snapshot(3, [(a, 1000), (b, 400)], whole=True)) is Outcome.APPLIED
+    assert shares() == vegetables(a=1000, b=400)
+    assert rt.inbox.handle(fourth) is Outcome.APPLIED
+    assert shares() == vegetables(a=1000, b=1000, c=100)
+    # The sixth before the fifth: the sixth waits, so that the fifth's share of a is
+    # not passed over; then both, in order.
+    sixth = snapshot(6, [(c, 300)])
+    with pytest.raises(OutOfOrder):
+        rt.inbox.handle(sixth)
+    assert rt.inbox.handle(snapshot(5, [(a, 1200)])) is Outcome.APPLIED
+    assert rt.inbox.handle(sixth) is Outcome.APPLIED
+    assert shares() == vegetables(a=1200, b=1000, c=300)
+    # An older copy is set aside.
+    assert rt.inbox.handle(snapshot(2, [(b, 50)], whole=True)) is Outcome.STALE
     with rt.session_factory() as session:
         held = session.get(CommunityReach, org)
         assert held is not None
-        assert (held.sequence, held.households_reached) == (4, 4)
-        # A donor whose line went on shipments a and c: 1,100 delivered from them,
+        assert (held.sequence, held.households_reached) == (6, 6)
+        # A donor whose line went on shipments a and c: 1,500 delivered from them,
         # never more than the community accepted of them.
-        shares = community.shares_from(session, [a, c])
-        assert (
-            community.trace_figures(held, "vegetables", [a, c], 1500, shares)[
-                "delivered_from_these_shipments"
-            ]
-            == 1100
-        )
-        assert (
-            community.trace_figures(held, "vegetables", [a, c], 900, shares)[
-                "delivered_from_these_shipments"
-            ]
-            == 900
-        )
-    # Version 1 named every share: those it does not name were none when it was taken.
-    assert take(snapshot(5, [(a, 1000), (c, 600)], version=1)) == vegetables(a=1000, c=600)
-    assert take(snapshot(1, [(b, 50)], version=1)) == vegetables(a=1000, c=600)
+        found = community.shares_from(session, [a, c])
+        figures = community.trace_figures(held, "vegetables", [a, c], 2000, found)
+        assert figures["delivered_from_these_shipments"] == 1500
+        figures = community.trace_figures(held, "vegetables", [a, c], 900, found)
+        assert figures["delivered_from_these_shipments"] == 900
+    # A whole snapshot (or version 1, as sent before) is taken whenever it is newer,
+    # past a gap: the shares it does not name are none.
+    assert rt.inbox.handle(snapshot(9, [(a, 1200), (c, 600)], version=1)) is Outcome.APPLIED
+    assert shares() == vegetables(a=1200, c=600)
+    assert rt.inbox.handle(snapshot(11, [(b, 70)], whole=True)) is Outcome.APPLIED
+    assert shares() == vegetables(b=70)
     rt.dispose()

@@ -233,7 +233,8 @@ def test_goods_received_before_are_put_in_line_and_shares_kept_in_rows(
     engine = create_engine(url)
     inspector = sa_inspect(engine)
     columns = {c["name"] for c in inspector.get_columns("received_goods")}
-    assert not {"first_in", "received_before"} & columns
+    assert not {"first_in", "received_before", "receipt_sequence"} & columns
+    assert "whole_sent" not in {c["name"] for c in inspector.get_columns("reach_snapshots")}
     assert "ix_received_goods_org" in {i["name"] for i in inspector.get_indexes("received_goods")}
     engine.dispose()
     upgrade("community", settings)

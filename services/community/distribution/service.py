@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
@@ -99,19 +99,28 @@ def on_receipt_confirmed(
     for line in data["lines"]:
         accepted[line["item"]] += int(line["accepted"])
     shipment_id = uuid.UUID(str(data["shipment_id"]))
+    sequence = int(data["sequence"])
     moved: dict[str, tuple[int, int]] = {}
     for item, quantity in sorted(accepted.items()):
         held = session.get(ReceivedGoods, (shipment_id, item))
+        if held is not None and held.receipt_sequence > sequence:
+            # An original arriving after its correction: the correction stands.
+            continue
         before = held.accepted if held is not None else 0
         if held is None:
+            end, last_in = _end_of_line(session, org.id, item)
             held = ReceivedGoods(
                 shipment_id=shipment_id,
                 item=item,
                 org_id=org.id,
                 accepted=quantity,
                 receipt_id=data["receipt_id"],
-                first_in=utcnow(),
-                received_before=_end_of_line(session, org.id, item),
+                receipt_sequence=sequence,
+                # Last in line, after every goods before it whatever the clocks say.
+                first_in=max(utcnow(), last_in + timedelta(microseconds=1))
+                if last_in is not None
+                else utcnow(),
+                received_before=end,
             )
             session.add(held)
             if delivered.get(item, 0) > held.received_before:
@@ -123,6 +132,7 @@ def on_receipt_confirmed(
                 _move_line_after(session, held, change)
             held.accepted = quantity
             held.receipt_id = data["receipt_id"]
+            held.receipt_sequence = sequence
             # These goods' share and those after them in line, up to the units
             # delivered (as many more as the goods after them moved on).
             moved[item] = (held.received_before, delivered.get(item, 0) + max(change, 0))
@@ -140,15 +150,17 @@ def on_receipt_confirmed(
     return org.id, moved
 
 
-def _end_of_line(session: Session, org_id: uuid.UUID, item: str) -> int:
-    """The units of ``item`` accepted of all the community's goods in line."""
-    last = session.scalar(
-        select(ReceivedGoods.received_before + ReceivedGoods.accepted)
-        .where(ReceivedGoods.org_id == org_id, ReceivedGoods.item == item)
-        .order_by(ReceivedGoods.received_before.desc(), ReceivedGoods.accepted.desc())
+def _end_of_line(session: Session, org_id: uuid.UUID, item: str) -> tuple[int, datetime | None]:
+    """The units of ``item`` accepted of all the community's goods in line, and when
+    the last of them came in (None for an empty line)."""
+    goods = ReceivedGoods
+    last = session.execute(
+        select(goods.received_before + goods.accepted, goods.first_in)
+        .where(goods.org_id == org_id, goods.item == item)
+        .order_by(goods.received_before.desc(), goods.first_in.desc(), goods.shipment_id.desc())
         .limit(1)
-    )
-    return int(last or 0)
+    ).first()
+    return (int(last[0]), last[1]) if last is not None else (0, None)
 
 
 def _after_in_line(held: ReceivedGoods) -> Any:
@@ -534,13 +546,18 @@ def delivered_from_shipments(
     session: Session, org_id: uuid.UUID, delivered: dict[str, int]
 ) -> list[dict[str, Any]]:
     """The units delivered of each item, attributed to the shipments that brought them,
-    every goods received read and added up in line (first in, first out: the goods
-    received first give their accepted units first, ties by shipment id): what the
-    snapshots' shares add up to, for ``check-invariants``."""
+    every goods received read in line (first in, first out: the goods received first
+    give their accepted units first): what the snapshots' shares add up to, for
+    ``check-invariants`` and a whole snapshot."""
     goods = session.scalars(
         select(ReceivedGoods)
         .where(ReceivedGoods.org_id == org_id)
-        .order_by(ReceivedGoods.item, ReceivedGoods.first_in, ReceivedGoods.shipment_id)
+        .order_by(
+            ReceivedGoods.item,
+            ReceivedGoods.received_before,
+            ReceivedGoods.first_in,
+            ReceivedGoods.shipment_id,
+        )
     )
     left = dict(delivered)
     out = []
@@ -560,14 +577,20 @@ def delivered_from_shipments(
 
 
 def line_drift(session: Session, org_id: uuid.UUID) -> list[str]:
-    """Goods whose kept place in line differs from the units accepted before them,
-    added up again in line (for ``check-invariants``)."""
+    """Goods whose kept place in line differs from the units accepted of the goods
+    before them, added up again in line (for ``check-invariants``): a correction that
+    did not move the goods after it would show here."""
     drift = []
     before: dict[str, int] = defaultdict(int)
     for held in session.scalars(
         select(ReceivedGoods)
         .where(ReceivedGoods.org_id == org_id)
-        .order_by(ReceivedGoods.item, ReceivedGoods.first_in, ReceivedGoods.shipment_id)
+        .order_by(
+            ReceivedGoods.item,
+            ReceivedGoods.received_before,
+            ReceivedGoods.first_in,
+            ReceivedGoods.shipment_id,
+        )
     ):
         if held.received_before != before[held.item]:
             drift.append(
@@ -588,9 +611,18 @@ def announce_reach(
     """Send dispatch the community's reach as it now stands, as counts only
     (``community.units_distributed`` version 2, snapshot ``sequence``), with the
     ``shares`` of the units delivered by shipment that this change moved, each as a
-    whole (:func:`_shares_in`)."""
+    whole (:func:`_shares_in`): every share instead in the community's first snapshot
+    (``whole``)."""
     figures = reach(session, org_id)
     units = figures["units_delivered"]
+    # The community's first snapshot (and the first after an operator asks for them
+    # all again) names every share; dispatch takes the others in order after it.
+    held = session.get(ReachSnapshot, org_id)
+    whole = held is None or not held.whole_sent
+    if whole:
+        shares = delivered_from_shipments(session, org_id, units)
+        if held is not None:
+            held.whole_sent = True
     payload = {
         "org_id": org_id,
         "sequence": sequence,
@@ -602,6 +634,7 @@ def announce_reach(
             for item in sorted(units)
         ],
         "from_shipments": shares or [],
+        "whole": whole,
     }
     outbox.add(
         session,

@@ -6,8 +6,9 @@ The community service sends its figures as cumulative snapshots
 (``community.units_distributed``, numbered by ``sequence``); a snapshot replaces the
 one held only if its number is higher, so a copy delivered twice or late changes
 nothing. Each names the shares of the units delivered by shipment that it changed
-(version 2; version 1 named them all), and each share is kept from the highest-numbered
-snapshot that named it. A community's figures are the latest: the ledger's date filters do not
+(version 2), or all of them (version 1, and a version 2 ``whole``, a community's first):
+one naming only what changed is taken right after the one before it, never past a
+missing one. A community's figures are the latest: the ledger's date filters do not
 apply to them.
 """
 
@@ -35,22 +36,28 @@ def on_units_distributed(session: Session, event: Event) -> None:
         raise OutOfOrder(f"{event.type} for {org_id} before its org.registered")
     sequence = int(data["sequence"])
     held = session.get(CommunityReach, org_id, with_for_update=True)
-    # Each share as a whole, kept unless a later snapshot set it already: taken in any
-    # order, the snapshots leave each share as the latest that named it.
+    # Version 1 named every share; version 2 the shares it changed, unless ``whole``.
+    whole = event.version == 1 or bool(data.get("whole"))
+    if held is not None and held.sequence >= sequence:
+        return  # as old as the one held, or older (the inbox sets such copies aside)
+    if not whole and (held is None or sequence > held.sequence + 1):
+        # Only the shares it changed: the snapshots before it first, so that none of
+        # theirs is passed over (every event reaches its subscribers: it will come).
+        raise OutOfOrder(
+            f"{event.type} {sequence} of {org_id} before snapshot "
+            f"{1 if held is None else held.sequence + 1}"
+        )
+    # Each share as a whole, kept unless a later snapshot set it already.
     _keep_shares(session, org_id, sequence, data.get("from_shipments") or [])
-    if event.version == 1:
-        # A whole list (as version 1 sent them): the shares it does not name were none
-        # when it was taken (kept as none at its number, so that an older list arriving
-        # later does not bring them back).
+    if whole:
+        # The shares it does not name were none when it was taken (kept as none at its
+        # number, so that an older list does not bring them back).
         session.execute(
             update(CommunityShare)
             .where(CommunityShare.org_id == org_id, CommunityShare.sequence < sequence)
             .values(quantity=0, sequence=sequence)
             .execution_options(synchronize_session=False)
         )
-    if held is not None and held.sequence >= sequence:
-        bump(session)
-        return  # an older snapshot than the one held: its counts are not the latest
     if held is None:
         held = CommunityReach(org_id=org_id)
         session.add(held)
@@ -103,22 +110,22 @@ def shares_of(session: Session, org_id: uuid.UUID) -> dict[tuple[str, str], int]
     return {
         (str(shipment_id), item): int(quantity)
         for shipment_id, item, quantity in session.execute(
-            select(CommunityShare.shipment_id, CommunityShare.item, CommunityShare.quantity)
-            .where(CommunityShare.org_id == org_id, CommunityShare.quantity > 0)
+            select(CommunityShare.shipment_id, CommunityShare.item, CommunityShare.quantity).where(
+                CommunityShare.org_id == org_id, CommunityShare.quantity > 0
+            )
         )
     }
 
 
-def shares_from(
-    session: Session, shipment_ids: Iterable[uuid.UUID]
-) -> dict[tuple[str, str], int]:
+def shares_from(session: Session, shipment_ids: Iterable[uuid.UUID]) -> dict[tuple[str, str], int]:
     """The units delivered inside the communities they went to, by (shipment id, item),
     of these shipments."""
     found: dict[tuple[str, str], int] = {}
     for chunk in in_chunks(sorted(set(shipment_ids), key=str)):
         for shipment_id, item, quantity in session.execute(
-            select(CommunityShare.shipment_id, CommunityShare.item, CommunityShare.quantity)
-            .where(CommunityShare.shipment_id.in_(chunk))
+            select(CommunityShare.shipment_id, CommunityShare.item, CommunityShare.quantity).where(
+                CommunityShare.shipment_id.in_(chunk)
+            )
         ):
             found[(str(shipment_id), item)] = int(quantity)
     return found

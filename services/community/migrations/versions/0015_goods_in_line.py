@@ -1,7 +1,9 @@
 """goods in line: each item's goods received keep their place in line (when first
 received) and the units of the item accepted before them, so that a delivery's
 snapshot names the few shipments its units came from (first in, first out) rather
-than reading every goods received; both filled from the goods already received
+than reading every goods received; both filled from the goods already received. The
+goods keep their receipt's number (an older receipt arriving late changes nothing),
+and each community's next snapshot names every share (``whole_sent``)
 
 Revision ID: 0015
 Revises: 0014
@@ -27,6 +29,9 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column('received_goods', sa.Column('first_in', UTCDateTime(timezone=True), nullable=True))
     op.add_column('received_goods', sa.Column('received_before', sa.BigInteger(), nullable=True))
+    # Unknown for the goods already received: as a first receipt.
+    op.add_column('received_goods', sa.Column('receipt_sequence', sa.Integer(), server_default='1', nullable=False))
+    op.add_column('reach_snapshots', sa.Column('whole_sent', sa.Boolean(), server_default=sa.false(), nullable=False))
 
     # The line as the snapshots drew it until now: goods by when their shipment's
     # units first went into stock (those never in stock last), ties by shipment id.
@@ -75,6 +80,7 @@ def upgrade() -> None:
     with op.batch_alter_table('received_goods') as batch:
         batch.alter_column('first_in', existing_type=UTCDateTime(timezone=True), nullable=False)
         batch.alter_column('received_before', existing_type=sa.BigInteger(), nullable=False)
+        batch.alter_column('receipt_sequence', existing_type=sa.Integer(), server_default=None)
     # It serves a community's goods too: the index of the community alone goes.
     op.create_index('ix_received_goods_line', 'received_goods', ['org_id', 'item', 'received_before'], unique=False)
     op.drop_index('ix_received_goods_org', table_name='received_goods')
@@ -93,5 +99,7 @@ def _placed(line: list[tuple[datetime, str, object, int]]) -> list[tuple[datetim
 def downgrade() -> None:
     op.create_index('ix_received_goods_org', 'received_goods', ['org_id'], unique=False)
     op.drop_index('ix_received_goods_line', table_name='received_goods')
+    op.drop_column('reach_snapshots', 'whole_sent')
+    op.drop_column('received_goods', 'receipt_sequence')
     op.drop_column('received_goods', 'received_before')
     op.drop_column('received_goods', 'first_in')
