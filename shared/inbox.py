@@ -177,6 +177,11 @@ class Inbox:
         self.batch_handlers: dict[str, BatchHandler] = {}
         self.max_deliveries = max_deliveries
         self.ordered = ordered
+        # Types whose handlers put their events in order themselves, taking an older
+        # one for what it alone says (a community's snapshot: its counts only if newer,
+        # the shares it names each kept from the newest that named it): handed to
+        # their handler however old, under the aggregate's lock all the same.
+        self.self_ordered: set[str] = set()
 
     def handle(self, message: Any, *, caught_up: bool = False) -> Outcome:
         """Take one message off the queue. Transient database errors propagate so the
@@ -304,7 +309,11 @@ class Inbox:
             if self.ordered
             else None
         )
-        if last is not None and last.last_version >= evt.aggregate_version:
+        if (
+            last is not None
+            and last.last_version >= evt.aggregate_version
+            and evt.type not in self.self_ordered
+        ):
             outcome = Outcome.STALE
         elif handler is None:
             outcome = Outcome.IGNORED
@@ -317,7 +326,7 @@ class Inbox:
                     self.versions(aggregate_id=evt.aggregate_id, last_version=evt.aggregate_version)
                 )
             else:
-                last.last_version = evt.aggregate_version
+                last.last_version = max(last.last_version, evt.aggregate_version)
         session.add(self._inbox_row(evt, outcome, caught_up))
         session.flush()
         if outcome is Outcome.STALE:

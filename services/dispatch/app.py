@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     rt.inbox.batch_handlers.update(saga_batch_handlers(plan_shipments))
     rt.inbox.handlers.update(community_need_handlers(rt.outbox))
     rt.inbox.handlers.update(community_reach_handlers())
+    rt.inbox.self_ordered.update(community_reach_handlers())
     rt.inbox.handlers.update(help_handlers())
     matching_service.install_debounce(rt)
     register_matching_tasks(rt)

@@ -103,7 +103,12 @@ def on_receipt_confirmed(
     moved: dict[str, tuple[int, int]] = {}
     for item, quantity in sorted(accepted.items()):
         held = session.get(ReceivedGoods, (shipment_id, item))
-        if held is not None and held.receipt_sequence > sequence:
+        if held is not None and (
+            held.receipt_sequence > sequence
+            # (goods from before receipts were numbered here count as a first receipt:
+            # a first receipt other than the one they hold came before a correction)
+            or (sequence == 1 and str(held.receipt_id) != str(data["receipt_id"]))
+        ):
             # An original arriving after its correction: the correction stands.
             continue
         before = held.accepted if held is not None else 0

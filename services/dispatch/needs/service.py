@@ -273,6 +273,12 @@ def settle_received(session: Session, outbox: Outbox, need_id: uuid.UUID) -> Nee
     return need
 
 
+# The allocations of a need that its change locks first (:func:`lock_need`): those
+# still open (a cancel moves them) and those on their way or received (a change of
+# place recounts them in the ledger, as receipts do).
+LOCKED_ALLOCATION_STATUSES = ("proposed", "reserved", "shipped", "delivered", "received")
+
+
 def lock_need(session: Session, need_id: uuid.UUID) -> Need | None:
     """The need read afresh under its row lock, with its lines, locked in the order
     dispatch's writers take them: the need's allocations, then its lines, then the
@@ -283,7 +289,12 @@ def lock_need(session: Session, need_id: uuid.UUID) -> Need | None:
     would end one of the two."""
     session.execute(
         select(Allocation.id)
-        .where(Allocation.need_id == need_id)
+        .where(
+            Allocation.need_id == need_id,
+            # Those a change of the need may move or recount; not the many a long-lived
+            # need's runs proposed and saw rejected or cancelled.
+            Allocation.status.in_(LOCKED_ALLOCATION_STATUSES),
+        )
         .order_by(Allocation.id)
         .with_for_update()
     )

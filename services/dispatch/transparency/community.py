@@ -6,9 +6,10 @@ The community service sends its figures as cumulative snapshots
 (``community.units_distributed``, numbered by ``sequence``); a snapshot replaces the
 one held only if its number is higher, so a copy delivered twice or late changes
 nothing. Each names the shares of the units delivered by shipment that it changed
-(version 2), or all of them (version 1, and a version 2 ``whole``, a community's first):
-one naming only what changed is taken right after the one before it, never past a
-missing one. A community's figures are the latest: the ledger's date filters do not
+(version 2), or all of them (version 1, and a version 2 ``whole``, a community's first);
+each share is kept from the newest snapshot that named it, so the inbox hands these
+snapshots over in any order (``Inbox.self_ordered``): a late one still says what it
+alone says of a share. A community's figures are the latest: the ledger's date filters do not
 apply to them.
 """
 
@@ -38,26 +39,25 @@ def on_units_distributed(session: Session, event: Event) -> None:
     held = session.get(CommunityReach, org_id, with_for_update=True)
     # Version 1 named every share; version 2 the shares it changed, unless ``whole``.
     whole = event.version == 1 or bool(data.get("whole"))
-    if held is not None and held.sequence >= sequence:
-        return  # as old as the one held, or older (the inbox sets such copies aside)
-    if not whole and (held is None or sequence > held.sequence + 1):
-        # Only the shares it changed: the snapshots before it first, so that none of
-        # theirs is passed over (every event reaches its subscribers: it will come).
-        raise OutOfOrder(
-            f"{event.type} {sequence} of {org_id} before snapshot "
-            f"{1 if held is None else held.sequence + 1}"
-        )
-    # Each share as a whole, kept unless a later snapshot set it already.
-    _keep_shares(session, org_id, sequence, data.get("from_shipments") or [])
+    # Each share as a whole, kept unless a later snapshot set it already: however late
+    # a snapshot arrives (the inbox hands them over in any order), what it alone says of
+    # a share is kept, and nothing older replaces it.
+    changed = _keep_shares(session, org_id, sequence, data.get("from_shipments") or [])
     if whole:
         # The shares it does not name were none when it was taken (kept as none at its
-        # number, so that an older list does not bring them back).
-        session.execute(
+        # number, so that an older snapshot does not bring them back).
+        zeroed = session.execute(
             update(CommunityShare)
             .where(CommunityShare.org_id == org_id, CommunityShare.sequence < sequence)
             .values(quantity=0, sequence=sequence)
             .execution_options(synchronize_session=False)
         )
+        changed += cast(Any, zeroed).rowcount or 0
+    if held is not None and held.sequence >= sequence:
+        # Its counts are older than those held: only what it alone said of a share.
+        if changed:
+            bump(session)
+        return
     if held is None:
         held = CommunityReach(org_id=org_id)
         session.add(held)
@@ -74,9 +74,11 @@ def on_units_distributed(session: Session, event: Event) -> None:
 
 def _keep_shares(
     session: Session, org_id: uuid.UUID, sequence: int, shares: list[dict[str, Any]]
-) -> None:
+) -> int:
+    """Keep each share named, unless a snapshot numbered higher set it; returns how
+    many were kept."""
     if not shares:
-        return
+        return 0
     table = cast(Table, CommunityShare.__table__)
     insert = upsert_insert(session)(table)
     stmt = insert.on_conflict_do_update(
@@ -87,8 +89,8 @@ def _keep_shares(
             "sequence": insert.excluded.sequence,
         },
         where=table.c.sequence < insert.excluded.sequence,
-    )
-    session.execute(
+    ).returning(table.c.shipment_id)
+    kept = session.execute(
         stmt,
         [
             {
@@ -102,6 +104,7 @@ def _keep_shares(
             for share in sorted(shares, key=lambda x: (str(x["shipment_id"]), x["item"]))
         ],
     )
+    return len(kept.all())
 
 
 def shares_of(session: Session, org_id: uuid.UUID) -> dict[tuple[str, str], int]:
