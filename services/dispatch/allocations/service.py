@@ -1022,7 +1022,9 @@ def _counters(session: Session, allocation: Allocation, **deltas: int) -> None:
 
 
 def on_accepted(session: Session, data: dict[str, Any]) -> Allocation | None:
-    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
+    # The allocation, its need line, pledge line and need, in dispatch's lock order;
+    # the pledge line's totals from donations after them (its row is held by then when
+    # the allocation moved).
     allocation = _move(session, data["allocation_id"], ("proposed",), "reserved")
     if allocation is not None:
         _counters(
@@ -1032,6 +1034,7 @@ def on_accepted(session: Session, data: dict[str, Any]) -> Allocation | None:
             reserved=allocation.quantity,
             supply_proposed=-allocation.quantity,
         )
+    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
     return allocation
 
 
@@ -1048,8 +1051,11 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
             held = newest.get(totals["id"])
             if held is None or version > held[1]:
                 newest[totals["id"]] = (totals, version)
-    for line_id in sorted(newest, key=str):
-        apply_line_totals(session, *newest[line_id])
+
+    def take_totals() -> None:
+        for line_id in sorted(newest, key=str):
+            apply_line_totals(session, *newest[line_id])
+
     wanted = [data["allocation_id"] for data in accepted]
     moved: set[uuid.UUID] = set()
     for chunk in ledger.chunked(wanted):
@@ -1063,6 +1069,7 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
             )
         )
     if not moved:
+        take_totals()
         return []
     # The ledger: a proposed allocation counts nothing (``COUNTED_ALLOCATION_STATUSES``),
     # so what the ones just reserved count is all they add; the rows are locked by the
@@ -1081,6 +1088,9 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
     # Locked in the order of propose_many (need lines, supply lines, needs), read and
     # counted as plain rows and written in bulk, as propose_many does.
     lines = _locked_rows(session, LINE_COLUMNS, NeedLine.id, {a.need_line_id for a in reserved})
+    # The pledge lines' totals once the need lines are held (dispatch's lock order:
+    # allocations, need lines, pledge lines, needs).
+    take_totals()
     supplies = _locked_rows(
         session, SUPPLY_COLUMNS, SupplyLine.id, {a.pledge_line_id for a in reserved}
     )
@@ -1106,7 +1116,6 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
 
 
 def on_rejected(session: Session, data: dict[str, Any]) -> Allocation | None:
-    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
     allocation = _move(
         session, data["allocation_id"], ("proposed",), "rejected", data.get("reason")
     )
@@ -1114,28 +1123,32 @@ def on_rejected(session: Session, data: dict[str, Any]) -> Allocation | None:
         _counters(
             session, allocation, proposed=-allocation.quantity, supply_proposed=-allocation.quantity
         )
+    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
     return allocation
 
 
 def on_released(session: Session, data: dict[str, Any]) -> Allocation | None:
     """Donations let a reservation go (pledge cancelled, deadline passed, allocation
     cancelled): the quantity goes back to matching."""
-    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
     allocation = _move(
         session, data["allocation_id"], ("reserved",), "cancelled", data.get("reason")
     )
     if allocation is not None:
         _counters(session, allocation, reserved=-allocation.quantity)
         _unplan(session, allocation.id)
-        return allocation
-    # A proposal released before its acceptance arrived (the events crossed).
-    allocation = _move(
-        session, data["allocation_id"], ("proposed",), "cancelled", data.get("reason")
-    )
-    if allocation is not None:
-        _counters(
-            session, allocation, proposed=-allocation.quantity, supply_proposed=-allocation.quantity
+    else:
+        # A proposal released before its acceptance arrived (the events crossed).
+        allocation = _move(
+            session, data["allocation_id"], ("proposed",), "cancelled", data.get("reason")
         )
+        if allocation is not None:
+            _counters(
+                session,
+                allocation,
+                proposed=-allocation.quantity,
+                supply_proposed=-allocation.quantity,
+            )
+    apply_line_totals(session, data.get("line"), data.get("pledge_version"))
     return allocation
 
 
