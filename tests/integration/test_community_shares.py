@@ -23,6 +23,23 @@ from shared.config import Settings
 from shared.events import Event, new_event
 
 
+def _community(rt: Any, model: Any) -> uuid.UUID:
+    """A verified community committee in a service's copy of the organisations."""
+    org = uuid.uuid4()
+    with rt.unit_of_work() as session:
+        session.add(
+            model(
+                id=org,
+                name="Baibuting",
+                kind="community_committee",
+                region="420102",
+                status="verified",
+                source_version=1,
+            )
+        )
+    return org
+
+
 def _receipt(
     org_id: uuid.UUID,
     shipment_id: uuid.UUID,
@@ -81,18 +98,7 @@ def test_a_delivery_names_the_few_shipments_its_units_came_from(settings: Settin
     from services.community.app import create_app
 
     rt = create_app(settings).extensions["aidlink"]
-    org = uuid.uuid4()
-    with rt.unit_of_work() as session:
-        session.add(
-            Organisation(
-                id=org,
-                name="Baibuting",
-                kind="community_committee",
-                region="420102",
-                status="verified",
-                source_version=1,
-            )
-        )
+    org = _community(rt, Organisation)
     handle = distribution.receipt_handler(rt.outbox)
     # Forty shipments of 1,000 g arrive one after the other (the seventh half damaged).
     shipments = [uuid.UUID(int=i + 1) for i in range(40)]
@@ -202,18 +208,7 @@ def test_dispatch_keeps_each_share_from_the_newest_snapshot_that_named_it(
     from shared.inbox import Outcome
 
     rt = create_app(settings).extensions["aidlink"]
-    org = uuid.uuid4()
-    with rt.unit_of_work() as session:
-        session.add(
-            DispatchOrganisation(
-                id=org,
-                name="Baibuting",
-                kind="community_committee",
-                region="420102",
-                status="verified",
-                source_version=1,
-            )
-        )
+    org = _community(rt, DispatchOrganisation)
     a, b, c = (uuid.UUID(int=i) for i in (1, 2, 3))
     receipt = uuid.uuid4()
 

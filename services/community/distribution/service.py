@@ -547,14 +547,9 @@ def _base_unit(item: str) -> str:
         return ""
 
 
-def delivered_from_shipments(
-    session: Session, org_id: uuid.UUID, delivered: dict[str, int]
-) -> list[dict[str, Any]]:
-    """The units delivered of each item, attributed to the shipments that brought them,
-    every goods received read in line (first in, first out: the goods received first
-    give their accepted units first): what the snapshots' shares add up to, for
-    ``check-invariants`` and a whole snapshot."""
-    goods = session.scalars(
+def _goods_in_line(session: Session, org_id: uuid.UUID) -> Any:
+    """Every goods the community received, item by item, in line."""
+    return session.scalars(
         select(ReceivedGoods)
         .where(ReceivedGoods.org_id == org_id)
         .order_by(
@@ -564,6 +559,16 @@ def delivered_from_shipments(
             ReceivedGoods.shipment_id,
         )
     )
+
+
+def delivered_from_shipments(
+    session: Session, org_id: uuid.UUID, delivered: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The units delivered of each item, attributed to the shipments that brought them,
+    every goods received read in line (first in, first out: the goods received first
+    give their accepted units first): what the snapshots' shares add up to, for
+    ``check-invariants`` and a whole snapshot."""
+    goods = _goods_in_line(session, org_id)
     left = dict(delivered)
     out = []
     for held in goods:
@@ -587,16 +592,7 @@ def line_drift(session: Session, org_id: uuid.UUID) -> list[str]:
     did not move the goods after it would show here."""
     drift = []
     before: dict[str, int] = defaultdict(int)
-    for held in session.scalars(
-        select(ReceivedGoods)
-        .where(ReceivedGoods.org_id == org_id)
-        .order_by(
-            ReceivedGoods.item,
-            ReceivedGoods.received_before,
-            ReceivedGoods.first_in,
-            ReceivedGoods.shipment_id,
-        )
-    ):
+    for held in _goods_in_line(session, org_id):
         if held.received_before != before[held.item]:
             drift.append(
                 f"{held.item} of shipment {held.shipment_id}: {held.received_before} "
