@@ -26,6 +26,7 @@ from shared.events import Event, new_event
 from shared.inbox import Outcome
 from shared.observability import correlation_id_var
 from tests.support.stack import Stack
+from tests.support.world import supply_line as _supply
 
 
 def _need(session: Any, outbox: Any, *quantities: int, org_id: uuid.UUID | None = None) -> Need:
@@ -42,32 +43,6 @@ def _need(session: Any, outbox: Any, *quantities: int, org_id: uuid.UUID | None 
             "location": {"region": "420103", "address": "ward 3"},
         },
     )
-
-
-def _supply(session: Any, quantity: int, donor: uuid.UUID | None = None) -> uuid.UUID:
-    line_id = uuid.uuid4()
-    saga.apply_pledge(
-        session,
-        {
-            "id": uuid.uuid4(),
-            "org_id": donor or uuid.uuid4(),
-            "status": "open",
-            "origin": {"region": "4403"},
-            "lines": [
-                {
-                    "id": line_id,
-                    "item": "mask",
-                    "quantity": quantity,
-                    "reserved": 0,
-                    "shipped": 0,
-                    "delivered": 0,
-                    "status": "available",
-                }
-            ],
-        },
-        1,
-    )
-    return line_id
 
 
 def _propose(rt: Any, way: str, plan: list[saga.Proposal], run_id: uuid.UUID) -> list[Any]:

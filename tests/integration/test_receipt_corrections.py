@@ -20,32 +20,7 @@ from services.dispatch.receipts import service as receipts
 from services.dispatch.shipments import service as shipments
 from shared.config import Settings
 from shared.errors import Conflict
-
-
-def _supply(session: Any, donor: uuid.UUID, quantity: int) -> uuid.UUID:
-    line_id = uuid.uuid4()
-    saga.apply_pledge(
-        session,
-        {
-            "id": uuid.uuid4(),
-            "org_id": donor,
-            "status": "open",
-            "origin": {"region": "4403"},
-            "lines": [
-                {
-                    "id": line_id,
-                    "item": "mask",
-                    "quantity": quantity,
-                    "reserved": 0,
-                    "shipped": 0,
-                    "delivered": 0,
-                    "status": "available",
-                }
-            ],
-        },
-        1,
-    )
-    return line_id
+from tests.support.world import supply_line
 
 
 def _delivered_in_two_lines(rt: Any) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
@@ -65,7 +40,7 @@ def _delivered_in_two_lines(rt: Any) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
             },
         )
         need_line_id = need.lines[0].id
-        supplies = [_supply(session, donor, 10), _supply(session, donor, 10)]
+        supplies = [supply_line(session, 10, donor), supply_line(session, 10, donor)]
         proposed = saga.propose_many(
             session,
             rt.outbox,
@@ -143,7 +118,7 @@ def test_damage_moved_between_two_lines_of_one_need_line_is_applied_in_any_order
         (again,) = saga.propose_many(
             session,
             rt.outbox,
-            [saga.Proposal(_supply(session, donor, 5), need_line_id, 5, {"tier": 1})],
+            [saga.Proposal(supply_line(session, 5, donor), need_line_id, 5, {"tier": 1})],
             run_id=None,
         )
         assert again.allocation is not None, again.refused

@@ -55,3 +55,33 @@ def pledge_line(stack: Stack, line_id: str) -> PledgeLine:
         line = session.get(PledgeLine, uuid.UUID(line_id))
         assert line is not None, line_id
         return line
+
+
+def supply_line(session: Any, quantity: int, donor: uuid.UUID | None = None) -> uuid.UUID:
+    """A pledge line of masks in dispatch's supply read model, as ``pledge.created``
+    would leave it (one line, open); returns its id."""
+    from services.dispatch.allocations import service as saga
+
+    line_id = uuid.uuid4()
+    saga.apply_pledge(
+        session,
+        {
+            "id": uuid.uuid4(),
+            "org_id": donor or uuid.uuid4(),
+            "status": "open",
+            "origin": {"region": "4403"},
+            "lines": [
+                {
+                    "id": line_id,
+                    "item": "mask",
+                    "quantity": quantity,
+                    "reserved": 0,
+                    "shipped": 0,
+                    "delivered": 0,
+                    "status": "available",
+                }
+            ],
+        },
+        1,
+    )
+    return line_id
