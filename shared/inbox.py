@@ -3,7 +3,8 @@
 A consumer records the event id in its ``inbox`` table in the same transaction as
 the event's effect, so a redelivered event finds its id and changes nothing. It also
 remembers the last version it applied of each aggregate, so an event older than the
-state it would change is recorded and ignored. An event that cannot be read, or keeps
+state it would change is recorded and ignored (unless its type's handler orders such
+events itself: ``Inbox.self_ordered``). An event that cannot be read, or keeps
 failing, goes to ``dead_letters`` with the reason, instead of looping forever.
 """
 

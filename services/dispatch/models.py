@@ -529,6 +529,9 @@ class CommunityReach(Base):
     people_served: Mapped[int] = mapped_column(Integer, nullable=False)
     vulnerable_households_reached: Mapped[int] = mapped_column(Integer, nullable=False)
     units_delivered: Mapped[dict[str, int]] = mapped_column(JSON, nullable=False)
+    # The newest snapshot taken in that named every share: an older one says nothing of
+    # the shares any more (each was named again by it, or none at it).
+    whole_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     # When the community sent the snapshot.
     as_of: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(

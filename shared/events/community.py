@@ -85,9 +85,10 @@ class UnitsDistributedV2(UnitsDistributedV1):
     ``from_shipments`` names only the shares this snapshot changed, each as a whole (the
     units delivered from that shipment now), unless ``whole``; a share not named stays
     as the previous snapshot left it. A delivery names the few shipments its units came
-    from, rather than every shipment the community ever received. A consumer takes a
-    snapshot that is not whole only right after the one before it (``sequence`` one
-    more), and a whole one whenever it is newer than the one it holds."""
+    from, rather than every shipment the community ever received. A consumer keeps the
+    counts of the newest snapshot and each share from the newest snapshot that named
+    it, whatever order they arrive in; a snapshot older than a whole one it took in
+    says nothing of the shares."""
 
     whole = fields.Boolean(
         load_default=False,

@@ -282,4 +282,9 @@ def test_dispatch_keeps_each_share_from_the_newest_snapshot_that_named_it(
     assert shares() == vegetables(a=1200, c=600)
     assert rt.inbox.handle(snapshot(11, [(b, 70)], whole=True)) is Outcome.APPLIED
     assert shares() == vegetables(b=70)
+    # Older than that whole snapshot, a late one says nothing of any share: those it
+    # names were named again by the whole one, or none at it, row or no row.
+    d = uuid.UUID(int=4)
+    assert rt.inbox.handle(snapshot(10, [(c, 999), (d, 5)])) is Outcome.APPLIED
+    assert shares() == vegetables(b=70)
     rt.dispose()

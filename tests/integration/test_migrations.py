@@ -301,6 +301,8 @@ def test_goods_received_before_are_put_in_line_and_shares_kept_in_rows(
         assert "from_shipments" not in {
             c["name"] for c in sa_inspect(conn).get_columns("community_reach")
         }
+        # The list held named every share as of its snapshot.
+        assert conn.execute(sa.text("SELECT whole_sequence FROM community_reach")).scalar() == 7
     engine.dispose()
     command.downgrade(alembic_config("dispatch", url), "0020")
     engine = create_engine(url)

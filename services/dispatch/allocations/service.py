@@ -985,7 +985,7 @@ def adjust_counters_many(
 def adjust_counters(session: Session, allocation: Allocation, **deltas: int) -> None:
     """Move the allocation's quantity between its need line's counters (``proposed``,
     ``reserved``, ``shipped``) and refresh the need's statuses."""
-    _counters(session, allocation, **deltas)
+    _counters(session, allocation, False, **deltas)
 
 
 def _unplan(session: Session, allocation_id: uuid.UUID) -> None:
@@ -1002,7 +1002,13 @@ def _unplan(session: Session, allocation_id: uuid.UUID) -> None:
     )
 
 
-def _counters(session: Session, allocation: Allocation, **deltas: int) -> None:
+def _counters(
+    session: Session, allocation: Allocation, lock_supply: bool = False, **deltas: int
+) -> None:
+    """Move the allocation's need line's counters (and its pledge line's ``proposed``),
+    then refresh the need, in dispatch's lock order (need line, pledge line, need);
+    ``lock_supply``: the pledge line is locked in its place even if unchanged (its
+    totals are written next)."""
     need_deltas = {k: v for k, v in deltas.items() if k in ("proposed", "reserved", "shipped")}
     if need_deltas:
         session.execute(
@@ -1017,6 +1023,12 @@ def _counters(session: Session, allocation: Allocation, **deltas: int) -> None:
             .where(SupplyLine.id == allocation.pledge_line_id)
             .values(proposed=SupplyLine.proposed + deltas["supply_proposed"])
             .execution_options(synchronize_session=False)
+        )
+    elif lock_supply:
+        session.execute(
+            select(SupplyLine.id)
+            .where(SupplyLine.id == allocation.pledge_line_id)
+            .with_for_update()
         )
     _refresh_need(session, allocation.need_id)
 
@@ -1134,7 +1146,8 @@ def on_released(session: Session, data: dict[str, Any]) -> Allocation | None:
         session, data["allocation_id"], ("reserved",), "cancelled", data.get("reason")
     )
     if allocation is not None:
-        _counters(session, allocation, reserved=-allocation.quantity)
+        # Its pledge line's totals come next: locked before the need.
+        _counters(session, allocation, lock_supply=True, reserved=-allocation.quantity)
         _unplan(session, allocation.id)
     else:
         # A proposal released before its acceptance arrived (the events crossed).

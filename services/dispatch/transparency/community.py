@@ -41,8 +41,13 @@ def on_units_distributed(session: Session, event: Event) -> None:
     whole = event.version == 1 or bool(data.get("whole"))
     # Each share as a whole, kept unless a later snapshot set it already: however late
     # a snapshot arrives (the inbox hands them over in any order), what it alone says of
-    # a share is kept, and nothing older replaces it.
-    changed = _keep_shares(session, org_id, sequence, data.get("from_shipments") or [])
+    # a share is kept, and nothing older replaces it. Older than a whole snapshot taken
+    # in, it says nothing of any share (each was named again by it, or none at it; the
+    # share of a row it zeroed, or never made, stays so).
+    named = data.get("from_shipments") or []
+    if held is not None and sequence < held.whole_sequence:
+        named = []
+    changed = _keep_shares(session, org_id, sequence, named)
     if whole:
         # The shares it does not name were none when it was taken (kept as none at its
         # number, so that an older snapshot does not bring them back).
@@ -55,12 +60,16 @@ def on_units_distributed(session: Session, event: Event) -> None:
         changed += cast(Any, zeroed).rowcount or 0
     if held is not None and held.sequence >= sequence:
         # Its counts are older than those held: only what it alone said of a share.
+        if whole and sequence > held.whole_sequence:
+            held.whole_sequence = sequence
         if changed:
             bump(session)
         return
     if held is None:
-        held = CommunityReach(org_id=org_id)
+        held = CommunityReach(org_id=org_id, whole_sequence=0)
         session.add(held)
+    if whole:
+        held.whole_sequence = sequence
     held.sequence = sequence
     held.households_reached = data["households_reached"]
     held.people_served = data["people_served"]

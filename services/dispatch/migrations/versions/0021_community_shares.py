@@ -1,7 +1,8 @@
 """community shares: the units a community delivered by the shipment that brought them
 in a table of their own, a row a shipment and item kept from the latest snapshot that
 named it, rather than a list in the community's row replaced whole by every snapshot
-(which grew with every shipment the community received); filled from those lists
+(which grew with every shipment the community received); filled from those lists,
+each of which named every share (``whole_sequence``)
 
 Revision ID: 0021
 Revises: 0020
@@ -57,9 +58,15 @@ def upgrade() -> None:
     if rows:
         bind.execute(shares.insert(), rows)
     op.drop_column("community_reach", "from_shipments")
+    # Each list held named every share, as of its snapshot.
+    op.add_column("community_reach", sa.Column("whole_sequence", sa.BigInteger(), nullable=True))
+    bind.execute(sa.text("UPDATE community_reach SET whole_sequence = sequence"))
+    with op.batch_alter_table("community_reach") as batch:
+        batch.alter_column("whole_sequence", existing_type=sa.BigInteger(), nullable=False)
 
 
 def downgrade() -> None:
+    op.drop_column("community_reach", "whole_sequence")
     op.add_column("community_reach", sa.Column("from_shipments", sa.JSON(), nullable=True))
     shares = sa.table(
         "community_shares",
