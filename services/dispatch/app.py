@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None, *, testing: bool = False) -> Fl
     rt.inbox.handlers.update(
         saga_handlers(matching_service.request_matching, on_reserved=plan_shipment)
     )
-    rt.inbox.batch_handlers.update(saga_batch_handlers(plan_shipments))
+    rt.inbox.batch_handlers.update(
+        saga_batch_handlers(plan_shipments, on_change=matching_service.request_matching)
+    )
     rt.inbox.handlers.update(community_need_handlers(rt.outbox))
     rt.inbox.handlers.update(community_reach_handlers())
     rt.inbox.self_ordered.update(community_reach_handlers())

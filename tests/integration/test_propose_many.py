@@ -761,6 +761,95 @@ def _accepted(allocation: saga.ProposedAllocation) -> dict[str, Any]:
     ).to_message()
 
 
+def _answer(kind: str, allocation: saga.ProposedAllocation, version: int = 2) -> dict[str, Any]:
+    return new_event(
+        f"reservation.{kind}",
+        {
+            "allocation_id": allocation.id,
+            "pledge_line_id": allocation.pledge_line_id,
+            "quantity": allocation.quantity,
+            "available": 0,
+            "reason": f"{kind} by the donor",
+        },
+        producer="donations",
+        aggregate_id=allocation.id,
+        aggregate_version=version,
+    ).to_message()
+
+
+def test_refusals_and_releases_taken_together_undo_what_was_proposed_and_reserved(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run's refusals, or a cancelled pledge's releases, come back together: taken by
+    one batch handler each (in dispatch's lock order), with what one by one gave:
+    released reservations leave their planned shipments, proposals leave ``proposed``
+    on both sides, the needs open again, the ledger in step."""
+    from services.dispatch.transparency import totals
+
+    rt = stack.runtime("dispatch")
+    donor, hospital, community = (uuid.uuid4() for _ in range(3))
+    with rt.unit_of_work() as session:
+        masks = _supply(session, 100, donor)
+        first = _need(session, rt.outbox, 10, org_id=hospital).lines[0].id
+        second = _need(session, rt.outbox, 10, org_id=community).lines[0].id
+    with rt.unit_of_work() as session:
+        made = saga.propose_many(
+            session,
+            rt.outbox,
+            [
+                saga.Proposal(masks, first, 4, {}),
+                saga.Proposal(masks, second, 3, {}),
+                saga.Proposal(masks, first, 2, {}),
+                saga.Proposal(masks, second, 5, {}),
+                saga.Proposal(masks, first, 4, {}),
+            ],
+            run_id=None,
+        )
+        a1, a2, a3, a4, a5 = (result.allocation for result in made)
+        assert a1 and a2 and a3 and a4 and a5
+        session.expunge_all()
+    handled, _ = rt.inbox.handle_many([_accepted(a1), _accepted(a2)])
+    assert [outcome for _, outcome in handled] == [Outcome.APPLIED] * 2
+    with rt.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Shipment)) == 2
+
+    with caplog.at_level(logging.WARNING, logger="shared.inbox"):
+        # Two reservations and a proposal released; two proposals refused.
+        released, again = rt.inbox.handle_many(
+            [_answer("released", a1, 3), _answer("released", a2, 3), _answer("released", a3)]
+        )
+        refused, again_too = rt.inbox.handle_many(
+            [_answer("rejected", a4), _answer("rejected", a5)]
+        )
+    # By the batch handlers, not one by one.
+    assert {"reservation.rejected", "reservation.released"} <= set(rt.inbox.batch_handlers)
+    assert "refused" not in caplog.text
+    assert again == again_too == []
+    assert [outcome for _, outcome in released + refused] == [Outcome.APPLIED] * 5
+
+    with rt.session_factory() as session:
+        statuses = {a.id: (a.status, a.status_reason) for a in session.scalars(select(Allocation))}
+        assert statuses == {
+            a1.id: ("cancelled", "released by the donor"),
+            a2.id: ("cancelled", "released by the donor"),
+            a3.id: ("cancelled", "released by the donor"),
+            a4.id: ("rejected", "rejected by the donor"),
+            a5.id: ("rejected", "rejected by the donor"),
+        }
+        lines = {line.id: line for line in session.scalars(select(NeedLine))}
+        assert [
+            (lines[i].proposed, lines[i].reserved, lines[i].status) for i in (first, second)
+        ] == [
+            (0, 0, "open"),
+            (0, 0, "open"),
+        ]
+        assert [need.status for need in session.scalars(select(Need))] == ["open", "open"]
+        assert session.get_one(SupplyLine, masks).proposed == 0
+        # The released reservations left the shipments planned for them.
+        assert [len(s.lines) for s in session.scalars(select(Shipment))] == [0, 0]
+        assert totals.compare(session) == []
+
+
 def test_reservations_accepted_together_are_reserved_and_planned_together(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:

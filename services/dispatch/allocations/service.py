@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -1002,6 +1003,21 @@ def _unplan(session: Session, allocation_id: uuid.UUID) -> None:
     )
 
 
+def _unplan_many(session: Session, allocation_ids: list[uuid.UUID]) -> None:
+    """:func:`_unplan` for several allocations, a statement a chunk."""
+    for chunk in in_chunks(sorted(allocation_ids)):
+        session.execute(
+            delete(ShipmentLine)
+            .where(
+                ShipmentLine.allocation_id.in_(chunk),
+                ShipmentLine.shipment_id.in_(
+                    select(Shipment.id).where(Shipment.status.in_(("planned", "ready_for_pickup")))
+                ),
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _counters(
     session: Session, allocation: Allocation, lock_supply: bool = False, **deltas: int
 ) -> None:
@@ -1050,14 +1066,35 @@ def on_accepted(session: Session, data: dict[str, Any]) -> Allocation | None:
     return allocation
 
 
-def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[Allocation]:
-    """:func:`on_accepted` for several reservations at once: the allocations still
-    proposed become reserved, their quantities move from ``proposed`` to ``reserved``
-    on their need lines (and leave ``proposed`` on their supply lines), in a handful of
-    statements. Returns the allocations that moved, in the order given."""
+@dataclass(frozen=True)
+class _Step:
+    """One move of a batch of saga events: allocations in one of ``before`` become
+    ``after``, and ``shift`` moves the quantity between their need line's and pledge
+    line's counters (rows of :func:`_locked_rows`; the pledge line may be None)."""
+
+    before: tuple[str, ...]
+    after: str
+    shift: Callable[[Any, Any, int], None]
+    # Whether the allocations count in the ledger before the move (then read before
+    # and after it) or only after it (then only after).
+    counted_before: bool = False
+
+
+def _moved_many(
+    session: Session,
+    events: list[dict[str, Any]],
+    steps: Sequence[_Step],
+    line_columns: tuple[str, ...],
+) -> list[Allocation]:
+    """Several saga events of one kind at once, in a handful of statements and in
+    dispatch's lock order: the allocations (each step an UPDATE of those still in its
+    ``before``, the ones a step moved left out of the next), then the need lines, the
+    pledge lines (with the totals the events carry), the needs; counted in memory and
+    written in bulk, as :func:`propose_many` does. Returns the allocations moved, in
+    the order given."""
     # The pledge lines' totals carried by the events: of each line, the newest.
     newest: dict[Any, tuple[dict[str, Any], int]] = {}
-    for data in accepted:
+    for data in events:
         totals, version = data.get("line"), data.get("pledge_version")
         if totals and version is not None:
             held = newest.get(totals["id"])
@@ -1068,63 +1105,129 @@ def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[A
         for line_id in sorted(newest, key=str):
             apply_line_totals(session, *newest[line_id])
 
-    wanted = [data["allocation_id"] for data in accepted]
-    moved: set[uuid.UUID] = set()
-    for chunk in ledger.chunked(wanted):
-        moved.update(
-            session.scalars(
-                update(Allocation)
-                .where(Allocation.id.in_(chunk), Allocation.status == "proposed")
-                .values(status="reserved", status_reason=None, updated_at=utcnow())
-                .returning(Allocation.id)
-                .execution_options(synchronize_session=False)
-            )
+    wanted = [data["allocation_id"] for data in events]
+    reasons: dict[Any, list[Any]] = {}
+    for data in events:
+        reasons.setdefault(data.get("reason"), []).append(data["allocation_id"])
+    step_of: dict[uuid.UUID, _Step] = {}
+    for step in steps:
+        left = {i for ids in reasons.values() for i in ids if i not in step_of}
+        moved: set[uuid.UUID] = set()
+        counting = (
+            ledger.moves(session, allocations=sorted(left))
+            if step.counted_before and left
+            else contextlib.nullcontext()
         )
-    if not moved:
+        with counting:
+            for reason, ids in reasons.items():
+                for chunk in ledger.chunked(sorted(i for i in ids if i in left)):
+                    moved.update(
+                        session.scalars(
+                            update(Allocation)
+                            .where(Allocation.id.in_(chunk), Allocation.status.in_(step.before))
+                            .values(status=step.after, status_reason=reason, updated_at=utcnow())
+                            .returning(Allocation.id)
+                            .execution_options(synchronize_session=False)
+                        )
+                    )
+        if moved and not step.counted_before:
+            # Counted only after (a proposed allocation counts nothing,
+            # ``COUNTED_ALLOCATION_STATUSES``): what they count now is all they add; the
+            # rows are locked by the update.
+            ledger.add(session, ledger.count_lines(session, allocations=list(moved)))
+        step_of.update(dict.fromkeys(moved, step))
+    if not step_of:
         take_totals()
         return []
-    # The ledger: a proposed allocation counts nothing (``COUNTED_ALLOCATION_STATUSES``),
-    # so what the ones just reserved count is all they add; the rows are locked by the
-    # update. (``ledger.moves`` would read them before as well, to find nothing.)
-    ledger.add(session, ledger.count_lines(session, allocations=list(moved)))
     by_id = {
         a.id: a
-        for chunk in ledger.chunked(moved)
+        for chunk in ledger.chunked(step_of)
         for a in session.scalars(
             select(Allocation)
             .where(Allocation.id.in_(chunk))
             .execution_options(populate_existing=True)
         )
     }
-    reserved = [by_id[i] for i in dict.fromkeys(wanted) if i in by_id]
-    # Locked in the order of propose_many (need lines, supply lines, needs), read and
-    # counted as plain rows and written in bulk, as propose_many does.
-    lines = _locked_rows(session, LINE_COLUMNS, NeedLine.id, {a.need_line_id for a in reserved})
+    moved_in_order = [by_id[i] for i in dict.fromkeys(wanted) if i in by_id]
+    lines = _locked_rows(
+        session, LINE_COLUMNS, NeedLine.id, {a.need_line_id for a in moved_in_order}
+    )
     # The pledge lines' totals once the need lines are held (dispatch's lock order:
     # allocations, need lines, pledge lines, needs).
     take_totals()
     supplies = _locked_rows(
-        session, SUPPLY_COLUMNS, SupplyLine.id, {a.pledge_line_id for a in reserved}
+        session, SUPPLY_COLUMNS, SupplyLine.id, {a.pledge_line_id for a in moved_in_order}
     )
     need_ids = {line.need_id for line in lines.values()}
     needs = _locked_rows(session, (Need.id, Need.status, Need.version), Need.id, need_ids)
     for need_row in needs.values():
         need_row.was = need_row.status
-    for allocation in reserved:
-        line = lines[allocation.need_line_id]
-        line.proposed -= allocation.quantity
-        line.reserved += allocation.quantity
-        supply = supplies.get(allocation.pledge_line_id)
-        if supply is not None:
-            supply.proposed -= allocation.quantity
+    for allocation in moved_in_order:
+        step_of[allocation.id].shift(
+            lines[allocation.need_line_id],
+            supplies.get(allocation.pledge_line_id),
+            allocation.quantity,
+        )
     lines_of = _lines_of_needs(session, need_ids, lines)
     touched_lines: dict[uuid.UUID, Any] = {}
     for need_id, need_row in needs.items():
         _restatus(need_row, lines_of[need_id], touched_lines)
-    _write_counts(
-        session, touched_lines, lines, supplies, needs, ("proposed", "reserved"), utcnow()
+    _write_counts(session, touched_lines, lines, supplies, needs, line_columns, utcnow())
+    return moved_in_order
+
+
+def _reserve(line: Any, supply: Any, quantity: int) -> None:
+    line.proposed -= quantity
+    line.reserved += quantity
+    if supply is not None:
+        supply.proposed -= quantity
+
+
+def _drop_proposed(line: Any, supply: Any, quantity: int) -> None:
+    line.proposed -= quantity
+    if supply is not None:
+        supply.proposed -= quantity
+
+
+def _drop_reserved(line: Any, _supply: Any, quantity: int) -> None:
+    line.reserved -= quantity
+
+
+def on_accepted_many(session: Session, accepted: list[dict[str, Any]]) -> list[Allocation]:
+    """:func:`on_accepted` for several reservations at once: the allocations still
+    proposed become reserved, their quantities move from ``proposed`` to ``reserved``
+    on their need lines (and leave ``proposed`` on their supply lines), in a handful of
+    statements. Returns the allocations that moved, in the order given."""
+    plain = [{**data, "reason": None} for data in accepted]
+    return _moved_many(
+        session, plain, [_Step(("proposed",), "reserved", _reserve)], ("proposed", "reserved")
     )
-    return reserved
+
+
+def on_rejected_many(session: Session, rejected: list[dict[str, Any]]) -> list[Allocation]:
+    """:func:`on_rejected` for several events at once (a run's proposals refused
+    together): the allocations still proposed become rejected, their quantities leave
+    ``proposed`` on their need and pledge lines."""
+    return _moved_many(
+        session, rejected, [_Step(("proposed",), "rejected", _drop_proposed)], ("proposed",)
+    )
+
+
+def on_released_many(session: Session, released: list[dict[str, Any]]) -> list[Allocation]:
+    """:func:`on_released` for several events at once (a cancelled pledge's
+    reservations): reserved allocations become cancelled and leave the shipments
+    planned for them; proposals released before their acceptance arrived too."""
+    moved = _moved_many(
+        session,
+        released,
+        [
+            _Step(("reserved",), "cancelled", _drop_reserved, counted_before=True),
+            _Step(("proposed",), "cancelled", _drop_proposed),
+        ],
+        ("proposed", "reserved"),
+    )
+    _unplan_many(session, [allocation.id for allocation in moved])
+    return moved
 
 
 def on_rejected(session: Session, data: dict[str, Any]) -> Allocation | None:

@@ -12,7 +12,9 @@ from services.dispatch.allocations.service import (
     on_accepted,
     on_accepted_many,
     on_rejected,
+    on_rejected_many,
     on_released,
+    on_released_many,
 )
 from services.dispatch.models import Allocation
 from shared.events import Event
@@ -21,16 +23,34 @@ from shared.inbox import BatchHandler, Handler
 
 def saga_batch_handlers(
     on_reserved_many: Callable[[Session, list[Allocation]], None] | None = None,
+    on_change: Callable[[Session, str], None] | None = None,
 ) -> dict[str, BatchHandler]:
     """The saga's handlers of several events at once (see ``Inbox.batch_handlers``):
-    a matching run's reservations come back together."""
+    a matching run's reservations come back together, and so may its refusals, or a
+    cancelled pledge's releases; ``on_change(session, item)`` asks for matching of the
+    items whose quantity went back to it."""
 
     def accepted(session: Session, events: list[Event]) -> None:
         reserved = on_accepted_many(session, [event.data() for event in events])
         if reserved and on_reserved_many is not None:
             on_reserved_many(session, reserved)
 
-    return {"reservation.accepted": accepted}
+    def back_to_matching(
+        step: Callable[[Session, list[dict[str, Any]]], list[Allocation]],
+    ) -> BatchHandler:
+        def handle(session: Session, events: list[Event]) -> None:
+            moved = step(session, [event.data() for event in events])
+            if on_change is not None:
+                for item in sorted({allocation.item for allocation in moved}):
+                    on_change(session, item)
+
+        return handle
+
+    return {
+        "reservation.accepted": accepted,
+        "reservation.rejected": back_to_matching(on_rejected_many),
+        "reservation.released": back_to_matching(on_released_many),
+    }
 
 
 def saga_handlers(
