@@ -746,21 +746,6 @@ def test_a_run_of_one_item_counts_every_line_of_the_needs_it_touches(stack: Stac
         assert session.get(SupplyLine, gloves).proposed == 7  # type: ignore[union-attr]
 
 
-def _accepted(allocation: saga.ProposedAllocation) -> dict[str, Any]:
-    return new_event(
-        "reservation.accepted",
-        {
-            "allocation_id": allocation.id,
-            "pledge_line_id": allocation.pledge_line_id,
-            "quantity": allocation.quantity,
-            "available": 0,
-        },
-        producer="donations",
-        aggregate_id=allocation.id,
-        aggregate_version=2,
-    ).to_message()
-
-
 def _answer(kind: str, allocation: saga.ProposedAllocation, version: int = 2) -> dict[str, Any]:
     return new_event(
         f"reservation.{kind}",
@@ -775,6 +760,10 @@ def _answer(kind: str, allocation: saga.ProposedAllocation, version: int = 2) ->
         aggregate_id=allocation.id,
         aggregate_version=version,
     ).to_message()
+
+
+def _accepted(allocation: saga.ProposedAllocation) -> dict[str, Any]:
+    return _answer("accepted", allocation)
 
 
 def test_refusals_and_releases_taken_together_undo_what_was_proposed_and_reserved(
