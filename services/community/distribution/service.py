@@ -155,6 +155,11 @@ def on_receipt_confirmed(
     return org.id, moved
 
 
+# The order of an item's goods in line: their place, then (for goods that accepted
+# nothing, sharing a place) when they came in, then the shipment.
+_LINE_ORDER = (ReceivedGoods.received_before, ReceivedGoods.first_in, ReceivedGoods.shipment_id)
+
+
 def _end_of_line(session: Session, org_id: uuid.UUID, item: str) -> tuple[int, datetime | None]:
     """The units of ``item`` accepted of all the community's goods in line, and when
     the last of them came in (None for an empty line)."""
@@ -162,7 +167,7 @@ def _end_of_line(session: Session, org_id: uuid.UUID, item: str) -> tuple[int, d
     last = session.execute(
         select(goods.received_before + goods.accepted, goods.first_in)
         .where(goods.org_id == org_id, goods.item == item)
-        .order_by(goods.received_before.desc(), goods.first_in.desc(), goods.shipment_id.desc())
+        .order_by(*(column.desc() for column in _LINE_ORDER))
         .limit(1)
     ).first()
     return (int(last[0]), last[1]) if last is not None else (0, None)
@@ -224,7 +229,7 @@ def _shares_in(
     found = session.scalars(
         select(goods)
         .where(*of_item, goods.received_before >= (first or 0), goods.received_before < hi)
-        .order_by(goods.received_before, goods.first_in, goods.shipment_id)
+        .order_by(*_LINE_ORDER)
     )
     return [
         {
@@ -552,12 +557,7 @@ def _goods_in_line(session: Session, org_id: uuid.UUID) -> Any:
     return session.scalars(
         select(ReceivedGoods)
         .where(ReceivedGoods.org_id == org_id)
-        .order_by(
-            ReceivedGoods.item,
-            ReceivedGoods.received_before,
-            ReceivedGoods.first_in,
-            ReceivedGoods.shipment_id,
-        )
+        .order_by(ReceivedGoods.item, *_LINE_ORDER)
     )
 
 
