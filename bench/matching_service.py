@@ -194,12 +194,12 @@ def timed_phases(rt: Any, phases: Phases) -> Iterator[None]:
         with unit_of_work() as session:
             # Ahead of the outbox's own hook, which relays the events once the
             # transaction (and SQLite's write lock) is over.
-            event.listen(
-                session,
-                "after_commit",
-                lambda _: committed.append(time.perf_counter()),
-                insert=True,
-            )
+            def stamp(session: Session) -> None:
+                # A savepoint released fires it too: only the commit counts.
+                if not session.in_nested_transaction():
+                    committed.append(time.perf_counter())
+
+            event.listen(session, "after_commit", stamp, insert=True)
             yield session
         held = (committed[0] if committed else time.perf_counter()) - began
         phases.writes.append(held)
@@ -208,7 +208,7 @@ def timed_phases(rt: Any, phases: Phases) -> Iterator[None]:
     service.read_inputs = timed("read", read_inputs)
     matching.match = timed("solve", match)
     rt.unit_of_work = timed_unit_of_work
-    # On PostgreSQL a relay thread publishes each slice while the next is written; the
+    # A relay thread publishes each slice while the next is written; the
     # run waits for what is left of it at its end (Outbox.relaying_alongside).
     flush = rt.outbox.flush
     rt.outbox.flush = timed("relay", flush)

@@ -956,14 +956,12 @@ def test_a_run_and_an_approval_work_with_the_garbage_collector_paused_and_relay_
     assert gc.isenabled()
     paused: list[bool] = []
     monkeypatch.setattr(saga, "write_planned", noting(paused, saga.write_planned, gc.isenabled))
-    # On PostgreSQL a thread relays each slice while the next is written; on SQLite the
-    # run relays after each commit itself (writers waiting for the lock get in between).
+    # A thread relays each slice while the next is written, on every backend.
     alongside: list[bool] = []
     relaying = noting(alongside, rt.outbox.relaying_alongside, lambda: True)
     monkeypatch.setattr(rt.outbox, "relaying_alongside", relaying)
     assert matching_service.approve(rt, preview.id, None).status == "applied"
     assert paused == [False]
     assert gc.isenabled()
-    postgresql = rt.session_factory.kw["bind"].dialect.name == "postgresql"
-    assert alongside == ([True] if postgresql else [])
+    assert alongside == [True]
     assert rt.outbox._background is None

@@ -41,7 +41,7 @@ from services.dispatch.models import (
     SupplyLine,
 )
 from shared.bulk import collector_paused, switching_often
-from shared.db import in_chunks, upsert_insert, utcnow
+from shared.db import in_chunks, sqlite_large_cache, upsert_insert, utcnow
 from shared.errors import Conflict, NotFound, RuleBroken
 from shared.idempotency import bookkeeping
 from shared.metrics import MATCHING_SECONDS
@@ -548,14 +548,12 @@ def _proposals(
 
 
 def _relaying(rt: ServiceRuntime) -> contextlib.AbstractContextManager[None]:
-    """How a run's slices are relayed: on PostgreSQL by a thread of the process while
-    the next slice is written (the relay's Python runs while the write waits on the
-    server), the run ending once every event is relayed; on SQLite after each slice's
-    commit by the run itself, which lets the writers waiting for the database's one
-    write lock in between two slices."""
-    if _on_postgresql(rt):
-        return rt.outbox.relaying_alongside()
-    return contextlib.nullcontext()
+    """How a run's slices are relayed: by a thread of the process while the next slice
+    is written (the relay's Python runs while the write waits on the database), the
+    run ending once every event is relayed. On SQLite the relay's stamps wait for the
+    write lock between two slices, as the other writers do (``shared.db``: a writer
+    asks for it every few milliseconds and comes in at the first gap)."""
+    return rt.outbox.relaying_alongside()
 
 
 def _on_postgresql(rt: ServiceRuntime) -> bool:
@@ -574,8 +572,8 @@ def _reading(rt: ServiceRuntime) -> Session:
 # touches waits that long at most. On SQLite a transaction holds the database's one
 # write lock, and every writer waits for it: slices of half as many hold it about a
 # quarter of a second at 20k lines a side (0.35 to 0.74 s at 5,000, beside the counting
-# thread), so that a need posted during a run is answered within half a second; the
-# relay of a slice's events lets the writers waiting meanwhile in before the next.
+# thread), so that a need posted during a run is answered within half a second: it
+# comes in between two slices (``shared.db``: writers ask for the lock every few ms).
 WRITE_SLICE = 5000
 SQLITE_WRITE_SLICE = 2500
 
@@ -643,6 +641,7 @@ def _apply(
     refused."""
     if plan is None:
         plan = matching_run.plan.get("allocations", [])
+    sqlite_large_cache(session)
     results = saga.write_planned(session, rt.outbox, planned)
     if results is None:
         log.info("the supply or needs of run %s changed while it was planned", matching_run.id)
