@@ -15,17 +15,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from services.dispatch.allocations import service as saga
 from services.dispatch.models import (
     Allocation,
+    LedgerTotal,
     Need,
     Receipt,
     Shipment,
@@ -659,6 +661,115 @@ def test_the_ledger_version_moves_at_the_commit_alone_whatever_its_savepoints_di
         event.remove(rt.engine, "before_cursor_execute", saw)
     assert written == ["at commit"]
     assert totals.current_state(rt.read_engine)[0] == before + 1
+
+
+def _pledged(session: Session) -> int:
+    return int(session.scalar(select(func.coalesce(func.sum(LedgerTotal.pledged), 0))) or 0)
+
+
+def test_totals_move_at_the_commit_and_a_rolled_back_savepoint_drops_its_own(
+    stack: Stack,
+) -> None:
+    """Pledges synced in one transaction, one of them in a savepoint released and one
+    in a savepoint rolled back: the totals' rows are written once, at the commit, with
+    what the transaction kept (the rolled-back pledge counts nothing), and equal the
+    lines after it."""
+    from sqlalchemy import event
+
+    rt = stack.runtime("dispatch")
+    with rt.session_factory() as session:
+        pledged = _pledged(session)
+    written: list[str] = []
+    committing = False
+
+    def saw(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        lowered = statement.lstrip().lower()
+        if lowered.startswith(("insert", "update")) and "ledger_totals" in lowered:
+            written.append("at commit" if committing else "before commit")
+
+    def quantity(history: History, pledge_id: Any) -> int:
+        return sum(int(line["quantity"]) for line in history.pledges[pledge_id]["lines"])
+
+    history = History()
+    event.listen(rt.engine, "before_cursor_execute", saw)
+    try:
+        with rt.unit_of_work() as session:
+            step_pledge(session, rt.outbox, history, Picks([1, 2, 3, 4]))
+            with session.begin_nested():
+                step_pledge(session, rt.outbox, history, Picks([2, 3, 4, 5]))
+            kept = list(history.pledges)
+            savepoint = session.begin_nested()
+            step_pledge(session, rt.outbox, history, Picks([3, 4, 5, 6]))
+            savepoint.rollback()
+            session.flush()
+            assert written == []
+            committing = True
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", saw)
+    # One upsert of the totals, their rows written together at the commit.
+    assert written == ["at commit"]
+    with rt.session_factory() as session:
+        assert totals.compare(session) == []
+        assert _pledged(session) == pledged + sum(quantity(history, p) for p in kept)
+
+
+def test_a_transaction_rolled_back_adds_nothing_and_the_next_adds_its_own(stack: Stack) -> None:
+    rt = stack.runtime("dispatch")
+    history = History()
+    with rt.session_factory() as session:
+        pledged = _pledged(session)
+    try:
+        with rt.unit_of_work() as session:
+            step_pledge(session, rt.outbox, history, Picks([1, 2, 3, 4]))
+            raise RuntimeError("given up")
+    except RuntimeError:
+        pass
+    with rt.unit_of_work() as session:
+        step_pledge(session, rt.outbox, history, Picks([4, 3, 2, 1]))
+    last = list(history.pledges)[-1]
+    with rt.session_factory() as session:
+        assert totals.compare(session) == []
+        assert _pledged(session) == pledged + sum(
+            int(line["quantity"]) for line in history.pledges[last]["lines"]
+        )
+
+
+def test_a_change_holds_the_totals_rows_for_its_commit_alone(stack: Stack) -> None:
+    """Two changes of the same day, region and item: while the first goes on with the
+    rest of its transaction, the second writes the same totals' row without waiting
+    for it (on PostgreSQL a row written is locked until the commit: written as soon as
+    counted, the row kept every other receipt of the day and region waiting)."""
+    rt = stack.runtime("dispatch")
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("on SQLite a writer's transaction holds the database's one write lock")
+    history = History()
+    with rt.unit_of_work() as session:
+        step_pledge(session, rt.outbox, history, Picks([1, 0, 0, 4]))
+    with rt.session_factory() as session:
+        key = session.execute(
+            select(LedgerTotal.day, LedgerTotal.region, LedgerTotal.item).where(
+                LedgerTotal.pledged > 0
+            )
+        ).first()
+    assert key is not None
+    with rt.unit_of_work() as session:
+        step_pledge(session, rt.outbox, history, Picks([1, 0, 0, 4]))
+        session.flush()
+        # The first change is still open; another writer of the same row goes through.
+        with rt.engine.connect() as other:
+            other.execute(text("SET lock_timeout = '2s'"))
+            other.execute(
+                update(LedgerTotal)
+                .where(
+                    LedgerTotal.day == key.day,
+                    LedgerTotal.region == key.region,
+                    LedgerTotal.item == key.item,
+                )
+                .values(pledged=LedgerTotal.pledged)
+            )
+            other.commit()
+    with rt.session_factory() as session:
+        assert totals.compare(session) == []
 
 
 def test_flows_come_a_page_at_a_time(stack: Stack) -> None:

@@ -1134,7 +1134,7 @@ def _moved_many(
             # Counted only after (a proposed allocation counts nothing,
             # ``COUNTED_ALLOCATION_STATUSES``): what they count now is all they add; the
             # rows are locked by the update.
-            ledger.add(session, ledger.count_lines(session, allocations=list(moved)))
+            ledger.add_at_commit(session, ledger.count_lines(session, allocations=list(moved)))
         step_of.update(dict.fromkeys(moved, step))
     if not step_of:
         take_totals()
