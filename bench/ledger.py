@@ -3,7 +3,7 @@
 For each size (10k and 100k lines by default, 1M with ``--million``): a fresh dispatch
 database is filled with pledge lines, need lines and allocations by bulk inserts, their
 figures added to the ledger's read model by the code that keeps it
-(``totals.count_lines`` and ``totals.add``, as a change does); dispatch is started
+(``totals.count_lines`` and ``totals.add``, as a change's commit does); dispatch is started
 under the Procfile's gunicorn settings, and clients on keep-alive connections drive,
 for ``--duration`` seconds each: ``/healthz`` (the trivial JSON endpoint), the ledger
 without filters, with filters, and with ``If-None-Match``. Printed: p50/p99, requests

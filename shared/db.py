@@ -8,8 +8,10 @@ uses for optimistic concurrency.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import logging
 import sqlite3
 import time
 import uuid
@@ -47,6 +49,8 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -123,10 +127,14 @@ def _prepare_sqlite(engine: Engine, *, immediate: bool = True) -> None:
     @event.listens_for(engine, "checkin")
     def _on_checkin(dbapi_connection: Any, record: Any) -> None:
         if record.info.pop(_LARGE_CACHE, False) and dbapi_connection is not None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-            cursor.execute("PRAGMA shrink_memory")
-            cursor.close()
+            try:
+                dbapi_connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+                dbapi_connection.execute("PRAGMA shrink_memory")
+            except sqlite3.Error as exc:
+                # Not given back its memory: replaced by a fresh connection at its next
+                # checkout rather than kept with a large cache (or lost to the pool).
+                log.warning("could not give back a connection's page cache: %s", exc)
+                record.invalidate(exc)
 
 
 # How long a writer waits for SQLite's write lock, and how often it asks for it.
@@ -144,12 +152,20 @@ def _begin_immediate(conn: Any) -> None:
     most, it comes in at the first gap. Out of patience, it tries once more through
     SQLAlchemy, so that the error is raised as any other statement's."""
     raw = conn.connection.driver_connection
-    raw.execute("PRAGMA busy_timeout=0")
     try:
-        if not _polled_begin(raw, time.monotonic() + SQLITE_BUSY_MS / 1000):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        raw.execute("PRAGMA busy_timeout=0")
+        polled = _polled_begin(raw, time.monotonic() + SQLITE_BUSY_MS / 1000)
+    except sqlite3.Error:
+        polled = False  # the last try below raises it as SQLAlchemy's error
     finally:
-        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        with contextlib.suppress(sqlite3.Error):
+            raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    if not polled:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# SQLite's result codes of a database another connection holds.
+_SQLITE_BUSY = frozenset({getattr(sqlite3, "SQLITE_BUSY", 5), getattr(sqlite3, "SQLITE_LOCKED", 6)})
 
 
 def _polled_begin(raw: Any, deadline: float) -> bool:
@@ -159,8 +175,10 @@ def _polled_begin(raw: Any, deadline: float) -> bool:
         try:
             raw.execute("BEGIN IMMEDIATE")
             return True
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+        except sqlite3.Error as exc:
+            # The primary code: an extended one (SQLITE_BUSY_RECOVERY, ...) keeps it in
+            # its low byte.
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _SQLITE_BUSY:
                 return False
         if time.monotonic() + pause >= deadline:
             return False

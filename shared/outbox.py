@@ -162,7 +162,7 @@ class Outbox:
         self._alongside = 0
         self._alongside_lock = threading.Lock()
         event.listen(session_factory, "after_commit", self._after_commit)
-        event.listen(session_factory, "after_soft_rollback", self._after_rollback)
+        event.listen(session_factory, "after_transaction_end", self._after_end)
         event.listen(session_factory, "after_transaction_create", self._after_begin)
 
     def add(self, session: Session, evt: Event) -> None:
@@ -304,12 +304,16 @@ class Outbox:
         background = self._background
         return background.flush(timeout) if background is not None else True
 
-    def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
-        if previous_transaction.parent is None:
+    def _after_end(self, session: Session, transaction: Any) -> None:
+        """A transaction ended without its commit publishes nothing (after a commit the
+        pending list is gone already). A savepoint ended without being released
+        (rolled back, or closed after a flush inside it failed, which rolls it back
+        with no rollback event of its own) drops the events written inside it."""
+        if transaction.parent is None:
             session.info.pop(_PENDING_KEY, None)
             session.info.pop(_MARKS_KEY, None)
-        elif previous_transaction.nested:
-            mark = session.info.get(_MARKS_KEY, {}).pop(previous_transaction, None)
+        elif transaction.nested:
+            mark = session.info.get(_MARKS_KEY, {}).pop(transaction, None)
             pending = session.info.get(_PENDING_KEY)
             if mark is not None and pending is not None:
                 del pending[mark:]

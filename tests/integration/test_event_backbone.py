@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from services.donations.models import Organisation as DonationsOrganisation
 from services.donations.models import messaging as donations_messaging
@@ -306,14 +307,21 @@ def test_events_in_savepoints_wait_for_the_commit_and_die_with_their_savepoint(
             aggregate_version=1,
         )
 
-    kept, undone, released = event(), event(), event()
+    kept, undone, released, flushed = event(), event(), event(), event()
     with rt.unit_of_work() as session:
         rt.outbox.add(session, kept)
+        session.flush()
         with pytest.raises(RuntimeError), session.begin_nested():
             rt.outbox.add(session, undone)
             raise RuntimeError("this row fails")
         with session.begin_nested():
             rt.outbox.add(session, released)
+        # A savepoint whose flush fails (here on a row written twice) is rolled back by
+        # the flush, with no rollback event of its own: its events die with it too.
+        with pytest.raises(IntegrityError), session.begin_nested():
+            rt.outbox.add(session, flushed)
+            rt.outbox.add(session, kept)
+            session.flush()
         # Released savepoints publish nothing yet.
         assert seen == []
     sent = [event_id for event_id, _committed in seen]
@@ -325,6 +333,7 @@ def test_events_in_savepoints_wait_for_the_commit_and_die_with_their_savepoint(
             session.scalars(select(outbox_rows.id).where(outbox_rows.published_at.is_(None)))
         )
     assert uuid.UUID(str(undone.id)) not in stored
+    assert uuid.UUID(str(flushed.id)) not in stored
     assert unpublished == set()
 
 

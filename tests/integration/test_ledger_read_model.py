@@ -22,11 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.dispatch.allocations import service as saga
 from services.dispatch.models import (
     Allocation,
+    LedgerState,
     LedgerTotal,
     Need,
     Receipt,
@@ -40,6 +42,7 @@ from services.dispatch.shipments import service as shipments
 from services.dispatch.transparency import totals
 from services.dispatch.transparency.service import Filters, ledger, total_rows
 from shared.config import Settings
+from shared.db import utcnow
 from shared.errors import DomainError
 from shared.identity import ANONYMOUS, INTERNAL_HEADER, sign_internal
 from shared.migrations import alembic_config, upgrade
@@ -711,6 +714,29 @@ def test_totals_move_at_the_commit_and_a_rolled_back_savepoint_drops_its_own(
     with rt.session_factory() as session:
         assert totals.compare(session) == []
         assert _pledged(session) == pledged + sum(quantity(history, p) for p in kept)
+
+
+def test_a_savepoint_whose_flush_failed_adds_nothing(stack: Stack) -> None:
+    """A change's figures moved in a savepoint that a failing flush rolled back (an
+    inbox applying a batch meets a copy another delivery committed, then applies the
+    events one by one): they are not added at the commit; what was kept is."""
+    rt = stack.runtime("dispatch")
+    history = History()
+    with rt.session_factory() as session:
+        pledged = _pledged(session)
+    with rt.unit_of_work() as session:
+        step_pledge(session, rt.outbox, history, Picks([1, 2, 3, 4]))
+        kept = list(history.pledges)
+        with pytest.raises(IntegrityError), session.begin_nested():
+            step_pledge(session, rt.outbox, history, Picks([2, 3, 4, 5]))
+            # A row that is already there: the flush fails and rolls the savepoint back.
+            session.add(LedgerState(id=1, version=1, changed_at=utcnow()))
+            session.flush()
+    with rt.session_factory() as session:
+        assert totals.compare(session) == []
+        assert _pledged(session) == pledged + sum(
+            int(line["quantity"]) for p in kept for line in history.pledges[p]["lines"]
+        )
 
 
 def test_a_transaction_rolled_back_adds_nothing_and_the_next_adds_its_own(stack: Stack) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from services.dispatch.models import CommunityReach, CommunityShare, Organisation
-from services.dispatch.transparency.totals import bump
+from services.dispatch.transparency.totals import moved_at_commit
 from shared import catalog
 from shared.db import in_chunks, upsert_insert
 from shared.events import Event
@@ -63,7 +63,7 @@ def on_units_distributed(session: Session, event: Event) -> None:
         if whole and sequence > held.whole_sequence:
             held.whole_sequence = sequence
         if changed:
-            bump(session)
+            moved_at_commit(session)
         return
     if held is None:
         held = CommunityReach(org_id=org_id, whole_sequence=0)
@@ -78,7 +78,7 @@ def on_units_distributed(session: Session, event: Event) -> None:
     held.as_of = event.occurred_at
     session.flush()
     # The public ledger shows it: its answers (and ETag) move.
-    bump(session)
+    moved_at_commit(session)
 
 
 def _keep_shares(

@@ -19,7 +19,7 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from services.dispatch.models import HelpGiven
-from services.dispatch.transparency.totals import bump, city
+from services.dispatch.transparency.totals import city, moved_at_commit
 from shared.events import Event
 from shared.inbox import Handler
 
@@ -41,7 +41,7 @@ def on_help_session_held(session: Session, event: Event) -> None:
     )
     session.flush()
     # The public ledger shows it: its answers (and ETag) move.
-    bump(session)
+    moved_at_commit(session)
 
 
 def help_handlers() -> dict[str, Handler]:

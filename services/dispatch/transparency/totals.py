@@ -358,15 +358,16 @@ def need_rows(session: Session, need_id: uuid.UUID) -> dict[str, list[uuid.UUID]
 @event.listens_for(Session, "before_commit")
 def _at_commit(session: Session) -> None:
     # Also called when a savepoint is released: the totals and the version move at the
-    # commit alone, the last writes of the transaction, totals in key order and the
-    # version last, so that their rows are locked only for the commit (the version
-    # taken at a savepoint in the middle of a scanner's batch deadlocked with writers
-    # holding the rows the batch went on to lock).
+    # commit alone, after the transaction's pending changes are flushed, totals in key
+    # order and the version last, so that their rows are locked only for the commit
+    # (the version taken at a savepoint in the middle of a scanner's batch deadlocked
+    # with writers holding the rows the batch went on to lock).
     if session.in_nested_transaction():
         return
     later = session.info.pop(_LATER, None)
     session.info.pop(_LATER_MARKS, None)
     if later:
+        session.flush()
         add(session, merged(later))
     if session.info.pop(_PENDING, False):
         bump(session)
@@ -380,21 +381,36 @@ def _mark(session: Session, transaction: Any) -> None:
         marks[transaction] = len(session.info.get(_LATER) or ())
 
 
-@event.listens_for(Session, "after_soft_rollback")
-def _forget(session: Session, previous: Any) -> None:
-    # The transaction rolled back: nothing of it is added. A savepoint rolled back
-    # drops the figures moved inside it, not those moved before it; the transaction
-    # still moves the version when it commits (once more than needed, at worst, which
-    # only renews the ledger's validators).
-    if previous.parent is None:
+@event.listens_for(Session, "after_commit")
+def _released(session: Session) -> None:
+    # A savepoint released: what was moved inside it stays with the transaction.
+    if session.in_nested_transaction():
+        session.info.get(_LATER_MARKS, {}).pop(session.get_nested_transaction(), None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction: Any) -> None:
+    # A transaction ended without its commit adds nothing (after a commit there is
+    # nothing left). A savepoint ended without being released (rolled back, or closed
+    # after a flush inside it failed: that rolls it back without a rollback event of
+    # its own) drops the figures moved inside it, not those moved before it; the
+    # transaction still moves the version when it commits (once more than needed, at
+    # worst, which only renews the ledger's validators).
+    if transaction.parent is None:
         session.info.pop(_PENDING, None)
         session.info.pop(_LATER, None)
         session.info.pop(_LATER_MARKS, None)
-    elif previous.nested:
-        mark = session.info.get(_LATER_MARKS, {}).pop(previous, None)
+    elif transaction.nested:
+        mark = session.info.get(_LATER_MARKS, {}).pop(transaction, None)
         later = session.info.get(_LATER)
         if mark is not None and later is not None:
             del later[mark:]
+
+
+def moved_at_commit(session: Session) -> None:
+    """Move the ledger's version when the session's transaction commits (a change of
+    figures the ledger reads from elsewhere: a community's reach, help given)."""
+    session.info[_PENDING] = True
 
 
 def bump(session: Session) -> None:
