@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     false,
+    select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -206,7 +207,9 @@ class Allocation(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True, index=True)
-    pledge_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
+    # An allocation of a pledge or of a need is found through its line
+    # (:func:`of_pledge`, :func:`of_need`): one index fewer each to write.
+    pledge_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     pledge_line_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     donor_org_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     # The donor asked not to be named (its pledge is anonymous): only the donor and
@@ -214,9 +217,7 @@ class Allocation(Base):
     donor_anonymous: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false()
     )
-    need_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("needs.id"), nullable=False, index=True
-    )
+    need_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("needs.id"), nullable=False)
     need_line_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("need_lines.id"), nullable=False
     )
@@ -233,6 +234,18 @@ class Allocation(Base):
     )
     # The allocation's events in order: allocation.proposed is 1, a cancellation 2+.
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+
+def of_pledge(pledge_id: Any) -> Any:
+    """The condition on allocations of the pledge ``pledge_id``: through its lines."""
+    return Allocation.pledge_line_id.in_(
+        select(SupplyLine.id).where(SupplyLine.pledge_id == pledge_id)
+    )
+
+
+def of_need(need_id: Any) -> Any:
+    """The condition on allocations of the need ``need_id``: through its lines."""
+    return Allocation.need_line_id.in_(select(NeedLine.id).where(NeedLine.need_id == need_id))
 
 
 class MatchingRun(Base):

@@ -524,6 +524,58 @@ def test_lookups_that_grew_with_the_tables_are_served_by_an_index(settings: Sett
         upgrade(service, settings)
 
 
+# An allocation of a pledge or a need, found through its line (services.dispatch.models
+# of_pledge, of_need) since dispatch 0022 dropped the indexes on its own pledge and need.
+THROUGH_LINES = (
+    (
+        "SELECT id FROM allocations WHERE need_line_id IN "
+        "(SELECT id FROM need_lines WHERE need_id = :o) AND status = 'reserved'",
+        "ix_allocations_need_line",
+    ),
+    (
+        "SELECT id FROM allocations WHERE pledge_line_id IN "
+        "(SELECT id FROM supply_lines WHERE pledge_id = :o)",
+        "ix_allocations_pledge_line",
+    ),
+)
+DROPPED = {"ix_allocations_pledge_id", "ix_allocations_need_id"}
+
+
+def test_an_allocation_of_a_pledge_or_a_need_is_found_through_its_line(
+    settings: Settings,
+) -> None:
+    """Each index fewer on allocations is one fewer to write with every allocation a
+    matching run proposes: the allocations of a pledge or a need are read through
+    their lines' indexes (on SQLite the planner says so), and the downgrade puts the
+    dropped indexes back."""
+    url = settings.database_url("dispatch")
+
+    def indexes() -> set[str]:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                if conn.dialect.name == "sqlite":
+                    for query, index in THROUGH_LINES:
+                        plan = " ".join(
+                            str(row[-1])
+                            for row in conn.execute(
+                                text(f"EXPLAIN QUERY PLAN {query}"), {"o": uuid.uuid4().hex}
+                            )
+                        )
+                        assert f"INDEX {index}" in plan, (query, plan)
+                return {i["name"] for i in sa_inspect(conn).get_indexes("allocations")}
+        finally:
+            engine.dispose()
+
+    now = indexes()
+    assert not now & DROPPED
+    assert {index for _query, index in THROUGH_LINES} <= now
+    command.downgrade(alembic_config("dispatch", url), "0021")
+    assert indexes() >= DROPPED
+    upgrade("dispatch", settings)
+    assert not indexes() & DROPPED
+
+
 def _table_of(query: str) -> str:
     return query.split(" FROM ", 1)[1].split()[0]
 

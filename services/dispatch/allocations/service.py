@@ -34,6 +34,8 @@ from services.dispatch.models import (
     Shipment,
     ShipmentLine,
     SupplyLine,
+    of_need,
+    of_pledge,
 )
 from services.dispatch.needs import domain as need_domain
 from services.dispatch.needs import status as need_status
@@ -81,7 +83,7 @@ def apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> None
         allocation_ids = list(
             session.scalars(
                 select(Allocation.id).where(
-                    Allocation.pledge_id == pledge["id"],
+                    of_pledge(pledge["id"]),
                     Allocation.status.in_(ledger.COUNTED_ALLOCATION_STATUSES),
                 )
             )
@@ -140,7 +142,7 @@ def _apply_pledge(session: Session, pledge: dict[str, Any], version: int) -> Non
         session.execute(
             update(Allocation)
             .where(
-                Allocation.pledge_id == pledge["id"],
+                of_pledge(pledge["id"]),
                 Allocation.donor_anonymous.is_not(anonymous),
                 Allocation.status == "proposed",
             )
@@ -1305,9 +1307,7 @@ def cancel_allocations_of_need(
     session: Session, outbox: Outbox, need_id: uuid.UUID, reason: str
 ) -> int:
     allocations = session.scalars(
-        select(Allocation).where(
-            Allocation.need_id == need_id, Allocation.status.in_(OPEN_ALLOCATION_STATUSES)
-        )
+        select(Allocation).where(of_need(need_id), Allocation.status.in_(OPEN_ALLOCATION_STATUSES))
     ).all()
     return sum(cancel_allocation(session, outbox, a, reason) for a in allocations)
 

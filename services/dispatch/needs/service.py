@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from services.dispatch.allocations.service import cancel_allocations_of_need
 from services.dispatch.matching.service import request_matching
-from services.dispatch.models import Allocation, Need, NeedLine, Place
+from services.dispatch.models import Allocation, Need, NeedLine, Place, of_need
 from services.dispatch.needs import domain
 from services.dispatch.needs.status import refresh_line_status, refresh_need_status, totals_of
 from services.dispatch.transparency import totals as ledger
@@ -290,7 +290,7 @@ def lock_need(session: Session, need_id: uuid.UUID) -> Need | None:
     session.execute(
         select(Allocation.id)
         .where(
-            Allocation.need_id == need_id,
+            of_need(need_id),
             # Those a change of the need may move or recount; not the many a long-lived
             # need's runs proposed and saw rejected or cancelled.
             Allocation.status.in_(LOCKED_ALLOCATION_STATUSES),

@@ -40,6 +40,7 @@ from services.dispatch.models import (
     Receipt,
     ShipmentLine,
     SupplyLine,
+    of_need,
 )
 from shared.db import OneRowRead, upsert_insert, utcnow
 
@@ -346,9 +347,7 @@ def _add_into(mine: dict[Any, list[int]], theirs: dict[Any, list[int]]) -> None:
 def need_rows(session: Session, need_id: uuid.UUID) -> dict[str, list[uuid.UUID]]:
     """The rows whose figures follow a need (its region): for :func:`moves`."""
     return {
-        "allocations": list(
-            session.scalars(select(Allocation.id).where(Allocation.need_id == need_id))
-        ),
+        "allocations": list(session.scalars(select(Allocation.id).where(of_need(need_id)))),
         "shipment_lines": list(
             session.scalars(select(ShipmentLine.id).where(ShipmentLine.need_id == need_id))
         ),

@@ -27,6 +27,8 @@ from services.dispatch.models import (
     Shipment,
     ShipmentLine,
     SupplyLine,
+    of_need,
+    of_pledge,
 )
 from services.dispatch.transparency.community import reach_of, shares_from, trace_figures
 from shared.db import in_chunks
@@ -183,7 +185,7 @@ def pledge_trace(session: Session, pledge_id: uuid.UUID) -> dict[str, Any] | Non
     )
     if not supply:
         return None
-    allocations = _traced(session, Allocation.pledge_id == pledge_id)
+    allocations = _traced(session, of_pledge(pledge_id))
     legs = _legs(session, allocations)
     donor_id = supply[0].donor_org_id
     names = org_names(session, [donor_id, *(a.recipient_org_id for a in allocations)])
@@ -243,7 +245,7 @@ def pledge_trace(session: Session, pledge_id: uuid.UUID) -> dict[str, Any] | Non
 def need_trace(session: Session, need: Need, *, reveal_anonymous: bool) -> dict[str, Any]:
     """For each line of the need, the donors it came from. A donor who asked to stay
     anonymous is one ``anonymous`` entry unless ``reveal_anonymous``."""
-    allocations = _traced(session, Allocation.need_id == need.id)
+    allocations = _traced(session, of_need(need.id))
     legs = _legs(session, allocations)
     hidden = set()
     if not reveal_anonymous and allocations:
