@@ -276,10 +276,23 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+def json_value(text: str | bytes) -> Any:
+    """What a JSON column holds, read by orjson (a matching run reads tens of
+    thousands of lines' restrictions and standards: a third of the standard library's
+    time); what orjson refuses (an integer past 64 bits, which :func:`json_text` may
+    have written) by the standard library as before."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite files get their folder created and are tuned for
-    sharing. JSON columns are written by :func:`json_text`."""
+    sharing. JSON columns are written by :func:`json_text` and read by
+    :func:`json_value`."""
     kwargs.setdefault("json_serializer", json_text)
+    kwargs.setdefault("json_deserializer", json_value)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import orjson
+import pytest
 from sqlalchemy import JSON, Column, Integer, MetaData, Table, insert, select
 
+from shared import db
 from shared.db import json_text, make_engine
 
 VALUE = {
@@ -41,3 +44,29 @@ def test_an_engines_json_columns_are_written_by_it(tmp_path: object) -> None:
         assert stored == orjson.dumps(doc).decode() != json.dumps(doc)
         assert conn.scalar(select(table.c.doc)) == doc
     engine.dispose()
+
+
+def test_json_columns_are_read_by_orjson_and_what_it_refuses_by_the_standard_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[str] = []
+    real = orjson.loads
+
+    def loads(text: str | bytes) -> object:
+        read.append("orjson")
+        return real(text)
+
+    monkeypatch.setattr(db.orjson, "loads", loads)
+    engine = make_engine(f"sqlite:///{tmp_path}/json.db")
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("doc", JSON))
+    table.metadata.create_all(engine)
+    small = {"region": "武汉市", "days": None, "km": 1.5}
+    large = {"past_64_bits": 2**70}
+    with engine.begin() as conn:
+        conn.execute(insert(table), [{"id": 1, "doc": small}, {"id": 2, "doc": large}])
+        docs = conn.execute(select(table.c.doc).order_by(table.c.id)).scalars().all()
+    engine.dispose()
+    assert docs == [small, large]
+    # Both read by orjson first; the second, refused by it, by the standard library.
+    assert read == ["orjson", "orjson"]
+    assert db.json_value(json.dumps(large)) == large
