@@ -462,6 +462,53 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
     call_as(client, "POST", url, people["donor"], 403, json={"events": []})
 
 
+def test_a_batch_reads_the_shipments_it_names_together(stack: Stack) -> None:
+    """A scanner's batch naming its shipments by id reads them in one statement (with
+    their lines in one more), not each on its own with its lines and history; each is
+    then locked as its row is applied, and the batch answers as before."""
+    from sqlalchemy import event
+
+    people, (first, second) = _batch_world(stack)
+    client = stack.client()
+    start = utcnow()
+    rows = [
+        {
+            "shipment_id": shipment["id"],
+            "status": "picked_up",
+            "occurred_at": (start + timedelta(seconds=n)).isoformat(),
+        }
+        for n, shipment in enumerate((first, second, first), start=1)
+    ]
+    rows[2]["status"] = "in_transit"
+    engine = stack.runtime("dispatch").engine
+    reads: list[str] = []
+
+    def saw(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        flat = " ".join(statement.split()).lower()
+        # A shipment loaded whole (its tracking number too); not the state re-read under
+        # its lock.
+        whole = "shipments.tracking_number" in flat
+        if flat.startswith("select") and "from shipments" in flat and whole:
+            reads.append(flat)
+        if flat.startswith("select") and "from shipment_events" in flat and " in (" in flat:
+            reads.append(flat)
+
+    event.listen(engine, "before_cursor_execute", saw)
+    try:
+        answer = post_as(
+            client, "/api/v1/shipments/events:batch", {"events": rows}, people["carrier"], 200
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", saw)
+    assert (answer["rows"], answer["applied"]) == (3, 3)
+    # One read of both shipments; no history read for them (a batch does not show it).
+    shipment_reads = [r for r in reads if "from shipments" in r]
+    assert len(shipment_reads) == 1, reads
+    assert not [r for r in reads if "from shipment_events" in r], reads
+    mine = call_as(client, "GET", f"/api/v1/shipments/{first['id']}", people["carrier"], 200).json
+    assert [h["status"] for h in mine["history"]] == ["planned", "picked_up", "in_transit"]
+
+
 def test_an_update_dated_before_the_shipment_existed_is_refused(stack: Stack) -> None:
     people = saga_world(stack, carriers=True)
     client = stack.client()
