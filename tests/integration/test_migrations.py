@@ -563,7 +563,7 @@ def test_an_allocation_of_a_pledge_or_a_need_is_found_through_its_line(
                             )
                         )
                         assert f"INDEX {index}" in plan, (query, plan)
-                return {i["name"] for i in sa_inspect(conn).get_indexes("allocations")}
+                return {str(i["name"]) for i in sa_inspect(conn).get_indexes("allocations")}
         finally:
             engine.dispose()
 
