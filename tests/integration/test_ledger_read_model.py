@@ -626,69 +626,34 @@ def test_an_unchanged_ledger_answers_304_and_a_change_a_new_etag(stack: Stack) -
     assert changed.headers["ETag"].startswith(f'"ledger-{outside[0]}-')
 
 
-def test_the_ledger_version_moves_at_the_commit_alone_whatever_its_savepoints_did(
-    stack: Stack,
-) -> None:
-    """A change that moves the ledger, then a savepoint released and one rolled back
-    (a scanner's batch makes one per row): the version's row is written once, by the
-    commit, not when a savepoint ends (locked in the middle of the transaction, it
-    deadlocked with other writers), and a rolled-back savepoint does not make the
-    transaction forget the move made before it."""
-    from sqlalchemy import event
-
-    rt = stack.runtime("dispatch")
-    before = totals.current_state(rt.read_engine)[0]
-    written: list[str] = []
-
-    def saw(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "ledger_state" in statement.lower() and statement.lstrip().lower().startswith(
-            ("update", "insert")
-        ):
-            written.append("at commit" if committing else "before commit")
-
-    committing = False
-    event.listen(rt.engine, "before_cursor_execute", saw)
-    try:
-        history = History()
-        with rt.unit_of_work() as session:
-            step_pledge(session, rt.outbox, history, Picks([1, 2, 3]))
-            with session.begin_nested():
-                session.execute(text("SELECT 1"))
-            savepoint = session.begin_nested()
-            session.execute(text("SELECT 1"))
-            savepoint.rollback()
-            session.flush()
-            assert written == []
-            committing = True
-    finally:
-        event.remove(rt.engine, "before_cursor_execute", saw)
-    assert written == ["at commit"]
-    assert totals.current_state(rt.read_engine)[0] == before + 1
-
-
 def _pledged(session: Session) -> int:
     return int(session.scalar(select(func.coalesce(func.sum(LedgerTotal.pledged), 0))) or 0)
 
 
-def test_totals_move_at_the_commit_and_a_rolled_back_savepoint_drops_its_own(
+def test_the_ledger_moves_at_the_commit_alone_whatever_its_savepoints_did(
     stack: Stack,
 ) -> None:
     """Pledges synced in one transaction, one of them in a savepoint released and one
-    in a savepoint rolled back: the totals' rows are written once, at the commit, with
-    what the transaction kept (the rolled-back pledge counts nothing), and equal the
-    lines after it."""
+    in a savepoint rolled back (a scanner's batch makes one per row): the totals' rows
+    and the version's are written once each, by the commit, not when a savepoint ends
+    (locked in the middle of the transaction, they kept other writers waiting, and the
+    version deadlocked with them), with what the transaction kept (the rolled-back
+    pledge counts nothing), and the totals equal the lines after it."""
     from sqlalchemy import event
 
     rt = stack.runtime("dispatch")
+    before = totals.current_state(rt.read_engine)[0]
     with rt.session_factory() as session:
         pledged = _pledged(session)
-    written: list[str] = []
+    written: list[tuple[str, str]] = []
     committing = False
 
     def saw(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         lowered = statement.lstrip().lower()
-        if lowered.startswith(("insert", "update")) and "ledger_totals" in lowered:
-            written.append("at commit" if committing else "before commit")
+        if lowered.startswith(("update", "insert")):
+            for table in ("ledger_totals", "ledger_state"):
+                if table in lowered:
+                    written.append((table, "at commit" if committing else "before commit"))
 
     def quantity(history: History, pledge_id: Any) -> int:
         return sum(int(line["quantity"]) for line in history.pledges[pledge_id]["lines"])
@@ -709,8 +674,9 @@ def test_totals_move_at_the_commit_and_a_rolled_back_savepoint_drops_its_own(
             committing = True
     finally:
         event.remove(rt.engine, "before_cursor_execute", saw)
-    # One upsert of the totals, their rows written together at the commit.
-    assert written == ["at commit"]
+    # One upsert of the totals, their rows written together, then the version.
+    assert written == [("ledger_totals", "at commit"), ("ledger_state", "at commit")]
+    assert totals.current_state(rt.read_engine)[0] == before + 1
     with rt.session_factory() as session:
         assert totals.compare(session) == []
         assert _pledged(session) == pledged + sum(quantity(history, p) for p in kept)
