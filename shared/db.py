@@ -153,15 +153,17 @@ def _begin_immediate(conn: Any) -> None:
     SQLAlchemy, so that the error is raised as any other statement's."""
     raw = conn.connection.driver_connection
     try:
-        raw.execute("PRAGMA busy_timeout=0")
-        polled = _polled_begin(raw, time.monotonic() + SQLITE_BUSY_MS / 1000)
-    except sqlite3.Error:
-        polled = False  # the last try below raises it as SQLAlchemy's error
+        try:
+            raw.execute("PRAGMA busy_timeout=0")
+            polled = _polled_begin(raw, time.monotonic() + SQLITE_BUSY_MS / 1000)
+        except sqlite3.Error:
+            polled = False  # the last try below raises it as SQLAlchemy's error
+        if not polled:
+            # Still without waiting: the patience is spent.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
     finally:
         with contextlib.suppress(sqlite3.Error):
             raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
-    if not polled:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 # SQLite's result codes of a database another connection holds.

@@ -509,6 +509,49 @@ def test_a_batch_reads_the_shipments_it_names_together(stack: Stack) -> None:
     assert [h["status"] for h in mine["history"]] == ["planned", "picked_up", "in_transit"]
 
 
+def test_a_carrier_taken_off_a_shipment_during_its_batch_cannot_move_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch reads its shipments before locking any: one given to another company
+    meanwhile is refused when its row comes, under its lock, and the others go on."""
+    from sqlalchemy import update
+
+    from services.dispatch.shipments import service as shipments_service
+
+    rt = stack.runtime("dispatch")
+    if rt.engine.dialect.name != "postgresql":
+        pytest.skip("on SQLite the batch's transaction holds the one write lock from its start")
+    people, (first, second) = _batch_world(stack)
+    real = shipments_service._preload
+
+    def preload_then_reassign(session: Any, references: Any) -> Any:
+        found = real(session, references)
+        with rt.engine.begin() as other:
+            other.execute(
+                update(Shipment)
+                .where(Shipment.id == uuid.UUID(first["id"]))
+                .values(logistics_org_id=uuid.UUID(people["rival"].org_id))
+            )
+        return found
+
+    monkeypatch.setattr(shipments_service, "_preload", preload_then_reassign)
+    start = utcnow()
+    rows = [
+        {"shipment_id": first["id"], "status": "picked_up", "occurred_at": start.isoformat()},
+        {"shipment_id": second["id"], "status": "picked_up", "occurred_at": start.isoformat()},
+    ]
+    answer = post_as(
+        stack.client(), "/api/v1/shipments/events:batch", {"events": rows}, people["carrier"], 200
+    )
+    assert [r["outcome"] for r in answer["results"]] == ["refused", "applied"]
+    assert answer["results"][0]["errors"] == {
+        "shipment_id": ["This shipment is not yours to update."]
+    }
+    with rt.session_factory() as session:
+        taken = session.get(Shipment, uuid.UUID(first["id"]))
+        assert taken is not None and taken.status == "planned"
+
+
 def test_an_update_dated_before_the_shipment_existed_is_refused(stack: Stack) -> None:
     people = saga_world(stack, carriers=True)
     client = stack.client()

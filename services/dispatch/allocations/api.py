@@ -13,7 +13,7 @@ from sqlalchemy import select
 from services.dispatch.allocations import service as saga
 from services.dispatch.allocations.service import ALLOCATION_STATUSES
 from services.dispatch.matching import service as matching_service
-from services.dispatch.models import Allocation
+from services.dispatch.models import Allocation, of_need, of_pledge
 from shared.display_fields import DISPLAY_PARAMETER, DisplayQuantities
 from shared.identity import current_identity, forbidden, require_roles
 from shared.pagination import ListArgsSchema, page_schema, paginate
@@ -104,7 +104,12 @@ class Allocations(MethodView):
     def get(self, args: dict[str, Any]) -> Any:
         """Allocations of your needs or pledges (coordinators: all), with filters."""
         stmt = _scoped_allocations(select(Allocation))
-        for name in ("need_id", "pledge_id", "need_line_id", "pledge_line_id", "run_id"):
+        # A need's or a pledge's through their lines (the lines' indexes serve them).
+        if args.get("need_id"):
+            stmt = stmt.where(of_need(args["need_id"]))
+        if args.get("pledge_id"):
+            stmt = stmt.where(of_pledge(args["pledge_id"]))
+        for name in ("need_line_id", "pledge_line_id", "run_id"):
             if args.get(name):
                 stmt = stmt.where(getattr(Allocation, name) == args[name])
         if args.get("status"):

@@ -46,7 +46,7 @@ from services.dispatch.shipments import domain
 from shared.contacts import contact_of
 from shared.db import in_chunks, utcnow
 from shared.display_fields import DisplayQuantities
-from shared.errors import Conflict, DomainError, RuleBroken
+from shared.errors import Conflict, DomainError, Forbidden, RuleBroken
 from shared.events import new_event, new_events
 from shared.identity import Identity, current_identity
 from shared.outbox import Outbox
@@ -1200,10 +1200,19 @@ def apply_batch(
             continue
         try:
             with _savepoint(session):
+                # Under its row lock, as the update will read it: still the caller's to
+                # update (the batch read it before any lock; a carrier may have been
+                # taken off it since).
+                session.refresh(shipment, _STATE_COLUMNS, with_for_update=True)
+                session.expire(shipment, ["lines"])
+                if not can_update(identity, shipment):
+                    reason = "This shipment is not yours to update."
+                    raise Forbidden(reason, errors={"shipment_id": [reason]})
                 outcome = record_update(
                     session,
                     outbox,
                     shipment,
+                    locked=True,
                     status=row["status"],
                     occurred_at=row["occurred_at"],
                     location=row.get("location"),
