@@ -45,11 +45,13 @@ from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column, sessio
 from shared.bulk import BulkInsert, Ready
 from shared.db import UTCDateTime, in_chunks, one_of, utcnow
 from shared.events import REGISTRY, Event, subscribers_of
+from shared.pending import Pending
 
 log = logging.getLogger(__name__)
 
 _PENDING_KEY = "aidlink.outbox.pending"
-_MARKS_KEY = "aidlink.outbox.savepoints"
+# The events of a transaction, relayed once it commits.
+_PENDING = Pending(_PENDING_KEY)
 
 
 class OutboxRow:
@@ -161,9 +163,8 @@ class Outbox:
         self._background: _RelayThread | None = None
         self._alongside = 0
         self._alongside_lock = threading.Lock()
+        _PENDING.listen(session_factory)
         event.listen(session_factory, "after_commit", self._after_commit)
-        event.listen(session_factory, "after_transaction_end", self._after_end)
-        event.listen(session_factory, "after_transaction_create", self._after_begin)
 
     def add(self, session: Session, evt: Event) -> None:
         """Write ``evt`` in the session's transaction; it is relayed once that commits."""
@@ -178,7 +179,7 @@ class Outbox:
                 awaiting=awaiting_of(subscribers_of(evt.type)) if self.track_receipt else None,
             )
         )
-        session.info.setdefault(_PENDING_KEY, []).append((evt.id, message))
+        _PENDING.append(session, (evt.id, message))
 
     def _rows(
         self, events: list[Event]
@@ -208,7 +209,7 @@ class Outbox:
             insert(cast(Table, cast(Any, self.row_class).__table__)),
             [dict(zip(_BULK_COLUMNS, row, strict=True)) for row in rows],
         )
-        session.info.setdefault(_PENDING_KEY, []).extend(pending)
+        _PENDING.extend(session, pending)
 
     def prepare_many(self, dialect: Dialect, events: list[Event]) -> PreparedEvents:
         """Outside a transaction: the outbox rows of ``events`` made ready for
@@ -224,26 +225,17 @@ class Outbox:
         """Write events made ready by :meth:`prepare_many` in the session's transaction;
         they are relayed once it commits, as :meth:`add_many`'s."""
         prepared.writer.write(session, prepared.ready)
-        session.info.setdefault(_PENDING_KEY, []).extend(prepared.pending)
+        _PENDING.extend(session, prepared.pending)
 
     # The relay ---------------------------------------------------------------------
-
-    def _after_begin(self, session: Session, transaction: Any) -> None:
-        # Where a savepoint starts in the pending list, so that rolling it back drops
-        # the events written inside it and nothing else.
-        if transaction.nested:
-            marks = session.info.setdefault(_MARKS_KEY, {})
-            marks[transaction] = len(session.info.get(_PENDING_KEY) or ())
 
     def _after_commit(self, session: Session) -> None:
         if session.in_nested_transaction():
             # A savepoint was released, not the transaction committed: its events wait
             # for the real commit (publishing them now would announce what may still
             # roll back, and on SQLite the relay would wait on this very transaction).
-            session.info.get(_MARKS_KEY, {}).pop(session.get_nested_transaction(), None)
             return
-        session.info.pop(_MARKS_KEY, None)
-        pending = session.info.pop(_PENDING_KEY, None)
+        pending = _PENDING.take(session)
         if pending:
             # Handed to the relay thread under the lock that swaps it in and out
             # (relaying_alongside), so that nothing is queued after it was told to stop.
@@ -303,20 +295,6 @@ class Outbox:
         ``timeout`` seconds; without a background relay there is nothing to wait for."""
         background = self._background
         return background.flush(timeout) if background is not None else True
-
-    def _after_end(self, session: Session, transaction: Any) -> None:
-        """A transaction ended without its commit publishes nothing (after a commit the
-        pending list is gone already). A savepoint ended without being released
-        (rolled back, or closed after a flush inside it failed, which rolls it back
-        with no rollback event of its own) drops the events written inside it."""
-        if transaction.parent is None:
-            session.info.pop(_PENDING_KEY, None)
-            session.info.pop(_MARKS_KEY, None)
-        elif transaction.nested:
-            mark = session.info.get(_MARKS_KEY, {}).pop(transaction, None)
-            pending = session.info.get(_PENDING_KEY)
-            if mark is not None and pending is not None:
-                del pending[mark:]
 
     def relay(self, messages: list[tuple[uuid.UUID, dict[str, Any]]]) -> int:
         """Publish just-committed events now. Failures are logged and left to the sweep."""

@@ -43,6 +43,7 @@ from services.dispatch.models import (
     of_need,
 )
 from shared.db import OneRowRead, upsert_insert, utcnow
+from shared.pending import Pending
 
 MEASURES = ("pledged", "reserved", "shipped", "received")
 FLOW_MEASURES = ("quantity", "shipped", "received")
@@ -54,10 +55,9 @@ UNPLEDGED_LINE_STATUSES = ("cancelled", "expired")
 # 32,766 since 3.32, 999 before; PostgreSQL's 65,535).
 CHUNK = 500
 _PENDING = "aidlink.ledger_moved"
-# Figures moved in a transaction, added to the totals at its commit (add_at_commit),
-# and where each open savepoint began among them.
-_LATER = "aidlink.ledger_later"
-_LATER_MARKS = "aidlink.ledger_later_marks"
+# Figures moved in a transaction, added to the totals at its commit (add_at_commit).
+_LATER = Pending("aidlink.ledger_later")
+_LATER.listen(Session)
 
 TotalKey = tuple[date, str, str]  # day, region, item
 FlowKey = tuple[date, str, str, uuid.UUID, uuid.UUID]  # ..., donor (or anonymous), recipient
@@ -323,7 +323,7 @@ def add_at_commit(session: Session, figures: Figures) -> None:
     commit alone, and a scanner's batch writes each row once. A savepoint rolled back
     drops what was moved inside it."""
     if figures:
-        session.info.setdefault(_LATER, []).append(figures)
+        _LATER.append(session, figures)
 
 
 def merged(parts: Iterable[Figures]) -> Figures:
@@ -363,8 +363,7 @@ def _at_commit(session: Session) -> None:
     # with writers holding the rows the batch went on to lock).
     if session.in_nested_transaction():
         return
-    later = session.info.pop(_LATER, None)
-    session.info.pop(_LATER_MARKS, None)
+    later = _LATER.take(session)
     if later:
         session.flush()
         add(session, merged(later))
@@ -372,38 +371,13 @@ def _at_commit(session: Session) -> None:
         bump(session)
 
 
-@event.listens_for(Session, "after_transaction_create")
-def _mark(session: Session, transaction: Any) -> None:
-    # Where a savepoint begins in the figures to add at the commit.
-    if transaction.nested:
-        marks = session.info.setdefault(_LATER_MARKS, {})
-        marks[transaction] = len(session.info.get(_LATER) or ())
-
-
-@event.listens_for(Session, "after_commit")
-def _released(session: Session) -> None:
-    # A savepoint released: what was moved inside it stays with the transaction.
-    if session.in_nested_transaction():
-        session.info.get(_LATER_MARKS, {}).pop(session.get_nested_transaction(), None)
-
-
 @event.listens_for(Session, "after_transaction_end")
 def _forget(session: Session, transaction: Any) -> None:
-    # A transaction ended without its commit adds nothing (after a commit there is
-    # nothing left). A savepoint ended without being released (rolled back, or closed
-    # after a flush inside it failed: that rolls it back without a rollback event of
-    # its own) drops the figures moved inside it, not those moved before it; the
-    # transaction still moves the version when it commits (once more than needed, at
-    # worst, which only renews the ledger's validators).
+    # A transaction ended without its commit does not move the version. (A savepoint
+    # rolled back does not make it forget a move made before it: the version moves
+    # once more than needed at worst, which only renews the ledger's validators.)
     if transaction.parent is None:
         session.info.pop(_PENDING, None)
-        session.info.pop(_LATER, None)
-        session.info.pop(_LATER_MARKS, None)
-    elif transaction.nested:
-        mark = session.info.get(_LATER_MARKS, {}).pop(transaction, None)
-        later = session.info.get(_LATER)
-        if mark is not None and later is not None:
-            del later[mark:]
 
 
 def moved_at_commit(session: Session) -> None:

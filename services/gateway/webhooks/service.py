@@ -51,6 +51,7 @@ from shared.db import utcnow
 from shared.errors import RuleBroken
 from shared.events import Event, subscribers_of
 from shared.events.registry import REGISTRY
+from shared.pending import Pending
 from shared.privacy import donor_hidden, without_donor
 from shared.runtime import ServiceRuntime
 from shared.webhook_signature import SIGNATURE_HEADER, sign
@@ -107,7 +108,8 @@ ATTEMPT_LEASE = 30.0
 # A task may start this early on its delivery's next attempt time (clock skew).
 EARLY_SLACK = 1.0
 
-_PENDING_KEY = "aidlink.webhooks.pending"
+# The deliveries a transaction scheduled, queued once it commits.
+PENDING_DELIVERIES = Pending("aidlink.webhooks.pending")
 
 for _type in WEBHOOK_EVENT_TYPES:
     REGISTRY.latest_version(_type)  # raises for a type the registry does not know
@@ -290,7 +292,7 @@ def fan_out(session: Session, evt: Event) -> list[WebhookDelivery]:
 
 def schedule(session: Session, delivery_id: uuid.UUID, countdown: float = 0.0) -> None:
     """Queue an attempt at ``delivery_id`` once ``session``'s transaction commits."""
-    session.info.setdefault(_PENDING_KEY, []).append((str(delivery_id), countdown))
+    PENDING_DELIVERIES.append(session, (str(delivery_id), countdown))
 
 
 def enqueue(rt: ServiceRuntime, delivery_id: str, countdown: float = 0.0) -> bool:

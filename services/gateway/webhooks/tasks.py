@@ -4,14 +4,13 @@ and Celery tasks (an attempt, and the sweep for lost ones)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from services.gateway.webhooks.service import (
-    _PENDING_KEY,
     DELIVER_TASK,
+    PENDING_DELIVERIES,
     SWEEP_TASK,
     WEBHOOK_EVENT_TYPES,
     deliver,
@@ -39,16 +38,15 @@ def register_webhook_tasks(rt: ServiceRuntime) -> None:
     attempts each committed transaction scheduled."""
 
     def _after_commit(session: Session) -> None:
-        pending = session.info.pop(_PENDING_KEY, None)
-        for delivery_id, countdown in pending or ():
+        if session.in_nested_transaction():
+            # A savepoint released (the inbox applies each event in one): its
+            # deliveries wait for the real commit, or their rows are not there yet.
+            return
+        for delivery_id, countdown in PENDING_DELIVERIES.take(session) or ():
             enqueue(rt, delivery_id, countdown)
 
-    def _after_rollback(session: Session, previous_transaction: Any) -> None:
-        if previous_transaction.parent is None:
-            session.info.pop(_PENDING_KEY, None)
-
+    PENDING_DELIVERIES.listen(rt.session_factory)
     sa_event.listen(rt.session_factory, "after_commit", _after_commit)
-    sa_event.listen(rt.session_factory, "after_soft_rollback", _after_rollback)
 
     @rt.celery.task(
         name=DELIVER_TASK,
