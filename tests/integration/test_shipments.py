@@ -463,9 +463,9 @@ def test_a_scanners_batch_keeps_the_good_rows_and_applies_once(stack: Stack) -> 
 
 
 def test_a_batch_reads_the_shipments_it_names_together(stack: Stack) -> None:
-    """A scanner's batch naming its shipments by id reads them in one statement (with
-    their lines in one more), not each on its own with its lines and history; each is
-    then locked as its row is applied, and the batch answers as before."""
+    """A scanner's batch naming its shipments by id reads them in one statement, not
+    each on its own with its lines and history; each is then locked as its row is
+    applied, and the batch answers as before."""
     from sqlalchemy import event
 
     people, (first, second) = _batch_world(stack)

@@ -1006,12 +1006,8 @@ def record_update(
                 ]
             },
         )
-    # Under the row lock, the state as the last writer left it; its lines read again
-    # when next used, since an allocation reserved meanwhile may have joined it
-    # (plan_allocations locks the shipment before adding a line): it leaves with it.
     if not locked:
-        session.refresh(shipment, _STATE_COLUMNS, with_for_update=True)
-        session.expire(shipment, ["lines"])
+        lock_state(session, shipment)
     earlier = session.scalar(
         select(ShipmentEvent).where(
             ShipmentEvent.shipment_id == shipment.id,
@@ -1172,8 +1168,8 @@ def apply_batch(
                 reason="The row is not valid.",
                 errors=row["errors"],
             )
-    # The shipments the rows name by id, read together (with their lines) rather than
-    # one by one, each with its lines and history: three statements a row before.
+    # The shipments the rows name by id, read together rather than one by one, each
+    # with its lines and history: three statements a row before.
     shipments: dict[Any, Shipment | None] = _preload(session, (row["shipment_id"] for row in order))
     for row in order:
         result = RowResult(
@@ -1203,8 +1199,7 @@ def apply_batch(
                 # Under its row lock, as the update will read it: still the caller's to
                 # update (the batch read it before any lock; a carrier may have been
                 # taken off it since).
-                session.refresh(shipment, _STATE_COLUMNS, with_for_update=True)
-                session.expire(shipment, ["lines"])
+                lock_state(session, shipment)
                 if not can_update(identity, shipment):
                     reason = "This shipment is not yours to update."
                     raise Forbidden(reason, errors={"shipment_id": [reason]})
@@ -1231,10 +1226,21 @@ def apply_batch(
     return [results[index] for index in sorted(results)]
 
 
+def lock_state(session: Session, shipment: Shipment) -> None:
+    """Lock ``shipment``'s row and read its state again, as the last writer left it;
+    its lines are read again when next used, since an allocation reserved meanwhile
+    may have joined it (plan_allocations locks the shipment before adding a line): it
+    leaves with it."""
+    session.refresh(shipment, _STATE_COLUMNS, with_for_update=True)
+    session.expire(shipment, ["lines"])
+
+
 def _preload(session: Session, references: Iterable[Any]) -> dict[Any, Shipment | None]:
-    """The shipments of ``references`` that are ids and exist, by reference as given
-    (their history left to be read if shown: a batch does not show it); references
-    that are tracking or waybill numbers are looked up on their own."""
+    """The shipments of ``references`` that are ids, by reference as given (None for
+    an id no shipment has); their lines and history left to be read when used (each
+    row's update reads the lines again under the shipment's lock, and a batch does not
+    show the history). References that are tracking or waybill numbers are looked up
+    on their own."""
     wanted: dict[Any, uuid.UUID] = {}
     for reference in references:
         try:
@@ -1247,10 +1253,12 @@ def _preload(session: Session, references: Iterable[Any]) -> dict[Any, Shipment 
         shipment.id: shipment
         for chunk in in_chunks(sorted(set(wanted.values())))
         for shipment in session.scalars(
-            select(Shipment).where(Shipment.id.in_(chunk)).options(lazyload(Shipment.history))
+            select(Shipment)
+            .where(Shipment.id.in_(chunk))
+            .options(lazyload(Shipment.lines), lazyload(Shipment.history))
         )
     }
-    return {reference: found[id_] for reference, id_ in wanted.items() if id_ in found}
+    return {reference: found.get(id_) for reference, id_ in wanted.items()}
 
 
 def _text(value: Any) -> str | None:
